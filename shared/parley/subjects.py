@@ -1,0 +1,111 @@
+"""Every NATS subject Parley uses, in one place.
+
+Subjects are keyed by session id, and by run id wherever output can go stale.
+Session ids are made by the gateway from [A-Za-z0-9_-] only, so they are safe
+as a single subject token (see ``session_token``).
+
+Flow of one turn (docs/ARCHITECTURE.md draws it):
+
+    gateway --audio_in(s)--> asr --events(s)--> orchestrator
+    orchestrator --tts_request--> tts --tts_audio(s, run)--> gateway
+    orchestrator --playback(s)--> gateway --events(s)--> orchestrator
+"""
+
+from __future__ import annotations
+
+import re
+
+PREFIX = "parley"
+
+# Queue groups: one member of each group handles a given message.
+ASR_GROUP = "asr"
+TTS_GROUP = "tts"
+ORCHESTRATOR_GROUP = "orchestrator"
+
+# JetStream resources.
+SESSIONS_BUCKET = "parley_sessions"  # KV: session id -> encoded SessionState
+LOG_STREAM = "PARLEY_LOG"  # the per-session event log (Step records)
+
+_SESSION_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def session_token(session: str) -> str:
+    """Validate a session id for use as one subject token."""
+    if not _SESSION_RE.match(session):
+        raise ValueError(f"invalid session id {session!r}")
+    return session
+
+
+# --- inbound audio: PCM16 LE mono 16 kHz, headers Parley-Seq and Parley-Rate
+def audio_in(session: str) -> str:
+    return f"{PREFIX}.audio.in.{session_token(session)}"
+
+
+# --- ASR claims a session (request/reply, queue group ASR_GROUP)
+ASR_CLAIM = f"{PREFIX}.asr.claim"
+
+# --- events for the orchestrator (any producer), queue group ORCHESTRATOR_GROUP
+def events(session: str) -> str:
+    return f"{PREFIX}.evt.{session_token(session)}"
+
+
+EVENTS_ALL = f"{PREFIX}.evt.*"
+
+# --- TTS: requests go to one worker of the group; cancels go to every worker
+TTS_REQUEST = f"{PREFIX}.tts.req"
+TTS_CANCEL = f"{PREFIX}.tts.cancel"
+
+
+def tts_audio(session: str, run: int) -> str:
+    """Synthesized PCM16 for one run; headers carry chunk, seq, rate, last."""
+    return f"{PREFIX}.tts.audio.{session_token(session)}.{int(run)}"
+
+
+def tts_audio_all(session: str) -> str:
+    return f"{PREFIX}.tts.audio.{session_token(session)}.*"
+
+
+# --- LLM cancel: broadcast to every orchestrator replica (whoever runs it)
+LLM_CANCEL = f"{PREFIX}.llm.cancel"
+
+
+# --- playback commands (Pause/Resume/Flush/EndSession) for the gateway
+def playback(session: str) -> str:
+    return f"{PREFIX}.play.{session_token(session)}"
+
+
+# --- session control broadcast: every service that holds per-session
+# resources listens here (session ended -> release them)
+def control(session: str) -> str:
+    return f"{PREFIX}.ctl.{session_token(session)}"
+
+
+CONTROL_ALL = f"{PREFIX}.ctl.*"
+
+
+# --- observation: Step records and UI notices for the inspector
+def observe(session: str) -> str:
+    return f"{PREFIX}.obs.{session_token(session)}"
+
+
+# --- the JetStream event log, one subject per session
+def log(session: str) -> str:
+    return f"{PREFIX}.log.{session_token(session)}"
+
+
+LOG_ALL = f"{PREFIX}.log.>"
+
+
+def session_of(subject: str) -> str:
+    """The session token of a per-session subject (its 4th token)."""
+    parts = subject.split(".")
+    if len(parts) < 3:
+        raise ValueError(f"subject {subject!r} carries no session")
+    return parts[2] if parts[1] in ("evt", "play", "ctl", "obs", "log") else parts[3]
+
+
+# Header names on audio messages.
+H_SEQ = "Parley-Seq"
+H_RATE = "Parley-Rate"
+H_CHUNK = "Parley-Chunk"
+H_LAST = "Parley-Last"  # "1" on the final (possibly empty) message of a chunk
