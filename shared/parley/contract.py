@@ -311,3 +311,35 @@ def step_from_json(data: bytes | str) -> Step:
 
 def type_name(message: object) -> str:
     return type(message).__name__
+
+
+# --------------------------------------------------------------------------
+# Session plumbing between services (not reducer events).
+
+
+class AsrClaim(msgspec.Struct, frozen=True, kw_only=True):
+    """Gateway -> one ASR worker (queue group): take this session's audio."""
+
+    session: str
+    sample_rate: int = 16000
+
+
+class AsrClaimed(msgspec.Struct, frozen=True, kw_only=True):
+    session: str
+    worker: str
+
+
+class SessionControl(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """Broadcast on subjects.control(session): release per-session resources."""
+
+    session: str
+    action: Literal["end"] = "end"
+    reason: str = ""
+
+
+def encode_plain(obj: msgspec.Struct) -> bytes:
+    return _event_encoder.encode(obj)
+
+
+def decode_plain(data: bytes, cls: type):
+    return msgspec.msgpack.decode(data, type=cls)
