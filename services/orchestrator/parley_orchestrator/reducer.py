@@ -1,0 +1,1061 @@
+"""The reducer: every decision Parley makes about a conversation, in one file.
+
+Theory of operation
+-------------------
+``reduce(state, event) -> (state, commands, outcome)`` is a pure function. It
+does no I/O, reads no clock (time is ``event.at``), draws no random numbers and
+mutates nothing: ``SessionState`` and everything in it is frozen. The runtime
+feeds it every event of a session, in order, persists the new state (JetStream
+KV, compare-and-set), logs the step, and executes the commands. Replaying the
+logged events through ``reduce`` therefore yields the same commands, bit for
+bit (``replay.py``).
+
+The conversation is in one *phase* at a time:
+
+    Idle -> Listening <-> Transcribing -> Generating <-> AwaitingTool
+                                              |
+                                           Speaking <-> Paused
+    Paused --words--> Interrupted -> Listening      (barge-in)
+    Generating --final transcript differs--> Cancelled -> Generating
+    (any) --SessionEnded / EndSession--> Ended
+
+``TRANSITIONS`` below is the table of (phase, event type) -> handler, with the
+phases each handler may lead to; ``docs/state-diagram.md`` is generated from it
+(``python -m parley_orchestrator.diagram``) and a test fails if they differ.
+An event with no row for the current phase is *rejected*: the state stays as
+it is and the outcome says so.
+
+Runs. Every reply is a *run* with an id counted per session (``next_run``).
+Provider events (LLM, TTS, playback) carry the run id; an event of a run that
+is not the active run is *stale*: it changes nothing and emits nothing. There
+is at most one active run. A run ends as *done* (everything it said was heard)
+or *cancelled* (barge-in, superseded, timed out, session over); either way its
+history is committed then, holding only what the caller heard.
+
+Tool results are the one exception to run scoping: a tool that ran is a fact
+of the world, so its result is kept even when the run that asked for it is
+gone, and it goes to the next generation. A tool call is executed at most once
+per session for the same name and arguments.
+
+Timers are commands (``StartTimer``) whose firing comes back as an event
+(``TimerFired``) with the token it was started with; a token that no longer
+matches is stale.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable
+
+import msgspec
+
+from parley.contract import (
+    AnyCommand,
+    AnyEvent,
+    CallTool,
+    CancelLLM,
+    CancelTimer,
+    CancelTTS,
+    Dtmf,
+    EndSession,
+    FlushPlayback,
+    LLMDone,
+    LLMError,
+    LLMToken,
+    LLMToolCall,
+    Message,
+    PausePlayback,
+    PlaybackProgress,
+    ResumePlayback,
+    RunEvent,
+    SessionEnded,
+    SessionStarted,
+    SpeechStarted,
+    SpeechStopped,
+    StartLLM,
+    StartTimer,
+    Synthesize,
+    TimerFired,
+    ToolCallItem,
+    ToolResult,
+    TranscriptFinal,
+    TranscriptPartial,
+    TTSChunkDone,
+    TTSChunkStarted,
+    TTSError,
+)
+
+from .chunking import next_chunk
+
+# ---------------------------------------------------------------------------
+# Phases
+
+IDLE = "Idle"
+LISTENING = "Listening"
+TRANSCRIBING = "Transcribing"
+GENERATING = "Generating"
+AWAITING_TOOL = "AwaitingTool"
+SPEAKING = "Speaking"
+PAUSED = "Paused"  # the caller made a sound while the agent had the floor
+INTERRUPTED = "Interrupted"  # transient: barge-in confirmed, run cancelled
+CANCELLED = "Cancelled"  # transient: run superseded or timed out
+ENDED = "Ended"
+
+PHASES = (IDLE, LISTENING, TRANSCRIBING, GENERATING, AWAITING_TOOL, SPEAKING, PAUSED, INTERRUPTED, CANCELLED, ENDED)
+AGENT_HAS_FLOOR = (GENERATING, AWAITING_TOOL, SPEAKING)
+
+# ---------------------------------------------------------------------------
+# Policy: the knobs of one session. Defaults here; SessionStarted.params may
+# override any of them by name (see ``policy_from_params``).
+
+
+class Policy(msgspec.Struct, frozen=True, kw_only=True):
+    system_prompt: str = "You are a helpful voice assistant. Keep replies short: they are spoken."
+    greeting: str = ""
+    # Endpointing: wait this long after SpeechStopped before answering, so a
+    # caller who pauses mid-thought is not cut off. The ASR's own VAD already
+    # waited for its silence window; 0 answers as soon as the final arrives.
+    endpoint_delay: float = 0.0
+    # False interruptions. Sound while the agent has the floor pauses playback.
+    # It becomes a barge-in when words arrive or the sound lasts
+    # ``interrupt_min_speech``; if it stops without words, playback resumes
+    # after at most ``resume_timeout``. LiveKit uses 0.5 s and 2 s; we take a
+    # shorter resume (a cough should not leave a 2 s hole) and the same
+    # minimum, which Silero's onset already delays by ~0.1-0.2 s.
+    interrupt_min_speech: float = 0.5
+    resume_timeout: float = 1.5
+    # Silence: re-prompt after this long with nothing said, end the call after
+    # ``max_reprompts`` re-prompts in a row.
+    reprompt_after: float = 10.0
+    reprompt_text: str = "Are you still there?"
+    max_reprompts: int = 2
+    goodbye_text: str = "I haven't heard from you, so I'll hang up now. Goodbye!"
+    max_call: float = 1800.0
+    llm_first_token_timeout: float = 6.0
+    tts_first_audio_timeout: float = 4.0
+    fallback_text: str = "Sorry, I'm having trouble right now. Could you say that again?"
+    # A run that finished synthesizing but whose playback is never reported
+    # ends anyway this long after its audio should have finished (never stuck
+    # "speaking" in silence).
+    playback_grace: float = 3.0
+    max_tool_steps: int = 4
+    first_chunk_min: int = 12
+    chunk_min: int = 24
+    chunk_max: int = 220
+    # Start the LLM on SpeechStopped with the latest partial, before the final
+    # transcript; a final that differs materially cancels it and starts over.
+    preemptive: bool = False
+
+
+def policy_from_params(params: dict[str, str]) -> tuple[Policy, tuple[str, ...]]:
+    """Build the policy from string parameters; returns the keys it could not use."""
+    defaults = Policy()
+    values: dict[str, object] = {}
+    bad: list[str] = []
+    for key, raw in params.items():
+        if key not in Policy.__struct_fields__:
+            continue
+        kind = type(getattr(defaults, key))
+        try:
+            if kind is bool:
+                values[key] = raw.strip().lower() in ("1", "true", "yes", "on")
+            elif kind is int:
+                values[key] = int(raw)
+            elif kind is float:
+                value = float(raw)
+                if not value >= 0 or value == float("inf"):
+                    raise ValueError(raw)
+                values[key] = value
+            else:
+                values[key] = raw
+        except ValueError:
+            bad.append(key)
+    return msgspec.structs.replace(defaults, **values), tuple(bad)
+
+
+# ---------------------------------------------------------------------------
+# State
+
+
+class ToolRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """A tool call the session executed (or is executing)."""
+
+    call_id: str
+    name: str
+    arguments: str
+    run: int
+    result: str | None = None  # None while running
+    ok: bool = True
+    committed: bool = False  # its call/result pair is in history already
+
+
+class Run(msgspec.Struct, frozen=True, kw_only=True):
+    id: int
+    user_text: str = ""  # the user turn this run answers
+    scripted: bool = False  # fixed text (greeting, re-prompt, fallback): no LLM
+    confirmed: bool = True  # False: preemptive, chunks wait for the final
+    step: int = 0  # LLM request number within the run (tool continuation)
+    llm_active: bool = False
+    got_token: bool = False  # in this step
+    pending: str = ""  # LLM text not yet cut into chunks
+    chunks: tuple[str, ...] = ()
+    chunk_steps: tuple[int, ...] = ()  # the LLM step each chunk came from
+    sent: int = 0  # chunks handed to TTS
+    audio_ms: tuple[int, ...] = ()  # per chunk, -1 until TTS is done with it
+    tts_started: bool = False
+    audio_started: bool = False
+    played: int = 0  # chunks the caller heard to the end, in order
+    step_text: tuple[str, ...] = ()  # full text generated by each finished step
+    step_calls: tuple[tuple[ToolCallItem, ...], ...] = ()  # tool calls per step
+    calls: tuple[ToolCallItem, ...] = ()  # tool calls of the current step
+    waiting: tuple[str, ...] = ()  # call ids of this step without a result
+    results: tuple[tuple[str, str, str], ...] = ()  # (call_id, name, result)
+    tool_steps: int = 0
+    continue_due: bool = False  # tool step finished: the LLM goes on when results are in
+    hold: bool = False  # playback paused for a possible interruption
+    hold_phase: str = ""  # phase to return to when the hold resolves
+
+
+class SessionState(msgspec.Struct, frozen=True, kw_only=True):
+    session: str = ""
+    phase: str = IDLE
+    policy: Policy = Policy()
+    started_at: float = 0.0
+    history: tuple[Message, ...] = ()
+    next_run: int = 1
+    run: Run | None = None
+    # The user's turn in progress.
+    user_speaking: bool = False
+    utterance: int = -1  # last SpeechStarted's utterance id
+    awaiting_finals: tuple[int, ...] = ()  # utterances stopped, final not yet in
+    user_text: str = ""  # finals gathered for the next turn
+    partial: str = ""  # latest partial of the current utterance
+    endpoint_due: bool = False  # endpoint timer running
+    speech_started_at: float = 0.0
+    reprompts: int = 0
+    timers: tuple[tuple[str, int], ...] = ()  # running timers (name, token)
+    next_token: int = 1
+    tools: tuple[ToolRecord, ...] = ()
+    events: int = 0  # events consumed (index of the next one)
+
+
+class Outcome(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What a step did, for the log: the phase path and why nothing happened."""
+
+    path: tuple[str, ...]  # phases visited, first = before, last = after
+    dropped: str = ""  # "stale" | "rejected" | ""
+    note: str = ""
+
+
+Result = tuple[SessionState, list[AnyCommand], Outcome]
+
+_replace = msgspec.structs.replace
+
+# ---------------------------------------------------------------------------
+# The entry point
+
+
+def reduce(state: SessionState, event: AnyEvent) -> Result:
+    """Consume one event. Never raises: a failure inside a handler is reported
+    as a rejected event and the state is left as it was."""
+    try:
+        return _reduce(state, event)
+    except Exception as exc:  # noqa: BLE001 - robustness is the contract here
+        return state, [], Outcome(path=(state.phase,), dropped="rejected", note=f"internal error: {exc!r}")
+
+
+def _reduce(state: SessionState, event: AnyEvent) -> Result:
+    if state.session and event.session != state.session:
+        return _rejected(state, "event of another session")
+    if isinstance(event, ToolResult):
+        pass  # run scoping for tools is by call id, handled in on_tool_result
+    elif isinstance(event, RunEvent) and (state.run is None or event.run != state.run.id):
+        return state, [], Outcome(path=(state.phase,), dropped="stale", note=f"run {event.run} is not active")
+    elif isinstance(event, TimerFired) and (event.name, event.token) not in state.timers:
+        return state, [], Outcome(path=(state.phase,), dropped="stale", note=f"timer {event.name}#{event.token}")
+    handler = _HANDLERS.get((state.phase, type(event)))
+    if handler is None:
+        return _rejected(state, f"{type(event).__name__} not valid in {state.phase}")
+    t = _Tx(_replace(state, events=state.events + 1), event)
+    handler(t, event)
+    return t.result()
+
+
+def _rejected(state: SessionState, why: str) -> Result:
+    return state, [], Outcome(path=(state.phase,), dropped="rejected", note=why)
+
+
+class _Tx:
+    """The working copy of one step: handlers replace ``s`` and append
+    commands. Local to ``reduce``; nothing outside ever sees it mutate."""
+
+    def __init__(self, state: SessionState, event: AnyEvent):
+        self.s = state
+        self.at = event.at
+        self.cmds: list[AnyCommand] = []
+        self.path: list[str] = [state.phase]
+        self.note = ""
+
+    # --- state helpers
+    def set(self, **changes) -> None:
+        self.s = _replace(self.s, **changes)
+
+    def set_run(self, **changes) -> None:
+        assert self.s.run is not None
+        self.s = _replace(self.s, run=_replace(self.s.run, **changes))
+
+    def go(self, phase: str) -> None:
+        if phase != self.path[-1]:
+            self.path.append(phase)
+        self.s = _replace(self.s, phase=phase)
+
+    def settle(self, phase: str) -> None:
+        """Move the run to ``phase``, or, while playback is held, remember it
+        as the phase to return to."""
+        if self.s.phase == PAUSED and self.s.run is not None:
+            self.set_run(hold_phase=phase)
+        else:
+            self.go(phase)
+
+    def emit(self, *cmds: AnyCommand) -> None:
+        self.cmds.extend(cmds)
+
+    # --- timers: at most one timer of each name runs at a time
+    def start_timer(self, name: str, delay: float) -> None:
+        self.cancel_timer(name)
+        token = self.s.next_token
+        self.set(next_token=token + 1, timers=self.s.timers + ((name, token),))
+        self.emit(StartTimer(session=self.s.session, name=name, token=token, delay=round(max(delay, 0.0), 3)))
+
+    def cancel_timer(self, name: str) -> None:
+        for timer_name, token in self.s.timers:
+            if timer_name == name:
+                self.emit(CancelTimer(session=self.s.session, name=name, token=token))
+        self.set(timers=tuple(t for t in self.s.timers if t[0] != name))
+
+    def fired(self, name: str) -> None:
+        self.set(timers=tuple(t for t in self.s.timers if t[0] != name))
+
+    def result(self) -> Result:
+        return self.s, self.cmds, Outcome(path=tuple(self.path), note=self.note)
+
+
+# ---------------------------------------------------------------------------
+# Session lifetime
+
+
+def on_session_started(t: _Tx, e: SessionStarted) -> None:
+    policy, bad = policy_from_params(e.params)
+    t.set(session=e.session, policy=policy, started_at=e.at)
+    if bad:
+        t.note = f"ignored invalid params: {', '.join(bad)}"
+    t.go(LISTENING)
+    t.start_timer("max_call", policy.max_call)
+    if policy.greeting:
+        _start_scripted(t, policy.greeting)
+    else:
+        t.start_timer("reprompt", policy.reprompt_after)
+
+
+def on_session_ended(t: _Tx, e: SessionEnded) -> None:
+    _end(t, e.reason, tell_gateway=False)
+
+
+def _end(t: _Tx, reason: str, tell_gateway: bool) -> None:
+    if t.s.run is not None:
+        _cancel_run(t, CANCELLED)
+    for name, _ in t.s.timers:
+        t.cancel_timer(name)
+    if tell_gateway:
+        t.emit(EndSession(session=t.s.session, reason=reason))
+    t.note = reason
+    t.go(ENDED)
+
+
+# ---------------------------------------------------------------------------
+# The caller's turn: speech, transcripts, endpointing
+
+
+def on_speech_started(t: _Tx, e: SpeechStarted) -> None:
+    t.set(user_speaking=True, utterance=e.utterance, partial="", speech_started_at=e.at, reprompts=0)
+    t.cancel_timer("reprompt")
+    t.cancel_timer("endpoint")
+    t.set(endpoint_due=False)
+    phase = t.s.phase
+    if phase in AGENT_HAS_FLOOR:
+        # Maybe a barge-in, maybe a cough: hold the audio and find out.
+        run = t.s.run
+        assert run is not None
+        if run.confirmed is False:
+            # A preemptive run answers a turn that is still going on.
+            _cancel_run(t, CANCELLED)
+            t.go(LISTENING)
+            return
+        t.set_run(hold=True, hold_phase=phase)
+        t.emit(PausePlayback(session=t.s.session, run=run.id))
+        t.start_timer("interrupt", t.s.policy.interrupt_min_speech)
+        t.cancel_timer("resume")
+        t.go(PAUSED)
+    elif phase == PAUSED:
+        t.cancel_timer("resume")
+        t.start_timer("interrupt", t.s.policy.interrupt_min_speech)
+    elif phase == TRANSCRIBING:
+        t.go(LISTENING)  # the caller goes on: same turn
+
+
+def on_speech_stopped(t: _Tx, e: SpeechStopped) -> None:
+    t.set(user_speaking=False, awaiting_finals=t.s.awaiting_finals + (e.utterance,))
+    if t.s.phase in AGENT_HAS_FLOOR:
+        return  # the end of a sound that began before this run: its final decides
+    if t.s.phase == PAUSED:
+        # Short sound, no words yet: wait a little for a transcript.
+        t.cancel_timer("interrupt")
+        t.start_timer("resume", t.s.policy.resume_timeout)
+        return
+    t.go(TRANSCRIBING)
+    if t.s.policy.endpoint_delay > 0:
+        t.set(endpoint_due=True)
+        t.start_timer("endpoint", t.s.policy.endpoint_delay)
+    if t.s.policy.preemptive and t.s.run is None and (t.s.user_text + " " + t.s.partial).strip():
+        _start_run(t, _join(t.s.user_text, t.s.partial), confirmed=False)
+
+
+def on_partial(t: _Tx, e: TranscriptPartial) -> None:
+    t.set(partial=e.text)
+    if t.s.phase == PAUSED and _has_words(e.text):
+        _barge_in(t)
+
+
+def on_final(t: _Tx, e: TranscriptFinal) -> None:
+    finals = tuple(u for u in t.s.awaiting_finals if u != e.utterance)
+    t.set(awaiting_finals=finals, partial="")
+    if t.s.phase == PAUSED:
+        if _has_words(e.text):
+            _barge_in(t)
+            t.set(user_text=_join(t.s.user_text, e.text.strip()))
+            if not t.s.user_speaking:
+                _maybe_answer(t)
+        elif not t.s.user_speaking:
+            _resume(t)
+        return
+    t.set(user_text=_join(t.s.user_text, e.text.strip()))
+    run = t.s.run
+    if run is not None and not run.confirmed:
+        if _same_words(run.user_text, t.s.user_text) and not t.s.awaiting_finals:
+            # The preemptive guess was right: release what it has produced.
+            t.set_run(confirmed=True, user_text=t.s.user_text)
+            t.set(user_text="")
+            _pump_chunks(t)
+            t.go(_floor_phase(t.s.run))
+            return
+        _cancel_run(t, CANCELLED)
+    _maybe_answer(t)
+
+
+def on_dtmf(t: _Tx, e: Dtmf) -> None:
+    # A key press is an unambiguous turn: it interrupts and is answered at once.
+    if t.s.phase == PAUSED or t.s.phase in AGENT_HAS_FLOOR:
+        _barge_in(t)
+    t.set(user_text=_join(t.s.user_text, f"(pressed {e.digit} on the keypad)"), reprompts=0)
+    t.cancel_timer("reprompt")
+    _maybe_answer(t)
+
+
+def _maybe_answer(t: _Tx) -> None:
+    """Start a run for the gathered turn once the caller is really done."""
+    s = t.s
+    if s.user_speaking or s.awaiting_finals or s.endpoint_due or s.run is not None:
+        if not (s.user_speaking or s.run is not None):
+            t.go(TRANSCRIBING)
+        return
+    if not s.user_text.strip():
+        t.go(LISTENING)  # a sound without words: nothing to answer
+        t.start_timer("reprompt", s.policy.reprompt_after)
+        return
+    text = s.user_text
+    t.set(user_text="")
+    _start_run(t, text, confirmed=True)
+
+
+_NON_WORDS = re.compile(r"[^a-z0-9']+")
+BACKCHANNELS = frozenset(
+    "uh huh uh-huh mm hmm mhm mm-hmm hm um ah oh okay ok right yeah yep yes sure i see".split()
+)
+
+
+def _words(text: str) -> list[str]:
+    return [w for w in _NON_WORDS.split(text.lower()) if w]
+
+
+def _has_words(text: str) -> bool:
+    """Words that take the floor: anything but a backchannel ("uh-huh")."""
+    return any(w not in BACKCHANNELS for w in _words(text))
+
+
+def _same_words(a: str, b: str) -> bool:
+    return _words(a) == _words(b)
+
+
+def _join(a: str, b: str) -> str:
+    return f"{a} {b}".strip() if a and b else (a or b)
+
+
+def on_endpoint_timer(t: _Tx, e: TimerFired) -> None:
+    t.fired("endpoint")
+    t.set(endpoint_due=False)
+    _maybe_answer(t)
+
+
+def on_reprompt_timer(t: _Tx, e: TimerFired) -> None:
+    t.fired("reprompt")
+    if t.s.reprompts >= t.s.policy.max_reprompts:
+        _start_scripted(t, t.s.policy.goodbye_text, then_end=True)
+        return
+    t.set(reprompts=t.s.reprompts + 1)
+    _start_scripted(t, t.s.policy.reprompt_text)
+
+
+def on_max_call_timer(t: _Tx, e: TimerFired) -> None:
+    t.fired("max_call")
+    _end(t, "max call duration reached", tell_gateway=True)
+
+
+# ---------------------------------------------------------------------------
+# Runs: starting, generating, chunking
+
+
+def _start_run(t: _Tx, user_text: str, confirmed: bool) -> None:
+    run_id = t.s.next_run
+    t.set(next_run=run_id + 1, run=Run(id=run_id, user_text=user_text, confirmed=confirmed))
+    t.cancel_timer("reprompt")
+    t.go(GENERATING)
+    _start_llm(t)
+
+
+def _start_scripted(t: _Tx, text: str, then_end: bool = False) -> None:
+    """A run that speaks fixed text: greeting, re-prompt, fallback, goodbye."""
+    run_id = t.s.next_run
+    run = Run(id=run_id, scripted=True, pending=text, user_text="\x00end" if then_end else "")
+    t.set(next_run=run_id + 1, run=run)
+    t.cancel_timer("reprompt")
+    t.go(GENERATING)
+    _pump_chunks(t, final=True)
+
+
+def _start_llm(t: _Tx) -> None:
+    run = t.s.run
+    assert run is not None
+    t.set_run(llm_active=True, got_token=False)
+    t.emit(StartLLM(session=t.s.session, run=run.id, step=run.step, messages=_prompt(t.s)))
+    t.start_timer("llm_first_token", t.s.policy.llm_first_token_timeout)
+
+
+def _prompt(s: SessionState) -> tuple[Message, ...]:
+    """What the LLM sees: system, committed history, this run's turn so far."""
+    run = s.run
+    assert run is not None
+    msgs = [Message(role="system", content=s.policy.system_prompt), *s.history]
+    msgs += _late_tool_pairs(s)
+    if run.user_text:
+        msgs.append(Message(role="user", content=run.user_text))
+    results = {call_id: (name, result) for call_id, name, result in run.results}
+    for text, calls in zip(run.step_text, run.step_calls):
+        msgs.append(Message(role="assistant", content=text, tool_calls=calls))
+        for call in calls:
+            name, result = results.get(call.call_id, (call.name, '{"error": "no result"}'))
+            msgs.append(Message(role="tool", tool_call_id=call.call_id, name=name, content=result))
+    return tuple(msgs)
+
+
+def _late_tool_pairs(s: SessionState) -> list[Message]:
+    """Results of tools from earlier, cancelled runs that arrived after the
+    run ended: the next generation sees them (never dropped, never re-run)."""
+    out: list[Message] = []
+    for rec in s.tools:
+        if rec.result is not None and not rec.committed and (s.run is None or rec.run != s.run.id):
+            out += _tool_pair(rec)
+    return out
+
+
+def _tool_pair(rec: ToolRecord) -> list[Message]:
+    call = ToolCallItem(call_id=rec.call_id, name=rec.name, arguments=rec.arguments)
+    return [
+        Message(role="assistant", content="", tool_calls=(call,)),
+        Message(role="tool", tool_call_id=rec.call_id, name=rec.name, content=rec.result or ""),
+    ]
+
+
+def on_llm_token(t: _Tx, e: LLMToken) -> None:
+    run = t.s.run
+    assert run is not None
+    if e.step != run.step or not run.llm_active:
+        t.note = f"token of step {e.step} ignored"
+        return
+    if not run.got_token:
+        t.cancel_timer("llm_first_token")
+    t.set_run(got_token=True, pending=run.pending + e.text)
+    _pump_chunks(t)
+
+
+def _pump_chunks(t: _Tx, final: bool = False) -> None:
+    """Cut what can be cut from the pending text into numbered chunks, and send
+    chunks to TTS once the run is confirmed."""
+    run = t.s.run
+    assert run is not None
+    p = t.s.policy
+    pending, chunks, steps = run.pending, list(run.chunks), list(run.chunk_steps)
+    while pending:
+        n = next_chunk(pending, first=not chunks, final=final, first_min=p.first_chunk_min, min_len=p.chunk_min, max_len=p.chunk_max)
+        if n == 0:
+            break
+        text = pending[:n].strip()
+        pending = pending[n:]
+        if text:
+            chunks.append(text)
+            steps.append(run.step)
+    t.set_run(pending=pending, chunks=tuple(chunks), chunk_steps=tuple(steps), audio_ms=run.audio_ms + (-1,) * (len(chunks) - len(run.chunks)))
+    run = t.s.run
+    if not run.confirmed:
+        return
+    if run.sent < len(run.chunks) and run.sent == 0 and not run.tts_started:
+        t.start_timer("tts_first_audio", p.tts_first_audio_timeout)
+    for i in range(run.sent, len(run.chunks)):
+        t.emit(Synthesize(session=t.s.session, run=run.id, chunk=i, text=run.chunks[i]))
+    t.set_run(sent=len(run.chunks))
+    _maybe_finish(t)
+
+
+def on_llm_tool_call(t: _Tx, e: LLMToolCall) -> None:
+    run = t.s.run
+    assert run is not None
+    if e.step != run.step or not run.llm_active:
+        t.note = f"tool call of step {e.step} ignored"
+        return
+    if run.tool_steps >= t.s.policy.max_tool_steps:
+        t.note = f"tool call {e.name} refused: {run.tool_steps} tool steps already"
+        return
+    call = ToolCallItem(call_id=e.call_id, name=e.name, arguments=e.arguments)
+    t.set_run(calls=run.calls + (call,))
+    same = next((r for r in t.s.tools if r.name == e.name and _same_args(r.arguments, e.arguments)), None)
+    if same is None:
+        rec = ToolRecord(call_id=e.call_id, name=e.name, arguments=e.arguments, run=run.id)
+        t.set(tools=t.s.tools + (rec,))
+        t.set_run(waiting=t.s.run.waiting + (e.call_id,))
+        t.emit(CallTool(session=t.s.session, run=run.id, call_id=e.call_id, name=e.name, arguments=e.arguments))
+    elif same.result is not None:
+        # Already ran: reuse its result, never run it twice.
+        t.note = f"tool {e.name} already ran as {same.call_id}; result reused"
+        t.set_run(results=t.s.run.results + ((e.call_id, e.name, same.result),))
+        _commit_tool(t, same.call_id)
+    else:
+        # Still running for an earlier run: wait for that execution.
+        t.note = f"tool {e.name} already running as {same.call_id}; waiting for it"
+        t.set_run(waiting=t.s.run.waiting + (same.call_id,))
+        t.set(tools=tuple(_replace(r, run=run.id) if r.call_id == same.call_id else r for r in t.s.tools))
+        t.set_run(calls=tuple(_replace(c, call_id=same.call_id) if c.call_id == e.call_id else c for c in t.s.run.calls))
+
+
+def _same_args(a: str, b: str) -> bool:
+    try:
+        return msgspec.json.decode(a) == msgspec.json.decode(b)
+    except msgspec.DecodeError:
+        return a.strip() == b.strip()
+
+
+def _commit_tool(t: _Tx, call_id: str) -> None:
+    t.set(tools=tuple(_replace(r, committed=True) if r.call_id == call_id else r for r in t.s.tools))
+
+
+def on_llm_done(t: _Tx, e: LLMDone) -> None:
+    run = t.s.run
+    assert run is not None
+    if e.step != run.step or not run.llm_active:
+        t.note = f"done of step {e.step} ignored"
+        return
+    t.cancel_timer("llm_first_token")
+    step_text = _join(_text_of_step(run, run.step), run.pending.strip())
+    t.set_run(llm_active=False)
+    if run.calls:
+        # Speak what came before the tool call while the tool runs.
+        _pump_chunks(t, final=True)
+        run = t.s.run
+        t.set_run(
+            step_text=run.step_text + (step_text,),
+            step_calls=run.step_calls + (run.calls,),
+            calls=(),
+            tool_steps=run.tool_steps + 1,
+            continue_due=True,
+        )
+        if t.s.run.waiting:
+            t.settle(AWAITING_TOOL)
+        else:
+            _continue_after_tools(t)
+        return
+    t.set_run(step_text=run.step_text + (step_text,), step_calls=run.step_calls + ((),))
+    _pump_chunks(t, final=True)
+
+
+def _text_of_step(run: Run, step: int) -> str:
+    return " ".join(c for c, s in zip(run.chunks, run.chunk_steps) if s == step)
+
+
+def on_tool_result(t: _Tx, e: ToolResult) -> None:
+    rec = next((r for r in t.s.tools if r.call_id == e.call_id), None)
+    if rec is None or rec.result is not None:
+        t.note = f"no outstanding tool call {e.call_id}"
+        return
+    result = e.result if e.ok else msgspec.json.encode({"error": e.result}).decode()
+    t.set(tools=tuple(_replace(r, result=result, ok=e.ok) if r.call_id == e.call_id else r for r in t.s.tools))
+    run = t.s.run
+    if run is None:
+        t.set(history=t.s.history + tuple(_tool_pair(_replace(rec, result=result))))
+        _commit_tool(t, e.call_id)
+        t.note = f"late result of {e.name} kept in history"
+        return
+    if e.call_id not in run.waiting:
+        t.note = f"result of {e.name} kept for the next generation"
+        return
+    name = next((c.name for c in run.step_calls[-1] if c.call_id == e.call_id), e.name) if run.step_calls else e.name
+    t.set_run(waiting=tuple(w for w in run.waiting if w != e.call_id), results=run.results + ((e.call_id, name, result),))
+    _commit_tool(t, e.call_id)
+    if not t.s.run.waiting and t.s.phase != PAUSED:
+        _continue_after_tools(t)  # during a hold: continues on resume
+
+
+def _continue_after_tools(t: _Tx) -> None:
+    run = t.s.run
+    assert run is not None and run.continue_due
+    t.set_run(step=run.step + 1, continue_due=False)
+    t.go(_floor_phase(t.s.run))
+    _start_llm(t)
+
+
+def on_llm_error(t: _Tx, e: LLMError) -> None:
+    if e.step != t.s.run.step:  # type: ignore[union-attr]
+        t.note = f"error of step {e.step} ignored"
+        return
+    t.note = f"LLM error: {e.message}"
+    _fallback(t)
+
+
+def on_llm_timeout(t: _Tx, e: TimerFired) -> None:
+    t.fired("llm_first_token")
+    t.note = "LLM first token timed out"
+    _fallback(t)
+
+
+def on_tts_timeout(t: _Tx, e: TimerFired) -> None:
+    t.fired("tts_first_audio")
+    t.note = "TTS first audio timed out"
+    _fallback(t)
+
+
+def _fallback(t: _Tx) -> None:
+    """Give up on this run and say so, in a run of its own (the failing run's
+    TTS output, if it ever comes, is stale by then)."""
+    run = t.s.run
+    scripted_failed = run is not None and run.scripted
+    if run is not None:
+        _cancel_run(t, CANCELLED)
+    if scripted_failed:
+        t.go(LISTENING)  # TTS itself is failing: saying so would fail too
+        t.start_timer("reprompt", t.s.policy.reprompt_after)
+        return
+    _start_scripted(t, t.s.policy.fallback_text)
+
+
+# ---------------------------------------------------------------------------
+# Audio: TTS progress and what the caller actually heard
+
+
+def on_tts_started(t: _Tx, e: TTSChunkStarted) -> None:
+    if not t.s.run.tts_started:  # type: ignore[union-attr]
+        t.cancel_timer("tts_first_audio")
+    t.set_run(tts_started=True)
+
+
+def on_tts_done(t: _Tx, e: TTSChunkDone) -> None:
+    _chunk_audio(t, e.chunk, e.audio_ms)
+
+
+def on_tts_error(t: _Tx, e: TTSError) -> None:
+    t.note = f"TTS error on chunk {e.chunk}: {e.message}"
+    _chunk_audio(t, e.chunk, 0)
+
+
+def _chunk_audio(t: _Tx, chunk: int, audio_ms: int) -> None:
+    run = t.s.run
+    assert run is not None
+    if not 0 <= chunk < len(run.audio_ms):
+        t.note = f"chunk {chunk} unknown"
+        return
+    audio = list(run.audio_ms)
+    audio[chunk] = audio_ms
+    t.set_run(audio_ms=tuple(audio))
+    if audio_ms == 0 and chunk == run.played:
+        # Nothing to play for this chunk: it is "heard" as far as order goes.
+        _advance_played(t, chunk)
+    _maybe_finish(t)
+
+
+def on_playback(t: _Tx, e: PlaybackProgress) -> None:
+    run = t.s.run
+    assert run is not None
+    if not run.audio_started:
+        t.set_run(audio_started=True)
+        t.settle(_floor_phase(t.s.run))
+    if e.finished and e.chunk >= run.played:
+        _advance_played(t, e.chunk + 1)
+    _maybe_finish(t)
+
+
+def _advance_played(t: _Tx, upto: int) -> None:
+    """Chunks are heard in order; a chunk TTS produced no audio for (error)
+    is passed over, and kept out of history."""
+    run = t.s.run
+    assert run is not None
+    played = max(run.played, min(upto, len(run.chunks)))
+    while played < len(run.chunks) and run.audio_ms[played] == 0:
+        played += 1
+    t.set_run(played=played)
+
+
+def _maybe_finish(t: _Tx) -> None:
+    """A run is done when the LLM is done, no tool is pending, every chunk was
+    synthesized and the caller heard it all."""
+    run = t.s.run
+    if run is None or not run.confirmed or run.llm_active or run.waiting or run.pending or run.hold:
+        return
+    if run.sent < len(run.chunks):
+        return
+    if run.played >= len(run.chunks) and (run.scripted or run.step_text):
+        end_after = run.user_text == "\x00end"
+        _commit_run(t, interrupted=False)
+        t.cancel_timer("playback")
+        t.cancel_timer("tts_first_audio")
+        if end_after:
+            _end(t, "caller silent", tell_gateway=True)
+            return
+        t.go(LISTENING)
+        if t.s.user_text and not t.s.user_speaking and not t.s.awaiting_finals:
+            _maybe_answer(t)
+        elif not t.s.user_speaking and not t.s.awaiting_finals:
+            t.start_timer("reprompt", t.s.policy.reprompt_after)
+        return
+    if all(ms >= 0 for ms in run.audio_ms) and run.audio_ms and (run.scripted or run.step_text):
+        # Everything is synthesized; if playback never reports, do not stay
+        # "speaking" in silence forever.
+        remaining = sum(run.audio_ms[run.played :]) / 1000.0
+        t.start_timer("playback", remaining + t.s.policy.playback_grace)
+
+
+def on_playback_timer(t: _Tx, e: TimerFired) -> None:
+    t.fired("playback")
+    t.note = "playback never confirmed; run closed with what was heard"
+    _cancel_run(t, CANCELLED)
+    t.go(LISTENING)
+    t.start_timer("reprompt", t.s.policy.reprompt_after)
+
+
+# ---------------------------------------------------------------------------
+# Interruptions
+
+
+def on_interrupt_timer(t: _Tx, e: TimerFired) -> None:
+    t.fired("interrupt")
+    if t.s.user_speaking:
+        t.note = "speech outlasted the minimum: barge-in"
+        _barge_in(t)
+
+
+def on_resume_timer(t: _Tx, e: TimerFired) -> None:
+    t.fired("resume")
+    t.note = "no words: false interruption, resuming"
+    _resume(t)
+
+
+def _resume(t: _Tx) -> None:
+    run = t.s.run
+    assert run is not None
+    t.cancel_timer("interrupt")
+    t.cancel_timer("resume")
+    t.set_run(hold=False, hold_phase="")
+    t.emit(ResumePlayback(session=t.s.session, run=run.id))
+    t.go(_floor_phase(t.s.run))
+    if t.s.run.continue_due and not t.s.run.waiting:
+        _continue_after_tools(t)  # a tool result came during the hold
+        return
+    _maybe_finish(t)
+
+
+def _barge_in(t: _Tx) -> None:
+    """The caller takes the floor: cancel the run in one step."""
+    t.cancel_timer("interrupt")
+    t.cancel_timer("resume")
+    _cancel_run(t, INTERRUPTED)
+    t.go(LISTENING)
+
+
+def _cancel_run(t: _Tx, via: str) -> None:
+    """Cancel the active run: LLM, TTS and playback together; commit what was
+    heard. ``via`` is the transient phase recorded in the step's path."""
+    run = t.s.run
+    assert run is not None
+    sid = t.s.session
+    t.emit(CancelLLM(session=sid, run=run.id), CancelTTS(session=sid, run=run.id), FlushPlayback(session=sid, run=run.id))
+    for name in ("llm_first_token", "tts_first_audio", "playback", "interrupt", "resume"):
+        t.cancel_timer(name)
+    if run.confirmed:
+        _commit_run(t, interrupted=True)
+    else:
+        t.set(run=None)
+    t.go(via)
+
+
+def _commit_run(t: _Tx, interrupted: bool) -> None:
+    """Move the run into history, keeping only the assistant text the caller
+    heard; tool calls that completed are kept with their results."""
+    run = t.s.run
+    assert run is not None
+    heard = [i for i in range(run.played) if run.audio_ms[i] != 0]
+    heard_chunks = [run.chunks[i] for i in heard]
+    heard_steps = [run.chunk_steps[i] for i in heard]
+    results = {call_id: (name, result) for call_id, name, result in run.results}
+    msgs: list[Message] = []
+    if run.user_text and run.user_text != "\x00end":
+        msgs.append(Message(role="user", content=run.user_text))
+    n_steps = max(len(run.step_calls), (max(run.chunk_steps) + 1) if run.chunk_steps else 0)
+    if run.scripted:
+        n_steps = 1
+    truncated = interrupted and run.played < len(run.chunks) or interrupted and (run.pending or run.llm_active)
+    last_with_text = -1
+    for step in range(n_steps):
+        text = " ".join(c for c, s in zip(heard_chunks, heard_steps) if s == step)
+        calls = tuple(c for c in (run.step_calls[step] if step < len(run.step_calls) else ()) if c.call_id in results)
+        if not text and not calls:
+            continue
+        msgs.append(Message(role="assistant", content=text, tool_calls=calls))
+        if text:
+            last_with_text = len(msgs) - 1
+        for c in calls:
+            name, result = results[c.call_id]
+            msgs.append(Message(role="tool", tool_call_id=c.call_id, name=name, content=result))
+    if truncated and last_with_text >= 0:
+        msgs[last_with_text] = _replace(msgs[last_with_text], interrupted=True)
+    elif truncated and run.played == 0 and run.user_text and run.user_text != "\x00end":
+        t.note = (t.note + "; " if t.note else "") + "interrupted before any audio was heard"
+    t.set(history=t.s.history + tuple(msgs) + tuple(_late_tool_pairs(t.s)), run=None)
+    for rec in t.s.tools:
+        if rec.result is not None and not rec.committed:
+            _commit_tool(t, rec.call_id)
+
+
+def _floor_phase(run: Run | None) -> str:
+    if run is None:
+        return LISTENING
+    if run.waiting:
+        return AWAITING_TOOL
+    return SPEAKING if run.audio_started else GENERATING
+
+
+# ---------------------------------------------------------------------------
+# The transition table: (phase, event type) -> handler, and the phases the
+# handler can lead to (a tuple inside means a path through transient phases).
+# docs/state-diagram.md is drawn from it.
+
+
+class Row(msgspec.Struct, frozen=True):
+    phases: tuple[str, ...]
+    event: type
+    handler: Callable[[_Tx, AnyEvent], None]
+    leads_to: tuple[str, ...]
+    when: str = ""  # the label on the diagram's edge
+
+
+LIVE = (LISTENING, TRANSCRIBING, GENERATING, AWAITING_TOOL, SPEAKING, PAUSED)
+FLOOR = AGENT_HAS_FLOOR
+CUT = f"{INTERRUPTED}>{LISTENING}"
+CUT_T = f"{INTERRUPTED}>{TRANSCRIBING}"
+SUPERSEDE = f"{CANCELLED}>{GENERATING}"
+DROP = f"{CANCELLED}>{LISTENING}"
+END = ENDED
+
+
+def _timer(name: str, fn: Callable[[_Tx, TimerFired], None]) -> Callable[[_Tx, TimerFired], None]:
+    fn.timer_name = name  # type: ignore[attr-defined]
+    return fn
+
+
+TRANSITIONS: tuple[Row, ...] = (
+    Row((IDLE,), SessionStarted, on_session_started, (LISTENING, GENERATING), "greeting?"),
+    Row(LIVE, SessionEnded, on_session_ended, (END, f"{CANCELLED}>{END}"), "hang-up"),
+    Row((LISTENING, TRANSCRIBING), SpeechStarted, on_speech_started, (LISTENING,), "caller speaks"),
+    Row(FLOOR, SpeechStarted, on_speech_started, (PAUSED, f"{CANCELLED}>{LISTENING}"), "sound: hold playback"),
+    Row((PAUSED,), SpeechStarted, on_speech_started, (PAUSED,), "more sound"),
+    Row((LISTENING, TRANSCRIBING), SpeechStopped, on_speech_stopped, (TRANSCRIBING, GENERATING), "silence"),
+    Row(FLOOR, SpeechStopped, on_speech_stopped, FLOOR, "end of an earlier sound"),
+    Row((PAUSED,), SpeechStopped, on_speech_stopped, (PAUSED,), "sound ended, wait for words"),
+    Row(LIVE, TranscriptPartial, on_partial, (LISTENING, TRANSCRIBING, GENERATING, AWAITING_TOOL, SPEAKING, CUT, CUT_T), "words: barge-in"),
+    Row((LISTENING, TRANSCRIBING), TranscriptFinal, on_final, (LISTENING, TRANSCRIBING, GENERATING), "final transcript"),
+    Row(FLOOR, TranscriptFinal, on_final, (GENERATING, SPEAKING, AWAITING_TOOL, SUPERSEDE, DROP, TRANSCRIBING), "final (preemptive check)"),
+    Row((PAUSED,), TranscriptFinal, on_final, (GENERATING, SPEAKING, AWAITING_TOOL, CUT, f"{INTERRUPTED}>{LISTENING}>{GENERATING}", CUT_T), "words: barge-in / none: resume"),
+    Row(LIVE, Dtmf, on_dtmf, (GENERATING, f"{INTERRUPTED}>{LISTENING}>{GENERATING}", TRANSCRIBING, LISTENING), "key press"),
+    Row((GENERATING, SPEAKING, PAUSED), LLMToken, on_llm_token, (GENERATING, SPEAKING, PAUSED, LISTENING), "token"),
+    Row((GENERATING, SPEAKING, PAUSED), LLMToolCall, on_llm_tool_call, (GENERATING, SPEAKING, PAUSED), "tool call"),
+    Row((GENERATING, SPEAKING, PAUSED), LLMDone, on_llm_done, (AWAITING_TOOL, GENERATING, SPEAKING, PAUSED, LISTENING), "LLM done"),
+    Row((GENERATING, SPEAKING, AWAITING_TOOL, PAUSED), LLMError, on_llm_error, (f"{CANCELLED}>{GENERATING}",), "LLM error: fallback"),
+    Row(LIVE, ToolResult, on_tool_result, (GENERATING, SPEAKING, AWAITING_TOOL, PAUSED, LISTENING, TRANSCRIBING), "tool result"),
+    Row(FLOOR + (PAUSED,), TTSChunkStarted, on_tts_started, (GENERATING, SPEAKING, AWAITING_TOOL, PAUSED), "first audio"),
+    Row(FLOOR + (PAUSED,), TTSChunkDone, on_tts_done, (GENERATING, SPEAKING, AWAITING_TOOL, PAUSED, LISTENING), "chunk synthesized"),
+    Row(FLOOR + (PAUSED,), TTSError, on_tts_error, (GENERATING, SPEAKING, AWAITING_TOOL, PAUSED, LISTENING), "chunk failed"),
+    Row(FLOOR + (PAUSED,), PlaybackProgress, on_playback, (SPEAKING, AWAITING_TOOL, PAUSED, LISTENING, END), "heard / all heard"),
+    Row((TRANSCRIBING,), TimerFired, _timer("endpoint", on_endpoint_timer), (GENERATING, LISTENING, TRANSCRIBING), "endpoint"),
+    Row((LISTENING,), TimerFired, _timer("reprompt", on_reprompt_timer), (GENERATING,), "silence: re-prompt"),
+    Row(LIVE, TimerFired, _timer("max_call", on_max_call_timer), (END, f"{CANCELLED}>{END}"), "max duration"),
+    Row((GENERATING, SPEAKING, PAUSED, AWAITING_TOOL), TimerFired, _timer("llm_first_token", on_llm_timeout), (f"{CANCELLED}>{GENERATING}",), "LLM timeout: fallback"),
+    Row((GENERATING, SPEAKING, PAUSED, AWAITING_TOOL), TimerFired, _timer("tts_first_audio", on_tts_timeout), (f"{CANCELLED}>{GENERATING}", DROP), "TTS timeout: fallback"),
+    Row((SPEAKING, GENERATING, AWAITING_TOOL, PAUSED), TimerFired, _timer("playback", on_playback_timer), (DROP,), "playback never confirmed"),
+    Row((PAUSED,), TimerFired, _timer("interrupt", on_interrupt_timer), (PAUSED, CUT), "speech too long: barge-in"),
+    Row((PAUSED,), TimerFired, _timer("resume", on_resume_timer), (GENERATING, SPEAKING, AWAITING_TOOL, LISTENING), "no words: resume"),
+)
+
+_HANDLERS: dict[tuple[str, type], Callable] = {}
+_TIMER_HANDLERS: dict[tuple[str, str], Callable] = {}
+for _row in TRANSITIONS:
+    for _phase in _row.phases:
+        name = getattr(_row.handler, "timer_name", None)
+        if name:
+            _TIMER_HANDLERS[(_phase, name)] = _row.handler
+        else:
+            _HANDLERS[(_phase, _row.event)] = _row.handler
+
+
+def _dispatch_timer(t: _Tx, e: TimerFired) -> None:
+    handler = _TIMER_HANDLERS.get((t.s.phase, e.name))
+    if handler is None:
+        # A timer whose purpose has passed in this phase: forget it quietly.
+        t.fired(e.name)
+        t.note = f"timer {e.name} not applicable in {t.s.phase}"
+        return
+    handler(t, e)
+
+
+for _phase in PHASES:
+    if any((_phase, n) in _TIMER_HANDLERS for n in ("endpoint", "reprompt", "max_call", "llm_first_token", "tts_first_audio", "playback", "interrupt", "resume")):
+        _HANDLERS[(_phase, TimerFired)] = _dispatch_timer
+
+
+
+def initial_state() -> SessionState:
+    return SessionState()
+
+
+def encode_state(state: SessionState) -> bytes:
+    return msgspec.msgpack.encode(state)
+
+
+_state_decoder = msgspec.msgpack.Decoder(SessionState)
+
+
+def decode_state(data: bytes) -> SessionState:
+    return _state_decoder.decode(data)
