@@ -65,6 +65,9 @@ def tts_audio_all(session: str) -> str:
     return f"{PREFIX}.tts.audio.{session_token(session)}.*"
 
 
+# --- orchestrator info (request/reply): which brain answers, for the page
+ORCHESTRATOR_INFO = f"{PREFIX}.orchestrator.info"
+
 # --- LLM cancel: broadcast to every orchestrator replica (whoever runs it)
 LLM_CANCEL = f"{PREFIX}.llm.cancel"
 

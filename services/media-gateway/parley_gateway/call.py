@@ -1,0 +1,270 @@
+"""One call through the gateway, whatever the transport.
+
+A ``Call`` owns the NATS side of a session: it claims an ASR worker, publishes
+the caller's audio and SessionStarted/SessionEnded, receives TTS audio and
+playback commands, and keeps the outbound ``Playout`` buffer. Transports
+(``/ws/pcm``, Twilio Media Streams, WebRTC) only move bytes in and out:
+
+* inbound: ``await call.feed(pcm16_16k)``
+* outbound: every 20 ms the transport takes ``call.next_frame()`` (pull, as
+  WebRTC does) or the shared ``Ticker`` pushes it to ``transport.send_frame``.
+
+Playback progress (what the caller heard) comes from the playout marks, unless
+the transport knows better (Twilio echoes marks): then it reports progress
+itself through ``call.report_played``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from typing import Protocol
+
+from nats.aio.client import Client
+
+from parley import bus, contract, subjects
+from parley.audio import Mark, Playout, Resampler
+from parley.contract import (
+    EndSession,
+    FlushPlayback,
+    PausePlayback,
+    PlaybackProgress,
+    ResumePlayback,
+    SessionControl,
+    SessionEnded,
+    SessionStarted,
+)
+
+log = logging.getLogger("parley.gateway")
+
+FRAME_MS = 20
+MAX_INBOUND_BYTES = 64_000  # 2 s of 16 kHz PCM16 in one message is plenty
+
+
+class Transport(Protocol):
+    kind: str  # pcm | webrtc | twilio
+    rate: int  # outbound sample rate
+    reports_playback: bool  # True: the transport reports progress itself
+
+    async def send_frame(self, frame: bytes) -> None: ...
+    async def send_notice(self, notice: dict) -> None: ...
+    async def on_mark(self, mark: Mark) -> None: ...
+    async def on_flush(self, run: int) -> None: ...
+    async def close(self, reason: str) -> None: ...
+
+
+def new_session_id(kind: str) -> str:
+    return f"{kind}-{secrets.token_hex(8)}"
+
+
+class Call:
+    def __init__(self, nc: Client, transport: Transport, session: str | None = None, stats: dict | None = None):
+        self.nc = nc
+        self.transport = transport
+        self.session = session or new_session_id(transport.kind)
+        self.playout = Playout(rate=transport.rate, frame_ms=FRAME_MS)
+        self.resamplers: dict[tuple[int, int], Resampler] = {}
+        self.flushed_runs: set[int] = set()
+        self.seq = 0
+        self.subs: list = []
+        self.closed = False
+        self.ended_by_agent = False
+        self.stats = stats if stats is not None else {}
+        self.frames_out = 0
+
+    # ---------------------------------------------------------------- lifetime
+    async def start(self, params: dict[str, str] | None = None, caller: str = "") -> None:
+        s = self.session
+        self.subs = [
+            await self.nc.subscribe(subjects.tts_audio_all(s), cb=self._on_audio),
+            await self.nc.subscribe(subjects.playback(s), cb=self._on_playback),
+            await self.nc.subscribe(subjects.observe(s), cb=self._on_observe),
+        ]
+        claim = contract.encode_plain(contract.AsrClaim(session=s, sample_rate=16000))
+        try:
+            await self.nc.request(subjects.ASR_CLAIM, claim, timeout=5)
+        except Exception as exc:  # noqa: BLE001
+            raise RuntimeError("no speech recognizer is available (is the asr service running?)") from exc
+        event = SessionStarted(session=s, at=time.time(), transport=self.transport.kind, caller=caller, params=params or {})
+        await bus.publish_event(self.nc, event)
+        log.info("call started", extra={"session_id": s, "transport": self.transport.kind})
+
+    async def end(self, reason: str = "hangup") -> None:
+        if self.closed:
+            return
+        self.closed = True
+        s = self.session
+        try:
+            if not self.ended_by_agent:
+                await bus.publish_event(self.nc, SessionEnded(session=s, at=time.time(), reason=reason))
+            await self.nc.publish(subjects.control(s), contract.encode_plain(SessionControl(session=s, reason=reason)))
+        except Exception:  # noqa: BLE001 - NATS may be gone; nothing more to do
+            log.warning("could not announce the end of the call", extra={"session_id": s})
+        for sub in self.subs:
+            try:
+                await sub.unsubscribe()
+            except Exception:  # noqa: BLE001
+                pass
+        log.info("call ended", extra={"session_id": s, "reason": reason, "frames_out": self.frames_out})
+
+    # ---------------------------------------------------------------- inbound
+    async def feed(self, pcm16_16k: bytes) -> None:
+        if len(pcm16_16k) % 2:
+            raise ValueError("PCM16 audio must have an even number of bytes")
+        if len(pcm16_16k) > MAX_INBOUND_BYTES:
+            raise ValueError(f"audio message too large ({len(pcm16_16k)} bytes, max {MAX_INBOUND_BYTES})")
+        if not pcm16_16k or self.closed:
+            return
+        await self.nc.publish(subjects.audio_in(self.session), pcm16_16k, headers=bus.audio_headers(self.seq, 16000))
+        self.seq += 1
+
+    async def dtmf(self, digit: str) -> None:
+        await bus.publish_event(self.nc, contract.Dtmf(session=self.session, at=time.time(), digit=digit))
+
+    # --------------------------------------------------------------- outbound
+    async def _on_audio(self, msg) -> None:
+        try:
+            meta = bus.AudioMeta(msg.headers)
+            run = int(msg.subject.rsplit(".", 1)[1])
+        except ValueError as exc:
+            log.warning("bad TTS audio message dropped", extra={"session_id": self.session, "error": str(exc)})
+            return
+        if meta.chunk is None or run in self.flushed_runs:
+            self._count("frames_dropped_stale", max(1, len(msg.data) // 640))
+            return
+        key = (run, meta.chunk)
+        resampler = self.resamplers.get(key)
+        if resampler is None:
+            resampler = self.resamplers[key] = Resampler(meta.rate, self.transport.rate)
+        pcm = resampler.process(msg.data) if msg.data else b""
+        if meta.last:
+            pcm += resampler.flush()
+            del self.resamplers[key]
+        if not self.playout.push(run, meta.chunk, pcm, meta.last):
+            self._count("frames_dropped_stale", max(1, len(pcm) // (self.transport.rate // 50 * 2)))
+
+    async def _on_playback(self, msg) -> None:
+        try:
+            cmd = contract.decode_command(msg.data)
+        except (contract.DecodeError, contract.ValidationError):
+            log.warning("bad playback command dropped", extra={"session_id": self.session})
+            return
+        match cmd:
+            case FlushPlayback():
+                # Before anything else: no frame of this run may leave after this.
+                self.flushed_runs.add(cmd.run)
+                dropped = self.playout.flush(cmd.run)
+                self._count("frames_flushed", dropped)
+                for key in [k for k in self.resamplers if k[0] <= cmd.run]:
+                    del self.resamplers[key]
+                await self.transport.on_flush(cmd.run)
+            case PausePlayback():
+                self.playout.pause(cmd.run)
+            case ResumePlayback():
+                self.playout.resume(cmd.run)
+            case EndSession():
+                self.ended_by_agent = True
+                await self.transport.send_notice({"type": "end", "reason": cmd.reason})
+                # Let the goodbye finish playing first (it was heard: the run ended).
+                await self.transport.close(cmd.reason)
+
+    async def _on_observe(self, msg) -> None:
+        try:
+            step = contract.decode_step(msg.data)
+        except (contract.DecodeError, contract.ValidationError):
+            return
+        for notice in notices_for(step):
+            await self.transport.send_notice(notice)
+
+    def next_frame(self) -> bytes | None:
+        """Take the next 20 ms frame (or None when nothing plays); publishes
+        playback progress from the playout's marks."""
+        frame, marks = self.playout.next_frame()
+        if frame is not None:
+            self.frames_out += 1
+        for mark in marks:
+            asyncio.ensure_future(self._mark(mark))
+        return frame
+
+    async def _mark(self, mark: Mark) -> None:
+        await self.transport.on_mark(mark)
+        if not self.transport.reports_playback:
+            await self.report_played(mark.run, mark.chunk, mark.kind == "finished", mark.played_ms)
+
+    async def report_played(self, run: int, chunk: int, finished: bool, played_ms: int = 0) -> None:
+        event = PlaybackProgress(session=self.session, at=time.time(), run=run, chunk=chunk, finished=finished, played_ms=played_ms)
+        await bus.publish_event(self.nc, event)
+
+    def _count(self, name: str, n: int) -> None:
+        if n:
+            self.stats[name] = self.stats.get(name, 0) + n
+
+
+def notices_for(step: contract.Step) -> list[dict]:
+    """What the browser page is told about one reducer step."""
+    e = step.event
+    out: list[dict] = [
+        {
+            "type": "step",
+            "index": step.index,
+            "at": e.at,
+            "event": contract.type_name(e),
+            "run": getattr(e, "run", None),
+            "from": step.state_from,
+            "to": step.state_to,
+            "commands": [contract.type_name(c) for c in step.commands],
+            "dropped": step.dropped,
+            "note": step.note,
+        }
+    ]
+    if step.state_from != step.state_to:
+        out.append({"type": "state", "state": step.state_to})
+    if isinstance(e, (contract.TranscriptPartial, contract.TranscriptFinal)):
+        out.append({"type": "transcript", "final": isinstance(e, contract.TranscriptFinal), "text": e.text, "utterance": e.utterance})
+    for c in step.commands:
+        if isinstance(c, contract.CallTool):
+            out.append({"type": "tool_call", "run": c.run, "name": c.name, "arguments": c.arguments})
+        elif isinstance(c, contract.Synthesize):
+            out.append({"type": "agent_text", "run": c.run, "chunk": c.chunk, "text": c.text})
+        elif isinstance(c, contract.FlushPlayback):
+            out.append({"type": "interrupted", "run": c.run})
+    if isinstance(e, contract.ToolResult) and not step.dropped:
+        out.append({"type": "tool_result", "run": e.run, "name": e.name, "ok": e.ok, "result": e.result})
+    return out
+
+
+class Ticker:
+    """One task that paces every push-style call at 20 ms against absolute
+    deadlines (not one sleeping task per call): 50 calls cost one wake-up."""
+
+    def __init__(self):
+        self.calls: set = set()
+        self.task: asyncio.Task | None = None
+
+    def add(self, sender) -> None:
+        self.calls.add(sender)
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._run())
+
+    def remove(self, sender) -> None:
+        self.calls.discard(sender)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        period = FRAME_MS / 1000
+        next_at = loop.time()
+        while self.calls:
+            for sender in list(self.calls):
+                try:
+                    sender.tick()
+                except Exception:  # noqa: BLE001 - one bad call never stops the others
+                    log.exception("tick failed")
+                    self.calls.discard(sender)
+            next_at += period
+            delay = next_at - loop.time()
+            if delay < -0.2:  # fell far behind (machine stalled): resync, don't burst
+                next_at = loop.time()
+                delay = 0
+            await asyncio.sleep(max(delay, 0))

@@ -1,0 +1,33 @@
+"""Gateway settings, read once from the environment."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Mapping
+
+
+@dataclass(frozen=True)
+class Settings:
+    nats_url: str = "nats://127.0.0.1:4222"
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    public_host: str = ""  # host[:port] Twilio reaches us at (wss://PUBLIC_HOST/twilio/media)
+    twilio_account_sid: str = ""
+    twilio_auth_token: str = ""
+    twilio_api_base: str = "https://api.twilio.com"
+    ice_servers: tuple[str, ...] = ()  # e.g. stun:stun.example.org:3478; none by default
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        return cls(
+            nats_url=env.get("NATS_URL", cls.nats_url),
+            http_host=env.get("PARLEY_HTTP_HOST", cls.http_host),
+            http_port=int(env.get("PARLEY_HTTP_PORT", cls.http_port)),
+            public_host=env.get("PUBLIC_HOST", ""),
+            twilio_account_sid=env.get("TWILIO_ACCOUNT_SID", ""),
+            twilio_auth_token=env.get("TWILIO_AUTH_TOKEN", ""),
+            twilio_api_base=env.get("TWILIO_API_BASE", cls.twilio_api_base),
+            ice_servers=tuple(s for s in env.get("PARLEY_ICE_SERVERS", "").split(",") if s.strip()),
+        )

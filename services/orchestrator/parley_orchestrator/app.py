@@ -1,0 +1,62 @@
+"""The orchestrator's FastAPI app: health, metrics, and the runtime's lifetime."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from parley import bus
+
+from .adapters.fixed import FixedLatencyBrain
+from .adapters.llm import brain_from_env
+from .runtime import Runtime
+from .settings import Settings
+from .tools import default_registry
+
+log = logging.getLogger("parley.orchestrator")
+
+SYSTEM_PROMPT = (
+    "You are the receptionist of Bright Smile Dental, answering the phone. Today is {today}. "
+    "The clinic is open Monday to Friday, 9 a.m. to 5 p.m., in 30-minute slots. "
+    "Help callers book appointments with the book_appointment tool (check_availability lists free slots). "
+    "Your replies are spoken aloud: one to three short sentences, no lists, no markdown, "
+    "times said like '3 p.m.'. If you did not understand, say so plainly."
+)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    state: dict = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        tools = default_registry(settings.data_dir / "appointments.sqlite3")
+        brain = FixedLatencyBrain() if settings.providers == "fixed" else brain_from_env(settings.env, tools)
+        defaults = {"system_prompt": settings.env.get("PARLEY_SYSTEM_PROMPT", SYSTEM_PROMPT)}
+        greeting = settings.env.get("PARLEY_GREETING", getattr(brain, "greeting", ""))
+        if greeting:
+            defaults["greeting"] = greeting
+        nc = await bus.connect(settings.nats_url, name="orchestrator")
+        runtime = Runtime(nc=nc, brain=brain, tools=tools, defaults=defaults)
+        await runtime.start()
+        state.update(runtime=runtime, brain=brain)
+        log.info("orchestrator ready", extra={"brain": brain.name, "nats": settings.nats_url})
+        try:
+            yield
+        finally:
+            await runtime.stop()
+            await nc.drain()
+
+    app = FastAPI(title="Parley orchestrator", lifespan=lifespan)
+
+    @app.get("/healthz")
+    async def healthz():
+        if "runtime" not in state:
+            return JSONResponse({"ok": False}, status_code=503)
+        return {"ok": True, "brain": state["brain"].name, "stats": state["runtime"].stats}
+
+    app.state.parley = state
+    return app
