@@ -718,7 +718,7 @@ def on_tool_result(t: _Tx, e: ToolResult) -> None:
     name = next((c.name for c in run.step_calls[-1] if c.call_id == e.call_id), e.name) if run.step_calls else e.name
     t.set_run(waiting=tuple(w for w in run.waiting if w != e.call_id), results=run.results + ((e.call_id, name, result),))
     _commit_tool(t, e.call_id)
-    if not t.s.run.waiting and t.s.phase != PAUSED:
+    if not t.s.run.waiting and t.s.run.continue_due and t.s.phase != PAUSED:
         _continue_after_tools(t)  # during a hold: continues on resume
 
 
@@ -788,6 +788,9 @@ def _chunk_audio(t: _Tx, chunk: int, audio_ms: int) -> None:
     assert run is not None
     if not 0 <= chunk < len(run.audio_ms):
         t.note = f"chunk {chunk} unknown"
+        return
+    if run.audio_ms[chunk] >= 0:
+        t.note = f"chunk {chunk} was already reported done"
         return
     audio = list(run.audio_ms)
     audio[chunk] = audio_ms

@@ -1,0 +1,424 @@
+"""Concrete transitions, one scenario per rule of the reducer (see reducer.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from parley import contract as c
+from parley_orchestrator import reducer as r
+
+S = "ex"
+
+
+class Convo:
+    """Drives the reducer through a scripted conversation and keeps what it said."""
+
+    def __init__(self, **params: str):
+        self.state = r.initial_state()
+        self.t = 0.0
+        self.cmds: list = []
+        self.last: list = []
+        self.outcome: r.Outcome | None = None
+        self.send(c.SessionStarted, params=params)
+
+    def send(self, cls, **fields):
+        self.t += 0.05
+        ev = cls(session=S, at=self.t, **fields)
+        self.state, self.last, self.outcome = r.reduce(self.state, ev)
+        self.cmds += self.last
+        return self.last
+
+    @property
+    def phase(self):
+        return self.state.phase
+
+    @property
+    def run(self):
+        return self.state.run.id if self.state.run else None
+
+    def types(self):
+        return [type(x).__name__ for x in self.last]
+
+    def timer(self, name):
+        token = dict(self.state.timers)[name]
+        return self.send(c.TimerFired, name=name, token=token)
+
+    def user_says(self, text, u=None):
+        u = self.state.utterance + 1 if u is None else u
+        self.send(c.SpeechStarted, utterance=u)
+        self.send(c.SpeechStopped, utterance=u)
+        return self.send(c.TranscriptFinal, utterance=u, text=text)
+
+    def llm(self, text, step=None, done=True):
+        step = self.state.run.step if step is None else step
+        run = self.run
+        for word in text.split(" "):
+            self.send(c.LLMToken, run=run, step=step, text=word + " ")
+        if done:
+            self.send(c.LLMDone, run=run, step=step)
+
+    def play_all(self):
+        run = self.state.run
+        for i in range(run.sent):
+            self.send(c.TTSChunkStarted, run=run.id, chunk=i)
+            self.send(c.TTSChunkDone, run=run.id, chunk=i, audio_ms=500)
+            self.send(c.PlaybackProgress, run=run.id, chunk=i, finished=False)
+            self.send(c.PlaybackProgress, run=run.id, chunk=i, finished=True)
+
+    def synthesized(self, run=None):
+        return [x.text for x in self.cmds if isinstance(x, c.Synthesize) and (run is None or x.run == run)]
+
+
+def test_a_turn_from_speech_to_heard_reply():
+    v = Convo()
+    assert v.phase == r.LISTENING
+    cmds = v.user_says("I'd like to book an appointment")
+    assert v.phase == r.GENERATING
+    start = [x for x in cmds if isinstance(x, c.StartLLM)][0]
+    assert start.run == 1 and start.step == 0
+    assert start.messages[0].role == "system" and start.messages[-1] == c.Message(role="user", content="I'd like to book an appointment")
+    v.llm("Sure. What day works for you?")
+    assert v.synthesized() == ["Sure.", "What day works for you?"]
+    v.play_all()
+    assert v.phase == r.LISTENING and v.state.run is None
+    assert [m.content for m in v.state.history] == ["I'd like to book an appointment", "Sure. What day works for you?"]
+    assert not v.state.history[-1].interrupted
+
+
+def test_run_scoping_drops_stale_events():
+    v = Convo()
+    v.user_says("hello")
+    before = v.state
+    assert v.send(c.LLMToken, run=7, step=0, text="stale") == []
+    assert v.outcome.dropped == "stale" and v.state == before
+    assert v.send(c.PlaybackProgress, run=0, chunk=0, finished=True) == []
+    assert v.outcome.dropped == "stale"
+
+
+def test_invalid_event_is_rejected_and_changes_nothing():
+    v = Convo()
+    before = v.state
+    assert v.send(c.SessionStarted) == []
+    assert v.outcome.dropped == "rejected" and v.state == before
+
+
+def test_barge_in_cancels_llm_tts_and_playback_in_one_step():
+    v = Convo()
+    v.user_says("tell me about the clinic")
+    v.llm("We are open on weekdays. We do cleanings, fillings and crowns. Parking is free.", done=False)
+    run = v.run
+    v.send(c.TTSChunkStarted, run=run, chunk=0)
+    v.send(c.PlaybackProgress, run=run, chunk=0, finished=False)
+    assert v.phase == r.SPEAKING
+    assert v.send(c.SpeechStarted, utterance=5) and v.types() == ["PausePlayback", "StartTimer"]
+    assert v.phase == r.PAUSED
+    v.send(c.TranscriptPartial, utterance=5, text="wait a second")
+    assert {"CancelLLM", "CancelTTS", "FlushPlayback"} <= set(v.types())
+    assert all(getattr(x, "run", run) == run for x in v.last)
+    assert v.outcome.path == (r.PAUSED, r.INTERRUPTED, r.LISTENING)
+    assert v.state.run is None
+    # Nothing unheard went to history; later output of that run is stale.
+    assert [m for m in v.state.history if m.role == "assistant"] == []
+    v.send(c.LLMToken, run=run, step=0, text="more")
+    assert v.outcome.dropped == "stale"
+
+
+def test_interrupted_reply_is_stored_truncated_to_what_was_heard():
+    v = Convo()
+    v.user_says("what are your hours")
+    v.llm("We are open Monday to Friday. From nine to five. Closed on holidays.")
+    run = v.run
+    assert v.synthesized(run) == ["We are open Monday to Friday.", "From nine to five. Closed on holidays."]
+    v.send(c.PlaybackProgress, run=run, chunk=0, finished=False)
+    v.send(c.PlaybackProgress, run=run, chunk=0, finished=True)
+    v.send(c.PlaybackProgress, run=run, chunk=1, finished=False)
+    v.send(c.SpeechStarted, utterance=9)
+    v.timer("interrupt")  # spoke longer than the minimum: barge-in without words yet
+    assert v.phase == r.LISTENING
+    last = v.state.history[-1]
+    assert last.role == "assistant" and last.content == "We are open Monday to Friday." and last.interrupted
+    # The next run's prompt carries the truncated reply, never the unheard rest.
+    v.send(c.SpeechStopped, utterance=9)
+    cmds = v.send(c.TranscriptFinal, utterance=9, text="and on Saturday?")
+    prompt = [x for x in cmds if isinstance(x, c.StartLLM)][0].messages
+    assert not any("nine to five" in m.content for m in prompt)
+
+
+def test_false_interruption_resumes_without_losing_the_answer():
+    v = Convo()
+    v.user_says("book me in")
+    v.llm("Sure, I can do that. Which day would you like?", done=False)
+    run = v.run
+    v.send(c.PlaybackProgress, run=run, chunk=0, finished=False)
+    v.send(c.SpeechStarted, utterance=3)
+    assert v.phase == r.PAUSED and v.types() == ["PausePlayback", "StartTimer"]
+    v.send(c.SpeechStopped, utterance=3)
+    assert "StartTimer" in v.types()  # resume timeout
+    v.send(c.TranscriptFinal, utterance=3, text="uh-huh")
+    assert v.types().count("ResumePlayback") == 1 and v.phase == r.SPEAKING and v.run == run
+    # ...and a cough with no transcript resumes on the timer.
+    v.send(c.SpeechStarted, utterance=4)
+    v.send(c.SpeechStopped, utterance=4)
+    v.timer("resume")
+    assert "ResumePlayback" in v.types() and v.phase == r.SPEAKING
+    v.send(c.TranscriptFinal, utterance=4, text="")
+    assert v.run == run
+
+
+def test_a_word_while_paused_is_a_barge_in_even_if_short():
+    v = Convo()
+    v.user_says("hi")
+    v.llm("Hello, how can I help you today?", done=False)
+    v.send(c.SpeechStarted, utterance=2)
+    v.send(c.SpeechStopped, utterance=2)
+    v.send(c.TranscriptFinal, utterance=2, text="Stop.")
+    assert {"CancelLLM", "FlushPlayback"} <= set(v.types())
+    assert [x for x in v.last if isinstance(x, c.StartLLM)][0].messages[-1].content == "Stop."
+
+
+@pytest.mark.parametrize(
+    "text,chunks",
+    [
+        ("Dr. Smith can see you at 3.30 p.m. tomorrow. Is that okay?", ["Dr. Smith can see you at 3.30 p.m. tomorrow.", "Is that okay?"]),
+        ("Sure, e.g. a cleaning costs $80.50 and takes 30 minutes. Anything else?", ["Sure, e.g. a cleaning costs $80.50 and takes 30 minutes.", "Anything else?"]),
+        ("Okay. I booked it.", ["Okay.", "I booked it."]),
+    ],
+)
+def test_chunking_never_splits_numbers_or_abbreviations(text, chunks):
+    v = Convo()
+    v.user_says("question")
+    v.llm(text)
+    assert v.synthesized() == chunks
+    assert [x.chunk for x in v.cmds if isinstance(x, c.Synthesize)] == list(range(len(chunks)))
+
+
+def test_first_chunk_goes_early_at_a_clause():
+    v = Convo()
+    v.user_says("question")
+    v.llm("Absolutely, let me look at the schedule, and then I will", done=False)
+    assert v.synthesized() == ["Absolutely, let me look at the schedule,"]
+    v.llm("tell you.", step=0)
+    assert v.synthesized() == ["Absolutely, let me look at the schedule,", "and then I will tell you."]
+
+
+def test_tool_call_continues_the_same_run_with_one_numbering():
+    v = Convo()
+    v.user_says("book tomorrow at 3 pm")
+    run = v.run
+    v.llm("Let me check that for you.", done=False)
+    v.send(c.LLMToolCall, run=run, step=0, call_id="t1", name="book_appointment", arguments='{"time": "15:00"}')
+    assert v.types() == ["CallTool"]
+    v.send(c.LLMDone, run=run, step=0, finish_reason="tool_calls")
+    assert v.phase == r.AWAITING_TOOL
+    cmds = v.send(c.ToolResult, run=run, call_id="t1", name="book_appointment", result='{"booked": true}')
+    start = [x for x in cmds if isinstance(x, c.StartLLM)][0]
+    assert start.run == run and start.step == 1
+    assert [m.role for m in start.messages[-3:]] == ["user", "assistant", "tool"]
+    assert start.messages[-2].content == "Let me check that for you." and start.messages[-2].tool_calls[0].call_id == "t1"
+    v.llm("You're booked for 3 p.m. tomorrow.")
+    assert [(x.chunk, x.text) for x in v.cmds if isinstance(x, c.Synthesize)] == [(0, "Let me check that for you."), (1, "You're booked for 3 p.m. tomorrow.")]
+    v.play_all()
+    roles = [(m.role, m.content) for m in v.state.history]
+    assert roles == [("user", "book tomorrow at 3 pm"), ("assistant", "Let me check that for you."), ("tool", '{"booked": true}'), ("assistant", "You're booked for 3 p.m. tomorrow.")]
+
+
+def test_tool_call_of_a_cancelled_run_is_never_executed():
+    v = Convo()
+    v.user_says("hang up please")
+    run = v.run
+    v.send(c.SpeechStarted, utterance=7)
+    v.send(c.TranscriptPartial, utterance=7, text="no wait")
+    assert v.state.run is None
+    assert v.send(c.LLMToolCall, run=run, step=0, call_id="x", name="end_call", arguments="{}") == []
+    assert v.outcome.dropped == "stale"
+
+
+def test_result_of_a_tool_that_ran_is_kept_and_never_run_twice():
+    v = Convo()
+    v.user_says("book friday at 10")
+    run = v.run
+    v.send(c.LLMToolCall, run=run, step=0, call_id="t1", name="book_appointment", arguments='{"date": "fri", "time": "10:00"}')
+    v.send(c.LLMDone, run=run, step=0, finish_reason="tool_calls")
+    # The caller interrupts while the tool runs...
+    v.send(c.SpeechStarted, utterance=8)
+    v.send(c.TranscriptPartial, utterance=8, text="actually also")
+    assert v.state.run is None
+    # ...the result arrives while they are still speaking: kept.
+    v.send(c.ToolResult, run=run, call_id="t1", name="book_appointment", result='{"booked": true}')
+    assert v.outcome.dropped == ""
+    assert any(m.role == "tool" and m.tool_call_id == "t1" for m in v.state.history)
+    v.send(c.SpeechStopped, utterance=8)
+    cmds = v.send(c.TranscriptFinal, utterance=8, text="actually also book Monday")
+    prompt = [x for x in cmds if isinstance(x, c.StartLLM)][0].messages
+    assert any(m.role == "tool" and m.content == '{"booked": true}' for m in prompt)
+    # The model asks for the same booking again: reused, not executed.
+    run2 = v.run
+    v.send(c.LLMToolCall, run=run2, step=0, call_id="t2", name="book_appointment", arguments='{"time": "10:00", "date": "fri"}')
+    assert not any(isinstance(x, c.CallTool) for x in v.last)
+    assert "reused" in v.outcome.note
+    cmds = v.send(c.LLMDone, run=run2, step=0, finish_reason="tool_calls")
+    assert [x for x in cmds if isinstance(x, c.StartLLM)][0].step == 1
+    assert sum(isinstance(x, c.CallTool) for x in v.cmds) == 1
+
+
+def test_tool_result_during_a_hold_continues_after_resume():
+    v = Convo()
+    v.user_says("book it")
+    run = v.run
+    v.llm("One moment.", done=False)
+    v.send(c.LLMToolCall, run=run, step=0, call_id="t1", name="book_appointment", arguments="{}")
+    v.send(c.LLMDone, run=run, step=0, finish_reason="tool_calls")
+    v.send(c.PlaybackProgress, run=run, chunk=0, finished=False)
+    v.send(c.SpeechStarted, utterance=4)
+    assert v.phase == r.PAUSED
+    v.send(c.ToolResult, run=run, call_id="t1", name="book_appointment", result='{"booked": true}')
+    assert not any(isinstance(x, c.StartLLM) for x in v.last)
+    v.send(c.SpeechStopped, utterance=4)
+    v.send(c.TranscriptFinal, utterance=4, text="mm-hmm")
+    assert any(isinstance(x, c.StartLLM) and x.step == 1 for x in v.last)
+
+
+def test_max_tool_steps_per_run():
+    v = Convo(max_tool_steps="1")
+    v.user_says("book")
+    run = v.run
+    v.send(c.LLMToolCall, run=run, step=0, call_id="a", name="check_availability", arguments='{"d": 1}')
+    v.send(c.LLMDone, run=run, step=0, finish_reason="tool_calls")
+    v.send(c.ToolResult, run=run, call_id="a", name="check_availability", result="[]")
+    v.send(c.LLMToolCall, run=run, step=1, call_id="b", name="check_availability", arguments='{"d": 2}')
+    assert v.last == [] and "refused" in v.outcome.note
+
+
+def test_endpoint_delay_waits_and_a_resumed_turn_joins_it():
+    v = Convo(endpoint_delay="0.4")
+    v.send(c.SpeechStarted, utterance=0)
+    v.send(c.SpeechStopped, utterance=0)
+    v.send(c.TranscriptFinal, utterance=0, text="I want to book")
+    assert v.phase == r.TRANSCRIBING and not any(isinstance(x, c.StartLLM) for x in v.cmds)
+    v.send(c.SpeechStarted, utterance=1)  # the caller goes on
+    v.send(c.SpeechStopped, utterance=1)
+    v.send(c.TranscriptFinal, utterance=1, text="on Friday")
+    cmds = v.timer("endpoint")
+    start = [x for x in cmds if isinstance(x, c.StartLLM)][0]
+    assert start.messages[-1].content == "I want to book on Friday"
+
+
+def test_silence_reprompts_then_ends_the_call():
+    v = Convo(max_reprompts="1", reprompt_after="5")
+    v.timer("reprompt")
+    assert v.synthesized() == ["Are you still there?"]
+    v.play_all()
+    v.timer("reprompt")
+    v.play_all()
+    assert any(isinstance(x, c.EndSession) for x in v.cmds) and v.phase == r.ENDED
+
+
+def test_max_call_duration_ends_the_session():
+    v = Convo(max_call="60")
+    v.user_says("hi")
+    v.timer("max_call")
+    assert {"CancelLLM", "EndSession"} <= set(v.types()) and v.phase == r.ENDED
+
+
+def test_llm_first_token_timeout_speaks_a_fallback_and_listens():
+    v = Convo()
+    v.user_says("hello?")
+    run = v.run
+    v.timer("llm_first_token")
+    assert "CancelLLM" in v.types()
+    assert any(x.startswith("Sorry, I'm having trouble") for x in v.synthesized())
+    assert v.run == run + 1
+    v.play_all()
+    assert v.phase == r.LISTENING
+
+
+def test_tts_first_audio_timeout_falls_back():
+    v = Convo()
+    v.user_says("hello?")
+    v.llm("Hi there, how can I help?")
+    v.timer("tts_first_audio")
+    assert "CancelTTS" in v.types() and any(x.startswith("Sorry") for x in v.synthesized())
+
+
+def test_llm_error_falls_back():
+    v = Convo()
+    v.user_says("hello?")
+    v.send(c.LLMError, run=v.run, step=0, message="HTTP 500")
+    assert any(x.startswith("Sorry") for x in v.synthesized()) and "HTTP 500" in v.outcome.note
+
+
+def test_playback_never_confirmed_does_not_leave_the_agent_stuck():
+    v = Convo()
+    v.user_says("hi")
+    v.llm("Hello there.")
+    v.send(c.TTSChunkStarted, run=v.run, chunk=0)
+    cmds = v.send(c.TTSChunkDone, run=v.run, chunk=0, audio_ms=800)
+    assert any(isinstance(x, c.StartTimer) and x.name == "playback" for x in cmds)
+    v.timer("playback")
+    assert v.phase == r.LISTENING and v.state.run is None
+
+
+def test_preemptive_generation_keeps_a_matching_guess():
+    v = Convo(preemptive="true")
+    v.send(c.SpeechStarted, utterance=0)
+    v.send(c.TranscriptPartial, utterance=0, text="book me for Friday")
+    cmds = v.send(c.SpeechStopped, utterance=0)
+    assert any(isinstance(x, c.StartLLM) for x in cmds)
+    run = v.run
+    v.llm("Sure.", done=False)
+    assert v.synthesized() == []  # held until the final confirms the guess
+    v.send(c.TranscriptFinal, utterance=0, text="Book me for Friday.")
+    assert v.run == run and v.synthesized() == ["Sure."]
+
+
+def test_preemptive_generation_restarts_when_the_final_differs():
+    v = Convo(preemptive="true")
+    v.send(c.SpeechStarted, utterance=0)
+    v.send(c.TranscriptPartial, utterance=0, text="book me for Friday")
+    v.send(c.SpeechStopped, utterance=0)
+    run = v.run
+    v.llm("Sure, Friday it is.", done=False)
+    cmds = v.send(c.TranscriptFinal, utterance=0, text="book me for Monday")
+    assert {"CancelLLM", "CancelTTS", "FlushPlayback"} <= set(v.types())
+    start = [x for x in cmds if isinstance(x, c.StartLLM)][0]
+    assert start.run == run + 1 and start.messages[-1].content == "book me for Monday"
+    assert v.synthesized() == []
+    assert v.outcome.path == (r.GENERATING, r.CANCELLED, r.GENERATING)
+
+
+def test_dtmf_is_a_turn():
+    v = Convo()
+    cmds = v.send(c.Dtmf, digit="5")
+    assert [x for x in cmds if isinstance(x, c.StartLLM)][0].messages[-1].content == "(pressed 5 on the keypad)"
+
+
+def test_greeting_is_spoken_first_and_heard_into_history():
+    v = Convo(greeting="Hi, this is the clinic. How can I help?")
+    assert v.synthesized() == ["Hi, this is the clinic.", "How can I help?"]
+    v.play_all()
+    assert v.state.history[0] == c.Message(role="assistant", content="Hi, this is the clinic. How can I help?")
+
+
+def test_session_end_cancels_everything():
+    v = Convo()
+    v.user_says("hi")
+    v.send(c.SessionEnded, reason="hangup")
+    assert {"CancelLLM", "CancelTTS", "FlushPlayback"} <= set(v.types())
+    assert v.phase == r.ENDED and v.state.timers == ()
+    v.send(c.SpeechStarted, utterance=10)
+    assert v.outcome.dropped == "rejected"
+
+
+def test_bad_params_are_reported_not_fatal():
+    v = Convo(resume_timeout="soon", max_tool_steps="x")
+    assert "resume_timeout" in v.outcome.note and "max_tool_steps" in v.outcome.note
+    assert v.phase == r.LISTENING
+    assert v.state.policy.resume_timeout == r.Policy().resume_timeout
+
+
+def test_event_of_another_session_is_rejected():
+    v = Convo()
+    state, cmds, out = r.reduce(v.state, c.SpeechStarted(session="other", at=1, utterance=0))
+    assert out.dropped == "rejected" and cmds == [] and state == v.state

@@ -1,0 +1,244 @@
+"""Hypothesis properties of the reducer over random (but plausible) event sequences.
+
+The generator looks at the current state to make events that reach deep paths
+(tokens for the active run and step, playback of chunks that were sent, timers
+that are running) and mixes in stale and out-of-order ones.
+"""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from parley import contract as c
+from parley_orchestrator import reducer as r
+
+S = "prop"
+WORDS = ["Sure", "okay,", "let", "me", "check.", "You're", "booked", "at", "3.30", "p.m.", "Dr.", "Smith", "sees", "you!", "Anything", "else?", "uh-huh", "e.g.", "fine"]
+
+
+@st.composite
+def sessions(draw, max_events=60):
+    params = draw(st.fixed_dictionaries({}, optional={
+        "greeting": st.sampled_from(["Hello. How can I help?", "Hi!"]),
+        "preemptive": st.sampled_from(["true", "false"]),
+        "endpoint_delay": st.sampled_from(["0", "0.2"]),
+        "max_tool_steps": st.sampled_from(["1", "2"]),
+    }))
+    state = r.initial_state()
+    t = 0.0
+    events: list[c.AnyEvent] = [c.SessionStarted(session=S, at=t, params=params)]
+    state, _, _ = r.reduce(state, events[0])
+    utterance = 0
+    speaking = False
+    call_n = 0
+    issued_calls: list[str] = []
+    for _ in range(draw(st.integers(0, max_events))):
+        t += draw(st.sampled_from([0.0, 0.01, 0.1, 0.5]))
+        run = state.run
+        rid = run.id if run else draw(st.integers(1, 3))
+        if draw(st.integers(0, 9)) == 0:
+            rid = draw(st.integers(0, state.next_run + 1))  # maybe stale
+        step = run.step if run else 0
+        kinds = ["speech", "partial", "final", "token", "tool", "done", "error", "tts", "play", "result", "timer", "dtmf"]
+        if run is not None and run.llm_active:
+            kinds += ["token", "token", "tool", "done", "done"]
+        if run is not None and run.waiting:
+            kinds += ["result", "result"]
+        if run is not None and run.sent:
+            kinds += ["play", "play", "tts"]
+        kind = draw(st.sampled_from(kinds))
+        if kind == "speech":
+            if speaking:
+                ev = c.SpeechStopped(session=S, at=t, utterance=utterance)
+                utterance += 1
+            else:
+                ev = c.SpeechStarted(session=S, at=t, utterance=utterance)
+            speaking = not speaking
+        elif kind == "partial":
+            ev = c.TranscriptPartial(session=S, at=t, utterance=utterance, text=draw(st.sampled_from(["", "uh-huh", "wait", "book me in"])))
+        elif kind == "final":
+            u = draw(st.integers(max(0, utterance - 1), utterance))
+            ev = c.TranscriptFinal(session=S, at=t, utterance=u, text=draw(st.sampled_from(["", "mm-hmm", "book tomorrow at 3", "no wait, Friday"])))
+        elif kind == "token":
+            ev = c.LLMToken(session=S, at=t, run=rid, step=draw(st.sampled_from([step, step, step - 1])), text=draw(st.sampled_from(WORDS)) + " ")
+        elif kind == "tool":
+            call_n += 1
+            args = json.dumps({"time": draw(st.sampled_from(["15:00", "15:30"]))})
+            ev = c.LLMToolCall(session=S, at=t, run=rid, step=step, call_id=f"call{call_n}", name="book_appointment", arguments=args)
+            issued_calls.append(f"call{call_n}")
+        elif kind == "done":
+            ev = c.LLMDone(session=S, at=t, run=rid, step=step, finish_reason=draw(st.sampled_from(["stop", "tool_calls"])))
+        elif kind == "error":
+            ev = c.LLMError(session=S, at=t, run=rid, step=step, message="boom")
+        elif kind == "tts":
+            n = len(run.chunks) if run else 1
+            chunk = draw(st.integers(0, max(n, 1)))
+            ev = draw(st.sampled_from([
+                c.TTSChunkStarted(session=S, at=t, run=rid, chunk=chunk),
+                c.TTSChunkDone(session=S, at=t, run=rid, chunk=chunk, audio_ms=draw(st.sampled_from([0, 400, 1200]))),
+                c.TTSError(session=S, at=t, run=rid, chunk=chunk, message="x"),
+            ]))
+        elif kind == "play":
+            sent = run.sent if run else 1
+            chunk = draw(st.integers(0, max(sent, 1)))
+            ev = c.PlaybackProgress(session=S, at=t, run=rid, chunk=chunk, finished=draw(st.booleans()))
+        elif kind == "result":
+            if not issued_calls:
+                continue
+            call_id = draw(st.sampled_from(issued_calls))
+            ev = c.ToolResult(session=S, at=t, run=rid, call_id=call_id, name="book_appointment", result='{"booked": true}', ok=draw(st.booleans()))
+        elif kind == "timer":
+            running = [x for x in state.timers if x[0] != "max_call" or draw(st.integers(0, 30)) == 0]
+            if running and draw(st.integers(0, 4)):
+                name, token = draw(st.sampled_from(running))
+            else:
+                name, token = draw(st.sampled_from(["resume", "interrupt", "endpoint"])), draw(st.integers(0, 50))
+            ev = c.TimerFired(session=S, at=t, name=name, token=token)
+        else:
+            ev = c.Dtmf(session=S, at=t, digit="1")
+        events.append(ev)
+        state, _, _ = r.reduce(state, ev)
+    events.append(c.SessionEnded(session=S, at=t + 1, reason="test over"))
+    return events
+
+
+def run_all(events):
+    state = r.initial_state()
+    steps = []
+    for ev in events:
+        before = state
+        state, cmds, outcome = r.reduce(state, ev)
+        steps.append((before, ev, cmds, outcome, state))
+    return state, steps
+
+
+PROPS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+@PROPS
+@given(sessions())
+def test_deterministic(events):
+    a, sa = run_all(events)
+    b, sb = run_all(events)
+    assert a == b
+    assert [s[2] for s in sa] == [s[2] for s in sb]
+    assert r.encode_state(a) == r.encode_state(b)
+
+
+@PROPS
+@given(sessions())
+def test_never_raises_and_never_errors_internally(events):
+    _, steps = run_all(events)
+    for _, ev, _, outcome, _ in steps:
+        assert not outcome.note.startswith("internal error"), (ev, outcome)
+
+
+@PROPS
+@given(sessions())
+def test_no_command_for_a_run_that_is_not_active(events):
+    _, steps = run_all(events)
+    for before, ev, cmds, outcome, after in steps:
+        live = {x.run.id for x in (before, after) if x.run is not None}
+        for cmd in cmds:
+            if isinstance(cmd, c.RunCommand):
+                assert cmd.run in live, (ev, cmd)
+                if isinstance(cmd, (c.StartLLM, c.Synthesize, c.CallTool, c.ResumePlayback)):
+                    # New work only for the run that is active after the step.
+                    assert after.run is not None and cmd.run == after.run.id, (ev, cmd)
+        if outcome.dropped:
+            assert cmds == [] and after == before
+
+
+@PROPS
+@given(sessions())
+def test_runs_are_ordered_and_every_run_ends(events):
+    final, steps = run_all(events)
+    started, ended = set(), set()
+    last = 0
+    for before, ev, cmds, _, after in steps:
+        if after.run is not None:
+            assert after.run.id >= last
+            last = after.run.id
+            started.add(after.run.id)
+        if before.run is not None and (after.run is None or after.run.id != before.run.id):
+            ended.add(before.run.id)
+    assert final.phase == r.ENDED
+    assert final.run is None
+    assert started <= ended
+    assert final.timers == ()
+
+
+@PROPS
+@given(sessions())
+def test_no_synthesis_after_flush(events):
+    _, steps = run_all(events)
+    flushed: set[int] = set()
+    for _, ev, cmds, _, _ in steps:
+        for cmd in cmds:
+            if isinstance(cmd, c.Synthesize):
+                assert cmd.run not in flushed, cmd
+            if isinstance(cmd, c.FlushPlayback):
+                assert {type(x) for x in cmds} >= {c.CancelLLM, c.CancelTTS, c.FlushPlayback}
+                flushed.add(cmd.run)
+
+
+@PROPS
+@given(sessions())
+def test_history_holds_only_heard_text(events):
+    final, steps = run_all(events)
+    texts: dict[tuple[int, int], str] = {}
+    heard: dict[int, list[str]] = {}
+    for before, ev, cmds, outcome, after in steps:
+        for cmd in cmds:
+            if isinstance(cmd, c.Synthesize):
+                texts[(cmd.run, cmd.chunk)] = cmd.text
+        if isinstance(ev, c.PlaybackProgress) and ev.finished and not outcome.dropped:
+            run = before.run
+            for i in range(run.played, min(ev.chunk + 1, len(run.chunks))):
+                heard.setdefault(ev.run, []).append(run.chunks[i])
+    all_heard = [t for chunks in heard.values() for t in chunks]
+    for msg in final.history:
+        if msg.role != "assistant" or not msg.content:
+            continue
+        rest = msg.content
+        for piece in all_heard:
+            if rest.startswith(piece):
+                rest = rest[len(piece):].lstrip()
+        assert rest == "", (msg.content, all_heard)
+
+
+@PROPS
+@given(sessions())
+def test_tools_never_run_for_cancelled_runs_nor_twice(events):
+    _, steps = run_all(events)
+    seen_ids, seen_calls = set(), set()
+    for before, ev, cmds, _, after in steps:
+        for cmd in cmds:
+            if isinstance(cmd, c.CallTool):
+                assert isinstance(ev, c.LLMToolCall) and before.run is not None and ev.run == before.run.id
+                assert after.run is not None and after.run.id == cmd.run
+                key = (cmd.name, json.dumps(json.loads(cmd.arguments), sort_keys=True))
+                assert cmd.call_id not in seen_ids and key not in seen_calls
+                seen_ids.add(cmd.call_id)
+                seen_calls.add(key)
+
+
+@PROPS
+@given(sessions())
+def test_every_tool_call_in_history_has_its_result(events):
+    final, _ = run_all(events)
+    answered = {m.tool_call_id for m in final.history if m.role == "tool"}
+    for m in final.history:
+        for call in m.tool_calls:
+            assert call.call_id in answered
+
+
+@PROPS
+@given(sessions())
+def test_state_survives_the_kv_round_trip(events):
+    final, steps = run_all(events)
+    for _, _, _, _, after in steps[:: max(1, len(steps) // 5)]:
+        assert r.decode_state(r.encode_state(after)) == after
