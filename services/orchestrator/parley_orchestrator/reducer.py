@@ -438,8 +438,13 @@ def on_final(t: _Tx, e: TranscriptFinal) -> None:
         elif not t.s.user_speaking:
             _resume(t)
         return
-    t.set(user_text=_join(t.s.user_text, e.text.strip()))
     run = t.s.run
+    if run is not None and run.confirmed and t.s.phase in AGENT_HAS_FLOOR and _has_words(e.text):
+        # Words that came after the hold resolved (a slow transcript): still
+        # the caller taking the floor.
+        _barge_in(t)
+        run = None
+    t.set(user_text=_join(t.s.user_text, e.text.strip()))
     if run is not None and not run.confirmed:
         if _same_words(run.user_text, t.s.user_text) and not t.s.awaiting_finals:
             # The preemptive guess was right: release what it has produced.
@@ -956,15 +961,17 @@ def _commit_run(t: _Tx, interrupted: bool) -> None:
 def _floor_phase(run: Run | None) -> str:
     if run is None:
         return LISTENING
-    if run.waiting:
+    if run.waiting and not run.llm_active:
         return AWAITING_TOOL
     return SPEAKING if run.audio_started else GENERATING
 
 
 # ---------------------------------------------------------------------------
-# The transition table: (phase, event type) -> handler, and the phases the
-# handler can lead to (a tuple inside means a path through transient phases).
-# docs/state-diagram.md is drawn from it.
+# The transition table: (phase, event type) -> handler, and where the handler
+# can lead from there. A target "A>B" passes through the transient phase A
+# (the run is cancelled there) and lands in B; "=" stays in the same phase.
+# docs/state-diagram.md is drawn from this table, and a property test checks
+# that every transition the reducer makes is one the table declares.
 
 
 class Row(msgspec.Struct, frozen=True):
@@ -975,78 +982,117 @@ class Row(msgspec.Struct, frozen=True):
     when: str = ""  # the label on the diagram's edge
 
 
-LIVE = (LISTENING, TRANSCRIBING, GENERATING, AWAITING_TOOL, SPEAKING, PAUSED)
-FLOOR = AGENT_HAS_FLOOR
-CUT = f"{INTERRUPTED}>{LISTENING}"
-CUT_T = f"{INTERRUPTED}>{TRANSCRIBING}"
-SUPERSEDE = f"{CANCELLED}>{GENERATING}"
-DROP = f"{CANCELLED}>{LISTENING}"
-END = ENDED
-
-
 def _timer(name: str, fn: Callable[[_Tx, TimerFired], None]) -> Callable[[_Tx, TimerFired], None]:
     fn.timer_name = name  # type: ignore[attr-defined]
     return fn
 
 
+def on_spent_timer(t: _Tx, e: TimerFired) -> None:
+    """A timer whose purpose passed with the phase it was set in."""
+    t.fired(e.name)
+    t.note = f"timer {e.name} not applicable in {t.s.phase}"
+
+
+LIVE = (LISTENING, TRANSCRIBING, GENERATING, AWAITING_TOOL, SPEAKING, PAUSED)
+USER = (LISTENING, TRANSCRIBING)
+FLOOR = AGENT_HAS_FLOOR
+HELD = FLOOR + (PAUSED,)
+STREAMING = (GENERATING, SPEAKING)  # an LLM step may be streaming
+# Where a run's end can lead: back to listening, straight into the next turn
+# the caller already finished, or (a goodbye was said) the end.
+RUN_ENDS = (LISTENING, GENERATING, ENDED)
+BARGE_IN = (f"{INTERRUPTED}>{LISTENING}", f"{INTERRUPTED}>{TRANSCRIBING}", f"{INTERRUPTED}>{GENERATING}")
+FALLBACK = (f"{CANCELLED}>{GENERATING}", f"{CANCELLED}>{LISTENING}")
+ENDS = (f"{CANCELLED}>{ENDED}",)
+
 TRANSITIONS: tuple[Row, ...] = (
-    Row((IDLE,), SessionStarted, on_session_started, (LISTENING, GENERATING), "greeting?"),
-    Row(LIVE, SessionEnded, on_session_ended, (END, f"{CANCELLED}>{END}"), "hang-up"),
-    Row((LISTENING, TRANSCRIBING), SpeechStarted, on_speech_started, (LISTENING,), "caller speaks"),
-    Row(FLOOR, SpeechStarted, on_speech_started, (PAUSED, f"{CANCELLED}>{LISTENING}"), "sound: hold playback"),
-    Row((PAUSED,), SpeechStarted, on_speech_started, (PAUSED,), "more sound"),
-    Row((LISTENING, TRANSCRIBING), SpeechStopped, on_speech_stopped, (TRANSCRIBING, GENERATING), "silence"),
-    Row(FLOOR, SpeechStopped, on_speech_stopped, FLOOR, "end of an earlier sound"),
-    Row((PAUSED,), SpeechStopped, on_speech_stopped, (PAUSED,), "sound ended, wait for words"),
-    Row(LIVE, TranscriptPartial, on_partial, (LISTENING, TRANSCRIBING, GENERATING, AWAITING_TOOL, SPEAKING, CUT, CUT_T), "words: barge-in"),
-    Row((LISTENING, TRANSCRIBING), TranscriptFinal, on_final, (LISTENING, TRANSCRIBING, GENERATING), "final transcript"),
-    Row(FLOOR, TranscriptFinal, on_final, (GENERATING, SPEAKING, AWAITING_TOOL, SUPERSEDE, DROP, TRANSCRIBING), "final (preemptive check)"),
-    Row((PAUSED,), TranscriptFinal, on_final, (GENERATING, SPEAKING, AWAITING_TOOL, CUT, f"{INTERRUPTED}>{LISTENING}>{GENERATING}", CUT_T), "words: barge-in / none: resume"),
-    Row(LIVE, Dtmf, on_dtmf, (GENERATING, f"{INTERRUPTED}>{LISTENING}>{GENERATING}", TRANSCRIBING, LISTENING), "key press"),
-    Row((GENERATING, SPEAKING, PAUSED), LLMToken, on_llm_token, (GENERATING, SPEAKING, PAUSED, LISTENING), "token"),
-    Row((GENERATING, SPEAKING, PAUSED), LLMToolCall, on_llm_tool_call, (GENERATING, SPEAKING, PAUSED), "tool call"),
-    Row((GENERATING, SPEAKING, PAUSED), LLMDone, on_llm_done, (AWAITING_TOOL, GENERATING, SPEAKING, PAUSED, LISTENING), "LLM done"),
-    Row((GENERATING, SPEAKING, AWAITING_TOOL, PAUSED), LLMError, on_llm_error, (f"{CANCELLED}>{GENERATING}",), "LLM error: fallback"),
-    Row(LIVE, ToolResult, on_tool_result, (GENERATING, SPEAKING, AWAITING_TOOL, PAUSED, LISTENING, TRANSCRIBING), "tool result"),
-    Row(FLOOR + (PAUSED,), TTSChunkStarted, on_tts_started, (GENERATING, SPEAKING, AWAITING_TOOL, PAUSED), "first audio"),
-    Row(FLOOR + (PAUSED,), TTSChunkDone, on_tts_done, (GENERATING, SPEAKING, AWAITING_TOOL, PAUSED, LISTENING), "chunk synthesized"),
-    Row(FLOOR + (PAUSED,), TTSError, on_tts_error, (GENERATING, SPEAKING, AWAITING_TOOL, PAUSED, LISTENING), "chunk failed"),
-    Row(FLOOR + (PAUSED,), PlaybackProgress, on_playback, (SPEAKING, AWAITING_TOOL, PAUSED, LISTENING, END), "heard / all heard"),
-    Row((TRANSCRIBING,), TimerFired, _timer("endpoint", on_endpoint_timer), (GENERATING, LISTENING, TRANSCRIBING), "endpoint"),
+    # -- the session
+    Row((IDLE,), SessionStarted, on_session_started, (LISTENING, GENERATING), "start (greeting?)"),
+    Row(USER, SessionEnded, on_session_ended, (ENDED,), "hang-up"),
+    Row(HELD, SessionEnded, on_session_ended, ENDS, "hang-up"),
+    Row(USER, TimerFired, _timer("max_call", on_max_call_timer), (ENDED,), "max duration"),
+    Row(HELD, TimerFired, _timer("max_call", on_max_call_timer), ENDS, "max duration"),
+    # -- the caller's turn
+    Row(USER, SpeechStarted, on_speech_started, (LISTENING,), "caller speaks"),
+    Row(USER, SpeechStopped, on_speech_stopped, (TRANSCRIBING, GENERATING), "silence (preemptive?)"),
+    Row(USER, TranscriptPartial, on_partial, ("=",), "partial"),
+    Row(USER, TranscriptFinal, on_final, ("=", LISTENING, TRANSCRIBING, GENERATING), "final: answer"),
+    Row(USER, Dtmf, on_dtmf, ("=", TRANSCRIBING, GENERATING), "key press"),
+    Row((TRANSCRIBING,), TimerFired, _timer("endpoint", on_endpoint_timer), ("=", LISTENING, GENERATING), "endpoint"),
     Row((LISTENING,), TimerFired, _timer("reprompt", on_reprompt_timer), (GENERATING,), "silence: re-prompt"),
-    Row(LIVE, TimerFired, _timer("max_call", on_max_call_timer), (END, f"{CANCELLED}>{END}"), "max duration"),
-    Row((GENERATING, SPEAKING, PAUSED, AWAITING_TOOL), TimerFired, _timer("llm_first_token", on_llm_timeout), (f"{CANCELLED}>{GENERATING}",), "LLM timeout: fallback"),
-    Row((GENERATING, SPEAKING, PAUSED, AWAITING_TOOL), TimerFired, _timer("tts_first_audio", on_tts_timeout), (f"{CANCELLED}>{GENERATING}", DROP), "TTS timeout: fallback"),
-    Row((SPEAKING, GENERATING, AWAITING_TOOL, PAUSED), TimerFired, _timer("playback", on_playback_timer), (DROP,), "playback never confirmed"),
-    Row((PAUSED,), TimerFired, _timer("interrupt", on_interrupt_timer), (PAUSED, CUT), "speech too long: barge-in"),
-    Row((PAUSED,), TimerFired, _timer("resume", on_resume_timer), (GENERATING, SPEAKING, AWAITING_TOOL, LISTENING), "no words: resume"),
+    Row(USER, ToolResult, on_tool_result, ("=",), "late tool result"),
+    # -- the agent has the floor: a sound holds it
+    Row(FLOOR, SpeechStarted, on_speech_started, (PAUSED, f"{CANCELLED}>{LISTENING}"), "sound: hold"),
+    Row(FLOOR, SpeechStopped, on_speech_stopped, ("=",), "end of an earlier sound"),
+    Row(FLOOR, TranscriptPartial, on_partial, ("=",), "partial"),
+    Row(FLOOR, TranscriptFinal, on_final, ("=", GENERATING, f"{CANCELLED}>{GENERATING}", f"{CANCELLED}>{TRANSCRIBING}", f"{CANCELLED}>{LISTENING}") + BARGE_IN, "final: words barge in; preemptive check"),
+    Row(FLOOR, Dtmf, on_dtmf, BARGE_IN, "key press: barge-in"),
+    # -- a hold: barge-in or false interruption
+    Row((PAUSED,), SpeechStarted, on_speech_started, ("=",), "more sound"),
+    Row((PAUSED,), SpeechStopped, on_speech_stopped, ("=",), "sound ended: wait for words"),
+    Row((PAUSED,), TranscriptPartial, on_partial, ("=", f"{INTERRUPTED}>{LISTENING}"), "words: barge-in"),
+    Row((PAUSED,), TranscriptFinal, on_final, ("=", GENERATING, SPEAKING, AWAITING_TOOL) + RUN_ENDS + BARGE_IN, "words: barge-in; none: resume"),
+    Row((PAUSED,), Dtmf, on_dtmf, BARGE_IN, "key press: barge-in"),
+    Row((PAUSED,), TimerFired, _timer("interrupt", on_interrupt_timer), ("=", f"{INTERRUPTED}>{LISTENING}"), "long speech: barge-in"),
+    Row((PAUSED,), TimerFired, _timer("resume", on_resume_timer), (GENERATING, SPEAKING, AWAITING_TOOL) + RUN_ENDS, "no words: resume"),
+    # -- the run: LLM, tools, TTS, playback
+    Row(STREAMING, LLMToken, on_llm_token, ("=",), "token"),
+    Row(STREAMING, LLMToolCall, on_llm_tool_call, ("=",), "tool call"),
+    Row(STREAMING, LLMDone, on_llm_done, ("=", AWAITING_TOOL, SPEAKING) + RUN_ENDS, "LLM done"),
+    Row((PAUSED,), LLMToken, on_llm_token, ("=",), "token"),
+    Row((PAUSED,), LLMToolCall, on_llm_tool_call, ("=",), "tool call"),
+    Row((PAUSED,), LLMDone, on_llm_done, ("=", GENERATING, SPEAKING), "LLM done"),
+    Row(HELD, LLMError, on_llm_error, FALLBACK, "LLM error: fallback"),
+    Row(FLOOR, ToolResult, on_tool_result, ("=", GENERATING, SPEAKING), "tool result: continue"),
+    Row((PAUSED,), ToolResult, on_tool_result, ("=",), "tool result"),
+    Row(HELD, TTSChunkStarted, on_tts_started, ("=",), "first audio"),
+    Row(FLOOR, TTSChunkDone, on_tts_done, ("=", SPEAKING) + RUN_ENDS, "chunk synthesized"),
+    Row(FLOOR, TTSError, on_tts_error, ("=", SPEAKING) + RUN_ENDS, "chunk failed"),
+    Row((PAUSED,), TTSChunkDone, on_tts_done, ("=",), "chunk synthesized"),
+    Row((PAUSED,), TTSError, on_tts_error, ("=",), "chunk failed"),
+    Row(FLOOR, PlaybackProgress, on_playback, ("=", SPEAKING) + RUN_ENDS, "heard / all heard"),
+    Row((PAUSED,), PlaybackProgress, on_playback, ("=",), "heard"),
+    Row(HELD, TimerFired, _timer("llm_first_token", on_llm_timeout), FALLBACK, "LLM timeout: fallback"),
+    Row(HELD, TimerFired, _timer("tts_first_audio", on_tts_timeout), FALLBACK, "TTS timeout: fallback"),
+    Row(HELD, TimerFired, _timer("playback", on_playback_timer), (f"{CANCELLED}>{LISTENING}",), "playback never confirmed"),
+    Row(LIVE, TimerFired, _timer("*", on_spent_timer), ("=",), "spent timer"),
 )
 
 _HANDLERS: dict[tuple[str, type], Callable] = {}
 _TIMER_HANDLERS: dict[tuple[str, str], Callable] = {}
 for _row in TRANSITIONS:
+    _name = getattr(_row.handler, "timer_name", None)
     for _phase in _row.phases:
-        name = getattr(_row.handler, "timer_name", None)
-        if name:
-            _TIMER_HANDLERS[(_phase, name)] = _row.handler
-        else:
-            _HANDLERS[(_phase, _row.event)] = _row.handler
+        _key = (_phase, _name) if _name else (_phase, _row.event)
+        _table = _TIMER_HANDLERS if _name else _HANDLERS
+        assert _key not in _table, f"two rows for {_key}"
+        _table[_key] = _row.handler
 
 
 def _dispatch_timer(t: _Tx, e: TimerFired) -> None:
-    handler = _TIMER_HANDLERS.get((t.s.phase, e.name))
-    if handler is None:
-        # A timer whose purpose has passed in this phase: forget it quietly.
-        t.fired(e.name)
-        t.note = f"timer {e.name} not applicable in {t.s.phase}"
-        return
+    handler = _TIMER_HANDLERS.get((t.s.phase, e.name)) or _TIMER_HANDLERS[(t.s.phase, "*")]
     handler(t, e)
 
 
-for _phase in PHASES:
-    if any((_phase, n) in _TIMER_HANDLERS for n in ("endpoint", "reprompt", "max_call", "llm_first_token", "tts_first_audio", "playback", "interrupt", "resume")):
-        _HANDLERS[(_phase, TimerFired)] = _dispatch_timer
+for _phase in LIVE:
+    _HANDLERS[(_phase, TimerFired)] = _dispatch_timer
 
+
+def row_for(phase: str, event: AnyEvent) -> Row | None:
+    """The table row that handles ``event`` in ``phase`` (for docs and tests)."""
+    name = event.name if isinstance(event, TimerFired) else None
+    for row in TRANSITIONS:
+        if phase in row.phases and row.event is type(event):
+            timer = getattr(row.handler, "timer_name", None)
+            if name is None or timer == name:
+                return row
+    if name is not None:
+        return row_for_spent(phase)
+    return None
+
+
+def row_for_spent(phase: str) -> Row | None:
+    return next((r for r in TRANSITIONS if getattr(r.handler, "timer_name", None) == "*" and phase in r.phases), None)
 
 
 def initial_state() -> SessionState:

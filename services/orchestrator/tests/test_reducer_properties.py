@@ -145,7 +145,7 @@ def test_no_command_for_a_run_that_is_not_active(events):
         for cmd in cmds:
             if isinstance(cmd, c.RunCommand):
                 assert cmd.run in live, (ev, cmd)
-                if isinstance(cmd, (c.StartLLM, c.Synthesize, c.CallTool, c.ResumePlayback)):
+                if isinstance(cmd, (c.StartLLM, c.Synthesize, c.CallTool)):
                     # New work only for the run that is active after the step.
                     assert after.run is not None and cmd.run == after.run.id, (ev, cmd)
         if outcome.dropped:
@@ -242,3 +242,20 @@ def test_state_survives_the_kv_round_trip(events):
     final, steps = run_all(events)
     for _, _, _, _, after in steps[:: max(1, len(steps) // 5)]:
         assert r.decode_state(r.encode_state(after)) == after
+
+
+TRANSIENT = {r.INTERRUPTED, r.CANCELLED}
+
+
+@PROPS
+@given(sessions())
+def test_every_transition_is_declared_in_the_table(events):
+    _, steps = run_all(events)
+    for before, ev, _, outcome, after in steps:
+        if outcome.dropped:
+            continue
+        row = r.row_for(before.phase, ev)
+        assert row is not None, (before.phase, ev)
+        landed = [p for p in outcome.path[1:-1] if p in TRANSIENT] + [outcome.path[-1]]
+        declared = {">".join(before.phase if p == "=" else p for p in target.split(">")) for target in row.leads_to}
+        assert ">".join(landed) in declared, (before.phase, type(ev).__name__, outcome.path, row.leads_to)
