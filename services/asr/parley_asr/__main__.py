@@ -1,0 +1,23 @@
+"""Run the ASR service: ``python -m parley_asr`` (or ``parley-asr``)."""
+
+from __future__ import annotations
+
+import os
+
+import uvicorn
+
+from parley import logs
+
+from .app import create_app
+from .settings import Settings
+
+
+def main() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the models come from wheels, never from a hub
+    logs.setup("asr")
+    settings = Settings.from_env()
+    uvicorn.run(create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None, access_log=False)
+
+
+if __name__ == "__main__":
+    main()

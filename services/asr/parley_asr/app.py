@@ -1,0 +1,71 @@
+"""The ASR service's FastAPI app: health, stats, and the worker's lifetime.
+
+The lifespan loads the models (Silero always; Whisper unless
+PARLEY_PROVIDERS=fixed) off the event loop, connects to NATS and starts the
+worker. /healthz answers 503 until all of that is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from parley import bus
+
+from .settings import Settings
+from .transcription import Transcriber
+from .vad import SileroVad
+from .worker import Worker
+
+log = logging.getLogger("parley_asr")
+
+
+def load_models(settings: Settings) -> tuple[SileroVad, Transcriber | None]:
+    vad = SileroVad()
+    if settings.fixed:
+        return vad, None
+    from .whisper import WhisperTranscriber
+
+    return vad, WhisperTranscriber(cpu_threads=settings.whisper_threads)
+
+
+def create_app(settings: Settings, transcriber: Transcriber | None = None) -> FastAPI:
+    """``transcriber`` lets tests share one loaded Whisper model; else it is loaded here."""
+    state: dict = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if transcriber is not None or settings.fixed:
+            vad, whisper = await asyncio.to_thread(SileroVad), transcriber
+        else:
+            vad, whisper = await asyncio.to_thread(load_models, settings)
+        nc = await bus.connect(settings.nats_url, name=f"asr-{settings.worker_id}")
+        worker = Worker(nc, settings, vad, whisper)
+        await worker.start()
+        state["worker"] = worker
+        log.info(
+            "asr ready",
+            extra={"worker": worker.id, "mode": settings.providers, "vad_batched": vad.batched, "nats": settings.nats_url},
+        )
+        try:
+            yield
+        finally:
+            state.pop("worker", None)
+            await worker.stop()
+            await nc.drain()
+
+    app = FastAPI(title="Parley ASR", lifespan=lifespan)
+
+    @app.get("/healthz")
+    async def healthz():
+        worker = state.get("worker")
+        if worker is None or not worker.nc.is_connected:
+            return JSONResponse({"ok": False}, status_code=503)
+        return {"ok": True, "worker": worker.id, "mode": worker.settings.providers, "stats": worker.stats}
+
+    app.state.parley = state
+    return app

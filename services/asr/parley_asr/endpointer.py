@@ -1,0 +1,173 @@
+"""Endpointing: turns a stream of VAD speech probabilities into utterances.
+
+Theory of operation. The VAD scores every 32 ms window of a session's audio
+with a speech probability. This module decides, one window at a time, when an
+utterance starts and when it stops. It does no I/O and reads no clock: time is
+the window index (window ``i`` covers samples ``[i*512, (i+1)*512)`` of the
+stream), so the same probabilities always give the same decisions, whatever
+the chunking of the audio or the load of the machine. The worker stamps the
+decisions with wall-clock time when it publishes them.
+
+Two phases, with hysteresis between a speech threshold and a lower silence
+threshold (as Silero's own ``get_speech_timestamps`` does):
+
+    IDLE --(start_windows windows >= threshold)--> SPEECH      emits Start
+    SPEECH --(silence_windows of silence)--------> IDLE        emits Stop
+    SPEECH --(max_windows since it began)--------> IDLE        emits Stop (forced)
+
+* In IDLE a window >= threshold counts towards the start, a window below the
+  silence threshold resets the count, and one in between holds it.
+* In SPEECH silence begins at the first window below the silence threshold;
+  from then on every window counts as silence until one >= threshold ends it.
+* Every Start is followed by exactly one Stop: either from the rules above or
+  from ``finish`` when the stream ends mid-utterance.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Literal, Union
+
+WINDOW_SAMPLES = 512
+SAMPLE_RATE = 16000
+WINDOW_MS = WINDOW_SAMPLES * 1000 / SAMPLE_RATE  # 32 ms
+
+
+def windows_for(ms: float) -> int:
+    """The number of whole windows that cover at least ``ms`` milliseconds."""
+    return max(1, math.ceil(ms / WINDOW_MS - 1e-9))
+
+
+@dataclass(frozen=True)
+class Config:
+    threshold: float = 0.5
+    neg_threshold: float = 0.35
+    start_windows: int = 5  # 160 ms of speech before an utterance starts
+    silence_windows: int = 16  # 512 ms of silence ends it
+    max_windows: int = 782  # 25 s: Whisper sees at most 30 s at once
+
+    @classmethod
+    def from_ms(
+        cls,
+        *,
+        threshold: float = 0.5,
+        neg_threshold: float | None = None,
+        start_ms: float = 160,
+        silence_ms: float = 500,
+        max_ms: float = 25_000,
+    ) -> "Config":
+        return cls(
+            threshold=threshold,
+            neg_threshold=max(threshold - 0.15, 0.01) if neg_threshold is None else neg_threshold,
+            start_windows=windows_for(start_ms),
+            silence_windows=windows_for(silence_ms),
+            max_windows=windows_for(max_ms),
+        )
+
+
+@dataclass(frozen=True)
+class Start:
+    utterance: int
+    begin: int  # first window of the speech that triggered the start
+    window: int  # the window whose score made the decision
+
+
+@dataclass(frozen=True)
+class Stop:
+    utterance: int
+    begin: int  # as in the matching Start
+    end: int  # one past the last speech window (where silence began)
+    window: int  # the window whose score made the decision
+    reason: Literal["silence", "max", "finish"]
+
+    @property
+    def speech_ms(self) -> int:
+        return int((self.end - self.begin) * WINDOW_MS)
+
+
+Decision = Union[Start, Stop]
+
+
+@dataclass(frozen=True)
+class State:
+    index: int = 0  # windows fed so far
+    speaking: bool = False
+    utterance: int = 0  # id of the current utterance, or of the next one when idle
+    run: int = 0  # IDLE: windows >= threshold counted towards a start
+    run_begin: int = -1  # IDLE: first window of that run; SPEECH: begin of the utterance
+    silence_begin: int = -1  # SPEECH: first window of the current silence, or -1
+
+    @property
+    def in_silence(self) -> bool:
+        """Speaking, but silence has begun (the utterance may be about to stop)."""
+        return self.speaking and self.silence_begin >= 0
+
+    @property
+    def earliest_needed(self) -> int:
+        """The first window whose audio a later Start or Stop may still refer to."""
+        return self.run_begin if self.run_begin >= 0 else self.index
+
+
+def step(state: State, prob: float, cfg: Config) -> tuple[State, Decision | None]:
+    """Feed the probability of window ``state.index``."""
+    i = state.index
+    nxt = i + 1
+    if not state.speaking:
+        if prob >= cfg.threshold:
+            begin = i if state.run == 0 else state.run_begin
+            run = state.run + 1
+            if run >= cfg.start_windows:
+                start = Start(utterance=state.utterance, begin=begin, window=i)
+                return State(index=nxt, speaking=True, utterance=state.utterance, run_begin=begin), start
+            return replace(state, index=nxt, run=run, run_begin=begin), None
+        if prob < cfg.neg_threshold:
+            return replace(state, index=nxt, run=0, run_begin=-1), None
+        return replace(state, index=nxt), None
+
+    silence_begin = state.silence_begin
+    if prob >= cfg.threshold:
+        silence_begin = -1
+    elif silence_begin < 0 and prob < cfg.neg_threshold:
+        silence_begin = i
+    if silence_begin >= 0 and nxt - silence_begin >= cfg.silence_windows:
+        return _stopped(state, nxt, end=silence_begin, window=i, reason="silence")
+    if nxt - state.run_begin >= cfg.max_windows:
+        end = silence_begin if silence_begin >= 0 else nxt
+        return _stopped(state, nxt, end=end, window=i, reason="max")
+    return replace(state, index=nxt, silence_begin=silence_begin), None
+
+
+def finish(state: State) -> tuple[State, Stop | None]:
+    """The stream ended: close the utterance in progress, if any."""
+    if not state.speaking:
+        return replace(state, run=0, run_begin=-1), None
+    end = state.silence_begin if state.silence_begin >= 0 else state.index
+    return _stopped(state, state.index, end=end, window=state.index - 1, reason="finish")
+
+
+def _stopped(state: State, nxt: int, *, end: int, window: int, reason) -> tuple[State, Stop]:
+    stop = Stop(utterance=state.utterance, begin=state.run_begin, end=end, window=window, reason=reason)
+    return State(index=nxt, speaking=False, utterance=state.utterance + 1), stop
+
+
+def run(probs, cfg: Config, state: State | None = None) -> tuple[State, list[Decision]]:
+    """Feed many probabilities; the decisions in order."""
+    state = state or State()
+    out: list[Decision] = []
+    for p in probs:
+        state, d = step(state, float(p), cfg)
+        if d is not None:
+            out.append(d)
+    return state, out
+
+
+def partial_due(state: State, last_partial: int, every_windows: int) -> bool:
+    """Whether to transcribe the utterance so far.
+
+    Only while speech goes on: once silence has begun the final may be a few
+    hundred ms away, and a partial started now would hold the CPU it needs.
+    ``last_partial`` is the window index of the previous request (or the
+    utterance's begin).
+    """
+    return state.speaking and not state.in_silence and state.index - last_partial >= every_windows

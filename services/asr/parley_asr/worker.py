@@ -1,0 +1,335 @@
+"""The ASR worker: the NATS shell around endpointing, VAD batching and Whisper.
+
+Flow of one session:
+
+    gateway --ASR_CLAIM (queue group "asr")--> one worker --AsrClaimed--> gateway
+    gateway --audio_in(s): PCM16 16 kHz, any length--> inbox of the session
+    every 32 ms, the VAD loop: whole windows of every session -> one batched
+        Silero call per window position -> endpointer.step per window
+        -> SpeechStarted / SpeechStopped on events(s)
+        -> partial and final transcriptions (TranscriptionQueue), or, in
+           fixed mode, the fixed text 150 ms after SpeechStopped
+    control(s) "end", or 120 s without audio -> release everything
+
+nats-py runs a subscription's callback one message at a time, so the audio
+callback only appends bytes to the session's inbox; all work happens in the
+loop, batched across sessions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import numpy as np
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from parley import bus, contract, subjects
+
+from . import endpointer
+from .audio import WINDOW, SessionAudio
+from .settings import Settings
+from .transcription import Job, Transcriber, TranscriptionQueue
+from .vad import SileroVad, StreamBank
+
+log = logging.getLogger("parley_asr.worker")
+
+SAMPLE_RATE = 16000
+MAX_WINDOWS_PER_TICK = 32  # a session sending faster than real time is worked off at up to 32x
+WARN_FIRST_DROPS = 5
+
+
+class Session:
+    __slots__ = (
+        "id", "slot", "audio", "ep", "subs", "last_audio", "closed",
+        "last_partial", "last_seq", "dropped",
+    )  # fmt: skip
+
+    def __init__(self, session_id: str, slot: int):
+        self.id = session_id
+        self.slot = slot
+        self.audio = SessionAudio()
+        self.ep = endpointer.State()
+        self.subs: list = []
+        self.last_audio = time.monotonic()
+        self.closed = False
+        self.last_partial = 0  # window index of the last partial request
+        self.last_seq: int | None = None
+        self.dropped = 0
+
+
+class Worker:
+    def __init__(self, nc: Client, settings: Settings, vad: SileroVad, transcriber: Transcriber | None = None):
+        if not settings.fixed and transcriber is None:
+            raise ValueError("real mode needs a transcriber (fixed mode runs without Whisper)")
+        self.nc = nc
+        self.settings = settings
+        self.id = settings.worker_id
+        self.cfg = settings.endpointing()
+        self.bank = StreamBank(vad)
+        self.queue = None if settings.fixed else TranscriptionQueue(transcriber)
+        self.sessions: dict[str, Session] = {}
+        self._preroll = int(settings.preroll_ms * SAMPLE_RATE / 1000)
+        self._partial_windows = endpointer.windows_for(settings.partial_every_ms)
+        self._claim_sub = None
+        self._loop_task: asyncio.Task | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self.stats = {
+            "sessions": 0, "claimed": 0, "released": 0, "dropped_messages": 0, "seq_gaps": 0,
+            "ticks": 0, "windows": 0, "vad_calls": 0, "vad_seconds": 0.0, "tick_seconds": 0.0,
+            "utterances": 0, "partials": 0, "finals": 0, "last_final_latency_ms": None,
+        }  # fmt: skip
+
+    # ------------------------------------------------------------------ lifetime
+
+    async def start(self) -> None:
+        self._claim_sub = await self.nc.subscribe(subjects.ASR_CLAIM, queue=subjects.ASR_GROUP, cb=self._on_claim)
+        if self.queue:
+            self.queue.start()
+        self._loop_task = asyncio.create_task(self._vad_loop(), name="asr-vad-loop")
+        log.info("asr worker started", extra={"worker": self.id, "mode": self.settings.providers})
+
+    async def stop(self) -> None:
+        if self._claim_sub is not None:
+            await self._claim_sub.unsubscribe()
+            self._claim_sub = None
+        if self._loop_task:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+        for session_id in list(self.sessions):
+            await self.release(session_id, "shutdown")
+        if self.queue:
+            await self.queue.close()
+        for task in list(self._tasks):
+            task.cancel()
+
+    # ------------------------------------------------------------------ claims
+
+    async def _on_claim(self, msg: Msg) -> None:
+        try:
+            claim = contract.decode_plain(msg.data, contract.AsrClaim)
+            subjects.session_token(claim.session)
+        except (contract.DecodeError, contract.ValidationError, ValueError) as exc:
+            log.warning("bad ASR claim dropped", extra={"error": str(exc)})
+            return
+        if claim.sample_rate != SAMPLE_RATE:
+            # Not replying lets the gateway's request time out: it cannot be served.
+            log.error("ASR claim for an unsupported rate", extra={"session_id": claim.session, "rate": claim.sample_rate})
+            return
+        await self.claim(claim.session)
+        if msg.reply:
+            await msg.respond(contract.encode_plain(contract.AsrClaimed(session=claim.session, worker=self.id)))
+
+    async def claim(self, session_id: str) -> Session:
+        """Take a session's audio (idempotent). Subscribed before the claim is answered."""
+        existing = self.sessions.get(session_id)
+        if existing is not None:
+            return existing
+        s = Session(session_id, self.bank.open())
+        self.sessions[session_id] = s
+        s.subs.append(await self.nc.subscribe(subjects.audio_in(session_id), cb=self._audio_callback(s)))
+        s.subs.append(await self.nc.subscribe(subjects.control(session_id), cb=self._on_control))
+        self.stats["claimed"] += 1
+        self.stats["sessions"] = len(self.sessions)
+        log.info("session claimed", extra={"session_id": session_id, "worker": self.id})
+        return s
+
+    def _audio_callback(self, s: Session):
+        async def on_audio(msg: Msg) -> None:
+            # Runs once per inbound message for this session: keep it tiny.
+            if s.closed:
+                return
+            data = msg.data
+            try:
+                meta = bus.AudioMeta(msg.headers)
+            except ValueError:
+                self._drop(s, "bad audio headers", len(data))
+                return
+            if meta.rate != SAMPLE_RATE or len(data) % 2:
+                self._drop(s, "audio of the wrong rate or an odd byte count", len(data), meta.rate)
+                return
+            if s.last_seq is not None and meta.seq != s.last_seq + 1:
+                self.stats["seq_gaps"] += 1
+            s.last_seq = meta.seq
+            s.audio.push(data)
+            s.last_audio = time.monotonic()
+
+        return on_audio
+
+    def _drop(self, s: Session, why: str, size: int, rate: int | None = None) -> None:
+        s.dropped += 1
+        self.stats["dropped_messages"] += 1
+        if s.dropped <= WARN_FIRST_DROPS or s.dropped % 1000 == 0:
+            log.warning(
+                "audio message dropped: " + why,
+                extra={"session_id": s.id, "bytes": size, "rate": rate, "dropped": s.dropped},
+            )
+
+    async def _on_control(self, msg: Msg) -> None:
+        try:
+            ctl = contract.decode_plain(msg.data, contract.SessionControl)
+        except (contract.DecodeError, contract.ValidationError) as exc:
+            log.warning("bad session control dropped", extra={"error": str(exc), "subject": msg.subject})
+            return
+        if ctl.action == "end":
+            await self.release(ctl.session, ctl.reason or "end")
+
+    async def release(self, session_id: str, reason: str) -> None:
+        """Free a session. An utterance in progress gets its Stop and an empty final."""
+        s = self.sessions.pop(session_id, None)
+        if s is None or s.closed:
+            return
+        s.closed = True
+        self.stats["released"] += 1
+        self.stats["sessions"] = len(self.sessions)
+        for sub in s.subs:
+            try:
+                await sub.unsubscribe()
+            except Exception as exc:  # connection already closing: nothing left to free
+                log.debug("unsubscribe failed", extra={"session_id": session_id, "error": str(exc)})
+        self.bank.close(s.slot)
+        if self.queue:
+            self.queue.forget(session_id)
+        s.ep, stop = endpointer.finish(s.ep)
+        if stop is not None:
+            now = time.time()
+            await bus.publish_event(self.nc, contract.SpeechStopped(session=s.id, at=now, utterance=stop.utterance, speech_ms=stop.speech_ms))
+            await self._publish_final(s.id, stop.utterance, "", now)
+        log.info("session released", extra={"session_id": session_id, "reason": reason, "worker": self.id})
+
+    # ------------------------------------------------------------------ the VAD loop
+
+    async def _vad_loop(self) -> None:
+        period = self.settings.tick_ms / 1000
+        next_at = time.monotonic()
+        next_idle_check = next_at + 1.0
+        while True:
+            next_at += period
+            delay = next_at - time.monotonic()
+            if delay < 0:  # fell behind: carry on from now rather than burst to catch up
+                next_at = time.monotonic()
+                delay = 0
+            await asyncio.sleep(delay)
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("VAD tick failed")
+            if next_at >= next_idle_check:
+                next_idle_check = next_at + 1.0
+                await self._release_idle()
+
+    async def _release_idle(self) -> None:
+        cutoff = time.monotonic() - self.settings.idle_release_s
+        for s in [s for s in self.sessions.values() if s.last_audio < cutoff]:
+            await self.release(s.id, "idle")
+
+    async def tick(self) -> None:
+        """Score every whole window waiting in any session, then endpoint them."""
+        t0 = time.perf_counter()
+        work = [(s, s.audio.take_windows(MAX_WINDOWS_PER_TICK)) for s in self.sessions.values() if s.audio.pending_windows()]
+        if not work:
+            return
+        probs = [np.empty(len(frames), np.float32) for _, frames in work]
+        depth = max(len(frames) for _, frames in work)
+        for r in range(depth):  # one batched call per window position
+            rows = [i for i, (_, frames) in enumerate(work) if len(frames) > r]
+            slots = np.fromiter((work[i][0].slot for i in rows), np.intp, len(rows))
+            batch = np.stack([work[i][1][r] for i in rows]).astype(np.float32) * (1.0 / 32768.0)
+            v0 = time.perf_counter()
+            p = self.bank.run(slots, batch)
+            self.stats["vad_seconds"] += time.perf_counter() - v0
+            self.stats["vad_calls"] += 1
+            self.stats["windows"] += len(rows)
+            for i, prob in zip(rows, p):
+                probs[i][r] = prob
+        now = time.time()
+        for (s, _), ps in zip(work, probs):
+            try:
+                await self._endpoint(s, ps, now)
+            except Exception:
+                log.exception("endpointing failed", extra={"session_id": s.id})
+        self.stats["ticks"] += 1
+        self.stats["tick_seconds"] += time.perf_counter() - t0
+
+    async def _endpoint(self, s: Session, probs: np.ndarray, now: float) -> None:
+        for p in probs.tolist():
+            s.ep, decision = endpointer.step(s.ep, p, self.cfg)
+            if isinstance(decision, endpointer.Start):
+                await self._started(s, decision, now)
+            elif isinstance(decision, endpointer.Stop):
+                await self._stopped(s, decision, now)
+        if self.queue and endpointer.partial_due(s.ep, s.last_partial, self._partial_windows):
+            if not self.queue.partial_busy(s.id):
+                s.last_partial = s.ep.index
+                self._request_partial(s)
+        # Keep what a later cut may need: the utterance in progress (or the run
+        # of speech that may start one), with its pre-roll.
+        s.audio.trim(s.ep.earliest_needed * WINDOW - self._preroll)
+
+    async def _started(self, s: Session, d: endpointer.Start, now: float) -> None:
+        s.last_partial = d.begin
+        self.stats["utterances"] += 1
+        await bus.publish_event(self.nc, contract.SpeechStarted(session=s.id, at=now, utterance=d.utterance))
+
+    async def _stopped(self, s: Session, d: endpointer.Stop, now: float) -> None:
+        await bus.publish_event(
+            self.nc, contract.SpeechStopped(session=s.id, at=now, utterance=d.utterance, speech_ms=d.speech_ms)
+        )
+        if self.queue is None:
+            self._spawn(self._fixed_final(s.id, d.utterance, now))
+            return
+        # Whisper gets the pre-roll and as much again after the speech.
+        audio = s.audio.slice(d.begin * WINDOW - self._preroll, d.end * WINDOW + self._preroll)
+        session_id = s.id
+
+        async def deliver(text: str) -> None:
+            await self._publish_final(session_id, d.utterance, text, now)
+
+        self.queue.submit(Job(session=s.id, utterance=d.utterance, final=True, audio=lambda: audio, deliver=deliver))
+
+    def _request_partial(self, s: Session) -> None:
+        utterance = s.ep.utterance
+        begin = s.ep.run_begin
+
+        def current(allow_silence: bool) -> bool:
+            ep = s.ep
+            return not s.closed and ep.speaking and ep.utterance == utterance and (allow_silence or not ep.in_silence)
+
+        def audio():
+            if not current(allow_silence=False):
+                return None
+            return s.audio.slice(begin * WINDOW - self._preroll, s.audio.end)
+
+        async def deliver(text: str) -> None:
+            if text and current(allow_silence=True):
+                self.stats["partials"] += 1
+                await bus.publish_event(
+                    self.nc, contract.TranscriptPartial(session=s.id, at=time.time(), utterance=utterance, text=text)
+                )
+
+        self.queue.submit(Job(session=s.id, utterance=utterance, final=False, audio=audio, deliver=deliver))
+
+    async def _fixed_final(self, session_id: str, utterance: int, stopped_at: float) -> None:
+        await asyncio.sleep(max(0.0, stopped_at + self.settings.fixed_delay_ms / 1000 - time.time()))
+        await self._publish_final(session_id, utterance, self.settings.fixed_transcript, stopped_at)
+
+    async def _publish_final(self, session_id: str, utterance: int, text: str, stopped_at: float) -> None:
+        now = time.time()
+        latency_ms = round((now - stopped_at) * 1000, 1)
+        self.stats["finals"] += 1
+        self.stats["last_final_latency_ms"] = latency_ms
+        await bus.publish_event(
+            self.nc,
+            contract.TranscriptFinal(session=session_id, at=now, utterance=utterance, text=text, speech_end_at=stopped_at),
+        )
+        log.info(
+            "final transcript",
+            extra={"session_id": session_id, "utterance": utterance, "latency_ms": latency_ms, "chars": len(text)},
+        )
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
