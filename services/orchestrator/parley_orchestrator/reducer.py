@@ -236,7 +236,6 @@ class SessionState(msgspec.Struct, frozen=True, kw_only=True):
     timers: tuple[tuple[str, int], ...] = ()  # running timers (name, token)
     next_token: int = 1
     tools: tuple[ToolRecord, ...] = ()
-    events: int = 0  # events consumed (index of the next one)
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -276,7 +275,7 @@ def _reduce(state: SessionState, event: AnyEvent) -> Result:
     handler = _HANDLERS.get((state.phase, type(event)))
     if handler is None:
         return _rejected(state, f"{type(event).__name__} not valid in {state.phase}")
-    t = _Tx(_replace(state, events=state.events + 1), event)
+    t = _Tx(state, event)
     handler(t, event)
     return t.result()
 

@@ -63,9 +63,24 @@ from .tools import ToolRegistry
 log = logging.getLogger("parley.orchestrator")
 
 
+class Stored(msgspec.Struct, frozen=True):
+    """The KV value: the reducer's state and how many events were consumed
+    (the index of the next log entry; dropped events count too)."""
+
+    consumed: int
+    state: reducer.SessionState
+
+
+_stored_decoder = msgspec.msgpack.Decoder(Stored)
+
+
+def decode_stored(data: bytes) -> Stored:
+    return _stored_decoder.decode(data)
+
+
 @dataclass
 class Cached:
-    state: reducer.SessionState
+    stored: Stored
     revision: int | None  # None: not in KV yet
 
 
@@ -161,23 +176,23 @@ class Runtime:
     async def _load(self, session: str) -> Cached:
         try:
             entry = await self.kv.get(session)
-            return Cached(reducer.decode_state(entry.value), entry.revision)
+            return Cached(_stored_decoder.decode(entry.value), entry.revision)
         except KeyNotFoundError:
-            return Cached(reducer.initial_state(), None)
+            return Cached(Stored(0, reducer.initial_state()), None)
 
     async def _process(self, session: str, batch: list[AnyEvent]) -> bool:
         batch = [self._enrich(e) for e in batch]
         cached = self.cache.get(session) or await self._load(session)
         for _attempt in range(8):
-            state = cached.state
+            state = cached.stored.state
+            consumed = cached.stored.consumed
             steps: list[Step] = []
             commands: list[AnyCommand] = []
             for event in batch:
-                before = state
                 state, cmds, outcome = reducer.reduce(state, event)
                 steps.append(
                     Step(
-                        index=before.events,
+                        index=consumed,
                         event=event,
                         state_from=outcome.path[0],
                         state_to=outcome.path[-1],
@@ -187,8 +202,10 @@ class Runtime:
                     )
                 )
                 commands.extend(cmds)
+                consumed += 1
+            stored = Stored(consumed, state)
             try:
-                data = reducer.encode_state(state)
+                data = msgspec.msgpack.encode(stored)
                 if cached.revision is None:
                     revision = await self.kv.create(session, data)
                 else:
@@ -199,7 +216,7 @@ class Runtime:
                 self.stats["cas_retries"] += 1
                 cached = await self._load(session)
                 continue
-            self.cache[session] = Cached(state, revision)
+            self.cache[session] = Cached(stored, revision)
             break
         else:
             log.error("could not write session state after retries", extra={"session_id": session})

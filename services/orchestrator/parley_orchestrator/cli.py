@@ -1,0 +1,102 @@
+"""``parley``: command-line tools for recorded sessions.
+
+    parley replay SESSION_ID [--nats URL]   re-reduce a session from the event log
+    parley replay FILE.jsonl                re-reduce an exported log
+    parley export SESSION_ID [--nats URL]   print the log as JSON lines
+    parley sessions [--nats URL]            list recorded sessions
+
+``replay`` exits 0 when every command, transition and drop is identical,
+1 on any mismatch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from parley import bus, contract, subjects
+
+from .runtime import decode_stored
+from .replay import from_jsonl, replay, state_digest, timeline, to_jsonl
+
+
+async def fetch(session: str, url: str) -> tuple[list[contract.Step], str | None]:
+    """Read a session's log from JetStream, and its final state's digest from KV."""
+    nc = await bus.connect(url, name="parley-cli")
+    try:
+        js = nc.jetstream()
+        steps: list[contract.Step] = []
+        sub = await js.subscribe(subjects.log(session), ordered_consumer=True)
+        try:
+            while True:
+                try:
+                    msg = await sub.next_msg(timeout=2)
+                except TimeoutError:
+                    break
+                steps.append(contract.decode_step(msg.data))
+                if msg.metadata.num_pending == 0:
+                    break
+        finally:
+            await sub.unsubscribe()
+        digest = None
+        try:
+            kv = await js.key_value(subjects.SESSIONS_BUCKET)
+            entry = await kv.get(session)
+            digest = state_digest(decode_stored(entry.value).state)
+        except Exception:  # noqa: BLE001 - state may have expired; replay still checks every step
+            pass
+        return steps, digest
+    finally:
+        await nc.close()
+
+
+async def list_sessions(url: str) -> list[str]:
+    nc = await bus.connect(url, name="parley-cli")
+    try:
+        kv = await nc.jetstream().key_value(subjects.SESSIONS_BUCKET)
+        try:
+            return sorted(await kv.keys())
+        except Exception:  # noqa: BLE001 - no keys
+            return []
+    finally:
+        await nc.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="parley", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--nats", default=os.environ.get("NATS_URL", "nats://127.0.0.1:4222"))
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p_replay = sub.add_parser("replay", help="re-reduce a session and verify the commands")
+    p_replay.add_argument("source", help="a session id or a .jsonl file")
+    p_replay.add_argument("--quiet", action="store_true", help="print only the verdict")
+    p_export = sub.add_parser("export", help="print a session's log as JSON lines")
+    p_export.add_argument("session")
+    sub.add_parser("sessions", help="list sessions with state in KV")
+    args = parser.parse_args(argv)
+
+    if args.cmd == "sessions":
+        print("\n".join(asyncio.run(list_sessions(args.nats))))
+        return 0
+    if args.cmd == "export":
+        steps, digest = asyncio.run(fetch(args.session, args.nats))
+        sys.stdout.write(to_jsonl(steps, digest))
+        return 0 if steps else 1
+    source = Path(args.source)
+    if source.suffix == ".jsonl" or source.exists():
+        steps, digest = from_jsonl(source.read_text())
+    else:
+        steps, digest = asyncio.run(fetch(args.source, args.nats))
+    if not steps:
+        print(f"no recorded events for {args.source}", file=sys.stderr)
+        return 1
+    result = replay(steps, digest)
+    text = timeline(result)
+    print(text.splitlines()[-1] if args.quiet else text)
+    return 0 if result.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
