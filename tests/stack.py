@@ -1,0 +1,121 @@
+"""The whole Parley stack as real processes, for end-to-end tests.
+
+``Stack`` starts a nats-server and the four services (``python -m parley_*``)
+on free ports, waits until every /healthz answers 200, and stops them all.
+Logs go to files under the stack's directory, so a failing test can show them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from parley.natsd import NatsServer, free_port
+
+SERVICES = {
+    "media-gateway": "parley_gateway",
+    "asr": "parley_asr",
+    "orchestrator": "parley_orchestrator",
+    "tts": "parley_tts",
+}
+
+
+@dataclass
+class Stack:
+    root: Path
+    env: dict[str, str] = field(default_factory=dict)
+    services: tuple[str, ...] = tuple(SERVICES)
+    ports: dict[str, int] = field(default_factory=dict)
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    nats: NatsServer | None = None
+
+    @property
+    def gateway(self) -> str:
+        return f"http://127.0.0.1:{self.ports['media-gateway']}"
+
+    @property
+    def gateway_ws(self) -> str:
+        return f"ws://127.0.0.1:{self.ports['media-gateway']}"
+
+    @property
+    def nats_url(self) -> str:
+        assert self.nats is not None
+        return self.nats.url
+
+    def log(self, name: str) -> str:
+        path = self.root / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def start(self, timeout: float = 180) -> "Stack":
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.nats = NatsServer(free_port(), self.root / "nats").start(log=self.root / "nats.log")
+        for name in self.services:
+            self.start_service(name)
+        self.wait_healthy(timeout)
+        return self
+
+    def start_service(self, name: str, instance: str = "") -> subprocess.Popen:
+        key = name + instance
+        port = free_port()
+        self.ports[key] = port
+        env = {
+            **os.environ,
+            "NATS_URL": self.nats_url,
+            "PARLEY_HTTP_HOST": "127.0.0.1",
+            "PARLEY_HTTP_PORT": str(port),
+            "PARLEY_DATA_DIR": str(self.root / "data"),
+            "PARLEY_LOG_LEVEL": "INFO",
+            "HF_HUB_OFFLINE": "1",
+            **self.env,
+        }
+        out = open(self.root / f"{key}.log", "ab")
+        proc = subprocess.Popen([sys.executable, "-m", SERVICES[name]], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs[key] = proc
+        return proc
+
+    def wait_healthy(self, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        pending = set(self.procs)
+        while pending:
+            for key in list(pending):
+                proc = self.procs[key]
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{key} exited with {proc.returncode}:\n{self.log(key)[-3000:]}")
+                try:
+                    if httpx.get(f"http://127.0.0.1:{self.ports[key]}/healthz", timeout=1).status_code == 200:
+                        pending.discard(key)
+                except httpx.HTTPError:
+                    pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"not healthy in {timeout}s: {sorted(pending)}\n" + "\n".join(self.log(k)[-1500:] for k in pending))
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        if self.nats:
+            self.nats.stop()
+
+    def __enter__(self) -> "Stack":
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
