@@ -1,0 +1,175 @@
+"""The endpointer: a table of examples, then properties over arbitrary probability streams."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from parley_asr import endpointer as ep
+from parley_asr.endpointer import Config, Start, State, Stop
+
+CFG = Config(threshold=0.5, neg_threshold=0.35, start_windows=5, silence_windows=16, max_windows=782)
+S, Q, A = 0.9, 0.05, 0.4  # speech, quiet, ambiguous (between the two thresholds)
+
+
+def decisions(probs, cfg=CFG):
+    return ep.run(probs, cfg)[1]
+
+
+# ---------------------------------------------------------------- examples
+
+EXAMPLES = [
+    ("silence only", [Q] * 100, []),
+    ("too short to start", [Q] * 3 + [S] * 4 + [Q] * 30, []),
+    ("starts on the 5th speech window", [Q] * 3 + [S] * 5, [Start(0, begin=3, window=7)]),
+    (
+        "ambiguous windows hold the start count",
+        [S, S, A, S, S, S],
+        [Start(0, begin=0, window=5)],
+    ),
+    ("a quiet window resets the start count", [S, S, Q, S, S, S, S], []),
+    (
+        "stops after 16 windows of silence",
+        [S] * 20 + [Q] * 16,
+        [Start(0, begin=0, window=4), Stop(0, begin=0, end=20, window=35, reason="silence")],
+    ),
+    ("15 windows of silence are not enough", [S] * 20 + [Q] * 15 + [S] * 3, [Start(0, begin=0, window=4)]),
+    (
+        "speech in the silence restarts the count",
+        [S] * 20 + [Q] * 10 + [S] + [Q] * 16,
+        [Start(0, begin=0, window=4), Stop(0, begin=0, end=31, window=46, reason="silence")],
+    ),
+    ("ambiguous windows alone do not begin silence", [S] * 10 + [A] * 40, [Start(0, begin=0, window=4)]),
+    (
+        "once silence began, ambiguous windows count as silence",
+        [S] * 10 + [Q] + [A] * 15,
+        [Start(0, begin=0, window=4), Stop(0, begin=0, end=10, window=25, reason="silence")],
+    ),
+    (
+        "two utterances count from 0",
+        [S] * 10 + [Q] * 16 + [S] * 6 + [Q] * 16,
+        [
+            Start(0, begin=0, window=4),
+            Stop(0, begin=0, end=10, window=25, reason="silence"),
+            Start(1, begin=26, window=30),
+            Stop(1, begin=26, end=32, window=47, reason="silence"),
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize("name,probs,expected", EXAMPLES, ids=[e[0] for e in EXAMPLES])
+def test_examples(name, probs, expected):
+    assert decisions(probs) == expected
+
+
+def test_max_length_forces_a_stop_and_speech_starts_again():
+    cfg = Config(start_windows=2, silence_windows=3, max_windows=10)
+    out = decisions([S] * 14, cfg)
+    assert out == [
+        Start(0, begin=0, window=1),
+        Stop(0, begin=0, end=10, window=9, reason="max"),
+        Start(1, begin=10, window=11),
+    ]
+
+
+def test_speech_ms_counts_speech_not_the_trailing_silence():
+    out = decisions([S] * 20 + [Q] * 16)
+    assert out[-1].speech_ms == 640
+
+
+def test_finish_closes_an_utterance_in_progress():
+    state, out = ep.run([S] * 8 + [Q] * 3, CFG)
+    state, stop = ep.finish(state)
+    assert stop == Stop(0, begin=0, end=8, window=10, reason="finish")
+    assert not state.speaking and state.utterance == 1
+    assert ep.finish(state)[1] is None
+
+
+@pytest.mark.parametrize("ms,windows", [(500, 16), (160, 5), (100, 4), (96, 3), (250, 8), (1, 1)])
+def test_windows_for(ms, windows):
+    assert ep.windows_for(ms) == windows
+
+
+def test_config_from_ms_defaults_neg_threshold_below_threshold():
+    cfg = Config.from_ms(threshold=0.6, silence_ms=300)
+    assert cfg.neg_threshold == pytest.approx(0.45) and cfg.silence_windows == 10
+
+
+def test_partial_due_only_while_speech_goes_on():
+    state, _ = ep.run([S] * 30, CFG)
+    assert ep.partial_due(state, last_partial=0, every_windows=22)
+    assert not ep.partial_due(state, last_partial=10, every_windows=22)
+    in_silence, _ = ep.run([Q], CFG, state)
+    assert in_silence.in_silence and not ep.partial_due(in_silence, 0, 22)
+    assert not ep.partial_due(State(index=100), 0, 22)
+
+
+def test_earliest_needed_covers_a_run_that_may_become_an_utterance():
+    state, _ = ep.run([Q] * 10 + [S] * 3, CFG)
+    assert state.earliest_needed == 10
+    state, _ = ep.run([Q] * 10, CFG)
+    assert state.earliest_needed == 10
+
+
+# ---------------------------------------------------------------- properties
+
+levels = st.sampled_from([0.0, 0.05, 0.2, 0.34, 0.35, 0.4, 0.49, 0.5, 0.6, 0.9, 1.0]) | st.floats(0, 1)
+# Runs of one level, as a VAD produces them, so that utterances actually happen.
+streams = st.lists(st.tuples(levels, st.integers(1, 30)), max_size=40).map(lambda runs: [p for p, n in runs for _ in range(n)])
+configs = st.builds(
+    Config,
+    threshold=st.just(0.5),
+    neg_threshold=st.sampled_from([0.35, 0.5, 0.2]),
+    start_windows=st.integers(1, 8),
+    silence_windows=st.integers(1, 20),
+    max_windows=st.integers(10, 100),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(streams, configs)
+def test_every_start_gets_exactly_one_stop_in_order(probs, cfg):
+    state, out = ep.run(probs, cfg)
+    state, last = ep.finish(state)
+    if last is not None:
+        out.append(last)
+    # Start, Stop, Start, Stop ... with utterance ids 0, 1, 2 ...
+    assert [type(d) for d in out] == [Start, Stop] * (len(out) // 2)
+    for n, (start, stop) in enumerate(zip(out[::2], out[1::2])):
+        assert start.utterance == stop.utterance == n
+        assert stop.begin == start.begin <= start.window < stop.window or stop.reason == "finish"
+        assert start.begin <= stop.end and stop.speech_ms >= 0
+    assert not state.speaking
+
+
+@settings(max_examples=400, deadline=None)
+@given(streams, configs)
+def test_decisions_are_justified_by_the_probabilities(probs, cfg):
+    _, out = ep.run(probs, cfg)
+    start = None
+    for d in out:
+        if isinstance(d, Start):
+            start = d
+            span = probs[d.begin : d.window + 1]
+            assert sum(p >= cfg.threshold for p in span) >= cfg.start_windows
+            assert all(p >= cfg.neg_threshold for p in span)
+            assert probs[d.window] >= cfg.threshold
+        elif d.reason == "silence":
+            assert probs[d.end] < cfg.neg_threshold
+            assert all(p < cfg.threshold for p in probs[d.end : d.window + 1])
+            assert d.window + 1 - d.end == cfg.silence_windows
+        else:
+            # Forced at the first window after the start that makes the utterance max_windows long.
+            assert d.reason == "max"
+            assert d.window == max(start.window + 1, d.begin + cfg.max_windows - 1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(streams, configs, st.integers(0, 400))
+def test_feeding_in_pieces_equals_feeding_at_once(probs, cfg, cut):
+    whole_state, whole = ep.run(probs, cfg)
+    mid, first = ep.run(probs[:cut], cfg)
+    end, second = ep.run(probs[cut:], cfg, mid)
+    assert first + second == whole and end == whole_state

@@ -1,0 +1,91 @@
+"""The transcription queue: finals before partials, one waiting partial per session, stale ones skipped.
+
+The transcriber here is a stand-in that records what it was asked and blocks
+until released, so the test controls exactly what is running when.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from parley_asr.transcription import Job, TranscriptionQueue
+
+
+class GatedTranscriber:
+    def __init__(self, fail_on: set[int] = frozenset()):
+        self.calls: list[int] = []
+        self.gate = threading.Semaphore(0)
+        self.fail_on = fail_on
+
+    def transcribe(self, pcm16: np.ndarray) -> str:
+        self.gate.acquire()
+        tag = int(pcm16[0])
+        self.calls.append(tag)
+        if tag in self.fail_on:
+            raise RuntimeError("boom")
+        return f"text {tag}"
+
+
+def job(tag: int, session: str, final: bool, delivered: list, stale: bool = False) -> Job:
+    async def deliver(text: str) -> None:
+        delivered.append((tag, text))
+
+    return Job(session=session, utterance=0, final=final, audio=lambda: None if stale else np.array([tag], np.int16), deliver=deliver)
+
+
+async def settle(q: TranscriptionQueue, t: GatedTranscriber, n: int, delivered: list) -> None:
+    """Let n transcriptions run, then wait until the queue is idle again."""
+    for _ in range(n):
+        t.gate.release()
+    for _ in range(400):
+        await asyncio.sleep(0.005)
+        if len(t.calls) >= n and q.running is None:
+            return
+    raise AssertionError(f"queue did not settle: {t.calls}")
+
+
+def test_finals_go_first_and_newer_partials_replace_older_ones():
+    async def main():
+        t = GatedTranscriber()
+        q = TranscriptionQueue(t)
+        q.start()
+        delivered: list = []
+        q.submit(job(1, "a", final=False, delivered=delivered))  # starts running at once
+        await asyncio.sleep(0.05)
+        assert q.partial_busy("a") and not q.partial_busy("b")
+        q.submit(job(2, "a", final=False, delivered=delivered))
+        q.submit(job(3, "b", final=False, delivered=delivered))
+        q.submit(job(4, "a", final=False, delivered=delivered))  # replaces 2
+        q.submit(job(5, "a", final=True, delivered=delivered))
+        q.submit(job(6, "b", final=True, delivered=delivered))
+        await settle(q, t, 5, delivered)
+        await q.close()
+        return t.calls, delivered
+
+    calls, delivered = asyncio.run(main())
+    assert calls == [1, 5, 6, 3, 4]
+    assert delivered == [(n, f"text {n}") for n in calls]
+
+
+def test_stale_partials_are_skipped_and_a_failed_final_is_still_delivered():
+    async def main():
+        t = GatedTranscriber(fail_on={2, 3})
+        q = TranscriptionQueue(t)
+        q.start()
+        delivered: list = []
+        q.submit(job(1, "a", final=False, delivered=delivered, stale=True))
+        q.submit(job(2, "a", final=True, delivered=delivered))
+        q.submit(job(3, "b", final=False, delivered=delivered))
+        q.submit(job(4, "c", final=False, delivered=delivered))
+        q.forget("c")
+        await settle(q, t, 2, delivered)
+        await q.close()
+        return t.calls, delivered
+
+    calls, delivered = asyncio.run(main())
+    assert calls == [2, 3]  # 1 was stale when its turn came, 4's session was released
+    assert delivered == [(2, "")]  # the failed final is sent empty; the failed partial is not sent
