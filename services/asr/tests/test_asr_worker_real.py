@@ -1,0 +1,122 @@
+"""The worker with real Whisper (tiny.en, loaded once for this module) on a real nats-server.
+
+Piper speaks, the audio is streamed in odd-sized messages with leading and
+trailing silence, and the test checks the events and the words Whisper heard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+from asr_harness import Events, claim, stream, words
+
+from parley import bus, contract
+from parley_asr.settings import Settings
+from parley_asr.vad import SileroVad
+from parley_asr.worker import Worker
+
+log = logging.getLogger(__name__)
+
+SENTENCE = "I'd like to book an appointment tomorrow at three p.m. please."
+
+
+@pytest.fixture(scope="module")
+def silero():
+    return SileroVad()
+
+
+def contains(heard: str, expected: str) -> bool:
+    h, e = words(heard), words(expected)
+    return any(h[i : i + len(e)] == e for i in range(len(h) - len(e) + 1))
+
+
+def test_words_normalise_numbers_and_pm():
+    assert words("At 3pm.") == words("at three p.m.") == words("At 3 PM") == ["at", "3", "pm"]
+    assert contains("Sure, tomorrow at 3pm please.", "tomorrow at three p.m.")
+    assert not contains("tomorrow at four p.m.", "tomorrow at three p.m.")
+
+
+async def start_workers(url: str, n: int, silero, whisper) -> list[Worker]:
+    workers = []
+    for _ in range(n):
+        w = Worker(await bus.connect(url), Settings(nats_url=url, providers="real"), silero, whisper)
+        await w.start()
+        workers.append(w)
+    return workers
+
+
+async def stop_workers(workers: list[Worker]) -> None:
+    for w in workers:
+        await w.stop()
+        await w.nc.close()
+
+
+def test_real_time_speech_gives_started_partial_stopped_final(nats_url, silero, whisper, speak):
+    async def main():
+        (w,) = await start_workers(nats_url, 1, silero, whisper)
+        nc = await bus.connect(nats_url)
+        try:
+            ev = await Events.watch(nc, "real-1")
+            await claim(nc, "real-1")
+            await stream(nc, "real-1", speak(SENTENCE, lead_s=1.0, trail_s=1.5), speed=1.0, seed=3)
+            await ev.finals("real-1", timeout=15)
+            await asyncio.sleep(0.5)  # a late partial would show up here
+            return ev.of("real-1"), w.queue.last_seconds
+        finally:
+            await nc.close()
+            await stop_workers([w])
+
+    events, whisper_seconds = asyncio.run(main())
+    kinds = [type(e) for e in events]
+    assert kinds[0] is contract.SpeechStarted
+    assert kinds[-2:] == [contract.SpeechStopped, contract.TranscriptFinal], kinds
+    partials = events[1:-2]
+    assert partials and all(isinstance(p, contract.TranscriptPartial) for p in partials), kinds
+    assert all(e.utterance == 0 for e in events)
+    assert all(a.at <= b.at for a, b in zip(events, events[1:]))
+    stopped, final = events[-2:]
+    assert contains(final.text, "book an appointment tomorrow at three p.m."), final.text
+    assert final.speech_end_at == stopped.at and stopped.speech_ms > 2000
+    # The first partial heard the start of the sentence.
+    assert contains(partials[0].text, "I'd like") or contains(partials[0].text, "I would like"), partials[0].text
+    log.warning(
+        "final latency after end of speech: %.0f ms (Whisper %.0f ms)",
+        (final.at - stopped.at) * 1000,
+        whisper_seconds["final"] * 1000,
+    )
+
+
+def test_two_workers_transcribe_two_sessions_side_by_side(nats_url, silero, whisper, speak):
+    sentences = {"left": "Can I see the dentist on Friday morning?", "right": "My name is John Smith."}
+
+    async def main():
+        workers = await start_workers(nats_url, 2, silero, whisper)
+        nc = await bus.connect(nats_url)
+        try:
+            # Claim until each worker holds one session; the spare ones are claimed but stay silent.
+            on = {}
+            for i in range(40):
+                c = await claim(nc, f"pair-{i}")
+                on.setdefault(c.worker, c.session)
+                if len(on) == 2:
+                    break
+            sessions = dict(zip(sentences, on.values()))
+            ev = await Events.watch(nc, *sessions.values())
+            await asyncio.gather(
+                *(stream(nc, s, speak(sentences[k]), speed=3, seed=i) for i, (k, s) in enumerate(sessions.items()))
+            )
+            for s in sessions.values():
+                await ev.finals(s, timeout=20)
+            return on, sessions, {k: ev.of(s) for k, s in sessions.items()}
+        finally:
+            await nc.close()
+            await stop_workers(workers)
+
+    on, sessions, events = asyncio.run(main())
+    assert len(on) == 2
+    for key, evs in events.items():
+        kinds = [type(e) for e in evs]
+        assert kinds[0] is contract.SpeechStarted and kinds[-2:] == [contract.SpeechStopped, contract.TranscriptFinal]
+        assert contains(evs[-1].text, sentences[key]), (key, evs[-1].text)
