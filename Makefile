@@ -1,0 +1,27 @@
+# The two commands: `make run` and `make test`. Everything else is a step they take.
+#
+# uv is called through deploy/uv.sh, which installs uv from PyPI when this
+# machine has none. The lock file is used frozen: setup never re-resolves.
+
+UV := deploy/uv.sh
+
+.PHONY: setup run test bench clean
+
+setup:
+	@echo "setup: syncing the virtualenv (.venv) from uv.lock"
+	@$(UV) sync --frozen
+	@echo "setup: done"
+
+run: setup
+	@$(UV) run --frozen python deploy/devstack.py
+
+# pytest's exit code is make's: 5 ("no tests collected") fails like any other.
+test: setup
+	@sh deploy/system-deps.sh
+	@$(UV) run --frozen pytest
+
+bench: setup
+	@$(UV) run --frozen python bench/run.py
+
+clean:
+	rm -rf var .venv
