@@ -1,0 +1,114 @@
+"""A `/ws/pcm` caller for end-to-end tests: a microphone that never stops.
+
+It streams 20 ms frames at real-time pace (silence unless it has something to
+say), records every agent audio frame with its arrival time, and every JSON
+notice the gateway sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import numpy as np
+import websockets
+
+FRAME = 320  # samples of 16 kHz in 20 ms
+
+
+class PcmCaller:
+    def __init__(self, url: str):
+        self.url = url
+        self.ws = None
+        self.frames: list[tuple[float, bytes]] = []  # (monotonic time, pcm)
+        self.notices: list[tuple[float, dict]] = []
+        self.session: str | None = None
+        self._say: asyncio.Queue = asyncio.Queue()
+        self._tasks: list[asyncio.Task] = []
+        self.closed = asyncio.Event()
+
+    async def __aenter__(self) -> "PcmCaller":
+        self.ws = await websockets.connect(self.url, max_size=1 << 22)
+        self._tasks = [asyncio.create_task(self._recv()), asyncio.create_task(self._mic())]
+        await self.wait_for(lambda n: n["type"] == "session", timeout=15)
+        self.session = next(n["session"] for _, n in self.notices if n["type"] == "session")
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await self.ws.close()
+
+    async def _recv(self) -> None:
+        try:
+            async for msg in self.ws:
+                now = time.monotonic()
+                if isinstance(msg, bytes):
+                    self.frames.append((now, msg))
+                else:
+                    self.notices.append((now, json.loads(msg)))
+        finally:
+            self.closed.set()
+
+    async def _mic(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        pending: np.ndarray | None = None
+        done: asyncio.Future | None = None
+        while True:
+            if pending is None and not self._say.empty():
+                pending, done = self._say.get_nowait()
+            if pending is not None:
+                frame, pending = pending[:FRAME], pending[FRAME:]
+                if len(frame) < FRAME:
+                    frame = np.concatenate([frame, np.zeros(FRAME - len(frame), np.int16)])
+                if len(pending) == 0:
+                    pending = None
+                    done.set_result(time.monotonic() + 0.02)
+            else:
+                frame = np.zeros(FRAME, np.int16)
+            await self.ws.send(frame.tobytes())
+            next_at += 0.02
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+
+    async def say(self, audio: np.ndarray) -> float:
+        """Speak (int16, 16 kHz) at real-time pace; returns when the last
+        sample was sent, as time.monotonic()."""
+        done = asyncio.get_running_loop().create_future()
+        await self._say.put((audio, done))
+        return await done
+
+    def say_later(self, audio: np.ndarray) -> asyncio.Future:
+        done = asyncio.get_running_loop().create_future()
+        self._say.put_nowait((audio, done))
+        return done
+
+    async def wait_for(self, predicate, timeout: float = 30, after: float = 0.0) -> dict:
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while time.monotonic() < deadline:
+            for t, n in self.notices[seen:]:
+                if t >= after and predicate(n):
+                    return n
+            seen = len(self.notices)
+            await asyncio.sleep(0.02)
+        raise TimeoutError(f"no matching notice in {timeout}s; last: {[n for _, n in self.notices[-8:]]}")
+
+    async def wait_quiet(self, quiet: float = 1.5, timeout: float = 60, after: float = 0.0) -> None:
+        """Until the agent has sent no audio for ``quiet`` seconds and is listening."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            last_audio = self.frames[-1][0] if self.frames else 0.0
+            states = [n["state"] for _, n in self.notices if n["type"] == "state"]
+            now = time.monotonic()
+            if now - max(last_audio, after) >= quiet and states and states[-1] == "Listening":
+                return
+            await asyncio.sleep(0.05)
+        raise TimeoutError("the agent never went quiet")
+
+    def audio_after(self, t: float, until: float = float("inf")) -> bytes:
+        return b"".join(f for ts, f in self.frames if t <= ts < until)
+
+    def notices_of(self, kind: str) -> list[dict]:
+        return [n for _, n in self.notices if n["type"] == kind]
