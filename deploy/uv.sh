@@ -13,6 +13,8 @@ tools="$root/.venv-tools"
 
 # Never let uv fetch a Python build: only package registries are reachable.
 export UV_PYTHON_DOWNLOADS="${UV_PYTHON_DOWNLOADS:-never}"
+# Trust the platform's certificate store (as pip does), e.g. behind a TLS-inspecting proxy.
+export UV_SYSTEM_CERTS="${UV_SYSTEM_CERTS:-true}"
 
 find_uv() {
     if command -v uv >/dev/null 2>&1; then command -v uv; return 0; fi
