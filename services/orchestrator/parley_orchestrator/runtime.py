@@ -23,6 +23,7 @@ import datetime as dt
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import msgspec
 from nats.aio.client import Client
@@ -58,7 +59,9 @@ from parley.contract import (
 
 from . import reducer
 from .adapters.llm import Brain, Done, Token, ToolCallOut
-from .tools import ToolRegistry
+
+if TYPE_CHECKING:
+    from .tools import ToolRegistry
 
 log = logging.getLogger("parley.orchestrator")
 
@@ -88,7 +91,7 @@ class Cached:
 class Runtime:
     nc: Client
     brain: Brain
-    tools: ToolRegistry
+    tools: "ToolRegistry"
     # Defaults merged into SessionStarted.params before the event is reduced
     # (and logged, so replay sees the same event).
     defaults: dict[str, str] = field(default_factory=dict)

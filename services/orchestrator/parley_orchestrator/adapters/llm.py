@@ -75,4 +75,4 @@ def brain_from_env(env: Mapping[str, str], tools: "ToolRegistry") -> Brain:
         return OpenAIChat(base_url=base_url, api_key=api_key, model=model, timeout=timeout, temperature=float(temperature) if temperature else None)
     from .receptionist import Receptionist
 
-    return Receptionist(tool_names=tuple(tools.names()))
+    return Receptionist()
