@@ -40,6 +40,7 @@ from .llm import Done, LLMOutput, Token, ToolCallOut
 CLINIC_NAME = "Bright Smile Dental"
 GREETING = f"Hello, this is {CLINIC_NAME}. How can I help you today?"
 CAN_DO = "I can book a dental appointment: tell me a day and a time."
+CLINIC_WEEKDAY = dt.date(2026, 1, 5)  # any Monday: "is this time within opening hours?"
 
 # ---------------------------------------------------------------------------
 # Normalising ASR text
@@ -117,7 +118,7 @@ def normalise(text: str) -> str:
     apostrophes; 'a.m.'/'p.m.' become 'am'/'pm' and number words digits."""
     t = text.lower().replace("\u2019", "'").replace("\u2018", "'")
     t = re.sub(r"\b([ap])\s?\.\s?m\b\.?", r"\1m", t)  # a.m. / p. m. / a.m
-    t = re.sub(r"\b(\d{1,2})\.(\d{2})\b", r"\1:\2", t)  # 3.30 -> 3:30
+    t = re.sub(r"\b(\d{1,2})\.(\d{2})(?!\d)", r"\1:\2", t)  # 3.30 -> 3:30
     t = re.sub(r"\bo\s?'?\s?clock\b", " oclock", t)
     t = re.sub(r"(?<=\d)-(?=\d)", "\x00", t)  # keep ISO dates' hyphens
     t = re.sub(r"[^\w:'\x00 ]+", " ", t).replace("\x00", "-")
@@ -182,7 +183,7 @@ _BYE = _rx(r"\b(?:bye|goodbye|good bye|that's all|that is all|that's it|that is 
 _THANKS = _rx(r"\b(?:thanks|thank you|thank u|thx|cheers|appreciate it)\b")
 _YES = _rx(
     r"\b(?:yes|yeah|yea|yep|yup|ya|sure|ok|okay|alright|all right|fine|perfect|great|sounds good|that works|works for me|"
-    r"please do|go ahead|book it|book that|do it|correct|absolutely|definitely|of course|lovely|excellent|brilliant|good)\b"
+    r"please do|go ahead|book it|book that|do it|that one|correct|absolutely|definitely|of course|lovely|excellent|brilliant|good)\b"
 )
 _NO = _rx(r"\b(?:no|nope|nah|not|don't|dont|doesn't|doesnt|can't|cant|cannot|won't|wont|neither|rather not)\b")
 _CHOICE = _rx(r"\b(?:the )?(first|1st|second|2nd|third|3rd|last|earlier|earliest|later|latest)(?: one| option| slot| time| please)?\b")
@@ -271,16 +272,18 @@ _WEEKDAY_RX = "|".join(WEEKDAYS)
 _NOT_CLOCK_AFTER = r"(?!\s*(?::|am\b|pm\b|oclock\b|\d))"
 
 
-def parse_date(norm: str, today: dt.date) -> tuple[dt.date | None, bool, str]:
+def parse_date(norm: str, today: dt.date, in_next_week: bool = False) -> tuple[dt.date | None, bool, str]:
     """(the date mentioned last, whether "next week" was said without a day,
     the text with the date phrases blanked out so their numbers are not read
-    as times)."""
+    as times). ``in_next_week``: the caller said "next week" earlier, so a
+    bare weekday now means that week's."""
     found: list[tuple[int, dt.date]] = []
     spans: list[tuple[int, int]] = []
     next_week = bool(re.search(r"\bnext week\b|\bweek after next\b", norm))
 
-    def take(m: re.Match, date: dt.date | None) -> None:
-        spans.append(m.span())
+    def take(m: re.Match, date: dt.date | None, blank: bool = True) -> None:
+        if blank:
+            spans.append(m.span())
         if date is not None:
             found.append((m.start(), date))
 
@@ -295,7 +298,7 @@ def parse_date(norm: str, today: dt.date) -> tuple[dt.date | None, bool, str]:
         if not any(a <= m.start() < b for a, b in spans):
             take(m, today + dt.timedelta(days=1))
     for m in re.finditer(r"\b(?:today|tonight|this (?:morning|afternoon|evening))\b", norm):
-        take(m, today)
+        take(m, today, blank=False)  # "10 this morning" keeps its clock words
     for m in re.finditer(rf"\b({_MONTH_RX}) (?:the )?(\d{{1,2}})(?:st|nd|rd|th)?\b{_NOT_CLOCK_AFTER}", norm):
         take(m, _month_day(MONTHS[m.group(1)], int(m.group(2)), today))
     for m in re.finditer(rf"\b(?:the )?(\d{{1,2}})(?:st|nd|rd|th)? (?:of )?({_MONTH_RX})\b", norm):
@@ -305,11 +308,11 @@ def parse_date(norm: str, today: dt.date) -> tuple[dt.date | None, bool, str]:
     for m in re.finditer(r"\b(?:the )?(\d{1,2})(?:st|nd|rd|th)\b", norm):
         if not any(a <= m.start() < b for a, b in spans) and 1 <= int(m.group(1)) <= 31:
             take(m, _day_of_month(int(m.group(1)), today))
-    weekday_rx = rf"\b(?:(next|this|coming|on) )?(?:the )?(?:({_WEEKDAY_RX})s?)\b(?: (next week|after next|week))?"
+    weekday_rx = rf"\b(?:(next|this|coming|on) )?(?:the )?(?:({_WEEKDAY_RX})s?)\b(?: (next week|after next))?"
     for m in re.finditer(weekday_rx, norm):
         qualifier = m.group(1) or ""
         after = m.group(3) or ""
-        date = _weekday(m.group(2), qualifier, next_week and "next week" in norm, today)
+        date = _weekday(m.group(2), qualifier, (next_week and "next week" in norm) or in_next_week, today)
         if after == "after next":
             date += dt.timedelta(days=7)
         take(m, date)
@@ -386,6 +389,9 @@ def parse_time(norm: str, period: str = "") -> dt.time | None:
     for m in re.finditer(r"\bmidnight\b", t):
         if free(m):
             add(m, 0, 0, "am")
+    for m in re.finditer(r"\b(\d{1,2}) (?:in the|this) (morning|afternoon|evening)\b", t):
+        if free(m):
+            add(m, int(m.group(1)), 0, "am" if m.group(2) == "morning" else "pm")
     # A bare hour after a clock word or a day: "at 3", "around 10", "Monday 10".
     bare = rf"\b(at|around|about|say|by|before|after|until|till|from|like|maybe|{_WEEKDAY_RX}|morning|afternoon|evening)\s+(?:about |around )?(\d{{1,2}})\b{_QUANTITY}"
     for m in re.finditer(bare, t):
@@ -418,34 +424,36 @@ def parse_time(norm: str, period: str = "") -> dt.time | None:
 
 
 def _clock(hour: int, minute: int, meridiem: str, period: str) -> dt.time | None:
-    if not (0 <= minute <= 59):
+    if not (0 <= minute <= 59 and 0 <= hour <= 23):
         return None
-    if meridiem == "am" or (not meridiem and period == "morning" and hour <= 12):
+    if meridiem == "am":
         if hour > 12:
-            return None if meridiem else dt.time(hour, minute) if hour < 24 else None
-        hour = 0 if hour == 12 and meridiem == "am" else hour
-    elif meridiem == "pm" or (not meridiem and period in ("afternoon", "evening")):
-        if hour == 0 or hour > 23:
             return None
-        if hour < 12:
-            hour += 12
-    elif 1 <= hour <= 7:
+        hour = 0 if hour == 12 else hour
+    elif meridiem == "pm":
+        if hour == 0:
+            return None
+        hour = hour + 12 if hour < 12 else hour
+    elif hour == 0 or hour >= 13 or period == "morning":
+        pass  # 24-hour clock, or said to be in the morning
+    elif period in ("afternoon", "evening"):
+        hour = hour + 12 if hour < 12 else hour
+    elif hour <= 7:
         hour += 12  # clinic hours: "at 3" is 3 p.m.
-    if not (0 <= hour <= 23):
-        return None
     return dt.time(hour, minute)
 
 
-def hear(text: str, today: dt.date) -> Heard:
+def hear(text: str, today: dt.date, in_next_week: bool = False) -> Heard:
     """What one caller utterance says. Never raises."""
     norm = normalise(text)
-    date, next_week, blanked = parse_date(norm, today)
+    date, next_week, blanked = parse_date(norm, today, in_next_week)
     period = parse_period(norm)
     when = parse_time(blanked, period)
     words = norm.split()
-    yes = bool(_YES.search(norm)) and not _NO.search(norm)
+    plain = _GREETINGS.sub(" ", norm)  # "good morning" is not a "good"
+    yes = bool(_YES.search(plain)) and not _NO.search(plain)
     no = bool(_NO.search(norm)) and not re.search(r"\bno problem\b", norm)
-    bye = bool(_BYE.search(norm)) or norm.strip() in ("no thanks", "no thank you", "nope thanks")
+    bye = bool(_BYE.search(norm))
     thanks = bool(_THANKS.search(norm))
     choice = None
     m = _CHOICE.search(norm)
@@ -498,8 +506,9 @@ def say_date(d: dt.date, today: dt.date) -> str:
 
 
 def say_slot(at: dt.datetime, today: dt.date) -> str:
-    t = say_time(at.time())
-    return f"{say_date(at.date(), today)} at {t}" if t != "noon" else f"{say_date(at.date(), today)} at noon"
+    day = say_date(at.date(), today)
+    # "tomorrow, Wednesday the 25th, at 3 p.m.": the comma closes the aside.
+    return f"{day}{',' if ',' in day else ''} at {say_time(at.time())}"
 
 
 def say_list(items: Sequence[str]) -> str:
@@ -527,6 +536,7 @@ class Context:
     date: dt.date | None = None  # the day asked for, not yet booked
     time: dt.time | None = None  # the time asked for, not yet booked
     period: str = ""
+    next_week: bool = False  # "next week" said, the day not yet
     asap: bool = False
     wants: bool = False  # a booking is being arranged
     offers: tuple[dt.datetime, ...] = ()  # slots proposed; "yes" takes the first
@@ -560,12 +570,13 @@ def _book(ctx: Context, day: dt.date, at: dt.time, lead: str = "") -> Plan:
     return Plan(text=(lead + " One moment.").strip(), tool=BOOK_APPOINTMENT, arguments=args)
 
 
-def _check(day: dt.date, lead: str = "") -> Plan:
-    return Plan(text=(lead + " Let me check.").strip(), tool=CHECK_AVAILABILITY, arguments={"date": day.isoformat()})
+def _check(day: dt.date, lead: str = "", say: str = "Let me check.") -> Plan:
+    return Plan(text=(lead + " " + say).strip(), tool=CHECK_AVAILABILITY, arguments={"date": day.isoformat()})
 
 
-def _goodbye(ctx: Context) -> Plan:
-    return Plan(text=f"You're welcome. Thank you for calling {CLINIC_NAME}. Goodbye!")
+def _goodbye(h: Heard) -> Plan:
+    welcome = "You're welcome. " if h.thanks else ""
+    return Plan(text=f"{welcome}Thank you for calling {CLINIC_NAME}. Goodbye!")
 
 
 def _ask_missing(ctx: Context, lead: str = "") -> Plan:
@@ -593,12 +604,10 @@ def step_user(ctx: Context, h: Heard, *, can_check: bool = True) -> tuple[Contex
             index = h.choice if h.choice is not None and -len(offers) <= h.choice < len(offers) else 0
             slot = offers[index]
             return replace(ctx, date=slot.date(), time=slot.time(), wants=True), _book(ctx, slot.date(), slot.time())
-        if h.bye and not h.no or h.bye and re.search("bye", "bye"):  # a plain goodbye ends it
-            pass
         if h.no and not h.bye:
             return replace(ctx, time=None, date=None, period="", asap=False), Plan(text="No problem. What other day or time would suit you?")
     if h.bye and not h.new_when and not h.book:
-        return replace(ctx, wants=False), _goodbye(ctx)
+        return replace(ctx, wants=False), _goodbye(h)
 
     wants_now = h.new_when or h.book or h.pain or (h.availability and ctx.wants)
     if wants_now or (h.hours and h.date) or (h.availability and h.date):
@@ -607,11 +616,11 @@ def step_user(ctx: Context, h: Heard, *, can_check: bool = True) -> tuple[Contex
         # part of the day drops it.
         time = h.time or (None if h.period else ctx.time)
         period = h.period or (ctx.period if not h.time else "")
-        ctx = replace(ctx, date=date, time=time, period=period, wants=True, asap=h.asap or (h.pain and not date))
+        ctx = replace(ctx, date=date, time=time, period=period, wants=True, asap=h.asap or (h.pain and not date), next_week=h.next_week and not date)
         lead = "I'm sorry to hear that." if h.pain and not ctx.booked else ""
         if ctx.asap and not time:
             if can_check:
-                return ctx, _check(date or ctx.today, (lead + " Let's get you in as soon as possible.").strip())
+                return ctx, _check(date or ctx.today, lead, "Let me find the earliest free time.")
             return ctx, _ask_missing(ctx, lead)
         if date and time:
             return ctx, _book(ctx, date, time, lead)
@@ -628,18 +637,18 @@ def step_user(ctx: Context, h: Heard, *, can_check: bool = True) -> tuple[Contex
         return ctx, Plan(text=f"{hours} Would you like to book an appointment?")
     if h.availability:
         if can_check:
-            return replace(ctx, wants=True, asap=True), _check(ctx.today)
+            return replace(ctx, wants=True, asap=True), _check(ctx.today, "", "Let me find the earliest free time.")
         return replace(ctx, wants=True), _ask_missing(ctx)
     if h.name:
         follow = "What day and time would suit you?" if ctx.wants else "How can I help you today?"
         return ctx, Plan(text=f"Thank you, {h.name}. {follow}")
     if h.thanks:
         if ctx.booked:
-            return replace(ctx, wants=False), _goodbye(ctx)
+            return replace(ctx, wants=False), _goodbye(h)
         return ctx, Plan(text="You're welcome. Is there anything else I can help with?")
     if h.no:
         if ctx.booked or not ctx.wants:
-            return replace(ctx, wants=False), _goodbye(ctx)
+            return replace(ctx, wants=False), _goodbye(h)
         return replace(ctx, wants=False, date=None, time=None), Plan(text="No problem. Is there anything else I can help with?")
     if h.yes:
         return replace(ctx, wants=True), _ask_missing(ctx, "Great.")
@@ -678,13 +687,13 @@ def step_tool(ctx: Context, name: str, result: object) -> tuple[Context, Plan]:
             ctx = replace(
                 ctx, booked=ctx.booked + (slot,), unannounced=slot, date=None, time=None, period="", asap=False, wants=False, offers=()
             )
-            who = f"Thank you, {ctx.name}. " if ctx.name else ""
+            who = f"Thank you, {ctx.name.split()[0]}. " if ctx.name else ""
             return ctx, Plan(text=f"{who}You're booked for {say_slot(slot, ctx.today)}. Is there anything else I can help with?")
         why = result.get("reason", "")
         alternatives = [_slot(a) for a in result.get("alternatives", ()) if isinstance(a, dict)]
         if slot is None:
             return ctx, Plan(text="Sorry, I couldn't book that. What day and time would suit you?")
-        when = f"{say_date(slot.date(), ctx.today)} at {say_time(slot.time())}"
+        when = say_slot(slot, ctx.today)
         if why == "taken":
             text = f"Sorry, {when} is already taken."
         elif why == "past":
@@ -695,7 +704,10 @@ def step_tool(ctx: Context, name: str, result: object) -> tuple[Context, Plan]:
             text = f"Sorry, we're closed on {WEEKDAY_NAMES[slot.weekday()]}s. We're open Monday to Friday, 9 a.m. to 5 p.m."
         else:
             text = "Sorry, we're only open from 9 a.m. to 5 p.m."
-        ctx, offer = _offer(replace(ctx, date=slot.date(), time=slot.time()), alternatives, slot.date())
+        # Keep the time asked for if it can work on another day ("Thursday
+        # then" after a taken slot); drop it if it is outside opening hours.
+        keep = why in ("taken", "past") or (why == "closed" and CLINIC.is_slot(CLINIC_WEEKDAY, slot.time()))
+        ctx, offer = _offer(replace(ctx, date=slot.date(), time=slot.time() if keep else None), alternatives, slot.date())
         return ctx, Plan(text=text + offer)
     if name == CHECK_AVAILABILITY:
         try:
@@ -715,10 +727,12 @@ def step_tool(ctx: Context, name: str, result: object) -> tuple[Context, Plan]:
         on = say_date(day, ctx.today)
         if fitting:
             part = f" in the {ctx.period}" if ctx.period else ""
+            # "On Friday the 27th I have" / "Tomorrow, Wednesday the 25th, I have"
+            lead = f"{on[0].upper()}{on[1:]}{part}," if "," in on else f"On {on}{part}"
             ctx = replace(ctx, date=day, offers=tuple(fitting[:3]))
             times = say_list([say_time(s.time()) for s in fitting[:3]])
             ask = "Shall I book that?" if len(fitting) == 1 else "Which time suits you?"
-            return ctx, Plan(text=f"On {on}{part} I have {times} free. {ask}")
+            return ctx, Plan(text=f"{lead} I have {times} free. {ask}")
         if not result.get("open", True):
             text = f"Sorry, we're closed on {WEEKDAY_NAMES[day.weekday()]}s. We're open Monday to Friday, 9 a.m. to 5 p.m."
             ctx, offer = _offer(ctx, later, None)
@@ -739,7 +753,7 @@ def read_conversation(messages: Sequence[Message], today: dt.date, *, can_check:
     calls: dict[str, str] = {}
     for m in messages:
         if m.role == "user":
-            ctx, plan = step_user(ctx, hear(m.content, ctx.today), can_check=can_check)
+            ctx, plan = step_user(ctx, hear(m.content, ctx.today, ctx.next_week), can_check=can_check)
         elif m.role == "assistant":
             for c in m.tool_calls:
                 calls[c.call_id] = c.name
@@ -756,17 +770,18 @@ def read_conversation(messages: Sequence[Message], today: dt.date, *, can_check:
 
 def plan_reply(messages: Sequence[Message], today: dt.date, *, can_book: bool = True, can_check: bool = True) -> Plan:
     """The reply to the conversation's last message."""
-    before, plan = read_conversation(messages[:-1], today, can_check=can_check) if messages else (None, Plan(text=GREETING))
+    before, _ = read_conversation(messages[:-1], today, can_check=can_check)
     ctx, plan = read_conversation(messages, today, can_check=can_check)
     last = messages[-1] if messages else None
-    if last is not None and last.role == "user" and before is not None and before.unannounced and before.unannounced == ctx.unannounced:
+    if last is not None and last.role == "user" and before.unannounced:
         # A booking made during a reply the caller cut off: say it now.
         plan = replace(plan, text=f"Just so you know, you're booked for {say_slot(before.unannounced, ctx.today)}. {plan.text}")
     if plan.tool == BOOK_APPOINTMENT and not can_book:
         return Plan(text="Sorry, I can't book appointments right now. Please call back later.")
-    if last is None or last.role not in ("user", "tool"):
-        return Plan(text="How can I help you today?") if last is not None else plan
-    return plan
+    if last is not None and last.role not in ("user", "tool"):
+        return Plan(text="How can I help you today?")
+    # "... at 3 p.m.." -> "... at 3 p.m."
+    return replace(plan, text=re.sub(r"\.\.(?=\s|$)", ".", plan.text))
 
 
 # ---------------------------------------------------------------------------
