@@ -184,7 +184,7 @@ def banner(page_url: str | None, brain: str | None, providers: str, nats_url: st
 
 COLOURS = ("36", "35", "33", "32", "34", "91", "96", "95")  # cyan, magenta, yellow, green, blue...
 LEVEL_COLOURS = {"debug": "2", "warning": "33", "error": "31", "critical": "1;31"}
-_QUIET_KEYS = ("ts", "level", "service", "logger", "msg", "exc")
+_QUIET_KEYS = ("ts", "level", "service", "logger", "msg", "exc", "color_message")  # uvicorn adds color_message
 
 
 def paint(text: str, code: str | None) -> str:
@@ -236,9 +236,13 @@ def port_busy(port: int, host: str) -> bool:
     return False
 
 
+# Our own services on loopback: never through an HTTP proxy from the environment.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def get_health(url: str, timeout: float = 1.0) -> tuple[int | None, bytes]:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with _DIRECT.open(url, timeout=timeout) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as err:
         return err.code, err.read()
@@ -321,7 +325,8 @@ class Stack:
                 print(f"make run: {problem}", file=sys.stderr)
             return 2
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        # SIGHUP too: the children have their own sessions, so a closed terminal reaches only us.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, self.on_signal)
         try:
             return self.supervise()

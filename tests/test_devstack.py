@@ -246,7 +246,8 @@ def supervisors():
 
 
 def test_stack_starts_prefixes_output_shows_the_banner_and_ctrl_c_leaves_nothing(tmp_path, supervisors):
-    env = {"LLM_API_KEY": "sk-test-key-1234", "PARLEY_PROVIDERS": "fixed"}
+    # A proxy in the environment must not catch the health checks on loopback.
+    env = {"LLM_API_KEY": "sk-test-key-1234", "PARLEY_PROVIDERS": "fixed", "http_proxy": "http://127.0.0.1:9", "no_proxy": ""}
     sup = Supervisor(tmp_path, {"front": "ok", "brainy": "ok"}, env=env)
     supervisors.append(sup)
     front, brainy = sup.services
@@ -289,12 +290,13 @@ def test_stack_starts_prefixes_output_shows_the_banner_and_ctrl_c_leaves_nothing
     assert "stopped" in sup.text
 
 
-def test_sigterm_stops_the_stack_too(tmp_path, supervisors):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_or_a_closed_terminal_stops_the_stack_too(tmp_path, supervisors, sig):
     sup = Supervisor(tmp_path, {"only": "ok"})
     supervisors.append(sup)
     sup.wait_for("Ctrl-C stops everything")
     procs = sup.descendants()
-    sup.proc.send_signal(signal.SIGTERM)
+    sup.proc.send_signal(sig)
     assert sup.proc.wait(30) == 0
     assert not wait_gone(procs)
 
