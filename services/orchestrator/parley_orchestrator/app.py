@@ -6,12 +6,13 @@ import contextlib
 import logging
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
-from parley import bus
+from parley import bus, telemetry
 
 from .adapters.fixed import FixedLatencyBrain
 from .adapters.llm import brain_from_env
+from .observe import StepObserver
 from .runtime import Runtime
 from .settings import Settings
 from .tools import default_registry
@@ -29,6 +30,7 @@ SYSTEM_PROMPT = (
 
 def create_app(settings: Settings) -> FastAPI:
     state: dict = {}
+    tel = telemetry.setup("orchestrator")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -41,6 +43,7 @@ def create_app(settings: Settings) -> FastAPI:
             defaults["greeting"] = greeting
         nc = await bus.connect(settings.nats_url, name="orchestrator")
         runtime = Runtime(nc=nc, brain=brain, tools=tools, defaults=defaults)
+        runtime.observer = StepObserver(tel)
         await runtime.start()
         state.update(runtime=runtime, brain=brain)
         log.info("orchestrator ready", extra={"brain": brain.name, "nats": settings.nats_url})
@@ -49,6 +52,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await runtime.stop()
             await nc.drain()
+            telemetry.shutdown()
 
     app = FastAPI(title="Parley orchestrator", lifespan=lifespan)
 
@@ -57,6 +61,11 @@ def create_app(settings: Settings) -> FastAPI:
         if "runtime" not in state:
             return JSONResponse({"ok": False}, status_code=503)
         return {"ok": True, "brain": state["brain"].name, "stats": state["runtime"].stats}
+
+    @app.get("/metrics")
+    async def metrics():
+        body, content_type = tel.metrics_response()
+        return Response(body, media_type=content_type)
 
     app.state.parley = state
     return app

@@ -192,7 +192,10 @@ class ToolRecord(msgspec.Struct, frozen=True, kw_only=True):
 class Run(msgspec.Struct, frozen=True, kw_only=True):
     id: int
     user_text: str = ""  # the user turn this run answers
+    utterance: int = -1  # the caller's last utterance of that turn (-1: the agent's own turn)
+    started_at: float = 0.0  # when the turn began: the caller's speech start, or the run's start
     scripted: bool = False  # fixed text (greeting, re-prompt, fallback): no LLM
+    end_after: bool = False  # a goodbye: the session ends once it was heard
     confirmed: bool = True  # False: preemptive, chunks wait for the final
     step: int = 0  # LLM request number within the run (tool continuation)
     llm_active: bool = False
@@ -530,7 +533,8 @@ def on_max_call_timer(t: _Tx, e: TimerFired) -> None:
 
 def _start_run(t: _Tx, user_text: str, confirmed: bool) -> None:
     run_id = t.s.next_run
-    t.set(next_run=run_id + 1, run=Run(id=run_id, user_text=user_text, confirmed=confirmed))
+    run = Run(id=run_id, user_text=user_text, confirmed=confirmed, utterance=t.s.utterance, started_at=t.s.speech_started_at or t.at)
+    t.set(next_run=run_id + 1, run=run)
     t.cancel_timer("reprompt")
     t.go(GENERATING)
     _start_llm(t)
@@ -539,7 +543,7 @@ def _start_run(t: _Tx, user_text: str, confirmed: bool) -> None:
 def _start_scripted(t: _Tx, text: str, then_end: bool = False) -> None:
     """A run that speaks fixed text: greeting, re-prompt, fallback, goodbye."""
     run_id = t.s.next_run
-    run = Run(id=run_id, scripted=True, pending=text, user_text="\x00end" if then_end else "")
+    run = Run(id=run_id, scripted=True, pending=text, end_after=then_end, started_at=t.at)
     t.set(next_run=run_id + 1, run=run)
     t.cancel_timer("reprompt")
     t.go(GENERATING)
@@ -836,7 +840,7 @@ def _maybe_finish(t: _Tx) -> None:
     if run.sent < len(run.chunks):
         return
     if run.played >= len(run.chunks) and (run.scripted or run.step_text):
-        end_after = run.user_text == "\x00end"
+        end_after = run.end_after
         _commit_run(t, interrupted=False)
         t.cancel_timer("playback")
         t.cancel_timer("tts_first_audio")
@@ -929,7 +933,7 @@ def _commit_run(t: _Tx, interrupted: bool) -> None:
     heard_steps = [run.chunk_steps[i] for i in heard]
     results = {call_id: (name, result) for call_id, name, result in run.results}
     msgs: list[Message] = []
-    if run.user_text and run.user_text != "\x00end":
+    if run.user_text:
         msgs.append(Message(role="user", content=run.user_text))
     n_steps = max(len(run.step_calls), (max(run.chunk_steps) + 1) if run.chunk_steps else 0)
     if run.scripted:
@@ -949,7 +953,7 @@ def _commit_run(t: _Tx, interrupted: bool) -> None:
             msgs.append(Message(role="tool", tool_call_id=c.call_id, name=name, content=result))
     if truncated and last_with_text >= 0:
         msgs[last_with_text] = _replace(msgs[last_with_text], interrupted=True)
-    elif truncated and run.played == 0 and run.user_text and run.user_text != "\x00end":
+    elif truncated and run.played == 0 and run.user_text:
         t.note = (t.note + "; " if t.note else "") + "interrupted before any audio was heard"
     t.set(history=t.s.history + tuple(msgs) + tuple(_late_tool_pairs(t.s)), run=None)
     for rec in t.s.tools:

@@ -30,7 +30,7 @@ from nats.aio.client import Client
 from nats.js.api import KeyValueConfig, StorageType, StreamConfig
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 
-from parley import contract, subjects
+from parley import contract, subjects, telemetry
 from parley.contract import (
     AnyCommand,
     AnyEvent,
@@ -108,7 +108,7 @@ class Runtime:
         self.tool_tasks: set[asyncio.Task] = set()
         self.timers: dict[tuple[str, str, int], asyncio.TimerHandle] = {}
         self.subs = []
-        self.observers: list = []  # callables(session, Step) for metrics/tracing
+        self.observer = None  # observe.StepObserver: spans and metrics from steps
 
     # ------------------------------------------------------------------ setup
     async def start(self) -> None:
@@ -189,22 +189,22 @@ class Runtime:
         for _attempt in range(8):
             state = cached.stored.state
             consumed = cached.stored.consumed
-            steps: list[Step] = []
-            commands: list[AnyCommand] = []
+            steps: list[tuple[Step, reducer.SessionState, reducer.SessionState, tuple[str, ...]]] = []
+            commands: list[tuple[AnyCommand, reducer.SessionState]] = []
             for event in batch:
+                before = state
                 state, cmds, outcome = reducer.reduce(state, event)
-                steps.append(
-                    Step(
-                        index=consumed,
-                        event=event,
-                        state_from=outcome.path[0],
-                        state_to=outcome.path[-1],
-                        commands=tuple(cmds),
-                        dropped=outcome.dropped,
-                        note=_note(outcome),
-                    )
+                step = Step(
+                    index=consumed,
+                    event=event,
+                    state_from=outcome.path[0],
+                    state_to=outcome.path[-1],
+                    commands=tuple(cmds),
+                    dropped=outcome.dropped,
+                    note=_note(outcome),
                 )
-                commands.extend(cmds)
+                steps.append((step, before, state, outcome.path))
+                commands.extend((cmd, state) for cmd in cmds)
                 consumed += 1
             stored = Stored(consumed, state)
             try:
@@ -224,11 +224,16 @@ class Runtime:
         else:
             log.error("could not write session state after retries", extra={"session_id": session})
             return False
-        for step in steps:
+        for step, before, after, path in steps:
             await self._record(session, step)
-        for cmd in commands:
+            if self.observer is not None:
+                try:
+                    self.observer.on_step(session, step, before, after, path)
+                except Exception:  # noqa: BLE001 - telemetry never breaks a call
+                    log.exception("observer failed")
+        for cmd, after in commands:
             try:
-                await self._execute(cmd)
+                await self._execute(cmd, self._headers(session, after))
             except Exception:
                 log.exception("command failed", extra={"session_id": session, "command": type(cmd).__name__})
         return state.phase == reducer.ENDED
@@ -266,11 +271,15 @@ class Runtime:
             log.info("event dropped: %s", step.dropped, extra=extra | {"dropped": step.dropped, "note": step.note})
         elif not isinstance(step.event, LLMToken) or step.commands:
             log.info("step", extra=extra | ({"note": step.note} if step.note else {}))
-        for observer in self.observers:
-            observer(session, step)
 
     # ------------------------------------------------------------- commands
-    async def _execute(self, cmd: AnyCommand) -> None:
+    def _headers(self, session: str, state: reducer.SessionState) -> dict[str, str]:
+        """Trace context of the current turn, for every message a command sends."""
+        run = state.run
+        ctx = telemetry.session_context(session) if run is None else telemetry.turn_context(session, telemetry.turn_key(run.id, run.utterance))
+        return telemetry.inject(ctx)
+
+    async def _execute(self, cmd: AnyCommand, headers: dict[str, str] | None = None) -> None:
         s = cmd.session
         match cmd:
             case StartLLM():
@@ -281,11 +290,11 @@ class Runtime:
                 self._cancel_llm_local(s, cmd.run)
                 await self.nc.publish(subjects.LLM_CANCEL, contract.encode(cmd))
             case Synthesize():
-                await self.nc.publish(subjects.TTS_REQUEST, contract.encode(cmd))
+                await self.nc.publish(subjects.TTS_REQUEST, contract.encode(cmd), headers=headers)
             case CancelTTS():
-                await self.nc.publish(subjects.TTS_CANCEL, contract.encode(cmd))
+                await self.nc.publish(subjects.TTS_CANCEL, contract.encode(cmd), headers=headers)
             case PausePlayback() | ResumePlayback() | FlushPlayback():
-                await self.nc.publish(subjects.playback(s), contract.encode(cmd))
+                await self.nc.publish(subjects.playback(s), contract.encode(cmd), headers=headers)
             case CallTool():
                 task = asyncio.create_task(self._run_tool(cmd))
                 self.tool_tasks.add(task)
@@ -299,7 +308,7 @@ class Runtime:
                 if handle:
                     handle.cancel()
             case EndSession():
-                await self.nc.publish(subjects.playback(s), contract.encode(cmd))
+                await self.nc.publish(subjects.playback(s), contract.encode(cmd), headers=headers)
                 await self.nc.publish(subjects.control(s), contract.encode_plain(SessionControl(session=s, reason=cmd.reason)))
 
     def _fire_timer(self, key: tuple[str, str, int]) -> None:

@@ -9,11 +9,12 @@ import time
 import pytest
 from nats.js.errors import KeyNotFoundError
 
-from parley import bus, contract as c, subjects
+from parley import bus, contract as c, subjects, telemetry
 from parley.natsd import NatsServer, free_port
 from parley_orchestrator.adapters.fixed import FixedLatencyBrain
 from parley_orchestrator.adapters.llm import Done, ToolCallOut, Token
 from parley_orchestrator.cli import fetch
+from parley_orchestrator.observe import StepObserver
 from parley_orchestrator.replay import replay
 from parley_orchestrator.runtime import Runtime, decode_stored
 
@@ -72,6 +73,7 @@ def test_a_turn_with_a_tool_goes_through_kv_and_the_log(nats):
         nc = await bus.connect(nats.url)
         tools = OneTool()
         rt = Runtime(nc=nc, brain=ToolThenText(), tools=tools, defaults={"greeting": ""})
+        rt.observer = StepObserver(telemetry.setup("orchestrator-test"))
         await rt.start()
         synth, play = [], []
         await _collect(nc, subjects.TTS_REQUEST, synth)

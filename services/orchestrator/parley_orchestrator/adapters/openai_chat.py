@@ -222,6 +222,10 @@ class OpenAIChat:
         self._client: httpx.AsyncClient | None = None
         self.name = f"OpenAI-compatible ({model} at {_public_url(base_url.rstrip('/'))})"
 
+    def _scrub(self, text: str) -> str:
+        """Servers sometimes echo the key back in an error."""
+        return text.replace(self._api_key, "***") if self._api_key else text
+
     def __repr__(self) -> str:
         return f"<OpenAIChat {self.name}>"
 
@@ -257,7 +261,8 @@ class OpenAIChat:
         try:
             async with self._http().stream("POST", self.url, json=body, headers=headers) as resp:
                 if resp.status_code >= 400:
-                    raise LLMFailure(f"LLM at {where} answered HTTP {resp.status_code}: {await _error_text(resp)}")
+                    detail = self._scrub(await _error_text(resp))
+                    raise LLMFailure(f"LLM at {where} answered HTTP {resp.status_code}: {detail}")
                 async for payload in _aiter_payloads(resp):
                     # Read on to the end of the body after [DONE] (it follows
                     # at once): a fully read response leaves the connection
@@ -270,18 +275,18 @@ class OpenAIChat:
                     try:
                         chunk = json.loads(payload)
                     except json.JSONDecodeError:
-                        raise LLMFailure(f"LLM at {where} sent a malformed stream chunk: {payload[:200]!r}") from None
+                        raise LLMFailure(f"LLM at {where} sent a malformed stream chunk: {self._scrub(payload[:200])!r}") from None
                     if not isinstance(chunk, dict):
                         continue
                     problem = payload_error(chunk)
                     if problem:
-                        raise LLMFailure(f"LLM at {where} reported an error: {problem[:300]}")
+                        raise LLMFailure(f"LLM at {where} reported an error: {self._scrub(problem[:300])}")
                     for item in assembler.feed(chunk):
                         yield item
         except httpx.TimeoutException as exc:
             raise LLMFailure(f"LLM at {where} timed out ({type(exc).__name__})") from None
         except httpx.HTTPError as exc:
-            raise LLMFailure(f"cannot reach LLM at {where}: {type(exc).__name__}: {exc}") from None
+            raise LLMFailure(f"cannot reach LLM at {where}: {type(exc).__name__}: {self._scrub(str(exc))}") from None
         if not saw_done and assembler.finish_reason is None:
             raise LLMFailure(f"LLM stream from {where} ended before the reply was complete")
         for item in assembler.finish():
