@@ -31,7 +31,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -275,7 +275,7 @@ class Child:
     state: str = DOWN
     body: bytes = b""
     reader: threading.Thread | None = None
-    last_note: float = field(default=0.0)
+    last_note: float = 0.0
 
 
 class Stack:
@@ -358,10 +358,14 @@ class Stack:
                 "PARLEY_DATA_DIR": str(data_dir),
                 "PYTHONUNBUFFERED": "1",
             })
-            proc = subprocess.Popen(
-                service.argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, start_new_session=True,  # own process group: Ctrl-C is ours to pass on
-            )
+            try:
+                proc = subprocess.Popen(
+                    service.argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT, start_new_session=True,  # own process group: Ctrl-C is ours to pass on
+                )
+            except OSError as err:
+                self.say(f"{service.name} could not start: {err}; stopping the stack")
+                return 1
             child = Child(service, proc, time.monotonic())
             child.reader = threading.Thread(target=self.pump, args=(child, index), daemon=True)
             child.reader.start()
@@ -396,12 +400,11 @@ class Stack:
 
     def poll_health(self) -> None:
         probe = probe_host(self.host)
-        now = time.monotonic()
         for child in self.children:
             if child.state == READY:
                 continue
             status, body = get_health(f"http://{probe}:{child.service.port}/healthz")
-            state = health_state(status)
+            state, now = health_state(status), time.monotonic()
             name = child.service.name
             if state == LOADING and child.state == DOWN:
                 self.say(f"{name}: loading models...")
@@ -426,13 +429,14 @@ class Stack:
 
     def stop(self) -> None:
         """SIGTERM every process group, wait, SIGKILL what is left, then nats-server."""
+        asked = self.signals
         live = [c for c in self.children if c.proc.poll() is None]
         for child in live:
             _killpg(child.proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + self.grace
         for child in live:
-            while child.proc.poll() is None and time.monotonic() < deadline and self.signals < 2:
-                time.sleep(0.05)  # a second Ctrl-C skips the grace period
+            while child.proc.poll() is None and time.monotonic() < deadline and self.signals == asked:
+                time.sleep(0.05)  # another Ctrl-C while stopping skips the grace period
             if child.proc.poll() is None:
                 self.say(f"{child.service.name}: did not stop in time; killing it")
         for child in self.children:

@@ -8,6 +8,7 @@ with deploy/nats.conf, on a free port.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -57,6 +58,9 @@ print(f"plain line from {name}", flush=True)
 if mode == "crash":
     time.sleep(0.5)
     sys.exit(3)
+if mode == "stubborn":
+    import signal
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 asked = 0
 
@@ -164,13 +168,14 @@ def test_banner_has_the_url_and_the_brain():
 class Supervisor:
     """deploy/devstack.py as a child process, its output collected line by line."""
 
-    def __init__(self, tmp_path: Path, modes: dict[str, str], env: dict[str, str] | None = None, ports: dict[str, int] | None = None):
+    def __init__(self, tmp_path: Path, modes: dict[str, str], env: dict[str, str] | None = None,
+                 ports: dict[str, int] | None = None, argv: dict[str, list[str]] | None = None, grace: float = 5):
         script = tmp_path / "stand_in.py"
         script.write_text(STAND_IN)
         self.reports = {name: tmp_path / f"{name}.json" for name in modes}
         ports = ports or {}
         services = [
-            {"name": name, "argv": [sys.executable, str(script), name, mode, str(self.reports[name])],
+            {"name": name, "argv": (argv or {}).get(name) or [sys.executable, str(script), name, mode, str(self.reports[name])],
              "port": ports.get(name) or free_port(), "page": "/" if i == 0 else None,
              "private_env": ["LLM_"] if name == "brainy" else []}
             for i, (name, mode) in enumerate(modes.items())
@@ -182,7 +187,7 @@ class Supervisor:
         self.nats_port = free_port()
         full_env = {**os.environ, "PARLEY_NATS_PORT": str(self.nats_port), **(env or {})}
         self.proc = subprocess.Popen(
-            [sys.executable, str(DEVSTACK), "--services", str(spec), "--var", str(self.var), "--grace", "5"],
+            [sys.executable, str(DEVSTACK), "--services", str(spec), "--var", str(self.var), "--grace", str(grace)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env, start_new_session=True,
         )
         self.lines: list[str] = []
@@ -218,9 +223,17 @@ class Supervisor:
         return psutil.Process(self.proc.pid).children(recursive=True)
 
     def cleanup(self) -> None:
+        """After a failed test: kill the supervisor and everything it started, whatever it left."""
         if self.proc.poll() is None:
+            left = self.descendants()
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+            for proc in left:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    proc.kill()
+        for proc in mentioning(self.var.parent):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
 
 
 def alive(proc: psutil.Process) -> bool:
@@ -235,6 +248,15 @@ def wait_gone(procs: list[psutil.Process], timeout: float = 10) -> list[psutil.P
     while (left := [p for p in procs if alive(p)]) and time.monotonic() < deadline:
         time.sleep(0.1)
     return left
+
+
+def mentioning(path: Path) -> list[psutil.Process]:
+    """Live processes whose command line names something under ``path``."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if any(f"{path}/" in arg for arg in proc.info["cmdline"] or ()) and alive(proc):
+            found.append(proc)
+    return found
 
 
 @pytest.fixture
@@ -311,6 +333,27 @@ def test_a_crashing_child_stops_the_stack_with_its_exit_code(tmp_path, superviso
     assert not left
     assert "plain line from fragile" in sup.text  # its last words were not lost
     assert "Parley is ready." not in sup.text
+
+
+def test_a_child_that_ignores_sigterm_is_killed_after_the_grace_period(tmp_path, supervisors):
+    sup = Supervisor(tmp_path, {"calm": "ok", "stubborn": "stubborn"}, grace=1)
+    supervisors.append(sup)
+    sup.wait_for("Ctrl-C stops everything")
+    procs = sup.descendants()
+    sup.proc.send_signal(signal.SIGINT)
+    assert sup.proc.wait(30) == 0
+    assert "stubborn: did not stop in time; killing it" in sup.text
+    assert "calm: did not stop" not in sup.text
+    assert not wait_gone(procs)
+
+
+def test_a_command_that_cannot_start_stops_the_stack(tmp_path, supervisors):
+    sup = Supervisor(tmp_path, {"first": "ok", "missing": "ok"}, argv={"missing": [str(tmp_path / "no-such-program")]})
+    supervisors.append(sup)
+    sup.wait_for("missing could not start")
+    assert sup.proc.wait(30) == 1
+    assert not wait_gone(mentioning(tmp_path)), "nats-server or the first service outlived the stack"
+    assert "stopped" in sup.text
 
 
 @pytest.mark.parametrize("who", ["a service", "nats-server"])
