@@ -24,8 +24,9 @@ from typing import Protocol
 
 from nats.aio.client import Client
 
-from parley import bus, contract, subjects
+from parley import bus, contract, subjects, telemetry
 from parley.audio import Mark, Playout, Resampler
+from .latency import TurnLatency
 from parley.contract import (
     EndSession,
     FlushPlayback,
@@ -73,6 +74,12 @@ class Call:
         self.ended_by_agent = False
         self.stats = stats if stats is not None else {}
         self.frames_out = 0
+        self.latency = TurnLatency()
+        self.tel = telemetry.current()
+        self.started_at = time.time()
+        self.playback_started: dict[int, float] = {}  # run -> first frame out
+        self.playback_last: dict[int, float] = {}  # run -> last chunk finished
+        self._turn_parent: dict = {}  # run -> trace context from its TTS audio
 
     # ---------------------------------------------------------------- lifetime
     async def start(self, params: dict[str, str] | None = None, caller: str = "") -> None:
@@ -107,6 +114,17 @@ class Call:
                 await sub.unsubscribe()
             except Exception:  # noqa: BLE001
                 pass
+        for run in list(self.playback_started):
+            self._playback_span(run, self.playback_last.get(run, time.time()), interrupted=False)
+        self.tel.span_with_id(
+            "session",
+            session=s,
+            key="session",
+            parent=None,
+            start=self.started_at,
+            end=time.time(),
+            attributes={"parley.transport": self.transport.kind, "parley.end_reason": reason},
+        )
         log.info("call ended", extra={"session_id": s, "reason": reason, "frames_out": self.frames_out})
 
     # ---------------------------------------------------------------- inbound
@@ -131,6 +149,8 @@ class Call:
         except ValueError as exc:
             log.warning("bad TTS audio message dropped", extra={"session_id": self.session, "error": str(exc)})
             return
+        if run not in self._turn_parent and msg.headers and "traceparent" in msg.headers:
+            self._turn_parent[run] = telemetry.extract(msg.headers)
         if meta.chunk is None or run in self.flushed_runs:
             self._count("frames_dropped_stale", max(1, len(msg.data) // 640))
             return
@@ -160,6 +180,14 @@ class Call:
                 for key in [k for k in self.resamplers if k[0] <= cmd.run]:
                     del self.resamplers[key]
                 await self.transport.on_flush(cmd.run)
+                was_playing = cmd.run in self.playback_started
+                self._playback_span(cmd.run, time.time(), interrupted=True)
+                reaction = self.latency.barge_in_reaction(time.time())
+                if reaction is not None and was_playing:
+                    self.tel.histogram("parley.bargein.reaction", "ms", "caller speech start -> cancelled run's audio stopped").record(
+                        reaction * 1000, {"transport": self.transport.kind}
+                    )
+                    await self.transport.send_notice({"type": "barge_in", "run": cmd.run, "reaction_ms": round(reaction * 1000)})
             case PausePlayback():
                 self.playout.pause(cmd.run)
             case ResumePlayback():
@@ -175,6 +203,7 @@ class Call:
             step = contract.decode_step(msg.data)
         except (contract.DecodeError, contract.ValidationError):
             return
+        self.latency.on_step(step)
         for notice in notices_for(step):
             await self.transport.send_notice(notice)
 
@@ -189,6 +218,20 @@ class Call:
         return frame
 
     async def _mark(self, mark: Mark) -> None:
+        if mark.kind == "finished":
+            self.playback_last[mark.run] = time.time()
+        if mark.kind == "started" and mark.run not in self.playback_started:
+            now = time.time()
+            for earlier in [r for r in self.playback_started if r < mark.run]:
+                self._playback_span(earlier, self.playback_last.get(earlier, now), interrupted=False)
+            self.playback_started[mark.run] = now
+            split = self.latency.on_first_frame(mark.run, now)
+            if split:
+                if split["voice_to_voice_ms"] is not None:
+                    self.tel.histogram("parley.voice_to_voice", "ms", "end of caller speech -> first agent frame out").record(
+                        split["voice_to_voice_ms"], {"transport": self.transport.kind}
+                    )
+                await self.transport.send_notice(split)
         await self.transport.on_mark(mark)
         if not self.transport.reports_playback:
             await self.report_played(mark.run, mark.chunk, mark.kind == "finished", mark.played_ms)
@@ -196,6 +239,22 @@ class Call:
     async def report_played(self, run: int, chunk: int, finished: bool, played_ms: int = 0) -> None:
         event = PlaybackProgress(session=self.session, at=time.time(), run=run, chunk=chunk, finished=finished, played_ms=played_ms)
         await bus.publish_event(self.nc, event)
+
+    def _playback_span(self, run: int, end: float, interrupted: bool) -> None:
+        start = self.playback_started.pop(run, None)
+        self.playback_last.pop(run, None)
+        if start is None:
+            return
+        turn = self.latency.turns.get(run)
+        parent = self._turn_parent.pop(run, None) or telemetry.session_context(self.session)
+        self.tel.record_span(
+            "playback",
+            session=self.session,
+            parent=parent,
+            start=start,
+            end=end,
+            attributes={"run.id": run, "playback.interrupted": interrupted, "parley.transport": self.transport.kind, "playback.first_frame_at": turn.first_frame if turn else None},
+        )
 
     def _count(self, name: str, n: int) -> None:
         if n:
