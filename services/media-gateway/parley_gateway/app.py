@@ -8,11 +8,11 @@ import logging
 from pathlib import Path
 
 from fastapi import FastAPI, WebSocket
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 
-from parley import bus, subjects
+from parley import bus, subjects, telemetry
 
-from . import ws_pcm
+from . import webrtc, ws_pcm
 from .call import Ticker
 from .settings import Settings
 
@@ -22,6 +22,7 @@ STATIC = Path(__file__).parent / "static"
 
 def create_app(settings: Settings) -> FastAPI:
     state: dict = {"stats": {}}
+    tel = telemetry.setup("media-gateway")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -43,6 +44,11 @@ def create_app(settings: Settings) -> FastAPI:
             return JSONResponse({"ok": False}, status_code=503)
         return {"ok": True, "stats": state["stats"]}
 
+    @app.get("/metrics")
+    async def metrics():
+        body, content_type = tel.metrics_response()
+        return Response(body, media_type=content_type)
+
     @app.get("/")
     async def index():
         return FileResponse(STATIC / "index.html")
@@ -59,4 +65,5 @@ def create_app(settings: Settings) -> FastAPI:
     async def pcm(ws: WebSocket):
         await ws_pcm.serve(ws, state["nc"], state["ticker"], state["stats"])
 
+    webrtc.register(app, state, settings)
     return app

@@ -1,0 +1,403 @@
+"""WebRTC transport: the browser page talks to the agent over one RTCPeerConnection.
+
+``POST /webrtc/offer`` takes the browser's SDP offer (ICE candidates included:
+the page waits for gathering, there is no trickle) and answers with aiortc.
+Each offer is one ``Call``:
+
+* inbound: the caller's Opus track arrives as 48 kHz stereo ``av.AudioFrame``s;
+  they are downmixed, resampled to 16 kHz and fed to the call in ~40 ms batches;
+* outbound: ``CallTrack`` is pulled by aiortc's sender every 20 ms; it takes
+  ``call.next_frame()`` (48 kHz mono) at absolute deadlines and sends silence
+  when nothing plays, so the RTP stream never stalls;
+* notices (the same JSON objects ``/ws/pcm`` sends) go over the RTCDataChannel
+  named ``events`` that the page opens; the page sends ``{"type": "dtmf"}`` and
+  ``{"type": "hangup"}`` on it.
+
+Playback progress comes from the playout marks as frames are pulled
+(``reports_playback = False``): the browser's jitter buffer adds a few tens of
+ms that the gateway cannot see.
+
+ICE uses no STUN server unless ``settings.ice_servers`` names some: aiortc
+would otherwise ask Google's, which fails without internet and delays every
+answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fractions
+import json
+import logging
+import time
+
+import av
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc import sdp as aiortc_sdp
+from aiortc.mediastreams import MediaStreamError
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from parley.audio import Mark, Resampler, stereo_to_mono
+
+from .call import FRAME_MS, Call
+from .settings import Settings
+
+log = logging.getLogger("parley.gateway")
+
+RATE = 48000  # Opus runs at 48 kHz; the outbound track is 48 kHz mono
+FRAME_SAMPLES = RATE * FRAME_MS // 1000
+SILENCE = bytes(FRAME_SAMPLES * 2)
+TIME_BASE = fractions.Fraction(1, RATE)
+ASR_RATE = 16000
+FEED_BYTES = ASR_RATE * 40 // 1000 * 2  # feed the call ~40 ms at a time
+MAX_SDP = 64_000  # a browser offer is a few kB
+MAX_CHANNEL_MESSAGE = 4096
+NOTICE_BACKLOG = 500  # notices held until the data channel opens
+CONNECT_TIMEOUT = 30.0  # offer answered but ICE never connected: give up
+RESYNC_AFTER = 0.2  # s behind schedule before the track stops catching up
+DTMF_DIGITS = frozenset("0123456789*#")
+
+
+class OfferError(ValueError):
+    """The offer cannot be answered; the message says why (it goes to the client)."""
+
+
+def parse_offer(body: object) -> tuple[str, dict[str, str]]:
+    """Validate ``{"sdp", "type": "offer", "params"?}``; return (sdp, params)."""
+    if not isinstance(body, dict):
+        raise OfferError('the body must be a JSON object {"sdp": ..., "type": "offer"}')
+    sdp, kind, params = body.get("sdp"), body.get("type"), body.get("params", {})
+    if kind != "offer":
+        raise OfferError(f'"type" must be "offer", got {kind!r}')
+    if not isinstance(sdp, str) or not sdp.strip():
+        raise OfferError('"sdp" must be a non-empty string')
+    if len(sdp) > MAX_SDP:
+        raise OfferError(f"the SDP is too large ({len(sdp)} characters, max {MAX_SDP})")
+    if not sdp.lstrip().startswith("v=0"):
+        raise OfferError("invalid SDP offer: it must start with v=0")
+    if params is None:
+        params = {}
+    if not isinstance(params, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in params.items()):
+        raise OfferError('"params" must be an object of strings')
+    return sdp, params
+
+
+def check_audio(sdp: str) -> None:
+    """The offer must carry the caller's microphone: an m=audio section that sends."""
+    try:
+        media = aiortc_sdp.SessionDescription.parse(sdp).media
+    except Exception as exc:  # noqa: BLE001 - the parser raises whatever it trips on
+        raise OfferError(f"invalid SDP offer: {type(exc).__name__}: {exc}") from None
+    audio = [m for m in media if m.kind == "audio"]
+    if not audio:
+        raise OfferError("invalid SDP offer: it has no audio (m=audio) section")
+    if not any(m.direction in (None, "sendrecv", "sendonly") for m in audio):  # none means sendrecv
+        raise OfferError("invalid SDP offer: its audio section does not send the caller's microphone")
+
+
+def channel_request(text: str) -> tuple[str, str]:
+    """A data-channel message -> ("dtmf", digit) | ("hangup", "") | ("error", why)."""
+    if len(text) > MAX_CHANNEL_MESSAGE:
+        return "error", f"message too large ({len(text)} characters, max {MAX_CHANNEL_MESSAGE})"
+    try:
+        msg = json.loads(text)
+        kind = msg["type"]
+    except (ValueError, KeyError, TypeError):
+        return "error", "messages must be JSON objects with a 'type'"
+    if kind == "dtmf":
+        digit = msg.get("digit")
+        if isinstance(digit, str) and len(digit) == 1 and digit in DTMF_DIGITS:
+            return "dtmf", digit
+        return "error", "dtmf needs one 'digit' of 0-9, * or #"
+    if kind == "hangup":
+        return "hangup", ""
+    return "error", f"unknown message type {kind!r}"
+
+
+def frame_to_mono(frame: av.AudioFrame) -> tuple[bytes, int]:
+    """An inbound decoded frame -> (PCM16 mono, its rate).
+
+    aiortc's Opus decoder hands out packed s16 stereo at 48 kHz; anything else
+    goes through PyAV's converter so an odd codec cannot break the call.
+    """
+    channels = len(frame.layout.channels)
+    if frame.format.name != "s16" or channels > 2:
+        frame = av.AudioResampler(format="s16", layout="mono", rate=frame.sample_rate).resample(frame)[0]
+        channels = 1
+    data = bytes(frame.planes[0])[: frame.samples * 2 * channels]  # planes may be padded
+    return (stereo_to_mono(data) if channels == 2 else data), frame.sample_rate
+
+
+class CallTrack(MediaStreamTrack):
+    """The agent's voice: 20 ms frames of 48 kHz mono, pulled by aiortc's sender.
+
+    Each ``recv`` waits for its absolute deadline (start + pts / rate), then
+    takes the call's next frame, so a FlushPlayback that lands during the wait
+    already applies to the frame it returns. If the loop stalls, the track
+    catches up by returning frames back to back; beyond ``RESYNC_AFTER`` it
+    moves its clock instead of bursting.
+    """
+
+    kind = "audio"
+
+    def __init__(self, next_frame) -> None:
+        super().__init__()
+        self.next_frame = next_frame  # () -> bytes | None
+        self.pts = -FRAME_SAMPLES
+        self.t0: float | None = None
+        self.idle = True  # the last frame was silence: nothing was playing
+        self.frames = 0  # every frame returned
+        self.voiced = 0  # frames that carried the call's audio
+        self.resyncs = 0
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        self.pts += FRAME_SAMPLES
+        now = time.monotonic()
+        if self.t0 is None:
+            self.t0 = now
+        delay = self.t0 + self.pts / RATE - now
+        if delay > 0:
+            await asyncio.sleep(delay)
+        elif delay < -RESYNC_AFTER:
+            self.t0 -= delay
+            self.resyncs += 1
+        pcm = self.next_frame()
+        self.idle = pcm is None
+        if pcm is None:
+            pcm = SILENCE
+        else:
+            self.voiced += 1
+            if len(pcm) != len(SILENCE):  # the playout always frames, but never send a short frame
+                pcm = (pcm + SILENCE)[: len(SILENCE)]
+        self.frames += 1
+        frame = av.AudioFrame(format="s16", layout="mono", samples=FRAME_SAMPLES)
+        frame.planes[0].update(pcm)
+        frame.sample_rate = RATE
+        frame.pts = self.pts
+        frame.time_base = TIME_BASE
+        return frame
+
+
+class WebRtcTransport:
+    """One peer connection as a ``Transport`` for ``Call``."""
+
+    kind = "webrtc"
+    rate = RATE
+    reports_playback = False
+
+    def __init__(self, pc: RTCPeerConnection, sessions: dict) -> None:
+        self.pc = pc
+        self.sessions = sessions
+        self.call: Call | None = None
+        self.track: CallTrack | None = None
+        self.channel = None
+        self.backlog: list[str] = []
+        self.tasks: set[asyncio.Task] = set()
+        self.started = False  # call.start succeeded: call.end must run
+        self.finished = asyncio.Event()
+        self.closing = False
+
+    # ------------------------------------------------------------ Transport
+    async def send_frame(self, frame: bytes) -> None:
+        pass  # pull transport: CallTrack takes frames itself
+
+    async def send_notice(self, notice: dict) -> None:
+        text = json.dumps(notice)
+        if self.channel is not None and self.channel.readyState == "open":
+            self.channel.send(text)
+        elif len(self.backlog) < NOTICE_BACKLOG:
+            self.backlog.append(text)
+
+    async def on_mark(self, mark: Mark) -> None:
+        pass
+
+    async def on_flush(self, run: int) -> None:
+        pass  # the playout already dropped the run; the next recv() has none of it
+
+    async def close(self, reason: str) -> None:
+        """The agent ended the session: let the goodbye play out, then hang up."""
+        self.spawn(self._close_after_playout(reason))
+
+    # ------------------------------------------------------------- plumbing
+    def spawn(self, coro) -> asyncio.Task:
+        task = asyncio.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    def attach_channel(self, channel) -> None:
+        self.channel = channel
+
+        def on_open() -> None:
+            backlog, self.backlog = self.backlog, []
+            for text in backlog:
+                channel.send(text)
+
+        channel.on("open", on_open)
+        channel.on("message", lambda message: self.spawn(self._on_message(message)))
+        channel.on("close", lambda: self.spawn(self.teardown("client hung up")))
+        if channel.readyState == "open":
+            on_open()
+
+    async def _on_message(self, message) -> None:
+        if not isinstance(message, str):
+            await self.send_notice({"type": "error", "error": "the events channel carries JSON text only"})
+            return
+        kind, value = channel_request(message)
+        if kind == "dtmf" and self.call and self.started:
+            await self.call.dtmf(value)
+        elif kind == "hangup":
+            await self.teardown("client hung up")
+        elif kind == "error":
+            await self.send_notice({"type": "error", "error": value})
+
+    async def pump_inbound(self, track) -> None:
+        """Remote audio -> 16 kHz mono -> call.feed, until the track ends."""
+        resampler: Resampler | None = None
+        pending = bytearray()
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                break
+            pcm, rate = frame_to_mono(frame)
+            if resampler is None or resampler.in_rate != rate:
+                resampler = Resampler(rate, ASR_RATE)
+            pending += resampler.process(pcm)
+            if len(pending) >= FEED_BYTES:
+                if self.call is not None and self.started:  # audio before the claim has nowhere to go
+                    await self.call.feed(bytes(pending))
+                pending.clear()
+        await self.teardown("the caller's audio ended")
+
+    async def _close_after_playout(self, reason: str, limit: float = 5.0) -> None:
+        deadline = time.monotonic() + limit
+        while self.call is not None and (self.call.playout.buffered_ms or not (self.track and self.track.idle)) and time.monotonic() < deadline:
+            await asyncio.sleep(FRAME_MS / 1000)
+        # Give SCTP a moment to deliver the "end" notice before the association goes.
+        while self.channel is not None and self.channel.readyState == "open" and self.channel.bufferedAmount and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)
+        await self.teardown(reason)
+
+    async def watch_connect(self) -> None:
+        await asyncio.sleep(CONNECT_TIMEOUT)
+        if self.pc.connectionState != "connected":
+            await self.teardown("the WebRTC connection never came up")
+
+    async def teardown(self, reason: str) -> None:
+        """End the call and release the peer connection; safe to call repeatedly."""
+        if self.closing:
+            return
+        self.closing = True
+        try:
+            if self.call is not None and self.started:
+                await self.call.end(reason)
+        finally:
+            if self.track is not None:
+                self.track.stop()
+            await self.pc.close()
+            if self.call is not None:
+                self.sessions.pop(self.call.session, None)
+            current = asyncio.current_task()
+            for task in list(self.tasks):
+                if task is not current:
+                    task.cancel()
+            self.finished.set()
+            log.info("webrtc call closed", extra={"session_id": self.call.session if self.call else "", "reason": reason})
+
+
+def ice_configuration(settings: Settings) -> RTCConfiguration:
+    return RTCConfiguration(iceServers=[RTCIceServer(urls=url.strip()) for url in settings.ice_servers])
+
+
+async def answer(nc, settings: Settings, sessions: dict, stats: dict, body: object) -> tuple[int, dict]:
+    """Answer one offer; (HTTP status, JSON body). Nothing is left behind on an error."""
+    try:
+        sdp, params = parse_offer(body)
+        check_audio(sdp)
+    except OfferError as exc:
+        return 400, {"error": str(exc)}
+    pc = RTCPeerConnection(ice_configuration(settings))
+    transport = WebRtcTransport(pc, sessions)
+    call = Call(nc, transport, stats=stats)
+    transport.call = call
+    # Before setRemoteDescription: it is what fires "track".
+    @pc.on("datachannel")
+    def on_datachannel(channel) -> None:
+        if channel.label == "events":
+            transport.attach_channel(channel)
+
+    @pc.on("track")
+    def on_track(track) -> None:
+        if track.kind == "audio":
+            transport.spawn(transport.pump_inbound(track))
+
+    @pc.on("connectionstatechange")
+    async def on_state() -> None:
+        if pc.connectionState in ("failed", "closed"):
+            await transport.teardown(f"WebRTC connection {pc.connectionState}")
+
+    try:
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        transport.track = CallTrack(call.next_frame)
+        pc.addTrack(transport.track)
+        local = await pc.createAnswer()
+        await pc.setLocalDescription(local)
+    except Exception as exc:  # noqa: BLE001 - aiortc raises many types for bad SDP
+        await transport.teardown("invalid offer")
+        message = str(exc) if isinstance(exc, OfferError) else f"invalid SDP offer: {type(exc).__name__}: {exc}"
+        log.info("webrtc offer rejected", extra={"error": message})
+        return 400, {"error": message}
+
+    try:
+        await call.start(params=params)
+    except RuntimeError as exc:
+        await transport.teardown("could not start")
+        return 503, {"error": str(exc)}
+    transport.started = True
+    if transport.closing:  # the connection failed while the call was starting
+        await call.end("WebRTC connection failed")
+        return 503, {"error": "the WebRTC connection failed while the call was starting"}
+    sessions[call.session] = transport
+    stats["webrtc_calls"] = stats.get("webrtc_calls", 0) + 1
+    await transport.send_notice({"type": "session", "session": call.session})
+    transport.spawn(transport.watch_connect())
+    log.info("webrtc call answered", extra={"session_id": call.session})
+    return 200, {"sdp": pc.localDescription.sdp, "type": pc.localDescription.type, "session": call.session}
+
+
+def register(app: FastAPI, state: dict, settings: Settings) -> None:
+    """Add ``POST /webrtc/offer``; close every peer connection at shutdown."""
+    sessions: dict[str, WebRtcTransport] = state.setdefault("webrtc", {})
+
+    @app.post("/webrtc/offer")
+    async def offer(request: Request):
+        raw = await request.body()
+        if len(raw) > MAX_SDP * 2:
+            return JSONResponse({"error": f"the offer is too large ({len(raw)} bytes)"}, status_code=400)
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return JSONResponse({"error": 'the body must be JSON {"sdp": ..., "type": "offer"}'}, status_code=400)
+        if state.get("nc") is None:
+            return JSONResponse({"error": "the gateway is not ready"}, status_code=503)
+        status, reply = await answer(state["nc"], settings, sessions, state["stats"], body)
+        return JSONResponse(reply, status_code=status)
+
+    # Hang up every call before the app's own lifespan drains NATS.
+    inner = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app_):
+        async with inner(app_) as value:
+            try:
+                yield value
+            finally:
+                calls = list(sessions.values())
+                await asyncio.gather(*(t.teardown("gateway shutting down") for t in calls), return_exceptions=True)
+
+    app.router.lifespan_context = lifespan
