@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 
 from parley import bus, subjects, telemetry
 
-from . import webrtc, ws_pcm
+from . import twilio_media, webrtc, ws_pcm
 from .call import Ticker
 from .settings import Settings
 
@@ -66,4 +66,5 @@ def create_app(settings: Settings) -> FastAPI:
         await ws_pcm.serve(ws, state["nc"], state["ticker"], state["stats"])
 
     webrtc.register(app, state, settings)
+    twilio_media.register(app, state, settings)
     return app

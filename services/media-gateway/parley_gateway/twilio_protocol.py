@@ -46,7 +46,7 @@ class ProtocolError(ValueError):
     """A message that breaks the protocol. ``kind`` is a short stable label
     (counted in the gateway's stats as ``twilio_<kind>``)."""
 
-    KINDS = ("oversized", "malformed_json", "unknown_event", "invalid_message", "bad_base64", "unsupported_format")
+    KINDS = ("oversized", "malformed_json", "unknown_event", "invalid_message", "bad_base64", "unsupported_format", "out_of_order")
 
     def __init__(self, kind: str, message: str):
         assert kind in self.KINDS, kind

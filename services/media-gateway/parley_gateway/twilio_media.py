@@ -1,0 +1,397 @@
+"""Twilio Media Streams transport: the voice webhook and the media WebSocket.
+
+``POST /twilio/voice`` is the phone number's voice webhook. It checks
+``X-Twilio-Signature`` (when TWILIO_AUTH_TOKEN is set) and answers TwiML
+``<Connect><Stream url="wss://PUBLIC_HOST/twilio/media">`` whose
+``<Parameter>``s carry a one-time stream token and the session's settings
+(the webhook URL's query parameters, and the caller's number).
+
+``/twilio/media`` is the bidirectional stream Twilio then opens. One socket is
+one ``Call``:
+
+* inbound: ``media`` (base64 μ-law 8 kHz) -> PCM16 -> 16 kHz (stateful
+  resampler) -> ``call.feed``; ``dtmf`` -> ``call.dtmf``; ``stop`` ends it;
+* outbound: the playout's 8 kHz frames -> μ-law -> ``media`` messages, a
+  ``mark`` named ``run.chunk.generation`` after each chunk's last frame, and
+  ``clear`` on FlushPlayback;
+* playback progress: a chunk is reported started when its first frame is
+  sent, and finished only when Twilio echoes its mark in the current clear
+  generation (Twilio also echoes the marks a ``clear`` dropped).
+
+The protocol decisions live in ``twilio_protocol`` (pure); this module is the
+I/O around them. Any protocol error ends that one session: it is logged,
+counted in the gateway stats (``twilio_error_<kind>``), and the socket closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import time
+from collections import deque
+from urllib.parse import parse_qsl
+
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.responses import Response
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from parley.audio import Mark, Resampler, pcm16_to_ulaw, ulaw_to_pcm16
+
+from . import twilio_protocol as tp
+from . import twilio_rest
+from .call import FRAME_MS, Call
+from .settings import Settings
+
+log = logging.getLogger("parley.gateway")
+
+RATE = tp.MEDIA_RATE
+ASR_RATE = 16000
+# Audio kept queued at Twilio ahead of what the caller hears. Pacing at
+# exactly real time turns every scheduling hiccup of this process into a gap
+# on the phone; a small lead absorbs them. A clear empties it at once, so it
+# costs barge-in nothing; only a Pause lets this much more play.
+LEAD_S = 0.06
+MAX_PULLS_PER_TICK = 1 + round(LEAD_S * 1000 / FRAME_MS)
+OUTBOX_LIMIT = 500  # ~10 s of messages not yet written: Twilio is gone
+FEED_SLICE = ASR_RATE * 2  # feed the call at most 1 s of 16 kHz PCM16 per publish
+MAX_WEBHOOK_BODY = 64 * 1024
+CLOSE_POLICY = 1008  # WebSocket close code: policy violation
+CLOSE_TOO_BIG = 1009
+CLOSE_ERROR = 1011
+
+
+def _count(stats: dict, key: str, n: int = 1) -> None:
+    stats[key] = stats.get(key, 0) + n
+
+
+class TwilioSocket:
+    """One Twilio media stream: the ``Transport`` a ``Call`` talks to."""
+
+    kind = "twilio"
+    rate = RATE
+    reports_playback = True
+
+    def __init__(self, ws: WebSocket, nc, ticker, stats: dict, settings: Settings, tokens: tp.StreamTokens | None):
+        self.ws = ws
+        self.nc = nc
+        self.ticker = ticker
+        self.stats = stats
+        self.settings = settings
+        self.tokens = tokens  # None: no token required (no auth token configured)
+        self.loop = asyncio.get_running_loop()
+        self.call: Call | None = None
+        self.stream_sid = ""
+        self.call_sid = ""
+        self.ledger = tp.PlaybackLedger()
+        self.resampler = Resampler(RATE, ASR_RATE)
+        self.outbox: deque[tuple[str, object]] = deque()
+        self.wake = asyncio.Event()
+        self.ahead_until = 0.0  # loop time at which Twilio runs out of our audio (predicted)
+        self.last_seq: int | None = None
+        self.closing = False
+        self.close_queued = False
+        self.end_reason = "twilio stream closed"
+        self.tasks: set[asyncio.Task] = set()
+
+    def _log_extra(self, **kw) -> dict:
+        return {"session_id": self.call.session if self.call else None, "stream_sid": self.stream_sid, "call_sid": self.call_sid, **kw}
+
+    # ------------------------------------------------------------ outbound
+    def tick(self) -> None:
+        """Called by the Ticker every 20 ms: keep Twilio ``LEAD_S`` ahead."""
+        if self.call is None or self.closing:
+            return
+        if len(self.outbox) > OUTBOX_LIMIT:
+            self._fail("Twilio is not reading: outbound backlog over the limit", CLOSE_ERROR, "backlog")
+            return
+        self._pull(MAX_PULLS_PER_TICK)
+
+    def _pull(self, budget: int) -> None:
+        now = self.loop.time()
+        if self.closing or self.call is None or self.ahead_until >= now + LEAD_S:
+            return
+        frame = self.call.next_frame()
+        if frame is None:
+            return
+        self.ahead_until = max(self.ahead_until, now) + FRAME_MS / 1000
+        self._put("media", tp.media_message(self.stream_sid, pcm16_to_ulaw(frame)))
+        if budget > 1:
+            # The frame's marks reach on_mark through tasks the Call just
+            # scheduled; pulling the next frame from a callback queued after
+            # them keeps every mark right behind the frame that ended its chunk.
+            self.loop.call_soon(self._pull, budget - 1)
+
+    def _put(self, kind: str, item: object) -> None:
+        self.outbox.append((kind, item))
+        self.wake.set()
+
+    async def send_frame(self, frame: bytes) -> None:  # frames are pulled in tick()
+        raise NotImplementedError
+
+    async def send_notice(self, notice: dict) -> None:
+        pass  # Twilio has no channel for the page's notices
+
+    async def on_mark(self, mark: Mark) -> None:
+        # Enqueue before any await: the mark must follow its chunk's last frame.
+        if mark.kind == "finished":
+            name = self.ledger.chunk_ended(mark.run, mark.chunk, mark.played_ms)
+            self._put("mark", tp.mark_message(self.stream_sid, name))
+        elif self.call is not None:
+            await self.call.report_played(mark.run, mark.chunk, False, 0)
+
+    async def on_flush(self, run: int) -> None:
+        dropped = sum(1 for kind, _ in self.outbox if kind == "media")
+        if dropped:
+            self.outbox = deque(item for item in self.outbox if item[0] != "media")
+            _count(self.stats, "twilio_frames_dropped_unsent", dropped)
+        voided = self.ledger.clear()
+        self.ahead_until = 0.0  # Twilio's buffer is empty after the clear
+        self._put("clear", tp.clear_message(self.stream_sid))
+        _count(self.stats, "twilio_clears")
+        log.info("twilio clear sent", extra=self._log_extra(run_id=run, marks_voided=voided, unsent_frames_dropped=dropped))
+
+    async def close(self, reason: str) -> None:
+        """The agent ended the session: hang up through the REST API when
+        configured, then close the socket (which ends the stream anyway)."""
+        if self.closing:
+            return
+        self.closing = True
+        self.end_reason = f"agent ended the call: {reason}"
+        self._spawn(self._hang_up_and_close())
+
+    async def _hang_up_and_close(self) -> None:
+        s = self.settings
+        if s.twilio_account_sid and s.twilio_auth_token and self.call_sid:
+            ok = await twilio_rest.hang_up(s.twilio_api_base, s.twilio_account_sid, s.twilio_auth_token, self.call_sid)
+            _count(self.stats, "twilio_hangups" if ok else "twilio_hangup_failures")
+        self._queue_close(1000, "call ended")
+
+    def _queue_close(self, code: int, reason: str, drop_pending: bool = False) -> None:
+        """Close the socket once what is queued is written (or at once)."""
+        self.closing = True
+        if self.close_queued:
+            return
+        self.close_queued = True
+        if drop_pending:
+            self.outbox.clear()
+        self._put("close", (code, reason[:120]))
+
+    def _fail(self, message: str, code: int, kind: str) -> None:
+        """Tear this session down from outside the reader (e.g. the Ticker)."""
+        if self.closing:
+            return
+        log.error("twilio stream failed: %s", message, extra=self._log_extra(kind=kind))
+        _count(self.stats, f"twilio_error_{kind}")
+        self.end_reason = f"error: {message}"
+        self._queue_close(code, message, drop_pending=True)
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def sender(self) -> None:
+        while True:
+            while not self.outbox:
+                self.wake.clear()
+                await self.wake.wait()
+            kind, item = self.outbox.popleft()
+            if kind == "close":
+                code, reason = item  # type: ignore[misc]
+                try:
+                    await self.ws.close(code, reason)
+                except Exception:  # noqa: BLE001 - the peer is gone already: nothing to close
+                    pass
+                return
+            await self.ws.send_text(item)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------- inbound
+    async def reader(self) -> None:
+        while True:
+            msg = await self.ws.receive()
+            if msg["type"] == "websocket.disconnect":
+                if self.call is not None and not self.closing:
+                    self.end_reason = "twilio stream dropped"
+                    _count(self.stats, "twilio_dropped")
+                    log.warning("twilio stream dropped without a stop message", extra=self._log_extra(code=msg.get("code")))
+                return
+            text = msg.get("text")
+            if text is None:
+                raise tp.ProtocolError("invalid_message", "binary WebSocket message; Twilio sends JSON text")
+            if not await self.handle(tp.parse(text)):
+                return
+
+    async def handle(self, m: tp.Inbound) -> bool:
+        """One message from Twilio; False when the stream is over."""
+        if not isinstance(m, tp.Connected):
+            if self.last_seq is not None and m.sequence != self.last_seq + 1:
+                _count(self.stats, "twilio_sequence_gaps")
+            self.last_seq = m.sequence
+        match m:
+            case tp.Media():
+                if self.call is None:
+                    raise tp.ProtocolError("out_of_order", "media before start")
+                if m.track not in ("inbound", "inbound_track"):
+                    return True  # only the caller's track is ours to hear
+                pcm = self.resampler.process(ulaw_to_pcm16(m.audio))
+                for i in range(0, len(pcm), FEED_SLICE):
+                    await self.call.feed(pcm[i : i + FEED_SLICE])
+            case tp.MarkEcho():
+                if self.call is None:
+                    raise tp.ProtocolError("out_of_order", "mark before start")
+                heard = self.ledger.echoed(m.name)
+                if isinstance(heard, tp.Heard):
+                    await self.call.report_played(heard.run, heard.chunk, True, heard.played_ms)
+                else:
+                    _count(self.stats, f"twilio_marks_{heard}")
+            case tp.Dtmf():
+                if self.call is None:
+                    raise tp.ProtocolError("out_of_order", "dtmf before start")
+                await self.call.dtmf(m.digit)
+            case tp.Start():
+                return await self._start(m)
+            case tp.Stop():
+                if self.call is None:
+                    raise tp.ProtocolError("out_of_order", "stop before start")
+                self.end_reason = "caller hung up"
+                return False
+            case tp.Connected():
+                if self.call is not None:
+                    raise tp.ProtocolError("out_of_order", "connected after start")
+        return True
+
+    async def _start(self, m: tp.Start) -> bool:
+        if self.call is not None:
+            raise tp.ProtocolError("out_of_order", "a second start on the same stream")
+        self.stream_sid, self.call_sid = m.stream_sid, m.call_sid
+        params = {k: v for k, v in m.custom_parameters.items() if k != "token"}
+        if self.tokens is not None:
+            try:
+                self.tokens.redeem(m.custom_parameters.get("token", ""), m.call_sid, time.time())
+            except tp.TokenError as exc:
+                log.error("twilio stream refused: %s", exc, extra=self._log_extra())
+                _count(self.stats, "twilio_token_refused")
+                self.end_reason = f"refused: {exc}"
+                self._queue_close(CLOSE_POLICY, "invalid stream token")
+                return False
+        call = Call(self.nc, self, stats=self.stats)
+        try:
+            await call.start(params=params, caller=params.get("caller", ""))
+        except RuntimeError as exc:
+            log.error("twilio call could not start: %s", exc, extra=self._log_extra())
+            _count(self.stats, "twilio_start_failed")
+            await call.end(f"error: {exc}")
+            self._queue_close(CLOSE_ERROR, "no speech recognizer available")
+            return False
+        self.call = call
+        self.ticker.add(self)
+        _count(self.stats, "twilio_calls")
+        log.info("twilio stream started", extra=self._log_extra(tracks=list(m.tracks)))
+        return True
+
+    # ---------------------------------------------------------------- life
+    async def serve(self) -> None:
+        await self.ws.accept()
+        sender = asyncio.create_task(self.sender())
+        reader = asyncio.create_task(self.reader())
+        try:
+            done, _ = await asyncio.wait({reader, sender}, return_when=asyncio.FIRST_COMPLETED)
+            if reader in done:
+                if (exc := reader.exception()) is not None:
+                    self._on_reader_error(exc)
+                # Let the sender write what is queued and the close, briefly.
+                self._queue_close(1000, "stream over")
+                if not sender.done():
+                    await asyncio.wait({sender}, timeout=1.0)
+            elif (exc := sender.exception()) is not None and not self.closing:
+                self.end_reason = "twilio stream dropped"
+                _count(self.stats, "twilio_dropped")
+                log.warning("twilio stream dropped while sending: %s", exc, extra=self._log_extra())
+        finally:
+            self.closing = True
+            self.ticker.remove(self)
+            for task in (reader, sender, *self.tasks):
+                task.cancel()
+            for task in (reader, sender):
+                if task.done() and not task.cancelled():
+                    task.exception()  # retrieved: already handled above
+            if self.call is not None:
+                await self.call.end(self.end_reason)
+            if self.ws.application_state == WebSocketState.CONNECTED:
+                try:
+                    await self.ws.close(1000)
+                except Exception:  # noqa: BLE001 - the peer may be gone already
+                    pass
+
+    def _on_reader_error(self, exc: BaseException) -> None:
+        if isinstance(exc, tp.ProtocolError):
+            log.error("twilio protocol error: %s", exc, extra=self._log_extra(kind=exc.kind))
+            _count(self.stats, f"twilio_error_{exc.kind}")
+            self.end_reason = f"protocol error: {exc.kind}"
+            self._queue_close(CLOSE_TOO_BIG if exc.kind == "oversized" else CLOSE_POLICY, str(exc), drop_pending=True)
+        elif isinstance(exc, WebSocketDisconnect):
+            self.end_reason = "twilio stream dropped"
+            _count(self.stats, "twilio_dropped")
+        else:
+            log.error("twilio stream failed", exc_info=exc, extra=self._log_extra())
+            _count(self.stats, "twilio_error_internal")
+            self.end_reason = f"error: {type(exc).__name__}"
+
+
+def _token_secret(auth_token: str) -> bytes | None:
+    """Stream tokens are keyed by a key derived from the auth token (so every
+    replica accepts the others' tokens), or a random per-process key."""
+    if not auth_token:
+        return None
+    return hmac.new(auth_token.encode(), b"parley twilio stream tokens", hashlib.sha256).digest()
+
+
+def register(app: FastAPI, state: dict, settings: Settings) -> None:
+    """Add ``POST /twilio/voice`` and the ``/twilio/media`` WebSocket.
+    ``state`` gets "nc", "ticker" and "stats" from the app's lifespan."""
+    require_token = bool(settings.twilio_auth_token)
+    tokens = tp.StreamTokens(_token_secret(settings.twilio_auth_token))
+
+    @app.post("/twilio/voice")
+    async def twilio_voice(request: Request):
+        stats = state["stats"]
+        body = await request.body()
+        if len(body) > MAX_WEBHOOK_BODY:
+            return Response("request too large", status_code=413, media_type="text/plain")
+        try:
+            form = parse_qsl(body.decode("utf-8"), keep_blank_values=True)
+        except (UnicodeDecodeError, ValueError):
+            return Response("the body must be application/x-www-form-urlencoded", status_code=400, media_type="text/plain")
+        if settings.twilio_auth_token:
+            url = tp.public_url(settings.public_host, str(request.url))
+            if not tp.valid_signature(settings.twilio_auth_token, url, form, request.headers.get("x-twilio-signature")):
+                _count(stats, "twilio_bad_signature")
+                log.warning("twilio webhook refused: X-Twilio-Signature does not match", extra={"url": url, "signed": "x-twilio-signature" in request.headers})
+                return Response("invalid signature", status_code=403, media_type="text/plain")
+        fields = dict(form)
+        call_sid = fields.get("CallSid", "")
+        if not call_sid or not call_sid.isascii() or not call_sid.isalnum() or len(call_sid) > 64:
+            return Response("CallSid missing or invalid", status_code=400, media_type="text/plain")
+        params = {k: v for k, v in request.query_params.items() if k != "token"}
+        if fields.get("From"):
+            params["caller"] = fields["From"]
+        if require_token:
+            params = {"token": tokens.issue(call_sid, time.time()), **params}
+        url = tp.stream_url(settings.public_host, request.headers.get("host", "localhost"), request.url.scheme == "https")
+        _count(stats, "twilio_webhooks")
+        log.info("twilio call answered", extra={"call_sid": call_sid, "stream_url": url})
+        return Response(tp.twiml_connect_stream(url, params), media_type="text/xml")
+
+    @app.websocket("/twilio/media")
+    async def twilio_media(ws: WebSocket):
+        stats = state["stats"]
+        if settings.twilio_auth_token and "x-twilio-signature" in ws.headers:
+            # Twilio signs the upgrade over the stream URL. The one-time token
+            # is what protects the stream; this is a diagnostic for set-up.
+            url = tp.stream_url(settings.public_host, ws.headers.get("host", ""), True)
+            if not tp.valid_signature(settings.twilio_auth_token, url, [], ws.headers["x-twilio-signature"]):
+                _count(stats, "twilio_ws_signature_mismatch")
+                log.warning("twilio stream upgrade signature does not match (is PUBLIC_HOST right?)", extra={"url": url})
+        await TwilioSocket(ws, state["nc"], state["ticker"], stats, settings, tokens if require_token else None).serve()
