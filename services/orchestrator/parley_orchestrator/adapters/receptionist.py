@@ -175,7 +175,7 @@ _BOOK = _rx(
     r"filling|whitening|crown|extraction|braces|implant)\b"
 )
 _PAIN = _rx(r"\b(?:pain|painful|hurts?|hurting|toothache|ache|aching|emergency|urgent|broken|broke|chipped|cracked|swollen|swelling|bleeding|sore|abscess)\b")
-_ASAP = _rx(r"\b(?:as soon as possible|asap|earliest|soonest|first available|next available|right away|straight away|urgent|emergency|anytime soon)\b")
+_ASAP = _rx(r"\b(?:as soon as possible|asap|earliest|soonest|first available|first thing|next available|right away|straight away|urgent|emergency|anytime soon)\b")
 _HOURS = _rx(r"\b(?:open|opening hours|opening times|hours|close|closing|shut)\b")
 _AVAIL = _rx(r"\b(?:available|availability|free|openings?|what times?|which times?|when can|any time|anytime|what do you have|got anything|have anything)\b")
 _CANCEL = _rx(r"\b(?:cancel|cancell?ation|reschedule|re schedule|move my|change my|postpone|push back|move the appointment|change the appointment)\b")
@@ -205,7 +205,7 @@ _NAME = re.compile(
 )
 # Words that follow "this is"/"I'm" without being a name.
 _NOT_NAMES = set(
-    """a an the and or but i i'd i'm me my to for from in on at of about calling call ringing phoning here just looking
+    """a an the and or but i i'd i'm me my to for from in on at of about calling call ringing phoning here just looking speaking
     wondering trying hoping free available busy fine good great ok okay sorry not no yes so very really in pain hurting
     interested after going gonna want wanting need needing new patient with having dental dentist bright smile about
     still also actually urgent an emergency it this that there available tomorrow today monday tuesday wednesday

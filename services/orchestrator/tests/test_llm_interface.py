@@ -1,0 +1,41 @@
+"""Choosing the brain from the environment."""
+
+from __future__ import annotations
+
+import pytest
+
+from parley_orchestrator.adapters.llm import brain_from_env
+from parley_orchestrator.adapters.openai_chat import OpenAIChat
+from parley_orchestrator.adapters.receptionist import Receptionist
+from parley_orchestrator.tools import ToolRegistry
+
+
+def test_no_llm_configured_gives_the_receptionist():
+    brain = brain_from_env({}, ToolRegistry())
+    assert isinstance(brain, Receptionist)
+    assert brain.name == "Built-in demo receptionist (rule-based, no LLM)"
+    assert brain.greeting.startswith("Hello, this is Bright Smile Dental")
+
+
+def test_llm_settings_give_the_openai_adapter_without_leaking_the_key():
+    env = {"LLM_BASE_URL": "http://localhost:11434/v1", "LLM_MODEL": "qwen2.5:3b", "LLM_API_KEY": "sk-secret", "LLM_TIMEOUT": "12"}
+    brain = brain_from_env(env, ToolRegistry())
+    assert isinstance(brain, OpenAIChat)
+    assert brain.name == "OpenAI-compatible (qwen2.5:3b at http://localhost:11434/v1)"
+    assert brain.url == "http://localhost:11434/v1/chat/completions"
+    assert "sk-secret" not in repr(brain) and "sk-secret" not in brain.name
+    assert brain.timeout.read == 12
+
+
+def test_key_is_optional_for_local_servers():
+    brain = brain_from_env({"LLM_BASE_URL": "http://127.0.0.1:8080/v1", "LLM_MODEL": "local"}, ToolRegistry())
+    assert isinstance(brain, OpenAIChat)
+
+
+@pytest.mark.parametrize(
+    ("env", "missing"),
+    [({"LLM_API_KEY": "sk-x"}, "LLM_BASE_URL and LLM_MODEL"), ({"LLM_BASE_URL": "http://x/v1"}, "LLM_MODEL"), ({"LLM_MODEL": "m"}, "LLM_BASE_URL")],
+)
+def test_half_a_configuration_is_an_error_not_a_silent_fallback(env, missing):
+    with pytest.raises(ValueError, match=f"set {missing}"):
+        brain_from_env(env, ToolRegistry())
