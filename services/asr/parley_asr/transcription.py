@@ -57,6 +57,12 @@ class TranscriptionQueue:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="asr-transcription")
 
+    async def drain(self, timeout: float) -> None:
+        """Wait (a bounded time) until every submitted final has been delivered."""
+        deadline = time.monotonic() + timeout
+        while (self._finals or (self.running is not None and self.running.final)) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+
     async def close(self) -> None:
         if self._task:
             self._task.cancel()
@@ -101,6 +107,9 @@ class TranscriptionQueue:
             audio = job.audio()
             if audio is None:
                 continue
+            if len(audio) == 0:  # nothing to hear (a session cut off mid-utterance)
+                await self._deliver(job, "")
+                continue
             self.running = job
             t0 = time.perf_counter()
             try:
@@ -115,7 +124,10 @@ class TranscriptionQueue:
                 text = ""  # a final is always sent, so nobody waits for it forever
             finally:
                 self.running = None
-            try:
-                await job.deliver(text)
-            except Exception:
-                log.exception("delivering a transcript failed", extra={"session_id": job.session})
+            await self._deliver(job, text)
+
+    async def _deliver(self, job: Job, text: str) -> None:
+        try:
+            await job.deliver(text)
+        except Exception:
+            log.exception("delivering a transcript failed", extra={"session_id": job.session})

@@ -100,7 +100,11 @@ class Worker:
             await asyncio.gather(self._loop_task, return_exceptions=True)
         for session_id in list(self.sessions):
             await self.release(session_id, "shutdown")
+        # Finals already promised still go out, so nobody waits for them forever.
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=2.0)
         if self.queue:
+            await self.queue.drain(timeout=5.0)
             await self.queue.close()
         for task in list(self._tasks):
             task.cancel()
@@ -194,9 +198,9 @@ class Worker:
             self.queue.forget(session_id)
         s.ep, stop = endpointer.finish(s.ep)
         if stop is not None:
-            now = time.time()
-            await bus.publish_event(self.nc, contract.SpeechStopped(session=s.id, at=now, utterance=stop.utterance, speech_ms=stop.speech_ms))
-            await self._publish_final(s.id, stop.utterance, "", now)
+            # Cut off mid-utterance: an empty final, queued behind the session's
+            # earlier finals so that they still arrive in utterance order.
+            await self._stopped(s, stop, time.time(), heard=False)
         log.info("session released", extra={"session_id": session_id, "reason": reason, "worker": self.id})
 
     # ------------------------------------------------------------------ the VAD loop
@@ -273,15 +277,19 @@ class Worker:
         self.stats["utterances"] += 1
         await bus.publish_event(self.nc, contract.SpeechStarted(session=s.id, at=now, utterance=d.utterance))
 
-    async def _stopped(self, s: Session, d: endpointer.Stop, now: float) -> None:
+    async def _stopped(self, s: Session, d: endpointer.Stop, now: float, heard: bool = True) -> None:
         await bus.publish_event(
             self.nc, contract.SpeechStopped(session=s.id, at=now, utterance=d.utterance, speech_ms=d.speech_ms)
         )
         if self.queue is None:
-            self._spawn(self._fixed_final(s.id, d.utterance, now))
+            text = self.settings.fixed_transcript if heard else ""
+            self._spawn(self._fixed_final(s.id, d.utterance, text, now))
             return
-        # Whisper gets the pre-roll and as much again after the speech.
-        audio = s.audio.slice(d.begin * WINDOW - self._preroll, d.end * WINDOW + self._preroll)
+        if heard:
+            # Whisper gets the pre-roll and as much again after the speech.
+            audio = s.audio.slice(d.begin * WINDOW - self._preroll, d.end * WINDOW + self._preroll)
+        else:
+            audio = np.empty(0, np.int16)
         session_id = s.id
 
         async def deliver(text: str) -> None:
@@ -311,9 +319,9 @@ class Worker:
 
         self.queue.submit(Job(session=s.id, utterance=utterance, final=False, audio=audio, deliver=deliver))
 
-    async def _fixed_final(self, session_id: str, utterance: int, stopped_at: float) -> None:
+    async def _fixed_final(self, session_id: str, utterance: int, text: str, stopped_at: float) -> None:
         await asyncio.sleep(max(0.0, stopped_at + self.settings.fixed_delay_ms / 1000 - time.time()))
-        await self._publish_final(session_id, utterance, self.settings.fixed_transcript, stopped_at)
+        await self._publish_final(session_id, utterance, text, stopped_at)
 
     async def _publish_final(self, session_id: str, utterance: int, text: str, stopped_at: float) -> None:
         now = time.time()

@@ -54,12 +54,18 @@ def chunk_sizes(total: int, seed: int = 0, low: int = 40, high: int = 2000) -> l
     return sizes
 
 
-async def stream(nc, session: str, pcm: np.ndarray, *, speed: float = 1.0, seed: int = 0, first_seq: int = 0) -> int:
-    """Publish ``pcm`` in random-sized messages, paced at ``speed`` x real time (0 = no pacing)."""
+async def stream(
+    nc, session: str, pcm: np.ndarray, *, speed: float = 1.0, seed: int = 0, first_seq: int = 0, chunk: int = 0
+) -> int:
+    """Publish ``pcm`` paced at ``speed`` x real time (0 = no pacing).
+
+    Messages have random sizes, or ``chunk`` samples each if given (320 = 20 ms, as the gateway sends).
+    """
     t0 = time.monotonic()
     pos = 0
     seq = first_seq
-    for n in chunk_sizes(len(pcm), seed):
+    sizes = [chunk] * -(-len(pcm) // chunk) if chunk else chunk_sizes(len(pcm), seed)
+    for n in sizes:
         await nc.publish(subjects.audio_in(session), pcm[pos : pos + n].tobytes(), headers=bus.audio_headers(seq, RATE))
         pos += n
         seq += 1

@@ -89,3 +89,26 @@ def test_stale_partials_are_skipped_and_a_failed_final_is_still_delivered():
     calls, delivered = asyncio.run(main())
     assert calls == [2, 3]  # 1 was stale when its turn came, 4's session was released
     assert delivered == [(2, "")]  # the failed final is sent empty; the failed partial is not sent
+
+
+def test_an_empty_final_skips_whisper_but_keeps_its_place_in_line():
+    async def main():
+        t = GatedTranscriber()
+        q = TranscriptionQueue(t)
+        q.start()
+        delivered: list = []
+        q.submit(job(1, "a", final=True, delivered=delivered))
+
+        async def deliver_empty(text: str) -> None:
+            delivered.append((2, text))
+
+        q.submit(Job(session="a", utterance=1, final=True, audio=lambda: np.empty(0, np.int16), deliver=deliver_empty))
+        await asyncio.sleep(0.05)
+        assert delivered == []  # still behind final 1, which Whisper is holding
+        await settle(q, t, 1, delivered)
+        await q.drain(timeout=1.0)
+        await q.close()
+        return t.calls, delivered
+
+    calls, delivered = asyncio.run(main())
+    assert calls == [1] and delivered == [(1, "text 1"), (2, "")]
