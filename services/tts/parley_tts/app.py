@@ -1,0 +1,84 @@
+"""The TTS service's FastAPI app: health, stats, and the worker's lifetime.
+
+The lifespan loads the voice (Piper, or the canned clip when
+PARLEY_PROVIDERS=fixed) off the event loop, connects to NATS and starts the
+worker. /healthz answers 503 until all of that is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from parley import bus
+
+from .adapters import Voice
+from .settings import Settings
+from .worker import Worker
+
+log = logging.getLogger("parley_tts")
+
+
+def load_voice(settings: Settings) -> Voice:
+    if settings.fixed:
+        from .adapters.canned import Canned
+
+        return Canned.load(
+            first_audio_ms=settings.fixed_first_audio_ms,
+            ms_per_char=settings.fixed_ms_per_char,
+            min_ms=settings.fixed_min_ms,
+            lead_ms=settings.fixed_lead_ms,
+            piece_ms=settings.piece_ms,
+        )
+    from .adapters.piper_voice import Piper
+
+    return Piper.load(threads=settings.synth_threads, ort_threads=settings.ort_threads, piece_ms=settings.piece_ms)
+
+
+def create_app(settings: Settings, voice: Voice | None = None) -> FastAPI:
+    """``voice`` lets tests share one loaded Piper voice; else it is loaded here (and closed at the end)."""
+    state: dict = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        own = voice is None
+        v = await asyncio.to_thread(load_voice, settings) if own else voice
+        nc = await bus.connect(settings.nats_url, name=settings.worker_id)
+        worker = Worker(nc, settings, v)
+        await worker.start()
+        state["worker"] = worker
+        log.info(
+            "tts ready",
+            extra={"worker": worker.id, "mode": settings.providers, "voice": v.name, "rate": v.sample_rate, "nats": settings.nats_url},
+        )
+        try:
+            yield
+        finally:
+            state.pop("worker", None)
+            await worker.stop()
+            await nc.drain()
+            if own:
+                v.close()
+
+    app = FastAPI(title="Parley TTS", lifespan=lifespan)
+
+    @app.get("/healthz")
+    async def healthz():
+        worker = state.get("worker")
+        if worker is None or not worker.nc.is_connected:
+            return JSONResponse({"ok": False}, status_code=503)
+        return {
+            "ok": True,
+            "worker": worker.id,
+            "mode": worker.settings.providers,
+            "voice": worker.voice.name,
+            "lanes": len(worker.runners),
+            "stats": worker.stats,
+        }
+
+    app.state.parley = state
+    return app
