@@ -1,0 +1,237 @@
+"""The gateway's outbound playout buffer: what the caller hears next, frame by frame.
+
+TTS audio arrives over the bus as pieces of numbered chunks of numbered runs
+(a run is one assistant reply). Pieces of different chunks may interleave,
+because chunks are synthesized in parallel; the caller must still hear chunk
+0, then 1, then 2. A barge-in flushes a run and must silence it within one
+frame; a suspected barge-in pauses it without losing audio.
+
+``Playout`` is pure: no clock, no I/O. The gateway calls ``next_frame()``
+once per frame period (its own pacing loop) and sends what it gets, or
+silence on None. Theory of operation:
+
+* Runs play in increasing order. The head run (``current_run``) plays until
+  it holds no audio at all; only then may a newer run that has audio take
+  over, and the old run is closed. Normally the old run was flushed first.
+* Within a run, chunk k+1 starts only after chunk k was ended (a push with
+  ``last=True``) and played out; its last frame is padded with zeros, so a
+  frame never mixes two chunks. Chunks are numbered from 0.
+* ``flush(run)`` closes that run and every older one: their audio is
+  dropped, and any later push for them returns False. Once a run has played
+  a frame, every older run is closed as well.
+* ``pause(run)`` holds the run while it is the head (a newer run waits
+  behind it); ``resume(run)`` releases it. Both act on a run that is
+  playing or queued; pausing a run not seen yet (and not closed) registers
+  it, so audio that arrives later is held too. Otherwise they do nothing.
+* ``Mark``\\ s tell the gateway when a chunk's first frame and last frame
+  leave, which it reports upstream as playback progress.
+
+Cost per call is a few dict look-ups and one slice of a bytearray: no loop
+over samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """A chunk's first frame ("started") or last frame ("finished") just left.
+
+    ``played_ms``: audio of this chunk played so far, including the frame the
+    mark came with and excluding padding; for "finished", the chunk's length.
+    """
+
+    run: int
+    chunk: int
+    kind: Literal["started", "finished"]
+    played_ms: int
+
+
+class _Chunk:
+    __slots__ = ("buf", "pos", "complete", "started", "played")
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.pos = 0  # read offset into buf; compacted now and then
+        self.complete = False  # the piece with last=True has arrived
+        self.started = False
+        self.played = 0  # bytes of audio played, padding excluded
+
+
+class _Run:
+    __slots__ = ("chunks", "next_chunk", "paused", "buffered")
+
+    def __init__(self) -> None:
+        self.chunks: dict[int, _Chunk] = {}
+        self.next_chunk = 0  # the chunk playing, or the one to play next
+        self.paused = False
+        self.buffered = 0  # bytes held across all chunks of this run
+
+
+_COMPACT_AT = 1 << 16  # drop played bytes from a chunk's buffer past this offset
+
+
+class Playout:
+    """Outbound playout buffer for one call; PCM16 mono at ``rate``."""
+
+    def __init__(self, rate: int, frame_ms: int = 20) -> None:
+        if rate <= 0 or frame_ms <= 0 or rate * frame_ms % 1000:
+            raise ValueError(f"{frame_ms} ms is not a whole number of samples at {rate} Hz")
+        self.rate = rate
+        self.frame_ms = frame_ms
+        self.frame_bytes = rate * frame_ms // 1000 * 2
+        self._silence = bytes(self.frame_bytes)
+        self._runs: dict[int, _Run] = {}
+        self._closed: int | None = None  # runs <= this are flushed or superseded
+        self._buffered = 0
+        self._playing = False
+        self.dropped_frames = 0
+        self.dropped_pushes = 0
+
+    # -- queries -------------------------------------------------------------
+
+    @property
+    def current_run(self) -> int | None:
+        """The run playing or next to play, if any."""
+        return min(self._runs) if self._runs else None
+
+    @property
+    def is_playing(self) -> bool:
+        """Whether the last ``next_frame()`` returned audio."""
+        return self._playing
+
+    @property
+    def buffered_ms(self) -> int:
+        """Audio held for runs that can still play (padding not counted)."""
+        return self._ms(self._buffered)
+
+    @property
+    def position(self) -> tuple[int, int, int] | None:
+        """(run, chunk, played_ms) of a chunk that started and has not finished."""
+        run = self.current_run
+        if run is None:
+            return None
+        r = self._runs[run]
+        c = r.chunks.get(r.next_chunk)
+        if c is None or not c.started:
+            return None
+        return run, r.next_chunk, self._ms(c.played)
+
+    def _ms(self, nbytes: int) -> int:
+        return nbytes * 500 // self.rate  # bytes/2 samples * 1000 ms / rate
+
+    def _is_closed(self, run: int) -> bool:
+        return self._closed is not None and run <= self._closed
+
+    def _close_upto(self, run: int) -> None:
+        if self._closed is None or run > self._closed:
+            self._closed = run
+
+    # -- commands ------------------------------------------------------------
+
+    def push(self, run: int, chunk: int, pcm: bytes, last: bool) -> bool:
+        """Queue a piece of audio; False if it can never play (and counted as dropped).
+
+        Refused: a closed run (flushed, or older than a run that has played),
+        a chunk that already ended (``last`` was pushed before), or one that
+        already played out.
+        """
+        if len(pcm) % 2:
+            raise ValueError(f"PCM16 needs whole 2-byte samples, got {len(pcm)} bytes")
+        r = None if self._is_closed(run) else self._runs.get(run)
+        if r is None and not self._is_closed(run):
+            r = self._runs[run] = _Run()
+        c = None
+        if r is not None and chunk >= r.next_chunk:
+            c = r.chunks.get(chunk)
+            if c is None:
+                c = r.chunks[chunk] = _Chunk()
+            elif c.complete:
+                c = None
+        if c is None:
+            self.dropped_pushes += 1
+            self.dropped_frames += -(-len(pcm) // self.frame_bytes)
+            return False
+        assert r is not None
+        c.buf += pcm
+        c.complete = last
+        r.buffered += len(pcm)
+        self._buffered += len(pcm)
+        return True
+
+    def flush(self, run: int) -> int:
+        """Drop all audio of ``run`` and older runs, close them; frames dropped."""
+        self._close_upto(run)
+        dropped = 0
+        for rid in [rid for rid in self._runs if rid <= run]:
+            r = self._runs.pop(rid)
+            for c in r.chunks.values():
+                dropped += -(-(len(c.buf) - c.pos) // self.frame_bytes)
+            self._buffered -= r.buffered
+        self.dropped_frames += dropped
+        return dropped
+
+    def pause(self, run: int) -> None:
+        if not self._is_closed(run):
+            self._runs.setdefault(run, _Run()).paused = True
+
+    def resume(self, run: int) -> None:
+        r = self._runs.get(run)
+        if r is not None:
+            r.paused = False
+
+    def next_frame(self) -> tuple[bytes | None, list[Mark]]:
+        """One frame of ``frame_ms`` to send now, or None; and the marks it carries."""
+        marks: list[Mark] = []
+        frame = self._next(marks)
+        self._playing = frame is not None
+        return frame, marks
+
+    def _next(self, marks: list[Mark]) -> bytes | None:
+        size = self.frame_bytes
+        while self._runs:
+            run = min(self._runs)
+            r = self._runs[run]
+            c = r.chunks.get(r.next_chunk)
+            left = len(c.buf) - c.pos if c is not None else 0
+            if c is None or (left < size and not c.complete):
+                # Underrun (or waiting for the next chunk). A newer run may take
+                # over only once this one holds no audio at all.
+                if r.buffered == 0 and len(self._runs) > 1:
+                    self._supersede(run)
+                    continue
+                return None
+            if r.paused:
+                return None
+            first = not c.started
+            if first:
+                c.started = True
+                self._close_upto(run - 1)  # older runs can never play now
+            take = min(size, left)
+            frame = bytes(c.buf[c.pos : c.pos + take])
+            c.pos += take
+            c.played += take
+            r.buffered -= take
+            self._buffered -= take
+            if c.pos >= _COMPACT_AT:
+                del c.buf[: c.pos]
+                c.pos = 0
+            finished = c.complete and c.pos == len(c.buf)
+            if first:
+                marks.append(Mark(run, r.next_chunk, "started", self._ms(c.played)))
+            if finished:
+                marks.append(Mark(run, r.next_chunk, "finished", self._ms(c.played)))
+                del r.chunks[r.next_chunk]
+                r.next_chunk += 1
+            if take == 0:
+                continue  # an empty chunk: marks only, look for audio in the next one
+            return frame if take == size else frame + self._silence[take:]
+        return None
+
+    def _supersede(self, run: int) -> None:
+        self._close_upto(run)
+        r = self._runs.pop(run)
+        self._buffered -= r.buffered  # zero: only empty runs are superseded
