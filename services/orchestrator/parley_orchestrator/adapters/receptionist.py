@@ -163,30 +163,27 @@ class Heard:
         return bool(self.date or self.time or self.period or self.asap or self.next_week)
 
 
-def _rx(pattern: str) -> re.Pattern:
-    return re.compile(pattern)
-
-
-_GREETINGS = _rx(r"\b(?:good (?:morning|afternoon|evening|day))\b")
-_GREETING = _rx(r"\b(?:hi|hello|hey|hiya|howdy|greetings|good (?:morning|afternoon|evening|day))\b")
-_BOOK = _rx(
+# "Good morning" greets; it does not ask for a morning slot.
+_GREETING_PHRASES = re.compile(r"\b(?:good (?:morning|afternoon|evening|day))\b")
+_GREETING = re.compile(r"\b(?:hi|hello|hey|hiya|howdy|greetings|good (?:morning|afternoon|evening|day))\b")
+_BOOK = re.compile(
     r"\b(?:appointments?|appt|book|booking|bookings|schedule|reserve|slot|check ?up|checkups?|clean|cleaning|visit|"
     r"come in|come by|get in|see (?:the |a |my )?(?:dentist|doctor|hygienist|someone)|consultation|exam|examination|"
     r"filling|whitening|crown|extraction|braces|implant)\b"
 )
-_PAIN = _rx(r"\b(?:pain|painful|hurts?|hurting|toothache|ache|aching|emergency|urgent|broken|broke|chipped|cracked|swollen|swelling|bleeding|sore|abscess)\b")
-_ASAP = _rx(r"\b(?:as soon as possible|asap|earliest|soonest|first available|first thing|next available|right away|straight away|urgent|emergency|anytime soon)\b")
-_HOURS = _rx(r"\b(?:open|opening hours|opening times|hours|close|closing|shut)\b")
-_AVAIL = _rx(r"\b(?:available|availability|free|openings?|what times?|which times?|when can|any time|anytime|what do you have|got anything|have anything)\b")
-_CANCEL = _rx(r"\b(?:cancel|cancell?ation|reschedule|re schedule|move my|change my|postpone|push back|move the appointment|change the appointment)\b")
-_BYE = _rx(r"\b(?:bye|goodbye|good bye|that's all|that is all|that's it|that is it|nothing else|no more|have a (?:good|nice|great) (?:day|one|evening)|see you|that'll be all|that will be all)\b")
-_THANKS = _rx(r"\b(?:thanks|thank you|thank u|thx|cheers|appreciate it)\b")
-_YES = _rx(
+_PAIN = re.compile(r"\b(?:pain|painful|hurts?|hurting|toothache|ache|aching|emergency|urgent|broken|broke|chipped|cracked|swollen|swelling|bleeding|sore|abscess)\b")
+_ASAP = re.compile(r"\b(?:as soon as possible|asap|earliest|soonest|first available|first thing|next available|right away|straight away|urgent|emergency|anytime soon)\b")
+_HOURS = re.compile(r"\b(?:open|opening hours|opening times|hours|close|closing|shut)\b")
+_AVAIL = re.compile(r"\b(?:available|availability|free|openings?|what times?|which times?|when can|any time|anytime|what do you have|got anything|have anything)\b")
+_CANCEL = re.compile(r"\b(?:cancel|cancell?ation|reschedule|re schedule|move my|change my|postpone|push back|move the appointment|change the appointment)\b")
+_BYE = re.compile(r"\b(?:bye|goodbye|good bye|that's all|that is all|that's it|that is it|nothing else|no more|have a (?:good|nice|great) (?:day|one|evening)|see you|that'll be all|that will be all)\b")
+_THANKS = re.compile(r"\b(?:thanks|thank you|thank u|thx|cheers|appreciate it)\b")
+_YES = re.compile(
     r"\b(?:yes|yeah|yea|yep|yup|ya|sure|ok|okay|alright|all right|fine|perfect|great|sounds good|that works|works for me|"
     r"please do|go ahead|book it|book that|do it|that one|correct|absolutely|definitely|of course|lovely|excellent|brilliant|good)\b"
 )
-_NO = _rx(r"\b(?:no|nope|nah|not|don't|dont|doesn't|doesnt|can't|cant|cannot|won't|wont|neither|rather not)\b")
-_CHOICE = _rx(r"\b(?:the )?(first|1st|second|2nd|third|3rd|last|earlier|earliest|later|latest)(?: one| option| slot| time| please)?\b")
+_NO = re.compile(r"\b(?:no|nope|nah|not|don't|dont|doesn't|doesnt|can't|cant|cannot|won't|wont|neither|rather not)\b")
+_CHOICE = re.compile(r"\b(?:the )?(first|1st|second|2nd|third|3rd|last|earlier|earliest|later|latest)(?: one| option| slot| time| please)?\b")
 _CHOICE_INDEX = {"first": 0, "1st": 0, "earlier": 0, "earliest": 0, "second": 1, "2nd": 1, "third": 2, "3rd": 2, "last": -1, "later": -1, "latest": -1}
 _REASONS = (
     (r"\b(?:pain|painful|hurts?|hurting|toothache|ache|aching|abscess|swollen|swelling|sore)\b", "tooth pain"),
@@ -294,7 +291,7 @@ def parse_date(norm: str, today: dt.date, in_next_week: bool = False) -> tuple[d
             take(m, None)
     for m in re.finditer(r"\b(?:the )?day after (?:tomorrow|tomorow|tommorow|tommorrow)\b", norm):
         take(m, today + dt.timedelta(days=2))
-    for m in re.finditer(r"\b(?:tomorrow|tomorow|tommorow|tommorrow|tmrw|tomorrows)\b", norm):
+    for m in re.finditer(r"\b(?:tomorrow|tomorow|tommorow|tommorrow|tmrw|tomorrows|to morrow)\b", norm):
         if not any(a <= m.start() < b for a, b in spans):
             take(m, today + dt.timedelta(days=1))
     for m in re.finditer(r"\b(?:today|tonight|this (?:morning|afternoon|evening))\b", norm):
@@ -332,7 +329,7 @@ def parse_date(norm: str, today: dt.date, in_next_week: bool = False) -> tuple[d
 
 
 def parse_period(norm: str) -> str:
-    t = _GREETINGS.sub(" ", norm)
+    t = _GREETING_PHRASES.sub(" ", norm)
     hits = [(m.start(), m.group(1)) for m in re.finditer(r"\b(morning|afternoon|evening|tonight|night|lunchtime)\b", t)]
     if not hits:
         return ""
@@ -349,7 +346,7 @@ _FILLERS = {"um", "uh", "er", "erm", "hmm", "mm", "well", "so", "yes", "yeah", "
 def parse_time(norm: str, period: str = "") -> dt.time | None:
     """The clock time mentioned last in a normalised utterance (dates blanked),
     or None. Never raises."""
-    t = _GREETINGS.sub(lambda m: " " * len(m.group(0)), norm)
+    t = _GREETING_PHRASES.sub(lambda m: " " * len(m.group(0)), norm)
     found: list[tuple[int, int, int, str]] = []  # (position, hour, minute, am|pm|"")
     used: list[tuple[int, int]] = []
 
@@ -377,6 +374,11 @@ def parse_time(norm: str, period: str = "") -> dt.time | None:
             if free(m):
                 hour, minute = hm(m)
                 add(m, hour, minute, m.group(m.re.groups))
+    # 24-hour clock said or written military style: "1500 hours", "fifteen hundred".
+    for m in re.finditer(r"\b(?:(?<=at )|(?<=for )|(?<=around ))([01]\d|2[0-3])([0-5]\d)\b|\b([01]?\d|2[0-3])([0-5]\d) hours\b|\b(\d{1,2}) hundred(?: hours)?\b", t):
+        if free(m):
+            hour = m.group(1) or m.group(3) or m.group(5)
+            add(m, int(hour), int(m.group(2) or m.group(4) or 0), None)
     for m in re.finditer(r"\b(\d{1,2}) ?(am|pm)\b", t):
         if free(m):
             add(m, int(m.group(1)), 0, m.group(2))
@@ -393,7 +395,7 @@ def parse_time(norm: str, period: str = "") -> dt.time | None:
         if free(m):
             add(m, int(m.group(1)), 0, "am" if m.group(2) == "morning" else "pm")
     # A bare hour after a clock word or a day: "at 3", "around 10", "Monday 10".
-    bare = rf"\b(at|around|about|say|by|before|after|until|till|from|like|maybe|{_WEEKDAY_RX}|morning|afternoon|evening)\s+(?:about |around )?(\d{{1,2}})\b{_QUANTITY}"
+    bare = rf"\b(at|around|about|say|by|before|after|until|till|from|like|maybe|for|{_WEEKDAY_RX}|morning|afternoon|evening)\s+(?:about |around )?(\d{{1,2}})\b{_QUANTITY}"
     for m in re.finditer(bare, t):
         if free(m):
             hour = int(m.group(2))
@@ -450,7 +452,7 @@ def hear(text: str, today: dt.date, in_next_week: bool = False) -> Heard:
     period = parse_period(norm)
     when = parse_time(blanked, period)
     words = norm.split()
-    plain = _GREETINGS.sub(" ", norm)  # "good morning" is not a "good"
+    plain = _GREETING_PHRASES.sub(" ", norm)  # "good morning" is not a "good"
     yes = bool(_YES.search(plain)) and not _NO.search(plain)
     no = bool(_NO.search(norm)) and not re.search(r"\bno problem\b", norm)
     bye = bool(_BYE.search(norm))
@@ -509,6 +511,11 @@ def say_slot(at: dt.datetime, today: dt.date) -> str:
     day = say_date(at.date(), today)
     # "tomorrow, Wednesday the 25th, at 3 p.m.": the comma closes the aside.
     return f"{day}{',' if ',' in day else ''} at {say_time(at.time())}"
+
+
+def _open_days() -> str:
+    days = sorted(CLINIC.open_days)
+    return f"{WEEKDAY_NAMES[days[0]]} to {WEEKDAY_NAMES[days[-1]]}"
 
 
 def say_list(items: Sequence[str]) -> str:
@@ -593,7 +600,7 @@ def step_user(ctx: Context, h: Heard, *, can_check: bool = True) -> tuple[Contex
     """One caller utterance: the new context and what to reply."""
     ctx = replace(ctx, name=h.name or ctx.name, reason=h.reason or ctx.reason)
     offers, ctx = ctx.offers, replace(ctx, offers=())
-    hours = "We're open Monday to Friday, from 9 a.m. to 5 p.m."
+    hours = f"We're open {_open_days()}, from {say_time(CLINIC.opens)} to {say_time(CLINIC.closes)}."
 
     if h.cancel:
         return replace(ctx, wants=False), Plan(
@@ -701,9 +708,9 @@ def step_tool(ctx: Context, name: str, result: object) -> tuple[Context, Plan]:
         elif why == "not_a_slot":
             text = "We book in half-hour slots, on the hour or the half hour."
         elif not CLINIC.is_open_day(slot.date()):
-            text = f"Sorry, we're closed on {WEEKDAY_NAMES[slot.weekday()]}s. We're open Monday to Friday, 9 a.m. to 5 p.m."
+            text = f"Sorry, we're closed on {WEEKDAY_NAMES[slot.weekday()]}s. We're open {_open_days()}, {say_time(CLINIC.opens)} to {say_time(CLINIC.closes)}."
         else:
-            text = "Sorry, we're only open from 9 a.m. to 5 p.m."
+            text = f"Sorry, we're only open from {say_time(CLINIC.opens)} to {say_time(CLINIC.closes)}."
         # Keep the time asked for if it can work on another day ("Thursday
         # then" after a taken slot); drop it if it is outside opening hours.
         keep = why in ("taken", "past") or (why == "closed" and CLINIC.is_slot(CLINIC_WEEKDAY, slot.time()))
@@ -734,7 +741,7 @@ def step_tool(ctx: Context, name: str, result: object) -> tuple[Context, Plan]:
             ask = "Shall I book that?" if len(fitting) == 1 else "Which time suits you?"
             return ctx, Plan(text=f"{lead} I have {times} free. {ask}")
         if not result.get("open", True):
-            text = f"Sorry, we're closed on {WEEKDAY_NAMES[day.weekday()]}s. We're open Monday to Friday, 9 a.m. to 5 p.m."
+            text = f"Sorry, we're closed on {WEEKDAY_NAMES[day.weekday()]}s. We're open {_open_days()}, {say_time(CLINIC.opens)} to {say_time(CLINIC.closes)}."
             ctx, offer = _offer(ctx, later, None)
         elif free:
             text = f"Sorry, I have nothing free in the {ctx.period} on {on}."
