@@ -753,12 +753,14 @@ def step_tool(ctx: Context, name: str, result: object) -> tuple[Context, Plan]:
     return ctx, Plan(text="Done. Is there anything else I can help with?")
 
 
-def read_conversation(messages: Sequence[Message], today: dt.date, *, can_check: bool = True) -> tuple[Context, Plan]:
-    """Fold the whole conversation; the plan is the reply to its last message."""
-    ctx = Context(today=today_from(messages, today))
+def read_conversation(messages: Sequence[Message], today: dt.date, *, can_check: bool = True) -> tuple[Context, Context, Plan]:
+    """Fold the whole conversation: (the context before the last message, the
+    context after it, the reply to it)."""
+    ctx = before = Context(today=today_from(messages, today))
     plan = Plan(text=GREETING)
     calls: dict[str, str] = {}
     for m in messages:
+        before = ctx
         if m.role == "user":
             ctx, plan = step_user(ctx, hear(m.content, ctx.today, ctx.next_week), can_check=can_check)
         elif m.role == "assistant":
@@ -772,13 +774,12 @@ def read_conversation(messages: Sequence[Message], today: dt.date, *, can_check:
             except json.JSONDecodeError:
                 result = {"error": m.content}
             ctx, plan = step_tool(ctx, m.name or calls.get(m.tool_call_id, ""), result)
-    return ctx, plan
+    return before, ctx, plan
 
 
 def plan_reply(messages: Sequence[Message], today: dt.date, *, can_book: bool = True, can_check: bool = True) -> Plan:
     """The reply to the conversation's last message."""
-    before, _ = read_conversation(messages[:-1], today, can_check=can_check)
-    ctx, plan = read_conversation(messages, today, can_check=can_check)
+    before, ctx, plan = read_conversation(messages, today, can_check=can_check)
     last = messages[-1] if messages else None
     if last is not None and last.role == "user" and before.unannounced:
         # A booking made during a reply the caller cut off: say it now.
