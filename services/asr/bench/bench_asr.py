@@ -1,7 +1,8 @@
 """Measure the ASR service: VAD cost, Whisper final latency, fixed-mode load.
 
     uv run python services/asr/bench/bench_asr.py vad
-    uv run python services/asr/bench/bench_asr.py final [--runs 5]
+    uv run python services/asr/bench/bench_asr.py final [--runs 5] [--no-partials] [--one-lane]
+    uv run python services/asr/bench/bench_asr.py contention [--runs 3]
     uv run python services/asr/bench/bench_asr.py load [--sessions 50] [--seconds 30]
 
 Results go to stdout; services/asr/BENCHMARKS.md records what we saw.
@@ -59,18 +60,19 @@ def bench_vad(rounds: int) -> None:
         print(f"{n:>8} {results[0]:>18.4f} {results[1]:>30.4f}")
 
 
-async def bench_final(runs: int, partials: bool) -> None:
+async def bench_final(runs: int, partials: bool, lanes: int) -> None:
     speak = PiperSpeaker()
     from parley_asr.whisper import WhisperTranscriber
 
     whisper = WhisperTranscriber()
+    finals = WhisperTranscriber() if lanes == 2 else None
     with NatsServer(free_port(), Path(tempfile.mkdtemp())) as server:
         kw = {} if partials else {"partial_every_ms": 1e9}
-        w = Worker(await bus.connect(server.url), Settings(nats_url=server.url, **kw), SileroVad(), whisper)
+        w = Worker(await bus.connect(server.url), Settings(nats_url=server.url, **kw), SileroVad(), whisper, finals)
         await w.start()
         nc = await bus.connect(server.url)
         pcm = speak(SENTENCE, lead_s=0.5, trail_s=1.0)
-        print(f"utterance: {len(speak(SENTENCE, 0, 0)) / 16000:.2f} s of speech, streamed in real time; partials {'on' if partials else 'off'}")
+        print(f"utterance: {len(speak(SENTENCE, 0, 0)) / 16000:.2f} s of speech, streamed in real time; partials {'on' if partials else 'off'}; {lanes} Whisper lane(s)")
         latencies, whisper_s = [], []
         for i in range(runs):
             ev = await Events.watch(nc, f"f{i}")
@@ -84,6 +86,47 @@ async def bench_final(runs: int, partials: bool) -> None:
         print(f"  median {statistics.median(latencies):.0f} ms, max {max(latencies):.0f} ms")
         await w.stop()
         await nc.close()
+
+
+def bench_contention(runs: int) -> None:
+    """Does a second Whisper instance for finals help when a partial is running?"""
+    import threading
+
+    from parley_asr.whisper import WhisperTranscriber
+
+    speak = PiperSpeaker()
+    final_audio = speak(SENTENCE, 0.3, 0.3)
+    partial_audio = final_audio[: 2 * 16000]
+    one, two = WhisperTranscriber(), WhisperTranscriber()
+    one.transcribe(final_audio), two.transcribe(final_audio)
+
+    def timed(fn, *args) -> float:
+        t0 = time.perf_counter()
+        fn(*args)
+        return time.perf_counter() - t0
+
+    alone, queued, parallel = [], [], []
+    for _ in range(runs):
+        alone.append(timed(one.transcribe, final_audio))
+        # One instance: the final arrives 100 ms into a partial and waits for it.
+        t = threading.Thread(target=one.transcribe, args=(partial_audio,))
+        t0 = time.perf_counter()
+        t.start()
+        time.sleep(0.1)
+        t.join()
+        one.transcribe(final_audio)
+        queued.append(time.perf_counter() - t0 - 0.1)
+        # Two instances: the final runs beside the partial.
+        t = threading.Thread(target=two.transcribe, args=(partial_audio,))
+        t.start()
+        time.sleep(0.1)
+        parallel.append(timed(one.transcribe, final_audio))
+        t.join()
+    ms = lambda xs: f"median {statistics.median(xs) * 1000:.0f} ms (" + ", ".join(f"{x * 1000:.0f}" for x in xs) + ")"
+    print("final transcription (3 s utterance), Whisper tiny.en int8, 2 threads each:")
+    print("  alone:                                 ", ms(alone))
+    print("  behind a partial on the same instance: ", ms(queued))
+    print("  beside a partial on a second instance: ", ms(parallel))
 
 
 async def bench_load(sessions: int, seconds: float) -> None:
@@ -146,9 +189,10 @@ async def bench_load(sessions: int, seconds: float) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("what", choices=["vad", "final", "load"])
+    p.add_argument("what", choices=["vad", "final", "contention", "load"])
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--no-partials", action="store_true")
+    p.add_argument("--one-lane", action="store_true", help="no second Whisper instance for finals")
     p.add_argument("--sessions", type=int, default=50)
     p.add_argument("--seconds", type=float, default=30)
     p.add_argument("--rounds", type=int, default=20000)
@@ -156,8 +200,10 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if a.what == "vad":
         bench_vad(a.rounds)
+    elif a.what == "contention":
+        bench_contention(a.runs)
     elif a.what == "final":
-        asyncio.run(bench_final(a.runs, partials=not a.no_partials))
+        asyncio.run(bench_final(a.runs, partials=not a.no_partials, lanes=1 if a.one_lane else 2))
     else:
         asyncio.run(bench_load(a.sessions, a.seconds))
 

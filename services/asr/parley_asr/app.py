@@ -24,32 +24,41 @@ from .worker import Worker
 log = logging.getLogger("parley_asr")
 
 
-def load_models(settings: Settings) -> tuple[SileroVad, Transcriber | None]:
+def load_models(settings: Settings) -> tuple[SileroVad, Transcriber | None, Transcriber | None]:
+    """Silero; Whisper unless in fixed mode; a second Whisper for finals if configured."""
     vad = SileroVad()
     if settings.fixed:
-        return vad, None
+        return vad, None, None
     from .whisper import WhisperTranscriber
 
-    return vad, WhisperTranscriber(cpu_threads=settings.whisper_threads)
+    whisper = WhisperTranscriber(cpu_threads=settings.whisper_threads)
+    finals = WhisperTranscriber(cpu_threads=settings.whisper_threads) if settings.final_lane else None
+    return vad, whisper, finals
 
 
 def create_app(settings: Settings, transcriber: Transcriber | None = None) -> FastAPI:
-    """``transcriber`` lets tests share one loaded Whisper model; else it is loaded here."""
+    """``transcriber`` lets tests share one loaded Whisper model; else the models are loaded here."""
     state: dict = {}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         if transcriber is not None or settings.fixed:
-            vad, whisper = await asyncio.to_thread(SileroVad), transcriber
+            vad, whisper, finals = await asyncio.to_thread(SileroVad), transcriber, None
         else:
-            vad, whisper = await asyncio.to_thread(load_models, settings)
+            vad, whisper, finals = await asyncio.to_thread(load_models, settings)
         nc = await bus.connect(settings.nats_url, name=f"asr-{settings.worker_id}")
-        worker = Worker(nc, settings, vad, whisper)
+        worker = Worker(nc, settings, vad, whisper, finals)
         await worker.start()
         state["worker"] = worker
         log.info(
             "asr ready",
-            extra={"worker": worker.id, "mode": settings.providers, "vad_batched": vad.batched, "nats": settings.nats_url},
+            extra={
+                "worker": worker.id,
+                "mode": settings.providers,
+                "vad_batched": vad.batched,
+                "whisper_lanes": worker.queue.lanes if worker.queue else 0,
+                "nats": settings.nats_url,
+            },
         )
         try:
             yield

@@ -33,6 +33,7 @@ class Settings:
     # Transcription.
     partial_every_ms: float = 700.0  # of speech between two partial transcriptions
     whisper_threads: int = 2
+    final_lane: bool = True  # a second Whisper instance for finals only (see transcription.py)
     fixed_transcript: str = DEFAULT_FIXED_TRANSCRIPT
     fixed_delay_ms: float = 150.0  # fixed mode: final this long after SpeechStopped
     # Session lifetime and the VAD loop.
@@ -69,6 +70,7 @@ class Settings:
             preroll_ms=float(env.get("PARLEY_ASR_PREROLL_MS", cls.preroll_ms)),
             partial_every_ms=float(env.get("PARLEY_ASR_PARTIAL_MS", cls.partial_every_ms)),
             whisper_threads=int(env.get("PARLEY_ASR_WHISPER_THREADS", cls.whisper_threads)),
+            final_lane=env.get("PARLEY_ASR_FINAL_LANE", "1").lower() not in ("0", "false", "no"),
             fixed_transcript=env.get("PARLEY_FIXED_TRANSCRIPT", DEFAULT_FIXED_TRANSCRIPT),
             fixed_delay_ms=float(env.get("PARLEY_ASR_FIXED_DELAY_MS", cls.fixed_delay_ms)),
             idle_release_s=float(env.get("PARLEY_ASR_IDLE_RELEASE_S", cls.idle_release_s)),

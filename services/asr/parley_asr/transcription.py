@@ -1,9 +1,9 @@
-"""The queue between endpointing and Whisper: finals first, partials if idle.
+"""The queue between endpointing and Whisper: finals first, partials when there is room.
 
-One Whisper call at a time per worker (tiny.en with 2 threads already fills
-the machine's 2 cores). The rules that keep partials from delaying finals:
+The rules that keep partials from delaying finals:
 
-* A final always goes before any waiting partial.
+* A final always goes before any waiting partial, and no partial *starts*
+  while a final is waiting or running.
 * A session has at most one waiting partial; a newer request replaces it.
 * A partial's audio is cut when it starts, not when it was requested, and it
   is skipped if by then its utterance has stopped or silence has begun
@@ -11,8 +11,12 @@ the machine's 2 cores). The rules that keep partials from delaying finals:
 * A partial's text is dropped if its utterance stopped while Whisper ran
   (``Job.deliver`` checks), so no partial ever follows its SpeechStopped.
 
-A partial that is already running is not interrupted (CTranslate2 cannot be);
-the final waits at most for that one call. Measured in BENCHMARKS.md.
+A running Whisper call cannot be interrupted (CTranslate2 has no cancel).
+With one model instance ("one lane") a final that arrives during a partial
+waits for the rest of it. With a second instance for finals ("two lanes") it
+starts at once, beside the partial, and both run a little slower; measured in
+services/asr/BENCHMARKS.md, the second lane cuts that case from about 630 to
+about 515 ms, against about 420 ms with no partial in the way.
 """
 
 from __future__ import annotations
@@ -23,11 +27,13 @@ import time
 from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Protocol
+from typing import Awaitable, Callable, Literal, Protocol
 
 import numpy as np
 
 log = logging.getLogger("parley_asr.transcription")
+
+Lane = Literal["both", "finals", "partials"]
 
 
 class Transcriber(Protocol):
@@ -44,33 +50,40 @@ class Job:
 
 
 class TranscriptionQueue:
-    def __init__(self, transcriber: Transcriber):
-        self.transcriber = transcriber
+    """``final_transcriber`` (a second model instance) gives finals a lane of their own."""
+
+    def __init__(self, transcriber: Transcriber, final_transcriber: Transcriber | None = None):
+        if final_transcriber is None:
+            self._lanes: dict[Lane, Transcriber] = {"both": transcriber}
+        else:
+            self._lanes = {"finals": final_transcriber, "partials": transcriber}
         self._finals: deque[Job] = deque()
         self._partials: OrderedDict[str, Job] = OrderedDict()
-        self._wake = asyncio.Event()
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="whisper")
-        self._task: asyncio.Task | None = None
-        self.running: Job | None = None
+        self._wake = {lane: asyncio.Event() for lane in self._lanes}
+        self._executors = {lane: ThreadPoolExecutor(1, thread_name_prefix=f"whisper-{lane}") for lane in self._lanes}
+        self._running: dict[Lane, Job] = {}
+        self._tasks: list[asyncio.Task] = []
         self.last_seconds = {"final": 0.0, "partial": 0.0}  # Whisper time of the last call of each kind
 
+    @property
+    def lanes(self) -> int:
+        return len(self._lanes)
+
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="asr-transcription")
+        self._tasks = [asyncio.create_task(self._run(lane), name=f"asr-transcription-{lane}") for lane in self._lanes]
 
     async def drain(self, timeout: float) -> None:
         """Wait (a bounded time) until every submitted final has been delivered."""
         deadline = time.monotonic() + timeout
-        while (self._finals or (self.running is not None and self.running.final)) and time.monotonic() < deadline:
+        while self._final_busy() and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
 
     async def close(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for executor in self._executors.values():
+            executor.shutdown(wait=False, cancel_futures=True)
 
     def submit(self, job: Job) -> None:
         if job.final:
@@ -78,31 +91,45 @@ class TranscriptionQueue:
         else:
             self._partials.pop(job.session, None)
             self._partials[job.session] = job
-        self._wake.set()
+        self._wake_all()
 
     def partial_busy(self, session: str) -> bool:
         """A partial for this session is waiting or running."""
-        running = self.running
-        return session in self._partials or (running is not None and not running.final and running.session == session)
+        return session in self._partials or any(
+            not job.final and job.session == session for job in self._running.values()
+        )
 
     def forget(self, session: str) -> None:
         """Drop a released session's waiting partial (its finals still run)."""
         self._partials.pop(session, None)
 
-    def _next(self) -> Job | None:
-        if self._finals:
+    @property
+    def running(self) -> Job | None:
+        return next(iter(self._running.values()), None)
+
+    def _final_busy(self) -> bool:
+        return bool(self._finals) or any(job.final for job in self._running.values())
+
+    def _wake_all(self) -> None:
+        for event in self._wake.values():
+            event.set()
+
+    def _next(self, lane: Lane) -> Job | None:
+        if lane != "partials" and self._finals:
             return self._finals.popleft()
-        if self._partials:
+        if lane != "finals" and self._partials and not self._final_busy():
             return self._partials.popitem(last=False)[1]
         return None
 
-    async def _run(self) -> None:
+    async def _run(self, lane: Lane) -> None:
         loop = asyncio.get_running_loop()
+        transcriber = self._lanes[lane]
+        wake = self._wake[lane]
         while True:
-            job = self._next()
+            job = self._next(lane)
             if job is None:
-                self._wake.clear()
-                await self._wake.wait()
+                wake.clear()
+                await wake.wait()
                 continue
             audio = job.audio()
             if audio is None:
@@ -110,21 +137,23 @@ class TranscriptionQueue:
             if len(audio) == 0:  # nothing to hear (a session cut off mid-utterance)
                 await self._deliver(job, "")
                 continue
-            self.running = job
+            self._running[lane] = job
             t0 = time.perf_counter()
             try:
-                text = await loop.run_in_executor(self._executor, self.transcriber.transcribe, audio)
+                text = await loop.run_in_executor(self._executors[lane], transcriber.transcribe, audio)
                 self.last_seconds["final" if job.final else "partial"] = time.perf_counter() - t0
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("whisper failed", extra={"session_id": job.session, "utterance": job.utterance})
-                if not job.final:
-                    continue
-                text = ""  # a final is always sent, so nobody waits for it forever
+                text = None
             finally:
-                self.running = None
-            await self._deliver(job, text)
+                del self._running[lane]
+                if job.final:
+                    self._wake_all()  # partials may start again
+            if text is None and not job.final:
+                continue
+            await self._deliver(job, text or "")  # a final is always sent, so nobody waits for it forever
 
     async def _deliver(self, job: Job, text: str) -> None:
         try:

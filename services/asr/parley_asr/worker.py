@@ -61,7 +61,15 @@ class Session:
 
 
 class Worker:
-    def __init__(self, nc: Client, settings: Settings, vad: SileroVad, transcriber: Transcriber | None = None):
+    def __init__(
+        self,
+        nc: Client,
+        settings: Settings,
+        vad: SileroVad,
+        transcriber: Transcriber | None = None,
+        final_transcriber: Transcriber | None = None,
+    ):
+        """``final_transcriber``, a second model instance, gives finals a Whisper lane of their own."""
         if not settings.fixed and transcriber is None:
             raise ValueError("real mode needs a transcriber (fixed mode runs without Whisper)")
         self.nc = nc
@@ -69,7 +77,7 @@ class Worker:
         self.id = settings.worker_id
         self.cfg = settings.endpointing()
         self.bank = StreamBank(vad)
-        self.queue = None if settings.fixed else TranscriptionQueue(transcriber)
+        self.queue = None if settings.fixed else TranscriptionQueue(transcriber, final_transcriber)
         self.sessions: dict[str, Session] = {}
         self._preroll = int(settings.preroll_ms * SAMPLE_RATE / 1000)
         self._partial_windows = endpointer.windows_for(settings.partial_every_ms)

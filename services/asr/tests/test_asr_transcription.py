@@ -112,3 +112,59 @@ def test_an_empty_final_skips_whisper_but_keeps_its_place_in_line():
 
     calls, delivered = asyncio.run(main())
     assert calls == [1] and delivered == [(1, "text 1"), (2, "")]
+
+
+def test_with_a_final_lane_a_final_starts_beside_a_running_partial_and_holds_new_partials():
+    async def main():
+        partials, finals = GatedTranscriber(), GatedTranscriber()
+        q = TranscriptionQueue(partials, final_transcriber=finals)
+        q.start()
+        delivered: list = []
+        q.submit(job(1, "a", final=False, delivered=delivered))
+        await asyncio.sleep(0.05)  # partial 1 is running in the partial lane
+        q.submit(job(2, "b", final=True, delivered=delivered))
+        q.submit(job(3, "c", final=False, delivered=delivered))
+        await asyncio.sleep(0.05)
+        running = sorted(j.session for j in q._running.values())
+        finals.gate.release()  # final 2 finishes while partial 1 still runs
+        for _ in range(100):
+            await asyncio.sleep(0.005)
+            if delivered:
+                break
+        after_final = list(delivered)
+        partials.gate.release(2)  # partial 1 finishes, then 3 may start
+        for _ in range(200):
+            await asyncio.sleep(0.005)
+            if len(delivered) == 3:
+                break
+        await q.close()
+        return running, after_final, delivered, partials.calls
+
+    running, after_final, delivered, partial_calls = asyncio.run(main())
+    assert running == ["a", "b"]  # the final did not wait for the partial
+    assert after_final == [(2, "text 2")]
+    assert delivered == [(2, "text 2"), (1, "text 1"), (3, "text 3")] and partial_calls == [1, 3]
+
+
+def test_no_partial_starts_while_a_final_waits_or_runs():
+    async def main():
+        partials, finals = GatedTranscriber(), GatedTranscriber()
+        q = TranscriptionQueue(partials, final_transcriber=finals)
+        q.start()
+        delivered: list = []
+        q.submit(job(1, "a", final=True, delivered=delivered))
+        q.submit(job(2, "b", final=False, delivered=delivered))
+        await asyncio.sleep(0.05)
+        started_during_final = [j.session for j in q._running.values()]
+        finals.gate.release()
+        partials.gate.release()
+        for _ in range(200):
+            await asyncio.sleep(0.005)
+            if len(delivered) == 2:
+                break
+        await q.close()
+        return started_during_final, delivered
+
+    started_during_final, delivered = asyncio.run(main())
+    assert started_during_final == ["a"]
+    assert delivered == [(1, "text 1"), (2, "text 2")]

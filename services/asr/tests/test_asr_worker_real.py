@@ -38,10 +38,12 @@ def test_words_normalise_numbers_and_pm():
     assert not contains("tomorrow at four p.m.", "tomorrow at three p.m.")
 
 
-async def start_workers(url: str, n: int, silero, whisper) -> list[Worker]:
+async def start_workers(url: str, n: int, silero, whisper, final_lane: bool = False) -> list[Worker]:
+    """``final_lane`` runs the two-lane queue, with the module's one model in both lanes."""
     workers = []
     for _ in range(n):
-        w = Worker(await bus.connect(url), Settings(nats_url=url, providers="real"), silero, whisper)
+        finals = whisper if final_lane else None
+        w = Worker(await bus.connect(url), Settings(nats_url=url, providers="real"), silero, whisper, finals)
         await w.start()
         workers.append(w)
     return workers
@@ -55,7 +57,7 @@ async def stop_workers(workers: list[Worker]) -> None:
 
 def test_real_time_speech_gives_started_partial_stopped_final(nats_url, silero, whisper, speak):
     async def main():
-        (w,) = await start_workers(nats_url, 1, silero, whisper)
+        (w,) = await start_workers(nats_url, 1, silero, whisper, final_lane=True)
         nc = await bus.connect(nats_url)
         try:
             ev = await Events.watch(nc, "real-1")
