@@ -1,0 +1,75 @@
+"""The receptionist inside the real orchestrator: a real nats-server, the
+runtime and reducer, the appointment book on SQLite. Two caller turns, the
+details spread over both; the booking goes through a real tool call and the
+confirmation is sent to TTS. This checks the receptionist against the
+messages the reducer really builds (system prompt with today's date, history,
+the tool step), not against hand-made ones."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+
+from parley import bus, contract as c, subjects
+from parley.natsd import NatsServer, free_port
+from parley_orchestrator.adapters.receptionist import Receptionist
+from parley_orchestrator.app import SYSTEM_PROMPT
+from parley_orchestrator.runtime import Runtime
+from parley_orchestrator.tools import default_registry
+
+TUESDAY_8AM = dt.datetime(2026, 11, 24, 8, 0)
+
+
+async def _wait(pred, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        await asyncio.sleep(0.02)
+    raise TimeoutError
+
+
+def test_two_turns_through_the_runtime_book_an_appointment(tmp_path):
+    registry = default_registry(tmp_path / "appointments.sqlite3", clock=lambda: TUESDAY_8AM)
+
+    async def scenario(url: str):
+        nc = await bus.connect(url)
+        rt = Runtime(nc=nc, brain=Receptionist(clock=lambda: dt.date(1999, 1, 1)), tools=registry, defaults={"system_prompt": SYSTEM_PROMPT})
+        await rt.start()
+        synth: list[c.Synthesize] = []
+
+        async def on_tts(msg):
+            synth.append(c.decode_command(msg.data))
+
+        await nc.subscribe(subjects.TTS_REQUEST, cb=on_tts)
+        at = TUESDAY_8AM.timestamp()  # the reducer takes today's date from the events' time
+        await bus.publish_event(nc, c.SessionStarted(session="r1", at=at))
+
+        async def turn(utterance: int, text: str) -> str:
+            await bus.publish_event(nc, c.SpeechStarted(session="r1", at=at, utterance=utterance))
+            await bus.publish_event(nc, c.SpeechStopped(session="r1", at=at, utterance=utterance))
+            await bus.publish_event(nc, c.TranscriptFinal(session="r1", at=at, utterance=utterance, text=text))
+            run = utterance + 1  # no greeting: one run per caller turn
+
+            def said() -> str:
+                return " ".join(s.text for s in synth if s.run == run)
+
+            await _wait(lambda: said().rstrip().endswith("?"))
+            # The caller hears every chunk to the end: the run finishes.
+            for s in [s for s in synth if s.run == run]:
+                await bus.publish_event(nc, c.PlaybackProgress(session="r1", at=at, run=run, chunk=s.chunk, finished=True))
+            return said()
+
+        first = await turn(0, "Hi, I'd like to make an appointment.")
+        second = await turn(1, "Tomorrow at three p.m.")
+        await rt.stop()
+        await nc.close()
+        return first, second
+
+    with NatsServer(free_port(), tmp_path / "nats") as server:
+        first, second = asyncio.run(scenario(server.url))
+    assert "What day and time would suit you?" in first
+    assert "You're booked for tomorrow, Wednesday the 25th, at 3 p.m." in second
+    book = registry._tools["book_appointment"].handler.__self__
+    assert [(a["date"], a["time"]) for a in book.appointments()] == [("2026-11-25", "15:00")]
