@@ -33,6 +33,9 @@ def load_models(settings: Settings) -> tuple[SileroVad, Transcriber | None, Tran
 
     whisper = WhisperTranscriber(cpu_threads=settings.whisper_threads)
     finals = WhisperTranscriber(cpu_threads=settings.whisper_threads) if settings.final_lane else None
+    for model in (whisper, finals):
+        if model is not None:
+            model.warm_up()
     return vad, whisper, finals
 
 

@@ -26,6 +26,10 @@ class WhisperTranscriber:
         self.path = path or default_model_path()
         self._model = WhisperModel(self.path, device="cpu", compute_type="int8", cpu_threads=cpu_threads)
 
+    def warm_up(self) -> None:
+        """One call on a second of quiet, so the first caller does not pay for allocations."""
+        self.transcribe(np.zeros(16000, np.int16))
+
     def transcribe(self, pcm16: np.ndarray) -> str:
         """int16 mono 16 kHz samples -> text ("" when nothing was heard)."""
         if len(pcm16) == 0:
