@@ -66,6 +66,7 @@ def test_conversion_drops_unpaired_calls_and_results():
         Message(role="assistant", content="", tool_calls=(a, b)),
         Message(role="tool", tool_call_id="b", content="rb"),
         Message(role="assistant", content="", interrupted=True),
+        Message(role="assistant", content=""),
     ]
     out = to_openai_messages(msgs)
     assert out == [

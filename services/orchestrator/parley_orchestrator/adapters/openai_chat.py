@@ -61,8 +61,8 @@ def to_openai_messages(messages: Sequence[Message]) -> list[dict]:
                 item["tool_calls"] = [
                     {"id": c.call_id, "type": "function", "function": {"name": c.name, "arguments": c.arguments or "{}"}} for c in calls
                 ]
-            if item["content"] is None and not calls:
-                continue
+            if not item["content"] and not calls:
+                continue  # nothing said, nothing called: nothing to show the model
             out.append(item)
         elif m.role == "tool":
             previous = out[-1] if out else None
