@@ -19,6 +19,7 @@ is subject to the same ordering, logging and staleness checks as everything else
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import time
@@ -333,34 +334,39 @@ class Runtime:
     async def _run_llm(self, cmd: StartLLM) -> None:
         s, run, step = cmd.session, cmd.run, cmd.step
         out = subjects.events(s)
-        pub = self.nc.publish
         try:
-            async for item in self.brain.stream(cmd.messages, self.tools.schemas()):
-                now = time.time()
-                if isinstance(item, Token):
-                    await pub(out, contract.encode(LLMToken(session=s, at=now, run=run, step=step, text=item.text)))
-                elif isinstance(item, ToolCallOut):
-                    ev = LLMToolCall(session=s, at=now, run=run, step=step, call_id=item.call_id, name=item.name, arguments=item.arguments)
-                    await pub(out, contract.encode(ev))
-                elif isinstance(item, Done):
-                    await pub(out, contract.encode(LLMDone(session=s, at=now, run=run, step=step, finish_reason=item.finish_reason)))
-                    return
-            await pub(out, contract.encode(LLMDone(session=s, at=time.time(), run=run, step=step)))
+            async with contextlib.aclosing(self.brain.stream(cmd.messages, self.tools.schemas())) as stream:
+                async for item in stream:
+                    await self.nc.publish(out, contract.encode(_llm_event(item, s, run, step)))
+                    if isinstance(item, Done):
+                        return
+            await self.nc.publish(out, contract.encode(LLMDone(session=s, at=time.time(), run=run, step=step)))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - any provider failure becomes an event
             log.warning("LLM failed", extra={"session_id": s, "run_id": run, "error": str(exc)})
-            await pub(out, contract.encode(LLMError(session=s, at=time.time(), run=run, step=step, message=str(exc)[:500])))
+            await self.nc.publish(out, contract.encode(LLMError(session=s, at=time.time(), run=run, step=step, message=str(exc)[:500])))
 
     async def _run_tool(self, cmd: CallTool) -> None:
         started = time.perf_counter()
-        ok, result = await self.tools.call(cmd.name, cmd.arguments)
+        # The session is part of the idempotency key: some servers reuse ids like "call_0".
+        ok, result = await self.tools.call(cmd.name, cmd.arguments, call_id=f"{cmd.session}/{cmd.call_id}")
         log.info(
             "tool call",
             extra={"session_id": cmd.session, "run_id": cmd.run, "tool": cmd.name, "ok": ok, "duration_ms": round((time.perf_counter() - started) * 1000, 1)},
         )
         event = ToolResult(session=cmd.session, at=time.time(), run=cmd.run, call_id=cmd.call_id, name=cmd.name, result=result, ok=ok)
         await self.nc.publish(subjects.events(cmd.session), contract.encode(event))
+
+
+def _llm_event(item, session: str, run: int, step: int) -> AnyEvent:
+    """One LLM output as the event the reducer will see."""
+    now = time.time()
+    if isinstance(item, Token):
+        return LLMToken(session=session, at=now, run=run, step=step, text=item.text)
+    if isinstance(item, ToolCallOut):
+        return LLMToolCall(session=session, at=now, run=run, step=step, call_id=item.call_id, name=item.name, arguments=item.arguments)
+    return LLMDone(session=session, at=now, run=run, step=step, finish_reason=item.finish_reason)
 
 
 def _note(outcome: reducer.Outcome) -> str:

@@ -28,7 +28,7 @@ class OneTool:
     def schemas(self):
         return [{"type": "function", "function": {"name": "book_appointment", "parameters": {"type": "object"}}}]
 
-    async def call(self, name, arguments):
+    async def call(self, name, arguments, call_id=""):
         self.calls.append((name, arguments))
         return True, json.dumps({"booked": True})
 
