@@ -1,0 +1,542 @@
+"""The Twilio transport on a real nats-server, driven by the Twilio caller.
+
+The gateway app runs under uvicorn in a thread; the test plays the rest of
+Parley on the bus (an ASR worker answering claims, the orchestrator and TTS
+publishing audio and playback commands) and Twilio's side with
+``tests/twilio_caller.py``. No models: tones stand in for speech, and their
+frequency tells which chunk the caller heard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import http.server
+import json
+import secrets
+import sys
+import threading
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from urllib.parse import parse_qs, urlencode
+
+import httpx
+import numpy as np
+import pytest
+import uvicorn
+
+from parley import bus, contract, subjects
+from parley.contract import Dtmf, EndSession, FlushPlayback, PlaybackProgress, SessionEnded, SessionStarted
+from parley.natsd import NatsServer, free_port
+from parley_gateway import twilio_rest
+from parley_gateway.app import create_app
+from parley_gateway.settings import Settings
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests"))
+from twilio_caller import TwilioCaller  # noqa: E402
+
+AUTH_TOKEN = "test-auth-token-0123456789"
+ACCOUNT = "AC" + "1" * 32
+
+
+@pytest.fixture(scope="module")
+def nats(tmp_path_factory):
+    with NatsServer(free_port(), tmp_path_factory.mktemp("nats")) as server:
+        yield server
+
+
+class Gateway:
+    """The real gateway app, served by uvicorn in a thread of its own."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.app = create_app(settings)
+        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=settings.http_port, log_config=None, lifespan="on", ws_max_size=1 << 20))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> "Gateway":
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            assert time.monotonic() < deadline, "gateway did not start"
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.settings.http_port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.settings.http_port}/twilio/media"
+
+    @property
+    def stats(self) -> dict:
+        return self.app.state.parley["stats"]
+
+
+class TwilioApi:
+    """A local HTTP server speaking the one Twilio REST call the gateway makes."""
+
+    def __init__(self, statuses: list[int] | None = None):
+        self.requests: list[dict] = []
+        self.statuses = list(statuses or [])
+        api = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+                api.requests.append({"at": time.monotonic(), "path": self.path, "form": parse_qs(body), "auth": self.headers.get("Authorization")})
+                status = api.statuses.pop(0) if api.statuses else 200
+                out = json.dumps({"sid": self.path.rsplit("/", 1)[-1][:-5], "status": "completed"} if status == 200 else {"code": 20003, "message": "nope"}).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def gateway(nats):
+    with Gateway(Settings(nats_url=nats.url, http_port=free_port(), public_host="gw.example.com")) as gw:
+        yield gw
+
+
+@pytest.fixture(scope="module")
+def twilio_api():
+    api = TwilioApi()
+    yield api
+    api.close()
+
+
+@pytest.fixture(scope="module")
+def secure_gateway(nats, twilio_api):
+    """TWILIO_AUTH_TOKEN set: signatures and stream tokens are enforced."""
+    port = free_port()
+    settings = Settings(
+        nats_url=nats.url,
+        http_port=port,
+        public_host=f"127.0.0.1:{port}",
+        twilio_account_sid=ACCOUNT,
+        twilio_auth_token=AUTH_TOKEN,
+        twilio_api_base=twilio_api.base,
+    )
+    with Gateway(settings) as gw:
+        yield gw
+
+
+class Agent:
+    """The rest of Parley, as the gateway sees it on the bus."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.events: list[tuple[float, contract.Event]] = []
+        self.audio_in: dict[str, bytearray] = {}
+        self.controls: list[str] = []
+
+    async def __aenter__(self) -> "Agent":
+        self.nc = await bus.connect(self.url)
+
+        async def on_claim(msg):
+            claim = contract.decode_plain(msg.data, contract.AsrClaim)
+            await msg.respond(contract.encode_plain(contract.AsrClaimed(session=claim.session, worker="test")))
+
+        async def on_event(msg):
+            self.events.append((time.monotonic(), contract.decode_event(msg.data)))
+
+        async def on_audio(msg):
+            self.audio_in.setdefault(subjects.session_of(msg.subject), bytearray()).extend(msg.data)
+
+        async def on_control(msg):
+            self.controls.append(subjects.session_of(msg.subject))
+
+        self.subs = [
+            await self.nc.subscribe(subjects.ASR_CLAIM, queue=subjects.ASR_GROUP, cb=on_claim),
+            await self.nc.subscribe(subjects.EVENTS_ALL, cb=on_event),
+            await self.nc.subscribe(f"{subjects.PREFIX}.audio.in.*", cb=on_audio),
+            await self.nc.subscribe(subjects.CONTROL_ALL, cb=on_control),
+        ]
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.nc.drain()
+
+    def of(self, kind, session: str | None = None) -> list[tuple[float, contract.Event]]:
+        return [(t, e) for t, e in self.events if isinstance(e, kind) and (session is None or e.session == session)]
+
+    async def wait(self, predicate, timeout: float = 10.0, what: str = "event"):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for t, e in self.events:
+                if predicate(e):
+                    return t, e
+            await asyncio.sleep(0.01)
+        raise TimeoutError(f"no {what} in {timeout}s; got {[type(e).__name__ for _, e in self.events[-10:]]}")
+
+    async def session_of(self, caller: TwilioCaller, timeout: float = 10.0) -> str:
+        """The session of the caller whose customParameters carry a unique ``test_call``."""
+        marker = caller.custom_parameters["test_call"]
+        _, e = await self.wait(lambda e: isinstance(e, SessionStarted) and e.params.get("test_call") == marker, timeout, "SessionStarted")
+        return e.session
+
+    async def speak(self, session: str, run: int, chunks: list[np.ndarray], rate: int = 22050, first_chunk: int = 0) -> None:
+        """Publish TTS audio the way the TTS service does: 20 ms pieces, then an empty last."""
+        seq = 0
+        piece = rate // 50
+        for i, pcm in enumerate(chunks, start=first_chunk):
+            data = pcm.astype("<i2").tobytes()
+            for k in range(0, len(data), piece * 2):
+                await self.nc.publish(subjects.tts_audio(session, run), data[k : k + piece * 2], headers=bus.audio_headers(seq, rate, i, False))
+                seq += 1
+            await self.nc.publish(subjects.tts_audio(session, run), b"", headers=bus.audio_headers(seq, rate, i, True))
+            seq += 1
+        await self.nc.flush()
+
+    async def command(self, cmd: contract.Command) -> float:
+        await self.nc.publish(subjects.playback(cmd.session), contract.encode(cmd))
+        await self.nc.flush()
+        return time.monotonic()
+
+    def progress(self, session: str, run: int) -> list[tuple[int, bool]]:
+        return [(e.chunk, e.finished) for _, e in self.of(PlaybackProgress, session) if e.run == run]
+
+
+def tone(freq: float, seconds: float, rate: int, amp: float = 0.3) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (np.sin(2 * np.pi * freq * t) * amp * 32767).astype(np.int16)
+
+
+def dominant(pcm16: bytes, rate: int) -> float:
+    x = np.frombuffer(pcm16, dtype="<i2").astype(np.float64)
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    return float(np.fft.rfftfreq(len(x), 1 / rate)[np.argmax(spectrum)])
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def signed(url: str, params: dict[str, str], token: str = AUTH_TOKEN) -> str:
+    """X-Twilio-Signature computed here, independently of the gateway's code."""
+    data = url + "".join(k + params[k] for k in sorted(params))
+    return base64.b64encode(hmac.new(token.encode(), data.encode(), hashlib.sha1).digest()).decode()
+
+
+def twiml_stream(xml: str) -> tuple[str, dict[str, str]]:
+    stream = ET.fromstring(xml).find("./Connect/Stream")
+    return stream.get("url"), {p.get("name"): p.get("value") for p in stream.findall("Parameter")}
+
+
+# --------------------------------------------------------------------- webhook
+
+
+def test_webhook_answers_connect_stream_with_the_session_parameters(gateway):
+    form = {"CallSid": "CA" + "a" * 32, "From": "+15550001111", "To": "+15550002222", "AccountSid": ACCOUNT}
+    r = httpx.post(f"{gateway.http}/twilio/voice?greeting=Hello%20there&reprompt_after=7", data=form)
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/xml")
+    url, params = twiml_stream(r.text)
+    assert url == "wss://gw.example.com/twilio/media"
+    assert params == {"greeting": "Hello there", "reprompt_after": "7", "caller": "+15550001111"}  # no token: no auth token set
+
+
+def test_webhook_checks_the_signature_when_an_auth_token_is_set(secure_gateway):
+    gw = secure_gateway
+    url = f"https://{gw.settings.public_host}/twilio/voice?greeting=Hi"
+    form = {"CallSid": "CA" + "b" * 32, "From": "+15550001111", "AccountSid": ACCOUNT}
+    before = gw.stats.get("twilio_bad_signature", 0)
+    assert httpx.post(f"{gw.http}/twilio/voice?greeting=Hi", data=form).status_code == 403  # unsigned
+    bad = signed(url, {**form, "From": "+19999999999"})
+    assert httpx.post(f"{gw.http}/twilio/voice?greeting=Hi", data=form, headers={"X-Twilio-Signature": bad}).status_code == 403
+    other_key = signed(url, form, token="not-the-token")
+    assert httpx.post(f"{gw.http}/twilio/voice?greeting=Hi", data=form, headers={"X-Twilio-Signature": other_key}).status_code == 403
+    assert gw.stats["twilio_bad_signature"] == before + 3
+    r = httpx.post(f"{gw.http}/twilio/voice?greeting=Hi", data=form, headers={"X-Twilio-Signature": signed(url, form)})
+    assert r.status_code == 200
+    stream_url, params = twiml_stream(r.text)
+    assert stream_url == f"wss://{gw.settings.public_host}/twilio/media"
+    assert params["greeting"] == "Hi" and params["caller"] == "+15550001111" and params["token"]
+
+
+# --------------------------------------------------------------------- a call
+
+
+def test_a_call_audio_both_ways_marks_dtmf_and_stop(gateway, nats):
+    async def scenario():
+        async with Agent(nats.url) as agent:
+            caller = TwilioCaller(gateway.ws, {"test_call": "", "caller": "+15550003333", "greeting": "hi"})
+            caller.custom_parameters["test_call"] = caller.call_sid
+            async with caller:
+                session = await agent.session_of(caller)
+                _, started = agent.of(SessionStarted, session)[0]
+                # Inbound: a 440 Hz tone at 8 kHz μ-law arrives as 16 kHz PCM16.
+                first, last = await caller.say(tone(440, 0.6, 8000))
+                await asyncio.sleep(0.3)
+                sent_ms = caller.sent_ms
+                await asyncio.sleep(0.1)  # what is in flight arrives
+                inbound = bytes(agent.audio_in[session])[: sent_ms * 32]
+                # Outbound: two chunks at Piper's rate, different tones.
+                await agent.speak(session, 1, [tone(600, 0.4, 22050), tone(1000, 0.4, 22050)])
+                await agent.wait(lambda e: isinstance(e, PlaybackProgress) and e.session == session and e.chunk == 1 and e.finished, 10, "chunk 1 heard")
+                await caller.dtmf("7")
+                await agent.wait(lambda e: isinstance(e, Dtmf) and e.session == session, 5, "Dtmf")
+            _, ended = await agent.wait(lambda e: isinstance(e, SessionEnded) and e.session == session, 5, "SessionEnded")
+            await asyncio.sleep(0.1)
+            return caller, agent, session, started, inbound, sent_ms, ended
+
+    caller, agent, session, started, inbound, sent_ms, ended = run(scenario())
+    assert started.transport == "twilio" and started.caller == "+15550003333"
+    assert started.params == {"test_call": caller.call_sid, "caller": "+15550003333", "greeting": "hi"}
+    # Inbound audio: 16 kHz, the tone where the caller spoke it.
+    assert sent_ms - len(inbound) / 32 <= 5, (len(inbound) / 32, sent_ms)  # bytes/32 = ms at 16 kHz; the filter holds back ~1 ms
+    assert abs(dominant(inbound, 16000) - 440) < 5
+    # Outbound: marks right after each chunk's audio, echoed once played.
+    assert [n for _, n in caller.rec.marks] == ["1.0.0", "1.1.0"]
+    mark_at = {n: t for t, n in caller.rec.marks}
+    before_mark0 = sum(len(m) for t, m in caller.rec.media if t <= mark_at["1.0.0"])
+    assert before_mark0 == 3200, before_mark0  # 0.4 s of 8 kHz: the whole first chunk, nothing of the second
+    assert [(e.name, e.cleared) for e in caller.rec.echoes] == [("1.0.0", False), ("1.1.0", False)]
+    # Chunk 1 starts leaving before chunk 0 is heard (Twilio holds a little).
+    progress = agent.progress(session, 1)
+    assert sorted(progress) == [(0, False), (0, True), (1, False), (1, True)]
+    assert progress.index((0, False)) < progress.index((0, True)) < progress.index((1, True))
+    assert progress.index((1, False)) < progress.index((1, True))
+    echoed = {e.name: e.at for e in caller.rec.echoes}
+    finished_at = {e.chunk: t for t, e in agent.of(PlaybackProgress, session) if e.finished}
+    assert finished_at[0] >= echoed["1.0.0"] and finished_at[1] >= echoed["1.1.0"]
+    # What the caller heard: 600 Hz, then 1000 Hz.
+    heard = caller.played_audio()
+    assert abs(dominant(heard[: 3000 * 2], 8000) - 600) < 10
+    assert abs(dominant(heard[3400 * 2 : 6200 * 2], 8000) - 1000) < 10
+    assert ended.reason == "caller hung up" and session in agent.controls
+    assert caller.rec.unexpected == []
+
+
+def test_barge_in_clears_and_a_mark_echoed_by_the_clear_is_not_heard(gateway, nats):
+    async def scenario():
+        async with Agent(nats.url) as agent:
+            # A deep jitter buffer: the first chunk's mark is still queued at the
+            # caller when the flush comes, so the clear echoes it.
+            caller = TwilioCaller(gateway.ws, {}, playout_delay=1.0)
+            caller.custom_parameters["test_call"] = caller.call_sid
+            async with caller:
+                session = await agent.session_of(caller)
+                await agent.speak(session, 1, [tone(600, 0.2, 22050), tone(1000, 3.0, 22050)])
+                await caller.wait_until(lambda: caller.rec.marks, 5, "mark of chunk 0")
+                await asyncio.sleep(0.2)
+                flushed_at = await agent.command(FlushPlayback(session=session, run=1))
+                cleared_at = await caller.wait_clear(timeout=5)
+                # TTS audio of the flushed run that arrives late never leaves the gateway.
+                stale_before = gateway.stats.get("frames_dropped_stale", 0)
+                await agent.speak(session, 1, [tone(1000, 0.5, 22050)], first_chunk=2)
+                await asyncio.sleep(0.5)
+                stale_after = gateway.stats.get("frames_dropped_stale", 0)
+                # The next run plays, and its mark counts.
+                resumed_at = time.monotonic()
+                await agent.speak(session, 2, [tone(800, 0.3, 22050)])
+                await agent.wait(lambda e: isinstance(e, PlaybackProgress) and e.session == session and e.run == 2 and e.finished, 10, "run 2 heard")
+            return caller, agent, session, flushed_at, cleared_at, resumed_at, stale_before, stale_after
+
+    caller, agent, session, flushed_at, cleared_at, resumed_at, stale_before, stale_after = run(scenario())
+    print(f"\n[twilio] FlushPlayback published -> clear at the caller: {(cleared_at - flushed_at) * 1000:.1f} ms")
+    assert len(caller.rec.clears) == 1
+    assert [(e.name, e.cleared) for e in caller.rec.echoes] == [("1.0.0", True), ("2.0.1", False)]
+    # Nothing of run 1 counted as heard: its only echoed mark came from the clear.
+    assert all(not finished for _, finished in agent.progress(session, 1))
+    assert agent.progress(session, 2) == [(0, False), (0, True)]
+    # No frame after the clear until the next run.
+    assert not [t for t, _ in caller.rec.media if cleared_at < t < resumed_at]
+    assert stale_after > stale_before
+    assert caller.rec.marks[-1][1] == "2.0.1"
+    assert gateway.stats["twilio_marks_cleared"] >= 1
+
+
+# --------------------------------------------------------------------- tokens and hang-up
+
+
+def answer(gw: Gateway, call_sid: str, query: str = "") -> dict[str, str]:
+    """Play Twilio's webhook request; returns the stream's parameters."""
+    url = f"https://{gw.settings.public_host}/twilio/voice{query}"
+    form = {"CallSid": call_sid, "From": "+15550004444", "AccountSid": ACCOUNT}
+    r = httpx.post(f"{gw.http}/twilio/voice{query}", data=form, headers={"X-Twilio-Signature": signed(url, form)})
+    assert r.status_code == 200, r.text
+    return twiml_stream(r.text)[1]
+
+
+def test_stream_tokens_are_required_bound_to_the_call_and_single_use(secure_gateway, nats):
+    gw = secure_gateway
+
+    async def attempt(agent: Agent, call_sid: str, params: dict[str, str]) -> tuple[TwilioCaller, bool]:
+        caller = TwilioCaller(gw.ws, {**params, "test_call": secrets.token_hex(8)}, call_sid=call_sid)
+        await caller.connect()
+        try:
+            await agent.session_of(caller, timeout=1.5)
+            ok = True
+        except TimeoutError:
+            ok = False
+        await asyncio.wait_for(caller.closed.wait(), 5) if not ok else await caller.hang_up()
+        return caller, ok
+
+    async def scenario():
+        async with Agent(nats.url) as agent:
+            refused_before = gw.stats.get("twilio_token_refused", 0)
+            a, b = "CA" + "c" * 32, "CA" + "d" * 32
+            params_a = answer(gw, a)
+            no_token, ok0 = await attempt(agent, a, {k: v for k, v in params_a.items() if k != "token"})
+            other_call, ok1 = await attempt(agent, b, params_a)
+            first, ok2 = await attempt(agent, a, params_a)
+            again, ok3 = await attempt(agent, a, params_a)
+            return (ok0, ok1, ok2, ok3), (no_token, other_call, again), gw.stats["twilio_token_refused"] - refused_before
+
+    oks, refused, count = run(scenario())
+    assert oks == (False, False, True, False)
+    assert all(c.close_code == 1008 for c in refused), [c.close_code for c in refused]
+    assert count == 3
+
+
+def test_the_agent_hanging_up_completes_the_call_through_the_rest_api(secure_gateway, nats, twilio_api):
+    gw = secure_gateway
+
+    async def scenario():
+        async with Agent(nats.url) as agent:
+            call_sid = "CA" + "e" * 32
+            params = answer(gw, call_sid)
+            caller = TwilioCaller(gw.ws, {**params, "test_call": call_sid}, call_sid=call_sid)
+            async with caller:
+                session = await agent.session_of(caller)
+                _, started = agent.of(SessionStarted, session)[0]
+                await agent.command(EndSession(session=session, reason="goodbye said"))
+                await asyncio.wait_for(caller.closed.wait(), 10)
+                closed_at = time.monotonic()
+            await asyncio.sleep(0.2)
+            return caller, agent, session, started, closed_at
+
+    caller, agent, session, started, closed_at = run(scenario())
+    assert "token" not in started.params and started.caller == "+15550004444"
+    (req,) = [r for r in twilio_api.requests if caller.call_sid in r["path"]]
+    assert req["path"] == f"/2010-04-01/Accounts/{ACCOUNT}/Calls/{caller.call_sid}.json"
+    assert req["form"] == {"Status": ["completed"]}
+    assert req["auth"] == "Basic " + base64.b64encode(f"{ACCOUNT}:{AUTH_TOKEN}".encode()).decode()
+    assert req["at"] <= closed_at and caller.close_code == 1000
+    # The agent ended it: the gateway releases the session but does not report a hang-up.
+    assert session in agent.controls
+    assert not agent.of(SessionEnded, session)
+
+
+# --------------------------------------------------------------------- bad input
+
+
+async def _bad(gw: Gateway, agent: Agent, send, handshake: bool = True) -> tuple[TwilioCaller, str | None]:
+    caller = TwilioCaller(gw.ws, {}, handshake=handshake)
+    caller.custom_parameters["test_call"] = caller.call_sid
+    await caller.connect()
+    session = await agent.session_of(caller) if handshake else None
+    await send(caller)
+    await asyncio.wait_for(caller.closed.wait(), 5)
+    return caller, session
+
+
+def test_bad_input_tears_down_only_its_own_session(gateway, nats):
+    media = lambda c, payload: json.dumps({"event": "media", "sequenceNumber": "9", "streamSid": c.stream_sid, "media": {"track": "inbound", "chunk": "9", "timestamp": "160", "payload": payload}})  # noqa: E731
+    cases = {
+        "malformed_json": (True, lambda c: c.send_raw('{"event": "media", "media": ')),
+        "unknown_event": (True, lambda c: c.send_raw(json.dumps({"event": "hello", "streamSid": c.stream_sid}))),
+        "bad_base64": (True, lambda c: c.send_raw(media(c, "not*base64!"))),
+        "oversized": (True, lambda c: c.send_raw(media(c, "A" * 80_000))),
+        "invalid_message": (True, lambda c: c.send_raw(b"\x00\x01binary")),
+        "out_of_order": (False, lambda c: c.send_raw(media(c, "//8="))),  # media before start
+    }
+
+    async def scenario():
+        async with Agent(nats.url) as agent:
+            healthy = TwilioCaller(gateway.ws, {})
+            healthy.custom_parameters["test_call"] = healthy.call_sid
+            async with healthy:
+                session = await agent.session_of(healthy)
+                await agent.speak(session, 1, [tone(500, 6.0, 22050)])
+                first_played = await healthy.wait_audio(timeout=5)
+                results = {}
+                for kind, (handshake, send) in cases.items():
+                    before = gateway.stats.get(f"twilio_error_{kind}", 0)
+                    caller, bad_session = await _bad(gateway, agent, send, handshake)
+                    ended = None
+                    if bad_session:
+                        _, ended = await agent.wait(lambda e: isinstance(e, SessionEnded) and e.session == bad_session, 5, "SessionEnded")
+                    results[kind] = (caller.close_code, gateway.stats.get(f"twilio_error_{kind}", 0) - before, ended)
+                # A socket dropped mid-answer.
+                dropping = TwilioCaller(gateway.ws, {})
+                dropping.custom_parameters["test_call"] = dropping.call_sid
+                await dropping.connect()
+                dropped_session = await agent.session_of(dropping)
+                await agent.speak(dropped_session, 1, [tone(700, 3.0, 22050)])
+                await dropping.wait_audio(timeout=5)
+                dropping.drop()
+                _, dropped_end = await agent.wait(lambda e: isinstance(e, SessionEnded) and e.session == dropped_session, 5, "SessionEnded")
+                # The healthy call played on through all of it, and still works.
+                healthy_ended = agent.of(SessionEnded, session)
+                await asyncio.sleep(0.5)
+                played_ms = len(healthy.played_audio()) // 16  # 16 bytes per ms at 8 kHz
+                expected_ms = (time.monotonic() - first_played) * 1000
+                await agent.command(FlushPlayback(session=session, run=1))
+                await healthy.wait_clear(timeout=5)
+                await agent.speak(session, 2, [tone(800, 0.3, 22050)])
+                await agent.wait(lambda e: isinstance(e, PlaybackProgress) and e.session == session and e.run == 2 and e.finished, 10, "run 2 heard")
+            return results, dropped_end, healthy, healthy_ended, played_ms, expected_ms
+
+    results, dropped_end, healthy, healthy_ended, played_ms, expected_ms = run(scenario())
+    for kind, (code, counted, ended) in results.items():
+        assert code == (1009 if kind == "oversized" else 1008), (kind, code)
+        assert counted == 1, kind
+        if ended is not None:
+            assert ended.reason == f"protocol error: {kind}", (kind, ended.reason)
+    assert dropped_end.reason == "twilio stream dropped"
+    assert healthy_ended == []
+    # It kept playing through all of it (gaps are reported, not asserted: a
+    # loaded machine may stall any process for a moment).
+    print(f"\n[twilio] healthy call during the bad input: played {played_ms} of {expected_ms:.0f} ms, {len(healthy.rec.stalls)} stalls")
+    assert played_ms >= expected_ms / 2, (played_ms, expected_ms)
+    assert healthy.rec.unexpected == []
+    assert healthy.rec.echoes[-1].name == "2.0.1" and not healthy.rec.echoes[-1].cleared
+
+
+# --------------------------------------------------------------------- REST
+
+
+def test_hangup_request_is_twilios_call_update():
+    url, form = twilio_rest.hangup_request("https://api.twilio.com/", ACCOUNT, "CA" + "f" * 32)
+    assert url == f"https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT}/Calls/CA{'f' * 32}.json"
+    assert form == {"Status": "completed"}
+    for bad in ("", "CA/../x", "CA?x=1"):
+        with pytest.raises(ValueError):
+            twilio_rest.hangup_request("https://api.twilio.com", ACCOUNT, bad)
+
+
+def test_hang_up_retries_a_server_error_and_gives_up_on_a_refusal():
+    api = TwilioApi(statuses=[503, 200, 401])
+    try:
+        ok = run(twilio_rest.hang_up(api.base, ACCOUNT, AUTH_TOKEN, "CA" + "1" * 32))
+        refused = run(twilio_rest.hang_up(api.base, ACCOUNT, AUTH_TOKEN, "CA" + "2" * 32))
+    finally:
+        api.close()
+    assert ok and not refused
+    assert len(api.requests) == 3  # 503 retried once; 401 not retried
+    unreachable = run(twilio_rest.hang_up(f"http://127.0.0.1:{free_port()}", ACCOUNT, AUTH_TOKEN, "CA" + "3" * 32, attempts=1))
+    assert unreachable is False

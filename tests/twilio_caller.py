@@ -1,0 +1,361 @@
+"""A Twilio caller: plays Twilio's side of a bidirectional Media Stream.
+
+Written from Twilio's "Media Streams - WebSocket Messages" page, not from the
+gateway's code. It behaves as Twilio does on a ``<Connect><Stream>`` call:
+
+* it sends ``connected``, then ``start`` (streamSid, callSid, accountSid,
+  tracks, customParameters, mediaFormat audio/x-mulaw 8000 Hz mono), then a
+  ``media`` message every 20 ms at real-time pace: 160 bytes of base64 μ-law,
+  with ``sequenceNumber``, ``media.chunk`` and ``media.timestamp`` as strings.
+  The microphone sends silence unless it has something to say;
+* it plays the agent's ``media`` in real time: audio queues in a buffer that
+  is consumed at 8000 samples/s, starting ``playout_delay`` seconds after
+  audio arrives into an empty buffer (a jitter buffer);
+* it echoes each ``mark`` when all the audio queued before it has played (at
+  once if nothing is buffered);
+* on ``clear`` it drops the buffered audio and echoes every pending mark;
+* it can send ``dtmf`` and ``stop``, and raw text for bad-input tests.
+
+Everything is recorded with ``time.monotonic()`` stamps for assertions: media
+received, what was played when, marks received and echoed (and whether a
+clear echoed them), clears, stalls (the buffer ran dry mid-chunk).
+
+One task per caller paces both directions, so many callers can share one
+process (the load benchmark uses it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import websockets
+
+from parley.audio import pcm16_to_ulaw, ulaw_to_pcm16
+
+RATE = 8000
+FRAME = 160  # samples (and μ-law bytes) in 20 ms
+
+
+def _sid(prefix: str) -> str:
+    return prefix + secrets.token_hex(16)
+
+
+@dataclass
+class Echo:
+    at: float
+    name: str
+    cleared: bool  # echoed because a clear dropped its audio, not played
+
+
+@dataclass
+class Recording:
+    media: list[tuple[float, bytes]] = field(default_factory=list)  # (arrival, μ-law)
+    played: list[tuple[float, bytes]] = field(default_factory=list)  # (play time, PCM16 8 kHz), audio only
+    marks: list[tuple[float, str]] = field(default_factory=list)  # (arrival, name)
+    echoes: list[Echo] = field(default_factory=list)
+    clears: list[float] = field(default_factory=list)
+    stalls: list[float] = field(default_factory=list)  # buffer empty while a chunk was streaming
+    unexpected: list[tuple[float, str]] = field(default_factory=list)  # messages Twilio would reject
+    spoken: list[tuple[float, float]] = field(default_factory=list)  # (first, last) send time of each say()
+
+
+class TwilioCaller:
+    def __init__(
+        self,
+        url: str,
+        custom_parameters: dict[str, str] | None = None,
+        *,
+        call_sid: str | None = None,
+        stream_sid: str | None = None,
+        account_sid: str | None = None,
+        playout_delay: float = 0.06,
+        headers: dict[str, str] | None = None,
+        handshake: bool = True,
+    ):
+        self.url = url
+        self.custom_parameters = dict(custom_parameters or {})
+        self.call_sid = call_sid or _sid("CA")
+        self.stream_sid = stream_sid or _sid("MZ")
+        self.account_sid = account_sid or _sid("AC")
+        self.playout_delay = playout_delay
+        self.headers = headers or {}
+        self.handshake = handshake
+        self.rec = Recording()
+        self.ws = None
+        self.seq = 0
+        self.chunk = 0
+        self.started_at = 0.0
+        self.closed = asyncio.Event()
+        self.close_code: int | None = None
+        self.close_reason: str = ""
+        # Playout: items are bytearrays of μ-law or mark names, oldest first.
+        self._buffer: list[bytearray | str] = []
+        self._buffered = 0  # bytes of audio in _buffer
+        self._play_from = 0.0  # no playing before this (jitter buffer fill)
+        self._mid_chunk = False
+        self._say: asyncio.Queue = asyncio.Queue()
+        self._tasks: list[asyncio.Task] = []
+
+    # ------------------------------------------------------------ life
+    async def __aenter__(self) -> "TwilioCaller":
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.hang_up()
+
+    async def connect(self) -> None:
+        self.ws = await websockets.connect(self.url, additional_headers=self.headers, max_size=1 << 22)
+        self.started_at = time.monotonic()
+        if self.handshake:
+            await self.send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+            await self.send_start()
+        self._tasks = [asyncio.create_task(self._recv()), asyncio.create_task(self._pace())]
+
+    async def send_start(self) -> None:
+        await self.send(
+            {
+                "event": "start",
+                "sequenceNumber": self._next_seq(),
+                "start": {
+                    "accountSid": self.account_sid,
+                    "streamSid": self.stream_sid,
+                    "callSid": self.call_sid,
+                    "tracks": ["inbound"],
+                    "customParameters": self.custom_parameters,
+                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": RATE, "channels": 1},
+                },
+                "streamSid": self.stream_sid,
+            }
+        )
+
+    async def hang_up(self) -> None:
+        """Send ``stop`` (if the socket is open) and close, as Twilio does when the caller hangs up."""
+        for task in self._tasks:
+            task.cancel()
+        if self.ws is not None and not self.closed.is_set():
+            try:
+                await self.stop()
+                await self.ws.close()
+            except websockets.ConnectionClosed:
+                pass
+        self.closed.set()
+
+    def drop(self) -> None:
+        """Lose the connection abruptly (no stop, no close handshake)."""
+        for task in self._tasks:
+            task.cancel()
+        self.ws.transport.abort()
+        self.closed.set()
+
+    # ------------------------------------------------------------ sending
+    def _next_seq(self) -> str:
+        self.seq += 1
+        return str(self.seq)
+
+    async def send(self, message: dict) -> None:
+        await self.ws.send(json.dumps(message))
+
+    async def send_raw(self, data: str | bytes) -> None:
+        await self.ws.send(data)
+
+    async def dtmf(self, digit: str) -> None:
+        await self.send({"event": "dtmf", "streamSid": self.stream_sid, "sequenceNumber": self._next_seq(), "dtmf": {"track": "inbound_track", "digit": digit}})
+
+    async def stop(self) -> None:
+        await self.send(
+            {"event": "stop", "sequenceNumber": self._next_seq(), "stop": {"accountSid": self.account_sid, "callSid": self.call_sid}, "streamSid": self.stream_sid}
+        )
+
+    def say_later(self, pcm8k: np.ndarray) -> asyncio.Future:
+        """Queue speech (int16 mono 8 kHz); the future resolves, when its last
+        frame was sent, to (first frame time, last frame time)."""
+        done = asyncio.get_running_loop().create_future()
+        self._say.put_nowait((np.asarray(pcm8k, dtype=np.int16), done))
+        return done
+
+    async def say(self, pcm8k: np.ndarray) -> tuple[float, float]:
+        return await self.say_later(pcm8k)
+
+    @property
+    def sent_ms(self) -> int:
+        """Audio sent so far (silence included)."""
+        return self.chunk * 20
+
+    def _media(self, ulaw: bytes) -> str:
+        self.chunk += 1
+        return json.dumps(
+            {
+                "event": "media",
+                "sequenceNumber": self._next_seq(),
+                "media": {"track": "inbound", "chunk": str(self.chunk), "timestamp": str(self.chunk * 20 - 20), "payload": base64.b64encode(ulaw).decode()},
+                "streamSid": self.stream_sid,
+            }
+        )
+
+    # ------------------------------------------------------------ the 20 ms clock
+    async def _pace(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        speech: np.ndarray | None = None
+        done: asyncio.Future | None = None
+        first = 0.0
+        silence = bytes([0xFF]) * FRAME  # μ-law zero
+        try:
+            while True:
+                now = time.monotonic()
+                # Microphone.
+                if speech is None and not self._say.empty():
+                    speech, done = self._say.get_nowait()
+                    first = now
+                if speech is not None:
+                    frame, speech = speech[:FRAME], speech[FRAME:]
+                    if len(frame) < FRAME:
+                        frame = np.concatenate([frame, np.zeros(FRAME - len(frame), np.int16)])
+                    ulaw = pcm16_to_ulaw(frame.astype("<i2").tobytes())
+                    if len(speech) == 0:
+                        self.rec.spoken.append((first, now))
+                        if not done.done():
+                            done.set_result((first, now))
+                        speech = None
+                else:
+                    ulaw = silence
+                await self.ws.send(self._media(ulaw))
+                # Speaker.
+                await self._play(now)
+                next_at += FRAME / RATE
+                delay = next_at - loop.time()
+                if delay < -0.2:  # the process stalled: resync rather than burst
+                    next_at = loop.time()
+                await asyncio.sleep(max(delay, 0))
+        except websockets.ConnectionClosed:
+            pass
+
+    async def _play(self, now: float) -> None:
+        """Consume 20 ms of the buffer; echo marks the playback reached."""
+        if now < self._play_from:
+            return
+        want = FRAME
+        out = bytearray()
+        while self._buffer:
+            head = self._buffer[0]
+            if isinstance(head, str):
+                self._buffer.pop(0)
+                await self._echo(head, now, cleared=False)
+                continue
+            if want == 0:
+                break
+            take = head[:want]
+            del head[: len(take)]
+            out += take
+            want -= len(take)
+            self._buffered -= len(take)
+            if not head:
+                self._buffer.pop(0)
+        if out:
+            self.rec.played.append((now, ulaw_to_pcm16(bytes(out))))
+        if want and self._mid_chunk:
+            self.rec.stalls.append(now)
+
+    async def _echo(self, name: str, now: float, cleared: bool) -> None:
+        self.rec.echoes.append(Echo(now, name, cleared))
+        await self.send({"event": "mark", "sequenceNumber": self._next_seq(), "streamSid": self.stream_sid, "mark": {"name": name}})
+
+    # ------------------------------------------------------------ receiving
+    async def _recv(self) -> None:
+        try:
+            async for raw in self.ws:
+                now = time.monotonic()
+                if not isinstance(raw, str):
+                    self.rec.unexpected.append((now, "binary message"))
+                    continue
+                try:
+                    msg = json.loads(raw)
+                    event = msg["event"]
+                except (ValueError, KeyError, TypeError):
+                    self.rec.unexpected.append((now, raw[:200]))
+                    continue
+                if msg.get("streamSid") != self.stream_sid:
+                    self.rec.unexpected.append((now, f"wrong streamSid in {raw[:200]}"))
+                    continue
+                if event == "media":
+                    ulaw = base64.b64decode(msg["media"]["payload"], validate=True)
+                    self.rec.media.append((now, ulaw))
+                    if self._buffered == 0 and not any(isinstance(i, bytearray) for i in self._buffer):
+                        self._play_from = max(self._play_from, now + self.playout_delay)
+                    self._buffer.append(bytearray(ulaw))
+                    self._buffered += len(ulaw)
+                    self._mid_chunk = True
+                elif event == "mark":
+                    name = msg["mark"]["name"]
+                    self.rec.marks.append((now, name))
+                    self._mid_chunk = False
+                    if self._buffered == 0:
+                        # Nothing buffered ahead of it: echoed at once.
+                        pending = [i for i in self._buffer if isinstance(i, str)]
+                        self._buffer.clear()
+                        for n in pending + [name]:
+                            await self._echo(n, now, cleared=False)
+                    else:
+                        self._buffer.append(name)
+                elif event == "clear":
+                    self.rec.clears.append(now)
+                    pending = [i for i in self._buffer if isinstance(i, str)]
+                    self._buffer.clear()
+                    self._buffered = 0
+                    self._mid_chunk = False
+                    for n in pending:
+                        await self._echo(n, now, cleared=True)
+                else:
+                    self.rec.unexpected.append((now, raw[:200]))
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            if self.ws.close_code is not None:
+                self.close_code = self.ws.close_code
+                self.close_reason = self.ws.close_reason or ""
+            self.closed.set()
+
+    # ------------------------------------------------------------ queries
+    def played_audio(self, after: float = 0.0, until: float = float("inf")) -> bytes:
+        """What the caller heard (PCM16 8 kHz) in [after, until)."""
+        return b"".join(pcm for t, pcm in self.rec.played if after <= t < until)
+
+    def last_played_at(self) -> float:
+        return self.rec.played[-1][0] if self.rec.played else 0.0
+
+    @property
+    def buffered_ms(self) -> int:
+        return self._buffered * 1000 // RATE
+
+    async def wait_until(self, predicate, timeout: float = 30.0, what: str = "condition") -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{what} not met in {timeout}s")
+            await asyncio.sleep(0.02)
+
+    async def wait_audio(self, after: float = 0.0, timeout: float = 30.0) -> float:
+        """Until agent audio (received after ``after``) starts playing; returns the play time."""
+        await self.wait_until(lambda: any(t >= after for t, _ in self.rec.played), timeout, "agent audio")
+        return next(t for t, _ in self.rec.played if t >= after)
+
+    async def wait_clear(self, after: float = 0.0, timeout: float = 30.0) -> float:
+        await self.wait_until(lambda: any(t >= after for t in self.rec.clears), timeout, "a clear")
+        return next(t for t in self.rec.clears if t >= after)
+
+    async def wait_quiet(self, quiet: float = 1.5, timeout: float = 60.0, after: float = 0.0) -> None:
+        """Until nothing is buffered and nothing has played for ``quiet`` seconds."""
+
+        def quiet_now() -> bool:
+            now = time.monotonic()
+            last = max(self.last_played_at(), self.rec.media[-1][0] if self.rec.media else 0.0, after)
+            return self._buffered == 0 and now - last >= quiet
+
+        await self.wait_until(quiet_now, timeout, "quiet")
