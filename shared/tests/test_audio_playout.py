@@ -1,0 +1,343 @@
+"""Playout and Framer: a table of examples, then hypothesis properties.
+
+Every sample pushed for (run, chunk) carries the value ``label(run, chunk)``,
+so each frame that comes out says whose audio it is; padding is zeros.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from parley.audio import Framer, Mark, Playout
+
+RATE = 8000
+FRAME = 160  # samples in 20 ms at 8 kHz
+
+
+def label(run: int, chunk: int) -> int:
+    return run * 100 + chunk + 1
+
+
+def pcm(run: int, chunk: int, n: int) -> bytes:
+    return np.full(n, label(run, chunk), dtype="<i2").tobytes()
+
+
+def describe(frame: bytes | None) -> tuple[int, int, int] | None:
+    """(run, chunk, audio samples) of a frame, checking it holds one chunk's
+    audio followed only by zero padding."""
+    if frame is None:
+        return None
+    x = np.frombuffer(frame, dtype="<i2")
+    assert len(x) == FRAME
+    n = int(np.count_nonzero(x))
+    assert n > 0 and np.all(x[:n] == x[0]) and not x[n:].any(), x
+    run, chunk = divmod(int(x[0]) - 1, 100)
+    return run, chunk, n
+
+
+def ms(n: int) -> int:
+    return n * 1000 // RATE
+
+
+# -- examples ----------------------------------------------------------------
+# Steps: ("push", run, chunk, samples, last, accepted) | ("next", (run, chunk,
+# samples) | None, [(run, chunk, kind, played_ms), ...]) | ("flush", run,
+# frames) | ("pause", run) | ("resume", run) | ("state", current_run,
+# buffered_ms, is_playing) | ("dropped", frames, pushes) | ("position", p)
+
+S, F = "started", "finished"
+
+EXAMPLES = {
+    "one chunk; the last frame is padded": [
+        ("push", 1, 0, 400, True, True),
+        ("state", 1, 50, False),
+        ("next", (1, 0, 160), [(1, 0, S, 20)]),
+        ("position", (1, 0, 20)),
+        ("next", (1, 0, 160), []),
+        ("next", (1, 0, 80), [(1, 0, F, 50)]),
+        ("state", 1, 0, True),
+        ("next", None, []),
+        ("state", 1, 0, False),
+        ("position", None),
+    ],
+    "chunk 1 arrives first and waits for chunk 0 to end": [
+        ("push", 1, 1, 160, True, True),
+        ("next", None, []),
+        ("push", 1, 0, 100, False, True),
+        ("next", None, []),
+        ("push", 1, 0, 60, True, True),
+        ("next", (1, 0, 160), [(1, 0, S, 20), (1, 0, F, 20)]),
+        ("next", (1, 1, 160), [(1, 1, S, 20), (1, 1, F, 20)]),
+        ("next", None, []),
+    ],
+    "a chunk with no audio still marks, and the next one plays": [
+        ("push", 1, 0, 0, True, True),
+        ("push", 1, 1, 10, True, True),
+        ("next", (1, 1, 10), [(1, 0, S, 0), (1, 0, F, 0), (1, 1, S, 1), (1, 1, F, 1)]),
+    ],
+    "underrun inside a chunk waits for more audio": [
+        ("push", 1, 0, 100, False, True),
+        ("next", None, []),
+        ("push", 1, 0, 100, False, True),
+        ("next", (1, 0, 160), [(1, 0, S, 20)]),
+        ("next", None, []),
+        ("push", 1, 0, 0, True, True),
+        ("next", (1, 0, 40), [(1, 0, F, 25)]),
+    ],
+    "flush stops the run within one frame and refuses its later audio": [
+        ("push", 1, 0, 800, True, True),
+        ("next", (1, 0, 160), [(1, 0, S, 20)]),
+        ("flush", 1, 4),
+        ("next", None, []),
+        ("state", None, 0, False),
+        ("push", 1, 0, 160, True, False),
+        ("push", 1, 1, 170, True, False),
+        ("dropped", 4 + 1 + 2, 2),
+    ],
+    "flush drops older runs too; a newer run plays next": [
+        ("push", 1, 0, 320, True, True),
+        ("push", 2, 0, 160, True, True),
+        ("flush", 1, 2),
+        ("next", (2, 0, 160), [(2, 0, S, 20), (2, 0, F, 20)]),
+    ],
+    "flush of a run not seen yet refuses it and every older run": [
+        ("flush", 5, 0),
+        ("push", 5, 0, 160, True, False),
+        ("push", 4, 0, 160, True, False),
+        ("push", 6, 0, 160, True, True),
+        ("next", (6, 0, 160), [(6, 0, S, 20), (6, 0, F, 20)]),
+    ],
+    "a newer run waits until the older run's audio has played": [
+        ("push", 1, 0, 320, True, True),
+        ("push", 2, 0, 160, True, True),
+        ("state", 1, 60, False),
+        ("next", (1, 0, 160), [(1, 0, S, 20)]),
+        ("next", (1, 0, 160), [(1, 0, F, 40)]),
+        ("next", (2, 0, 160), [(2, 0, S, 20), (2, 0, F, 20)]),
+        ("state", 2, 0, True),
+        # Once run 2 has played, run 1 can never play again.
+        ("push", 1, 1, 160, True, False),
+    ],
+    "a newer run takes over an idle older run": [
+        ("push", 1, 0, 160, False, True),
+        ("next", (1, 0, 160), [(1, 0, S, 20)]),
+        ("next", None, []),
+        ("push", 2, 0, 160, True, True),
+        ("next", (2, 0, 160), [(2, 0, S, 20), (2, 0, F, 20)]),
+        ("push", 1, 0, 160, True, False),
+    ],
+    "pause holds without losing audio; a newer run waits behind it": [
+        ("push", 1, 0, 480, True, True),
+        ("next", (1, 0, 160), [(1, 0, S, 20)]),
+        ("pause", 1),
+        ("next", None, []),
+        ("next", None, []),
+        ("state", 1, 40, False),
+        ("push", 2, 0, 160, True, True),
+        ("next", None, []),
+        ("resume", 1),
+        ("next", (1, 0, 160), []),
+        ("next", (1, 0, 160), [(1, 0, F, 60)]),
+        ("next", (2, 0, 160), [(2, 0, S, 20), (2, 0, F, 20)]),
+    ],
+    "pause before the audio arrives holds it too": [
+        ("pause", 3),
+        ("push", 3, 0, 160, True, True),
+        ("next", None, []),
+        ("resume", 3),
+        ("next", (3, 0, 160), [(3, 0, S, 20), (3, 0, F, 20)]),
+    ],
+    "pause and resume of a flushed run do nothing": [
+        ("flush", 1, 0),
+        ("pause", 1),
+        ("push", 2, 0, 160, True, True),
+        ("resume", 1),
+        ("next", (2, 0, 160), [(2, 0, S, 20), (2, 0, F, 20)]),
+    ],
+    "audio after a chunk's last piece is refused": [
+        ("push", 1, 0, 160, True, True),
+        ("push", 1, 0, 160, False, False),
+        ("next", (1, 0, 160), [(1, 0, S, 20), (1, 0, F, 20)]),
+        ("push", 1, 0, 10, True, False),
+        ("dropped", 2, 2),
+    ],
+}
+
+
+@pytest.mark.parametrize("steps", EXAMPLES.values(), ids=EXAMPLES.keys())
+def test_examples(steps):
+    p = Playout(RATE)
+    for step in steps:
+        op, args = step[0], step[1:]
+        if op == "push":
+            run, chunk, n, last, accepted = args
+            assert p.push(run, chunk, pcm(run, chunk, n), last) is accepted, step
+        elif op == "next":
+            frame, marks = p.next_frame()
+            assert (describe(frame), marks) == (args[0], [Mark(*m) for m in args[1]]), step
+        elif op == "flush":
+            assert p.flush(args[0]) == args[1], step
+        elif op == "pause":
+            p.pause(args[0])
+        elif op == "resume":
+            p.resume(args[0])
+        elif op == "state":
+            assert (p.current_run, p.buffered_ms, p.is_playing) == args, step
+        elif op == "dropped":
+            assert (p.dropped_frames, p.dropped_pushes) == args, step
+        elif op == "position":
+            assert p.position == args[0], step
+        else:
+            raise AssertionError(op)
+
+
+def test_frame_size_must_be_whole_samples():
+    assert Playout(22050).frame_bytes == 882
+    assert Playout(48000, frame_ms=10).frame_bytes == 960
+    with pytest.raises(ValueError):
+        Playout(22050, frame_ms=10)
+    with pytest.raises(ValueError):
+        Playout(8000).push(1, 0, b"\x00", True)
+
+
+# -- properties --------------------------------------------------------------
+
+
+@st.composite
+def scenarios(draw):
+    """Runs in increasing order, each with a few chunks of random length, each
+    chunk cut into pieces (the last flagged), pieces of a run's chunks
+    interleaved at random, and between pushes some frames, pauses, resumes."""
+    run_ids = sorted(draw(st.sets(st.integers(0, 50), min_size=1, max_size=3)))
+    runs, ops = [], []
+    for run in run_ids:
+        lengths = draw(st.lists(st.integers(0, 500), min_size=1, max_size=4))
+        runs.append((run, lengths))
+        queues = []
+        for chunk, n in enumerate(lengths):
+            cuts = sorted(draw(st.lists(st.integers(0, n), max_size=3)))
+            bounds = [0, *cuts, n]
+            pieces = [(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
+            queues.append([("push", run, chunk, a, b, i == len(pieces) - 1) for i, (a, b) in enumerate(pieces)])
+        while any(queues):
+            q = draw(st.sampled_from([q for q in queues if q]))
+            ops.append(q.pop(0))
+            ops.extend(draw(st.lists(st.sampled_from(["next", "next", "pause", "resume"]), max_size=3)))
+    return runs, ops
+
+
+@settings(max_examples=200, deadline=None)
+@given(scenarios())
+def test_everything_pushed_plays_once_in_order_with_its_marks(scenario):
+    runs, ops = scenario
+    p = Playout(RATE)
+    frames, marks = [], []
+
+    def tick():
+        f, m = p.next_frame()
+        marks.extend(m)
+        if f is not None:
+            frames.append(f)
+        return f, m
+
+    for op in ops:
+        if op == "next":
+            tick()
+        elif op in ("pause", "resume") and p.current_run is not None:
+            getattr(p, op)(p.current_run)
+        elif isinstance(op, tuple):
+            _, run, chunk, a, b, last = op
+            assert p.push(run, chunk, pcm(run, chunk, b - a), last)
+    for run, _ in runs:
+        p.resume(run)
+    while tick() != (None, []):
+        pass
+
+    # The caller heard every chunk, whole, in order, each padded to whole frames.
+    expected, expected_marks = [], []
+    for run, lengths in runs:
+        for chunk, n in enumerate(lengths):
+            padded = np.zeros(-(-n // FRAME) * FRAME, dtype="<i2")
+            padded[:n] = label(run, chunk)
+            expected.append(padded.tobytes())
+            expected_marks += [Mark(run, chunk, "started", ms(min(n, FRAME))), Mark(run, chunk, "finished", ms(n))]
+    assert b"".join(frames) == b"".join(expected)
+    assert all(len(f) == 2 * FRAME for f in frames)
+    assert marks == expected_marks
+    assert (p.dropped_frames, p.dropped_pushes, p.buffered_ms) == (0, 0, 0)
+
+
+ops_any = st.lists(
+    st.one_of(
+        st.tuples(st.just("push"), st.integers(0, 4), st.integers(0, 3), st.integers(0, 400), st.booleans()),
+        st.just(("next",)),
+        st.just(("next",)),
+        st.tuples(st.just("flush"), st.integers(0, 4)),
+        st.tuples(st.just("pause"), st.integers(0, 4)),
+        st.tuples(st.just("resume"), st.integers(0, 4)),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops_any)
+def test_flushed_runs_stay_silent_and_order_holds_whatever_arrives(ops):
+    p = Playout(RATE)
+    flushed = -1
+    played: list[tuple[int, int, int]] = []  # (run, chunk, samples) per frame
+    marks: list[Mark] = []
+    pushed: dict[tuple[int, int], int] = {}  # accepted samples per chunk
+    for op in ops:
+        if op[0] == "push":
+            _, run, chunk, n, last = op
+            ok = p.push(run, chunk, pcm(run, chunk, n), last)
+            if run <= flushed or (played and run < played[-1][0]):
+                assert not ok  # a flushed run, or older than one that played
+            if ok:
+                pushed[run, chunk] = pushed.get((run, chunk), 0) + n
+        elif op[0] == "next":
+            frame, m = p.next_frame()
+            marks.extend(m)
+            d = describe(frame)
+            if d is not None:
+                assert d[0] > flushed  # nothing of a flushed run, from the very next frame
+                played.append(d)
+        elif op[0] == "flush":
+            p.flush(op[1])
+            flushed = max(flushed, op[1])
+        else:
+            getattr(p, op[0])(op[1])
+
+    # Frames come in (run, chunk) order; a chunk's frames are all full but its last.
+    keys = [(r, c) for r, c, _ in played]
+    assert keys == sorted(keys)
+    for i in range(len(played) - 1):
+        if keys[i] == keys[i + 1]:
+            assert played[i][2] == FRAME
+    # Marks: started then finished, at most once per chunk, in chunk order; a
+    # finished chunk played all the audio it accepted.
+    seen = [(m.run, m.chunk, m.kind) for m in marks]
+    assert len(seen) == len(set(seen))
+    assert [(r, c) for r, c, _ in seen] == sorted((r, c) for r, c, _ in seen)
+    for m in marks:
+        if m.kind == "finished":
+            assert (m.run, m.chunk, "started") in seen
+            total = sum(n for r, c, n in played if (r, c) == (m.run, m.chunk))
+            assert total == pushed.get((m.run, m.chunk), 0)
+            assert m.played_ms == ms(total)
+
+
+@given(st.integers(1, 400), st.lists(st.binary(max_size=700), max_size=20))
+def test_framer_cuts_whole_frames_and_keeps_the_rest(size, pieces):
+    f = Framer(size)
+    out = []
+    for piece in pieces:
+        out += f.push(piece)
+        assert f.pending < size
+    assert all(len(x) == size for x in out)
+    assert b"".join(out) + f.remainder() == b"".join(pieces)
+    assert f.pending == 0
