@@ -122,3 +122,15 @@ def test_two_workers_transcribe_two_sessions_side_by_side(nats_url, silero, whis
         kinds = [type(e) for e in evs]
         assert kinds[0] is contract.SpeechStarted and kinds[-2:] == [contract.SpeechStopped, contract.TranscriptFinal]
         assert contains(evs[-1].text, sentences[key]), (key, evs[-1].text)
+
+
+def test_app_in_real_mode_is_healthy_once_started(nats_url, whisper):
+    from fastapi.testclient import TestClient
+
+    from parley_asr.app import create_app
+
+    app = create_app(Settings(nats_url=nats_url, providers="real"), transcriber=whisper)
+    assert TestClient(app).get("/healthz").status_code == 503
+    with TestClient(app) as client:
+        body = client.get("/healthz").json()
+    assert body["ok"] is True and body["mode"] == "real"
