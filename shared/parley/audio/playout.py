@@ -141,26 +141,30 @@ class Playout:
         """
         if len(pcm) % 2:
             raise ValueError(f"PCM16 needs whole 2-byte samples, got {len(pcm)} bytes")
-        r = None if self._is_closed(run) else self._runs.get(run)
-        if r is None and not self._is_closed(run):
-            r = self._runs[run] = _Run()
-        c = None
-        if r is not None and chunk >= r.next_chunk:
-            c = r.chunks.get(chunk)
-            if c is None:
-                c = r.chunks[chunk] = _Chunk()
-            elif c.complete:
-                c = None
-        if c is None:
+        target = self._target(run, chunk)
+        if target is None:
             self.dropped_pushes += 1
             self.dropped_frames += -(-len(pcm) // self.frame_bytes)
             return False
-        assert r is not None
+        r, c = target
         c.buf += pcm
         c.complete = last
         r.buffered += len(pcm)
         self._buffered += len(pcm)
         return True
+
+    def _target(self, run: int, chunk: int) -> tuple[_Run, _Chunk] | None:
+        if self._is_closed(run) or chunk < 0:
+            return None
+        r = self._runs.get(run)
+        if r is None:
+            r = self._runs[run] = _Run()
+        if chunk < r.next_chunk:
+            return None
+        c = r.chunks.get(chunk)
+        if c is None:
+            c = r.chunks[chunk] = _Chunk()
+        return None if c.complete else (r, c)
 
     def flush(self, run: int) -> int:
         """Drop all audio of ``run`` and older runs, close them; frames dropped."""
