@@ -270,7 +270,7 @@ def test_flush_stops_the_run_within_one_frame(nats_server):
             await until(lambda: 3 in call.flushed_runs, what="the flush")
             # Late audio of the flushed run is dropped and counted, never played.
             await publish_tts(nc, s, run=3, pcm=tone(AGENT_HZ, 1.0, 24000), rate=24000, chunk=1)
-            await asyncio.sleep(0.8)
+            await asyncio.sleep(1.2)
 
             after = [frame for flushed, frame in pulls if flushed]
             before = [frame for flushed, frame in pulls if not flushed]
@@ -280,9 +280,10 @@ def test_flush_stops_the_run_within_one_frame(nats_server):
             assert state["stats"].get("frames_flushed", 0) > 150  # most of the 5 s was still queued
             assert state["stats"].get("frames_dropped_stale", 0) >= 1
 
-            # The caller hears the tone stop: nothing loud 300 ms after the flush.
-            tail = caller.audio_since(t_flush + 0.3)
-            assert len(tail) > 0.3 * RATE and rms(tail) < 100
+            # The caller hears the tone stop: nothing loud half a second after the flush
+            # (the margin is for the receiver's jitter buffer), while 4 s of it were left.
+            tail = caller.audio_since(t_flush + 0.5)
+            assert len(tail) > 0.4 * RATE and rms(tail) < 100
             await caller.pc.close()
 
     asyncio.run(scenario())
