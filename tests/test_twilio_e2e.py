@@ -90,12 +90,14 @@ async def settle(caller: TwilioCaller) -> None:
 
 
 def test_a_booking_call_over_twilio(stack, capsys):
+    request = say("Hi, I'd like to book a cleaning on Friday at ten a.m.", rate=8000)  # before the call: Piper blocks the loop
+
     async def scenario():
         caller, session = await dial(stack)
         try:
             await settle(caller)
             greeting = caller.played_audio()
-            _, spoke_until = await caller.say(say("Hi, I'd like to book a cleaning on Friday at ten a.m.", rate=8000))
+            _, spoke_until = await caller.say(request)
             await caller.wait_audio(after=spoke_until, timeout=40)
             await caller.wait_quiet(quiet=2.0, timeout=60, after=spoke_until)
         finally:
@@ -111,7 +113,7 @@ def test_a_booking_call_over_twilio(stack, capsys):
         print(
             f"\n[e2e twilio] voice-to-voice {(first_media - spoke_until) * 1000:.0f} ms to the first media message, "
             f"{(first_played - spoke_until) * 1000:.0f} ms to the caller's ear (60 ms jitter buffer); "
-            f"stalls {len(caller.rec.stalls)}; greeting heard: {hello!r}; answer heard: {answer!r}"
+            f"stalls {len(caller.rec.stalls)} (caller's own {len(caller.rec.caller_stalls)}); greeting heard: {hello!r}; answer heard: {answer!r}"
         )
     assert "friday" in answer and "10" in answer.split(), answer
     assert any(w in answer for w in ("book", "booked", "appointment", "confirmed")), answer
@@ -127,14 +129,17 @@ def test_a_booking_call_over_twilio(stack, capsys):
 
 
 def test_barge_in_over_twilio_clears_and_history_holds_only_what_was_played(stack, capsys):
+    question = say("What are your opening hours?", rate=8000)  # before the call: Piper blocks the loop
+    interruption = say("Sorry, stop. Can I book Friday at ten a.m. instead?", rate=8000)
+
     async def scenario():
         caller, session = await dial(stack)
         try:
             await settle(caller)
-            _, spoke_until = await caller.say(say("What are your opening hours?", rate=8000))
+            _, spoke_until = await caller.say(question)
             await caller.wait_audio(after=spoke_until, timeout=40)
             await asyncio.sleep(0.8)  # let the answer play a little, then talk over it
-            barge = caller.say_later(say("Sorry, stop. Can I book Friday at ten a.m. instead?", rate=8000))
+            barge = caller.say_later(interruption)
             barge_at = time.monotonic()
             cleared_at = await caller.wait_clear(after=barge_at, timeout=20)
             _, barge_until = await barge
@@ -157,7 +162,16 @@ def test_barge_in_over_twilio_clears_and_history_holds_only_what_was_played(stac
     after_clear = [t for t, _ in caller.rec.media if cleared_at < t < barge_until]
     last_before_clear = max(t for t, _ in caller.rec.media if t < cleared_at)
     marks_after_clear = [n for t, n in caller.rec.marks if t > cleared_at]
+    # The reducer's view (event times are wall clock; the caller's monotonic).
+    offset = time.time() - time.monotonic()
+    timeline = [
+        f"{type(st.event).__name__}@{(st.event.at - offset - speech_start) * 1000:+.0f}ms"
+        for st in steps
+        if isinstance(st.event, (contract.SpeechStarted, contract.TranscriptPartial, contract.TranscriptFinal, contract.TimerFired))
+        and st.event.at - offset >= speech_start - 1
+    ][:8]
     with capsys.disabled():
+        print(f"\n[e2e twilio] barge-in timeline from caller speech start: {timeline}")
         print(
             f"\n[e2e twilio] barge-in: caller speech start -> last agent media {(last_before_clear - speech_start) * 1000:.0f} ms (pause), "
             f"-> clear {(cleared_at - speech_start) * 1000:.0f} ms; "

@@ -40,6 +40,7 @@ from parley.audio import pcm16_to_ulaw, ulaw_to_pcm16
 
 RATE = 8000
 FRAME = 160  # samples (and μ-law bytes) in 20 ms
+SILENCE = bytes([0xFF]) * FRAME  # μ-law for 0
 
 
 def _sid(prefix: str) -> str:
@@ -61,6 +62,7 @@ class Recording:
     echoes: list[Echo] = field(default_factory=list)
     clears: list[float] = field(default_factory=list)
     stalls: list[float] = field(default_factory=list)  # buffer empty while a chunk was streaming
+    caller_stalls: list[float] = field(default_factory=list)  # this process fell over 1 s behind
     unexpected: list[tuple[float, str]] = field(default_factory=list)  # messages Twilio would reject
     spoken: list[tuple[float, float]] = field(default_factory=list)  # (first, last) send time of each say()
 
@@ -100,6 +102,9 @@ class TwilioCaller:
         self._play_from = 0.0  # no playing before this (jitter buffer fill)
         self._mid_chunk = False
         self._say: asyncio.Queue = asyncio.Queue()
+        self._speech: np.ndarray | None = None
+        self._speech_done: asyncio.Future | None = None
+        self._speech_first = 0.0
         self._tasks: list[asyncio.Task] = []
 
     # ------------------------------------------------------------ life
@@ -201,41 +206,45 @@ class TwilioCaller:
 
     # ------------------------------------------------------------ the 20 ms clock
     async def _pace(self) -> None:
+        """Both directions on one clock. Like a phone, it keeps real time: if
+        this process stalls, the frames that fell due meanwhile are sent and
+        played at once (the speaker does not wait); past 1 s behind it resyncs
+        and records a stall of its own."""
         loop = asyncio.get_running_loop()
+        period = FRAME / RATE
         next_at = loop.time()
-        speech: np.ndarray | None = None
-        done: asyncio.Future | None = None
-        first = 0.0
-        silence = bytes([0xFF]) * FRAME  # μ-law zero
         try:
             while True:
-                now = time.monotonic()
-                # Microphone.
-                if speech is None and not self._say.empty():
-                    speech, done = self._say.get_nowait()
-                    first = now
-                if speech is not None:
-                    frame, speech = speech[:FRAME], speech[FRAME:]
-                    if len(frame) < FRAME:
-                        frame = np.concatenate([frame, np.zeros(FRAME - len(frame), np.int16)])
-                    ulaw = pcm16_to_ulaw(frame.astype("<i2").tobytes())
-                    if len(speech) == 0:
-                        self.rec.spoken.append((first, now))
-                        if not done.done():
-                            done.set_result((first, now))
-                        speech = None
-                else:
-                    ulaw = silence
-                await self.ws.send(self._media(ulaw))
-                # Speaker.
-                await self._play(now)
-                next_at += FRAME / RATE
-                delay = next_at - loop.time()
-                if delay < -0.2:  # the process stalled: resync rather than burst
+                due = int((loop.time() - next_at) / period) + 1
+                if due > 50:
+                    self.rec.caller_stalls.append(time.monotonic())
                     next_at = loop.time()
-                await asyncio.sleep(max(delay, 0))
+                    due = 1
+                for _ in range(due):
+                    now = time.monotonic()
+                    await self.ws.send(self._media(self._mic_frame(now)))
+                    await self._play(now)
+                    next_at += period
+                await asyncio.sleep(max(next_at - loop.time(), 0))
         except websockets.ConnectionClosed:
             pass
+
+    def _mic_frame(self, now: float) -> bytes:
+        """The next 20 ms of μ-law: queued speech, else silence."""
+        if self._speech is None and not self._say.empty():
+            self._speech, self._speech_done = self._say.get_nowait()
+            self._speech_first = now
+        if self._speech is None:
+            return SILENCE
+        frame, self._speech = self._speech[:FRAME], self._speech[FRAME:]
+        if len(frame) < FRAME:
+            frame = np.concatenate([frame, np.zeros(FRAME - len(frame), np.int16)])
+        if len(self._speech) == 0:
+            self.rec.spoken.append((self._speech_first, now))
+            if not self._speech_done.done():
+                self._speech_done.set_result((self._speech_first, now))
+            self._speech = None
+        return pcm16_to_ulaw(frame.astype("<i2").tobytes())
 
     async def _play(self, now: float) -> None:
         """Consume 20 ms of the buffer; echo marks the playback reached."""
