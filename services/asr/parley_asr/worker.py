@@ -267,11 +267,15 @@ class Worker:
 
     async def _endpoint(self, s: Session, probs: np.ndarray, now: float) -> None:
         for p in probs.tolist():
+            if s.closed:  # released while this tick awaited a publish
+                return
             s.ep, decision = endpointer.step(s.ep, p, self.cfg)
             if isinstance(decision, endpointer.Start):
                 await self._started(s, decision, now)
             elif isinstance(decision, endpointer.Stop):
                 await self._stopped(s, decision, now)
+        if s.closed:
+            return
         if self.queue and endpointer.partial_due(s.ep, s.last_partial, self._partial_windows):
             if not self.queue.partial_busy(s.id):
                 s.last_partial = s.ep.index
