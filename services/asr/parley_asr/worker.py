@@ -332,7 +332,9 @@ class Worker:
         self.queue.submit(Job(session=s.id, utterance=utterance, final=False, audio=audio, deliver=deliver))
 
     async def _fixed_final(self, session_id: str, utterance: int, text: str, stopped_at: float) -> None:
-        await asyncio.sleep(max(0.0, stopped_at + self.settings.fixed_delay_ms / 1000 - time.time()))
+        target = stopped_at + self.settings.fixed_delay_ms / 1000
+        while (left := target - time.time()) > 0:  # asyncio may wake a hair early: never publish before
+            await asyncio.sleep(left)
         await self._publish_final(session_id, utterance, text, stopped_at)
 
     async def _publish_final(self, session_id: str, utterance: int, text: str, stopped_at: float) -> None:
