@@ -3,7 +3,7 @@
     uv run python services/asr/bench/bench_asr.py vad
     uv run python services/asr/bench/bench_asr.py final [--runs 5] [--no-partials] [--one-lane]
     uv run python services/asr/bench/bench_asr.py contention [--runs 3]
-    uv run python services/asr/bench/bench_asr.py load [--sessions 50] [--seconds 30]
+    uv run python services/asr/bench/bench_asr.py load [--sessions 50] [--seconds 30] [--unbatched]
 
 Results go to stdout; services/asr/BENCHMARKS.md records what we saw.
 """
@@ -129,14 +129,15 @@ def bench_contention(runs: int) -> None:
     print("  beside a partial on a second instance: ", ms(parallel))
 
 
-async def bench_load(sessions: int, seconds: float) -> None:
+async def bench_load(sessions: int, seconds: float, batched: bool) -> None:
     import psutil
 
     speak = PiperSpeaker()
     turn = np.concatenate([speak(SENTENCE, lead_s=0.3, trail_s=0.0), silence(1.5)])  # about 4.7 s
     with NatsServer(free_port(), Path(tempfile.mkdtemp())) as server:
         port = free_port()
-        env = dict(os.environ, NATS_URL=server.url, PARLEY_PROVIDERS="fixed", PARLEY_HTTP_PORT=str(port), PARLEY_LOG_LEVEL="WARNING")
+        env = dict(os.environ, NATS_URL=server.url, PARLEY_PROVIDERS="fixed", PARLEY_HTTP_PORT=str(port), PARLEY_LOG_LEVEL="WARNING",
+                   PARLEY_ASR_VAD_BATCH="1" if batched else "0")
         proc = subprocess.Popen([sys.executable, "-m", "parley_asr"], env=env)
         try:
             import httpx
@@ -175,7 +176,7 @@ async def bench_load(sessions: int, seconds: float) -> None:
                 for f in ev.of(s, contract.TranscriptFinal):
                     delays.append((f.at - stops[f.utterance].at) * 1000)
             finals = len(delays)
-            print(f"{sessions} sessions x {seconds:.0f} s of real-time audio (20 ms messages), fixed mode")
+            print(f"{sessions} sessions x {seconds:.0f} s of real-time audio (20 ms messages), fixed mode, VAD {'batched' if batched else 'one call per session'}")
             print(f"  ASR process CPU: {cpu * 100:.1f} % of one core ({cpu * 100 / sessions:.2f} % per session)")
             print(f"  VAD: {stats['windows']} windows in {stats['vad_calls']} calls ({stats['windows'] / max(1, stats['vad_calls']):.1f} per call), "
                   f"{stats['vad_seconds'] / max(1, stats['windows']) * 1000:.4f} ms per window; whole ticks {stats['tick_seconds'] / max(1, stats['ticks']) * 1000:.2f} ms each")
@@ -195,6 +196,7 @@ def main() -> None:
     p.add_argument("--one-lane", action="store_true", help="no second Whisper instance for finals")
     p.add_argument("--sessions", type=int, default=50)
     p.add_argument("--seconds", type=float, default=30)
+    p.add_argument("--unbatched", action="store_true", help="load: one VAD call per session")
     p.add_argument("--rounds", type=int, default=20000)
     a = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -205,7 +207,7 @@ def main() -> None:
     elif a.what == "final":
         asyncio.run(bench_final(a.runs, partials=not a.no_partials, lanes=1 if a.one_lane else 2))
     else:
-        asyncio.run(bench_load(a.sessions, a.seconds))
+        asyncio.run(bench_load(a.sessions, a.seconds, batched=not a.unbatched))
 
 
 if __name__ == "__main__":

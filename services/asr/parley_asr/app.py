@@ -26,7 +26,7 @@ log = logging.getLogger("parley_asr")
 
 def load_models(settings: Settings) -> tuple[SileroVad, Transcriber | None, Transcriber | None]:
     """Silero; Whisper unless in fixed mode; a second Whisper for finals if configured."""
-    vad = SileroVad()
+    vad = SileroVad(batched=settings.vad_batched)
     if settings.fixed:
         return vad, None, None
     from .whisper import WhisperTranscriber
@@ -46,7 +46,7 @@ def create_app(settings: Settings, transcriber: Transcriber | None = None) -> Fa
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         if transcriber is not None or settings.fixed:
-            vad, whisper, finals = await asyncio.to_thread(SileroVad), transcriber, None
+            vad, whisper, finals = await asyncio.to_thread(SileroVad, None, settings.vad_batched), transcriber, None
         else:
             vad, whisper, finals = await asyncio.to_thread(load_models, settings)
         nc = await bus.connect(settings.nats_url, name=f"asr-{settings.worker_id}")

@@ -39,6 +39,7 @@ class Settings:
     # Session lifetime and the VAD loop.
     idle_release_s: float = 120.0  # release a session that sent no audio this long
     tick_ms: float = 32.0  # one VAD window of audio
+    vad_batched: bool = True  # False: one ONNX call per session (to measure what batching saves)
 
     @property
     def fixed(self) -> bool:
@@ -74,6 +75,7 @@ class Settings:
             fixed_transcript=env.get("PARLEY_FIXED_TRANSCRIPT", DEFAULT_FIXED_TRANSCRIPT),
             fixed_delay_ms=float(env.get("PARLEY_ASR_FIXED_DELAY_MS", cls.fixed_delay_ms)),
             idle_release_s=float(env.get("PARLEY_ASR_IDLE_RELEASE_S", cls.idle_release_s)),
+            vad_batched=env.get("PARLEY_ASR_VAD_BATCH", "1").lower() not in ("0", "false", "no"),
         )
         if env.get("PARLEY_ASR_WORKER_ID"):
             values["worker_id"] = env["PARLEY_ASR_WORKER_ID"]
