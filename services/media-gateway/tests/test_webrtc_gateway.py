@@ -151,11 +151,16 @@ async def gateway(nats_url: str):
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False))
     serving = asyncio.create_task(server.serve())
     await until(lambda: server.started, what="uvicorn")
+
+    async def shutdown():
+        server.should_exit = True
+        await serving
+
+    seen["shutdown"] = shutdown
     try:
         yield f"http://127.0.0.1:{port}", app.state.parley, nc, seen
     finally:
-        server.should_exit = True
-        await serving
+        await shutdown()
         await nc.drain()
 
 
@@ -367,6 +372,23 @@ def test_no_asr_worker_is_a_clear_503(nats_server):
                 r = await http.post(f"{base}/webrtc/offer", json={"sdp": caller.pc.localDescription.sdp, "type": "offer"})
             assert r.status_code == 503 and "speech recognizer" in r.json()["error"]
             assert state["webrtc"] == {}
+            await caller.pc.close()
+
+    asyncio.run(scenario())
+
+
+def test_gateway_shutdown_hangs_up_its_calls(nats_server):
+    async def scenario():
+        async with gateway(nats_server.url) as (base, state, nc, seen):
+            caller = Caller()
+            await caller.connect(base)
+            await until(lambda: caller.pc.connectionState == "connected", what="ICE/DTLS")
+            await seen["shutdown"]()
+            assert state["webrtc"] == {}
+            await until(lambda: any(isinstance(e, contract.SessionEnded) for e in seen["events"]), what="SessionEnded")
+            ended = [e for e in seen["events"] if isinstance(e, contract.SessionEnded)]
+            assert [(e.session, e.reason) for e in ended] == [(caller.session, "gateway shutting down")]
+            await until(lambda: caller.channel.readyState == "closed", what="the caller to see the hang-up")
             await caller.pc.close()
 
     asyncio.run(scenario())
