@@ -134,26 +134,26 @@ RULES: tuple[Rule, ...] = (
     # 12/03/2024 (US order) and 2024-12-03
     (re.compile(r"\b(?P<m>\d{1,2})/(?P<d>\d{1,2})/(?P<y>\d{4})\b"), _us_date),
     (re.compile(r"\b(?P<y>\d{4})-(?P<m>\d{2})-(?P<d>\d{2})\b"), _iso_date),
+    # 10:00, 9:05 a.m., 14:45
+    (
+        re.compile(r"\b(?P<h>[01]?\d|2[0-3]):(?P<m>[0-5]\d)(?:(?P<ampm>\s*[AaPp]\.?[Mm]\b\.?)|(?!\w))"),
+        _time,
+    ),
     # Jan. 5, January 5 -> January 5th
     (
         re.compile(
             r"\b(?P<month>(?:" + "|".join(MONTHS) + r")|(?:" + "|".join(_MONTH_ABBREVIATIONS) + r")\.?)"
-            r"\s+(?P<day>[1-9]|[12]\d|3[01])(?:st|nd|rd|th)?\b(?![:\d])"
+            r"\s+(?P<day>[1-9]|[12]\d|3[01])(?:st|nd|rd|th)?\b(?![:\d]|\s*(?:\d|o'clock|oh\b|[AaPp]\.?[Mm]\b|dollars?\b|cents?\b))"
         ),
         _month_day,
     ),
     # $4.50, $1,250, $3 million
     (
         re.compile(
-            r"\$(?P<dollars>\d{1,3}(?:,\d{3})+|\d+)(?:\.(?P<cents>\d{1,2}))?(?!\d)"
+            r"(?<!\w)\$+(?P<dollars>\d{1,3}(?:,\d{3})+|\d+)(?:\.(?P<cents>\d{1,2}))?(?!\d)"
             r"(?:\s+(?P<scale>thousand|million|billion|trillion)\b)?"
         ),
         _money,
-    ),
-    # 10:00, 9:05 a.m., 14:45
-    (
-        re.compile(r"\b(?P<h>[01]?\d|2[0-3]):(?P<m>[0-5]\d)\b(?P<ampm>\s*(?:[AaPp]\.?[Mm]\b\.?))?"),
-        _time,
     ),
     # Dr. Smith, Mrs. Jones, Baker St., approx.
     (re.compile(r"\b(?P<word>" + "|".join(_ABBREVIATION_KEYS) + r")\.(?=\s|$)"), _abbreviation),

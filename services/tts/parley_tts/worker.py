@@ -33,6 +33,7 @@ from nats.aio.msg import Msg
 
 from parley import bus, contract, subjects
 
+from . import audio
 from .adapters import SynthesisError, Voice
 from .lanes import Admit, Job, Key, Lanes
 from .settings import Settings
@@ -198,7 +199,7 @@ class Worker:
         if first_at is None:
             first_at = loop.time()
             await self._event(contract.TTSChunkStarted(session=job.session, at=time.time(), run=job.run, chunk=job.chunk))
-        audio_ms = n_bytes * 1000 // (2 * rate)
+        audio_ms = audio.ms_of(n_bytes, rate)
         extra = {
             "session_id": job.session,
             "run_id": job.run,

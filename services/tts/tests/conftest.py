@@ -1,0 +1,22 @@
+"""Fixtures for the TTS tests: a real nats-server per module (the pattern of tests/conftest.py)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from parley.natsd import NatsServer, free_port
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="module")
+def nats_server(tmp_path_factory):
+    with NatsServer(free_port(), tmp_path_factory.mktemp("nats")) as server:
+        yield server
+
+
+@pytest.fixture
+def nats_url(nats_server) -> str:
+    return nats_server.url

@@ -1,0 +1,309 @@
+"""The worker on a real nats-server with the canned voice (fixed-latency mode).
+
+Fast and model-free, so it carries most protocol tests: headers and events of
+a run, the fixed first-audio delay, cancels (running, queued and late),
+session end, bad payloads, two workers in the queue group, and the service
+as a process (``python -m parley_tts``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from tts_harness import Harness, Seen, cancel, check_chunk, check_events, end, settled, synthesize, until
+
+from parley import contract, subjects
+from parley.natsd import free_port
+from parley_tts import audio
+from parley_tts.adapters.canned import Canned
+from parley_tts.app import create_app
+from parley_tts.settings import Settings
+
+RATE = 22050
+FIRST = "Sure, I can help with that."
+SECOND = "Your appointment is on Friday at ten."
+LONG = " ".join(["This sentence goes on for quite a while so that the canned voice talks for a long time."] * 3)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def canned(**kw) -> Canned:
+    return Canned.load(**kw)
+
+
+def test_a_run_of_two_chunks_streams_in_order_after_the_fixed_delay(nats_url):
+    async def main():
+        h = Harness(nats_url)
+        try:
+            await h.worker(canned(first_audio_ms=100, lead_ms=5000))  # pacing: the next test
+            nc = await h.client()
+            seen = await Seen.watch(nc, "fx-1")
+            sent = await synthesize(nc, "fx-1", 3, 0, FIRST)
+            await synthesize(nc, "fx-1", 3, 1, SECOND)
+            await seen.chunks_done("fx-1", 3, 2)
+            await asyncio.sleep(0.1)  # nothing else may follow
+            return sent, seen
+        finally:
+            await h.close()
+
+    sent, seen = run(main())
+    chunk0, chunk1 = seen.audio("fx-1", 3, 0), seen.audio("fx-1", 3, 1)
+    check_chunk(chunk0, RATE)
+    check_chunk(chunk1, RATE)
+    assert len(seen.audio("fx-1")) == len(chunk0) + len(chunk1)
+    # The fixed provider's latency, then chunk 1 only after chunk 0 ended.
+    assert chunk0[0].t - sent >= 0.100
+    assert chunk1[0].t >= chunk0[-1].t
+    # At most 200 ms a message; about 65 ms of audio per character.
+    max_bytes = audio.samples_for_ms(200, RATE) * 2
+    assert all(0 < len(a.data) <= max_bytes for a in chunk0[:-1] + chunk1[:-1])
+    for msgs, text in ((chunk0, FIRST), (chunk1, SECOND)):
+        ms = audio.ms_of(sum(len(a.data) for a in msgs), RATE)
+        assert abs(ms - 65 * len(text)) <= 1
+    events = seen.events("fx-1")
+    check_events(events, [0, 1])
+    done = {e.chunk: e.audio_ms for e in events if isinstance(e, contract.TTSChunkDone)}
+    assert done == {c: audio.ms_of(sum(len(a.data) for a in msgs), RATE) for c, msgs in ((0, chunk0), (1, chunk1))}
+    # Started goes out right after the first audio message, Done after the last.
+    order = [("a" if not hasattr(i, "at") else type(i).__name__) + str(i.chunk) for i in seen.items]
+    assert order.index("TTSChunkStarted0") > order.index("a0")
+    assert order.index("TTSChunkDone0") > max(i for i, o in enumerate(order) if o == "a0")
+    assert all(e.run == 3 for e in events)
+
+
+def test_pieces_run_a_little_ahead_of_real_time(nats_url):
+    async def main():
+        h = Harness(nats_url)
+        try:
+            await h.worker(canned(first_audio_ms=0, lead_ms=300))
+            nc = await h.client()
+            seen = await Seen.watch(nc, "fx-pace")
+            await synthesize(nc, "fx-pace", 1, 0, "x" * 20)  # 1.3 s of audio
+            await seen.chunks_done("fx-pace", 1, 1)
+            return seen.audio("fx-pace")
+        finally:
+            await h.close()
+
+    msgs = run(main())
+    spread = msgs[-1].t - msgs[0].t
+    # 1.3 s of audio, 300 ms of it ahead: neither all at once nor slower than real time.
+    assert 0.6 < spread < 1.3 + 0.5
+
+
+def test_cancel_stops_the_run_drops_its_queue_and_its_late_requests(nats_url):
+    async def main():
+        h = Harness(nats_url)
+        try:
+            w = await h.worker(canned(first_audio_ms=0))
+            nc = await h.client()
+            seen = await Seen.watch(nc, "fx-cancel", "fx-other")
+            await synthesize(nc, "fx-cancel", 2, 0, LONG)  # about 17 s of audio, paced
+            await synthesize(nc, "fx-cancel", 2, 1, SECOND)  # queued behind it
+            await synthesize(nc, "fx-other", 2, 0, FIRST)  # another session, same run id
+            await seen.wait_for(lambda s: len(s.audio("fx-cancel")) >= 3)
+            await cancel(nc, "fx-cancel", 2)
+            await until(lambda: w.stats["cancels"] == 1)
+            await settled(w, nc)
+            before = len(seen.audio("fx-cancel"))
+            await synthesize(nc, "fx-cancel", 2, 2, "Too late.")
+            await until(lambda: w.stats["dropped_late"] == 1)
+            await seen.chunks_done("fx-other", 2, 1)
+            await asyncio.sleep(0.6)  # three more pieces would have come by now
+            return w, seen, before
+        finally:
+            await h.close()
+
+    w, seen, before = run(main())
+    msgs = seen.audio("fx-cancel")
+    assert len(msgs) == before >= 3
+    assert {a.chunk for a in msgs} == {0} and not any(a.last for a in msgs)
+    assert audio.ms_of(sum(len(a.data) for a in msgs), RATE) < 65 * len(LONG) / 2
+    assert [type(e).__name__ for e in seen.events("fx-cancel")] == ["TTSChunkStarted"]
+    assert w.stats["dropped_queued"] == 1 and w.stats["dropped_late"] == 1
+    check_chunk(seen.audio("fx-other"), RATE)
+    check_events(seen.events("fx-other"), [0])
+    assert not w.runners and not w.lanes.lanes()
+
+
+def test_cancel_before_the_first_audio_sends_nothing(nats_url):
+    async def main():
+        h = Harness(nats_url)
+        try:
+            w = await h.worker(canned(first_audio_ms=300))
+            nc = await h.client()
+            seen = await Seen.watch(nc, "fx-early")
+            await synthesize(nc, "fx-early", 1, 0, FIRST)
+            await until(lambda: w.stats["requests"] == 1)
+            await cancel(nc, "fx-early", 1)
+            await until(lambda: w.stats["cancels"] == 1)
+            await asyncio.sleep(0.5)
+            return seen
+        finally:
+            await h.close()
+
+    assert run(main()).items == []
+
+
+def test_session_end_drops_every_run_of_the_session(nats_url):
+    async def main():
+        h = Harness(nats_url)
+        try:
+            w = await h.worker(canned(first_audio_ms=0))
+            nc = await h.client()
+            seen = await Seen.watch(nc, "fx-end", "fx-stays")
+            await synthesize(nc, "fx-end", 1, 0, LONG)
+            await synthesize(nc, "fx-end", 1, 1, SECOND)
+            await synthesize(nc, "fx-stays", 1, 0, FIRST)
+            await seen.wait_for(lambda s: len(s.audio("fx-end")) >= 2)
+            await end(nc, "fx-end")
+            await until(lambda: w.stats["sessions_ended"] == 1)
+            await settled(w, nc)
+            before = len(seen.audio("fx-end"))
+            await synthesize(nc, "fx-end", 2, 0, "A new run of an ended session.")
+            await until(lambda: w.stats["dropped_late"] == 1)
+            await seen.chunks_done("fx-stays", 1, 1)
+            await asyncio.sleep(0.5)
+            return w, seen, before
+        finally:
+            await h.close()
+
+    w, seen, before = run(main())
+    assert len(seen.audio("fx-end")) == before
+    assert not any(a.last for a in seen.audio("fx-end"))
+    assert not seen.ends("fx-end", 1) and not seen.audio("fx-end", 2)
+    check_events(seen.events("fx-stays"), [0])
+    assert not w.runners
+
+
+def test_bad_payloads_are_logged_and_the_worker_goes_on(nats_url, caplog):
+    async def main():
+        h = Harness(nats_url)
+        try:
+            w = await h.worker(canned(first_audio_ms=0))
+            nc = await h.client()
+            seen = await Seen.watch(nc, "fx-good")
+            junk = [
+                (subjects.TTS_REQUEST, b"\x00\x01garbage"),
+                (subjects.TTS_REQUEST, b""),
+                (subjects.TTS_REQUEST, contract.encode(contract.CancelTTS(session="fx-good", run=1))),  # wrong command
+                (subjects.TTS_REQUEST, contract.to_json(contract.Synthesize(session="fx-good", run=1, chunk=0, text="json"))),
+                (subjects.TTS_REQUEST, contract.encode(contract.Synthesize(session="bad.session", run=1, chunk=0, text="x"))),
+                (subjects.TTS_CANCEL, b"\xc1"),
+                (subjects.TTS_CANCEL, contract.encode(contract.Synthesize(session="fx-good", run=1, chunk=0, text="x"))),
+                (subjects.control("fx-good"), b"not msgpack"),
+            ]
+            for subject, data in junk:
+                await nc.publish(subject, data)
+            await until(lambda: w.stats["bad_messages"] == len(junk))
+            await synthesize(nc, "fx-good", 1, 0, FIRST)
+            await seen.chunks_done("fx-good", 1, 1)
+            return w, seen, len(junk)
+        finally:
+            await h.close()
+
+    w, seen, n_junk = run(main())
+    assert w.stats["bad_messages"] == n_junk and w.stats["requests"] == 1
+    check_chunk(seen.audio("fx-good"), RATE)
+    check_events(seen.events("fx-good"), [0])
+    assert sum("bad" in r.getMessage() for r in caplog.records if r.levelname == "WARNING") == n_junk
+
+
+def test_two_workers_in_the_queue_group_share_requests(nats_url):
+    async def main():
+        h = Harness(nats_url)
+        try:
+            voice = canned(first_audio_ms=0, ms_per_char=2, min_ms=20)
+            a = await h.worker(voice, worker_id="tts-a")
+            b = await h.worker(voice, worker_id="tts-b")
+            nc = await h.client()
+            seen = await Seen.watch(nc, "fx-share")
+            for r in range(24):
+                await synthesize(nc, "fx-share", r, 0, f"Run {r}.")
+            await seen.wait_for(lambda s: len(s.events("fx-share", contract.TTSChunkDone)) >= 24)
+            await asyncio.sleep(0.1)
+            return a.stats["requests"], b.stats["requests"], seen
+        finally:
+            await h.close()
+
+    on_a, on_b, seen = run(main())
+    # Each request went to exactly one worker, and both got some (2^-23 odds of a false failure).
+    assert on_a + on_b == 24 and on_a > 0 and on_b > 0
+    for r in range(24):
+        check_chunk(seen.audio("fx-share", r), RATE)
+    assert sorted(e.run for e in seen.events("fx-share", contract.TTSChunkDone)) == list(range(24))
+
+
+def test_a_chunk_without_audio_still_ends(nats_url):
+    async def main():
+        h = Harness(nats_url)
+        try:
+            w = await h.worker(canned(first_audio_ms=0, min_ms=0))
+            nc = await h.client()
+            seen = await Seen.watch(nc, "fx-empty")
+            await synthesize(nc, "fx-empty", 1, 0, "   ")
+            await seen.chunks_done("fx-empty", 1, 1)
+            return seen
+        finally:
+            await h.close()
+
+    seen = run(main())
+    msgs = seen.audio("fx-empty")
+    assert [(a.seq, a.last, a.data) for a in msgs] == [(0, True, b"")]
+    events = seen.events("fx-empty")
+    check_events(events, [0])
+    assert events[1].audio_ms == 0
+
+
+def test_app_health_turns_ok_once_started(nats_url):
+    app = create_app(Settings(nats_url=nats_url, providers="fixed"))
+    client = TestClient(app)
+    assert client.get("/healthz").status_code == 503
+    with TestClient(app) as started:
+        body = started.get("/healthz").json()
+        assert body["ok"] is True and body["mode"] == "fixed" and body["voice"] == "canned"
+
+
+def test_python_dash_m_parley_tts_serves_in_fixed_mode(nats_url):
+    port = free_port()
+    env = dict(os.environ, NATS_URL=nats_url, PARLEY_PROVIDERS="fixed", PARLEY_HTTP_PORT=str(port))
+    proc = subprocess.Popen([sys.executable, "-m", "parley_tts"], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, "parley_tts exited"
+            time.sleep(0.1)
+        else:
+            pytest.fail("parley_tts did not become healthy")
+
+        async def main():
+            h = Harness(nats_url)
+            try:
+                nc = await h.client()
+                seen = await Seen.watch(nc, "fx-proc")
+                await synthesize(nc, "fx-proc", 1, 0, FIRST)
+                await seen.chunks_done("fx-proc", 1, 1)
+                return seen
+            finally:
+                await h.close()
+
+        seen = run(main())
+        check_chunk(seen.audio("fx-proc"), RATE)
+        check_events(seen.events("fx-proc"), [0])
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    assert '"tts ready"' in err
