@@ -55,6 +55,10 @@ MAX_SDP = 64_000  # a browser offer is a few kB
 MAX_CHANNEL_MESSAGE = 4096
 NOTICE_BACKLOG = 500  # notices held until the data channel opens
 CONNECT_TIMEOUT = 30.0  # offer answered but ICE never connected: give up
+# Browsers send a packet every 20 ms even for a muted microphone, so a long gap
+# means the caller is gone (tab killed, network down). ICE consent would notice
+# too, but only after about 30 s.
+INBOUND_TIMEOUT = 10.0
 RESYNC_AFTER = 0.2  # s behind schedule before the track stops catching up
 DTMF_DIGITS = frozenset("0123456789*#")
 
@@ -258,10 +262,14 @@ class WebRtcTransport:
         """Remote audio -> 16 kHz mono -> call.feed, until the track ends."""
         resampler: Resampler | None = None
         pending = bytearray()
+        reason = "the caller's audio ended"
         while True:
             try:
-                frame = await track.recv()
+                frame = await asyncio.wait_for(track.recv(), INBOUND_TIMEOUT)
             except MediaStreamError:
+                break
+            except asyncio.TimeoutError:
+                reason = f"no audio from the caller for {INBOUND_TIMEOUT:g} s"
                 break
             pcm, rate = frame_to_mono(frame)
             if resampler is None or resampler.in_rate != rate:
@@ -271,7 +279,7 @@ class WebRtcTransport:
                 if self.call is not None and self.started:  # audio before the claim has nowhere to go
                     await self.call.feed(bytes(pending))
                 pending.clear()
-        await self.teardown("the caller's audio ended")
+        await self.teardown(reason)
 
     async def _close_after_playout(self, reason: str, limit: float = 5.0) -> None:
         deadline = time.monotonic() + limit

@@ -27,6 +27,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from parley import bus, contract, subjects
 from parley.natsd import NatsServer, free_port
+from parley_gateway import webrtc
 from parley_gateway.app import create_app
 from parley_gateway.settings import Settings
 
@@ -64,10 +65,13 @@ class ToneMic(MediaStreamTrack):
     def __init__(self, hz: float = MIC_HZ):
         super().__init__()
         self.hz, self.pts, self.t0 = hz, 0, None
+        self.stalled = asyncio.Event()  # set: the microphone sends nothing more
 
     async def recv(self):
         if self.readyState != "live":
             raise MediaStreamError
+        if self.stalled.is_set():
+            await asyncio.Future()  # like a killed tab: no more packets, ever
         if self.t0 is None:
             self.t0 = time.monotonic()
         wait = self.t0 + self.pts / RATE - time.monotonic()
@@ -86,7 +90,8 @@ class Caller:
 
     def __init__(self):
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.pc.addTrack(ToneMic())
+        self.mic = ToneMic()
+        self.pc.addTrack(self.mic)
         self.channel = self.pc.createDataChannel("events")
         self.notices: list[dict] = []
         self.received: list[tuple[float, int, np.ndarray]] = []  # (arrival, pts, mono int16)
@@ -389,6 +394,23 @@ def test_gateway_shutdown_hangs_up_its_calls(nats_server):
             ended = [e for e in seen["events"] if isinstance(e, contract.SessionEnded)]
             assert [(e.session, e.reason) for e in ended] == [(caller.session, "gateway shutting down")]
             await until(lambda: caller.channel.readyState == "closed", what="the caller to see the hang-up")
+            await caller.pc.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_caller_that_goes_silent_on_the_wire_is_hung_up(nats_server, monkeypatch):
+    monkeypatch.setattr(webrtc, "INBOUND_TIMEOUT", 1.0)
+
+    async def scenario():
+        async with gateway(nats_server.url) as (base, state, nc, seen):
+            caller = Caller()
+            await caller.connect(base)
+            await until(lambda: caller.session in seen["audio"], what="caller audio")
+            caller.mic.stalled.set()
+            await until(lambda: caller.session not in state["webrtc"], timeout=10, what="the gateway to give up")
+            ended = [e for e in seen["events"] if isinstance(e, contract.SessionEnded)]
+            assert [(e.session, e.reason) for e in ended] == [(caller.session, "no audio from the caller for 1 s")]
             await caller.pc.close()
 
     asyncio.run(scenario())
