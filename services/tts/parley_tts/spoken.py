@@ -16,8 +16,10 @@ joe-medium voice; what espeak already says well ("3:30 PM", "5th", "50%",
   sentence end plus "jan".
 * Phone numbers: "555-1234" was "five hundred fifty-five dash one thousand ...".
 
-Rules run in the order of ``RULES``; each one's output never matches any rule
-again, so ``spoken`` is idempotent (a property test checks it).
+Rules run in the order of ``RULES``. Each matches only at word boundaries, and
+none matches what an earlier one wrote ("Jan. 1 o'clock" stays, "Jan. $1"
+does not become "January 1st dollar"), so ``spoken`` is idempotent; a property
+test checks that on text glued from the pieces the rules look for.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from tts_harness import Harness, Seen, cancel, check_chunk, check_events, end, s
 from parley import contract, subjects
 from parley.natsd import free_port
 from parley_tts import audio
+from parley_tts.adapters import SynthesisError
 from parley_tts.adapters.canned import Canned
 from parley_tts.app import create_app
 from parley_tts.settings import Settings
@@ -307,3 +308,41 @@ def test_python_dash_m_parley_tts_serves_in_fixed_mode(nats_url):
         proc.terminate()
         _, err = proc.communicate(timeout=10)
     assert '"tts ready"' in err
+
+
+class BrokenVoice:
+    """A voice that says one piece and then fails (or fails outright on chunk 1)."""
+
+    name = "broken"
+    sample_rate = RATE
+
+    async def stream(self, job):
+        if job.chunk == 1:
+            raise RuntimeError("no voice today")
+        yield b"\x00\x01" * 100
+        raise SynthesisError("model crashed")
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_failing_synthesis_reports_tts_error_and_still_ends_the_chunk(nats_url):
+    async def main():
+        h = Harness(nats_url)
+        try:
+            w = await h.worker(BrokenVoice())
+            nc = await h.client()
+            seen = await Seen.watch(nc, "fx-broken")
+            await synthesize(nc, "fx-broken", 1, 0, FIRST)
+            await synthesize(nc, "fx-broken", 1, 1, SECOND)
+            await seen.chunks_done("fx-broken", 1, 2)
+            return w, seen
+        finally:
+            await h.close()
+
+    w, seen = run(main())
+    assert [(a.chunk, a.seq, a.last, len(a.data)) for a in seen.audio("fx-broken")] == [(0, 0, False, 200), (0, 1, True, 0), (1, 0, True, 0)]
+    events = [(type(e).__name__, e.chunk) for e in seen.events("fx-broken")]
+    assert events == [("TTSChunkStarted", 0), ("TTSError", 0), ("TTSChunkStarted", 1), ("TTSError", 1)]
+    assert "model crashed" in seen.events("fx-broken", contract.TTSError)[0].message
+    assert w.stats["chunks_failed"] == 2

@@ -168,12 +168,12 @@ def check_events(events: list, chunks: list[int]) -> None:
         assert of_chunk == ["TTSChunkStarted", "TTSChunkDone"], (c, of_chunk)
 
 
-_NUMBERS = {"ten": "10", "three": "3", "thirty": "30"}
+_SAME = {"ten": "10", "three": "3", "thirty": "30", "dr": "doctor"}
 
 
 def words(text: str) -> list[str]:
-    """Lower case, no punctuation, "10am"/"10 a.m."/"ten am" all as ["10", "am"]."""
+    """Lower case, no punctuation; "10am"/"10 a.m."/"ten am" all as ["10", "am"], "Dr." as "doctor"."""
     t = text.lower().replace("p.m.", " pm ").replace("a.m.", " am ")
     t = re.sub(r"(\d)(am|pm)\b", r"\1 \2", t)
     t = re.sub(r"[^a-z0-9' ]+", " ", t)
-    return [_NUMBERS.get(w, w) for w in t.split()]
+    return [_SAME.get(w, w) for w in t.split()]
