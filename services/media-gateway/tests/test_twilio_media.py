@@ -211,9 +211,11 @@ class Agent:
         await self.nc.flush()
 
     async def command(self, cmd: contract.Command) -> float:
+        """Publish a playback command; returns when it was published."""
+        at = time.monotonic()
         await self.nc.publish(subjects.playback(cmd.session), contract.encode(cmd))
         await self.nc.flush()
-        return time.monotonic()
+        return at
 
     def progress(self, session: str, run: int) -> list[tuple[int, bool]]:
         return [(e.chunk, e.finished) for _, e in self.of(PlaybackProgress, session) if e.run == run]
