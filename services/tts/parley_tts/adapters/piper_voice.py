@@ -2,8 +2,8 @@
 
 Loaded once. Piper synthesizes a sentence at a time (``voice.synthesize``
 yields one chunk per sentence; there is no finer streaming), so one chunk of
-text becomes one or a few sentences, each cut into pieces and handed to the
-event loop as soon as it is ready, while the thread goes on with the next.
+text becomes one or a few sentences, each cut into pieces and published as
+soon as it is ready.
 
 Synthesis runs in a small pool of threads, never on the event loop. On this
 2-core machine two threads with one ONNX Runtime thread each beat one thread
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import AsyncIterator
@@ -25,8 +24,6 @@ from typing import AsyncIterator
 from .. import audio
 from ..lanes import Job
 from . import SynthesisError
-
-_DONE = object()
 
 
 def load_voice(ort_threads: int = 1):
@@ -68,40 +65,20 @@ class Piper:
 
     async def stream(self, job: Job) -> AsyncIterator[bytes]:
         loop = asyncio.get_running_loop()
-        pieces: asyncio.Queue = asyncio.Queue()
-        stop = threading.Event()
-
-        def hand_over(item) -> None:
+        sentences = self.voice.synthesize(job.text)
+        while True:
+            # One sentence per trip to the pool: lanes take turns sentence by
+            # sentence, so a long chunk does not hold a thread while another
+            # caller waits for its first words. A cancelled await drops the
+            # rest; a sentence already running finishes unheard.
             try:
-                loop.call_soon_threadsafe(pieces.put_nowait, item)
-            except RuntimeError:  # the loop is gone: nobody is listening
-                stop.set()
-
-        def synthesize() -> None:
-            try:
-                if stop.is_set():  # cancelled while waiting for a thread
-                    return
-                for sentence in self.voice.synthesize(job.text):
-                    if stop.is_set():
-                        return
-                    for piece in audio.split(sentence.audio_int16_array.tobytes(), self.max_samples):
-                        hand_over(piece)
-            except Exception as exc:  # noqa: BLE001 - handed to the caller as SynthesisError
-                hand_over(exc)
-            finally:
-                hand_over(_DONE)
-
-        self.executor.submit(synthesize)
-        try:
-            while True:
-                item = await pieces.get()
-                if item is _DONE:
-                    return
-                if isinstance(item, Exception):
-                    raise SynthesisError(f"piper failed: {item}") from item
-                yield item
-        finally:
-            stop.set()
+                sentence = await loop.run_in_executor(self.executor, next, sentences, None)
+            except Exception as exc:  # noqa: BLE001 - Piper/espeak/ONNX Runtime errors
+                raise SynthesisError(f"piper failed: {exc}") from exc
+            if sentence is None:
+                return
+            for piece in audio.split(sentence.audio_int16_array.tobytes(), self.max_samples):
+                yield piece
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
