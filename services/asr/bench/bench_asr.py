@@ -176,10 +176,12 @@ async def bench_load(sessions: int, seconds: float, batched: bool) -> None:
                 for f in ev.of(s, contract.TranscriptFinal):
                     delays.append((f.at - stops[f.utterance].at) * 1000)
             finals = len(delays)
+            counts = {k.__name__: len([e for e in ev.items if isinstance(e, k)]) for k in (contract.SpeechStarted, contract.SpeechStopped, contract.TranscriptFinal)}
             print(f"{sessions} sessions x {seconds:.0f} s of real-time audio (20 ms messages), fixed mode, VAD {'batched' if batched else 'one call per session'}")
             print(f"  ASR process CPU: {cpu * 100:.1f} % of one core ({cpu * 100 / sessions:.2f} % per session)")
             print(f"  VAD: {stats['windows']} windows in {stats['vad_calls']} calls ({stats['windows'] / max(1, stats['vad_calls']):.1f} per call), "
                   f"{stats['vad_seconds'] / max(1, stats['windows']) * 1000:.4f} ms per window; whole ticks {stats['tick_seconds'] / max(1, stats['ticks']) * 1000:.2f} ms each")
+            print(f"  events: {counts}")
             print(f"  finals: {finals} ({sessions} x {len(pcm) // len(turn)} whole turns sent); final - SpeechStopped: "
                   f"median {statistics.median(delays):.0f} ms, p95 {np.percentile(delays, 95):.0f} ms, max {max(delays):.0f} ms")
             await nc.close()
