@@ -201,7 +201,6 @@ class WebRtcTransport:
         self.backlog: list[str] = []
         self.tasks: set[asyncio.Task] = set()
         self.started = False  # call.start succeeded: call.end must run
-        self.finished = asyncio.Event()
         self.closing = False
 
     # ------------------------------------------------------------ Transport
@@ -271,14 +270,19 @@ class WebRtcTransport:
             except asyncio.TimeoutError:
                 reason = f"no audio from the caller for {INBOUND_TIMEOUT:g} s"
                 break
-            pcm, rate = frame_to_mono(frame)
-            if resampler is None or resampler.in_rate != rate:
-                resampler = Resampler(rate, ASR_RATE)
-            pending += resampler.process(pcm)
-            if len(pending) >= FEED_BYTES:
-                if self.call is not None and self.started:  # audio before the claim has nowhere to go
-                    await self.call.feed(bytes(pending))
-                pending.clear()
+            try:
+                pcm, rate = frame_to_mono(frame)
+                if resampler is None or resampler.in_rate != rate:
+                    resampler = Resampler(rate, ASR_RATE)
+                pending += resampler.process(pcm)
+                if len(pending) >= FEED_BYTES:
+                    if self.call is not None and self.started:  # audio before the claim has nowhere to go
+                        await self.call.feed(bytes(pending))
+                    pending.clear()
+            except Exception as exc:  # noqa: BLE001 - one call's bad audio ends that call only
+                log.exception("inbound WebRTC audio failed")
+                reason = f"error: inbound audio: {exc}"
+                break
         await self.teardown(reason)
 
     async def _close_after_playout(self, reason: str, limit: float = 5.0) -> None:
@@ -314,8 +318,10 @@ class WebRtcTransport:
             for task in list(self.tasks):
                 if task is not current:
                     task.cancel()
-            self.finished.set()
-            log.info("webrtc call closed", extra={"session_id": self.call.session if self.call else "", "reason": reason})
+            if self.started and self.call is not None:
+                if self.track is not None and self.track.resyncs:
+                    self.call._count("webrtc_track_resyncs", self.track.resyncs)
+                log.info("webrtc call closed", extra={"session_id": self.call.session, "reason": reason})
 
 
 def ice_configuration(settings: Settings) -> RTCConfiguration:
