@@ -414,3 +414,30 @@ def test_a_caller_that_goes_silent_on_the_wire_is_hung_up(nats_server, monkeypat
             await caller.pc.close()
 
     asyncio.run(scenario())
+
+
+def test_pause_holds_the_run_and_resume_loses_nothing(nats_server):
+    async def scenario():
+        async with gateway(nats_server.url) as (base, state, nc, seen):
+            caller = Caller()
+            await caller.connect(base)
+            s = caller.session
+            await until(lambda: caller.pc.connectionState == "connected", what="ICE/DTLS")
+            track = state["webrtc"][s].track
+            await publish_tts(nc, s, run=2, pcm=tone(AGENT_HZ, 2.0, 16000), rate=16000)
+            await until(lambda: track.voiced >= 20, what="the answer to start")
+            await command(nc, s, contract.PausePlayback(session=s, run=2))
+            await asyncio.sleep(0.1)
+            held = track.voiced
+            frames_at_hold = track.frames
+            await asyncio.sleep(0.6)
+            # Held: the track kept sending (silence), but none of the run.
+            assert track.voiced == held and track.frames - frames_at_hold >= 15
+            await command(nc, s, contract.ResumePlayback(session=s, run=2))
+            await until(lambda: any(isinstance(e, contract.PlaybackProgress) and e.finished for e in seen["events"]), what="the end of the run")
+            assert track.voiced == 100  # every frame of the 2 s played, none lost to the pause
+            done = [e for e in seen["events"] if isinstance(e, contract.PlaybackProgress) and e.finished]
+            assert [(e.run, e.played_ms) for e in done] == [(2, 2000)]
+            await caller.pc.close()
+
+    asyncio.run(scenario())
