@@ -93,6 +93,10 @@ class Call:
         try:
             await self.nc.request(subjects.ASR_CLAIM, claim, timeout=5)
         except Exception as exc:  # noqa: BLE001
+            for sub in self.subs:
+                await sub.unsubscribe()
+            self.subs = []
+            self.closed = True
             raise RuntimeError("no speech recognizer is available (is the asr service running?)") from exc
         event = SessionStarted(session=s, at=time.time(), transport=self.transport.kind, caller=caller, params=params or {})
         await bus.publish_event(self.nc, event)

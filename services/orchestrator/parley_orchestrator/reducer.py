@@ -104,6 +104,9 @@ ENDED = "Ended"
 PHASES = (IDLE, LISTENING, TRANSCRIBING, GENERATING, AWAITING_TOOL, SPEAKING, PAUSED, INTERRUPTED, CANCELLED, ENDED)
 AGENT_HAS_FLOOR = (GENERATING, AWAITING_TOOL, SPEAKING)
 
+# The one tool the reducer handles itself (see on_llm_tool_call).
+END_CALL = "end_call"
+
 # ---------------------------------------------------------------------------
 # Policy: the knobs of one session. Defaults here; SessionStarted.params may
 # override any of them by name (see ``policy_from_params``).
@@ -195,7 +198,7 @@ class Run(msgspec.Struct, frozen=True, kw_only=True):
     utterance: int = -1  # the caller's last utterance of that turn (-1: the agent's own turn)
     started_at: float = 0.0  # when the turn began: the caller's speech start, or the run's start
     scripted: bool = False  # fixed text (greeting, re-prompt, fallback): no LLM
-    end_after: bool = False  # a goodbye: the session ends once it was heard
+    end_after: str = ""  # a goodbye: the session ends, for this reason, once it was heard
     confirmed: bool = True  # False: preemptive, chunks wait for the final
     step: int = 0  # LLM request number within the run (tool continuation)
     llm_active: bool = False
@@ -516,7 +519,7 @@ def on_endpoint_timer(t: _Tx, e: TimerFired) -> None:
 def on_reprompt_timer(t: _Tx, e: TimerFired) -> None:
     t.fired("reprompt")
     if t.s.reprompts >= t.s.policy.max_reprompts:
-        _start_scripted(t, t.s.policy.goodbye_text, then_end=True)
+        _start_scripted(t, t.s.policy.goodbye_text, then_end="caller silent")
         return
     t.set(reprompts=t.s.reprompts + 1)
     _start_scripted(t, t.s.policy.reprompt_text)
@@ -540,7 +543,7 @@ def _start_run(t: _Tx, user_text: str, confirmed: bool) -> None:
     _start_llm(t)
 
 
-def _start_scripted(t: _Tx, text: str, then_end: bool = False) -> None:
+def _start_scripted(t: _Tx, text: str, then_end: str = "") -> None:
     """A run that speaks fixed text: greeting, re-prompt, fallback, goodbye."""
     run_id = t.s.next_run
     run = Run(id=run_id, scripted=True, pending=text, end_after=then_end, started_at=t.at)
@@ -639,6 +642,13 @@ def on_llm_tool_call(t: _Tx, e: LLMToolCall) -> None:
     if e.step != run.step or not run.llm_active:
         t.note = f"tool call of step {e.step} ignored"
         return
+    if e.name == END_CALL:
+        # Not executed now: the call ends once this reply has been heard in
+        # full. A reply that is interrupted, or a run that is cancelled, never
+        # hangs up on the caller.
+        t.set_run(end_after="agent ended the call")
+        t.note = "end_call: the call ends after this reply is heard"
+        return
     if run.tool_steps >= t.s.policy.max_tool_steps:
         t.note = f"tool call {e.name} refused: {run.tool_steps} tool steps already"
         return
@@ -682,25 +692,22 @@ def on_llm_done(t: _Tx, e: LLMDone) -> None:
         return
     t.cancel_timer("llm_first_token")
     step_text = _join(_text_of_step(run, run.step), run.pending.strip())
-    t.set_run(llm_active=False)
-    if run.calls:
-        # Speak what came before the tool call while the tool runs.
-        _pump_chunks(t, final=True)
-        run = t.s.run
-        t.set_run(
-            step_text=run.step_text + (step_text,),
-            step_calls=run.step_calls + (run.calls,),
-            calls=(),
-            tool_steps=run.tool_steps + 1,
-            continue_due=True,
-        )
-        if t.s.run.waiting:
-            t.settle(AWAITING_TOOL)
-        else:
-            _continue_after_tools(t)
-        return
-    t.set_run(step_text=run.step_text + (step_text,), step_calls=run.step_calls + ((),))
+    t.set_run(
+        llm_active=False,
+        step_text=run.step_text + (step_text,),
+        step_calls=run.step_calls + (run.calls,),
+        calls=(),
+        tool_steps=run.tool_steps + (1 if run.calls else 0),
+        continue_due=bool(run.calls),
+    )
+    # Speak what came before a tool call while the tool runs.
     _pump_chunks(t, final=True)
+    if t.s.run is None or not t.s.run.continue_due:
+        return
+    if t.s.run.waiting:
+        t.settle(AWAITING_TOOL)
+    elif t.s.phase != PAUSED:
+        _continue_after_tools(t)  # every result was known already (reused)
 
 
 def _text_of_step(run: Run, step: int) -> str:
@@ -835,7 +842,7 @@ def _maybe_finish(t: _Tx) -> None:
     """A run is done when the LLM is done, no tool is pending, every chunk was
     synthesized and the caller heard it all."""
     run = t.s.run
-    if run is None or not run.confirmed or run.llm_active or run.waiting or run.pending or run.hold:
+    if run is None or not run.confirmed or run.llm_active or run.waiting or run.continue_due or run.pending or run.hold:
         return
     if run.sent < len(run.chunks):
         return
@@ -845,7 +852,7 @@ def _maybe_finish(t: _Tx) -> None:
         t.cancel_timer("playback")
         t.cancel_timer("tts_first_audio")
         if end_after:
-            _end(t, "caller silent", tell_gateway=True)
+            _end(t, end_after, tell_gateway=True)
             return
         t.go(LISTENING)
         if t.s.user_text and not t.s.user_speaking and not t.s.awaiting_finals:

@@ -427,5 +427,25 @@ def appointment_tools(book: AppointmentBook) -> list[Tool]:
     ]
 
 
+END_CALL = "end_call"
+
+
+async def _end_call_not_run_here(arguments: dict) -> dict:
+    # The reducer handles end_call itself (the call ends once the goodbye has
+    # been heard); the runtime never executes it.
+    return {"ok": True}
+
+
+END_CALL_TOOL = Tool(
+    name=END_CALL,
+    description=(
+        "Hang up. Call it in the same turn as your goodbye, after saying it: the call ends once the caller "
+        "has heard your whole reply. If the caller interrupts, the call goes on."
+    ),
+    parameters={"type": "object", "properties": {}},
+    handler=_end_call_not_run_here,
+)
+
+
 def default_registry(db_path: str | Path, clock: Callable[[], dt.datetime] = dt.datetime.now, hours: ClinicHours = CLINIC) -> ToolRegistry:
-    return ToolRegistry(appointment_tools(AppointmentBook(Path(db_path), hours=hours, clock=clock)))
+    return ToolRegistry([*appointment_tools(AppointmentBook(Path(db_path), hours=hours, clock=clock)), END_CALL_TOOL])

@@ -478,7 +478,9 @@ def test_any_conversation_gets_a_reply(msgs):
     assert plan.text.strip()
     if msgs[-1].role == "tool":
         assert plan.tool == ""
-    if plan.tool:
+    if plan.tool == "end_call":
+        assert plan.arguments == {} and "goodbye" in plan.text.lower()
+    elif plan.tool:
         args = plan.arguments
         dt.date.fromisoformat(args["date"])
         if plan.tool == "book_appointment":

@@ -422,3 +422,31 @@ def test_event_of_another_session_is_rejected():
     v = Convo()
     state, cmds, out = r.reduce(v.state, c.SpeechStarted(session="other", at=1, utterance=0))
     assert out.dropped == "rejected" and cmds == [] and state == v.state
+
+
+def test_end_call_hangs_up_only_after_the_goodbye_was_heard():
+    v = Convo()
+    v.user_says("thanks, bye")
+    run = v.run
+    v.llm("Thank you for calling. Goodbye!", done=False)
+    assert v.send(c.LLMToolCall, run=run, step=0, call_id="e", name="end_call", arguments="{}") == []
+    v.send(c.LLMDone, run=run, step=0, finish_reason="tool_calls")
+    assert not any(isinstance(x, c.EndSession) for x in v.cmds)
+    v.play_all()
+    assert any(isinstance(x, c.EndSession) and x.reason == "agent ended the call" for x in v.cmds)
+    assert v.phase == r.ENDED
+
+
+def test_end_call_of_an_interrupted_reply_never_hangs_up():
+    v = Convo()
+    v.user_says("thanks, bye")
+    run = v.run
+    v.llm("Thank you for calling. Goodbye!", done=False)
+    v.send(c.LLMToolCall, run=run, step=0, call_id="e", name="end_call", arguments="{}")
+    v.send(c.LLMDone, run=run, step=0, finish_reason="tool_calls")
+    v.send(c.PlaybackProgress, run=run, chunk=0, finished=False)
+    v.send(c.SpeechStarted, utterance=6)
+    v.send(c.TranscriptPartial, utterance=6, text="wait, one more thing")
+    assert v.phase == r.LISTENING
+    assert not any(isinstance(x, c.EndSession) for x in v.cmds)
+    assert not any(isinstance(x, c.CallTool) for x in v.cmds)

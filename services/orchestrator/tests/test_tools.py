@@ -49,11 +49,11 @@ def reg(tmp_path) -> ToolRegistry:
 
 def test_schemas_are_openai_functions(reg):
     schemas = reg.schemas()
-    assert [s["function"]["name"] for s in schemas] == ["book_appointment", "check_availability"]
+    assert [s["function"]["name"] for s in schemas] == ["book_appointment", "check_availability", "end_call"]
     for s in schemas:
         assert s["type"] == "function"
         params = s["function"]["parameters"]
-        assert params["type"] == "object" and set(params["required"]) <= set(params["properties"])
+        assert params["type"] == "object" and set(params.get("required", [])) <= set(params["properties"])
         assert s["function"]["description"]
 
 

@@ -34,7 +34,7 @@ from typing import AsyncIterator, Callable, Sequence
 
 from parley.contract import Message
 
-from ..tools import BOOK_APPOINTMENT, CHECK_AVAILABILITY, CLINIC, WEEKDAY_NAMES
+from ..tools import BOOK_APPOINTMENT, CHECK_AVAILABILITY, CLINIC, END_CALL, WEEKDAY_NAMES
 from .llm import Done, LLMOutput, Token, ToolCallOut
 
 CLINIC_NAME = "Bright Smile Dental"
@@ -581,9 +581,10 @@ def _check(day: dt.date, lead: str = "", say: str = "Let me check.") -> Plan:
     return Plan(text=(lead + " " + say).strip(), tool=CHECK_AVAILABILITY, arguments={"date": day.isoformat()})
 
 
-def _goodbye(h: Heard) -> Plan:
+def _goodbye(h: Heard, hang_up: bool = True) -> Plan:
+    """Say goodbye; with ``hang_up`` the call ends once the caller has heard it."""
     welcome = "You're welcome. " if h.thanks else ""
-    return Plan(text=f"{welcome}Thank you for calling {CLINIC_NAME}. Goodbye!")
+    return Plan(text=f"{welcome}Thank you for calling {CLINIC_NAME}. Goodbye!", tool=END_CALL if hang_up else "")
 
 
 def _ask_missing(ctx: Context, lead: str = "") -> Plan:
@@ -655,7 +656,8 @@ def step_user(ctx: Context, h: Heard, *, can_check: bool = True) -> tuple[Contex
         return ctx, Plan(text="You're welcome. Is there anything else I can help with?")
     if h.no:
         if ctx.booked or not ctx.wants:
-            return replace(ctx, wants=False), _goodbye(h)
+            # A bare "no" ends the call only when the caller got what they came for.
+            return replace(ctx, wants=False), _goodbye(h, hang_up=ctx.booked)
         return replace(ctx, wants=False, date=None, time=None), Plan(text="No problem. Is there anything else I can help with?")
     if h.yes:
         return replace(ctx, wants=True), _ask_missing(ctx, "Great.")
@@ -777,13 +779,15 @@ def read_conversation(messages: Sequence[Message], today: dt.date, *, can_check:
     return before, ctx, plan
 
 
-def plan_reply(messages: Sequence[Message], today: dt.date, *, can_book: bool = True, can_check: bool = True) -> Plan:
+def plan_reply(messages: Sequence[Message], today: dt.date, *, can_book: bool = True, can_check: bool = True, can_end: bool = True) -> Plan:
     """The reply to the conversation's last message."""
     before, ctx, plan = read_conversation(messages, today, can_check=can_check)
     last = messages[-1] if messages else None
     if last is not None and last.role == "user" and before.unannounced:
         # A booking made during a reply the caller cut off: say it now.
         plan = replace(plan, text=f"Just so you know, you're booked for {say_slot(before.unannounced, ctx.today)}. {plan.text}")
+    if plan.tool == END_CALL and not can_end:
+        plan = replace(plan, tool="")
     if plan.tool == BOOK_APPOINTMENT and not can_book:
         return Plan(text="Sorry, I can't book appointments right now. Please call back later.")
     if last is not None and last.role not in ("user", "tool"):
@@ -805,7 +809,7 @@ class Receptionist:
 
     async def stream(self, messages: Sequence[Message], tools: Sequence[dict]) -> AsyncIterator[LLMOutput]:
         names = {t.get("function", {}).get("name") for t in tools}
-        plan = plan_reply(messages, self.clock(), can_book=BOOK_APPOINTMENT in names, can_check=CHECK_AVAILABILITY in names)
+        plan = plan_reply(messages, self.clock(), can_book=BOOK_APPOINTMENT in names, can_check=CHECK_AVAILABILITY in names, can_end=END_CALL in names)
         for word in re.findall(r"\S+\s*", plan.text):
             yield Token(text=word)
             await asyncio.sleep(0)  # a real stream: let other tasks run between tokens
