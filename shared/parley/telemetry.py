@@ -150,6 +150,16 @@ class Telemetry:
 
         return generate_latest(), CONTENT_TYPE_LATEST
 
+    def add_metrics_route(self, app) -> None:
+        """``GET /metrics`` in Prometheus' text format, on a service's FastAPI/Starlette app."""
+        from starlette.responses import Response
+
+        async def metrics(_request):
+            body, content_type = self.metrics_response()
+            return Response(body, media_type=content_type)
+
+        app.add_route("/metrics", metrics, methods=["GET"])
+
 
 def _attrs(session: str, attributes: Mapping[str, object] | None) -> dict:
     out = {"session.id": session}

@@ -14,7 +14,7 @@ import logging
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from parley import bus
+from parley import bus, telemetry
 
 from .settings import Settings
 from .transcription import Transcriber
@@ -42,6 +42,7 @@ def load_models(settings: Settings) -> tuple[SileroVad, Transcriber | None, Tran
 def create_app(settings: Settings, transcriber: Transcriber | None = None) -> FastAPI:
     """``transcriber`` lets tests share one loaded Whisper model; else the models are loaded here."""
     state: dict = {}
+    tel = telemetry.setup("asr")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -69,8 +70,10 @@ def create_app(settings: Settings, transcriber: Transcriber | None = None) -> Fa
             state.pop("worker", None)
             await worker.stop()
             await nc.drain()
+            telemetry.shutdown()
 
     app = FastAPI(title="Parley ASR", lifespan=lifespan)
+    tel.add_metrics_route(app)
 
     @app.get("/healthz")
     async def healthz():

@@ -26,7 +26,7 @@ import numpy as np
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from parley import bus, contract, subjects
+from parley import bus, contract, subjects, telemetry
 
 from . import endpointer
 from .audio import WINDOW, SessionAudio
@@ -342,9 +342,22 @@ class Worker:
         latency_ms = round((now - stopped_at) * 1000, 1)
         self.stats["finals"] += 1
         self.stats["last_final_latency_ms"] = latency_ms
+        # Traced under the turn this utterance starts (its id is derived, see parley.telemetry).
+        turn = telemetry.turn_context(session_id, telemetry.turn_key(utterance=utterance))
+        tel = telemetry.current()
+        tel.record_span(
+            "asr.utterance",
+            session=session_id,
+            parent=turn,
+            start=stopped_at,
+            end=now,
+            attributes={"asr.utterance": utterance, "asr.chars": len(text), "messaging.system": "nats", "messaging.destination.name": subjects.events(session_id)},
+        )
+        tel.histogram("parley.asr.final_delay", "ms", "end of speech -> final transcript").record(latency_ms)
         await bus.publish_event(
             self.nc,
             contract.TranscriptFinal(session=session_id, at=now, utterance=utterance, text=text, speech_end_at=stopped_at),
+            headers=telemetry.inject(turn),
         )
         log.info(
             "final transcript",

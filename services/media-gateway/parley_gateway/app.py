@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 from fastapi import FastAPI, WebSocket
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse
 
 from parley import bus, subjects, telemetry
 
@@ -33,8 +33,10 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             await nc.drain()
+            telemetry.shutdown()
 
     app = FastAPI(title="Parley media gateway", lifespan=lifespan)
+    tel.add_metrics_route(app)
     app.state.parley = state
 
     @app.get("/healthz")
@@ -43,11 +45,6 @@ def create_app(settings: Settings) -> FastAPI:
         if nc is None or not nc.is_connected:
             return JSONResponse({"ok": False}, status_code=503)
         return {"ok": True, "stats": state["stats"]}
-
-    @app.get("/metrics")
-    async def metrics():
-        body, content_type = tel.metrics_response()
-        return Response(body, media_type=content_type)
 
     @app.get("/")
     async def index():

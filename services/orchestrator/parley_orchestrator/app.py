@@ -6,7 +6,7 @@ import contextlib
 import logging
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 
 from parley import bus, telemetry
 
@@ -55,17 +55,13 @@ def create_app(settings: Settings) -> FastAPI:
             telemetry.shutdown()
 
     app = FastAPI(title="Parley orchestrator", lifespan=lifespan)
+    tel.add_metrics_route(app)
 
     @app.get("/healthz")
     async def healthz():
         if "runtime" not in state:
             return JSONResponse({"ok": False}, status_code=503)
         return {"ok": True, "brain": state["brain"].name, "stats": state["runtime"].stats}
-
-    @app.get("/metrics")
-    async def metrics():
-        body, content_type = tel.metrics_response()
-        return Response(body, media_type=content_type)
 
     app.state.parley = state
     return app
