@@ -6,11 +6,14 @@ text becomes one or a few sentences, each cut into pieces and published as
 soon as it is ready.
 
 Synthesis runs in a small pool of threads, never on the event loop. On this
-2-core machine two threads with one ONNX Runtime thread each beat one thread
-with two: 0.25 s vs 0.41 s for a 3 s sentence, and 1.4 s vs 2.3 s for six of
-them (ONNX Runtime's own threads spin and fight on a loaded machine). That is
-why the session is built here with ``intra_op_num_threads`` rather than by
-``PiperVoice.load``, which accepts no session options.
+2-core machine the default is two threads with one ONNX Runtime thread each:
+six sentences took 1.4 s that way against 2.3 s with two ONNX Runtime threads
+each. A lone sentence on a quiet machine is faster with two ONNX Runtime
+threads (190 vs 290 ms for a 4 s sentence), but on a busy one they spin and
+fight (1.1 s vs 0.43 s), and a voice agent is rarely alone: so one, and
+PARLEY_TTS_ORT_THREADS / PARLEY_TTS_THREADS to change it. That is why the
+session is built here rather than by ``PiperVoice.load``, which accepts no
+session options.
 """
 
 from __future__ import annotations
