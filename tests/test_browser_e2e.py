@@ -81,6 +81,8 @@ def test_chromium_books_an_appointment_over_webrtc(stack, tmp_path, capsys):
                     " errors: window.parley.errors, recording: window.parleyRecording()})"
                 )
                 seen["steps"] = await page.eval("window.parley.notices.filter(n => n.type === 'step')")
+                seen["latency_rows"] = await page.eval("[...document.querySelectorAll('#latency tbody tr')].map(r => r.innerText)")
+                seen["latency"] = await page.eval("window.parley.notices.filter(n => n.type === 'latency')")
                 await page.eval("document.getElementById('stop').click()")
                 # The page hung up over the data channel: the gateway closes the call.
                 for _ in range(100):
@@ -109,6 +111,11 @@ def test_chromium_books_an_appointment_over_webrtc(stack, tmp_path, capsys):
     assert "book" in said and "tuesday" in said, seen["transcripts"]
     assert "You:" in seen["chat"] and "Agent:" in seen["chat"] and "booked" in seen["chat"], seen["chat"]
     assert seen["timeline"] > 5
+    # The inspector shows the answered turn's latency split by stage.
+    answered = [n for n in seen["latency"] if n["voice_to_voice_ms"] is not None]
+    assert answered, seen["latency"]
+    assert all(answered[0][k] is not None for k in ("asr_ms", "llm_ttft_ms", "tts_ms", "playout_ms")), answered[0]
+    assert len(seen["latency_rows"]) == len(seen["latency"])
 
     # What the page heard: the agent's voice, transcribed from the received audio.
     heard = normalise(hear(agent_rec, rate))

@@ -207,9 +207,11 @@ class Call:
             step = contract.decode_step(msg.data)
         except (contract.DecodeError, contract.ValidationError):
             return
-        self.latency.on_step(step)
+        split = self.latency.on_step(step)
         for notice in notices_for(step):
             await self.transport.send_notice(notice)
+        if split:
+            await self._report_latency(split)
 
     def next_frame(self) -> bytes | None:
         """Take the next 20 ms frame (or None when nothing plays); publishes
@@ -231,11 +233,7 @@ class Call:
             self.playback_started[mark.run] = now
             split = self.latency.on_first_frame(mark.run, now)
             if split:
-                if split["voice_to_voice_ms"] is not None:
-                    self.tel.histogram("parley.voice_to_voice", "ms", "end of caller speech -> first agent frame out").record(
-                        split["voice_to_voice_ms"], {"transport": self.transport.kind}
-                    )
-                await self.transport.send_notice(split)
+                await self._report_latency(split)
         await self.transport.on_mark(mark)
         if not self.transport.reports_playback:
             await self.report_played(mark.run, mark.chunk, mark.kind == "finished", mark.played_ms)
@@ -243,6 +241,13 @@ class Call:
     async def report_played(self, run: int, chunk: int, finished: bool, played_ms: int = 0) -> None:
         event = PlaybackProgress(session=self.session, at=time.time(), run=run, chunk=chunk, finished=finished, played_ms=played_ms)
         await bus.publish_event(self.nc, event)
+
+    async def _report_latency(self, split: dict) -> None:
+        if split["voice_to_voice_ms"] is not None:
+            self.tel.histogram("parley.voice_to_voice", "ms", "end of caller speech -> first agent frame out").record(
+                split["voice_to_voice_ms"], {"transport": self.transport.kind}
+            )
+        await self.transport.send_notice(split)
 
     def _playback_span(self, run: int, end: float, interrupted: bool) -> None:
         start = self.playback_started.pop(run, None)

@@ -38,10 +38,11 @@ class TurnLatency:
     last_speech_end: float | None = None
     last_final: float | None = None
 
-    def on_step(self, step: contract.Step) -> None:
+    def on_step(self, step: contract.Step) -> dict | None:
+        """Feed one reducer step; returns a run's split if this step completed it."""
         e = step.event
         if step.dropped:
-            return
+            return None
         if isinstance(e, contract.SpeechStarted):
             self.last_speech_start = e.at
         elif isinstance(e, contract.SpeechStopped):
@@ -68,18 +69,27 @@ class TurnLatency:
         run = getattr(e, "run", None)
         turn = self.turns.get(run) if run is not None else None
         if turn is None:
-            return
+            return None
         if isinstance(e, contract.LLMToken) and turn.first_token is None:
             turn.first_token = e.at
         elif isinstance(e, contract.TTSChunkStarted) and turn.first_audio is None:
             turn.first_audio = e.at
+            return self._report(run, turn)
+        return None
 
     def on_first_frame(self, run: int, at: float) -> dict | None:
-        """The run's first frame left the gateway: its latency split, once."""
+        """The run's first frame left the gateway. Its split is returned once
+        the TTS's first-audio step has been seen too (audio comes straight
+        from TTS, the step by way of the orchestrator: either can be first)."""
         turn = self.turns.get(run)
-        if turn is None or turn.reported:
+        if turn is None or turn.first_frame is not None:
             return None
         turn.first_frame = at
+        return self._report(run, turn)
+
+    def _report(self, run: int, turn: _Turn) -> dict | None:
+        if turn.reported or turn.first_frame is None or turn.first_audio is None:
+            return None
         turn.reported = True
         return split(run, turn)
 
