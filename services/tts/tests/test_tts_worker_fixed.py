@@ -96,8 +96,9 @@ def test_pieces_run_a_little_ahead_of_real_time(nats_url):
 
     msgs = run(main())
     spread = msgs[-1].t - msgs[0].t
-    # 1.3 s of audio, 300 ms of it ahead: neither all at once nor slower than real time.
-    assert 0.6 < spread < 1.3 + 0.5
+    # 1.3 s of audio, 300 ms of it ahead: not all at once (the last piece is
+    # due 0.9 s after the first), and not much slower than real time.
+    assert 0.85 < spread < 3.0
 
 
 def test_cancel_stops_the_run_drops_its_queue_and_its_late_requests(nats_url):
@@ -139,14 +140,14 @@ def test_cancel_before_the_first_audio_sends_nothing(nats_url):
     async def main():
         h = Harness(nats_url)
         try:
-            w = await h.worker(canned(first_audio_ms=300))
+            w = await h.worker(canned(first_audio_ms=800))  # time enough for the cancel, on a busy machine
             nc = await h.client()
             seen = await Seen.watch(nc, "fx-early")
             await synthesize(nc, "fx-early", 1, 0, FIRST)
             await until(lambda: w.stats["requests"] == 1)
             await cancel(nc, "fx-early", 1)
             await until(lambda: w.stats["cancels"] == 1)
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(1.0)
             return seen
         finally:
             await h.close()
