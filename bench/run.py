@@ -1,0 +1,587 @@
+"""``make bench``: Parley's latency and capacity on this machine, in one run.
+
+Writes ``docs/BENCHMARKS.md`` and ``docs/bench-latency.png`` (and the raw
+numbers to ``var/bench/results.json``). Everything is measured in the same
+run, so that ratios compare like with like on this noisy, shared machine:
+
+1. ``embedded``: the whole stack with the embedded models (Whisper tiny.en,
+   the demo receptionist, Piper); one ``/ws/pcm`` caller says ten things;
+   voice-to-voice per turn with the gateway's stage split.
+2. ``fixed``: the stack with the fixed-latency providers
+   (``PARLEY_PROVIDERS=fixed``):
+   * one ``/ws/pcm`` call (it also warms the stack up) for the gateway's own
+     latency notices;
+   * barge-in: Twilio callers who talk over every reply;
+   * capacity: Twilio-protocol calls at real-time pace, stepped 1, 10, 25, 50,
+     75, 100, ... until a step fails the pass rule or the time budget ends;
+     the 1-, 10- and 50-call steps give the orchestration overhead.
+3. ``reducer``: ``reduce()`` over the sessions recorded in 1 and 2.
+4. ``resample``: ``bench/resample.py``'s section, pasted in.
+
+    uv run python bench/run.py                       # all of it (make bench)
+    BENCH_QUICK=1 uv run python bench/run.py         # a few minutes' smoke run
+    uv run python bench/run.py --only fixed --steps 1,10,50
+    uv run python bench/run.py --only reducer        # on the last run's sessions
+
+A partial run (``--only``, or ``BENCH_QUICK=1``) writes
+``var/bench/BENCHMARKS.partial.md`` instead of the docs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import math
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(HERE))
+
+import reducer_speed  # noqa: E402
+import stages  # noqa: E402
+import utterances  # noqa: E402
+from meter import Meter  # noqa: E402
+from stack import Stack  # noqa: E402
+
+from parley import contract  # noqa: E402
+from parley_orchestrator.replay import to_jsonl  # noqa: E402
+
+VAR = ROOT / "var" / "bench"
+DOCS = ROOT / "docs"
+SERVICES = ("media-gateway", "asr", "orchestrator", "tts")
+PROCS = (*SERVICES, "nats-server")
+QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
+BUDGET_S = float(os.environ.get("BENCH_BUDGET_S", "240" if QUICK else "570"))
+FLOOR_MS = 500 + 150 + 200 + 100  # endpointing silence + ASR final + LLM first token + TTS first audio
+PASS_MARGIN_MS = 200
+STEPS = (1, 10) if QUICK else (1, 10, 25, 50, 75, 100, 125, 150, 200)
+TURNS = 2 if QUICK else 3
+EMBEDDED_TURNS = 3 if QUICK else 10
+BARGE_CALLS = 3 if QUICK else 10
+BARGE_TURNS = 3 if QUICK else 4  # the first utterance, then one barge-in per later one
+BARGE_AFTER_S = 1.0
+PROFILE_AT = 50  # py-spy the services during this capacity step (if py-spy is installed)
+CORPUS_PER_STEP = 12  # sessions per capacity step kept for the reducer corpus
+LOADGEN = "bench/loadgen.py"
+
+
+def pct(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (p99 of 150 samples is the 2nd largest)."""
+    if not values:
+        return None
+    s = sorted(values)
+    return s[max(0, math.ceil(q / 100 * len(s)) - 1)]
+
+
+def med(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+# ---------------------------------------------------------------- machine
+
+
+def machine() -> dict:
+    model = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return {
+        "nproc": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)),
+        "cpu_model": model,
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "commit": sha,
+    }
+
+
+# ---------------------------------------------------------------- the stack
+
+
+def start_stack(kind: str, env: dict[str, str]) -> Stack:
+    root = VAR / "stack" / kind
+    shutil.rmtree(root, ignore_errors=True)
+    t0 = time.monotonic()
+    stack = Stack(root, env=env)
+    try:
+        stack.start(timeout=240)
+    except BaseException:
+        stack.stop()
+        raise
+    stack.started_in = time.monotonic() - t0  # type: ignore[attr-defined]
+    return stack
+
+
+def pids(stack: Stack) -> dict[str, int]:
+    out = {name: stack.procs[name].pid for name in SERVICES}
+    out["nats-server"] = stack.nats.proc.pid
+    return out
+
+
+def gateway_metrics(stack: Stack) -> dict[str, float]:
+    """The gateway's own latency histograms (sum and count by transport), from /metrics."""
+    out: dict[str, float] = {}
+    try:
+        text = httpx.get(f"{stack.gateway}/metrics", timeout=5).text
+    except httpx.HTTPError:
+        return out
+    for line in text.splitlines():
+        if line.startswith(("parley_voice_to_voice_milliseconds_", "parley_bargein_reaction_milliseconds_")) and ("_sum{" in line or "_count{" in line):
+            name = line.split("{", 1)[0]
+            transport = line.split('transport="', 1)[1].split('"', 1)[0] if 'transport="' in line else ""
+            out[f"{name}|{transport}"] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def gateway_mean(before: dict, after: dict, metric: str, transport: str) -> tuple[float | None, int]:
+    s = after.get(f"{metric}_sum|{transport}", 0.0) - before.get(f"{metric}_sum|{transport}", 0.0)
+    n = after.get(f"{metric}_count|{transport}", 0.0) - before.get(f"{metric}_count|{transport}", 0.0)
+    return (s / n if n else None), int(n)
+
+
+def run_loadgen(stack: Stack, tag: str, meter: Meter | None, transport: str, calls: int, speech: list[Path], *extra: str) -> dict:
+    path = "/twilio/media" if transport == "twilio" else "/ws/pcm"
+    out = VAR / "load" / f"{tag}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    args = ["--transport", transport, "--calls", str(calls), "--speech", *[str(p.relative_to(ROOT)) for p in speech], *extra]
+    cmd = [sys.executable, LOADGEN, "--url", f"{stack.gateway_ws}{path}", *args, "--out", str(out)]
+    before = gateway_metrics(stack)
+    proc = subprocess.Popen(cmd, cwd=ROOT)
+    if meter is not None:
+        try:
+            meter.add("loadgen", proc.pid)
+        except psutil.Error:
+            pass
+    if proc.wait() != 0:
+        raise RuntimeError(f"load generator failed: {' '.join(cmd)}")
+    if meter is not None:
+        meter.sample()
+        meter.remove("loadgen")
+    result = json.loads(out.read_text())
+    result["gateway_before"], result["gateway_after"] = before, gateway_metrics(stack)
+    result["command"] = "uv run python bench/loadgen.py --url ws://127.0.0.1:PORT" + path + " " + " ".join(args)
+    return result
+
+
+# ---------------------------------------------------------------- turning raw results into numbers
+
+
+def caller_turns(result: dict, sessions: dict[str, list], by_call: bool) -> list[dict]:
+    """Per caller turn: answer latency and (where the tap saw it) the stage split."""
+    off = result["wall_minus_mono"]
+    call_map = stages.session_of_call(sessions) if by_call else {}
+    out = []
+    for c in result["callers"]:
+        session = call_map.get(str(c["index"])) if by_call else c["session"]
+        reps = stages.replies(sessions.get(session, [])) if session else []
+        for k, t in enumerate(c["turns"]):
+            if not t["speech_end"] or t["first_media"] is None:
+                continue
+            row = {
+                "call": c["index"],
+                "turn": k,
+                "barge": t["barge"],
+                "answer_ms": (t["first_media"] - t["speech_end"]) * 1000,
+                "play_ms": (t["first_play"] - t["speech_end"]) * 1000 if t["first_play"] else None,
+                "speech_end": t["speech_end"],
+                "latency_notice": t["latency"],
+            }
+            rep = stages.match(reps, t["speech_end"] + off, t["first_media"] + off)
+            if rep is not None:
+                row["stages"] = stages.split(t["speech_end"] + off, t["first_media"] + off, rep)
+            out.append(row)
+    return out
+
+
+def load_summary(result: dict, turns: list[dict], meter: Meter | None, idle: dict | None) -> dict:
+    callers = result["callers"]
+    answers = [t["answer_ms"] for t in turns if not t["barge"]]
+    underruns = [u for c in callers for u in c["underruns"]]
+    failed = [c for c in callers if c["failures"]]
+    s = {
+        "calls": result["calls"],
+        "turns_done": len(answers),
+        "turns_planned": result["calls"] * result["turns"],
+        "failed_calls": len(failed),
+        "failures": sorted({f for c in failed for f in c["failures"]})[:6],
+        "underruns": len(underruns),
+        "calls_with_underruns": sum(1 for c in callers if c["underruns"]),
+        "worst_gap_ms": max((u[1] * 1000 for u in underruns), default=0.0),
+        "audio_while_speaking": sum(c["audio_while_speaking"] for c in callers),
+        "answer_p50": pct(answers, 50),
+        "answer_p99": pct(answers, 99),
+        "answer_max": max(answers, default=None),
+        "answers": answers,
+        "overheads": [a - FLOOR_MS for a in answers],
+        "stages": [t["stages"] for t in turns if t.get("stages") and not t["barge"]],
+        "generator": {"cpu_s": result["cpu_s"], "wall_s": result["wall_s"], "late_ms": result["ticker_late_ms"], "resyncs": result["ticker_resyncs"]},
+        "command": result["command"],
+        "wall_s": result["wall_s"],
+        "turn_period_s": med(turn_periods(turns)),
+    }
+    gw, n = gateway_mean(result["gateway_before"], result["gateway_after"], "parley_voice_to_voice_milliseconds", result["transport"])
+    s["gateway_v2v_mean"], s["gateway_v2v_n"] = gw, n
+    if meter is not None:
+        # The window in which every call is up: after the last caller's first
+        # utterance started, until the first caller could have hung up.
+        t0 = result["started_at"]
+        start = t0 + 2.0 + 5.0 + 0.5 if result["calls"] > 1 else t0 + 0.5
+        end = min(t0 + result["wall_s"], start + 20.0)
+        rates = meter.rates(start, end, list(PROCS))
+        peaks = meter.peak_rss(t0, t0 + result["wall_s"])
+        s["cpu"] = rates
+        s["cpu_window_s"] = end - start
+        s["rss_peak"] = peaks
+        if idle:
+            s["cpu_per_call"] = {n: (rates.get(n, 0) - idle["cpu"].get(n, 0)) / result["calls"] for n in (*PROCS, "stack")}
+            s["rss_per_call_mb"] = {n: (peaks.get(n, 0) - idle["rss"].get(n, 0)) / result["calls"] / 2**20 for n in PROCS}
+            s["rss_per_call_mb"]["stack"] = sum(s["rss_per_call_mb"].values())
+        s["loadgen_cpu"] = rates.get("loadgen")
+        s["machine_other_cpu"] = rates.get("machine_other")
+    return s
+
+
+def turn_periods(turns: list[dict]) -> list[float]:
+    """Seconds from one utterance's end to the caller's next one's, per caller."""
+    ends: dict[int, list[float]] = {}
+    for t in turns:
+        ends.setdefault(t["call"], []).append(t["speech_end"])
+    return [b - a for v in ends.values() for a, b in zip(sorted(v), sorted(v)[1:])]
+
+
+def stage_medians(rows: list[dict], q: float = 50) -> dict[str, float]:
+    return {k: pct([r[k] for r in rows], q) for k in stages.STAGES} if rows else {}
+
+
+def save_corpus(kind: str, sessions: dict[str, list], limit: int | None = None) -> int:
+    d = VAR / "sessions" / kind
+    d.mkdir(parents=True, exist_ok=True)
+    n = 0
+    for session, steps in sessions.items():
+        if limit is not None and n >= limit:
+            break
+        recorded = [s for _, s in steps]
+        if not recorded or [s.index for s in recorded] != list(range(len(recorded))):
+            continue  # incomplete: not a replayable log
+        (d / f"{session}.jsonl").write_text(to_jsonl(recorded))
+        n += 1
+    return n
+
+
+# ---------------------------------------------------------------- phases
+
+
+def phase_embedded(res: dict) -> None:
+    speech = utterances.paths()["embedded_pcm16k"]
+    stack = start_stack("embedded", {})
+    try:
+        with stages.Tap(stack.nats_url) as tap, Meter(pids(stack)) as meter:
+            idle_rss = meter.sample().rss
+            result = run_loadgen(
+                stack, "embedded", meter, "pcm", 1, speech, "--turns", str(EMBEDDED_TURNS), "--greeting", "--settle", "2.0", "--quiet", "1.2",
+                "--spread", "0", "--connect-spread", "0", "--answer-timeout", "25", "--reply-timeout", "60",
+            )  # fmt: skip
+            time.sleep(1.0)
+            sessions = stages.by_session(tap.take())
+        turns = caller_turns(result, sessions, by_call=False)
+        heard = {}
+        caller = result["callers"][0]
+        for _, n in caller["notices"]:
+            if n.get("type") == "transcript" and n.get("final"):
+                heard[n["utterance"]] = n["text"]
+        said = [n["text"] for _, n in caller["notices"] if n.get("type") == "agent_text"]
+        res["embedded"] = {
+            "started_in_s": stack.started_in,
+            "turns": turns,
+            "texts": list(utterances.EMBEDDED_TEXTS[: len(turns)]),
+            "heard": [heard.get(k) for k in sorted(heard)],
+            "agent_said": said,
+            "failures": caller["failures"],
+            "underruns": len(caller["underruns"]),
+            "rss_mb": {n: v / 2**20 for n, v in idle_rss.items()},
+            "command": result["command"],
+            "corpus": save_corpus("embedded", sessions),
+        }
+    finally:
+        stack.stop()
+
+
+def phase_fixed(res: dict, steps: tuple[int, ...], started: float, reserve_s: float) -> None:
+    paths = utterances.paths()
+    stack = start_stack("fixed", {"PARLEY_PROVIDERS": "fixed"})
+    out: dict = {"started_in_s": stack.started_in}
+    res["fixed"] = out
+    try:
+        with stages.Tap(stack.nats_url) as tap, Meter(pids(stack)) as meter:
+            # /ws/pcm, one call: the gateway's own split (and a warm-up).
+            result = run_loadgen(stack, "fixed-pcm", meter, "pcm", 1, paths["fixed_pcm16k"], "--turns", str(TURNS), "--spread", "0", "--connect-spread", "0")
+            time.sleep(1.0)
+            sessions = stages.by_session(tap.take())
+            save_corpus("fixed-pcm", sessions)
+            turns = caller_turns(result, sessions, by_call=False)
+            out["pcm"] = {"turns": turns, "summary": load_summary(result, turns, None, None)}
+
+            # Idle: what the stack costs with no call.
+            time.sleep(2.0)
+            a = meter.sample()
+            time.sleep(4.0)
+            b = meter.sample()
+            idle = {"cpu": meter.rates(a.at, b.at, list(PROCS)), "rss": b.rss}
+            out["idle"] = idle
+
+            # Barge-in: Twilio callers talk over every reply.
+            result = run_loadgen(
+                stack, "fixed-bargein", meter, "twilio", BARGE_CALLS, paths["fixed_ulaw"], "--turns", str(BARGE_TURNS),
+                "--barge-after", str(BARGE_AFTER_S), "--spread", "3",
+            )  # fmt: skip
+            time.sleep(1.0)
+            sessions = stages.by_session(tap.take())
+            save_corpus("fixed-bargein", sessions)
+            out["bargein"] = bargein_summary(result, sessions)
+
+            # Capacity ramp.
+            out["steps"] = []
+            baseline = None
+            last_wall = 45.0
+            for n in steps:
+                left = BUDGET_S - (time.monotonic() - started) - reserve_s
+                if left < last_wall + 10:
+                    out["stopped"] = f"time budget: {left:.0f} s left before the {n}-call step (needs ~{last_wall + 10:.0f} s)"
+                    break
+                time.sleep(2.0)  # let the previous step's calls end everywhere
+                profiler = Profiler(pids(stack), 40) if n == PROFILE_AT else None
+                result = run_loadgen(stack, f"fixed-twilio-{n}", meter, "twilio", n, paths["fixed_ulaw"], "--turns", str(TURNS), "--spread", "5")
+                if profiler:
+                    out["profile"] = profiler.finish()
+                    out["profile"]["calls"] = n
+                time.sleep(1.0)
+                sessions = stages.by_session(tap.take())
+                save_corpus("fixed-twilio", sessions, limit=CORPUS_PER_STEP)
+                turns = caller_turns(result, sessions, by_call=True)
+                s = load_summary(result, turns, meter, idle)
+                s["steps_per_turn"] = steps_per_turn(sessions, s["turns_done"])
+                last_wall = result["wall_s"]
+                if baseline is None:
+                    baseline = s["answer_p50"]
+                    out["baseline_ms"] = baseline
+                s["threshold_ms"] = baseline + PASS_MARGIN_MS if baseline is not None else None
+                s["verdict"], s["why"] = verdict(s)
+                out["steps"].append(s)
+                print(
+                    f"[bench] {n:>4} calls: {s['verdict']} ({s['why']}); answer p50 {s['answer_p50']:.0f} p99 {s['answer_p99']:.0f} ms; "
+                    f"stack CPU {s['cpu'].get('stack', 0) * 100:.0f}% of a core, other load {s['machine_other_cpu'] * 100:.0f}%",
+                    flush=True,
+                )
+                if s["verdict"] != "pass":
+                    break
+            out["idle_after"] = {"rss": meter.sample().rss}
+    finally:
+        stack.stop()
+
+
+def steps_per_turn(sessions: dict[str, list], turns: int) -> float | None:
+    total = sum(len(v) for v in sessions.values())
+    return total / turns if turns else None
+
+
+def verdict(s: dict) -> tuple[str, str]:
+    why = []
+    if s["failed_calls"]:
+        why.append(f"{s['failed_calls']} failed calls ({'; '.join(s['failures'])})")
+    if s["turns_done"] < s["turns_planned"] and not s["failed_calls"]:
+        why.append(f"{s['turns_planned'] - s['turns_done']} turns missing")
+    if s["underruns"]:
+        why.append(f"{s['underruns']} underruns in {s['calls_with_underruns']} calls (worst gap {s['worst_gap_ms']:.0f} ms)")
+    if s["answer_p99"] is None or s["threshold_ms"] is None or s["answer_p99"] > s["threshold_ms"]:
+        why.append(f"p99 {s['answer_p99'] or 0:.0f} ms > {s['threshold_ms'] or 0:.0f} ms")
+    return ("fail", "; ".join(why)) if why else ("pass", "no failed call, no underrun, p99 within the margin")
+
+
+def bargein_summary(result: dict, sessions: dict[str, list]) -> dict:
+    off = result["wall_minus_mono"]
+    call_map = stages.session_of_call(sessions)
+    rows = []
+    for c in result["callers"]:
+        events = stages.barge_ins(sessions.get(call_map.get(str(c["index"]), ""), []))
+        for t in c["turns"]:
+            if not t["barge"] or not t["speech_start"]:
+                continue
+            row = {"call": c["index"]}
+            start = t["speech_start"]
+            if t["clear_at"] is not None:
+                row["clear_ms"] = (t["clear_at"] - start) * 1000
+            if t["last_media_before_clear"] is not None:
+                row["last_media_ms"] = (t["last_media_before_clear"] - start) * 1000
+            ev = next((e for e in events if start + off - 0.05 <= e["speech_started"] <= start + off + 2.0), None)
+            if ev:
+                row["vad_ms"] = (ev["speech_started"] - start - off) * 1000
+                if "flushed" in ev:
+                    row["flush_ms"] = (ev["flushed"] - start - off) * 1000
+            rows.append(row)
+    gw, n = gateway_mean(result["gateway_before"], result["gateway_after"], "parley_bargein_reaction_milliseconds", "twilio")
+
+    def col(k):
+        return [r[k] for r in rows if k in r]
+
+    return {
+        "rows": rows,
+        "calls": result["calls"],
+        "failures": sorted({f for c in result["callers"] for f in c["failures"]}),
+        "clear": col("clear_ms"),
+        "last_media": col("last_media_ms"),
+        "vad": col("vad_ms"),
+        "flush": col("flush_ms"),
+        "gateway_mean": gw,
+        "gateway_n": n,
+        "barge_after": BARGE_AFTER_S,
+        "command": result["command"],
+    }
+
+
+class Profiler:
+    """py-spy on every service for ``seconds`` (non-blocking sampling at 20 Hz)."""
+
+    RATE = 20
+
+    def __init__(self, procs: dict[str, int], seconds: int):
+        self.exe = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+        self.seconds = seconds
+        self.jobs: dict[str, tuple[subprocess.Popen, Path]] = {}
+        if not self.exe:
+            return
+        for name, pid in procs.items():
+            if name == "nats-server":
+                continue
+            raw = VAR / "profile" / f"{name}.txt"
+            raw.parent.mkdir(parents=True, exist_ok=True)
+            cmd = [self.exe, "record", "--nonblocking", "-r", str(self.RATE), "-d", str(seconds), "-f", "raw", "-o", str(raw), "-p", str(pid)]
+            self.jobs[name] = (subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), raw)
+
+    def finish(self) -> dict:
+        if not self.exe:
+            return {"error": "py-spy is not installed (uv pip install py-spy)"}
+        out = {}
+        for name, (proc, raw) in self.jobs.items():
+            try:
+                proc.wait(self.seconds + 30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            out[name] = top_functions(raw, self.seconds, self.RATE) if raw.exists() else {"error": "no profile"}
+        return out
+
+
+def top_functions(raw: Path, seconds: float, rate: int, n: int = 8) -> dict:
+    """From py-spy's collapsed stacks: share of a core, and the top functions
+    by own time and by inclusive time (excluding the event loop's frames)."""
+    total = 0
+    own: dict[str, int] = {}
+    incl: dict[str, int] = {}
+    for line in raw.read_text().splitlines():
+        if not line.strip():
+            continue
+        stack, count = line.rsplit(" ", 1)
+        k = int(count)
+        total += k
+        frames = [f.rsplit(":", 1)[0] + ")" if ":" in f else f for f in stack.split(";")]
+        own[frames[-1]] = own.get(frames[-1], 0) + k
+        for f in set(frames):
+            incl[f] = incl.get(f, 0) + k
+    skip = ("runpy", "__main__", "uvicorn/", "asyncio/runners", "asyncio/base_events", "asyncio/events", "_compat.py", "threading.py", "concurrent/futures")
+
+    def top(d):
+        items = [(f, v) for f, v in d.items() if not any(s in f for s in skip)]
+        return [(f, round(v / total * 100, 1)) for f, v in sorted(items, key=lambda x: -x[1])[:n]] if total else []
+
+    return {"core_share": total / (rate * seconds), "samples": total, "own": top(own), "inclusive": top(incl)}
+
+
+def phase_reducer(res: dict) -> None:
+    dirs = [d for d in (VAR / "sessions").iterdir() if d.is_dir()] if (VAR / "sessions").exists() else []
+    r = reducer_speed.measure(dirs)
+    r["corpus"] = {d.name: len(list(d.glob("*.jsonl"))) for d in dirs}
+    res["reducer"] = r
+
+
+def phase_resample(res: dict) -> None:
+    p = subprocess.run([sys.executable, "bench/resample.py"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    res["resample_md"] = p.stdout if p.returncode == 0 else f"(bench/resample.py failed: {p.stderr[-500:]})"
+
+
+# ---------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", default="", help="comma list of: embedded, fixed, reducer, resample")
+    ap.add_argument("--steps", default="", help="capacity steps, e.g. 1,10,50 (default %s)" % ",".join(map(str, STEPS)))
+    ap.add_argument("--out", default="", help="where to write the markdown (default docs/BENCHMARKS.md for a full run)")
+    args = ap.parse_args(argv)
+    phases = [p for p in args.only.split(",") if p] or ["embedded", "fixed", "reducer", "resample"]
+    steps = tuple(int(x) for x in args.steps.split(",")) if args.steps else STEPS
+    full = not args.only and not args.steps and not QUICK
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+
+    logging.getLogger("parley").setLevel(logging.ERROR)  # the tap's "nats disconnected" on drain is expected
+    started = time.monotonic()
+    VAR.mkdir(parents=True, exist_ok=True)
+    res: dict = {"machine": machine(), "quick": QUICK, "phases": phases, "budget_s": BUDGET_S}
+    utterances.paths()  # synthesize (once) before anything is timed
+    if "fixed" in phases or "embedded" in phases:
+        shutil.rmtree(VAR / "sessions", ignore_errors=True)
+    for phase in phases:
+        t0 = time.monotonic()
+        print(f"[bench] {phase} ...", flush=True)
+        if phase == "embedded":
+            phase_embedded(res)
+        elif phase == "fixed":
+            reserve = 25.0 if "reducer" in phases else 5.0
+            phase_fixed(res, steps, started, reserve)
+        elif phase == "reducer":
+            phase_reducer(res)
+        elif phase == "resample":
+            phase_resample(res)
+        else:
+            raise SystemExit(f"unknown phase {phase!r}")
+        res.setdefault("phase_s", {})[phase] = time.monotonic() - t0
+        print(f"[bench] {phase} done in {time.monotonic() - t0:.0f} s", flush=True)
+    res["total_s"] = time.monotonic() - started
+    (VAR / "results.json").write_text(json.dumps(res, indent=1, default=str))
+
+    import report  # matplotlib is imported only now
+
+    md_path = Path(args.out) if args.out else (DOCS / "BENCHMARKS.md" if full else VAR / "BENCHMARKS.partial.md")
+    png_path = md_path.parent / "bench-latency.png"
+    report.plot(res, png_path)
+    md_path.write_text(report.render(res, png_path.name))
+    print(f"[bench] wrote {md_path.relative_to(ROOT) if md_path.is_relative_to(ROOT) else md_path} and {png_path.name} in {res['total_s']:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
