@@ -266,8 +266,13 @@ class Call:
         )
 
     def _count(self, name: str, n: int) -> None:
+        """Count in /healthz stats and, for dropped audio, in the metrics."""
         if n:
             self.stats[name] = self.stats.get(name, 0) + n
+            if name.startswith("frames_"):
+                self.tel.counter("parley.frames.dropped", description="outbound frames dropped (flushed or stale run)").add(
+                    n, {"reason": name.removeprefix("frames_"), "transport": self.transport.kind}
+                )
 
 
 def notices_for(step: contract.Step) -> list[dict]:

@@ -14,7 +14,7 @@ import logging
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from parley import bus
+from parley import bus, telemetry
 
 from .adapters import Voice
 from .settings import Settings
@@ -42,6 +42,7 @@ def load_voice(settings: Settings) -> Voice:
 def create_app(settings: Settings, voice: Voice | None = None) -> FastAPI:
     """``voice`` lets tests share one loaded Piper voice; else it is loaded here (and closed at the end)."""
     state: dict = {}
+    tel = telemetry.setup("tts")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -61,10 +62,12 @@ def create_app(settings: Settings, voice: Voice | None = None) -> FastAPI:
             state.pop("worker", None)
             await worker.stop()
             await nc.drain()
+            telemetry.shutdown()
             if own:
                 v.close()
 
     app = FastAPI(title="Parley TTS", lifespan=lifespan)
+    tel.add_metrics_route(app)
 
     @app.get("/healthz")
     async def healthz():

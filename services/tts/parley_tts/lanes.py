@@ -39,6 +39,9 @@ class Job:
     chunk: int
     text: str
     received: float
+    # The turn's trace context (W3C headers) the request came with: the chunk's
+    # span and its audio messages carry it on.
+    trace: tuple[tuple[str, str], ...] = ()
 
     @property
     def key(self) -> Key:

@@ -31,7 +31,7 @@ from contextlib import aclosing
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from parley import bus, contract, subjects
+from parley import bus, contract, subjects, telemetry
 
 from . import audio
 from .adapters import SynthesisError, Voice
@@ -97,7 +97,8 @@ class Worker:
             return
         self.stats["requests"] += 1
         now = asyncio.get_running_loop().time()
-        job = Job(cmd.session, cmd.run, cmd.chunk, spoken(cmd.text), received=now)
+        trace = tuple((k, v) for k, v in (msg.headers or {}).items() if k in ("traceparent", "tracestate"))
+        job = Job(cmd.session, cmd.run, cmd.chunk, spoken(cmd.text), received=now, trace=trace)
         admit = self.lanes.submit(job, now)
         if admit is Admit.START:
             self.runners[job.key] = asyncio.create_task(self._run(job.key), name=f"tts-{job.session}-{job.run}")
@@ -176,12 +177,13 @@ class Worker:
         seq = n_bytes = 0
         first_at: float | None = None
         error = ""
+        trace = dict(job.trace)
         try:
             async with aclosing(self.voice.stream(job)) as pieces:
                 async for pcm in pieces:
                     if not self.lanes.live(key):
                         return
-                    await self.nc.publish(subject, pcm, headers=bus.audio_headers(seq, rate, chunk=job.chunk))
+                    await self.nc.publish(subject, pcm, headers=bus.audio_headers(seq, rate, chunk=job.chunk) | trace)
                     seq += 1
                     n_bytes += len(pcm)
                     if first_at is None:
@@ -195,11 +197,12 @@ class Worker:
             return
         # The final message of the chunk, even after a failure: the gateway
         # waits for it before it moves on to the next chunk.
-        await self.nc.publish(subject, b"", headers=bus.audio_headers(seq, rate, chunk=job.chunk, last=True))
+        await self.nc.publish(subject, b"", headers=bus.audio_headers(seq, rate, chunk=job.chunk, last=True) | trace)
         if first_at is None:
             first_at = loop.time()
             await self._event(contract.TTSChunkStarted(session=job.session, at=time.time(), run=job.run, chunk=job.chunk))
         audio_ms = audio.ms_of(n_bytes, rate)
+        self._trace_chunk(job, first_at, loop.time(), audio_ms, error)
         extra = {
             "session_id": job.session,
             "run_id": job.run,
@@ -217,6 +220,30 @@ class Worker:
             self.stats["audio_ms"] += audio_ms
             log.debug("tts chunk done", extra=extra)
             await self._event(contract.TTSChunkDone(session=job.session, at=time.time(), run=job.run, chunk=job.chunk, audio_ms=audio_ms))
+
+    def _trace_chunk(self, job: Job, first_at: float, done_at: float, audio_ms: int, error: str) -> None:
+        """The chunk's span (request -> last audio) under the turn, and its time to first audio."""
+        tel = telemetry.current()
+        wall = time.time() - done_at  # loop clock -> wall clock
+        first_ms = (first_at - job.received) * 1000
+        tel.histogram("parley.tts.ttfa", "ms", "Synthesize received -> first audio published").record(first_ms)
+        tel.record_span(
+            "tts.chunk",
+            session=job.session,
+            parent=telemetry.extract(dict(job.trace)) if job.trace else telemetry.session_context(job.session),
+            start=wall + job.received,
+            end=wall + done_at,
+            attributes={
+                "run.id": job.run,
+                "tts.chunk": job.chunk,
+                "tts.first_audio_ms": round(first_ms, 1),
+                "tts.audio_ms": audio_ms,
+                "tts.error": error or None,
+                "messaging.system": "nats",
+                "messaging.destination.name": subjects.TTS_REQUEST,
+                "messaging.consumer.group.name": subjects.TTS_GROUP,
+            },
+        )
 
     async def _event(self, event: contract.Event) -> None:
         await bus.publish_event(self.nc, event)
