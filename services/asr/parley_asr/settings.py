@@ -8,6 +8,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from parley.settings import service_env
+
 from . import endpointer
 
 DEFAULT_FIXED_TRANSCRIPT = "I'd like to book an appointment tomorrow at three p.m."
@@ -56,14 +58,8 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Settings":
         env = os.environ if env is None else env
-        providers = env.get("PARLEY_PROVIDERS", "real")
-        if providers not in ("real", "fixed"):
-            raise ValueError(f"PARLEY_PROVIDERS must be real or fixed, not {providers!r}")
         values = dict(
-            nats_url=env.get("NATS_URL", cls.nats_url),
-            http_host=env.get("PARLEY_HTTP_HOST", cls.http_host),
-            http_port=int(env.get("PARLEY_HTTP_PORT", cls.http_port)),
-            providers=providers,
+            **service_env(env, default_port=cls.http_port),
             threshold=float(env.get("PARLEY_ASR_THRESHOLD", cls.threshold)),
             start_ms=float(env.get("PARLEY_ASR_START_MS", cls.start_ms)),
             silence_ms=float(env.get("PARLEY_ASR_SILENCE_MS", cls.silence_ms)),

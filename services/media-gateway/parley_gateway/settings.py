@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from typing import Mapping
 
+from parley.settings import service_env
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -21,10 +23,11 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         env = os.environ if env is None else env
+        common = service_env(env, default_port=cls.http_port)
         return cls(
-            nats_url=env.get("NATS_URL", cls.nats_url),
-            http_host=env.get("PARLEY_HTTP_HOST", cls.http_host),
-            http_port=int(env.get("PARLEY_HTTP_PORT", cls.http_port)),
+            nats_url=common["nats_url"],
+            http_host=common["http_host"],
+            http_port=common["http_port"],
             public_host=env.get("PUBLIC_HOST", ""),
             twilio_account_sid=env.get("TWILIO_ACCOUNT_SID", ""),
             twilio_auth_token=env.get("TWILIO_AUTH_TOKEN", ""),

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from parley.settings import service_env
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -21,10 +23,7 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         env = dict(os.environ if env is None else env)
         return cls(
-            nats_url=env.get("NATS_URL", cls.nats_url),
-            http_host=env.get("PARLEY_HTTP_HOST", cls.http_host),
-            http_port=int(env.get("PARLEY_HTTP_PORT", cls.http_port)),
-            providers=env.get("PARLEY_PROVIDERS", cls.providers),
+            **service_env(env, default_port=cls.http_port),
             data_dir=Path(env.get("PARLEY_DATA_DIR", "var")),
             env=env,
         )

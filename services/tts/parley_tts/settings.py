@@ -8,6 +8,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from parley.settings import service_env
+
 
 def _worker_id() -> str:
     return f"tts-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -40,14 +42,8 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Settings":
         env = os.environ if env is None else env
-        providers = env.get("PARLEY_PROVIDERS", "real")
-        if providers not in ("real", "fixed"):
-            raise ValueError(f"PARLEY_PROVIDERS must be real or fixed, not {providers!r}")
         values = dict(
-            nats_url=env.get("NATS_URL", cls.nats_url),
-            http_host=env.get("PARLEY_HTTP_HOST", cls.http_host),
-            http_port=int(env.get("PARLEY_HTTP_PORT", cls.http_port)),
-            providers=providers,
+            **service_env(env, default_port=cls.http_port),
             piece_ms=float(env.get("PARLEY_TTS_PIECE_MS", cls.piece_ms)),
             synth_threads=int(env.get("PARLEY_TTS_THREADS", cls.synth_threads)),
             ort_threads=int(env.get("PARLEY_TTS_ORT_THREADS", cls.ort_threads)),
