@@ -335,7 +335,7 @@ def phase_embedded(res: dict) -> None:
 def phase_fixed(res: dict, steps: tuple[int, ...], started: float, reserve_s: float) -> None:
     paths = utterances.paths()
     stack = start_stack("fixed", {"PARLEY_PROVIDERS": "fixed"})
-    out: dict = {"started_in_s": stack.started_in}
+    out: dict = {"started_in_s": stack.started_in, "vad_floor": vad_floor(paths["fixed_ulaw"][0].read_bytes())}
     res["fixed"] = out
     try:
         with stages.Tap(stack.nats_url) as tap, Meter(pids(stack)) as meter:
@@ -405,6 +405,45 @@ def phase_fixed(res: dict, steps: tuple[int, ...], started: float, reserve_s: fl
         stack.stop()
 
 
+def vad_floor(ulaw: bytes, silence_s: float = 1.5) -> dict:
+    """When can the ASR stop the canned utterance, at the earliest? The same
+    path as a Twilio call, without any waiting: 20 ms μ-law frames -> PCM16 ->
+    the gateway's 8->16 kHz resampler -> 32 ms Silero windows as soon as they
+    are complete -> the ASR's endpointer with its default settings. Returns the
+    frame (counted from the last speech frame) whose arrival completes the
+    window that decides the stop, in ms, and where the VAD saw silence begin."""
+    import numpy as np
+
+    from parley.audio import Resampler, ulaw_to_pcm16
+    from parley_asr import endpointer
+    from parley_asr.settings import Settings
+    from parley_asr.vad import SileroVad, StreamBank
+
+    cfg = Settings.from_env({}).endpointing()
+    bank = StreamBank(SileroVad(), capacity=1)
+    slot = np.array([bank.open()])
+    resampler = Resampler(8000, 16000)
+    data = ulaw + bytes([0xFF]) * int(8000 * silence_s)
+    speech_frames = len(ulaw) // 160
+    pending = np.zeros(0, np.int16)
+    state = endpointer.State()
+    for k in range(len(data) // 160):
+        pcm = np.frombuffer(resampler.process(ulaw_to_pcm16(data[k * 160 : (k + 1) * 160])), np.int16)
+        pending = np.concatenate([pending, pcm])
+        while len(pending) >= endpointer.WINDOW_SAMPLES:
+            window, pending = pending[: endpointer.WINDOW_SAMPLES], pending[endpointer.WINDOW_SAMPLES :]
+            p = float(bank.run(slot, window[None, :].astype(np.float32) / 32768)[0])
+            state, d = endpointer.step(state, p, cfg)
+            if isinstance(d, endpointer.Stop):
+                return {
+                    "decided_ms": (k + 1 - speech_frames) * 20,
+                    "silence_from_ms": d.end * endpointer.WINDOW_MS - len(ulaw) / 8,
+                    "silence_windows": cfg.silence_windows,
+                    "window_ms": endpointer.WINDOW_MS,
+                }
+    return {}
+
+
 def steps_per_turn(sessions: dict[str, list], turns: int) -> float | None:
     total = sum(len(v) for v in sessions.values())
     return total / turns if turns else None
@@ -470,7 +509,9 @@ class Profiler:
     RATE = 20
 
     def __init__(self, procs: dict[str, int], seconds: int):
-        self.exe = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+        # The venv's (uv pip install py-spy), or a uv tool's (uv tool install py-spy), or PATH's.
+        where = os.pathsep.join([str(Path(sys.executable).parent), str(Path.home() / ".local" / "bin"), os.environ.get("PATH", "")])
+        self.exe = shutil.which("py-spy", path=where)
         self.seconds = seconds
         self.jobs: dict[str, tuple[subprocess.Popen, Path]] = {}
         if not self.exe:
@@ -485,7 +526,7 @@ class Profiler:
 
     def finish(self) -> dict:
         if not self.exe:
-            return {"error": "py-spy is not installed (uv pip install py-spy)"}
+            return {"error": "py-spy is not installed, so no profile this run (`uv tool install py-spy` adds it without touching the lock)."}
         out = {}
         for name, (proc, raw) in self.jobs.items():
             try:
