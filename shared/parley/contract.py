@@ -71,8 +71,13 @@ class SpeechStarted(Event, frozen=True, kw_only=True, tag=True):
 
 
 class SpeechStopped(Event, frozen=True, kw_only=True, tag=True):
+    """``at`` is when the VAD decided speech had ended (after its silence
+    window); ``speech_end_at`` is when the voiced audio itself ended, as the
+    ASR's audio clock places it (0 if unknown)."""
+
     utterance: int
     speech_ms: int = 0
+    speech_end_at: float = 0.0
 
 
 class TranscriptPartial(Event, frozen=True, kw_only=True, tag=True):

@@ -30,7 +30,8 @@ from typing import Mapping
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, propagate, trace
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import Histogram, MeterProvider
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
@@ -198,7 +199,14 @@ def setup(service: str, env: Mapping[str, str] | None = None) -> Telemetry:
     except ImportError:  # pragma: no cover - a dependency of parley
         prometheus = False
     trace.set_tracer_provider(provider)
-    metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=readers))
+    # Latencies are in ms: buckets fine enough for percentiles around a second.
+    latency_buckets = View(
+        instrument_type=Histogram,
+        aggregation=ExplicitBucketHistogramAggregation(
+            (5, 10, 25, 50, 75, 100, 150, 200, 300, 400, 500, 600, 700, 800, 900, 1000, 1100, 1200, 1400, 1600, 2000, 2500, 3000, 5000, 10000)
+        ),
+    )
+    metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=readers, views=[latency_buckets]))
     _current = Telemetry(service, trace.get_tracer("parley"), metrics.get_meter("parley"), prometheus)
     return _current
 

@@ -29,6 +29,7 @@ from nats.aio.msg import Msg
 from parley import bus, contract, subjects, telemetry
 
 from . import endpointer
+from .endpointer import WINDOW_MS
 from .audio import WINDOW, SessionAudio
 from .settings import Settings
 from .transcription import Job, Transcriber, TranscriptionQueue
@@ -266,14 +267,17 @@ class Worker:
         self.stats["tick_seconds"] += time.perf_counter() - t0
 
     async def _endpoint(self, s: Session, probs: np.ndarray, now: float) -> None:
-        for p in probs.tolist():
+        n = len(probs)
+        for j, p in enumerate(probs.tolist()):
             if s.closed:  # released while this tick awaited a publish
                 return
             s.ep, decision = endpointer.step(s.ep, p, self.cfg)
             if isinstance(decision, endpointer.Start):
                 await self._started(s, decision, now)
             elif isinstance(decision, endpointer.Stop):
-                await self._stopped(s, decision, now)
+                # The newest window of this tick ended about now; count back.
+                window_end = now - (n - 1 - j) * WINDOW_MS / 1000
+                await self._stopped(s, decision, now, speech_end=window_end - (decision.window + 1 - decision.end) * WINDOW_MS / 1000)
         if s.closed:
             return
         if self.queue and endpointer.partial_due(s.ep, s.last_partial, self._partial_windows):
@@ -289,10 +293,9 @@ class Worker:
         self.stats["utterances"] += 1
         await bus.publish_event(self.nc, contract.SpeechStarted(session=s.id, at=now, utterance=d.utterance))
 
-    async def _stopped(self, s: Session, d: endpointer.Stop, now: float, heard: bool = True) -> None:
-        await bus.publish_event(
-            self.nc, contract.SpeechStopped(session=s.id, at=now, utterance=d.utterance, speech_ms=d.speech_ms)
-        )
+    async def _stopped(self, s: Session, d: endpointer.Stop, now: float, heard: bool = True, speech_end: float = 0.0) -> None:
+        event = contract.SpeechStopped(session=s.id, at=now, utterance=d.utterance, speech_ms=d.speech_ms, speech_end_at=speech_end)
+        await bus.publish_event(self.nc, event)
         if self.queue is None:
             text = self.settings.fixed_transcript if heard else ""
             self._spawn(self._fixed_final(s.id, d.utterance, text, now))

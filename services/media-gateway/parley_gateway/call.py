@@ -166,8 +166,13 @@ class Call:
         if meta.last:
             pcm += resampler.flush()
             del self.resamplers[key]
+        was_idle = not self.playout.is_playing
         if not self.playout.push(run, meta.chunk, pcm, meta.last):
             self._count("frames_dropped_stale", max(1, len(pcm) // (self.transport.rate // 50 * 2)))
+        elif was_idle and pcm and (tick := getattr(self.transport, "tick", None)):
+            # Audio reached an idle playout: send its first frame now rather
+            # than at the next shared tick (10 ms sooner on average).
+            tick()
 
     async def _on_playback(self, msg) -> None:
         try:

@@ -4,7 +4,7 @@ The gateway receives every reducer step of its sessions (``parley.obs.<s>``)
 and knows when each run's first frame actually left. That is enough to split a
 turn's voice-to-voice latency into stages:
 
-    speech end --asr--> final transcript --decide--> StartLLM --llm--> first token
+    speech end --endpoint--> VAD's stop --asr--> final transcript --decide--> StartLLM --llm--> first token
     --chunk--> first Synthesize --tts--> first audio --playout--> first frame out
 
 and to measure barge-in reaction: from the caller's speech start to the moment
@@ -21,7 +21,8 @@ from parley import contract
 
 @dataclass
 class _Turn:
-    speech_end: float | None = None
+    speech_end: float | None = None  # the voiced audio ended
+    vad_stop: float | None = None  # the VAD decided it had (after its silence window)
     final: float | None = None
     llm_start: float | None = None
     first_token: float | None = None
@@ -36,6 +37,7 @@ class TurnLatency:
     turns: dict[int, _Turn] = field(default_factory=dict)
     last_speech_start: float | None = None
     last_speech_end: float | None = None
+    last_vad_stop: float | None = None
     last_final: float | None = None
 
     def on_step(self, step: contract.Step) -> dict | None:
@@ -46,11 +48,10 @@ class TurnLatency:
         if isinstance(e, contract.SpeechStarted):
             self.last_speech_start = e.at
         elif isinstance(e, contract.SpeechStopped):
-            self.last_speech_end = e.at
+            self.last_vad_stop = e.at
+            self.last_speech_end = e.speech_end_at or e.at
         elif isinstance(e, contract.TranscriptFinal):
             self.last_final = e.at
-            if e.speech_end_at:
-                self.last_speech_end = e.speech_end_at
         for cmd in step.commands:
             if isinstance(cmd, contract.StartLLM) and cmd.step == 0 and cmd.run not in self.turns:
                 # A run that answers speech just heard (not a key press or a timer's re-prompt).
@@ -59,6 +60,7 @@ class TurnLatency:
                 )
                 self.turns[cmd.run] = _Turn(
                     speech_end=self.last_speech_end if answers_speech else None,
+                    vad_stop=self.last_vad_stop if answers_speech else None,
                     final=self.last_final if isinstance(e, contract.TranscriptFinal) or isinstance(e, contract.TimerFired) else None,
                     llm_start=e.at,
                 )
@@ -113,7 +115,8 @@ def split(run: int, t: _Turn) -> dict:
     return {
         "type": "latency",
         "run": run,
-        "asr_ms": _ms(t.speech_end, t.final) if answering else None,
+        "endpoint_ms": _ms(t.speech_end, t.vad_stop) if answering else None,
+        "asr_ms": _ms(t.vad_stop, t.final) if answering else None,
         "decide_ms": _ms(t.final, t.llm_start) if answering else None,
         "llm_ttft_ms": _ms(t.llm_start, t.first_token),
         "chunk_ms": _ms(t.first_token, t.first_synth),
