@@ -91,6 +91,12 @@ def observe(session: str) -> str:
     return f"{PREFIX}.obs.{session_token(session)}"
 
 
+# --- notices the gateway itself derives (latency split, barge-in reaction),
+# JSON, for inspectors watching a call from elsewhere (e.g. a phone call)
+def notices(session: str) -> str:
+    return f"{PREFIX}.notice.{session_token(session)}"
+
+
 # --- the JetStream event log, one subject per session
 def log(session: str) -> str:
     return f"{PREFIX}.log.{session_token(session)}"
@@ -104,7 +110,7 @@ def session_of(subject: str) -> str:
     parts = subject.split(".")
     if len(parts) < 3:
         raise ValueError(f"subject {subject!r} carries no session")
-    return parts[2] if parts[1] in ("evt", "play", "ctl", "obs", "log") else parts[3]
+    return parts[2] if parts[1] in ("evt", "play", "ctl", "obs", "log", "notice") else parts[3]
 
 
 # Header names on audio messages.

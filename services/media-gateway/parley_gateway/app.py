@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse, JSONResponse
 
 from parley import bus, subjects, telemetry
 
-from . import twilio_media, webrtc, ws_pcm
+from . import inspect, twilio_media, webrtc, ws_pcm
 from .call import Ticker
 from .settings import Settings
 
@@ -64,4 +64,5 @@ def create_app(settings: Settings) -> FastAPI:
 
     webrtc.register(app, state, settings)
     twilio_media.register(app, state, settings)
+    inspect.register(app, state, settings)
     return app

@@ -17,6 +17,7 @@ itself through ``call.report_played``.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import secrets
 import time
@@ -196,7 +197,7 @@ class Call:
                     self.tel.histogram("parley.bargein.reaction", "ms", "caller speech start -> cancelled run's audio stopped").record(
                         reaction * 1000, {"transport": self.transport.kind}
                     )
-                    await self.transport.send_notice({"type": "barge_in", "run": cmd.run, "reaction_ms": round(reaction * 1000)})
+                    await self._notice({"type": "barge_in", "run": cmd.run, "reaction_ms": round(reaction * 1000)})
             case PausePlayback():
                 self.playout.pause(cmd.run)
             case ResumePlayback():
@@ -252,7 +253,12 @@ class Call:
             self.tel.histogram("parley.voice_to_voice", "ms", "end of caller speech -> first agent frame out").record(
                 split["voice_to_voice_ms"], {"transport": self.transport.kind}
             )
-        await self.transport.send_notice(split)
+        await self._notice(split)
+
+    async def _notice(self, notice: dict) -> None:
+        """A notice the gateway derived: to this caller, and to any inspector."""
+        await self.transport.send_notice(notice)
+        await self.nc.publish(subjects.notices(self.session), json.dumps(notice).encode())
 
     def _playback_span(self, run: int, end: float, interrupted: bool) -> None:
         start = self.playback_started.pop(run, None)
