@@ -1,17 +1,17 @@
 """G.711 μ-law: the telephone codec Twilio Media Streams speak (8 kHz, 8 bits).
 
 Both directions are table lookups built once at import from the G.711 segment
-rules, following the ITU-T reference software (G.191 STL, ``src/g711/g711.c``,
-``ulaw_compress``/``ulaw_expand``): a 16-bit sample keeps its 14 most
-significant bits, and a negative sample is reduced through its one's complement,
-so the encoder is exactly antisymmetric (``encode(~x) == encode(x) ^ 0x80``).
+rules. G.711 μ-law encodes 14-bit samples; a 16-bit sample is first rounded to
+14 bits, ``(x + 2) >> 2`` (clipped to 8191), as sox does, then encoded as the
+ITU-T reference software does (G.191 STL, ``src/g711/g711.c``,
+``ulaw_compress``/``ulaw_expand``). So the encoder matches sox's, an
+implementation nobody here wrote, bit for bit on all 65 536 inputs, and the
+decoder matches sox's and audioop's on all 256 codes (the tests check both).
 
-Why not ``audioop.lin2ulaw``: it truncates negative samples the other way
-(its result for x < 0 equals the reference's for x - 4), so 508 of the 65 536
-inputs, all negative and all at a decision threshold, land one code off the
-reference, and it never emits 0x7F. sox rounds to 14 bits first and differs at
-510 inputs. The decoders of all three agree bit for bit. The tests pin each of
-these facts against sox and audioop.
+The 16 -> 14 bit step is the only place implementations differ: the G.191
+reference truncates (510 inputs, each at a decision threshold, land one code
+away from sox's), and ``audioop.lin2ulaw`` truncates negative samples the
+other way. Rounding is the unbiased choice; every choice decodes the same.
 """
 
 from __future__ import annotations
@@ -25,6 +25,10 @@ def _encode_table() -> np.ndarray:
     """Code for every int16 value, indexed by the value's uint16 bit pattern."""
     x = np.arange(65536, dtype=np.int64)
     x = np.where(x >= 32768, x - 65536, x)  # uint16 bit pattern -> int16 value
+    v = np.minimum((x + 2) >> 2, 8191)  # rounded to 14 bits
+    # The 14-bit value as the reference reads it from 16 bits: 4v, or for
+    # v < 0 the one's complement of -4v (the reference's sign handling).
+    x = np.maximum(np.where(v >= 0, 4 * v, 4 * v - 1), -32768)
     magnitude = np.where(x < 0, ~x, x) >> 2  # 14-bit, one's complement for negatives
     biased = np.minimum(magnitude + _BIAS, 0x1FFF)
     # Segment = position of the leading one above bit 5 (1..8).
