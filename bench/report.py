@@ -358,6 +358,51 @@ def embedded_section(res: dict) -> list[str]:
     ]
     if e["failures"] or e["underruns"]:
         out += ["", f"Failures: {e['failures']}; underruns: {e['underruns']}."]
+    out += preemptive_section(e)
+    return out
+
+
+def preemptive_section(e: dict) -> list[str]:
+    """Issue 3, rule 9: preemptive generation is on by default only if this shows it helps."""
+    p = e.get("preemptive")
+    if not p or not p["turns"]:
+        return []
+    n = min(len(p["turns"]), len(e["turns"]))
+    off = [t["answer_ms"] for t in e["turns"][:n]]
+    on = [t["answer_ms"] for t in p["turns"][:n]]
+    # Paired by request (the same utterance both ways), so one slow turn on a
+    # busy machine does not decide it; a gain must be worth having (50 ms).
+    paired = statistics.median([b - a for a, b in zip(off, on)])
+    # And it must be able to help: only a guess the final confirms saves time
+    # (a restarted run starts when it would have anyway).
+    kept = p["preemptive_starts"] - p["restarted"]
+    helps = paired < -50 and kept > p["restarted"]
+    out = [
+        "",
+        "### Preemptive generation",
+        "",
+        f"The same first {n} requests again on the same stack, with the session parameter `preemptive=true`: the LLM starts on the ASR's "
+        "latest partial at SpeechStopped; its audio is held until the final transcript confirms the words, else the run is cancelled and a "
+        f"new one starts. Reproduce: `{RUN} --only embedded` (`{p['command']}`).",
+        "",
+        table(
+            ["", "turns", "median v2v ms", "min", "max", "preemptive starts", "restarted on the final", "median paired difference (on − off)"],
+            [
+                ["off (default)", len(off), f0(statistics.median(off)), f0(min(off)), f0(max(off)), "–", "–", "–"],
+                ["on", len(on), f0(statistics.median(on)), f0(min(on)), f0(max(on)), p["preemptive_starts"], p["restarted"], f"{paired:+.0f} ms"],
+            ],
+        ),
+        "",
+        (
+            "It saves more than 50 ms per turn here (paired by request), and most guesses were kept."
+            if helps
+            else f"It does not help here ({kept} of {p['preemptive_starts']} guesses kept; a paired difference this small, or one that "
+            "restarted runs cannot explain, is the machine's noise), so it stays off by default (`Policy.preemptive = False`): the built-in "
+            "receptionist answers in a few milliseconds, so there is no LLM time to hide, and Whisper's last partial comes before the last "
+            "words, so most guesses differ from the final and restart. With a remote LLM whose first token takes hundreds of milliseconds it may pay off: measure with "
+            "`?preemptive=true` on `/ws/pcm`, or the `preemptive` Twilio `<Parameter>`."
+        ),
+    ]
     return out
 
 

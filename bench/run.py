@@ -47,6 +47,8 @@ from pathlib import Path
 import httpx
 import psutil
 
+from parley import contract
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -72,6 +74,7 @@ PASS_MARGIN_MS = 200
 STEPS = (1, 10) if QUICK else (1, 10, 25, 50, 75, 100, 125, 150, 200)
 TURNS = 2 if QUICK else 3
 EMBEDDED_TURNS = 3 if QUICK else 10
+PREEMPTIVE_TURNS = 2 if QUICK else 5
 BARGE_CALLS = 3 if QUICK else 10
 BARGE_TURNS = 3 if QUICK else 4  # the first utterance, then one barge-in per later one
 BARGE_AFTER_S = 1.0
@@ -165,8 +168,8 @@ def gateway_mean(before: dict, after: dict, metric: str, transport: str) -> tupl
     return (s / n if n else None), int(n)
 
 
-def run_loadgen(stack: Stack, tag: str, meter: Meter | None, transport: str, calls: int, speech: list[Path], *extra: str) -> dict:
-    path = "/twilio/media" if transport == "twilio" else "/ws/pcm"
+def run_loadgen(stack: Stack, tag: str, meter: Meter | None, transport: str, calls: int, speech: list[Path], *extra: str, query: str = "") -> dict:
+    path = ("/twilio/media" if transport == "twilio" else "/ws/pcm") + query
     out = VAR / "load" / f"{tag}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     args = ["--transport", transport, "--calls", str(calls), "--speech", *[str(p.relative_to(ROOT)) for p in speech], *extra]
@@ -328,8 +331,35 @@ def phase_embedded(res: dict) -> None:
             "command": result["command"],
             "corpus": save_corpus("embedded", sessions),
         }
+        res["embedded"]["preemptive"] = preemptive_comparison(stack, speech[:PREEMPTIVE_TURNS])
     finally:
         stack.stop()
+
+
+def preemptive_comparison(stack: Stack, speech: list[Path]) -> dict:
+    """The same first requests again with preemptive generation on (a session
+    parameter): does starting the LLM on the latest partial help?"""
+    with stages.Tap(stack.nats_url) as tap:
+        result = run_loadgen(
+            stack, "embedded-preemptive", None, "pcm", 1, speech, "--turns", str(len(speech)), "--greeting", "--settle", "2.0", "--quiet", "1.2",
+            "--spread", "0", "--connect-spread", "0", "--answer-timeout", "25", "--reply-timeout", "60", query="?preemptive=true",
+        )  # fmt: skip
+        time.sleep(1.0)
+        sessions = stages.by_session(tap.take())
+    started = restarted = 0
+    for steps in sessions.values():
+        for _, step in steps:
+            starts = [c for c in step.commands if isinstance(c, contract.StartLLM) and c.step == 0]
+            if starts and isinstance(step.event, contract.SpeechStopped):
+                started += 1
+            if isinstance(step.event, contract.TranscriptFinal) and any(isinstance(c, contract.CancelLLM) for c in step.commands):
+                restarted += 1
+    return {
+        "turns": caller_turns(result, sessions, by_call=False),
+        "preemptive_starts": started,
+        "restarted": restarted,
+        "command": result["command"],
+    }
 
 
 def phase_fixed(res: dict, steps: tuple[int, ...], started: float, reserve_s: float) -> None:
