@@ -396,8 +396,9 @@ def preemptive_section(e: dict) -> list[str]:
         (
             "It saves more than 50 ms per turn here (paired by request), and most guesses were kept."
             if helps
-            else f"It does not help here ({kept} of {p['preemptive_starts']} guesses kept; a paired difference this small, or one that "
-            "restarted runs cannot explain, is the machine's noise), so it stays off by default (`Policy.preemptive = False`): the built-in "
+            else f"It does not help here: {kept} of {p['preemptive_starts']} guesses were kept, and a restarted run starts exactly when it "
+            "would have without a guess, so a difference in the medians is the machine's noise, not the feature. It stays off by default "
+            "(`Policy.preemptive = False`): the built-in "
             "receptionist answers in a few milliseconds, so there is no LLM time to hide, and Whisper's last partial comes before the last "
             "words, so most guesses differ from the final and restart. With a remote LLM whose first token takes hundreds of milliseconds it may pay off: measure with "
             "`?preemptive=true` on `/ws/pcm`, or the `preemptive` Twilio `<Parameter>`."
