@@ -1,0 +1,96 @@
+"""/ws/pcm at the transport: flush stops a run within a frame, pause and
+resume lose nothing, late audio of a flushed run is dropped and counted.
+
+The gateway runs in-process on a real nats-server; the test plays the other
+services on the bus (see test_webrtc_gateway.gateway).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import numpy as np
+import websockets
+
+from parley import contract
+
+from test_webrtc_gateway import command, gateway, nats_server, publish_tts, tone, until  # noqa: F401 (fixture)
+
+FRAME_BYTES = 640  # 20 ms of PCM16 at 16 kHz
+
+
+class PcmClient:
+    def __init__(self):
+        self.frames: list[tuple[float, bytes]] = []
+        self.notices: list[dict] = []
+
+    async def run(self, url: str) -> None:
+        async with websockets.connect(url) as ws:
+            self.ws = ws
+            async for msg in ws:
+                if isinstance(msg, bytes):
+                    self.frames.append((time.monotonic(), msg))
+                else:
+                    self.notices.append(json.loads(msg))
+
+    @property
+    def session(self) -> str | None:
+        return next((n["session"] for n in self.notices if n["type"] == "session"), None)
+
+
+def test_flush_stops_the_run_within_a_frame_and_late_audio_is_dropped(nats_server):
+    async def scenario():
+        async with gateway(nats_server.url) as (base, state, nc, seen):
+            client = PcmClient()
+            task = asyncio.create_task(client.run(base.replace("http", "ws") + "/ws/pcm"))
+            await until(lambda: client.session, what="session")
+            s = client.session
+            await publish_tts(nc, s, run=3, pcm=tone(440, 5.0, 22050), rate=22050)
+            await until(lambda: len(client.frames) >= 25, what="half a second of the answer")
+            await command(nc, s, contract.FlushPlayback(session=s, run=3))
+            await until(lambda: state["stats"].get("frames_flushed", 0) > 0, what="the flush")
+            flushed_at, n_at_flush = time.monotonic(), len(client.frames)
+            await publish_tts(nc, s, run=3, pcm=tone(440, 1.0, 22050), rate=22050, chunk=1)
+            await asyncio.sleep(0.6)
+            after_flush = len(client.frames) - n_at_flush
+            # A new run plays as usual.
+            await publish_tts(nc, s, run=4, pcm=tone(660, 0.5, 22050), rate=22050)
+            await asyncio.sleep(0.9)
+            task.cancel()
+            return state["stats"], after_flush, client, flushed_at
+
+    stats, after_flush, client, flushed_at = asyncio.run(scenario())
+    assert after_flush <= 1, f"{after_flush} frames of the flushed run left after the flush"
+    assert stats["frames_flushed"] > 150  # most of the 5 s was still queued
+    assert stats.get("frames_dropped_stale", 0) >= 1  # the late chunk
+    new_run = [f for t, f in client.frames if t > flushed_at + 0.6]
+    assert 20 <= len(new_run) <= 30 and all(len(f) == FRAME_BYTES for f in new_run)
+
+
+def test_pause_holds_and_resume_loses_nothing(nats_server):
+    async def scenario():
+        async with gateway(nats_server.url) as (base, state, nc, seen):
+            client = PcmClient()
+            task = asyncio.create_task(client.run(base.replace("http", "ws") + "/ws/pcm"))
+            await until(lambda: client.session, what="session")
+            s = client.session
+            await publish_tts(nc, s, run=5, pcm=tone(500, 1.0, 16000), rate=16000)
+            await until(lambda: len(client.frames) >= 10, what="the answer")
+            await command(nc, s, contract.PausePlayback(session=s, run=5))
+            await asyncio.sleep(0.1)
+            held = len(client.frames)
+            await asyncio.sleep(0.5)
+            during_pause = len(client.frames) - held
+            await command(nc, s, contract.ResumePlayback(session=s, run=5))
+            await asyncio.sleep(1.3)
+            task.cancel()
+            return client, during_pause
+
+    client, during_pause = asyncio.run(scenario())
+    assert during_pause == 0
+    audio = np.frombuffer(b"".join(f for _, f in client.frames), dtype="<i2")
+    voiced = np.count_nonzero(np.abs(audio) > 100)
+    assert len(client.frames) == 50  # exactly 1 s of 20 ms frames: none lost, none doubled
+    assert voiced > 0.9 * 16000
