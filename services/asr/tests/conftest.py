@@ -1,25 +1,9 @@
-"""Fixtures for the ASR tests: a real nats-server per module, Piper speech, Whisper once per module."""
+"""Fixtures for the ASR tests: Piper speech, Whisper once per module (the
+nats-server fixture is the repository's, in /conftest.py)."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
-
-from parley.natsd import NatsServer, free_port
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-
-@pytest.fixture(scope="module")
-def nats_server(tmp_path_factory):
-    with NatsServer(free_port(), tmp_path_factory.mktemp("nats")) as server:
-        yield server
-
-
-@pytest.fixture
-def nats_url(nats_server) -> str:
-    return nats_server.url
 
 
 @pytest.fixture(scope="session")

@@ -30,7 +30,7 @@ import uvicorn
 
 from parley import bus, contract, subjects
 from parley.contract import Dtmf, EndSession, FlushPlayback, PlaybackProgress, SessionEnded, SessionStarted
-from parley.natsd import NatsServer, free_port
+from parley.natsd import free_port
 from parley_gateway import twilio_rest
 from parley_gateway.app import create_app
 from parley_gateway.settings import Settings
@@ -40,12 +40,6 @@ from twilio_caller import TwilioCaller  # noqa: E402
 
 AUTH_TOKEN = "test-auth-token-0123456789"
 ACCOUNT = "AC" + "1" * 32
-
-
-@pytest.fixture(scope="module")
-def nats(tmp_path_factory):
-    with NatsServer(free_port(), tmp_path_factory.mktemp("nats")) as server:
-        yield server
 
 
 class Gateway:
@@ -115,8 +109,8 @@ class TwilioApi:
 
 
 @pytest.fixture(scope="module")
-def gateway(nats):
-    with Gateway(Settings(nats_url=nats.url, http_port=free_port(), public_host="gw.example.com")) as gw:
+def gateway(nats_server):
+    with Gateway(Settings(nats_url=nats_server.url, http_port=free_port(), public_host="gw.example.com")) as gw:
         yield gw
 
 
@@ -128,11 +122,11 @@ def twilio_api():
 
 
 @pytest.fixture(scope="module")
-def secure_gateway(nats, twilio_api):
+def secure_gateway(nats_server, twilio_api):
     """TWILIO_AUTH_TOKEN set: signatures and stream tokens are enforced."""
     port = free_port()
     settings = Settings(
-        nats_url=nats.url,
+        nats_url=nats_server.url,
         http_port=port,
         public_host=f"127.0.0.1:{port}",
         twilio_account_sid=ACCOUNT,
@@ -281,9 +275,9 @@ def test_webhook_checks_the_signature_when_an_auth_token_is_set(secure_gateway):
 # --------------------------------------------------------------------- a call
 
 
-def test_a_call_audio_both_ways_marks_dtmf_and_stop(gateway, nats):
+def test_a_call_audio_both_ways_marks_dtmf_and_stop(gateway, nats_server):
     async def scenario():
-        async with Agent(nats.url) as agent:
+        async with Agent(nats_server.url) as agent:
             caller = TwilioCaller(gateway.ws, {"test_call": "", "caller": "+15550003333", "greeting": "hi"})
             caller.custom_parameters["test_call"] = caller.call_sid
             async with caller:
@@ -332,9 +326,9 @@ def test_a_call_audio_both_ways_marks_dtmf_and_stop(gateway, nats):
     assert caller.rec.unexpected == []
 
 
-def test_barge_in_clears_and_a_mark_echoed_by_the_clear_is_not_heard(gateway, nats):
+def test_barge_in_clears_and_a_mark_echoed_by_the_clear_is_not_heard(gateway, nats_server):
     async def scenario():
-        async with Agent(nats.url) as agent:
+        async with Agent(nats_server.url) as agent:
             # A deep jitter buffer: the first chunk's mark is still queued at the
             # caller when the flush comes, so the clear echoes it.
             caller = TwilioCaller(gateway.ws, {}, playout_delay=1.0)
@@ -383,7 +377,7 @@ def answer(gw: Gateway, call_sid: str, query: str = "") -> dict[str, str]:
     return twiml_stream(r.text)[1]
 
 
-def test_stream_tokens_are_required_bound_to_the_call_and_single_use(secure_gateway, nats):
+def test_stream_tokens_are_required_bound_to_the_call_and_single_use(secure_gateway, nats_server):
     gw = secure_gateway
 
     async def attempt(agent: Agent, call_sid: str, params: dict[str, str]) -> tuple[TwilioCaller, bool]:
@@ -398,7 +392,7 @@ def test_stream_tokens_are_required_bound_to_the_call_and_single_use(secure_gate
         return caller, ok
 
     async def scenario():
-        async with Agent(nats.url) as agent:
+        async with Agent(nats_server.url) as agent:
             refused_before = gw.stats.get("twilio_token_refused", 0)
             a, b = "CA" + "c" * 32, "CA" + "d" * 32
             params_a = answer(gw, a)
@@ -414,11 +408,11 @@ def test_stream_tokens_are_required_bound_to_the_call_and_single_use(secure_gate
     assert count == 3
 
 
-def test_the_agent_hanging_up_completes_the_call_through_the_rest_api(secure_gateway, nats, twilio_api):
+def test_the_agent_hanging_up_completes_the_call_through_the_rest_api(secure_gateway, nats_server, twilio_api):
     gw = secure_gateway
 
     async def scenario():
-        async with Agent(nats.url) as agent:
+        async with Agent(nats_server.url) as agent:
             call_sid = "CA" + "e" * 32
             params = answer(gw, call_sid)
             caller = TwilioCaller(gw.ws, {**params, "test_call": call_sid}, call_sid=call_sid)
@@ -428,6 +422,10 @@ def test_the_agent_hanging_up_completes_the_call_through_the_rest_api(secure_gat
                 await agent.command(EndSession(session=session, reason="goodbye said"))
                 await asyncio.wait_for(caller.closed.wait(), 10)
                 closed_at = time.monotonic()
+            for _ in range(100):  # the release reaches the bus a moment later (more under load)
+                if session in agent.controls:
+                    break
+                await asyncio.sleep(0.05)
             await asyncio.sleep(0.2)
             return caller, agent, session, started, closed_at
 
@@ -456,7 +454,7 @@ async def _bad(gw: Gateway, agent: Agent, send, handshake: bool = True) -> tuple
     return caller, session
 
 
-def test_bad_input_tears_down_only_its_own_session(gateway, nats):
+def test_bad_input_tears_down_only_its_own_session(gateway, nats_server):
     media = lambda c, payload: json.dumps({"event": "media", "sequenceNumber": "9", "streamSid": c.stream_sid, "media": {"track": "inbound", "chunk": "9", "timestamp": "160", "payload": payload}})  # noqa: E731
     cases = {
         "malformed_json": (True, lambda c: c.send_raw('{"event": "media", "media": ')),
@@ -468,7 +466,7 @@ def test_bad_input_tears_down_only_its_own_session(gateway, nats):
     }
 
     async def scenario():
-        async with Agent(nats.url) as agent:
+        async with Agent(nats_server.url) as agent:
             healthy = TwilioCaller(gateway.ws, {})
             healthy.custom_parameters["test_call"] = healthy.call_sid
             async with healthy:

@@ -26,7 +26,7 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSes
 from aiortc.mediastreams import MediaStreamError
 
 from parley import bus, contract, subjects
-from parley.natsd import NatsServer, free_port
+from parley.natsd import free_port
 from parley_gateway import webrtc
 from parley_gateway.app import create_app
 from parley_gateway.settings import Settings
@@ -35,12 +35,6 @@ RATE = 48000
 FRAME = 960  # 20 ms at 48 kHz
 MIC_HZ = 440.0
 AGENT_HZ = 1000.0
-
-
-@pytest.fixture(scope="module")
-def nats_server(tmp_path_factory):
-    with NatsServer(free_port(), tmp_path_factory.mktemp("nats")) as server:
-        yield server
 
 
 def tone(hz: float, seconds: float, rate: int, amplitude: float = 0.3) -> bytes:

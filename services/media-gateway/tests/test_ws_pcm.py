@@ -16,7 +16,7 @@ import websockets
 
 from parley import contract
 
-from test_webrtc_gateway import command, gateway, nats_server, publish_tts, tone, until  # noqa: F401 (fixture)
+from test_webrtc_gateway import command, gateway, publish_tts, tone, until
 
 FRAME_BYTES = 640  # 20 ms of PCM16 at 16 kHz
 

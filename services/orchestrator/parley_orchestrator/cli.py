@@ -24,31 +24,36 @@ from .replay import from_jsonl, replay, state_digest, timeline, to_jsonl
 
 
 async def fetch(session: str, url: str) -> tuple[list[contract.Step], str | None]:
-    """Read a session's log from JetStream, and its final state's digest from KV."""
+    """A session's log from JetStream, and the digest of its state in KV.
+
+    The state is read first: it records how many events it has consumed, and
+    the log is read up to exactly that many, so a session that is still live
+    (a timer firing, a hang-up arriving) cannot put the two out of step.
+    """
     nc = await bus.connect(url, name="parley-cli")
     try:
         js = nc.jetstream()
+        digest, consumed = None, None
+        try:
+            kv = await js.key_value(subjects.SESSIONS_BUCKET)
+            stored = decode_stored((await kv.get(session)).value)
+            digest, consumed = state_digest(stored.state), stored.consumed
+        except Exception:  # noqa: BLE001 - state may have expired; replay still checks every step
+            pass
         steps: list[contract.Step] = []
         sub = await js.subscribe(subjects.log(session), ordered_consumer=True)
         try:
-            while True:
+            while consumed is None or len(steps) < consumed:
                 try:
                     msg = await sub.next_msg(timeout=2)
                 except TimeoutError:
                     break
                 steps.append(contract.decode_step(msg.data))
-                if msg.metadata.num_pending == 0:
+                if consumed is None and msg.metadata.num_pending == 0:
                     break
         finally:
             await sub.unsubscribe()
-        digest = None
-        try:
-            kv = await js.key_value(subjects.SESSIONS_BUCKET)
-            entry = await kv.get(session)
-            digest = state_digest(decode_stored(entry.value).state)
-        except Exception:  # noqa: BLE001 - state may have expired; replay still checks every step
-            pass
-        return steps, digest
+        return steps[:consumed] if consumed is not None else steps, digest
     finally:
         await nc.close()
 

@@ -1,10 +1,17 @@
-"""Fixtures shared by the cross-service tests: a real nats-server per test module."""
+"""Fixtures every test directory shares: a real nats-server per test module.
+
+No model is ever fetched from a hub: the models come from installed wheels.
+"""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 
 from parley.natsd import NatsServer, free_port
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(scope="module")
