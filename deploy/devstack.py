@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -167,10 +168,12 @@ def brain_of(bodies: Iterable[bytes]) -> str | None:
     return None
 
 
-def banner(page_url: str | None, brain: str | None, providers: str, nats_url: str, logs: Path) -> list[str]:
+def banner(page_url: str | None, brain: str | None, providers: str, nats_url: str, logs: Path, inspect_token: str = "") -> list[str]:
     lines = ["Parley is ready."]
     if page_url:
         lines.append(f"Open {page_url} in a browser.")
+        if inspect_token:
+            lines.append(f"Watch any call (phone calls too): {page_url.rstrip('/')}/?watch&token={inspect_token}")
     lines.append(f"brain:      {brain or '(not reported)'}")
     lines.append(f"providers:  {providers}{'  (fixed-latency stand-ins)' if providers == 'fixed' else ''}")
     lines.append(f"NATS:       {nats_url}   (its log: {logs})")
@@ -424,7 +427,7 @@ class Stack:
         brain = brain_of(c.body for c in self.children)
         providers = self.env.get("PARLEY_PROVIDERS", "real") or "real"
         assert self.nats is not None
-        lines = banner(url, brain, providers, self.nats.url, self.var / "log" / "nats.log")
+        lines = banner(url, brain, providers, self.nats.url, self.var / "log" / "nats.log", self.env.get("PARLEY_INSPECT_TOKEN", ""))
         self.out.write(paint(line, "1;32") if self.tty else line for line in lines)
 
     def stop(self) -> None:
@@ -467,6 +470,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     env = dict(os.environ)
+    # The inspector shows what callers said: a fresh token per run unless one is set.
+    env.setdefault("PARLEY_INSPECT_TOKEN", secrets.token_urlsafe(12))
     try:
         services = services_from_json(json.loads(args.services.read_text())) if args.services else default_services(env, sys.executable)
         nats_port(env)

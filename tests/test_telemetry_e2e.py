@@ -22,13 +22,14 @@ pytestmark = pytest.mark.e2e
 SECRETS = {
     "LLM_API_KEY": "sk-test-SECRET-0123456789abcdef",
     "TWILIO_AUTH_TOKEN": "twilio-SECRET-token-9876543210",
+    "PARLEY_INSPECT_TOKEN": "inspect-SECRET-token-55555",
 }
 
 
 @pytest.fixture(scope="module")
 def traced(tmp_path_factory):
     with OtlpReceiver() as receiver:
-        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "PARLEY_LOG_LEVEL": "DEBUG", "TWILIO_AUTH_TOKEN": SECRETS["TWILIO_AUTH_TOKEN"]}
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "PARLEY_LOG_LEVEL": "DEBUG", "TWILIO_AUTH_TOKEN": SECRETS["TWILIO_AUTH_TOKEN"], "PARLEY_INSPECT_TOKEN": SECRETS["PARLEY_INSPECT_TOKEN"]}
         with Stack(tmp_path_factory.mktemp("traced"), env=env) as stack:
             session = asyncio.run(_one_turn(stack))
             # Let batch span processors flush (they export every 0.5 s).

@@ -25,7 +25,7 @@ _SECRET_VALUES = [
 
 
 def _secrets_from_env() -> list[str]:
-    names = ("LLM_API_KEY", "TWILIO_AUTH_TOKEN", "OPENAI_API_KEY")
+    names = ("LLM_API_KEY", "TWILIO_AUTH_TOKEN", "OPENAI_API_KEY", "PARLEY_INSPECT_TOKEN")
     return [v for n in names if (v := os.environ.get(n)) and len(v) >= 4]
 
 

@@ -6,15 +6,21 @@ page of their own (phone calls), or for looking at a call after it ended.
 gets: every recorded step from the session's event log (JetStream, from the
 start, then live), plus the latency and barge-in notices the gateway that
 carries the call derives. The page at ``/?watch=SESSION`` renders them.
+
+What callers said is private: both need ``?token=`` equal to the gateway's
+PARLEY_INSPECT_TOKEN, and without one configured the inspector is off.
+(``make run`` makes a token and prints the inspector's URL.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse
 
 from parley import contract, subjects
 
@@ -24,9 +30,18 @@ from .settings import Settings
 log = logging.getLogger("parley.gateway")
 
 
+def allowed(settings: Settings, token: str | None) -> bool:
+    return bool(settings.inspect_token) and hmac.compare_digest((token or "").encode(), settings.inspect_token.encode())
+
+
+REFUSED = "the inspector needs ?token= equal to PARLEY_INSPECT_TOKEN (unset: the inspector is off)"
+
+
 def register(app: FastAPI, state: dict, settings: Settings) -> None:
     @app.get("/api/sessions")
-    async def sessions():
+    async def sessions(token: str | None = None):
+        if not allowed(settings, token):
+            return JSONResponse({"error": REFUSED}, status_code=403)
         try:
             kv = await state["nc"].jetstream().key_value(subjects.SESSIONS_BUCKET)
             keys = await kv.keys()
@@ -35,8 +50,12 @@ def register(app: FastAPI, state: dict, settings: Settings) -> None:
         return {"sessions": sorted(keys)[-200:]}
 
     @app.websocket("/ws/inspect/{session}")
-    async def inspect(ws: WebSocket, session: str):
+    async def inspect(ws: WebSocket, session: str, token: str | None = None):
         await ws.accept()
+        if not allowed(settings, token):
+            await ws.send_text(json.dumps({"type": "error", "error": REFUSED}))
+            await ws.close(1008)
+            return
         try:
             subjects.session_token(session)
         except ValueError:

@@ -19,6 +19,9 @@ class Settings:
     twilio_auth_token: str = ""
     twilio_api_base: str = "https://api.twilio.com"
     ice_servers: tuple[str, ...] = ()  # e.g. stun:stun.example.org:3478; none by default
+    # Watching other people's calls (/?watch) shows their words: only with
+    # this token (PARLEY_INSPECT_TOKEN); unset, the inspector is off.
+    inspect_token: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -33,4 +36,5 @@ class Settings:
             twilio_auth_token=env.get("TWILIO_AUTH_TOKEN", ""),
             twilio_api_base=env.get("TWILIO_API_BASE", cls.twilio_api_base),
             ice_servers=tuple(s for s in env.get("PARLEY_ICE_SERVERS", "").split(",") if s.strip()),
+            inspect_token=env.get("PARLEY_INSPECT_TOKEN", ""),
         )
