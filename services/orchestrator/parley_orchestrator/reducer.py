@@ -511,13 +511,11 @@ def _join(a: str, b: str) -> str:
 
 
 def on_endpoint_timer(t: _Tx, e: TimerFired) -> None:
-    t.fired("endpoint")
     t.set(endpoint_due=False)
     _maybe_answer(t)
 
 
 def on_reprompt_timer(t: _Tx, e: TimerFired) -> None:
-    t.fired("reprompt")
     if t.s.reprompts >= t.s.policy.max_reprompts:
         _start_scripted(t, t.s.policy.goodbye_text, then_end="caller silent")
         return
@@ -526,7 +524,6 @@ def on_reprompt_timer(t: _Tx, e: TimerFired) -> None:
 
 
 def on_max_call_timer(t: _Tx, e: TimerFired) -> None:
-    t.fired("max_call")
     _end(t, "max call duration reached", tell_gateway=True)
 
 
@@ -754,13 +751,11 @@ def on_llm_error(t: _Tx, e: LLMError) -> None:
 
 
 def on_llm_timeout(t: _Tx, e: TimerFired) -> None:
-    t.fired("llm_first_token")
     t.note = "LLM first token timed out"
     _fallback(t)
 
 
 def on_tts_timeout(t: _Tx, e: TimerFired) -> None:
-    t.fired("tts_first_audio")
     t.note = "TTS first audio timed out"
     _fallback(t)
 
@@ -868,7 +863,6 @@ def _maybe_finish(t: _Tx) -> None:
 
 
 def on_playback_timer(t: _Tx, e: TimerFired) -> None:
-    t.fired("playback")
     t.note = "playback never confirmed; run closed with what was heard"
     _cancel_run(t, CANCELLED)
     t.go(LISTENING)
@@ -880,14 +874,12 @@ def on_playback_timer(t: _Tx, e: TimerFired) -> None:
 
 
 def on_interrupt_timer(t: _Tx, e: TimerFired) -> None:
-    t.fired("interrupt")
     if t.s.user_speaking:
         t.note = "speech outlasted the minimum: barge-in"
         _barge_in(t)
 
 
 def on_resume_timer(t: _Tx, e: TimerFired) -> None:
-    t.fired("resume")
     t.note = "no words: false interruption, resuming"
     _resume(t)
 
@@ -999,7 +991,6 @@ def _timer(name: str, fn: Callable[[_Tx, TimerFired], None]) -> Callable[[_Tx, T
 
 def on_spent_timer(t: _Tx, e: TimerFired) -> None:
     """A timer whose purpose passed with the phase it was set in."""
-    t.fired(e.name)
     t.note = f"timer {e.name} not applicable in {t.s.phase}"
 
 
@@ -1080,6 +1071,7 @@ for _row in TRANSITIONS:
 
 
 def _dispatch_timer(t: _Tx, e: TimerFired) -> None:
+    t.fired(e.name)  # it is not running any more, whatever its handler does
     handler = _TIMER_HANDLERS.get((t.s.phase, e.name)) or _TIMER_HANDLERS[(t.s.phase, "*")]
     handler(t, e)
 
