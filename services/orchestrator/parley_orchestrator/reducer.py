@@ -272,11 +272,11 @@ def reduce(state: SessionState, event: AnyEvent) -> Result:
 def _reduce(state: SessionState, event: AnyEvent) -> Result:
     if state.session and event.session != state.session:
         return _rejected(state, "event of another session")
-    if isinstance(event, ToolResult):
-        pass  # run scoping for tools is by call id, handled in on_tool_result
-    elif isinstance(event, RunEvent) and (state.run is None or event.run != state.run.id):
+    # A tool result is scoped by its call id instead (on_tool_result): a tool
+    # that ran is a fact even when the run that asked for it is gone.
+    if isinstance(event, RunEvent) and not isinstance(event, ToolResult) and (state.run is None or event.run != state.run.id):
         return state, [], Outcome(path=(state.phase,), dropped="stale", note=f"run {event.run} is not active")
-    elif isinstance(event, TimerFired) and (event.name, event.token) not in state.timers:
+    if isinstance(event, TimerFired) and (event.name, event.token) not in state.timers:
         return state, [], Outcome(path=(state.phase,), dropped="stale", note=f"timer {event.name}#{event.token}")
     handler = _HANDLERS.get((state.phase, type(event)))
     if handler is None:
