@@ -141,6 +141,9 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True):
     # ends anyway this long after its audio should have finished (never stuck
     # "speaking" in silence).
     playback_grace: float = 3.0
+    # A final transcript that never comes (an ASR worker died) must not leave
+    # the turn waiting forever: go on without it after this long.
+    final_timeout: float = 6.0
     max_tool_steps: int = 4
     first_chunk_min: int = 12
     chunk_min: int = 24
@@ -410,6 +413,7 @@ def on_speech_started(t: _Tx, e: SpeechStarted) -> None:
 
 def on_speech_stopped(t: _Tx, e: SpeechStopped) -> None:
     t.set(user_speaking=False, awaiting_finals=t.s.awaiting_finals + (e.utterance,))
+    t.start_timer("final", t.s.policy.final_timeout)
     if t.s.phase in AGENT_HAS_FLOOR:
         return  # the end of a sound that began before this run: its final decides
     if t.s.phase == PAUSED:
@@ -434,6 +438,8 @@ def on_partial(t: _Tx, e: TranscriptPartial) -> None:
 def on_final(t: _Tx, e: TranscriptFinal) -> None:
     finals = tuple(u for u in t.s.awaiting_finals if u != e.utterance)
     t.set(awaiting_finals=finals, partial="")
+    if not finals:
+        t.cancel_timer("final")
     if t.s.phase == PAUSED:
         if _has_words(e.text):
             _barge_in(t)
@@ -508,6 +514,13 @@ def _same_words(a: str, b: str) -> bool:
 
 def _join(a: str, b: str) -> str:
     return f"{a} {b}".strip() if a and b else (a or b)
+
+
+def on_final_timer(t: _Tx, e: TimerFired) -> None:
+    t.note = f"no final transcript for utterance(s) {list(t.s.awaiting_finals)}: going on without"
+    t.set(awaiting_finals=())
+    if t.s.phase in (LISTENING, TRANSCRIBING) and not t.s.user_speaking:
+        _maybe_answer(t)
 
 
 def on_endpoint_timer(t: _Tx, e: TimerFired) -> None:
@@ -1020,6 +1033,8 @@ TRANSITIONS: tuple[Row, ...] = (
     Row(USER, TranscriptFinal, on_final, ("=", LISTENING, TRANSCRIBING, GENERATING), "final: answer"),
     Row(USER, Dtmf, on_dtmf, ("=", TRANSCRIBING, GENERATING), "key press"),
     Row((TRANSCRIBING,), TimerFired, _timer("endpoint", on_endpoint_timer), ("=", LISTENING, GENERATING), "endpoint"),
+    Row(USER, TimerFired, _timer("final", on_final_timer), ("=", LISTENING, GENERATING), "no final: go on without it"),
+    Row(HELD, TimerFired, _timer("final", on_final_timer), ("=",), "no final: stop waiting for it"),
     Row((LISTENING,), TimerFired, _timer("reprompt", on_reprompt_timer), (GENERATING,), "silence: re-prompt"),
     Row(USER, ToolResult, on_tool_result, ("=",), "late tool result"),
     # -- the agent has the floor: a sound holds it

@@ -450,3 +450,19 @@ def test_end_call_of_an_interrupted_reply_never_hangs_up():
     assert v.phase == r.LISTENING
     assert not any(isinstance(x, c.EndSession) for x in v.cmds)
     assert not any(isinstance(x, c.CallTool) for x in v.cmds)
+
+
+def test_a_final_transcript_that_never_comes_does_not_leave_the_turn_waiting():
+    v = Convo()
+    v.send(c.SpeechStarted, utterance=0)
+    v.send(c.SpeechStopped, utterance=0)
+    v.send(c.TranscriptFinal, utterance=0, text="")  # a cough
+    v.send(c.SpeechStarted, utterance=1)
+    v.send(c.SpeechStopped, utterance=1)  # ...and the ASR worker dies here
+    v.send(c.SpeechStarted, utterance=0)  # a new worker takes over, counting from 0
+    v.send(c.SpeechStopped, utterance=0)
+    v.send(c.TranscriptFinal, utterance=0, text="book me for Friday")
+    assert v.phase == r.TRANSCRIBING and not any(isinstance(x, c.StartLLM) for x in v.cmds)
+    cmds = v.timer("final")
+    assert [x for x in cmds if isinstance(x, c.StartLLM)][0].messages[-1].content == "book me for Friday"
+    assert "no final transcript" in v.outcome.note

@@ -95,7 +95,7 @@ def sessions(draw, max_events=60):
             if running and draw(st.integers(0, 4)):
                 name, token = draw(st.sampled_from(running))
             else:
-                name, token = draw(st.sampled_from(["resume", "interrupt", "endpoint"])), draw(st.integers(0, 50))
+                name, token = draw(st.sampled_from(["resume", "interrupt", "endpoint", "final"])), draw(st.integers(0, 50))
             ev = c.TimerFired(session=S, at=t, name=name, token=token)
         else:
             ev = c.Dtmf(session=S, at=t, digit="1")
