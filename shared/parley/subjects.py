@@ -44,6 +44,12 @@ def audio_in(session: str) -> str:
 # --- ASR claims a session (request/reply, queue group ASR_GROUP)
 ASR_CLAIM = f"{PREFIX}.asr.claim"
 
+
+def asr_alive(worker: str) -> str:
+    """One ASR worker's liveness (request/reply): "no responders" means it is
+    gone, and the gateway claims the session again through the group."""
+    return f"{PREFIX}.asr.alive.{session_token(worker)}"
+
 # --- events for the orchestrator (any producer), queue group ORCHESTRATOR_GROUP
 def events(session: str) -> str:
     return f"{PREFIX}.evt.{session_token(session)}"

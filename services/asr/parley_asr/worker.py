@@ -95,15 +95,21 @@ class Worker:
 
     async def start(self) -> None:
         self._claim_sub = await self.nc.subscribe(subjects.ASR_CLAIM, queue=subjects.ASR_GROUP, cb=self._on_claim)
+        self._alive_sub = await self.nc.subscribe(subjects.asr_alive(self.id), cb=self._on_alive)
         if self.queue:
             self.queue.start()
         self._loop_task = asyncio.create_task(self._vad_loop(), name="asr-vad-loop")
         log.info("asr worker started", extra={"worker": self.id, "mode": self.settings.providers})
 
+    async def _on_alive(self, msg: Msg) -> None:
+        if msg.reply:
+            await msg.respond(b"1")
+
     async def stop(self) -> None:
         if self._claim_sub is not None:
             await self._claim_sub.unsubscribe()
             self._claim_sub = None
+            await self._alive_sub.unsubscribe()
         if self._loop_task:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)

@@ -24,6 +24,7 @@ import time
 from typing import Protocol
 
 from nats.aio.client import Client
+from nats.errors import NoRespondersError
 
 from parley import bus, contract, subjects, telemetry
 from parley.audio import Mark, Playout, Resampler
@@ -80,6 +81,8 @@ class Call:
         self.started_at = time.time()
         self.playback_started: dict[int, float] = {}  # run -> first frame out
         self.playback_last: dict[int, float] = {}  # run -> last chunk finished
+        self.asr_worker = ""
+        self._watch: asyncio.Task | None = None
         self._turn_parent: dict = {}  # run -> trace context from its TTS audio
 
     # ---------------------------------------------------------------- lifetime
@@ -90,23 +93,51 @@ class Call:
             await self.nc.subscribe(subjects.playback(s), cb=self._on_playback),
             await self.nc.subscribe(subjects.observe(s), cb=self._on_observe),
         ]
-        claim = contract.encode_plain(contract.AsrClaim(session=s, sample_rate=16000))
         try:
-            await self.nc.request(subjects.ASR_CLAIM, claim, timeout=5)
+            await self._claim_asr()
         except Exception as exc:  # noqa: BLE001
             for sub in self.subs:
                 await sub.unsubscribe()
             self.subs = []
             self.closed = True
             raise RuntimeError("no speech recognizer is available (is the asr service running?)") from exc
+        self._watch = asyncio.create_task(self._watch_asr())
         event = SessionStarted(session=s, at=time.time(), transport=self.transport.kind, caller=caller, params=params or {})
         await bus.publish_event(self.nc, event)
         log.info("call started", extra={"session_id": s, "transport": self.transport.kind})
+
+    async def _claim_asr(self) -> None:
+        claim = contract.encode_plain(contract.AsrClaim(session=self.session, sample_rate=16000))
+        reply = await self.nc.request(subjects.ASR_CLAIM, claim, timeout=5)
+        self.asr_worker = contract.decode_plain(reply.data, contract.AsrClaimed).worker
+
+    async def _watch_asr(self, every: float = 2.0) -> None:
+        """If the session's ASR worker is gone (its liveness subject has no
+        responders: the process died), claim the session again through the
+        queue group, so another worker hears the rest of the call. A slow
+        worker is not gone: a timeout changes nothing (two workers on one
+        session would double every event)."""
+        while not self.closed:
+            await asyncio.sleep(every)
+            try:
+                await self.nc.request(subjects.asr_alive(self.asr_worker), b"", timeout=2)
+            except NoRespondersError:
+                gone = self.asr_worker
+                try:
+                    await self._claim_asr()
+                except Exception:  # noqa: BLE001 - none left now; try again next round
+                    continue
+                log.warning("ASR worker gone; session claimed again", extra={"session_id": self.session, "gone": gone, "worker": self.asr_worker})
+                self._count("asr_reclaims", 1)
+            except Exception:  # noqa: BLE001 - slow or NATS reconnecting: not evidence of death
+                pass
 
     async def end(self, reason: str = "hangup") -> None:
         if self.closed:
             return
         self.closed = True
+        if self._watch is not None:
+            self._watch.cancel()
         s = self.session
         try:
             if not self.ended_by_agent:
