@@ -285,7 +285,7 @@ def test_a_claim_that_arrives_twice_keeps_one_session(nats_url, silero):
 
     first, second, third, sessions, subs = run(main())
     assert first == second and third.worker == first.worker
-    assert sessions == ["thrice", "twice"] and subs == 1 + 2 * 2
+    assert sessions == ["thrice", "twice"] and subs == 2 + 2 * 2  # claim + liveness, then audio + control per session
 
 
 def test_app_health_is_503_until_started(nats_url):
