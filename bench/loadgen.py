@@ -7,7 +7,7 @@ for ``bench/run.py``; it also runs by hand against a running stack::
     python bench/loadgen.py --url ws://127.0.0.1:8080/twilio/media --calls 50 \
         --speech var/bench/speech/fixed-2.4s.ulaw --turns 3 --out /tmp/load.json
 
-It behaves like ``tests/twilio_caller.py`` (Twilio's side: ``connected``,
+It behaves like ``parley.callers.twilio`` (Twilio's side: ``connected``,
 ``start``, a ``media`` message every 20 ms, real-time playout behind a jitter
 buffer, each ``mark`` echoed when the audio before it has played, ``clear``
 honoured and echoing the pending marks), made cheap enough for 100+ callers

@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from pcm_caller import PcmCaller
+from parley.callers.pcm import PcmCaller
 from speech import say
 from stack import Stack
 

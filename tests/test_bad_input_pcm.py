@@ -15,7 +15,7 @@ from nats.js.errors import KeyNotFoundError
 from parley import bus, subjects
 from parley_orchestrator.runtime import decode_stored
 
-from pcm_caller import PcmCaller
+from parley.callers.pcm import PcmCaller
 from speech import say
 from stack import Stack
 

@@ -15,7 +15,7 @@ import pytest
 from parley_orchestrator.cli import fetch
 from parley_orchestrator.replay import replay
 
-from pcm_caller import PcmCaller
+from parley.callers.pcm import PcmCaller
 from speech import hear, normalise, say, silence
 from stack import Stack
 

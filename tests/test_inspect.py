@@ -9,7 +9,7 @@ import httpx
 import pytest
 import websockets
 
-from pcm_caller import PcmCaller
+from parley.callers.pcm import PcmCaller
 from speech import say
 from stack import Stack
 

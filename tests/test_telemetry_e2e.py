@@ -13,7 +13,7 @@ import pytest
 from parley import telemetry
 
 from otlp_receiver import OtlpReceiver
-from pcm_caller import PcmCaller
+from parley.callers.pcm import PcmCaller
 from speech import say
 from stack import Stack
 

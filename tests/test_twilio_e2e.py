@@ -3,7 +3,7 @@
 The stack runs as real processes with TWILIO_AUTH_TOKEN set, so the whole
 Twilio path is exercised: a signed ``POST /twilio/voice`` returns TwiML whose
 ``<Stream>`` carries a one-time token, and the Twilio caller
-(``twilio_caller.py``) opens the stream with it. The caller speaks requests
+(``parley.callers.twilio``) opens the stream with it. The caller speaks requests
 synthesized by Piper as μ-law 8 kHz at real-time pace, plays the agent's
 audio in real time, echoes marks as it plays them, and transcribes what it
 heard with Whisper. The barge-in test checks that the history holds exactly
@@ -30,7 +30,7 @@ from parley_orchestrator.replay import replay
 
 from speech import hear, normalise, say
 from stack import Stack
-from twilio_caller import TwilioCaller
+from parley.callers.twilio import TwilioCaller
 
 pytestmark = pytest.mark.e2e
 

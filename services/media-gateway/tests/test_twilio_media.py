@@ -3,7 +3,7 @@
 The gateway app runs under uvicorn in a thread; the test plays the rest of
 Parley on the bus (an ASR worker answering claims, the orchestrator and TTS
 publishing audio and playback commands) and Twilio's side with
-``tests/twilio_caller.py``. No models: tones stand in for speech, and their
+``parley.callers.twilio``. No models: tones stand in for speech, and their
 frequency tells which chunk the caller heard.
 """
 
@@ -16,11 +16,9 @@ import hmac
 import http.server
 import json
 import secrets
-import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
-from pathlib import Path
 from urllib.parse import parse_qs
 
 import httpx
@@ -30,13 +28,12 @@ import uvicorn
 
 from parley import bus, contract, subjects
 from parley.contract import Dtmf, EndSession, FlushPlayback, PlaybackProgress, SessionEnded, SessionStarted
+from parley.callers.twilio import TwilioCaller
 from parley.natsd import free_port
 from parley_gateway import twilio_rest
 from parley_gateway.app import create_app
 from parley_gateway.settings import Settings
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests"))
-from twilio_caller import TwilioCaller  # noqa: E402
 
 AUTH_TOKEN = "test-auth-token-0123456789"
 ACCOUNT = "AC" + "1" * 32

@@ -1,4 +1,4 @@
-"""A `/ws/pcm` caller for end-to-end tests: a microphone that never stops.
+"""A `/ws/pcm` caller (tests, benchmarks, scenarios): a microphone that never stops.
 
 It streams 20 ms frames at real-time pace (silence unless it has something to
 say), records every agent audio frame with its arrival time, and every JSON
