@@ -14,13 +14,36 @@ is not the session's active run is dropped by construction.
 Time is the ``at`` field (seconds since the epoch, set by whoever observed the
 fact). The reducer never reads a clock, so replaying a log gives the same
 commands, bit for bit.
+
+Evolving the contract
+---------------------
+Events, commands and steps are stored (the session's event log, the state in
+KV) and replayed long after they were written, by later releases. So:
+
+- Every tagged struct names its tag explicitly (``tag="SpeechStopped"``). The
+  tag is the wire name: it never changes, even when the class is renamed.
+  ``shared/tests/test_contract.py`` pins the vocabulary.
+- A new field gets a default, so messages and logs written before it still
+  decode; a receiver ignores fields it does not know, so older services keep
+  reading messages from newer ones.
+- ``SCHEMA`` is the version of everything stored. It is bumped when a stored
+  shape changes in a way the above cannot absorb (a field removed, renamed or
+  retyped). Steps (``Step.schema``) and the KV value carry it, so a reader
+  says which version it met instead of failing on some field.
 """
 
 from __future__ import annotations
 
+import enum
+import functools
 from typing import Literal, Union
 
 import msgspec
+
+# The version of the stored formats: steps in the event log, the state in KV.
+# 1: release f79863b and before (no version field). 2: explicit tags, typed
+# phases, Step.schema/rules.
+SCHEMA = 2
 
 # --------------------------------------------------------------------------
 # Conversation items (carried inside StartLLM and the session state)
@@ -49,12 +72,12 @@ class Message(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 # Events
 
 
-class Event(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+class Event(msgspec.Struct, frozen=True, kw_only=True):
     session: str
     at: float
 
 
-class SessionStarted(Event, frozen=True, kw_only=True, tag=True):
+class SessionStarted(Event, frozen=True, kw_only=True, tag="SessionStarted"):
     transport: str = "pcm"  # pcm | webrtc | twilio
     caller: str = ""
     # Settings that override the session policy (see reducer.Policy), plus
@@ -62,15 +85,15 @@ class SessionStarted(Event, frozen=True, kw_only=True, tag=True):
     params: dict[str, str] = {}
 
 
-class SessionEnded(Event, frozen=True, kw_only=True, tag=True):
+class SessionEnded(Event, frozen=True, kw_only=True, tag="SessionEnded"):
     reason: str = "hangup"
 
 
-class SpeechStarted(Event, frozen=True, kw_only=True, tag=True):
+class SpeechStarted(Event, frozen=True, kw_only=True, tag="SpeechStarted"):
     utterance: int
 
 
-class SpeechStopped(Event, frozen=True, kw_only=True, tag=True):
+class SpeechStopped(Event, frozen=True, kw_only=True, tag="SpeechStopped"):
     """``at`` is when the VAD decided speech had ended (after its silence
     window); ``speech_end_at`` is when the voiced audio itself ended, as the
     ASR's audio clock places it (0 if unknown)."""
@@ -78,61 +101,66 @@ class SpeechStopped(Event, frozen=True, kw_only=True, tag=True):
     utterance: int
     speech_ms: int = 0
     speech_end_at: float = 0.0
+    # Acoustic P(end of turn) over the utterance's audio up to this stop, from
+    # the ASR's end-of-turn model; -1: unknown (no model, other providers).
+    eot: float = -1.0
 
 
-class TranscriptPartial(Event, frozen=True, kw_only=True, tag=True):
+class TranscriptPartial(Event, frozen=True, kw_only=True, tag="TranscriptPartial"):
     utterance: int
     text: str
 
 
-class TranscriptFinal(Event, frozen=True, kw_only=True, tag=True):
+class TranscriptFinal(Event, frozen=True, kw_only=True, tag="TranscriptFinal"):
     utterance: int
     text: str
     # When the ASR saw the end of speech; lets metrics split ASR delay.
     speech_end_at: float = 0.0
+    # P(the transcript so far is a finished turn), from the text; -1: unknown.
+    complete: float = -1.0
 
 
 class RunEvent(Event, frozen=True, kw_only=True):
     run: int
 
 
-class LLMToken(RunEvent, frozen=True, kw_only=True, tag=True):
+class LLMToken(RunEvent, frozen=True, kw_only=True, tag="LLMToken"):
     step: int
     text: str
 
 
-class LLMToolCall(RunEvent, frozen=True, kw_only=True, tag=True):
+class LLMToolCall(RunEvent, frozen=True, kw_only=True, tag="LLMToolCall"):
     step: int
     call_id: str
     name: str
     arguments: str
 
 
-class LLMDone(RunEvent, frozen=True, kw_only=True, tag=True):
+class LLMDone(RunEvent, frozen=True, kw_only=True, tag="LLMDone"):
     step: int
     finish_reason: str = "stop"
 
 
-class LLMError(RunEvent, frozen=True, kw_only=True, tag=True):
+class LLMError(RunEvent, frozen=True, kw_only=True, tag="LLMError"):
     step: int
     message: str
 
 
-class TTSChunkStarted(RunEvent, frozen=True, kw_only=True, tag=True):
+class TTSChunkStarted(RunEvent, frozen=True, kw_only=True, tag="TTSChunkStarted"):
     chunk: int
 
 
-class TTSChunkDone(RunEvent, frozen=True, kw_only=True, tag=True):
+class TTSChunkDone(RunEvent, frozen=True, kw_only=True, tag="TTSChunkDone"):
     chunk: int
     audio_ms: int = 0
 
 
-class TTSError(RunEvent, frozen=True, kw_only=True, tag=True):
+class TTSError(RunEvent, frozen=True, kw_only=True, tag="TTSError"):
     chunk: int
     message: str
 
 
-class PlaybackProgress(RunEvent, frozen=True, kw_only=True, tag=True):
+class PlaybackProgress(RunEvent, frozen=True, kw_only=True, tag="PlaybackProgress"):
     """From the gateway: the caller has actually heard this much of a chunk.
 
     ``finished`` is True once the whole chunk has been played (for Twilio: its
@@ -144,19 +172,19 @@ class PlaybackProgress(RunEvent, frozen=True, kw_only=True, tag=True):
     played_ms: int = 0
 
 
-class ToolResult(RunEvent, frozen=True, kw_only=True, tag=True):
+class ToolResult(RunEvent, frozen=True, kw_only=True, tag="ToolResult"):
     call_id: str
     name: str
     result: str  # JSON text
     ok: bool = True
 
 
-class TimerFired(Event, frozen=True, kw_only=True, tag=True):
+class TimerFired(Event, frozen=True, kw_only=True, tag="TimerFired"):
     name: str
     token: int  # matches StartTimer.token; a stale token is ignored
 
 
-class Dtmf(Event, frozen=True, kw_only=True, tag=True):
+class Dtmf(Event, frozen=True, kw_only=True, tag="Dtmf"):
     digit: str
 
 
@@ -184,7 +212,7 @@ AnyEvent = Union[
 # Commands
 
 
-class Command(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+class Command(msgspec.Struct, frozen=True, kw_only=True):
     session: str
 
 
@@ -192,54 +220,54 @@ class RunCommand(Command, frozen=True, kw_only=True):
     run: int
 
 
-class StartLLM(RunCommand, frozen=True, kw_only=True, tag=True):
+class StartLLM(RunCommand, frozen=True, kw_only=True, tag="StartLLM"):
     step: int
     messages: tuple[Message, ...]
 
 
-class CancelLLM(RunCommand, frozen=True, kw_only=True, tag=True):
+class CancelLLM(RunCommand, frozen=True, kw_only=True, tag="CancelLLM"):
     pass
 
 
-class Synthesize(RunCommand, frozen=True, kw_only=True, tag=True):
+class Synthesize(RunCommand, frozen=True, kw_only=True, tag="Synthesize"):
     chunk: int
     text: str
 
 
-class CancelTTS(RunCommand, frozen=True, kw_only=True, tag=True):
+class CancelTTS(RunCommand, frozen=True, kw_only=True, tag="CancelTTS"):
     pass
 
 
-class PausePlayback(RunCommand, frozen=True, kw_only=True, tag=True):
+class PausePlayback(RunCommand, frozen=True, kw_only=True, tag="PausePlayback"):
     pass
 
 
-class ResumePlayback(RunCommand, frozen=True, kw_only=True, tag=True):
+class ResumePlayback(RunCommand, frozen=True, kw_only=True, tag="ResumePlayback"):
     pass
 
 
-class FlushPlayback(RunCommand, frozen=True, kw_only=True, tag=True):
+class FlushPlayback(RunCommand, frozen=True, kw_only=True, tag="FlushPlayback"):
     pass
 
 
-class CallTool(RunCommand, frozen=True, kw_only=True, tag=True):
+class CallTool(RunCommand, frozen=True, kw_only=True, tag="CallTool"):
     call_id: str
     name: str
     arguments: str
 
 
-class StartTimer(Command, frozen=True, kw_only=True, tag=True):
+class StartTimer(Command, frozen=True, kw_only=True, tag="StartTimer"):
     name: str
     token: int
     delay: float  # seconds
 
 
-class CancelTimer(Command, frozen=True, kw_only=True, tag=True):
+class CancelTimer(Command, frozen=True, kw_only=True, tag="CancelTimer"):
     name: str
     token: int
 
 
-class EndSession(Command, frozen=True, kw_only=True, tag=True):
+class EndSession(Command, frozen=True, kw_only=True, tag="EndSession"):
     reason: str
 
 
@@ -262,24 +290,46 @@ AnyCommand = Union[
 # inspector, the event log and replay.
 
 
-class Step(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+class Phase(enum.StrEnum):
+    """The conversation's phase (see the reducer). The values are stored."""
+
+    IDLE = "Idle"
+    LISTENING = "Listening"
+    TRANSCRIBING = "Transcribing"
+    GENERATING = "Generating"
+    AWAITING_TOOL = "AwaitingTool"
+    SPEAKING = "Speaking"
+    PAUSED = "Paused"  # the caller made a sound while the agent had the floor
+    INTERRUPTED = "Interrupted"  # transient: barge-in confirmed, run cancelled
+    CANCELLED = "Cancelled"  # transient: run superseded or timed out
+    ENDED = "Ended"
+
+
+# Why a step changed nothing: "stale" (its run or timer is no longer active)
+# or "rejected" (the event is not valid in this phase).
+Dropped = Literal["", "stale", "rejected"]
+
+
+class Step(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag="Step"):
     """One reducer step as recorded in the session's event log."""
 
     index: int  # position of the event in the session's log
     event: AnyEvent
-    state_from: str
-    state_to: str
+    state_from: Phase
+    state_to: Phase
     commands: tuple[AnyCommand, ...] = ()
-    # Why nothing happened, if nothing did: "stale" (run not active) or
-    # "rejected" (invalid in this state).
-    dropped: str = ""
+    dropped: Dropped = ""
     note: str = ""
+    # Versions of the format (contract.SCHEMA) and of the reducer's decisions
+    # (reducer.RULES) that wrote this step; 1 in logs from before versions.
+    schema: int = 1
+    rules: int = 1
 
 
 # --------------------------------------------------------------------------
 # Codecs. msgpack on the bus; JSON for logs, exports and the browser.
 
-_event_encoder = msgspec.msgpack.Encoder()
+_msgpack_encoder = msgspec.msgpack.Encoder()
 _event_decoder = msgspec.msgpack.Decoder(AnyEvent)
 _command_decoder = msgspec.msgpack.Decoder(AnyCommand)
 _step_decoder = msgspec.msgpack.Decoder(Step)
@@ -290,8 +340,9 @@ DecodeError = msgspec.DecodeError
 ValidationError = msgspec.ValidationError
 
 
-def encode(message: Event | Command | Step) -> bytes:
-    return _event_encoder.encode(message)
+def encode(message: msgspec.Struct) -> bytes:
+    """Any contract struct as msgpack, for the bus, the log or KV."""
+    return _msgpack_encoder.encode(message)
 
 
 def decode_event(data: bytes) -> AnyEvent:
@@ -306,6 +357,16 @@ def decode_step(data: bytes) -> Step:
     return _step_decoder.decode(data)
 
 
+@functools.cache
+def _decoder(cls: type) -> msgspec.msgpack.Decoder:
+    return msgspec.msgpack.Decoder(cls)
+
+
+def decode(data: bytes, cls: type[msgspec.Struct]):
+    """msgpack ``data`` as a ``cls`` (validated); one decoder per type."""
+    return _decoder(cls).decode(data)
+
+
 def to_json(message: object) -> bytes:
     return _json_encoder.encode(message)
 
@@ -315,36 +376,30 @@ def step_from_json(data: bytes | str) -> Step:
 
 
 def type_name(message: object) -> str:
-    return type(message).__name__
+    """The wire name of a tagged struct (its tag), else its class name."""
+    tag = getattr(type(message), "__struct_config__", None)
+    return tag.tag if tag is not None and isinstance(tag.tag, str) else type(message).__name__
 
 
 # --------------------------------------------------------------------------
 # Session plumbing between services (not reducer events).
 
 
-class AsrClaim(msgspec.Struct, frozen=True, kw_only=True):
+class AsrClaim(msgspec.Struct, frozen=True, kw_only=True, tag="AsrClaim"):
     """Gateway -> one ASR worker (queue group): take this session's audio."""
 
     session: str
     sample_rate: int = 16000
 
 
-class AsrClaimed(msgspec.Struct, frozen=True, kw_only=True):
+class AsrClaimed(msgspec.Struct, frozen=True, kw_only=True, tag="AsrClaimed"):
     session: str
     worker: str
 
 
-class SessionControl(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+class SessionControl(msgspec.Struct, frozen=True, kw_only=True, tag="SessionControl"):
     """Broadcast on subjects.control(session): release per-session resources."""
 
     session: str
     action: Literal["end"] = "end"
     reason: str = ""
-
-
-def encode_plain(obj: msgspec.Struct) -> bytes:
-    return _event_encoder.encode(obj)
-
-
-def decode_plain(data: bytes, cls: type):
-    return msgspec.msgpack.decode(data, type=cls)

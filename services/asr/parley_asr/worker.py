@@ -128,7 +128,7 @@ class Worker:
 
     async def _on_claim(self, msg: Msg) -> None:
         try:
-            claim = contract.decode_plain(msg.data, contract.AsrClaim)
+            claim = contract.decode(msg.data, contract.AsrClaim)
             subjects.session_token(claim.session)
         except (contract.DecodeError, contract.ValidationError, ValueError) as exc:
             log.warning("bad ASR claim dropped", extra={"error": str(exc)})
@@ -139,7 +139,7 @@ class Worker:
             return
         await self.claim(claim.session)
         if msg.reply:
-            await msg.respond(contract.encode_plain(contract.AsrClaimed(session=claim.session, worker=self.id)))
+            await msg.respond(contract.encode(contract.AsrClaimed(session=claim.session, worker=self.id)))
 
     async def claim(self, session_id: str) -> Session:
         """Take a session's audio (idempotent). Subscribed before the claim is answered."""
@@ -188,7 +188,7 @@ class Worker:
 
     async def _on_control(self, msg: Msg) -> None:
         try:
-            ctl = contract.decode_plain(msg.data, contract.SessionControl)
+            ctl = contract.decode(msg.data, contract.SessionControl)
         except (contract.DecodeError, contract.ValidationError) as exc:
             log.warning("bad session control dropped", extra={"error": str(exc), "subject": msg.subject})
             return

@@ -117,12 +117,12 @@ class Events:
 
 
 async def claim(nc, session: str) -> contract.AsrClaimed:
-    reply = await nc.request(subjects.ASR_CLAIM, contract.encode_plain(contract.AsrClaim(session=session)), timeout=3)
-    return contract.decode_plain(reply.data, contract.AsrClaimed)
+    reply = await nc.request(subjects.ASR_CLAIM, contract.encode(contract.AsrClaim(session=session)), timeout=3)
+    return contract.decode(reply.data, contract.AsrClaimed)
 
 
 async def end(nc, session: str) -> None:
-    await nc.publish(subjects.control(session), contract.encode_plain(contract.SessionControl(session=session, reason="hangup")))
+    await nc.publish(subjects.control(session), contract.encode(contract.SessionControl(session=session, reason="hangup")))
     await nc.flush()
 
 

@@ -107,9 +107,9 @@ class Call:
         log.info("call started", extra={"session_id": s, "transport": self.transport.kind})
 
     async def _claim_asr(self) -> None:
-        claim = contract.encode_plain(contract.AsrClaim(session=self.session, sample_rate=16000))
+        claim = contract.encode(contract.AsrClaim(session=self.session, sample_rate=16000))
         reply = await self.nc.request(subjects.ASR_CLAIM, claim, timeout=5)
-        self.asr_worker = contract.decode_plain(reply.data, contract.AsrClaimed).worker
+        self.asr_worker = contract.decode(reply.data, contract.AsrClaimed).worker
 
     async def _watch_asr(self, every: float = 2.0) -> None:
         """If the session's ASR worker is gone (its liveness subject has no
@@ -142,7 +142,7 @@ class Call:
         try:
             if not self.ended_by_agent:
                 await bus.publish_event(self.nc, SessionEnded(session=s, at=time.time(), reason=reason))
-            await self.nc.publish(subjects.control(s), contract.encode_plain(SessionControl(session=s, reason=reason)))
+            await self.nc.publish(subjects.control(s), contract.encode(SessionControl(session=s, reason=reason)))
         except Exception:  # noqa: BLE001 - NATS may be gone; nothing more to do
             log.warning("could not announce the end of the call", extra={"session_id": s})
         for sub in self.subs:

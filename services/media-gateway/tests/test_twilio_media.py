@@ -147,8 +147,8 @@ class Agent:
         self.nc = await bus.connect(self.url)
 
         async def on_claim(msg):
-            claim = contract.decode_plain(msg.data, contract.AsrClaim)
-            await msg.respond(contract.encode_plain(contract.AsrClaimed(session=claim.session, worker="test")))
+            claim = contract.decode(msg.data, contract.AsrClaim)
+            await msg.respond(contract.encode(contract.AsrClaimed(session=claim.session, worker="test")))
 
         async def on_event(msg):
             self.events.append((time.monotonic(), contract.decode_event(msg.data)))

@@ -132,9 +132,9 @@ async def gateway(nats_url: str):
     seen: dict = {"claims": [], "audio": {}, "events": []}
 
     async def on_claim(msg):
-        claim = contract.decode_plain(msg.data, contract.AsrClaim)
+        claim = contract.decode(msg.data, contract.AsrClaim)
         seen["claims"].append(claim.session)
-        await msg.respond(contract.encode_plain(contract.AsrClaimed(session=claim.session, worker="test")))
+        await msg.respond(contract.encode(contract.AsrClaimed(session=claim.session, worker="test")))
 
     async def on_audio(msg):
         seen["audio"].setdefault(subjects.session_of(msg.subject), []).append((msg.headers, msg.data))

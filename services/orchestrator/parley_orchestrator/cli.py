@@ -6,7 +6,8 @@
     parley sessions [--nats URL]            list recorded sessions
 
 ``replay`` exits 0 when every command, transition and drop is identical,
-1 on any mismatch.
+1 on any mismatch, and 2 when the log was recorded under other reducer rules
+(an older release) and the rule changes made it decide differently.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from parley import bus, contract, subjects
 
-from .runtime import decode_stored
+from .records import decode_stored, read_step
 from .replay import from_jsonl, replay, state_digest, timeline, to_jsonl
 
 
@@ -48,7 +49,7 @@ async def fetch(session: str, url: str) -> tuple[list[contract.Step], str | None
                     msg = await sub.next_msg(timeout=2)
                 except TimeoutError:
                     break
-                steps.append(contract.decode_step(msg.data))
+                steps.append(read_step(msg.data))
                 if consumed is None and msg.metadata.num_pending == 0:
                     break
         finally:
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     result = replay(steps, digest)
     text = timeline(result)
     print(text.splitlines()[-1] if args.quiet else text)
-    return 0 if result.ok else 1
+    return 0 if result.ok else 1 if result.same_rules else 2
 
 
 if __name__ == "__main__":

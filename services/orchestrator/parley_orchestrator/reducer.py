@@ -56,6 +56,7 @@ from parley.contract import (
     CancelLLM,
     CancelTimer,
     CancelTTS,
+    Dropped,
     Dtmf,
     EndSession,
     FlushPlayback,
@@ -65,6 +66,7 @@ from parley.contract import (
     LLMToolCall,
     Message,
     PausePlayback,
+    Phase,
     PlaybackProgress,
     ResumePlayback,
     RunEvent,
@@ -88,21 +90,26 @@ from parley.contract import (
 from .chunking import next_chunk
 
 # ---------------------------------------------------------------------------
-# Phases
+# Phases (the enum is in the contract: steps record them)
 
-IDLE = "Idle"
-LISTENING = "Listening"
-TRANSCRIBING = "Transcribing"
-GENERATING = "Generating"
-AWAITING_TOOL = "AwaitingTool"
-SPEAKING = "Speaking"
-PAUSED = "Paused"  # the caller made a sound while the agent had the floor
-INTERRUPTED = "Interrupted"  # transient: barge-in confirmed, run cancelled
-CANCELLED = "Cancelled"  # transient: run superseded or timed out
-ENDED = "Ended"
+IDLE = Phase.IDLE
+LISTENING = Phase.LISTENING
+TRANSCRIBING = Phase.TRANSCRIBING
+GENERATING = Phase.GENERATING
+AWAITING_TOOL = Phase.AWAITING_TOOL
+SPEAKING = Phase.SPEAKING
+PAUSED = Phase.PAUSED  # the caller made a sound while the agent had the floor
+INTERRUPTED = Phase.INTERRUPTED  # transient: barge-in confirmed, run cancelled
+CANCELLED = Phase.CANCELLED  # transient: run superseded or timed out
+ENDED = Phase.ENDED
 
-PHASES = (IDLE, LISTENING, TRANSCRIBING, GENERATING, AWAITING_TOOL, SPEAKING, PAUSED, INTERRUPTED, CANCELLED, ENDED)
+PHASES = tuple(Phase)
 AGENT_HAS_FLOOR = (GENERATING, AWAITING_TOOL, SPEAKING)
+
+# The version of the reducer's decisions, recorded in every step: bump it when
+# the same events would now lead to different commands (replay then reports a
+# log recorded under other rules as such, not as nondeterminism).
+RULES = 1
 
 # The one tool the reducer handles itself (see on_llm_tool_call).
 END_CALL = "end_call"
@@ -112,7 +119,7 @@ END_CALL = "end_call"
 # override any of them by name (see ``policy_from_params``).
 
 
-class Policy(msgspec.Struct, frozen=True, kw_only=True):
+class Policy(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     system_prompt: str = "You are a helpful voice assistant. Keep replies short: they are spoken."
     greeting: str = ""
     # Endpointing: wait this long after SpeechStopped before answering, so a
@@ -183,7 +190,7 @@ def policy_from_params(params: dict[str, str]) -> tuple[Policy, tuple[str, ...]]
 # State
 
 
-class ToolRecord(msgspec.Struct, frozen=True, kw_only=True):
+class ToolRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """A tool call the session executed (or is executing)."""
 
     call_id: str
@@ -195,7 +202,7 @@ class ToolRecord(msgspec.Struct, frozen=True, kw_only=True):
     committed: bool = False  # its call/result pair is in history already
 
 
-class Run(msgspec.Struct, frozen=True, kw_only=True):
+class Run(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     id: int
     user_text: str = ""  # the user turn this run answers
     utterance: int = -1  # the caller's last utterance of that turn (-1: the agent's own turn)
@@ -225,9 +232,10 @@ class Run(msgspec.Struct, frozen=True, kw_only=True):
     hold_phase: str = ""  # phase to return to when the hold resolves
 
 
-class SessionState(msgspec.Struct, frozen=True, kw_only=True):
+class SessionState(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     session: str = ""
-    phase: str = IDLE
+    phase: Phase = Phase.IDLE
+    caller: str = ""  # the caller's number, when the transport knows it
     policy: Policy = Policy()
     started_at: float = 0.0
     history: tuple[Message, ...] = ()
@@ -250,9 +258,18 @@ class SessionState(msgspec.Struct, frozen=True, kw_only=True):
 class Outcome(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """What a step did, for the log: the phase path and why nothing happened."""
 
-    path: tuple[str, ...]  # phases visited, first = before, last = after
-    dropped: str = ""  # "stale" | "rejected" | ""
+    path: tuple[Phase, ...]  # phases visited, first = before, last = after
+    dropped: Dropped = ""
     note: str = ""
+
+    def text(self) -> str:
+        """The step's note for the log, naming the transient phases passed
+        through ("via Interrupted")."""
+        via = self.path[1:-1]
+        parts = [f"via {' > '.join(via)}"] if via else []
+        if self.note:
+            parts.append(self.note)
+        return "; ".join(parts)
 
 
 Result = tuple[SessionState, list[AnyCommand], Outcome]
@@ -354,7 +371,7 @@ class _Tx:
 
 def on_session_started(t: _Tx, e: SessionStarted) -> None:
     policy, bad = policy_from_params(e.params)
-    t.set(session=e.session, policy=policy, started_at=e.at)
+    t.set(session=e.session, caller=e.caller, policy=policy, started_at=e.at)
     if bad:
         t.note = f"ignored invalid params: {', '.join(bad)}"
     t.go(LISTENING)

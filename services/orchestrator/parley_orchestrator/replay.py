@@ -6,6 +6,14 @@ lines. ``replay(steps)`` feeds the recorded events, in order, to ``reduce``
 from the initial state and compares, step by step, the commands, the phase
 transition and whether the event was dropped; and at the end the final state's
 digest with the recorded one, if there is one.
+
+Old logs. Every step records the versions that wrote it (``schema``: the
+format; ``rules``: the reducer's decisions; see ``records.py``). A log the
+reader cannot decode fails with the line and the schema that wrote it. A log
+recorded under other rules is still replayed, and its differences are reported
+as what the rule changes did, not as nondeterminism; the final state digest is
+compared only when the log's schema and rules are this release's (the state's
+encoding is part of the schema).
 """
 
 from __future__ import annotations
@@ -15,12 +23,11 @@ import json
 from dataclasses import dataclass, field
 from typing import Iterable
 
-import msgspec
-
 from parley import contract
 from parley.contract import Step
 
 from . import reducer
+from .records import NewerSchema, read_step
 
 
 def state_digest(state: reducer.SessionState) -> str:
@@ -41,34 +48,62 @@ class ReplayResult:
     mismatches: list[Mismatch] = field(default_factory=list)
     final_state: reducer.SessionState | None = None
     digest_checked: bool = False
+    # Versions the log was written with (every distinct value met).
+    schemas: set[int] = field(default_factory=set)
+    rules: set[int] = field(default_factory=set)
 
     @property
     def ok(self) -> bool:
         return not self.mismatches
+
+    @property
+    def same_rules(self) -> bool:
+        """Recorded under this release's rules: any difference is a defect."""
+        return self.rules <= {reducer.RULES}
+
+    def verdict(self) -> str:
+        versions = f"recorded under rules {_list(self.rules)}, schema {_list(self.schemas)}; this release: rules {reducer.RULES}, schema {contract.SCHEMA}"
+        if self.ok:
+            extra = " (final state digest checked)" if self.digest_checked else ""
+            return f"replayed {len(self.steps)} events: identical{extra}" + ("" if self.same_rules and self.schemas <= {contract.SCHEMA} else f" ({versions})")
+        if self.same_rules:
+            return f"replayed {len(self.steps)} events: {len(self.mismatches)} mismatch(es)"
+        first = self.mismatches[0].index
+        return f"replayed {len(self.steps)} events: {len(self.mismatches)} difference(s) from #{first} on, expected: {versions}"
+
+
+def _list(values: set[int]) -> str:
+    return "/".join(str(v) for v in sorted(values)) or "?"
 
 
 def replay(steps: Iterable[Step], final_digest: str | None = None) -> ReplayResult:
     result = ReplayResult()
     state = reducer.initial_state()
     for expected_index, recorded in enumerate(steps):
+        if recorded.schema > contract.SCHEMA:
+            raise NewerSchema(f"step #{recorded.index} written by schema {recorded.schema}; this release reads schemas up to {contract.SCHEMA}")
+        result.schemas.add(recorded.schema)
+        result.rules.add(recorded.rules)
         if recorded.index != expected_index:
             result.mismatches.append(Mismatch(expected_index, "log index (missing or reordered entries)", recorded.index, expected_index))
-        state_before = state
         state, cmds, outcome = reducer.reduce(state, recorded.event)
         result.steps.append((recorded, outcome))
-        if tuple(cmds) != recorded.commands:
-            result.mismatches.append(Mismatch(recorded.index, "commands", recorded.commands, tuple(cmds)))
-        if outcome.dropped != recorded.dropped:
-            result.mismatches.append(Mismatch(recorded.index, "dropped", recorded.dropped, outcome.dropped))
-        if (outcome.path[0], outcome.path[-1]) != (recorded.state_from, recorded.state_to):
-            result.mismatches.append(Mismatch(recorded.index, "transition", (recorded.state_from, recorded.state_to), (outcome.path[0], outcome.path[-1])))
-        del state_before
+        _compare(result, recorded, tuple(cmds), outcome)
     result.final_state = state
-    if final_digest is not None:
+    if final_digest is not None and result.same_rules and result.schemas <= {contract.SCHEMA}:
         result.digest_checked = True
         if state_digest(state) != final_digest:
             result.mismatches.append(Mismatch(-1, "final state", final_digest, state_digest(state)))
     return result
+
+
+def _compare(result: ReplayResult, recorded: Step, cmds: tuple, outcome: reducer.Outcome) -> None:
+    if cmds != recorded.commands:
+        result.mismatches.append(Mismatch(recorded.index, "commands", recorded.commands, cmds))
+    if outcome.dropped != recorded.dropped:
+        result.mismatches.append(Mismatch(recorded.index, "dropped", recorded.dropped, outcome.dropped))
+    if (outcome.path[0], outcome.path[-1]) != (recorded.state_from, recorded.state_to):
+        result.mismatches.append(Mismatch(recorded.index, "transition", (recorded.state_from, recorded.state_to), (outcome.path[0], outcome.path[-1])))
 
 
 # ---------------------------------------------------------------- JSON lines
@@ -91,9 +126,9 @@ def from_jsonl(text: str) -> tuple[list[Step], str | None]:
             digest = json.loads(line)["final_state_sha256"]
             continue
         try:
-            steps.append(contract.step_from_json(line))
-        except msgspec.DecodeError as exc:
-            raise ValueError(f"line {n}: {exc}") from exc
+            steps.append(read_step(line, json=True))
+        except ValueError as exc:  # NewerSchema included
+            raise type(exc)(f"line {n}: {exc}") from exc
     return steps, digest
 
 
@@ -119,9 +154,7 @@ def timeline(result: ReplayResult) -> str:
         out.append(line.rstrip())
     for m in result.mismatches:
         out.append(f"MISMATCH at #{m.index}: {m.what}\n  recorded: {m.recorded}\n  replayed: {m.replayed}")
-    verdict = "identical" if result.ok else f"{len(result.mismatches)} mismatch(es)"
-    extra = " (final state digest checked)" if result.digest_checked else ""
-    out.append(f"replayed {len(result.steps)} events: {verdict}{extra}")
+    out.append(result.verdict())
     return "\n".join(out)
 
 

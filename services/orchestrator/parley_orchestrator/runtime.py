@@ -58,28 +58,14 @@ from parley.contract import (
     ToolResult,
 )
 
-from . import reducer
+from . import records, reducer
 from .adapters.llm import Brain, Done, Token, ToolCallOut
+from .records import Stored, decode_stored
 
 if TYPE_CHECKING:
     from .tools import ToolRegistry
 
 log = logging.getLogger("parley.orchestrator")
-
-
-class Stored(msgspec.Struct, frozen=True):
-    """The KV value: the reducer's state and how many events were consumed
-    (the index of the next log entry; dropped events count too)."""
-
-    consumed: int
-    state: reducer.SessionState
-
-
-_stored_decoder = msgspec.msgpack.Decoder(Stored)
-
-
-def decode_stored(data: bytes) -> Stored:
-    return _stored_decoder.decode(data)
 
 
 @dataclass
@@ -180,9 +166,9 @@ class Runtime:
     async def _load(self, session: str) -> Cached:
         try:
             entry = await self.kv.get(session)
-            return Cached(_stored_decoder.decode(entry.value), entry.revision)
+            return Cached(decode_stored(entry.value), entry.revision)
         except KeyNotFoundError:
-            return Cached(Stored(0, reducer.initial_state()), None)
+            return Cached(Stored(consumed=0, state=reducer.initial_state()), None)
 
     async def _process(self, session: str, batch: list[AnyEvent]) -> bool:
         batch = [self._enrich(e) for e in batch]
@@ -195,21 +181,13 @@ class Runtime:
             for event in batch:
                 before = state
                 state, cmds, outcome = reducer.reduce(state, event)
-                step = Step(
-                    index=consumed,
-                    event=event,
-                    state_from=outcome.path[0],
-                    state_to=outcome.path[-1],
-                    commands=tuple(cmds),
-                    dropped=outcome.dropped,
-                    note=_note(outcome),
-                )
+                step = records.step(consumed, event, cmds, outcome)
                 steps.append((step, before, state, outcome.path))
                 commands.extend((cmd, state) for cmd in cmds)
                 consumed += 1
-            stored = Stored(consumed, state)
+            stored = Stored(consumed=consumed, state=state, schema=contract.SCHEMA)
             try:
-                data = msgspec.msgpack.encode(stored)
+                data = contract.encode(stored)
                 if cached.revision is None:
                     revision = await self.kv.create(session, data)
                 else:
@@ -310,7 +288,7 @@ class Runtime:
                     handle.cancel()
             case EndSession():
                 await self.nc.publish(subjects.playback(s), contract.encode(cmd), headers=headers)
-                await self.nc.publish(subjects.control(s), contract.encode_plain(SessionControl(session=s, reason=cmd.reason)))
+                await self.nc.publish(subjects.control(s), contract.encode(SessionControl(session=s, reason=cmd.reason)))
 
     def _fire_timer(self, key: tuple[str, str, int]) -> None:
         self.timers.pop(key, None)
@@ -367,15 +345,6 @@ def _llm_event(item, session: str, run: int, step: int) -> AnyEvent:
     if isinstance(item, ToolCallOut):
         return LLMToolCall(session=session, at=now, run=run, step=step, call_id=item.call_id, name=item.name, arguments=item.arguments)
     return LLMDone(session=session, at=now, run=run, step=step, finish_reason=item.finish_reason)
-
-
-def _note(outcome: reducer.Outcome) -> str:
-    """The step's note, naming transient phases passed through ("via Interrupted")."""
-    via = outcome.path[1:-1]
-    parts = [f"via {' > '.join(via)}"] if via else []
-    if outcome.note:
-        parts.append(outcome.note)
-    return "; ".join(parts)
 
 
 def _is_conflict(exc: Exception) -> bool:

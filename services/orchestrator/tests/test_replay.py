@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from parley import contract as c
-from parley_orchestrator import reducer as r
+from parley_orchestrator import records, reducer as r
 from parley_orchestrator.replay import from_jsonl, replay, state_digest, timeline, to_jsonl
 
 from test_reducer_examples import Convo
@@ -16,7 +16,7 @@ def record(events):
     steps = []
     for i, ev in enumerate(events):
         state, cmds, out = r.reduce(state, ev)
-        steps.append(c.Step(index=i, event=ev, state_from=out.path[0], state_to=out.path[-1], commands=tuple(cmds), dropped=out.dropped, note=out.note))
+        steps.append(records.step(i, ev, cmds, out))
     return steps, state
 
 

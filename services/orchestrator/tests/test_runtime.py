@@ -16,7 +16,8 @@ from parley_orchestrator.adapters.llm import Done, ToolCallOut, Token
 from parley_orchestrator.cli import fetch
 from parley_orchestrator.observe import StepObserver
 from parley_orchestrator.replay import replay
-from parley_orchestrator.runtime import Runtime, decode_stored
+from parley_orchestrator.records import decode_stored
+from parley_orchestrator.runtime import Runtime
 
 
 class OneTool:

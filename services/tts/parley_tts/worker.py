@@ -131,7 +131,7 @@ class Worker:
 
     async def _on_control(self, msg: Msg) -> None:
         try:
-            ctl = contract.decode_plain(msg.data, contract.SessionControl)
+            ctl = contract.decode(msg.data, contract.SessionControl)
         except (contract.DecodeError, contract.ValidationError) as exc:
             self._bad("session control", exc)
             return

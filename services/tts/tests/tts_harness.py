@@ -133,7 +133,7 @@ async def cancel(nc, session: str, run: int) -> None:
 
 
 async def end(nc, session: str) -> None:
-    await nc.publish(subjects.control(session), contract.encode_plain(contract.SessionControl(session=session, reason="hangup")))
+    await nc.publish(subjects.control(session), contract.encode(contract.SessionControl(session=session, reason="hangup")))
     await nc.flush()
 
 

@@ -1,0 +1,94 @@
+"""What the orchestrator writes down about a session, and how it reads it back.
+
+Two records outlive the process that wrote them, and are read by later
+releases:
+
+- the session's state in JetStream KV (``Stored``): the reducer's state and
+  how many events it has consumed;
+- one ``contract.Step`` per consumed event in the session's event log.
+
+Both carry ``contract.SCHEMA``, the version of their format, and steps carry
+``reducer.RULES``, the version of the decisions. A record of a newer schema
+than this release knows is refused with that reason (decoding it would
+silently drop the fields this release does not know); an older one is read,
+its missing fields taking their defaults. Replay uses the versions to say why
+an old log cannot be compared exactly (``replay.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgspec
+
+from parley import contract
+from parley.contract import AnyCommand, AnyEvent, Step
+
+from . import reducer
+
+
+class Stored(msgspec.Struct, frozen=True, kw_only=True):
+    """The KV value of a session. ``schema`` is absent (1) in values written
+    before versions."""
+
+    consumed: int  # events consumed: the index of the next log entry (drops count)
+    state: reducer.SessionState
+    schema: int = 1
+
+
+class NewerSchema(ValueError):
+    """A record written by a newer release than this one."""
+
+
+class _Version(msgspec.Struct):
+    schema: int = 1
+
+
+_stored_decoder = msgspec.msgpack.Decoder(Stored)
+_version_decoder = msgspec.msgpack.Decoder(_Version)
+
+
+def encode_stored(consumed: int, state: reducer.SessionState) -> bytes:
+    return contract.encode(Stored(consumed=consumed, state=state, schema=contract.SCHEMA))
+
+
+def decode_stored(data: bytes) -> Stored:
+    """The KV value; raises NewerSchema, or DecodeError/ValidationError naming
+    the schema that wrote it."""
+    schema = _version_decoder.decode(data).schema
+    if schema > contract.SCHEMA:
+        raise NewerSchema(f"session state written by schema {schema}; this release reads schemas up to {contract.SCHEMA}")
+    try:
+        return _stored_decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raise msgspec.ValidationError(f"session state of schema {schema} does not fit schema {contract.SCHEMA}: {exc}") from exc
+
+
+def step(index: int, event: AnyEvent, commands: Sequence[AnyCommand], outcome: reducer.Outcome) -> Step:
+    """The log record of one reducer step, stamped with the versions."""
+    return Step(
+        index=index,
+        event=event,
+        state_from=outcome.path[0],
+        state_to=outcome.path[-1],
+        commands=tuple(commands),
+        dropped=outcome.dropped,
+        note=outcome.text(),
+        schema=contract.SCHEMA,
+        rules=reducer.RULES,
+    )
+
+
+_step_version_json = msgspec.json.Decoder(_Version)
+
+
+def read_step(data: bytes | str, json: bool = False) -> Step:
+    """One log record (msgpack from the log, or a JSON line of an export).
+    Raises NewerSchema, or ValueError naming the schema that wrote it."""
+    version = (_step_version_json if json else _version_decoder).decode(data).schema
+    if version > contract.SCHEMA:
+        raise NewerSchema(f"step written by schema {version}; this release reads schemas up to {contract.SCHEMA}")
+    try:
+        return contract.step_from_json(data) if json else contract.decode_step(data)  # type: ignore[arg-type]
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ValueError(f"step of schema {version} does not fit schema {contract.SCHEMA}: {exc}") from exc
