@@ -1,21 +1,42 @@
 """Thin helpers over nats-py: connecting, and publishing contract messages and audio.
 
-Audio never travels as JSON or base64: a message body is raw PCM16 LE mono, and
-the sequence number, sample rate (and for TTS the chunk and end-of-chunk flag)
-ride in NATS headers, named in ``parley.subjects``.
+Session events go through ``publish_event`` and nothing else: it publishes to
+JetStream (stream ``subjects.EVENTS_STREAM``) and waits for the stream's ack,
+so an event that returned is stored until an orchestrator has reduced it. A
+retry after a lost ack carries the same ``Nats-Msg-Id``, and the stream stores
+it once. Audio never travels as JSON or base64 and never through the stream: a
+message body is raw PCM16 LE mono on core NATS, and the sequence number, sample
+rate (and for TTS the chunk and end-of-chunk flag) ride in NATS headers, named
+in ``parley.subjects``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import os
+import weakref
 
 import nats
+import nats.errors
+import nats.js.errors
 from nats.aio.client import Client
+from nats.nuid import NUID
 
 from . import contract, subjects
 
 log = logging.getLogger("parley.bus")
+
+# How long publish_event keeps trying (a server restart, a stream not created
+# yet) before it gives up loudly.
+PUBLISH_PATIENCE = 15.0
+# How long the stream remembers a message id: retries come within seconds.
+DUPLICATE_WINDOW = 30.0
+
+
+class EventNotStored(RuntimeError):
+    """publish_event could not get the event stored within PUBLISH_PATIENCE."""
 
 
 async def connect(url: str | None = None, name: str = "parley", **options) -> Client:
@@ -42,8 +63,75 @@ async def connect(url: str | None = None, name: str = "parley", **options) -> Cl
     )
 
 
+def event_stream_config(partitions: int = subjects.EVENT_PARTITIONS) -> dict:
+    """The event stream, as the JetStream API takes it."""
+    return {
+        "name": subjects.EVENTS_STREAM,
+        "subjects": [subjects.EVENTS_ALL, subjects.EVENT_BEATS],
+        "retention": "workqueue",
+        "storage": "file",
+        "allow_direct": True,
+        "duplicate_window": int(DUPLICATE_WINDOW * 1e9),
+        # Events not reduced within a day are not going to be.
+        "max_age": 24 * 3600 * 10**9,
+        "subject_transform": {
+            "src": subjects.EVENTS_ALL,
+            "dest": f"{subjects.PREFIX}.evt.{{{{partition({partitions},1)}}}}.{{{{wildcard(1)}}}}",
+        },
+    }
+
+
+async def ensure_event_stream(nc: Client) -> None:
+    """Create the event stream if it does not exist (idempotent: any service may)."""
+    cfg = event_stream_config()
+    reply = await nc.request(f"$JS.API.STREAM.CREATE.{cfg['name']}", json.dumps(cfg).encode(), timeout=5)
+    error = json.loads(reply.data).get("error")
+    if error and error.get("err_code") != 10058:  # 10058: exists with another config
+        raise RuntimeError(f"cannot create stream {cfg['name']}: {error}")
+
+
+_nuids: "weakref.WeakKeyDictionary[Client, NUID]" = weakref.WeakKeyDictionary()
+
+
 async def publish_event(nc: Client, event: contract.Event, headers: dict[str, str] | None = None) -> None:
-    await nc.publish(subjects.events(event.session), contract.encode(event), headers=headers)
+    """Store one session event (see the module doc); raises EventNotStored when
+    the stream could not be reached for PUBLISH_PATIENCE seconds."""
+    nuid = _nuids.get(nc)
+    if nuid is None:
+        nuid = _nuids[nc] = NUID()
+    hdrs = {**(headers or {}), "Nats-Msg-Id": nuid.next().decode()}
+    data = contract.encode(event)
+    subject = subjects.events(event.session)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + PUBLISH_PATIENCE
+    pause = 0.05
+    while True:
+        try:
+            reply = await nc.request(subject, data, timeout=2.0, headers=hdrs)
+        except nats.errors.NoRespondersError:
+            # No stream yet (the first service up publishes before any
+            # orchestrator made it): make it.
+            problem = "no stream"
+            await _try(ensure_event_stream(nc))
+        except (nats.errors.TimeoutError, nats.errors.ConnectionReconnectingError, nats.errors.OutboundBufferLimitError) as exc:
+            problem = type(exc).__name__
+        else:
+            answer = json.loads(reply.data)
+            if "error" not in answer:
+                return
+            problem = str(answer["error"])
+        if loop.time() > deadline:
+            raise EventNotStored(f"{contract.type_name(event)} of {event.session} not stored: {problem}")
+        log.warning("event not stored yet, retrying", extra={"session_id": event.session, "error": problem})
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 1.0)
+
+
+async def _try(coro) -> None:
+    try:
+        await coro
+    except Exception as exc:  # noqa: BLE001 - the caller retries and reports
+        log.warning("could not create the event stream: %s", exc)
 
 
 def audio_headers(seq: int, rate: int, chunk: int | None = None, last: bool = False) -> dict[str, str]:

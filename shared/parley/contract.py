@@ -124,25 +124,32 @@ class RunEvent(Event, frozen=True, kw_only=True):
     run: int
 
 
-class LLMToken(RunEvent, frozen=True, kw_only=True, tag="LLMToken"):
+class LLMEvent(RunEvent, frozen=True, kw_only=True):
+    """Output of one LLM stream. ``attempt`` names the stream (a run's step is
+    restarted under a new attempt when its owner changed or output was lost);
+    ``seq`` counts the stream's outputs from 0, so the reducer tells a gap or
+    a duplicate (-1: a producer that does not number them)."""
+
     step: int
+    attempt: int = 0
+    seq: int = -1
+
+
+class LLMToken(LLMEvent, frozen=True, kw_only=True, tag="LLMToken"):
     text: str
 
 
-class LLMToolCall(RunEvent, frozen=True, kw_only=True, tag="LLMToolCall"):
-    step: int
+class LLMToolCall(LLMEvent, frozen=True, kw_only=True, tag="LLMToolCall"):
     call_id: str
     name: str
     arguments: str
 
 
-class LLMDone(RunEvent, frozen=True, kw_only=True, tag="LLMDone"):
-    step: int
+class LLMDone(LLMEvent, frozen=True, kw_only=True, tag="LLMDone"):
     finish_reason: str = "stop"
 
 
-class LLMError(RunEvent, frozen=True, kw_only=True, tag="LLMError"):
-    step: int
+class LLMError(LLMEvent, frozen=True, kw_only=True, tag="LLMError"):
     message: str
 
 
@@ -188,6 +195,14 @@ class Dtmf(Event, frozen=True, kw_only=True, tag="Dtmf"):
     digit: str
 
 
+class Takeover(Event, frozen=True, kw_only=True, tag="Takeover"):
+    """Made by the orchestrator replica that takes over a live session whose
+    last owner was another replica (it died, or gave the session up): the
+    reducer re-issues the work that lived in the old owner's process."""
+
+    owner: str
+
+
 AnyEvent = Union[
     SessionStarted,
     SessionEnded,
@@ -206,6 +221,7 @@ AnyEvent = Union[
     ToolResult,
     TimerFired,
     Dtmf,
+    Takeover,
 ]
 
 # --------------------------------------------------------------------------
@@ -223,10 +239,13 @@ class RunCommand(Command, frozen=True, kw_only=True):
 class StartLLM(RunCommand, frozen=True, kw_only=True, tag="StartLLM"):
     step: int
     messages: tuple[Message, ...]
+    attempt: int = 0
 
 
 class CancelLLM(RunCommand, frozen=True, kw_only=True, tag="CancelLLM"):
-    pass
+    """Stop the run's LLM streams: every attempt up to ``attempt`` (-1: all)."""
+
+    attempt: int = -1
 
 
 class Synthesize(RunCommand, frozen=True, kw_only=True, tag="Synthesize"):
@@ -305,9 +324,10 @@ class Phase(enum.StrEnum):
     ENDED = "Ended"
 
 
-# Why a step changed nothing: "stale" (its run or timer is no longer active)
-# or "rejected" (the event is not valid in this phase).
-Dropped = Literal["", "stale", "rejected"]
+# Why a step changed nothing: "stale" (its run, LLM attempt or timer is no
+# longer active), "duplicate" (an LLM output already seen) or "rejected" (the
+# event is not valid in this phase).
+Dropped = Literal["", "stale", "duplicate", "rejected"]
 
 
 class Step(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag="Step"):

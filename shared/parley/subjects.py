@@ -25,6 +25,17 @@ ORCHESTRATOR_GROUP = "orchestrator"
 # JetStream resources.
 SESSIONS_BUCKET = "parley_sessions"  # KV: session id -> encoded SessionState
 LOG_STREAM = "PARLEY_LOG"  # the per-session event log (Step records)
+# Every session event, durable until the orchestrator that reduced it acks it
+# (work-queue retention). The stream stores ``parley.evt.<session>`` as
+# ``parley.evt.<partition>.<session>`` (a server-side subject transform with
+# ``partition(EVENT_PARTITIONS, 1)``), and each partition has one durable
+# consumer whose pinned client is the one orchestrator replica reducing it.
+EVENTS_STREAM = "PARLEY_EVENTS"
+# Part of the stream's layout: every producer and replica must agree, and
+# changing it means recreating the stream (drained first).
+EVENT_PARTITIONS = 12
+EVENT_PIN_GROUP = "owner"  # the consumers' priority group
+LIVE_BUCKET = "parley_live"  # KV: "<partition>.<session>" -> owner, for live sessions only
 
 _SESSION_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -50,12 +61,42 @@ def asr_alive(worker: str) -> str:
     gone, and the gateway claims the session again through the group."""
     return f"{PREFIX}.asr.alive.{session_token(worker)}"
 
-# --- events for the orchestrator (any producer), queue group ORCHESTRATOR_GROUP
+# --- events for the orchestrator (any producer, through bus.publish_event):
+# stored in EVENTS_STREAM; core subscribers (tests, tools) still see them here
 def events(session: str) -> str:
     return f"{PREFIX}.evt.{session_token(session)}"
 
 
 EVENTS_ALL = f"{PREFIX}.evt.*"
+
+
+def stored_events(session: str) -> str:
+    """The subject an event of ``session`` has inside EVENTS_STREAM (any partition)."""
+    return f"{PREFIX}.evt.*.{session_token(session)}"
+
+
+def event_partition(p: int) -> str:
+    """Filter of partition ``p``'s consumer: its events, and its beats."""
+    return f"{PREFIX}.evt.{int(p)}.*"
+
+
+def event_beat(p: int) -> str:
+    """A beat into partition ``p`` (orchestrators publish one every fraction of a
+    second): the server pins a partition only when it has a message to deliver,
+    so a partition whose owner died is taken over even while its calls are quiet."""
+    return f"{PREFIX}.beat.{int(p)}"
+
+
+EVENT_BEATS = f"{PREFIX}.beat.*"
+
+
+def event_consumer(p: int) -> str:
+    return f"evt-{int(p)}"
+
+
+# --- orchestrator replicas announce themselves (core, every half second), so
+# each knows its fair share of partitions
+ORCHESTRATOR_MEMBERS = f"{PREFIX}.orchestrator.members"
 
 # --- TTS: requests go to one worker of the group; cancels go to every worker
 TTS_REQUEST = f"{PREFIX}.tts.req"

@@ -29,11 +29,17 @@ from . import reducer
 
 class Stored(msgspec.Struct, frozen=True, kw_only=True):
     """The KV value of a session. ``schema`` is absent (1) in values written
-    before versions."""
+    before versions. The fields after it are the runtime's (runtime.py's
+    header): where the session is in the event stream, who wrote it, and what
+    a new owner must resume."""
 
     consumed: int  # events consumed: the index of the next log entry (drops count)
     state: reducer.SessionState
     schema: int = 1
+    applied: int = 0  # stream sequence (PARLEY_EVENTS) of the last event reduced
+    owner: str = ""  # the orchestrator replica that wrote this
+    timers: tuple[tuple[str, int, float], ...] = ()  # running timers: name, token, due (epoch s)
+    outbox: tuple[AnyCommand, ...] = ()  # one-shot commands of the last batch, re-sent by a new owner
 
 
 class NewerSchema(ValueError):

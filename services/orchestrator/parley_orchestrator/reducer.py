@@ -40,6 +40,16 @@ per session for the same name and arguments.
 Timers are commands (``StartTimer``) whose firing comes back as an event
 (``TimerFired``) with the token it was started with; a token that no longer
 matches is stale.
+
+LLM streams are numbered. Each ``StartLLM`` names an *attempt*, and every
+output of that stream carries the attempt and its position (``seq``). Output
+of an older attempt is stale; a position already seen is a *duplicate*
+(dropped); a position skipped is a *gap*: output was lost, so the step is
+restarted as a new attempt. A restarted attempt (after a gap, or a
+``Takeover``: the replica that ran the stream died) must first say again what
+the step already said (``Run.echo``); past that, its tokens go on as usual.
+If it says something else, the step ends with what was already cut into
+chunks (the caller may have heard it), and the rest is dropped.
 """
 
 from __future__ import annotations
@@ -62,6 +72,7 @@ from parley.contract import (
     FlushPlayback,
     LLMDone,
     LLMError,
+    LLMEvent,
     LLMToken,
     LLMToolCall,
     Message,
@@ -75,6 +86,7 @@ from parley.contract import (
     SpeechStarted,
     SpeechStopped,
     StartLLM,
+    Takeover,
     StartTimer,
     Synthesize,
     TimerFired,
@@ -228,6 +240,10 @@ class Run(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     results: tuple[tuple[str, str, str], ...] = ()  # (call_id, name, result)
     tool_steps: int = 0
     continue_due: bool = False  # tool step finished: the LLM goes on when results are in
+    attempt: int = 0  # the LLM stream whose output counts (see "LLM streams are numbered")
+    llm_seq: int = 0  # the position expected next from that stream
+    received: str = ""  # the text the current step's LLM produced so far
+    echo: str = ""  # what a restarted attempt must say again before it goes on
     hold: bool = False  # playback paused for a possible interruption
     hold_phase: str = ""  # phase to return to when the hold resolves
 
@@ -302,8 +318,30 @@ def _reduce(state: SessionState, event: AnyEvent) -> Result:
     if handler is None:
         return _rejected(state, f"{type(event).__name__} not valid in {state.phase}")
     t = _Tx(state, event)
+    if isinstance(event, LLMEvent):
+        out_of_order = _llm_order(t, event)
+        if out_of_order is not None:
+            return out_of_order
     handler(t, event)
     return t.result()
+
+
+def _llm_order(t: "_Tx", e: LLMEvent) -> Result | None:
+    """Attempt and position of an LLM output (see the header). None: in
+    order, go on (the position is counted); otherwise the step's result."""
+    run = t.s.run
+    assert run is not None
+    if e.attempt != run.attempt:
+        return t.s, [], Outcome(path=(t.s.phase,), dropped="stale", note=f"attempt {e.attempt} is not current")
+    if e.seq < 0:
+        return None  # an unnumbered producer: order as delivered
+    if e.seq < run.llm_seq:
+        return t.s, [], Outcome(path=(t.s.phase,), dropped="duplicate", note=f"LLM output {e.seq} seen already")
+    if e.seq > run.llm_seq:
+        _restart_llm(t, f"gap: LLM output {run.llm_seq} never came (got {e.seq})")
+        return t.result()
+    t.set_run(llm_seq=run.llm_seq + 1)
+    return None
 
 
 def _rejected(state: SessionState, why: str) -> Result:
@@ -583,9 +621,44 @@ def _start_scripted(t: _Tx, text: str, then_end: str = "") -> None:
 def _start_llm(t: _Tx) -> None:
     run = t.s.run
     assert run is not None
-    t.set_run(llm_active=True, got_token=False)
-    t.emit(StartLLM(session=t.s.session, run=run.id, step=run.step, messages=_prompt(t.s)))
+    t.set_run(llm_active=True, got_token=False, llm_seq=0, received="", echo="")
+    t.emit(StartLLM(session=t.s.session, run=run.id, step=run.step, messages=_prompt(t.s), attempt=run.attempt))
     t.start_timer("llm_first_token", t.s.policy.llm_first_token_timeout)
+
+
+def _restart_llm(t: _Tx, why: str) -> None:
+    """Run the current step again as a new attempt (the old stream is lost or
+    untrusted); it must first repeat what the step already received."""
+    run = t.s.run
+    assert run is not None
+    t.note = why
+    if not run.llm_active:
+        return
+    t.emit(CancelLLM(session=t.s.session, run=run.id, attempt=run.attempt))
+    # Tool calls of the lost attempt are asked again by the new one; a call
+    # that already runs is found by name and arguments, never run twice.
+    t.set_run(attempt=run.attempt + 1, llm_seq=0, got_token=False, echo=run.received, calls=(), waiting=())
+    t.emit(StartLLM(session=t.s.session, run=run.id, step=run.step, messages=_prompt(t.s), attempt=run.attempt + 1))
+    t.start_timer("llm_first_token", t.s.policy.llm_first_token_timeout)
+
+
+def on_takeover(t: _Tx, e: Takeover) -> None:
+    """A new owner: the LLM stream and the tool calls died with the old one."""
+    _restart_llm(t, f"taken over by {e.owner}")
+    for rec in t.s.tools:
+        if rec.result is None:
+            # Tools are idempotent by call id (the registry's contract).
+            t.emit(CallTool(session=t.s.session, run=rec.run, call_id=rec.call_id, name=rec.name, arguments=rec.arguments))
+
+
+def _echo(echo: str, text: str) -> tuple[str, str] | None:
+    """Match a restarted attempt's token against what it must repeat:
+    (new text past the echo, echo left), or None when it said something else."""
+    if echo.startswith(text):
+        return "", echo[len(text) :]
+    if text.startswith(echo):
+        return text[len(echo) :], ""
+    return None
 
 
 def _prompt(s: SessionState) -> tuple[Message, ...]:
@@ -631,8 +704,27 @@ def on_llm_token(t: _Tx, e: LLMToken) -> None:
         return
     if not run.got_token:
         t.cancel_timer("llm_first_token")
-    t.set_run(got_token=True, pending=run.pending + e.text)
+    text = e.text
+    if run.echo:
+        matched = _echo(run.echo, text)
+        if matched is None:
+            _diverged(t)
+            return
+        text, echo = matched
+        t.set_run(echo=echo)
+    t.set_run(got_token=True, pending=t.s.run.pending + text, received=t.s.run.received + text)
     _pump_chunks(t)
+
+
+def _diverged(t: _Tx) -> None:
+    """A restarted attempt said something else than the lost one: end the step
+    with what was cut into chunks already, drop the rest."""
+    run = t.s.run
+    assert run is not None
+    t.emit(CancelLLM(session=t.s.session, run=run.id, attempt=run.attempt))
+    t.set_run(pending="", echo="", got_token=True)
+    _step_done(t)
+    t.note = "restarted LLM said something else: the reply ends with what was already said"
 
 
 def _pump_chunks(t: _Tx, final: bool = False) -> None:
@@ -717,6 +809,16 @@ def on_llm_done(t: _Tx, e: LLMDone) -> None:
     if e.step != run.step or not run.llm_active:
         t.note = f"done of step {e.step} ignored"
         return
+    if run.echo:
+        # The restarted attempt ended before repeating everything: keep what
+        # was said; what was received but not cut yet is said too.
+        t.set_run(echo="")
+    _step_done(t)
+
+
+def _step_done(t: _Tx) -> None:
+    run = t.s.run
+    assert run is not None
     t.cancel_timer("llm_first_token")
     step_text = _join(_text_of_step(run, run.step), run.pending.strip())
     t.set_run(
@@ -1089,6 +1191,8 @@ TRANSITIONS: tuple[Row, ...] = (
     Row(HELD, TimerFired, _timer("tts_first_audio", on_tts_timeout), FALLBACK, "TTS timeout: fallback"),
     Row(HELD, TimerFired, _timer("playback", on_playback_timer), (f"{CANCELLED}>{LISTENING}",), "playback never confirmed"),
     Row(LIVE, TimerFired, _timer("*", on_spent_timer), ("=",), "spent timer"),
+    # -- ownership: the replica running this session's streams changed
+    Row(LIVE, Takeover, on_takeover, ("=",), "new owner: restart the LLM step, re-issue tool calls"),
 )
 
 _HANDLERS: dict[tuple[str, type], Callable] = {}

@@ -1,19 +1,38 @@
-"""The orchestrator's imperative shell: feeds events to the reducer, keeps the
-state in JetStream KV, logs every step, and executes the commands.
+"""The orchestrator's imperative shell: feeds a session's events to the
+reducer in order, keeps the state in JetStream KV, logs every step, and
+executes the commands.
 
-Events for every session arrive on ``parley.evt.<session>`` through one queue
-group, so any replica may take any event. Within a replica each session has
-its own queue and task (events of one session are reduced in order; sessions
-proceed in parallel). The state in memory is a cache: every batch of events is
-reduced on top of the state read from KV and written back with
-compare-and-set on its revision. If another replica wrote first, the batch is
-reduced again on top of the fresh state; commands are only executed after the
-write succeeded, so nothing is executed twice.
+Order and ownership. Events are stored in the stream ``PARLEY_EVENTS`` (see
+``parley.bus.publish_event``) and each partition of it is delivered to one
+replica at a time, its owner (``partitions.Ownership``). Within a replica each
+session has its own queue and task: a session's events are reduced one batch
+after another, in stream order; sessions proceed in parallel.
+
+The state in memory is a cache of the KV value (``Stored``), which also holds
+the stream sequence of the last event reduced (``applied``). A cached
+session is *warm* while this replica has owned its partition without a break:
+deliveries then come in stream order, and any at or below ``applied`` is a
+redelivery (acked, not reduced again). A session is *cold* when first seen,
+after a partition was gained, or after a compare-and-set conflict (another
+replica wrote it): its state is read from KV and every event after
+``applied`` is read from the stream itself, in order, before anything else.
+The KV write is a compare-and-set on the revision, so two replicas that both
+believe they own a session (a pin moved while one was stalled) cannot both
+commit; commands run only after the write succeeded, and events are acked
+only then, so an event in flight to a replica that dies is delivered again.
+
+Takeover. When a cold session is live and was last written by another
+replica, a ``Takeover`` event is reduced first: the reducer restarts the LLM
+step that streamed in the old owner's process and re-issues its tool calls.
+Timers are re-armed from their deadlines (``Stored.timers``), and the
+one-shot commands of the old owner's last batch (``Stored.outbox``: cancels,
+flushes, pause/resume, end) are sent again; all of them are idempotent.
 
 Commands go out as messages (TTS requests, playback commands, timers coming
 back as events) or as local tasks (LLM streams, tool calls) whose output is
-published back as events — never fed to the reducer directly, so a run's output
-is subject to the same ordering, logging and staleness checks as everything else.
+published back as events, never fed to the reducer directly, so a run's
+output is subject to the same ordering, logging and staleness checks as
+everything else.
 """
 
 from __future__ import annotations
@@ -24,14 +43,15 @@ import datetime as dt
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Union
 
 import msgspec
 from nats.aio.client import Client
 from nats.js.api import KeyValueConfig, StorageType, StreamConfig
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError, NotFoundError
+from nats.nuid import NUID
 
-from parley import contract, subjects, telemetry
+from parley import bus, contract, subjects, telemetry
 from parley.contract import (
     AnyCommand,
     AnyEvent,
@@ -48,18 +68,19 @@ from parley.contract import (
     PausePlayback,
     ResumePlayback,
     SessionControl,
-    SessionEnded,
     SessionStarted,
     StartLLM,
     StartTimer,
     Step,
     Synthesize,
+    Takeover,
     TimerFired,
     ToolResult,
 )
 
 from . import records, reducer
 from .adapters.llm import Brain, Done, Token, ToolCallOut
+from .partitions import Delivery, Ownership
 from .records import Stored, decode_stored
 
 if TYPE_CHECKING:
@@ -67,11 +88,32 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("parley.orchestrator")
 
+# Commands that are sent once and are harmless to send again: kept in the
+# outbox of the batch that made them, re-sent by a new owner.
+ONE_SHOT = (CancelLLM, CancelTTS, PausePlayback, ResumePlayback, FlushPlayback, EndSession)
+LIVE = frozenset(reducer.LIVE)
+
 
 @dataclass
 class Cached:
     stored: Stored
     revision: int | None  # None: not in KV yet
+
+
+class _Touch:
+    """Queue item: take the session over (load it cold) even with no event."""
+
+
+TOUCH = _Touch()
+Item = Union[Delivery, _Touch]
+
+
+@dataclass
+class Batch:
+    """What one pass over a session's queue reduced, before it is committed."""
+
+    steps: list[tuple[Step, reducer.SessionState, reducer.SessionState, tuple[str, ...]]] = field(default_factory=list)
+    commands: list[tuple[AnyCommand, reducer.SessionState]] = field(default_factory=list)
 
 
 @dataclass
@@ -83,62 +125,122 @@ class Runtime:
     # (and logged, so replay sees the same event).
     defaults: dict[str, str] = field(default_factory=dict)
     state_ttl: float = 24 * 3600
-    stats: dict[str, int] = field(default_factory=lambda: {"events": 0, "stale": 0, "rejected": 0, "cas_retries": 0})
+    replica: str = field(default_factory=lambda: NUID().next().decode()[-10:])
+    partitions: int = subjects.EVENT_PARTITIONS
+    stats: dict[str, int] = field(
+        default_factory=lambda: {"events": 0, "stale": 0, "rejected": 0, "duplicate": 0, "redelivered": 0, "cas_retries": 0, "takeovers": 0, "caught_up": 0}
+    )
 
     def __post_init__(self) -> None:
         self.js = self.nc.jetstream()
         self.kv = None
+        self.live = None
         self.cache: dict[str, Cached] = {}
+        self.partition_of: dict[str, int] = {}
+        self.listed: set[str] = set()  # sessions this replica put in the live index
         self.queues: dict[str, asyncio.Queue] = {}
         self.workers: dict[str, asyncio.Task] = {}
-        self.llm_tasks: dict[tuple[str, int], asyncio.Task] = {}
+        self.llm_tasks: dict[tuple[str, int], tuple[int, asyncio.Task]] = {}
         self.tool_tasks: set[asyncio.Task] = set()
+        self.background: set[asyncio.Task] = set()
         self.timers: dict[tuple[str, str, int], asyncio.TimerHandle] = {}
         self.subs = []
         self.observer = None  # observe.StepObserver: spans and metrics from steps
+        self.ownership = Ownership(self.nc, self.replica, self._on_delivery, self._on_gained, self._on_lost, self.partitions)
 
     # ------------------------------------------------------------------ setup
     async def start(self) -> None:
         self.kv = await self.js.create_key_value(
             KeyValueConfig(bucket=subjects.SESSIONS_BUCKET, history=1, ttl=self.state_ttl, storage=StorageType.FILE)
         )
+        self.live = await self.js.create_key_value(KeyValueConfig(bucket=subjects.LIVE_BUCKET, history=1, ttl=self.state_ttl, storage=StorageType.FILE))
         try:
             await self.js.stream_info(subjects.LOG_STREAM)
         except NotFoundError:
             await self.js.add_stream(
                 StreamConfig(name=subjects.LOG_STREAM, subjects=[subjects.LOG_ALL], storage=StorageType.FILE, max_age=7 * 24 * 3600)
             )
-        self.subs.append(await self.nc.subscribe(subjects.EVENTS_ALL, queue=subjects.ORCHESTRATOR_GROUP, cb=self._on_event))
+        await bus.ensure_event_stream(self.nc)
         self.subs.append(await self.nc.subscribe(subjects.LLM_CANCEL, cb=self._on_llm_cancel))
         self.subs.append(await self.nc.subscribe(subjects.ORCHESTRATOR_INFO, queue=subjects.ORCHESTRATOR_GROUP, cb=self._on_info))
+        await self.ownership.start()
 
     async def stop(self) -> None:
+        await self.ownership.stop()
         for sub in self.subs:
             await sub.unsubscribe()
-        for task in [*self.workers.values(), *self.llm_tasks.values(), *self.tool_tasks]:
+        tasks = [*self.workers.values(), *(t for _, t in self.llm_tasks.values()), *self.tool_tasks, *self.background]
+        for task in tasks:
             task.cancel()
         for handle in self.timers.values():
             handle.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _on_info(self, msg) -> None:
-        await msg.respond(contract.to_json({"brain": self.brain.name}))
+        await msg.respond(contract.to_json({"brain": self.brain.name, "replica": self.replica, "partitions": self.ownership.owned()}))
 
-    # ------------------------------------------------------------ event intake
-    async def _on_event(self, msg) -> None:
+    def _spawn(self, coro, what: str) -> asyncio.Task:
+        """A background task with a reference and an error path."""
+        task = asyncio.create_task(coro)
+        self.background.add(task)
+
+        def done(t: asyncio.Task) -> None:
+            self.background.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("%s failed", what, exc_info=t.exception())
+
+        task.add_done_callback(done)
+        return task
+
+    # ------------------------------------------------------------ intake
+    def _on_delivery(self, d: Delivery) -> None:
+        session = d.subject.rsplit(".", 1)[-1]
         try:
-            event = contract.decode_event(msg.data)
-            subjects.session_token(event.session)
-        except (contract.DecodeError, contract.ValidationError, ValueError) as exc:
-            log.warning("undecodable event dropped", extra={"subject": msg.subject, "error": str(exc)})
+            subjects.session_token(session)
+        except ValueError:
+            log.warning("event on a bad subject dropped", extra={"subject": d.subject})
+            self._spawn(d.ack(self.nc), "ack")
             return
-        if msg.subject != subjects.events(event.session):
-            log.warning("event on the wrong subject dropped", extra={"subject": msg.subject, "session_id": event.session})
-            return
-        queue = self.queues.get(event.session)
+        self.partition_of[session] = d.partition
+        self._enqueue(session, d)
+
+    def _enqueue(self, session: str, item: Item) -> None:
+        queue = self.queues.get(session)
         if queue is None:
-            queue = self.queues[event.session] = asyncio.Queue()
-            self.workers[event.session] = asyncio.create_task(self._session_worker(event.session, queue))
-        queue.put_nowait(event)
+            queue = self.queues[session] = asyncio.Queue()
+            self.workers[session] = asyncio.create_task(self._session_worker(session, queue))
+        queue.put_nowait(item)
+
+    def _on_gained(self, p: int) -> None:
+        for session, part in self.partition_of.items():
+            if part == p:
+                self.cache.pop(session, None)  # a break in ownership: read it again
+        self._spawn(self._take_over_partition(p), f"takeover of partition {p}")
+
+    def _on_lost(self, p: int) -> None:
+        for session, part in list(self.partition_of.items()):
+            if part != p:
+                continue
+            self.cache.pop(session, None)
+            self.listed.discard(session)
+            self._cancel_timers(session)
+            queue = self.queues.get(session)
+            while queue is not None and not queue.empty():
+                queue.get_nowait()  # unacked: the new owner reads them from the stream
+
+    async def _take_over_partition(self, p: int) -> None:
+        """Load every live session of a gained partition, so its timers and
+        unfinished work resume even if no event of it arrives."""
+        try:
+            keys = await self.live.keys()
+        except NoKeysError:
+            return
+        prefix = f"{p}."
+        for key in keys:
+            if key.startswith(prefix):
+                session = key[len(prefix) :]
+                self.partition_of[session] = p
+                self._enqueue(session, TOUCH)
 
     async def _session_worker(self, session: str, queue: asyncio.Queue) -> None:
         try:
@@ -147,13 +249,16 @@ class Runtime:
                     first = await asyncio.wait_for(queue.get(), timeout=300)
                 except asyncio.TimeoutError:
                     return  # idle: free the worker; the state stays in KV
-                batch = [first]
-                while not queue.empty() and len(batch) < 64:
-                    batch.append(queue.get_nowait())
+                items = [first]
+                while not queue.empty() and len(items) < 256:
+                    items.append(queue.get_nowait())
                 try:
-                    ended = await self._process(session, batch)
+                    ended = await self._process(session, items)
                 except Exception:
+                    # Nothing acked: the events stay in the stream, and the
+                    # session is read again from KV and the stream next time.
                     log.exception("batch failed", extra={"session_id": session})
+                    self.cache.pop(session, None)
                     ended = False
                 if ended and queue.empty():
                     return
@@ -161,6 +266,7 @@ class Runtime:
             self.queues.pop(session, None)
             self.workers.pop(session, None)
             self.cache.pop(session, None)
+            self._cancel_timers(session)
 
     # ------------------------------------------------------------- reduce+CAS
     async def _load(self, session: str) -> Cached:
@@ -170,52 +276,149 @@ class Runtime:
         except KeyNotFoundError:
             return Cached(Stored(consumed=0, state=reducer.initial_state()), None)
 
-    async def _process(self, session: str, batch: list[AnyEvent]) -> bool:
-        batch = [self._enrich(e) for e in batch]
-        cached = self.cache.get(session) or await self._load(session)
-        for _attempt in range(8):
-            state = cached.stored.state
-            consumed = cached.stored.consumed
-            steps: list[tuple[Step, reducer.SessionState, reducer.SessionState, tuple[str, ...]]] = []
-            commands: list[tuple[AnyCommand, reducer.SessionState]] = []
-            for event in batch:
-                before = state
-                state, cmds, outcome = reducer.reduce(state, event)
-                step = records.step(consumed, event, cmds, outcome)
-                steps.append((step, before, state, outcome.path))
-                commands.extend((cmd, state) for cmd in cmds)
-                consumed += 1
-            stored = Stored(consumed=consumed, state=state, schema=contract.SCHEMA)
+    async def _catch_up(self, session: str, applied: int) -> list[tuple[int, bytes]]:
+        """Every stored event of the session after ``applied``, in order."""
+        out: list[tuple[int, bytes]] = []
+        seq = applied + 1
+        while True:
             try:
-                data = contract.encode(stored)
-                if cached.revision is None:
-                    revision = await self.kv.create(session, data)
-                else:
-                    revision = await self.kv.update(session, data, last=cached.revision)
-            except (KeyWrongLastSequenceError, Exception) as exc:  # noqa: BLE001
-                if not _is_conflict(exc):
-                    raise
-                self.stats["cas_retries"] += 1
+                msg = await self.js.get_msg(subjects.EVENTS_STREAM, seq=seq, subject=subjects.stored_events(session), next=True, direct=True)
+            except NotFoundError:
+                return out
+            out.append((msg.seq, msg.data or b""))
+            seq = msg.seq + 1
+
+    async def _process(self, session: str, items: list[Item]) -> bool:
+        deliveries = [i for i in items if isinstance(i, Delivery)]
+        for _attempt in range(8):
+            cached = self.cache.get(session)
+            cold = cached is None
+            if cold:
                 cached = await self._load(session)
+                pending = await self._catch_up(session, cached.stored.applied)
+                self.stats["caught_up"] += len(pending)
+            else:
+                pending = [(d.seq, d.data) for d in deliveries if d.seq > cached.stored.applied]
+            events, applied = self._decode(session, pending, cached.stored.applied)
+            state = cached.stored.state
+            takeover = cold and state.phase in LIVE and cached.stored.owner != self.replica
+            if takeover:
+                events.insert(0, Takeover(session=session, at=time.time(), owner=self.replica))
+            if not events:
+                self._ack(deliveries, cached.stored.applied)
+                if cold:
+                    self.cache[session] = cached
+                    self._rearm(session, cached.stored)
+                return state.phase == reducer.ENDED
+            batch, stored = self._reduce(cached.stored, events, applied)
+            revision = await self._commit(session, cached, stored)
+            if revision is None:
+                self.stats["cas_retries"] += 1
+                self.cache.pop(session, None)
                 continue
             self.cache[session] = Cached(stored, revision)
             break
         else:
             log.error("could not write session state after retries", extra={"session_id": session})
             return False
-        for step, before, after, path in steps:
+        self._ack(deliveries, stored.applied)
+        if takeover:
+            self.stats["takeovers"] += 1
+            log.info("session taken over", extra={"session_id": session, "from": cached.stored.owner, "replica": self.replica})
+        await self._after_commit(session, batch, stored, cold, resend=cached.stored.outbox if takeover else ())
+        return stored.state.phase == reducer.ENDED
+
+    def _decode(self, session: str, pending: list[tuple[int, bytes]], applied: int) -> tuple[list[AnyEvent], int]:
+        events: list[AnyEvent] = []
+        for seq, data in pending:
+            applied = max(applied, seq)
+            try:
+                event = contract.decode_event(data)
+            except (contract.DecodeError, contract.ValidationError) as exc:
+                log.warning("undecodable event dropped", extra={"session_id": session, "seq": seq, "error": str(exc)})
+                continue
+            if event.session != session:
+                log.warning("event on another session's subject dropped", extra={"session_id": session, "seq": seq})
+                continue
+            events.append(self._enrich(event))
+        return events, applied
+
+    def _reduce(self, before: Stored, events: list[AnyEvent], applied: int) -> tuple[Batch, Stored]:
+        batch = Batch()
+        state, consumed = before.state, before.consumed
+        for event in events:
+            prior = state
+            state, cmds, outcome = reducer.reduce(state, event)
+            step = records.step(consumed, event, cmds, outcome)
+            batch.steps.append((step, prior, state, outcome.path))
+            batch.commands.extend((cmd, state) for cmd in cmds)
+            consumed += 1
+        cmds = [c for c, _ in batch.commands]
+        stored = Stored(
+            consumed=consumed,
+            state=state,
+            schema=contract.SCHEMA,
+            applied=applied,
+            owner=self.replica,
+            timers=_running_timers(before.timers, cmds, state, time.time()),
+            outbox=tuple(c for c in cmds if isinstance(c, ONE_SHOT)),
+        )
+        return batch, stored
+
+    async def _commit(self, session: str, cached: Cached, stored: Stored) -> int | None:
+        """Compare-and-set; None when another replica wrote first."""
+        data = contract.encode(stored)
+        try:
+            if cached.revision is None:
+                return await self.kv.create(session, data)
+            return await self.kv.update(session, data, last=cached.revision)
+        except KeyWrongLastSequenceError:
+            return None
+
+    def _ack(self, deliveries: list[Delivery], applied: int) -> None:
+        for d in deliveries:
+            if d.seq <= applied:
+                self._spawn(d.ack(self.nc), "ack")
+
+    async def _after_commit(self, session: str, batch: Batch, stored: Stored, cold: bool, resend: tuple[AnyCommand, ...]) -> None:
+        for step, before, after, path in batch.steps:
             await self._record(session, step)
             if self.observer is not None:
                 try:
                     self.observer.on_step(session, step, before, after, path)
                 except Exception:  # noqa: BLE001 - telemetry never breaks a call
                     log.exception("observer failed")
-        for cmd, after in commands:
-            try:
-                await self._execute(cmd, self._headers(session, after))
-            except Exception:
-                log.exception("command failed", extra={"session_id": session, "command": type(cmd).__name__})
-        return state.phase == reducer.ENDED
+        await self._index(session, stored)
+        headers = self._headers(session, stored.state)
+        for cmd in resend:
+            await self._run_command(cmd, headers)
+        for cmd, after in batch.commands:
+            if cold and isinstance(cmd, (StartTimer, CancelTimer)):
+                continue  # armed below from the stored deadlines
+            await self._run_command(cmd, self._headers(session, after))
+        if cold:
+            self._rearm(session, stored)
+
+    async def _run_command(self, cmd: AnyCommand, headers: dict[str, str]) -> None:
+        try:
+            await self._execute(cmd, headers)
+        except Exception:
+            log.exception("command failed", extra={"session_id": cmd.session, "command": type(cmd).__name__})
+
+    async def _index(self, session: str, stored: Stored) -> None:
+        """Keep the live index (partition -> live sessions) for takeovers."""
+        p = self.partition_of.get(session)
+        if p is None:
+            return
+        key = f"{p}.{session}"
+        if stored.state.phase == reducer.ENDED:
+            if session in self.listed:
+                self.listed.discard(session)
+                with contextlib.suppress(Exception):
+                    await self.live.delete(key)
+        elif session not in self.listed and stored.state.phase in LIVE:
+            await self.live.put(key, self.replica.encode())
+            self.listed.add(session)
 
     def _enrich(self, event: AnyEvent) -> AnyEvent:
         """Fill in deployment defaults (system prompt with today's date,
@@ -262,11 +465,12 @@ class Runtime:
         s = cmd.session
         match cmd:
             case StartLLM():
+                self._cancel_llm_local(s, cmd.run, cmd.attempt - 1)
                 task = asyncio.create_task(self._run_llm(cmd))
-                self.llm_tasks[(s, cmd.run)] = task
-                task.add_done_callback(lambda _t, k=(s, cmd.run): self.llm_tasks.pop(k, None) if self.llm_tasks.get(k) is _t else None)
+                self.llm_tasks[(s, cmd.run)] = (cmd.attempt, task)
+                task.add_done_callback(lambda t, k=(s, cmd.run): self._llm_finished(k, t))
             case CancelLLM():
-                self._cancel_llm_local(s, cmd.run)
+                self._cancel_llm_local(s, cmd.run, cmd.attempt)
                 await self.nc.publish(subjects.LLM_CANCEL, contract.encode(cmd))
             case Synthesize():
                 await self.nc.publish(subjects.TTS_REQUEST, contract.encode(cmd), headers=headers)
@@ -277,11 +481,9 @@ class Runtime:
             case CallTool():
                 task = asyncio.create_task(self._run_tool(cmd))
                 self.tool_tasks.add(task)
-                task.add_done_callback(self.tool_tasks.discard)
+                task.add_done_callback(self._tool_finished)
             case StartTimer():
-                loop = asyncio.get_running_loop()
-                key = (s, cmd.name, cmd.token)
-                self.timers[key] = loop.call_later(cmd.delay, self._fire_timer, key)
+                self._arm(s, cmd.name, cmd.token, cmd.delay)
             case CancelTimer():
                 handle = self.timers.pop((s, cmd.name, cmd.token), None)
                 if handle:
@@ -290,16 +492,51 @@ class Runtime:
                 await self.nc.publish(subjects.playback(s), contract.encode(cmd), headers=headers)
                 await self.nc.publish(subjects.control(s), contract.encode(SessionControl(session=s, reason=cmd.reason)))
 
+    # --------------------------------------------------------------- timers
+    def _arm(self, session: str, name: str, token: int, delay: float) -> None:
+        key = (session, name, token)
+        old = self.timers.pop(key, None)
+        if old:
+            old.cancel()
+        self.timers[key] = asyncio.get_running_loop().call_later(max(delay, 0.0), self._fire_timer, key)
+
+    def _rearm(self, session: str, stored: Stored) -> None:
+        """Timers of a session this replica (again) owns, from their deadlines."""
+        self._cancel_timers(session)
+        now = time.time()
+        for name, token, due in stored.timers:
+            self._arm(session, name, token, due - now)
+
+    def _cancel_timers(self, session: str) -> None:
+        for key in [k for k in self.timers if k[0] == session]:
+            self.timers.pop(key).cancel()
+
     def _fire_timer(self, key: tuple[str, str, int]) -> None:
         self.timers.pop(key, None)
         session, name, token = key
         event = TimerFired(session=session, at=time.time(), name=name, token=token)
-        asyncio.ensure_future(self.nc.publish(subjects.events(session), contract.encode(event)))
+        self._spawn(bus.publish_event(self.nc, event), f"timer {name}")
 
-    def _cancel_llm_local(self, session: str, run: int) -> None:
-        task = self.llm_tasks.pop((session, run), None)
-        if task:
-            task.cancel()
+    # ------------------------------------------------------------ LLM, tools
+    def _cancel_llm_local(self, session: str, run: int, attempt: int) -> None:
+        """Cancel this replica's stream of the run if its attempt is at most
+        ``attempt`` (-1: any)."""
+        entry = self.llm_tasks.get((session, run))
+        if entry and (attempt < 0 or entry[0] <= attempt):
+            self.llm_tasks.pop((session, run))
+            entry[1].cancel()
+
+    def _llm_finished(self, key: tuple[str, int], task: asyncio.Task) -> None:
+        entry = self.llm_tasks.get(key)
+        if entry and entry[1] is task:
+            self.llm_tasks.pop(key)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("LLM task failed", exc_info=task.exception())
+
+    def _tool_finished(self, task: asyncio.Task) -> None:
+        self.tool_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("tool task failed", exc_info=task.exception())
 
     async def _on_llm_cancel(self, msg) -> None:
         try:
@@ -307,23 +544,31 @@ class Runtime:
         except (contract.DecodeError, contract.ValidationError):
             return
         if isinstance(cmd, CancelLLM):
-            self._cancel_llm_local(cmd.session, cmd.run)
+            self._cancel_llm_local(cmd.session, cmd.run, cmd.attempt)
 
     async def _run_llm(self, cmd: StartLLM) -> None:
-        s, run, step = cmd.session, cmd.run, cmd.step
-        out = subjects.events(s)
+        s, run, step, attempt = cmd.session, cmd.run, cmd.step, cmd.attempt
+        seq = 0
+
+        async def emit(event: AnyEvent) -> None:
+            nonlocal seq
+            await bus.publish_event(self.nc, event)
+            seq += 1
+
         try:
             async with contextlib.aclosing(self.brain.stream(cmd.messages, self.tools.schemas())) as stream:
                 async for item in stream:
-                    await self.nc.publish(out, contract.encode(_llm_event(item, s, run, step)))
+                    await emit(_llm_event(item, s, run, step, attempt, seq))
                     if isinstance(item, Done):
                         return
-            await self.nc.publish(out, contract.encode(LLMDone(session=s, at=time.time(), run=run, step=step)))
+            await emit(LLMDone(session=s, at=time.time(), run=run, step=step, attempt=attempt, seq=seq))
         except asyncio.CancelledError:
             raise
+        except bus.EventNotStored:
+            log.error("LLM output could not be stored", extra={"session_id": s, "run_id": run})
         except Exception as exc:  # noqa: BLE001 - any provider failure becomes an event
             log.warning("LLM failed", extra={"session_id": s, "run_id": run, "error": str(exc)})
-            await self.nc.publish(out, contract.encode(LLMError(session=s, at=time.time(), run=run, step=step, message=str(exc)[:500])))
+            await emit(LLMError(session=s, at=time.time(), run=run, step=step, attempt=attempt, seq=seq, message=str(exc)[:500]))
 
     async def _run_tool(self, cmd: CallTool) -> None:
         started = time.perf_counter()
@@ -334,21 +579,25 @@ class Runtime:
             extra={"session_id": cmd.session, "run_id": cmd.run, "tool": cmd.name, "ok": ok, "duration_ms": round((time.perf_counter() - started) * 1000, 1)},
         )
         event = ToolResult(session=cmd.session, at=time.time(), run=cmd.run, call_id=cmd.call_id, name=cmd.name, result=result, ok=ok)
-        await self.nc.publish(subjects.events(cmd.session), contract.encode(event))
+        await bus.publish_event(self.nc, event)
 
 
-def _llm_event(item, session: str, run: int, step: int) -> AnyEvent:
+def _running_timers(before: tuple[tuple[str, int, float], ...], cmds: list[AnyCommand], state: reducer.SessionState, now: float) -> tuple[tuple[str, int, float], ...]:
+    """Deadlines of the timers the state says are running."""
+    due = {(n, t): d for n, t, d in before}
+    for cmd in cmds:
+        if isinstance(cmd, StartTimer):
+            due[(cmd.name, cmd.token)] = now + cmd.delay
+    return tuple((n, t, due.get((n, t), now)) for n, t in state.timers)
+
+
+def _llm_event(item, session: str, run: int, step: int, attempt: int, seq: int) -> AnyEvent:
     """One LLM output as the event the reducer will see."""
     now = time.time()
+    common = dict(session=session, at=now, run=run, step=step, attempt=attempt, seq=seq)
     if isinstance(item, Token):
-        return LLMToken(session=session, at=now, run=run, step=step, text=item.text)
+        return LLMToken(**common, text=item.text)
     if isinstance(item, ToolCallOut):
-        return LLMToolCall(session=session, at=now, run=run, step=step, call_id=item.call_id, name=item.name, arguments=item.arguments)
-    return LLMDone(session=session, at=now, run=run, step=step, finish_reason=item.finish_reason)
+        return LLMToolCall(**common, call_id=item.call_id, name=item.name, arguments=item.arguments)
+    return LLMDone(**common, finish_reason=item.finish_reason)
 
-
-def _is_conflict(exc: Exception) -> bool:
-    if isinstance(exc, KeyWrongLastSequenceError):
-        return True
-    text = str(exc).lower()
-    return "wrong last sequence" in text or "key exists" in text or "10071" in text

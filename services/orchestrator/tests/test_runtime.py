@@ -120,9 +120,21 @@ def contract_text(msg):
     return c.decode_command(msg.data).text
 
 
-def test_two_replicas_share_one_session_without_losing_events(nats):
-    """Events of one session spread over two replicas (queue group): CAS keeps
-    one consistent history, and every event is consumed exactly once."""
+async def _balanced(*runtimes, timeout=15):
+    """Wait until every replica owns its fair share of the partitions."""
+    fair = -(-runtimes[0].partitions // len(runtimes))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        owned = [len(r.ownership.owned()) for r in runtimes]
+        if sum(owned) == runtimes[0].partitions and max(owned) <= fair:
+            return owned
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"not balanced: {[r.ownership.owned() for r in runtimes]}")
+
+
+def test_two_replicas_reduce_each_session_in_order_and_share_the_sessions(nats):
+    """Two replicas: the partitions are shared out, each session is reduced by
+    one replica, every event exactly once and in the order it was published."""
 
     async def scenario():
         nc1, nc2 = await bus.connect(nats.url), await bus.connect(nats.url)
@@ -130,29 +142,39 @@ def test_two_replicas_share_one_session_without_losing_events(nats):
         r2 = Runtime(nc=nc2, brain=FixedLatencyBrain(first_token=0.0, per_token=0.0), tools=OneTool())
         await r1.start()
         await r2.start()
+        # The partitions are spread over the replicas, not all on the first.
+        await _balanced(r1, r2)
         pub = await bus.connect(nats.url)
         now = time.time()
-        await bus.publish_event(pub, c.SessionStarted(session="s2", at=now))
-        n = 60
-        for i in range(n):
-            await bus.publish_event(pub, c.TranscriptPartial(session="s2", at=now, utterance=0, text=f"p{i}"))
-        await pub.flush()
+        sessions = [f"o{i}" for i in range(16)]
+        n = 30
+        for s in sessions:
+            await bus.publish_event(pub, c.SessionStarted(session=s, at=now))
+
+        async def partials(s):
+            for i in range(n):
+                await bus.publish_event(pub, c.TranscriptPartial(session=s, at=now, utterance=0, text=f"p{i}"))
+
+        await asyncio.gather(*(partials(s) for s in sessions))
         kv = await nc1.jetstream().key_value(subjects.SESSIONS_BUCKET)
-        stored = None
-        for _ in range(300):
+
+        async def consumed(s):
             try:
-                stored = decode_stored((await kv.get("s2")).value)
+                return decode_stored((await kv.get(s)).value).consumed
             except KeyNotFoundError:
-                pass
-            if stored and stored.consumed == n + 1:
-                break
-            await asyncio.sleep(0.02)
-        assert stored.consumed == n + 1
-        assert r1.stats["events"] + r2.stats["events"] == n + 1
+                return 0
+
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and [await consumed(s) for s in sessions] != [n + 1] * len(sessions):
+            await asyncio.sleep(0.05)
+        assert [await consumed(s) for s in sessions] == [n + 1] * len(sessions)
+        assert r1.stats["events"] + r2.stats["events"] == len(sessions) * (n + 1)
         assert r1.stats["events"] > 0 and r2.stats["events"] > 0, "both replicas took part"
-        steps, digest = await fetch("s2", nats.url)
-        assert [s.index for s in steps] == list(range(n + 1))
-        assert replay(steps, digest).ok
+        for s in sessions:
+            steps, digest = await fetch(s, nats.url)
+            assert [st.index for st in steps] == list(range(n + 1))
+            assert [st.event.text for st in steps[1:]] == [f"p{i}" for i in range(n)], "reduced in publish order"
+            assert replay(steps, digest).ok
         for r, nc in ((r1, nc1), (r2, nc2)):
             await r.stop()
             await nc.close()

@@ -1,0 +1,240 @@
+"""Which orchestrator replica reduces which sessions: partition ownership.
+
+Every session event is stored in the stream ``subjects.EVENTS_STREAM`` under
+``parley.evt.<partition>.<session>``; the partition is the server's
+deterministic hash of the session id (a subject transform). Each partition has
+one durable pull consumer (``evt-<p>``) in the *pinned client* priority policy
+(nats-server 2.11+, ADR-42): every replica keeps a pull waiting on every
+partition, and the server delivers a partition's events to one of them only,
+the pinned one, marking each delivery with a ``Nats-Pin-Id``. A replica is the
+owner of a partition from its first delivery with a new pin id until a pull
+with that id is refused (status 423), or until it gives the partition up. When
+the owner stops pulling (it died) for ``PIN_TIMEOUT``, the server unpins it
+and pins the next waiting pull when the partition next has a message; beats
+(one tiny message per partition every ``BEAT_EVERY``, from every replica) make
+sure that happens even while the partition's calls are quiet.
+
+nats-py 2.16 has no priority-group API, so pulls are raw JetStream API
+requests (``$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>`` with ``group`` and
+``id``), and deliveries arrive on one inbox subscription per partition.
+
+Balance: replicas announce themselves (and how many partitions they hold) on
+``subjects.ORCHESTRATOR_MEMBERS``; a replica holding more than its fair share
+(partitions / replicas, rounded up) while another holds less gives the excess
+up: it stops pulling those partitions for ``GIVE_UP_FOR``, so the server pins
+another replica's waiting pull.
+
+Nothing here decides about a conversation: deliveries go to the runtime, which
+reduces them in order and acks them (``Delivery.ack``) once the state that
+includes them is committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from nats.aio.client import Client
+
+from parley import subjects
+
+log = logging.getLogger("parley.orchestrator.partitions")
+
+PIN_TIMEOUT = 0.75  # s without a pull before the server moves the pin
+PULL_EVERY = 0.2  # s between pulls (well inside PIN_TIMEOUT)
+PULL_EXPIRES = 0.6  # s a pull waits at the server
+PULL_BATCH = 1000
+BEAT_EVERY = 0.25
+ACK_WAIT = 5.0  # s before an unacked delivery is delivered again (to the owner then)
+MEMBER_EVERY = 0.5
+MEMBER_TTL = 1.6  # s without an announcement: the replica is gone
+GIVE_UP_FOR = 2.0
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One stored event, delivered to this replica as owner of its partition."""
+
+    partition: int
+    seq: int  # stream sequence: the event's position and id
+    subject: str
+    data: bytes
+    reply: str  # where the ack goes
+
+    def ack(self, nc: Client):
+        """The coroutine that acks it (the stream then deletes it)."""
+        return nc.publish(self.reply, b"+ACK")
+
+
+def consumer_config(p: int) -> dict:
+    return {
+        "durable_name": subjects.event_consumer(p),
+        "filter_subjects": [subjects.event_partition(p), subjects.event_beat(p)],
+        "ack_policy": "explicit",
+        "ack_wait": int(ACK_WAIT * 1e9),
+        "max_deliver": -1,
+        "max_ack_pending": 20000,
+        "max_waiting": 512,
+        "deliver_policy": "all",
+        "priority_groups": [subjects.EVENT_PIN_GROUP],
+        "priority_policy": "pinned_client",
+        "priority_timeout": int(PIN_TIMEOUT * 1e9),
+    }
+
+
+async def ensure_consumers(nc: Client, partitions: int) -> None:
+    for p in range(partitions):
+        body = {"stream_name": subjects.EVENTS_STREAM, "config": consumer_config(p), "action": ""}
+        subject = f"$JS.API.CONSUMER.CREATE.{subjects.EVENTS_STREAM}.{subjects.event_consumer(p)}"
+        reply = json.loads((await nc.request(subject, json.dumps(body).encode(), timeout=5)).data)
+        error = reply.get("error")
+        if error and error.get("err_code") != 10148:  # 10148: exists with another config
+            raise RuntimeError(f"cannot create consumer {subjects.event_consumer(p)}: {error}")
+
+
+def _stream_seq(reply: str) -> int:
+    """The stream sequence in a JetStream ack subject (v1 and v2 forms)."""
+    tokens = reply.split(".")
+    return int(tokens[5] if len(tokens) == 9 else tokens[7])
+
+
+@dataclass
+class Partition:
+    index: int
+    pin: str | None = None  # set while this replica owns the partition
+    paused_until: float = 0.0  # giving it up: no pulls until then
+    inbox: str = ""
+
+
+@dataclass
+class Ownership:
+    """Pulls every partition; tells the runtime what it owns and what arrives.
+
+    ``on_delivery(delivery)`` must be quick (it runs in the inbox callback, one
+    message at a time); ``on_gained(p)`` / ``on_lost(p)`` mark ownership changes.
+    """
+
+    nc: Client
+    replica: str
+    on_delivery: Callable[[Delivery], None]
+    on_gained: Callable[[int], None]
+    on_lost: Callable[[int], None]
+    partitions: int = subjects.EVENT_PARTITIONS
+    stats: dict[str, int] = field(default_factory=lambda: {"gained": 0, "lost": 0, "given_up": 0, "beats": 0})
+
+    def __post_init__(self) -> None:
+        self.parts = [Partition(p) for p in range(self.partitions)]
+        self.members: dict[str, tuple[float, int]] = {}  # replica -> (last seen, partitions held)
+        self.subs: list = []
+        self.tasks: list[asyncio.Task] = []
+
+    def owned(self) -> list[int]:
+        return [p.index for p in self.parts if p.pin]
+
+    async def start(self) -> None:
+        await ensure_consumers(self.nc, self.partitions)
+        for part in self.parts:
+            part.inbox = self.nc.new_inbox()
+            self.subs.append(await self.nc.subscribe(part.inbox, cb=self._receiver(part)))
+        self.subs.append(await self.nc.subscribe(subjects.ORCHESTRATOR_MEMBERS, cb=self._on_member))
+        for loop in (self._pull_loop, self._beat_loop, self._member_loop):
+            task = asyncio.create_task(loop())
+            task.add_done_callback(_report_crash)
+            self.tasks.append(task)
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for sub in self.subs:
+            await sub.unsubscribe()
+
+    # ------------------------------------------------------------- pulling
+    async def _pull_loop(self) -> None:
+        while True:
+            now = time.monotonic()
+            for part in self.parts:
+                if part.paused_until > now:
+                    continue
+                request = {"batch": PULL_BATCH, "expires": int(PULL_EXPIRES * 1e9), "group": subjects.EVENT_PIN_GROUP}
+                if part.pin:
+                    request["id"] = part.pin
+                subject = f"$JS.API.CONSUMER.MSG.NEXT.{subjects.EVENTS_STREAM}.{subjects.event_consumer(part.index)}"
+                await self.nc.publish(subject, json.dumps(request).encode(), reply=part.inbox)
+            await asyncio.sleep(PULL_EVERY)
+
+    def _receiver(self, part: Partition):
+        async def receive(msg) -> None:
+            headers = msg.headers
+            if not msg.data and headers and "Status" in headers:
+                if headers["Status"] == "423":  # our pin id is not the pinned one any more
+                    self._lose(part, "pin moved")
+                return  # 408/404/409: a pull expired or ended, nothing to do
+            pin = headers.get("Nats-Pin-Id") if headers else None
+            if part.paused_until > time.monotonic():
+                return  # given up: unacked, the new owner reads it from the stream
+            if pin and pin != part.pin:
+                if part.pin:
+                    self._lose(part, "pin changed")
+                part.pin = pin
+                self.stats["gained"] += 1
+                log.info("partition gained", extra={"partition": part.index, "replica": self.replica})
+                self.on_gained(part.index)
+            if msg.subject.startswith(subjects.PREFIX + ".beat."):
+                self.stats["beats"] += 1
+                await self.nc.publish(msg.reply, b"+ACK")
+                return
+            self.on_delivery(Delivery(part.index, _stream_seq(msg.reply), msg.subject, msg.data, msg.reply))
+
+        return receive
+
+    def _lose(self, part: Partition, why: str) -> None:
+        if part.pin is None:
+            return
+        part.pin = None
+        self.stats["lost"] += 1
+        log.info("partition lost: %s", why, extra={"partition": part.index, "replica": self.replica})
+        self.on_lost(part.index)
+
+    # ------------------------------------------------------- beats, balance
+    async def _beat_loop(self) -> None:
+        while True:
+            for p in range(self.partitions):
+                await self.nc.publish(subjects.event_beat(p), b"")
+            await asyncio.sleep(BEAT_EVERY)
+
+    async def _member_loop(self) -> None:
+        while True:
+            held = len(self.owned())
+            await self.nc.publish(subjects.ORCHESTRATOR_MEMBERS, json.dumps({"replica": self.replica, "held": held}).encode())
+            self._rebalance(held)
+            await asyncio.sleep(MEMBER_EVERY)
+
+    async def _on_member(self, msg) -> None:
+        try:
+            body = json.loads(msg.data)
+            self.members[str(body["replica"])] = (time.monotonic(), int(body["held"]))
+        except (ValueError, KeyError, TypeError):
+            log.warning("bad member announcement dropped")
+
+    def _rebalance(self, held: int) -> None:
+        now = time.monotonic()
+        alive = {r: h for r, (seen, h) in self.members.items() if now - seen < MEMBER_TTL}
+        alive[self.replica] = held
+        fair = math.ceil(self.partitions / len(alive))
+        if held <= fair or not any(h < fair for r, h in alive.items() if r != self.replica):
+            return
+        for p in self.owned()[fair:]:
+            part = self.parts[p]
+            part.paused_until = now + GIVE_UP_FOR
+            self.stats["given_up"] += 1
+            self._lose(part, f"given up: {held} held, fair share {fair} of {len(alive)} replicas")
+
+
+def _report_crash(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("partition loop crashed", exc_info=task.exception())
