@@ -425,7 +425,7 @@ def phase_fixed(res: dict, steps: tuple[int, ...], started: float, reserve_s: fl
                 out["steps"].append(s)
                 print(
                     f"[bench] {n:>4} calls: {s['verdict']} ({s['why']}); answer p50 {s['answer_p50']:.0f} p99 {s['answer_p99']:.0f} ms; "
-                    f"stack CPU {s['cpu'].get('stack', 0) * 100:.0f}% of a core, other load {s['machine_other_cpu'] * 100:.0f}%",
+                    f"stack CPU {s['cpu'].get('stack', 0) * 100:.0f}% of a core, other load {(s['machine_other_cpu'] or 0) * 100:.0f}%",
                     flush=True,
                 )
                 if s["verdict"] != "pass":

@@ -466,3 +466,67 @@ def test_a_final_transcript_that_never_comes_does_not_leave_the_turn_waiting():
     cmds = v.timer("final")
     assert [x for x in cmds if isinstance(x, c.StartLLM)][0].messages[-1].content == "book me for Friday"
     assert "no final transcript" in v.outcome.note
+
+
+# --- LLM streams are numbered (attempt, seq): duplicates, gaps, takeovers
+
+
+def _tokens(v, words, attempt=0, first=0):
+    for i, word in enumerate(words):
+        v.send(c.LLMToken, run=v.run, step=0, attempt=attempt, seq=first + i, text=word)
+
+
+def test_a_duplicate_llm_output_is_dropped_and_a_gap_restarts_the_step():
+    v = Convo()
+    v.user_says("hello")
+    _tokens(v, ["Hello ", "there, "])
+    before = v.state
+    assert v.send(c.LLMToken, run=v.run, step=0, attempt=0, seq=1, text="there, ") == []
+    assert v.outcome.dropped == "duplicate" and v.state == before
+    cmds = v.send(c.LLMToken, run=v.run, step=0, attempt=0, seq=5, text="lost ")
+    assert [type(x).__name__ for x in cmds if not isinstance(x, c.StartTimer | c.CancelTimer)] == ["CancelLLM", "StartLLM"]
+    assert cmds[0].attempt == 0 and [x for x in cmds if isinstance(x, c.StartLLM)][0].attempt == 1
+    assert "gap" in v.outcome.note
+    # The old attempt is stale from now on.
+    assert v.send(c.LLMToken, run=v.run, step=0, attempt=0, seq=2, text="late ") == [] and v.outcome.dropped == "stale"
+
+
+def test_a_restarted_attempt_repeats_what_was_said_then_goes_on():
+    v = Convo()
+    v.user_says("hello")
+    _tokens(v, ["Sure. ", "I have ", "booked "])
+    assert v.synthesized() == ["Sure."]
+    v.send(c.Takeover, owner="r2")
+    assert v.state.run.attempt == 1 and v.state.run.echo == "Sure. I have booked "
+    # The new stream says it all again, cut differently: nothing is said twice.
+    _tokens(v, ["Sure. I ", "have booked ", "you in. "], attempt=1)
+    v.send(c.LLMDone, run=v.run, step=0, attempt=1, seq=3)
+    assert v.synthesized() == ["Sure.", "I have booked you in."]
+    v.play_all()
+    assert v.state.history[-1].content == "Sure. I have booked you in."
+
+
+def test_a_restarted_attempt_that_says_something_else_ends_with_what_was_said():
+    v = Convo()
+    v.user_says("hello")
+    _tokens(v, ["Sure. ", "I have "])
+    v.send(c.Takeover, owner="r2")
+    cmds = v.send(c.LLMToken, run=v.run, step=0, attempt=1, seq=0, text="Okay! ")
+    assert any(isinstance(x, c.CancelLLM) and x.attempt == 1 for x in cmds)
+    assert "something else" in v.outcome.note
+    v.play_all()
+    assert v.state.history[-1].content == "Sure." and v.phase == r.LISTENING
+
+
+def test_a_takeover_reissues_tool_calls_without_a_result_and_nothing_else():
+    v = Convo()
+    v.user_says("book me at 3")
+    v.send(c.LLMToolCall, run=v.run, step=0, call_id="t1", name="book_appointment", arguments='{"time": "15:00"}')
+    v.send(c.LLMDone, run=v.run, step=0, finish_reason="tool_calls")
+    cmds = v.send(c.Takeover, owner="r2")
+    assert [(type(x).__name__, x.call_id) for x in cmds] == [("CallTool", "t1")]
+    v.send(c.ToolResult, run=v.run, call_id="t1", name="book_appointment", result='{"booked": true}')
+    # The result is in: the LLM goes on (step 1); a takeover now restarts that
+    # step and runs no tool again.
+    cmds = v.send(c.Takeover, owner="r3")
+    assert [(type(x).__name__, getattr(x, "step", None)) for x in cmds if isinstance(x, c.StartLLM | c.CallTool)] == [("StartLLM", 1)]
