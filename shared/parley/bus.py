@@ -98,6 +98,9 @@ async def publish_event(nc: Client, event: contract.Event, headers: dict[str, st
     the stream could not be reached for PUBLISH_PATIENCE seconds."""
     nuid = _nuids.get(nc)
     if nuid is None:
+        # First event on this connection: make sure the stream is there (a
+        # core subscriber on the subject would otherwise hide its absence).
+        await _try(ensure_event_stream(nc))
         nuid = _nuids[nc] = NUID()
     hdrs = {**(headers or {}), "Nats-Msg-Id": nuid.next().decode()}
     data = contract.encode(event)
@@ -115,6 +118,8 @@ async def publish_event(nc: Client, event: contract.Event, headers: dict[str, st
             await _try(ensure_event_stream(nc))
         except (nats.errors.TimeoutError, nats.errors.ConnectionReconnectingError, nats.errors.OutboundBufferLimitError) as exc:
             problem = type(exc).__name__
+            if isinstance(exc, nats.errors.TimeoutError):
+                await _try(ensure_event_stream(nc))
         else:
             answer = json.loads(reply.data)
             if "error" not in answer:

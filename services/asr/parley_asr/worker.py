@@ -193,7 +193,9 @@ class Worker:
             log.warning("bad session control dropped", extra={"error": str(exc), "subject": msg.subject})
             return
         if ctl.action == "end":
-            await self.release(ctl.session, ctl.reason or "end")
+            # Not awaited here: release unsubscribes this very subscription,
+            # which cancels its callback, and the release awaits the stream.
+            self._spawn(self.release(ctl.session, ctl.reason or "end"))
 
     async def release(self, session_id: str, reason: str) -> None:
         """Free a session. An utterance in progress gets its Stop and an empty final."""
@@ -376,4 +378,9 @@ class Worker:
     def _spawn(self, coro) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
