@@ -4,6 +4,8 @@
     parley replay FILE.jsonl                re-reduce an exported log
     parley export SESSION_ID [--nats URL]   print the log as JSON lines
     parley sessions [--nats URL]            list recorded sessions
+    parley scenarios run FILE...            drive scenario calls through a running stack
+                                            (``parley scenarios --help``; docs/SCENARIOS.md)
 
 ``replay`` exits 0 when every command, transition and drop is identical,
 1 on any mismatch, and 2 when the log was recorded under other reducer rules
@@ -72,6 +74,9 @@ async def list_sessions(url: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["scenarios"]:
+        return scenarios(argv[1:])
     parser = argparse.ArgumentParser(prog="parley", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nats", default=os.environ.get("NATS_URL", "nats://127.0.0.1:4222"))
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -81,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     p_export = sub.add_parser("export", help="print a session's log as JSON lines")
     p_export.add_argument("session")
     sub.add_parser("sessions", help="list sessions with state in KV")
+    sub.add_parser("scenarios", help="run scenario files against a stack (parley scenarios --help)")
     args = parser.parse_args(argv)
 
     if args.cmd == "sessions":
@@ -102,6 +108,20 @@ def main(argv: list[str] | None = None) -> int:
     text = timeline(result)
     print(text.splitlines()[-1] if args.quiet else text)
     return 0 if result.ok else 1 if result.same_rules else 2
+
+
+def scenarios(argv: list[str]) -> int:
+    """The scenario runner is a client tool in the shared library, with its
+    own dependencies (Piper, Whisper, websockets): imported only when used."""
+    try:
+        import websockets  # noqa: F401
+        import yaml  # noqa: F401
+
+        from parley.scenarios.cli import main as run
+    except ImportError as exc:
+        print(f"parley scenarios needs the parley[scenarios] extra ({exc.name} is missing): pip install 'parley[scenarios]'", file=sys.stderr)
+        return 2
+    return run(argv)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,257 @@
+"""The two sides a scenario watches a call from.
+
+* A ``Line`` is the caller's telephone: ``PcmLine`` over ``/ws/pcm``,
+  ``TwilioLine`` over the Twilio Media Streams protocol (μ-law 8 kHz, marks,
+  clear, Twilio's playout buffer at the far end), both built on
+  ``parley.callers``. It plays the caller's audio at real-time pace and keeps
+  what the caller *heard*: each 20 ms of agent audio with the time it played.
+* The ``Observer`` subscribes to every session's reducer steps
+  (``parley.obs.*``) on NATS: transcripts, runs, pauses and flushes, tool
+  calls, the prompts (and so the history) the LLM was given. Each step is
+  kept with its arrival time on this process's monotonic clock.
+
+Caller-side times are ``time.monotonic()`` of this process; event times in
+the steps (``at``) are the producing service's ``time.time()``, converted
+with the offset measured when the call began (same machine, or NTP-synced).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import time
+import urllib.parse
+import urllib.request
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+
+import numpy as np
+import soxr
+
+from parley import bus, contract, subjects
+
+log = logging.getLogger("parley.scenarios")
+
+MARKER = "scenario_call"  # session parameter that ties a session to its caller
+
+
+@dataclass
+class Heard:
+    """What the caller heard: 20 ms frames of agent audio, int16 at ``rate``."""
+
+    rate: int
+    frames: list[tuple[float, np.ndarray]] = field(default_factory=list)  # (play time, samples)
+
+
+class Line:
+    kind = ""
+    rate = 16000
+
+    async def open(self) -> None: ...
+    def play(self, pcm16k: np.ndarray) -> asyncio.Future: ...  # -> (first sent, last sent)
+    async def dtmf(self, digit: str) -> None: ...
+    async def hang_up(self) -> None: ...
+    def heard(self) -> Heard: ...
+    def marks(self) -> list[dict]:
+        return []
+
+    @property
+    def closed(self) -> bool:
+        return False
+
+
+class PcmLine(Line):
+    kind = "pcm"
+    rate = 16000
+
+    def __init__(self, gateway_ws: str, params: dict[str, str]):
+        from parley.callers.pcm import PcmCaller
+
+        query = urllib.parse.urlencode(params)
+        self.caller = PcmCaller(f"{gateway_ws}/ws/pcm" + (f"?{query}" if query else ""))
+        self.session = ""
+
+    async def open(self) -> None:
+        await self.caller.__aenter__()
+        self.session = self.caller.session or ""
+
+    def play(self, pcm16k: np.ndarray) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        out = loop.create_future()
+        done = self.caller.say_later(pcm16k)
+        frames = -(-len(pcm16k) // 320)
+
+        def finish(f: asyncio.Future) -> None:
+            # The microphone is paced at 20 ms a frame: the first frame went
+            # out that many frames before the last.
+            if not out.done():
+                last = f.result()
+                out.set_result((last - frames * 0.02, last))
+
+        done.add_done_callback(finish)
+        return out
+
+    async def dtmf(self, digit: str) -> None:
+        await self.caller.ws.send(json.dumps({"type": "dtmf", "digit": digit}))
+
+    async def hang_up(self) -> None:
+        try:
+            await self.caller.ws.send(json.dumps({"type": "hangup"}))
+        except Exception:  # noqa: BLE001 - already closed
+            pass
+        try:
+            await asyncio.wait_for(self.caller.closed.wait(), 3)
+        except asyncio.TimeoutError:
+            pass
+        await self.caller.__aexit__(None, None, None)
+
+    def heard(self) -> Heard:
+        # /ws/pcm has no far-end buffer: the gateway paces frames in real
+        # time, so arrival is when the caller hears them.
+        return Heard(16000, [(t, np.frombuffer(pcm, "<i2")) for t, pcm in self.caller.frames])
+
+    @property
+    def closed(self) -> bool:
+        return self.caller.closed.is_set()
+
+
+class TwilioLine(Line):
+    kind = "twilio"
+    rate = 8000
+
+    def __init__(self, gateway_ws: str, params: dict[str, str], *, gateway_http: str = "", auth_token: str = ""):
+        self.gateway_ws = gateway_ws
+        self.gateway_http = gateway_http
+        self.auth_token = auth_token
+        self.params = params
+        self.caller = None
+        self.session = ""
+
+    async def open(self) -> None:
+        from parley.callers.twilio import TwilioCaller
+
+        call_sid = "CA" + secrets.token_hex(16)
+        if self.auth_token:
+            url, params = await asyncio.to_thread(dial_webhook, self.gateway_http, self.auth_token, call_sid, self.params)
+        else:
+            url, params = f"{self.gateway_ws}/twilio/media", dict(self.params)
+        self.caller = TwilioCaller(url, params, call_sid=call_sid)
+        await self.caller.connect()
+
+    def play(self, pcm16k: np.ndarray) -> asyncio.Future:
+        pcm8k = soxr.resample(pcm16k.astype(np.float32) / 32768, 16000, 8000)
+        return self.caller.say_later((np.clip(pcm8k, -1, 1) * 32767).astype(np.int16))
+
+    async def dtmf(self, digit: str) -> None:
+        await self.caller.dtmf(digit)
+
+    async def hang_up(self) -> None:
+        await self.caller.hang_up()
+
+    def heard(self) -> Heard:
+        return Heard(8000, [(t, np.frombuffer(pcm, "<i2")) for t, pcm in self.caller.rec.played])
+
+    def marks(self) -> list[dict]:
+        return [{"at": e.at, "name": e.name, "cleared": e.cleared} for e in self.caller.rec.echoes]
+
+    @property
+    def closed(self) -> bool:
+        return self.caller is not None and self.caller.closed.is_set()
+
+
+def dial_webhook(gateway_http: str, auth_token: str, call_sid: str, params: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """Twilio's side of an incoming call on a gateway that checks signatures:
+    the signed voice webhook, whose TwiML gives the stream URL and parameters."""
+    url = f"{gateway_http}/twilio/voice?" + urllib.parse.urlencode(params)
+    form = {"CallSid": call_sid, "AccountSid": "AC" + "0" * 32, "From": "+15550009999", "To": "+15550001000", "CallStatus": "ringing"}
+    data = url + "".join(k + form[k] for k in sorted(form))
+    signature = base64.b64encode(hmac.new(auth_token.encode(), data.encode(), hashlib.sha1).digest()).decode()
+    req = urllib.request.Request(url, data=urllib.parse.urlencode(form).encode(), headers={"X-Twilio-Signature": signature})
+    with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310 - the gateway the user named
+        twiml = r.read().decode()
+    stream = ET.fromstring(twiml).find("./Connect/Stream")
+    if stream is None:
+        raise RuntimeError(f"the voice webhook answered no <Connect><Stream>: {twiml[:300]}")
+    return stream.get("url"), {p.get("name"): p.get("value") for p in stream.findall("Parameter")}
+
+
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class Seen:
+    at: float  # arrival, this process's monotonic clock
+    step: contract.Step
+
+
+class Observer:
+    """Every session's reducer steps from ``parley.obs.*``, by session."""
+
+    def __init__(self, nats_url: str):
+        self.url = nats_url
+        self.nc = None
+        self.steps: dict[str, list[Seen]] = {}
+        self.markers: dict[str, str] = {}  # marker -> session
+        self.bad = 0
+        self._changed = asyncio.Event()
+
+    async def start(self) -> "Observer":
+        self.nc = await bus.connect(self.url, name="parley-scenarios")
+        await self.nc.subscribe(f"{subjects.PREFIX}.obs.*", cb=self._on_msg, pending_msgs_limit=1_000_000, pending_bytes_limit=1 << 30)
+        await self.nc.flush()
+        return self
+
+    async def stop(self) -> None:
+        if self.nc is not None:
+            await self.nc.drain()
+
+    async def _on_msg(self, msg) -> None:
+        now = time.monotonic()
+        try:
+            step = contract.decode_step(msg.data)
+        except (contract.DecodeError, contract.ValidationError):
+            self.bad += 1
+            return
+        session = step.event.session
+        self.steps.setdefault(session, []).append(Seen(now, step))
+        if isinstance(step.event, contract.SessionStarted):
+            marker = step.event.params.get(MARKER)
+            if marker:
+                self.markers[marker] = session
+        self._changed.set()
+
+    async def changed(self, timeout: float) -> None:
+        self._changed.clear()
+        try:
+            await asyncio.wait_for(self._changed.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+    async def session_of(self, marker: str, timeout: float = 15.0) -> str:
+        deadline = time.monotonic() + timeout
+        while marker not in self.markers:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no session started with {MARKER}={marker} in {timeout:.0f} s (is --nats the stack's NATS?)")
+            await self.changed(0.2)
+        return self.markers[marker]
+
+    def of(self, session: str) -> list[Seen]:
+        return sorted(self.steps.get(session, []), key=lambda s: s.step.index)
+
+    def phase(self, session: str) -> tuple[str, float]:
+        """The session's phase after its latest step, and when that step arrived."""
+        seen = self.of(session)
+        return (seen[-1].step.state_to, seen[-1].at) if seen else ("", 0.0)
+
+
+def encode_steps(seen: list[Seen]) -> list[dict]:
+    return [{"seen": s.at, "step": json.loads(contract.to_json(s.step))} for s in seen]
+
+
+def decode_steps(raw: list[dict]) -> list[Seen]:
+    return [Seen(r["seen"], contract.step_from_json(json.dumps(r["step"]))) for r in raw]
