@@ -17,11 +17,17 @@ run, so that ratios compare like with like on this noisy, shared machine:
      the 1-, 10- and 50-call steps give the orchestration overhead.
 3. ``reducer``: ``reduce()`` over the sessions recorded in 1 and 2.
 4. ``resample``: ``bench/resample.py``'s section, pasted in.
+5. ``scenarios``: the turn-taking suite (``scenarios/*.yaml``) with the
+   embedded models, every scenario over ``/ws/pcm`` and over the Twilio
+   protocol, one call at a time (``parley scenarios run``): voice-to-voice,
+   answers inside a caller's pause, answers killed by noises and
+   backchannels, interruptions that stop the agent, audible stop.
 
     uv run python bench/run.py                       # all of it (make bench)
     BENCH_QUICK=1 uv run python bench/run.py         # a few minutes' smoke run
     uv run python bench/run.py --only fixed --steps 1,10,50
     uv run python bench/run.py --only reducer        # on the last run's sessions
+    uv run python bench/run.py --only scenarios      # the turn-taking suite alone
 
 A partial run (``--only``, or ``BENCH_QUICK=1``) writes
 ``var/bench/BENCHMARKS.partial.md`` instead of the docs.
@@ -592,6 +598,55 @@ def top_functions(raw: Path, seconds: float, rate: int, n: int = 8) -> dict:
     return {"core_share": total / (rate * seconds), "samples": total, "own": top(own), "inclusive": top(incl)}
 
 
+SCENARIO_FILES = sorted((ROOT / "scenarios").glob("*.yaml"))
+
+
+def phase_scenarios(res: dict) -> None:
+    """Every shipped scenario over both transports, on a stack pinned to the
+    suite's date. Each scenario runs over /ws/pcm and then over Twilio, so
+    the two transports see the same machine load as nearly as can be."""
+    import asyncio
+    from dataclasses import asdict
+
+    from parley.scenarios import report as scenario_report
+    from parley.scenarios.cli import run_all
+    from parley.scenarios.runner import Target
+    from parley.scenarios.spec import load_path
+
+    suites = [load_path(f) for f in SCENARIO_FILES]
+    scenarios = [s for suite in suites for s in suite.scenarios]
+    if QUICK:
+        scenarios = scenarios[::6]
+    nows = sorted({s.now for s in scenarios})
+    out: dict = {"files": [str(f.relative_to(ROOT)) for f in SCENARIO_FILES], "scenarios": len(scenarios), "now": nows, "results": []}
+    res["scenarios"] = out
+    for now in nows:
+        stack = start_stack("scenarios", {"PARLEY_NOW": now} if now else {})
+        out["started_in_s"] = stack.started_in
+        try:
+            target = Target(stack.gateway_ws, stack.nats_url, gateway_http=stack.gateway)
+            runs = [(s, t) for s in scenarios if s.now == now for t in s.transports]
+            t0 = time.monotonic()
+            results = asyncio.run(
+                run_all(target, runs, cache=VAR / "scenario-audio", out_dir=VAR / "scenarios", echo=lambda line: print(f"[bench] {line}", flush=True))
+            )
+            out["wall_s"] = out.get("wall_s", 0.0) + time.monotonic() - t0
+            out["results"] += [asdict(r) for r in results]
+        finally:
+            stack.stop()
+
+    out["summary"] = scenario_report.summary([_result(r) for r in out["results"]])
+    out["command"] = "uv run parley scenarios run scenarios/*.yaml --out var/scenarios  (against `PARLEY_NOW=%s make run`)" % (nows[0] if nows else "")
+
+
+def _result(d: dict):
+    from parley.scenarios.judge import Check, Result
+
+    d = dict(d)
+    d["checks"] = [Check(**c) for c in d.get("checks", [])]
+    return Result(**d)
+
+
 def phase_reducer(res: dict) -> None:
     dirs = [d for d in (VAR / "sessions").iterdir() if d.is_dir()] if (VAR / "sessions").exists() else []
     r = reducer_speed.measure(dirs)
@@ -609,11 +664,11 @@ def phase_resample(res: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default="", help="comma list of: embedded, fixed, reducer, resample")
+    ap.add_argument("--only", default="", help="comma list of: embedded, fixed, reducer, resample, scenarios")
     ap.add_argument("--steps", default="", help="capacity steps, e.g. 1,10,50 (default %s)" % ",".join(map(str, STEPS)))
     ap.add_argument("--out", default="", help="where to write the markdown (default docs/BENCHMARKS.md for a full run)")
     args = ap.parse_args(argv)
-    phases = [p for p in args.only.split(",") if p] or ["embedded", "fixed", "reducer", "resample"]
+    phases = [p for p in args.only.split(",") if p] or ["embedded", "fixed", "reducer", "resample", "scenarios"]
     steps = tuple(int(x) for x in args.steps.split(",")) if args.steps else STEPS
     full = not args.only and not args.steps and not QUICK
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -637,6 +692,8 @@ def main(argv: list[str] | None = None) -> int:
             phase_reducer(res)
         elif phase == "resample":
             phase_resample(res)
+        elif phase == "scenarios":
+            phase_scenarios(res)
         else:
             raise SystemExit(f"unknown phase {phase!r}")
         res.setdefault("phase_s", {})[phase] = time.monotonic() - t0
