@@ -111,6 +111,8 @@ def render(res: dict, png: str) -> str:
     if "fixed" in res:
         out += capacity_section(res)
         out += profile_section(res)
+    if "scenarios" in res:
+        out += scenarios_section(res)
     if res.get("resample_md"):
         out += ["", res["resample_md"].strip().replace("\n## ", "\n### ").replace("## Resampling", "## Resampling", 1)]
     return "\n".join(out).rstrip() + "\n"
@@ -155,6 +157,15 @@ def summary(res: dict, png: str) -> list[str]:
             ["5. Capacity: concurrent Twilio calls passing", f"**{cap if cap else 0}** (CPU {f1(cpu)} % of a core per call; memory {f1(mem)} MB per call)",
              "≥ 50 calls, ≤ 2 MB per call (Pipecat 1.14: 7 per process, 11 % and 11 MB per call)", f"`{RUN} --only fixed`"]
         )  # fmt: skip
+    sc = res.get("scenarios", {}).get("summary")
+    if sc:
+        for t, m in sc.items():
+            rows.append(
+                [f"6. Turn-taking scenarios over {t}", f"{m['passed']}/{m['calls']} calls pass; v2v p50 {f0(m['v2v_p50_ms'])} ms; heard inside a pause "
+                 f"{_share(m['mid_turn_heard'], m['pause_calls'])}; killed by noise/backchannel {_share(m['killed'], m['keep_n'])}; interruptions stopped "
+                 f"{_share(m['stopped'], m['stop_n'])}; audible stop p95 {f0(m['stop_p95_ms'])} ms",
+                 "v2v p50 ≤ 700 ms; ≤ 5 %; 0; ≥ 95 %; ≤ 250 ms", f"`{RUN} --only scenarios`"]
+            )  # fmt: skip
     out = ["## Summary", "", table(["measurement", "result", "goal / anchor", "reproduce"], rows), ""]
     out += [f"![latency distributions]({png})", ""]
     out += [
@@ -162,6 +173,61 @@ def summary(res: dict, png: str) -> list[str]:
         "threshold; (b) barge-in reaction; (c) the embedded-model turns split by stage.",
         "",
     ]
+    return out
+
+
+def _share(num: int, den: int) -> str:
+    return "n/a" if not den else f"{num}/{den}"
+
+
+def scenarios_section(res: dict) -> list[str]:
+    from parley.scenarios import report as scenario_report
+
+    sc = res["scenarios"]
+    rs = sc["results"]
+    out = ["", "## 6. Turn-taking scenarios (issue 9)", ""]
+    out.append(
+        f"The shipped suite (`{'`, `'.join(sc['files'])}`: {sc['scenarios']} scenarios) run by `parley scenarios` against the stack with the embedded "
+        f"models (Whisper tiny.en, the demo receptionist, Piper), its clinic clock pinned with `PARLEY_NOW={', '.join(sc['now'])}`. Every scenario "
+        "is one call over `/ws/pcm` and then one over the Twilio Media Streams protocol (μ-law 8 kHz, marks, clear, a far-end playout buffer), one "
+        f"call at a time; {len(rs)} calls took {sc.get('wall_s', 0) / 60:.1f} minutes. The caller's audio is synthesized before each call (Piper, "
+        "espeak-ng voices, sox-made coughs, laughter, keyboard, door...; speed, noise and telephone-band variants), trimmed to its voiced part, and "
+        "played at real-time pace. Reproduce: " + f"`{RUN} --only scenarios`, or `{sc['command']}`."
+    )
+    out += [
+        "",
+        "Everything is measured **from the caller's side**, on the caller's clock: *voice-to-voice* from the last sample of the caller's turn to "
+        "the first audible agent audio at the caller's ear (Twilio: after its 60 ms playout buffer); *heard inside a pause*: of the calls whose "
+        "caller pauses inside a turn, those where agent audio reached the caller before the turn ended (and, from the system's side, those "
+        "where a reply was *started* inside the turn, heard or not); *killed*: talk-overs marked `expect: keeps_talking` (noises, "
+        "backchannels) after which the reducer flushed the reply; *stopped*: talk-overs marked `expect: stops` that did flush it; *audible "
+        "stop*: from the caller's first voiced sample to the end of the last agent audio it heard of the stretch that was playing then.",
+        "",
+        scenario_report.table(sc["summary"]),
+        "",
+    ]
+    into = {t: m["mid_turn_into_pause_ms"] for t, m in sc["summary"].items() if m["mid_turn_into_pause_ms"]}
+    if into:
+        out += ["Agent audio heard inside the caller's pause, ms after the caller stopped: " + "; ".join(f"{t}: {', '.join(map(str, v))}" for t, v in into.items()) + ".", ""]
+    # Pass rate by kind of scenario.
+    tags = ("basic", "pause", "dictation", "monologue", "backchannel", "noise", "interruption", "yes-no", "greeting")
+    transports = sorted({r["transport"] for r in rs})
+    rows = []
+    for tag in tags:
+        cells = []
+        for t in transports:
+            sel = [r for r in rs if r["transport"] == t and tag in r.get("tags", [])]
+            cells.append(f"{sum(1 for r in sel if r['ok'])}/{len(sel)}" if sel else "–")
+        rows.append([tag, *cells])
+    out += ["Calls passing every check, by kind:", "", table(["kind", *transports], rows), ""]
+    failing = {}
+    for r in rs:
+        if not r["ok"]:
+            why = [c["name"] for c in r["checks"] if not c["ok"]] or [r.get("error") or "?"]
+            failing.setdefault(r["scenario"], {})[r["transport"]] = "; ".join(why)
+    if failing:
+        rows = [[name, *[f.get(t, "pass") for t in transports]] for name, f in sorted(failing.items())]
+        out += ["Failing calls and the checks they failed (timelines in `var/bench/scenarios/NAME.TRANSPORT.json`, audio in `.wav`: left the caller, right what it heard):", "", table(["scenario", *transports], rows), ""]
     return out
 
 

@@ -56,8 +56,12 @@ def record(actions: list[tuple[int, str, float, float]], frames, steps: Steps | 
 def test_voice_to_voice_is_from_the_callers_last_sample_to_the_first_audible_agent_audio():
     sc = scenario("scenarios: [{name: x, steps: [{say: hello there}]}]")
     frames = audio(2.5, 2.8, db=-70) + audio(2.8, 4.0)  # a silent lead-in does not count
-    res = judge(sc, record([(0, "say", 1.0, 2.0)], frames))
+    steps = Steps()
+    steps.add(2.5, c.SpeechStopped(session=S, at=2.5, utterance=0), to="Transcribing")
+    steps.add(2.7, c.TranscriptFinal(session=S, at=2.7, utterance=0, text="hello there"), c.StartLLM(session=S, run=1, step=0, messages=()), to="Generating")
+    res = judge(sc, record([(0, "say", 1.0, 2.0)], frames, steps))
     assert res.v2v_ms == [800.0]
+    assert res.v2v_stages == [{"total": 800, "endpoint": 500, "asr": 200, "reply": 100}]
     assert res.mid_turn == [] and res.ok
 
 

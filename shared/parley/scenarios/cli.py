@@ -4,6 +4,9 @@
                                  [--gateway URL] [--nats URL] [--out DIR] [--json FILE]
     parley scenarios check FILE...          validate; list the scenarios and their turns
     parley scenarios render FILE --out DIR  write the caller's audio of every step as WAV
+    parley scenarios judge FILE... --records DIR
+                                            judge saved calls again (``run --out DIR``), e.g.
+                                            after editing the expectations
 
 ``run`` dials one call per scenario and transport, one at a time, and prints
 a line per call, every failure with its timeline, and the numbers by
@@ -91,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--cache", default="", help="where rendered caller audio is kept (default ~/.cache/parley/scenarios)")
     p_check = sub.add_parser("check", help="validate scenario files")
     p_check.add_argument("files", nargs="+")
+    p_judge = sub.add_parser("judge", help="judge the calls saved by `run --out DIR` again")
+    p_judge.add_argument("files", nargs="+")
+    p_judge.add_argument("--records", required=True)
+    p_judge.add_argument("--json", default="")
     p_render = sub.add_parser("render", help="write the caller's audio of every step as WAV")
     p_render.add_argument("file")
     p_render.add_argument("--out", required=True)
@@ -102,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             return _check(args.files)
         if args.cmd == "render":
             return _render(args.file, Path(args.out), _cache_dir(args.cache))
+        if args.cmd == "judge":
+            return _rejudge(args.files, Path(args.records), args.json)
         transports = [t.strip() for t in args.transport.split(",") if t.strip()]
         bad = [t for t in transports if t not in TRANSPORTS]
         if bad:
@@ -124,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, TimeoutError) as exc:
         print(f"parley scenarios: cannot reach the stack ({exc}); is it running (make run)? --gateway and --nats say where", file=sys.stderr)
         return 3
+    return _conclude(results, args.json)
+
+
+def _conclude(results: list, json_path: str) -> int:
     failed = [r for r in results if not r.ok]
     for r in failed:
         print(report.failure(r))
@@ -131,9 +144,28 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(report.table(s))
     print(f"\n{len(results) - len(failed)} passed, {len(failed)} failed")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"results": [asdict(r) for r in results], "summary": s}, indent=1, default=str))
+    if json_path:
+        Path(json_path).write_text(json.dumps({"results": [asdict(r) for r in results], "summary": s}, indent=1, default=str))
     return 1 if failed else 0
+
+
+def _rejudge(files: list[str], records: Path, json_path: str) -> int:
+    from .judge import Record, judge
+
+    scenarios = {s.name: s for f in files for s in load_path(f).scenarios}
+    results = []
+    for path in sorted(records.glob("*.json")):
+        name, _, transport = path.stem.rpartition(".")
+        if name not in scenarios:
+            continue
+        saved = json.loads(path.read_text())
+        result = judge(scenarios[name], Record.from_json(saved["record"]))
+        results.append(result)
+        print(report.one_line(result))
+    if not results:
+        print(f"parley scenarios: no saved call in {records} matches a scenario of {', '.join(files)}", file=sys.stderr)
+        return 2
+    return _conclude(results, json_path)
 
 
 def _check(files: list[str]) -> int:

@@ -114,6 +114,7 @@ class Result:
     error: str = ""
     checks: list[Check] = field(default_factory=list)
     v2v_ms: list[float] = field(default_factory=list)
+    v2v_stages: list[dict] = field(default_factory=list)  # per answered turn: endpoint, asr, reply (ms)
     mid_turn: list[dict] = field(default_factory=list)  # answers heard inside a caller turn
     early_runs: list[dict] = field(default_factory=list)  # replies the system began inside a caller turn (heard or not)
     pause_turns: int = 0  # caller turns with a mid-turn pause, begun while the agent was quiet
@@ -308,6 +309,7 @@ def judge(scenario: Scenario, record: Record) -> Result:
             answer = first_audible(frames, end, nxt)
             if answer is not None:
                 res.v2v_ms.append(round((answer - end) * 1000, 1))
+                res.v2v_stages.append(_stages(steps, record.wall_minus_mono, start, end, answer))
 
     # Talk-overs.
     for i, step in enumerate(scenario.steps):
@@ -387,6 +389,19 @@ def judge(scenario: Scenario, record: Record) -> Result:
         checks.append(Check("call carried out", False, record.error))
     res.ok = not record.error and all(c.ok for c in checks)
     return res
+
+
+def _stages(steps: list[Seen], offset: float, start: float, end: float, answer: float) -> dict:
+    """Where one answer's time went: caller's end -> VAD stop -> final transcript -> first audio heard (ms)."""
+    stop = next((s.step.event for s in reversed(steps) if isinstance(s.step.event, contract.SpeechStopped) and start <= s.step.event.at - offset <= answer), None)
+    final = next((s.step.event for s in steps if isinstance(s.step.event, contract.TranscriptFinal) and stop is not None and s.step.event.at >= stop.at and s.step.event.at - offset <= answer), None)
+    out: dict = {"total": round((answer - end) * 1000)}
+    if stop is not None:
+        out["endpoint"] = round((stop.at - offset - end) * 1000)
+        if final is not None:
+            out["asr"] = round((final.at - stop.at) * 1000)
+            out["reply"] = round((answer - (final.at - offset)) * 1000)
+    return out
 
 
 def _overlap_kind(step) -> str:

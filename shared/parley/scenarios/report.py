@@ -53,6 +53,7 @@ def summary(results: list[Result]) -> dict[str, dict]:
         stop = [o for r in rs for o in r.overlaps if o.get("expect") == "stops" and o.get("outcome") in ("stops", "keeps_talking")]
         stops_ms = [o["stop_ms"] for o in stop if o.get("stop_ms") is not None]
         into = [m["into_pause_ms"] for r in heard_early for m in r.mid_turn if m["pause_turn"]]
+        split = [st for r in rs for st in r.v2v_stages]
         out[transport] = {
             "calls": len(rs),
             "passed": sum(1 for r in rs if r.ok),
@@ -60,6 +61,7 @@ def summary(results: list[Result]) -> dict[str, dict]:
             "v2v_n": len(v2v),
             "v2v_p50_ms": pct(v2v, 50),
             "v2v_p95_ms": pct(v2v, 95),
+            "v2v_stage_p50_ms": {k: pct([st[k] for st in split if k in st], 50) for k in ("endpoint", "asr", "reply")},
             "pause_calls": len(pause_runs),
             "mid_turn_heard": len(heard_early),
             "mid_turn_rate": len(heard_early) / len(pause_runs) if pause_runs else None,
@@ -102,6 +104,9 @@ def table(s: dict[str, dict]) -> str:
         ("calls passing every check", lambda m: f"{m['passed']}/{m['calls']}", None, ""),
         ("voice-to-voice p50 (caller's ear)", lambda m: _ms(m["v2v_p50_ms"]), "v2v_p50_ms", "<= 700 ms"),
         ("voice-to-voice p95", lambda m: _ms(m["v2v_p95_ms"]) + f" (n={m['v2v_n']})", None, ""),
+        ("  of which, p50: end of speech to the VAD's stop", lambda m: _ms(m["v2v_stage_p50_ms"]["endpoint"]), None, ""),
+        ("  VAD's stop to the final transcript", lambda m: _ms(m["v2v_stage_p50_ms"]["asr"]), None, ""),
+        ("  final transcript to the first audio heard", lambda m: _ms(m["v2v_stage_p50_ms"]["reply"]), None, ""),
         ("agent heard inside a caller's pause", lambda m: _rate(m["mid_turn_heard"], m["pause_calls"]), "mid_turn_rate", "<= 5 %"),
         ("reply started inside a caller's pause (heard or not)", lambda m: _rate(m["mid_turn_started"], m["pause_calls"]), None, ""),
         ("answers killed by a noise or backchannel", lambda m: _rate(m["killed"], m["keep_n"]), "killed_rate", "0"),
