@@ -31,7 +31,7 @@ class Steps:
         self.seen: list[Seen] = []
 
     def add(self, at: float, event, *commands, to: str = "Speaking", dropped: str = "") -> "Steps":
-        step = c.Step(index=len(self.seen), event=event, state_from="", state_to=to, commands=tuple(commands), dropped=dropped)
+        step = c.Step(index=len(self.seen), event=event, state_from=c.Phase.LISTENING, state_to=c.Phase(to), commands=tuple(commands), dropped=dropped)
         self.seen.append(Seen(at, step))
         return self
 

@@ -500,7 +500,13 @@ def timeline(scenario: Scenario, record: Record) -> list[str]:
         e = s.step.event
         at = e.at - off if e.at else s.at
         if isinstance(e, _SHOWN) and not s.step.dropped:
-            extra = f" {e.text!r}" if isinstance(e, contract.TranscriptFinal) else (f" {e.name}" if isinstance(e, contract.TimerFired) else "")
+            extra = ""
+            if isinstance(e, contract.TranscriptFinal):
+                extra = f" {e.text!r}" + (f" complete={e.complete:.2f}" if getattr(e, "complete", -1) >= 0 else "")
+            elif isinstance(e, contract.SpeechStopped) and getattr(e, "eot", -1) >= 0:
+                extra = f" eot={e.eot:.2f}"
+            elif isinstance(e, contract.TimerFired):
+                extra = f" {e.name}"
             rows.append((at, f"system   {type(e).__name__}{extra} -> {s.step.state_to}"))
         for c in s.step.commands:
             if isinstance(c, contract.StartLLM) and c.step == 0:
