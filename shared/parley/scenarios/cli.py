@@ -128,10 +128,14 @@ def main(argv: list[str] | None = None) -> int:
     ws, http = _urls(args.gateway)
     target = Target(ws, args.nats, gateway_http=http, twilio_auth_token=args.twilio_auth_token)
     print(f"{len(runs)} call(s) against {http} (NATS {args.nats})", flush=True)
+    problem = _preflight(http)
+    if problem:
+        print(f"parley scenarios: {problem}; is the stack running (make run)? --gateway and --nats say where it is", file=sys.stderr)
+        return 3
     try:
         results = asyncio.run(run_all(target, runs, cache=_cache_dir(args.cache), out_dir=Path(args.out) if args.out else None, echo=lambda s: print(s, flush=True)))
     except (OSError, TimeoutError) as exc:
-        print(f"parley scenarios: cannot reach the stack ({exc}); is it running (make run)? --gateway and --nats say where", file=sys.stderr)
+        print(f"parley scenarios: cannot reach the stack ({exc}); is it running (make run)? --gateway and --nats say where it is", file=sys.stderr)
         return 3
     return _conclude(results, args.json)
 
@@ -166,6 +170,18 @@ def _rejudge(files: list[str], records: Path, json_path: str) -> int:
         print(f"parley scenarios: no saved call in {records} matches a scenario of {', '.join(files)}", file=sys.stderr)
         return 2
     return _conclude(results, json_path)
+
+
+def _preflight(http: str) -> str:
+    """"" if the gateway answers /healthz, else what went wrong."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{http}/healthz", timeout=5) as r:  # noqa: S310 - the gateway the user named
+            return "" if r.status == 200 else f"the gateway at {http} answered /healthz with {r.status}"
+    except (urllib.error.URLError, OSError) as exc:
+        return f"the gateway at {http} does not answer ({getattr(exc, 'reason', exc)})"
 
 
 def _check(files: list[str]) -> int:

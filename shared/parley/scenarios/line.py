@@ -200,8 +200,11 @@ class Observer:
         self.bad = 0
         self._changed = asyncio.Event()
 
-    async def start(self) -> "Observer":
-        self.nc = await bus.connect(self.url, name="parley-scenarios")
+    async def start(self, timeout: float = 10.0) -> "Observer":
+        try:
+            self.nc = await asyncio.wait_for(bus.connect(self.url, name="parley-scenarios"), timeout)
+        except asyncio.TimeoutError:
+            raise ConnectionError(f"no NATS server answered at {self.url} in {timeout:.0f} s") from None
         await self.nc.subscribe(f"{subjects.PREFIX}.obs.*", cb=self._on_msg, pending_msgs_limit=1_000_000, pending_bytes_limit=1 << 30)
         await self.nc.flush()
         return self
