@@ -62,3 +62,50 @@ def test_judge_reads_saved_calls_again(tmp_path, capsys):
 @pytest.mark.parametrize("given, ws, http", [("http://h:1", "ws://h:1", "http://h:1"), ("wss://h/", "wss://h", "https://h"), ("h:8080", "ws://h:8080", "http://h:8080")])
 def test_gateway_urls(given, ws, http):
     assert cli._urls(given) == (ws, http)
+
+
+def test_a_twilio_call_is_dialled_through_the_signed_webhook():
+    """The runner signs the voice webhook as Twilio does (HMAC-SHA1 over the
+    URL and the sorted form fields, keyed with the auth token) and takes the
+    stream URL and parameters from the TwiML."""
+    import base64
+    import hashlib
+    import hmac
+    import threading
+    import urllib.parse
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from parley.scenarios.line import dial_webhook
+
+    token = "secret-token"
+    seen = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+            form = dict(urllib.parse.parse_qsl(body))
+            url = f"http://127.0.0.1:{self.server.server_port}{self.path}"
+            data = url + "".join(k + form[k] for k in sorted(form))
+            expected = base64.b64encode(hmac.new(token.encode(), data.encode(), hashlib.sha1).digest()).decode()
+            seen["ok"] = hmac.compare_digest(expected, self.headers.get("X-Twilio-Signature", ""))
+            seen["form"] = form
+            twiml = (
+                '<?xml version="1.0" encoding="UTF-8"?><Response><Connect><Stream url="wss://example.test/twilio/media">'
+                '<Parameter name="token" value="t1"/><Parameter name="greeting" value=""/></Stream></Connect></Response>'
+            )
+            self.send_response(200 if seen["ok"] else 403)
+            self.send_header("Content-Type", "text/xml")
+            self.end_headers()
+            self.wfile.write(twiml.encode())
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url, params = dial_webhook(f"http://127.0.0.1:{server.server_port}", token, "CA123", {"greeting": "", "scenario_call": "abc"})
+    finally:
+        server.shutdown()
+    assert seen["ok"] and seen["form"]["CallSid"] == "CA123"
+    assert url == "wss://example.test/twilio/media" and params == {"token": "t1", "greeting": ""}

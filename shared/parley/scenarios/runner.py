@@ -63,11 +63,11 @@ class Target:
 
 @dataclass(frozen=True)
 class Timing:
-    lead_in: float = 0.5  # silence before the first step
-    quiet: float = 1.5  # "quiet" = no agent audio and no caller sound for this long, and listening
+    lead_in: float = 0.3  # silence before the first step
+    quiet: float = 1.2  # "quiet" = no agent audio and no caller sound for this long, and listening
     answer_timeout: float = 25.0  # the agent must start a reply this soon
     wait_timeout: float = 60.0  # any wait gives up after this
-    settle: float = 0.8  # after hanging up, for the last steps to arrive
+    settle: float = 0.5  # after hanging up, for the last steps to arrive
 
 
 class StepFailed(RuntimeError):
@@ -253,7 +253,7 @@ class Runner:
     # ------------------------------------------------------------ after the call
     def _segments(self, scenario: Scenario, record: Record) -> dict[str, tuple[float, float]]:
         segs = {}
-        if record.actions:
+        if record.actions and scenario.expect.heard:
             segs["after_first"] = (record.actions[0].start, float("inf"))
         for a in record.actions:
             step = scenario.steps[a.index]
