@@ -340,6 +340,9 @@ class Step(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag="S
     commands: tuple[AnyCommand, ...] = ()
     dropped: Dropped = ""
     note: str = ""
+    # Set when the reducer failed on this event (a bug): the session was
+    # ended by the commands of this step.
+    error: str = ""
     # Versions of the format (contract.SCHEMA) and of the reducer's decisions
     # (reducer.RULES) that wrote this step; 1 in logs from before versions.
     schema: int = 1

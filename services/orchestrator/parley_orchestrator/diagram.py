@@ -11,22 +11,25 @@ from __future__ import annotations
 from . import reducer
 
 
+def _label(row: reducer.Row) -> str:
+    return f"{row.event.__name__}({row.timer})" if row.timer else row.event.__name__
+
+
 def edges() -> dict[tuple[str, str], list[str]]:
     out: dict[tuple[str, str], list[str]] = {}
     for row in reducer.TRANSITIONS:
-        event = row.event.__name__
-        timer = getattr(row.handler, "timer_name", None)
-        label = f"{event}({timer})" if timer else event
         for phase in row.phases:
-            for target in row.leads_to:
-                path = [phase, *(phase if p == "=" else p for p in target.split(">"))]
+            for targets in row.outcomes.values():
+                path = reducer._path(phase, targets)
                 for a, b in zip(path, path[1:]):
-                    if a == b:
-                        continue
-                    labels = out.setdefault((a, b), [])
-                    if label not in labels:
-                        labels.append(label)
+                    labels = out.setdefault((a.value, b.value), [])
+                    if _label(row) not in labels:
+                        labels.append(_label(row))
     return out
+
+
+def _outcomes(row: reducer.Row) -> str:
+    return "<br>".join(f"{name} → {' → '.join(p.value for p in path) or '='}" for name, path in row.outcomes.items())
 
 
 def render() -> str:
@@ -40,17 +43,26 @@ def render() -> str:
         "",
         "```mermaid",
         "stateDiagram-v2",
-        f"    [*] --> {reducer.IDLE}",
+        f"    [*] --> {reducer.IDLE.value}",
     ]
     for (a, b), labels in sorted(edges().items()):
         lines.append(f"    {a} --> {b}: {', '.join(labels)}")
-    lines += [f"    {reducer.ENDED} --> [*]", "```", "", "## The table", "", "| in phase | event | handler | leads to | when |", "|---|---|---|---|---|"]
+    lines += [f"    {reducer.ENDED.value} --> [*]", "```", "", "## The table", ""]
+    lines += [
+        "Each row: in these phases, this event is handled by this handler, which takes one of the",
+        "listed outcomes; the outcome names the phases the step goes through (= : stays).",
+        "",
+        "| in phase | event | handler | outcomes | when |",
+        "|---|---|---|---|---|",
+    ]
     for row in reducer.TRANSITIONS:
-        timer = getattr(row.handler, "timer_name", None)
-        event = f"TimerFired({timer})" if timer else row.event.__name__
-        leads = ", ".join(t.replace(">", " → ") for t in row.leads_to)
-        lines.append(f"| {', '.join(row.phases)} | {event} | `{row.handler.__name__}` | {leads} | {row.when} |")
-    lines += ["", "Any other (phase, event) pair is *rejected*: the state stays as it is. Run-scoped events of a run that is not active are *stale* and dropped before the table is consulted.", ""]
+        phases = ", ".join(p.value for p in row.phases)
+        lines.append(f"| {phases} | {_label(row)} | `{row.handler.__name__}` | {_outcomes(row)} | {row.when} |")
+    lines += [
+        "",
+        "Any other (phase, event) pair is *rejected*: the state stays as it is. Run-scoped events of a run that is not active, and timers that are no longer running, are *stale* and dropped before the table is consulted.",
+        "",
+    ]
     return "\n".join(lines)
 
 

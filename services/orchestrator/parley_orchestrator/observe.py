@@ -32,6 +32,7 @@ class StepObserver:
         self.ttft = tel.histogram("parley.llm.ttft", "ms", "LLM time to first token")
         self.steps = tel.counter("parley.reducer.steps", description="events reduced")
         self.dropped = tel.counter("parley.events.dropped", description="events dropped as stale or rejected")
+        self.bugs = tel.counter("parley.reducer.bugs", description="events the reducer failed on (each ended its session)")
         self.runs = tel.counter("parley.runs", description="runs started")
         self.interruptions = tel.counter("parley.interruptions", description="barge-ins that cancelled a run")
         self.resumed = tel.counter("parley.false_interruptions", description="holds that resumed (false interruptions)")
@@ -59,6 +60,8 @@ class StepObserver:
         }
         self.tel.record_span(f"reduce {type(ev).__name__}", session=session, parent=parent, start=at, end=at, attributes=attrs)
         self.steps.add(1, {"event": type(ev).__name__})
+        if step.error:
+            self.bugs.add(1, {"event": type(ev).__name__})
         if step.dropped:
             self.dropped.add(1, {"reason": step.dropped})
             return

@@ -79,7 +79,8 @@ def step(index: int, event: AnyEvent, commands: Sequence[AnyCommand], outcome: r
         state_to=outcome.path[-1],
         commands=tuple(commands),
         dropped=outcome.dropped,
-        note=outcome.text(),
+        note=outcome.note if outcome.error else outcome.text(),
+        error=outcome.error,
         schema=contract.SCHEMA,
         rules=reducer.RULES,
     )

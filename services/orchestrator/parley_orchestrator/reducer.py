@@ -10,7 +10,7 @@ KV, compare-and-set), logs the step, and executes the commands. Replaying the
 logged events through ``reduce`` therefore yields the same commands, bit for
 bit (``replay.py``).
 
-The conversation is in one *phase* at a time:
+The conversation is in one *phase* at a time (``contract.Phase``):
 
     Idle -> Listening <-> Transcribing -> Generating <-> AwaitingTool
                                               |
@@ -19,18 +19,39 @@ The conversation is in one *phase* at a time:
     Generating --final transcript differs--> Cancelled -> Generating
     (any) --SessionEnded / EndSession--> Ended
 
-``TRANSITIONS`` below is the table of (phase, event type) -> handler, with the
-phases each handler may lead to; ``docs/state-diagram.md`` is generated from it
-(``python -m parley_orchestrator.diagram``) and a test fails if they differ.
+How to read a step. ``TRANSITIONS`` at the end of this file is the protocol:
+one row per (phases, event type), naming the handler and its *outcomes*. A
+handler returns the name of the outcome it took (with the new state and the
+commands); the row maps that name to the phases the step goes through. So the
+next phase is never set inside a handler: it is read from the table, and a
+handler that takes an outcome its row does not declare is a bug.
+Where a row has several outcomes, they are a named decision, defined once
+below and listed in the table and in ``docs/state-diagram.md`` (generated
+from the table by ``python -m parley_orchestrator.diagram``; a test fails if
+they differ):
+
+- ``TURN``: is the caller's turn over? (still speaking / wait / nothing said /
+  answer);
+- ``FLOOR``: which phase the agent's run is in (generating / awaiting a tool /
+  speaking);
+- ``RUN_END``: the run was heard to the end: back to listening, straight into
+  the turn the caller already finished, or the goodbye was said;
+- ``FALLBACK``: a provider failed: say so in a run of its own.
+
 An event with no row for the current phase is *rejected*: the state stays as
-it is and the outcome says so.
+it is and the outcome says so. An exception inside a handler is a bug, not a
+rejection: ``reduce_or_end`` (what the runtime and replay call) ends the
+session cleanly and records the error in the step, and the runtime logs it as
+an error.
 
 Runs. Every reply is a *run* with an id counted per session (``next_run``).
 Provider events (LLM, TTS, playback) carry the run id; an event of a run that
 is not the active run is *stale*: it changes nothing and emits nothing. There
-is at most one active run. A run ends as *done* (everything it said was heard)
-or *cancelled* (barge-in, superseded, timed out, session over); either way its
-history is committed then, holding only what the caller heard.
+is at most one active run, and there is one exactly while the agent has the
+floor (Generating, AwaitingTool, Speaking, Paused). A run ends as *done*
+(everything it said was heard) or *cancelled* (barge-in, superseded, timed
+out, session over); either way its history is committed then, holding only
+what the caller heard.
 
 Tool results are the one exception to run scoping: a tool that ran is a fact
 of the world, so its result is kept even when the run that asked for it is
@@ -39,7 +60,8 @@ per session for the same name and arguments.
 
 Timers are commands (``StartTimer``) whose firing comes back as an event
 (``TimerFired``) with the token it was started with; a token that no longer
-matches is stale.
+matches is stale. At most one timer of each name runs; whether a timer runs
+is read from ``state.timers``, never kept in a second flag.
 
 LLM streams are numbered. Each ``StartLLM`` names an *attempt*, and every
 output of that stream carries the attempt and its position (``seq``). Output
@@ -50,12 +72,17 @@ restarted as a new attempt. A restarted attempt (after a gap, or a
 the step already said (``Run.echo``); past that, its tokens go on as usual.
 If it says something else, the step ends with what was already cut into
 chunks (the caller may have heard it), and the rest is dropped.
+
+Helpers take and return an ``Fx``: a state with the commands (and note) that
+led to it. It is immutable; ``fx.then(helper)`` returns a new one, so a
+helper's effects are its return value, visible where it is called.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Callable
+import traceback
+from typing import Callable, NamedTuple
 
 import msgspec
 
@@ -86,9 +113,9 @@ from parley.contract import (
     SpeechStarted,
     SpeechStopped,
     StartLLM,
-    Takeover,
     StartTimer,
     Synthesize,
+    Takeover,
     TimerFired,
     ToolCallItem,
     ToolResult,
@@ -116,7 +143,12 @@ CANCELLED = Phase.CANCELLED  # transient: run superseded or timed out
 ENDED = Phase.ENDED
 
 PHASES = tuple(Phase)
-AGENT_HAS_FLOOR = (GENERATING, AWAITING_TOOL, SPEAKING)
+USER = (LISTENING, TRANSCRIBING)  # the caller has the floor; no run
+FLOOR_PHASES = (GENERATING, AWAITING_TOOL, SPEAKING)  # the agent has the floor
+AGENT_HAS_FLOOR = FLOOR_PHASES
+HELD = FLOOR_PHASES + (PAUSED,)  # a run exists
+LIVE = USER + HELD
+STREAMING = (GENERATING, SPEAKING)  # an LLM step may be streaming
 
 # The version of the reducer's decisions, recorded in every step: bump it when
 # the same events would now lead to different commands (replay then reports a
@@ -172,6 +204,9 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     preemptive: bool = False
 
 
+_SPOKEN = ("reprompt_text", "goodbye_text", "fallback_text")
+
+
 def policy_from_params(params: dict[str, str]) -> tuple[Policy, tuple[str, ...]]:
     """Build the policy from string parameters; returns the keys it could not use."""
     defaults = Policy()
@@ -191,6 +226,8 @@ def policy_from_params(params: dict[str, str]) -> tuple[Policy, tuple[str, ...]]
                 if not value >= 0 or value == float("inf"):
                     raise ValueError(raw)
                 values[key] = value
+            elif key in _SPOKEN and not raw.strip():
+                raise ValueError(raw)  # the agent would have nothing to say
             else:
                 values[key] = raw
         except ValueError:
@@ -244,8 +281,6 @@ class Run(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     llm_seq: int = 0  # the position expected next from that stream
     received: str = ""  # the text the current step's LLM produced so far
     echo: str = ""  # what a restarted attempt must say again before it goes on
-    hold: bool = False  # playback paused for a possible interruption
-    hold_phase: str = ""  # phase to return to when the hold resolves
 
 
 class SessionState(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -263,7 +298,6 @@ class SessionState(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     awaiting_finals: tuple[int, ...] = ()  # utterances stopped, final not yet in
     user_text: str = ""  # finals gathered for the next turn
     partial: str = ""  # latest partial of the current utterance
-    endpoint_due: bool = False  # endpoint timer running
     speech_started_at: float = 0.0
     reprompts: int = 0
     timers: tuple[tuple[str, int], ...] = ()  # running timers (name, token)
@@ -275,277 +309,390 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """What a step did, for the log: the phase path and why nothing happened."""
 
     path: tuple[Phase, ...]  # phases visited, first = before, last = after
+    taken: str = ""  # the outcome of the table row (see TRANSITIONS)
     dropped: Dropped = ""
     note: str = ""
+    error: str = ""  # a bug in the reducer ended the session (see reduce_or_end)
+    trace: str = ""  # its traceback, for the runtime's error log
 
     def text(self) -> str:
-        """The step's note for the log, naming the transient phases passed
-        through ("via Interrupted")."""
+        """The step's note for the log: the transient phases passed through
+        ("via Interrupted"), the outcome taken, and the handler's note."""
         via = self.path[1:-1]
         parts = [f"via {' > '.join(via)}"] if via else []
-        if self.note:
-            parts.append(self.note)
+        parts += [p for p in (self.taken, self.error, self.note) if p]
         return "; ".join(parts)
 
 
 Result = tuple[SessionState, list[AnyCommand], Outcome]
+Cmds = tuple[AnyCommand, ...]
 
 _replace = msgspec.structs.replace
 
+
+class Fx(NamedTuple):
+    """A state, and the commands and note that led to it. Immutable: each
+    method returns a new Fx."""
+
+    state: SessionState
+    commands: Cmds = ()
+    note: str = ""
+
+    def then(self, helper: Callable[..., "Fx"], *args) -> "Fx":
+        return helper(self, *args)
+
+    def set(self, **changes) -> "Fx":
+        return self._replace(state=_replace(self.state, **changes))
+
+    def set_run(self, **changes) -> "Fx":
+        run = self.state.run
+        assert run is not None
+        return self.set(run=_replace(run, **changes))
+
+    def emit(self, *commands: AnyCommand) -> "Fx":
+        return self._replace(commands=self.commands + commands)
+
+    def noted(self, text: str) -> "Fx":
+        return self._replace(note=f"{self.note}; {text}" if self.note else text)
+
+    def to(self, outcome: str) -> "Next":
+        return Next(outcome, self)
+
+
+class Next(NamedTuple):
+    """What a handler returns: the outcome it took (a name its table row maps
+    to phases) and its effects."""
+
+    outcome: str
+    fx: Fx
+
+    def after(self, prefix: str) -> "Next":
+        """The same effects, named as the second part of a compound outcome."""
+        return Next(f"{prefix}, {self.outcome}", self.fx)
+
+
 # ---------------------------------------------------------------------------
-# The entry point
+# The entry points
 
 
 def reduce(state: SessionState, event: AnyEvent) -> Result:
-    """Consume one event. Never raises: a failure inside a handler is reported
-    as a rejected event and the state is left as it was."""
-    try:
-        return _reduce(state, event)
-    except Exception as exc:  # noqa: BLE001 - robustness is the contract here
-        return state, [], Outcome(path=(state.phase,), dropped="rejected", note=f"internal error: {exc!r}")
-
-
-def _reduce(state: SessionState, event: AnyEvent) -> Result:
+    """Consume one event. Pure. An exception is a bug in a handler and
+    propagates; the runtime calls ``reduce_or_end``."""
     if state.session and event.session != state.session:
-        return _rejected(state, "event of another session")
+        return _dropped(state, "rejected", "event of another session")
     # A tool result is scoped by its call id instead (on_tool_result): a tool
     # that ran is a fact even when the run that asked for it is gone.
     if isinstance(event, RunEvent) and not isinstance(event, ToolResult) and (state.run is None or event.run != state.run.id):
-        return state, [], Outcome(path=(state.phase,), dropped="stale", note=f"run {event.run} is not active")
+        return _dropped(state, "stale", f"run {event.run} is not active")
     if isinstance(event, TimerFired) and (event.name, event.token) not in state.timers:
-        return state, [], Outcome(path=(state.phase,), dropped="stale", note=f"timer {event.name}#{event.token}")
-    handler = _HANDLERS.get((state.phase, type(event)))
-    if handler is None:
-        return _rejected(state, f"{type(event).__name__} not valid in {state.phase}")
-    t = _Tx(state, event)
+        return _dropped(state, "stale", f"timer {event.name}#{event.token}")
+    row = row_for(state.phase, event)
+    if row is None:
+        return _dropped(state, "rejected", f"{type(event).__name__} not valid in {state.phase}")
+    fx = Fx(state)
+    if isinstance(event, TimerFired):
+        fx = fx.set(timers=tuple(t for t in state.timers if t[0] != event.name))  # it fired: no longer running
     if isinstance(event, LLMEvent):
-        out_of_order = _llm_order(t, event)
-        if out_of_order is not None:
-            return out_of_order
-    handler(t, event)
-    return t.result()
+        dropped = _llm_out_of_order(state, event)
+        if dropped is not None:
+            return dropped
+        outcome, fx = _llm_gap(fx, event) or row.handler(_llm_counted(fx, event), event)
+    else:
+        outcome, fx = row.handler(fx, event)
+    if outcome not in row.outcomes:
+        raise AssertionError(f"{row.handler.__name__} took outcome {outcome!r}, which its row does not declare")
+    path = _path(state.phase, row.outcomes[outcome])
+    return _replace(fx.state, phase=path[-1]), list(fx.commands), Outcome(path=path, taken=outcome, note=fx.note)
 
 
-def _llm_order(t: "_Tx", e: LLMEvent) -> Result | None:
-    """Attempt and position of an LLM output (see the header). None: in
-    order, go on (the position is counted); otherwise the step's result."""
-    run = t.s.run
+def reduce_or_end(state: SessionState, event: AnyEvent) -> Result:
+    """``reduce``, except that a bug in a handler ends the session cleanly
+    instead of raising: the run is cancelled, every timer stopped, the gateway
+    told (``EndSession``), and the outcome carries the error. Deterministic, so
+    replay reproduces it."""
+    try:
+        return reduce(state, event)
+    except Exception as exc:  # noqa: BLE001 - any exception here is a reducer bug
+        return _end_on_bug(state, event, exc)
+
+
+def _end_on_bug(state: SessionState, event: AnyEvent, exc: Exception) -> Result:
+    session = state.session or event.session
+    error = f"reducer bug: {type(exc).__name__}: {exc}"
+    trace = "".join(traceback.format_exception(exc))
+    if state.phase == ENDED:
+        return state, [], Outcome(path=(ENDED,), error=error, trace=trace)
+    cmds: list[AnyCommand] = []
+    if state.run is not None:
+        rid = state.run.id
+        cmds += [CancelLLM(session=session, run=rid), CancelTTS(session=session, run=rid), FlushPlayback(session=session, run=rid)]
+    cmds += [CancelTimer(session=session, name=name, token=token) for name, token in state.timers]
+    cmds.append(EndSession(session=session, reason="internal error"))
+    ended = _replace(state, session=session, phase=ENDED, run=None, timers=())
+    return ended, cmds, Outcome(path=(state.phase, ENDED), error=error, trace=trace)
+
+
+def _llm_out_of_order(s: SessionState, e: LLMEvent) -> Result | None:
+    """An LLM output of an older attempt (stale) or seen already (duplicate)
+    is dropped; see the header."""
+    run = s.run
     assert run is not None
     if e.attempt != run.attempt:
-        return t.s, [], Outcome(path=(t.s.phase,), dropped="stale", note=f"attempt {e.attempt} is not current")
-    if e.seq < 0:
-        return None  # an unnumbered producer: order as delivered
-    if e.seq < run.llm_seq:
-        return t.s, [], Outcome(path=(t.s.phase,), dropped="duplicate", note=f"LLM output {e.seq} seen already")
-    if e.seq > run.llm_seq:
-        _restart_llm(t, f"gap: LLM output {run.llm_seq} never came (got {e.seq})")
-        return t.result()
-    t.set_run(llm_seq=run.llm_seq + 1)
+        return _dropped(s, "stale", f"attempt {e.attempt} is not current")
+    if 0 <= e.seq < run.llm_seq:
+        return _dropped(s, "duplicate", f"LLM output {e.seq} seen already")
     return None
 
 
-def _rejected(state: SessionState, why: str) -> Result:
-    return state, [], Outcome(path=(state.phase,), dropped="rejected", note=why)
+def _llm_gap(fx: Fx, e: LLMEvent) -> Next | None:
+    """An output past the next expected one: some were lost, so the step
+    starts again as a new attempt (the LLM rows declare this outcome)."""
+    expected = fx.state.run.llm_seq  # type: ignore[union-attr]
+    if e.seq <= expected:
+        return None
+    return _restart_llm(fx.noted(f"gap: LLM output {expected} never came (got {e.seq})")).to("output lost: step restarted")
 
 
-class _Tx:
-    """The working copy of one step: handlers replace ``s`` and append
-    commands. Local to ``reduce``; nothing outside ever sees it mutate."""
+def _llm_counted(fx: Fx, e: LLMEvent) -> Fx:
+    """An in-order output is counted (an unnumbered producer, seq -1, is
+    taken in the order delivered)."""
+    return fx if e.seq < 0 else fx.set_run(llm_seq=e.seq + 1)
 
-    def __init__(self, state: SessionState, event: AnyEvent):
-        self.s = state
-        self.at = event.at
-        self.cmds: list[AnyCommand] = []
-        self.path: list[str] = [state.phase]
-        self.note = ""
 
-    # --- state helpers
-    def set(self, **changes) -> None:
-        self.s = _replace(self.s, **changes)
+def _dropped(state: SessionState, why: Dropped, note: str) -> Result:
+    return state, [], Outcome(path=(state.phase,), dropped=why, note=note)
 
-    def set_run(self, **changes) -> None:
-        assert self.s.run is not None
-        self.s = _replace(self.s, run=_replace(self.s.run, **changes))
 
-    def go(self, phase: str) -> None:
-        if phase != self.path[-1]:
-            self.path.append(phase)
-        self.s = _replace(self.s, phase=phase)
+def _path(start: Phase, targets: tuple[Phase, ...]) -> tuple[Phase, ...]:
+    path = [start]
+    for phase in targets:
+        if phase != path[-1]:
+            path.append(phase)
+    return tuple(path)
 
-    def settle(self, phase: str) -> None:
-        """Move the run to ``phase``, or, while playback is held, remember it
-        as the phase to return to."""
-        if self.s.phase == PAUSED and self.s.run is not None:
-            self.set_run(hold_phase=phase)
-        else:
-            self.go(phase)
 
-    def emit(self, *cmds: AnyCommand) -> None:
-        self.cmds.extend(cmds)
+# ---------------------------------------------------------------------------
+# Timers: at most one of each name runs at a time
 
-    # --- timers: at most one timer of each name runs at a time
-    def start_timer(self, name: str, delay: float) -> None:
-        self.cancel_timer(name)
-        token = self.s.next_token
-        self.set(next_token=token + 1, timers=self.s.timers + ((name, token),))
-        self.emit(StartTimer(session=self.s.session, name=name, token=token, delay=round(max(delay, 0.0), 3)))
 
-    def cancel_timer(self, name: str) -> None:
-        for timer_name, token in self.s.timers:
-            if timer_name == name:
-                self.emit(CancelTimer(session=self.s.session, name=name, token=token))
-        self.set(timers=tuple(t for t in self.s.timers if t[0] != name))
+def _start_timer(fx: Fx, name: str, delay: float) -> Fx:
+    fx = _cancel_timer(fx, name)
+    s = fx.state
+    token = s.next_token
+    fx = fx.set(next_token=token + 1, timers=s.timers + ((name, token),))
+    return fx.emit(StartTimer(session=s.session, name=name, token=token, delay=round(max(delay, 0.0), 3)))
 
-    def fired(self, name: str) -> None:
-        self.set(timers=tuple(t for t in self.s.timers if t[0] != name))
 
-    def result(self) -> Result:
-        return self.s, self.cmds, Outcome(path=tuple(self.path), note=self.note)
+def _cancel_timer(fx: Fx, *names: str) -> Fx:
+    for name in names:
+        s = fx.state
+        fx = fx.emit(*(CancelTimer(session=s.session, name=name, token=token) for n, token in s.timers if n == name))
+        fx = fx.set(timers=tuple(t for t in s.timers if t[0] != name))
+    return fx
+
+
+def _running(s: SessionState, name: str) -> bool:
+    return any(n == name for n, _ in s.timers)
+
+
+# ---------------------------------------------------------------------------
+# Named decisions. Each maps its outcomes to the phases they lead to; the
+# table composes them ("barge-in, answer": through Interrupted to Generating).
+
+Outcomes = dict[str, tuple[Phase, ...]]
+STAY: tuple[Phase, ...] = ()
+
+# Is the caller's turn over? (_turn)
+TURN: Outcomes = {
+    "caller still speaking": (LISTENING,),
+    "wait for the turn to end": (TRANSCRIBING,),
+    "nothing said": (LISTENING,),
+    "answer": (GENERATING,),
+}
+# Which phase the agent's run is in (_floor).
+FLOOR: Outcomes = {"generating": (GENERATING,), "awaiting tool": (AWAITING_TOOL,), "speaking": (SPEAKING,)}
+# The run was heard to the end (_maybe_finish).
+RUN_END: Outcomes = {"goodbye heard": (ENDED,), **{f"heard, {k}": v for k, v in TURN.items()}}
+# A provider failed: say so in a run of its own (_fallback).
+FALLBACK: Outcomes = {"fallback": (CANCELLED, GENERATING), "fallback failed too": (CANCELLED, LISTENING)}
+
+
+def _compound(prefix: str, outcomes: Outcomes, via: tuple[Phase, ...] = ()) -> Outcomes:
+    return {f"{prefix}, {k}": via + v for k, v in outcomes.items()}
+
+
+def _floor(fx: Fx) -> Next:
+    """The phase of the agent's run: awaiting a tool's result, speaking (audio
+    was heard), or generating. Outcomes: FLOOR."""
+    run = fx.state.run
+    assert run is not None
+    if run.waiting and not run.llm_active:
+        return fx.to("awaiting tool")
+    return fx.to("speaking" if run.audio_started else "generating")
 
 
 # ---------------------------------------------------------------------------
 # Session lifetime
 
 
-def on_session_started(t: _Tx, e: SessionStarted) -> None:
+def on_session_started(fx: Fx, e: SessionStarted) -> Next:
     policy, bad = policy_from_params(e.params)
-    t.set(session=e.session, caller=e.caller, policy=policy, started_at=e.at)
+    fx = fx.set(session=e.session, caller=e.caller, policy=policy, started_at=e.at)
     if bad:
-        t.note = f"ignored invalid params: {', '.join(bad)}"
-    t.go(LISTENING)
-    t.start_timer("max_call", policy.max_call)
+        fx = fx.noted(f"ignored invalid params: {', '.join(bad)}")
+    fx = _start_timer(fx, "max_call", policy.max_call)
     if policy.greeting:
-        _start_scripted(t, policy.greeting)
-    else:
-        t.start_timer("reprompt", policy.reprompt_after)
+        return _start_scripted(fx, policy.greeting, e.at).to("greet")
+    return _start_timer(fx, "reprompt", policy.reprompt_after).to("listen")
 
 
-def on_session_ended(t: _Tx, e: SessionEnded) -> None:
-    _end(t, e.reason, tell_gateway=False)
+def on_session_ended(fx: Fx, e: SessionEnded) -> Next:
+    return _end(fx, e.reason, tell_gateway=False).to("ended")
 
 
-def _end(t: _Tx, reason: str, tell_gateway: bool) -> None:
-    if t.s.run is not None:
-        _cancel_run(t, CANCELLED)
-    for name, _ in t.s.timers:
-        t.cancel_timer(name)
+def on_max_call_timer(fx: Fx, e: TimerFired) -> Next:
+    return _end(fx, "max call duration reached", tell_gateway=True).to("ended")
+
+
+def _end(fx: Fx, reason: str, tell_gateway: bool) -> Fx:
+    if fx.state.run is not None:
+        fx = _cancel_run(fx)
+    fx = _cancel_timer(fx, *(name for name, _ in fx.state.timers))
     if tell_gateway:
-        t.emit(EndSession(session=t.s.session, reason=reason))
-    t.note = reason
-    t.go(ENDED)
+        fx = fx.emit(EndSession(session=fx.state.session, reason=reason))
+    return fx.noted(reason)
 
 
 # ---------------------------------------------------------------------------
 # The caller's turn: speech, transcripts, endpointing
 
 
-def on_speech_started(t: _Tx, e: SpeechStarted) -> None:
-    t.set(user_speaking=True, utterance=e.utterance, partial="", speech_started_at=e.at, reprompts=0)
-    t.cancel_timer("reprompt")
-    t.cancel_timer("endpoint")
-    t.set(endpoint_due=False)
-    phase = t.s.phase
-    if phase in AGENT_HAS_FLOOR:
-        # Maybe a barge-in, maybe a cough: hold the audio and find out.
-        run = t.s.run
-        assert run is not None
-        if run.confirmed is False:
-            # A preemptive run answers a turn that is still going on.
-            _cancel_run(t, CANCELLED)
-            t.go(LISTENING)
-            return
-        t.set_run(hold=True, hold_phase=phase)
-        t.emit(PausePlayback(session=t.s.session, run=run.id))
-        t.start_timer("interrupt", t.s.policy.interrupt_min_speech)
-        t.cancel_timer("resume")
-        t.go(PAUSED)
-    elif phase == PAUSED:
-        t.cancel_timer("resume")
-        t.start_timer("interrupt", t.s.policy.interrupt_min_speech)
-    elif phase == TRANSCRIBING:
-        t.go(LISTENING)  # the caller goes on: same turn
+def on_speech_started(fx: Fx, e: SpeechStarted) -> Next:
+    fx = fx.set(user_speaking=True, utterance=e.utterance, partial="", speech_started_at=e.at, reprompts=0)
+    fx = _cancel_timer(fx, "reprompt", "endpoint")
+    phase, run = fx.state.phase, fx.state.run
+    if phase in USER:
+        return fx.to("caller speaks")  # from Transcribing: the same turn goes on
+    assert run is not None
+    if phase == PAUSED:
+        return _cancel_timer(fx, "resume").then(_start_timer, "interrupt", fx.state.policy.interrupt_min_speech).to("more sound")
+    if not run.confirmed:
+        # A preemptive run answers a turn that is still going on.
+        return _cancel_run(fx).to("preemptive guess dropped")
+    # Maybe a barge-in, maybe a cough: hold the audio and find out.
+    fx = fx.emit(PausePlayback(session=fx.state.session, run=run.id))
+    fx = _start_timer(fx, "interrupt", fx.state.policy.interrupt_min_speech)
+    return _cancel_timer(fx, "resume").to("hold")
 
 
-def on_speech_stopped(t: _Tx, e: SpeechStopped) -> None:
-    t.set(user_speaking=False, awaiting_finals=t.s.awaiting_finals + (e.utterance,))
-    t.start_timer("final", t.s.policy.final_timeout)
-    if t.s.phase in AGENT_HAS_FLOOR:
-        return  # the end of a sound that began before this run: its final decides
-    if t.s.phase == PAUSED:
+def on_speech_stopped(fx: Fx, e: SpeechStopped) -> Next:
+    s = fx.state
+    fx = fx.set(user_speaking=False, awaiting_finals=s.awaiting_finals + (e.utterance,))
+    fx = _start_timer(fx, "final", s.policy.final_timeout)
+    if s.phase in FLOOR_PHASES:
+        return fx.to("end of an earlier sound")  # its final decides
+    if s.phase == PAUSED:
         # Short sound, no words yet: wait a little for a transcript.
-        t.cancel_timer("interrupt")
-        t.start_timer("resume", t.s.policy.resume_timeout)
-        return
-    t.go(TRANSCRIBING)
-    if t.s.policy.endpoint_delay > 0:
-        t.set(endpoint_due=True)
-        t.start_timer("endpoint", t.s.policy.endpoint_delay)
-    if t.s.policy.preemptive and t.s.run is None and (t.s.user_text + " " + t.s.partial).strip():
-        _start_run(t, _join(t.s.user_text, t.s.partial), confirmed=False)
+        return _cancel_timer(fx, "interrupt").then(_start_timer, "resume", s.policy.resume_timeout).to("wait for words")
+    if s.policy.endpoint_delay > 0:
+        fx = _start_timer(fx, "endpoint", s.policy.endpoint_delay)
+    guess = _join(s.user_text, s.partial)
+    if s.policy.preemptive and guess.strip():
+        return _start_run(fx, guess, e.at, confirmed=False).to("preemptive start")
+    return fx.to("transcribing")
 
 
-def on_partial(t: _Tx, e: TranscriptPartial) -> None:
-    t.set(partial=e.text)
-    if t.s.phase == PAUSED and _has_words(e.text):
-        _barge_in(t)
+def on_partial(fx: Fx, e: TranscriptPartial) -> Next:
+    fx = fx.set(partial=e.text)
+    if fx.state.phase == PAUSED and _has_words(e.text):
+        return _barge_in(fx).to("words: barge-in")
+    return fx.to("partial")
 
 
-def on_final(t: _Tx, e: TranscriptFinal) -> None:
-    finals = tuple(u for u in t.s.awaiting_finals if u != e.utterance)
-    t.set(awaiting_finals=finals, partial="")
+def on_final(fx: Fx, e: TranscriptFinal) -> Next:
+    """Dispatch on who has the floor (each case is its own handler below)."""
+    finals = tuple(u for u in fx.state.awaiting_finals if u != e.utterance)
+    fx = fx.set(awaiting_finals=finals, partial="")
     if not finals:
-        t.cancel_timer("final")
-    if t.s.phase == PAUSED:
-        if _has_words(e.text):
-            _barge_in(t)
-            t.set(user_text=_join(t.s.user_text, e.text.strip()))
-            if not t.s.user_speaking:
-                _maybe_answer(t)
-        elif not t.s.user_speaking:
-            _resume(t)
-        return
-    run = t.s.run
-    if run is not None and run.confirmed and t.s.phase in AGENT_HAS_FLOOR and _has_words(e.text):
+        fx = _cancel_timer(fx, "final")
+    phase = fx.state.phase
+    if phase == PAUSED:
+        return _final_during_hold(fx, e)
+    if phase in FLOOR_PHASES:
+        return _final_while_agent_has_floor(fx, e)
+    return _turn(fx.set(user_text=_join(fx.state.user_text, e.text.strip())), e.at)
+
+
+def _final_during_hold(fx: Fx, e: TranscriptFinal) -> Next:
+    if _has_words(e.text):
+        fx = _barge_in(fx).set(user_text=_join(fx.state.user_text, e.text.strip()))
+        return _turn(fx, e.at).after("words: barge-in")
+    if fx.state.user_speaking:
+        return fx.to("no words, caller still making a sound")
+    return _resume(fx, e.at).after("no words: resume")
+
+
+def _final_while_agent_has_floor(fx: Fx, e: TranscriptFinal) -> Next:
+    run = fx.state.run
+    assert run is not None
+    if run.confirmed and _has_words(e.text):
         # Words that came after the hold resolved (a slow transcript): still
         # the caller taking the floor.
-        _barge_in(t)
-        run = None
-    t.set(user_text=_join(t.s.user_text, e.text.strip()))
-    if run is not None and not run.confirmed:
-        if _same_words(run.user_text, t.s.user_text) and not t.s.awaiting_finals:
-            # The preemptive guess was right: release what it has produced.
-            t.set_run(confirmed=True, user_text=t.s.user_text)
-            t.set(user_text="")
-            _pump_chunks(t)
-            t.go(_floor_phase(t.s.run))
-            return
-        _cancel_run(t, CANCELLED)
-    _maybe_answer(t)
+        fx = _barge_in(fx).set(user_text=_join(fx.state.user_text, e.text.strip()))
+        return _turn(fx, e.at).after("late words: barge-in")
+    fx = fx.set(user_text=_join(fx.state.user_text, e.text.strip()))
+    if run.confirmed:
+        return fx.to("no words")
+    s = fx.state
+    if _same_words(run.user_text, s.user_text) and not s.awaiting_finals:
+        # The preemptive guess was right: release what it has produced.
+        fx = _pump_chunks(fx.set_run(confirmed=True, user_text=s.user_text).set(user_text=""))
+        return (_maybe_finish(fx, e.at) or _floor(_guard_playback(fx))).after("preemptive guess confirmed")
+    return _turn(_cancel_run(fx), e.at).after("preemptive guess wrong")
 
 
-def on_dtmf(t: _Tx, e: Dtmf) -> None:
+def on_dtmf(fx: Fx, e: Dtmf) -> Next:
     # A key press is an unambiguous turn: it interrupts and is answered at once.
-    if t.s.phase == PAUSED or t.s.phase in AGENT_HAS_FLOOR:
-        _barge_in(t)
-    t.set(user_text=_join(t.s.user_text, f"(pressed {e.digit} on the keypad)"), reprompts=0)
-    t.cancel_timer("reprompt")
-    _maybe_answer(t)
+    barge = fx.state.phase in HELD
+    if barge:
+        fx = _barge_in(fx)
+    fx = fx.set(user_text=_join(fx.state.user_text, f"(pressed {e.digit} on the keypad)"), reprompts=0)
+    fx = _cancel_timer(fx, "reprompt")
+    nxt = _turn(fx, e.at)
+    return nxt.after("key press: barge-in") if barge else nxt
 
 
-def _maybe_answer(t: _Tx) -> None:
-    """Start a run for the gathered turn once the caller is really done."""
-    s = t.s
-    if s.user_speaking or s.awaiting_finals or s.endpoint_due or s.run is not None:
-        if not (s.user_speaking or s.run is not None):
-            t.go(TRANSCRIBING)
-        return
+def _turn(fx: Fx, at: float) -> Next:
+    """Is the caller's turn over? Answer once they are really done (not
+    speaking, every final in, the endpoint delay over). Outcomes: TURN."""
+    s = fx.state
+    assert s.run is None
+    if s.user_speaking:
+        return fx.to("caller still speaking")
+    if s.awaiting_finals or _running(s, "endpoint"):
+        return fx.to("wait for the turn to end")
     if not s.user_text.strip():
-        t.go(LISTENING)  # a sound without words: nothing to answer
-        t.start_timer("reprompt", s.policy.reprompt_after)
-        return
-    text = s.user_text
-    t.set(user_text="")
-    _start_run(t, text, confirmed=True)
+        # A sound without words: nothing to answer.
+        return _start_timer(fx, "reprompt", s.policy.reprompt_after).to("nothing said")
+    return _start_run(fx.set(user_text=""), s.user_text, at, confirmed=True).to("answer")
+
+
+def on_final_timer(fx: Fx, e: TimerFired) -> Next:
+    fx = fx.noted(f"no final transcript for utterance(s) {list(fx.state.awaiting_finals)}: going on without").set(awaiting_finals=())
+    if fx.state.phase in HELD:
+        return fx.to("stop waiting for it")
+    return _turn(fx, e.at)
+
+
+def on_endpoint_timer(fx: Fx, e: TimerFired) -> Next:
+    return _turn(fx, e.at)
+
+
+def on_reprompt_timer(fx: Fx, e: TimerFired) -> Next:
+    s = fx.state
+    if s.reprompts >= s.policy.max_reprompts:
+        return _start_scripted(fx, s.policy.goodbye_text, e.at, then_end="caller silent").to("goodbye")
+    return _start_scripted(fx.set(reprompts=s.reprompts + 1), s.policy.reprompt_text, e.at).to("re-prompt")
 
 
 _NON_WORDS = re.compile(r"[^a-z0-9']+")
@@ -571,84 +718,59 @@ def _join(a: str, b: str) -> str:
     return f"{a} {b}".strip() if a and b else (a or b)
 
 
-def on_final_timer(t: _Tx, e: TimerFired) -> None:
-    t.note = f"no final transcript for utterance(s) {list(t.s.awaiting_finals)}: going on without"
-    t.set(awaiting_finals=())
-    if t.s.phase in (LISTENING, TRANSCRIBING) and not t.s.user_speaking:
-        _maybe_answer(t)
-
-
-def on_endpoint_timer(t: _Tx, e: TimerFired) -> None:
-    t.set(endpoint_due=False)
-    _maybe_answer(t)
-
-
-def on_reprompt_timer(t: _Tx, e: TimerFired) -> None:
-    if t.s.reprompts >= t.s.policy.max_reprompts:
-        _start_scripted(t, t.s.policy.goodbye_text, then_end="caller silent")
-        return
-    t.set(reprompts=t.s.reprompts + 1)
-    _start_scripted(t, t.s.policy.reprompt_text)
-
-
-def on_max_call_timer(t: _Tx, e: TimerFired) -> None:
-    _end(t, "max call duration reached", tell_gateway=True)
-
-
 # ---------------------------------------------------------------------------
 # Runs: starting, generating, chunking
 
 
-def _start_run(t: _Tx, user_text: str, confirmed: bool) -> None:
-    run_id = t.s.next_run
-    run = Run(id=run_id, user_text=user_text, confirmed=confirmed, utterance=t.s.utterance, started_at=t.s.speech_started_at or t.at)
-    t.set(next_run=run_id + 1, run=run)
-    t.cancel_timer("reprompt")
-    t.go(GENERATING)
-    _start_llm(t)
+def _start_run(fx: Fx, user_text: str, at: float, confirmed: bool) -> Fx:
+    s = fx.state
+    run = Run(id=s.next_run, user_text=user_text, confirmed=confirmed, utterance=s.utterance, started_at=s.speech_started_at or at)
+    fx = fx.set(next_run=run.id + 1, run=run)
+    return _start_llm(_cancel_timer(fx, "reprompt"))
 
 
-def _start_scripted(t: _Tx, text: str, then_end: str = "") -> None:
+def _start_scripted(fx: Fx, text: str, at: float, then_end: str = "") -> Fx:
     """A run that speaks fixed text: greeting, re-prompt, fallback, goodbye."""
-    run_id = t.s.next_run
-    run = Run(id=run_id, scripted=True, pending=text, end_after=then_end, started_at=t.at)
-    t.set(next_run=run_id + 1, run=run)
-    t.cancel_timer("reprompt")
-    t.go(GENERATING)
-    _pump_chunks(t, final=True)
+    s = fx.state
+    assert text.strip(), "scripted text is never blank (policy_from_params)"
+    run = Run(id=s.next_run, scripted=True, pending=text, end_after=then_end, started_at=at)
+    fx = fx.set(next_run=run.id + 1, run=run)
+    return _pump_chunks(_cancel_timer(fx, "reprompt"), final=True)
 
 
-def _start_llm(t: _Tx) -> None:
-    run = t.s.run
-    assert run is not None
-    t.set_run(llm_active=True, got_token=False, llm_seq=0, received="", echo="")
-    t.emit(StartLLM(session=t.s.session, run=run.id, step=run.step, messages=_prompt(t.s), attempt=run.attempt))
-    t.start_timer("llm_first_token", t.s.policy.llm_first_token_timeout)
+def _start_llm(fx: Fx) -> Fx:
+    fx = fx.set_run(llm_active=True, got_token=False, llm_seq=0, received="", echo="")
+    s = fx.state
+    assert s.run is not None
+    fx = fx.emit(StartLLM(session=s.session, run=s.run.id, step=s.run.step, messages=_prompt(s), attempt=s.run.attempt))
+    return _start_timer(fx, "llm_first_token", s.policy.llm_first_token_timeout)
 
 
-def _restart_llm(t: _Tx, why: str) -> None:
+def _restart_llm(fx: Fx) -> Fx:
     """Run the current step again as a new attempt (the old stream is lost or
     untrusted); it must first repeat what the step already received."""
-    run = t.s.run
+    run = fx.state.run
     assert run is not None
-    t.note = why
     if not run.llm_active:
-        return
-    t.emit(CancelLLM(session=t.s.session, run=run.id, attempt=run.attempt))
+        return fx
+    fx = fx.emit(CancelLLM(session=fx.state.session, run=run.id, attempt=run.attempt))
     # Tool calls of the lost attempt are asked again by the new one; a call
     # that already runs is found by name and arguments, never run twice.
-    t.set_run(attempt=run.attempt + 1, llm_seq=0, got_token=False, echo=run.received, calls=(), waiting=())
-    t.emit(StartLLM(session=t.s.session, run=run.id, step=run.step, messages=_prompt(t.s), attempt=run.attempt + 1))
-    t.start_timer("llm_first_token", t.s.policy.llm_first_token_timeout)
+    fx = fx.set_run(attempt=run.attempt + 1, llm_seq=0, got_token=False, echo=run.received, calls=(), waiting=())
+    s = fx.state
+    fx = fx.emit(StartLLM(session=s.session, run=run.id, step=run.step, messages=_prompt(s), attempt=run.attempt + 1))
+    return _start_timer(fx, "llm_first_token", s.policy.llm_first_token_timeout)
 
 
-def on_takeover(t: _Tx, e: Takeover) -> None:
+def on_takeover(fx: Fx, e: Takeover) -> Next:
     """A new owner: the LLM stream and the tool calls died with the old one."""
-    _restart_llm(t, f"taken over by {e.owner}")
-    for rec in t.s.tools:
-        if rec.result is None:
-            # Tools are idempotent by call id (the registry's contract).
-            t.emit(CallTool(session=t.s.session, run=rec.run, call_id=rec.call_id, name=rec.name, arguments=rec.arguments))
+    fx = fx.noted(f"taken over by {e.owner}")
+    if fx.state.run is not None:
+        fx = _restart_llm(fx)
+    s = fx.state
+    # Tools are idempotent by call id (the registry's contract).
+    fx = fx.emit(*(CallTool(session=s.session, run=r.run, call_id=r.call_id, name=r.name, arguments=r.arguments) for r in s.tools if r.result is None))
+    return fx.to("work re-issued")
 
 
 def _echo(echo: str, text: str) -> tuple[str, str] | None:
@@ -696,100 +818,96 @@ def _tool_pair(rec: ToolRecord) -> list[Message]:
     ]
 
 
-def on_llm_token(t: _Tx, e: LLMToken) -> None:
-    run = t.s.run
+def on_llm_token(fx: Fx, e: LLMToken) -> Next:
+    run = fx.state.run
     assert run is not None
     if e.step != run.step or not run.llm_active:
-        t.note = f"token of step {e.step} ignored"
-        return
+        return fx.noted(f"token of step {e.step} ignored").to("token")
     if not run.got_token:
-        t.cancel_timer("llm_first_token")
+        fx = _cancel_timer(fx, "llm_first_token")
     text = e.text
     if run.echo:
         matched = _echo(run.echo, text)
         if matched is None:
-            _diverged(t)
-            return
+            return _diverged(fx, e.at)
         text, echo = matched
-        t.set_run(echo=echo)
-    t.set_run(got_token=True, pending=t.s.run.pending + text, received=t.s.run.received + text)
-    _pump_chunks(t)
+        fx = fx.set_run(echo=echo)
+    run = fx.state.run
+    return _pump_chunks(fx.set_run(got_token=True, pending=run.pending + text, received=run.received + text)).to("token")
 
 
-def _diverged(t: _Tx) -> None:
+def _diverged(fx: Fx, at: float) -> Next:
     """A restarted attempt said something else than the lost one: end the step
-    with what was cut into chunks already, drop the rest."""
-    run = t.s.run
+    with what was cut into chunks already, drop the rest. Outcomes: STEP_DONE."""
+    run = fx.state.run
     assert run is not None
-    t.emit(CancelLLM(session=t.s.session, run=run.id, attempt=run.attempt))
-    t.set_run(pending="", echo="", got_token=True)
-    _step_done(t)
-    t.note = "restarted LLM said something else: the reply ends with what was already said"
+    fx = fx.emit(CancelLLM(session=fx.state.session, run=run.id, attempt=run.attempt))
+    fx = fx.set_run(pending="", echo="", got_token=True)
+    return _step_done(fx.noted("restarted LLM said something else: the reply ends with what was already said"), at)
 
 
-def _pump_chunks(t: _Tx, final: bool = False) -> None:
+def _pump_chunks(fx: Fx, final: bool = False) -> Fx:
     """Cut what can be cut from the pending text into numbered chunks, and send
     chunks to TTS once the run is confirmed."""
-    run = t.s.run
+    run = fx.state.run
     assert run is not None
-    p = t.s.policy
+    p = fx.state.policy
     pending, chunks, steps = run.pending, list(run.chunks), list(run.chunk_steps)
     while pending:
         n = next_chunk(pending, first=not chunks, final=final, first_min=p.first_chunk_min, min_len=p.chunk_min, max_len=p.chunk_max)
         if n == 0:
             break
-        text = pending[:n].strip()
-        pending = pending[n:]
+        text, pending = pending[:n].strip(), pending[n:]
         if text:
             chunks.append(text)
             steps.append(run.step)
-    t.set_run(pending=pending, chunks=tuple(chunks), chunk_steps=tuple(steps), audio_ms=run.audio_ms + (-1,) * (len(chunks) - len(run.chunks)))
-    run = t.s.run
+    fx = fx.set_run(pending=pending, chunks=tuple(chunks), chunk_steps=tuple(steps), audio_ms=run.audio_ms + (-1,) * (len(chunks) - len(run.chunks)))
+    run = fx.state.run
     if not run.confirmed:
-        return
+        return fx
     if run.sent < len(run.chunks) and run.sent == 0 and not run.tts_started:
-        t.start_timer("tts_first_audio", p.tts_first_audio_timeout)
-    for i in range(run.sent, len(run.chunks)):
-        t.emit(Synthesize(session=t.s.session, run=run.id, chunk=i, text=run.chunks[i]))
-    t.set_run(sent=len(run.chunks))
-    _maybe_finish(t)
+        fx = _start_timer(fx, "tts_first_audio", p.tts_first_audio_timeout)
+    fx = fx.emit(*(Synthesize(session=fx.state.session, run=run.id, chunk=i, text=run.chunks[i]) for i in range(run.sent, len(run.chunks))))
+    return fx.set_run(sent=len(run.chunks))
 
 
-def on_llm_tool_call(t: _Tx, e: LLMToolCall) -> None:
-    run = t.s.run
+def on_llm_tool_call(fx: Fx, e: LLMToolCall) -> Next:
+    run = fx.state.run
     assert run is not None
     if e.step != run.step or not run.llm_active:
-        t.note = f"tool call of step {e.step} ignored"
-        return
+        return fx.noted(f"tool call of step {e.step} ignored").to("tool call")
     if e.name == END_CALL:
         # Not executed now: the call ends once this reply has been heard in
         # full. A reply that is interrupted, or a run that is cancelled, never
         # hangs up on the caller.
-        t.set_run(end_after="agent ended the call")
-        t.note = "end_call: the call ends after this reply is heard"
-        return
-    if run.tool_steps >= t.s.policy.max_tool_steps:
-        t.note = f"tool call {e.name} refused: {run.tool_steps} tool steps already"
-        return
+        return fx.set_run(end_after="agent ended the call").noted("end_call: the call ends after this reply is heard").to("tool call")
+    if run.tool_steps >= fx.state.policy.max_tool_steps:
+        return fx.noted(f"tool call {e.name} refused: {run.tool_steps} tool steps already").to("tool call")
     call = ToolCallItem(call_id=e.call_id, name=e.name, arguments=e.arguments)
-    t.set_run(calls=run.calls + (call,))
-    same = next((r for r in t.s.tools if r.name == e.name and _same_args(r.arguments, e.arguments)), None)
+    fx = fx.set_run(calls=run.calls + (call,))
+    same = next((r for r in fx.state.tools if r.name == e.name and _same_args(r.arguments, e.arguments)), None)
     if same is None:
-        rec = ToolRecord(call_id=e.call_id, name=e.name, arguments=e.arguments, run=run.id)
-        t.set(tools=t.s.tools + (rec,))
-        t.set_run(waiting=t.s.run.waiting + (e.call_id,))
-        t.emit(CallTool(session=t.s.session, run=run.id, call_id=e.call_id, name=e.name, arguments=e.arguments))
-    elif same.result is not None:
+        return _call_tool(fx, e).to("tool call")
+    if same.result is not None:
         # Already ran: reuse its result, never run it twice.
-        t.note = f"tool {e.name} already ran as {same.call_id}; result reused"
-        t.set_run(results=t.s.run.results + ((e.call_id, e.name, same.result),))
-        _commit_tool(t, same.call_id)
-    else:
-        # Still running for an earlier run: wait for that execution.
-        t.note = f"tool {e.name} already running as {same.call_id}; waiting for it"
-        t.set_run(waiting=t.s.run.waiting + (same.call_id,))
-        t.set(tools=tuple(_replace(r, run=run.id) if r.call_id == same.call_id else r for r in t.s.tools))
-        t.set_run(calls=tuple(_replace(c, call_id=same.call_id) if c.call_id == e.call_id else c for c in t.s.run.calls))
+        fx = fx.noted(f"tool {e.name} already ran as {same.call_id}; result reused")
+        fx = fx.set_run(results=fx.state.run.results + ((e.call_id, e.name, same.result),))
+        return _commit_tool(fx, same.call_id).to("tool call")
+    # Still running for an earlier run: wait for that execution.
+    s = fx.state
+    fx = fx.noted(f"tool {e.name} already running as {same.call_id}; waiting for it")
+    fx = fx.set_run(
+        waiting=s.run.waiting + (same.call_id,),
+        calls=tuple(_replace(c, call_id=same.call_id) if c.call_id == e.call_id else c for c in s.run.calls),
+    )
+    return fx.set(tools=tuple(_replace(r, run=run.id) if r.call_id == same.call_id else r for r in s.tools)).to("tool call")
+
+
+def _call_tool(fx: Fx, e: LLMToolCall) -> Fx:
+    s = fx.state
+    rec = ToolRecord(call_id=e.call_id, name=e.name, arguments=e.arguments, run=e.run)
+    fx = fx.set(tools=s.tools + (rec,)).set_run(waiting=s.run.waiting + (e.call_id,))
+    return fx.emit(CallTool(session=s.session, run=e.run, call_id=e.call_id, name=e.name, arguments=e.arguments))
 
 
 def _same_args(a: str, b: str) -> bool:
@@ -799,438 +917,414 @@ def _same_args(a: str, b: str) -> bool:
         return a.strip() == b.strip()
 
 
-def _commit_tool(t: _Tx, call_id: str) -> None:
-    t.set(tools=tuple(_replace(r, committed=True) if r.call_id == call_id else r for r in t.s.tools))
+def _commit_tool(fx: Fx, call_id: str) -> Fx:
+    return fx.set(tools=tuple(_replace(r, committed=True) if r.call_id == call_id else r for r in fx.state.tools))
 
 
-def on_llm_done(t: _Tx, e: LLMDone) -> None:
-    run = t.s.run
+def on_llm_done(fx: Fx, e: LLMDone) -> Next:
+    run = fx.state.run
     assert run is not None
     if e.step != run.step or not run.llm_active:
-        t.note = f"done of step {e.step} ignored"
-        return
+        return fx.noted(f"done of step {e.step} ignored").to("step done")
     if run.echo:
         # The restarted attempt ended before repeating everything: keep what
         # was said; what was received but not cut yet is said too.
-        t.set_run(echo="")
-    _step_done(t)
+        fx = fx.set_run(echo="")
+    return _step_done(fx, e.at)
 
 
-def _step_done(t: _Tx) -> None:
-    run = t.s.run
+def _step_done(fx: Fx, at: float) -> Next:
+    """The LLM step ended: speak what it said, then run its tools, or finish.
+    Outcomes: STEP_DONE."""
+    run = fx.state.run
     assert run is not None
-    t.cancel_timer("llm_first_token")
-    step_text = _join(_text_of_step(run, run.step), run.pending.strip())
-    t.set_run(
+    fx = _cancel_timer(fx, "llm_first_token").set_run(
         llm_active=False,
-        step_text=run.step_text + (step_text,),
+        step_text=run.step_text + (_join(_text_of_step(run, run.step), run.pending.strip()),),
         step_calls=run.step_calls + (run.calls,),
         calls=(),
         tool_steps=run.tool_steps + (1 if run.calls else 0),
         continue_due=bool(run.calls),
     )
     # Speak what came before a tool call while the tool runs.
-    _pump_chunks(t, final=True)
-    if t.s.run is None or not t.s.run.continue_due:
-        return
-    if t.s.run.waiting:
-        t.settle(AWAITING_TOOL)
-    elif t.s.phase != PAUSED:
-        _continue_after_tools(t)  # every result was known already (reused)
+    fx = _pump_chunks(fx, final=True)
+    held = fx.state.phase == PAUSED
+    if not fx.state.run.continue_due:
+        if held:
+            return fx.to("step done")
+        return _maybe_finish(fx, at) or _guard_playback(fx).to("step done")
+    if fx.state.run.waiting:
+        return fx.to("step done" if held else "tools running")
+    if held:
+        return fx.to("step done")  # continues on resume
+    return _continue_after_tools(fx).after("results known")  # every result was known already (reused)
 
 
 def _text_of_step(run: Run, step: int) -> str:
     return " ".join(c for c, s in zip(run.chunks, run.chunk_steps) if s == step)
 
 
-def on_tool_result(t: _Tx, e: ToolResult) -> None:
-    rec = next((r for r in t.s.tools if r.call_id == e.call_id), None)
+def on_tool_result(fx: Fx, e: ToolResult) -> Next:
+    rec = next((r for r in fx.state.tools if r.call_id == e.call_id), None)
     if rec is None or rec.result is not None:
-        t.note = f"no outstanding tool call {e.call_id}"
-        return
+        return fx.noted(f"no outstanding tool call {e.call_id}").to("result kept")
     result = e.result if e.ok else msgspec.json.encode({"error": e.result}).decode()
-    t.set(tools=tuple(_replace(r, result=result, ok=e.ok) if r.call_id == e.call_id else r for r in t.s.tools))
-    run = t.s.run
+    fx = fx.set(tools=tuple(_replace(r, result=result, ok=e.ok) if r.call_id == e.call_id else r for r in fx.state.tools))
+    run = fx.state.run
     if run is None:
-        t.set(history=t.s.history + tuple(_tool_pair(_replace(rec, result=result))))
-        _commit_tool(t, e.call_id)
-        t.note = f"late result of {e.name} kept in history"
-        return
+        fx = fx.set(history=fx.state.history + tuple(_tool_pair(_replace(rec, result=result))))
+        return _commit_tool(fx, e.call_id).noted(f"late result of {e.name} kept in history").to("result kept")
     if e.call_id not in run.waiting:
-        t.note = f"result of {e.name} kept for the next generation"
-        return
+        return fx.noted(f"result of {e.name} kept for the next generation").to("result kept")
     name = next((c.name for c in run.step_calls[-1] if c.call_id == e.call_id), e.name) if run.step_calls else e.name
-    t.set_run(waiting=tuple(w for w in run.waiting if w != e.call_id), results=run.results + ((e.call_id, name, result),))
-    _commit_tool(t, e.call_id)
-    if not t.s.run.waiting and t.s.run.continue_due and t.s.phase != PAUSED:
-        _continue_after_tools(t)  # during a hold: continues on resume
+    fx = fx.set_run(waiting=tuple(w for w in run.waiting if w != e.call_id), results=run.results + ((e.call_id, name, result),))
+    fx = _commit_tool(fx, e.call_id)
+    run = fx.state.run
+    if not run.waiting and run.continue_due and fx.state.phase != PAUSED:
+        return _continue_after_tools(fx).after("results in")
+    return fx.to("result kept")  # more to come, or during a hold: continues on resume
 
 
-def _continue_after_tools(t: _Tx) -> None:
-    run = t.s.run
+def _continue_after_tools(fx: Fx) -> Next:
+    """Every result of the step is in: the LLM goes on. Outcomes: FLOOR."""
+    run = fx.state.run
     assert run is not None and run.continue_due
-    t.set_run(step=run.step + 1, continue_due=False)
-    t.go(_floor_phase(t.s.run))
-    _start_llm(t)
+    fx = fx.set_run(step=run.step + 1, continue_due=False)
+    phase = _floor(fx)  # decided before the LLM is active again
+    return Next(phase.outcome, _start_llm(fx))
 
 
-def on_llm_error(t: _Tx, e: LLMError) -> None:
-    if e.step != t.s.run.step:  # type: ignore[union-attr]
-        t.note = f"error of step {e.step} ignored"
-        return
-    t.note = f"LLM error: {e.message}"
-    _fallback(t)
+def on_llm_error(fx: Fx, e: LLMError) -> Next:
+    if e.step != fx.state.run.step:  # type: ignore[union-attr]
+        return fx.noted(f"error of step {e.step} ignored").to("ignored")
+    return _fallback(fx.noted(f"LLM error: {e.message}"), e.at)
 
 
-def on_llm_timeout(t: _Tx, e: TimerFired) -> None:
-    t.note = "LLM first token timed out"
-    _fallback(t)
+def on_llm_timeout(fx: Fx, e: TimerFired) -> Next:
+    return _fallback(fx.noted("LLM first token timed out"), e.at)
 
 
-def on_tts_timeout(t: _Tx, e: TimerFired) -> None:
-    t.note = "TTS first audio timed out"
-    _fallback(t)
+def on_tts_timeout(fx: Fx, e: TimerFired) -> Next:
+    return _fallback(fx.noted("TTS first audio timed out"), e.at)
 
 
-def _fallback(t: _Tx) -> None:
+def _fallback(fx: Fx, at: float) -> Next:
     """Give up on this run and say so, in a run of its own (the failing run's
-    TTS output, if it ever comes, is stale by then)."""
-    run = t.s.run
-    scripted_failed = run is not None and run.scripted
-    if run is not None:
-        _cancel_run(t, CANCELLED)
+    TTS output, if it ever comes, is stale by then). Outcomes: FALLBACK."""
+    scripted_failed = fx.state.run.scripted  # type: ignore[union-attr]
+    fx = _cancel_run(fx)
     if scripted_failed:
-        t.go(LISTENING)  # TTS itself is failing: saying so would fail too
-        t.start_timer("reprompt", t.s.policy.reprompt_after)
-        return
-    _start_scripted(t, t.s.policy.fallback_text)
+        # TTS itself is failing: saying so would fail too.
+        return _start_timer(fx, "reprompt", fx.state.policy.reprompt_after).to("fallback failed too")
+    return _start_scripted(fx, fx.state.policy.fallback_text, at).to("fallback")
 
 
 # ---------------------------------------------------------------------------
 # Audio: TTS progress and what the caller actually heard
 
 
-def on_tts_started(t: _Tx, e: TTSChunkStarted) -> None:
-    if not t.s.run.tts_started:  # type: ignore[union-attr]
-        t.cancel_timer("tts_first_audio")
-    t.set_run(tts_started=True)
+def on_tts_started(fx: Fx, e: TTSChunkStarted) -> Next:
+    if not fx.state.run.tts_started:  # type: ignore[union-attr]
+        fx = _cancel_timer(fx, "tts_first_audio")
+    return fx.set_run(tts_started=True).to("audio")
 
 
-def on_tts_done(t: _Tx, e: TTSChunkDone) -> None:
-    _chunk_audio(t, e.chunk, e.audio_ms)
+def on_tts_done(fx: Fx, e: TTSChunkDone) -> Next:
+    return _chunk_audio(fx, e.chunk, e.audio_ms, e.at)
 
 
-def on_tts_error(t: _Tx, e: TTSError) -> None:
-    t.note = f"TTS error on chunk {e.chunk}: {e.message}"
-    _chunk_audio(t, e.chunk, 0)
+def on_tts_error(fx: Fx, e: TTSError) -> Next:
+    return _chunk_audio(fx.noted(f"TTS error on chunk {e.chunk}: {e.message}"), e.chunk, 0, e.at)
 
 
-def _chunk_audio(t: _Tx, chunk: int, audio_ms: int) -> None:
-    run = t.s.run
+def _chunk_audio(fx: Fx, chunk: int, audio_ms: int, at: float) -> Next:
+    run = fx.state.run
     assert run is not None
     if not 0 <= chunk < len(run.audio_ms):
-        t.note = f"chunk {chunk} unknown"
-        return
+        return fx.noted(f"chunk {chunk} unknown").to("audio")
     if run.audio_ms[chunk] >= 0:
-        t.note = f"chunk {chunk} was already reported done"
-        return
+        return fx.noted(f"chunk {chunk} was already reported done").to("audio")
     audio = list(run.audio_ms)
     audio[chunk] = audio_ms
-    t.set_run(audio_ms=tuple(audio))
+    fx = fx.set_run(audio_ms=tuple(audio))
     if audio_ms == 0 and chunk == run.played:
         # Nothing to play for this chunk: it is "heard" as far as order goes.
-        _advance_played(t, chunk)
-    _maybe_finish(t)
+        fx = _advance_played(fx, chunk)
+    if fx.state.phase == PAUSED:
+        return fx.to("audio")
+    return _maybe_finish(fx, at) or _guard_playback(fx).to("audio")
 
 
-def on_playback(t: _Tx, e: PlaybackProgress) -> None:
-    run = t.s.run
+def on_playback(fx: Fx, e: PlaybackProgress) -> Next:
+    run = fx.state.run
     assert run is not None
-    if not run.audio_started:
-        t.set_run(audio_started=True)
-        t.settle(_floor_phase(t.s.run))
+    fx = fx.set_run(audio_started=True)
     if e.finished and e.chunk >= run.played:
-        _advance_played(t, e.chunk + 1)
-    _maybe_finish(t)
+        fx = _advance_played(fx, e.chunk + 1)
+    if fx.state.phase == PAUSED:
+        return fx.to("heard")  # the run finishes after the hold, if at all
+    return _maybe_finish(fx, e.at) or _floor(_guard_playback(fx))
 
 
-def _advance_played(t: _Tx, upto: int) -> None:
+def _advance_played(fx: Fx, upto: int) -> Fx:
     """Chunks are heard in order; a chunk TTS produced no audio for (error)
     is passed over, and kept out of history."""
-    run = t.s.run
+    run = fx.state.run
     assert run is not None
     played = max(run.played, min(upto, len(run.chunks)))
     while played < len(run.chunks) and run.audio_ms[played] == 0:
         played += 1
-    t.set_run(played=played)
+    return fx.set_run(played=played)
 
 
-def _maybe_finish(t: _Tx) -> None:
-    """A run is done when the LLM is done, no tool is pending, every chunk was
-    synthesized and the caller heard it all."""
-    run = t.s.run
-    if run is None or not run.confirmed or run.llm_active or run.waiting or run.continue_due or run.pending or run.hold:
-        return
-    if run.sent < len(run.chunks):
-        return
-    if run.played >= len(run.chunks) and (run.scripted or run.step_text):
-        end_after = run.end_after
-        _commit_run(t, interrupted=False)
-        t.cancel_timer("playback")
-        t.cancel_timer("tts_first_audio")
-        if end_after:
-            _end(t, end_after, tell_gateway=True)
-            return
-        t.go(LISTENING)
-        if t.s.user_text and not t.s.user_speaking and not t.s.awaiting_finals:
-            _maybe_answer(t)
-        elif not t.s.user_speaking and not t.s.awaiting_finals:
-            t.start_timer("reprompt", t.s.policy.reprompt_after)
-        return
-    if all(ms >= 0 for ms in run.audio_ms) and run.audio_ms and (run.scripted or run.step_text):
-        # Everything is synthesized; if playback never reports, do not stay
-        # "speaking" in silence forever.
-        remaining = sum(run.audio_ms[run.played :]) / 1000.0
-        t.start_timer("playback", remaining + t.s.policy.playback_grace)
+def _complete(run: Run | None) -> bool:
+    """Nothing more will be said: the LLM is done, no tool is pending, and
+    every chunk went to TTS."""
+    return (
+        run is not None
+        and run.confirmed
+        and not (run.llm_active or run.waiting or run.continue_due or run.pending)
+        and run.sent == len(run.chunks)
+        and bool(run.scripted or run.step_text)
+    )
 
 
-def on_playback_timer(t: _Tx, e: TimerFired) -> None:
-    t.note = "playback never confirmed; run closed with what was heard"
-    _cancel_run(t, CANCELLED)
-    t.go(LISTENING)
-    t.start_timer("reprompt", t.s.policy.reprompt_after)
+def _maybe_finish(fx: Fx, at: float) -> Next | None:
+    """The run is done once it is complete and the caller heard all of it;
+    None while it is not. (Never called during a hold.) Outcomes: RUN_END."""
+    run = fx.state.run
+    if not _complete(run) or run.played < len(run.chunks):  # type: ignore[union-attr]
+        return None
+    fx = _commit_run(fx, interrupted=False)
+    fx = _cancel_timer(fx, "playback", "tts_first_audio")
+    if run.end_after:  # type: ignore[union-attr]
+        return _end(fx, run.end_after, tell_gateway=True).to("goodbye heard")  # type: ignore[union-attr]
+    return _turn(fx, at).after("heard")
+
+
+def _guard_playback(fx: Fx) -> Fx:
+    """A complete run whose audio is all synthesized but not yet heard: if
+    playback is never reported, do not stay "speaking" in silence forever."""
+    run = fx.state.run
+    if not _complete(run) or not run.audio_ms or any(ms < 0 for ms in run.audio_ms):  # type: ignore[union-attr]
+        return fx
+    remaining = sum(run.audio_ms[run.played :]) / 1000.0  # type: ignore[union-attr]
+    return _start_timer(fx, "playback", remaining + fx.state.policy.playback_grace)
+
+
+def on_playback_timer(fx: Fx, e: TimerFired) -> Next:
+    fx = _cancel_run(fx.noted("playback never confirmed; run closed with what was heard"))
+    return _start_timer(fx, "reprompt", fx.state.policy.reprompt_after).to("closed unheard")
 
 
 # ---------------------------------------------------------------------------
 # Interruptions
 
 
-def on_interrupt_timer(t: _Tx, e: TimerFired) -> None:
-    if t.s.user_speaking:
-        t.note = "speech outlasted the minimum: barge-in"
-        _barge_in(t)
+def on_interrupt_timer(fx: Fx, e: TimerFired) -> Next:
+    if not fx.state.user_speaking:
+        return fx.to("sound already over")
+    return _barge_in(fx.noted("speech outlasted the minimum: barge-in")).to("long sound: barge-in")
 
 
-def on_resume_timer(t: _Tx, e: TimerFired) -> None:
-    t.note = "no words: false interruption, resuming"
-    _resume(t)
+def on_resume_timer(fx: Fx, e: TimerFired) -> Next:
+    return _resume(fx.noted("no words: false interruption, resuming"), e.at).after("no words: resume")
 
 
-def _resume(t: _Tx) -> None:
-    run = t.s.run
+def _resume(fx: Fx, at: float) -> Next:
+    """The hold was a false interruption: play on from where it stopped.
+    Outcomes: RESUMED (the run's phase, or its end if it was all heard)."""
+    run = fx.state.run
     assert run is not None
-    t.cancel_timer("interrupt")
-    t.cancel_timer("resume")
-    t.set_run(hold=False, hold_phase="")
-    t.emit(ResumePlayback(session=t.s.session, run=run.id))
-    t.go(_floor_phase(t.s.run))
-    if t.s.run.continue_due and not t.s.run.waiting:
-        _continue_after_tools(t)  # a tool result came during the hold
-        return
-    _maybe_finish(t)
+    fx = _cancel_timer(fx, "interrupt", "resume").emit(ResumePlayback(session=fx.state.session, run=run.id))
+    if run.continue_due and not run.waiting:
+        return _continue_after_tools(fx)  # a tool result came during the hold
+    return _maybe_finish(fx, at) or _floor(_guard_playback(fx))
 
 
-def _barge_in(t: _Tx) -> None:
+def _barge_in(fx: Fx) -> Fx:
     """The caller takes the floor: cancel the run in one step."""
-    t.cancel_timer("interrupt")
-    t.cancel_timer("resume")
-    _cancel_run(t, INTERRUPTED)
-    t.go(LISTENING)
+    return _cancel_run(_cancel_timer(fx, "interrupt", "resume"))
 
 
-def _cancel_run(t: _Tx, via: str) -> None:
+def _cancel_run(fx: Fx) -> Fx:
     """Cancel the active run: LLM, TTS and playback together; commit what was
-    heard. ``via`` is the transient phase recorded in the step's path."""
-    run = t.s.run
+    heard."""
+    run = fx.state.run
     assert run is not None
-    sid = t.s.session
-    t.emit(CancelLLM(session=sid, run=run.id), CancelTTS(session=sid, run=run.id), FlushPlayback(session=sid, run=run.id))
-    for name in ("llm_first_token", "tts_first_audio", "playback", "interrupt", "resume"):
-        t.cancel_timer(name)
-    if run.confirmed:
-        _commit_run(t, interrupted=True)
-    else:
-        t.set(run=None)
-    t.go(via)
+    sid = fx.state.session
+    fx = fx.emit(CancelLLM(session=sid, run=run.id), CancelTTS(session=sid, run=run.id), FlushPlayback(session=sid, run=run.id))
+    fx = _cancel_timer(fx, "llm_first_token", "tts_first_audio", "playback", "interrupt", "resume")
+    return _commit_run(fx, interrupted=True) if run.confirmed else fx.set(run=None)
 
 
-def _commit_run(t: _Tx, interrupted: bool) -> None:
+def _commit_run(fx: Fx, interrupted: bool) -> Fx:
     """Move the run into history, keeping only the assistant text the caller
     heard; tool calls that completed are kept with their results."""
-    run = t.s.run
+    s = fx.state
+    run = s.run
     assert run is not None
+    msgs = [Message(role="user", content=run.user_text)] if run.user_text else []
+    msgs += _heard_messages(run)
+    truncated = interrupted and (run.played < len(run.chunks) or bool(run.pending) or run.llm_active)
+    last_with_text = max((i for i, m in enumerate(msgs) if m.role == "assistant" and m.content), default=-1)
+    if truncated and last_with_text >= 0:
+        msgs[last_with_text] = _replace(msgs[last_with_text], interrupted=True)
+    elif truncated and run.played == 0 and run.user_text:
+        fx = fx.noted("interrupted before any audio was heard")
+    fx = fx.set(history=s.history + tuple(msgs) + tuple(_late_tool_pairs(s)), run=None)
+    for rec in s.tools:
+        if rec.result is not None and not rec.committed:
+            fx = _commit_tool(fx, rec.call_id)
+    return fx
+
+
+def _heard_messages(run: Run) -> list[Message]:
+    """Per LLM step: the assistant text that was heard, its completed tool
+    calls, and their results."""
     heard = [i for i in range(run.played) if run.audio_ms[i] != 0]
-    heard_chunks = [run.chunks[i] for i in heard]
-    heard_steps = [run.chunk_steps[i] for i in heard]
     results = {call_id: (name, result) for call_id, name, result in run.results}
+    n_steps = 1 if run.scripted else max(len(run.step_calls), (max(run.chunk_steps) + 1) if run.chunk_steps else 0)
     msgs: list[Message] = []
-    if run.user_text:
-        msgs.append(Message(role="user", content=run.user_text))
-    n_steps = max(len(run.step_calls), (max(run.chunk_steps) + 1) if run.chunk_steps else 0)
-    if run.scripted:
-        n_steps = 1
-    truncated = interrupted and run.played < len(run.chunks) or interrupted and (run.pending or run.llm_active)
-    last_with_text = -1
     for step in range(n_steps):
-        text = " ".join(c for c, s in zip(heard_chunks, heard_steps) if s == step)
+        text = " ".join(run.chunks[i] for i in heard if run.chunk_steps[i] == step)
         calls = tuple(c for c in (run.step_calls[step] if step < len(run.step_calls) else ()) if c.call_id in results)
         if not text and not calls:
             continue
         msgs.append(Message(role="assistant", content=text, tool_calls=calls))
-        if text:
-            last_with_text = len(msgs) - 1
         for c in calls:
             name, result = results[c.call_id]
             msgs.append(Message(role="tool", tool_call_id=c.call_id, name=name, content=result))
-    if truncated and last_with_text >= 0:
-        msgs[last_with_text] = _replace(msgs[last_with_text], interrupted=True)
-    elif truncated and run.played == 0 and run.user_text:
-        t.note = (t.note + "; " if t.note else "") + "interrupted before any audio was heard"
-    t.set(history=t.s.history + tuple(msgs) + tuple(_late_tool_pairs(t.s)), run=None)
-    for rec in t.s.tools:
-        if rec.result is not None and not rec.committed:
-            _commit_tool(t, rec.call_id)
-
-
-def _floor_phase(run: Run | None) -> str:
-    if run is None:
-        return LISTENING
-    if run.waiting and not run.llm_active:
-        return AWAITING_TOOL
-    return SPEAKING if run.audio_started else GENERATING
+    return msgs
 
 
 # ---------------------------------------------------------------------------
-# The transition table: (phase, event type) -> handler, and where the handler
-# can lead from there. A target "A>B" passes through the transient phase A
-# (the run is cancelled there) and lands in B; "=" stays in the same phase.
-# docs/state-diagram.md is drawn from this table, and a property test checks
-# that every transition the reducer makes is one the table declares.
+# The transition table: the protocol. One row per (phases, event type): the
+# handler, and where each of its outcomes leads (a path of phases; STAY keeps
+# the phase). Interrupted and Cancelled are transient: the run is cancelled
+# there and the step lands in the phase after them. docs/state-diagram.md is
+# drawn from this table.
 
 
 class Row(msgspec.Struct, frozen=True):
-    phases: tuple[str, ...]
+    phases: tuple[Phase, ...]
     event: type
-    handler: Callable[[_Tx, AnyEvent], None]
-    leads_to: tuple[str, ...]
+    handler: Callable[[Fx, AnyEvent], Next]
+    outcomes: Outcomes
     when: str = ""  # the label on the diagram's edge
+    timer: str = ""  # for TimerFired: the timer's name ("*": any other)
 
 
-def _timer(name: str, fn: Callable[[_Tx, TimerFired], None]) -> Callable[[_Tx, TimerFired], None]:
-    fn.timer_name = name  # type: ignore[attr-defined]
-    return fn
-
-
-def on_spent_timer(t: _Tx, e: TimerFired) -> None:
+def on_spent_timer(fx: Fx, e: TimerFired) -> Next:
     """A timer whose purpose passed with the phase it was set in."""
-    t.note = f"timer {e.name} not applicable in {t.s.phase}"
+    return fx.noted(f"timer {e.name} not applicable in {fx.state.phase}").to("spent")
 
 
-LIVE = (LISTENING, TRANSCRIBING, GENERATING, AWAITING_TOOL, SPEAKING, PAUSED)
-USER = (LISTENING, TRANSCRIBING)
-FLOOR = AGENT_HAS_FLOOR
-HELD = FLOOR + (PAUSED,)
-STREAMING = (GENERATING, SPEAKING)  # an LLM step may be streaming
-# Where a run's end can lead: back to listening, straight into the next turn
-# the caller already finished, or (a goodbye was said) the end.
-RUN_ENDS = (LISTENING, GENERATING, ENDED)
-BARGE_IN = (f"{INTERRUPTED}>{LISTENING}", f"{INTERRUPTED}>{TRANSCRIBING}", f"{INTERRUPTED}>{GENERATING}")
-FALLBACK = (f"{CANCELLED}>{GENERATING}", f"{CANCELLED}>{LISTENING}")
-ENDS = (f"{CANCELLED}>{ENDED}",)
+def _timer(phases: tuple[Phase, ...], name: str, handler: Callable, outcomes: Outcomes, when: str) -> Row:
+    return Row(phases, TimerFired, handler, outcomes, when, timer=name)
+
+
+ENDS: Outcomes = {"ended": (ENDED,)}
+ENDS_RUN: Outcomes = {"ended": (CANCELLED, ENDED)}
+BARGE_IN_TURN = _compound("words: barge-in", TURN, via=(INTERRUPTED,))
+RESUMED: Outcomes = {**FLOOR, **RUN_END}
+# An LLM step ended (_step_done).
+STEP_DONE: Outcomes = {"step done": STAY, "tools running": (AWAITING_TOOL,), **_compound("results known", FLOOR), **RUN_END}
+STEP_DONE_HELD: Outcomes = {"step done": STAY}
+GAP: Outcomes = {"output lost: step restarted": STAY}
 
 TRANSITIONS: tuple[Row, ...] = (
     # -- the session
-    Row((IDLE,), SessionStarted, on_session_started, (LISTENING, GENERATING), "start (greeting?)"),
-    Row(USER, SessionEnded, on_session_ended, (ENDED,), "hang-up"),
-    Row(HELD, SessionEnded, on_session_ended, ENDS, "hang-up"),
-    Row(USER, TimerFired, _timer("max_call", on_max_call_timer), (ENDED,), "max duration"),
-    Row(HELD, TimerFired, _timer("max_call", on_max_call_timer), ENDS, "max duration"),
+    Row((IDLE,), SessionStarted, on_session_started, {"listen": (LISTENING,), "greet": (GENERATING,)}, "start (greeting?)"),
+    Row(USER, SessionEnded, on_session_ended, ENDS, "hang-up"),
+    Row(HELD, SessionEnded, on_session_ended, ENDS_RUN, "hang-up"),
+    _timer(USER, "max_call", on_max_call_timer, ENDS, "max duration"),
+    _timer(HELD, "max_call", on_max_call_timer, ENDS_RUN, "max duration"),
     # -- the caller's turn
-    Row(USER, SpeechStarted, on_speech_started, (LISTENING,), "caller speaks"),
-    Row(USER, SpeechStopped, on_speech_stopped, (TRANSCRIBING, GENERATING), "silence (preemptive?)"),
-    Row(USER, TranscriptPartial, on_partial, ("=",), "partial"),
-    Row(USER, TranscriptFinal, on_final, ("=", LISTENING, TRANSCRIBING, GENERATING), "final: answer"),
-    Row(USER, Dtmf, on_dtmf, ("=", TRANSCRIBING, GENERATING), "key press"),
-    Row((TRANSCRIBING,), TimerFired, _timer("endpoint", on_endpoint_timer), ("=", LISTENING, GENERATING), "endpoint"),
-    Row(USER, TimerFired, _timer("final", on_final_timer), ("=", LISTENING, GENERATING), "no final: go on without it"),
-    Row(HELD, TimerFired, _timer("final", on_final_timer), ("=",), "no final: stop waiting for it"),
-    Row((LISTENING,), TimerFired, _timer("reprompt", on_reprompt_timer), (GENERATING,), "silence: re-prompt"),
-    Row(USER, ToolResult, on_tool_result, ("=",), "late tool result"),
+    Row(USER, SpeechStarted, on_speech_started, {"caller speaks": (LISTENING,)}, "caller speaks"),
+    Row(USER, SpeechStopped, on_speech_stopped, {"transcribing": (TRANSCRIBING,), "preemptive start": (GENERATING,)}, "silence (preemptive?)"),
+    Row(USER, TranscriptPartial, on_partial, {"partial": STAY}, "partial"),
+    Row(USER, TranscriptFinal, on_final, TURN, "final: turn over?"),
+    Row(USER, Dtmf, on_dtmf, TURN, "key press"),
+    _timer((TRANSCRIBING,), "endpoint", on_endpoint_timer, TURN, "endpoint"),
+    _timer(USER, "final", on_final_timer, TURN, "no final: go on without it"),
+    _timer(HELD, "final", on_final_timer, {"stop waiting for it": STAY}, "no final: stop waiting for it"),
+    _timer((LISTENING,), "reprompt", on_reprompt_timer, {"re-prompt": (GENERATING,), "goodbye": (GENERATING,)}, "silence: re-prompt"),
+    Row(USER, ToolResult, on_tool_result, {"result kept": STAY}, "late tool result"),
     # -- the agent has the floor: a sound holds it
-    Row(FLOOR, SpeechStarted, on_speech_started, (PAUSED, f"{CANCELLED}>{LISTENING}"), "sound: hold"),
-    Row(FLOOR, SpeechStopped, on_speech_stopped, ("=",), "end of an earlier sound"),
-    Row(FLOOR, TranscriptPartial, on_partial, ("=",), "partial"),
-    Row(FLOOR, TranscriptFinal, on_final, ("=", GENERATING, f"{CANCELLED}>{GENERATING}", f"{CANCELLED}>{TRANSCRIBING}", f"{CANCELLED}>{LISTENING}") + BARGE_IN, "final: words barge in; preemptive check"),
-    Row(FLOOR, Dtmf, on_dtmf, BARGE_IN, "key press: barge-in"),
+    Row(FLOOR_PHASES, SpeechStarted, on_speech_started, {"hold": (PAUSED,), "preemptive guess dropped": (CANCELLED, LISTENING)}, "sound: hold"),
+    Row(FLOOR_PHASES, SpeechStopped, on_speech_stopped, {"end of an earlier sound": STAY}, "end of an earlier sound"),
+    Row(FLOOR_PHASES, TranscriptPartial, on_partial, {"partial": STAY}, "partial"),
+    Row(
+        FLOOR_PHASES,
+        TranscriptFinal,
+        on_final,
+        {
+            "no words": STAY,
+            **_compound("late words: barge-in", TURN, via=(INTERRUPTED,)),
+            **_compound("preemptive guess confirmed", {**FLOOR, **RUN_END}),
+            **_compound("preemptive guess wrong", TURN, via=(CANCELLED,)),
+        },
+        "final: late words barge in; preemptive guess checked",
+    ),
+    Row(FLOOR_PHASES, Dtmf, on_dtmf, _compound("key press: barge-in", TURN, via=(INTERRUPTED,)), "key press: barge-in"),
     # -- a hold: barge-in or false interruption
-    Row((PAUSED,), SpeechStarted, on_speech_started, ("=",), "more sound"),
-    Row((PAUSED,), SpeechStopped, on_speech_stopped, ("=",), "sound ended: wait for words"),
-    Row((PAUSED,), TranscriptPartial, on_partial, ("=", f"{INTERRUPTED}>{LISTENING}"), "words: barge-in"),
-    Row((PAUSED,), TranscriptFinal, on_final, ("=", GENERATING, SPEAKING, AWAITING_TOOL) + RUN_ENDS + BARGE_IN, "words: barge-in; none: resume"),
-    Row((PAUSED,), Dtmf, on_dtmf, BARGE_IN, "key press: barge-in"),
-    Row((PAUSED,), TimerFired, _timer("interrupt", on_interrupt_timer), ("=", f"{INTERRUPTED}>{LISTENING}"), "long speech: barge-in"),
-    Row((PAUSED,), TimerFired, _timer("resume", on_resume_timer), (GENERATING, SPEAKING, AWAITING_TOOL) + RUN_ENDS, "no words: resume"),
+    Row((PAUSED,), SpeechStarted, on_speech_started, {"more sound": STAY}, "more sound"),
+    Row((PAUSED,), SpeechStopped, on_speech_stopped, {"wait for words": STAY}, "sound ended: wait for words"),
+    Row((PAUSED,), TranscriptPartial, on_partial, {"partial": STAY, "words: barge-in": (INTERRUPTED, LISTENING)}, "words: barge-in"),
+    Row(
+        (PAUSED,),
+        TranscriptFinal,
+        on_final,
+        {"no words, caller still making a sound": STAY, **BARGE_IN_TURN, **_compound("no words: resume", RESUMED)},
+        "words: barge-in; none: resume",
+    ),
+    Row((PAUSED,), Dtmf, on_dtmf, _compound("key press: barge-in", TURN, via=(INTERRUPTED,)), "key press: barge-in"),
+    _timer((PAUSED,), "interrupt", on_interrupt_timer, {"sound already over": STAY, "long sound: barge-in": (INTERRUPTED, LISTENING)}, "long sound: barge-in"),
+    _timer((PAUSED,), "resume", on_resume_timer, _compound("no words: resume", RESUMED), "no words: resume"),
     # -- the run: LLM, tools, TTS, playback
-    Row(STREAMING, LLMToken, on_llm_token, ("=",), "token"),
-    Row(STREAMING, LLMToolCall, on_llm_tool_call, ("=",), "tool call"),
-    Row(STREAMING, LLMDone, on_llm_done, ("=", AWAITING_TOOL, SPEAKING) + RUN_ENDS, "LLM done"),
-    Row((PAUSED,), LLMToken, on_llm_token, ("=",), "token"),
-    Row((PAUSED,), LLMToolCall, on_llm_tool_call, ("=",), "tool call"),
-    Row((PAUSED,), LLMDone, on_llm_done, ("=", GENERATING, SPEAKING), "LLM done"),
-    Row(HELD, LLMError, on_llm_error, FALLBACK, "LLM error: fallback"),
-    Row(FLOOR, ToolResult, on_tool_result, ("=", GENERATING, SPEAKING), "tool result: continue"),
-    Row((PAUSED,), ToolResult, on_tool_result, ("=",), "tool result"),
-    Row(HELD, TTSChunkStarted, on_tts_started, ("=",), "first audio"),
-    Row(FLOOR, TTSChunkDone, on_tts_done, ("=", SPEAKING) + RUN_ENDS, "chunk synthesized"),
-    Row(FLOOR, TTSError, on_tts_error, ("=", SPEAKING) + RUN_ENDS, "chunk failed"),
-    Row((PAUSED,), TTSChunkDone, on_tts_done, ("=",), "chunk synthesized"),
-    Row((PAUSED,), TTSError, on_tts_error, ("=",), "chunk failed"),
-    Row(FLOOR, PlaybackProgress, on_playback, ("=", SPEAKING) + RUN_ENDS, "heard / all heard"),
-    Row((PAUSED,), PlaybackProgress, on_playback, ("=",), "heard"),
-    Row(HELD, TimerFired, _timer("llm_first_token", on_llm_timeout), FALLBACK, "LLM timeout: fallback"),
-    Row(HELD, TimerFired, _timer("tts_first_audio", on_tts_timeout), FALLBACK, "TTS timeout: fallback"),
-    Row(HELD, TimerFired, _timer("playback", on_playback_timer), (f"{CANCELLED}>{LISTENING}",), "playback never confirmed"),
-    Row(LIVE, TimerFired, _timer("*", on_spent_timer), ("=",), "spent timer"),
+    Row(STREAMING, LLMToken, on_llm_token, {"token": STAY, **GAP, **STEP_DONE}, "token (a restart that diverges ends the step)"),
+    Row((PAUSED,), LLMToken, on_llm_token, {"token": STAY, **GAP, **STEP_DONE_HELD}, "token"),
+    Row(STREAMING + (PAUSED,), LLMToolCall, on_llm_tool_call, {"tool call": STAY, **GAP}, "tool call"),
+    Row(STREAMING, LLMDone, on_llm_done, {**GAP, **STEP_DONE}, "LLM done"),
+    Row((PAUSED,), LLMDone, on_llm_done, {**GAP, **STEP_DONE_HELD}, "LLM done"),
+    Row(HELD, LLMError, on_llm_error, {"ignored": STAY, **GAP, **FALLBACK}, "LLM error: fallback"),
+    Row(FLOOR_PHASES, ToolResult, on_tool_result, {"result kept": STAY, **_compound("results in", FLOOR)}, "tool result: continue"),
+    Row((PAUSED,), ToolResult, on_tool_result, {"result kept": STAY}, "tool result"),
+    Row(HELD, TTSChunkStarted, on_tts_started, {"audio": STAY}, "first audio"),
+    Row(HELD, TTSChunkDone, on_tts_done, {"audio": STAY, **RUN_END}, "chunk synthesized"),
+    Row(HELD, TTSError, on_tts_error, {"audio": STAY, **RUN_END}, "chunk failed"),
+    Row(FLOOR_PHASES, PlaybackProgress, on_playback, {**FLOOR, **RUN_END}, "heard / all heard"),
+    Row((PAUSED,), PlaybackProgress, on_playback, {"heard": STAY}, "heard"),
+    _timer(HELD, "llm_first_token", on_llm_timeout, FALLBACK, "LLM timeout: fallback"),
+    _timer(HELD, "tts_first_audio", on_tts_timeout, FALLBACK, "TTS timeout: fallback"),
+    _timer(HELD, "playback", on_playback_timer, {"closed unheard": (CANCELLED, LISTENING)}, "playback never confirmed"),
+    _timer(LIVE, "*", on_spent_timer, {"spent": STAY}, "spent timer"),
     # -- ownership: the replica running this session's streams changed
-    Row(LIVE, Takeover, on_takeover, ("=",), "new owner: restart the LLM step, re-issue tool calls"),
+    Row(LIVE, Takeover, on_takeover, {"work re-issued": STAY}, "new owner: restart the LLM step, re-issue tool calls"),
 )
 
-_HANDLERS: dict[tuple[str, type], Callable] = {}
-_TIMER_HANDLERS: dict[tuple[str, str], Callable] = {}
-for _row in TRANSITIONS:
-    _name = getattr(_row.handler, "timer_name", None)
-    for _phase in _row.phases:
-        _key = (_phase, _name) if _name else (_phase, _row.event)
-        _table = _TIMER_HANDLERS if _name else _HANDLERS
-        assert _key not in _table, f"two rows for {_key}"
-        _table[_key] = _row.handler
+
+def _index(rows: tuple[Row, ...]) -> dict[tuple, Row]:
+    """(phase, event type) or (phase, TimerFired, timer name) -> row; two
+    rows for one key are a mistake in the table."""
+    index: dict[tuple, Row] = {}
+    for row in rows:
+        for phase in row.phases:
+            key = (phase, row.event, row.timer) if row.timer else (phase, row.event)
+            assert key not in index, f"two rows for {key}"
+            index[key] = row
+    return index
 
 
-def _dispatch_timer(t: _Tx, e: TimerFired) -> None:
-    t.fired(e.name)  # it is not running any more, whatever its handler does
-    handler = _TIMER_HANDLERS.get((t.s.phase, e.name)) or _TIMER_HANDLERS[(t.s.phase, "*")]
-    handler(t, e)
+_ROWS = _index(TRANSITIONS)
 
 
-for _phase in LIVE:
-    _HANDLERS[(_phase, TimerFired)] = _dispatch_timer
-
-
-def row_for(phase: str, event: AnyEvent) -> Row | None:
-    """The table row that handles ``event`` in ``phase`` (for docs and tests)."""
-    name = event.name if isinstance(event, TimerFired) else None
-    for row in TRANSITIONS:
-        if phase in row.phases and row.event is type(event):
-            timer = getattr(row.handler, "timer_name", None)
-            if name is None or timer == name:
-                return row
-    if name is not None:
-        return row_for_spent(phase)
-    return None
-
-
-def row_for_spent(phase: str) -> Row | None:
-    return next((r for r in TRANSITIONS if getattr(r.handler, "timer_name", None) == "*" and phase in r.phases), None)
+def row_for(phase: Phase, event: AnyEvent) -> Row | None:
+    """The table row that handles ``event`` in ``phase``."""
+    if isinstance(event, TimerFired):
+        return _ROWS.get((phase, TimerFired, event.name)) or _ROWS.get((phase, TimerFired, "*"))
+    return _ROWS.get((phase, type(event)))
 
 
 def initial_state() -> SessionState:

@@ -86,7 +86,7 @@ def replay(steps: Iterable[Step], final_digest: str | None = None) -> ReplayResu
         result.rules.add(recorded.rules)
         if recorded.index != expected_index:
             result.mismatches.append(Mismatch(expected_index, "log index (missing or reordered entries)", recorded.index, expected_index))
-        state, cmds, outcome = reducer.reduce(state, recorded.event)
+        state, cmds, outcome = reducer.reduce_or_end(state, recorded.event)
         result.steps.append((recorded, outcome))
         _compare(result, recorded, tuple(cmds), outcome)
     result.final_state = state
@@ -100,6 +100,8 @@ def replay(steps: Iterable[Step], final_digest: str | None = None) -> ReplayResu
 def _compare(result: ReplayResult, recorded: Step, cmds: tuple, outcome: reducer.Outcome) -> None:
     if cmds != recorded.commands:
         result.mismatches.append(Mismatch(recorded.index, "commands", recorded.commands, cmds))
+    if bool(outcome.error) != bool(recorded.error):
+        result.mismatches.append(Mismatch(recorded.index, "reducer error", recorded.error, outcome.error))
     if outcome.dropped != recorded.dropped:
         result.mismatches.append(Mismatch(recorded.index, "dropped", recorded.dropped, outcome.dropped))
     if (outcome.path[0], outcome.path[-1]) != (recorded.state_from, recorded.state_to):

@@ -112,7 +112,7 @@ Item = Union[Delivery, _Touch]
 class Batch:
     """What one pass over a session's queue reduced, before it is committed."""
 
-    steps: list[tuple[Step, reducer.SessionState, reducer.SessionState, tuple[str, ...]]] = field(default_factory=list)
+    steps: list[tuple[Step, reducer.SessionState, reducer.SessionState, reducer.Outcome]] = field(default_factory=list)
     commands: list[tuple[AnyCommand, reducer.SessionState]] = field(default_factory=list)
 
 
@@ -128,7 +128,7 @@ class Runtime:
     replica: str = field(default_factory=lambda: NUID().next().decode()[-10:])
     partitions: int = subjects.EVENT_PARTITIONS
     stats: dict[str, int] = field(
-        default_factory=lambda: {"events": 0, "stale": 0, "rejected": 0, "duplicate": 0, "redelivered": 0, "cas_retries": 0, "takeovers": 0, "caught_up": 0}
+        default_factory=lambda: {"events": 0, "stale": 0, "rejected": 0, "bugs": 0, "duplicate": 0, "redelivered": 0, "cas_retries": 0, "takeovers": 0, "caught_up": 0}
     )
 
     def __post_init__(self) -> None:
@@ -348,9 +348,9 @@ class Runtime:
         state, consumed = before.state, before.consumed
         for event in events:
             prior = state
-            state, cmds, outcome = reducer.reduce(state, event)
+            state, cmds, outcome = reducer.reduce_or_end(state, event)
             step = records.step(consumed, event, cmds, outcome)
-            batch.steps.append((step, prior, state, outcome.path))
+            batch.steps.append((step, prior, state, outcome))
             batch.commands.extend((cmd, state) for cmd in cmds)
             consumed += 1
         cmds = [c for c, _ in batch.commands]
@@ -381,11 +381,15 @@ class Runtime:
                 self._spawn(d.ack(self.nc), "ack")
 
     async def _after_commit(self, session: str, batch: Batch, stored: Stored, cold: bool, resend: tuple[AnyCommand, ...]) -> None:
-        for step, before, after, path in batch.steps:
+        for step, before, after, outcome in batch.steps:
             await self._record(session, step)
+            if outcome.error:
+                # A bug in the reducer: the session was ended by this step's commands.
+                self.stats["bugs"] += 1
+                log.error("reducer bug: session ended\n%s", outcome.trace, extra={"session_id": session, "event": contract.type_name(step.event), "error": outcome.error})
             if self.observer is not None:
                 try:
-                    self.observer.on_step(session, step, before, after, path)
+                    self.observer.on_step(session, step, before, after, outcome.path)
                 except Exception:  # noqa: BLE001 - telemetry never breaks a call
                     log.exception("observer failed")
         await self._index(session, stored)

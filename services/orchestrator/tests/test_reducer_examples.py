@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import msgspec
 import pytest
 
 from parley import contract as c
@@ -530,3 +531,37 @@ def test_a_takeover_reissues_tool_calls_without_a_result_and_nothing_else():
     # step and runs no tool again.
     cmds = v.send(c.Takeover, owner="r3")
     assert [(type(x).__name__, getattr(x, "step", None)) for x in cmds if isinstance(x, c.StartLLM | c.CallTool)] == [("StartLLM", 1)]
+
+def replace_handler(monkeypatch, phase, event_type, handler):
+    key = (phase, event_type)
+    monkeypatch.setitem(r._ROWS, key, msgspec.structs.replace(r._ROWS[key], handler=handler))
+
+
+def test_a_bug_in_a_handler_ends_the_session_cleanly_and_says_so(monkeypatch):
+    v = Convo()
+    v.user_says("hello")
+    run = v.run
+
+    def broken(fx, e):
+        raise KeyError("oops")
+
+    replace_handler(monkeypatch, v.phase, c.LLMToken, broken)
+    # reduce itself raises: a bug is never a quiet "rejected"...
+    with pytest.raises(KeyError):
+        r.reduce(v.state, c.LLMToken(session=S, at=1.0, run=run, step=0, text="Hi"))
+    # ...and the runtime's entry point ends the call: run cancelled, timers
+    # stopped, the gateway told.
+    state, cmds, out = r.reduce_or_end(v.state, c.LLMToken(session=S, at=1.0, run=run, step=0, text="Hi"))
+    assert state.phase == r.ENDED and state.run is None and state.timers == ()
+    types = [type(x).__name__ for x in cmds]
+    assert types[:3] == ["CancelLLM", "CancelTTS", "FlushPlayback"] and types[-1] == "EndSession"
+    assert {x.name for x in cmds if isinstance(x, c.CancelTimer)} == {name for name, _ in v.state.timers}
+    assert out.error.startswith("reducer bug: KeyError") and "broken" in out.trace
+    assert out.dropped == "" and out.path == (r.GENERATING, r.ENDED)
+
+
+def test_a_handler_that_takes_an_undeclared_outcome_is_a_bug(monkeypatch):
+    v = Convo()
+    replace_handler(monkeypatch, v.phase, c.Dtmf, lambda fx, e: fx.to("somewhere new"))
+    with pytest.raises(AssertionError, match="does not declare"):
+        r.reduce(v.state, c.Dtmf(session=S, at=1.0, digit="1"))

@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 
+import msgspec
 import pytest
 from nats.js.errors import KeyNotFoundError
 
@@ -181,3 +182,33 @@ def test_two_replicas_reduce_each_session_in_order_and_share_the_sessions(nats):
         await pub.close()
 
     asyncio.run(scenario())
+
+
+def test_a_reducer_bug_is_logged_counted_and_ends_the_session(nats, monkeypatch, caplog):
+    from parley_orchestrator import reducer
+
+    async def scenario():
+        nc = await bus.connect(nats.url)
+        rt = Runtime(nc=nc, brain=FixedLatencyBrain(first_token=0.0, per_token=0.0), tools=OneTool())
+        await rt.start()
+        play, control = [], []
+        await _collect(nc, subjects.playback("s3"), play)
+        await _collect(nc, subjects.control("s3"), control)
+        now = time.time()
+        await bus.publish_event(nc, c.SessionStarted(session="s3", at=now))
+        key = (reducer.LISTENING, c.Dtmf)
+        monkeypatch.setitem(reducer._ROWS, key, msgspec.structs.replace(reducer._ROWS[key], handler=lambda fx, e: 1 / 0))
+        await bus.publish_event(nc, c.Dtmf(session="s3", at=now, digit="1"))
+        await _wait(lambda: control and play)
+        assert isinstance(c.decode_command(play[-1].data), c.EndSession)
+        assert c.decode(control[-1].data, c.SessionControl).reason == "internal error"
+        assert rt.stats["bugs"] == 1 and rt.stats["rejected"] == 0
+        await rt.stop()
+        await nc.close()
+        steps, _ = await fetch("s3", nats.url)
+        assert steps[-1].error.startswith("reducer bug: ZeroDivisionError") and steps[-1].state_to == "Ended"
+
+    with caplog.at_level("ERROR", logger="parley.orchestrator"):
+        asyncio.run(scenario())
+    bug = [rec for rec in caplog.records if rec.levelname == "ERROR" and "reducer bug" in rec.getMessage()]
+    assert bug and "ZeroDivisionError" in bug[0].getMessage()
