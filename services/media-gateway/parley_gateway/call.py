@@ -6,12 +6,24 @@ playback commands, and keeps the outbound ``Playout`` buffer. Transports
 (``/ws/pcm``, Twilio Media Streams, WebRTC) only move bytes in and out:
 
 * inbound: ``await call.feed(pcm16_16k)``
-* outbound: every 20 ms the transport takes ``call.next_frame()`` (pull, as
-  WebRTC does) or the shared ``Ticker`` pushes it to ``transport.send_frame``.
+* outbound: every 20 ms the transport takes ``call.next_frame()`` (WebRTC's
+  track pulls it; the shared ``Ticker`` calls ``transport.tick()`` for the
+  push transports, which take frames there);
+* playback commands: the call executes Pause/Resume/Flush on its ``Playout``
+  and tells the transport (``on_pause``, ``on_resume``, ``on_flush``), which
+  makes them true at the far end (Twilio: ``clear``, and a replay from what
+  the caller's marks say was heard).
 
 Playback progress (what the caller heard) comes from the playout marks, unless
 the transport knows better (Twilio echoes marks): then it reports progress
-itself through ``call.report_played``.
+itself through ``call.heard``. Progress and latency notices are published, in
+the order they were learned, by one task per call (``_publish_reports``): the
+20 ms path never awaits NATS and never leaves a task without a reference.
+
+A transport that cannot go on (its peer stopped reading, a bug in its tick)
+calls its own ``fail``: it closes with a reason sent to the peer, logs it,
+counts it, and its call ends with that reason (SessionEnded tells the
+orchestrator).
 """
 
 from __future__ import annotations
@@ -21,14 +33,16 @@ import json
 import logging
 import secrets
 import time
-from typing import Protocol
+from typing import Awaitable, Callable, Protocol
 
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
 
 from parley import bus, contract, subjects, telemetry
 from parley.audio import Mark, Playout, Resampler
+
 from .latency import TurnLatency
+from .tasks import TaskSet
 from parley.contract import (
     EndSession,
     FlushPlayback,
@@ -51,11 +65,14 @@ class Transport(Protocol):
     rate: int  # outbound sample rate
     reports_playback: bool  # True: the transport reports progress itself
 
-    async def send_frame(self, frame: bytes) -> None: ...
     async def send_notice(self, notice: dict) -> None: ...
-    async def on_mark(self, mark: Mark) -> None: ...
+    def on_pause(self, run: int) -> None: ...
+    def on_resume(self, run: int) -> None: ...
     async def on_flush(self, run: int) -> None: ...
     async def close(self, reason: str) -> None: ...
+    def fail(self, reason: str, kind: str) -> None:
+        """It cannot go on: close with ``reason`` sent to the peer, log and
+        count it (``<transport>_error_<kind>``); its call ends."""
 
 
 def new_session_id(kind: str) -> str:
@@ -82,8 +99,10 @@ class Call:
         self.playback_started: dict[int, float] = {}  # run -> first frame out
         self.playback_last: dict[int, float] = {}  # run -> last chunk finished
         self.asr_worker = ""
-        self._watch: asyncio.Task | None = None
+        self.tasks = TaskSet(self.stats, context=lambda: {"session_id": self.session})
+        self._reports: asyncio.Queue[Callable[[], Awaitable[None]] | None] = asyncio.Queue()
         self._turn_parent: dict = {}  # run -> trace context from its TTS audio
+        self.paused_at: dict[int, float] = {}  # run -> when its PausePlayback was executed
 
     # ---------------------------------------------------------------- lifetime
     async def start(self, params: dict[str, str] | None = None, caller: str = "") -> None:
@@ -101,7 +120,8 @@ class Call:
             self.subs = []
             self.closed = True
             raise RuntimeError("no speech recognizer is available (is the asr service running?)") from exc
-        self._watch = asyncio.create_task(self._watch_asr())
+        self.tasks.spawn(self._watch_asr(), "watch-asr")
+        self._reporter = self.tasks.spawn(self._publish_reports(), "reports")
         event = SessionStarted(session=s, at=time.time(), transport=self.transport.kind, caller=caller, params=params or {})
         await bus.publish_event(self.nc, event)
         log.info("call started", extra={"session_id": s, "transport": self.transport.kind})
@@ -136,8 +156,8 @@ class Call:
         if self.closed:
             return
         self.closed = True
-        if self._watch is not None:
-            self._watch.cancel()
+        await self._drain_reports()
+        self.tasks.cancel()
         s = self.session
         try:
             if not self.ended_by_agent:
@@ -204,7 +224,10 @@ class Call:
         elif was_idle and pcm and (tick := getattr(self.transport, "tick", None)):
             # Audio reached an idle playout: send its first frame now rather
             # than at the next shared tick (10 ms sooner on average).
-            tick()
+            try:
+                tick()
+            except Exception as exc:  # noqa: BLE001
+                tick_failed(self.transport, exc)
 
     async def _on_playback(self, msg) -> None:
         try:
@@ -212,6 +235,13 @@ class Call:
         except (contract.DecodeError, contract.ValidationError):
             log.warning("bad playback command dropped", extra={"session_id": self.session})
             return
+        try:
+            await self._execute(cmd)
+        except Exception as exc:  # noqa: BLE001 - a transport that cannot execute a command cannot go on
+            log.exception("playback command failed", extra={"session_id": self.session, "command": contract.type_name(cmd)})
+            self.transport.fail(f"internal error executing {contract.type_name(cmd)}: {type(exc).__name__}", "command")
+
+    async def _execute(self, cmd: contract.Command) -> None:
         match cmd:
             case FlushPlayback():
                 # Before anything else: no frame of this run may leave after this.
@@ -231,8 +261,11 @@ class Call:
                     await self._notice({"type": "barge_in", "run": cmd.run, "reaction_ms": round(reaction * 1000)})
             case PausePlayback():
                 self.playout.pause(cmd.run)
+                self.transport.on_pause(cmd.run)
+                self._paused(cmd.run)
             case ResumePlayback():
                 self.playout.resume(cmd.run)
+                self.transport.on_resume(cmd.run)
             case EndSession():
                 self.ended_by_agent = True
                 await self.transport.send_notice({"type": "end", "reason": cmd.reason})
@@ -251,33 +284,90 @@ class Call:
             await self._report_latency(split)
 
     def next_frame(self) -> bytes | None:
-        """Take the next 20 ms frame (or None when nothing plays); publishes
-        playback progress from the playout's marks."""
+        """Take the next 20 ms frame (or None when nothing plays)."""
+        return self.take_frame()[0]
+
+    def take_frame(self) -> tuple[bytes | None, list[Mark]]:
+        """The next frame and the playout marks it carries. The marks are
+        handled here, synchronously (bookkeeping, and progress queued for
+        publishing in order); a transport that places marks of its own at the
+        far end (Twilio) reads them from the result."""
         frame, marks = self.playout.next_frame()
         if frame is not None:
             self.frames_out += 1
         for mark in marks:
-            asyncio.ensure_future(self._mark(mark))
-        return frame
+            self._on_mark(mark)
+        return frame, marks
 
-    async def _mark(self, mark: Mark) -> None:
+    def _on_mark(self, mark: Mark) -> None:
+        now = time.time()
         if mark.kind == "finished":
-            self.playback_last[mark.run] = time.time()
+            self.playback_last[mark.run] = now
         if mark.kind == "started" and mark.run not in self.playback_started:
-            now = time.time()
             for earlier in [r for r in self.playback_started if r < mark.run]:
                 self._playback_span(earlier, self.playback_last.get(earlier, now), interrupted=False)
             self.playback_started[mark.run] = now
             split = self.latency.on_first_frame(mark.run, now)
             if split:
-                await self._report_latency(split)
-        await self.transport.on_mark(mark)
-        if not self.transport.reports_playback:
-            await self.report_played(mark.run, mark.chunk, mark.kind == "finished", mark.played_ms)
+                self._queue(self._report_latency, split)
+        if mark.kind == "started":
+            # Its first frame left: playback began (nothing is claimed heard yet
+            # where the transport reports what was heard itself).
+            self.heard(mark.run, mark.chunk, False, 0 if self.transport.reports_playback else mark.played_ms)
+        elif not self.transport.reports_playback:
+            self.heard(mark.run, mark.chunk, True, mark.played_ms)
+
+    def heard(self, run: int, chunk: int, finished: bool, played_ms: int = 0) -> None:
+        """Queue PlaybackProgress: the caller heard ``played_ms`` of the chunk
+        (all of it when ``finished``)."""
+        event = PlaybackProgress(session=self.session, at=time.time(), run=run, chunk=chunk, finished=finished, played_ms=played_ms)
+        self._queue(bus.publish_event, self.nc, event)
 
     async def report_played(self, run: int, chunk: int, finished: bool, played_ms: int = 0) -> None:
-        event = PlaybackProgress(session=self.session, at=time.time(), run=run, chunk=chunk, finished=finished, played_ms=played_ms)
-        await bus.publish_event(self.nc, event)
+        self.heard(run, chunk, finished, played_ms)
+
+    def _paused(self, run: int) -> None:
+        """Measure the pause: from the caller's speech start (as the VAD saw
+        it) to the moment the gateway executed the PausePlayback."""
+        now = time.time()
+        self.paused_at[run] = now
+        start = self.latency.last_speech_start
+        if start is not None and run in self.playback_started and 0 <= now - start < 10:
+            ms = (now - start) * 1000
+            self.tel.histogram("parley.pause.reaction", "ms", "caller speech start (VAD) -> playback paused at the gateway").record(ms, {"transport": self.transport.kind})
+            self._queue(self._notice, {"type": "paused", "run": run, "reaction_ms": round(ms)})
+
+    # ----------------------------------------------------------- reporting
+    def _queue(self, fn: Callable[..., Awaitable[None]], *args) -> None:
+        self._reports.put_nowait(lambda: fn(*args))
+
+    async def _publish_reports(self) -> None:
+        """Publish what the outbound path learned, one item at a time, in order.
+        A failed publish is logged and counted; the next one is still tried."""
+        while True:
+            item = await self._reports.get()
+            try:
+                if item is None:
+                    return
+                await item()
+            except Exception:  # noqa: BLE001 - NATS trouble must not stop the reports
+                log.exception("could not publish a playback report", extra={"session_id": self.session})
+                self._count("report_errors", 1)
+            finally:
+                self._reports.task_done()
+
+    async def _drain_reports(self, timeout: float = 1.0) -> None:
+        """At the end of the call: publish what is queued (briefly), then stop."""
+        reporter = getattr(self, "_reporter", None)
+        if reporter is None or reporter.done():
+            return
+        self._reports.put_nowait(None)
+        try:
+            await asyncio.wait_for(asyncio.shield(reporter), timeout)
+        except asyncio.TimeoutError:
+            log.warning("playback reports still queued at the end of the call", extra={"session_id": self.session, "queued": self._reports.qsize()})
+        except Exception:  # noqa: BLE001 - already logged by the TaskSet
+            pass
 
     async def _report_latency(self, split: dict) -> None:
         if split["voice_to_voice_ms"] is not None:
@@ -352,19 +442,34 @@ def notices_for(step: contract.Step) -> list[dict]:
 
 class Ticker:
     """One task that paces every push-style call at 20 ms against absolute
-    deadlines (not one sleeping task per call): 50 calls cost one wake-up."""
+    deadlines (not one sleeping task per call): 50 calls cost one wake-up.
 
-    def __init__(self):
+    A ``tick`` that raises is a bug in that call's transport: the call is
+    taken off the ticker and its transport fails (closes with a reason,
+    logged and counted; the call ends). The other calls tick on.
+    """
+
+    def __init__(self, stats: dict | None = None):
         self.calls: set = set()
         self.task: asyncio.Task | None = None
+        self.stats = stats if stats is not None else {}
 
     def add(self, sender) -> None:
         self.calls.add(sender)
         if self.task is None or self.task.done():
-            self.task = asyncio.create_task(self._run())
+            self.task = asyncio.create_task(self._run(), name="ticker")
+            self.task.add_done_callback(self._ended)
 
     def remove(self, sender) -> None:
         self.calls.discard(sender)
+
+    def _ended(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("the ticker stopped", exc_info=task.exception())
+            self.stats["ticker_errors"] = self.stats.get("ticker_errors", 0) + 1
+            for sender in list(self.calls):  # nothing paces them any more
+                self.calls.discard(sender)
+                tick_failed(sender, task.exception())
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -374,12 +479,21 @@ class Ticker:
             for sender in list(self.calls):
                 try:
                     sender.tick()
-                except Exception:  # noqa: BLE001 - one bad call never stops the others
-                    log.exception("tick failed")
+                except Exception as exc:  # noqa: BLE001 - one bad call never stops the others
                     self.calls.discard(sender)
+                    tick_failed(sender, exc)
             next_at += period
             delay = next_at - loop.time()
             if delay < -0.2:  # fell far behind (machine stalled): resync, don't burst
                 next_at = loop.time()
                 delay = 0
             await asyncio.sleep(max(delay, 0))
+
+
+def tick_failed(sender, exc: BaseException) -> None:
+    """A transport's tick raised: end that call loudly (never drop it silently)."""
+    log.error("tick failed; the call is ended", exc_info=exc)
+    try:
+        sender.fail(f"internal error: {type(exc).__name__}", "tick")
+    except Exception:  # noqa: BLE001
+        log.exception("could not fail the transport after its tick failed")

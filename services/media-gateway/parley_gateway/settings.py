@@ -22,6 +22,11 @@ class Settings:
     # Watching other people's calls (/?watch) shows their words: only with
     # this token (PARLEY_INSPECT_TOKEN); unset, the inspector is off.
     inspect_token: str = ""
+    # Twilio: a mark after every this many ms of audio (and at each chunk's
+    # end). A resume after a pause replays from the last mark Twilio echoed,
+    # so this bounds what the caller may hear twice; each mark is one more
+    # message each way. A multiple of 20 (one frame).
+    twilio_mark_ms: int = 20
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -37,4 +42,15 @@ class Settings:
             twilio_api_base=env.get("TWILIO_API_BASE", cls.twilio_api_base),
             ice_servers=tuple(s for s in env.get("PARLEY_ICE_SERVERS", "").split(",") if s.strip()),
             inspect_token=env.get("PARLEY_INSPECT_TOKEN", ""),
+            twilio_mark_ms=_mark_ms(env.get("PARLEY_TWILIO_MARK_MS", str(cls.twilio_mark_ms))),
         )
+
+
+def _mark_ms(value: str) -> int:
+    try:
+        ms = int(value)
+    except ValueError:
+        ms = -1
+    if ms < 20 or ms > 2000 or ms % 20:
+        raise ValueError(f"PARLEY_TWILIO_MARK_MS must be a multiple of 20 between 20 and 2000 (ms of audio between marks), not {value!r}")
+    return ms

@@ -11,12 +11,20 @@ one ``Call``:
 
 * inbound: ``media`` (base64 μ-law 8 kHz) -> PCM16 -> 16 kHz (stateful
   resampler) -> ``call.feed``; ``dtmf`` -> ``call.dtmf``; ``stop`` ends it;
-* outbound: the playout's 8 kHz frames -> μ-law -> ``media`` messages, a
-  ``mark`` named ``run.chunk.generation`` after each chunk's last frame, and
-  ``clear`` on FlushPlayback;
+* outbound: the playout's 8 kHz frames -> μ-law -> ``media`` messages, kept
+  ``LEAD_S`` ahead of what Twilio plays; a ``mark`` (``run.chunk.seq.gen``)
+  every ``PARLEY_TWILIO_MARK_MS`` of audio and after each chunk's last frame;
+* PausePlayback: Twilio's buffer must not outlive the pause, so the gateway
+  sends ``clear`` and keeps what the echoed marks do not prove heard
+  (``twilio_protocol.FarEnd``). ResumePlayback sends that first, starting
+  exactly at the last mark Twilio echoed as played: nothing skipped, and
+  nothing heard twice beyond one mark interval plus the echo's round trip.
+  FlushPlayback: ``clear`` (if Twilio still holds any of it) and forget;
 * playback progress: a chunk is reported started when its first frame is
-  sent, and finished only when Twilio echoes its mark in the current clear
-  generation (Twilio also echoes the marks a ``clear`` dropped).
+  sent, and finished only when Twilio echoes its chunk-end mark in the
+  current clear generation (Twilio also echoes the marks a ``clear``
+  dropped); right after a pause's clear, the proven position in the chunk
+  (``finished=False, played_ms``).
 
 The protocol decisions live in ``twilio_protocol`` (pure); this module is the
 I/O around them. Any protocol error ends that one session: it is logged,
@@ -43,6 +51,7 @@ from . import twilio_protocol as tp
 from . import twilio_rest
 from .call import FRAME_MS, Call
 from .settings import Settings
+from .tasks import TaskSet
 
 log = logging.getLogger("parley.gateway")
 
@@ -50,16 +59,17 @@ RATE = tp.MEDIA_RATE
 ASR_RATE = 16000
 # Audio kept queued at Twilio ahead of what the caller hears. Pacing at
 # exactly real time turns every scheduling hiccup of this process into a gap
-# on the phone; a small lead absorbs them. A clear empties it at once, so it
-# costs barge-in nothing; only a Pause lets this much more play.
+# on the phone; a small lead absorbs them. A pause or a flush clears it at
+# once, so it costs the audible stop nothing.
 LEAD_S = 0.06
 MAX_PULLS_PER_TICK = 1 + round(LEAD_S * 1000 / FRAME_MS)
-OUTBOX_LIMIT = 500  # ~10 s of messages not yet written: Twilio is gone
+BACKLOG_FRAMES = 250  # 5 s of audio not yet written to the socket: Twilio is not reading
 FEED_SLICE = ASR_RATE * 2  # feed the call at most 1 s of 16 kHz PCM16 per publish
 MAX_WEBHOOK_BODY = 64 * 1024
 CLOSE_POLICY = 1008  # WebSocket close code: policy violation
 CLOSE_TOO_BIG = 1009
 CLOSE_ERROR = 1011
+CLOSE_TIMEOUT = 2.0  # a peer that does not read may not take the close frame either
 
 
 def _count(stats: dict, key: str, n: int = 1) -> None:
@@ -84,7 +94,10 @@ class TwilioSocket:
         self.call: Call | None = None
         self.stream_sid = ""
         self.call_sid = ""
-        self.ledger = tp.PlaybackLedger()
+        self.far = tp.FarEnd(mark_every=max(1, settings.twilio_mark_ms // FRAME_MS))
+        self.replay: deque[tp.Sent] = deque()  # unheard audio a pause's clear took back
+        self.held: set[int] = set()  # runs paused: their replay waits
+        self.media_queued = 0  # media messages in the outbox
         self.resampler = Resampler(RATE, ASR_RATE)
         self.outbox: deque[tuple[str, object]] = deque()
         self.wake = asyncio.Event()
@@ -93,7 +106,8 @@ class TwilioSocket:
         self.closing = False
         self.close_queued = False
         self.end_reason = "twilio stream closed"
-        self.tasks: set[asyncio.Task] = set()
+        self.failed = asyncio.Event()
+        self.tasks = TaskSet(stats, on_error=self._task_failed, context=lambda: self._log_extra())
 
     def _log_extra(self, **kw) -> dict:
         return {"session_id": self.call.session if self.call else None, "stream_sid": self.stream_sid, "call_sid": self.call_sid, **kw}
@@ -103,54 +117,113 @@ class TwilioSocket:
         """Called by the Ticker every 20 ms: keep Twilio ``LEAD_S`` ahead."""
         if self.call is None or self.closing:
             return
-        if len(self.outbox) > OUTBOX_LIMIT:
-            self._fail("Twilio is not reading: outbound backlog over the limit", CLOSE_ERROR, "backlog")
+        if self.media_queued > BACKLOG_FRAMES:
+            self.fail(f"Twilio is not reading: {self.media_queued * FRAME_MS / 1000:.1f} s of audio unsent", "backlog")
             return
-        self._pull(MAX_PULLS_PER_TICK)
-
-    def _pull(self, budget: int) -> None:
         now = self.loop.time()
-        if self.closing or self.call is None or self.ahead_until >= now + LEAD_S:
-            return
-        frame = self.call.next_frame()
-        if frame is None:
-            return
-        self.ahead_until = max(self.ahead_until, now) + FRAME_MS / 1000
-        self._put("media", tp.media_message(self.stream_sid, pcm16_to_ulaw(frame)))
-        if budget > 1:
-            # The frame's marks reach on_mark through tasks the Call just
-            # scheduled; pulling the next frame from a callback queued after
-            # them keeps every mark right behind the frame that ended its chunk.
-            self.loop.call_soon(self._pull, budget - 1)
+        for _ in range(MAX_PULLS_PER_TICK):
+            if self.closing or self.ahead_until >= now + LEAD_S or not self._send_next(now):
+                return
+
+    def _send_next(self, now: float) -> bool:
+        """Send the next frame: audio a clear took back first (unless its run is
+        paused), then the playout's. False when there is nothing to send."""
+        if self.replay:
+            if self.replay[0].run in self.held:
+                return False
+            frame = self.replay.popleft() if isinstance(self.replay[0], tp.Frame) else None
+            ends = []
+            while self.replay and isinstance(self.replay[0], tp.ChunkEnd):
+                ends.append(self.replay.popleft())
+            if frame is not None:
+                _count(self.stats, "twilio_frames_replayed")
+            self._emit(frame, ends, now)
+            return True
+        pcm, marks = self.call.take_frame()
+        ends = [tp.ChunkEnd(m.run, m.chunk, m.played_ms) for m in marks if m.kind == "finished"]
+        frame = None
+        if pcm is not None:
+            if marks and marks[-1].kind == "finished":
+                where = (marks[-1].run, marks[-1].chunk, marks[-1].played_ms)
+            else:
+                where = self.call.playout.position or (self.call.playout.current_run or 0, 0, 0)
+            frame = tp.Frame(where[0], where[1], where[2], pcm16_to_ulaw(pcm))
+        if frame is None and not ends:
+            return False
+        self._emit(frame, ends, now)
+        return frame is not None
+
+    def _emit(self, frame: tp.Frame | None, ends: list[tp.ChunkEnd], now: float) -> None:
+        """A frame (and the marks after it) into the outbox, in order."""
+        if frame is not None:
+            self.ahead_until = max(self.ahead_until, now) + FRAME_MS / 1000
+            self._put("media", tp.media_message(self.stream_sid, frame.audio))
+            self.media_queued += 1
+        name = self.far.sent(frame, ends)
+        if name is not None:
+            self._put("mark", tp.mark_message(self.stream_sid, name))
 
     def _put(self, kind: str, item: object) -> None:
         self.outbox.append((kind, item))
         self.wake.set()
 
-    async def send_frame(self, frame: bytes) -> None:  # frames are pulled in tick()
-        raise NotImplementedError
+    def _drop_unsent(self, keep=lambda kind: kind not in ("media", "mark")) -> int:
+        """Take media and marks not yet written out of the outbox (they are in
+        the far-end record: a replay sends them again if they are needed)."""
+        before = self.media_queued
+        self.outbox = deque(item for item in self.outbox if keep(item[0]))
+        self.media_queued = 0
+        return before
 
     async def send_notice(self, notice: dict) -> None:
         pass  # Twilio has no channel for the page's notices
 
-    async def on_mark(self, mark: Mark) -> None:
-        # Enqueue before any await: the mark must follow its chunk's last frame.
-        if mark.kind == "finished":
-            name = self.ledger.chunk_ended(mark.run, mark.chunk, mark.played_ms)
-            self._put("mark", tp.mark_message(self.stream_sid, name))
-        elif self.call is not None:
-            await self.call.report_played(mark.run, mark.chunk, False, 0)
-
-    async def on_flush(self, run: int) -> None:
-        dropped = sum(1 for kind, _ in self.outbox if kind == "media")
-        if dropped:
-            self.outbox = deque(item for item in self.outbox if item[0] != "media")
-            _count(self.stats, "twilio_frames_dropped_unsent", dropped)
-        voided = self.ledger.clear()
+    def on_pause(self, run: int) -> None:
+        """Playback of ``run`` pauses: what Twilio holds of it must not go on
+        playing. Clear it, and keep what the caller's marks do not prove heard
+        for a resume."""
+        self.held.add(run)
+        if not self.far.holds_audio(runs_from=run):
+            return
+        unsent = self._drop_unsent()
+        unheard = self.far.clear()
+        self.replay.extendleft(reversed(unheard))
         self.ahead_until = 0.0  # Twilio's buffer is empty after the clear
         self._put("clear", tp.clear_message(self.stream_sid))
         _count(self.stats, "twilio_clears")
-        log.info("twilio clear sent", extra=self._log_extra(run_id=run, marks_voided=voided, unsent_frames_dropped=dropped))
+        _count(self.stats, "twilio_pause_clears")
+        proven = self.far.proven
+        if self.call is not None and proven is not None and proven.run == run and not proven.finished:
+            self.call.heard(proven.run, proven.chunk, False, proven.played_ms)
+        log.info(
+            "twilio clear sent (pause)",
+            extra=self._log_extra(run_id=run, unheard_ms=sum(FRAME_MS for i in unheard if isinstance(i, tp.Frame)), unsent_frames=unsent),
+        )
+
+    def on_resume(self, run: int) -> None:
+        """Playback of ``run`` resumes: the audio a pause's clear took back goes
+        first (from the tick), then the playout's."""
+        self.held.discard(run)
+        if self.replay:
+            _count(self.stats, "twilio_resumes_replayed")
+        self.tick()
+
+    async def on_flush(self, run: int) -> None:
+        """``run`` (and older runs) are cancelled: nothing more of them plays."""
+        self.held = {r for r in self.held if r > run}
+        stale = [i for i in self.replay if i.run <= run]
+        self.replay = deque(i for i in self.replay if i.run > run)
+        if not self.far.holds_audio() and not any(kind == "media" for kind, _ in self.outbox):
+            return  # nothing of it at Twilio (a pause cleared it already)
+        dropped = self._drop_unsent()
+        if dropped:
+            _count(self.stats, "twilio_frames_dropped_unsent", dropped)
+        unheard = self.far.clear()
+        self.replay.extendleft(reversed([i for i in unheard if i.run > run]))
+        self.ahead_until = 0.0
+        self._put("clear", tp.clear_message(self.stream_sid))
+        _count(self.stats, "twilio_clears")
+        log.info("twilio clear sent", extra=self._log_extra(run_id=run, stale_replay=len(stale), unsent_frames_dropped=dropped))
 
     async def close(self, reason: str) -> None:
         """The agent ended the session: hang up through the REST API when
@@ -159,7 +232,7 @@ class TwilioSocket:
             return
         self.closing = True
         self.end_reason = f"agent ended the call: {reason}"
-        self._spawn(self._hang_up_and_close())
+        self.tasks.spawn(self._hang_up_and_close(), "twilio-hang-up")
 
     async def _hang_up_and_close(self) -> None:
         s = self.settings
@@ -176,21 +249,25 @@ class TwilioSocket:
         self.close_queued = True
         if drop_pending:
             self.outbox.clear()
+            self.media_queued = 0
         self._put("close", (code, reason[:120]))
 
-    def _fail(self, message: str, code: int, kind: str) -> None:
-        """Tear this session down from outside the reader (e.g. the Ticker)."""
+    def fail(self, reason: str, kind: str, code: int = CLOSE_ERROR) -> None:
+        """Tear this session down from outside the reader (the Ticker, a
+        command that could not be executed, a task that failed): the close
+        frame carries the reason, the failure is logged and counted, and the
+        call ends (``serve`` stops waiting for a sender stuck on a peer that
+        does not read)."""
         if self.closing:
             return
-        log.error("twilio stream failed: %s", message, extra=self._log_extra(kind=kind))
+        log.error("twilio stream failed: %s", reason, extra=self._log_extra(kind=kind))
         _count(self.stats, f"twilio_error_{kind}")
-        self.end_reason = f"error: {message}"
-        self._queue_close(code, message, drop_pending=True)
+        self.end_reason = f"error: {reason}"
+        self._queue_close(code, reason, drop_pending=True)
+        self.failed.set()
 
-    def _spawn(self, coro) -> None:
-        task = asyncio.create_task(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+    def _task_failed(self, name: str, exc: BaseException) -> None:
+        self.fail(f"internal error in {name}: {type(exc).__name__}", "task")
 
     async def sender(self) -> None:
         while True:
@@ -201,10 +278,12 @@ class TwilioSocket:
             if kind == "close":
                 code, reason = item  # type: ignore[misc]
                 try:
-                    await self.ws.close(code, reason)
-                except Exception:  # noqa: BLE001 - the peer is gone already: nothing to close
+                    await asyncio.wait_for(self.ws.close(code, reason), CLOSE_TIMEOUT)
+                except Exception:  # noqa: BLE001 - the peer is gone, or does not read: nothing to close
                     pass
                 return
+            if kind == "media":
+                self.media_queued -= 1
             await self.ws.send_text(item)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------- inbound
@@ -241,11 +320,13 @@ class TwilioSocket:
             case tp.MarkEcho():
                 if self.call is None:
                     raise tp.ProtocolError("out_of_order", "mark before start")
-                heard = self.ledger.echoed(m.name)
-                if isinstance(heard, tp.Heard):
-                    await self.call.report_played(heard.run, heard.chunk, True, heard.played_ms)
-                else:
+                heard = self.far.echoed(m.name)
+                if isinstance(heard, str):
                     _count(self.stats, f"twilio_marks_{heard}")
+                else:
+                    for h in heard:
+                        if h.finished:  # positions within a chunk stay here: see on_pause
+                            self.call.heard(h.run, h.chunk, True, h.played_ms)
             case tp.Dtmf():
                 if self.call is None:
                     raise tp.ProtocolError("out_of_order", "dtmf before start")
@@ -294,10 +375,11 @@ class TwilioSocket:
     # ---------------------------------------------------------------- life
     async def serve(self) -> None:
         await self.ws.accept()
-        sender = asyncio.create_task(self.sender())
-        reader = asyncio.create_task(self.reader())
+        sender = asyncio.create_task(self.sender(), name="twilio-sender")
+        reader = asyncio.create_task(self.reader(), name="twilio-reader")
+        failed = asyncio.create_task(self.failed.wait(), name="twilio-failed")
         try:
-            done, _ = await asyncio.wait({reader, sender}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({reader, sender, failed}, return_when=asyncio.FIRST_COMPLETED)
             if reader in done:
                 if (exc := reader.exception()) is not None:
                     self._on_reader_error(exc)
@@ -305,23 +387,27 @@ class TwilioSocket:
                 self._queue_close(1000, "stream over")
                 if not sender.done():
                     await asyncio.wait({sender}, timeout=1.0)
-            elif (exc := sender.exception()) is not None and not self.closing:
-                self.end_reason = "twilio stream dropped"
-                _count(self.stats, "twilio_dropped")
-                log.warning("twilio stream dropped while sending: %s", exc, extra=self._log_extra())
+            elif sender in done:
+                if (exc := sender.exception()) is not None and not self.closing:
+                    self.end_reason = "twilio stream dropped"
+                    _count(self.stats, "twilio_dropped")
+                    log.warning("twilio stream dropped while sending: %s", exc, extra=self._log_extra())
+            elif not sender.done():
+                # fail(): the close is queued; a sender stuck on a peer that does
+                # not read never gets to it.
+                await asyncio.wait({sender}, timeout=CLOSE_TIMEOUT + 1)
         finally:
             self.closing = True
             self.ticker.remove(self)
-            for task in (reader, sender, *self.tasks):
+            self.tasks.cancel()
+            for task in (reader, sender, failed):
                 task.cancel()
-            for task in (reader, sender):
-                if task.done() and not task.cancelled():
-                    task.exception()  # retrieved: already handled above
+            await asyncio.gather(reader, sender, failed, return_exceptions=True)  # retrieved: handled above
             if self.call is not None:
                 await self.call.end(self.end_reason)
             if self.ws.application_state == WebSocketState.CONNECTED:
                 try:
-                    await self.ws.close(1000)
+                    await asyncio.wait_for(self.ws.close(1000), CLOSE_TIMEOUT)
                 except Exception:  # noqa: BLE001 - the peer may be gone already
                     pass
 

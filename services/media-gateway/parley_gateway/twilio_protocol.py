@@ -11,8 +11,9 @@ functions and two small stateful objects whose clocks come in as arguments:
 * ``compute_signature`` / ``valid_signature``: ``X-Twilio-Signature``.
 * ``StreamTokens``: one-time tokens that tie a stream's ``start`` to the
   webhook that answered the same CallSid.
-* ``PlaybackLedger``: mark names and clear generations, i.e. which echoed mark
-  proves the caller heard a chunk.
+* ``FarEnd``: the frames sent, the marks among them and the clear
+  generations, i.e. which echoed mark proves the caller heard what, and what
+  a clear may have kept from the caller's ears (to send again on resume).
 
 Shapes follow Twilio's "Media Streams - WebSocket Messages" page: every message
 is a JSON object with an ``event``; ``sequenceNumber``, ``media.chunk`` and
@@ -27,6 +28,8 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections import deque
+from dataclasses import dataclass
 from typing import Iterable, Mapping, Union
 from urllib.parse import urlsplit, urlunsplit
 from xml.sax.saxutils import quoteattr
@@ -400,61 +403,168 @@ class StreamTokens:
 
 
 # ---------------------------------------------------------------------------
-# Marks and clear generations
+# What Twilio holds for the caller: frames sent, marks, clear generations
 
-_MARK = re.compile(r"^(\d{1,9})\.(\d{1,9})\.(\d{1,9})$")
-
-
-def mark_name(run: int, chunk: int, generation: int) -> str:
-    return f"{run}.{chunk}.{generation}"
+_MARK = re.compile(r"^(\d{1,9})\.(\d{1,9})\.(\d{1,12})\.(\d{1,9})$")
 
 
-def parse_mark_name(name: str) -> tuple[int, int, int] | None:
-    """(run, chunk, generation), or None for a name we did not make."""
+def mark_name(run: int, chunk: int, seq: int, generation: int) -> str:
+    """``run.chunk.seq.generation``: the run and chunk of the audio just
+    before the mark, a number unique on the stream, the clear generation."""
+    return f"{run}.{chunk}.{seq}.{generation}"
+
+
+def parse_mark_name(name: str) -> tuple[int, int, int, int] | None:
+    """(run, chunk, seq, generation), or None for a name we did not make."""
     m = _MARK.match(name)
-    return (int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else None
+    return (int(m.group(1)), int(m.group(2)), int(m.group(3)), int(m.group(4))) if m else None
 
 
-class Heard(msgspec.Struct, frozen=True):
-    """An echoed mark that proves the caller heard a chunk to its end."""
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One media message as sent: ``end_ms`` of its chunk's audio has played
+    once this frame has (padding excluded)."""
+
+    run: int
+    chunk: int
+    end_ms: int
+    audio: bytes  # μ-law
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkEnd:
+    """The chunk's last audio was in the frame before: ``played_ms`` is its length."""
 
     run: int
     chunk: int
     played_ms: int
 
 
-class PlaybackLedger:
-    """Which echoed mark counts as played.
+Sent = Union[Frame, ChunkEnd]
 
-    Twilio echoes a mark when the audio queued before it has played, and also
-    when a ``clear`` drops that audio. So every ``clear`` starts a new
-    generation, the generation is part of the mark's name, and only an echo of
-    the current generation for a mark still pending proves playback.
+
+class Heard(msgspec.Struct, frozen=True):
+    """An echoed mark proves the caller heard ``played_ms`` of this chunk
+    (all of it when ``finished``)."""
+
+    run: int
+    chunk: int
+    played_ms: int
+    finished: bool
+
+
+class FarEnd:
+    """What Twilio holds for the caller, as far as echoed marks prove it.
+
+    Theory of operation. Twilio plays the media it is sent in order and echoes
+    a mark once the audio queued before it has played. So:
+
+    * every frame sent is recorded here (``sent``), in order, with a mark after
+      every ``mark_every`` frames and after every chunk's last frame;
+    * an echo of a current-generation mark proves everything recorded before
+      it was heard: those items leave ``unproven`` and come back as ``Heard``
+      (one per chunk that ended, and the position reached in the last one);
+    * ``clear`` empties Twilio's buffer **and echoes every pending mark**, so a
+      clear starts a new generation (the generation is in the mark's name) and
+      those echoes prove nothing. ``clear()`` returns what is still unproven:
+      the caller may not have heard it, and a resume sends it again, starting
+      exactly where the last proven mark says playback stopped.
+
+    A mark echo in flight while the clear travels is counted as cleared: the
+    report stays truthful (never more than was proven), at the price of
+    replaying up to one mark interval plus a round trip that was heard.
+
+    ``max_unproven`` bounds the memory when marks stop coming back (a broken
+    peer): the oldest unproven audio is forgotten (``forgotten`` counts
+    frames), never reported heard.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, mark_every: int = 1, max_unproven: int = 500):
+        if mark_every < 1:
+            raise ValueError("mark_every must be at least one frame")
+        self.mark_every = mark_every
+        self.max_unproven = max_unproven
         self.generation = 0
-        self.pending: dict[str, tuple[int, int, int]] = {}  # name -> (run, chunk, played_ms)
+        self.unproven: deque[Sent] = deque()
+        self.frames_unproven = 0
+        self.base = 0  # items proven (or forgotten) so far: index of unproven[0]
+        self.pending: dict[str, int] = {}  # mark name -> index just past its audio
+        self.since_mark = 0
+        self.seq = 0
+        self.proven: Heard | None = None  # the last position proven heard
+        self.forgotten = 0
 
-    def chunk_ended(self, run: int, chunk: int, played_ms: int) -> str:
-        """The chunk's last frame was sent: the name of the mark to send after it."""
-        name = mark_name(run, chunk, self.generation)
-        self.pending[name] = (run, chunk, played_ms)
+    def sent(self, frame: Frame | None, ends: Iterable[ChunkEnd] = ()) -> str | None:
+        """A frame (and the chunk ends right after it) went out. Returns the
+        name of the mark to send after them, or None."""
+        ends = tuple(ends)
+        if frame is not None:
+            self.unproven.append(frame)
+            self.frames_unproven += 1
+            self.since_mark += 1
+        self.unproven.extend(ends)
+        if len(self.unproven) > 0 and self.frames_unproven > self.max_unproven:
+            self._forget()
+        if not ends and self.since_mark < self.mark_every:
+            return None
+        last = self.unproven[-1]
+        self.seq += 1
+        name = mark_name(last.run, last.chunk, self.seq, self.generation)
+        self.pending[name] = self.base + len(self.unproven)
+        self.since_mark = 0
         return name
 
-    def clear(self) -> int:
-        """A clear was sent: every pending mark is void. Returns how many."""
-        voided = sum(1 for n in self.pending if parse_mark_name(n)[2] == self.generation)  # type: ignore[index]
-        self.generation += 1
-        return voided
+    def _forget(self) -> None:
+        while self.frames_unproven > self.max_unproven:
+            item = self.unproven.popleft()
+            self.base += 1
+            if isinstance(item, Frame):
+                self.frames_unproven -= 1
+                self.forgotten += 1
+        self.pending = {n: i for n, i in self.pending.items() if i > self.base}
 
-    def echoed(self, name: str) -> Heard | str:
-        """A mark came back: ``Heard``, or why it proves nothing
-        (``"cleared"``, ``"unknown"``)."""
-        entry = self.pending.pop(name, None)
+    def echoed(self, name: str) -> list[Heard] | str:
+        """A mark came back: what it proves was heard (oldest first), or why it
+        proves nothing (``"cleared"``, ``"unknown"``)."""
+        upto = self.pending.pop(name, None)
         parsed = parse_mark_name(name)
-        if entry is None or parsed is None:
-            return "unknown"
-        if parsed[2] != self.generation:
-            return "cleared"
-        return Heard(*entry)
+        if parsed is None or upto is None:
+            return "cleared" if parsed is not None and parsed[3] < self.generation else "unknown"
+        # Marks echo in order: any older one still pending was lost on the way.
+        self.pending = {n: i for n, i in self.pending.items() if i > upto}
+        heard: list[Heard] = []
+        last: Frame | None = None
+        while self.base < upto and self.unproven:
+            item = self.unproven.popleft()
+            self.base += 1
+            if isinstance(item, ChunkEnd):
+                heard.append(Heard(item.run, item.chunk, item.played_ms, True))
+                last = None
+            else:
+                self.frames_unproven -= 1
+                last = item
+        if last is not None:
+            heard.append(Heard(last.run, last.chunk, last.end_ms, False))
+        if heard:
+            self.proven = heard[-1]
+        return heard
+
+    def clear(self) -> list[Sent]:
+        """A clear was sent: every pending mark is void; returns what was sent
+        and not proven heard, oldest first."""
+        self.generation += 1
+        self.pending.clear()
+        unheard = list(self.unproven)
+        self.base += len(unheard)
+        self.unproven.clear()
+        self.frames_unproven = 0
+        self.since_mark = 0
+        return unheard
+
+    def holds_audio(self, runs_from: int = 0) -> bool:
+        """Whether Twilio may still hold audio of run ``runs_from`` or newer."""
+        return any(isinstance(i, Frame) and i.run >= runs_from for i in self.unproven)
+
+    @property
+    def unproven_ms(self) -> int:
+        return self.frames_unproven * 20

@@ -38,10 +38,11 @@ from aiortc.mediastreams import MediaStreamError
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from parley.audio import Mark, Resampler, stereo_to_mono
+from parley.audio import Resampler, stereo_to_mono
 
 from .call import FRAME_MS, Call
 from .settings import Settings
+from .tasks import TaskSet
 
 log = logging.getLogger("parley.gateway")
 
@@ -54,6 +55,9 @@ FEED_BYTES = ASR_RATE * 40 // 1000 * 2  # feed the call ~40 ms at a time
 MAX_SDP = 64_000  # a browser offer is a few kB
 MAX_CHANNEL_MESSAGE = 4096
 NOTICE_BACKLOG = 500  # notices held until the data channel opens
+# Notices written to the data channel and not yet taken by the page: a page
+# this far behind has stopped reading (a frozen tab); it is failed.
+CHANNEL_BACKLOG_BYTES = 1 << 20
 CONNECT_TIMEOUT = 30.0  # offer answered but ICE never connected: give up
 # Browsers send a packet every 20 ms even for a muted microphone, so a long gap
 # means the caller is gone (tab killed, network down). ICE consent would notice
@@ -145,9 +149,10 @@ class CallTrack(MediaStreamTrack):
 
     kind = "audio"
 
-    def __init__(self, next_frame) -> None:
+    def __init__(self, next_frame, on_error=None) -> None:
         super().__init__()
         self.next_frame = next_frame  # () -> bytes | None
+        self.on_error = on_error  # (exception) -> None: the call cannot go on
         self.pts = -FRAME_SAMPLES
         self.t0: float | None = None
         self.idle = True  # the last frame was silence: nothing was playing
@@ -168,7 +173,12 @@ class CallTrack(MediaStreamTrack):
         elif delay < -RESYNC_AFTER:
             self.t0 -= delay
             self.resyncs += 1
-        pcm = self.next_frame()
+        try:
+            pcm = self.next_frame()
+        except Exception as exc:  # noqa: BLE001 - aiortc's sender would die quietly: fail the call instead
+            pcm = None
+            if self.on_error is not None:
+                self.on_error(exc)
         self.idle = pcm is None
         if pcm is None:
             pcm = SILENCE
@@ -192,29 +202,33 @@ class WebRtcTransport:
     rate = RATE
     reports_playback = False
 
-    def __init__(self, pc: RTCPeerConnection, sessions: dict) -> None:
+    def __init__(self, pc: RTCPeerConnection, sessions: dict, stats: dict | None = None) -> None:
         self.pc = pc
         self.sessions = sessions
         self.call: Call | None = None
         self.track: CallTrack | None = None
         self.channel = None
         self.backlog: list[str] = []
-        self.tasks: set[asyncio.Task] = set()
+        self.stats = stats if stats is not None else {}
+        self.tasks = TaskSet(self.stats, on_error=self._task_failed, context=lambda: {"session_id": self.call.session if self.call else None})
         self.started = False  # call.start succeeded: call.end must run
         self.closing = False
 
     # ------------------------------------------------------------ Transport
-    async def send_frame(self, frame: bytes) -> None:
-        pass  # pull transport: CallTrack takes frames itself
-
     async def send_notice(self, notice: dict) -> None:
         text = json.dumps(notice)
         if self.channel is not None and self.channel.readyState == "open":
+            if self.channel.bufferedAmount > CHANNEL_BACKLOG_BYTES:
+                self.fail(f"the page is not reading its events channel ({self.channel.bufferedAmount} bytes unsent)", "backlog")
+                return
             self.channel.send(text)
         elif len(self.backlog) < NOTICE_BACKLOG:
             self.backlog.append(text)
 
-    async def on_mark(self, mark: Mark) -> None:
+    def on_pause(self, run: int) -> None:
+        pass  # pull transport: the next recv() gets silence; the browser's jitter buffer is all that plays on
+
+    def on_resume(self, run: int) -> None:
         pass
 
     async def on_flush(self, run: int) -> None:
@@ -222,14 +236,32 @@ class WebRtcTransport:
 
     async def close(self, reason: str) -> None:
         """The agent ended the session: let the goodbye play out, then hang up."""
-        self.spawn(self._close_after_playout(reason))
+        self.spawn(self._close_after_playout(reason), "webrtc-close")
+
+    def fail(self, reason: str, kind: str) -> None:
+        """The call cannot go on: say why on the events channel (if the page
+        reads it), log and count it, and tear the call down."""
+        if self.closing:
+            return
+        log.error("webrtc call failed: %s", reason, extra={"session_id": self.call.session if self.call else None, "kind": kind})
+        self.stats[f"webrtc_error_{kind}"] = self.stats.get(f"webrtc_error_{kind}", 0) + 1
+        if self.channel is not None and self.channel.readyState == "open" and kind != "backlog":
+            try:
+                self.channel.send(json.dumps({"type": "error", "error": reason}))
+            except Exception:  # noqa: BLE001 - the channel is going anyway
+                pass
+        self.spawn(self.teardown(f"error: {reason}"), "webrtc-teardown")
+
+    def _task_failed(self, name: str, exc: BaseException) -> None:
+        self.fail(f"internal error in {name}: {type(exc).__name__}", "task")
+
+    def _track_failed(self, exc: BaseException) -> None:
+        log.error("the outbound track failed", exc_info=exc, extra={"session_id": self.call.session if self.call else None})
+        self.fail(f"internal error in the outbound audio: {type(exc).__name__}", "track")
 
     # ------------------------------------------------------------- plumbing
-    def spawn(self, coro) -> asyncio.Task:
-        task = asyncio.create_task(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-        return task
+    def spawn(self, coro, name: str = "webrtc") -> asyncio.Task:
+        return self.tasks.spawn(coro, name)
 
     def attach_channel(self, channel) -> None:
         self.channel = channel
@@ -240,8 +272,8 @@ class WebRtcTransport:
                 channel.send(text)
 
         channel.on("open", on_open)
-        channel.on("message", lambda message: self.spawn(self._on_message(message)))
-        channel.on("close", lambda: self.spawn(self.teardown("client hung up")))
+        channel.on("message", lambda message: self.spawn(self._on_message(message), "webrtc-message"))
+        channel.on("close", lambda: self.spawn(self.teardown("client hung up"), "webrtc-teardown"))
         if channel.readyState == "open":
             on_open()
 
@@ -314,10 +346,7 @@ class WebRtcTransport:
             await self.pc.close()
             if self.call is not None:
                 self.sessions.pop(self.call.session, None)
-            current = asyncio.current_task()
-            for task in list(self.tasks):
-                if task is not current:
-                    task.cancel()
+            self.tasks.cancel()
             if self.started and self.call is not None:
                 if self.track is not None and self.track.resyncs:
                     self.call._count("webrtc_track_resyncs", self.track.resyncs)
@@ -336,7 +365,7 @@ async def answer(nc, settings: Settings, sessions: dict, stats: dict, body: obje
     except OfferError as exc:
         return 400, {"error": str(exc)}
     pc = RTCPeerConnection(ice_configuration(settings))
-    transport = WebRtcTransport(pc, sessions)
+    transport = WebRtcTransport(pc, sessions, stats)
     call = Call(nc, transport, stats=stats)
     transport.call = call
     # Before setRemoteDescription: it is what fires "track".
@@ -348,7 +377,7 @@ async def answer(nc, settings: Settings, sessions: dict, stats: dict, body: obje
     @pc.on("track")
     def on_track(track) -> None:
         if track.kind == "audio":
-            transport.spawn(transport.pump_inbound(track))
+            transport.spawn(transport.pump_inbound(track), "webrtc-inbound")
 
     @pc.on("connectionstatechange")
     async def on_state() -> None:
@@ -357,7 +386,7 @@ async def answer(nc, settings: Settings, sessions: dict, stats: dict, body: obje
 
     try:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-        transport.track = CallTrack(call.next_frame)
+        transport.track = CallTrack(call.next_frame, on_error=transport._track_failed)
         pc.addTrack(transport.track)
         local = await pc.createAnswer()
         await pc.setLocalDescription(local)
@@ -379,7 +408,7 @@ async def answer(nc, settings: Settings, sessions: dict, stats: dict, body: obje
     sessions[call.session] = transport
     stats["webrtc_calls"] = stats.get("webrtc_calls", 0) + 1
     await transport.send_notice({"type": "session", "session": call.session})
-    transport.spawn(transport.watch_connect())
+    transport.spawn(transport.watch_connect(), "webrtc-watch-connect")
     log.info("webrtc call answered", extra={"session_id": call.session})
     return 200, {"sdp": pc.localDescription.sdp, "type": pc.localDescription.type, "session": call.session}
 

@@ -5,7 +5,14 @@ messages of JSON ``{"type": "dtmf", "digit": "5"}`` or ``{"type": "hangup"}``.
 Server -> client: binary messages of PCM16 LE mono 16 kHz agent audio, paced in
 real time in 20 ms frames; text messages of JSON objects with a ``type``
 (``session``, ``step``, ``state``, ``transcript``, ``agent_text``,
-``tool_call``, ``tool_result``, ``interrupted``, ``error``, ``end``).
+``tool_call``, ``tool_result``, ``interrupted``, ``paused``, ``latency``,
+``barge_in``, ``error``, ``end``).
+
+The client is expected to read as fast as audio is sent. One that stops
+reading (its socket backs up by more than ``BACKLOG_FRAMES`` of audio) is
+told why in an ``error`` notice and a close frame (1008), the failure is logged
+and counted (``pcm_error_backlog``), and its session ends; it is never dropped
+silently while the call goes on.
 """
 
 from __future__ import annotations
@@ -13,16 +20,21 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import deque
 
 from fastapi import WebSocket, WebSocketDisconnect
-
-from parley.audio import Mark
 
 from .call import Call
 
 log = logging.getLogger("parley.gateway")
 
-OUTBOX_LIMIT = 500  # 10 s of frames: a client this far behind is gone
+BACKLOG_FRAMES = 250  # 5 s of audio written to the socket but not taken by the client
+CLOSE_TIMEOUT = 2.0  # a client that does not read may not take the close frame either
+CLOSE_POLICY = 1008
+
+
+def _count(stats: dict, key: str, n: int = 1) -> None:
+    stats[key] = stats.get(key, 0) + n
 
 
 class PcmSocket:
@@ -30,88 +42,143 @@ class PcmSocket:
     rate = 16000
     reports_playback = False
 
-    def __init__(self, ws: WebSocket):
+    def __init__(self, ws: WebSocket, stats: dict | None = None):
         self.ws = ws
-        self.outbox: asyncio.Queue = asyncio.Queue()
+        self.stats = stats if stats is not None else {}
+        self.outbox: deque[bytes | str | tuple[int, str]] = deque()
+        self.frames_queued = 0
+        self.wake = asyncio.Event()
         self.call: Call | None = None
         self.closing = False
+        self.failed = asyncio.Event()
+        self.end_reason = "hangup"
 
+    # ------------------------------------------------------------ outbound
     def tick(self) -> None:
-        frame = self.call.next_frame() if self.call else None
+        if self.closing or self.call is None:
+            return
+        if self.frames_queued > BACKLOG_FRAMES:
+            self.fail(f"the client is not reading: {self.frames_queued * 20 / 1000:.1f} s of audio unsent", "backlog")
+            return
+        frame = self.call.next_frame()
         if frame is not None:
+            self.frames_queued += 1
             self._put(frame)
 
     def _put(self, item) -> None:
-        if self.outbox.qsize() > OUTBOX_LIMIT:
-            raise RuntimeError("client is not reading")
-        self.outbox.put_nowait(item)
-
-    async def send_frame(self, frame: bytes) -> None:
-        self._put(frame)
+        self.outbox.append(item)
+        self.wake.set()
 
     async def send_notice(self, notice: dict) -> None:
-        self._put(json.dumps(notice))
+        if not self.closing:
+            self._put(json.dumps(notice))
 
-    async def on_mark(self, mark: Mark) -> None:
+    def on_pause(self, run: int) -> None:
+        pass  # the playout holds the run; the client's own buffer is a few frames
+
+    def on_resume(self, run: int) -> None:
         pass
 
     async def on_flush(self, run: int) -> None:
-        pass
+        pass  # the playout dropped the run; the client is told by the "interrupted" notice
 
     async def close(self, reason: str) -> None:
+        """The agent ended the call: send what is queued (the goodbye), then close."""
+        if self.closing:
+            return
         self.closing = True
-        self._put(None)
+        self.end_reason = f"agent ended the call: {reason}"
+        self._put((1000, "call ended"))
+
+    def fail(self, reason: str, kind: str) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        log.error("pcm client failed: %s", reason, extra={"session_id": self.call.session if self.call else None, "kind": kind})
+        _count(self.stats, f"pcm_error_{kind}")
+        self.end_reason = f"error: {reason}"
+        self.outbox.clear()
+        self.frames_queued = 0
+        self._put(json.dumps({"type": "error", "error": reason}))
+        self._put((CLOSE_POLICY, reason[:120]))
+        self.failed.set()  # the sender may be stuck writing to a client that does not read
 
     async def sender(self) -> None:
+        """Write the outbox; returns once the socket is closed."""
         while True:
-            item = await self.outbox.get()
-            if item is None:
-                await self.ws.close(1000)
+            while not self.outbox:
+                self.wake.clear()
+                await self.wake.wait()
+            item = self.outbox.popleft()
+            if isinstance(item, tuple):
+                code, reason = item
+                try:
+                    await asyncio.wait_for(self.ws.close(code, reason), CLOSE_TIMEOUT)
+                except Exception:  # noqa: BLE001 - gone or not reading: the handler's return drops it
+                    pass
                 return
             if isinstance(item, bytes):
                 await self.ws.send_bytes(item)
+                self.frames_queued -= 1
             else:
                 await self.ws.send_text(item)
+
+    # ------------------------------------------------------------- inbound
+    async def reader(self) -> None:
+        """Read the client until it hangs up or disconnects."""
+        assert self.call is not None
+        while True:
+            msg = await self.ws.receive()
+            if msg["type"] == "websocket.disconnect":
+                return
+            if msg.get("bytes") is not None:
+                try:
+                    await self.call.feed(msg["bytes"])
+                except ValueError as exc:
+                    await self.send_notice({"type": "error", "error": str(exc)})
+            elif msg.get("text") is not None:
+                await _on_text(self.call, self, msg["text"])
+                if self.closing:
+                    return
 
 
 async def serve(ws: WebSocket, nc, ticker, stats: dict) -> None:
     await ws.accept()
-    transport = PcmSocket(ws)
+    transport = PcmSocket(ws, stats)
     call = Call(nc, transport, stats=stats)
     transport.call = call
     params = {k: v for k, v in ws.query_params.items() if k not in ("token",)}
-    sender = asyncio.create_task(transport.sender())
-    reason = "hangup"
     try:
-        try:
-            await call.start(params=params)
-        except RuntimeError as exc:
-            await ws.send_text(json.dumps({"type": "error", "error": str(exc)}))
-            await ws.close(1011)
-            return
-        await transport.send_notice({"type": "session", "session": call.session})
-        ticker.add(transport)
-        while not transport.closing:
-            msg = await ws.receive()
-            if msg["type"] == "websocket.disconnect":
-                break
-            if msg.get("bytes") is not None:
-                try:
-                    await call.feed(msg["bytes"])
-                except ValueError as exc:
-                    await transport.send_notice({"type": "error", "error": str(exc)})
-            elif msg.get("text") is not None:
-                await _on_text(call, transport, msg["text"])
-                if transport.closing:
-                    reason = "client hung up"
-    except WebSocketDisconnect:
-        pass
+        await call.start(params=params)
     except RuntimeError as exc:
-        reason = f"error: {exc}"
+        await ws.send_text(json.dumps({"type": "error", "error": str(exc)}))
+        await ws.close(1011)
+        return
+    await transport.send_notice({"type": "session", "session": call.session})
+    sender = asyncio.create_task(transport.sender(), name="pcm-sender")
+    reader = asyncio.create_task(transport.reader(), name="pcm-reader")
+    failed = asyncio.create_task(transport.failed.wait(), name="pcm-failed")
+    ticker.add(transport)
+    try:
+        done, _ = await asyncio.wait({reader, sender, failed}, return_when=asyncio.FIRST_COMPLETED)
+        if reader in done and (exc := reader.exception()) is not None and not isinstance(exc, WebSocketDisconnect):
+            log.error("pcm reader failed", exc_info=exc, extra={"session_id": call.session})
+            _count(stats, "pcm_error_internal")
+            transport.end_reason = f"error: {type(exc).__name__}"
+        if sender in done and (exc := sender.exception()) is not None and not transport.closing:
+            # Writing failed: the client is gone.
+            transport.end_reason = "client dropped"
+        if sender not in done and transport.closing:
+            # Closing (hang-up message, agent's end, failure): let the sender
+            # write the close; a client that does not read never takes it.
+            await asyncio.wait({sender}, timeout=CLOSE_TIMEOUT + 1)
     finally:
+        transport.closing = True
         ticker.remove(transport)
-        await call.end(reason)
-        sender.cancel()
+        for task in (reader, sender, failed):
+            task.cancel()
+        await asyncio.gather(reader, sender, failed, return_exceptions=True)
+        await call.end(transport.end_reason)
 
 
 async def _on_text(call: Call, transport: PcmSocket, text: str) -> None:
@@ -124,6 +191,8 @@ async def _on_text(call: Call, transport: PcmSocket, text: str) -> None:
     if kind == "dtmf" and isinstance(msg.get("digit"), str) and len(msg["digit"]) == 1 and msg["digit"] in "0123456789*#":
         await call.dtmf(msg["digit"])
     elif kind == "hangup":
-        await transport.close("client hung up")
+        transport.closing = True
+        transport.end_reason = "client hung up"
+        transport._put((1000, "hung up"))
     else:
         await transport.send_notice({"type": "error", "error": f"unknown message type {kind!r}"})
