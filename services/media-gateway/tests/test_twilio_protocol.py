@@ -320,70 +320,142 @@ def test_arbitrary_strings_never_redeem(token):
 # ---------------------------------------------------------------- marks and clears
 
 
-@given(st.integers(0, 10**9 - 1), st.integers(0, 10**9 - 1), st.integers(0, 10**9 - 1))
-def test_mark_names_round_trip(run, chunk, generation):
-    assert tp.parse_mark_name(tp.mark_name(run, chunk, generation)) == (run, chunk, generation)
+@given(st.integers(0, 10**9 - 1), st.integers(0, 10**9 - 1), st.integers(0, 10**12 - 1), st.integers(0, 10**9 - 1))
+def test_mark_names_round_trip(run, chunk, seq, generation):
+    assert tp.parse_mark_name(tp.mark_name(run, chunk, seq, generation)) == (run, chunk, seq, generation)
 
 
-@pytest.mark.parametrize("name", ["", "1.2", "1.2.3.4", "a.b.c", "-1.2.3", "1.2.3 ", "greeting", "1..3"])
+@pytest.mark.parametrize("name", ["", "1.2", "1.2.3", "1.2.3.4.5", "a.b.c.d", "-1.2.3.4", "1.2.3.4 ", "greeting", "1..3.4"])
 def test_foreign_mark_names_are_not_ours(name):
     assert tp.parse_mark_name(name) is None
 
 
-def test_ledger_examples():
-    led = tp.PlaybackLedger()
-    a = led.chunk_ended(run=1, chunk=0, played_ms=1200)
-    assert a == "1.0.0"
-    assert led.echoed(a) == tp.Heard(1, 0, 1200)
-    assert led.echoed(a) == "unknown"  # echoed twice: the second proves nothing
-    b = led.chunk_ended(1, 1, 800)
-    c = led.chunk_ended(1, 2, 600)
-    assert led.clear() == 2
-    d = led.chunk_ended(2, 0, 400)  # the next run, after the clear
-    assert d == "2.0.1"
-    # Twilio echoes the marks the clear dropped, then the new one when played.
-    assert led.echoed(b) == "cleared"
-    assert led.echoed(c) == "cleared"
-    assert led.echoed(d) == tp.Heard(2, 0, 400)
-    assert led.echoed("greeting") == "unknown"
-    assert led.pending == {}
+def frame(run: int, chunk: int, end_ms: int, i: int = 0) -> tp.Frame:
+    return tp.Frame(run, chunk, end_ms, i.to_bytes(4, "big"))
+
+
+def test_far_end_examples():
+    far = tp.FarEnd(mark_every=2)
+    assert far.sent(frame(1, 0, 20)) is None
+    a = far.sent(frame(1, 0, 40))  # every 2 frames
+    assert tp.parse_mark_name(a)[:2] == (1, 0)
+    b = far.sent(frame(1, 0, 50), [tp.ChunkEnd(1, 0, 50)])  # a chunk's end is always marked
+    c = far.sent(frame(1, 1, 20))
+    assert c is None and far.unproven_ms == 80
+    assert far.echoed(a) == [tp.Heard(1, 0, 40, False)]
+    assert far.echoed(a) == "unknown"  # echoed twice: the second proves nothing
+    assert far.echoed(b) == [tp.Heard(1, 0, 50, True)]
+    assert far.proven == tp.Heard(1, 0, 50, True)
+    d = far.sent(frame(1, 1, 40))
+    assert far.holds_audio() and far.holds_audio(runs_from=1) and not far.holds_audio(runs_from=2)
+    unheard = far.clear()
+    assert [(i.chunk, i.end_ms) for i in unheard] == [(1, 20), (1, 40)]
+    assert far.echoed(d) == "cleared" and not far.holds_audio()  # Twilio echoes what the clear dropped
+    e = far.sent(frame(2, 0, 20), [tp.ChunkEnd(2, 0, 20)])
+    assert tp.parse_mark_name(e)[3] == 1  # the next generation
+    assert far.echoed(e) == [tp.Heard(2, 0, 20, True)]
+    assert far.echoed("greeting") == "unknown"
+    assert far.pending == {} and far.unproven_ms == 0
+
+
+def test_one_echo_proves_every_chunk_that_ended_before_it():
+    far = tp.FarEnd(mark_every=50)
+    far.sent(None, [tp.ChunkEnd(3, 0, 0)])  # an empty chunk: marked at once
+    m = far.sent(frame(3, 1, 20), [tp.ChunkEnd(3, 1, 20), tp.ChunkEnd(3, 2, 0)])
+    first = next(iter(far.pending))
+    assert far.echoed(m) == [tp.Heard(3, 0, 0, True), tp.Heard(3, 1, 20, True), tp.Heard(3, 2, 0, True)]
+    assert far.echoed(first) == "unknown"  # older than a mark already echoed: lost, proves nothing now
 
 
 def test_a_mark_sent_before_a_clear_never_counts_even_if_echoed_late():
-    led = tp.PlaybackLedger()
-    old = led.chunk_ended(1, 0, 100)
-    led.clear()
-    led.clear()
-    assert led.echoed(old) == "cleared"
+    far = tp.FarEnd()
+    old = far.sent(frame(1, 0, 20))
+    far.clear()
+    far.clear()
+    assert far.echoed(old) == "cleared"
 
 
-ops = st.lists(st.sampled_from(["chunk", "play", "clear"]), max_size=60)
+def test_marks_that_never_come_back_do_not_grow_memory_without_bound():
+    far = tp.FarEnd(mark_every=1, max_unproven=50)
+    for i in range(500):
+        far.sent(frame(1, i // 10, (i % 10 + 1) * 20, i))
+    assert far.frames_unproven == 50 and far.forgotten == 450
+    assert len(far.pending) <= 51
+    assert [int.from_bytes(f.audio, "big") for f in far.clear()] == list(range(450, 500))
 
 
-@given(ops)
-def test_ledger_reports_heard_exactly_for_chunks_twilio_played(script):
-    """Against a model of Twilio's buffer: marks queue behind audio; playing
-    echoes the oldest; clear echoes every pending mark at once. The ledger must
-    report Heard for exactly the chunks that were played, in order."""
-    led = tp.PlaybackLedger()
-    buffer: list[str] = []  # marks queued at Twilio, oldest first
-    played: list[tuple[int, int]] = []
-    heard: list[tuple[int, int]] = []
-    run, chunk = 1, 0
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["send", "send", "send", "play", "play", "deliver", "clear"]), max_size=120), st.integers(1, 4))
+def test_far_end_against_a_model_of_twilio(script, mark_every):
+    """A model of Twilio's buffer: frames and marks queue in order; playing a
+    frame echoes the marks behind it; clear drops the buffer and echoes every
+    pending mark at once. Echoes reach the gateway later (``deliver``), so a
+    clear can race an echo of audio that did play. The gateway sends a replay
+    of what a clear took back before new frames, as the transport does.
+
+    Holds: (1) whatever is reported heard was played: every chunk reported
+    finished had all its frames played, in order; (2) no audio is skipped:
+    the frames played, first occurrences only, are 0, 1, 2, ... with no
+    gap; (3) a frame is played again only if no echo had proven it heard
+    when the clear came."""
+    far = tp.FarEnd(mark_every=mark_every)
+    twilio: list[tuple[str, object]] = []  # ("frame", id) / ("mark", name), oldest first
+    in_flight: list[str] = []
+    replay: list = []
+    played: list[int] = []
+    proven_at_clear: list[tuple[int, set[int]]] = []  # (highest id proven, ids replayed)
+    finished_chunks: list[int] = []
+    per_chunk = 3
+    next_id = 0
+    proven_id = -1
     for op in script:
-        if op == "chunk":
-            buffer.append(led.chunk_ended(run, chunk, 20))
-            chunk += 1
-        elif op == "play" and buffer:
-            name = buffer.pop(0)
-            played.append(tp.parse_mark_name(name)[:2])
-            out = led.echoed(name)
-            if isinstance(out, tp.Heard):
-                heard.append((out.run, out.chunk))
+        if op == "send":
+            if replay:
+                item = replay.pop(0)
+                ends = []
+                while replay and isinstance(replay[0], tp.ChunkEnd):
+                    ends.append(replay.pop(0))
+                f = item if isinstance(item, tp.Frame) else None
+                if f is None:
+                    ends.insert(0, item)
+            else:
+                i = next_id
+                next_id += 1
+                f = frame(1, i // per_chunk, (i % per_chunk + 1) * 20, i)
+                ends = [tp.ChunkEnd(1, i // per_chunk, per_chunk * 20)] if i % per_chunk == per_chunk - 1 else []
+            if f is not None:
+                twilio.append(("frame", int.from_bytes(f.audio, "big")))
+            name = far.sent(f, ends)
+            if name:
+                twilio.append(("mark", name))
+        elif op == "play":
+            while twilio and twilio[0][0] == "mark":
+                in_flight.append(twilio.pop(0)[1])
+            if twilio:
+                played.append(twilio.pop(0)[1])
+                while twilio and twilio[0][0] == "mark":  # its audio has played
+                    in_flight.append(twilio.pop(0)[1])
+        elif op == "deliver" and in_flight:
+            out = far.echoed(in_flight.pop(0))
+            if isinstance(out, list):
+                for h in out:
+                    if h.finished:
+                        finished_chunks.append(h.chunk)
+                    proven_id = max(proven_id, h.chunk * per_chunk + h.played_ms // 20 - 1)
         elif op == "clear":
-            led.clear()
-            for name in buffer:  # echoed immediately, not played
-                assert led.echoed(name) == "cleared"
-            buffer.clear()
-            run, chunk = run + 1, 0
-    assert heard == played
+            unheard = far.clear()
+            ids = {int.from_bytes(i.audio, "big") for i in unheard if isinstance(i, tp.Frame)}
+            proven_at_clear.append((proven_id, ids))
+            replay = unheard + replay
+            in_flight.extend(n for kind, n in twilio if kind == "mark")
+            twilio.clear()
+    # (1) reported heard only what was played, chunks in order
+    assert finished_chunks == sorted(finished_chunks)
+    for c in finished_chunks:
+        assert all(i in played for i in range(c * per_chunk, (c + 1) * per_chunk)), (c, played)
+    # (2) no gap in what the caller heard
+    first_seen = list(dict.fromkeys(played))
+    assert first_seen == list(range(len(first_seen))), played
+    # (3) repeats only of audio no echo had proven
+    for upto, ids in proven_at_clear:
+        assert all(i > upto for i in ids), (upto, ids)

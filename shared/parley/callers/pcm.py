@@ -1,8 +1,14 @@
 """A `/ws/pcm` caller (tests, benchmarks, scenarios): a microphone that never stops.
 
 It streams 20 ms frames at real-time pace (silence unless it has something to
-say), records every agent audio frame with its arrival time, and every JSON
-notice the gateway sends.
+say), records every agent audio frame with its arrival time (``frames``), and
+every JSON notice the gateway sends. Like the browser page, it plays what it
+receives through a small playout buffer (``ear``, 40 ms: the page schedules
+30 ms ahead, plus a frame) and drops what is buffered on an ``interrupted``
+notice; ``heard`` is what the caller heard, and when. ``utterances`` holds,
+for each ``say``, when its first voiced sample was spoken: the moment the
+caller starts talking, from which ``ear.audible_stop`` measures how long the
+agent went on being heard.
 """
 
 from __future__ import annotations
@@ -14,15 +20,22 @@ import time
 import numpy as np
 import websockets
 
+from .ear import Ear, Utterance, first_voiced
+
+RATE = 16000
 FRAME = 320  # samples of 16 kHz in 20 ms
 
 
 class PcmCaller:
-    def __init__(self, url: str):
+    def __init__(self, url: str, *, playout_delay: float = 0.04, clear_on_interrupt: bool = True):
         self.url = url
         self.ws = None
         self.frames: list[tuple[float, bytes]] = []  # (monotonic time, pcm)
         self.notices: list[tuple[float, dict]] = []
+        self.ear = Ear(RATE, delay=playout_delay)
+        self.heard = self.ear.heard  # (play time, PCM16 16 kHz) as the caller heard it
+        self.clear_on_interrupt = clear_on_interrupt
+        self.utterances: list[Utterance] = []
         self.session: str | None = None
         self._say: asyncio.Queue = asyncio.Queue()
         self._tasks: list[asyncio.Task] = []
@@ -46,29 +59,45 @@ class PcmCaller:
                 now = time.monotonic()
                 if isinstance(msg, bytes):
                     self.frames.append((now, msg))
+                    self.ear.receive(now, msg)
                 else:
-                    self.notices.append((now, json.loads(msg)))
+                    notice = json.loads(msg)
+                    self.notices.append((now, notice))
+                    if notice.get("type") == "interrupted" and self.clear_on_interrupt:
+                        self.ear.clear(now)
         finally:
             self.closed.set()
 
     async def _mic(self) -> None:
+        """The 20 ms clock: one microphone frame out, one frame of the ear played."""
         loop = asyncio.get_running_loop()
         next_at = loop.time()
         pending: np.ndarray | None = None
         done: asyncio.Future | None = None
+        first = onset = 0.0
+        pos, voiced_at = 0, None
         while True:
+            now = time.monotonic()
             if pending is None and not self._say.empty():
                 pending, done = self._say.get_nowait()
+                first, onset, pos = now, None, 0
+                voiced = first_voiced(pending, RATE)
+                voiced_at = None if voiced is None else int(voiced * RATE)
             if pending is not None:
                 frame, pending = pending[:FRAME], pending[FRAME:]
+                if voiced_at is not None and pos <= voiced_at < pos + FRAME:
+                    onset = now - (FRAME - (voiced_at - pos)) / RATE  # captured in the 20 ms before it is sent
+                pos += FRAME
                 if len(frame) < FRAME:
                     frame = np.concatenate([frame, np.zeros(FRAME - len(frame), np.int16)])
                 if len(pending) == 0:
                     pending = None
+                    self.utterances.append(Utterance(first, now, onset))
                     done.set_result(time.monotonic() + 0.02)
             else:
                 frame = np.zeros(FRAME, np.int16)
-            await self.ws.send(frame.tobytes())
+            await self.ws.send(frame.astype("<i2").tobytes())
+            self.ear.play(now)
             next_at += 0.02
             await asyncio.sleep(max(0.0, next_at - loop.time()))
 

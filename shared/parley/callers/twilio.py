@@ -8,17 +8,23 @@ gateway's code. It behaves as Twilio does on a ``<Connect><Stream>`` call:
   ``media`` message every 20 ms at real-time pace: 160 bytes of base64 μ-law,
   with ``sequenceNumber``, ``media.chunk`` and ``media.timestamp`` as strings.
   The microphone sends silence unless it has something to say;
-* it plays the agent's ``media`` in real time: audio queues in a buffer that
-  is consumed at 8000 samples/s, starting ``playout_delay`` seconds after
-  audio arrives into an empty buffer (a jitter buffer);
-* it echoes each ``mark`` when all the audio queued before it has played (at
-  once if nothing is buffered);
-* on ``clear`` it drops the buffered audio and echoes every pending mark;
+* it plays the agent's ``media`` in real time (``ear.Ear``): audio queues in
+  Twilio's buffer and is consumed at 8000 samples/s, starting
+  ``playout_delay`` seconds after audio arrives into an empty buffer (a
+  jitter buffer). ``rec.played`` is what the caller heard, and when;
+* it echoes each ``mark`` once all the audio queued before it has finished
+  playing (at once if nothing is buffered);
+* on ``clear`` it drops the buffered audio, stops the piece playing at that
+  instant, and echoes every pending mark (``Echo.cleared``);
 * it can send ``dtmf`` and ``stop``, and raw text for bad-input tests.
 
 Everything is recorded with ``time.monotonic()`` stamps for assertions: media
 received, what was played when, marks received and echoed (and whether a
-clear echoed them), clears, stalls (the buffer ran dry mid-chunk).
+clear echoed them), clears, stalls (the buffer ran dry and audio came again
+within 0.5 s with no clear between: a gap the caller heard), and for each
+utterance when its first voiced sample was spoken (``rec.utterances``): the
+moment the caller starts talking, from which ``ear.audible_stop`` measures
+how long the agent went on being heard.
 
 One task per caller paces both directions, so many callers can share one
 process (the load benchmark uses it).
@@ -37,6 +43,8 @@ import numpy as np
 import websockets
 
 from parley.audio import pcm16_to_ulaw, ulaw_to_pcm16
+
+from .ear import Ear, Utterance, first_voiced
 
 RATE = 8000
 FRAME = 160  # samples (and μ-law bytes) in 20 ms
@@ -61,10 +69,11 @@ class Recording:
     marks: list[tuple[float, str]] = field(default_factory=list)  # (arrival, name)
     echoes: list[Echo] = field(default_factory=list)
     clears: list[float] = field(default_factory=list)
-    stalls: list[float] = field(default_factory=list)  # buffer empty while a chunk was streaming
+    stalls: list[float] = field(default_factory=list)  # the buffer ran dry and audio came again soon (no clear): a gap heard
     caller_stalls: list[float] = field(default_factory=list)  # this process fell over 1 s behind
     unexpected: list[tuple[float, str]] = field(default_factory=list)  # messages Twilio would reject
     spoken: list[tuple[float, float]] = field(default_factory=list)  # (first, last) send time of each say()
+    utterances: list[Utterance] = field(default_factory=list)
 
 
 class TwilioCaller:
@@ -96,15 +105,15 @@ class TwilioCaller:
         self.closed = asyncio.Event()
         self.close_code: int | None = None
         self.close_reason: str = ""
-        # Playout: items are bytearrays of μ-law or mark names, oldest first.
-        self._buffer: list[bytearray | str] = []
-        self._buffered = 0  # bytes of audio in _buffer
-        self._play_from = 0.0  # no playing before this (jitter buffer fill)
-        self._mid_chunk = False
+        self.ear = Ear(RATE, delay=playout_delay)  # Twilio's buffer, played to the caller
+        self.rec.played = self.ear.heard
         self._say: asyncio.Queue = asyncio.Queue()
         self._speech: np.ndarray | None = None
         self._speech_done: asyncio.Future | None = None
         self._speech_first = 0.0
+        self._speech_onset: float | None = None
+        self._speech_pos = 0  # samples of the utterance sent so far
+        self._voiced_at: int | None = None  # sample index of its first voiced sample
         self._tasks: list[asyncio.Task] = []
 
     # ------------------------------------------------------------ life
@@ -234,43 +243,33 @@ class TwilioCaller:
         if self._speech is None and not self._say.empty():
             self._speech, self._speech_done = self._say.get_nowait()
             self._speech_first = now
+            self._speech_pos = 0
+            voiced = first_voiced(self._speech, RATE)
+            self._voiced_at = None if voiced is None else int(voiced * RATE)
+            self._speech_onset = None
         if self._speech is None:
             return SILENCE
         frame, self._speech = self._speech[:FRAME], self._speech[FRAME:]
+        if self._voiced_at is not None and self._speech_pos <= self._voiced_at < self._speech_pos + FRAME:
+            # The frame was captured in the 20 ms before it is sent.
+            self._speech_onset = now - (FRAME - (self._voiced_at - self._speech_pos)) / RATE
+        self._speech_pos += FRAME
         if len(frame) < FRAME:
             frame = np.concatenate([frame, np.zeros(FRAME - len(frame), np.int16)])
         if len(self._speech) == 0:
             self.rec.spoken.append((self._speech_first, now))
+            self.rec.utterances.append(Utterance(self._speech_first, now, self._speech_onset))
             if not self._speech_done.done():
                 self._speech_done.set_result((self._speech_first, now))
             self._speech = None
         return pcm16_to_ulaw(frame.astype("<i2").tobytes())
 
     async def _play(self, now: float) -> None:
-        """Consume 20 ms of the buffer; echo marks the playback reached."""
-        if now < self._play_from:
-            return
-        want = FRAME
-        out = bytearray()
-        while self._buffer:
-            head = self._buffer[0]
-            if isinstance(head, str):
-                self._buffer.pop(0)
-                await self._echo(head, now, cleared=False)
-                continue
-            if want == 0:
-                break
-            take = head[:want]
-            del head[: len(take)]
-            out += take
-            want -= len(take)
-            self._buffered -= len(take)
-            if not head:
-                self._buffer.pop(0)
-        if out:
-            self.rec.played.append((now, ulaw_to_pcm16(bytes(out))))
-        if want and self._mid_chunk:
-            self.rec.stalls.append(now)
+        """Play 20 ms of Twilio's buffer; echo the marks whose audio has played."""
+        gaps = len(self.ear.gaps)
+        for name in self.ear.play(now):
+            await self._echo(name, now, cleared=False)
+        self.rec.stalls.extend(at for at, _ in self.ear.gaps[gaps:])
 
     async def _echo(self, name: str, now: float, cleared: bool) -> None:
         self.rec.echoes.append(Echo(now, name, cleared))
@@ -296,30 +295,18 @@ class TwilioCaller:
                 if event == "media":
                     ulaw = base64.b64decode(msg["media"]["payload"], validate=True)
                     self.rec.media.append((now, ulaw))
-                    if self._buffered == 0 and not any(isinstance(i, bytearray) for i in self._buffer):
-                        self._play_from = max(self._play_from, now + self.playout_delay)
-                    self._buffer.append(bytearray(ulaw))
-                    self._buffered += len(ulaw)
-                    self._mid_chunk = True
+                    self.ear.receive(now, ulaw_to_pcm16(ulaw))
                 elif event == "mark":
                     name = msg["mark"]["name"]
                     self.rec.marks.append((now, name))
-                    self._mid_chunk = False
-                    if self._buffered == 0:
-                        # Nothing buffered ahead of it: echoed at once.
-                        pending = [i for i in self._buffer if isinstance(i, str)]
-                        self._buffer.clear()
-                        for n in pending + [name]:
-                            await self._echo(n, now, cleared=False)
-                    else:
-                        self._buffer.append(name)
+                    for n in self.ear.mark(now, name):  # nothing buffered ahead of it: echoed at once
+                        await self._echo(n, now, cleared=False)
                 elif event == "clear":
                     self.rec.clears.append(now)
-                    pending = [i for i in self._buffer if isinstance(i, str)]
-                    self._buffer.clear()
-                    self._buffered = 0
-                    self._mid_chunk = False
-                    for n in pending:
+                    played, dropped = self.ear.clear(now)
+                    for n in played:
+                        await self._echo(n, now, cleared=False)
+                    for n in dropped:
                         await self._echo(n, now, cleared=True)
                 else:
                     self.rec.unexpected.append((now, raw[:200]))
@@ -337,11 +324,12 @@ class TwilioCaller:
         return b"".join(pcm for t, pcm in self.rec.played if after <= t < until)
 
     def last_played_at(self) -> float:
+        """When the last piece heard started playing (0 if none)."""
         return self.rec.played[-1][0] if self.rec.played else 0.0
 
     @property
     def buffered_ms(self) -> int:
-        return self._buffered * 1000 // RATE
+        return self.ear.buffered_ms
 
     async def wait_until(self, predicate, timeout: float = 30.0, what: str = "condition") -> None:
         deadline = time.monotonic() + timeout
@@ -365,6 +353,6 @@ class TwilioCaller:
         def quiet_now() -> bool:
             now = time.monotonic()
             last = max(self.last_played_at(), self.rec.media[-1][0] if self.rec.media else 0.0, after)
-            return self._buffered == 0 and now - last >= quiet
+            return self.ear.buffered == 0 and now - last >= quiet
 
         await self.wait_until(quiet_now, timeout, "quiet")
