@@ -16,6 +16,7 @@ import hmac
 import http.server
 import json
 import secrets
+import socket
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -27,7 +28,8 @@ import pytest
 import uvicorn
 
 from parley import bus, contract, subjects
-from parley.contract import Dtmf, EndSession, FlushPlayback, PlaybackProgress, SessionEnded, SessionStarted
+from parley.audio import pcm16_to_ulaw, ulaw_to_pcm16
+from parley.contract import Dtmf, EndSession, FlushPlayback, PausePlayback, PlaybackProgress, ResumePlayback, SessionEnded, SessionStarted
 from parley.callers.twilio import TwilioCaller
 from parley.natsd import free_port
 from parley_gateway import twilio_rest
@@ -373,6 +375,155 @@ def test_barge_in_clears_and_a_mark_echoed_by_the_clear_is_not_heard(gateway, na
     assert stale_after > stale_before
     assert caller.rec.marks[-1][1].startswith("2.0.")
     assert gateway.stats["twilio_marks_cleared"] >= 1
+
+
+# --------------------------------------------------------------------- pause and resume
+
+
+def noise(seconds: float, seed: int, rate: int = 8000) -> np.ndarray:
+    """Loud noise: every 16 samples of it, through μ-law, are found once in it."""
+    return (np.random.default_rng(seed).uniform(-0.6, 0.6, int(seconds * rate)) * 32767).astype(np.int16)
+
+
+def locate(heard: list[tuple[float, bytes]], source: np.ndarray) -> list[tuple[float, int, int]]:
+    """(play time, offset in source, samples) of each piece the caller heard."""
+    expected = np.frombuffer(ulaw_to_pcm16(pcm16_to_ulaw(source.astype("<i2").tobytes())), dtype="<i2")
+    index = {expected[i : i + 16].tobytes(): i for i in range(len(expected) - 15)}
+    out = []
+    for t, pcm in heard:
+        x = np.frombuffer(pcm, dtype="<i2")
+        if len(x) < 16:
+            continue  # a sliver cut by a clear: too short to place
+        at = index[x[:16].tobytes()]
+        assert np.array_equal(x, expected[at : at + len(x)]), "heard audio that is not the source"
+        out.append((t, at, len(x)))
+    return out
+
+
+def test_pause_clears_twilio_and_resume_replays_from_the_last_echoed_mark(gateway, nats_server):
+    """A pause must not let Twilio's buffer play on (a deep one here: 0.3 s),
+    and a resume must pick up where the caller's marks say playback stopped:
+    nothing skipped, and nothing repeated from before the last echoed mark."""
+    chunks = [noise(1.0, 1), noise(1.0, 2)]
+    source = np.concatenate(chunks)
+
+    async def scenario():
+        async with Agent(nats_server.url) as agent:
+            caller = TwilioCaller(gateway.ws, {}, playout_delay=0.3)
+            caller.custom_parameters["test_call"] = caller.call_sid
+            async with caller:
+                session = await agent.session_of(caller)
+                await agent.speak(session, 1, chunks, rate=8000)
+                await caller.wait_until(lambda: len(caller.played_audio()) >= 2 * 8000 * 0.5, 10, "half a second heard")
+                await agent.command(PausePlayback(session=session, run=1))
+                cleared_at = await caller.wait_clear(timeout=5)
+                await asyncio.sleep(0.8)  # the pause: nothing may be heard
+                resumed_at = await agent.command(ResumePlayback(session=session, run=1))
+                await agent.wait(lambda e: isinstance(e, PlaybackProgress) and e.session == session and e.chunk == 1 and e.finished, 10, "chunk 1 heard")
+            return caller, agent, session, cleared_at, resumed_at
+
+    caller, agent, session, cleared_at, resumed_at = run(scenario())
+    pieces = locate(caller.rec.played, source)
+    before = [(t, at, n) for t, at, n in pieces if t < cleared_at]
+    after = [(t, at, n) for t, at, n in pieces if t > resumed_at]
+    assert len(caller.rec.clears) == 1
+    # Silence from the clear to the resume: the pause was heard as a pause.
+    assert caller.ear.last_heard_at() > resumed_at
+    assert not [t for t, _ in caller.rec.played if cleared_at <= t < resumed_at]
+    heard_to = max(at + n for _, at, n in before)  # where the sound stopped, in the source
+    replay_from = after[0][1]
+    # Nothing skipped: the replay starts at or before where the caller stopped hearing...
+    assert replay_from <= heard_to
+    # ...at a mark the caller echoed as played before the clear (a frame boundary
+    # no later than the last such mark: an echo in flight during the clear counts
+    # as cleared at the gateway, so it may be one or two marks earlier).
+    played_marks = [e for e in caller.rec.echoes if not e.cleared and e.at <= cleared_at]
+    assert replay_from % 160 == 0 and replay_from <= 160 * len(played_marks)
+    # ...and from there on, everything once, in order, to the end.
+    offsets = [at for _, at, _ in after]
+    assert offsets == list(range(replay_from, len(source), 160)), offsets[:5]
+    # Progress stayed truthful: the position reported at the pause was heard.
+    paused = [e for _, e in agent.of(PlaybackProgress, session) if not e.finished and e.played_ms > 0]
+    assert paused and paused[0].chunk == 0 and paused[0].played_ms * 8 <= heard_to
+    assert [c for c, f in agent.progress(session, 1) if f] == [0, 1]
+    print(
+        f"\n[twilio] pause: clear {len(caller.rec.clears)}; heard to {heard_to / 8:.0f} ms of the answer, "
+        f"replayed from {replay_from / 8:.0f} ms ({(heard_to - replay_from) / 8:.0f} ms heard twice); reported at the pause {paused[0].played_ms} ms"
+    )
+    assert gateway.stats["twilio_pause_clears"] >= 1 and gateway.stats["twilio_frames_replayed"] >= 1
+
+
+def test_a_pause_then_a_flush_is_one_clear_and_silence(gateway, nats_server):
+    async def scenario():
+        async with Agent(nats_server.url) as agent:
+            caller = TwilioCaller(gateway.ws, {}, playout_delay=0.3)
+            caller.custom_parameters["test_call"] = caller.call_sid
+            async with caller:
+                session = await agent.session_of(caller)
+                await agent.speak(session, 1, [tone(600, 3.0, 8000)], rate=8000)
+                await caller.wait_audio(timeout=5)
+                await asyncio.sleep(0.3)
+                await agent.command(PausePlayback(session=session, run=1))
+                cleared_at = await caller.wait_clear(timeout=5)
+                await asyncio.sleep(0.3)
+                await agent.command(FlushPlayback(session=session, run=1))
+                await asyncio.sleep(0.5)
+                second_at = time.monotonic()
+                await agent.speak(session, 2, [tone(800, 0.3, 8000)], rate=8000)
+                await agent.wait(lambda e: isinstance(e, PlaybackProgress) and e.session == session and e.run == 2 and e.finished, 10, "run 2 heard")
+            return caller, cleared_at, second_at
+
+    caller, cleared_at, second_at = run(scenario())
+    assert len(caller.rec.clears) == 1  # the flush found nothing left at Twilio
+    assert not [t for t, _ in caller.rec.played if cleared_at <= t < second_at]
+    assert abs(dominant(caller.played_audio(after=second_at), 8000) - 800) < 10
+
+
+def tiny_buffer_socket(url: str) -> socket.socket:
+    """A connected TCP socket with a receive buffer of a few kB."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    host, port = url.split("//")[1].split("/")[0].split(":")
+    sock.connect((host, int(port)))
+    sock.setblocking(False)
+    return sock
+
+
+def shrink_send_buffers(server: uvicorn.Server) -> None:
+    """Small kernel send buffers on the gateway's side of every connection
+    (loopback otherwise buffers megabytes): a peer that stops reading backs
+    the gateway up within seconds instead of minutes."""
+    for proto in list(server.server_state.connections):
+        sock = proto.transport.get_extra_info("socket") if getattr(proto, "transport", None) else None
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+
+
+def test_twilio_that_stops_reading_is_closed_with_a_reason_and_the_call_ends(gateway, nats_server, monkeypatch):
+    from parley_gateway import twilio_media
+
+    monkeypatch.setattr(twilio_media, "BACKLOG_FRAMES", 25)
+
+    async def scenario():
+        async with Agent(nats_server.url) as agent:
+            caller = TwilioCaller(gateway.ws, {}, connect_options={"sock": tiny_buffer_socket(gateway.ws), "max_queue": 1})
+            caller.custom_parameters["test_call"] = caller.call_sid
+            await caller.connect()
+            session = await agent.session_of(caller)
+            shrink_send_buffers(gateway.server)
+            before = gateway.stats.get("twilio_error_backlog", 0)
+            await agent.speak(session, 1, [tone(500, 30.0, 8000)], rate=8000)
+            await caller.wait_audio(timeout=5)
+            receiving = caller._tasks[0]
+            receiving.cancel()  # Twilio stops reading; its microphone goes on
+            _, ended = await agent.wait(lambda e: isinstance(e, SessionEnded) and e.session == session, 30, "SessionEnded")
+            counted = gateway.stats.get("twilio_error_backlog", 0) - before
+            caller.drop()  # a peer this stuck is gone: reset the connection
+            return ended, counted, caller
+
+    ended, counted, caller = run(scenario())
+    assert counted == 1
+    assert ended.reason.startswith("error: Twilio is not reading"), ended.reason
 
 
 # --------------------------------------------------------------------- tokens and hang-up

@@ -156,6 +156,7 @@ async def gateway(nats_url: str):
         await serving
 
     seen["shutdown"] = shutdown
+    seen["server"] = server
     try:
         yield f"http://127.0.0.1:{port}", app.state.parley, nc, seen
     finally:

@@ -94,3 +94,48 @@ def test_pause_holds_and_resume_loses_nothing(nats_server):
     voiced = np.count_nonzero(np.abs(audio) > 100)
     assert len(client.frames) == 50  # exactly 1 s of 20 ms frames: none lost, none doubled
     assert voiced > 0.9 * 16000
+
+
+def test_a_client_that_stops_reading_is_told_why_and_its_session_ends(nats_server, monkeypatch):
+    """The client stops reading while the agent talks: the gateway's socket
+    backs up, and instead of dropping the transport quietly while the call goes
+    on, it sends an error and closes (1008), counts it, and ends the session."""
+    import socket
+
+    from parley_gateway import ws_pcm
+
+    monkeypatch.setattr(ws_pcm, "BACKLOG_FRAMES", 25)
+
+    async def scenario():
+        async with gateway(nats_server.url) as (base, state, nc, seen):
+            url = base.replace("http", "ws") + "/ws/pcm"
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", int(url.split(":")[2].split("/")[0])))
+            sock.setblocking(False)
+            ws = await websockets.connect(url, sock=sock, compression=None, max_queue=1)
+            session = json.loads(await ws.recv())["session"]
+            for proto in list(seen["server"].server_state.connections):  # loopback buffers megabytes otherwise
+                if getattr(proto, "transport", None) is not None and proto.transport.get_extra_info("socket") is not None:
+                    proto.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            await publish_tts(nc, session, run=1, pcm=tone(440, 30.0, 16000), rate=16000)
+            # The client reads nothing from here on...
+            await until(lambda: state["stats"].get("pcm_error_backlog", 0) >= 1, timeout=30, what="the backlog failure")
+            # ...until it looks again: what was queued, then the reason, then the close.
+            notices = []
+            try:
+                async for msg in ws:
+                    if isinstance(msg, str):
+                        notices.append(json.loads(msg))
+            except websockets.ConnectionClosed:
+                pass
+            await until(lambda: any(isinstance(e, contract.SessionEnded) and e.session == session for e in seen["events"]), what="SessionEnded")
+            ended = next(e for e in seen["events"] if isinstance(e, contract.SessionEnded) and e.session == session)
+            return notices, ws.close_code, ended, state["stats"]
+
+    notices, code, ended, stats = asyncio.run(scenario())
+    assert stats["pcm_error_backlog"] == 1
+    assert ended.reason.startswith("error: the client is not reading"), ended.reason
+    errors = [n["error"] for n in notices if n["type"] == "error"]
+    assert errors and "not reading" in errors[0], notices[-3:]
+    assert code == 1008

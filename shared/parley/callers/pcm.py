@@ -27,8 +27,9 @@ FRAME = 320  # samples of 16 kHz in 20 ms
 
 
 class PcmCaller:
-    def __init__(self, url: str, *, playout_delay: float = 0.04, clear_on_interrupt: bool = True):
+    def __init__(self, url: str, *, playout_delay: float = 0.04, clear_on_interrupt: bool = True, connect_options: dict | None = None):
         self.url = url
+        self.connect_options = connect_options or {}  # extra websockets.connect arguments (e.g. a prepared sock)
         self.ws = None
         self.frames: list[tuple[float, bytes]] = []  # (monotonic time, pcm)
         self.notices: list[tuple[float, dict]] = []
@@ -42,7 +43,7 @@ class PcmCaller:
         self.closed = asyncio.Event()
 
     async def __aenter__(self) -> "PcmCaller":
-        self.ws = await websockets.connect(self.url, max_size=1 << 22)
+        self.ws = await websockets.connect(self.url, max_size=1 << 22, **self.connect_options)
         self._tasks = [asyncio.create_task(self._recv()), asyncio.create_task(self._mic())]
         await self.wait_for(lambda n: n["type"] == "session", timeout=15)
         self.session = next(n["session"] for _, n in self.notices if n["type"] == "session")

@@ -88,6 +88,7 @@ class TwilioCaller:
         playout_delay: float = 0.06,
         headers: dict[str, str] | None = None,
         handshake: bool = True,
+        connect_options: dict | None = None,
     ):
         self.url = url
         self.custom_parameters = dict(custom_parameters or {})
@@ -97,6 +98,7 @@ class TwilioCaller:
         self.playout_delay = playout_delay
         self.headers = headers or {}
         self.handshake = handshake
+        self.connect_options = connect_options or {}  # extra websockets.connect arguments (e.g. a prepared sock)
         self.rec = Recording()
         self.ws = None
         self.seq = 0
@@ -125,7 +127,8 @@ class TwilioCaller:
         await self.hang_up()
 
     async def connect(self) -> None:
-        self.ws = await websockets.connect(self.url, additional_headers=self.headers, max_size=1 << 22)
+        # No permessage-deflate: Twilio offers none.
+        self.ws = await websockets.connect(self.url, additional_headers=self.headers, max_size=1 << 22, compression=None, **self.connect_options)
         self.started_at = time.monotonic()
         if self.handshake:
             await self.send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
