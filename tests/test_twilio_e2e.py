@@ -30,6 +30,7 @@ from parley_orchestrator.replay import replay
 
 from speech import hear, normalise, say
 from stack import Stack
+from parley.callers.ear import audible_stop
 from parley.callers.twilio import TwilioCaller
 
 pytestmark = pytest.mark.e2e
@@ -140,7 +141,7 @@ def test_barge_in_over_twilio_clears_and_history_holds_only_what_was_played(stac
             # The answer is two chunks (the hours, then "Would you like to book
             # an appointment?"). Talk over it once the caller has heard the
             # first one to the end: history must keep that one and nothing else.
-            await caller.wait_until(lambda: any(e.at > spoke_until and not e.cleared for e in caller.rec.echoes), 40, "first chunk heard")
+            await caller.wait_until(lambda: any(e.at > spoke_until and not e.cleared and e.name.endswith(".end") for e in caller.rec.echoes), 40, "first chunk heard")
             await asyncio.sleep(0.2)
             barge = caller.say_later(interruption)
             barge_at = time.monotonic()
@@ -160,10 +161,14 @@ def test_barge_in_over_twilio_clears_and_history_holds_only_what_was_played(stac
     assert result.ok, result.mismatches[:3]
     cut_run = next(c.run for s in steps for c in s.commands if isinstance(c, contract.FlushPlayback))
     texts = {c.chunk: c.text for s in steps for c in s.commands if isinstance(c, contract.Synthesize) and c.run == cut_run}
-    played = sorted(int(e.name.split(".")[1]) for e in caller.rec.echoes if not e.cleared and int(e.name.split(".")[0]) == cut_run)
+    # Chunk-end marks (".end") the caller echoed as played: the chunks it heard to the end.
+    played = sorted(int(e.name.split(".")[1]) for e in caller.rec.echoes if not e.cleared and e.name.endswith(".end") and int(e.name.split(".")[0]) == cut_run)
     cleared = [e.name for e in caller.rec.echoes if e.cleared]
     after_clear = [t for t, _ in caller.rec.media if cleared_at < t < barge_until]
     last_before_clear = max(t for t, _ in caller.rec.media if t < cleared_at)
+    utterance = next(u for u in caller.rec.utterances if u.first >= barge_at - 0.05)
+    stop = audible_stop(caller.rec.played, 8000, utterance.onset)
+    next_answer = min((t for t, n in caller.rec.marks if int(n.split(".")[0]) > cut_run), default=float("inf"))
     marks_after_clear = [n for t, n in caller.rec.marks if t > cleared_at]
     # The reducer's view (event times are wall clock; the caller's monotonic).
     offset = time.time() - time.monotonic()
@@ -176,12 +181,19 @@ def test_barge_in_over_twilio_clears_and_history_holds_only_what_was_played(stac
     with capsys.disabled():
         print(f"\n[e2e twilio] barge-in timeline from caller speech start: {timeline}")
         print(
-            f"\n[e2e twilio] barge-in: caller speech start -> last agent media {(last_before_clear - speech_start) * 1000:.0f} ms (pause), "
+            f"\n[e2e twilio] barge-in: audible stop {stop * 1000 if stop is not None else float('nan'):.0f} ms (caller's onset -> last agent sample heard); "
+            f"caller speech start -> last agent media {(last_before_clear - speech_start) * 1000:.0f} ms (pause), "
             f"-> clear {(cleared_at - speech_start) * 1000:.0f} ms; "
             f"cut run {cut_run}: {len(texts)} chunks synthesized, {played} played, marks echoed by the clear {cleared}; "
             f"media after the clear before the caller stopped talking: {len(after_clear)}; new answer heard: {new_answer!r}"
         )
     assert len(caller.rec.clears) >= 1
+    # The pause cleared Twilio's buffer before the run was cancelled: the caller
+    # heard the agent stop when playback paused, not when the words confirmed it.
+    flush_at = next(st.event.at for st in steps if any(isinstance(c, contract.FlushPlayback) for c in st.commands))
+    assert cleared_at + offset < flush_at
+    # After the clear, nothing more reached the caller's ears until the next answer.
+    assert stop is not None and caller.ear.audio(after=cleared_at, until=next_answer) == b""
     # No stale frame: whatever reached the caller after the clear belongs to a newer run.
     assert marks_after_clear and all(int(n.split(".")[0]) > cut_run for n in marks_after_clear), marks_after_clear
     assert "friday" in new_answer, new_answer

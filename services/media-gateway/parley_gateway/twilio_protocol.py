@@ -405,13 +405,14 @@ class StreamTokens:
 # ---------------------------------------------------------------------------
 # What Twilio holds for the caller: frames sent, marks, clear generations
 
-_MARK = re.compile(r"^(\d{1,9})\.(\d{1,9})\.(\d{1,12})\.(\d{1,9})$")
+_MARK = re.compile(r"^(\d{1,9})\.(\d{1,9})\.(\d{1,12})\.(\d{1,9})(\.end)?$")
 
 
-def mark_name(run: int, chunk: int, seq: int, generation: int) -> str:
+def mark_name(run: int, chunk: int, seq: int, generation: int, ends_chunk: bool = False) -> str:
     """``run.chunk.seq.generation``: the run and chunk of the audio just
-    before the mark, a number unique on the stream, the clear generation."""
-    return f"{run}.{chunk}.{seq}.{generation}"
+    before the mark, a number unique on the stream, the clear generation;
+    ``.end`` when that audio ended the chunk (for people reading logs)."""
+    return f"{run}.{chunk}.{seq}.{generation}" + (".end" if ends_chunk else "")
 
 
 def parse_mark_name(name: str) -> tuple[int, int, int, int] | None:
@@ -509,7 +510,7 @@ class FarEnd:
             return None
         last = self.unproven[-1]
         self.seq += 1
-        name = mark_name(last.run, last.chunk, self.seq, self.generation)
+        name = mark_name(last.run, last.chunk, self.seq, self.generation, isinstance(last, ChunkEnd))
         self.pending[name] = self.base + len(self.unproven)
         self.since_mark = 0
         return name

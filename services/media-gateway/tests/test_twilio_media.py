@@ -306,12 +306,13 @@ def test_a_call_audio_both_ways_marks_dtmf_and_stop(gateway, nats_server):
     # Outbound: a mark after every frame (PARLEY_TWILIO_MARK_MS=20), named
     # run.chunk.seq.generation, each echoed once its audio has played.
     names = [n for _, n in caller.rec.marks]
-    fields = [tuple(int(x) for x in n.split(".")) for n in names]
+    fields = [tuple(int(x) for x in n.split(".")[:4]) for n in names]
     assert {(run, gen) for run, _, _, gen in fields} == {(1, 0)}
     assert [seq for _, _, seq, _ in fields] == list(range(1, len(fields) + 1))
     assert len(names) == len(caller.rec.media) == 40  # 0.8 s of 20 ms frames
     # The last mark of chunk 0 follows exactly its audio: 0.4 s at 8 kHz, nothing of chunk 1.
     end0 = max(i for i, (_, chunk, _, _) in enumerate(fields) if chunk == 0)
+    assert [i for i, n in enumerate(names) if n.endswith(".end")] == [end0, len(names) - 1]
     before_end0 = sum(len(m) for t, m in caller.rec.media if t <= caller.rec.marks[end0][0])
     assert before_end0 == 3200, before_end0
     assert [(e.name, e.cleared) for e in caller.rec.echoes] == [(n, False) for n in names]

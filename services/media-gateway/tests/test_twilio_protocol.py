@@ -323,9 +323,10 @@ def test_arbitrary_strings_never_redeem(token):
 @given(st.integers(0, 10**9 - 1), st.integers(0, 10**9 - 1), st.integers(0, 10**12 - 1), st.integers(0, 10**9 - 1))
 def test_mark_names_round_trip(run, chunk, seq, generation):
     assert tp.parse_mark_name(tp.mark_name(run, chunk, seq, generation)) == (run, chunk, seq, generation)
+    assert tp.parse_mark_name(tp.mark_name(run, chunk, seq, generation, ends_chunk=True)) == (run, chunk, seq, generation)
 
 
-@pytest.mark.parametrize("name", ["", "1.2", "1.2.3", "1.2.3.4.5", "a.b.c.d", "-1.2.3.4", "1.2.3.4 ", "greeting", "1..3.4"])
+@pytest.mark.parametrize("name", ["", "1.2", "1.2.3", "1.2.3.4.5", "1.2.3.4.en", "a.b.c.d", "-1.2.3.4", "1.2.3.4 ", "greeting", "1..3.4"])
 def test_foreign_mark_names_are_not_ours(name):
     assert tp.parse_mark_name(name) is None
 
@@ -340,6 +341,7 @@ def test_far_end_examples():
     a = far.sent(frame(1, 0, 40))  # every 2 frames
     assert tp.parse_mark_name(a)[:2] == (1, 0)
     b = far.sent(frame(1, 0, 50), [tp.ChunkEnd(1, 0, 50)])  # a chunk's end is always marked
+    assert b.endswith(".end") and not a.endswith(".end")
     c = far.sent(frame(1, 1, 20))
     assert c is None and far.unproven_ms == 80
     assert far.echoed(a) == [tp.Heard(1, 0, 40, False)]
