@@ -310,3 +310,83 @@ async def measure(gateway_ws: str, nats_url: str, utterances, calls: int, barges
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# ---------------------------------------------------------------- the report
+
+GOAL_MS = 250
+LABELS = {
+    "pcm": "`/ws/pcm` (40 ms client buffer)",
+    "twilio-60ms": "Twilio, 60 ms far-end buffer",
+    "twilio-300ms": "Twilio, 300 ms far-end buffer",
+    "webrtc": "WebRTC (Chromium, received track)",
+}
+
+
+def _f(x) -> str:
+    return "–" if x is None else f"{x:.0f}"
+
+
+def summary_rows(stop: dict, run: str) -> list[list[str]]:
+    s = stop.get("summary") or {}
+    if not s:
+        return []
+    cells = ", ".join(f"{t} {_f(v['stop_ms_95'])}" for t, v in s.items())
+    worst = max((v["stop_ms_95"] or 0) for v in s.values())
+    return [["3b. Audible stop after the caller starts talking, p95 by transport", f"{cells} ms ({'holds' if worst <= GOAL_MS else 'does not hold'})",
+             f"p95 ≤ {GOAL_MS} ms on every transport (issue 9)", f"`{run} --only stop`"]]  # fmt: skip
+
+
+def section(stop: dict) -> list[str]:
+    s = stop.get("summary") or {}
+    out = ["", "## 3b. Audible stop by transport (caller's side)", ""]
+    if not s:
+        return out + [f"Not measured: {stop.get('error', 'no rows')}"]
+    out.append(
+        "From the moment the caller starts talking over the agent (the first voiced sample of their utterance, in the caller's own audio) "
+        "to the last sample of agent audio the caller actually hears, through a model of the far end's playout: the `/ws/pcm` caller plays "
+        "through a 40 ms buffer and drops it on `interrupted`; the Twilio caller plays Twilio's buffer in real time (`clear` cuts the sound "
+        "where it is; marks echoed once their audio has played), with a 60 ms and a 300 ms far-end buffer; WebRTC is headless Chromium on the "
+        "gateway's page, recording its microphone and the received remote track on one AudioWorklet clock (agent sound: 5 ms windows above "
+        f"{WEBRTC_THRESHOLD * 100:.1f} % of full scale). Fixed-latency providers, real Silero VAD; each caller talks over each reply "
+        f"{BARGE_INTO_S[0]:.1f}–{BARGE_INTO_S[1]:.1f} s after it starts. The reducer pauses playback on SpeechStarted; on Twilio the pause "
+        "sends `clear` and a resume replays from the last mark Twilio echoed. Split from the bus (one machine clock): onset → SpeechStarted "
+        "(the VAD) → playback paused at the gateway → `clear` at the caller (Twilio) → last sample heard."
+    )
+    out.append("")
+    rows = []
+    for t, v in s.items():
+        far = None if v["stop_ms_50"] is None or v["pause_ms_50"] is None else v["stop_ms_50"] - v["pause_ms_50"]
+        verdict = "**holds**" if (v["stop_ms_95"] or 1e9) <= GOAL_MS else "does not hold"
+        rows.append(
+            [LABELS.get(t, t), str(v["n"]), f"{_f(v['stop_ms_50'])} / **{_f(v['stop_ms_95'])}** / {_f(v['stop_max'])}", verdict,
+             f"{_f(v['vad_ms_50'])} / {_f(v['vad_ms_95'])}", _f(v["pause_ms_50"]), _f(v["clear_ms_50"]), _f(far)]
+        )  # fmt: skip
+    head = ["transport", "n", "audible stop p50 / p95 / max ms", f"p95 ≤ {GOAL_MS} ms", "onset → VAD p50 / p95", "→ paused p50", "→ `clear` p50", "paused → last heard p50"]
+    out.append("| " + " | ".join(head) + " |")
+    out.append("|" + "---|" * len(head))
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    out.append("")
+    out.append(
+        "Where the time goes: almost all of it is the VAD's onset (the ASR needs `PARLEY_ASR_START_MS`, 160 ms by default, of speech above "
+        "its threshold before SpeechStarted, plus Silero's own rise, the 32 ms window and the 20 ms packet). From SpeechStarted the pause "
+        "reaches the gateway in a few ms (orchestrator reduce + KV + NATS), and on Twilio the `clear` reaches the caller within a ms of the "
+        "pause; what remains after it is the far end's own buffer (the page's 40 ms, Chromium's jitter buffer), which the gateway cannot "
+        "clear. Twilio's far-end buffer depth no longer matters (60 vs 300 ms rows)."
+    )
+    mc = stop.get("mark_cost")
+    if mc:
+        out += ["", "### What the Twilio marks cost", ""]
+        out.append(
+            f"A resume replays from the last mark Twilio echoed, so the mark interval bounds what the caller may hear twice. The same load "
+            f"({mc['calls']} concurrent Twilio calls, fixed providers, `bench/loadgen.py`) with the gateway at two intervals:"
+        )
+        out.append("")
+        out.append("| `PARLEY_TWILIO_MARK_MS` | marks sent per call-second of agent audio | gateway CPU per call (% of a core) |")
+        out.append("|---|---|---|")
+        for r in mc["runs"]:
+            out.append(f"| {r['mark_ms']} | {r['marks_per_audio_s']:.1f} | {r['gateway_cpu_per_call'] * 100:.2f} |")
+        out.append("")
+        out.append(f"Reproduce: `{mc['command']}` with the gateway started at each interval.")
+    out += ["", f"Reproduce: `uv run python bench/run.py --only stop` (or `uv run python bench/audible_stop.py --gateway ws://127.0.0.1:PORT --nats nats://127.0.0.1:NPORT` on a stack started with `PARLEY_PROVIDERS=fixed`). Raw rows: `var/bench/results.json` (`stop.rows`)."]
+    return out

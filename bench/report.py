@@ -14,6 +14,7 @@ import statistics
 import sys
 from pathlib import Path
 
+import audible_stop
 import stages
 
 FLOOR_MS = 950
@@ -106,6 +107,8 @@ def render(res: dict, png: str) -> str:
     if "fixed" in res:
         out += overhead_section(res)
         out += bargein_section(res)
+    if "stop" in res:
+        out += audible_stop.section(res["stop"])
     if "embedded" in res:
         out += embedded_section(res)
     if "fixed" in res:
@@ -144,6 +147,7 @@ def summary(res: dict, png: str) -> list[str]:
             ["3. Barge-in: caller speech start → last frame of the cut reply / `clear`", f"p50 {f0(pct(b['last_media'], 50))} / {f0(pct(b['clear'], 50))} ms, "
              f"p99 {f0(pct(b['last_media'], 99))} / {f0(pct(b['clear'], 99))} ms", "–", f"`{RUN} --only fixed --steps 1`"]
         )  # fmt: skip
+    rows += audible_stop.summary_rows(res.get("stop", {}), RUN)
     e = res.get("embedded")
     if e and e["turns"]:
         answers = [t["answer_ms"] for t in e["turns"]]

@@ -15,9 +15,13 @@ run, so that ratios compare like with like on this noisy, shared machine:
    * capacity: Twilio-protocol calls at real-time pace, stepped 1, 10, 25, 50,
      75, 100, ... until a step fails the pass rule or the time budget ends;
      the 1-, 10- and 50-call steps give the orchestration overhead.
-3. ``reducer``: ``reduce()`` over the sessions recorded in 1 and 2.
-4. ``resample``: ``bench/resample.py``'s section, pasted in.
-5. ``scenarios``: the turn-taking suite (``scenarios/*.yaml``) with the
+3. ``stop``: the audible stop of a barge-in from the caller's side, by
+   transport (``bench/audible_stop.py``: ``/ws/pcm``, Twilio, WebRTC through
+   Chromium), and what the Twilio marks cost (the gateway at two mark
+   intervals under the same load);
+4. ``reducer``: ``reduce()`` over the sessions recorded in 1 and 2.
+5. ``resample``: ``bench/resample.py``'s section, pasted in.
+6. ``scenarios``: the turn-taking suite (``scenarios/*.yaml``) with the
    embedded models, every scenario over ``/ws/pcm`` and over the Twilio
    protocol, one call at a time (``parley scenarios run``): voice-to-voice,
    answers inside a caller's pause, answers killed by noises and
@@ -84,6 +88,9 @@ PREEMPTIVE_TURNS = 2 if QUICK else 5
 BARGE_CALLS = 3 if QUICK else 10
 BARGE_TURNS = 3 if QUICK else 4  # the first utterance, then one barge-in per later one
 BARGE_AFTER_S = 1.0
+STOP_CALLS = 2 if QUICK else 3  # concurrent callers per transport in the audible-stop phase
+STOP_BARGES = 3 if QUICK else 6  # barge-ins per caller (WebRTC: calls x barges in one call)
+MARK_COST_CALLS = 10 if QUICK else 25
 PROFILE_AT = 50  # py-spy the services during this capacity step (if py-spy is installed)
 CORPUS_PER_STEP = 12  # sessions per capacity step kept for the reducer corpus
 LOADGEN = "bench/loadgen.py"
@@ -441,6 +448,53 @@ def phase_fixed(res: dict, steps: tuple[int, ...], started: float, reserve_s: fl
         stack.stop()
 
 
+def phase_stop(res: dict) -> None:
+    import asyncio
+
+    import audible_stop
+
+    stack = start_stack("stop", {"PARLEY_PROVIDERS": "fixed"})
+    out: dict = {}
+    res["stop"] = out
+    try:
+        rows = asyncio.run(audible_stop.measure(stack.gateway_ws, stack.nats_url, utterances, STOP_CALLS, STOP_BARGES, ["pcm", "twilio", "webrtc"]))
+        out["rows"] = rows
+        out["summary"] = audible_stop.summarize(rows)
+        for t, v in out["summary"].items():
+            print(f"[bench] audible stop {t}: p50 {v['stop_ms_50'] or 0:.0f} p95 {v['stop_ms_95'] or 0:.0f} ms over {v['n']} (onset -> VAD p50 {v['vad_ms_50'] or 0:.0f} ms)", flush=True)
+        out["mark_cost"] = mark_cost(stack)
+    except Exception as exc:  # noqa: BLE001 - the report says what failed
+        out["error"] = f"{type(exc).__name__}: {exc}"
+        print(f"[bench] audible stop failed: {out['error']}", flush=True)
+    finally:
+        stack.stop()
+
+
+def mark_cost(stack: Stack) -> dict:
+    """The gateway's CPU per Twilio call with a mark every frame and every
+    ten frames: the same load, the gateway restarted at each interval."""
+    paths = utterances.paths()
+    runs = []
+    result: dict = {}
+    for mark_ms in (200, 20):
+        proc = stack.procs["media-gateway"]
+        proc.terminate()
+        proc.wait(15)
+        stack.env["PARLEY_TWILIO_MARK_MS"] = str(mark_ms)
+        stack.start_service("media-gateway")
+        stack.wait_healthy(60)
+        time.sleep(1.0)
+        with Meter({"media-gateway": stack.procs["media-gateway"].pid}) as meter:
+            result = run_loadgen(stack, f"marks-{mark_ms}", meter, "twilio", MARK_COST_CALLS, paths["fixed_ulaw"], "--turns", str(TURNS), "--spread", "5")
+            t0 = result["started_at"]
+            start = t0 + 2.0 + 5.0 + 0.5
+            rates = meter.rates(start, min(t0 + result["wall_s"], start + 20.0), ["media-gateway"])
+        marks = sum(c["marks"] for c in result["callers"])
+        audio_s = sum(c["media_in"] for c in result["callers"]) * 0.02
+        runs.append({"mark_ms": mark_ms, "marks_per_audio_s": marks / audio_s if audio_s else 0.0, "gateway_cpu_per_call": rates.get("media-gateway", 0.0) / MARK_COST_CALLS})
+    return {"calls": MARK_COST_CALLS, "runs": runs, "command": result.get("command", "")}
+
+
 def vad_floor(ulaw: bytes, silence_s: float = 1.5) -> dict:
     """When can the ASR stop the canned utterance, at the earliest? The same
     path as a Twilio call, without any waiting: 20 ms μ-law frames -> PCM16 ->
@@ -664,11 +718,11 @@ def phase_resample(res: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default="", help="comma list of: embedded, fixed, reducer, resample, scenarios")
+    ap.add_argument("--only", default="", help="comma list of: embedded, fixed, stop, reducer, resample, scenarios")
     ap.add_argument("--steps", default="", help="capacity steps, e.g. 1,10,50 (default %s)" % ",".join(map(str, STEPS)))
     ap.add_argument("--out", default="", help="where to write the markdown (default docs/BENCHMARKS.md for a full run)")
     args = ap.parse_args(argv)
-    phases = [p for p in args.only.split(",") if p] or ["embedded", "fixed", "reducer", "resample", "scenarios"]
+    phases = [p for p in args.only.split(",") if p] or ["embedded", "fixed", "stop", "reducer", "resample", "scenarios"]
     steps = tuple(int(x) for x in args.steps.split(",")) if args.steps else STEPS
     full = not args.only and not args.steps and not QUICK
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -688,6 +742,8 @@ def main(argv: list[str] | None = None) -> int:
         elif phase == "fixed":
             reserve = 25.0 if "reducer" in phases else 5.0
             phase_fixed(res, steps, started, reserve)
+        elif phase == "stop":
+            phase_stop(res)
         elif phase == "reducer":
             phase_reducer(res)
         elif phase == "resample":

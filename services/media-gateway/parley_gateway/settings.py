@@ -27,6 +27,9 @@ class Settings:
     # so this bounds what the caller may hear twice; each mark is one more
     # message each way. A multiple of 20 (one frame).
     twilio_mark_ms: int = 20
+    # WebRTC: packets aiortc's receiver holds before decoding the caller's
+    # audio (its own default is 4, 80 ms, on every word the caller says).
+    webrtc_jitter_frames: int = 2
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -43,6 +46,7 @@ class Settings:
             ice_servers=tuple(s for s in env.get("PARLEY_ICE_SERVERS", "").split(",") if s.strip()),
             inspect_token=env.get("PARLEY_INSPECT_TOKEN", ""),
             twilio_mark_ms=_mark_ms(env.get("PARLEY_TWILIO_MARK_MS", str(cls.twilio_mark_ms))),
+            webrtc_jitter_frames=_int_in("PARLEY_WEBRTC_JITTER_FRAMES", env.get("PARLEY_WEBRTC_JITTER_FRAMES", str(cls.webrtc_jitter_frames)), 1, 8, "packets of 20 ms"),
         )
 
 
@@ -54,3 +58,13 @@ def _mark_ms(value: str) -> int:
     if ms < 20 or ms > 2000 or ms % 20:
         raise ValueError(f"PARLEY_TWILIO_MARK_MS must be a multiple of 20 between 20 and 2000 (ms of audio between marks), not {value!r}")
     return ms
+
+
+def _int_in(name: str, value: str, low: int, high: int, what: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = low - 1
+    if not low <= n <= high:
+        raise ValueError(f"{name} must be a whole number from {low} to {high} ({what}), not {value!r}")
+    return n

@@ -34,6 +34,7 @@ import time
 import av
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc import sdp as aiortc_sdp
+from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -51,7 +52,9 @@ FRAME_SAMPLES = RATE * FRAME_MS // 1000
 SILENCE = bytes(FRAME_SAMPLES * 2)
 TIME_BASE = fractions.Fraction(1, RATE)
 ASR_RATE = 16000
-FEED_BYTES = ASR_RATE * 40 // 1000 * 2  # feed the call ~40 ms at a time
+# Feed the call every 20 ms packet as it comes: batching two would make the
+# VAD hear the caller 10 ms later on average (the pause path starts there).
+FEED_BYTES = ASR_RATE * FRAME_MS // 1000 * 2
 MAX_SDP = 64_000  # a browser offer is a few kB
 MAX_CHANNEL_MESSAGE = 4096
 NOTICE_BACKLOG = 500  # notices held until the data channel opens
@@ -353,6 +356,27 @@ class WebRtcTransport:
                 log.info("webrtc call closed", extra={"session_id": self.call.session, "reason": reason})
 
 
+def shorten_jitter_buffer(pc: RTCPeerConnection, frames: int) -> bool:
+    """aiortc's audio receiver holds 4 packets (80 ms) before it decodes the
+    first, and has no setting for it: every word the caller says reaches the
+    VAD that much later, so the agent hears an interruption that much later.
+    Replace each audio receiver's jitter buffer with one that holds ``frames``
+    (a packet arriving later than that is dropped, as a late one is now).
+    Returns False, logged, if this aiortc has no such attribute (the test
+    ``test_webrtc_units`` pins it to the version in uv.lock)."""
+    done = True
+    for receiver in (t.receiver for t in pc.getTransceivers() if t.kind == "audio"):
+        if not hasattr(receiver, JITTER_ATTRIBUTE):
+            log.warning("aiortc has no receiver jitter buffer to shorten; inbound audio keeps its default delay")
+            done = False
+            continue
+        setattr(receiver, JITTER_ATTRIBUTE, JitterBuffer(capacity=16, prefetch=frames))
+    return done
+
+
+JITTER_ATTRIBUTE = "_RTCRtpReceiver__jitter_buffer"
+
+
 def ice_configuration(settings: Settings) -> RTCConfiguration:
     return RTCConfiguration(iceServers=[RTCIceServer(urls=url.strip()) for url in settings.ice_servers])
 
@@ -386,6 +410,7 @@ async def answer(nc, settings: Settings, sessions: dict, stats: dict, body: obje
 
     try:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        shorten_jitter_buffer(pc, settings.webrtc_jitter_frames)
         transport.track = CallTrack(call.next_frame, on_error=transport._track_failed)
         pc.addTrack(transport.track)
         local = await pc.createAnswer()

@@ -161,3 +161,26 @@ def test_a_stopped_track_ends():
             await track.recv()
 
     asyncio.run(run())
+
+
+def test_the_inbound_jitter_buffer_is_shortened_on_this_aiortc():
+    """aiortc (pinned in uv.lock) holds 4 inbound packets by default; the
+    gateway replaces that buffer through a private attribute. If an upgrade
+    renames it, this fails rather than the caller quietly waiting 80 ms."""
+    import asyncio
+
+    from aiortc import RTCPeerConnection
+
+    from parley_gateway.webrtc import JITTER_ATTRIBUTE, shorten_jitter_buffer
+
+    async def scenario():
+        pc = RTCPeerConnection()
+        pc.addTransceiver("audio")
+        default = getattr(pc.getReceivers()[0], JITTER_ATTRIBUTE)._prefetch
+        ok = shorten_jitter_buffer(pc, 2)
+        now = getattr(pc.getReceivers()[0], JITTER_ATTRIBUTE)._prefetch
+        await pc.close()
+        return default, ok, now
+
+    default, ok, now = asyncio.run(scenario())
+    assert (default, ok, now) == (4, True, 2)
