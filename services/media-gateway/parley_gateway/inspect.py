@@ -62,11 +62,27 @@ def register(app: FastAPI, state: dict, settings: Settings) -> None:
             await ws.send_text(json.dumps({"type": "error", "error": "invalid session id"}))
             await ws.close(1008)
             return
-        await watch(ws, state["nc"], session)
+        await watch(ws, state["nc"], session, state["stats"])
 
 
-async def watch(ws: WebSocket, nc, session: str) -> None:
-    outbox: asyncio.Queue = asyncio.Queue(maxsize=10_000)
+BACKLOG = 10_000  # notices waiting for a watcher that does not read: it is closed
+SEND_TIMEOUT = 5.0  # one notice not taken in this long: the watcher is not reading
+
+
+async def watch(ws: WebSocket, nc, session: str, stats: dict | None = None) -> None:
+    """Send the session's notices until the watcher leaves. A watcher that
+    falls ``BACKLOG`` notices behind is told why and closed (1008), logged
+    and counted (``inspect_error_backlog``): it never holds the call up, and
+    it is never left with a silently incomplete view."""
+    stats = stats if stats is not None else {}
+    outbox: asyncio.Queue = asyncio.Queue(maxsize=BACKLOG)
+    overflow = asyncio.Event()
+
+    def offer(text: str) -> None:
+        if outbox.full():
+            overflow.set()
+        else:
+            outbox.put_nowait(text)
 
     async def on_step(msg) -> None:
         try:
@@ -74,10 +90,10 @@ async def watch(ws: WebSocket, nc, session: str) -> None:
         except (contract.DecodeError, contract.ValidationError):
             return
         for notice in notices_for(step):
-            _offer(outbox, json.dumps(notice))
+            offer(json.dumps(notice))
 
     async def on_notice(msg) -> None:
-        _offer(outbox, msg.data.decode(errors="replace"))
+        offer(msg.data.decode(errors="replace"))
 
     js = nc.jetstream()
     subs = [
@@ -85,29 +101,37 @@ async def watch(ws: WebSocket, nc, session: str) -> None:
         await nc.subscribe(subjects.notices(session), cb=on_notice),
     ]
     await ws.send_text(json.dumps({"type": "session", "session": session, "watching": True}))
-    receiver = asyncio.create_task(_until_closed(ws))
+    receiver = asyncio.create_task(_until_closed(ws), name="inspect-receiver")
+    behind = asyncio.create_task(overflow.wait(), name="inspect-overflow")
     try:
         while not receiver.done():
-            getter = asyncio.create_task(outbox.get())
-            done, _ = await asyncio.wait({getter, receiver}, return_when=asyncio.FIRST_COMPLETED)
+            getter = asyncio.create_task(outbox.get(), name="inspect-get")
+            done, _ = await asyncio.wait({getter, receiver, behind}, return_when=asyncio.FIRST_COMPLETED)
             if getter in done:
-                await ws.send_text(getter.result())
-            else:
-                getter.cancel()
-    except (WebSocketDisconnect, RuntimeError):
+                try:
+                    await asyncio.wait_for(ws.send_text(getter.result()), SEND_TIMEOUT)
+                    continue
+                except asyncio.TimeoutError:
+                    overflow.set()
+            getter.cancel()
+            if overflow.is_set():
+                reason = f"the inspector is not reading (more than {BACKLOG} notices behind, or none taken in {SEND_TIMEOUT:g} s)"
+                log.warning("inspector closed: %s", reason, extra={"session_id": session})
+                stats["inspect_error_backlog"] = stats.get("inspect_error_backlog", 0) + 1
+                await asyncio.wait_for(ws.send_text(json.dumps({"type": "error", "error": reason})), 2)
+                await asyncio.wait_for(ws.close(1008, reason), 2)
+                break
+    except (WebSocketDisconnect, RuntimeError, asyncio.TimeoutError):
         pass
     finally:
-        receiver.cancel()
+        for task in (receiver, behind):
+            task.cancel()
+        await asyncio.gather(receiver, behind, return_exceptions=True)
         for sub in subs:
             try:
                 await sub.unsubscribe()
             except Exception:  # noqa: BLE001
                 pass
-
-
-def _offer(outbox: asyncio.Queue, text: str) -> None:
-    if not outbox.full():  # a watcher this far behind loses notices, never the call
-        outbox.put_nowait(text)
 
 
 async def _until_closed(ws: WebSocket) -> None:

@@ -117,3 +117,61 @@ def test_a_page_that_stops_reading_its_events_is_failed(buffered, failed):
     assert bool(stats.get("webrtc_error_backlog")) is failed
     assert pc.closed is failed and transport.closing is failed
     assert (transport.channel.sent == []) is failed
+
+
+def test_an_inspector_that_falls_behind_is_told_why_and_closed(monkeypatch):
+    from parley_gateway import inspect
+
+    monkeypatch.setattr(inspect, "BACKLOG", 5)
+    monkeypatch.setattr(inspect, "SEND_TIMEOUT", 0.5)
+
+    class Sub:
+        async def unsubscribe(self):
+            pass
+
+    class Nc:
+        def __init__(self):
+            self.callbacks = {}
+
+        def jetstream(self):
+            return self
+
+        async def subscribe(self, subject, cb, **kw):
+            self.callbacks[subject] = cb
+            return Sub()
+
+    class Msg:
+        def __init__(self, data: bytes):
+            self.data = data
+
+    class Ws:
+        def __init__(self):
+            self.sent: list[str] = []
+            self.closed: tuple | None = None
+            self.stuck = asyncio.Event()
+
+        async def send_text(self, text):
+            self.sent.append(text)
+            if len(self.sent) > 1 and "error" not in text:
+                await self.stuck.wait()  # the watcher stops reading after the first notice
+
+        async def close(self, code, reason=""):
+            self.closed = (code, reason)
+
+        async def receive(self):
+            await asyncio.Event().wait()
+
+    async def scenario():
+        nc, ws, stats = Nc(), Ws(), {}
+        watching = asyncio.create_task(inspect.watch(ws, nc, "s1", stats))
+        await asyncio.sleep(0.05)
+        notice = next(cb for subject, cb in nc.callbacks.items() if subject.startswith("parley.notice"))
+        for i in range(20):
+            await notice(Msg(b'{"type": "latency"}'))
+            await asyncio.sleep(0)
+        await asyncio.wait_for(watching, 5)  # never unblocked: the send times out
+        return ws, stats
+
+    ws, stats = asyncio.run(scenario())
+    assert stats == {"inspect_error_backlog": 1}
+    assert ws.closed is not None and ws.closed[0] == 1008 and "not reading" in ws.closed[1]
