@@ -83,6 +83,8 @@ def test_chromium_books_an_appointment_over_webrtc(stack, tmp_path, capsys):
                 seen["steps"] = await page.eval("window.parley.notices.filter(n => n.type === 'step')")
                 seen["latency_rows"] = await page.eval("[...document.querySelectorAll('#latency tbody tr')].map(r => r.innerText)")
                 seen["latency"] = await page.eval("window.parley.notices.filter(n => n.type === 'latency')")
+                seen["judgements"] = await page.eval("window.parley.judgements")
+                seen["turns_panel"] = await page.eval("document.getElementById('turns').innerText")
                 await page.eval("document.getElementById('stop').click()")
                 # The page hung up over the data channel: the gateway closes the call.
                 for _ in range(100):
@@ -116,6 +118,11 @@ def test_chromium_books_an_appointment_over_webrtc(stack, tmp_path, capsys):
     assert answered, seen["latency"]
     assert all(answered[0][k] is not None for k in ("asr_ms", "llm_ttft_ms", "tts_ms", "playout_ms")), answered[0]
     assert len(seen["latency_rows"]) == len(seen["latency"])
+    # ...and why the agent decided the caller was done: the judgement, its signals and thresholds.
+    answer = [j for j in seen["judgements"] if j["kind"] == "turn_end" and j["verdict"] == "answer"]
+    assert answer and "tuesday" in normalise(answer[-1]["text"]), seen["judgements"]
+    assert answer[-1]["silence"] >= answer[-1]["wait"] > 0, answer[-1]
+    assert "end of turn: ANSWER" in seen["turns_panel"] and "s needed" in seen["turns_panel"], seen["turns_panel"]
 
     # What the page heard: the agent's voice, transcribed from the received audio.
     heard = normalise(hear(agent_rec, rate))

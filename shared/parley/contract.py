@@ -330,6 +330,31 @@ class Phase(enum.StrEnum):
 Dropped = Literal["", "stale", "duplicate", "rejected"]
 
 
+class Judgement(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag="Judgement"):
+    """Why the reducer decided what it did about the floor, with the signals
+    and thresholds it used: the inspector shows it per turn.
+
+    ``kind`` "turn_end": is the caller done? ``verdict`` "answer" or "wait"
+    (for ``wait`` s of silence after the voice ended; ``silence`` so far).
+    ``kind`` "interruption": the caller made a sound while the agent had the
+    floor; ``heard`` classifies the words ("sound", "backchannel", "answer": a
+    yes/okay that answers the agent's question, "words"); ``verdict`` "hold",
+    "resume" or "barge-in".
+    """
+
+    kind: Literal["turn_end", "interruption"]
+    verdict: Literal["answer", "wait", "hold", "resume", "barge-in"]
+    reason: str  # the rule that decided, in words
+    text: str = ""  # the words judged
+    heard: Literal["", "sound", "backchannel", "answer", "words"] = ""
+    eot: float = -1.0  # acoustic P(end of turn) (-1: unknown)
+    complete: float = -1.0  # text P(complete) (-1: unknown)
+    score: float = -1.0  # what the threshold was applied to (-1: no signal)
+    threshold: float = -1.0
+    silence: float = -1.0  # s of silence after the voice ended, so far
+    wait: float = -1.0  # s of silence the policy requires before answering
+
+
 class Step(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag="Step"):
     """One reducer step as recorded in the session's event log."""
 
@@ -343,6 +368,9 @@ class Step(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag="S
     # Set when the reducer failed on this event (a bug): the session was
     # ended by the commands of this step.
     error: str = ""
+    # The reducer's judgements of the floor made in this step (an
+    # interruption, then the end of the turn it began, say).
+    judgements: tuple[Judgement, ...] = ()
     # Versions of the format (contract.SCHEMA) and of the reducer's decisions
     # (reducer.RULES) that wrote this step; 1 in logs from before versions.
     schema: int = 1

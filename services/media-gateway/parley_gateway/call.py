@@ -35,6 +35,7 @@ import secrets
 import time
 from typing import Awaitable, Callable, Protocol
 
+import msgspec
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
 
@@ -426,6 +427,8 @@ def notices_for(step: contract.Step) -> list[dict]:
     ]
     if step.state_from != step.state_to:
         out.append({"type": "state", "state": step.state_to})
+    # Why the agent judged the caller done, or interrupting: signals and thresholds.
+    out += [{"type": "judgement", "index": step.index, "at": e.at, "event": contract.type_name(e), **msgspec.to_builtins(j)} for j in step.judgements]
     if isinstance(e, (contract.TranscriptPartial, contract.TranscriptFinal)):
         out.append({"type": "transcript", "final": isinstance(e, contract.TranscriptFinal), "text": e.text, "utterance": e.utterance})
     for c in step.commands:

@@ -81,6 +81,7 @@ def step(index: int, event: AnyEvent, commands: Sequence[AnyCommand], outcome: r
         dropped=outcome.dropped,
         note=outcome.note if outcome.error else outcome.text(),
         error=outcome.error,
+        judgements=outcome.judgements,
         schema=contract.SCHEMA,
         rules=reducer.RULES,
     )

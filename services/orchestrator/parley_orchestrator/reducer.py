@@ -80,7 +80,6 @@ helper's effects are its return value, visible where it is called.
 
 from __future__ import annotations
 
-import re
 import traceback
 from typing import Callable, NamedTuple
 
@@ -97,6 +96,7 @@ from parley.contract import (
     Dtmf,
     EndSession,
     FlushPlayback,
+    Judgement,
     LLMDone,
     LLMError,
     LLMEvent,
@@ -126,6 +126,7 @@ from parley.contract import (
     TTSError,
 )
 
+from . import words
 from .chunking import next_chunk
 
 # ---------------------------------------------------------------------------
@@ -153,7 +154,7 @@ STREAMING = (GENERATING, SPEAKING)  # an LLM step may be streaming
 # The version of the reducer's decisions, recorded in every step: bump it when
 # the same events would now lead to different commands (replay then reports a
 # log recorded under other rules as such, not as nondeterminism).
-RULES = 1
+RULES = 2  # 2: turn end from evidence, interruption judged from words (issue 9)
 
 # The one tool the reducer handles itself (see on_llm_tool_call).
 END_CALL = "end_call"
@@ -166,18 +167,36 @@ END_CALL = "end_call"
 class Policy(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     system_prompt: str = "You are a helpful voice assistant. Keep replies short: they are spoken."
     greeting: str = ""
-    # Endpointing: wait this long after SpeechStopped before answering, so a
-    # caller who pauses mid-thought is not cut off. The ASR's own VAD already
-    # waited for its silence window; 0 answers as soon as the final arrives.
-    endpoint_delay: float = 0.0
-    # False interruptions. Sound while the agent has the floor pauses playback.
-    # It becomes a barge-in when words arrive or the sound lasts
-    # ``interrupt_min_speech``; if it stops without words, playback resumes
-    # after at most ``resume_timeout``. LiveKit uses 0.5 s and 2 s; we take a
-    # shorter resume (a cough should not leave a 2 s hole) and the same
-    # minimum, which Silero's onset already delays by ~0.1-0.2 s.
-    interrupt_min_speech: float = 0.5
-    resume_timeout: float = 1.5
+    # End of turn, decided from evidence (see ``_judge_turn``). Silence is
+    # counted from when the caller's voice ended. A turn the evidence says is
+    # complete is answered after ``turn_silence``; one it says is unfinished
+    # ("could you book me in for", "um") waits ``turn_wait_unfinished``, and a
+    # number or date being dictated in groups ``turn_wait_dictation``; a
+    # caller who speaks again inside the wait continues the same turn. With
+    # no end-of-turn signal at all (-1: a provider without the models), plain
+    # silence timing: ``turn_silence_unknown``. Never while the caller talks.
+    turn_silence: float = 0.2
+    turn_silence_unknown: float = 0.5
+    turn_wait_unfinished: float = 2.0
+    turn_wait_dictation: float = 2.5
+    # The signals: P(end of turn) from the audio (SpeechStopped.eot) and from
+    # the text (TranscriptFinal.complete), averaged with these weights (the
+    # text counts more: the acoustic model hears synthetic fragments as
+    # finished, see services/asr/BENCHMARKS.md); the turn is complete at or
+    # above ``turn_threshold``.
+    eot_weight: float = 1.0
+    complete_weight: float = 2.0
+    turn_threshold: float = 0.5
+    # Interruptions (see ``_judge_overlap``). Sound while the agent has the
+    # floor pauses playback at once. Words cancel the run as soon as a
+    # partial shows them; a backchannel ("mm-hmm", "okay") or a sound
+    # ("(coughs)", "ah") never does: playback resumes when a final shows no
+    # words, or ``resume_timeout`` after the sound stops. A backchannel that
+    # answers the agent's question ("yes" to "shall I book that?") takes the
+    # floor. A wordless sound that lasts ``hold_max`` (typing, a TV) is talked
+    # over: playback resumes while it goes on, and words in it still cancel.
+    resume_timeout: float = 1.0
+    hold_max: float = 3.0
     # Silence: re-prompt after this long with nothing said, end the call after
     # ``max_reprompts`` re-prompts in a row.
     reprompt_after: float = 10.0
@@ -299,6 +318,11 @@ class SessionState(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     user_text: str = ""  # finals gathered for the next turn
     partial: str = ""  # latest partial of the current utterance
     speech_started_at: float = 0.0
+    # End-of-turn evidence of the turn so far: when the voice last stopped,
+    # and the signals of that stop and of the latest final (-1: unknown).
+    silence_from: float = 0.0
+    eot: float = -1.0
+    complete: float = -1.0
     reprompts: int = 0
     timers: tuple[tuple[str, int], ...] = ()  # running timers (name, token)
     next_token: int = 1
@@ -313,6 +337,7 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     dropped: Dropped = ""
     note: str = ""
     error: str = ""  # a bug in the reducer ended the session (see reduce_or_end)
+    judgements: tuple[Judgement, ...] = ()
     trace: str = ""  # its traceback, for the runtime's error log
 
     def text(self) -> str:
@@ -337,6 +362,7 @@ class Fx(NamedTuple):
     state: SessionState
     commands: Cmds = ()
     note: str = ""
+    judgements: tuple[Judgement, ...] = ()  # the step's judgements of the floor
 
     def then(self, helper: Callable[..., "Fx"], *args) -> "Fx":
         return helper(self, *args)
@@ -351,6 +377,9 @@ class Fx(NamedTuple):
 
     def emit(self, *commands: AnyCommand) -> "Fx":
         return self._replace(commands=self.commands + commands)
+
+    def judged(self, judgement: Judgement) -> "Fx":
+        return self._replace(judgements=self.judgements + (judgement,))
 
     def noted(self, text: str) -> "Fx":
         return self._replace(note=f"{self.note}; {text}" if self.note else text)
@@ -402,7 +431,7 @@ def reduce(state: SessionState, event: AnyEvent) -> Result:
     if outcome not in row.outcomes:
         raise AssertionError(f"{row.handler.__name__} took outcome {outcome!r}, which its row does not declare")
     path = _path(state.phase, row.outcomes[outcome])
-    return _replace(fx.state, phase=path[-1]), list(fx.commands), Outcome(path=path, taken=outcome, note=fx.note)
+    return _replace(fx.state, phase=path[-1]), list(fx.commands), Outcome(path=path, taken=outcome, note=fx.note, judgements=fx.judgements)
 
 
 def reduce_or_end(state: SessionState, event: AnyEvent) -> Result:
@@ -564,49 +593,54 @@ def _end(fx: Fx, reason: str, tell_gateway: bool) -> Fx:
 
 
 # ---------------------------------------------------------------------------
-# The caller's turn: speech, transcripts, endpointing
+# The caller's turn: speech, transcripts, end of turn
 
 
 def on_speech_started(fx: Fx, e: SpeechStarted) -> Next:
-    fx = fx.set(user_speaking=True, utterance=e.utterance, partial="", speech_started_at=e.at, reprompts=0)
+    fx = fx.set(user_speaking=True, utterance=e.utterance, partial="", speech_started_at=e.at, reprompts=0, eot=-1.0, complete=-1.0)
     fx = _cancel_timer(fx, "reprompt", "endpoint")
     phase, run = fx.state.phase, fx.state.run
     if phase in USER:
         return fx.to("caller speaks")  # from Transcribing: the same turn goes on
     assert run is not None
     if phase == PAUSED:
-        return _cancel_timer(fx, "resume").then(_start_timer, "interrupt", fx.state.policy.interrupt_min_speech).to("more sound")
+        return _cancel_timer(fx, "resume").to("more sound")  # the hold stays bounded by its first onset
     if not run.confirmed:
         # A preemptive run answers a turn that is still going on.
         return _cancel_run(fx).to("preemptive guess dropped")
-    # Maybe a barge-in, maybe a cough: hold the audio and find out.
+    # Maybe words, maybe a cough: the caller stops hearing the agent at once,
+    # and the words decide.
     fx = fx.emit(PausePlayback(session=fx.state.session, run=run.id))
-    fx = _start_timer(fx, "interrupt", fx.state.policy.interrupt_min_speech)
+    fx = _start_timer(fx, "hold", fx.state.policy.hold_max)
+    fx = fx.judged(Judgement(kind="interruption", verdict="hold", reason="sound while the agent speaks: pause, wait for words"))
     return _cancel_timer(fx, "resume").to("hold")
 
 
 def on_speech_stopped(fx: Fx, e: SpeechStopped) -> Next:
     s = fx.state
-    fx = fx.set(user_speaking=False, awaiting_finals=s.awaiting_finals + (e.utterance,))
+    voice_end = e.speech_end_at if 0 < e.speech_end_at <= e.at else e.at
+    fx = fx.set(user_speaking=False, awaiting_finals=s.awaiting_finals + (e.utterance,), silence_from=voice_end, eot=e.eot)
     fx = _start_timer(fx, "final", s.policy.final_timeout)
     if s.phase in FLOOR_PHASES:
         return fx.to("end of an earlier sound")  # its final decides
     if s.phase == PAUSED:
-        # Short sound, no words yet: wait a little for a transcript.
-        return _cancel_timer(fx, "interrupt").then(_start_timer, "resume", s.policy.resume_timeout).to("wait for words")
-    if s.policy.endpoint_delay > 0:
-        fx = _start_timer(fx, "endpoint", s.policy.endpoint_delay)
+        # The sound stopped without words so far: wait a little for them.
+        return _start_timer(fx, "resume", s.policy.resume_timeout).to("wait for words")
     guess = _join(s.user_text, s.partial)
     if s.policy.preemptive and guess.strip():
         return _start_run(fx, guess, e.at, confirmed=False).to("preemptive start")
-    return fx.to("transcribing")
+    return _turn(fx, e.at).after("stopped")
 
 
 def on_partial(fx: Fx, e: TranscriptPartial) -> Next:
     fx = fx.set(partial=e.text)
-    if fx.state.phase == PAUSED and _has_words(e.text):
-        return _barge_in(fx).to("words: barge-in")
-    return fx.to("partial")
+    s = fx.state
+    if s.phase in USER or not s.user_speaking or s.run is None or not s.run.confirmed:
+        return fx.to("partial")
+    judgement = _judge_overlap(s, e.text, final=False)
+    if judgement.verdict == "barge-in":
+        return _barge_in(fx.judged(judgement)).to("words: barge-in")
+    return (fx.judged(judgement) if s.phase == PAUSED and e.text.strip() else fx).to("partial")
 
 
 def on_final(fx: Fx, e: TranscriptFinal) -> Next:
@@ -620,12 +654,15 @@ def on_final(fx: Fx, e: TranscriptFinal) -> Next:
         return _final_during_hold(fx, e)
     if phase in FLOOR_PHASES:
         return _final_while_agent_has_floor(fx, e)
-    return _turn(fx.set(user_text=_join(fx.state.user_text, e.text.strip())), e.at)
+    fx = fx.set(user_text=_join(fx.state.user_text, e.text.strip()), complete=e.complete)
+    return _turn(fx, e.at)
 
 
 def _final_during_hold(fx: Fx, e: TranscriptFinal) -> Next:
-    if _has_words(e.text):
-        fx = _barge_in(fx).set(user_text=_join(fx.state.user_text, e.text.strip()))
+    judgement = _judge_overlap(fx.state, e.text, final=True)
+    fx = fx.judged(judgement)
+    if judgement.verdict == "barge-in":
+        fx = _barge_in(fx).set(user_text=_join(fx.state.user_text, e.text.strip()), complete=e.complete)
         return _turn(fx, e.at).after("words: barge-in")
     if fx.state.user_speaking:
         return fx.to("no words, caller still making a sound")
@@ -635,18 +672,20 @@ def _final_during_hold(fx: Fx, e: TranscriptFinal) -> Next:
 def _final_while_agent_has_floor(fx: Fx, e: TranscriptFinal) -> Next:
     run = fx.state.run
     assert run is not None
-    if run.confirmed and _has_words(e.text):
-        # Words that came after the hold resolved (a slow transcript): still
-        # the caller taking the floor.
-        fx = _barge_in(fx).set(user_text=_join(fx.state.user_text, e.text.strip()))
-        return _turn(fx, e.at).after("late words: barge-in")
-    fx = fx.set(user_text=_join(fx.state.user_text, e.text.strip()))
     if run.confirmed:
-        return fx.to("no words")
+        judgement = _judge_overlap(fx.state, e.text, final=True)
+        if judgement.verdict != "barge-in":
+            return fx.to("no words")  # a sound or backchannel: nothing to answer, nothing to keep
+        # Words that came after the hold resolved (a slow transcript, or a
+        # sound talked over): still the caller taking the floor.
+        fx = _barge_in(fx.judged(judgement)).set(user_text=_join(fx.state.user_text, e.text.strip()), complete=e.complete)
+        return _turn(fx, e.at).after("late words: barge-in")
+    fx = fx.set(user_text=_join(fx.state.user_text, e.text.strip()), complete=e.complete)
     s = fx.state
-    if _same_words(run.user_text, s.user_text) and not s.awaiting_finals:
-        # The preemptive guess was right: release what it has produced.
-        fx = _pump_chunks(fx.set_run(confirmed=True, user_text=s.user_text).set(user_text=""))
+    done = _judge_turn(s, e.at, s.user_text)
+    if _same_words(run.user_text, s.user_text) and not s.awaiting_finals and done.verdict == "answer":
+        # The preemptive guess was right and the turn is over: release what it has produced.
+        fx = _pump_chunks(fx.judged(done).set_run(confirmed=True, user_text=s.user_text).set(user_text=""))
         return (_maybe_finish(fx, e.at) or _floor(_guard_playback(fx))).after("preemptive guess confirmed")
     return _turn(_cancel_run(fx), e.at).after("preemptive guess wrong")
 
@@ -658,23 +697,95 @@ def on_dtmf(fx: Fx, e: Dtmf) -> Next:
         fx = _barge_in(fx)
     fx = fx.set(user_text=_join(fx.state.user_text, f"(pressed {e.digit} on the keypad)"), reprompts=0)
     fx = _cancel_timer(fx, "reprompt")
-    nxt = _turn(fx, e.at)
+    nxt = _turn(fx, e.at, keypad=True)
     return nxt.after("key press: barge-in") if barge else nxt
 
 
-def _turn(fx: Fx, at: float) -> Next:
-    """Is the caller's turn over? Answer once they are really done (not
-    speaking, every final in, the endpoint delay over). Outcomes: TURN."""
+def _turn(fx: Fx, at: float, keypad: bool = False) -> Next:
+    """Is the caller's turn over? Answer once they are really done: not
+    speaking, every final in, and as much silence as the evidence asks for
+    (``_judge_turn``); otherwise wait, on the endpoint timer when only
+    silence is missing. Outcomes: TURN."""
     s = fx.state
     assert s.run is None
     if s.user_speaking:
         return fx.to("caller still speaking")
-    if s.awaiting_finals or _running(s, "endpoint"):
-        return fx.to("wait for the turn to end")
+    if s.awaiting_finals:
+        return fx.to("wait for the turn to end")  # the final (or its timeout) decides
     if not s.user_text.strip():
         # A sound without words: nothing to answer.
         return _start_timer(fx, "reprompt", s.policy.reprompt_after).to("nothing said")
-    return _start_run(fx.set(user_text=""), s.user_text, at, confirmed=True).to("answer")
+    judgement = _keypad_turn(s) if keypad else _judge_turn(s, at, s.user_text)
+    fx = fx.judged(judgement)
+    if judgement.verdict == "wait":
+        return _start_timer(fx, "endpoint", judgement.wait - judgement.silence).to("wait for the turn to end")
+    return _start_run(_cancel_timer(fx, "endpoint").set(user_text=""), s.user_text, at, confirmed=True).to("answer")
+
+
+def _judge_turn(s: SessionState, at: float, text: str) -> Judgement:
+    """How much silence the turn needs before the agent answers, and why:
+    the words first (an unfinished clause, a number or date being dictated,
+    ``words.unfinished``), then the end-of-turn signals (weighted, against
+    the threshold), then, with no signal at all, plain silence timing."""
+    p = s.policy
+    silence = round(max(0.0, at - s.silence_from), 3) if s.silence_from else 0.0
+    score, weight = 0.0, 0.0
+    for value, w in ((s.eot, p.eot_weight), (s.complete, p.complete_weight)):
+        if value >= 0 and w > 0:
+            score, weight = score + value * w, weight + w
+    score = round(score / weight, 3) if weight else -1.0
+    why = words.unfinished(text, words.asked_for(_agent_last_words(s)))
+    if why:
+        wait = p.turn_wait_dictation if "dictat" in why or "date" in why else p.turn_wait_unfinished
+        reason = f"unfinished: {why}"
+    elif score < 0:
+        wait, reason = p.turn_silence_unknown, "no end-of-turn signal: silence timing"
+    elif score >= p.turn_threshold:
+        wait, reason = p.turn_silence, "complete by the signals"
+    else:
+        wait, reason = p.turn_wait_unfinished, "unfinished by the signals"
+    verdict = "answer" if silence >= wait - 0.001 else "wait"
+    return Judgement(
+        kind="turn_end", verdict=verdict, reason=reason, text=text[-200:], eot=s.eot, complete=s.complete,
+        score=score, threshold=p.turn_threshold, silence=silence, wait=wait,
+    )  # fmt: skip
+
+
+def _keypad_turn(s: SessionState) -> Judgement:
+    return Judgement(kind="turn_end", verdict="answer", reason="key press: a turn at once", text=s.user_text[-200:], silence=0.0, wait=0.0)
+
+
+def _agent_last_words(s: SessionState) -> str:
+    """What the caller last heard the agent say (for "it asked for a phone number")."""
+    return next((m.content for m in reversed(s.history) if m.role == "assistant" and m.content), "")
+
+
+def _judge_overlap(s: SessionState, text: str, final: bool) -> Judgement:
+    """The caller made a sound while the agent had the floor: do its words
+    take the floor? Words do, at once (a partial is enough); a backchannel
+    does only when it answers the question the agent is asking, and only on
+    the final; a sound never does."""
+    asked = _asked_question(s.run)
+    heard = words.hearing(text, asked=asked)
+    if heard == "words":
+        verdict, reason = "barge-in", "words: a real interruption"
+    elif heard == "answer" and final:
+        verdict, reason = "barge-in", "answers the agent's question"
+    elif final and not s.user_speaking:
+        verdict, reason = "resume", f"{heard} only: not an interruption"
+    else:
+        verdict, reason = "hold", f"{heard} so far: wait for the rest"
+    return Judgement(kind="interruption", verdict=verdict, reason=reason, text=text[-200:], heard=heard)
+
+
+def _asked_question(run: Run | None) -> bool:
+    """Is the agent asking a question where the caller is hearing it: the
+    chunk playing (or the one just heard) ends with a question mark?"""
+    if run is None or not run.chunks:
+        return False
+    at = min(run.played, len(run.chunks) - 1)
+    near = run.chunks[max(0, at - 1) : at + 1] if run.audio_started else ()
+    return any(chunk.rstrip("\"') ").endswith("?") for chunk in near)
 
 
 def on_final_timer(fx: Fx, e: TimerFired) -> Next:
@@ -695,23 +806,8 @@ def on_reprompt_timer(fx: Fx, e: TimerFired) -> Next:
     return _start_scripted(fx.set(reprompts=s.reprompts + 1), s.policy.reprompt_text, e.at).to("re-prompt")
 
 
-_NON_WORDS = re.compile(r"[^a-z0-9']+")
-BACKCHANNELS = frozenset(
-    "uh huh uh-huh mm hmm mhm mm-hmm hm um ah oh okay ok right yeah yep yes sure i see".split()
-)
-
-
-def _words(text: str) -> list[str]:
-    return [w for w in _NON_WORDS.split(text.lower()) if w]
-
-
-def _has_words(text: str) -> bool:
-    """Words that take the floor: anything but a backchannel ("uh-huh")."""
-    return any(w not in BACKCHANNELS for w in _words(text))
-
-
 def _same_words(a: str, b: str) -> bool:
-    return _words(a) == _words(b)
+    return words.tokens(a) == words.tokens(b)
 
 
 def _join(a: str, b: str) -> str:
@@ -1121,14 +1217,16 @@ def on_playback_timer(fx: Fx, e: TimerFired) -> Next:
 # Interruptions
 
 
-def on_interrupt_timer(fx: Fx, e: TimerFired) -> Next:
-    if not fx.state.user_speaking:
-        return fx.to("sound already over")
-    return _barge_in(fx.noted("speech outlasted the minimum: barge-in")).to("long sound: barge-in")
+def on_hold_timer(fx: Fx, e: TimerFired) -> Next:
+    s = fx.state
+    reason = f"{s.policy.hold_max:g} s of sound without words: talk over it" if s.user_speaking else f"no words in {s.policy.hold_max:g} s: resume"
+    fx = fx.judged(Judgement(kind="interruption", verdict="resume", reason=reason, heard="sound"))
+    return _resume(fx, e.at).after("no words: resume")
 
 
 def on_resume_timer(fx: Fx, e: TimerFired) -> Next:
-    return _resume(fx.noted("no words: false interruption, resuming"), e.at).after("no words: resume")
+    fx = fx.judged(Judgement(kind="interruption", verdict="resume", reason="the sound stopped and no words came", heard="sound"))
+    return _resume(fx, e.at).after("no words: resume")
 
 
 def _resume(fx: Fx, at: float) -> Next:
@@ -1136,7 +1234,7 @@ def _resume(fx: Fx, at: float) -> Next:
     Outcomes: RESUMED (the run's phase, or its end if it was all heard)."""
     run = fx.state.run
     assert run is not None
-    fx = _cancel_timer(fx, "interrupt", "resume").emit(ResumePlayback(session=fx.state.session, run=run.id))
+    fx = _cancel_timer(fx, "hold", "resume").emit(ResumePlayback(session=fx.state.session, run=run.id))
     if run.continue_due and not run.waiting:
         return _continue_after_tools(fx)  # a tool result came during the hold
     return _maybe_finish(fx, at) or _floor(_guard_playback(fx))
@@ -1144,7 +1242,7 @@ def _resume(fx: Fx, at: float) -> Next:
 
 def _barge_in(fx: Fx) -> Fx:
     """The caller takes the floor: cancel the run in one step."""
-    return _cancel_run(_cancel_timer(fx, "interrupt", "resume"))
+    return _cancel_run(_cancel_timer(fx, "hold", "resume"))
 
 
 def _cancel_run(fx: Fx) -> Fx:
@@ -1154,7 +1252,7 @@ def _cancel_run(fx: Fx) -> Fx:
     assert run is not None
     sid = fx.state.session
     fx = fx.emit(CancelLLM(session=sid, run=run.id), CancelTTS(session=sid, run=run.id), FlushPlayback(session=sid, run=run.id))
-    fx = _cancel_timer(fx, "llm_first_token", "tts_first_audio", "playback", "interrupt", "resume")
+    fx = _cancel_timer(fx, "llm_first_token", "tts_first_audio", "playback", "hold", "resume")
     return _commit_run(fx, interrupted=True) if run.confirmed else fx.set(run=None)
 
 
@@ -1242,7 +1340,7 @@ TRANSITIONS: tuple[Row, ...] = (
     _timer(HELD, "max_call", on_max_call_timer, ENDS_RUN, "max duration"),
     # -- the caller's turn
     Row(USER, SpeechStarted, on_speech_started, {"caller speaks": (LISTENING,)}, "caller speaks"),
-    Row(USER, SpeechStopped, on_speech_stopped, {"transcribing": (TRANSCRIBING,), "preemptive start": (GENERATING,)}, "silence (preemptive?)"),
+    Row(USER, SpeechStopped, on_speech_stopped, {**_compound("stopped", TURN), "preemptive start": (GENERATING,)}, "silence: turn over? (preemptive?)"),
     Row(USER, TranscriptPartial, on_partial, {"partial": STAY}, "partial"),
     Row(USER, TranscriptFinal, on_final, TURN, "final: turn over?"),
     Row(USER, Dtmf, on_dtmf, TURN, "key press"),
@@ -1254,7 +1352,7 @@ TRANSITIONS: tuple[Row, ...] = (
     # -- the agent has the floor: a sound holds it
     Row(FLOOR_PHASES, SpeechStarted, on_speech_started, {"hold": (PAUSED,), "preemptive guess dropped": (CANCELLED, LISTENING)}, "sound: hold"),
     Row(FLOOR_PHASES, SpeechStopped, on_speech_stopped, {"end of an earlier sound": STAY}, "end of an earlier sound"),
-    Row(FLOOR_PHASES, TranscriptPartial, on_partial, {"partial": STAY}, "partial"),
+    Row(FLOOR_PHASES, TranscriptPartial, on_partial, {"partial": STAY, "words: barge-in": (INTERRUPTED, LISTENING)}, "partial: words barge in"),
     Row(
         FLOOR_PHASES,
         TranscriptFinal,
@@ -1280,7 +1378,7 @@ TRANSITIONS: tuple[Row, ...] = (
         "words: barge-in; none: resume",
     ),
     Row((PAUSED,), Dtmf, on_dtmf, _compound("key press: barge-in", TURN, via=(INTERRUPTED,)), "key press: barge-in"),
-    _timer((PAUSED,), "interrupt", on_interrupt_timer, {"sound already over": STAY, "long sound: barge-in": (INTERRUPTED, LISTENING)}, "long sound: barge-in"),
+    _timer((PAUSED,), "hold", on_hold_timer, _compound("no words: resume", RESUMED), "long wordless sound: talk over it"),
     _timer((PAUSED,), "resume", on_resume_timer, _compound("no words: resume", RESUMED), "no words: resume"),
     # -- the run: LLM, tools, TTS, playback
     Row(STREAMING, LLMToken, on_llm_token, {"token": STAY, **GAP, **STEP_DONE}, "token (a restart that diverges ends the step)"),

@@ -18,7 +18,8 @@ class Convo:
 
     def __init__(self, **params: str):
         self.state = r.initial_state()
-        self.t = 0.0
+        self.t = 100.0
+        self.due: dict = {}
         self.cmds: list = []
         self.last: list = []
         self.outcome: r.Outcome | None = None
@@ -29,6 +30,9 @@ class Convo:
         ev = cls(session=S, at=self.t, **fields)
         self.state, self.last, self.outcome = r.reduce(self.state, ev)
         self.cmds += self.last
+        for x in self.last:
+            if isinstance(x, c.StartTimer):
+                self.due[(x.name, x.token)] = self.t + x.delay
         return self.last
 
     @property
@@ -43,14 +47,21 @@ class Convo:
         return [type(x).__name__ for x in self.last]
 
     def timer(self, name):
+        """Fire a running timer, when it is due."""
         token = dict(self.state.timers)[name]
+        self.t = max(self.t, self.due[(name, token)] - 0.05)
         return self.send(c.TimerFired, name=name, token=token)
 
-    def user_says(self, text, u=None):
+    def user_says(self, text, u=None, eot=1.0, complete=1.0):
+        """A whole utterance: the VAD stops 0.2 s after the voice ends (as the
+        ASR does), with the end-of-turn signals; the final comes 0.05 s later."""
         u = self.state.utterance + 1 if u is None else u
         self.send(c.SpeechStarted, utterance=u)
-        self.send(c.SpeechStopped, utterance=u)
-        return self.send(c.TranscriptFinal, utterance=u, text=text)
+        self.stop(u, eot=eot)
+        return self.send(c.TranscriptFinal, utterance=u, text=text, complete=complete)
+
+    def stop(self, u, eot=-1.0):
+        return self.send(c.SpeechStopped, utterance=u, speech_end_at=self.t + 0.05 - 0.2, eot=eot)
 
     def llm(self, text, step=None, done=True):
         step = self.state.run.step if step is None else step
@@ -136,13 +147,13 @@ def test_interrupted_reply_is_stored_truncated_to_what_was_heard():
     v.send(c.PlaybackProgress, run=run, chunk=0, finished=True)
     v.send(c.PlaybackProgress, run=run, chunk=1, finished=False)
     v.send(c.SpeechStarted, utterance=9)
-    v.timer("interrupt")  # spoke longer than the minimum: barge-in without words yet
+    v.send(c.TranscriptPartial, utterance=9, text="and on")  # words: barge-in
     assert v.phase == r.LISTENING
     last = v.state.history[-1]
     assert last.role == "assistant" and last.content == "We are open Monday to Friday." and last.interrupted
     # The next run's prompt carries the truncated reply, never the unheard rest.
-    v.send(c.SpeechStopped, utterance=9)
-    cmds = v.send(c.TranscriptFinal, utterance=9, text="and on Saturday?")
+    v.stop(9, eot=0.9)
+    cmds = v.send(c.TranscriptFinal, utterance=9, text="and on Saturday?", complete=0.9)
     prompt = [x for x in cmds if isinstance(x, c.StartLLM)][0].messages
     assert not any("nine to five" in m.content for m in prompt)
 
@@ -173,8 +184,8 @@ def test_a_word_while_paused_is_a_barge_in_even_if_short():
     v.user_says("hi")
     v.llm("Hello, how can I help you today?", done=False)
     v.send(c.SpeechStarted, utterance=2)
-    v.send(c.SpeechStopped, utterance=2)
-    v.send(c.TranscriptFinal, utterance=2, text="Stop.")
+    v.stop(2, eot=0.9)
+    v.send(c.TranscriptFinal, utterance=2, text="Stop.", complete=0.9)
     assert {"CancelLLM", "FlushPlayback"} <= set(v.types())
     assert [x for x in v.last if isinstance(x, c.StartLLM)][0].messages[-1].content == "Stop."
 
@@ -250,8 +261,8 @@ def test_result_of_a_tool_that_ran_is_kept_and_never_run_twice():
     v.send(c.ToolResult, run=run, call_id="t1", name="book_appointment", result='{"booked": true}')
     assert v.outcome.dropped == ""
     assert any(m.role == "tool" and m.tool_call_id == "t1" for m in v.state.history)
-    v.send(c.SpeechStopped, utterance=8)
-    cmds = v.send(c.TranscriptFinal, utterance=8, text="actually also book Monday")
+    v.stop(8, eot=0.9)
+    cmds = v.send(c.TranscriptFinal, utterance=8, text="actually also book Monday", complete=0.9)
     prompt = [x for x in cmds if isinstance(x, c.StartLLM)][0].messages
     assert any(m.role == "tool" and m.content == '{"booked": true}' for m in prompt)
     # The model asks for the same booking again: reused, not executed.
@@ -292,18 +303,89 @@ def test_max_tool_steps_per_run():
     assert v.last == [] and "refused" in v.outcome.note
 
 
-def test_endpoint_delay_waits_and_a_resumed_turn_joins_it():
-    v = Convo(endpoint_delay="0.4")
+def test_an_unfinished_turn_waits_and_a_caller_who_resumes_continues_it():
+    v = Convo()
     v.send(c.SpeechStarted, utterance=0)
-    v.send(c.SpeechStopped, utterance=0)
-    v.send(c.TranscriptFinal, utterance=0, text="I want to book")
+    v.stop(0, eot=0.95)  # the acoustic model hears a finished sentence...
+    v.send(c.TranscriptFinal, utterance=0, text="Could you book me in for", complete=0.9)
+    # ...but the words are not: wait, bounded.
+    j = v.outcome.judgements[-1]
     assert v.phase == r.TRANSCRIBING and not any(isinstance(x, c.StartLLM) for x in v.cmds)
-    v.send(c.SpeechStarted, utterance=1)  # the caller goes on
-    v.send(c.SpeechStopped, utterance=1)
-    v.send(c.TranscriptFinal, utterance=1, text="on Friday")
-    cmds = v.timer("endpoint")
+    assert j.verdict == "wait" and j.wait == r.Policy().turn_wait_unfinished and "ends in 'for'" in j.reason
+    assert dict(v.state.timers).get("endpoint")
+    v.send(c.SpeechStarted, utterance=1)  # the caller goes on inside the wait
+    assert "endpoint" not in dict(v.state.timers) and v.phase == r.LISTENING
+    v.stop(1, eot=0.9)
+    cmds = v.send(c.TranscriptFinal, utterance=1, text="um, Thursday at eleven?", complete=0.95)
     start = [x for x in cmds if isinstance(x, c.StartLLM)][0]
-    assert start.messages[-1].content == "I want to book on Friday"
+    assert start.messages[-1].content == "Could you book me in for um, Thursday at eleven?"
+    assert v.outcome.judgements[-1].verdict == "answer" and v.outcome.judgements[-1].reason == "complete by the signals"
+
+
+def test_an_unfinished_turn_is_answered_when_the_wait_is_over():
+    v = Convo()
+    v.send(c.SpeechStarted, utterance=0)
+    v.stop(0)
+    v.send(c.TranscriptFinal, utterance=0, text="I'd like to book, um")
+    assert v.phase == r.TRANSCRIBING
+    cmds = v.timer("endpoint")
+    assert any(isinstance(x, c.StartLLM) for x in cmds)
+    j = v.outcome.judgements[-1]
+    assert j.verdict == "answer" and j.silence >= j.wait == r.Policy().turn_wait_unfinished
+
+
+def test_a_complete_turn_is_answered_after_a_short_silence():
+    v = Convo()
+    v.send(c.SpeechStarted, utterance=0)
+    v.stop(0, eot=0.8)
+    cmds = v.send(c.TranscriptFinal, utterance=0, text="What time do you open on Monday?", complete=0.9)
+    assert any(isinstance(x, c.StartLLM) for x in cmds)
+    j = v.outcome.judgements[-1]
+    assert j.verdict == "answer" and j.wait == r.Policy().turn_silence and j.score == round((0.8 + 2 * 0.9) / 3, 3)
+
+
+def test_without_signals_the_turn_ends_on_silence_timing():
+    v = Convo()
+    v.send(c.SpeechStarted, utterance=0)
+    v.stop(0)  # eot -1: a provider without the model
+    v.send(c.TranscriptFinal, utterance=0, text="What time do you open on Monday?")
+    j = v.outcome.judgements[-1]
+    assert j.verdict == "wait" and j.wait == r.Policy().turn_silence_unknown and "silence timing" in j.reason
+    assert any(isinstance(x, c.StartLLM) for x in v.timer("endpoint"))
+
+
+def test_the_signals_can_say_the_turn_is_not_over():
+    v = Convo()
+    v.send(c.SpeechStarted, utterance=0)
+    v.stop(0, eot=0.3)
+    v.send(c.TranscriptFinal, utterance=0, text="So I was thinking maybe next week", complete=0.2)
+    j = v.outcome.judgements[-1]
+    assert j.verdict == "wait" and j.reason == "unfinished by the signals" and j.wait == r.Policy().turn_wait_unfinished
+
+
+def test_a_phone_number_dictated_in_groups_waits_for_the_rest():
+    v = Convo()
+    v.user_says("I need a callback")
+    v.llm("Sure. What is the best phone number to reach you?")
+    v.play_all()
+    v.send(c.SpeechStarted, utterance=5)
+    v.stop(5, eot=0.9)
+    v.send(c.TranscriptFinal, utterance=5, text="555 201", complete=0.9)
+    j = v.outcome.judgements[-1]
+    assert j.verdict == "wait" and j.wait == r.Policy().turn_wait_dictation and "6 digits" in j.reason
+    v.send(c.SpeechStarted, utterance=6)
+    v.stop(6, eot=0.9)
+    cmds = v.send(c.TranscriptFinal, utterance=6, text="7788.", complete=0.9)
+    assert [x for x in cmds if isinstance(x, c.StartLLM)][0].messages[-1].content == "555 201 7788."
+
+
+def test_no_answer_while_the_caller_is_still_talking():
+    v = Convo()
+    v.send(c.SpeechStarted, utterance=0)
+    v.stop(0, eot=1.0)
+    v.send(c.SpeechStarted, utterance=1)  # talks again before the final
+    cmds = v.send(c.TranscriptFinal, utterance=0, text="Book me for Friday.", complete=1.0)
+    assert not any(isinstance(x, c.StartLLM) for x in cmds) and v.outcome.taken == "caller still speaking"
 
 
 def test_silence_reprompts_then_ends_the_call():
@@ -365,12 +447,12 @@ def test_preemptive_generation_keeps_a_matching_guess():
     v = Convo(preemptive="true")
     v.send(c.SpeechStarted, utterance=0)
     v.send(c.TranscriptPartial, utterance=0, text="book me for Friday")
-    cmds = v.send(c.SpeechStopped, utterance=0)
+    cmds = v.stop(0, eot=0.9)
     assert any(isinstance(x, c.StartLLM) for x in cmds)
     run = v.run
     v.llm("Sure.", done=False)
     assert v.synthesized() == []  # held until the final confirms the guess
-    v.send(c.TranscriptFinal, utterance=0, text="Book me for Friday.")
+    v.send(c.TranscriptFinal, utterance=0, text="Book me for Friday.", complete=0.9)
     assert v.run == run and v.synthesized() == ["Sure."]
 
 
@@ -378,10 +460,10 @@ def test_preemptive_generation_restarts_when_the_final_differs():
     v = Convo(preemptive="true")
     v.send(c.SpeechStarted, utterance=0)
     v.send(c.TranscriptPartial, utterance=0, text="book me for Friday")
-    v.send(c.SpeechStopped, utterance=0)
+    v.stop(0, eot=0.9)
     run = v.run
     v.llm("Sure, Friday it is.", done=False)
-    cmds = v.send(c.TranscriptFinal, utterance=0, text="book me for Monday")
+    cmds = v.send(c.TranscriptFinal, utterance=0, text="book me for Monday", complete=0.9)
     assert {"CancelLLM", "CancelTTS", "FlushPlayback"} <= set(v.types())
     start = [x for x in cmds if isinstance(x, c.StartLLM)][0]
     assert start.run == run + 1 and start.messages[-1].content == "book me for Monday"
@@ -565,3 +647,119 @@ def test_a_handler_that_takes_an_undeclared_outcome_is_a_bug(monkeypatch):
     replace_handler(monkeypatch, v.phase, c.Dtmf, lambda fx, e: fx.to("somewhere new"))
     with pytest.raises(AssertionError, match="does not declare"):
         r.reduce(v.state, c.Dtmf(session=S, at=1.0, digit="1"))
+
+
+# --- interruption judgement: sounds and backchannels never cancel an answer
+
+
+def _speaking(v, text="We are open Monday to Friday from nine to five. On Saturdays we open at ten. We close on Sundays."):
+    v.user_says("what are your opening hours")
+    v.llm(text)
+    run = v.state.run
+    v.send(c.TTSChunkStarted, run=run.id, chunk=0)
+    v.send(c.PlaybackProgress, run=run.id, chunk=0, finished=False)
+    assert v.phase == r.SPEAKING
+    return run.id
+
+
+@pytest.mark.parametrize("heard", ["Mm-hmm.", "mhmm", "Uh huh", "Mmm.", "Yeah.", "Okay.", "I see.", "Right, right."])
+def test_a_backchannel_never_cancels_the_answer(heard):
+    v = Convo()
+    run = _speaking(v)
+    v.send(c.SpeechStarted, utterance=7)
+    assert v.types() == ["PausePlayback", "StartTimer"] and v.phase == r.PAUSED
+    v.send(c.TranscriptPartial, utterance=7, text=heard)
+    assert v.phase == r.PAUSED and v.outcome.judgements[0].verdict == "hold"
+    v.stop(7, eot=0.9)
+    v.send(c.TranscriptFinal, utterance=7, text=heard, complete=1.0)
+    assert "ResumePlayback" in v.types() and v.run == run and v.phase == r.SPEAKING
+    assert v.outcome.judgements[0].heard == "backchannel" and v.outcome.judgements[0].verdict == "resume"
+    assert not any(isinstance(x, (c.CancelLLM, c.FlushPlayback)) for x in v.cmds)
+    v.play_all()
+    assert [m.role for m in v.state.history] == ["user", "assistant"]  # the backchannel is not a turn
+
+
+@pytest.mark.parametrize("heard", ["", "(coughs)", "[laughter]", "*sigh*", "Ah.", "Hmm...", "[BLANK_AUDIO]", "(door closes)"])
+def test_a_sound_never_cancels_the_answer(heard):
+    v = Convo()
+    run = _speaking(v)
+    v.send(c.SpeechStarted, utterance=7)
+    v.stop(7, eot=0.5)
+    v.send(c.TranscriptFinal, utterance=7, text=heard)
+    assert "ResumePlayback" in v.types() and v.run == run and v.phase == r.SPEAKING
+    assert v.outcome.judgements[0].heard == "sound"
+
+
+def test_a_sound_whose_final_never_comes_resumes_on_the_timer():
+    v = Convo()
+    run = _speaking(v)
+    v.send(c.SpeechStarted, utterance=7)
+    v.stop(7)
+    cmds = v.timer("resume")
+    assert any(isinstance(x, c.ResumePlayback) for x in cmds) and v.run == run
+    assert v.outcome.judgements[0].reason == "the sound stopped and no words came"
+
+
+def test_a_long_wordless_sound_is_talked_over_and_words_in_it_still_cancel():
+    v = Convo()
+    run = _speaking(v)
+    v.send(c.SpeechStarted, utterance=7)  # typing, a TV...
+    cmds = v.timer("hold")
+    assert any(isinstance(x, c.ResumePlayback) for x in cmds) and v.phase == r.SPEAKING and v.run == run
+    assert "talk over it" in v.outcome.judgements[0].reason
+    v.send(c.TranscriptPartial, utterance=7, text="[music]")
+    assert v.run == run
+    v.send(c.TranscriptPartial, utterance=7, text="[music] hey, can you hear me")
+    assert {"CancelLLM", "FlushPlayback"} <= set(v.types()) and v.outcome.path == (r.SPEAKING, r.INTERRUPTED, r.LISTENING)
+
+
+def test_words_cancel_as_soon_as_a_partial_shows_them():
+    v = Convo()
+    run = _speaking(v)
+    v.send(c.SpeechStarted, utterance=7)
+    v.send(c.TranscriptPartial, utterance=7, text="Wait")
+    assert {"CancelLLM", "CancelTTS", "FlushPlayback"} <= set(v.types()) and v.state.run is None
+    assert v.outcome.judgements[0].verdict == "barge-in" and v.outcome.judgements[0].heard == "words"
+    assert v.outcome.taken == "words: barge-in"
+    v.send(c.LLMToken, run=run, step=0, text="late")
+    assert v.outcome.dropped == "stale"
+
+
+def test_yes_to_the_agents_question_takes_the_floor():
+    v = Convo()
+    v.user_says("can I come on Friday at ten")
+    v.llm("Friday at ten is free. Shall I book that for you?")
+    run = v.state.run
+    for i in range(2):
+        v.send(c.TTSChunkDone, run=run.id, chunk=i, audio_ms=1500)
+    v.send(c.PlaybackProgress, run=run.id, chunk=0, finished=True)
+    v.send(c.PlaybackProgress, run=run.id, chunk=1, finished=False)  # the question is playing
+    v.send(c.SpeechStarted, utterance=7)
+    v.send(c.TranscriptPartial, utterance=7, text="Yes")
+    assert v.phase == r.PAUSED  # a yes waits for its final
+    v.stop(7, eot=0.9)
+    cmds = v.send(c.TranscriptFinal, utterance=7, text="Yes.", complete=0.9)
+    assert v.outcome.judgements[0].heard == "answer" and v.outcome.judgements[0].verdict == "barge-in"
+    assert [x for x in cmds if isinstance(x, c.StartLLM)][0].messages[-1] == c.Message(role="user", content="Yes.")
+
+
+def test_yes_while_the_agent_is_not_asking_is_a_backchannel():
+    v = Convo()
+    run = _speaking(v)
+    v.send(c.SpeechStarted, utterance=7)
+    v.stop(7, eot=0.9)
+    v.send(c.TranscriptFinal, utterance=7, text="Yes.", complete=0.9)
+    assert v.run == run and v.outcome.judgements[0].heard == "backchannel"
+
+
+def test_the_judgement_is_recorded_in_the_step():
+    from parley_orchestrator import records
+
+    v = Convo()
+    _speaking(v)
+    v.send(c.SpeechStarted, utterance=7)
+    ev = c.TranscriptFinal(session=S, at=v.t + 0.05, utterance=7, text="mm-hmm")
+    state, cmds, out = r.reduce(v.state, ev)
+    step = records.step(3, ev, cmds, out)
+    back = c.step_from_json(c.to_json(step))
+    assert back.judgements == (c.Judgement(kind="interruption", verdict="hold", reason="backchannel so far: wait for the rest", text="mm-hmm", heard="backchannel"),)

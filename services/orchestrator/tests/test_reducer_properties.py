@@ -13,10 +13,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from parley import contract as c
-from parley_orchestrator import reducer as r
+from parley_orchestrator import reducer as r, words
 
 S = "prop"
-WORDS = ["Sure", "okay,", "let", "me", "check.", "You're", "booked", "at", "3.30", "p.m.", "Dr.", "Smith", "sees", "you!", "Anything", "else?", "uh-huh", "e.g.", "fine"]
+SIGNAL = st.sampled_from([-1.0, 0.1, 0.5, 0.95])
+PARTIALS = ["", "uh-huh", "wait", "book me in", "(coughs)", "Mm hmm", "yes"]
+FINALS = ["", "mm-hmm", "book tomorrow at 3", "no wait, Friday", "(coughs)", "Yeah.", "Yes.", "I'd like to book, um", "555 201", "[laughter]", "Ah."]
+WORDS = ["Sure", "okay,", "let", "me", "check.", "You're", "booked", "at", "3.30", "p.m.", "Dr.", "Smith", "sees", "you!", "Anything", "else?", "uh-huh", "e.g.", "fine", "Shall I book that?"]
 
 
 @st.composite
@@ -24,7 +27,8 @@ def sessions(draw, max_events=60):
     params = draw(st.fixed_dictionaries({}, optional={
         "greeting": st.sampled_from(["Hello. How can I help?", "Hi!"]),
         "preemptive": st.sampled_from(["true", "false"]),
-        "endpoint_delay": st.sampled_from(["0", "0.2"]),
+        "turn_silence_unknown": st.sampled_from(["0", "0.5"]),
+        "hold_max": st.sampled_from(["0.5", "3"]),
         "max_tool_steps": st.sampled_from(["1", "2"]),
     }))
     state = r.initial_state()
@@ -52,16 +56,17 @@ def sessions(draw, max_events=60):
         kind = draw(st.sampled_from(kinds))
         if kind == "speech":
             if speaking:
-                ev = c.SpeechStopped(session=S, at=t, utterance=utterance)
+                end = draw(st.sampled_from([0.0, t - 0.2, t]))
+                ev = c.SpeechStopped(session=S, at=t, utterance=utterance, speech_end_at=end, eot=draw(SIGNAL))
                 utterance += 1
             else:
                 ev = c.SpeechStarted(session=S, at=t, utterance=utterance)
             speaking = not speaking
         elif kind == "partial":
-            ev = c.TranscriptPartial(session=S, at=t, utterance=utterance, text=draw(st.sampled_from(["", "uh-huh", "wait", "book me in"])))
+            ev = c.TranscriptPartial(session=S, at=t, utterance=utterance, text=draw(st.sampled_from(PARTIALS)))
         elif kind == "final":
             u = draw(st.integers(max(0, utterance - 1), utterance))
-            ev = c.TranscriptFinal(session=S, at=t, utterance=u, text=draw(st.sampled_from(["", "mm-hmm", "book tomorrow at 3", "no wait, Friday"])))
+            ev = c.TranscriptFinal(session=S, at=t, utterance=u, text=draw(st.sampled_from(FINALS)), complete=draw(SIGNAL))
         elif kind == "token":
             ev = c.LLMToken(session=S, at=t, run=rid, step=draw(st.sampled_from([step, step, step - 1])), text=draw(st.sampled_from(WORDS)) + " ")
         elif kind == "tool":
@@ -95,7 +100,7 @@ def sessions(draw, max_events=60):
             if running and draw(st.integers(0, 4)):
                 name, token = draw(st.sampled_from(running))
             else:
-                name, token = draw(st.sampled_from(["resume", "interrupt", "endpoint", "final"])), draw(st.integers(0, 50))
+                name, token = draw(st.sampled_from(["resume", "hold", "endpoint", "final"])), draw(st.integers(0, 50))
             ev = c.TimerFired(session=S, at=t, name=name, token=token)
         else:
             ev = c.Dtmf(session=S, at=t, digit="1")
@@ -264,3 +269,62 @@ def test_state_is_kept_once(events):
             assert r.FLOOR[r._floor(r.Fx(after)).outcome] == (after.phase,), (ev, after.phase, after.run)
         names = [name for name, _ in after.timers]
         assert len(names) == len(set(names)), names
+
+
+def _words_judged(outcome):
+    return [j for j in outcome.judgements if j.kind == "interruption"]
+
+
+@PROPS
+@given(sessions())
+def test_no_answer_starts_while_the_caller_is_speaking(events):
+    _, steps = run_all(events)
+    for before, ev, cmds, _, after in steps:
+        for cmd in cmds:
+            if isinstance(cmd, c.StartLLM) and cmd.step == 0 and cmd.attempt == 0:
+                assert not after.user_speaking, (ev, cmd)
+
+
+@PROPS
+@given(sessions())
+def test_a_sound_or_backchannel_never_cancels_a_held_answer(events):
+    """Nothing but words (or a key press, a hang-up, a failure) cancels a run
+    in a hold."""
+    _, steps = run_all(events)
+    for before, ev, cmds, outcome, after in steps:
+        if before.phase != r.PAUSED or not any(isinstance(x, c.FlushPlayback) for x in cmds):
+            continue
+        if isinstance(ev, (c.TranscriptPartial, c.TranscriptFinal)):
+            assert any(j.verdict == "barge-in" and j.heard in ("words", "answer") for j in _words_judged(outcome)), (ev, outcome)
+            assert words.hearing(ev.text, asked=True) in ("words", "answer")
+        else:
+            assert isinstance(ev, (c.Dtmf, c.SessionEnded, c.TimerFired, c.LLMError)), ev
+            if isinstance(ev, c.TimerFired):
+                assert ev.name in ("max_call", "llm_first_token", "tts_first_audio", "playback"), ev
+
+
+@PROPS
+@given(sessions())
+def test_every_hold_ends_in_resume_or_barge_in(events):
+    _, steps = run_all(events)
+    for before, ev, cmds, _, after in steps:
+        if before.phase == r.PAUSED and after.phase != r.PAUSED:
+            kinds = {type(x) for x in cmds}
+            assert c.ResumePlayback in kinds or c.FlushPlayback in kinds, (ev, cmds)
+
+
+@PROPS
+@given(sessions())
+def test_an_answer_never_starts_before_the_wait_the_policy_requires(events):
+    _, steps = run_all(events)
+    for before, ev, cmds, outcome, after in steps:
+        started = [x for x in cmds if isinstance(x, c.StartLLM) and x.step == 0 and x.attempt == 0]
+        if not started or not after.run or not after.run.user_text or isinstance(ev, c.SpeechStopped):
+            continue  # the agent's own runs, and preemptive guesses (held until confirmed)
+        turn = [j for j in outcome.judgements if j.kind == "turn_end"]
+        assert turn and turn[-1].verdict == "answer", (ev, outcome)
+        j, p = turn[-1], before.policy
+        assert j.wait in (0.0, p.turn_silence, p.turn_silence_unknown, p.turn_wait_unfinished, p.turn_wait_dictation)
+        assert j.silence >= j.wait - 0.001
+        if j.wait:  # not a key press: the silence is the event's time since the voice ended
+            assert ev.at - after.silence_from >= j.wait - 0.002, (ev, j)

@@ -32,15 +32,21 @@ def raw_log(name: str) -> list[bytes]:
     return out
 
 
-def test_the_export_of_the_previous_release_replays():
+def test_the_export_of_the_previous_release_replays_and_says_what_the_new_rules_changed():
     steps, digest = from_jsonl((FIXTURES / f"{OLD}.jsonl").read_text())
     assert len(steps) > 150 and digest
     result = replay(steps, digest)
-    assert result.schemas == {1} and result.rules == {1}
-    assert result.ok, result.mismatches[:3]
+    assert result.schemas == {1} and result.rules == {1} and not result.same_rules
+    # Rules 2 (issue 9): a sound no longer barges in after 0.5 s (#126, the
+    # "interrupt" timer); the partial "Sorry" does (#127). Everything before
+    # and after those steps is decided as that release decided it.
+    assert not result.ok and {m.index for m in result.mismatches} == {125, 126, 127}
+    assert result.steps[125][0].event.__class__.__name__ == "SpeechStarted"
+    assert result.steps[127][0].event.text == "Sorry" and result.steps[127][1].taken == "words: barge-in"
     # The state's encoding is part of the schema: an old digest is not compared.
     assert not result.digest_checked
-    assert "recorded under rules 1, schema 1" in timeline(result).splitlines()[-1]
+    verdict = timeline(result).splitlines()[-1]
+    assert "difference(s) from #125 on, expected: recorded under rules 1, schema 1; this release: rules 2" in verdict
 
 
 def test_the_raw_log_and_kv_value_of_the_previous_release_are_read():
@@ -49,9 +55,9 @@ def test_the_raw_log_and_kv_value_of_the_previous_release_are_read():
     assert raw[: len(steps)] == steps
     stored = decode_stored((FIXTURES / f"{OLD}.kv.bin").read_bytes())
     assert stored.schema == 1 and stored.consumed == len(raw)
-    # The state the old release stored is the state this release reaches.
-    assert stored.state == replay(raw).final_state
     assert stored.state.phase is contract.Phase.ENDED
+    # The history holds what the caller heard, under the old rules and the new.
+    assert stored.state.history == replay(raw).final_state.history
 
 
 def test_a_record_of_a_newer_schema_is_refused_with_the_reason():

@@ -1,0 +1,155 @@
+"""What the caller's words say about the floor, for the reducer's judgements.
+
+Pure functions over transcript text, like ``chunking.py``: no state, no
+thresholds (those are the reducer's policy). Two questions:
+
+* While the agent speaks, is this a *sound* (empty, "(coughs)", "[laughter]",
+  "ah"), a *backchannel* ("mm-hmm", "uh huh", "yeah", "okay", "I see"), or
+  *words* that take the floor ("wait", "no", "sorry, I need to...")?
+  ``hearing(text)``.
+* When the caller pauses, does the text say the turn is unfinished: a clause
+  that ends in "to", "and", "the", "um"; digits dictated in groups after the
+  agent asked for a number; a date half said? ``unfinished(text, asked)``.
+
+Matching is on normalised tokens: lower case, punctuation dropped, a hyphen
+joins ("uh-huh" is "uhhuh"), and letters repeated for length are folded
+("mmmm", "hmmm", "yeahhh"), so spelling variants of one sound meet.
+"""
+
+from __future__ import annotations
+
+import re
+
+_TAGS = re.compile(r"\[[^\]]*\]|\([^)]*\)|\*[^*]*\*|<[^>]*>|♪+")
+_TOKEN = re.compile(r"[a-z0-9']+(?:-[a-z0-9']+)*")
+
+
+def _fold(token: str) -> str:
+    """One spelling per sound: hyphens join, runs of one letter collapse."""
+    token = token.replace("-", "").strip("'")
+    return re.sub(r"([a-z])\1+", r"\1", token)
+
+
+def tokens(text: str) -> list[str]:
+    """Normalised words of ``text``, sound tags ("(coughs)") removed."""
+    return [t for t in (_fold(m) for m in _TOKEN.findall(_TAGS.sub(" ", text.lower()))) if t]
+
+
+def _phrases(*items: str) -> frozenset[tuple[str, ...]]:
+    return frozenset(tuple(_fold(t) for t in item.split()) for item in items)
+
+
+# Sounds that carry no words: hesitations, reactions, laughter.
+NON_LEXICAL = _phrases(
+    "ah", "ahh", "aah", "oh", "ooh", "uh", "um", "umm", "er", "erm", "eh", "hm", "hmm", "huh",
+    "ha", "haha", "hahaha", "heh", "hehe", "ahem", "phew", "whoa", "ow", "ouch", "pfft", "tsk", "psst",
+)  # fmt: skip
+# Listening noises and acknowledgements: the caller lets the agent go on.
+BACKCHANNELS = _phrases(
+    "mm-hmm", "mhm", "mmhmm", "mm hmm", "mm", "mmm", "uh-huh", "uh huh", "uhhuh", "um-hum", "uh hum",
+    "yeah", "yea", "yes", "yep", "yup", "ya", "right", "alright", "all right", "okay", "ok", "k",
+    "sure", "i see", "got it", "gotcha", "i know", "true", "exactly", "cool", "great", "wow", "oh okay",
+    "oh right", "oh i see", "ah okay", "ah i see", "uh okay", "fine", "good", "nice", "of course",
+)  # fmt: skip
+# Of those, the ones that also answer a yes/no question ("Shall I book that?").
+ANSWERS = _phrases(
+    "yeah", "yea", "yes", "yep", "yup", "ya", "right", "alright", "all right", "okay", "ok", "k",
+    "sure", "of course", "fine", "good", "great", "cool", "mm-hmm", "mhm", "mmhmm", "mm hmm", "uh-huh",
+    "uh huh", "uhhuh", "exactly", "true", "oh okay", "ah okay", "uh okay",
+)  # fmt: skip
+
+_ALL = NON_LEXICAL | BACKCHANNELS
+_LONGEST = max(len(p) for p in _ALL)
+
+
+def _phrases_of(words: list[str]) -> list[tuple[str, ...]] | None:
+    """``words`` as a sequence of known sounds and backchannels (longest
+    match first), or None if any word is neither."""
+    out, i = [], 0
+    while i < len(words):
+        for n in range(min(_LONGEST, len(words) - i), 0, -1):
+            if tuple(words[i : i + n]) in _ALL:
+                out.append(tuple(words[i : i + n]))
+                i += n
+                break
+        else:
+            return None
+    return out
+
+
+def hearing(text: str, asked: bool = False) -> str:
+    """"sound", "backchannel", "answer" (a backchannel that answers the
+    question the agent asked: ``asked``) or "words"."""
+    phrases = _phrases_of(tokens(text))
+    if phrases is None:
+        return "words"
+    if not any(p in BACKCHANNELS for p in phrases):
+        return "sound"
+    if asked and any(p in ANSWERS for p in phrases):
+        return "answer"
+    return "backchannel"
+
+
+# A clause that ends in one of these is not finished.
+TRAILING = frozenset(
+    """a an the to and or but because cause if than with without for from of at into onto as
+    my your our their his her its some any um uh er erm i i'm i'd i'll we we're let's
+    is are was were am be been like""".split()
+)
+_DIGIT_WORDS = {"zero", "oh", "o", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "double", "triple"}
+_MONTHS = {
+    "january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
+    "november", "december", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec",
+}  # fmt: skip
+_PHONE_ASK = re.compile(r"\b(phone|number|mobile|cell|contact)\b")
+_NUMBER_ASK = re.compile(r"\b(digits?|code|zip|postcode|account|card|reference|membership|policy|insurance id|date of birth)\b")
+_DATE_ASK = re.compile(r"\b(date|day|when|birthday|born)\b")
+
+
+def asked_for(agent_text: str) -> str:
+    """What the agent's last words asked the caller to dictate: "phone",
+    "number", "date", or ""."""
+    text = agent_text.lower()
+    if "?" not in text and not re.search(r"\b(tell me|give me|say|spell|read)\b", text):
+        return ""
+    if _NUMBER_ASK.search(text):
+        return "number"
+    if _PHONE_ASK.search(text):
+        return "phone"
+    if _DATE_ASK.search(text):
+        return "date"
+    return ""
+
+
+def _digits(words: list[str]) -> int:
+    count = 0
+    for w in words:
+        if w.isdigit():
+            count += len(w)
+        elif w in _DIGIT_WORDS:
+            count += 1
+    return count
+
+
+def unfinished(text: str, asked: str = "") -> str:
+    """Why ``text`` is not a finished turn ("" when nothing says so): it ends
+    in a word that needs more, it is a number dictated in groups, or a date
+    half said. ``asked``: what the agent asked for (``asked_for``)."""
+    raw = text.rstrip()
+    words = tokens(raw)
+    if not words:
+        return ""
+    last = words[-1]
+    if raw.endswith((",", "-", "...", "…")) and not raw.endswith("?"):
+        return f"trails off ({raw[-1]})"
+    if last in TRAILING:
+        return f"ends in '{last}'"
+    if last.isdigit() or last in _DIGIT_WORDS - {"o", "oh"}:
+        n = _digits(words)
+        if (asked == "phone" or _PHONE_ASK.search(" ".join(words))) and n < 10:
+            return f"phone number dictated in groups ({n} digits so far)"
+        if asked == "number":
+            return f"number being dictated ({n} digits so far)"
+    if last in _MONTHS and asked == "date":
+        return f"date half said (ends in '{last}')"
+    return ""
