@@ -428,7 +428,7 @@ def notices_for(step: contract.Step) -> list[dict]:
     if step.state_from != step.state_to:
         out.append({"type": "state", "state": step.state_to})
     # Why the agent judged the caller done, or interrupting: signals and thresholds.
-    out += [{"type": "judgement", "index": step.index, "at": e.at, "event": contract.type_name(e), **msgspec.to_builtins(j)} for j in step.judgements]
+    out += [{**msgspec.to_builtins(j), "type": "judgement", "index": step.index, "at": e.at, "event": contract.type_name(e)} for j in step.judgements]
     if isinstance(e, (contract.TranscriptPartial, contract.TranscriptFinal)):
         out.append({"type": "transcript", "final": isinstance(e, contract.TranscriptFinal), "text": e.text, "utterance": e.utterance})
     for c in step.commands:
