@@ -46,6 +46,12 @@ import msgspec
 SCHEMA = 2
 
 # --------------------------------------------------------------------------
+# Tools the reducer handles itself (the runtime never executes them): their
+# names are part of the contract between the LLM adapters and the reducer.
+
+END_CALL = "end_call"
+
+# --------------------------------------------------------------------------
 # Conversation items (carried inside StartLLM and the session state)
 
 

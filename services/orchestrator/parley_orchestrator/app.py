@@ -15,17 +15,28 @@ from .adapters.llm import brain_from_env
 from .observe import StepObserver
 from .runtime import Runtime
 from .settings import Settings
-from .tools import default_registry
+from .appointments import default_registry
+from .clinic import CLINIC, Clinic
 
 log = logging.getLogger("parley.orchestrator")
 
-SYSTEM_PROMPT = (
-    "You are the receptionist of Bright Smile Dental, answering the phone. Today is {today}. "
-    "The clinic is open Monday to Friday, 9 a.m. to 5 p.m., in 30-minute slots. "
-    "Help callers book appointments with the book_appointment tool (check_availability lists free slots). "
-    "Your replies are spoken aloud: one to three short sentences, no lists, no markdown, "
-    "times said like '3 p.m.'. If you did not understand, say so plainly."
-)
+def system_prompt(clinic: Clinic) -> str:
+    """The LLM's instructions, written from the clinic's data. ``{today}`` and
+    ``{caller}`` are filled in per session by the runtime."""
+    return (
+        f"You are the receptionist of {clinic.name}, a {clinic.kind}, answering the phone. Today is {{today}}. "
+        f"The clinic is open {clinic.hours.describe()}. The caller is calling from {{caller}}. "
+        "You can book appointments (book_appointment; check_availability lists free times), tell callers when they are booked "
+        "(find_appointments, by their number or by the name the booking is under), cancel appointments (cancel_appointment) "
+        "and move them (reschedule_appointment). For anything else the caller needs that you cannot do yourself, record a task "
+        "for the front desk with request_callback, then tell the caller they will be called back; never promise a call-back "
+        "you did not record. Say what you did only after the tool confirmed it. "
+        "Your replies are spoken aloud: one to three short sentences, no lists, no markdown, "
+        "times said like '3 p.m.'. If you did not understand, say so plainly."
+    )
+
+
+SYSTEM_PROMPT = system_prompt(CLINIC)
 
 
 def create_app(settings: Settings) -> FastAPI:

@@ -93,6 +93,7 @@ from parley.contract import (
     CancelTimer,
     CancelTTS,
     Dropped,
+    END_CALL,
     Dtmf,
     EndSession,
     FlushPlayback,
@@ -155,9 +156,6 @@ STREAMING = (GENERATING, SPEAKING)  # an LLM step may be streaming
 # the same events would now lead to different commands (replay then reports a
 # log recorded under other rules as such, not as nondeterminism).
 RULES = 2  # 2: turn end from evidence, interruption judged from words (issue 9)
-
-# The one tool the reducer handles itself (see on_llm_tool_call).
-END_CALL = "end_call"
 
 # ---------------------------------------------------------------------------
 # Policy: the knobs of one session. Defaults here; SessionStarted.params may

@@ -83,6 +83,8 @@ from .adapters.llm import Brain, Done, Token, ToolCallOut
 from .partitions import Delivery, Ownership
 from .records import Stored, decode_stored
 
+from .tools import ToolContext
+
 if TYPE_CHECKING:
     from .tools import ToolRegistry
 
@@ -395,17 +397,17 @@ class Runtime:
         await self._index(session, stored)
         headers = self._headers(session, stored.state)
         for cmd in resend:
-            await self._run_command(cmd, headers)
+            await self._run_command(cmd, headers, stored.state.caller)
         for cmd, after in batch.commands:
             if cold and isinstance(cmd, (StartTimer, CancelTimer)):
                 continue  # armed below from the stored deadlines
-            await self._run_command(cmd, self._headers(session, after))
+            await self._run_command(cmd, self._headers(session, after), after.caller)
         if cold:
             self._rearm(session, stored)
 
-    async def _run_command(self, cmd: AnyCommand, headers: dict[str, str]) -> None:
+    async def _run_command(self, cmd: AnyCommand, headers: dict[str, str], caller: str = "") -> None:
         try:
-            await self._execute(cmd, headers)
+            await self._execute(cmd, headers, caller=caller)
         except Exception:
             log.exception("command failed", extra={"session_id": cmd.session, "command": type(cmd).__name__})
 
@@ -425,14 +427,16 @@ class Runtime:
             self.listed.add(session)
 
     def _enrich(self, event: AnyEvent) -> AnyEvent:
-        """Fill in deployment defaults (system prompt with today's date,
-        greeting) that the caller's own params did not set."""
+        """Fill in deployment defaults (system prompt with today's date and
+        the caller's number, greeting) that the caller's own params did not set."""
         if not isinstance(event, SessionStarted):
             return event
         params = dict(self.defaults)
         today = dt.datetime.fromtimestamp(event.at)
         if "system_prompt" in params:
-            params["system_prompt"] = params["system_prompt"].replace("{today}", today.strftime("%Y-%m-%d (%A)"))
+            caller = event.caller or "an unknown number (ask for a name when you need to look up a booking)"
+            prompt = params["system_prompt"].replace("{today}", today.strftime("%Y-%m-%d (%A)"))
+            params["system_prompt"] = prompt.replace("{caller}", caller)
         params.update(event.params)
         return msgspec.structs.replace(event, params=params)
 
@@ -465,7 +469,7 @@ class Runtime:
         ctx = telemetry.session_context(session) if run is None else telemetry.turn_context(session, telemetry.turn_key(run.id, run.utterance))
         return telemetry.inject(ctx)
 
-    async def _execute(self, cmd: AnyCommand, headers: dict[str, str] | None = None) -> None:
+    async def _execute(self, cmd: AnyCommand, headers: dict[str, str] | None = None, caller: str = "") -> None:
         s = cmd.session
         match cmd:
             case StartLLM():
@@ -483,7 +487,7 @@ class Runtime:
             case PausePlayback() | ResumePlayback() | FlushPlayback():
                 await self.nc.publish(subjects.playback(s), contract.encode(cmd), headers=headers)
             case CallTool():
-                task = asyncio.create_task(self._run_tool(cmd))
+                task = asyncio.create_task(self._run_tool(cmd, caller))
                 self.tool_tasks.add(task)
                 task.add_done_callback(self._tool_finished)
             case StartTimer():
@@ -574,10 +578,11 @@ class Runtime:
             log.warning("LLM failed", extra={"session_id": s, "run_id": run, "error": str(exc)})
             await emit(LLMError(session=s, at=time.time(), run=run, step=step, attempt=attempt, seq=seq, message=str(exc)[:500]))
 
-    async def _run_tool(self, cmd: CallTool) -> None:
+    async def _run_tool(self, cmd: CallTool, caller: str) -> None:
         started = time.perf_counter()
         # The session is part of the idempotency key: some servers reuse ids like "call_0".
-        ok, result = await self.tools.call(cmd.name, cmd.arguments, call_id=f"{cmd.session}/{cmd.call_id}")
+        context = ToolContext(session=cmd.session, caller=caller, call_id=f"{cmd.session}/{cmd.call_id}")
+        ok, result = await self.tools.call(cmd.name, cmd.arguments, context)
         log.info(
             "tool call",
             extra={"session_id": cmd.session, "run_id": cmd.run, "tool": cmd.name, "ok": ok, "duration_ms": round((time.perf_counter() - started) * 1000, 1)},

@@ -16,7 +16,7 @@ from parley.natsd import NatsServer, free_port
 from parley_orchestrator.adapters.receptionist import Receptionist
 from parley_orchestrator.app import SYSTEM_PROMPT
 from parley_orchestrator.runtime import Runtime
-from parley_orchestrator.tools import default_registry
+from parley_orchestrator.appointments import default_registry
 
 TUESDAY_8AM = dt.datetime(2026, 11, 24, 8, 0)
 

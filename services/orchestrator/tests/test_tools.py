@@ -1,6 +1,8 @@
-"""The tool registry (validation, errors that never raise) and the appointment
-book on a real SQLite file: double bookings refused with alternatives,
-opening hours, idempotent call ids, concurrent bookings of one slot."""
+"""The tool registry (msgspec validation, errors that never raise) and the
+appointment book on a real SQLite file: double bookings refused with
+alternatives, opening hours, idempotent call ids, concurrent bookings of one
+slot, bookings keyed by the caller's number, cancel and reschedule (own
+bookings only), call-back tasks, and the migration of a first-release file."""
 
 from __future__ import annotations
 
@@ -12,16 +14,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from parley_orchestrator.tools import (
-    CLINIC,
-    Tool,
-    ToolInputError,
-    ToolRegistry,
-    default_registry,
-    nearest_free,
-    parse_time_arg,
-    validate_arguments,
-)
+import msgspec
+
+from parley_orchestrator.appointments import default_registry, nearest_free, parse_time_arg
+from parley_orchestrator.clinic import CLINIC as THE_CLINIC
+from parley_orchestrator.tools import NoArguments, Tool, ToolContext, ToolInputError, ToolRegistry
+
+CLINIC = THE_CLINIC.hours
 
 NOW = dt.datetime(2026, 11, 24, 8, 0)  # a Tuesday morning, before opening
 
@@ -34,9 +33,15 @@ def run(coro):
     return asyncio.run(coro)
 
 
-def book(reg: ToolRegistry, call_id: str = "", **args) -> tuple[bool, dict]:
-    ok, result = run(reg.call("book_appointment", json.dumps(args), call_id=call_id))
+def book(reg: ToolRegistry, call_id: str = "", caller: str = "", **args) -> tuple[bool, dict]:
+    ok, result = run(reg.call("book_appointment", json.dumps(args), ToolContext(caller=caller, call_id=call_id)))
     return ok, json.loads(result)
+
+
+def call(reg: ToolRegistry, name: str, caller: str = "", call_id: str = "", **args) -> dict:
+    ok, result = run(reg.call(name, json.dumps(args), ToolContext(caller=caller, call_id=call_id)))
+    assert ok, result
+    return json.loads(result)
 
 
 @pytest.fixture
@@ -49,7 +54,9 @@ def reg(tmp_path) -> ToolRegistry:
 
 def test_schemas_are_openai_functions(reg):
     schemas = reg.schemas()
-    assert [s["function"]["name"] for s in schemas] == ["book_appointment", "check_availability", "end_call"]
+    assert [s["function"]["name"] for s in schemas] == [
+        "book_appointment", "check_availability", "find_appointments", "cancel_appointment", "reschedule_appointment", "request_callback", "end_call"
+    ]  # fmt: skip
     for s in schemas:
         assert s["type"] == "function"
         params = s["function"]["parameters"]
@@ -62,12 +69,14 @@ def test_schemas_are_openai_functions(reg):
     [
         ("no_such_tool", "{}", "unknown tool 'no_such_tool'"),
         ("book_appointment", "{not json", "not valid JSON"),
-        ("book_appointment", "[1, 2]", "must be a JSON object"),
-        ("book_appointment", '{"date": "2026-11-25"}', "missing required argument 'time'"),
-        ("book_appointment", '{"date": "2026-11-25", "time": 15}', "'time' must be of type string"),
+        ("book_appointment", "[1, 2]", "Expected `object`, got `array`"),
+        ("book_appointment", '{"date": "2026-11-25"}', "Object missing required field `time`"),
+        ("book_appointment", '{"date": "2026-11-25", "time": 15}', "Expected `str`, got `int` - at `$.time`"),
+        ("cancel_appointment", '{"appointment_id": "three"}', "Expected `int`, got `str` - at `$.appointment_id`"),
         ("book_appointment", '{"date": "25/11/2026", "time": "15:00"}', "date must be YYYY-MM-DD"),
         ("book_appointment", '{"date": "2026-11-25", "time": "teatime"}', "time must be HH:MM"),
-        ("check_availability", "{}", "missing required argument 'date'"),
+        ("check_availability", "{}", "Object missing required field `date`"),
+        ("request_callback", '{"reason": "  "}', "reason must say what the caller needs"),
     ],
 )
 def test_bad_calls_come_back_as_errors(reg, name, arguments, needle):
@@ -77,37 +86,52 @@ def test_bad_calls_come_back_as_errors(reg, name, arguments, needle):
 
 
 def test_handler_exception_is_reported_not_raised():
-    async def broken(arguments: dict) -> dict:
+    async def broken(arguments: NoArguments, context: ToolContext) -> dict:
         raise RuntimeError("disk on fire")
 
-    reg = ToolRegistry([Tool("broken", "always fails", {"type": "object", "properties": {}}, broken)])
+    reg = ToolRegistry([Tool("broken", "always fails", NoArguments, broken)])
     ok, result = run(reg.call("broken", ""))
     assert ok is False and "RuntimeError: disk on fire" in json.loads(result)["error"]
 
 
 def test_registry_refuses_duplicate_names():
-    async def h(arguments: dict) -> dict:
+    async def h(arguments: NoArguments, context: ToolContext) -> dict:
         return {}
 
-    tool = Tool("t", "d", {"type": "object"}, h)
+    tool = Tool("t", "d", NoArguments, h)
     with pytest.raises(ValueError):
         ToolRegistry([tool, tool])
 
 
-def test_validation_drops_unknown_properties_and_rejects_bool_as_number():
-    schema = {"type": "object", "properties": {"n": {"type": "integer"}, "s": {"type": "string", "enum": ["a", "b"]}}, "required": ["n"]}
-    assert validate_arguments(schema, {"n": 3, "chatty": "extra"}) == ({"n": 3}, [])
-    assert validate_arguments(schema, {"n": True})[1] == ["argument 'n' must be of type integer"]
-    assert validate_arguments(schema, {"n": 1, "s": "c"})[1] == ["argument 's' must be one of ['a', 'b']"]
+class _Args(msgspec.Struct, frozen=True):
+    n: int
+    s: str = "a"
+
+
+def test_validation_ignores_unknown_properties_takes_numbers_as_text_and_rejects_bool_as_number():
+    got = []
+
+    async def keep(arguments: _Args, context: ToolContext) -> dict:
+        got.append(arguments)
+        return {}
+
+    reg = ToolRegistry([Tool("t", "d", _Args, keep)])
+    assert run(reg.call("t", '{"n": 3, "chatty": "extra"}'))[0] is True
+    assert run(reg.call("t", '{"n": "4"}'))[0] is True  # models write numbers as strings
+    ok, error = run(reg.call("t", '{"n": true}'))
+    assert not ok and "Expected `int`, got `bool`" in error
+    assert got == [_Args(n=3), _Args(n=4)]
+    params = Tool("t", "d", _Args, keep).parameters()
+    assert params["type"] == "object" and params["required"] == ["n"] and set(params["properties"]) == {"n", "s"}
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.text(max_size=60))
 def test_call_never_raises_on_arbitrary_argument_text(text):
-    async def echo(arguments: dict) -> dict:
-        return arguments
+    async def echo(arguments: _Args, context: ToolContext) -> dict:
+        return msgspec.structs.asdict(arguments)
 
-    reg = ToolRegistry([Tool("echo", "echo", {"type": "object", "properties": {"x": {"type": "string"}}}, echo)])
+    reg = ToolRegistry([Tool("echo", "echo", _Args, echo)])
     ok, result = run(reg.call("echo", text))
     assert isinstance(ok, bool)
     json.loads(result)
@@ -135,7 +159,7 @@ def test_clinic_slots():
     slots = CLINIC.slots(dt.date(2026, 11, 24))
     assert slots[0] == dt.time(9) and slots[-1] == dt.time(16, 30) and len(slots) == 16
     assert CLINIC.slots(dt.date(2026, 11, 28)) == []  # Saturday
-    assert CLINIC.describe() == "Monday to Friday, 09:00 to 17:00, in 30-minute slots"
+    assert CLINIC.describe() == "Monday to Friday, 9 a.m. to 5 p.m., in 30-minute slots"
 
 
 def test_nearest_free_prefers_the_later_slot_on_a_tie_and_skips_taken_and_past():
@@ -169,7 +193,7 @@ def test_nearest_free_only_offers_free_future_slots_in_hours(wanted, data):
 
 def test_books_then_refuses_the_same_slot_with_alternatives(reg):
     ok, first = book(reg, "s1/c1", date="2026-11-25", time="15:00", patient_name="Ann")
-    assert ok and first == {"booked": True, "date": "2026-11-25", "weekday": "Wednesday", "time": "15:00", "patient_name": "Ann"}
+    assert ok and first == {"booked": True, "appointment_id": 1, "date": "2026-11-25", "weekday": "Wednesday", "time": "15:00", "patient_name": "Ann"}
     ok, second = book(reg, "s2/c1", date="2026-11-25", time="15:00")
     assert ok and second["booked"] is False and second["reason"] == "taken"
     alts = second["alternatives"]
@@ -215,7 +239,7 @@ def test_lenient_time_formats_book_the_same_slot(reg):
 
 def test_concurrent_bookings_of_one_slot_book_it_once(reg):
     async def main():
-        calls = [reg.call("book_appointment", json.dumps({"date": "2026-11-27", "time": "09:00"}), call_id=f"c{i}") for i in range(6)]
+        calls = [reg.call("book_appointment", json.dumps({"date": "2026-11-27", "time": "09:00"}), ToolContext(call_id=f"c{i}")) for i in range(6)]
         return await asyncio.gather(*calls)
 
     results = [json.loads(r) for ok, r in run(main())]
@@ -240,3 +264,80 @@ def test_availability_today_leaves_out_past_slots(tmp_path):
     reg = default_registry(tmp_path / "b.sqlite3", clock=lambda: dt.datetime(2026, 11, 24, 13, 5))
     result = json.loads(run(reg.call("check_availability", '{"date": "2026-11-24"}'))[1])
     assert result["free"][0] == "13:30"
+
+
+# ------------------------------------------------------------ the caller's appointments
+
+ME, OTHER = "+1 (555) 000-9999", "+15550001111"
+
+
+def test_find_by_the_callers_number_in_any_format_or_by_name(reg):
+    book(reg, "a", caller="+15550009999", date="2026-11-27", time="10:00", patient_name="John Smith")
+    book(reg, "b", caller=OTHER, date="2026-11-26", time="10:00", patient_name="Ann Lee")
+    book(reg, "c", caller="", date="2026-11-23", time="10:00")  # past: never listed (refused anyway)
+    mine = call(reg, "find_appointments", caller=ME)
+    assert [(a["date"], a["time"]) for a in mine["appointments"]] == [("2026-11-27", "10:00")]
+    assert [a["patient_name"] for a in call(reg, "find_appointments", patient_name="smith")["appointments"]] == ["John Smith"]
+    assert call(reg, "find_appointments", caller="+15550002222")["appointments"] == []
+    assert call(reg, "find_appointments")["needs"] == "patient_name"
+
+
+def test_cancel_only_the_callers_own_booking_and_rebook_the_slot(reg):
+    booked = book(reg, "a", caller=ME, date="2026-11-27", time="10:00", patient_name="John Smith")[1]
+    refused = call(reg, "cancel_appointment", caller=OTHER, appointment_id=booked["appointment_id"])
+    assert refused == {"cancelled": False, "appointment_id": booked["appointment_id"], "reason": "not_yours"}
+    assert call(reg, "cancel_appointment", caller=OTHER, appointment_id=booked["appointment_id"], patient_name="John Smith")["cancelled"] is True
+    assert call(reg, "cancel_appointment", caller=ME, appointment_id=booked["appointment_id"])["reason"] == "not_found"
+    assert call(reg, "cancel_appointment", caller=ME, appointment_id=999)["reason"] == "not_found"
+    again = book(reg, "b", caller=OTHER, date="2026-11-27", time="10:00")[1]
+    assert again["booked"] is True  # a cancelled booking frees its slot
+    rows = reg._tools["book_appointment"].handler.__self__.appointments(include_cancelled=True)
+    assert [(r["phone"], r["cancelled_at"] is not None) for r in rows] == [(ME, True), (OTHER, False)]
+
+
+def test_reschedule_is_atomic_and_keeps_the_old_slot_when_the_new_one_is_not_free(reg):
+    mine = book(reg, "a", caller=ME, date="2026-11-27", time="10:00")[1]["appointment_id"]
+    book(reg, "b", caller=OTHER, date="2026-11-30", time="14:00")
+    taken = call(reg, "reschedule_appointment", caller=ME, appointment_id=mine, date="2026-11-30", time="14:00")
+    assert taken["rescheduled"] is False and taken["reason"] == "taken" and taken["alternatives"][0]["time"] == "14:30"
+    closed = call(reg, "reschedule_appointment", caller=ME, appointment_id=mine, date="2026-11-28", time="10:00")
+    assert closed["reason"] == "closed" and closed["still_booked"]["date"] == "2026-11-27"
+    same = call(reg, "reschedule_appointment", caller=ME, appointment_id=mine, date="2026-11-27", time="10:00")
+    assert same["rescheduled"] is True  # its own slot is not "taken"
+    moved = call(reg, "reschedule_appointment", caller=ME, appointment_id=mine, date="2026-11-30", time="2:30 PM")
+    assert moved["rescheduled"] is True and moved["from"]["time"] == "10:00" and moved["to"] == {"date": "2026-11-30", "weekday": "Monday", "time": "14:30"}
+    assert call(reg, "reschedule_appointment", caller=OTHER, appointment_id=mine, date="2026-12-01", time="10:00")["reason"] == "not_yours"
+    assert book(reg, "c", caller=OTHER, date="2026-11-27", time="10:00")[1]["booked"] is True  # the old slot is free again
+
+
+def test_callback_tasks_keep_who_and_why_once_per_call_id(reg):
+    first = call(reg, "request_callback", caller=ME, call_id="s/c1", reason="billing question")
+    assert first["recorded"] is True and first["phone"] == ME
+    assert call(reg, "request_callback", caller=ME, call_id="s/c1", reason="billing question")["callback_id"] == first["callback_id"]
+    assert call(reg, "request_callback", reason="insurance")["reason"] == "no_contact"
+    spoken = call(reg, "request_callback", reason="insurance", phone="555 123 4567", patient_name="Maria")
+    assert spoken["recorded"] is True and spoken["phone"] == "555 123 4567"
+    # The model cannot redirect a call-back away from the caller's own line.
+    assert call(reg, "request_callback", caller=ME, reason="x", phone="+19999999999")["phone"] == ME
+    tasks = reg._tools["book_appointment"].handler.__self__.callbacks()
+    assert [(t["reason"], t["status"]) for t in tasks] == [("x", "open"), ("insurance", "open"), ("billing question", "open")]
+
+
+def test_a_first_release_file_is_migrated_in_place(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "CREATE TABLE appointments (id INTEGER PRIMARY KEY, date TEXT NOT NULL, time TEXT NOT NULL, patient_name TEXT NOT NULL DEFAULT '', "
+        "reason TEXT NOT NULL DEFAULT '', call_id TEXT UNIQUE, created_at TEXT NOT NULL, UNIQUE (date, time))"
+    )
+    conn.execute("INSERT INTO appointments (date, time, patient_name, reason, call_id, created_at) VALUES ('2026-11-27', '10:00', 'Ann', '', 'x', 'then')")
+    conn.commit()
+    conn.close()
+    reg = default_registry(path, clock=clock)
+    assert book(reg, "y", date="2026-11-27", time="10:00")[1]["reason"] == "taken"
+    ann = call(reg, "find_appointments", patient_name="Ann")["appointments"]
+    assert [a["appointment_id"] for a in ann] == [1]
+    assert call(reg, "cancel_appointment", appointment_id=1, patient_name="Ann")["cancelled"] is True
+    assert book(reg, "z", date="2026-11-27", time="10:00")[1]["booked"] is True
