@@ -53,19 +53,19 @@ def _signature(url: str, form: dict[str, str]) -> str:
     return base64.b64encode(hmac.new(AUTH_TOKEN.encode(), data.encode(), hashlib.sha1).digest()).decode()
 
 
-async def dial(stack: Stack) -> tuple[TwilioCaller, str]:
+async def dial(stack: Stack, caller_number: str = "+15550009999") -> tuple[TwilioCaller, str]:
     """Twilio's side of an incoming call: the signed webhook, then the stream.
     Returns the connected caller and its Parley session id."""
     marker = secrets.token_hex(8)
     call_sid = "CA" + secrets.token_hex(16)
     url = f"{stack.gateway}/twilio/voice?test_call={marker}"
-    form = {"CallSid": call_sid, "AccountSid": "AC" + "0" * 32, "From": "+15550009999", "To": "+15550001000", "CallStatus": "ringing"}
+    form = {"CallSid": call_sid, "AccountSid": "AC" + "0" * 32, "From": caller_number, "To": "+15550001000", "CallStatus": "ringing"}
     async with httpx.AsyncClient(trust_env=False) as client:
         r = await client.post(url, data=form, headers={"X-Twilio-Signature": _signature(url, form)})
     assert r.status_code == 200, r.text
     stream = ET.fromstring(r.text).find("./Connect/Stream")
     params = {p.get("name"): p.get("value") for p in stream.findall("Parameter")}
-    assert params["token"] and params["test_call"] == marker and params["caller"] == "+15550009999"
+    assert params["token"] and params["test_call"] == marker and params["caller"] == caller_number
     nc = await bus.connect(stack.nats_url)
     found: asyncio.Future = asyncio.get_running_loop().create_future()
 

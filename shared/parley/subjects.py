@@ -115,6 +115,10 @@ def tts_audio_all(session: str) -> str:
 # --- orchestrator info (request/reply): which brain answers, for the page
 ORCHESTRATOR_INFO = f"{PREFIX}.orchestrator.info"
 
+# --- the front desk's call-back tasks (request/reply, JSON {"callbacks": [...]}),
+# for the inspector: requests the agent could not serve itself
+ORCHESTRATOR_CALLBACKS = f"{PREFIX}.orchestrator.callbacks"
+
 # --- LLM cancel: broadcast to every orchestrator replica (whoever runs it)
 LLM_CANCEL = f"{PREFIX}.llm.cancel"
 

@@ -2,6 +2,8 @@
 page of their own (phone calls), or for looking at a call after it ended.
 
 ``GET /api/sessions`` lists the sessions whose state is in KV;
+``GET /api/callbacks`` lists the front desk's call-back tasks (requests the
+agent could not serve, recorded by the orchestrator's ``request_callback``);
 ``WS /ws/inspect/{session}`` sends the same JSON notices the caller's page
 gets: every recorded step from the session's event log (JetStream, from the
 start, then live), plus the latency and barge-in notices the gateway that
@@ -48,6 +50,20 @@ def register(app: FastAPI, state: dict, settings: Settings) -> None:
         except Exception:  # noqa: BLE001 - no bucket or no keys yet
             keys = []
         return {"sessions": sorted(keys)[-200:]}
+
+    @app.get("/api/callbacks")
+    async def callbacks(token: str | None = None):
+        """The front desk's call-back tasks: what callers asked for that the
+        agent could not do itself (kept by the orchestrator)."""
+        if not allowed(settings, token):
+            return JSONResponse({"error": REFUSED}, status_code=403)
+        try:
+            reply = await state["nc"].request(subjects.ORCHESTRATOR_CALLBACKS, b"", timeout=3)
+            body = json.loads(reply.data)
+        except Exception as exc:  # noqa: BLE001 - no orchestrator answering
+            log.warning("call-back tasks unavailable: %s", exc)
+            return JSONResponse({"error": "the orchestrator did not answer"}, status_code=503)
+        return JSONResponse(body, status_code=503 if "error" in body else 200)
 
     @app.websocket("/ws/inspect/{session}")
     async def inspect(ws: WebSocket, session: str, token: str | None = None):

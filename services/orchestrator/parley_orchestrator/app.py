@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import logging
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from parley import bus, telemetry
+from parley import bus, subjects, telemetry
 
 from .adapters.fixed import FixedLatencyBrain
 from .adapters.llm import brain_from_env
 from .observe import StepObserver
 from .runtime import Runtime
 from .settings import Settings
-from .appointments import default_registry
+from .appointments import AppointmentBook, registry_for
 from .clinic import CLINIC, Clinic
 
 log = logging.getLogger("parley.orchestrator")
@@ -39,6 +41,20 @@ def system_prompt(clinic: Clinic) -> str:
 SYSTEM_PROMPT = system_prompt(CLINIC)
 
 
+def _callbacks_responder(book: AppointmentBook):
+    """Answer the inspector's request for the front desk's call-back tasks."""
+
+    async def respond(msg) -> None:
+        try:
+            body = {"callbacks": await asyncio.to_thread(book.callbacks)}
+        except Exception as exc:  # noqa: BLE001 - the asker gets the reason, the log the trace
+            log.exception("could not list call-back tasks")
+            body = {"error": f"could not list call-back tasks: {type(exc).__name__}"}
+        await msg.respond(json.dumps(body).encode())
+
+    return respond
+
+
 def create_app(settings: Settings) -> FastAPI:
     state: dict = {}
     tel = telemetry.setup("orchestrator")
@@ -46,7 +62,8 @@ def create_app(settings: Settings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        tools = default_registry(settings.data_dir / "appointments.sqlite3")
+        book = AppointmentBook(settings.data_dir / "appointments.sqlite3", clinic=CLINIC)
+        tools = registry_for(book)
         brain = FixedLatencyBrain() if settings.providers == "fixed" else brain_from_env(settings.env, tools)
         defaults = {"system_prompt": settings.env.get("PARLEY_SYSTEM_PROMPT", SYSTEM_PROMPT)}
         greeting = settings.env.get("PARLEY_GREETING", getattr(brain, "greeting", ""))
@@ -56,11 +73,13 @@ def create_app(settings: Settings) -> FastAPI:
         runtime = Runtime(nc=nc, brain=brain, tools=tools, defaults=defaults)
         runtime.observer = StepObserver(tel)
         await runtime.start()
+        callbacks_sub = await nc.subscribe(subjects.ORCHESTRATOR_CALLBACKS, queue=subjects.ORCHESTRATOR_GROUP, cb=_callbacks_responder(book))
         state.update(runtime=runtime, brain=brain)
         log.info("orchestrator ready", extra={"brain": brain.name, "nats": settings.nats_url})
         try:
             yield
         finally:
+            await callbacks_sub.unsubscribe()
             await runtime.stop()
             await nc.drain()
             telemetry.shutdown()

@@ -512,6 +512,10 @@ def appointment_tools(book: AppointmentBook) -> list[Tool]:
     ]
 
 
+def registry_for(book: AppointmentBook) -> ToolRegistry:
+    """The demo clinic's tools over ``book``, and ``end_call``."""
+    return ToolRegistry([*appointment_tools(book), END_CALL_TOOL])
+
+
 def default_registry(db_path: str | Path, *, clock: Callable[[], dt.datetime] = dt.datetime.now, clinic: Clinic = CLINIC) -> ToolRegistry:
-    """The demo clinic's tools over an appointment book at ``db_path``, and ``end_call``."""
-    return ToolRegistry([*appointment_tools(AppointmentBook(Path(db_path), clinic=clinic, clock=clock)), END_CALL_TOOL])
+    return registry_for(AppointmentBook(Path(db_path), clinic=clinic, clock=clock))

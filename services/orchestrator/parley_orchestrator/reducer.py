@@ -55,8 +55,9 @@ what the caller heard.
 
 Tool results are the one exception to run scoping: a tool that ran is a fact
 of the world, so its result is kept even when the run that asked for it is
-gone, and it goes to the next generation. A tool call is executed at most once
-per session for the same name and arguments.
+gone, and it goes to the next generation. A tool call that repeats one whose
+execution is the latest (same name and arguments, no other run's call since)
+is not executed again: it gets that execution's result.
 
 Timers are commands (``StartTimer``) whose firing comes back as an event
 (``TimerFired``) with the token it was started with; a token that no longer
@@ -979,7 +980,7 @@ def on_llm_tool_call(fx: Fx, e: LLMToolCall) -> Next:
         return fx.noted(f"tool call {e.name} refused: {run.tool_steps} tool steps already").to("tool call")
     call = ToolCallItem(call_id=e.call_id, name=e.name, arguments=e.arguments)
     fx = fx.set_run(calls=run.calls + (call,))
-    same = next((r for r in fx.state.tools if r.name == e.name and _same_args(r.arguments, e.arguments)), None)
+    same = _repeat_of(fx.state.tools, e.name, e.arguments)
     if same is None:
         return _call_tool(fx, e).to("tool call")
     if same.result is not None:
@@ -1002,6 +1003,18 @@ def _call_tool(fx: Fx, e: LLMToolCall) -> Fx:
     rec = ToolRecord(call_id=e.call_id, name=e.name, arguments=e.arguments, run=e.run)
     fx = fx.set(tools=s.tools + (rec,)).set_run(waiting=s.run.waiting + (e.call_id,))
     return fx.emit(CallTool(session=s.session, run=e.run, call_id=e.call_id, name=e.name, arguments=e.arguments))
+
+
+def _repeat_of(tools: tuple[ToolRecord, ...], name: str, arguments: str) -> ToolRecord | None:
+    """The execution this call repeats, if any: the same tool and arguments,
+    with no other run's tool call recorded since. (A run cancelled while its
+    tool ran is asked again by the next generation: that is a repeat. Book,
+    cancel, then book the same slot again is not.)"""
+    for i in range(len(tools) - 1, -1, -1):
+        rec = tools[i]
+        if rec.name == name and _same_args(rec.arguments, arguments):
+            return rec if all(later.run == rec.run for later in tools[i + 1 :]) else None
+    return None
 
 
 def _same_args(a: str, b: str) -> bool:

@@ -275,6 +275,23 @@ def test_result_of_a_tool_that_ran_is_kept_and_never_run_twice():
     assert sum(isinstance(x, c.CallTool) for x in v.cmds) == 1
 
 
+def test_book_cancel_and_book_the_same_slot_again_runs_every_call():
+    """The same call is only a repeat while its execution is the latest: after
+    another run's call (the cancel), booking the same slot runs again."""
+    v = Convo()
+    book = '{"date": "2026-11-27", "time": "10:00"}'
+    for i, (name, args) in enumerate([("book_appointment", book), ("cancel_appointment", '{"appointment_id": 1}'), ("book_appointment", book)]):
+        v.user_says(f"request {i}")
+        run = v.run
+        v.send(c.LLMToolCall, run=run, step=0, call_id=f"t{i}", name=name, arguments=args)
+        assert [x.name for x in v.last if isinstance(x, c.CallTool)] == [name]
+        v.send(c.LLMDone, run=run, step=0, finish_reason="tool_calls")
+        v.send(c.ToolResult, run=run, call_id=f"t{i}", name=name, result="{}")
+        v.llm("Done.", step=1)
+        v.play_all()
+    assert [x.name for x in v.cmds if isinstance(x, c.CallTool)] == ["book_appointment", "cancel_appointment", "book_appointment"]
+
+
 def test_tool_result_during_a_hold_continues_after_resume():
     v = Convo()
     v.user_says("book it")
