@@ -156,7 +156,9 @@ STREAMING = (GENERATING, SPEAKING)  # an LLM step may be streaming
 # The version of the reducer's decisions, recorded in every step: bump it when
 # the same events would now lead to different commands (replay then reports a
 # log recorded under other rules as such, not as nondeterminism).
-RULES = 2  # 2: turn end from evidence, interruption judged from words (issue 9)
+# 2: turn end from evidence, interruption judged from words (issue 9)
+# 3: a tool call repeats an earlier one only while that execution is the latest
+RULES = 3
 
 # ---------------------------------------------------------------------------
 # Policy: the knobs of one session. Defaults here; SessionStarted.params may
