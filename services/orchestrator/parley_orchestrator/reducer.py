@@ -265,7 +265,8 @@ class ToolRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     call_id: str
     name: str
     arguments: str
-    run: int
+    run: int  # the run waiting for it (a later run may take over a running call)
+    issued_by: int = -1  # the run that asked for it first (-1 in old records: ``run``)
     result: str | None = None  # None while running
     ok: bool = True
     committed: bool = False  # its call/result pair is in history already
@@ -1002,20 +1003,23 @@ def on_llm_tool_call(fx: Fx, e: LLMToolCall) -> Next:
 
 def _call_tool(fx: Fx, e: LLMToolCall) -> Fx:
     s = fx.state
-    rec = ToolRecord(call_id=e.call_id, name=e.name, arguments=e.arguments, run=e.run)
+    rec = ToolRecord(call_id=e.call_id, name=e.name, arguments=e.arguments, run=e.run, issued_by=e.run)
     fx = fx.set(tools=s.tools + (rec,)).set_run(waiting=s.run.waiting + (e.call_id,))
     return fx.emit(CallTool(session=s.session, run=e.run, call_id=e.call_id, name=e.name, arguments=e.arguments))
 
 
 def _repeat_of(tools: tuple[ToolRecord, ...], name: str, arguments: str) -> ToolRecord | None:
     """The execution this call repeats, if any: the same tool and arguments,
-    with no other run's tool call recorded since. (A run cancelled while its
+    and no call asked for by another run since. (A run cancelled while its
     tool ran is asked again by the next generation: that is a repeat. Book,
     cancel, then book the same slot again is not.)"""
+    def issuer(rec: ToolRecord) -> int:
+        return rec.issued_by if rec.issued_by >= 0 else rec.run
+
     for i in range(len(tools) - 1, -1, -1):
         rec = tools[i]
         if rec.name == name and _same_args(rec.arguments, arguments):
-            return rec if all(later.run == rec.run for later in tools[i + 1 :]) else None
+            return rec if all(issuer(later) == issuer(rec) for later in tools[i + 1 :]) else None
     return None
 
 
