@@ -266,7 +266,7 @@ class ToolRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     name: str
     arguments: str
     run: int  # the run waiting for it (a later run may take over a running call)
-    issued_by: int = -1  # the run that asked for it first (-1 in old records: ``run``)
+    issued_by: int = -1  # the run that asked for it first, once another run waits for it (-1: ``run``)
     result: str | None = None  # None while running
     ok: bool = True
     committed: bool = False  # its call/result pair is in history already
@@ -998,14 +998,19 @@ def on_llm_tool_call(fx: Fx, e: LLMToolCall) -> Next:
         waiting=s.run.waiting + (same.call_id,),
         calls=tuple(_replace(c, call_id=same.call_id) if c.call_id == e.call_id else c for c in s.run.calls),
     )
-    return fx.set(tools=tuple(_replace(r, run=run.id) if r.call_id == same.call_id else r for r in s.tools)).to("tool call")
+    taken_over = tuple(_replace(r, run=run.id, issued_by=_issuer(r)) if r.call_id == same.call_id else r for r in s.tools)
+    return fx.set(tools=taken_over).to("tool call")
 
 
 def _call_tool(fx: Fx, e: LLMToolCall) -> Fx:
     s = fx.state
-    rec = ToolRecord(call_id=e.call_id, name=e.name, arguments=e.arguments, run=e.run, issued_by=e.run)
+    rec = ToolRecord(call_id=e.call_id, name=e.name, arguments=e.arguments, run=e.run)
     fx = fx.set(tools=s.tools + (rec,)).set_run(waiting=s.run.waiting + (e.call_id,))
     return fx.emit(CallTool(session=s.session, run=e.run, call_id=e.call_id, name=e.name, arguments=e.arguments))
+
+
+def _issuer(rec: ToolRecord) -> int:
+    return rec.issued_by if rec.issued_by >= 0 else rec.run
 
 
 def _repeat_of(tools: tuple[ToolRecord, ...], name: str, arguments: str) -> ToolRecord | None:
@@ -1013,13 +1018,10 @@ def _repeat_of(tools: tuple[ToolRecord, ...], name: str, arguments: str) -> Tool
     and no call asked for by another run since. (A run cancelled while its
     tool ran is asked again by the next generation: that is a repeat. Book,
     cancel, then book the same slot again is not.)"""
-    def issuer(rec: ToolRecord) -> int:
-        return rec.issued_by if rec.issued_by >= 0 else rec.run
-
     for i in range(len(tools) - 1, -1, -1):
         rec = tools[i]
         if rec.name == name and _same_args(rec.arguments, arguments):
-            return rec if all(issuer(later) == issuer(rec) for later in tools[i + 1 :]) else None
+            return rec if all(_issuer(later) == _issuer(rec) for later in tools[i + 1 :]) else None
     return None
 
 
