@@ -101,6 +101,7 @@ _MONTHS = {
     "january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
     "november", "december", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec",
 }  # fmt: skip
+_ORDINAL = re.compile(r"\d+(st|nd|rd|th)|first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|\w+teenth|\w*tieth|\w+-?(first|second|third)")
 _PHONE_ASK = re.compile(r"\b(phone|number|mobile|cell|contact)\b")
 _NUMBER_ASK = re.compile(r"\b(digits?|code|zip|postcode|account|card|reference|membership|policy|insurance id|date of birth)\b")
 _DATE_ASK = re.compile(r"\b(date|day|when|birthday|born)\b")
@@ -140,16 +141,16 @@ def unfinished(text: str, asked: str = "") -> str:
     if not words:
         return ""
     last = words[-1]
-    if raw.endswith((",", "-", "...", "…")) and not raw.endswith("?"):
-        return f"trails off ({raw[-1]})"
     if last in TRAILING:
         return f"ends in '{last}'"
+    if raw.endswith((",", "-", "...", "…")):
+        return "trails off"
     if last.isdigit() or last in _DIGIT_WORDS - {"o", "oh"}:
         n = _digits(words)
         if (asked == "phone" or _PHONE_ASK.search(" ".join(words))) and n < 10:
             return f"phone number dictated in groups ({n} digits so far)"
         if asked == "number":
             return f"number being dictated ({n} digits so far)"
-    if last in _MONTHS and asked == "date":
+    if last in _MONTHS and asked == "date" and not any(_ORDINAL.fullmatch(w) or w.isdigit() for w in words):
         return f"date half said (ends in '{last}')"
     return ""

@@ -1,0 +1,97 @@
+"""What the caller's words say about the floor (words.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from parley_orchestrator import words
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "  ", "(coughs)", "[laughter]", "[Laughter]", "*sigh*", "(clears throat)", "[BLANK_AUDIO]", "♪", "Ah.", "Ahh...", "Oh!",
+     "Um.", "Uh", "Hmm.", "Hmmm", "Huh.", "Haha.", "Ha ha ha", "Erm,", "(door slams) ah"],
+)  # fmt: skip
+def test_sounds(text):
+    assert words.hearing(text) == "sound"
+    assert words.hearing(text, asked=True) == "sound"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Mm-hmm.", "mm hmm", "Mmhmm", "mhmm", "Mhm.", "mmm", "Mm.", "Uh-huh.", "uh huh", "Uh huh.", "uhhuh", "Yeah.", "Yeah, yeah.",
+     "yep", "Yup.", "Right.", "Right, right.", "Okay.", "OK", "ok.", "Okay, okay.", "Sure.", "I see.", "I see, I see.", "Got it.",
+     "Oh, okay.", "All right.", "Alright", "Yes.", "Ah, I see.", "Um, yeah."],
+)  # fmt: skip
+def test_backchannels_in_their_spellings(text):
+    assert words.hearing(text) == "backchannel"
+
+
+@pytest.mark.parametrize("text", ["Yes.", "Yeah.", "Yep!", "Sure.", "Okay.", "Mm-hmm.", "Uh-huh", "Of course.", "Yes, yes."])
+def test_a_yes_to_a_question_is_an_answer(text):
+    assert words.hearing(text, asked=True) == "answer"
+
+
+@pytest.mark.parametrize("text", ["I see.", "Mmm.", "Got it.", "wow"])
+def test_listening_noises_do_not_answer_a_question(text):
+    assert words.hearing(text, asked=True) == "backchannel"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Wait.", "No.", "Stop", "Sorry, I need to", "Hold on", "Yes, but on Friday", "Actually", "What?", "Can you repeat that?",
+     "Okay, wait", "mm-hmm, and the price?", "hello"],
+)  # fmt: skip
+def test_words_take_the_floor(text):
+    assert words.hearing(text) == "words"
+    assert words.hearing(text, asked=True) == "words"
+
+
+@pytest.mark.parametrize(
+    "text,asked,why",
+    [
+        ("Could you book me in for", "", "ends in 'for'"),
+        ("I'd like to", "", "ends in 'to'"),
+        ("Tuesday and", "", "ends in 'and'"),
+        ("Book me with the", "", "ends in 'the'"),
+        ("Thursday, um", "", "ends in 'um'"),
+        ("Thursday, um...", "", "ends in 'um'"),
+        ("I was thinking,", "", "trails off"),
+        ("So I was going to say...", "", "trails off"),
+        ("On the twenty-first of December", "date", ""),
+        ("555 201", "phone", "phone number dictated in groups (6 digits so far)"),
+        ("555-201", "phone", "phone number dictated in groups (6 digits so far)"),
+        ("five five five", "phone", "phone number dictated in groups (3 digits so far)"),
+        ("My number is 555", "", "phone number dictated in groups (3 digits so far)"),
+        ("4417", "number", "number being dictated (4 digits so far)"),
+        ("The 4th of December", "date", ""),
+        ("On December", "date", "date half said (ends in 'december')"),
+    ],
+)
+def test_unfinished_turns(text, asked, why):
+    assert words.unfinished(text, asked) == why
+
+
+@pytest.mark.parametrize(
+    "text,asked",
+    [("Book me for Thursday at eleven.", ""), ("I think so.", ""), ("Yes please.", ""), ("555 201 7788", "phone"), ("At 3 pm.", ""),
+     ("What are your opening hours?", ""), ("Tomorrow at 10", "date"), ("", "")],
+)  # fmt: skip
+def test_finished_turns(text, asked):
+    assert words.unfinished(text, asked) == ""
+
+
+@pytest.mark.parametrize(
+    "agent,asked",
+    [
+        ("Sure. What's the best phone number to reach you on?", "phone"),
+        ("Could I have your card number, please?", "number"),
+        ("And what's the postcode?", "number"),
+        ("What day would suit you?", "date"),
+        ("When would you like to come in?", "date"),
+        ("Friday at ten is free. Shall I book that?", ""),
+        ("Your number is noted.", ""),
+    ],
+)
+def test_what_the_agent_asked_for(agent, asked):
+    assert words.asked_for(agent) == asked
