@@ -357,34 +357,38 @@ Cmds = tuple[AnyCommand, ...]
 _replace = msgspec.structs.replace
 
 
-class Fx(NamedTuple):
+class Fx:
     """A state, and the commands and note that led to it. Immutable: each
-    method returns a new Fx."""
+    method returns a new Fx. (A slotted class rather than a NamedTuple: its
+    constructor is several times cheaper than NamedTuple._replace.)"""
 
-    state: SessionState
-    commands: Cmds = ()
-    note: str = ""
-    judgements: tuple[Judgement, ...] = ()  # the step's judgements of the floor
+    __slots__ = ("state", "commands", "note", "judgements")
+
+    def __init__(self, state: SessionState, commands: Cmds = (), note: str = "", judgements: tuple[Judgement, ...] = ()):
+        self.state = state
+        self.commands = commands
+        self.note = note
+        self.judgements = judgements  # the step's judgements of the floor
 
     def then(self, helper: Callable[..., "Fx"], *args) -> "Fx":
         return helper(self, *args)
 
     def set(self, **changes) -> "Fx":
-        return self._replace(state=_replace(self.state, **changes))
+        return Fx(_replace(self.state, **changes), self.commands, self.note, self.judgements)
 
     def set_run(self, **changes) -> "Fx":
         run = self.state.run
         assert run is not None
-        return self.set(run=_replace(run, **changes))
+        return Fx(_replace(self.state, run=_replace(run, **changes)), self.commands, self.note, self.judgements)
 
     def emit(self, *commands: AnyCommand) -> "Fx":
-        return self._replace(commands=self.commands + commands)
+        return Fx(self.state, self.commands + commands, self.note, self.judgements) if commands else self
 
     def judged(self, judgement: Judgement) -> "Fx":
-        return self._replace(judgements=self.judgements + (judgement,))
+        return Fx(self.state, self.commands, self.note, self.judgements + (judgement,))
 
     def noted(self, text: str) -> "Fx":
-        return self._replace(note=f"{self.note}; {text}" if self.note else text)
+        return Fx(self.state, self.commands, f"{self.note}; {text}" if self.note else text, self.judgements)
 
     def to(self, outcome: str) -> "Next":
         return Next(outcome, self)
@@ -433,7 +437,8 @@ def reduce(state: SessionState, event: AnyEvent) -> Result:
     if outcome not in row.outcomes:
         raise AssertionError(f"{row.handler.__name__} took outcome {outcome!r}, which its row does not declare")
     path = _path(state.phase, row.outcomes[outcome])
-    return _replace(fx.state, phase=path[-1]), list(fx.commands), Outcome(path=path, taken=outcome, note=fx.note, judgements=fx.judgements)
+    after = fx.state if fx.state.phase == path[-1] else _replace(fx.state, phase=path[-1])
+    return after, list(fx.commands), Outcome(path=path, taken=outcome, note=fx.note, judgements=fx.judgements)
 
 
 def reduce_or_end(state: SessionState, event: AnyEvent) -> Result:
@@ -1173,7 +1178,8 @@ def _chunk_audio(fx: Fx, chunk: int, audio_ms: int, at: float) -> Next:
 def on_playback(fx: Fx, e: PlaybackProgress) -> Next:
     run = fx.state.run
     assert run is not None
-    fx = fx.set_run(audio_started=True)
+    if not run.audio_started:
+        fx = fx.set_run(audio_started=True)
     if e.finished and e.chunk >= run.played:
         fx = _advance_played(fx, e.chunk + 1)
     if fx.state.phase == PAUSED:
