@@ -81,6 +81,7 @@ helper's effects are its return value, visible where it is called.
 
 from __future__ import annotations
 
+import re
 import traceback
 from typing import Callable, NamedTuple
 
@@ -198,6 +199,10 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     # over: playback resumes while it goes on, and words in it still cancel.
     resume_timeout: float = 1.0
     hold_max: float = 3.0
+    # "Yes" answers the agent's question when the caller has heard the
+    # question begin (estimated from where the chunk is in its audio), or it
+    # ended less than this long before the caller spoke.
+    question_window: float = 2.0
     # Silence: re-prompt after this long with nothing said, end the call after
     # ``max_reprompts`` re-prompts in a row.
     reprompt_after: float = 10.0
@@ -298,6 +303,8 @@ class Run(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     results: tuple[tuple[str, str, str], ...] = ()  # (call_id, name, result)
     tool_steps: int = 0
     continue_due: bool = False  # tool step finished: the LLM goes on when results are in
+    playing: int = -1  # the chunk the caller is hearing (its latest playback report)
+    playing_since: float = 0.0  # when that chunk's audio began for the caller
     attempt: int = 0  # the LLM stream whose output counts (see "LLM streams are numbered")
     llm_seq: int = 0  # the position expected next from that stream
     received: str = ""  # the text the current step's LLM produced so far
@@ -741,9 +748,11 @@ def _judge_turn(s: SessionState, at: float, text: str) -> Judgement:
         if value >= 0 and w > 0:
             score, weight = score + value * w, weight + w
     score = round(score / weight, 3) if weight else -1.0
-    why = words.unfinished(text, words.asked_for(_agent_last_words(s)))
+    why, kind = words.unfinished(text, words.asked_for(_agent_last_words(s)))
+    if kind == "maybe" and score >= p.turn_threshold:
+        why = ""  # a weak cue, overruled by the signals
     if why:
-        wait = p.turn_wait_dictation if "dictat" in why or "date" in why else p.turn_wait_unfinished
+        wait = p.turn_wait_dictation if kind == "dictation" else p.turn_wait_unfinished
         reason = f"unfinished: {why}"
     elif score < 0:
         wait, reason = p.turn_silence_unknown, "no end-of-turn signal: silence timing"
@@ -772,7 +781,7 @@ def _judge_overlap(s: SessionState, text: str, final: bool) -> Judgement:
     take the floor? Words do, at once (a partial is enough); a backchannel
     does only when it answers the question the agent is asking, and only on
     the final; a sound never does."""
-    asked = _asked_question(s.run)
+    asked = _asked_question(s)
     heard = words.hearing(text, asked=asked)
     if heard == "words":
         verdict, reason = "barge-in", "words: a real interruption"
@@ -785,14 +794,38 @@ def _judge_overlap(s: SessionState, text: str, final: bool) -> Judgement:
     return Judgement(kind="interruption", verdict=verdict, reason=reason, text=text[-200:], heard=heard)
 
 
-def _asked_question(run: Run | None) -> bool:
-    """Is the agent asking a question where the caller is hearing it: the
-    chunk playing (or the one just heard) ends with a question mark?"""
-    if run is None or not run.chunks:
+def _asked_question(s: SessionState) -> bool:
+    """Has the caller heard the agent ask a question, as the latest thing it
+    said: the question in the chunk playing has begun (where the caller is in
+    a chunk is estimated from when it began and its audio length, text spread
+    evenly over it), or the chunk before ended with one a moment ago?"""
+    run = s.run
+    if run is None or not run.audio_started or not run.chunks:
         return False
-    at = min(run.played, len(run.chunks) - 1)
-    near = run.chunks[max(0, at - 1) : at + 1] if run.audio_started else ()
-    return any(chunk.rstrip("\"') ").endswith("?") for chunk in near)
+    k = run.playing if 0 <= run.playing < len(run.chunks) else min(run.played, len(run.chunks) - 1)
+    onset = s.speech_started_at
+    if k > 0 and run.chunks[k - 1].rstrip("\"') ").endswith("?") and onset - run.playing_since < s.policy.question_window:
+        return True
+    text = run.chunks[k]
+    start = _question_start(text)
+    if start <= 0:
+        return start == 0
+    audio = run.audio_ms[k] if k < len(run.audio_ms) else -1
+    if audio <= 0 or k != run.playing:
+        return False  # where the caller is in this chunk is unknown
+    return (onset - run.playing_since) * 1000 >= audio * start / len(text)
+
+
+_SENTENCE_END = re.compile(r"[.!?][\"')]*\s+")
+
+
+def _question_start(text: str) -> int:
+    """Where the question that ends ``text`` begins (-1: it ends no question)."""
+    text = text.rstrip("\"') ")
+    if not text.endswith("?"):
+        return -1
+    ends = list(_SENTENCE_END.finditer(text[:-1]))
+    return ends[-1].end() if ends else 0
 
 
 def on_final_timer(fx: Fx, e: TimerFired) -> Next:
@@ -1180,6 +1213,8 @@ def on_playback(fx: Fx, e: PlaybackProgress) -> Next:
     assert run is not None
     if not run.audio_started:
         fx = fx.set_run(audio_started=True)
+    if not e.finished and e.chunk != run.playing:
+        fx = fx.set_run(playing=e.chunk, playing_since=e.at - e.played_ms / 1000)
     if e.finished and e.chunk >= run.played:
         fx = _advance_played(fx, e.chunk + 1)
     if fx.state.phase == PAUSED:

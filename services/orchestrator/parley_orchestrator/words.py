@@ -90,12 +90,15 @@ def hearing(text: str, asked: bool = False) -> str:
     return "backchannel"
 
 
-# A clause that ends in one of these is not finished.
+# A clause that ends in one of these is not finished ...
 TRAILING = frozenset(
     """a an the to and or but because cause if than with without for from of at into onto as
     my your our their his her its some any um uh er erm i i'm i'd i'll we we're let's
     is are was were am be been like""".split()
 )
+# ... and one that ends in one of these usually is not ("come in on", "around"),
+# but may be ("can I come in"): a text signal that says complete wins.
+TRAILING_WEAK = frozenset("on in around about until till between next by".split())
 _DIGIT_WORDS = {"zero", "oh", "o", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "double", "triple"}
 _MONTHS = {
     "january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
@@ -103,6 +106,7 @@ _MONTHS = {
 }  # fmt: skip
 _ORDINAL = re.compile(r"\d+(st|nd|rd|th)|first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|\w+teenth|\w*tieth|\w+-?(first|second|third)")
 _PHONE_ASK = re.compile(r"\b(phone|number|mobile|cell|contact)\b")
+_PHONE_SAY = re.compile(r"\b(phone|number|mobile|cell|reach me|call me|text me|contact me)\b")
 _NUMBER_ASK = re.compile(r"\b(digits?|code|zip|postcode|account|card|reference|membership|policy|insurance id|date of birth)\b")
 _DATE_ASK = re.compile(r"\b(date|day|when|birthday|born)\b")
 
@@ -132,25 +136,33 @@ def _digits(words: list[str]) -> int:
     return count
 
 
-def unfinished(text: str, asked: str = "") -> str:
-    """Why ``text`` is not a finished turn ("" when nothing says so): it ends
-    in a word that needs more, it is a number dictated in groups, or a date
-    half said. ``asked``: what the agent asked for (``asked_for``)."""
+def unfinished(text: str, asked: str = "") -> tuple[str, str]:
+    """Why ``text`` is not a finished turn, and how sure that is: ("", "")
+    when nothing says so; otherwise (reason, kind) with kind "dictation" (a
+    number or date being said in groups: the longest wait), "clause" (it
+    ends in a word that needs more) or "maybe" (a word that usually needs
+    more: a text signal may overrule it). ``asked``: what the agent asked
+    for (``asked_for``)."""
     raw = text.rstrip()
     words = tokens(raw)
     if not words:
-        return ""
-    last = words[-1]
-    if last in TRAILING:
-        return f"ends in '{last}'"
-    if raw.endswith((",", "-", "...", "…")):
-        return "trails off"
+        return "", ""
+    last, said = words[-1], " ".join(words)
+    number_talk = asked in ("phone", "number") or _PHONE_SAY.search(said) or _NUMBER_ASK.search(said)
     if last.isdigit() or last in _DIGIT_WORDS - {"o", "oh"}:
         n = _digits(words)
-        if (asked == "phone" or _PHONE_ASK.search(" ".join(words))) and n < 10:
-            return f"phone number dictated in groups ({n} digits so far)"
+        if (asked == "phone" or _PHONE_SAY.search(said)) and n < 10:
+            return f"phone number dictated in groups ({n} digits so far)", "dictation"
         if asked == "number":
-            return f"number being dictated ({n} digits so far)"
+            return f"number being dictated ({n} digits so far)", "dictation"
+    if last in TRAILING:
+        if number_talk and last in ("is", "at", "on", "to"):
+            return f"a number is about to be dictated (ends in '{last}')", "dictation"
+        return f"ends in '{last}'", "clause"
     if last in _MONTHS and asked == "date" and not any(_ORDINAL.fullmatch(w) or w.isdigit() for w in words):
-        return f"date half said (ends in '{last}')"
-    return ""
+        return f"date half said (ends in '{last}')", "dictation"
+    if raw.endswith((",", "-", "...", "…")):
+        return "trails off", "clause"
+    if last in TRAILING_WEAK:
+        return f"may end in '{last}'", "maybe"
+    return "", ""

@@ -780,3 +780,52 @@ def test_the_judgement_is_recorded_in_the_step():
     step = records.step(3, ev, cmds, out)
     back = c.step_from_json(c.to_json(step))
     assert back.judgements == (c.Judgement(kind="interruption", verdict="hold", reason="backchannel so far: wait for the rest", text="mm-hmm", heard="backchannel"),)
+
+
+def _asking(v):
+    """The agent's second chunk ends with a question, in 4 s of audio; it
+    starts playing now."""
+    v.user_says("can I come on Friday at ten")
+    v.llm("Sure, let me see. Friday is free. Shall I book that for you?")
+    run = v.state.run
+    assert run.chunks == ("Sure, let me see.", "Friday is free. Shall I book that for you?")
+    v.send(c.TTSChunkDone, run=run.id, chunk=0, audio_ms=1000)
+    v.send(c.TTSChunkDone, run=run.id, chunk=1, audio_ms=4000)
+    v.send(c.PlaybackProgress, run=run.id, chunk=0, finished=False, played_ms=20)
+    v.send(c.PlaybackProgress, run=run.id, chunk=0, finished=True, played_ms=1000)
+    v.send(c.PlaybackProgress, run=run.id, chunk=1, finished=False, played_ms=20)
+    return run.id
+
+
+def test_okay_before_the_question_is_heard_is_a_backchannel():
+    v = Convo()
+    run = _asking(v)
+    v.t += 0.5  # an eighth into the chunk: the question is still to come
+    v.send(c.SpeechStarted, utterance=7)
+    v.stop(7, eot=0.9)
+    v.send(c.TranscriptFinal, utterance=7, text="Okay.", complete=0.9)
+    assert v.run == run and v.outcome.judgements[0].heard == "backchannel"
+
+
+def test_okay_once_the_question_is_heard_answers_it():
+    v = Convo()
+    _asking(v)
+    v.t += 3.0  # the question is being said
+    v.send(c.SpeechStarted, utterance=7)
+    v.stop(7, eot=0.9)
+    cmds = v.send(c.TranscriptFinal, utterance=7, text="Okay.", complete=0.9)
+    assert v.outcome.judgements[0].heard == "answer"
+    assert [x for x in cmds if isinstance(x, c.StartLLM)][0].messages[-1].content == "Okay."
+
+
+def test_a_weak_cue_is_overruled_by_the_signals_but_not_a_strong_one():
+    v = Convo()
+    v.send(c.SpeechStarted, utterance=0)
+    v.stop(0, eot=0.9)
+    v.send(c.TranscriptFinal, utterance=0, text="Can I come in?", complete=0.9)
+    assert v.outcome.judgements[-1].verdict == "answer"
+    v = Convo()
+    v.send(c.SpeechStarted, utterance=0)
+    v.stop(0)
+    v.send(c.TranscriptFinal, utterance=0, text="I'd like to come in on")
+    assert v.outcome.judgements[-1].reason == "unfinished: may end in 'on'"

@@ -48,28 +48,31 @@ def test_words_take_the_floor(text):
 
 
 @pytest.mark.parametrize(
-    "text,asked,why",
+    "text,asked,why,kind",
     [
-        ("Could you book me in for", "", "ends in 'for'"),
-        ("I'd like to", "", "ends in 'to'"),
-        ("Tuesday and", "", "ends in 'and'"),
-        ("Book me with the", "", "ends in 'the'"),
-        ("Thursday, um", "", "ends in 'um'"),
-        ("Thursday, um...", "", "ends in 'um'"),
-        ("I was thinking,", "", "trails off"),
-        ("So I was going to say...", "", "trails off"),
-        ("On the twenty-first of December", "date", ""),
-        ("555 201", "phone", "phone number dictated in groups (6 digits so far)"),
-        ("555-201", "phone", "phone number dictated in groups (6 digits so far)"),
-        ("five five five", "phone", "phone number dictated in groups (3 digits so far)"),
-        ("My number is 555", "", "phone number dictated in groups (3 digits so far)"),
-        ("4417", "number", "number being dictated (4 digits so far)"),
-        ("The 4th of December", "date", ""),
-        ("On December", "date", "date half said (ends in 'december')"),
+        ("Could you book me in for", "", "ends in 'for'", "clause"),
+        ("I'd like to", "", "ends in 'to'", "clause"),
+        ("Tuesday and", "", "ends in 'and'", "clause"),
+        ("Book me with the", "", "ends in 'the'", "clause"),
+        ("Thursday, um", "", "ends in 'um'", "clause"),
+        ("Thursday, um...", "", "ends in 'um'", "clause"),
+        ("I was thinking,", "", "trails off", "clause"),
+        ("So I was going to say...", "", "trails off", "clause"),
+        ("I'd like to come in on.", "", "may end in 'on'", "maybe"),
+        ("555 201", "phone", "phone number dictated in groups (6 digits so far)", "dictation"),
+        ("555-201", "phone", "phone number dictated in groups (6 digits so far)", "dictation"),
+        ("five five five", "phone", "phone number dictated in groups (3 digits so far)", "dictation"),
+        ("My number is 555", "", "phone number dictated in groups (3 digits so far)", "dictation"),
+        ("You can reach me at 5-5-5.", "", "phone number dictated in groups (3 digits so far)", "dictation"),
+        ("My membership number is...", "", "a number is about to be dictated (ends in 'is')", "dictation"),
+        ("4417", "number", "number being dictated (4 digits so far)", "dictation"),
+        ("The 4th of December", "date", "", ""),
+        ("On the twenty-first of December", "date", "", ""),
+        ("On December", "date", "date half said (ends in 'december')", "dictation"),
     ],
 )
-def test_unfinished_turns(text, asked, why):
-    assert words.unfinished(text, asked) == why
+def test_unfinished_turns(text, asked, why, kind):
+    assert words.unfinished(text, asked) == (why, kind)
 
 
 @pytest.mark.parametrize(
@@ -78,7 +81,7 @@ def test_unfinished_turns(text, asked, why):
      ("What are your opening hours?", ""), ("Tomorrow at 10", "date"), ("", "")],
 )  # fmt: skip
 def test_finished_turns(text, asked):
-    assert words.unfinished(text, asked) == ""
+    assert words.unfinished(text, asked) == ("", "")
 
 
 @pytest.mark.parametrize(
