@@ -203,6 +203,9 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     # question begin (estimated from where the chunk is in its audio), or it
     # ended less than this long before the caller spoke.
     question_window: float = 2.0
+    # A lone word (not "no", "wait", "sorry"...) in less sound than this is
+    # taken for a noise the recogniser turned into a word, not an interruption.
+    lone_word_max: float = 0.5
     # Silence: re-prompt after this long with nothing said, end the call after
     # ``max_reprompts`` re-prompts in a row.
     reprompt_after: float = 10.0
@@ -330,6 +333,7 @@ class SessionState(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     # End-of-turn evidence of the turn so far: when the voice last stopped,
     # and the signals of that stop and of the latest final (-1: unknown).
     silence_from: float = 0.0
+    speech_ms: int = 0  # length of the caller's last utterance (its SpeechStopped)
     eot: float = -1.0
     complete: float = -1.0
     reprompts: int = 0
@@ -633,7 +637,7 @@ def on_speech_started(fx: Fx, e: SpeechStarted) -> Next:
 def on_speech_stopped(fx: Fx, e: SpeechStopped) -> Next:
     s = fx.state
     voice_end = e.speech_end_at if 0 < e.speech_end_at <= e.at else e.at
-    fx = fx.set(user_speaking=False, awaiting_finals=s.awaiting_finals + (e.utterance,), silence_from=voice_end, eot=e.eot)
+    fx = fx.set(user_speaking=False, awaiting_finals=s.awaiting_finals + (e.utterance,), silence_from=voice_end, eot=e.eot, speech_ms=e.speech_ms)
     fx = _start_timer(fx, "final", s.policy.final_timeout)
     if s.phase in FLOOR_PHASES:
         return fx.to("end of an earlier sound")  # its final decides
@@ -781,17 +785,24 @@ def _judge_overlap(s: SessionState, text: str, final: bool) -> Judgement:
     take the floor? Words do, at once (a partial is enough); a backchannel
     does only when it answers the question the agent is asking, and only on
     the final; a sound never does."""
-    asked = _asked_question(s)
-    heard = words.hearing(text, asked=asked)
+    heard = words.hearing(text, asked=_asked_question(s))
+    what = f"{heard} only"
+    if heard == "words" and words.lone_word(text) and 0 < _sound_length(s, final) < s.policy.lone_word_max:
+        heard, what = "sound", f"a lone word in under {s.policy.lone_word_max:g} s of sound (a noise mis-heard)"
     if heard == "words":
         verdict, reason = "barge-in", "words: a real interruption"
     elif heard == "answer" and final:
         verdict, reason = "barge-in", "answers the agent's question"
     elif final and not s.user_speaking:
-        verdict, reason = "resume", f"{heard} only: not an interruption"
+        verdict, reason = "resume", f"{what}: not an interruption"
     else:
-        verdict, reason = "hold", f"{heard} so far: wait for the rest"
+        verdict, reason = "hold", f"{what} so far: wait for the rest"
     return Judgement(kind="interruption", verdict=verdict, reason=reason, text=text[-200:], heard=heard)
+
+
+def _sound_length(s: SessionState, final: bool) -> float:
+    """How long the caller's sound lasted (its SpeechStopped), 0 if unknown or still going."""
+    return s.speech_ms / 1000 if final and not s.user_speaking else 0.0
 
 
 def _asked_question(s: SessionState) -> bool:

@@ -50,7 +50,15 @@ BACKCHANNELS = _phrases(
     "yeah", "yea", "yes", "yep", "yup", "ya", "right", "alright", "all right", "okay", "ok", "k",
     "sure", "i see", "got it", "gotcha", "i know", "true", "exactly", "cool", "great", "wow", "oh okay",
     "oh right", "oh i see", "ah okay", "ah i see", "uh okay", "fine", "good", "nice", "of course",
+    "thank you", "thanks", "thank you very much", "perfect", "lovely", "awesome",
 )  # fmt: skip
+# Single words that take the floor however short they are; any other lone
+# word in a very short sound is more likely a noise the recogniser turned
+# into a word (Whisper hears "BAM!" in a hum). See ``lone_word``.
+TAKE_FLOOR = frozenset(
+    """no nope nah wait stop sorry hey hello what pardon excuse actually but cancel help
+    repeat again operator human person agent hold""".split()
+)
 # Of those, the ones that also answer a yes/no question ("Shall I book that?").
 ANSWERS = _phrases(
     "yeah", "yea", "yes", "yep", "yup", "ya", "right", "alright", "all right", "okay", "ok", "k",
@@ -60,6 +68,13 @@ ANSWERS = _phrases(
 
 _ALL = NON_LEXICAL | BACKCHANNELS
 _LONGEST = max(len(p) for p in _ALL)
+
+
+def lone_word(text: str) -> str:
+    """The one word of ``text`` if it is a single word that does not by
+    itself take the floor, else ""."""
+    ws = tokens(text)
+    return ws[0] if len(ws) == 1 and ws[0] not in TAKE_FLOOR and not ws[0].isdigit() else ""
 
 
 def _phrases_of(words: list[str]) -> list[tuple[str, ...]] | None:

@@ -779,7 +779,7 @@ def test_the_judgement_is_recorded_in_the_step():
     state, cmds, out = r.reduce(v.state, ev)
     step = records.step(3, ev, cmds, out)
     back = c.step_from_json(c.to_json(step))
-    assert back.judgements == (c.Judgement(kind="interruption", verdict="hold", reason="backchannel so far: wait for the rest", text="mm-hmm", heard="backchannel"),)
+    assert back.judgements == (c.Judgement(kind="interruption", verdict="hold", reason="backchannel only so far: wait for the rest", text="mm-hmm", heard="backchannel"),)
 
 
 def _asking(v):
@@ -829,3 +829,17 @@ def test_a_weak_cue_is_overruled_by_the_signals_but_not_a_strong_one():
     v.stop(0)
     v.send(c.TranscriptFinal, utterance=0, text="I'd like to come in on")
     assert v.outcome.judgements[-1].reason == "unfinished: may end in 'on'"
+
+
+def test_a_lone_word_in_a_short_sound_is_a_misheard_noise_but_no_still_cancels():
+    v = Convo()
+    run = _speaking(v)
+    v.send(c.SpeechStarted, utterance=7)
+    v.send(c.SpeechStopped, utterance=7, speech_ms=360, speech_end_at=v.t, eot=0.5)
+    v.send(c.TranscriptFinal, utterance=7, text="BAM!")  # Whisper's word for a hum
+    assert v.run == run and "ResumePlayback" in v.types() and "mis-heard" in v.outcome.judgements[0].reason
+    v.send(c.SpeechStarted, utterance=8)
+    v.send(c.SpeechStopped, utterance=8, speech_ms=300, speech_end_at=v.t, eot=0.9)
+    v.send(c.TranscriptFinal, utterance=8, text="No.")
+    assert v.state.run is None or v.run != run
+    assert v.outcome.judgements[0].verdict == "barge-in"

@@ -98,3 +98,10 @@ def test_finished_turns(text, asked):
 )
 def test_what_the_agent_asked_for(agent, asked):
     assert words.asked_for(agent) == asked
+
+
+def test_lone_words():
+    assert words.lone_word("BAM!") == "bam"
+    assert words.lone_word("Thursday.") == "thursday"
+    assert words.lone_word("No.") == "" and words.lone_word("Wait!") == "" and words.lone_word("book it") == ""
+    assert words.hearing("Thank you.") == "backchannel"
