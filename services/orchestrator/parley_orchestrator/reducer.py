@@ -159,7 +159,9 @@ STREAMING = (GENERATING, SPEAKING)  # an LLM step may be streaming
 # log recorded under other rules as such, not as nondeterminism).
 # 2: turn end from evidence, interruption judged from words (issue 9)
 # 3: a tool call repeats an earlier one only while that execution is the latest
-RULES = 3
+# 4: a yes answers only a question the caller heard begin; a lone word in a
+#    very short sound is a noise; weak trailing words yield to the signals
+RULES = 4
 
 # ---------------------------------------------------------------------------
 # Policy: the knobs of one session. Defaults here; SessionStarted.params may
