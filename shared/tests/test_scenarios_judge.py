@@ -146,6 +146,14 @@ scenarios:
     assert [ch.name for ch in res.failed] == ["step 2 say 'mm-hmm': agent keeps_talking"]
 
 
+def test_a_sound_in_the_silence_between_two_sentences_talks_over_the_agent():
+    sc = scenario("scenarios: [{name: x, steps: [{say: hi}, {wait: {agent: mid}}, {sound: cough, expect: keeps_talking}]}]")
+    steps = Steps().reply(2.0, 1, ["On Friday I have ten.", "Which time suits you?"], [2000, 1500])
+    frames = audio(2.1, 4.0) + audio(4.0, 4.26, db=-120) + audio(4.26, 5.6)  # 260 ms of silence between the sentences
+    res = judge(sc, record([(0, "say", 1.0, 1.5), (1, "wait", 1.5, 4.13), (2, "sound", 4.13, 4.93)], frames, steps))
+    assert res.overlaps[0]["outcome"] == "keeps_talking" and res.mid_turn == [] and res.ok
+
+
 def test_a_talk_over_that_found_the_agent_silent_is_reported_not_guessed():
     sc = scenario("scenarios: [{name: x, steps: [{say: hi}, {wait: 3}, {say: wait, expect: stops}]}]")
     res = judge(sc, record([(0, "say", 1.0, 1.5), (1, "wait", 1.5, 4.5), (2, "say", 4.5, 5.0)], audio(2.0, 3.0)))

@@ -12,8 +12,9 @@ Everything timed is measured **from the caller's side**:
 * *answered mid-turn*: agent audio heard between the start and the end of a
   caller turn that began while the agent was quiet; *into the pause* is how
   long after the caller stopped (for the pause) the agent was heard;
-* a *talk-over* is a caller sound that starts while agent audio is playing
-  (or whose step says what the agent must do). Its *run* is the reply that
+* a *talk-over* is a caller sound that starts while a reply is playing, its
+  silences between sentences included (or whose step says what the agent
+  must do). Its *run* is the reply that
   was playing. It **stopped** the agent when the reducer flushed that run
   (``FlushPlayback``); otherwise the agent **kept talking**. The *audible
   stop* is from the caller's onset to the end of the last agent audio in the
@@ -154,9 +155,9 @@ def stretches(frames: list[tuple[float, float, float]], gap: float = STRETCH_GAP
 
 
 def playing_at(frames: list[tuple[float, float, float]], t: float) -> bool:
-    return any(s - PLAYING_WINDOW <= t < e + PLAYING_WINDOW for s, e in stretches(frames)) and any(
-        ft <= t + PLAYING_WINDOW and ft + d >= t - PLAYING_WINDOW for ft, d in audible(frames)
-    )
+    """Was a reply playing at ``t``? Its quiet moments count: a caller who
+    speaks in the silence between two of the agent's sentences talks over it."""
+    return any(s - PLAYING_WINDOW <= t < e + PLAYING_WINDOW for s, e in stretches(frames))
 
 
 def audible_stop(frames: list[tuple[float, float, float]], onset: float) -> float | None:
