@@ -286,3 +286,15 @@ scenarios:
     assert s["twilio"]["mid_turn_heard"] == 1 and s["twilio"]["mid_turn_into_pause_ms"] == [400]
     table = report.table(s)
     assert "| answers killed by a noise or backchannel | 0 | 1/2 (50 %) ✗ | 0/1 (0 %) ✓ |" in table
+
+
+def test_the_callers_onset_and_the_ears_own_stop_are_used_when_recorded():
+    sc = scenario("scenarios: [{name: x, steps: [{say: hours}, {wait: {agent: mid}}, {say: stop there, expect: stops}]}]")
+    steps = Steps().reply(2.0, 1, ["We're open Monday to Friday."], [3000])
+    steps.cmd(3.5, c.PausePlayback(session=S, run=1)).cmd(3.9, c.FlushPlayback(session=S, run=1), to="Interrupted")
+    acts = [Action(0, "say", 1.0, 1.9), Action(1, "wait", 1.9, 3.2), Action(2, "say", 3.2, 4.4, onset=3.25)]
+    rec = Record("x", "pcm", session=S, actions=acts, frames=audio(2.1, 3.6), steps=steps.seen, stops={2: 0.337})
+    (o,) = judge(sc, rec).overlaps
+    assert o["onset"] == 3.25 and o["stop_ms"] == 337 and o["flush_ms"] == 650
+    del rec.stops[2]
+    assert judge(sc, rec).overlaps[0]["stop_ms"] == 350  # the frames' own measure, from the onset

@@ -59,6 +59,12 @@ class Action:
     start: float  # caller clock: first frame sent (say/sound), or when the step began
     end: float  # last frame sent, or when the step ended
     error: str = ""
+    onset: float | None = None  # say/sound: when its first voiced sample was spoken
+
+    @property
+    def spoke(self) -> float:
+        """When the caller started to make this sound (its onset, else its first frame)."""
+        return self.onset if self.onset is not None else self.start
 
 
 @dataclass
@@ -75,6 +81,7 @@ class Record:
     transcripts: dict[str, str] = field(default_factory=dict)  # segment -> what Whisper heard
     error: str = ""  # the call could not be carried out as written
     clock: str = ""  # the stack's date is not the one the scenario pins (what to do about it)
+    stops: dict[int, float | None] = field(default_factory=dict)  # step -> the caller's ear's audible stop (s)
     ended: float = 0.0
 
     def to_json(self) -> dict:
@@ -90,6 +97,7 @@ class Record:
 
         d = dict(d)
         d["actions"] = [Action(**a) for a in d.get("actions", [])]
+        d["stops"] = {int(k): v for k, v in d.get("stops", {}).items()}
         d["frames"] = [tuple(f) for f in d.get("frames", [])]
         d["steps"] = decode_steps(d.get("steps", []))
         return cls(**d)
@@ -161,7 +169,10 @@ def playing_at(frames: list[tuple[float, float, float]], t: float) -> bool:
 
 
 def audible_stop(frames: list[tuple[float, float, float]], onset: float) -> float | None:
-    """Seconds from ``onset`` to the end of the stretch of agent audio playing then."""
+    """Seconds from ``onset`` to the end of the stretch of agent audio playing
+    then, at the frames' resolution. The runner records the caller's ear's
+    own measure (``parley.callers.ear.audible_stop``, 5 ms) in
+    ``Record.stops``; this is for records without it."""
     for s, e in stretches(frames):
         if s - PLAYING_WINDOW <= onset < e + PLAYING_WINDOW:
             last = max((ft + d for ft, d in audible(frames) if s <= ft < e), default=e)
@@ -284,7 +295,7 @@ def judge(scenario: Scenario, record: Record) -> Result:
     for turn in done:
         loud = [acts[i] for i in turn.steps if scenario.steps[i].audible]
         first = acts[turn.steps[0]]
-        start = loud[0].start if loud else first.start
+        start = loud[0].spoke if loud else first.start
         end = loud[-1].end if loud else acts[turn.steps[-1]].end
         turn_spans.append((turn, start, end, playing_at(frames, start)))
 
@@ -317,31 +328,32 @@ def judge(scenario: Scenario, record: Record) -> Result:
         a = acts.get(i)
         if a is None or not step.audible or i == 0:
             continue
-        over = playing_at(frames, a.start)
+        onset = a.spoke
+        over = playing_at(frames, onset)
         if not over and not step.expect:
             continue
-        o: dict = {"step": i, "label": step.label(), "expect": step.expect, "kind": _overlap_kind(step), "onset": round(a.start - record.t0, 3)}
+        o: dict = {"step": i, "label": step.label(), "expect": step.expect, "kind": _overlap_kind(step), "onset": round(onset - record.t0, 3)}
         if not over:
             o["outcome"] = "not_over"
             res.overlaps.append(o)
             checks.append(Check(f"step {i} talks over the agent", False, f"the agent was not talking when {step.label()} began"))
             continue
-        run = run_playing(steps, a.start)
+        run = run_playing(steps, onset)
         o["run"] = run
-        flush = next((s for s, c in _cmds(steps, contract.FlushPlayback) if c.run == run and a.start - 0.1 <= s.at <= a.end + CUT_WINDOW), None)
-        pause = next((s for s, c in _cmds(steps, contract.PausePlayback) if c.run == run and a.start - 0.1 <= s.at <= a.end + CUT_WINDOW), None)
+        flush = next((s for s, c in _cmds(steps, contract.FlushPlayback) if c.run == run and onset - 0.1 <= s.at <= a.end + CUT_WINDOW), None)
+        pause = next((s for s, c in _cmds(steps, contract.PausePlayback) if c.run == run and onset - 0.1 <= s.at <= a.end + CUT_WINDOW), None)
         resume = next((s for s, c in _cmds(steps, contract.ResumePlayback) if c.run == run and pause is not None and s.at >= pause.at), None)
-        stop = audible_stop(frames, a.start)
+        stop = record.stops[i] if i in record.stops else audible_stop(frames, onset)
         o["outcome"] = "stops" if flush is not None else "keeps_talking"
         o["stop_ms"] = round(stop * 1000) if stop is not None else None
         o["paused"] = pause is not None
         o["resumed"] = resume is not None
         if flush is not None:
-            o["flush_ms"] = round((flush.at - a.start) * 1000)
+            o["flush_ms"] = round((flush.at - onset) * 1000)
         else:
             later = [t for t, d in audible(frames) if a.end <= t <= a.end + 3.0]
             o["continued"] = bool(later)
-            o["gap_ms"] = round(longest_gap(frames, a.start - 0.1, a.end + 3.0) * 1000)
+            o["gap_ms"] = round(longest_gap(frames, onset - 0.1, a.end + 3.0) * 1000)
         if step.expect:
             ok = o["outcome"] == step.expect
             what = "stopped" if o["outcome"] == "stops" else "kept talking"

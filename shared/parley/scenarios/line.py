@@ -48,12 +48,31 @@ class Heard:
     frames: list[tuple[float, np.ndarray]] = field(default_factory=list)  # (play time, samples)
 
 
+def _spoken(done: asyncio.Future, utterances: list) -> asyncio.Future:
+    """A caller's say() future, resolved instead to (first frame sent, last
+    frame sent, onset): onset is when its first voiced sample was spoken
+    (``parley.callers.ear.Utterance``), or None for a silent one."""
+    out = asyncio.get_running_loop().create_future()
+
+    def finish(f: asyncio.Future) -> None:
+        if out.done():
+            return
+        if f.cancelled() or f.exception() is not None:
+            out.cancel()
+            return
+        u = utterances[-1]
+        out.set_result((u.first, u.last, u.onset))
+
+    done.add_done_callback(finish)
+    return out
+
+
 class Line:
     kind = ""
     rate = 16000
 
     async def open(self) -> None: ...
-    def play(self, pcm16k: np.ndarray) -> asyncio.Future: ...  # -> (first sent, last sent)
+    def play(self, pcm16k: np.ndarray) -> asyncio.Future: ...  # -> (first sent, last sent, onset)
     async def dtmf(self, digit: str) -> None: ...
     async def hang_up(self) -> None: ...
     def heard(self) -> Heard: ...
@@ -81,20 +100,7 @@ class PcmLine(Line):
         self.session = self.caller.session or ""
 
     def play(self, pcm16k: np.ndarray) -> asyncio.Future:
-        loop = asyncio.get_running_loop()
-        out = loop.create_future()
-        done = self.caller.say_later(pcm16k)
-        frames = -(-len(pcm16k) // 320)
-
-        def finish(f: asyncio.Future) -> None:
-            # The microphone is paced at 20 ms a frame: the first frame went
-            # out that many frames before the last.
-            if not out.done():
-                last = f.result()
-                out.set_result((last - frames * 0.02, last))
-
-        done.add_done_callback(finish)
-        return out
+        return _spoken(self.caller.say_later(pcm16k), self.caller.utterances)
 
     async def dtmf(self, digit: str) -> None:
         await self.caller.ws.send(json.dumps({"type": "dtmf", "digit": digit}))
@@ -111,9 +117,9 @@ class PcmLine(Line):
         await self.caller.__aexit__(None, None, None)
 
     def heard(self) -> Heard:
-        # /ws/pcm has no far-end buffer: the gateway paces frames in real
-        # time, so arrival is when the caller hears them.
-        return Heard(16000, [(t, np.frombuffer(pcm, "<i2")) for t, pcm in self.caller.frames])
+        # Through the caller's 40 ms playout buffer, dropped on "interrupted",
+        # as the browser page plays it (parley.callers.ear).
+        return Heard(16000, [(t, np.frombuffer(pcm, "<i2")) for t, pcm in self.caller.heard])
 
     @property
     def closed(self) -> bool:
@@ -145,7 +151,7 @@ class TwilioLine(Line):
 
     def play(self, pcm16k: np.ndarray) -> asyncio.Future:
         pcm8k = soxr.resample(pcm16k.astype(np.float32) / 32768, 16000, 8000)
-        return self.caller.say_later((np.clip(pcm8k, -1, 1) * 32767).astype(np.int16))
+        return _spoken(self.caller.say_later((np.clip(pcm8k, -1, 1) * 32767).astype(np.int16)), self.caller.rec.utterances)
 
     async def dtmf(self, digit: str) -> None:
         await self.caller.dtmf(digit)

@@ -84,6 +84,18 @@ def frame_levels(heard: Heard) -> list[tuple[float, float, float]]:
     return out
 
 
+def audible_stops(actions: list[Action], heard: Heard) -> dict[int, float | None]:
+    """For every caller sound, the caller's ear's audible stop
+    (``parley.callers.ear.audible_stop``, 5 ms resolution, sound louder than
+    ``judge.AUDIBLE_DB``): seconds from its onset to the end of the agent
+    audio playing then; None if nothing was."""
+    from parley.callers.ear import audible_stop
+
+    pieces = [(t, pcm.astype("<i2").tobytes()) for t, pcm in heard.frames]
+    threshold = 10 ** (judging.AUDIBLE_DB / 20)
+    return {a.index: audible_stop(pieces, heard.rate, a.onset, threshold=threshold, gap=judging.STRETCH_GAP) for a in actions if a.onset is not None}
+
+
 def heard_audio(heard: Heard, start: float, end: float) -> np.ndarray:
     parts = [pcm for t, pcm in heard.frames if start <= t < end]
     return np.concatenate(parts) if parts else np.zeros(0, np.int16)
@@ -153,9 +165,9 @@ class Runner:
                 began = time.monotonic()
                 if step.audible:
                     pcm = audio[i]
-                    first, last = await asyncio.wait_for(line.play(pcm), len(pcm) / RATE + 10)
+                    first, last, onset = await asyncio.wait_for(line.play(pcm), len(pcm) / RATE + 10)
                     said.append((first, pcm))
-                    rec.actions.append(Action(i, step.kind, first, last))
+                    rec.actions.append(Action(i, step.kind, first, last, onset=onset))
                 elif step.kind == "pause":
                     await asyncio.sleep(step.seconds)
                     rec.actions.append(Action(i, step.kind, began, time.monotonic()))
@@ -186,6 +198,7 @@ class Runner:
         await asyncio.sleep(self.timing.settle)
         heard = line.heard() if getattr(line, "caller", None) is not None else Heard(RATE)
         rec.frames = frame_levels(heard)
+        rec.stops = audible_stops(rec.actions, heard)
         rec.marks = line.marks() if getattr(line, "caller", None) is not None else []
         rec.steps = self.observer.of(rec.session) if rec.session else []
         if scenario.now:
