@@ -74,9 +74,9 @@ scenarios:
     assert s.expect.tools[0].arguments == {"time": "11:00", "date": "2026-12-03"}
 
 
-def test_a_trailing_pause_is_not_a_mid_turn_pause():
-    s = one("scenarios: [{name: a, steps: [{pause: 0.5}, {say: hello}, {pause: 2}, {wait: 1}, {say: bye}]}]")
-    assert [t.mid_pauses for t in s.turns()] == [(), ()]
+def test_a_trailing_pause_or_one_between_noises_is_not_a_mid_turn_pause():
+    s = one("scenarios: [{name: a, steps: [{pause: 0.5}, {say: hello}, {pause: 2}, {wait: 1}, {say: bye}, {wait: 1}, {sound: cough}, {pause: 1}, {sound: cough}]}]")
+    assert [t.mid_pauses for t in s.turns()] == [(), (), ()]
 
 
 def test_variants_multiply_a_scenario_and_defaults_reach_every_step():

@@ -22,8 +22,8 @@ A scenario file is YAML (docs/SCENARIOS.md is the reference)::
 dataclasses); every error names where it is (``scenarios[3].steps[1].wait``)
 and what was expected, and nothing is half-loaded. ``Scenario.turns()``
 groups the steps into caller turns: a turn is a run of say/sound/pause/dtmf
-steps; a ``wait`` ends it. A pause between two sounds of the same turn is a
-*mid-turn pause*: the caller has not finished.
+steps; a ``wait`` ends it. A pause between two things the caller *says* in
+the same turn is a *mid-turn pause*: the caller has not finished.
 
 This module is pure (no audio, no I/O) so that the format is tested on its own.
 """
@@ -154,7 +154,7 @@ class Expect:
 class Turn:
     index: int
     steps: tuple[int, ...]  # indices into Scenario.steps
-    mid_pauses: tuple[int, ...]  # pause steps between two audible steps of this turn
+    mid_pauses: tuple[int, ...]  # pause steps between two say steps of this turn
 
 
 @dataclass(frozen=True)
@@ -175,8 +175,8 @@ class Scenario:
 
         def close() -> None:
             if current:
-                audible = [i for i in current if self.steps[i].audible]
-                mids = tuple(i for i in current if self.steps[i].kind == "pause" and audible and audible[0] < i < audible[-1])
+                spoken = [i for i in current if self.steps[i].kind == "say"]
+                mids = tuple(i for i in current if self.steps[i].kind == "pause" and spoken and spoken[0] < i < spoken[-1])
                 out.append(Turn(len(out), tuple(current), mids))
                 current.clear()
 
