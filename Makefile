@@ -5,7 +5,7 @@
 
 UV := deploy/uv.sh
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test bench chaos clean
 
 setup:
 	@echo "setup: syncing the virtualenv (.venv) from uv.lock"
@@ -22,6 +22,11 @@ test: setup
 
 bench: setup
 	@$(UV) run --frozen python bench/run.py
+
+# Minutes of calls on two processes of every worker service, killed with
+# SIGKILL at random (tests/chaos.py); prints the figures for docs/BENCHMARKS.md.
+chaos: setup
+	@$(UV) run --frozen python tests/chaos.py --minutes $${CHAOS_MINUTES:-4}
 
 clean:
 	rm -rf var .venv

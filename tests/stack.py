@@ -32,6 +32,9 @@ class Stack:
     root: Path
     env: dict[str, str] = field(default_factory=dict)
     services: tuple[str, ...] = tuple(SERVICES)
+    # More than one process of a service: {"orchestrator": 2} starts
+    # "orchestrator" and "orchestrator#2" (each with its own port and log).
+    replicas: dict[str, int] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     nats: NatsServer | None = None
@@ -57,7 +60,8 @@ class Stack:
         self.root.mkdir(parents=True, exist_ok=True)
         self.nats = NatsServer(free_port(), self.root / "nats").start(log=self.root / "nats.log")
         for name in self.services:
-            self.start_service(name)
+            for k in range(self.replicas.get(name, 1)):
+                self.start_service(name, f"#{k + 1}" if k else "")
         self.wait_healthy(timeout)
         return self
 
@@ -79,6 +83,18 @@ class Stack:
         proc = subprocess.Popen([sys.executable, "-m", SERVICES[name]], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         self.procs[key] = proc
         return proc
+
+    def kill(self, key: str) -> None:
+        """kill -9 one process (``name`` or ``name#k``), as a crash would."""
+        proc = self.procs[key]
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    def restart(self, key: str, timeout: float = 60) -> None:
+        """Start a killed process again (a supervisor's job), and wait for it."""
+        name, _, k = key.partition("#")
+        self.start_service(name, f"#{k}" if k else "")
+        self.wait_healthy(timeout)
 
     def wait_healthy(self, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout

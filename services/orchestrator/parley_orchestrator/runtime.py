@@ -307,7 +307,7 @@ class Runtime:
             if takeover:
                 events.insert(0, Takeover(session=session, at=time.time(), owner=self.replica))
             if not events:
-                self._ack(deliveries, cached.stored.applied)
+                await self._ack(deliveries, cached.stored.applied)
                 if cold:
                     self.cache[session] = cached
                     self._rearm(session, cached.stored)
@@ -323,7 +323,7 @@ class Runtime:
         else:
             log.error("could not write session state after retries", extra={"session_id": session})
             return False
-        self._ack(deliveries, stored.applied)
+        await self._ack(deliveries, stored.applied)
         if takeover:
             self.stats["takeovers"] += 1
             log.info("session taken over", extra={"session_id": session, "from": cached.stored.owner, "replica": self.replica})
@@ -377,10 +377,10 @@ class Runtime:
         except KeyWrongLastSequenceError:
             return None
 
-    def _ack(self, deliveries: list[Delivery], applied: int) -> None:
+    async def _ack(self, deliveries: list[Delivery], applied: int) -> None:
         for d in deliveries:
             if d.seq <= applied:
-                self._spawn(d.ack(self.nc), "ack")
+                await d.ack(self.nc)
 
     async def _after_commit(self, session: str, batch: Batch, stored: Stored, cold: bool, resend: tuple[AnyCommand, ...]) -> None:
         for step, before, after, outcome in batch.steps:

@@ -212,3 +212,82 @@ def test_a_reducer_bug_is_logged_counted_and_ends_the_session(nats, monkeypatch,
         asyncio.run(scenario())
     bug = [rec for rec in caplog.records if rec.levelname == "ERROR" and "reducer bug" in rec.getMessage()]
     assert bug and "ZeroDivisionError" in bug[0].getMessage()
+
+
+_REPLICA = """
+import asyncio, sys
+from parley import bus
+from parley_orchestrator.adapters.fixed import FixedLatencyBrain
+from parley_orchestrator.runtime import Runtime
+
+class NoTools:
+    def schemas(self):
+        return []
+
+async def main():
+    nc = await bus.connect(sys.argv[1])
+    rt = Runtime(nc=nc, brain=FixedLatencyBrain(first_token=0.05, per_token=0.08), tools=NoTools(), replica="doomed")
+    await rt.start()
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+def test_a_replica_killed_mid_answer_is_taken_over_and_the_answer_goes_on(nats):
+    """kill -9 of the replica streaming a reply: another replica takes the
+    session over, restarts the LLM step, and the reply is synthesized whole,
+    each chunk once, in order."""
+    import subprocess
+    import sys
+
+    from parley_orchestrator.adapters.fixed import CANNED_REPLY
+
+    async def scenario():
+        proc = subprocess.Popen([sys.executable, "-c", _REPLICA, nats.url], stdout=subprocess.PIPE)
+        try:
+            assert proc.stdout.readline().strip() == b"ready"
+            nc = await bus.connect(nats.url)
+            synth, steps = [], []
+            await _collect(nc, subjects.TTS_REQUEST, synth)
+            await _collect(nc, subjects.observe("k1"), steps)
+            now = time.time()
+            for ev in [
+                c.SessionStarted(session="k1", at=now),
+                c.SpeechStarted(session="k1", at=now, utterance=0),
+                c.SpeechStopped(session="k1", at=now, utterance=0),
+                c.TranscriptFinal(session="k1", at=now, utterance=0, text="book me in"),
+            ]:
+                await bus.publish_event(nc, ev)
+            # Mid-answer: the first chunk went to TTS, the LLM is still streaming.
+            await _wait(lambda: len(synth) >= 1)
+            proc.kill()
+            proc.wait()
+            survivor = Runtime(nc=nc, brain=FixedLatencyBrain(first_token=0.05, per_token=0.01), tools=OneTool(), replica="survivor")
+            await survivor.start()
+            await _wait(lambda: any(isinstance(c.decode_step(m.data).event, c.LLMDone) for m in steps), timeout=20)
+            texts = [contract_text(m) for m in synth]
+            assert " ".join(texts).split() == CANNED_REPLY.split(), texts
+            decoded = [c.decode_step(m.data) for m in steps]
+            assert any(isinstance(s.event, c.Takeover) and s.event.owner == "survivor" for s in decoded)
+            for chunk in range(len(texts)):
+                await bus.publish_event(nc, c.PlaybackProgress(session="k1", at=time.time(), run=1, chunk=chunk, finished=True))
+            kv = await nc.jetstream().key_value(subjects.SESSIONS_BUCKET)
+            await _wait(lambda: decoded_phase(steps) == "Listening")
+            stored = decode_stored((await kv.get("k1")).value)
+            assert stored.owner == "survivor" and stored.state.history[-1].content == CANNED_REPLY
+            assert any(name == "max_call" for name, _, _ in stored.timers), "timers kept with their deadlines"
+            await survivor.stop()
+            await nc.close()
+            logged, digest = await fetch("k1", nats.url)
+            assert [s.index for s in logged] == list(range(len(logged)))
+            assert replay(logged, digest).ok
+        finally:
+            proc.kill()
+
+    asyncio.run(scenario())
+
+
+def decoded_phase(steps):
+    return c.decode_step(steps[-1].data).state_to if steps else None

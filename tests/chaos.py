@@ -1,0 +1,251 @@
+"""The chaos run: calls that must survive kill -9 of any worker process.
+
+A ``Stack`` with two processes of every worker service (orchestrator, ASR,
+TTS) and fixed-latency providers carries ``calls`` Twilio-protocol calls
+(``bench/loadgen.py``'s caller, at real-time pace). While they talk, processes
+are killed with SIGKILL, each at a moment when at least a third of the calls
+are hearing an answer ("mid-answer"), and started again a little later (a
+supervisor's job). Afterwards, from the callers' side and from every
+session's event log:
+
+* every turn was answered, and within ``answer_limit`` of the caller's end of
+  speech (``answer_ms``), and every reply came to an end;
+* every session's log is whole and replays to the same decisions; its LLM
+  outputs were reduced in the order they were produced (per attempt), with no
+  gap and no duplicate reduced;
+* no utterance was answered twice (one LLM run per caller turn);
+* the heard history is exact: each assistant turn is the fixed reply, or,
+  for a reply cut short, a prefix of it, word for word; one user turn per turn.
+
+``tests/test_chaos.py`` runs a bounded plan (one kill of each kind) in ``make
+test``; ``make chaos`` runs ``python tests/chaos.py`` (random kills for
+minutes) and prints the figures that go to docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "tests"))
+
+import loadgen  # noqa: E402
+import utterances  # noqa: E402
+from stack import Stack  # noqa: E402
+
+from parley import bus, contract, subjects  # noqa: E402
+
+KINDS = ("orchestrator", "tts", "asr")
+REPLICAS = {"orchestrator": 2, "asr": 2, "tts": 2}
+
+
+@dataclass
+class Kill:
+    key: str
+    at: float  # time.monotonic()
+    mid_answer: int  # calls hearing an answer at that moment
+
+
+@dataclass
+class ChaosResult:
+    calls: int
+    turns: int
+    kills: list[Kill] = field(default_factory=list)
+    records: list[dict] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    answer_ms: list[float] = field(default_factory=list)
+    answer_after_kill_ms: list[float] = field(default_factory=list)  # first turn of each call that ended after a kill
+    takeovers: int = 0
+    sessions: int = 0
+    wall_s: float = 0.0
+
+    def summary(self) -> dict:
+        def pct(xs, q):
+            return round(sorted(xs)[min(len(xs) - 1, int(len(xs) * q))], 0) if xs else None
+
+        return {
+            "calls": self.calls,
+            "turns": self.turns,
+            "kills": [k.key for k in self.kills],
+            "wall_s": round(self.wall_s, 1),
+            "sessions": self.sessions,
+            "takeovers": self.takeovers,
+            "answer_ms": {"p50": pct(self.answer_ms, 0.5), "p99": pct(self.answer_ms, 0.99), "max": max(self.answer_ms, default=None)},
+            "answer_after_kill_ms": {"n": len(self.answer_after_kill_ms), "p50": pct(self.answer_after_kill_ms, 0.5), "max": max(self.answer_after_kill_ms, default=None)},
+            "problems": self.problems,
+        }
+
+
+def caller_args(url: str, calls: int, turns: int) -> SimpleNamespace:
+    return SimpleNamespace(
+        url=url, transport="twilio", calls=calls, turns=turns, jitter=0.06, quiet=0.8, pause=0.3, settle=0.5,
+        spread=6.0, connect_spread=2.0, greeting=False, barge_after=0.0, answer_timeout=10.0, reply_timeout=40.0,
+    )  # fmt: skip
+
+
+async def _run_calls(stack: Stack, calls: int, turns: int, plan, result: ChaosResult) -> None:
+    args = caller_args(f"{stack.gateway_ws}/twilio/media", calls, turns)
+    speech = [loadgen.frames_of(p.read_bytes(), 160, True) for p in utterances.paths()["fixed_ulaw"]]
+    silence = loadgen.frames_of(b"\xff" * 160, 160, True)[0]
+    callers = [loadgen.Caller(i, args, speech, silence) for i in range(calls)]
+    stop = asyncio.Event()
+    tick = asyncio.create_task(loadgen.ticker(callers, {"late_ms": [], "resyncs": 0}, stop))
+    t0 = time.monotonic()
+    scripts = []
+    for i, c in enumerate(callers):
+        start_at = t0 + args.connect_spread * i / calls + args.settle + args.spread * i / calls
+        scripts.append(asyncio.create_task(c.script(start_at)))
+        await asyncio.sleep(args.connect_spread / calls)
+    killer = asyncio.create_task(_killer(stack, callers, plan, result))
+    await asyncio.gather(*scripts)
+    killer.cancel()
+    with_exc = await asyncio.gather(killer, return_exceptions=True)
+    if with_exc and isinstance(with_exc[0], Exception):
+        result.problems.append(f"killer failed: {with_exc[0]!r}")
+    stop.set()
+    await tick
+    result.wall_s = time.monotonic() - t0
+    result.records = [asdict(c.rec) for c in callers]
+
+
+async def _killer(stack: Stack, callers, plan, result: ChaosResult) -> None:
+    """Kill per plan: (pause s, key) pairs; each kill waits for a moment when
+    at least a third of the calls are hearing an answer."""
+    for pause, key in plan:
+        await asyncio.sleep(pause)
+        while True:
+            hearing = sum(1 for c in callers if c.playing and not c.speaking and not c.closed)
+            if hearing * 3 >= len(callers):
+                break
+            await asyncio.sleep(0.05)
+        stack.kill(key)
+        result.kills.append(Kill(key, time.monotonic(), hearing))
+        await asyncio.sleep(2.0)
+        await asyncio.to_thread(stack.restart, key)
+
+
+async def _check_logs(stack: Stack, result: ChaosResult, reply: str) -> None:
+    from parley_orchestrator.cli import fetch
+    from parley_orchestrator.replay import replay
+
+    nc = await bus.connect(stack.nats_url)
+    try:
+        kv = await nc.jetstream().key_value(subjects.SESSIONS_BUCKET)
+        sessions = [k for k in await kv.keys()]
+    finally:
+        await nc.close()
+    result.sessions = len(sessions)
+    if len(sessions) != result.calls:
+        result.problems.append(f"{len(sessions)} sessions for {result.calls} calls")
+    reply_words = reply.split()
+    for s in sessions:
+        steps, digest = await fetch(s, stack.nats_url)
+        outcome = replay(steps, digest)
+        if not outcome.ok:
+            result.problems.append(f"{s}: replay differs: {outcome.mismatches[:3]}")
+        seqs: dict[tuple[int, int, int], int] = {}
+        runs = 0
+        for st in steps:
+            ev = st.event
+            if isinstance(ev, contract.Takeover):
+                result.takeovers += 1
+            if isinstance(ev, contract.LLMEvent) and not st.dropped and ev.seq >= 0:
+                key = (ev.run, ev.step, ev.attempt)
+                if ev.seq != seqs.get(key, -1) + 1:
+                    result.problems.append(f"{s}: LLM output {key} #{ev.seq} reduced after #{seqs.get(key, -1)}")
+                seqs[key] = ev.seq
+            if st.dropped == "duplicate" or "gap:" in st.note:
+                result.problems.append(f"{s}: step {st.index}: {st.dropped or st.note}")
+            runs += sum(1 for c in st.commands if isinstance(c, contract.StartLLM) and c.step == 0 and c.attempt == 0)
+        if runs != result.turns:
+            result.problems.append(f"{s}: {runs} answers started for {result.turns} caller turns")
+        state = outcome.final_state
+        if state is None:
+            continue
+        users = [m for m in state.history if m.role == "user"]
+        if len(users) != result.turns:
+            result.problems.append(f"{s}: {len(users)} user turns in history for {result.turns} said")
+        for m in state.history:
+            if m.role != "assistant" or not m.content:
+                continue
+            words = m.content.split()
+            if m.interrupted and words == reply_words[: len(words)]:
+                continue
+            if words != reply_words:
+                result.problems.append(f"{s}: assistant turn not as said: {m.content!r} (interrupted={m.interrupted})")
+
+
+def _check_calls(result: ChaosResult, answer_limit_ms: float) -> None:
+    for rec in result.records:
+        for f in rec["failures"]:
+            result.problems.append(f"call {rec['index']}: {f}")
+        after_kill = {k.key: False for k in result.kills}
+        for n, t in enumerate(rec["turns"]):
+            if t["first_media"] is None or not t["speech_end"]:
+                continue
+            ms = (t["first_media"] - t["speech_end"]) * 1000
+            result.answer_ms.append(ms)
+            for k in result.kills:
+                if not after_kill[k.key] and t["speech_end"] > k.at:
+                    after_kill[k.key] = True
+                    result.answer_after_kill_ms.append(ms)
+            if ms > answer_limit_ms:
+                result.problems.append(f"call {rec['index']} turn {n + 1}: answered after {ms:.0f} ms")
+
+
+def run_chaos(root: Path, calls: int, turns: int, plan, answer_limit_ms: float = 2000.0, extra_env: dict | None = None) -> ChaosResult:
+    from parley_orchestrator.adapters.fixed import CANNED_REPLY
+
+    env = {"PARLEY_PROVIDERS": "fixed", **(extra_env or {})}
+    result = ChaosResult(calls=calls, turns=turns)
+    with Stack(root, env=env, replicas=dict(REPLICAS)) as stack:
+        asyncio.run(_run_calls(stack, calls, turns, plan, result))
+        _check_calls(result, answer_limit_ms)
+        asyncio.run(_check_logs(stack, result, CANNED_REPLY))
+        logs = "".join(stack.log(k) for k in stack.procs if k.startswith("orchestrator"))
+        result.problems += [f"orchestrator error: {line[:300]}" for line in logs.splitlines() if '"level": "ERROR"' in line or "Traceback" in line][:5]
+    return result
+
+
+def random_plan(duration_s: float, seed: int) -> list[tuple[float, str]]:
+    rng = random.Random(seed)
+    plan, t = [], 8.0
+    while t < duration_s - 15:
+        pause = rng.uniform(4.0, 10.0)
+        kind = rng.choice(KINDS)
+        plan.append((pause, kind + rng.choice(["", "#2"])))
+        t += pause + 4
+    return plan
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--calls", type=int, default=10)
+    ap.add_argument("--minutes", type=float, default=4.0)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--root", default=str(ROOT / "var" / "chaos"))
+    ap.add_argument("--out", default="")
+    a = ap.parse_args(argv)
+    turn_s = 10.0  # a 2.4 s utterance, the answer, the fixed reply played out
+    turns = max(3, int(a.minutes * 60 / turn_s))
+    plan = random_plan(turns * turn_s, a.seed)
+    result = run_chaos(Path(a.root) / time.strftime("%Y%m%d-%H%M%S"), a.calls, turns, plan)
+    text = json.dumps(result.summary(), indent=2)
+    print(text)
+    if a.out:
+        Path(a.out).write_text(text)
+    return 0 if not result.problems else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
