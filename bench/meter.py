@@ -59,10 +59,11 @@ class Meter:
         with self._lock:
             procs = dict(self._procs)
         for name, p in procs.items():
+            kind = name.split("#", 1)[0]  # replicas ("orchestrator#2") count as their service
             try:
                 with p.oneshot():
-                    cpu[name] = _cpu(p)
-                    rss[name] = p.memory_info().rss
+                    cpu[kind] = cpu.get(kind, 0.0) + _cpu(p)
+                    rss[kind] = rss.get(kind, 0) + p.memory_info().rss
             except psutil.Error:
                 pass
         s = Sample(time.monotonic(), cpu, rss, _machine_busy())

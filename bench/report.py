@@ -118,7 +118,29 @@ def render(res: dict, png: str) -> str:
         out += scenarios_section(res)
     if res.get("resample_md"):
         out += ["", res["resample_md"].strip().replace("\n## ", "\n### ").replace("## Resampling", "## Resampling", 1)]
+    out += kept_sections()
     return "\n".join(out).rstrip() + "\n"
+
+
+# Sections measured by other runs than this one (``make chaos``, the before/
+# after capacity comparison of the durable event path): carried over from
+# the current docs/BENCHMARKS.md, word for word, when it is regenerated.
+KEPT = ("## 6. Durability",)
+
+
+def kept_sections() -> list[str]:
+    path = Path(__file__).resolve().parent.parent / "docs" / "BENCHMARKS.md"
+    if not path.exists():
+        return []
+    lines, out, keep = path.read_text().splitlines(), [], False
+    for line in lines:
+        if line.startswith("## "):
+            keep = line.startswith(KEPT)
+            if keep:
+                out.append("")
+        if keep:
+            out.append(line)
+    return out
 
 
 def summary(res: dict, png: str) -> list[str]:

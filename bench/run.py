@@ -144,7 +144,7 @@ def start_stack(kind: str, env: dict[str, str]) -> Stack:
     root = VAR / "stack" / kind
     shutil.rmtree(root, ignore_errors=True)
     t0 = time.monotonic()
-    stack = Stack(root, env=env)
+    stack = Stack(root, env=env, replicas=replicas_from_env())
     try:
         stack.start(timeout=240)
     except BaseException:
@@ -154,8 +154,20 @@ def start_stack(kind: str, env: dict[str, str]) -> Stack:
     return stack
 
 
+def replicas_from_env() -> dict[str, int]:
+    """BENCH_REPLICAS="orchestrator=2,asr=2,tts=2": that many processes of each
+    (the meter adds a service's replicas up)."""
+    out: dict[str, int] = {}
+    for part in filter(None, os.environ.get("BENCH_REPLICAS", "").split(",")):
+        name, _, n = part.partition("=")
+        if name.strip() not in SERVICES or not n.strip().isdigit() or int(n) < 1:
+            raise SystemExit(f"BENCH_REPLICAS: {part!r} is not service=count (services: {', '.join(SERVICES)})")
+        out[name.strip()] = int(n)
+    return out
+
+
 def pids(stack: Stack) -> dict[str, int]:
-    out = {name: stack.procs[name].pid for name in SERVICES}
+    out = {key: proc.pid for key, proc in stack.procs.items()}
     out["nats-server"] = stack.nats.proc.pid
     return out
 

@@ -46,6 +46,7 @@ from stack import Stack  # noqa: E402
 from parley import bus, contract, subjects  # noqa: E402
 
 KINDS = ("orchestrator", "tts", "asr")
+BOUNDED_PLAN = ((6.0, "orchestrator"), (5.0, "tts"), (5.0, "asr"))
 REPLICAS = {"orchestrator": 2, "asr": 2, "tts": 2}
 
 
@@ -235,10 +236,13 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--root", default=str(ROOT / "var" / "chaos"))
     ap.add_argument("--out", default="")
+    ap.add_argument("--bounded", action="store_true", help="the plan of tests/test_chaos.py: one kill of each kind")
     a = ap.parse_args(argv)
     turn_s = 10.0  # a 2.4 s utterance, the answer, the fixed reply played out
     turns = max(3, int(a.minutes * 60 / turn_s))
     plan = random_plan(turns * turn_s, a.seed)
+    if a.bounded:
+        turns, plan = 6, list(BOUNDED_PLAN)
     result = run_chaos(Path(a.root) / time.strftime("%Y%m%d-%H%M%S"), a.calls, turns, plan)
     text = json.dumps(result.summary(), indent=2)
     print(text)

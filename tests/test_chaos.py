@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 
-from chaos import run_chaos
+from chaos import BOUNDED_PLAN, run_chaos
 
 
 def test_calls_survive_kill_9_of_each_worker_kind(tmp_path, capsys):
-    plan = [(6.0, "orchestrator"), (5.0, "tts"), (5.0, "asr")]
-    result = run_chaos(tmp_path / "stack", calls=10, turns=6, plan=plan)
+    result = run_chaos(tmp_path / "stack", calls=10, turns=6, plan=list(BOUNDED_PLAN))
     with capsys.disabled():
-        print("\n[chaos] " + json.dumps(result.summary()))
+        print("\n[chaos] " + json.dumps(result.summary(), indent=1))
     assert [k.key for k in result.kills] == ["orchestrator", "tts", "asr"]
     assert result.takeovers > 0, "the killed orchestrator's sessions were taken over"
     assert result.problems == []

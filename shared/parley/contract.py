@@ -443,10 +443,27 @@ def type_name(message: object) -> str:
 
 
 class AsrClaim(msgspec.Struct, frozen=True, kw_only=True, tag="AsrClaim"):
-    """Gateway -> one ASR worker (queue group): take this session's audio."""
+    """Gateway -> one ASR worker (queue group): take this session's audio.
+
+    ``utterance`` is the id the worker gives its first utterance: a session
+    claimed again after its worker died goes on from the old worker's count
+    (see AsrProgress), so an utterance heard again keeps its id and the
+    reducer can tell it was heard already."""
 
     session: str
     sample_rate: int = 16000
+    utterance: int = 0
+
+
+class AsrProgress(msgspec.Struct, frozen=True, kw_only=True, tag="AsrProgress"):
+    """An ASR worker's answer to the gateway's liveness check of one session
+    (``subjects.asr_alive``): where it is, so that if it dies the next worker
+    can be given the audio it had not finished with."""
+
+    session: str
+    next_utterance: int  # the id its next utterance gets
+    unfinished: int = -1  # the oldest utterance without a final yet (-1: none)
+    unfinished_since: float = 0.0  # wall clock when that utterance's speech began
 
 
 class AsrClaimed(msgspec.Struct, frozen=True, kw_only=True, tag="AsrClaimed"):

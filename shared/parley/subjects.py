@@ -98,6 +98,12 @@ def event_consumer(p: int) -> str:
 # each knows its fair share of partitions
 ORCHESTRATOR_MEMBERS = f"{PREFIX}.orchestrator.members"
 
+
+def orchestrator_alive(replica: str) -> str:
+    """One orchestrator replica's liveness (request/reply): "no responders"
+    means it is gone, and its partitions are unpinned at once."""
+    return f"{PREFIX}.orchestrator.alive.{session_token(replica)}"
+
 # --- TTS: requests go to one worker of the group; cancels go to every worker
 TTS_REQUEST = f"{PREFIX}.tts.req"
 TTS_CANCEL = f"{PREFIX}.tts.cancel"

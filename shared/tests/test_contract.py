@@ -21,7 +21,7 @@ COMMANDS = {
     "StartLLM", "CancelLLM", "Synthesize", "CancelTTS", "PausePlayback", "ResumePlayback",
     "FlushPlayback", "CallTool", "StartTimer", "CancelTimer", "EndSession",
 }  # fmt: skip
-OTHERS = {"Judgement": contract.Judgement, "Step": contract.Step, "SessionControl": contract.SessionControl, "AsrClaim": contract.AsrClaim, "AsrClaimed": contract.AsrClaimed}
+OTHERS = {"Judgement": contract.Judgement, "Step": contract.Step, "SessionControl": contract.SessionControl, "AsrClaim": contract.AsrClaim, "AsrClaimed": contract.AsrClaimed, "AsrProgress": contract.AsrProgress}
 PHASES = {"Idle", "Listening", "Transcribing", "Generating", "AwaitingTool", "Speaking", "Paused", "Interrupted", "Cancelled", "Ended"}
 
 

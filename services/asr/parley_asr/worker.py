@@ -45,14 +45,17 @@ WARN_FIRST_DROPS = 5
 class Session:
     __slots__ = (
         "id", "slot", "audio", "ep", "subs", "last_audio", "closed",
-        "last_partial", "last_seq", "dropped",
+        "last_partial", "last_seq", "dropped", "unfinished",
     )  # fmt: skip
 
-    def __init__(self, session_id: str, slot: int):
+    def __init__(self, session_id: str, slot: int, first_utterance: int = 0):
         self.id = session_id
         self.slot = slot
         self.audio = SessionAudio()
-        self.ep = endpointer.State()
+        self.ep = endpointer.State(utterance=first_utterance)
+        # Utterances without a final yet -> wall clock when their speech began
+        # (told to the gateway, which replays that audio if this worker dies).
+        self.unfinished: dict[int, float] = {}
         self.subs: list = []
         self.last_audio = time.monotonic()
         self.closed = False
@@ -102,8 +105,19 @@ class Worker:
         log.info("asr worker started", extra={"worker": self.id, "mode": self.settings.providers})
 
     async def _on_alive(self, msg: Msg) -> None:
-        if msg.reply:
+        """Liveness; with a session id as the body, that session's progress."""
+        if not msg.reply:
+            return
+        s = self.sessions.get(msg.data.decode(errors="replace")) if msg.data else None
+        if s is None:
             await msg.respond(b"1")
+            return
+        oldest = min(s.unfinished, default=-1)
+        progress = contract.AsrProgress(
+            session=s.id, next_utterance=s.ep.utterance if not s.ep.speaking else s.ep.utterance + 1,
+            unfinished=oldest, unfinished_since=s.unfinished.get(oldest, 0.0),
+        )  # fmt: skip
+        await msg.respond(contract.encode(progress))
 
     async def stop(self) -> None:
         if self._claim_sub is not None:
@@ -137,16 +151,16 @@ class Worker:
             # Not replying lets the gateway's request time out: it cannot be served.
             log.error("ASR claim for an unsupported rate", extra={"session_id": claim.session, "rate": claim.sample_rate})
             return
-        await self.claim(claim.session)
+        await self.claim(claim.session, claim.utterance)
         if msg.reply:
             await msg.respond(contract.encode(contract.AsrClaimed(session=claim.session, worker=self.id)))
 
-    async def claim(self, session_id: str) -> Session:
+    async def claim(self, session_id: str, first_utterance: int = 0) -> Session:
         """Take a session's audio (idempotent). Subscribed before the claim is answered."""
         existing = self.sessions.get(session_id)
         if existing is not None:
             return existing
-        s = Session(session_id, self.bank.open())
+        s = Session(session_id, self.bank.open(), first_utterance)
         self.sessions[session_id] = s
         s.subs.append(await self.nc.subscribe(subjects.audio_in(session_id), cb=self._audio_callback(s)))
         s.subs.append(await self.nc.subscribe(subjects.control(session_id), cb=self._on_control))
@@ -298,6 +312,7 @@ class Worker:
 
     async def _started(self, s: Session, d: endpointer.Start, now: float) -> None:
         s.last_partial = d.begin
+        s.unfinished[d.utterance] = now - (d.window + 1 - d.begin) * WINDOW_MS / 1000
         self.stats["utterances"] += 1
         await bus.publish_event(self.nc, contract.SpeechStarted(session=s.id, at=now, utterance=d.utterance))
 
@@ -349,6 +364,9 @@ class Worker:
         await self._publish_final(session_id, utterance, text, stopped_at)
 
     async def _publish_final(self, session_id: str, utterance: int, text: str, stopped_at: float) -> None:
+        s = self.sessions.get(session_id)
+        if s is not None:
+            s.unfinished.pop(utterance, None)
         now = time.time()
         latency_ms = round((now - stopped_at) * 1000, 1)
         self.stats["finals"] += 1

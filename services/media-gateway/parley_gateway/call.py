@@ -33,6 +33,7 @@ import json
 import logging
 import secrets
 import time
+from collections import deque
 from typing import Awaitable, Callable, Protocol
 
 import msgspec
@@ -76,6 +77,14 @@ class Transport(Protocol):
         count it (``<transport>_error_<kind>``); its call ends."""
 
 
+# How much of the caller's audio the call keeps, to hand to the next ASR
+# worker if the one hearing it dies mid-utterance (PCM16 16 kHz: 32 kB/s).
+REPLAY_S = 6.0
+# How often the call checks that its ASR worker is alive (and asks how far
+# it got): a dead worker is replaced within about this long.
+ASR_CHECK_S = 0.5
+
+
 def new_session_id(kind: str) -> str:
     return f"{kind}-{secrets.token_hex(8)}"
 
@@ -102,6 +111,9 @@ class Call:
         self.asr_worker = ""
         self.tasks = TaskSet(self.stats, context=lambda: {"session_id": self.session})
         self._reports: asyncio.Queue[Callable[[], Awaitable[None]] | None] = asyncio.Queue()
+        self.asr_progress: contract.AsrProgress | None = None
+        self.asr_checked_at = 0.0  # wall clock of the worker's last progress answer
+        self.heard: deque[tuple[float, bytes]] = deque()  # (wall clock, PCM16 16 kHz) of the last REPLAY_S
         self._turn_parent: dict = {}  # run -> trace context from its TTS audio
         self.paused_at: dict[int, float] = {}  # run -> when its PausePlayback was executed
 
@@ -127,31 +139,59 @@ class Call:
         await bus.publish_event(self.nc, event)
         log.info("call started", extra={"session_id": s, "transport": self.transport.kind})
 
-    async def _claim_asr(self) -> None:
-        claim = contract.encode(contract.AsrClaim(session=self.session, sample_rate=16000))
+    async def _claim_asr(self, first_utterance: int = 0) -> None:
+        claim = contract.encode(contract.AsrClaim(session=self.session, sample_rate=16000, utterance=first_utterance))
         reply = await self.nc.request(subjects.ASR_CLAIM, claim, timeout=5)
         self.asr_worker = contract.decode(reply.data, contract.AsrClaimed).worker
 
-    async def _watch_asr(self, every: float = 2.0) -> None:
+    async def _watch_asr(self, every: float = ASR_CHECK_S) -> None:
         """If the session's ASR worker is gone (its liveness subject has no
         responders: the process died), claim the session again through the
-        queue group, so another worker hears the rest of the call. A slow
-        worker is not gone: a timeout changes nothing (two workers on one
+        queue group, so another worker hears the rest of the call, starting
+        with the audio the dead one had not finished (``_reclaim_asr``). A
+        slow worker is not gone: a timeout changes nothing (two workers on one
         session would double every event)."""
         while not self.closed:
             await asyncio.sleep(every)
             try:
-                await self.nc.request(subjects.asr_alive(self.asr_worker), b"", timeout=2)
+                reply = await self.nc.request(subjects.asr_alive(self.asr_worker), self.session.encode(), timeout=2)
             except NoRespondersError:
-                gone = self.asr_worker
-                try:
-                    await self._claim_asr()
-                except Exception:  # noqa: BLE001 - none left now; try again next round
-                    continue
-                log.warning("ASR worker gone; session claimed again", extra={"session_id": self.session, "gone": gone, "worker": self.asr_worker})
-                self._count("asr_reclaims", 1)
+                await self._reclaim_asr()
             except Exception:  # noqa: BLE001 - slow or NATS reconnecting: not evidence of death
                 pass
+            else:
+                try:
+                    self.asr_progress = contract.decode(reply.data, contract.AsrProgress)
+                    self.asr_checked_at = time.time()
+                except (contract.DecodeError, contract.ValidationError):
+                    pass  # an older worker: alive, no progress
+
+    async def _reclaim_asr(self) -> None:
+        """Another worker for a session whose worker died. It is given the
+        audio from the start of the oldest utterance the dead one had not
+        finished (or, with none, the last half second: a start it had not
+        yet confirmed), and numbers its utterances on from there, so the
+        reducer knows an utterance it hears again (``AsrClaim.utterance``)."""
+        gone, progress = self.asr_worker, self.asr_progress
+        if progress is not None and progress.unfinished >= 0:
+            first, since = progress.unfinished, progress.unfinished_since - 0.3
+        else:
+            first = progress.next_utterance if progress is not None else 0
+            since = (self.asr_checked_at or self.started_at) - 0.5
+        try:
+            await self._claim_asr(first)
+        except Exception:  # noqa: BLE001 - none left now; try again next round
+            return
+        replay = [pcm for at, pcm in self.heard if at >= since]
+        for pcm in replay:
+            await self.nc.publish(subjects.audio_in(self.session), pcm, headers=bus.audio_headers(self.seq, 16000))
+            self.seq += 1
+        self.asr_progress = None
+        log.warning(
+            "ASR worker gone; session claimed again",
+            extra={"session_id": self.session, "gone": gone, "worker": self.asr_worker, "first_utterance": first, "replayed_ms": len(replay) and round(sum(map(len, replay)) / 32)},
+        )
+        self._count("asr_reclaims", 1)
 
     async def end(self, reason: str = "hangup") -> None:
         if self.closed:
@@ -194,6 +234,11 @@ class Call:
             return
         await self.nc.publish(subjects.audio_in(self.session), pcm16_16k, headers=bus.audio_headers(self.seq, 16000))
         self.seq += 1
+        now = time.time()
+        heard = self.heard
+        heard.append((now, pcm16_16k))
+        while heard and heard[0][0] < now - REPLAY_S:
+            heard.popleft()
 
     async def dtmf(self, digit: str) -> None:
         await bus.publish_event(self.nc, contract.Dtmf(session=self.session, at=time.time(), digit=digit))

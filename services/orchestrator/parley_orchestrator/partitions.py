@@ -12,13 +12,22 @@ with that id is refused (status 423), or until it gives the partition up. When
 the owner stops pulling (it died) for ``PIN_TIMEOUT``, the server unpins it
 and pins the next waiting pull when the partition next has a message; beats
 (one tiny message per partition every ``BEAT_EVERY``, from every replica) make
-sure that happens even while the partition's calls are quiet.
+sure that happens even while the partition's calls are quiet. A replica beats
+only the partitions it does not own (its own are alive as long as it is), so
+a lone replica, owning them all, sends none.
 
 nats-py 2.16 has no priority-group API, so pulls are raw JetStream API
 requests (``$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>`` with ``group`` and
 ``id``), and deliveries arrive on one inbox subscription per partition.
 
-Balance: replicas announce themselves (and how many partitions they hold) on
+Faster than the pin timeout: every replica answers on
+``subjects.orchestrator_alive(replica)``, and the others ask each member that
+holds partitions every ``PROBE_EVERY``; "no responders" means the process is
+gone (its connection closed with it), and the prober unpins that member's
+partitions at once (``$JS.API.CONSUMER.UNPIN``), so the next message pins a
+live replica. A replica that stops cleanly unpins its own.
+
+Balance: replicas announce themselves (and the partitions they hold) on
 ``subjects.ORCHESTRATOR_MEMBERS``; a replica holding more than its fair share
 (partitions / replicas, rounded up) while another holds less gives the excess
 up: it stops pulling those partitions for ``GIVE_UP_FOR``, so the server pins
@@ -39,21 +48,23 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+import nats.errors
 from nats.aio.client import Client
 
 from parley import subjects
 
 log = logging.getLogger("parley.orchestrator.partitions")
 
-PIN_TIMEOUT = 0.75  # s without a pull before the server moves the pin
-PULL_EVERY = 0.2  # s between pulls (well inside PIN_TIMEOUT)
-PULL_EXPIRES = 0.6  # s a pull waits at the server
+PIN_TIMEOUT = 1.0  # s without a pull before the server moves the pin
+PULL_EVERY = 0.3  # s between pulls (well inside PIN_TIMEOUT)
+PULL_EXPIRES = 0.9  # s a pull waits at the server
 PULL_BATCH = 1000
 BEAT_EVERY = 0.25
 ACK_WAIT = 5.0  # s before an unacked delivery is delivered again (to the owner then)
 MEMBER_EVERY = 0.5
 MEMBER_TTL = 1.6  # s without an announcement: the replica is gone
 GIVE_UP_FOR = 2.0
+PROBE_EVERY = 0.25
 
 
 @dataclass(slots=True)
@@ -129,7 +140,7 @@ class Ownership:
 
     def __post_init__(self) -> None:
         self.parts = [Partition(p) for p in range(self.partitions)]
-        self.members: dict[str, tuple[float, int]] = {}  # replica -> (last seen, partitions held)
+        self.members: dict[str, tuple[float, tuple[int, ...]]] = {}  # replica -> (last seen, partitions held)
         self.subs: list = []
         self.tasks: list[asyncio.Task] = []
 
@@ -142,7 +153,8 @@ class Ownership:
             part.inbox = self.nc.new_inbox()
             self.subs.append(await self.nc.subscribe(part.inbox, cb=self._receiver(part)))
         self.subs.append(await self.nc.subscribe(subjects.ORCHESTRATOR_MEMBERS, cb=self._on_member))
-        for loop in (self._pull_loop, self._beat_loop, self._member_loop):
+        self.subs.append(await self.nc.subscribe(subjects.orchestrator_alive(self.replica), cb=self._on_alive))
+        for loop in (self._pull_loop, self._beat_loop, self._member_loop, self._probe_loop):
             task = asyncio.create_task(loop())
             task.add_done_callback(_report_crash)
             self.tasks.append(task)
@@ -152,6 +164,39 @@ class Ownership:
             task.cancel()
         for sub in self.subs:
             await sub.unsubscribe()
+        for p in self.owned():  # hand over now, not after the pin timeout
+            await self._unpin(p)
+
+    async def _unpin(self, p: int) -> None:
+        subject = f"$JS.API.CONSUMER.UNPIN.{subjects.EVENTS_STREAM}.{subjects.event_consumer(p)}"
+        try:
+            await self.nc.request(subject, json.dumps({"group": subjects.EVENT_PIN_GROUP}).encode(), timeout=2)
+        except Exception as exc:  # noqa: BLE001 - the pin timeout does it anyway
+            log.warning("unpin failed", extra={"partition": p, "error": str(exc)})
+
+    async def _on_alive(self, msg) -> None:
+        if msg.reply:
+            await msg.respond(b"1")
+
+    async def _probe_loop(self) -> None:
+        """Find a dead member at once, and unpin what it held."""
+        while True:
+            await asyncio.sleep(PROBE_EVERY)
+            for replica, (_, held) in list(self.members.items()):
+                if replica == self.replica or not held:
+                    continue
+                try:
+                    await self.nc.request(subjects.orchestrator_alive(replica), b"", timeout=1)
+                except nats.errors.NoRespondersError:
+                    self.members.pop(replica, None)
+                    self.stats["dead_members"] = self.stats.get("dead_members", 0) + 1
+                    log.warning("orchestrator replica gone: unpinning its partitions", extra={"gone": replica, "partitions": list(held)})
+                    for p in held:
+                        if self.parts[p].pin is None:
+                            await self._unpin(p)
+                            await self.nc.publish(subjects.event_beat(p), b"")
+                except Exception:  # noqa: BLE001 - slow is not dead
+                    pass
 
     # ------------------------------------------------------------- pulling
     async def _pull_loop(self) -> None:
@@ -203,27 +248,28 @@ class Ownership:
     # ------------------------------------------------------- beats, balance
     async def _beat_loop(self) -> None:
         while True:
-            for p in range(self.partitions):
-                await self.nc.publish(subjects.event_beat(p), b"")
+            for part in self.parts:
+                if part.pin is None:
+                    await self.nc.publish(subjects.event_beat(part.index), b"")
             await asyncio.sleep(BEAT_EVERY)
 
     async def _member_loop(self) -> None:
         while True:
-            held = len(self.owned())
-            await self.nc.publish(subjects.ORCHESTRATOR_MEMBERS, json.dumps({"replica": self.replica, "held": held}).encode())
-            self._rebalance(held)
+            owned = self.owned()
+            await self.nc.publish(subjects.ORCHESTRATOR_MEMBERS, json.dumps({"replica": self.replica, "held": owned}).encode())
+            self._rebalance(len(owned))
             await asyncio.sleep(MEMBER_EVERY)
 
     async def _on_member(self, msg) -> None:
         try:
             body = json.loads(msg.data)
-            self.members[str(body["replica"])] = (time.monotonic(), int(body["held"]))
+            self.members[str(body["replica"])] = (time.monotonic(), tuple(int(p) for p in body["held"]))
         except (ValueError, KeyError, TypeError):
             log.warning("bad member announcement dropped")
 
     def _rebalance(self, held: int) -> None:
         now = time.monotonic()
-        alive = {r: h for r, (seen, h) in self.members.items() if now - seen < MEMBER_TTL}
+        alive = {r: len(h) for r, (seen, h) in self.members.items() if now - seen < MEMBER_TTL}
         alive[self.replica] = held
         fair = math.ceil(self.partitions / len(alive))
         if held <= fair or not any(h < fair for r, h in alive.items() if r != self.replica):

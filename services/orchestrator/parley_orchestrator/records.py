@@ -40,6 +40,7 @@ class Stored(msgspec.Struct, frozen=True, kw_only=True):
     owner: str = ""  # the orchestrator replica that wrote this
     timers: tuple[tuple[str, int, float], ...] = ()  # running timers: name, token, due (epoch s)
     outbox: tuple[AnyCommand, ...] = ()  # one-shot commands of the last batch, re-sent by a new owner
+    unlogged: tuple[bytes, ...] = ()  # the last batch's steps (encoded), logged again by a new owner
 
 
 class NewerSchema(ValueError):

@@ -329,6 +329,10 @@ class SessionState(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     user_speaking: bool = False
     utterance: int = -1  # last SpeechStarted's utterance id
     awaiting_finals: tuple[int, ...] = ()  # utterances stopped, final not yet in
+    # The highest utterance whose final was reduced: ASR events of it or of an
+    # earlier one are heard again (a worker that took over from a dead one
+    # was given its unfinished audio), and dropped as duplicates.
+    heard_upto: int = -1
     user_text: str = ""  # finals gathered for the next turn
     partial: str = ""  # latest partial of the current utterance
     speech_started_at: float = 0.0
@@ -434,6 +438,8 @@ def reduce(state: SessionState, event: AnyEvent) -> Result:
         return _dropped(state, "stale", f"run {event.run} is not active")
     if isinstance(event, TimerFired) and (event.name, event.token) not in state.timers:
         return _dropped(state, "stale", f"timer {event.name}#{event.token}")
+    if isinstance(event, ASR_EVENTS) and event.utterance <= state.heard_upto:
+        return _dropped(state, "duplicate", f"utterance {event.utterance} was heard already")
     row = row_for(state.phase, event)
     if row is None:
         return _dropped(state, "rejected", f"{type(event).__name__} not valid in {state.phase}")
@@ -663,10 +669,13 @@ def on_partial(fx: Fx, e: TranscriptPartial) -> Next:
     return (fx.judged(judgement) if s.phase == PAUSED and e.text.strip() else fx).to("partial")
 
 
+ASR_EVENTS = (SpeechStarted, SpeechStopped, TranscriptPartial, TranscriptFinal)
+
+
 def on_final(fx: Fx, e: TranscriptFinal) -> Next:
     """Dispatch on who has the floor (each case is its own handler below)."""
     finals = tuple(u for u in fx.state.awaiting_finals if u != e.utterance)
-    fx = fx.set(awaiting_finals=finals, partial="")
+    fx = fx.set(awaiting_finals=finals, partial="", heard_upto=max(fx.state.heard_upto, e.utterance))
     if not finals:
         fx = _cancel_timer(fx, "final")
     phase = fx.state.phase

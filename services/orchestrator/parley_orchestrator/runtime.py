@@ -115,6 +115,7 @@ class Batch:
     """What one pass over a session's queue reduced, before it is committed."""
 
     steps: list[tuple[Step, reducer.SessionState, reducer.SessionState, reducer.Outcome]] = field(default_factory=list)
+    encoded: list[bytes] = field(default_factory=list)  # the steps, as logged
     commands: list[tuple[AnyCommand, reducer.SessionState]] = field(default_factory=list)
 
 
@@ -160,7 +161,10 @@ class Runtime:
             await self.js.stream_info(subjects.LOG_STREAM)
         except NotFoundError:
             await self.js.add_stream(
-                StreamConfig(name=subjects.LOG_STREAM, subjects=[subjects.LOG_ALL], storage=StorageType.FILE, max_age=7 * 24 * 3600)
+                StreamConfig(
+                    name=subjects.LOG_STREAM, subjects=[subjects.LOG_ALL], storage=StorageType.FILE, max_age=7 * 24 * 3600,
+                    duplicate_window=30,  # a new owner logs its predecessor's last batch again within seconds
+                )  # fmt: skip
             )
         await bus.ensure_event_stream(self.nc)
         self.subs.append(await self.nc.subscribe(subjects.LLM_CANCEL, cb=self._on_llm_cancel))
@@ -327,6 +331,11 @@ class Runtime:
         if takeover:
             self.stats["takeovers"] += 1
             log.info("session taken over", extra={"session_id": session, "from": cached.stored.owner, "replica": self.replica})
+        if takeover and cached.stored.unlogged:
+            # The old owner may have died between its commit and its log
+            # write: log its last batch again (the log drops a step it has).
+            for data in cached.stored.unlogged:
+                await self._publish_step(session, data)
         await self._after_commit(session, batch, stored, cold, resend=cached.stored.outbox if takeover else ())
         return stored.state.phase == reducer.ENDED
 
@@ -353,6 +362,7 @@ class Runtime:
             state, cmds, outcome = reducer.reduce_or_end(state, event)
             step = records.step(consumed, event, cmds, outcome)
             batch.steps.append((step, prior, state, outcome))
+            batch.encoded.append(contract.encode(step))
             batch.commands.extend((cmd, state) for cmd in cmds)
             consumed += 1
         cmds = [c for c, _ in batch.commands]
@@ -364,6 +374,7 @@ class Runtime:
             owner=self.replica,
             timers=_running_timers(before.timers, cmds, state, time.time()),
             outbox=tuple(c for c in cmds if isinstance(c, ONE_SHOT)),
+            unlogged=tuple(batch.encoded),
         )
         return batch, stored
 
@@ -383,8 +394,8 @@ class Runtime:
                 await d.ack(self.nc)
 
     async def _after_commit(self, session: str, batch: Batch, stored: Stored, cold: bool, resend: tuple[AnyCommand, ...]) -> None:
-        for step, before, after, outcome in batch.steps:
-            await self._record(session, step)
+        for (step, before, after, outcome), data in zip(batch.steps, batch.encoded):
+            await self._record(session, step, data)
             if outcome.error:
                 # A bug in the reducer: the session was ended by this step's commands.
                 self.stats["bugs"] += 1
@@ -440,11 +451,16 @@ class Runtime:
         params.update(event.params)
         return msgspec.structs.replace(event, params=params)
 
-    async def _record(self, session: str, step: Step) -> None:
+    async def _publish_step(self, session: str, data: bytes) -> None:
+        """Core publish (the stream captures it; order is kept per
+        connection), with the step's index as its id, so a step logged twice
+        (by a new owner, see Stored.unlogged) is stored once."""
+        index = contract.decode_step(data).index
+        await self.nc.publish(subjects.log(session), data, headers={"Nats-Msg-Id": f"{session}:{index}"})
+
+    async def _record(self, session: str, step: Step, data: bytes) -> None:
         self.stats["events"] += 1
-        data = contract.encode(step)
-        # Core publish: the stream captures it; order is kept per connection.
-        await self.nc.publish(subjects.log(session), data)
+        await self.nc.publish(subjects.log(session), data, headers={"Nats-Msg-Id": f"{session}:{step.index}"})
         await self.nc.publish(subjects.observe(session), data)
         extra = {
             "session_id": session,
