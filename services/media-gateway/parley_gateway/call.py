@@ -113,7 +113,7 @@ class Call:
         self._reports: asyncio.Queue[Callable[[], Awaitable[None]] | None] = asyncio.Queue()
         self.asr_progress: contract.AsrProgress | None = None
         self.asr_checked_at = 0.0  # wall clock of the worker's last progress answer
-        self.heard: deque[tuple[float, bytes]] = deque()  # (wall clock, PCM16 16 kHz) of the last REPLAY_S
+        self.recent_audio: deque[tuple[float, bytes]] = deque()  # (wall clock, PCM16 16 kHz) of the last REPLAY_S
         self._turn_parent: dict = {}  # run -> trace context from its TTS audio
         self.paused_at: dict[int, float] = {}  # run -> when its PausePlayback was executed
 
@@ -182,7 +182,7 @@ class Call:
             await self._claim_asr(first)
         except Exception:  # noqa: BLE001 - none left now; try again next round
             return
-        replay = [pcm for at, pcm in self.heard if at >= since]
+        replay = [pcm for at, pcm in self.recent_audio if at >= since]
         for pcm in replay:
             await self.nc.publish(subjects.audio_in(self.session), pcm, headers=bus.audio_headers(self.seq, 16000))
             self.seq += 1
@@ -235,10 +235,10 @@ class Call:
         await self.nc.publish(subjects.audio_in(self.session), pcm16_16k, headers=bus.audio_headers(self.seq, 16000))
         self.seq += 1
         now = time.time()
-        heard = self.heard
-        heard.append((now, pcm16_16k))
-        while heard and heard[0][0] < now - REPLAY_S:
-            heard.popleft()
+        recent = self.recent_audio
+        recent.append((now, pcm16_16k))
+        while recent and recent[0][0] < now - REPLAY_S:
+            recent.popleft()
 
     async def dtmf(self, digit: str) -> None:
         await bus.publish_event(self.nc, contract.Dtmf(session=self.session, at=time.time(), digit=digit))

@@ -576,9 +576,7 @@ def test_an_utterance_heard_again_by_the_next_asr_worker_is_answered_once():
     # The next worker is given the audio from utterance 1's start, and counts
     # on from 1 (AsrClaim.utterance); a replayed utterance 0 is a duplicate.
     assert v.send(c.SpeechStarted, utterance=0) == [] and v.outcome.dropped == "duplicate"
-    v.send(c.SpeechStarted, utterance=1)
-    v.send(c.SpeechStopped, utterance=1)
-    cmds = v.send(c.TranscriptFinal, utterance=1, text="book me for Friday")
+    cmds = v.user_says("book me for Friday", u=1)
     assert [x for x in cmds if isinstance(x, c.StartLLM)][0].messages[-1].content == "book me for Friday"
     # The dead worker's own final for it, if it got out, changes nothing.
     assert v.send(c.TranscriptFinal, utterance=1, text="book me for Friday") == [] and v.outcome.dropped == "duplicate"
