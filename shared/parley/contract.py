@@ -209,6 +209,25 @@ class Takeover(Event, frozen=True, kw_only=True, tag="Takeover"):
     owner: str
 
 
+class CallStatus(Event, frozen=True, kw_only=True, tag="CallStatus"):
+    """From the gateway: the telephony provider's view of the call (Twilio's
+    status and answering-machine callbacks), for outbound calls above all.
+
+    ``status`` is Twilio's CallStatus (queued, initiated, ringing,
+    in-progress, busy, no-answer, failed, canceled, completed);
+    ``answered_by`` its AnsweredBy (human, machine_start, machine_end_beep,
+    machine_end_silence, machine_end_other, fax, unknown), "" if none.
+    """
+
+    status: str
+    answered_by: str = ""
+    provider_call: str = ""  # Twilio's CallSid
+
+    @property
+    def machine(self) -> bool:
+        return self.answered_by.startswith("machine") or self.answered_by == "fax"
+
+
 AnyEvent = Union[
     SessionStarted,
     SessionEnded,
@@ -228,6 +247,7 @@ AnyEvent = Union[
     TimerFired,
     Dtmf,
     Takeover,
+    CallStatus,
 ]
 
 # --------------------------------------------------------------------------

@@ -90,6 +90,7 @@ import msgspec
 from parley.contract import (
     AnyCommand,
     AnyEvent,
+    CallStatus,
     CallTool,
     CancelLLM,
     CancelTimer,
@@ -232,6 +233,10 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     # Start the LLM on SpeechStopped with the latest partial, before the final
     # transcript; a final that differs materially cancels it and starts over.
     preemptive: bool = False
+    # Outbound calls: when an answering machine picks up (the provider's
+    # answering-machine detection says so, after the beep), leave this
+    # message and hang up; empty: hang up at once.
+    voicemail_message: str = ""
 
 
 _SPOKEN = ("reprompt_text", "goodbye_text", "fallback_text")
@@ -603,6 +608,25 @@ def on_session_started(fx: Fx, e: SessionStarted) -> Next:
 
 def on_session_ended(fx: Fx, e: SessionEnded) -> Next:
     return _end(fx, e.reason, tell_gateway=False).to("ended")
+
+
+VOICEMAIL_LEFT = "voicemail left"
+
+
+def on_call_status(fx: Fx, e: CallStatus) -> Next:
+    """The provider's view of the call. A machine that answered gets the
+    voicemail message (after the beep: the detection waits for it) or is hung
+    up on; anything else is only recorded."""
+    answered = f" (answered by {e.answered_by})" if e.answered_by else ""
+    fx = fx.noted(f"call {e.status}{answered}")
+    run = fx.state.run
+    if not e.machine or fx.state.phase in (IDLE, ENDED) or (run is not None and run.end_after == VOICEMAIL_LEFT):
+        return fx.to("noted")
+    if run is not None:
+        fx = _cancel_run(fx)
+    if not fx.state.policy.voicemail_message.strip():
+        return _end(fx, "answering machine: hung up", tell_gateway=True).to("machine: hang up")
+    return _start_scripted(fx, fx.state.policy.voicemail_message, e.at, then_end=VOICEMAIL_LEFT).to("machine: leave the message")
 
 
 def on_max_call_timer(fx: Fx, e: TimerFired) -> Next:
@@ -1480,6 +1504,10 @@ TRANSITIONS: tuple[Row, ...] = (
     _timer(HELD, "tts_first_audio", on_tts_timeout, FALLBACK, "TTS timeout: fallback"),
     _timer(HELD, "playback", on_playback_timer, {"closed unheard": (CANCELLED, LISTENING)}, "playback never confirmed"),
     _timer(LIVE, "*", on_spent_timer, {"spent": STAY}, "spent timer"),
+    # -- the provider's view of the call (outbound: status, answering machine)
+    Row((IDLE, ENDED), CallStatus, on_call_status, {"noted": STAY}, "call status"),
+    Row(USER, CallStatus, on_call_status, {"noted": STAY, "machine: leave the message": (GENERATING,), "machine: hang up": (ENDED,)}, "call status: machine?"),
+    Row(HELD, CallStatus, on_call_status, {"noted": STAY, "machine: leave the message": (CANCELLED, GENERATING), "machine: hang up": (CANCELLED, ENDED)}, "call status: machine?"),
     # -- ownership: the replica running this session's streams changed
     Row(LIVE, Takeover, on_takeover, {"work re-issued": STAY}, "new owner: restart the LLM step, re-issue tool calls"),
 )

@@ -857,3 +857,35 @@ def test_a_lone_word_in_a_short_sound_is_a_misheard_noise_but_no_still_cancels()
     v.send(c.TranscriptFinal, utterance=8, text="No.")
     assert v.state.run is None or v.run != run
     assert v.outcome.judgements[0].verdict == "barge-in"
+
+    assert back.judgements == (c.Judgement(kind="interruption", verdict="hold", reason="backchannel so far: wait for the rest", text="mm-hmm", heard="backchannel"),)
+
+
+# ---------------------------------------------------------------- call status, answering machines
+
+
+def test_call_status_is_recorded_in_every_phase_and_decides_nothing_for_a_human():
+    v = Convo()
+    assert v.send(c.CallStatus, status="in-progress", answered_by="human") == []
+    assert v.outcome.path == (r.LISTENING,) and "answered by human" in v.outcome.note
+    idle = r.reduce(r.initial_state(), c.CallStatus(session=S, at=1.0, status="ringing"))
+    assert idle[0].phase == r.IDLE and idle[1] == [] and idle[2].dropped == "" and idle[2].note == "call ringing"
+
+
+def test_a_machine_cuts_the_greeting_and_gets_the_voicemail_after_the_beep_then_the_call_ends():
+    v = Convo(greeting="Hello, this is Bright Smile Dental.", voicemail_message="Hi, this is Bright Smile Dental. Please call us back.")
+    greeting = v.run
+    cmds = v.send(c.CallStatus, status="in-progress", answered_by="machine_end_beep")
+    assert {type(x).__name__ for x in cmds} >= {"CancelLLM", "CancelTTS", "FlushPlayback", "Synthesize"}
+    assert v.outcome.path == (r.GENERATING, r.CANCELLED, r.GENERATING) and v.run != greeting
+    assert [x.text for x in cmds if isinstance(x, c.Synthesize)] == ["Hi, this is Bright Smile Dental.", "Please call us back."]
+    # A second detection changes nothing; the message is heard, then the call ends.
+    assert v.send(c.CallStatus, status="in-progress", answered_by="machine_end_beep") == []
+    v.play_all()
+    assert v.phase == r.ENDED and [x.reason for x in v.cmds if isinstance(x, c.EndSession)] == ["voicemail left"]
+
+
+def test_a_machine_without_a_message_is_hung_up_on():
+    v = Convo()
+    cmds = v.send(c.CallStatus, status="in-progress", answered_by="machine_start")
+    assert v.phase == r.ENDED and [x.reason for x in cmds if isinstance(x, c.EndSession)] == ["answering machine: hung up"]

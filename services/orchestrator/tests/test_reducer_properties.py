@@ -30,6 +30,7 @@ def sessions(draw, max_events=60):
         "turn_silence_unknown": st.sampled_from(["0", "0.5"]),
         "hold_max": st.sampled_from(["0.5", "3"]),
         "max_tool_steps": st.sampled_from(["1", "2"]),
+        "voicemail_message": st.sampled_from(["Hi, this is the clinic calling back. Goodbye.", ""]),
     }))
     state = r.initial_state()
     t = 0.0
@@ -46,7 +47,7 @@ def sessions(draw, max_events=60):
         if draw(st.integers(0, 9)) == 0:
             rid = draw(st.integers(0, state.next_run + 1))  # maybe stale
         step = run.step if run else 0
-        kinds = ["speech", "partial", "final", "token", "tool", "done", "error", "tts", "play", "result", "timer", "dtmf"]
+        kinds = ["speech", "partial", "final", "token", "tool", "done", "error", "tts", "play", "result", "timer", "dtmf", "status"]
         if run is not None and run.llm_active:
             kinds += ["token", "token", "tool", "done", "done"]
         if run is not None and run.waiting:
@@ -102,6 +103,9 @@ def sessions(draw, max_events=60):
             else:
                 name, token = draw(st.sampled_from(["resume", "hold", "endpoint", "final"])), draw(st.integers(0, 50))
             ev = c.TimerFired(session=S, at=t, name=name, token=token)
+        elif kind == "status":
+            status, answered_by = draw(st.sampled_from([("ringing", ""), ("in-progress", "human"), ("in-progress", "machine_end_beep"), ("completed", ""), ("in-progress", "fax")]))
+            ev = c.CallStatus(session=S, at=t, status=status, answered_by=answered_by)
         else:
             ev = c.Dtmf(session=S, at=t, digit="1")
         events.append(ev)
@@ -302,7 +306,7 @@ def test_a_sound_or_backchannel_never_cancels_a_held_answer(events):
             assert any(j.verdict == "barge-in" and j.heard in ("words", "answer") for j in _words_judged(outcome)), (ev, outcome)
             assert words.hearing(ev.text, asked=True) in ("words", "answer")
         else:
-            assert isinstance(ev, (c.Dtmf, c.SessionEnded, c.TimerFired, c.LLMError)), ev
+            assert isinstance(ev, (c.Dtmf, c.SessionEnded, c.TimerFired, c.LLMError, c.CallStatus)), ev
             if isinstance(ev, c.TimerFired):
                 assert ev.name in ("max_call", "llm_first_token", "tts_first_audio", "playback"), ev
 
@@ -332,3 +336,27 @@ def test_an_answer_never_starts_before_the_wait_the_policy_requires(events):
         assert j.silence >= j.wait - 0.001
         if j.wait:  # not a key press: the silence is the event's time since the voice ended
             assert ev.at - after.silence_from >= j.wait - 0.002, (ev, j)
+
+
+@PROPS
+@given(sessions())
+def test_a_machine_gets_the_voicemail_once_or_is_hung_up_on(events):
+    """When a machine answers a live call: no LLM starts in that step; the
+    message (if any) is the one run speaking, and a second detection while it
+    is spoken changes nothing; without a message the call ends there."""
+    message = events[0].params.get("voicemail_message", "")
+    _, steps = run_all(events)
+    voicemail_run = None
+    for before, ev, cmds, _, after in steps:
+        if not (isinstance(ev, c.CallStatus) and ev.machine) or before.phase in (r.IDLE, r.ENDED):
+            continue
+        assert not any(isinstance(cmd, c.StartLLM) for cmd in cmds)
+        if voicemail_run is not None and before.run is not None and before.run.id == voicemail_run:
+            assert cmds == []
+            continue
+        if not message:
+            assert after.phase == r.ENDED and any(isinstance(cmd, c.EndSession) for cmd in cmds)
+            continue
+        said = " ".join(cmd.text for cmd in cmds if isinstance(cmd, c.Synthesize))
+        assert said == message and after.run is not None and after.run.scripted
+        voicemail_run = after.run.id
