@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse, JSONResponse
 
 from parley import bus, subjects, telemetry
 
-from . import inspect, twilio_media, webrtc, ws_pcm
+from . import inspect, outbound, twilio_media, webrtc, ws_pcm
 from .call import Ticker
 from .settings import Settings
 
@@ -64,5 +64,6 @@ def create_app(settings: Settings) -> FastAPI:
 
     webrtc.register(app, state, settings)
     twilio_media.register(app, state, settings)
+    outbound.register(app, state, settings)
     inspect.register(app, state, settings)
     return app

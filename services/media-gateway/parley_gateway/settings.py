@@ -30,6 +30,11 @@ class Settings:
     # WebRTC: packets aiortc's receiver holds before decoding the caller's
     # audio (its own default is 4, 80 ms, on every word the caller says).
     webrtc_jitter_frames: int = 2
+    # Outbound calls: POST /api/calls needs "Authorization: Bearer <this>"
+    # (PARLEY_API_KEY); unset, outbound calls are off. TWILIO_CALLER_ID is
+    # the number calls come from unless a request names another.
+    api_key: str = ""
+    twilio_caller_id: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -46,6 +51,8 @@ class Settings:
             ice_servers=tuple(s for s in env.get("PARLEY_ICE_SERVERS", "").split(",") if s.strip()),
             inspect_token=env.get("PARLEY_INSPECT_TOKEN", ""),
             twilio_mark_ms=_mark_ms(env.get("PARLEY_TWILIO_MARK_MS", str(cls.twilio_mark_ms))),
+            api_key=env.get("PARLEY_API_KEY", ""),
+            twilio_caller_id=env.get("TWILIO_CALLER_ID", ""),
             webrtc_jitter_frames=_int_in("PARLEY_WEBRTC_JITTER_FRAMES", env.get("PARLEY_WEBRTC_JITTER_FRAMES", str(cls.webrtc_jitter_frames)), 1, 8, "packets of 20 ms"),
         )
 

@@ -45,6 +45,7 @@ from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import Response
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from parley import subjects
 from parley.audio import Mark, Resampler, pcm16_to_ulaw, ulaw_to_pcm16
 
 from . import twilio_protocol as tp
@@ -52,6 +53,8 @@ from . import twilio_rest
 from .call import FRAME_MS, Call
 from .settings import Settings
 from .tasks import TaskSet
+
+OUTBOUND_PREFIX = "outbound-"
 
 log = logging.getLogger("parley.gateway")
 
@@ -357,7 +360,7 @@ class TwilioSocket:
                 self.end_reason = f"refused: {exc}"
                 self._queue_close(CLOSE_POLICY, "invalid stream token")
                 return False
-        call = Call(self.nc, self, stats=self.stats)
+        call = Call(self.nc, self, session=_placed_session(params.get("session", "")), stats=self.stats)
         try:
             await call.start(params=params, caller=params.get("caller", ""))
         except RuntimeError as exc:
@@ -426,6 +429,17 @@ class TwilioSocket:
             self.end_reason = f"error: {type(exc).__name__}"
 
 
+def _placed_session(session: str) -> str | None:
+    """The session id an outbound call was placed with (``POST /api/calls``
+    made it, so its status callbacks and its stream share one log), or None."""
+    if not session.startswith(OUTBOUND_PREFIX):
+        return None
+    try:
+        return subjects.session_token(session)
+    except ValueError:
+        return None
+
+
 def _token_secret(auth_token: str) -> bytes | None:
     """Stream tokens are keyed by a key derived from the auth token (so every
     replica accepts the others' tokens), or a random per-process key."""
@@ -461,8 +475,10 @@ def register(app: FastAPI, state: dict, settings: Settings) -> None:
         if not call_sid or not call_sid.isascii() or not call_sid.isalnum() or len(call_sid) > 64:
             return Response("CallSid missing or invalid", status_code=400, media_type="text/plain")
         params = {k: v for k, v in request.query_params.items() if k != "token"}
-        if fields.get("From"):
-            params["caller"] = fields["From"]
+        # The person on the line: who called us, or whom we called.
+        person = fields.get("To") if fields.get("Direction", "").startswith("outbound") else fields.get("From")
+        if person:
+            params["caller"] = person
         if require_token:
             params = {"token": tokens.issue(call_sid, time.time()), **params}
         url = tp.stream_url(settings.public_host, request.headers.get("host", "localhost"), request.url.scheme == "https")

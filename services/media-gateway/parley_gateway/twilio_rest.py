@@ -1,4 +1,12 @@
-"""Hanging up a Twilio call through Twilio's REST API.
+"""Twilio's REST API: placing a call, and hanging one up.
+
+Placing a call: ``POST {base}/2010-04-01/Accounts/{AccountSid}/Calls.json``
+with ``To``, ``From``, ``Url`` (the voice webhook Twilio requests once the
+call is answered), ``StatusCallback`` + ``StatusCallbackEvent`` (initiated,
+ringing, answered, completed) and asynchronous answering-machine detection
+(``MachineDetection=DetectMessageEnd``, ``AsyncAmd=true``,
+``AsyncAmdStatusCallback``): Twilio answers 201 with the Call resource (its
+``sid``), then calls the callbacks.
 
 When the agent ends a session (EndSession), closing the media WebSocket would
 also end a ``<Connect><Stream>`` call, but only once Twilio notices and runs
@@ -17,6 +25,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+
+from typing import Mapping, Sequence
 
 import httpx
 
@@ -64,3 +74,38 @@ async def hang_up(base: str, account_sid: str, auth_token: str, call_sid: str, *
                 return False
             await asyncio.sleep(0.3 * attempt)
     return False
+
+
+class TwilioApiError(RuntimeError):
+    """Twilio refused a request; the message is Twilio's own (never secrets)."""
+
+    def __init__(self, status: int | None, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def _client(url: str, timeout: float) -> httpx.AsyncClient:
+    # Honour proxy settings for the real API, never for a local one.
+    local = httpx.URL(url).host in ("127.0.0.1", "localhost", "::1")
+    return httpx.AsyncClient(timeout=timeout, trust_env=not local)
+
+
+async def create_call(base: str, account_sid: str, auth_token: str, form: Mapping[str, str | Sequence[str]], *, timeout: float = 10.0) -> dict:
+    """Place a call; returns Twilio's Call resource (``sid``, ``status``...).
+    Raises ``TwilioApiError`` with Twilio's message when it refuses."""
+    if not _SID.match(account_sid or ""):
+        raise TwilioApiError(None, f"invalid Twilio account SID {account_sid!r}")
+    url = f"{base.rstrip('/')}/2010-04-01/Accounts/{account_sid}/Calls.json"
+    async with _client(url, timeout) as client:
+        try:
+            r = await client.post(url, data=dict(form), auth=(account_sid, auth_token))
+        except httpx.HTTPError as exc:
+            raise TwilioApiError(None, f"Twilio API unreachable: {type(exc).__name__}: {exc}") from exc
+    try:
+        body = r.json()
+    except ValueError:
+        body = {"message": r.text[:300]}
+    if not r.is_success or not isinstance(body, dict) or "sid" not in body:
+        message = body.get("message") if isinstance(body, dict) else None
+        raise TwilioApiError(r.status_code, f"Twilio refused the call ({r.status_code}): {message or r.text[:300]}")
+    return body

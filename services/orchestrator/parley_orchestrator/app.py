@@ -66,6 +66,8 @@ def create_app(settings: Settings) -> FastAPI:
         tools = registry_for(book)
         brain = FixedLatencyBrain() if settings.providers == "fixed" else brain_from_env(settings.env, tools)
         defaults = {"system_prompt": settings.env.get("PARLEY_SYSTEM_PROMPT", SYSTEM_PROMPT)}
+        if settings.env.get("PARLEY_VOICEMAIL_MESSAGE"):
+            defaults["voicemail_message"] = settings.env["PARLEY_VOICEMAIL_MESSAGE"]
         greeting = settings.env.get("PARLEY_GREETING", getattr(brain, "greeting", ""))
         if greeting:
             defaults["greeting"] = greeting

@@ -4,6 +4,8 @@
     parley replay FILE.jsonl                re-reduce an exported log
     parley export SESSION_ID [--nats URL]   print the log as JSON lines
     parley sessions [--nats URL]            list recorded sessions
+    parley call +15551234567 [options]     place an outbound call through the gateway
+                                            (POST /api/calls; PARLEY_API_KEY, PARLEY_GATEWAY_URL)
     parley scenarios run FILE...            drive scenario calls through a running stack
                                             (``parley scenarios --help``; docs/SCENARIOS.md)
 
@@ -87,7 +89,16 @@ def main(argv: list[str] | None = None) -> int:
     p_export.add_argument("session")
     sub.add_parser("sessions", help="list sessions with state in KV")
     sub.add_parser("scenarios", help="run scenario files against a stack (parley scenarios --help)")
+    p_call = sub.add_parser("call", help="place an outbound call (the gateway's POST /api/calls)")
+    p_call.add_argument("to", help="the number to call, E.164: +15551234567")
+    p_call.add_argument("--from", dest="from_", default="", help="the caller id (default: the gateway's TWILIO_CALLER_ID)")
+    p_call.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="a session parameter (greeting, system_prompt...)")
+    p_call.add_argument("--voicemail-message", default="", help="left on an answering machine after the beep (default: hang up on machines)")
+    p_call.add_argument("--gateway", default=os.environ.get("PARLEY_GATEWAY_URL", "http://127.0.0.1:8080"))
     args = parser.parse_args(argv)
+
+    if args.cmd == "call":
+        return place_call(args)
 
     if args.cmd == "sessions":
         print("\n".join(asyncio.run(list_sessions(args.nats))))
@@ -108,6 +119,36 @@ def main(argv: list[str] | None = None) -> int:
     text = timeline(result)
     print(text.splitlines()[-1] if args.quiet else text)
     return 0 if result.ok else 1 if result.same_rules else 2
+
+
+def place_call(args: argparse.Namespace) -> int:
+    """POST /api/calls with the API key from PARLEY_API_KEY; prints the
+    session id to watch (and replay) the call by."""
+    import httpx
+
+    key = os.environ.get("PARLEY_API_KEY", "")
+    if not key:
+        print("parley call: set PARLEY_API_KEY (the gateway's API key)", file=sys.stderr)
+        return 2
+    params = {}
+    for item in args.param:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            print(f"parley call: --param takes NAME=VALUE, not {item!r}", file=sys.stderr)
+            return 2
+        params[name] = value
+    body = {"to": args.to, "params": params, **({"from": args.from_} if args.from_ else {}), **({"voicemail_message": args.voicemail_message} if args.voicemail_message else {})}
+    try:
+        r = httpx.post(f"{args.gateway.rstrip('/')}/api/calls", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=30, trust_env=False)
+    except httpx.HTTPError as exc:
+        print(f"parley call: the gateway at {args.gateway} did not answer: {exc}", file=sys.stderr)
+        return 1
+    answer = r.json() if r.headers.get("content-type", "").startswith("application/json") else {"error": r.text}
+    if r.status_code != 201:
+        print(f"parley call: {answer.get('error', r.text)} (HTTP {r.status_code})", file=sys.stderr)
+        return 1
+    print(f"calling {args.to}: session {answer['session']} (Twilio call {answer['call_sid']}, {answer['status']})")
+    return 0
 
 
 def scenarios(argv: list[str]) -> int:

@@ -445,6 +445,8 @@ def reduce(state: SessionState, event: AnyEvent) -> Result:
         return _dropped(state, "stale", f"timer {event.name}#{event.token}")
     if isinstance(event, ASR_EVENTS) and event.utterance <= state.heard_upto:
         return _dropped(state, "duplicate", f"utterance {event.utterance} was heard already")
+    if isinstance(event, _CALLER_INPUT) and state.run is not None and state.run.end_after == VOICEMAIL_LEFT:
+        return _dropped(state, "rejected", "an answering machine is recording the voicemail: what it plays is no turn")
     row = row_for(state.phase, event)
     if row is None:
         return _dropped(state, "rejected", f"{type(event).__name__} not valid in {state.phase}")
@@ -611,6 +613,9 @@ def on_session_ended(fx: Fx, e: SessionEnded) -> Next:
 
 
 VOICEMAIL_LEFT = "voicemail left"
+# What the other end says or presses: while a machine records the voicemail,
+# none of it takes the floor (its greeting's transcript may still arrive).
+_CALLER_INPUT = (SpeechStarted, SpeechStopped, TranscriptPartial, TranscriptFinal, Dtmf)
 
 
 def on_call_status(fx: Fx, e: CallStatus) -> Next:

@@ -879,8 +879,11 @@ def test_a_machine_cuts_the_greeting_and_gets_the_voicemail_after_the_beep_then_
     assert {type(x).__name__ for x in cmds} >= {"CancelLLM", "CancelTTS", "FlushPlayback", "Synthesize"}
     assert v.outcome.path == (r.GENERATING, r.CANCELLED, r.GENERATING) and v.run != greeting
     assert [x.text for x in cmds if isinstance(x, c.Synthesize)] == ["Hi, this is Bright Smile Dental.", "Please call us back."]
-    # A second detection changes nothing; the message is heard, then the call ends.
+    # A second detection changes nothing, nor does the late transcript of the
+    # machine's own greeting; the message is heard, then the call ends.
     assert v.send(c.CallStatus, status="in-progress", answered_by="machine_end_beep") == []
+    assert v.send(c.SpeechStarted, utterance=5) == [] and v.outcome.dropped == "rejected"
+    assert v.send(c.TranscriptFinal, utterance=4, text="please leave a message after the tone") == []
     v.play_all()
     assert v.phase == r.ENDED and [x.reason for x in v.cmds if isinstance(x, c.EndSession)] == ["voicemail left"]
 
