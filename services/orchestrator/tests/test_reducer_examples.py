@@ -858,8 +858,6 @@ def test_a_lone_word_in_a_short_sound_is_a_misheard_noise_but_no_still_cancels()
     assert v.state.run is None or v.run != run
     assert v.outcome.judgements[0].verdict == "barge-in"
 
-    assert back.judgements == (c.Judgement(kind="interruption", verdict="hold", reason="backchannel so far: wait for the rest", text="mm-hmm", heard="backchannel"),)
-
 
 # ---------------------------------------------------------------- call status, answering machines
 
