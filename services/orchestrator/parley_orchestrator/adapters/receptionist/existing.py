@@ -163,7 +163,7 @@ def on_found(ctx: Context, result: dict) -> tuple[Context, Plan]:
         return replace(ctx, mine=(), need_name=True), Plan(text="Can I have the name the booking is under?")
     mine = tuple(Appt(a["appointment_id"], s) for a in result.get("appointments", ()) if isinstance(a, dict) and (s := slot_of(a)) and isinstance(a.get("appointment_id"), int))
     ctx = replace(ctx, mine=mine)
-    if not ctx.task:
+    if ctx.task not in _VERB:  # a look-up nobody in this call asked for: say what it found
         return _tell(ctx) if mine else _none_found(replace(ctx, task="lookup"))
     return resolve(ctx)
 
