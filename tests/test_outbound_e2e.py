@@ -33,7 +33,7 @@ pytestmark = pytest.mark.e2e
 ACCOUNT = "AC" + "1" * 32
 AUTH_TOKEN = "e2e-outbound-auth-token"
 API_KEY = "e2e-outbound-api-key"
-PERSON, MACHINE, BUSY = "+15550002001", "+15550002002", "+15550002003"
+PERSON, MACHINE, BUSY, MACHINE_NO_AMD = "+15550002001", "+15550002002", "+15550002003", "+15550002004"
 MESSAGE = "Hi, this is Bright Smile Dental. Please call us back to confirm your appointment. Goodbye."
 
 
@@ -43,6 +43,7 @@ def twilio():
         PERSON: Callee("human", say("Hello? Who is this?", rate=8000)),
         MACHINE: Callee("machine", say("Hi, you have reached Sam. I can't take your call right now. Please leave a message after the tone.", rate=8000)),
         BUSY: Callee("busy"),
+        MACHINE_NO_AMD: Callee("machine", say("Hello, you have reached the Miller family, we are not able to take your call at the moment, so please leave us a message after the tone.", rate=8000), amd=False),
     }).start()  # fmt: skip
     yield api
     api.stop()
@@ -70,6 +71,15 @@ def wait_for(predicate, timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(what)
         time.sleep(0.1)
+
+
+def test_speech_is_no_beep():
+    """The gateway's beep detector hears no tone in real speech (Piper)."""
+    from parley.audio.tone import ToneDetector
+
+    det = ToneDetector(16000)
+    speech = say("Hi, you have reached Sam. I can't take your call right now. Please leave a message after the tone.", rate=16000)
+    assert det.feed(speech.astype("<i2").tobytes()) == []
 
 
 def test_the_api_key_guards_placing_calls(stack):
@@ -128,6 +138,25 @@ def test_a_machine_gets_the_message_after_the_beep(stack, twilio, capsys):
     assert call.hung_up_by == "api"
     ends = [c.reason for s in steps for c in s.commands if isinstance(c, contract.EndSession)]
     assert ends == ["voicemail left"]
+
+
+def test_without_the_providers_detection_parley_hears_the_greeting_and_the_beep_itself(stack, twilio, capsys):
+    r = place(stack, MACHINE_NO_AMD, voicemail_message=MESSAGE)
+    assert r.status_code == 201, r.text
+    session = r.json()["session"]
+    call = twilio.wait_call(MACHINE_NO_AMD)
+    wait_for(call.finished.is_set, 120, "the agent hung up")
+    after_beep = normalise(hear(call.caller.played_audio(after=call.beep_end), rate=8000))
+    steps, _ = asyncio.run(fetch(session, stack.nats_url))
+    tones = [(s.event.hz, s.event.ms, s.note) for s in steps if isinstance(s.event, contract.ToneHeard)]
+    talk = [s.event.speech_ms for s in steps if isinstance(s.event, contract.SpeechStopped)]
+    with capsys.disabled():
+        print(f"\n[e2e outbound] no AMD: tones {tones}; utterances (ms) {talk}; after the beep: {after_beep!r}")
+    assert call.amd == [] and call.errors == []
+    assert tones and all(900 <= hz <= 1100 for hz, _, _ in tones)
+    assert "call us back" in after_beep and "confirm" in after_beep, after_beep
+    assert call.hung_up_by == "api"
+    assert [c.reason for s in steps for c in s.commands if isinstance(c, contract.EndSession)] == ["voicemail left"]
 
 
 def test_busy_is_logged_and_no_conversation_starts(stack, twilio, monkeypatch, capsys):

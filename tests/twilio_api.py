@@ -61,6 +61,7 @@ class Callee:
     answers: str = "human"  # human | machine | busy | no-answer
     speech: np.ndarray | None = None  # 8 kHz int16: a person's first words, or the voicemail greeting
     ring: float = 0.3
+    amd: bool = True  # False: an account without answering-machine detection (no AnsweredBy callback)
 
 
 @dataclass
@@ -233,7 +234,7 @@ class TwilioApi:
 
     async def _amd(self, http: httpx.AsyncClient, call: PlacedCall, answered_by: str) -> None:
         url = call.one("AsyncAmdStatusCallback")
-        if call.one("MachineDetection") and url:
+        if call.one("MachineDetection") and url and call.callee.amd:
             call.amd.append(answered_by)
             await self._post(http, url, {"CallSid": call.sid, "AccountSid": self.account_sid, "AnsweredBy": answered_by, "MachineDetectionDuration": "3000"})
 

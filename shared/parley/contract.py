@@ -228,6 +228,15 @@ class CallStatus(Event, frozen=True, kw_only=True, tag="CallStatus"):
         return self.answered_by.startswith("machine") or self.answered_by == "fax"
 
 
+class ToneHeard(Event, frozen=True, kw_only=True, tag="ToneHeard"):
+    """From the gateway: a steady pure tone in the other end's audio (an
+    answering machine's beep), ``ms`` long at ``hz``. Measured only on
+    outbound calls. What it means is the reducer's decision."""
+
+    hz: int
+    ms: int
+
+
 AnyEvent = Union[
     SessionStarted,
     SessionEnded,
@@ -248,6 +257,7 @@ AnyEvent = Union[
     Dtmf,
     Takeover,
     CallStatus,
+    ToneHeard,
 ]
 
 # --------------------------------------------------------------------------

@@ -15,7 +15,7 @@ EVENTS = {
     "SessionStarted", "SessionEnded", "SpeechStarted", "SpeechStopped", "TranscriptPartial",
     "TranscriptFinal", "LLMToken", "LLMToolCall", "LLMDone", "LLMError", "TTSChunkStarted",
     "TTSChunkDone", "TTSError", "PlaybackProgress", "ToolResult", "TimerFired", "Dtmf",
-    "Takeover", "CallStatus",
+    "Takeover", "CallStatus", "ToneHeard",
 }  # fmt: skip
 COMMANDS = {
     "StartLLM", "CancelLLM", "Synthesize", "CancelTTS", "PausePlayback", "ResumePlayback",

@@ -42,6 +42,7 @@ from nats.errors import NoRespondersError
 
 from parley import bus, contract, subjects, telemetry
 from parley.audio import Mark, Playout, Resampler
+from parley.audio.tone import ToneDetector
 
 from .latency import TurnLatency
 from .tasks import TaskSet
@@ -94,6 +95,7 @@ class Call:
         self.nc = nc
         self.transport = transport
         self.session = session or new_session_id(transport.kind)
+        self.tones: ToneDetector | None = None  # outbound calls only (set in start)
         self.playout = Playout(rate=transport.rate, frame_ms=FRAME_MS)
         self.resamplers: dict[tuple[int, int], Resampler] = {}
         self.flushed_runs: set[int] = set()
@@ -119,6 +121,7 @@ class Call:
 
     # ---------------------------------------------------------------- lifetime
     async def start(self, params: dict[str, str] | None = None, caller: str = "") -> None:
+        self.tones = ToneDetector(16000) if (params or {}).get("direction") == "outbound" else None
         s = self.session
         self.subs = [
             await self.nc.subscribe(subjects.tts_audio_all(s), cb=self._on_audio),
@@ -234,6 +237,10 @@ class Call:
             return
         await self.nc.publish(subjects.audio_in(self.session), pcm16_16k, headers=bus.audio_headers(self.seq, 16000))
         self.seq += 1
+        if self.tones is not None:
+            # Calls we placed: a beep may be a voicemail greeting's end (the reducer judges).
+            for tone in self.tones.feed(pcm16_16k):
+                await bus.publish_event(self.nc, contract.ToneHeard(session=self.session, at=time.time(), hz=tone.hz, ms=tone.ms))
         now = time.time()
         recent = self.recent_audio
         recent.append((now, pcm16_16k))

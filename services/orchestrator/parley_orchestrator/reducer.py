@@ -91,6 +91,7 @@ from parley.contract import (
     AnyCommand,
     AnyEvent,
     CallStatus,
+    ToneHeard,
     CallTool,
     CancelLLM,
     CancelTimer,
@@ -237,6 +238,11 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     # answering-machine detection says so, after the beep), leave this
     # message and hang up; empty: hang up at once.
     voicemail_message: str = ""
+    # "outbound" for calls Parley placed: Parley then also judges a machine
+    # itself, when the other end talked without a break for at least
+    # ``machine_monologue`` seconds (a voicemail greeting) and then beeped.
+    direction: str = "inbound"
+    machine_monologue: float = 3.0
 
 
 _SPOKEN = ("reprompt_text", "goodbye_text", "fallback_text")
@@ -325,6 +331,8 @@ class SessionState(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     session: str = ""
     phase: Phase = Phase.IDLE
     caller: str = ""  # the caller's number, when the transport knows it
+    answered_by: str = ""  # the provider's answering-machine verdict, once it came
+    longest_speech_ms: int = 0  # the other end's longest utterance so far (a voicemail greeting is long)
     policy: Policy = Policy()
     started_at: float = 0.0
     history: tuple[Message, ...] = ()
@@ -624,14 +632,32 @@ def on_call_status(fx: Fx, e: CallStatus) -> Next:
     up on; anything else is only recorded."""
     answered = f" (answered by {e.answered_by})" if e.answered_by else ""
     fx = fx.noted(f"call {e.status}{answered}")
+    if e.answered_by and not fx.state.answered_by:
+        fx = fx.set(answered_by=e.answered_by)
+    if not e.machine:
+        return fx.to("noted")
+    return _machine_answered(fx, e.at)
+
+
+def on_tone(fx: Fx, e: ToneHeard) -> Next:
+    """Parley's own judgement, whatever the provider's detection: on a call
+    it placed, a long monologue then a beep is a voicemail greeting."""
+    s = fx.state
+    fx = fx.noted(f"tone {e.hz} Hz, {e.ms} ms after {s.longest_speech_ms / 1000:.1f} s of talk at most")
+    if s.policy.direction != "outbound" or s.answered_by or s.longest_speech_ms < s.policy.machine_monologue * 1000:
+        return fx.to("noted")
+    return _machine_answered(fx.set(answered_by="machine_end_beep (Parley)"), e.at)
+
+
+def _machine_answered(fx: Fx, at: float) -> Next:
     run = fx.state.run
-    if not e.machine or fx.state.phase in (IDLE, ENDED) or (run is not None and run.end_after == VOICEMAIL_LEFT):
+    if fx.state.phase in (IDLE, ENDED) or (run is not None and run.end_after == VOICEMAIL_LEFT):
         return fx.to("noted")
     if run is not None:
         fx = _cancel_run(fx)
     if not fx.state.policy.voicemail_message.strip():
         return _end(fx, "answering machine: hung up", tell_gateway=True).to("machine: hang up")
-    return _start_scripted(fx, fx.state.policy.voicemail_message, e.at, then_end=VOICEMAIL_LEFT).to("machine: leave the message")
+    return _start_scripted(fx, fx.state.policy.voicemail_message, at, then_end=VOICEMAIL_LEFT).to("machine: leave the message")
 
 
 def on_max_call_timer(fx: Fx, e: TimerFired) -> Next:
@@ -674,7 +700,8 @@ def on_speech_started(fx: Fx, e: SpeechStarted) -> Next:
 def on_speech_stopped(fx: Fx, e: SpeechStopped) -> Next:
     s = fx.state
     voice_end = e.speech_end_at if 0 < e.speech_end_at <= e.at else e.at
-    fx = fx.set(user_speaking=False, awaiting_finals=s.awaiting_finals + (e.utterance,), silence_from=voice_end, eot=e.eot, speech_ms=e.speech_ms)
+    fx = fx.set(user_speaking=False, awaiting_finals=s.awaiting_finals + (e.utterance,), silence_from=voice_end, eot=e.eot, speech_ms=e.speech_ms,
+                longest_speech_ms=max(s.longest_speech_ms, e.speech_ms))
     fx = _start_timer(fx, "final", s.policy.final_timeout)
     if s.phase in FLOOR_PHASES:
         return fx.to("end of an earlier sound")  # its final decides
@@ -1513,6 +1540,9 @@ TRANSITIONS: tuple[Row, ...] = (
     Row((IDLE, ENDED), CallStatus, on_call_status, {"noted": STAY}, "call status"),
     Row(USER, CallStatus, on_call_status, {"noted": STAY, "machine: leave the message": (GENERATING,), "machine: hang up": (ENDED,)}, "call status: machine?"),
     Row(HELD, CallStatus, on_call_status, {"noted": STAY, "machine: leave the message": (CANCELLED, GENERATING), "machine: hang up": (CANCELLED, ENDED)}, "call status: machine?"),
+    Row((IDLE, ENDED), ToneHeard, on_tone, {"noted": STAY}, "tone"),
+    Row(USER, ToneHeard, on_tone, {"noted": STAY, "machine: leave the message": (GENERATING,), "machine: hang up": (ENDED,)}, "beep after a monologue: machine?"),
+    Row(HELD, ToneHeard, on_tone, {"noted": STAY, "machine: leave the message": (CANCELLED, GENERATING), "machine: hang up": (CANCELLED, ENDED)}, "beep after a monologue: machine?"),
     # -- ownership: the replica running this session's streams changed
     Row(LIVE, Takeover, on_takeover, {"work re-issued": STAY}, "new owner: restart the LLM step, re-issue tool calls"),
 )

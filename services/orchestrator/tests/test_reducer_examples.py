@@ -890,3 +890,31 @@ def test_a_machine_without_a_message_is_hung_up_on():
     v = Convo()
     cmds = v.send(c.CallStatus, status="in-progress", answered_by="machine_start")
     assert v.phase == r.ENDED and [x.reason for x in cmds if isinstance(x, c.EndSession)] == ["answering machine: hung up"]
+
+
+def _monologue(v, seconds: float) -> None:
+    v.send(c.SpeechStarted, utterance=1)
+    v.send(c.SpeechStopped, utterance=1, speech_ms=int(seconds * 1000), speech_end_at=v.t)
+
+
+def test_parley_judges_a_machine_itself_a_long_greeting_then_a_beep_on_a_call_it_placed():
+    v = Convo(direction="outbound", voicemail_message="Please call us back.")
+    _monologue(v, 4.5)
+    cmds = v.send(c.ToneHeard, hz=1000, ms=480)
+    assert [x.text for x in cmds if isinstance(x, c.Synthesize)] == ["Please call us back."]
+    assert v.state.answered_by == "machine_end_beep (Parley)"
+    # The provider's late verdict changes nothing: the message is being left.
+    assert v.send(c.CallStatus, status="in-progress", answered_by="machine_end_beep") == []
+
+
+@pytest.mark.parametrize(
+    ("params", "talk", "verdict"),
+    [({"direction": "inbound"}, 4.5, ""), ({"direction": "outbound"}, 1.0, ""), ({"direction": "outbound"}, 4.5, "human")],
+)
+def test_a_beep_is_no_machine_inbound_after_short_talk_or_once_the_provider_said_human(params, talk, verdict):
+    v = Convo(voicemail_message="Please call us back.", **params)
+    if verdict:
+        v.send(c.CallStatus, status="in-progress", answered_by=verdict)
+    _monologue(v, talk)
+    assert not any(isinstance(x, (c.Synthesize, c.EndSession)) for x in v.send(c.ToneHeard, hz=1000, ms=480))
+    assert v.outcome.taken == "noted"

@@ -31,6 +31,7 @@ def sessions(draw, max_events=60):
         "hold_max": st.sampled_from(["0.5", "3"]),
         "max_tool_steps": st.sampled_from(["1", "2"]),
         "voicemail_message": st.sampled_from(["Hi, this is the clinic calling back. Goodbye.", ""]),
+        "direction": st.sampled_from(["outbound", "inbound"]),
     }))
     state = r.initial_state()
     t = 0.0
@@ -103,6 +104,8 @@ def sessions(draw, max_events=60):
             else:
                 name, token = draw(st.sampled_from(["resume", "hold", "endpoint", "final"])), draw(st.integers(0, 50))
             ev = c.TimerFired(session=S, at=t, name=name, token=token)
+        elif kind == "status" and draw(st.booleans()):
+            ev = c.ToneHeard(session=S, at=t, hz=1000, ms=draw(st.sampled_from([200, 500])))
         elif kind == "status":
             status, answered_by = draw(st.sampled_from([("ringing", ""), ("in-progress", "human"), ("in-progress", "machine_end_beep"), ("completed", ""), ("in-progress", "fax")]))
             ev = c.CallStatus(session=S, at=t, status=status, answered_by=answered_by)
@@ -306,7 +309,7 @@ def test_a_sound_or_backchannel_never_cancels_a_held_answer(events):
             assert any(j.verdict == "barge-in" and j.heard in ("words", "answer") for j in _words_judged(outcome)), (ev, outcome)
             assert words.hearing(ev.text, asked=True) in ("words", "answer")
         else:
-            assert isinstance(ev, (c.Dtmf, c.SessionEnded, c.TimerFired, c.LLMError, c.CallStatus)), ev
+            assert isinstance(ev, (c.Dtmf, c.SessionEnded, c.TimerFired, c.LLMError, c.CallStatus, c.ToneHeard)), ev
             if isinstance(ev, c.TimerFired):
                 assert ev.name in ("max_call", "llm_first_token", "tts_first_audio", "playback"), ev
 
@@ -348,7 +351,8 @@ def test_a_machine_gets_the_voicemail_once_or_is_hung_up_on(events):
     _, steps = run_all(events)
     voicemail_run = None
     for before, ev, cmds, _, after in steps:
-        if not (isinstance(ev, c.CallStatus) and ev.machine) or before.phase in (r.IDLE, r.ENDED):
+        machine = (isinstance(ev, c.CallStatus) and ev.machine) or (isinstance(ev, c.ToneHeard) and after.answered_by.endswith("(Parley)") and not before.answered_by)
+        if not machine or before.phase in (r.IDLE, r.ENDED):
             continue
         assert not any(isinstance(cmd, c.StartLLM) for cmd in cmds)
         if voicemail_run is not None and before.run is not None and before.run.id == voicemail_run:
