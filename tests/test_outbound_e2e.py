@@ -34,6 +34,7 @@ ACCOUNT = "AC" + "1" * 32
 AUTH_TOKEN = "e2e-outbound-auth-token"
 API_KEY = "e2e-outbound-api-key"
 PERSON, MACHINE, BUSY, MACHINE_NO_AMD = "+15550002001", "+15550002002", "+15550002003", "+15550002004"
+DESK = "+15550007777"  # where calls are transferred: the deployment's, never the model's
 MESSAGE = "Hi, this is Bright Smile Dental. Please call us back to confirm your appointment. Goodbye."
 
 
@@ -51,7 +52,8 @@ def twilio():
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, twilio):
-    env = {"TWILIO_ACCOUNT_SID": ACCOUNT, "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "TWILIO_API_BASE": twilio.base, "TWILIO_CALLER_ID": "+15550001000", "PARLEY_API_KEY": API_KEY}
+    env = {"TWILIO_ACCOUNT_SID": ACCOUNT, "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "TWILIO_API_BASE": twilio.base, "TWILIO_CALLER_ID": "+15550001000", "PARLEY_API_KEY": API_KEY,
+           "PARLEY_TRANSFER_TO": DESK}
     with Stack(tmp_path_factory.mktemp("stack"), env=env) as s:
         yield s
 
@@ -172,3 +174,43 @@ def test_busy_is_logged_and_no_conversation_starts(stack, twilio, monkeypatch, c
     wait_for(lambda: ("busy", "") in statuses(stack, session), 20, "busy in the log")
     steps, _ = asyncio.run(fetch(session, stack.nats_url))
     assert not any(isinstance(s.event, contract.SessionStarted) for s in steps)
+
+
+def test_asking_for_a_person_puts_the_caller_through_with_a_summary_first(stack, twilio, capsys):
+    """Inbound this time: the caller asks for a person; the agent says so, and
+    once that was heard the call is redirected to <Dial> the desk through the
+    REST API (no hang-up); the desk hears the summary before the caller."""
+    import secrets
+    import xml.etree.ElementTree as ET
+
+    from parley.callers.twilio import TwilioCaller
+    from twilio_api import signature
+
+    request = say("Hi, can I speak to a real person please?", rate=8000)
+    call_sid = "CA" + secrets.token_hex(16)
+
+    async def scenario():
+        url = f"{stack.gateway}/twilio/voice"
+        form = {"CallSid": call_sid, "AccountSid": ACCOUNT, "From": "+15550003030", "To": "+15550001000", "CallStatus": "ringing", "Direction": "inbound"}
+        async with httpx.AsyncClient(trust_env=False) as http:
+            r = await http.post(url, data=form, headers={"X-Twilio-Signature": signature(AUTH_TOKEN, url, form)})
+        stream = ET.fromstring(r.text).find("./Connect/Stream")
+        caller = TwilioCaller(stream.get("url"), {p.get("name"): p.get("value") for p in stream.findall("Parameter")}, call_sid=call_sid)
+        await caller.connect()
+        await asyncio.sleep(1.0)
+        await caller.wait_quiet(quiet=1.2, timeout=40)
+        _, spoke_until = await caller.say(request)
+        await caller.wait_audio(after=spoke_until, timeout=40)
+        await asyncio.wait_for(caller.closed.wait(), 60)  # the gateway lets go of the stream
+        return normalise(hear(caller.played_audio(after=spoke_until), rate=8000))
+
+    heard = asyncio.run(scenario())
+    wait_for(lambda: call_sid in twilio.whispers, 20, "the desk heard the summary")
+    updates = [form for sid, form in twilio.updates if sid == call_sid]
+    with capsys.disabled():
+        print(f"\n[e2e transfer] caller heard {heard!r}; updates {updates}; desk heard {twilio.whispers[call_sid]!r}")
+    assert "putting you through" in heard, heard
+    assert len(updates) == 1 and "Status" not in updates[0]  # redirected, never hung up
+    dial = ET.fromstring(updates[0]["Twiml"]).find("./Dial/Number")
+    assert dial.text == DESK
+    assert "real person" in twilio.whispers[call_sid].lower()

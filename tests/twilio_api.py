@@ -94,6 +94,8 @@ class TwilioApi:
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._tasks: set[asyncio.Task] = set()
+        self.updates: list[tuple[str, dict[str, str]]] = []  # (CallSid, form) of every Calls/{sid}.json update
+        self.whispers: dict[str, str] = {}  # CallSid -> what the person taking a warm transfer heard first (<Say>)
 
     # ------------------------------------------------------------ life
     def start(self) -> "TwilioApi":
@@ -161,10 +163,13 @@ class TwilioApi:
         async def update(account: str, sid: str, request: Request):
             if (refused := self._auth(account, request)) is not None:
                 return refused
-            call = self.calls.get(sid)
-            if call is None:
-                return _error(404, 20404, f"The requested resource /Calls/{sid}.json was not found")
             form = _multi(await request.body())
+            self.updates.append((sid, {k: v[0] for k, v in form.items()}))
+            if "Twiml" in form:
+                self._spawn(self._follow(sid, form["Twiml"][0]))
+            call = self.calls.get(sid)
+            if call is None:  # a call that came in (not placed here): recorded above
+                return JSONResponse({"sid": sid, "status": "in-progress"})
             if form.get("Status", [""])[0] == "completed":
                 call.hung_up_by = call.hung_up_by or "api"
                 if call.caller is not None:
@@ -183,6 +188,17 @@ class TwilioApi:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _follow(self, sid: str, twiml: str) -> None:
+        """New TwiML for a live call: a <Dial><Number url=...> first plays
+        that URL's TwiML to the person called (a warm transfer's whisper)."""
+        number = ET.fromstring(twiml).find("./Dial/Number")
+        if number is None or not number.get("url"):
+            return
+        async with httpx.AsyncClient(trust_env=False, timeout=10) as http:
+            r = await self._post(http, number.get("url"), {"CallSid": "CA" + secrets.token_hex(16), "AccountSid": self.account_sid, "ParentCallSid": sid})
+        said = ET.fromstring(r.text).find("./Say")
+        self.whispers[sid] = said.text if said is not None else ""
 
     # ------------------------------------------------------------ the call
     async def _play_out(self, call: PlacedCall) -> None:

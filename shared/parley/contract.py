@@ -50,6 +50,7 @@ SCHEMA = 2
 # names are part of the contract between the LLM adapters and the reducer.
 
 END_CALL = "end_call"
+TRANSFER_CALL = "transfer_call"  # handled by the reducer when the session has a transfer destination
 
 # --------------------------------------------------------------------------
 # Conversation items (carried inside StartLLM and the session state)
@@ -324,6 +325,12 @@ class CancelTimer(Command, frozen=True, kw_only=True, tag="CancelTimer"):
 
 class EndSession(Command, frozen=True, kw_only=True, tag="EndSession"):
     reason: str
+    # A transfer instead of a hang-up: connect the caller to this number (the
+    # deployment's, never the model's); warm: the person there first hears
+    # ``summary``.
+    transfer_to: str = ""
+    warm: bool = False
+    summary: str = ""
 
 
 AnyCommand = Union[

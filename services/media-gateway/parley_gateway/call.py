@@ -322,6 +322,13 @@ class Call:
             case EndSession():
                 self.ended_by_agent = True
                 await self.transport.send_notice({"type": "end", "reason": cmd.reason})
+                transfer = getattr(self.transport, "transfer", None)
+                if cmd.transfer_to and transfer is not None:
+                    await transfer(cmd.transfer_to, cmd.warm, cmd.summary)
+                    return
+                if cmd.transfer_to:
+                    log.error("transfer not possible on this transport: the call is ended", extra={"session_id": self.session, "transport": self.transport.kind})
+                    self._count("transfers_unsupported", 1)
                 # Let the goodbye finish playing first (it was heard: the run ended).
                 await self.transport.close(cmd.reason)
 

@@ -125,6 +125,17 @@ def register(app: FastAPI, state: dict, settings: Settings) -> None:
         await _publish(state, session, call.get("status", "queued"), "", call["sid"])
         return JSONResponse({"session": session, "call_sid": call["sid"], "status": call.get("status", "queued")}, status_code=201)
 
+    @app.post("/twilio/whisper")
+    async def whisper(request: Request):
+        """What the person taking a warm transfer hears first: the summary."""
+        body = await request.body()
+        if settings.twilio_auth_token:
+            url = tp.public_url(settings.public_host, str(request.url))
+            form = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+            if not tp.valid_signature(settings.twilio_auth_token, url, form, request.headers.get("x-twilio-signature")):
+                return Response("invalid signature", status_code=403, media_type="text/plain")
+        return Response(tp.twiml_say(request.query_params.get("text", "")[:500]), media_type="text/xml")
+
     @app.post("/twilio/status")
     async def call_status(request: Request):
         return await _callback(request, state, settings, amd=False)

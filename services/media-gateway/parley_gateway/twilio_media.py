@@ -39,7 +39,7 @@ import hmac
 import logging
 import time
 from collections import deque
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import Response
@@ -236,6 +236,33 @@ class TwilioSocket:
         self.closing = True
         self.end_reason = f"agent ended the call: {reason}"
         self.tasks.spawn(self._hang_up_and_close(), "twilio-hang-up")
+
+    async def transfer(self, number: str, warm: bool, summary: str) -> None:
+        """The agent put the caller through: redirect the call to ``<Dial>``
+        through the REST API (the stream then ends; the call goes on)."""
+        if self.closing:
+            return
+        self.closing = True
+        self.end_reason = f"transferred to {number}"
+        self.tasks.spawn(self._transfer_and_close(number, warm, summary), "twilio-transfer")
+
+    async def _transfer_and_close(self, number: str, warm: bool, summary: str) -> None:
+        s = self.settings
+        whisper = None
+        if warm and summary:
+            host = tp.normalize_host(s.public_host)
+            base = f"https://{host}" if host else f"http://{self.ws.headers.get('host', 'localhost')}"
+            whisper = f"{base}/twilio/whisper?{urlencode({'text': summary[:500]})}"
+        ok = False
+        if s.twilio_account_sid and s.twilio_auth_token and self.call_sid:
+            ok = await twilio_rest.redirect(s.twilio_api_base, s.twilio_account_sid, s.twilio_auth_token, self.call_sid, tp.twiml_dial(number, whisper))
+        _count(self.stats, "twilio_transfers" if ok else "twilio_transfer_failures")
+        if not ok:
+            log.error("transfer failed: the call is hung up", extra=self._log_extra(to=number))
+            self.end_reason = "transfer failed"
+            await self._hang_up_and_close()
+            return
+        self._queue_close(1000, "call transferred")
 
     async def _hang_up_and_close(self) -> None:
         s = self.settings

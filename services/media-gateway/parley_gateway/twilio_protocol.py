@@ -32,7 +32,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Union
 from urllib.parse import urlsplit, urlunsplit
-from xml.sax.saxutils import quoteattr
+from xml.sax.saxutils import escape, quoteattr
 
 import msgspec
 
@@ -304,6 +304,18 @@ def stream_url(public_host: str, request_host: str, secure: bool, path: str = "/
     if host:
         return f"wss://{host}{path}"
     return f"{'wss' if secure else 'ws'}://{request_host}{path}"
+
+
+def twiml_dial(number: str, whisper_url: str | None = None) -> str:
+    """``<Dial>`` the caller to ``number``; with ``whisper_url`` the person
+    answering first hears that URL's TwiML (a warm transfer's summary)."""
+    if whisper_url:
+        return f"<Response><Dial><Number url={quoteattr(whisper_url)}>{escape(number)}</Number></Dial></Response>"
+    return f"<Response><Dial>{escape(number)}</Dial></Response>"
+
+
+def twiml_say(text: str) -> str:
+    return f"<Response><Say>{escape(text)}</Say></Response>"
 
 
 def twiml_connect_stream(url: str, parameters: Mapping[str, str]) -> str:

@@ -109,3 +109,22 @@ async def create_call(base: str, account_sid: str, auth_token: str, form: Mappin
         message = body.get("message") if isinstance(body, dict) else None
         raise TwilioApiError(r.status_code, f"Twilio refused the call ({r.status_code}): {message or r.text[:300]}")
     return body
+
+
+async def redirect(base: str, account_sid: str, auth_token: str, call_sid: str, twiml: str, *, timeout: float = 5.0) -> bool:
+    """Replace a live call's TwiML (``Twiml=...`` on the Call resource), e.g.
+    a ``<Dial>`` for a transfer. True when Twilio accepted it; never raises."""
+    try:
+        url, _ = hangup_request(base, account_sid, call_sid)
+    except ValueError as exc:
+        log.error("not redirecting: %s", exc, extra={"call_sid": call_sid})
+        return False
+    async with _client(url, timeout) as client:
+        try:
+            r = await client.post(url, data={"Twiml": twiml}, auth=(account_sid, auth_token))
+        except httpx.HTTPError as exc:
+            log.warning("Twilio API redirect failed", extra={"call_sid": call_sid, "error": f"{type(exc).__name__}: {exc}"})
+            return False
+    if not r.is_success:
+        log.warning("Twilio API redirect refused", extra={"call_sid": call_sid, "status": r.status_code, "error": r.text[:300]})
+    return r.is_success

@@ -63,9 +63,13 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         book = AppointmentBook(settings.data_dir / "appointments.sqlite3", clinic=CLINIC)
-        tools = registry_for(book)
+        transfer_to = settings.env.get("PARLEY_TRANSFER_TO", "").strip()
+        tools = registry_for(book, transfer=bool(transfer_to))
         brain = FixedLatencyBrain() if settings.providers == "fixed" else brain_from_env(settings.env, tools)
         defaults = {"system_prompt": settings.env.get("PARLEY_SYSTEM_PROMPT", SYSTEM_PROMPT)}
+        if transfer_to:
+            defaults["transfer_to"] = transfer_to
+            defaults["transfer_warm"] = settings.env.get("PARLEY_TRANSFER_WARM", "true")
         if settings.env.get("PARLEY_VOICEMAIL_MESSAGE"):
             defaults["voicemail_message"] = settings.env["PARLEY_VOICEMAIL_MESSAGE"]
         greeting = settings.env.get("PARLEY_GREETING", getattr(brain, "greeting", ""))

@@ -31,7 +31,7 @@ from typing import Annotated, Callable, Optional
 import msgspec
 
 from .clinic import CLINIC, WEEKDAY_NAMES, Clinic, ClinicHours
-from .tools import END_CALL_TOOL, Tool, ToolContext, ToolInputError, ToolRegistry
+from .tools import END_CALL_TOOL, TRANSFER_CALL_TOOL, Tool, ToolContext, ToolInputError, ToolRegistry
 
 log = logging.getLogger("parley.orchestrator.tools")
 
@@ -512,9 +512,10 @@ def appointment_tools(book: AppointmentBook) -> list[Tool]:
     ]
 
 
-def registry_for(book: AppointmentBook) -> ToolRegistry:
-    """The demo clinic's tools over ``book``, and ``end_call``."""
-    return ToolRegistry([*appointment_tools(book), END_CALL_TOOL])
+def registry_for(book: AppointmentBook, transfer: bool = False) -> ToolRegistry:
+    """The demo clinic's tools over ``book``, ``end_call``, and
+    ``transfer_call`` when the line has somewhere to transfer to."""
+    return ToolRegistry([*appointment_tools(book), END_CALL_TOOL, *([TRANSFER_CALL_TOOL] if transfer else [])])
 
 
 def default_registry(db_path: str | Path, *, clock: Callable[[], dt.datetime] = dt.datetime.now, clinic: Clinic = CLINIC) -> ToolRegistry:

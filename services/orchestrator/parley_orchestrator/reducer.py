@@ -98,6 +98,7 @@ from parley.contract import (
     CancelTTS,
     Dropped,
     END_CALL,
+    TRANSFER_CALL,
     Dtmf,
     EndSession,
     FlushPlayback,
@@ -243,6 +244,11 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     # ``machine_monologue`` seconds (a voicemail greeting) and then beeped.
     direction: str = "inbound"
     machine_monologue: float = 3.0
+    # Transfer to a person (the transfer_call tool): the number to connect
+    # the caller to; empty, the reducer does not handle transfer_call. Warm:
+    # the person first hears the summary of the call.
+    transfer_to: str = ""
+    transfer_warm: bool = True
 
 
 _SPOKEN = ("reprompt_text", "goodbye_text", "fallback_text")
@@ -300,6 +306,7 @@ class Run(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     started_at: float = 0.0  # when the turn began: the caller's speech start, or the run's start
     scripted: bool = False  # fixed text (greeting, re-prompt, fallback): no LLM
     end_after: str = ""  # a goodbye: the session ends, for this reason, once it was heard
+    handoff: str = ""  # with end_after TRANSFERRED: the summary for the person taking the call
     confirmed: bool = True  # False: preemptive, chunks wait for the final
     step: int = 0  # LLM request number within the run (tool continuation)
     llm_active: bool = False
@@ -664,13 +671,31 @@ def on_max_call_timer(fx: Fx, e: TimerFired) -> Next:
     return _end(fx, "max call duration reached", tell_gateway=True).to("ended")
 
 
-def _end(fx: Fx, reason: str, tell_gateway: bool) -> Fx:
+def _end(fx: Fx, reason: str, tell_gateway: bool, handoff: str = "") -> Fx:
     if fx.state.run is not None:
         fx = _cancel_run(fx)
     fx = _cancel_timer(fx, *(name for name, _ in fx.state.timers))
     if tell_gateway:
-        fx = fx.emit(EndSession(session=fx.state.session, reason=reason))
+        p = fx.state.policy
+        if reason == TRANSFERRED:
+            end = EndSession(session=fx.state.session, reason=reason, transfer_to=p.transfer_to, warm=p.transfer_warm, summary=handoff)
+        else:
+            end = EndSession(session=fx.state.session, reason=reason)
+        fx = fx.emit(end)
     return fx.noted(reason)
+
+
+TRANSFERRED = "transferred to a person"
+
+
+def _argument(arguments: str, name: str) -> str:
+    """One string argument of a tool call's JSON ("" if absent or not text)."""
+    try:
+        value = msgspec.json.decode(arguments or "{}")
+    except msgspec.DecodeError:
+        return ""
+    found = value.get(name) if isinstance(value, dict) else None
+    return found.strip() if isinstance(found, str) else ""
 
 
 # ---------------------------------------------------------------------------
@@ -1090,6 +1115,11 @@ def on_llm_tool_call(fx: Fx, e: LLMToolCall) -> Next:
     assert run is not None
     if e.step != run.step or not run.llm_active:
         return fx.noted(f"tool call of step {e.step} ignored").to("tool call")
+    if e.name == TRANSFER_CALL and fx.state.policy.transfer_to:
+        # Like end_call: the caller is put through once this reply was heard
+        # in full; never from an interrupted reply or a cancelled run.
+        summary = _argument(e.arguments, "summary")[:500]
+        return fx.set_run(end_after=TRANSFERRED, handoff=summary).noted("transfer_call: put through after this reply is heard").to("tool call")
     if e.name == END_CALL:
         # Not executed now: the call ends once this reply has been heard in
         # full. A reply that is interrupted, or a run that is cancelled, never
@@ -1332,7 +1362,7 @@ def _maybe_finish(fx: Fx, at: float) -> Next | None:
     fx = _commit_run(fx, interrupted=False)
     fx = _cancel_timer(fx, "playback", "tts_first_audio")
     if run.end_after:  # type: ignore[union-attr]
-        return _end(fx, run.end_after, tell_gateway=True).to("goodbye heard")  # type: ignore[union-attr]
+        return _end(fx, run.end_after, tell_gateway=True, handoff=run.handoff).to("goodbye heard")  # type: ignore[union-attr]
     return _turn(fx, at).after("heard")
 
 

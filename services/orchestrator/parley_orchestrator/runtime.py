@@ -90,6 +90,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("parley.orchestrator")
 
+DEPLOYMENT_ONLY = ("transfer_to",)
+
 # Commands that are sent once and are harmless to send again: kept in the
 # outbox of the batch that made them, re-sent by a new owner.
 ONE_SHOT = (CancelLLM, CancelTTS, PausePlayback, ResumePlayback, FlushPlayback, EndSession)
@@ -449,6 +451,12 @@ class Runtime:
             prompt = params["system_prompt"].replace("{today}", today.strftime("%Y-%m-%d (%A)"))
             params["system_prompt"] = prompt.replace("{caller}", caller)
         params.update(event.params)
+        # Where calls may be transferred is the deployment's to say, never a
+        # caller's (a browser's query string, a webhook URL) nor the model's.
+        for key in DEPLOYMENT_ONLY:
+            params.pop(key, None)
+            if key in self.defaults:
+                params[key] = self.defaults[key]
         return msgspec.structs.replace(event, params=params)
 
     async def _publish_step(self, session: str, data: bytes) -> None:

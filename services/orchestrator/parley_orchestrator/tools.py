@@ -26,7 +26,7 @@ from typing import Any, Awaitable, Callable, Iterable
 
 import msgspec
 
-from parley.contract import END_CALL
+from parley.contract import END_CALL, TRANSFER_CALL
 
 log = logging.getLogger("parley.orchestrator.tools")
 
@@ -136,4 +136,26 @@ END_CALL_TOOL = Tool(
     ),
     arguments=NoArguments,
     handler=_end_call_not_run_here,
+)
+
+
+class TransferArgs(msgspec.Struct, frozen=True):
+    summary: str = msgspec.field(default="")
+
+
+async def _no_transfer_destination(arguments: TransferArgs, context: ToolContext) -> dict:
+    # Reached only when the session has no transfer destination: the reducer
+    # handles transfer_call itself when it has one.
+    return {"error": "no transfer destination is configured for this line: offer a call-back (request_callback) instead"}
+
+
+TRANSFER_CALL_TOOL = Tool(
+    name=TRANSFER_CALL,
+    description=(
+        "Put the caller through to a person at the clinic. Say that you are putting them through, and call it in the same turn: "
+        "the transfer happens once the caller has heard your reply. summary: two sentences for the person taking the call "
+        "(who is calling, what they need, what you did)."
+    ),
+    arguments=TransferArgs,
+    handler=_no_transfer_destination,
 )

@@ -918,3 +918,40 @@ def test_a_beep_is_no_machine_inbound_after_short_talk_or_once_the_provider_said
     _monologue(v, talk)
     assert not any(isinstance(x, (c.Synthesize, c.EndSession)) for x in v.send(c.ToneHeard, hz=1000, ms=480))
     assert v.outcome.taken == "noted"
+
+
+# ---------------------------------------------------------------- transfer to a person
+
+
+def _asks_transfer(v, summary: str = "Ann wants to talk about her bill."):
+    v.user_says("can I talk to a person")
+    run = v.run
+    v.llm("Sure, putting you through.", done=False)
+    v.send(c.LLMToolCall, run=run, step=0, call_id="x1", name="transfer_call", arguments=json.dumps({"summary": summary}))
+    v.send(c.LLMDone, run=run, step=0, finish_reason="tool_calls")
+    return run
+
+
+def test_transfer_happens_once_the_reply_is_heard_to_the_deployments_number():
+    v = Convo(transfer_to="+15550007777")
+    _asks_transfer(v)
+    assert not any(isinstance(x, (c.CallTool, c.EndSession)) for x in v.cmds)  # nothing executed, nothing yet
+    v.play_all()
+    (end,) = [x for x in v.cmds if isinstance(x, c.EndSession)]
+    assert (end.transfer_to, end.warm, end.summary) == ("+15550007777", True, "Ann wants to talk about her bill.")
+    assert v.phase == r.ENDED
+
+
+def test_no_transfer_from_an_interrupted_reply():
+    v = Convo(transfer_to="+15550007777")
+    _asks_transfer(v)
+    v.send(c.TTSChunkStarted, run=v.run, chunk=0)
+    v.send(c.PlaybackProgress, run=v.run, chunk=0, finished=False)
+    v.user_says("no wait, actually I want to book")
+    assert not any(isinstance(x, c.EndSession) for x in v.cmds) and v.phase != r.ENDED
+
+
+def test_without_a_destination_transfer_call_is_an_ordinary_tool_call():
+    v = Convo()
+    _asks_transfer(v)
+    assert [x.name for x in v.cmds if isinstance(x, c.CallTool)] == ["transfer_call"]

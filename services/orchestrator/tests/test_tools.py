@@ -341,3 +341,22 @@ def test_a_first_release_file_is_migrated_in_place(tmp_path):
     assert [a["appointment_id"] for a in ann] == [1]
     assert call(reg, "cancel_appointment", appointment_id=1, patient_name="Ann")["cancelled"] is True
     assert book(reg, "z", date="2026-11-27", time="10:00")[1]["booked"] is True
+
+
+def test_transfer_destination_is_the_deployments_never_the_callers():
+    """A caller's params (a browser's query string, a webhook URL) cannot
+    point transfers elsewhere; the deployment's default always wins."""
+    from parley import contract as c
+    from parley_orchestrator.runtime import Runtime
+
+    class _NoNats:
+        def jetstream(self):
+            return None
+
+    def enriched(defaults: dict, params: dict) -> dict:
+        rt = Runtime(nc=_NoNats(), brain=None, tools=None, defaults=defaults)
+        return rt._enrich(c.SessionStarted(session="s", at=0.0, params=params)).params
+
+    assert enriched({"transfer_to": "+15550007777"}, {"transfer_to": "+19005550000"})["transfer_to"] == "+15550007777"
+    assert "transfer_to" not in enriched({}, {"transfer_to": "+19005550000"})
+    assert enriched({}, {"greeting": "Hi"})["greeting"] == "Hi"

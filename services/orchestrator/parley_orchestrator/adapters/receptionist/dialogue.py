@@ -18,7 +18,7 @@ import re
 from dataclasses import replace
 from typing import Collection, Sequence
 
-from parley.contract import END_CALL, Message
+from parley.contract import END_CALL, TRANSFER_CALL, Message
 
 from ...appointments import BOOK_APPOINTMENT, CHECK_AVAILABILITY, REQUEST_CALLBACK
 from . import booking, existing
@@ -41,18 +41,18 @@ def today_from(messages: Sequence[Message], fallback: dt.date) -> dt.date:
     return fallback
 
 
-def step_user(ctx: Context, h: Heard, *, can_check: bool = True) -> tuple[Context, Plan]:
+def step_user(ctx: Context, h: Heard, *, can_check: bool = True, can_transfer: bool = False) -> tuple[Context, Plan]:
     """One caller utterance: the new context and what to reply."""
     ctx = replace(ctx, name=h.name or ctx.name, reason=h.reason or ctx.reason, phone=h.phone or ctx.phone)
     offers, ctx = ctx.offers, replace(ctx, offers=())
     misses = ctx.misses
-    new, plan = _route(ctx, h, offers, can_check)
+    new, plan = _route(ctx, h, offers, can_check, can_transfer)
     if new.misses == misses:  # understood: the count of misses starts again
         new = replace(new, misses=0)
     return new, plan
 
 
-def _route(ctx: Context, h: Heard, offers: tuple[dt.datetime, ...], can_check: bool) -> tuple[Context, Plan]:
+def _route(ctx: Context, h: Heard, offers: tuple[dt.datetime, ...], can_check: bool, can_transfer: bool) -> tuple[Context, Plan]:
     if (answered := existing.answer(ctx, h, offers)) is not None:
         return answered
     changes_last = ctx.last is not None and (h.date or h.time) and not (h.cancel or h.old_date or h.old_time or h.existing)
@@ -64,6 +64,8 @@ def _route(ctx: Context, h: Heard, offers: tuple[dt.datetime, ...], can_check: b
         return existing.start(ctx, h, "reschedule")
     if h.lookup:
         return existing.start(ctx, h, "lookup")
+    if h.callback == existing.WANTS_A_PERSON and can_transfer:
+        return existing.put_through(ctx, h)
     if h.callback and not (h.date or h.time):
         return existing.ask_callback(ctx, h)
     if (taken := booking.take_offer(ctx, h, offers)) is not None:
@@ -92,7 +94,7 @@ def step_tool(ctx: Context, name: str, result: object) -> tuple[Context, Plan]:
     return handler(ctx, result)
 
 
-def read_conversation(messages: Sequence[Message], today: dt.date, *, can_check: bool = True) -> tuple[Context, Context, Plan]:
+def read_conversation(messages: Sequence[Message], today: dt.date, *, can_check: bool = True, can_transfer: bool = False) -> tuple[Context, Context, Plan]:
     """Fold the whole conversation: (the context before the last message, the
     context after it, the reply to it)."""
     ctx = before = Context(today=today_from(messages, today))
@@ -101,7 +103,7 @@ def read_conversation(messages: Sequence[Message], today: dt.date, *, can_check:
     for m in messages:
         before = ctx
         if m.role == "user":
-            ctx, plan = step_user(ctx, hear(m.content, ctx.today, ctx.next_week), can_check=can_check)
+            ctx, plan = step_user(ctx, hear(m.content, ctx.today, ctx.next_week), can_check=can_check, can_transfer=can_transfer)
         elif m.role == "assistant":
             for c in m.tool_calls:
                 calls[c.call_id] = c.name
@@ -120,7 +122,7 @@ def plan_reply(messages: Sequence[Message], today: dt.date, *, tools: Collection
     """The reply to the conversation's last message. ``tools``: the names of
     the tools this deployment offers (None: all of them)."""
     can = (lambda name: True) if tools is None else (lambda name: name in tools)
-    before, ctx, plan = read_conversation(messages, today, can_check=can(CHECK_AVAILABILITY))
+    before, ctx, plan = read_conversation(messages, today, can_check=can(CHECK_AVAILABILITY), can_transfer=tools is not None and TRANSFER_CALL in tools)
     last = messages[-1] if messages else None
     if last is not None and last.role == "user" and before.unannounced:
         # A booking made during a reply the caller cut off: say it now.

@@ -13,6 +13,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import replace
 
+from parley.contract import TRANSFER_CALL
+
 from ...appointments import CANCEL_APPOINTMENT, FIND_APPOINTMENTS, REQUEST_CALLBACK, RESCHEDULE_APPOINTMENT
 from .booking import offer, slot_of
 from .intents import Heard, bare_name
@@ -86,6 +88,18 @@ def _pick(choices: tuple[Appt, ...], h: Heard) -> Appt | None:
     if len(choices) == 1 and h.yes:
         return choices[0]
     return None
+
+
+WANTS_A_PERSON = "wants to speak to a person"
+
+
+def put_through(ctx: Context, h: Heard) -> tuple[Context, Plan]:
+    """Transfer to a person (the line has somewhere to transfer to): they
+    first hear who is calling and what about."""
+    who = ctx.name or "A caller"
+    done = f" Booked this call: {say_list([say_slot(b, ctx.today) for b in ctx.booked], 'and')}." if ctx.booked else ""
+    summary = f'{who} asked to speak to a person: "{h.text[:300]}".{done}'
+    return replace(ctx, task="", wants=False, offers=()), Plan(text="Of course. I'm putting you through to a colleague now, one moment.", tool=TRANSFER_CALL, arguments={"summary": summary})
 
 
 def ask_callback(ctx: Context, h: Heard) -> tuple[Context, Plan]:
