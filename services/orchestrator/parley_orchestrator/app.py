@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from typing import Mapping
 import logging
 
 from fastapi import FastAPI
@@ -17,6 +18,7 @@ from .adapters.llm import brain_from_env
 from .observe import StepObserver
 from .runtime import Runtime
 from .settings import Settings
+from . import reducer
 from .appointments import AppointmentBook, registry_for
 from .clinic import CLINIC, Clinic
 
@@ -39,6 +41,29 @@ def system_prompt(clinic: Clinic) -> str:
 
 
 SYSTEM_PROMPT = system_prompt(CLINIC)
+
+
+POLICY_PREFIX = "PARLEY_POLICY_"
+
+
+def policy_defaults(env: Mapping[str, str]) -> dict[str, str]:
+    """Deployment-wide session policy: ``PARLEY_POLICY_<FIELD>`` for any field
+    of ``reducer.Policy`` (e.g. PARLEY_POLICY_REPROMPT_AFTER=8,
+    PARLEY_POLICY_REPROMPT_TEXT="Are you still there?"). A session's own
+    params override them. A bad name or value stops the service at start,
+    naming the variable."""
+    out: dict[str, str] = {}
+    for var, value in env.items():
+        if not var.startswith(POLICY_PREFIX):
+            continue
+        name = var[len(POLICY_PREFIX) :].lower()
+        if name not in reducer.Policy.__struct_fields__:
+            raise ValueError(f"{var} names no session policy setting (known: {', '.join(reducer.Policy.__struct_fields__)})")
+        if reducer.policy_from_params({name: value})[1]:
+            kind = type(getattr(reducer.Policy(), name)).__name__
+            raise ValueError(f"{var}={value!r} is not a valid {kind} for {name}")
+        out[name] = value
+    return out
 
 
 def _callbacks_responder(book: AppointmentBook):
@@ -70,6 +95,7 @@ def create_app(settings: Settings) -> FastAPI:
         if transfer_to:
             defaults["transfer_to"] = transfer_to
             defaults["transfer_warm"] = settings.env.get("PARLEY_TRANSFER_WARM", "true")
+        defaults.update(policy_defaults(settings.env))
         if settings.env.get("PARLEY_VOICEMAIL_MESSAGE"):
             defaults["voicemail_message"] = settings.env["PARLEY_VOICEMAIL_MESSAGE"]
         greeting = settings.env.get("PARLEY_GREETING", getattr(brain, "greeting", ""))
