@@ -214,3 +214,49 @@ def test_asking_for_a_person_puts_the_caller_through_with_a_summary_first(stack,
     dial = ET.fromstring(updates[0]["Twiml"]).find("./Dial/Number")
     assert dial.text == DESK
     assert "real person" in twilio.whispers[call_sid].lower()
+
+
+def test_keypad_entry_over_twilio_reaches_the_agent_as_one_turn(stack):
+    """Digits in: the caller types 1 2 3 4 # (Twilio dtmf messages); with
+    dtmf_wait set for the session they are one entry, one turn."""
+    import secrets
+    import xml.etree.ElementTree as ET
+
+    from parley.callers.twilio import TwilioCaller
+    from twilio_api import signature
+
+    call_sid = "CA" + secrets.token_hex(16)
+
+    async def scenario():
+        url = f"{stack.gateway}/twilio/voice?dtmf_wait=3&greeting=Please%20type%20your%20number."
+        form = {"CallSid": call_sid, "AccountSid": ACCOUNT, "From": "+15550004040", "To": "+15550001000", "CallStatus": "ringing", "Direction": "inbound"}
+        async with httpx.AsyncClient(trust_env=False) as http:
+            r = await http.post(url, data=form, headers={"X-Twilio-Signature": signature(AUTH_TOKEN, url, form)})
+        stream = ET.fromstring(r.text).find("./Connect/Stream")
+        params = {p.get("name"): p.get("value") for p in stream.findall("Parameter")}
+        caller = TwilioCaller(stream.get("url"), params, call_sid=call_sid)
+        await caller.connect()
+        await asyncio.sleep(1.0)
+        await caller.wait_quiet(quiet=1.2, timeout=40)
+        for digit in "1234#":
+            await caller.dtmf(digit)
+            await asyncio.sleep(0.3)
+        await caller.wait_audio(after=time.monotonic(), timeout=40)
+        await caller.hang_up()
+
+    asyncio.run(scenario())
+    sessions = [s for s in asyncio.run(_sessions(stack)) if s.startswith("twilio-")]
+    for session in sessions:
+        steps, _ = asyncio.run(fetch(session, stack.nats_url))
+        if any(isinstance(s.event, contract.SessionStarted) and s.event.caller == "+15550004040" for s in steps):
+            break
+    else:
+        raise AssertionError("session not found")
+    turns = [m.content for s in steps for x in s.commands if isinstance(x, contract.StartLLM) for m in x.messages[-1:] if m.role == "user"]
+    assert turns == ["(entered 1234 on the keypad)"], turns
+
+
+async def _sessions(stack):
+    from parley_orchestrator.cli import list_sessions
+
+    return await list_sessions(stack.nats_url)

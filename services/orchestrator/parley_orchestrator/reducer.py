@@ -249,6 +249,11 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     # the person first hears the summary of the call.
     transfer_to: str = ""
     transfer_warm: bool = True
+    # Keypad: 0 answers every key at once ("press 1 to confirm"). Above 0,
+    # keys are collected into one entry (an account or phone number) that
+    # ends with ``dtmf_terminator`` or after this many seconds without a key.
+    dtmf_wait: float = 0.0
+    dtmf_terminator: str = "#"
 
 
 _SPOKEN = ("reprompt_text", "goodbye_text", "fallback_text")
@@ -340,6 +345,7 @@ class SessionState(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     caller: str = ""  # the caller's number, when the transport knows it
     answered_by: str = ""  # the provider's answering-machine verdict, once it came
     longest_speech_ms: int = 0  # the other end's longest utterance so far (a voicemail greeting is long)
+    keys: str = ""  # keypad digits of an entry still being typed (Policy.dtmf_wait)
     policy: Policy = Policy()
     started_at: float = 0.0
     history: tuple[Message, ...] = ()
@@ -801,27 +807,47 @@ def _final_while_agent_has_floor(fx: Fx, e: TranscriptFinal) -> Next:
 
 
 def on_dtmf(fx: Fx, e: Dtmf) -> Next:
-    # A key press is an unambiguous turn: it interrupts and is answered at once.
+    # A key press interrupts at once. It is a turn of its own, or (with
+    # dtmf_wait) one key of an entry that the terminator or a pause ends.
     barge = fx.state.phase in HELD
     if barge:
         fx = _barge_in(fx)
-    fx = fx.set(user_text=_join(fx.state.user_text, f"(pressed {e.digit} on the keypad)"), reprompts=0)
-    fx = _cancel_timer(fx, "reprompt")
-    nxt = _turn(fx, e.at, keypad=True)
+    p = fx.state.policy
+    collecting = p.dtmf_wait > 0
+    if collecting and e.digit == p.dtmf_terminator:
+        done = True
+    else:
+        fx, done = fx.set(keys=fx.state.keys + e.digit), not collecting
+    fx = _cancel_timer(fx.set(reprompts=0), "reprompt")
+    nxt = _turn(_flush_keys(fx) if done else fx, e.at, keypad=True, keys_done=done)
     return nxt.after("key press: barge-in") if barge else nxt
 
 
-def _turn(fx: Fx, at: float, keypad: bool = False) -> Next:
+def _flush_keys(fx: Fx) -> Fx:
+    """The keys typed so far become words of the caller's turn."""
+    keys = fx.state.keys
+    if not keys:
+        return fx
+    said = f"(pressed {keys} on the keypad)" if len(keys) == 1 else f"(entered {keys} on the keypad)"
+    return fx.set(keys="", user_text=_join(fx.state.user_text, said))
+
+
+def _turn(fx: Fx, at: float, keypad: bool = False, keys_done: bool = True) -> Next:
     """Is the caller's turn over? Answer once they are really done: not
     speaking, every final in, and as much silence as the evidence asks for
     (``_judge_turn``); otherwise wait, on the endpoint timer when only
     silence is missing. Outcomes: TURN."""
+    if not keypad and fx.state.keys:
+        fx, keypad = _flush_keys(fx), True  # the pause after the last key ended the entry
     s = fx.state
     assert s.run is None
     if s.user_speaking:
         return fx.to("caller still speaking")
     if s.awaiting_finals:
         return fx.to("wait for the turn to end")  # the final (or its timeout) decides
+    if keypad and not keys_done:
+        fx = fx.judged(Judgement(kind="turn_end", verdict="wait", reason="keypad entry: more keys, the terminator or a pause", text=s.keys, silence=0.0, wait=s.policy.dtmf_wait))
+        return _start_timer(fx, "endpoint", s.policy.dtmf_wait).to("wait for the turn to end")
     if not s.user_text.strip():
         # A sound without words: nothing to answer.
         return _start_timer(fx, "reprompt", s.policy.reprompt_after).to("nothing said")

@@ -955,3 +955,41 @@ def test_without_a_destination_transfer_call_is_an_ordinary_tool_call():
     v = Convo()
     _asks_transfer(v)
     assert [x.name for x in v.cmds if isinstance(x, c.CallTool)] == ["transfer_call"]
+
+
+# ---------------------------------------------------------------- keypad entries
+
+
+def _prompts(v):
+    return [m.content for x in v.cmds if isinstance(x, c.StartLLM) for m in x.messages[-1:] if m.role == "user"]
+
+
+def test_each_key_is_a_turn_by_default():
+    v = Convo()
+    v.send(c.Dtmf, digit="1")
+    assert _prompts(v) == ["(pressed 1 on the keypad)"]
+
+
+def test_a_keypad_entry_ends_with_the_terminator():
+    v = Convo(dtmf_wait="3")
+    for d in "1234":
+        assert not any(isinstance(x, c.StartLLM) for x in v.send(c.Dtmf, digit=d))
+    assert v.phase == r.TRANSCRIBING and v.state.keys == "1234"
+    v.send(c.Dtmf, digit="#")
+    assert _prompts(v) == ["(entered 1234 on the keypad)"] and v.state.keys == ""
+
+
+def test_a_keypad_entry_ends_after_a_pause():
+    v = Convo(dtmf_wait="3")
+    v.send(c.Dtmf, digit="5")
+    v.send(c.Dtmf, digit="6")
+    assert _prompts(v) == []
+    v.timer("endpoint")
+    assert _prompts(v) == ["(entered 56 on the keypad)"]
+
+
+def test_a_key_during_the_agents_reply_interrupts_it_and_starts_an_entry():
+    v = Convo(dtmf_wait="3")
+    _speaking(v)
+    cmds = v.send(c.Dtmf, digit="9")
+    assert any(isinstance(x, c.FlushPlayback) for x in cmds) and v.state.run is None and v.state.keys == "9"

@@ -32,6 +32,7 @@ def sessions(draw, max_events=60):
         "max_tool_steps": st.sampled_from(["1", "2"]),
         "voicemail_message": st.sampled_from(["Hi, this is the clinic calling back. Goodbye.", ""]),
         "direction": st.sampled_from(["outbound", "inbound"]),
+        "dtmf_wait": st.sampled_from(["0", "1"]),
     }))
     state = r.initial_state()
     t = 0.0
@@ -110,7 +111,7 @@ def sessions(draw, max_events=60):
             status, answered_by = draw(st.sampled_from([("ringing", ""), ("in-progress", "human"), ("in-progress", "machine_end_beep"), ("completed", ""), ("in-progress", "fax")]))
             ev = c.CallStatus(session=S, at=t, status=status, answered_by=answered_by)
         else:
-            ev = c.Dtmf(session=S, at=t, digit="1")
+            ev = c.Dtmf(session=S, at=t, digit=draw(st.sampled_from(["1", "#"])))
         events.append(ev)
         state, _, _ = r.reduce(state, ev)
     events.append(c.SessionEnded(session=S, at=t + 1, reason="test over"))
