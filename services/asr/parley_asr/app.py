@@ -1,7 +1,7 @@
 """The ASR service's FastAPI app: health, stats, and the worker's lifetime.
 
-The lifespan loads the models (Silero always; Whisper unless
-PARLEY_PROVIDERS=fixed) off the event loop, connects to NATS and starts the
+The lifespan loads the models (Silero always; Whisper and the end-of-turn
+model unless PARLEY_PROVIDERS=fixed) off the event loop, connects to NATS and starts the
 worker. /healthz answers 503 until all of that is done.
 """
 
@@ -17,6 +17,8 @@ from fastapi.responses import JSONResponse
 from parley import bus, telemetry
 
 from .settings import Settings
+from . import smart_turn
+from .smart_turn import SmartTurn
 from .transcription import Transcriber
 from .vad import SileroVad
 from .worker import Worker
@@ -29,14 +31,24 @@ def load_models(settings: Settings) -> tuple[SileroVad, Transcriber | None, Tran
     vad = SileroVad(batched=settings.vad_batched)
     if settings.fixed:
         return vad, None, None
+    whisper = load_whisper(settings)
+    finals = load_whisper(settings) if settings.final_lane else None
+    return vad, whisper, finals
+
+
+def load_whisper(settings: Settings) -> Transcriber:
     from .whisper import WhisperTranscriber
 
-    whisper = WhisperTranscriber(cpu_threads=settings.whisper_threads)
-    finals = WhisperTranscriber(cpu_threads=settings.whisper_threads) if settings.final_lane else None
-    for model in (whisper, finals):
-        if model is not None:
-            model.warm_up()
-    return vad, whisper, finals
+    model = WhisperTranscriber(
+        cpu_threads=settings.whisper_threads, min_window_ms=settings.whisper_window_ms, pad_ms=settings.whisper_pad_ms
+    )
+    model.warm_up()
+    return model
+
+
+def load_end_of_turn(settings: Settings) -> SmartTurn | None:
+    """The end-of-turn model, once per process (never in fixed mode)."""
+    return smart_turn.shared(settings.eot_threads) if settings.eot_model else None
 
 
 def create_app(settings: Settings, transcriber: Transcriber | None = None) -> FastAPI:
@@ -50,8 +62,9 @@ def create_app(settings: Settings, transcriber: Transcriber | None = None) -> Fa
             vad, whisper, finals = await asyncio.to_thread(SileroVad, None, settings.vad_batched), transcriber, None
         else:
             vad, whisper, finals = await asyncio.to_thread(load_models, settings)
+        end_of_turn = await asyncio.to_thread(load_end_of_turn, settings)
         nc = await bus.connect(settings.nats_url, name=f"asr-{settings.worker_id}")
-        worker = Worker(nc, settings, vad, whisper, finals)
+        worker = Worker(nc, settings, vad, whisper, finals, end_of_turn)
         await worker.start()
         state["worker"] = worker
         log.info(
@@ -61,6 +74,7 @@ def create_app(settings: Settings, transcriber: Transcriber | None = None) -> Fa
                 "mode": settings.providers,
                 "vad_batched": vad.batched,
                 "whisper_lanes": worker.queue.lanes if worker.queue else 0,
+                "end_of_turn_model": end_of_turn is not None,
                 "nats": settings.nats_url,
             },
         )

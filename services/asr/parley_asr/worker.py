@@ -4,11 +4,17 @@ Flow of one session:
 
     gateway --ASR_CLAIM (queue group "asr")--> one worker --AsrClaimed--> gateway
     gateway --audio_in(s): PCM16 16 kHz, any length--> inbox of the session
-    every 32 ms, the VAD loop: whole windows of every session -> one batched
+    every 16 ms, the VAD loop: whole windows of every session -> one batched
         Silero call per window position -> endpointer.step per window
-        -> SpeechStarted / SpeechStopped on events(s)
-        -> partial and final transcriptions (TranscriptionQueue), or, in
-           fixed mode, the fixed text 150 ms after SpeechStopped
+        -> SpeechStarted on events(s)
+        -> at a stop: the end-of-turn model scores the utterance (batched
+           with other sessions' stops, EndOfTurnQueue), then SpeechStopped
+           with that score (eot) on events(s); meanwhile Whisper already
+           transcribes the final, published right after SpeechStopped with
+           the text's own completeness score (complete)
+        -> partial transcriptions while speech goes on (TranscriptionQueue)
+        -> in fixed mode: no models but Silero; eot is fixed, the final is the
+           fixed text 150 ms after SpeechStopped
     control(s) "end", or 120 s without audio -> release everything
 
 nats-py runs a subscription's callback one message at a time, so the audio
@@ -28,10 +34,11 @@ from nats.aio.msg import Msg
 
 from parley import bus, contract, subjects, telemetry
 
-from . import endpointer
+from . import completeness, endpointer
 from .endpointer import WINDOW_MS
 from .audio import WINDOW, SessionAudio
 from .settings import Settings
+from .smart_turn import UNKNOWN, EndOfTurnQueue, SmartTurn
 from .transcription import Job, Transcriber, TranscriptionQueue
 from .vad import SileroVad, StreamBank
 
@@ -45,7 +52,7 @@ WARN_FIRST_DROPS = 5
 class Session:
     __slots__ = (
         "id", "slot", "audio", "ep", "subs", "last_audio", "closed",
-        "last_partial", "last_seq", "dropped", "unfinished",
+        "last_partial", "last_seq", "dropped", "unfinished", "stop_sent", "turn_text", "turn_end",
     )  # fmt: skip
 
     def __init__(self, session_id: str, slot: int, first_utterance: int = 0):
@@ -62,6 +69,17 @@ class Session:
         self.last_partial = 0  # window index of the last partial request
         self.last_seq: int | None = None
         self.dropped = 0
+        # The SpeechStopped waiting for its end-of-turn score: later events of
+        # the session (its final, the next SpeechStarted) go out after it.
+        self.stop_sent: asyncio.Task | None = None
+        # Finals that did not read as finished, joined ("the transcript so
+        # far"), and the window where the last of them ended.
+        self.turn_text = ""
+        self.turn_end = 0
+
+    async def stop_published(self) -> None:
+        if self.stop_sent is not None and not self.stop_sent.done():
+            await asyncio.shield(self.stop_sent)
 
 
 class Worker:
@@ -72,16 +90,22 @@ class Worker:
         vad: SileroVad,
         transcriber: Transcriber | None = None,
         final_transcriber: Transcriber | None = None,
+        end_of_turn: SmartTurn | None = None,
     ):
-        """``final_transcriber``, a second model instance, gives finals a Whisper lane of their own."""
+        """``final_transcriber``, a second model instance, gives finals a Whisper lane of their own;
+        ``end_of_turn`` scores each stop (needed when ``settings.eot_model``)."""
         if not settings.fixed and transcriber is None:
             raise ValueError("real mode needs a transcriber (fixed mode runs without Whisper)")
+        if settings.eot_model and end_of_turn is None:
+            raise ValueError("PARLEY_ASR_EOT=1 needs the end-of-turn model")
         self.nc = nc
         self.settings = settings
         self.id = settings.worker_id
         self.cfg = settings.endpointing()
         self.bank = StreamBank(vad)
         self.queue = None if settings.fixed else TranscriptionQueue(transcriber, final_transcriber)
+        self.eot = EndOfTurnQueue(end_of_turn, settings.eot_batch) if settings.eot_model else None
+        self._turn_join_windows = settings.turn_join_ms / WINDOW_MS
         self.sessions: dict[str, Session] = {}
         self._preroll = int(settings.preroll_ms * SAMPLE_RATE / 1000)
         self._partial_windows = endpointer.windows_for(settings.partial_every_ms)
@@ -92,6 +116,7 @@ class Worker:
             "sessions": 0, "claimed": 0, "released": 0, "dropped_messages": 0, "seq_gaps": 0,
             "ticks": 0, "windows": 0, "vad_calls": 0, "vad_seconds": 0.0, "tick_seconds": 0.0,
             "utterances": 0, "partials": 0, "finals": 0, "last_final_latency_ms": None,
+            "eot": self.eot.stats if self.eot else None,
         }  # fmt: skip
 
     # ------------------------------------------------------------------ lifetime
@@ -101,6 +126,8 @@ class Worker:
         self._alive_sub = await self.nc.subscribe(subjects.asr_alive(self.id), cb=self._on_alive)
         if self.queue:
             self.queue.start()
+        if self.eot:
+            self.eot.start()
         self._loop_task = asyncio.create_task(self._vad_loop(), name="asr-vad-loop")
         log.info("asr worker started", extra={"worker": self.id, "mode": self.settings.providers})
 
@@ -135,6 +162,8 @@ class Worker:
         if self.queue:
             await self.queue.drain(timeout=5.0)
             await self.queue.close()
+        if self.eot:
+            await self.eot.close()
         for task in list(self._tasks):
             task.cancel()
 
@@ -314,26 +343,50 @@ class Worker:
         s.last_partial = d.begin
         s.unfinished[d.utterance] = now - (d.window + 1 - d.begin) * WINDOW_MS / 1000
         self.stats["utterances"] += 1
+        await s.stop_published()  # only when a backlog put a start right behind a stop
         await bus.publish_event(self.nc, contract.SpeechStarted(session=s.id, at=now, utterance=d.utterance))
 
     async def _stopped(self, s: Session, d: endpointer.Stop, now: float, heard: bool = True, speech_end: float = 0.0) -> None:
-        event = contract.SpeechStopped(session=s.id, at=now, utterance=d.utterance, speech_ms=d.speech_ms, speech_end_at=speech_end)
-        await bus.publish_event(self.nc, event)
+        """Publish SpeechStopped (with its end-of-turn score) and set the final going.
+
+        The final's Whisper call starts at once, beside the end-of-turn model;
+        the final is published only after its SpeechStopped.
+        """
+        if not heard:
+            eot: float | asyncio.Future = UNKNOWN
+        elif self.eot is not None:
+            # The utterance as the caller said it, with the silence that ended it.
+            eot = self.eot.score(s.audio.slice(d.begin * WINDOW - self._preroll, (d.window + 1) * WINDOW))
+        else:
+            eot = self.settings.fixed_eot if self.settings.fixed else UNKNOWN
+        stopped = self._publish_stop(s.id, d, now, speech_end, eot)
+        if isinstance(eot, asyncio.Future):
+            s.stop_sent = asyncio.create_task(stopped, name=f"asr-stop-{s.id}")
+            self._tasks.add(s.stop_sent)
+            s.stop_sent.add_done_callback(self._tasks.discard)
+        else:
+            await stopped
         if self.queue is None:
             text = self.settings.fixed_transcript if heard else ""
-            self._spawn(self._fixed_final(s.id, d.utterance, text, now))
+            self._spawn(self._fixed_final(s, d, text, now))
             return
         if heard:
             # Whisper gets the pre-roll and as much again after the speech.
             audio = s.audio.slice(d.begin * WINDOW - self._preroll, d.end * WINDOW + self._preroll)
         else:
             audio = np.empty(0, np.int16)
-        session_id = s.id
 
         async def deliver(text: str) -> None:
-            await self._publish_final(session_id, d.utterance, text, now)
+            await s.stop_published()
+            await self._publish_final(s, d, text, now)
 
         self.queue.submit(Job(session=s.id, utterance=d.utterance, final=True, audio=lambda: audio, deliver=deliver))
+
+    async def _publish_stop(self, session_id: str, d: endpointer.Stop, now: float, speech_end: float, eot) -> None:
+        if isinstance(eot, asyncio.Future):
+            eot = await eot
+        event = contract.SpeechStopped(session=session_id, at=now, utterance=d.utterance, speech_ms=d.speech_ms, speech_end_at=speech_end, eot=eot)
+        await bus.publish_event(self.nc, event)
 
     def _request_partial(self, s: Session) -> None:
         utterance = s.ep.utterance
@@ -357,16 +410,31 @@ class Worker:
 
         self.queue.submit(Job(session=s.id, utterance=utterance, final=False, audio=audio, deliver=deliver))
 
-    async def _fixed_final(self, session_id: str, utterance: int, text: str, stopped_at: float) -> None:
+    async def _fixed_final(self, s: Session, d: endpointer.Stop, text: str, stopped_at: float) -> None:
         target = stopped_at + self.settings.fixed_delay_ms / 1000
         while (left := target - time.time()) > 0:  # asyncio may wake a hair early: never publish before
             await asyncio.sleep(left)
-        await self._publish_final(session_id, utterance, text, stopped_at)
+        await self._publish_final(s, d, text, stopped_at)
 
-    async def _publish_final(self, session_id: str, utterance: int, text: str, stopped_at: float) -> None:
-        s = self.sessions.get(session_id)
-        if s is not None:
-            s.unfinished.pop(utterance, None)
+    def _completeness(self, s: Session, d: endpointer.Stop, text: str) -> float:
+        """Text P(complete) of the transcript so far: this final, after the
+        session's unfinished finals when it began within turn_join_ms of them."""
+        if not text:
+            return UNKNOWN  # nothing heard (a noise): the context stays as it was
+        joined = text
+        if s.turn_text and d.begin - s.turn_end <= self._turn_join_windows:
+            joined = f"{s.turn_text} {text}"
+        complete = completeness.score(joined)
+        if 0 <= complete < 0.5:
+            s.turn_text, s.turn_end = joined, d.end
+        else:
+            s.turn_text = ""
+        return complete
+
+    async def _publish_final(self, s: Session, d: endpointer.Stop, text: str, stopped_at: float) -> None:
+        session_id, utterance = s.id, d.utterance
+        s.unfinished.pop(utterance, None)
+        complete = self._completeness(s, d, text)
         now = time.time()
         latency_ms = round((now - stopped_at) * 1000, 1)
         self.stats["finals"] += 1
@@ -385,7 +453,9 @@ class Worker:
         tel.histogram("parley.asr.final_delay", "ms", "end of speech -> final transcript").record(latency_ms)
         await bus.publish_event(
             self.nc,
-            contract.TranscriptFinal(session=session_id, at=now, utterance=utterance, text=text, speech_end_at=stopped_at),
+            contract.TranscriptFinal(
+                session=session_id, at=now, utterance=utterance, text=text, speech_end_at=stopped_at, complete=complete
+            ),
             headers=telemetry.inject(turn),
         )
         log.info(

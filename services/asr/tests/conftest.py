@@ -19,3 +19,11 @@ def whisper():
     from parley_asr.whisper import WhisperTranscriber
 
     return WhisperTranscriber()
+
+
+@pytest.fixture(scope="session")
+def end_of_turn():
+    """The Smart Turn model from the pipecat-ai wheel, loaded once per process."""
+    from parley_asr import smart_turn
+
+    return smart_turn.shared()

@@ -112,7 +112,7 @@ def test_real_time_stream_in_odd_sized_messages_gives_two_utterances(nats_url, s
             nc = await h.client()
             ev = await Events.watch(nc, "fixed-rt")
             await claim(nc, "fixed-rt")
-            pcm = np.concatenate([speak("Hello, this is Sam.", trail_s=0.0), silence(1.0), speak("Can I come tomorrow?", lead_s=0.0)])
+            pcm = np.concatenate([speak("This is Sam speaking.", trail_s=0.0), silence(1.0), speak("Can I come tomorrow?", lead_s=0.0)])
             await stream(nc, "fixed-rt", pcm, speed=1.0, seed=7)
             await ev.finals("fixed-rt", 2)
             return ev.of("fixed-rt")

@@ -38,12 +38,12 @@ def test_words_normalise_numbers_and_pm():
     assert not contains("tomorrow at four p.m.", "tomorrow at three p.m.")
 
 
-async def start_workers(url: str, n: int, silero, whisper, final_lane: bool = False) -> list[Worker]:
+async def start_workers(url: str, n: int, silero, whisper, end_of_turn, final_lane: bool = False) -> list[Worker]:
     """``final_lane`` runs the two-lane queue, with the module's one model in both lanes."""
     workers = []
     for _ in range(n):
         finals = whisper if final_lane else None
-        w = Worker(await bus.connect(url), Settings(nats_url=url, providers="real"), silero, whisper, finals)
+        w = Worker(await bus.connect(url), Settings(nats_url=url, providers="real"), silero, whisper, finals, end_of_turn)
         await w.start()
         workers.append(w)
     return workers
@@ -55,9 +55,9 @@ async def stop_workers(workers: list[Worker]) -> None:
         await w.nc.close()
 
 
-def test_real_time_speech_gives_started_partial_stopped_final(nats_url, silero, whisper, speak):
+def test_real_time_speech_gives_started_partial_stopped_final(nats_url, silero, whisper, end_of_turn, speak):
     async def main():
-        (w,) = await start_workers(nats_url, 1, silero, whisper, final_lane=True)
+        (w,) = await start_workers(nats_url, 1, silero, whisper, end_of_turn, final_lane=True)
         nc = await bus.connect(nats_url)
         try:
             ev = await Events.watch(nc, "real-1")
@@ -81,6 +81,8 @@ def test_real_time_speech_gives_started_partial_stopped_final(nats_url, silero, 
     stopped, final = events[-2:]
     assert contains(final.text, "book an appointment tomorrow at three p.m."), final.text
     assert final.speech_end_at == stopped.at and stopped.speech_ms > 2000
+    # Both end-of-turn signals are there: the model's and the text's (a finished request).
+    assert 0.0 <= stopped.eot <= 1.0 and final.complete > 0.5, (stopped.eot, final.complete)
     # The first partial heard the start of the sentence.
     assert contains(partials[0].text, "I'd like") or contains(partials[0].text, "I would like"), partials[0].text
     log.warning(
@@ -90,11 +92,11 @@ def test_real_time_speech_gives_started_partial_stopped_final(nats_url, silero, 
     )
 
 
-def test_two_workers_transcribe_two_sessions_side_by_side(nats_url, silero, whisper, speak):
+def test_two_workers_transcribe_two_sessions_side_by_side(nats_url, silero, whisper, end_of_turn, speak):
     sentences = {"left": "Can I see the dentist on Friday morning?", "right": "My name is John Smith."}
 
     async def main():
-        workers = await start_workers(nats_url, 2, silero, whisper)
+        workers = await start_workers(nats_url, 2, silero, whisper, end_of_turn)
         nc = await bus.connect(nats_url)
         try:
             # Claim until each worker holds one session; the spare ones are claimed but stay silent.
