@@ -74,9 +74,10 @@ class Settings:
     # Endpointing (see endpointer.py).
     threshold: float = 0.5
     start_ms: float = 160.0
-    # 200 ms (7 windows, 224 ms): the stop comes soon, and the reducer waits
-    # longer when eot/complete say the caller is not done (BENCHMARKS.md).
-    silence_ms: float = 200.0
+    # 500 ms until the reducer waits on eot/complete; then 200 ms (7 windows,
+    # 224 ms), so the stop comes soon and the reducer waits longer only when
+    # the signals say the caller is not done (BENCHMARKS.md).
+    silence_ms: float = 500.0
     max_utterance_ms: float = 25_000.0  # Whisper sees 30 s at most
     preroll_ms: float = 300.0
     # Transcription.

@@ -20,6 +20,7 @@ from asr_harness import Events, claim, end, silence, stream
 
 from parley import bus, contract, subjects
 from parley.natsd import free_port
+from parley_asr import completeness
 from parley_asr.app import create_app
 from parley_asr.settings import Settings
 from parley_asr.vad import SileroVad
@@ -35,7 +36,8 @@ def silero():
 
 
 def fixed_settings(url: str, **kw) -> Settings:
-    return Settings(nats_url=url, providers="fixed", fixed_transcript=TEXT, **kw)
+    kw.setdefault("fixed_transcript", TEXT)
+    return Settings(nats_url=url, providers="fixed", **kw)
 
 
 def run(coro):
@@ -102,6 +104,27 @@ def test_fixed_final_comes_150_ms_after_speech_stopped(nats_url, silero, speak):
     assert_one_utterance(events, TEXT)
     stopped, final = events[1], events[2]
     assert final.at - stopped.at >= 0.150
+    # No end-of-turn model runs in fixed mode: eot is the fixed setting, and
+    # the text is scored (cheaply) like any final.
+    assert stopped.eot == 1.0 and final.complete == completeness.score(TEXT) >= 0.5
+
+
+def test_fixed_eot_is_a_setting(nats_url, silero, speak):
+    async def main():
+        h = Harness(nats_url, silero)
+        try:
+            await h.worker(fixed_eot=-1.0, fixed_transcript="I'd like to book it for")
+            nc = await h.client()
+            ev = await Events.watch(nc, "fixed-eot")
+            await claim(nc, "fixed-eot")
+            await stream(nc, "fixed-eot", speak(SENTENCE), speed=0)
+            await ev.finals("fixed-eot")
+            return ev.of("fixed-eot")
+        finally:
+            await h.close()
+
+    _, stopped, final = run(main())
+    assert stopped.eot == -1.0 and final.complete < 0.5
 
 
 def test_real_time_stream_in_odd_sized_messages_gives_two_utterances(nats_url, silero, speak):

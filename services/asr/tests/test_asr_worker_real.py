@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import numpy as np
 import pytest
-from asr_harness import Events, claim, stream, words
+from asr_harness import Events, claim, silence, stream, words
 
 from parley import bus, contract
 from parley_asr.settings import Settings
@@ -136,3 +137,39 @@ def test_app_in_real_mode_is_healthy_once_started(nats_url, whisper):
     with TestClient(app) as client:
         body = client.get("/healthz").json()
     assert body["ok"] is True and body["mode"] == "real"
+
+
+def test_a_caller_who_pauses_mid_sentence_gets_two_utterances_and_the_text_says_unfinished(nats_url, silero, whisper, end_of_turn, speak):
+    """ "Could you book me in for … (1.4 s) … Thursday at eleven?": the 200 ms stop ends the first
+    part, a new SpeechStarted begins the second, and the finals' completeness reads the first as
+    unfinished and the whole (joined) as finished. Streamed faster than real time, so a start can
+    be decided while the previous stop still waits for its end-of-turn score."""
+    parts = ["Could you book me in for", "Thursday at eleven?"]
+    number = ["My phone number is five five five.", "One two three.", "Four five six seven."]
+
+    async def main():
+        (w,) = await start_workers(nats_url, 1, silero, whisper, end_of_turn)
+        nc = await bus.connect(nats_url)
+        try:
+            ev = await Events.watch(nc, "pause-1", "pause-2")
+            for session, texts, gap in (("pause-1", parts, 1.4), ("pause-2", number, 1.2)):
+                await claim(nc, session)
+                pcm = np.concatenate([speak(t, lead_s=gap if i else 0.8, trail_s=0.0) for i, t in enumerate(texts)] + [silence(1.0)])
+                await stream(nc, session, pcm, speed=4.0, seed=5)
+                await ev.finals(session, len(texts), timeout=20)
+            await asyncio.sleep(0.3)
+            return ev.of("pause-1"), ev.of("pause-2")
+        finally:
+            await nc.close()
+            await stop_workers([w])
+
+    for events, n in zip(asyncio.run(main()), (2, 3)):
+        kinds = [(type(e).__name__, e.utterance) for e in events if not isinstance(e, contract.TranscriptPartial)]
+        for u in range(n):  # each utterance in order; a final may come after the next start
+            assert [k for k, v in kinds if v == u] == ["SpeechStarted", "SpeechStopped", "TranscriptFinal"], kinds
+        speech = [(k, v) for k, v in kinds if k != "TranscriptFinal"]
+        assert speech == [(k, u) for u in range(n) for k in ("SpeechStarted", "SpeechStopped")], kinds
+        finals = [e for e in events if isinstance(e, contract.TranscriptFinal)]
+        stops = [e for e in events if isinstance(e, contract.SpeechStopped)]
+        assert all(0.0 <= s.eot <= 1.0 for s in stops)
+        assert [f.complete < 0.5 for f in finals] == [True] * (n - 1) + [False], [(f.text, f.complete) for f in finals]
