@@ -4,6 +4,9 @@
     uv run python services/asr/bench/bench_asr.py final [--runs 5] [--no-partials] [--one-lane]
     uv run python services/asr/bench/bench_asr.py contention [--runs 3]
     uv run python services/asr/bench/bench_asr.py load [--sessions 50] [--seconds 30] [--unbatched]
+    uv run python services/asr/bench/bench_asr.py window      # Whisper's encoder window: accuracy and time
+    uv run python services/asr/bench/bench_asr.py turn        # eot and complete on whole vs cut-off requests
+    uv run python services/asr/bench/bench_asr.py eot         # the end-of-turn model's cost, batched or not
 
 Results go to stdout; services/asr/BENCHMARKS.md records what we saw.
 """
@@ -23,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from asr_harness import Events, PiperSpeaker, claim, silence, stream  # noqa: E402
 
@@ -60,32 +64,164 @@ def bench_vad(rounds: int) -> None:
         print(f"{n:>8} {results[0]:>18.4f} {results[1]:>30.4f}")
 
 
-async def bench_final(runs: int, partials: bool, lanes: int) -> None:
+async def bench_final(runs: int, partials: bool, lanes: int, window_ms: float, silence_ms: float) -> None:
     speak = PiperSpeaker()
+    from parley_asr import smart_turn
     from parley_asr.whisper import WhisperTranscriber
 
-    whisper = WhisperTranscriber()
-    finals = WhisperTranscriber() if lanes == 2 else None
+    whisper = WhisperTranscriber(min_window_ms=window_ms)
+    finals = WhisperTranscriber(min_window_ms=window_ms) if lanes == 2 else None
     with NatsServer(free_port(), Path(tempfile.mkdtemp())) as server:
-        kw = {} if partials else {"partial_every_ms": 1e9}
-        w = Worker(await bus.connect(server.url), Settings(nats_url=server.url, **kw), SileroVad(), whisper, finals)
+        kw = {"silence_ms": silence_ms} if partials else {"partial_every_ms": 1e9, "silence_ms": silence_ms}
+        w = Worker(await bus.connect(server.url), Settings(nats_url=server.url, **kw), SileroVad(), whisper, finals, smart_turn.shared())
         await w.start()
         nc = await bus.connect(server.url)
         pcm = speak(SENTENCE, lead_s=0.5, trail_s=1.0)
-        print(f"utterance: {len(speak(SENTENCE, 0, 0)) / 16000:.2f} s of speech, streamed in real time; partials {'on' if partials else 'off'}; {lanes} Whisper lane(s)")
+        print(
+            f"utterance: {len(speak(SENTENCE, 0, 0)) / 16000:.2f} s of speech, streamed in real time; partials {'on' if partials else 'off'}; "
+            f"{lanes} Whisper lane(s); window {window_ms:.0f} ms; stop after {silence_ms:.0f} ms of silence"
+        )
         latencies, whisper_s = [], []
         for i in range(runs):
             ev = await Events.watch(nc, f"f{i}")
             await claim(nc, f"f{i}")
             await stream(nc, f"f{i}", pcm, speed=1.0, seed=i)
             (final,) = await ev.finals(f"f{i}", timeout=20)
+            (stopped,) = ev.of(f"f{i}", contract.SpeechStopped)
             latencies.append((final.at - final.speech_end_at) * 1000)
             whisper_s.append(w.queue.last_seconds["final"] * 1000)
-            n_partials = len(ev.of(f"f{i}", contract.TranscriptPartial))
-            print(f"  run {i}: final {latencies[-1]:.0f} ms after SpeechStopped (Whisper {whisper_s[-1]:.0f} ms), {n_partials} partials: {final.text!r}")
+            partial_at = [(p.at - stopped.speech_end_at + stopped.speech_ms / 1000) * 1000 for p in ev.of(f"f{i}", contract.TranscriptPartial)]
+            print(
+                f"  run {i}: final {latencies[-1]:.0f} ms after the VAD's stop (Whisper {whisper_s[-1]:.0f} ms), "
+                f"{(final.at - stopped.speech_end_at) * 1000:.0f} ms after speech end; eot {stopped.eot:.2f} published "
+                f"{(stopped_arrival(ev, f'f{i}') - stopped.at) * 1000:.0f} ms after the stop; complete {final.complete:.2f}; "
+                f"partials at {', '.join(f'{x:.0f}' for x in partial_at)} ms of speech: {final.text!r}"
+            )
         print(f"  median {statistics.median(latencies):.0f} ms, max {max(latencies):.0f} ms")
         await w.stop()
         await nc.close()
+
+
+def stopped_arrival(ev: Events, session: str) -> float:
+    return next(t for t, e in ev.arrivals if e.session == session and isinstance(e, contract.SpeechStopped))
+
+
+def _normalise(text: str) -> list[str]:
+    import re
+
+    t = text.lower().replace("p.m.", " pm ").replace("a.m.", " am ").replace("-", " ")
+    t = re.sub(r"(\d)(am|pm)\b", r"\1 \2", t)
+    t = re.sub(r"[^a-z0-9' ]+", " ", t)
+    nums = {"zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10", "eleven": "11"}
+    out = []
+    for w in t.split():
+        w = nums.get(w, w)
+        out.extend(list(w) if w.isdigit() and len(w) > 2 else [w])  # "555" and "five five five" alike
+    return out
+
+
+def _edits(ref: list[str], hyp: list[str]) -> int:
+    d = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        prev, d[0] = d[0], i
+        for j, h in enumerate(hyp, 1):
+            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (r != h))
+    return d[-1]
+
+
+def bench_window() -> None:
+    """Whisper's encoder window: word error rate and time on the corpus, per window rule."""
+    import corpus
+    from parley_asr.whisper import WhisperTranscriber
+
+    model = WhisperTranscriber(min_window_ms=30000)
+    clips = [c for c in corpus.build(model._model) if c.complete]
+    rules = [("30 s (faster-whisper as shipped)", 30000, 0), ("6 s", 6000, 0), ("8 s", 8000, 0), ("10 s", 10000, 0), ("15 s", 15000, 0),
+             ("audio + 1 s", 1000, 1000), ("audio + 2 s", 1000, 2000), ("8 s, audio + 4 s", 8000, 4000), ("10 s, audio + 4 s (default)", 10000, 4000)]  # fmt: skip
+    print(f"{len(clips)} clips ({len(corpus.SENTENCES)} sentences x piper, espeak, phone), 0.3 s of line noise each side; 2 threads")
+    print(f"{'window':>30} {'WER %':>6} {'repeats':>8} {'mean ms':>8} {'p50 ms':>7} {'p90 ms':>7}")
+    for label, window, pad in rules:
+        model.min_window_ms, model.pad_ms = window, pad
+        errors = words = repeats = 0
+        times = []
+        for c in clips:
+            pcm = np.concatenate([corpus.line_noise(0.3, 1), c.pcm, corpus.line_noise(0.3, 2)])
+            t0 = time.perf_counter()
+            heard = model.transcribe(pcm)
+            times.append((time.perf_counter() - t0) * 1000)
+            ref, hyp = _normalise(c.text), _normalise(heard)
+            errors += _edits(ref, hyp)
+            words += len(ref)
+            repeats += len(hyp) > 1.5 * len(ref) + 2  # the decoder ran on ("Yes. Yes. Yes.")
+        times.sort()
+        print(f"{label:>30} {errors / words * 100:6.1f} {repeats:8d} {statistics.mean(times):8.0f} {times[len(times) // 2]:7.0f} {times[int(len(times) * 0.9)]:7.0f}")
+
+
+def _auc(pos: list[float], neg: list[float]) -> float:
+    """P(a whole request scores above a cut one); ties count half."""
+    if not pos or not neg:
+        return float("nan")
+    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def bench_turn() -> None:
+    """eot (acoustic) and complete (text) on whole requests vs requests cut mid-sentence."""
+    import corpus
+    from parley_asr import completeness, smart_turn
+    from parley_asr.whisper import WhisperTranscriber
+
+    model = WhisperTranscriber()
+    st_model = smart_turn.shared()
+    clips = corpus.build(model._model)
+    rows = []
+    for k, c in enumerate(clips):
+        lead = corpus.line_noise(0.3, k)
+        at_200 = np.concatenate([lead, c.pcm, corpus.line_noise(0.224, k + 1)])
+        at_500 = np.concatenate([lead, c.pcm, corpus.line_noise(0.512, k + 1)])
+        eot200, eot500 = st_model([at_200, at_500]).tolist()
+        heard = model.transcribe(np.concatenate([lead, c.pcm, corpus.line_noise(0.3, k + 2)]))
+        rows.append((c, eot200, eot500, completeness.score(heard), heard))
+    print(f"{len(clips)} clips: {sum(c.complete for c in clips)} whole requests, {sum(not c.complete for c in clips)} cut after an open word")
+    print(f"{'voice':>7} {'signal':>22} {'whole: mean':>12} {'cut: mean':>10} {'AUC':>6} {'right at 0.5':>13}")
+    for voice in ("piper", "espeak", "phone", "all"):
+        sel = [r for r in rows if voice == "all" or r[0].voice == voice]
+        for name, idx in (("eot at a 200 ms stop", 1), ("eot at a 500 ms stop", 2), ("complete (Whisper text)", 3)):
+            pos = [r[idx] for r in sel if r[0].complete]
+            neg = [r[idx] for r in sel if not r[0].complete]
+            right = sum(r[idx] >= 0.5 for r in sel if r[0].complete) + sum(r[idx] < 0.5 for r in sel if not r[0].complete)
+            print(f"{voice:>7} {name:>22} {statistics.mean(pos):12.2f} {statistics.mean(neg):10.2f} {_auc(pos, neg):6.2f} {right / len(sel) * 100:12.0f}%")
+    print("cut requests that the text reads as finished (complete >= 0.5):")
+    for c, e2, e5, p, heard in rows:
+        if not c.complete and p >= 0.5:
+            print(f"  {c.voice:>6} said {c.text!r:45} heard {heard!r} complete {p:.2f} eot {e2:.2f}")
+    print("whole requests that the text reads as unfinished:")
+    for c, e2, e5, p, heard in rows:
+        if c.complete and p < 0.5:
+            print(f"  {c.voice:>6} said {c.text!r:45} heard {heard!r} complete {p:.2f} eot {e2:.2f}")
+
+
+def bench_eot(rounds: int) -> None:
+    """The end-of-turn model's cost per clip: threads, batch sizes, features alone."""
+    import corpus
+    from parley_asr import logmel
+    from parley_asr.smart_turn import SmartTurn
+
+    clip = np.concatenate([corpus.line_noise(0.3, 0), corpus.piper(SENTENCE), corpus.line_noise(0.224, 1)])
+    best = lambda fn: min(timed_once(fn) for _ in range(rounds))  # noqa: E731
+    print(f"features (logmel.features, 8 s window): {best(lambda: logmel.features(clip.astype(np.float32) / 32768)) * 1000:.1f} ms")
+    for threads in (1, 2):
+        m = SmartTurn(threads=threads)
+        m([clip])
+        for batch in (1, 2, 4, 8):
+            t = best(lambda: m([clip] * batch))
+            print(f"threads {threads}, batch {batch}: {t * 1000:.1f} ms per call, {t / batch * 1000:.1f} ms per clip (best of {rounds})")
+
+
+def timed_once(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 def bench_contention(runs: int) -> None:
@@ -192,7 +328,9 @@ async def bench_load(sessions: int, seconds: float, batched: bool) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("what", choices=["vad", "final", "contention", "load"])
+    p.add_argument("what", choices=["vad", "final", "contention", "load", "window", "turn", "eot"])
+    p.add_argument("--window-ms", type=float, default=Settings.whisper_window_ms, help="final: Whisper's encoder window")
+    p.add_argument("--silence-ms", type=float, default=Settings.silence_ms, help="final: the VAD's stop")
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--no-partials", action="store_true")
     p.add_argument("--one-lane", action="store_true", help="no second Whisper instance for finals")
@@ -207,7 +345,13 @@ def main() -> None:
     elif a.what == "contention":
         bench_contention(a.runs)
     elif a.what == "final":
-        asyncio.run(bench_final(a.runs, partials=not a.no_partials, lanes=1 if a.one_lane else 2))
+        asyncio.run(bench_final(a.runs, partials=not a.no_partials, lanes=1 if a.one_lane else 2, window_ms=a.window_ms, silence_ms=a.silence_ms))
+    elif a.what == "window":
+        bench_window()
+    elif a.what == "turn":
+        bench_turn()
+    elif a.what == "eot":
+        bench_eot(max(3, a.runs))
     else:
         asyncio.run(bench_load(a.sessions, a.seconds, batched=not a.unbatched))
 

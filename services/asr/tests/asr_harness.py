@@ -82,6 +82,7 @@ class Events:
 
     def __init__(self) -> None:
         self.items: list[contract.Event] = []
+        self.arrivals: list[tuple[float, contract.Event]] = []  # (wall clock on arrival, event)
         self._changed = asyncio.Event()
 
     @classmethod
@@ -93,7 +94,9 @@ class Events:
         return ev
 
     async def _on(self, msg) -> None:
-        self.items.append(contract.decode_event(msg.data))
+        event = contract.decode_event(msg.data)
+        self.items.append(event)
+        self.arrivals.append((time.time(), event))
         self._changed.set()
 
     def of(self, session: str, kind: type | None = None) -> list:
