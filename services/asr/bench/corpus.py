@@ -4,7 +4,8 @@ Three voices: Piper (joe-medium, from its wheel; it varies a little from run
 to run), espeak-ng (deterministic, robotic), and Piper through the telephone
 band (16 kHz -> 8 kHz μ-law -> 16 kHz, as a Twilio caller arrives). A cut
 ("fragment") is the whole sentence synthesized once and cut right after a
-word that leaves the clause open, found with Whisper's word timings: so the
+word that leaves the clause open, found with Whisper's word timings (at the
+quietest 10 ms around the word boundary): so the
 prosody is that of a speaker who is mid-sentence, not of a TTS voice ending
 a short sentence.
 """
@@ -101,6 +102,17 @@ def line_noise(seconds: float, seed: int) -> np.ndarray:
     return (rng.standard_normal(int(seconds * RATE)) * 30).astype(np.int16)
 
 
+def quietest(pcm: np.ndarray, a: float, b: float) -> int:
+    """The sample where the quietest 10 ms between a and b seconds begins: Whisper's word
+    times are a few tens of ms loose, and a cut must not keep the onset of the next word."""
+    frame = RATE // 100
+    lo, hi = max(0, int(a * RATE)), min(len(pcm), int(b * RATE))
+    if hi - lo < frame:
+        return max(lo, 1)
+    energy = [float(np.square(pcm[k : k + frame].astype(np.float32)).mean()) for k in range(lo, hi - frame + 1, frame // 2)]
+    return lo + int(np.argmin(energy)) * (frame // 2)
+
+
 def build(whisper_model, voices=("piper", "espeak", "phone")) -> list[Clip]:
     """Whole sentences and their cuts, in every voice. ``whisper_model``: a
     faster-whisper WhisperModel, for the word timings of the cuts."""
@@ -119,7 +131,7 @@ def build(whisper_model, voices=("piper", "espeak", "phone")) -> list[Clip]:
             for i, w in enumerate(words[:-1]):
                 word = w.word.strip().strip(",.?!").lower()
                 if word in CUT_AFTER:
-                    end = int(w.end * RATE)
+                    end = quietest(pcm, w.end - 0.08, words[i + 1].start + 0.02)
                     said = " ".join(x.word.strip() for x in words[: i + 1])
                     clips.append(Clip(said, voice, False, voiced(pcm[:end])))
     return clips

@@ -74,7 +74,9 @@ OPEN_AFTER_CONJUNCTION = frozenset("then also maybe".split())
 CONJUNCTIONS = TABLE["conjunction"][1]
 
 # What a digit string may be, from the words just before it, and how many digits finish it.
-PHONE_CUES = frozenset("number phone cell mobile call reach text contact".split())
+# "my number is", "call me on": a phone number; "the reference number is": not one.
+PHONE_CUES = frozenset("phone cell mobile call reach text contact".split())
+OWNERS = frozenset("my your our his her their".split())
 PHONE_LENGTHS = frozenset({7, 10, 11})
 DIGIT_WORDS = {
     "zero": "0", "oh": "0", "o": "0", "one": "1", "two": "2", "three": "3", "four": "4",
@@ -166,8 +168,9 @@ def _trailing_digits(words: list[str]) -> tuple[int, int] | None:
 
 def _digits_score(digits: tuple[int, int], words: list[str]) -> float:
     count, first = digits
-    cue = set(words[max(0, first - 4) : first])
-    if cue & PHONE_CUES:
+    before = words[max(0, first - 4) : first]
+    owned_number = any(w == "number" and i > 0 and before[i - 1] in OWNERS for i, w in enumerate(before))
+    if owned_number or set(before) & PHONE_CUES:
         if count in PHONE_LENGTHS or count > 11:
             return 0.8
         return 0.1 if count < 7 else 0.3

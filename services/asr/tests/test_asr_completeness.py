@@ -33,6 +33,8 @@ EXAMPLES = [
     ("My number is 555-123-4567.", True),
     ("You can reach me on 555 1234.", True),
     ("The reference is 7392.", True),
+    ("The reference number is 7392.", True),  # not a phone number: any length will do
+    ("Call me on 555 12", False),
     ("and then the", False),
     ("It's for my, um,", False),
     ("So I was wondering if...", False),
