@@ -93,9 +93,14 @@ async def ensure_event_stream(nc: Client) -> None:
 _nuids: "weakref.WeakKeyDictionary[Client, NUID]" = weakref.WeakKeyDictionary()
 
 
-async def publish_event(nc: Client, event: contract.Event, headers: dict[str, str] | None = None) -> None:
+async def publish_event(nc: Client, event: contract.Event, headers: dict[str, str] | None = None, acked: bool = True) -> None:
     """Store one session event (see the module doc); raises EventNotStored when
-    the stream could not be reached for PUBLISH_PATIENCE seconds."""
+    the stream could not be reached for PUBLISH_PATIENCE seconds.
+
+    ``acked=False`` does not wait for the stream's ack: only for numbered
+    streams of events whose loss the reducer detects as a gap and repairs
+    (LLM tokens, ``contract.LLMEvent.seq``), where waiting for each ack
+    would slow the stream down under load."""
     nuid = _nuids.get(nc)
     if nuid is None:
         # First event on this connection: make sure the stream is there (a
@@ -105,6 +110,9 @@ async def publish_event(nc: Client, event: contract.Event, headers: dict[str, st
     hdrs = {**(headers or {}), "Nats-Msg-Id": nuid.next().decode()}
     data = contract.encode(event)
     subject = subjects.events(event.session)
+    if not acked:
+        await nc.publish(subject, data, headers=hdrs)
+        return
     loop = asyncio.get_running_loop()
     deadline = loop.time() + PUBLISH_PATIENCE
     pause = 0.05

@@ -583,8 +583,10 @@ class Runtime:
         seq = 0
 
         async def emit(event: AnyEvent) -> None:
+            # Tokens are not waited for: a lost one shows as a gap in ``seq``
+            # and the reducer restarts the step. Everything else is.
             nonlocal seq
-            await bus.publish_event(self.nc, event)
+            await bus.publish_event(self.nc, event, acked=not isinstance(event, LLMToken))
             seq += 1
 
         try:
