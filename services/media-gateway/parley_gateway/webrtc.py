@@ -5,7 +5,10 @@ the page waits for gathering, there is no trickle) and answers with aiortc.
 Each offer is one ``Call``:
 
 * inbound: the caller's Opus track arrives as 48 kHz stereo ``av.AudioFrame``s;
-  they are downmixed, resampled to 16 kHz and fed to the call in ~40 ms batches;
+  they are downmixed, resampled to 16 kHz and fed to the call packet by packet
+  (20 ms). aiortc's receiver would hold 4 packets before decoding; it holds
+  ``PARLEY_WEBRTC_JITTER_FRAMES`` (2) instead, so the VAD hears the caller
+  40 ms sooner (``shorten_jitter_buffer``);
 * outbound: ``CallTrack`` is pulled by aiortc's sender every 20 ms; it takes
   ``call.next_frame()`` (48 kHz mono) at absolute deadlines and sends silence
   when nothing plays, so the RTP stream never stalls;
