@@ -39,6 +39,10 @@ SENTENCES = (
     "Do you take walk-ins on Saturday morning?",
     "Actually, make that four o'clock.",
     "Thank you very much, goodbye.",
+    # One-word turns: where a tight Whisper window makes the decoder repeat itself.
+    "Yes.",
+    "No.",
+    "Hello?",
 )
 # Cut after these words (when they are not the sentence's last): they leave the clause open.
 CUT_AFTER = frozenset("for to the my a at on and in with of is because".split())
