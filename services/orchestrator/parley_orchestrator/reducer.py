@@ -164,7 +164,9 @@ STREAMING = (GENERATING, SPEAKING)  # an LLM step may be streaming
 # 3: a tool call repeats an earlier one only while that execution is the latest
 # 4: a yes answers only a question the caller heard begin; a lone word in a
 #    very short sound is a noise; weak trailing words yield to the signals
-RULES = 4
+# 5: up to noise_words words in under noise_sound of sound are a noise; digits
+#    among the last words of number talk are dictation
+RULES = 5
 
 # ---------------------------------------------------------------------------
 # Policy: the knobs of one session. Defaults here; SessionStarted.params may
@@ -208,9 +210,12 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     # question begin (estimated from where the chunk is in its audio), or it
     # ended less than this long before the caller spoke.
     question_window: float = 2.0
-    # A lone word (not "no", "wait", "sorry"...) in less sound than this is
-    # taken for a noise the recogniser turned into a word, not an interruption.
-    lone_word_max: float = 0.5
+    # A few words (at most ``noise_words``, none of "no", "wait", "sorry"...)
+    # in less sound than ``noise_sound`` are taken for a noise the recogniser
+    # turned into words (Whisper hears "in the moment" in a hummed mm-hmm),
+    # not an interruption.
+    noise_sound: float = 0.6
+    noise_words: int = 3
     # Silence: re-prompt after this long with nothing said, end the call after
     # ``max_reprompts`` re-prompts in a row.
     reprompt_after: float = 10.0
@@ -905,8 +910,9 @@ def _judge_overlap(s: SessionState, text: str, final: bool) -> Judgement:
     the final; a sound never does."""
     heard = words.hearing(text, asked=_asked_question(s))
     what = f"{heard} only"
-    if heard == "words" and words.lone_word(text) and 0 < _sound_length(s, final) < s.policy.lone_word_max:
-        heard, what = "sound", f"a lone word in under {s.policy.lone_word_max:g} s of sound (a noise mis-heard)"
+    p = s.policy
+    if heard == "words" and words.few_words(text, p.noise_words) and 0 < _sound_length(s, final) < p.noise_sound:
+        heard, what = "sound", f"{len(words.tokens(text))} word(s) in under {p.noise_sound:g} s of sound (a noise mis-heard)"
     if heard == "words":
         verdict, reason = "barge-in", "words: a real interruption"
     elif heard == "answer" and final:

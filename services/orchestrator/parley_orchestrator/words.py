@@ -70,11 +70,11 @@ _ALL = NON_LEXICAL | BACKCHANNELS
 _LONGEST = max(len(p) for p in _ALL)
 
 
-def lone_word(text: str) -> str:
-    """The one word of ``text`` if it is a single word that does not by
-    itself take the floor, else ""."""
+def few_words(text: str, most: int) -> bool:
+    """At most ``most`` words, none of which takes the floor by itself (nor a
+    number): what a recogniser makes of a hum ("BAM!", "in the moment")."""
     ws = tokens(text)
-    return ws[0] if len(ws) == 1 and ws[0] not in TAKE_FLOOR and not ws[0].isdigit() else ""
+    return 0 < len(ws) <= most and not any(w in TAKE_FLOOR or w.isdigit() for w in ws)
 
 
 def _phrases_of(words: list[str]) -> list[tuple[str, ...]] | None:
@@ -164,7 +164,7 @@ def unfinished(text: str, asked: str = "") -> tuple[str, str]:
         return "", ""
     last, said = words[-1], " ".join(words)
     number_talk = asked in ("phone", "number") or _PHONE_SAY.search(said) or _NUMBER_ASK.search(said)
-    if last.isdigit() or last in _DIGIT_WORDS - {"o", "oh"}:
+    if any(w.isdigit() or w in _DIGIT_WORDS - {"o", "oh"} for w in words[-3:]):
         n = _digits(words)
         if (asked == "phone" or _PHONE_SAY.search(said)) and n < 10:
             return f"phone number dictated in groups ({n} digits so far)", "dictation"

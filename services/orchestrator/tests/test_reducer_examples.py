@@ -845,12 +845,12 @@ def test_a_weak_cue_is_overruled_by_the_signals_but_not_a_strong_one():
     assert v.outcome.judgements[-1].reason == "unfinished: may end in 'on'"
 
 
-def test_a_lone_word_in_a_short_sound_is_a_misheard_noise_but_no_still_cancels():
+def test_a_few_words_in_a_short_sound_are_a_misheard_noise_but_no_still_cancels():
     v = Convo()
     run = _speaking(v)
     v.send(c.SpeechStarted, utterance=7)
     v.send(c.SpeechStopped, utterance=7, speech_ms=360, speech_end_at=v.t, eot=0.5)
-    v.send(c.TranscriptFinal, utterance=7, text="BAM!")  # Whisper's word for a hum
+    v.send(c.TranscriptFinal, utterance=7, text="In the moment.")  # Whisper's words for a hummed mm-hmm
     assert v.run == run and "ResumePlayback" in v.types() and "mis-heard" in v.outcome.judgements[0].reason
     v.send(c.SpeechStarted, utterance=8)
     v.send(c.SpeechStopped, utterance=8, speech_ms=300, speech_end_at=v.t, eot=0.9)

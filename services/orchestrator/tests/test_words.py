@@ -66,6 +66,7 @@ def test_words_take_the_floor(text):
         ("You can reach me at 5-5-5.", "", "phone number dictated in groups (3 digits so far)", "dictation"),
         ("My membership number is...", "", "a number is about to be dictated (ends in 'is')", "dictation"),
         ("4417", "number", "number being dictated (4 digits so far)", "dictation"),
+        ("My number is 077. 9 double low", "", "phone number dictated in groups (5 digits so far)", "dictation"),
         ("The 4th of December", "date", "", ""),
         ("On the twenty-first of December", "date", "", ""),
         ("On December", "date", "date half said (ends in 'december')", "dictation"),
@@ -100,8 +101,8 @@ def test_what_the_agent_asked_for(agent, asked):
     assert words.asked_for(agent) == asked
 
 
-def test_lone_words():
-    assert words.lone_word("BAM!") == "bam"
-    assert words.lone_word("Thursday.") == "thursday"
-    assert words.lone_word("No.") == "" and words.lone_word("Wait!") == "" and words.lone_word("book it") == ""
+def test_few_words():
+    assert words.few_words("BAM!", 3) and words.few_words("in the moment.", 3) and words.few_words("Thursday.", 1)
+    assert not words.few_words("No.", 3) and not words.few_words("Wait, what?", 3) and not words.few_words("4561", 3)
+    assert not words.few_words("I need a filling", 3) and not words.few_words("", 3)
     assert words.hearing("Thank you.") == "backchannel"
