@@ -70,7 +70,7 @@ def test_the_smoke_scenarios_pass_on_both_transports(ran):
         else:
             assert r["v2v_ms"] and not r["mid_turn"]
     assert "passed, 0 failed" in p.stdout
-    assert "| real interruptions that stopped the agent | >= 95 % | 1/1 (100 %) ✓ | 1/1 (100 %) ✓ |" in p.stdout
+    assert "| real interruptions that stopped the agent | >= 95 % | 1/1 (100.0 %) ✓ | 1/1 (100.0 %) ✓ |" in p.stdout
     # Each call left its record and a stereo recording.
     for name in ("book-cleaning-friday-ten.pcm", "early-change-of-mind.twilio"):
         assert (out / f"{name}.json").exists() and (out / f"{name}.wav").stat().st_size > 16000

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from parley import contract as c
 from parley.scenarios import report
 from parley.scenarios.judge import Action, Record, audible_stop, judge, normalise, stretches, words_check
@@ -285,7 +287,7 @@ scenarios:
     assert s["pcm"]["v2v_p50_ms"] == 700.0 and s["pcm"]["mid_turn_rate"] == 0.0
     assert s["twilio"]["mid_turn_heard"] == 1 and s["twilio"]["mid_turn_into_pause_ms"] == [400]
     table = report.table(s)
-    assert "| answers killed by a noise or backchannel | 0 | 1/2 (50 %) ✗ | 0/1 (0 %) ✓ |" in table
+    assert "| answers killed by a noise or backchannel | 0 | 1/2 (50.0 %) ✗ | 0/1 (0.0 %) ✓ |" in table
 
 
 def test_the_callers_onset_and_the_ears_own_stop_are_used_when_recorded():
@@ -298,3 +300,19 @@ def test_the_callers_onset_and_the_ears_own_stop_are_used_when_recorded():
     assert o["onset"] == 3.25 and o["stop_ms"] == 337 and o["flush_ms"] == 650
     del rec.stops[2]
     assert judge(sc, rec).overlaps[0]["stop_ms"] == 350  # the frames' own measure, from the onset
+
+
+def test_the_runners_audible_stop_spans_the_silence_between_sentences():
+    import numpy as np
+
+    from parley.scenarios.line import Heard
+    from parley.scenarios.runner import audible_stops
+
+    rate = 16000
+    loud = (np.sin(np.arange(320) / 5) * 8000).astype(np.int16)
+    quiet = np.zeros(320, np.int16)
+    # 1.0-2.0 s speech, 2.0-2.3 s silence (still playing), 2.3-2.6 s speech, then the caller's clear cut it.
+    frames = [(1.0 + k * 0.02, loud) for k in range(50)] + [(2.0 + k * 0.02, quiet) for k in range(15)] + [(2.3 + k * 0.02, loud) for k in range(15)]
+    stops = audible_stops([Action(2, "say", 2.1, 3.0, onset=2.1), Action(4, "say", 3.5, 4.0, onset=3.5)], Heard(rate, frames))
+    assert stops[2] == pytest.approx(0.5, abs=0.006)
+    assert stops[4] is None

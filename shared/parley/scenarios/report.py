@@ -94,7 +94,7 @@ def _ms(v: float | None) -> str:
 
 
 def _rate(num: int, den: int) -> str:
-    return "n/a" if not den else f"{num}/{den} ({num / den * 100:.0f} %)"
+    return "n/a" if not den else f"{num}/{den} ({num / den * 100:.1f} %)"
 
 
 def table(s: dict[str, dict]) -> str:

@@ -85,15 +85,30 @@ def frame_levels(heard: Heard) -> list[tuple[float, float, float]]:
 
 
 def audible_stops(actions: list[Action], heard: Heard) -> dict[int, float | None]:
-    """For every caller sound, the caller's ear's audible stop
-    (``parley.callers.ear.audible_stop``, 5 ms resolution, sound louder than
-    ``judge.AUDIBLE_DB``): seconds from its onset to the end of the agent
-    audio playing then; None if nothing was."""
-    from parley.callers.ear import audible_stop
+    """For every caller sound, the audible stop at the caller's ear, to 5 ms:
+    seconds from its onset to the end of the last sound (louder than
+    ``judge.AUDIBLE_DB``) in the stretch of agent audio playing then; None
+    if nothing was. The stretch is the audio played without a break (pieces
+    less than ``judge.STRETCH_GAP`` apart, silent samples included), so the
+    silence between two of the agent's sentences does not end it; uses
+    ``parley.callers.ear.sound_spans``."""
+    from parley.callers.ear import sound_spans
 
     pieces = [(t, pcm.astype("<i2").tobytes()) for t, pcm in heard.frames]
     threshold = 10 ** (judging.AUDIBLE_DB / 20)
-    return {a.index: audible_stop(pieces, heard.rate, a.onset, threshold=threshold, gap=judging.STRETCH_GAP) for a in actions if a.onset is not None}
+    stretches = sound_spans(pieces, heard.rate, None, judging.STRETCH_GAP)
+    out: dict[int, float | None] = {}
+    for a in actions:
+        if a.onset is None:
+            continue
+        out[a.index] = None
+        for start, end in stretches:
+            if start - judging.PLAYING_WINDOW <= a.onset < end + judging.PLAYING_WINDOW:
+                loud = sound_spans([p for p in pieces if start <= p[0] < end], heard.rate, threshold, judging.STRETCH_GAP)
+                last = max((e for _, e in loud), default=end)
+                out[a.index] = max(0.0, last - a.onset)
+                break
+    return out
 
 
 def heard_audio(heard: Heard, start: float, end: float) -> np.ndarray:
