@@ -316,3 +316,43 @@ def test_the_runners_audible_stop_spans_the_silence_between_sentences():
     stops = audible_stops([Action(2, "say", 2.1, 3.0, onset=2.1), Action(4, "say", 3.5, 4.0, onset=3.5)], Heard(rate, frames))
     assert stops[2] == pytest.approx(0.5, abs=0.006)
     assert stops[4] is None
+
+
+def test_history_of_a_reply_cut_after_its_tool_call_holds_only_the_last_steps_words():
+    sc = scenario(
+        """
+scenarios:
+  - name: x
+    steps: [{say: sunday}, {wait: {agent: late}}, {say: hang on, expect: stops}]
+    expect: {history_heard: true}
+"""
+    )
+    S2 = S
+    steps = Steps()
+    steps.add(2.0, c.TranscriptFinal(session=S2, at=2.0, utterance=0, text="sunday?"), c.StartLLM(session=S2, run=1, step=0, messages=()), to="Generating")
+    steps.add(2.01, c.LLMToken(session=S2, at=2.0, run=1, step=0, text="Let me check."), c.Synthesize(session=S2, run=1, chunk=0, text="Let me check."))
+    steps.add(2.02, c.ToolResult(session=S2, at=2.0, run=1, call_id="a", name="check_availability", result="{}"), c.StartLLM(session=S2, run=1, step=1, messages=()), to="Generating")
+    for k, text in enumerate(["Sorry, we're closed on Sundays.", "We're open Monday to Friday.", "Shall I book Monday?"], start=1):
+        steps.add(2.03, c.LLMToken(session=S2, at=2.0, run=1, step=1, text=text), c.Synthesize(session=S2, run=1, chunk=k, text=text))
+    steps.add(2.04, c.LLMDone(session=S2, at=2.0, run=1, step=1))
+    for k, ms in enumerate([1000, 2000, 2000, 1500]):
+        steps.add(2.05, c.TTSChunkStarted(session=S2, at=2.0, run=1, chunk=k))
+        steps.add(2.06, c.TTSChunkDone(session=S2, at=2.0, run=1, chunk=k, audio_ms=ms))
+    steps.cmd(7.6, c.PausePlayback(session=S2, run=1)).cmd(8.0, c.FlushPlayback(session=S2, run=1), to="Interrupted")
+    msgs = (
+        c.Message(role="assistant", content="Let me check."),
+        c.Message(role="assistant", content="Sorry, we're closed on Sundays. We're open Monday to Friday.", interrupted=True),
+    )
+    steps.add(9.0, c.TranscriptFinal(session=S2, at=9.0, utterance=1, text="hang on"), c.StartLLM(session=S2, run=2, step=0, messages=msgs))
+    acts = [(0, "say", 1.0, 1.9), (1, "wait", 1.9, 7.4), (2, "say", 7.4, 8.0)]
+    res = judge(sc, record(acts, audio(2.1, 7.6), steps))  # 5.5 s heard: chunks 0-2 whole
+    (check,) = [ch for ch in res.checks if ch.name.startswith("history")]
+    assert check.ok, check
+    # Cut inside chunk 1 (the first of the tool step): the message with text
+    # that was heard is the one before the tool call.
+    steps.seen[-1] = Seen(9.0, c.Step(index=steps.seen[-1].step.index, event=steps.seen[-1].step.event, state_from=c.Phase.LISTENING, state_to=c.Phase.GENERATING,
+                                     commands=(c.StartLLM(session=S2, run=2, step=0, messages=(c.Message(role="assistant", content="Let me check.", interrupted=True),)),)))
+    acts = [(0, "say", 1.0, 1.9), (1, "wait", 1.9, 3.5), (2, "say", 3.5, 4.1)]
+    res = judge(sc, record(acts, audio(2.1, 3.6), steps))  # 1.5 s heard: chunk 0 whole
+    (check,) = [ch for ch in res.checks if ch.name.startswith("history")]
+    assert check.ok, check

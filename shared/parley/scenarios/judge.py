@@ -443,11 +443,16 @@ def history_checks(record: Record, overlaps: list[dict]) -> list[Check]:
     steps = record.steps
     out = []
     chunks: dict[int, dict[int, str]] = {}
+    step_of: dict[tuple[int, int], int] = {}  # (run, chunk) -> the LLM step that said it
     lengths: dict[tuple[int, int], int] = {}
+    llm_step: dict[int, int] = {}
     for s in steps:
         for c in s.step.commands:
-            if isinstance(c, contract.Synthesize):
+            if isinstance(c, contract.StartLLM):
+                llm_step[c.run] = c.step
+            elif isinstance(c, contract.Synthesize):
                 chunks.setdefault(c.run, {})[c.chunk] = c.text
+                step_of[(c.run, c.chunk)] = llm_step.get(c.run, 0)
         e = s.step.event
         if isinstance(e, contract.TTSChunkDone) and not s.step.dropped:
             lengths[(e.run, e.chunk)] = e.audio_ms
@@ -473,7 +478,19 @@ def history_checks(record: Record, overlaps: list[dict]) -> list[Check]:
             continue  # nothing was generated after the cut: no prompt to check
         cut_msgs = [m.content for m in later.messages if m.role == "assistant" and m.interrupted]
         held = cut_msgs[-1] if cut_msgs else ""
-        options = {" ".join(t for t in texts[:k] if t).strip() for k in near}
+        # History keeps one assistant message per LLM step (what came before
+        # a tool call is a message of its own) and marks the last one with
+        # heard text as interrupted: the chunks heard whole of the step of the
+        # last chunk heard whole.
+        keys = sorted(chunks.get(run, {}))
+
+        def heard_of_step(k: int) -> str:
+            if k == 0 or not keys:
+                return ""
+            last_step = step_of.get((run, keys[k - 1]), 0)
+            return " ".join(texts[j] for j in range(k) if texts[j] and step_of.get((run, keys[j]), 0) == last_step).strip()
+
+        options = {heard_of_step(k) for k in near}
         ok = held.strip() in options or (not held and "" in options)
         out.append(
             Check(
