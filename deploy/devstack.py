@@ -39,7 +39,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "shared"))  # so `python deploy/devstack.py` works outside `uv run` too
 
-from parley import natsd  # noqa: E402
+from parley import natsauth, natsd  # noqa: E402
 
 # --- the stack, as data ------------------------------------------------------
 
@@ -340,10 +340,12 @@ class Stack:
         logs = self.var / "log"
         logs.mkdir(parents=True, exist_ok=True)
         nats_log = logs / "nats.log"
-        config = ROOT / "deploy" / "nats.conf"
-        self.say(f"starting nats-server on port {self.nats_port} (JetStream store {self.var / 'nats'})")
+        # Each service's own NATS identity and permissions: seeds made once in
+        # var/secrets/nats, the server's config (public keys) written anew.
+        creds = natsauth.ensure(self.var / "secrets" / "nats", ROOT / "deploy" / "nats.conf")
+        self.say(f"starting nats-server on port {self.nats_port} (JetStream store {self.var / 'nats'}; each service with its own nkey, {creds.root})")
         try:
-            self.nats = natsd.NatsServer(self.nats_port, self.var / "nats", config if config.exists() else None)
+            self.nats = natsd.NatsServer(self.nats_port, self.var / "nats", creds.config)
             self.nats.start(log=nats_log)
         except RuntimeError as err:
             self.say(f"nats-server failed to start: {err} (see {nats_log})")
@@ -354,8 +356,10 @@ class Stack:
         for index, service in enumerate(self.services):
             data_dir = self.var / service.name
             data_dir.mkdir(parents=True, exist_ok=True)
+            role = natsauth.SERVICE_ROLES.get(service.name.split("#")[0])
             env = child_env(self.env, service, self.services, {
                 "NATS_URL": self.nats.url,
+                **({natsauth.SEED_FILE_ENV: str(creds.seed_file(role))} if role else {}),
                 "PARLEY_HTTP_HOST": self.host,
                 "PARLEY_HTTP_PORT": str(service.port),
                 "PARLEY_DATA_DIR": str(data_dir),

@@ -3,11 +3,19 @@
 ``Stack`` starts a nats-server and the four services (``python -m parley_*``)
 on free ports, waits until every /healthz answers 200, and stops them all.
 Logs go to files under the stack's directory, so a failing test can show them.
+
+Credentials come automatically, as under ``make run``: each service its own
+nkey with its own permissions (``parley.natsauth``, generated under the
+stack's directory), and the gateway an API key (``stack.api_key``) that
+mints session tokens (``stack.pcm_url()``). The test process itself connects
+as a password user with every permission (``stack.nats_url`` carries it), a
+user only test stacks have.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -17,7 +25,10 @@ from pathlib import Path
 
 import httpx
 
+from parley import natsauth
 from parley.natsd import NatsServer, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
 
 SERVICES = {
     "media-gateway": "parley_gateway",
@@ -38,6 +49,12 @@ class Stack:
     ports: dict[str, int] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     nats: NatsServer | None = None
+    secrets: natsauth.Secrets | None = None
+    api_key: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    test_password: str = field(default_factory=lambda: secrets.token_urlsafe(16))
+
+    def __post_init__(self) -> None:
+        self.api_key = self.env.get("PARLEY_API_KEY", self.api_key)
 
     @property
     def gateway(self) -> str:
@@ -49,8 +66,22 @@ class Stack:
 
     @property
     def nats_url(self) -> str:
+        """The test process's own way in (a user with every permission)."""
         assert self.nats is not None
-        return self.nats.url
+        return f"nats://test:{self.test_password}@127.0.0.1:{self.nats.port}"
+
+    def session_token(self, **params: str) -> str:
+        """A fresh one-time session token from ``POST /api/sessions``."""
+        r = httpx.post(f"{self.gateway}/api/sessions", json={"params": params} if params else {},
+                       headers={"Authorization": f"Bearer {self.api_key}"}, timeout=10, trust_env=False)
+        r.raise_for_status()
+        return r.json()["token"]
+
+    def pcm_url(self, query: str = "", **params: str) -> str:
+        """``/ws/pcm`` with a fresh token; ``query`` is appended as it is
+        (parameters in the URL), ``params`` are bound to the token."""
+        url = f"{self.gateway_ws}/ws/pcm?token={self.session_token(**params)}"
+        return url + (f"&{query.lstrip('?&')}" if query else "")
 
     def log(self, name: str) -> str:
         path = self.root / f"{name}.log"
@@ -58,7 +89,9 @@ class Stack:
 
     def start(self, timeout: float = 180) -> "Stack":
         self.root.mkdir(parents=True, exist_ok=True)
-        self.nats = NatsServer(free_port(), self.root / "nats").start(log=self.root / "nats.log")
+        test_user = natsauth.user_block("test", user="test", password=self.test_password)
+        self.secrets = natsauth.ensure(self.root / "secrets", ROOT / "deploy" / "nats.conf", extra_users=[test_user])
+        self.nats = NatsServer(free_port(), self.root / "nats", self.secrets.config).start(log=self.root / "nats.log")
         for name in self.services:
             for k in range(self.replicas.get(name, 1)):
                 self.start_service(name, f"#{k + 1}" if k else "")
@@ -69,9 +102,12 @@ class Stack:
         key = name + instance
         port = free_port()
         self.ports[key] = port
+        assert self.nats is not None and self.secrets is not None
         env = {
             **os.environ,
-            "NATS_URL": self.nats_url,
+            "NATS_URL": self.nats.url,
+            natsauth.SEED_FILE_ENV: str(self.secrets.seed_file(natsauth.SERVICE_ROLES[name])),
+            "PARLEY_API_KEY": self.api_key,
             "PARLEY_HTTP_HOST": "127.0.0.1",
             "PARLEY_HTTP_PORT": str(port),
             "PARLEY_DATA_DIR": str(self.root / "data"),
@@ -133,5 +169,12 @@ class Stack:
             self.stop()
             raise
 
-    def __exit__(self, *exc) -> None:
+    def violations(self) -> list[str]:
+        """Permission violations nats-server logged: a service using a subject
+        its role (parley.natsauth.ROLES) does not allow."""
+        return [line for line in self.log("nats").splitlines() if "Violation" in line]
+
+    def __exit__(self, exc_type, *exc) -> None:
         self.stop()
+        if exc_type is None and (bad := self.violations()):
+            raise AssertionError("services used subjects their NATS permissions do not allow (parley.natsauth):\n" + "\n".join(bad[:20]))

@@ -24,7 +24,7 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.nuid import NUID
 
-from . import contract, subjects
+from . import contract, natsauth, subjects
 
 log = logging.getLogger("parley.bus")
 
@@ -39,8 +39,13 @@ class EventNotStored(RuntimeError):
     """publish_event could not get the event stored within PUBLISH_PATIENCE."""
 
 
-async def connect(url: str | None = None, name: str = "parley", **options) -> Client:
-    """Connect with reconnects on and errors logged rather than raised."""
+async def connect(url: str | None = None, name: str = "parley", credentials: natsauth.Credentials | None = None, **options) -> Client:
+    """Connect with reconnects on and errors logged rather than raised.
+
+    ``credentials``: the service's nkey (and TLS CA), from
+    ``natsauth.Credentials.from_env``; without them, the URL's own (a
+    ``user:password@`` in it) or none.
+    """
 
     async def error_cb(exc: Exception) -> None:
         log.warning("nats error: %s", exc)
@@ -59,7 +64,7 @@ async def connect(url: str | None = None, name: str = "parley", **options) -> Cl
         reconnected_cb=reconnected_cb,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
-        **options,
+        **{**(credentials.connect_options() if credentials else {}), **options},
     )
 
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from typing import Mapping
 
+from .natsauth import Credentials
+
 PROVIDERS = ("real", "fixed")
 
 
 def service_env(env: Mapping[str, str], *, default_port: int) -> dict[str, object]:
-    """nats_url, http_host, http_port and providers from the environment."""
+    """nats_url, nats_credentials, http_host, http_port and providers from the environment."""
     providers = env.get("PARLEY_PROVIDERS", "real")
     if providers not in PROVIDERS:
         raise ValueError(f"PARLEY_PROVIDERS must be one of {', '.join(PROVIDERS)}, not {providers!r}")
@@ -24,6 +26,8 @@ def service_env(env: Mapping[str, str], *, default_port: int) -> dict[str, objec
         raise ValueError(f"PARLEY_HTTP_PORT must be a port number, not {port!r}") from None
     return {
         "nats_url": env.get("NATS_URL", "nats://127.0.0.1:4222"),
+        # The service's own NATS identity (PARLEY_NATS_SEED_FILE; see parley.natsauth).
+        "nats_credentials": Credentials.from_env(env),
         "http_host": env.get("PARLEY_HTTP_HOST", "127.0.0.1"),
         "http_port": http_port,
         "providers": providers,

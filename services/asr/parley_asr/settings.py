@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass, field, fields
 from typing import Mapping
 
+from parley.natsauth import Credentials
 from parley.settings import service_env
 
 from . import endpointer
@@ -67,6 +68,7 @@ KNOBS: tuple[Knob, ...] = (
 @dataclass(frozen=True)
 class Settings:
     nats_url: str = "nats://127.0.0.1:4222"
+    nats_credentials: Credentials = Credentials()  # PARLEY_NATS_SEED_FILE (parley.natsauth)
     http_host: str = "127.0.0.1"
     http_port: int = 8081
     providers: str = "real"  # real | fixed

@@ -26,7 +26,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        nc = await bus.connect(settings.nats_url, name="media-gateway")
+        nc = await bus.connect(settings.nats_url, name="media-gateway", credentials=settings.nats_credentials)
         state.update(nc=nc, ticker=Ticker(state["stats"]))
         log.info("gateway ready", extra={"url": f"http://{settings.http_host}:{settings.http_port}/"})
         try:

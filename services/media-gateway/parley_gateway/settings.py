@@ -6,12 +6,14 @@ import os
 from dataclasses import dataclass
 from typing import Mapping
 
+from parley.natsauth import Credentials
 from parley.settings import service_env
 
 
 @dataclass(frozen=True)
 class Settings:
     nats_url: str = "nats://127.0.0.1:4222"
+    nats_credentials: Credentials = Credentials()  # PARLEY_NATS_SEED_FILE (parley.natsauth)
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     public_host: str = ""  # host[:port] Twilio reaches us at (wss://PUBLIC_HOST/twilio/media)
@@ -42,6 +44,7 @@ class Settings:
         common = service_env(env, default_port=cls.http_port)
         return cls(
             nats_url=common["nats_url"],
+            nats_credentials=common["nats_credentials"],
             http_host=common["http_host"],
             http_port=common["http_port"],
             public_host=env.get("PUBLIC_HOST", ""),

@@ -101,7 +101,7 @@ def create_app(settings: Settings) -> FastAPI:
         greeting = settings.env.get("PARLEY_GREETING", getattr(brain, "greeting", ""))
         if greeting:
             defaults["greeting"] = greeting
-        nc = await bus.connect(settings.nats_url, name="orchestrator")
+        nc = await bus.connect(settings.nats_url, name="orchestrator", credentials=settings.nats_credentials)
         runtime = Runtime(nc=nc, brain=brain, tools=tools, defaults=defaults)
         runtime.observer = StepObserver(tel)
         await runtime.start()

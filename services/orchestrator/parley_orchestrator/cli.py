@@ -22,20 +22,20 @@ import os
 import sys
 from pathlib import Path
 
-from parley import bus, contract, subjects
+from parley import bus, contract, natsauth, subjects
 
 from .records import decode_stored, read_step
 from .replay import from_jsonl, replay, state_digest, timeline, to_jsonl
 
 
-async def fetch(session: str, url: str) -> tuple[list[contract.Step], str | None]:
+async def fetch(session: str, url: str, credentials: natsauth.Credentials | None = None) -> tuple[list[contract.Step], str | None]:
     """A session's log from JetStream, and the digest of its state in KV.
 
     The state is read first: it records how many events it has consumed, and
     the log is read up to exactly that many, so a session that is still live
     (a timer firing, a hang-up arriving) cannot put the two out of step.
     """
-    nc = await bus.connect(url, name="parley-cli")
+    nc = await bus.connect(url, name="parley-cli", credentials=credentials)
     try:
         js = nc.jetstream()
         digest, consumed = None, None
@@ -63,8 +63,8 @@ async def fetch(session: str, url: str) -> tuple[list[contract.Step], str | None
         await nc.close()
 
 
-async def list_sessions(url: str) -> list[str]:
-    nc = await bus.connect(url, name="parley-cli")
+async def list_sessions(url: str, credentials: natsauth.Credentials | None = None) -> list[str]:
+    nc = await bus.connect(url, name="parley-cli", credentials=credentials)
     try:
         kv = await nc.jetstream().key_value(subjects.SESSIONS_BUCKET)
         try:
@@ -100,18 +100,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "call":
         return place_call(args)
 
+    try:
+        creds = natsauth.operator_credentials(os.environ)
+    except ValueError as exc:
+        print(f"parley: {exc}", file=sys.stderr)
+        return 2
     if args.cmd == "sessions":
-        print("\n".join(asyncio.run(list_sessions(args.nats))))
+        print("\n".join(asyncio.run(list_sessions(args.nats, creds))))
         return 0
     if args.cmd == "export":
-        steps, digest = asyncio.run(fetch(args.session, args.nats))
+        steps, digest = asyncio.run(fetch(args.session, args.nats, creds))
         sys.stdout.write(to_jsonl(steps, digest))
         return 0 if steps else 1
     source = Path(args.source)
     if source.suffix == ".jsonl" or source.exists():
         steps, digest = from_jsonl(source.read_text())
     else:
-        steps, digest = asyncio.run(fetch(args.source, args.nats))
+        steps, digest = asyncio.run(fetch(args.source, args.nats, creds))
     if not steps:
         print(f"no recorded events for {args.source}", file=sys.stderr)
         return 1

@@ -7,12 +7,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from parley.natsauth import Credentials
 from parley.settings import service_env
 
 
 @dataclass(frozen=True)
 class Settings:
     nats_url: str = "nats://127.0.0.1:4222"
+    nats_credentials: Credentials = Credentials()  # PARLEY_NATS_SEED_FILE (parley.natsauth)
     http_host: str = "127.0.0.1"
     http_port: int = 8082
     providers: str = "real"  # real | fixed

@@ -48,7 +48,7 @@ def create_app(settings: Settings, voice: Voice | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         own = voice is None
         v = await asyncio.to_thread(load_voice, settings) if own else voice
-        nc = await bus.connect(settings.nats_url, name=settings.worker_id)
+        nc = await bus.connect(settings.nats_url, name=settings.worker_id, credentials=settings.nats_credentials)
         worker = Worker(nc, settings, v)
         await worker.start()
         state["worker"] = worker

@@ -8,6 +8,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from parley.natsauth import Credentials
 from parley.settings import service_env
 
 
@@ -18,6 +19,7 @@ def _worker_id() -> str:
 @dataclass(frozen=True)
 class Settings:
     nats_url: str = "nats://127.0.0.1:4222"
+    nats_credentials: Credentials = Credentials()  # PARLEY_NATS_SEED_FILE (parley.natsauth)
     http_host: str = "127.0.0.1"
     http_port: int = 8083
     providers: str = "real"  # real | fixed

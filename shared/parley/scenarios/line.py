@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import secrets
 import time
 import urllib.parse
@@ -33,7 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import soxr
 
-from parley import bus, contract, subjects
+from parley import bus, contract, natsauth, subjects
 
 log = logging.getLogger("parley.scenarios")
 
@@ -208,7 +209,9 @@ class Observer:
 
     async def start(self, timeout: float = 10.0) -> "Observer":
         try:
-            self.nc = await asyncio.wait_for(bus.connect(self.url, name="parley-scenarios"), timeout)
+            # A URL with its own user (a test stack's) or the operator's nkey (make run's).
+            creds = None if "@" in self.url else natsauth.operator_credentials(os.environ)
+            self.nc = await asyncio.wait_for(bus.connect(self.url, name="parley-scenarios", credentials=creds), timeout)
         except asyncio.TimeoutError:
             raise ConnectionError(f"no NATS server answered at {self.url} in {timeout:.0f} s") from None
         await self.nc.subscribe(f"{subjects.PREFIX}.obs.*", cb=self._on_msg, pending_msgs_limit=1_000_000, pending_bytes_limit=1 << 30)
