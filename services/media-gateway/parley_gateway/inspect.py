@@ -1,7 +1,7 @@
 """Watch any session from the browser: the inspector for calls that have no
 page of their own (phone calls), or for looking at a call after it ended.
 
-``GET /api/sessions`` lists the sessions whose state is in KV;
+``GET /api/sessions`` lists the sessions with a recorded log;
 ``GET /api/callbacks`` lists the front desk's call-back tasks (requests the
 agent could not serve, recorded by the orchestrator's ``request_callback``);
 ``WS /ws/inspect/{session}`` sends the same JSON notices the caller's page
@@ -44,10 +44,12 @@ def register(app: FastAPI, state: dict, settings: Settings) -> None:
     async def sessions(token: str | None = None):
         if not allowed(settings, token):
             return JSONResponse({"error": REFUSED}, status_code=403)
+        # The sessions with recorded steps, from the log stream's subjects (the
+        # gateway has no access to the session state bucket: parley.natsauth).
         try:
-            kv = await state["nc"].jetstream().key_value(subjects.SESSIONS_BUCKET)
-            keys = await kv.keys()
-        except Exception:  # noqa: BLE001 - no bucket or no keys yet
+            info = await state["nc"].jetstream().stream_info(subjects.LOG_STREAM, subjects_filter=subjects.LOG_ALL)
+            keys = [subjects.session_of(s) for s in (info.state.subjects or {})]
+        except Exception:  # noqa: BLE001 - no stream yet
             keys = []
         return {"sessions": sorted(keys)[-200:]}
 
