@@ -166,7 +166,8 @@ STREAMING = (GENERATING, SPEAKING)  # an LLM step may be streaming
 #    very short sound is a noise; weak trailing words yield to the signals
 # 5: up to noise_words words in under noise_sound of sound are a noise; digits
 #    among the last words of number talk are dictation
-RULES = 5
+# 6: the text signal weighs 3 to the audio's 1, and alone overrules a weak cue
+RULES = 6
 
 # ---------------------------------------------------------------------------
 # Policy: the knobs of one session. Defaults here; SessionStarted.params may
@@ -194,7 +195,7 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     # finished, see services/asr/BENCHMARKS.md); the turn is complete at or
     # above ``turn_threshold``.
     eot_weight: float = 1.0
-    complete_weight: float = 2.0
+    complete_weight: float = 3.0
     turn_threshold: float = 0.5
     # Interruptions (see ``_judge_overlap``). Sound while the agent has the
     # floor pauses playback at once. Words cancel the run as soon as a
@@ -876,8 +877,8 @@ def _judge_turn(s: SessionState, at: float, text: str) -> Judgement:
             score, weight = score + value * w, weight + w
     score = round(score / weight, 3) if weight else -1.0
     why, kind = words.unfinished(text, words.asked_for(_agent_last_words(s)))
-    if kind == "maybe" and score >= p.turn_threshold:
-        why = ""  # a weak cue, overruled by the signals
+    if kind == "maybe" and s.complete >= p.turn_threshold:
+        why = ""  # a weak cue, overruled by the text signal
     if why:
         wait = p.turn_wait_dictation if kind == "dictation" else p.turn_wait_unfinished
         reason = f"unfinished: {why}"

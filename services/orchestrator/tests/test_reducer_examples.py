@@ -358,7 +358,7 @@ def test_a_complete_turn_is_answered_after_a_short_silence():
     cmds = v.send(c.TranscriptFinal, utterance=0, text="What time do you open on Monday?", complete=0.9)
     assert any(isinstance(x, c.StartLLM) for x in cmds)
     j = v.outcome.judgements[-1]
-    assert j.verdict == "answer" and j.wait == r.Policy().turn_silence and j.score == round((0.8 + 2 * 0.9) / 3, 3)
+    assert j.verdict == "answer" and j.wait == r.Policy().turn_silence and j.score == round((0.8 + 3 * 0.9) / 4, 3)
 
 
 def test_without_signals_the_turn_ends_on_silence_timing():
@@ -832,7 +832,7 @@ def test_okay_once_the_question_is_heard_answers_it():
     assert [x for x in cmds if isinstance(x, c.StartLLM)][0].messages[-1].content == "Okay."
 
 
-def test_a_weak_cue_is_overruled_by_the_signals_but_not_a_strong_one():
+def test_a_weak_cue_is_overruled_by_the_text_signal_but_not_a_strong_one():
     v = Convo()
     v.send(c.SpeechStarted, utterance=0)
     v.stop(0, eot=0.9)
@@ -993,3 +993,11 @@ def test_a_key_during_the_agents_reply_interrupts_it_and_starts_an_entry():
     _speaking(v)
     cmds = v.send(c.Dtmf, digit="9")
     assert any(isinstance(x, c.FlushPlayback) for x in cmds) and v.state.run is None and v.state.keys == "9"
+
+
+def test_the_audio_signal_alone_does_not_overrule_an_unfinished_text():
+    v = Convo()
+    v.send(c.SpeechStarted, utterance=0)
+    v.stop(0, eot=0.78)
+    v.send(c.TranscriptFinal, utterance=0, text="I'd like to come in on.", complete=0.4)
+    assert v.outcome.judgements[-1].verdict == "wait" and v.outcome.judgements[-1].reason == "unfinished: may end in 'on'"
