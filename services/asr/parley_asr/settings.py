@@ -10,11 +10,10 @@ each are in services/asr/BENCHMARKS.md.
 from __future__ import annotations
 
 import os
-import socket
-import uuid
 from dataclasses import dataclass, field, fields
 from typing import Mapping
 
+from parley.instance import configured_id, instance_id
 from parley.natsauth import Credentials
 from parley.settings import service_env
 
@@ -24,7 +23,7 @@ DEFAULT_FIXED_TRANSCRIPT = "I'd like to book an appointment tomorrow at three p.
 
 
 def _worker_id() -> str:
-    return f"asr-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    return instance_id("asr")  # safe as a subject token whatever the host is called
 
 
 @dataclass(frozen=True)
@@ -135,8 +134,7 @@ class Settings:
             raw = env.get(knob.env)
             if raw is not None:
                 values[knob.field] = _parse(knob, raw)
-        if env.get("PARLEY_ASR_WORKER_ID"):
-            values["worker_id"] = env["PARLEY_ASR_WORKER_ID"]
+        values["worker_id"] = configured_id(env, "PARLEY_ASR_WORKER_ID", "asr")
         values.update(overrides)
         return cls(**values)
 

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import os
-import socket
-import uuid
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from parley.instance import configured_id, instance_id
 from parley.natsauth import Credentials
 from parley.settings import service_env
 
 
 def _worker_id() -> str:
-    return f"tts-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    return instance_id("tts")  # safe as a subject token whatever the host is called
 
 
 @dataclass(frozen=True)
@@ -52,7 +51,6 @@ class Settings:
             fixed_first_audio_ms=float(env.get("PARLEY_TTS_FIXED_FIRST_AUDIO_MS", cls.fixed_first_audio_ms)),
             fixed_ms_per_char=float(env.get("PARLEY_TTS_FIXED_MS_PER_CHAR", cls.fixed_ms_per_char)),
         )
-        if env.get("PARLEY_TTS_WORKER_ID"):
-            values["worker_id"] = env["PARLEY_TTS_WORKER_ID"]
+        values["worker_id"] = configured_id(env, "PARLEY_TTS_WORKER_ID", "tts")
         values.update(overrides)
         return cls(**values)
