@@ -10,12 +10,19 @@ stack's directory), and the gateway an API key (``stack.api_key``) that
 mints session tokens (``stack.pcm_url()``). The test process itself connects
 as a password user with every permission (``stack.nats_url`` carries it), a
 user only test stacks have.
+
+Every test stack runs on a pinned clinic clock (PARLEY_NOW, PARLEY_TIMEZONE:
+see parley.clock), a weekday morning in New York unless the test picks another
+day, so no test depends on the machine's date or zone; ``pin`` moves it.
+``hostnames`` runs chosen services under another host name (a UTS namespace:
+root and util-linux's ``unshare``), like a Mac's ``name.local``.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -37,6 +44,24 @@ SERVICES = {
     "tts": "parley_tts",
 }
 
+# The clinic's clock in test stacks: a Wednesday, a Saturday and a Sunday
+# morning (the clinic is open Monday to Friday), in a zone that is not UTC.
+WEEKDAY = "2026-11-25T09:30:00"
+SATURDAY = "2026-11-28T09:30:00"
+SUNDAY = "2026-11-29T09:30:00"
+CLINIC_ZONE = "America/New_York"
+
+# `python -c _AS_HOST NAME PROGRAM ARGS...`, inside `unshare -u`: PROGRAM under host name NAME.
+_AS_HOST = "import os, socket, sys; socket.sethostname(sys.argv[1].encode()); os.execv(sys.argv[2], sys.argv[2:])"
+
+
+def can_rename_host() -> bool:
+    """Whether this machine lets a test run a process under another host name."""
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(["unshare", "-u", sys.executable, "-c", _AS_HOST, "probe.local", sys.executable, "-c", ""], capture_output=True)
+    return probe.returncode == 0
+
 
 @dataclass
 class Stack:
@@ -46,6 +71,8 @@ class Stack:
     # More than one process of a service: {"orchestrator": 2} starts
     # "orchestrator" and "orchestrator#2" (each with its own port and log).
     replicas: dict[str, int] = field(default_factory=dict)
+    now: str = WEEKDAY  # PARLEY_NOW for the services (the clinic's calendar)
+    hostnames: dict[str, str] = field(default_factory=dict)  # service -> the host name it runs under
     ports: dict[str, int] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     nats: NatsServer | None = None
@@ -113,10 +140,15 @@ class Stack:
             "PARLEY_DATA_DIR": str(self.root / "data"),
             "PARLEY_LOG_LEVEL": "INFO",
             "HF_HUB_OFFLINE": "1",
+            "PARLEY_NOW": self.now,
+            "PARLEY_TIMEZONE": CLINIC_ZONE,
             **self.env,
         }
+        argv = [sys.executable, "-m", SERVICES[name]]
+        if name in self.hostnames:
+            argv = ["unshare", "-u", sys.executable, "-c", _AS_HOST, self.hostnames[name], *argv]
         out = open(self.root / f"{key}.log", "ab")
-        proc = subprocess.Popen([sys.executable, "-m", SERVICES[name]], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         self.procs[key] = proc
         return proc
 
@@ -148,6 +180,22 @@ class Stack:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"not healthy in {timeout}s: {sorted(pending)}\n" + "\n".join(self.log(k)[-1500:] for k in pending))
             time.sleep(0.2)
+
+    def pin(self, now: str) -> None:
+        """Move the clinic's clock: restart the orchestrator(s) with PARLEY_NOW=now."""
+        if now == self.now:
+            return
+        self.now = now
+        for key in [k for k in self.procs if k.startswith("orchestrator")]:
+            proc = self.procs.pop(key)
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            self.start_service("orchestrator", key.removeprefix("orchestrator"))
+        self.wait_healthy()
 
     def stop(self) -> None:
         for proc in self.procs.values():

@@ -31,12 +31,13 @@ pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
 RATE = 48000  # the fake microphone file
 REQUEST = "I would like to book an appointment next Tuesday at 10 a.m."
+FRIDAY = "2026-11-27T09:30:00"  # the clinic's pinned day: "next Tuesday" is the 1st of December
 LEAD_S, TAIL_S = 6.0, 4.0
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    with Stack(tmp_path_factory.mktemp("stack")) as s:
+    with Stack(tmp_path_factory.mktemp("stack"), now=FRIDAY) as s:
         yield s
 
 

@@ -3,11 +3,16 @@
 Starts nats-server and the four services as processes, speaks a request
 synthesized by Piper at real-time pace, transcribes the agent's answer with
 Whisper, and replays the recorded session through the reducer.
+
+"Tomorrow" depends on the day, so the booking conversation runs on a pinned
+Saturday (tomorrow the clinic is closed), Sunday and Wednesday, and checks the
+answer that is right on each.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
@@ -17,7 +22,7 @@ from parley_orchestrator.replay import replay
 
 from parley.callers.pcm import PcmCaller
 from speech import hear, normalise, say, silence
-from stack import Stack
+from stack import SATURDAY, SUNDAY, WEEKDAY, Stack
 
 pytestmark = pytest.mark.e2e
 
@@ -38,7 +43,20 @@ async def _settle(caller: PcmCaller) -> None:
     await caller.wait_quiet(quiet=1.2, timeout=40)
 
 
-def test_booking_conversation_end_to_end(stack, capsys):
+# The day pinned -> the booking "tomorrow at three p.m." asks for, whether it
+# can be made, and words the spoken answer must have.
+TOMORROW_AT_3 = {
+    "saturday": (SATURDAY, "2026-11-29", False, ("closed", "sunday", "monday")),  # closed Sundays: Monday 9 a.m. offered
+    "sunday": (SUNDAY, "2026-11-30", True, ("monday", "3", "pm")),
+    "weekday": (WEEKDAY, "2026-11-26", True, ("thursday", "3", "pm")),  # a Wednesday
+}
+
+
+@pytest.mark.parametrize("day", TOMORROW_AT_3)
+def test_booking_conversation_end_to_end(stack, day, capsys):
+    now, date, bookable, words = TOMORROW_AT_3[day]
+    stack.pin(now)
+
     async def scenario():
         async with PcmCaller(f"{stack.gateway_ws}/ws/pcm") as caller:
             await _settle(caller)
@@ -54,10 +72,13 @@ def test_booking_conversation_end_to_end(stack, capsys):
     heard = normalise(hear(answer))
     tools = caller.notices_of("tool_call")
     with capsys.disabled():
-        print(f"\n[e2e /ws/pcm] voice-to-voice {v2v * 1000:.0f} ms (end of user speech -> first agent frame); agent said: {heard!r}")
-    assert any(t["name"] == "book_appointment" for t in tools), tools
-    assert "3" in heard.split() and "pm" in heard.split(), heard
-    assert any(w in heard for w in ("book", "booked", "appointment", "confirmed")), heard
+        print(f"\n[e2e /ws/pcm {day}] voice-to-voice {v2v * 1000:.0f} ms (end of user speech -> first agent frame); agent said: {heard!r}")
+    assert [json.loads(t["arguments"]) for t in tools if t["name"] == "book_appointment"] == [{"date": date, "time": "15:00"}], tools
+    (result,) = [json.loads(r["result"]) for r in caller.notices_of("tool_result") if r["name"] == "book_appointment"]
+    assert result["booked"] is bookable and (bookable or result["reason"] == "closed"), result
+    words_heard = heard.replace("sundays", "sunday").split()
+    assert all(w in words_heard for w in words), (words, heard)
+    assert "book" in heard, heard  # "you're booked" (Whisper may write "your book"), or "shall I book that?"
     # The recorded session replays to the same commands.
     steps, digest = run(fetch(caller.session, stack.nats_url))
     result = replay(steps, digest)
@@ -66,6 +87,8 @@ def test_booking_conversation_end_to_end(stack, capsys):
 
 
 def test_barge_in_stops_the_answer_and_forgets_the_unheard_rest(stack):
+    stack.pin(SUNDAY)
+
     async def scenario():
         async with PcmCaller(f"{stack.gateway_ws}/ws/pcm") as caller:
             await _settle(caller)

@@ -15,7 +15,7 @@ from parley import telemetry
 from otlp_receiver import OtlpReceiver
 from parley.callers.pcm import PcmCaller
 from speech import say
-from stack import Stack
+from stack import SUNDAY, Stack
 
 pytestmark = pytest.mark.e2e
 
@@ -30,7 +30,7 @@ SECRETS = {
 def traced(tmp_path_factory):
     with OtlpReceiver() as receiver:
         env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "PARLEY_LOG_LEVEL": "DEBUG", "TWILIO_AUTH_TOKEN": SECRETS["TWILIO_AUTH_TOKEN"], "PARLEY_INSPECT_TOKEN": SECRETS["PARLEY_INSPECT_TOKEN"]}
-        with Stack(tmp_path_factory.mktemp("traced"), env=env) as stack:
+        with Stack(tmp_path_factory.mktemp("traced"), env=env, now=SUNDAY) as stack:
             session = asyncio.run(_one_turn(stack))
             # Let batch span processors flush (they export every 0.5 s).
             time.sleep(2.0)

@@ -17,6 +17,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import json
 import secrets
 import time
 import xml.etree.ElementTree as ET
@@ -29,7 +30,7 @@ from parley_orchestrator.cli import fetch
 from parley_orchestrator.replay import replay
 
 from speech import hear, normalise, say
-from stack import Stack
+from stack import SATURDAY, Stack
 from parley.callers.ear import audible_stop
 from parley.callers.twilio import TwilioCaller
 
@@ -40,7 +41,8 @@ AUTH_TOKEN = "e2e-twilio-auth-token-5f1c"
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    with Stack(tmp_path_factory.mktemp("stack"), env={"TWILIO_AUTH_TOKEN": AUTH_TOKEN}) as s:
+    # A Saturday: "Friday" is next week's.
+    with Stack(tmp_path_factory.mktemp("stack"), env={"TWILIO_AUTH_TOKEN": AUTH_TOKEN}, now=SATURDAY) as s:
         yield s
 
 
@@ -125,6 +127,8 @@ def test_a_booking_call_over_twilio(stack, capsys):
     result = replay(steps, digest)
     assert result.ok, result.mismatches[:3]
     assert result.digest_checked
+    booked = [json.loads(st.event.result) for st in steps if isinstance(st.event, contract.ToolResult) and st.event.name == "book_appointment"]
+    assert [(b["booked"], b["date"], b["time"]) for b in booked] == [(True, "2026-12-04", "10:00")], booked
     history = [m for m in result.final_state.history if m.role == "assistant" and m.content]
     assert history and not any(m.interrupted for m in history)
 

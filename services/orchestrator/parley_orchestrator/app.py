@@ -87,10 +87,10 @@ def create_app(settings: Settings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        book = AppointmentBook(settings.data_dir / "appointments.sqlite3", clinic=CLINIC)
+        book = AppointmentBook(settings.data_dir / "appointments.sqlite3", clinic=CLINIC, clock=settings.clock)
         transfer_to = settings.env.get("PARLEY_TRANSFER_TO", "").strip()
         tools = registry_for(book, transfer=bool(transfer_to))
-        brain = FixedLatencyBrain() if settings.providers == "fixed" else brain_from_env(settings.env, tools)
+        brain = FixedLatencyBrain() if settings.providers == "fixed" else brain_from_env(settings.env, tools, clock=settings.clock)
         defaults = {"system_prompt": settings.env.get("PARLEY_SYSTEM_PROMPT", SYSTEM_PROMPT)}
         if transfer_to:
             defaults["transfer_to"] = transfer_to
@@ -102,12 +102,12 @@ def create_app(settings: Settings) -> FastAPI:
         if greeting:
             defaults["greeting"] = greeting
         nc = await bus.connect(settings.nats_url, name="orchestrator", credentials=settings.nats_credentials)
-        runtime = Runtime(nc=nc, brain=brain, tools=tools, defaults=defaults)
+        runtime = Runtime(nc=nc, brain=brain, tools=tools, defaults=defaults, clock=settings.clock)
         runtime.observer = StepObserver(tel)
         await runtime.start()
         callbacks_sub = await nc.subscribe(subjects.ORCHESTRATOR_CALLBACKS, queue=subjects.ORCHESTRATOR_GROUP, cb=_callbacks_responder(book))
         state.update(runtime=runtime, brain=brain)
-        log.info("orchestrator ready", extra={"brain": brain.name, "nats": settings.nats_url})
+        log.info("orchestrator ready", extra={"brain": brain.name, "nats": settings.nats_url, "clinic_clock": settings.clock.describe()})
         try:
             yield
         finally:

@@ -26,9 +26,11 @@ import re
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Callable, Optional
+from typing import Annotated, Optional
 
 import msgspec
+
+from parley.clock import Clock
 
 from .clinic import CLINIC, WEEKDAY_NAMES, Clinic, ClinicHours
 from .tools import END_CALL_TOOL, TRANSFER_CALL_TOOL, Tool, ToolContext, ToolInputError, ToolRegistry
@@ -245,7 +247,7 @@ class Booking:
 class AppointmentBook:
     path: Path
     clinic: Clinic = CLINIC
-    clock: Callable[[], dt.datetime] = dt.datetime.now  # local time, like the clinic
+    clock: Clock = field(default_factory=Clock.system)  # the clinic's zone, maybe pinned
     _ready: bool = field(default=False, init=False)
 
     @property
@@ -275,7 +277,7 @@ class AppointmentBook:
         try:
             conn.execute("BEGIN IMMEDIATE")  # one writer at a time: check-then-write is atomic
             try:
-                out = fn(conn, self.clock(), *args)
+                out = fn(conn, self.clock.wall(), *args)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
@@ -518,5 +520,5 @@ def registry_for(book: AppointmentBook, transfer: bool = False) -> ToolRegistry:
     return ToolRegistry([*appointment_tools(book), END_CALL_TOOL, *([TRANSFER_CALL_TOOL] if transfer else [])])
 
 
-def default_registry(db_path: str | Path, *, clock: Callable[[], dt.datetime] = dt.datetime.now, clinic: Clinic = CLINIC) -> ToolRegistry:
-    return registry_for(AppointmentBook(Path(db_path), clinic=clinic, clock=clock))
+def default_registry(db_path: str | Path, *, clock: Clock | None = None, clinic: Clinic = CLINIC) -> ToolRegistry:
+    return registry_for(AppointmentBook(Path(db_path), clinic=clinic, clock=clock or Clock.system()))

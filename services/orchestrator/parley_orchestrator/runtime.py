@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import logging
 import time
 from dataclasses import dataclass, field
@@ -52,6 +51,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysEr
 from nats.nuid import NUID
 
 from parley import bus, contract, subjects, telemetry
+from parley.clock import Clock
 from parley.contract import (
     AnyCommand,
     AnyEvent,
@@ -132,6 +132,7 @@ class Runtime:
     state_ttl: float = 24 * 3600
     replica: str = field(default_factory=lambda: NUID().next().decode()[-10:])
     partitions: int = subjects.EVENT_PARTITIONS
+    clock: Clock = field(default_factory=Clock.system)  # the clinic's calendar: "{today}" in the prompt
     stats: dict[str, int] = field(
         default_factory=lambda: {"events": 0, "stale": 0, "rejected": 0, "bugs": 0, "duplicate": 0, "redelivered": 0, "cas_retries": 0, "takeovers": 0, "caught_up": 0}
     )
@@ -445,7 +446,7 @@ class Runtime:
         if not isinstance(event, SessionStarted):
             return event
         params = dict(self.defaults)
-        today = dt.datetime.fromtimestamp(event.at)
+        today = self.clock.local(event.at)
         if "system_prompt" in params:
             caller = event.caller or "an unknown number (ask for a name when you need to look up a booking)"
             prompt = params["system_prompt"].replace("{today}", today.strftime("%Y-%m-%d (%A)"))

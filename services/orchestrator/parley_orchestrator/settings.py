@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from parley.clock import Clock
 from parley.natsauth import Credentials
 from parley.settings import service_env
 
@@ -19,6 +20,7 @@ class Settings:
     http_port: int = 8082
     providers: str = "real"  # real | fixed
     data_dir: Path = Path("var")
+    clock: Clock = field(default_factory=Clock.system)  # PARLEY_TIMEZONE, PARLEY_NOW (see parley.clock)
     env: Mapping[str, str] = field(default_factory=dict)  # LLM_* and session defaults
 
     @classmethod
@@ -27,5 +29,6 @@ class Settings:
         return cls(
             **service_env(env, default_port=cls.http_port),
             data_dir=Path(env.get("PARLEY_DATA_DIR", "var")),
+            clock=Clock.from_env(env),
             env=env,
         )

@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from parley.clock import Clock
 from parley.contract import Message, ToolCallItem
 from parley_orchestrator.adapters.llm import Done, Token, ToolCallOut
 from parley_orchestrator.adapters.receptionist import (
@@ -39,8 +40,7 @@ TODAY = dt.date(2026, 11, 24)  # a Tuesday
 SYSTEM = Message(role="system", content="You are the receptionist of Bright Smile Dental. Today is 2026-11-24 (Tuesday).")
 
 
-def tools_clock() -> dt.datetime:
-    return dt.datetime(2026, 11, 24, 8, 0)
+TOOLS_CLOCK = Clock.fixed(dt.datetime(2026, 11, 24, 8, 0))
 
 
 # ---------------------------------------------------------------- hearing
@@ -273,7 +273,7 @@ class Call:
     """One phone call: the receptionist brain and the real tool registry,
     with the message history the reducer would build."""
 
-    def __init__(self, registry: ToolRegistry, system: Message = SYSTEM, clock=lambda: dt.date(1999, 1, 1), caller: str = ""):
+    def __init__(self, registry: ToolRegistry, system: Message = SYSTEM, clock: Clock = Clock.fixed(dt.datetime(1999, 1, 1)), caller: str = ""):
         self.registry = registry
         self.caller = caller
         self.brain = Receptionist(clock=clock)
@@ -321,7 +321,7 @@ def booked(registry: ToolRegistry) -> list[tuple[str, str]]:
 
 @pytest.fixture
 def registry(tmp_path) -> ToolRegistry:
-    return default_registry(tmp_path / "appointments.sqlite3", clock=tools_clock)
+    return default_registry(tmp_path / "appointments.sqlite3", clock=TOOLS_CLOCK)
 
 
 CONVERSATIONS = [

@@ -3,22 +3,27 @@ runtime and reducer, the appointment book on SQLite. Two caller turns, the
 details spread over both; the booking goes through a real tool call and the
 confirmation is sent to TTS. This checks the receptionist against the
 messages the reducer really builds (system prompt with today's date, history,
-the tool step), not against hand-made ones."""
+the tool step), not against hand-made ones. The clinic is in New York and the
+session starts late on Tuesday there, already Wednesday in UTC: "tomorrow" is
+the clinic's Wednesday."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 import time
+from zoneinfo import ZoneInfo
 
 from parley import bus, contract as c, subjects
+from parley.clock import Clock
 from parley.natsd import NatsServer, free_port
 from parley_orchestrator.adapters.receptionist import Receptionist
 from parley_orchestrator.app import SYSTEM_PROMPT
 from parley_orchestrator.runtime import Runtime
 from parley_orchestrator.appointments import default_registry
 
-TUESDAY_8AM = dt.datetime(2026, 11, 24, 8, 0)
+NEW_YORK = ZoneInfo("America/New_York")
+TUESDAY_EVENING = dt.datetime(2026, 11, 24, 22, 0, tzinfo=NEW_YORK)  # 03:00 on Wednesday in UTC
 
 
 async def _wait(pred, timeout=15.0):
@@ -31,11 +36,14 @@ async def _wait(pred, timeout=15.0):
 
 
 def test_two_turns_through_the_runtime_book_an_appointment(tmp_path):
-    registry = default_registry(tmp_path / "appointments.sqlite3", clock=lambda: TUESDAY_8AM)
+    registry = default_registry(tmp_path / "appointments.sqlite3", clock=Clock.fixed(TUESDAY_EVENING))
 
     async def scenario(url: str):
         nc = await bus.connect(url)
-        rt = Runtime(nc=nc, brain=Receptionist(clock=lambda: dt.date(1999, 1, 1)), tools=registry, defaults={"system_prompt": SYSTEM_PROMPT})
+        # The brain's own clock is wrong on purpose: the date comes from the
+        # system prompt, which the runtime fills from its clock (the clinic's zone).
+        brain = Receptionist(clock=Clock.fixed(dt.datetime(1999, 1, 1)))
+        rt = Runtime(nc=nc, brain=brain, tools=registry, defaults={"system_prompt": SYSTEM_PROMPT}, clock=Clock(NEW_YORK))
         await rt.start()
         synth: list[c.Synthesize] = []
 
@@ -43,7 +51,7 @@ def test_two_turns_through_the_runtime_book_an_appointment(tmp_path):
             synth.append(c.decode_command(msg.data))
 
         await nc.subscribe(subjects.TTS_REQUEST, cb=on_tts)
-        at = TUESDAY_8AM.timestamp()  # the reducer takes today's date from the events' time
+        at = TUESDAY_EVENING.timestamp()  # the prompt's date comes from the session's start, in the clinic's zone
         await bus.publish_event(nc, c.SessionStarted(session="r1", at=at))
 
         async def turn(utterance: int, text: str) -> str:

@@ -17,7 +17,7 @@ import pytest
 from parley_orchestrator.appointments import default_registry
 from parley_orchestrator.tools import ToolContext
 
-from test_llm_receptionist import Call, tools_clock
+from test_llm_receptionist import TOOLS_CLOCK, Call
 
 ME = "+15550009999"
 SOMEONE_ELSE = "+15550001111"
@@ -25,7 +25,7 @@ SOMEONE_ELSE = "+15550001111"
 
 @pytest.fixture
 def registry(tmp_path):
-    return default_registry(tmp_path / "appointments.sqlite3", clock=tools_clock)
+    return default_registry(tmp_path / "appointments.sqlite3", clock=TOOLS_CLOCK)
 
 
 def seed(registry, caller: str, date: str, time: str, name: str = "") -> int:

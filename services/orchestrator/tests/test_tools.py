@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 import msgspec
 
+from parley.clock import Clock
 from parley_orchestrator.appointments import default_registry, nearest_free, parse_time_arg
 from parley_orchestrator.clinic import CLINIC as THE_CLINIC
 from parley_orchestrator.tools import NoArguments, Tool, ToolContext, ToolInputError, ToolRegistry
@@ -23,10 +24,7 @@ from parley_orchestrator.tools import NoArguments, Tool, ToolContext, ToolInputE
 CLINIC = THE_CLINIC.hours
 
 NOW = dt.datetime(2026, 11, 24, 8, 0)  # a Tuesday morning, before opening
-
-
-def clock() -> dt.datetime:
-    return NOW
+CLOCK = Clock.fixed(NOW)
 
 
 def run(coro):
@@ -46,7 +44,7 @@ def call(reg: ToolRegistry, name: str, caller: str = "", call_id: str = "", **ar
 
 @pytest.fixture
 def reg(tmp_path) -> ToolRegistry:
-    return default_registry(tmp_path / "book.sqlite3", clock=clock)
+    return default_registry(tmp_path / "book.sqlite3", clock=CLOCK)
 
 
 # --------------------------------------------------------------- registry
@@ -208,7 +206,7 @@ def test_same_call_id_returns_the_original_booking_once(reg, tmp_path):
     ok, first = book(reg, "sess/call_1", date="2026-11-26", time="10:00")
     ok, again = book(reg, "sess/call_1", date="2026-11-26", time="10:00")
     assert first == again and again["booked"] is True
-    book_rows = default_registry(tmp_path / "book.sqlite3", clock=clock)  # a fresh view of the same file
+    book_rows = default_registry(tmp_path / "book.sqlite3", clock=CLOCK)  # a fresh view of the same file
     ok, other = book(book_rows, "sess/call_2", date="2026-11-26", time="10:00")
     assert other["reason"] == "taken"
 
@@ -261,7 +259,7 @@ def test_check_availability(reg):
 
 
 def test_availability_today_leaves_out_past_slots(tmp_path):
-    reg = default_registry(tmp_path / "b.sqlite3", clock=lambda: dt.datetime(2026, 11, 24, 13, 5))
+    reg = default_registry(tmp_path / "b.sqlite3", clock=Clock.fixed(dt.datetime(2026, 11, 24, 13, 5)))
     result = json.loads(run(reg.call("check_availability", '{"date": "2026-11-24"}'))[1])
     assert result["free"][0] == "13:30"
 
@@ -335,7 +333,7 @@ def test_a_first_release_file_is_migrated_in_place(tmp_path):
     conn.execute("INSERT INTO appointments (date, time, patient_name, reason, call_id, created_at) VALUES ('2026-11-27', '10:00', 'Ann', '', 'x', 'then')")
     conn.commit()
     conn.close()
-    reg = default_registry(path, clock=clock)
+    reg = default_registry(path, clock=CLOCK)
     assert book(reg, "y", date="2026-11-27", time="10:00")[1]["reason"] == "taken"
     ann = call(reg, "find_appointments", patient_name="Ann")["appointments"]
     assert [a["appointment_id"] for a in ann] == [1]

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, AsyncIterator, Mapping, Protocol, Sequence, Un
 
 import msgspec
 
+from parley.clock import Clock
 from parley.contract import Message
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ class Brain(Protocol):
     def stream(self, messages: Sequence[Message], tools: Sequence[dict]) -> AsyncIterator[LLMOutput]: ...
 
 
-def brain_from_env(env: Mapping[str, str], tools: "ToolRegistry") -> Brain:
+def brain_from_env(env: Mapping[str, str], tools: "ToolRegistry", clock: Clock | None = None) -> Brain:
     """OpenAIChat when LLM_BASE_URL and LLM_MODEL are set, else the receptionist.
 
     Half a configuration is an error rather than a silent fallback to the demo
@@ -75,4 +76,4 @@ def brain_from_env(env: Mapping[str, str], tools: "ToolRegistry") -> Brain:
         return OpenAIChat(base_url=base_url, api_key=api_key, model=model, timeout=timeout, temperature=float(temperature) if temperature else None)
     from .receptionist import Receptionist
 
-    return Receptionist()
+    return Receptionist(clock=clock)

@@ -18,7 +18,7 @@ conversation and returns a ``Plan`` (text to say, and maybe one tool call);
 
 Dates: "today" and "tomorrow" need the current date; the runtime writes
 "Today is YYYY-MM-DD (Weekday)." into the system message and the receptionist
-takes it from there, falling back to the local clock. After a look-up it may
+takes it from there, falling back to its own ``Clock`` (the clinic's zone, maybe pinned). After a look-up it may
 act in the same turn (cancel, move); after any other tool result it only
 speaks, so it cannot loop.
 """
@@ -26,12 +26,12 @@ speaks, so it cannot loop.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import re
 import uuid
-from typing import AsyncIterator, Callable, Sequence
+from typing import AsyncIterator, Sequence
 
+from parley.clock import Clock
 from parley.contract import Message
 
 from ..llm import Done, LLMOutput, Token, ToolCallOut
@@ -53,12 +53,12 @@ class Receptionist:
     name = "Built-in demo receptionist (rule-based, no LLM)"
     greeting = GREETING
 
-    def __init__(self, clock: Callable[[], dt.date] = dt.date.today):
-        self.clock = clock
+    def __init__(self, clock: Clock | None = None):
+        self.clock = clock or Clock.system()  # the clinic's zone, maybe pinned
 
     async def stream(self, messages: Sequence[Message], tools: Sequence[dict]) -> AsyncIterator[LLMOutput]:
         names = {t.get("function", {}).get("name") for t in tools}
-        plan = plan_reply(messages, self.clock(), tools=names)
+        plan = plan_reply(messages, self.clock.today(), tools=names)
         for word in re.findall(r"\S+\s*", plan.text):
             yield Token(text=word)
             await asyncio.sleep(0)  # a real stream: let other tasks run between tokens
