@@ -51,6 +51,10 @@ SCHEMA = 2
 
 END_CALL = "end_call"
 TRANSFER_CALL = "transfer_call"  # handled by the reducer when the session has a transfer destination
+SEND_DIGITS = "send_digits"  # handled by the reducer on calls Parley placed (keypad tones to an IVR)
+# What a keypad can send: digits, * and #, and w for a half-second pause
+# (Twilio's <Play digits>).
+KEYPAD_OUT = frozenset("0123456789*#w")
 
 # --------------------------------------------------------------------------
 # Conversation items (carried inside StartLLM and the session state)
@@ -90,6 +94,10 @@ class SessionStarted(Event, frozen=True, kw_only=True, tag="SessionStarted"):
     # Settings that override the session policy (see reducer.Policy), plus
     # free-form values such as a greeting or a system prompt.
     params: dict[str, str] = {}
+    # The gateway records this call (the deployment's setting and the
+    # session's opt-in decided so): the caller is told first if the policy
+    # has a consent sentence.
+    recorded: bool = False
 
 
 class SessionEnded(Event, frozen=True, kw_only=True, tag="SessionEnded"):
@@ -238,6 +246,18 @@ class ToneHeard(Event, frozen=True, kw_only=True, tag="ToneHeard"):
     ms: int
 
 
+class DigitsSent(Event, frozen=True, kw_only=True, tag="DigitsSent"):
+    """From the gateway: keypad tones were played into the call (a
+    ``SendDigits`` was executed), and the call's audio is back; or, with
+    ``ok`` False, why they could not be. Scoped by ``call_id`` like a tool
+    result ("" for the policy's own IVR path)."""
+
+    digits: str
+    call_id: str = ""
+    ok: bool = True
+    error: str = ""
+
+
 AnyEvent = Union[
     SessionStarted,
     SessionEnded,
@@ -259,6 +279,7 @@ AnyEvent = Union[
     Takeover,
     CallStatus,
     ToneHeard,
+    DigitsSent,
 ]
 
 # --------------------------------------------------------------------------
@@ -333,6 +354,18 @@ class EndSession(Command, frozen=True, kw_only=True, tag="EndSession"):
     summary: str = ""
 
 
+class SendDigits(Command, frozen=True, kw_only=True, tag="SendDigits"):
+    """Play keypad tones into the call (navigating the menu of the line
+    Parley called). ``digits``: 0-9, * and #, w for a half-second pause.
+    ``call_id`` and ``run``: the send_digits tool call that asked for them
+    ("" and -1 when the policy's IVR path did). The gateway answers with
+    ``DigitsSent``."""
+
+    digits: str
+    call_id: str = ""
+    run: int = -1
+
+
 AnyCommand = Union[
     StartLLM,
     CancelLLM,
@@ -345,6 +378,7 @@ AnyCommand = Union[
     StartTimer,
     CancelTimer,
     EndSession,
+    SendDigits,
 ]
 
 # --------------------------------------------------------------------------

@@ -15,11 +15,11 @@ EVENTS = {
     "SessionStarted", "SessionEnded", "SpeechStarted", "SpeechStopped", "TranscriptPartial",
     "TranscriptFinal", "LLMToken", "LLMToolCall", "LLMDone", "LLMError", "TTSChunkStarted",
     "TTSChunkDone", "TTSError", "PlaybackProgress", "ToolResult", "TimerFired", "Dtmf",
-    "Takeover", "CallStatus", "ToneHeard",
+    "Takeover", "CallStatus", "ToneHeard", "DigitsSent",
 }  # fmt: skip
 COMMANDS = {
     "StartLLM", "CancelLLM", "Synthesize", "CancelTTS", "PausePlayback", "ResumePlayback",
-    "FlushPlayback", "CallTool", "StartTimer", "CancelTimer", "EndSession",
+    "FlushPlayback", "CallTool", "StartTimer", "CancelTimer", "EndSession", "SendDigits",
 }  # fmt: skip
 OTHERS = {"Judgement": contract.Judgement, "Step": contract.Step, "SessionControl": contract.SessionControl, "AsrClaim": contract.AsrClaim, "AsrClaimed": contract.AsrClaimed, "AsrProgress": contract.AsrProgress}
 PHASES = {"Idle", "Listening", "Transcribing", "Generating", "AwaitingTool", "Speaking", "Paused", "Interrupted", "Cancelled", "Ended"}

@@ -33,7 +33,7 @@ import msgspec
 from parley.clock import Clock
 
 from .clinic import CLINIC, WEEKDAY_NAMES, Clinic, ClinicHours
-from .tools import END_CALL_TOOL, TRANSFER_CALL_TOOL, Tool, ToolContext, ToolInputError, ToolRegistry
+from .tools import END_CALL_TOOL, SEND_DIGITS_TOOL, TRANSFER_CALL_TOOL, Tool, ToolContext, ToolInputError, ToolRegistry
 
 log = logging.getLogger("parley.orchestrator.tools")
 
@@ -517,7 +517,7 @@ def appointment_tools(book: AppointmentBook) -> list[Tool]:
 def registry_for(book: AppointmentBook, transfer: bool = False) -> ToolRegistry:
     """The demo clinic's tools over ``book``, ``end_call``, and
     ``transfer_call`` when the line has somewhere to transfer to."""
-    return ToolRegistry([*appointment_tools(book), END_CALL_TOOL, *([TRANSFER_CALL_TOOL] if transfer else [])])
+    return ToolRegistry([*appointment_tools(book), END_CALL_TOOL, SEND_DIGITS_TOOL, *([TRANSFER_CALL_TOOL] if transfer else [])])
 
 
 def default_registry(db_path: str | Path, *, clock: Clock | None = None, clinic: Clinic = CLINIC) -> ToolRegistry:

@@ -93,6 +93,10 @@ from parley.contract import (
     CallStatus,
     ToneHeard,
     CallTool,
+    DigitsSent,
+    KEYPAD_OUT,
+    SEND_DIGITS,
+    SendDigits,
     CancelLLM,
     CancelTimer,
     CancelTTS,
@@ -260,9 +264,34 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     # ends with ``dtmf_terminator`` or after this many seconds without a key.
     dtmf_wait: float = 0.0
     dtmf_terminator: str = "#"
+    # Recorded calls: said first, before the greeting ("This call may be
+    # recorded."). The deployment's only (the runtime drops a session's own).
+    consent_text: str = ""
+    # Outbound calls to an automated line: the keys to press, one group per
+    # menu it reads out, comma separated ("1,3": 1 at the first menu, 3 at
+    # the next; w waits half a second). Until the last group is pressed the
+    # agent says nothing: it listens, and presses a group whenever the other
+    # end's turn asks for keys ("press", "dial", "enter"...).
+    ivr_path: str = ""
 
 
 _SPOKEN = ("reprompt_text", "goodbye_text", "fallback_text")
+MAX_DIGITS = 32  # keys in one send (w pauses included)
+
+
+def keypad_digits(raw: str) -> str:
+    """Keys to send, from what a tool call or the policy wrote ("1", "4 2",
+    "1-2-3", "#"); "" when it is not a keypad sequence."""
+    digits = "".join(raw.split()).replace("-", "").replace("W", "w")
+    return digits if 0 < len(digits) <= MAX_DIGITS and set(digits) <= KEYPAD_OUT and set(digits) != {"w"} else ""
+
+
+def ivr_groups(path: str) -> tuple[str, ...]:
+    """The groups of an IVR path ("1, 3" -> ("1", "3")); ValueError if one is not keys."""
+    groups = tuple(keypad_digits(g) for g in path.split(","))
+    if path.strip() and not all(groups):
+        raise ValueError(path)
+    return groups if path.strip() else ()
 
 
 def policy_from_params(params: dict[str, str]) -> tuple[Policy, tuple[str, ...]]:
@@ -286,6 +315,9 @@ def policy_from_params(params: dict[str, str]) -> tuple[Policy, tuple[str, ...]]
                 values[key] = value
             elif key in _SPOKEN and not raw.strip():
                 raise ValueError(raw)  # the agent would have nothing to say
+            elif key == "ivr_path":
+                ivr_groups(raw)
+                values[key] = raw
             else:
                 values[key] = raw
         except ValueError:
@@ -318,6 +350,7 @@ class Run(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     scripted: bool = False  # fixed text (greeting, re-prompt, fallback): no LLM
     end_after: str = ""  # a goodbye: the session ends, for this reason, once it was heard
     handoff: str = ""  # with end_after TRANSFERRED: the summary for the person taking the call
+    digits: tuple[tuple[str, str], ...] = ()  # send_digits calls (call id, keys) to press once what was said is heard
     confirmed: bool = True  # False: preemptive, chunks wait for the final
     step: int = 0  # LLM request number within the run (tool continuation)
     llm_active: bool = False
@@ -352,6 +385,7 @@ class SessionState(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     answered_by: str = ""  # the provider's answering-machine verdict, once it came
     longest_speech_ms: int = 0  # the other end's longest utterance so far (a voicemail greeting is long)
     keys: str = ""  # keypad digits of an entry still being typed (Policy.dtmf_wait)
+    ivr_step: int = 0  # groups of Policy.ivr_path pressed so far
     policy: Policy = Policy()
     started_at: float = 0.0
     history: tuple[Message, ...] = ()
@@ -597,6 +631,9 @@ TURN: Outcomes = {
     "wait for the turn to end": (TRANSCRIBING,),
     "nothing said": (LISTENING,),
     "answer": (GENERATING,),
+    # Outbound, on the way through an automated line's menus (Policy.ivr_path).
+    "press the next keys": (LISTENING,),
+    "no menu yet: listen on": (LISTENING,),
 }
 # Which phase the agent's run is in (_floor).
 FLOOR: Outcomes = {"generating": (GENERATING,), "awaiting tool": (AWAITING_TOOL,), "speaking": (SPEAKING,)}
@@ -630,8 +667,13 @@ def on_session_started(fx: Fx, e: SessionStarted) -> Next:
     if bad:
         fx = fx.noted(f"ignored invalid params: {', '.join(bad)}")
     fx = _start_timer(fx, "max_call", policy.max_call)
-    if policy.greeting:
-        return _start_scripted(fx, policy.greeting, e.at).to("greet")
+    # A recorded call is told so first, before the greeting.
+    consent = policy.consent_text.strip() if e.recorded else ""
+    if consent:
+        fx = fx.noted("recorded: the consent sentence first")
+    opening = _join(consent, policy.greeting.strip())
+    if opening:
+        return _start_scripted(fx, opening, e.at).to("greet")
     return _start_timer(fx, "reprompt", policy.reprompt_after).to("listen")
 
 
@@ -746,7 +788,7 @@ def on_speech_stopped(fx: Fx, e: SpeechStopped) -> Next:
         # The sound stopped without words so far: wait a little for them.
         return _start_timer(fx, "resume", s.policy.resume_timeout).to("wait for words")
     guess = _join(s.user_text, s.partial)
-    if s.policy.preemptive and guess.strip():
+    if s.policy.preemptive and guess.strip() and not _ivr_keys_left(s):
         return _start_run(fx, guess, e.at, confirmed=False).to("preemptive start")
     return _turn(fx, e.at).after("stopped")
 
@@ -861,7 +903,31 @@ def _turn(fx: Fx, at: float, keypad: bool = False, keys_done: bool = True) -> Ne
     fx = fx.judged(judgement)
     if judgement.verdict == "wait":
         return _start_timer(fx, "endpoint", judgement.wait - judgement.silence).to("wait for the turn to end")
+    if _ivr_keys_left(s):
+        return _ivr_turn(_cancel_timer(fx, "endpoint"), s.user_text)
     return _start_run(_cancel_timer(fx, "endpoint").set(user_text=""), s.user_text, at, confirmed=True).to("answer")
+
+
+def _ivr_keys_left(s: SessionState) -> bool:
+    return s.policy.direction == "outbound" and s.ivr_step < len(ivr_groups(s.policy.ivr_path))
+
+
+def _ivr_turn(fx: Fx, text: str) -> Next:
+    """The other end finished a turn while the IVR path has keys left: press
+    the next group if it asked for keys, else listen on. Nothing is said
+    either way; what it said, and the keys pressed, go to history.
+    Outcomes: TURN (the two IVR ones)."""
+    s = fx.state
+    fx = fx.set(user_text="", history=s.history + (Message(role="user", content=text),))
+    if not words.keypad_prompt(text):
+        fx = fx.noted("IVR path: no keys asked for yet")
+        return _start_timer(fx, "reprompt", s.policy.reprompt_after).to("no menu yet: listen on")
+    keys = ivr_groups(s.policy.ivr_path)[s.ivr_step]
+    call = ToolCallItem(call_id=f"ivr-{s.ivr_step}", name=SEND_DIGITS, arguments=msgspec.json.encode({"digits": keys}).decode())
+    said = Message(role="tool", tool_call_id=call.call_id, name=SEND_DIGITS, content=msgspec.json.encode({"sent": keys, "by": "the IVR path set for this call"}).decode())
+    fx = fx.set(ivr_step=s.ivr_step + 1, history=fx.state.history + (Message(role="assistant", tool_calls=(call,)), said))
+    fx = fx.emit(SendDigits(session=s.session, digits=keys)).noted(f"IVR path: pressed {keys} ({s.ivr_step + 1} of {len(ivr_groups(s.policy.ivr_path))})")
+    return _start_timer(fx, "reprompt", s.policy.reprompt_after).to("press the next keys")
 
 
 def _judge_turn(s: SessionState, at: float, text: str) -> Judgement:
@@ -1040,8 +1106,9 @@ def on_takeover(fx: Fx, e: Takeover) -> Next:
     if fx.state.run is not None:
         fx = _restart_llm(fx)
     s = fx.state
-    # Tools are idempotent by call id (the registry's contract).
-    fx = fx.emit(*(CallTool(session=s.session, run=r.run, call_id=r.call_id, name=r.name, arguments=r.arguments) for r in s.tools if r.result is None))
+    # Tools are idempotent by call id (the registry's contract). Keys pressed
+    # are the gateway's to report: pressing them again would press twice.
+    fx = fx.emit(*(CallTool(session=s.session, run=r.run, call_id=r.call_id, name=r.name, arguments=r.arguments) for r in s.tools if r.result is None and r.name != SEND_DIGITS))
     return fx.to("work re-issued")
 
 
@@ -1162,6 +1229,8 @@ def on_llm_tool_call(fx: Fx, e: LLMToolCall) -> Next:
         return fx.noted(f"tool call {e.name} refused: {run.tool_steps} tool steps already").to("tool call")
     call = ToolCallItem(call_id=e.call_id, name=e.name, arguments=e.arguments)
     fx = fx.set_run(calls=run.calls + (call,))
+    if e.name == SEND_DIGITS and fx.state.policy.direction == "outbound":
+        return _keys_asked(fx, e).to("tool call")
     same = _repeat_of(fx.state.tools, e.name, e.arguments)
     if same is None:
         return _call_tool(fx, e).to("tool call")
@@ -1179,6 +1248,38 @@ def on_llm_tool_call(fx: Fx, e: LLMToolCall) -> Next:
     )
     taken_over = tuple(_replace(r, run=run.id, issued_by=_issuer(r)) if r.call_id == same.call_id else r for r in s.tools)
     return fx.set(tools=taken_over).to("tool call")
+
+
+def _keys_asked(fx: Fx, e: LLMToolCall) -> Fx:
+    """send_digits on a call Parley placed: the keys are pressed once what the
+    reply said before them has been heard (pressing replaces the call's
+    audio), and only from a run that is still live (``_press_due``); the
+    gateway's DigitsSent is the call's result. Keys that are not keys get
+    their error at once."""
+    digits = keypad_digits(_argument(e.arguments, "digits"))
+    run = fx.state.run
+    assert run is not None
+    if not digits:
+        error = msgspec.json.encode({"error": f"digits must be 1 to {MAX_DIGITS} of 0-9, *, # (w: wait half a second)"}).decode()
+        return fx.set_run(results=run.results + ((e.call_id, e.name, error),)).noted("send_digits refused: not keypad keys")
+    fx = fx.set_run(waiting=run.waiting + (e.call_id,), digits=run.digits + ((e.call_id, digits),))
+    return fx.noted(f"send_digits: {digits} pressed once what was said before is heard")
+
+
+def _press_due(fx: Fx) -> Fx:
+    """Press the keys a send_digits call asked for, once the step that asked
+    is over and the caller heard everything said before them. Never during a
+    hold (callers check): the hold ends first, and a barge-in drops them
+    with the run."""
+    run = fx.state.run
+    if run is None or not run.digits:
+        return fx
+    if run.llm_active or run.pending or run.sent < len(run.chunks) or run.played < len(run.chunks):
+        return fx
+    s = fx.state
+    records = tuple(ToolRecord(call_id=cid, name=SEND_DIGITS, arguments=msgspec.json.encode({"digits": d}).decode(), run=run.id) for cid, d in run.digits)
+    fx = fx.set(tools=s.tools + records).set_run(digits=())
+    return fx.emit(*(SendDigits(session=s.session, digits=d, call_id=cid, run=run.id) for cid, d in run.digits))
 
 
 def _call_tool(fx: Fx, e: LLMToolCall) -> Fx:
@@ -1243,6 +1344,8 @@ def _step_done(fx: Fx, at: float) -> Next:
     # Speak what came before a tool call while the tool runs.
     fx = _pump_chunks(fx, final=True)
     held = fx.state.phase == PAUSED
+    if not held:
+        fx = _press_due(fx)
     if not fx.state.run.continue_due:
         if held:
             return fx.to("step done")
@@ -1259,20 +1362,42 @@ def _text_of_step(run: Run, step: int) -> str:
 
 
 def on_tool_result(fx: Fx, e: ToolResult) -> Next:
-    rec = next((r for r in fx.state.tools if r.call_id == e.call_id), None)
-    if rec is None or rec.result is not None:
-        return fx.noted(f"no outstanding tool call {e.call_id}").to("result kept")
     result = e.result if e.ok else msgspec.json.encode({"error": e.result}).decode()
-    fx = fx.set(tools=tuple(_replace(r, result=result, ok=e.ok) if r.call_id == e.call_id else r for r in fx.state.tools))
+    return _result_in(fx, e.call_id, e.name, result, e.ok)
+
+
+def on_digits_sent(fx: Fx, e: DigitsSent) -> Next:
+    """The gateway pressed keys (or could not). The IVR path's: noted, and a
+    failed group is pressed at the next menu again. A send_digits call's:
+    its result, as any tool's. Outcomes: those of a tool result."""
+    if not e.call_id:
+        if e.ok:
+            return fx.noted(f"keys {e.digits} pressed").to("result kept")
+        fx = fx.set(ivr_step=max(0, fx.state.ivr_step - 1))
+        return fx.noted(f"keys {e.digits} could not be pressed ({e.error}): again at the next menu").to("result kept")
+    if e.ok:
+        result = {"sent": e.digits, "note": "the keys were pressed; listen to what the line says next"}
+    else:
+        result = {"error": f"the keys could not be pressed: {e.error}"}
+    return _result_in(fx, e.call_id, SEND_DIGITS, msgspec.json.encode(result).decode(), e.ok)
+
+
+def _result_in(fx: Fx, call_id: str, name: str, result: str, ok: bool) -> Next:
+    """A tool's result (kept even when the run that asked is gone). Outcomes:
+    "result kept", or "results in" then FLOOR when the step can go on."""
+    rec = next((r for r in fx.state.tools if r.call_id == call_id), None)
+    if rec is None or rec.result is not None:
+        return fx.noted(f"no outstanding tool call {call_id}").to("result kept")
+    fx = fx.set(tools=tuple(_replace(r, result=result, ok=ok) if r.call_id == call_id else r for r in fx.state.tools))
     run = fx.state.run
     if run is None:
         fx = fx.set(history=fx.state.history + tuple(_tool_pair(_replace(rec, result=result))))
-        return _commit_tool(fx, e.call_id).noted(f"late result of {e.name} kept in history").to("result kept")
-    if e.call_id not in run.waiting:
-        return fx.noted(f"result of {e.name} kept for the next generation").to("result kept")
-    name = next((c.name for c in run.step_calls[-1] if c.call_id == e.call_id), e.name) if run.step_calls else e.name
-    fx = fx.set_run(waiting=tuple(w for w in run.waiting if w != e.call_id), results=run.results + ((e.call_id, name, result),))
-    fx = _commit_tool(fx, e.call_id)
+        return _commit_tool(fx, call_id).noted(f"late result of {name} kept in history").to("result kept")
+    if call_id not in run.waiting:
+        return fx.noted(f"result of {name} kept for the next generation").to("result kept")
+    name = next((c.name for c in run.step_calls[-1] if c.call_id == call_id), name) if run.step_calls else name
+    fx = fx.set_run(waiting=tuple(w for w in run.waiting if w != call_id), results=run.results + ((call_id, name, result),))
+    fx = _commit_tool(fx, call_id)
     run = fx.state.run
     if not run.waiting and run.continue_due and fx.state.phase != PAUSED:
         return _continue_after_tools(fx).after("results in")
@@ -1346,6 +1471,7 @@ def _chunk_audio(fx: Fx, chunk: int, audio_ms: int, at: float) -> Next:
         fx = _advance_played(fx, chunk)
     if fx.state.phase == PAUSED:
         return fx.to("audio")
+    fx = _press_due(fx)
     return _maybe_finish(fx, at) or _guard_playback(fx).to("audio")
 
 
@@ -1360,6 +1486,7 @@ def on_playback(fx: Fx, e: PlaybackProgress) -> Next:
         fx = _advance_played(fx, e.chunk + 1)
     if fx.state.phase == PAUSED:
         return fx.to("heard")  # the run finishes after the hold, if at all
+    fx = _press_due(fx)
     return _maybe_finish(fx, e.at) or _floor(_guard_playback(fx))
 
 
@@ -1438,6 +1565,7 @@ def _resume(fx: Fx, at: float) -> Next:
     fx = _cancel_timer(fx, "hold", "resume").emit(ResumePlayback(session=fx.state.session, run=run.id))
     if run.continue_due and not run.waiting:
         return _continue_after_tools(fx)  # a tool result came during the hold
+    fx = _press_due(fx)
     return _maybe_finish(fx, at) or _floor(_guard_playback(fx))
 
 
@@ -1550,6 +1678,7 @@ TRANSITIONS: tuple[Row, ...] = (
     _timer(HELD, "final", on_final_timer, {"stop waiting for it": STAY}, "no final: stop waiting for it"),
     _timer((LISTENING,), "reprompt", on_reprompt_timer, {"re-prompt": (GENERATING,), "goodbye": (GENERATING,)}, "silence: re-prompt"),
     Row(USER, ToolResult, on_tool_result, {"result kept": STAY}, "late tool result"),
+    Row(USER, DigitsSent, on_digits_sent, {"result kept": STAY}, "keys pressed"),
     # -- the agent has the floor: a sound holds it
     Row(FLOOR_PHASES, SpeechStarted, on_speech_started, {"hold": (PAUSED,), "preemptive guess dropped": (CANCELLED, LISTENING)}, "sound: hold"),
     Row(FLOOR_PHASES, SpeechStopped, on_speech_stopped, {"end of an earlier sound": STAY}, "end of an earlier sound"),
@@ -1590,6 +1719,8 @@ TRANSITIONS: tuple[Row, ...] = (
     Row(HELD, LLMError, on_llm_error, {"ignored": STAY, **GAP, **FALLBACK}, "LLM error: fallback"),
     Row(FLOOR_PHASES, ToolResult, on_tool_result, {"result kept": STAY, **_compound("results in", FLOOR)}, "tool result: continue"),
     Row((PAUSED,), ToolResult, on_tool_result, {"result kept": STAY}, "tool result"),
+    Row(FLOOR_PHASES, DigitsSent, on_digits_sent, {"result kept": STAY, **_compound("results in", FLOOR)}, "keys pressed: continue"),
+    Row((PAUSED,), DigitsSent, on_digits_sent, {"result kept": STAY}, "keys pressed"),
     Row(HELD, TTSChunkStarted, on_tts_started, {"audio": STAY}, "first audio"),
     Row(HELD, TTSChunkDone, on_tts_done, {"audio": STAY, **RUN_END}, "chunk synthesized"),
     Row(HELD, TTSError, on_tts_error, {"audio": STAY, **RUN_END}, "chunk failed"),

@@ -90,7 +90,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("parley.orchestrator")
 
-DEPLOYMENT_ONLY = ("transfer_to",)
+# Policy fields a session's params cannot set: where calls are transferred,
+# and what a recorded caller is told.
+DEPLOYMENT_ONLY = ("transfer_to", "consent_text")
 
 # Commands that are sent once and are harmless to send again: kept in the
 # outbox of the batch that made them, re-sent by a new owner.
@@ -452,8 +454,9 @@ class Runtime:
             prompt = params["system_prompt"].replace("{today}", today.strftime("%Y-%m-%d (%A)"))
             params["system_prompt"] = prompt.replace("{caller}", caller)
         params.update(event.params)
-        # Where calls may be transferred is the deployment's to say, never a
-        # caller's (a browser's query string, a webhook URL) nor the model's.
+        # Where calls may be transferred, and the recording notice, are the
+        # deployment's to say, never a caller's (a browser's query string, a
+        # webhook URL) nor the model's.
         for key in DEPLOYMENT_ONLY:
             params.pop(key, None)
             if key in self.defaults:

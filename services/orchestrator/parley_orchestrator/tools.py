@@ -12,8 +12,9 @@ Handlers also get a ``ToolContext``: the session, the caller's number (from
 the telephony provider, never from the model) and the call id. The model
 cannot name another caller's number; bookings and look-ups use the context's.
 
-The demo clinic's tools are in ``appointments.py``; ``end_call`` is declared
-here for the model and handled by the reducer itself.
+The demo clinic's tools are in ``appointments.py``; ``end_call``,
+``transfer_call`` and ``send_digits`` are declared here for the model and
+handled by the reducer itself (send_digits on calls Parley placed).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any, Awaitable, Callable, Iterable
 
 import msgspec
 
-from parley.contract import END_CALL, TRANSFER_CALL
+from parley.contract import END_CALL, SEND_DIGITS, TRANSFER_CALL
 
 log = logging.getLogger("parley.orchestrator.tools")
 
@@ -158,4 +159,26 @@ TRANSFER_CALL_TOOL = Tool(
     ),
     arguments=TransferArgs,
     handler=_no_transfer_destination,
+)
+
+
+class DigitsArgs(msgspec.Struct, frozen=True):
+    digits: str = msgspec.field(default="")
+
+
+async def _keys_only_on_placed_calls(arguments: DigitsArgs, context: ToolContext) -> dict:
+    # Reached only on calls Parley did not place: the reducer handles
+    # send_digits itself on outbound calls.
+    return {"error": "keys can only be pressed on calls you placed (an automated line's menu); this caller called in"}
+
+
+SEND_DIGITS_TOOL = Tool(
+    name=SEND_DIGITS,
+    description=(
+        "Press keys on the phone's keypad, on a call you placed that an automated menu answered "
+        "('for billing, press 2'). digits: the keys, 0-9, * and #; w waits half a second ('1w2'). "
+        "Call it alone, saying nothing, when the menu asks for keys; then listen to what the line says next."
+    ),
+    arguments=DigitsArgs,
+    handler=_keys_only_on_placed_calls,
 )

@@ -181,3 +181,13 @@ def unfinished(text: str, asked: str = "") -> tuple[str, str]:
     if last in TRAILING_WEAK:
         return f"may end in '{last}'", "maybe"
     return "", ""
+
+
+# An automated line reading out its menu: "for billing, press 2", "dial 0
+# for the operator", "please enter your account number".
+_KEYPAD_PROMPT = re.compile(r"\b(press|dial|enter|push|select|option|key in|touch tone)\b")
+
+
+def keypad_prompt(text: str) -> bool:
+    """Whether ``text`` asks for keys (an IVR menu or prompt)."""
+    return bool(_KEYPAD_PROMPT.search(_TAGS.sub(" ", text.lower())))

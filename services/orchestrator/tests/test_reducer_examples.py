@@ -16,14 +16,14 @@ S = "ex"
 class Convo:
     """Drives the reducer through a scripted conversation and keeps what it said."""
 
-    def __init__(self, **params: str):
+    def __init__(self, recorded: bool = False, **params: str):
         self.state = r.initial_state()
         self.t = 100.0
         self.due: dict = {}
         self.cmds: list = []
         self.last: list = []
         self.outcome: r.Outcome | None = None
-        self.send(c.SessionStarted, params=params)
+        self.send(c.SessionStarted, params=params, recorded=recorded)
 
     def send(self, cls, **fields):
         self.t += 0.05
@@ -1001,3 +1001,156 @@ def test_the_audio_signal_alone_does_not_overrule_an_unfinished_text():
     v.stop(0, eot=0.78)
     v.send(c.TranscriptFinal, utterance=0, text="I'd like to come in on.", complete=0.4)
     assert v.outcome.judgements[-1].verdict == "wait" and v.outcome.judgements[-1].reason == "unfinished: may end in 'on'"
+
+
+# ---------------------------------------------------------------- recordings: the consent sentence
+
+CONSENT = "This call may be recorded."
+
+
+def test_a_recorded_call_hears_the_consent_sentence_before_the_greeting():
+    v = Convo(recorded=True, consent_text=CONSENT, greeting="Hi, this is the clinic. How can I help?")
+    said = v.synthesized()
+    assert said[0] == CONSENT and " ".join(said) == "This call may be recorded. Hi, this is the clinic. How can I help?"
+    assert "consent" in v.outcome.note
+    v.play_all()
+    assert v.state.history[0].content == "This call may be recorded. Hi, this is the clinic. How can I help?"
+
+
+def test_the_consent_sentence_is_said_even_without_a_greeting_and_only_when_recorded():
+    v = Convo(recorded=True, consent_text=CONSENT)
+    assert v.synthesized() == [CONSENT] and v.phase == r.GENERATING
+    v = Convo(recorded=False, consent_text=CONSENT, greeting="Hello!")
+    assert v.synthesized() == ["Hello!"]
+    v = Convo(recorded=True, greeting="Hello!")  # no sentence configured: nothing added
+    assert v.synthesized() == ["Hello!"]
+
+
+# ---------------------------------------------------------------- keys out (IVRs on calls Parley placed)
+
+
+def _asks_keys(v, digits="1", said="", call_id="k1"):
+    """The other end read a menu; the LLM presses ``digits`` (after saying ``said``)."""
+    v.user_says("For appointments, press 1. For billing, press 2.")
+    run = v.run
+    if said:
+        v.llm(said, done=False)
+    v.send(c.LLMToolCall, run=run, step=0, call_id=call_id, name="send_digits", arguments=json.dumps({"digits": digits}))
+    v.send(c.LLMDone, run=run, step=0, finish_reason="tool_calls")
+    return run
+
+
+def _pressed(v):
+    return [(x.digits, x.call_id) for x in v.cmds if isinstance(x, c.SendDigits)]
+
+
+def test_keys_are_pressed_at_once_when_nothing_was_said_and_the_result_lets_the_llm_go_on():
+    v = Convo(direction="outbound")
+    run = _asks_keys(v, "1")
+    assert _pressed(v) == [("1", "k1")] and not any(isinstance(x, c.CallTool) for x in v.cmds)
+    assert v.phase == r.AWAITING_TOOL
+    v.send(c.DigitsSent, digits="1", call_id="k1")
+    start = v.last[-2] if isinstance(v.last[-1], c.StartTimer) else v.last[-1]
+    assert isinstance(start, c.StartLLM) and start.run == run and start.step == 1
+    assert json.loads(start.messages[-1].content)["sent"] == "1" and start.messages[-1].name == "send_digits"
+    assert v.phase == r.GENERATING
+
+
+def test_keys_wait_until_what_was_said_before_them_is_heard():
+    v = Convo(direction="outbound")
+    _asks_keys(v, "2", said="Let me press two for billing.")
+    assert _pressed(v) == []  # the reply is not heard yet: pressing would cut it
+    v.play_all()
+    assert _pressed(v) == [("2", "k1")]
+
+
+def test_keys_are_never_pressed_from_an_interrupted_reply():
+    v = Convo(direction="outbound")
+    run = _asks_keys(v, "2", said="Let me press two for billing.")
+    v.send(c.TTSChunkStarted, run=run, chunk=0)
+    v.send(c.PlaybackProgress, run=run, chunk=0, finished=False)
+    v.user_says("Sorry, our menu has changed. For billing, press 3.")
+    assert _pressed(v) == [] and v.state.run.id != run
+    # ... nor later, when that run's audio reports come in: they are stale.
+    v.send(c.PlaybackProgress, run=run, chunk=0, finished=True)
+    assert _pressed(v) == [] and v.outcome.dropped == "stale"
+
+
+def test_keys_pressed_before_a_barge_in_still_get_their_result_into_history():
+    v = Convo(direction="outbound")
+    run = _asks_keys(v, "1")
+    v.user_says("Please hold while we connect you.")  # the line speaks while the keys are on their way
+    assert v.phase == r.GENERATING and v.run != run  # the line's words are the new turn
+    v.send(c.DigitsSent, digits="1", call_id="k1")
+    assert "kept for the next generation" in v.outcome.note
+    v.llm("Okay.")
+    v.play_all()
+    pairs = [(m.role, m.name, m.content) for m in v.state.history if m.role == "tool"]
+    assert [json.loads(content)["sent"] for _, name, content in pairs if name == "send_digits"] == ["1"]
+
+
+def test_keys_that_are_not_keys_get_an_error_result_and_press_nothing():
+    v = Convo(direction="outbound")
+    _asks_keys(v, "one")
+    assert _pressed(v) == []
+    start = [x for x in v.cmds if isinstance(x, c.StartLLM)][-1]
+    assert start.step == 1 and "error" in json.loads(start.messages[-1].content)
+
+
+def test_a_failed_press_is_the_calls_error_result():
+    v = Convo(direction="outbound")
+    _asks_keys(v, "1")
+    v.send(c.DigitsSent, digits="1", call_id="k1", ok=False, error="the call has no REST credentials")
+    start = [x for x in v.cmds if isinstance(x, c.StartLLM)][-1]
+    assert "REST credentials" in json.loads(start.messages[-1].content)["error"]
+
+
+def test_on_an_inbound_call_send_digits_is_an_ordinary_tool_call():
+    v = Convo()
+    _asks_keys(v, "1")
+    assert _pressed(v) == [] and [x.name for x in v.cmds if isinstance(x, c.CallTool)] == ["send_digits"]
+
+
+def test_a_takeover_never_presses_keys_again():
+    v = Convo(direction="outbound")
+    _asks_keys(v, "1")
+    cmds = v.send(c.Takeover, owner="r2")
+    assert not any(isinstance(x, (c.SendDigits, c.CallTool)) for x in cmds)
+
+
+def test_the_ivr_path_presses_a_group_per_menu_then_the_agent_talks():
+    v = Convo(direction="outbound", ivr_path="1, 3")
+    v.user_says("Thank you for calling Acme Dental Supplies.")
+    assert v.outcome.taken == "no menu yet: listen on" and _pressed(v) == [] and v.phase == r.LISTENING
+    v.user_says("For orders, press 1. For billing, press 2.")
+    assert v.outcome.taken == "press the next keys" and _pressed(v) == [("1", "")]
+    v.send(c.DigitsSent, digits="1")
+    v.user_says("For a new order, press 3. To speak to someone, press 0.")
+    assert _pressed(v) == [("1", ""), ("3", "")]
+    assert not any(isinstance(x, c.StartLLM) for x in v.cmds)  # the agent said nothing so far
+    v.user_says("Orders desk, this is Pat speaking.")
+    assert v.outcome.taken == "answer" and v.phase == r.GENERATING
+    prompt = [x for x in v.cmds if isinstance(x, c.StartLLM)][-1].messages
+    keys = [json.loads(call.arguments)["digits"] for m in prompt for call in m.tool_calls if call.name == "send_digits"]
+    assert keys == ["1", "3"] and prompt[-1].content == "Orders desk, this is Pat speaking."
+
+
+def test_a_group_that_could_not_be_pressed_is_pressed_at_the_next_menu():
+    v = Convo(direction="outbound", ivr_path="2")
+    v.user_says("For billing, press 2.")
+    v.send(c.DigitsSent, digits="2", ok=False, error="Twilio refused the update")
+    assert v.state.ivr_step == 0
+    v.user_says("I did not get that. For billing, press 2.")
+    assert _pressed(v) == [("2", ""), ("2", "")]
+
+
+@pytest.mark.parametrize("path", ["1,x", "12345678901234567890123456789012345", ",", "ww"])
+def test_an_ivr_path_that_is_not_keys_is_refused(path):
+    v = Convo(direction="outbound", ivr_path=path)
+    assert "ivr_path" in v.outcome.note and v.state.policy.ivr_path == ""
+
+
+def test_the_ivr_path_is_for_calls_parley_placed():
+    v = Convo(ivr_path="1")
+    v.user_says("For orders, press 1.")
+    assert v.outcome.taken == "answer" and _pressed(v) == []

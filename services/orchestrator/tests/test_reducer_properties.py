@@ -33,10 +33,12 @@ def sessions(draw, max_events=60):
         "voicemail_message": st.sampled_from(["Hi, this is the clinic calling back. Goodbye.", ""]),
         "direction": st.sampled_from(["outbound", "inbound"]),
         "dtmf_wait": st.sampled_from(["0", "1"]),
+        "ivr_path": st.sampled_from(["1", "1,2w3"]),
+        "consent_text": st.just("This call may be recorded."),
     }))
     state = r.initial_state()
     t = 0.0
-    events: list[c.AnyEvent] = [c.SessionStarted(session=S, at=t, params=params)]
+    events: list[c.AnyEvent] = [c.SessionStarted(session=S, at=t, params=params, recorded=draw(st.booleans()))]
     state, _, _ = r.reduce(state, events[0])
     utterance = 0
     speaking = False
@@ -49,7 +51,7 @@ def sessions(draw, max_events=60):
         if draw(st.integers(0, 9)) == 0:
             rid = draw(st.integers(0, state.next_run + 1))  # maybe stale
         step = run.step if run else 0
-        kinds = ["speech", "partial", "final", "token", "tool", "done", "error", "tts", "play", "result", "timer", "dtmf", "status"]
+        kinds = ["speech", "partial", "final", "token", "tool", "done", "error", "tts", "play", "result", "timer", "dtmf", "status", "keys"]
         if run is not None and run.llm_active:
             kinds += ["token", "token", "tool", "done", "done"]
         if run is not None and run.waiting:
@@ -105,6 +107,14 @@ def sessions(draw, max_events=60):
             else:
                 name, token = draw(st.sampled_from(["resume", "hold", "endpoint", "final"])), draw(st.integers(0, 50))
             ev = c.TimerFired(session=S, at=t, name=name, token=token)
+        elif kind == "keys" and draw(st.booleans()):
+            call_n += 1
+            digits = draw(st.sampled_from(["1", "2#", "one"]))
+            ev = c.LLMToolCall(session=S, at=t, run=rid, step=step, call_id=f"call{call_n}", name="send_digits", arguments=json.dumps({"digits": digits}))
+            issued_calls.append(f"call{call_n}")
+        elif kind == "keys":
+            call_id = draw(st.sampled_from(issued_calls + [""]))
+            ev = c.DigitsSent(session=S, at=t, digits="1", call_id=call_id, ok=draw(st.booleans()))
         elif kind == "status" and draw(st.booleans()):
             ev = c.ToneHeard(session=S, at=t, hz=1000, ms=draw(st.sampled_from([200, 500])))
         elif kind == "status":
@@ -365,3 +375,39 @@ def test_a_machine_gets_the_voicemail_once_or_is_hung_up_on(events):
         said = " ".join(cmd.text for cmd in cmds if isinstance(cmd, c.Synthesize))
         assert said == message and after.run is not None and after.run.scripted
         voicemail_run = after.run.id
+
+
+@PROPS
+@given(sessions())
+def test_keys_are_pressed_only_from_a_live_run_once_all_it_said_was_heard(events):
+    """A send_digits call's keys go out once, from the run that asked, after
+    its LLM step ended and every chunk it said was heard, never in a hold;
+    the IVR path's only between turns (no run)."""
+    _, steps = run_all(events)
+    pressed: set[str] = set()
+    for before, ev, cmds, _, after in steps:
+        for cmd in cmds:
+            if not isinstance(cmd, c.SendDigits):
+                continue
+            assert after.phase != r.PAUSED and r.keypad_digits(cmd.digits) == cmd.digits
+            if not cmd.call_id:
+                assert cmd.run == -1 and after.run is None and after.policy.direction == "outbound", (ev, cmd)
+                continue
+            assert cmd.call_id not in pressed
+            pressed.add(cmd.call_id)
+            assert before.run is not None and before.run.id == cmd.run, (ev, cmd)
+            run = after.run
+            assert after.policy.direction == "outbound"
+            if run is not None and run.id == cmd.run:
+                assert not run.llm_active and run.played >= len(run.chunks) and not run.digits, (ev, run)
+
+
+@PROPS
+@given(sessions())
+def test_the_agent_says_nothing_of_its_own_while_the_ivr_path_has_keys_left(events):
+    _, steps = run_all(events)
+    for before, ev, cmds, _, after in steps:
+        if before.policy.direction != "outbound" or before.ivr_step >= len(r.ivr_groups(before.policy.ivr_path)):
+            continue
+        for cmd in cmds:
+            assert not (isinstance(cmd, c.StartLLM) and cmd.step == 0 and cmd.attempt == 0), (ev, cmd)

@@ -53,7 +53,7 @@ def reg(tmp_path) -> ToolRegistry:
 def test_schemas_are_openai_functions(reg):
     schemas = reg.schemas()
     assert [s["function"]["name"] for s in schemas] == [
-        "book_appointment", "check_availability", "find_appointments", "cancel_appointment", "reschedule_appointment", "request_callback", "end_call"
+        "book_appointment", "check_availability", "find_appointments", "cancel_appointment", "reschedule_appointment", "request_callback", "end_call", "send_digits"
     ]  # fmt: skip
     for s in schemas:
         assert s["type"] == "function"
@@ -357,4 +357,14 @@ def test_transfer_destination_is_the_deployments_never_the_callers():
 
     assert enriched({"transfer_to": "+15550007777"}, {"transfer_to": "+19005550000"})["transfer_to"] == "+15550007777"
     assert "transfer_to" not in enriched({}, {"transfer_to": "+19005550000"})
+    # Nor can a caller silence the recording notice, or make the agent say something else in its place.
+    assert enriched({"consent_text": "This call may be recorded."}, {"consent_text": ""})["consent_text"] == "This call may be recorded."
+    assert "consent_text" not in enriched({}, {"consent_text": "Nothing is recorded."})
     assert enriched({}, {"greeting": "Hi"})["greeting"] == "Hi"
+
+
+def test_send_digits_reached_by_the_registry_says_it_is_for_placed_calls_only(reg):
+    # On calls Parley placed the reducer presses the keys itself; the registry
+    # only ever sees the call on a call that came in.
+    ok, result = run(reg.call("send_digits", '{"digits": "1"}', ToolContext()))
+    assert ok and "calls you placed" in json.loads(result)["error"]

@@ -106,3 +106,13 @@ def test_few_words():
     assert not words.few_words("No.", 3) and not words.few_words("Wait, what?", 3) and not words.few_words("4561", 3)
     assert not words.few_words("I need a filling", 3) and not words.few_words("", 3)
     assert words.hearing("Thank you.") == "backchannel"
+
+
+@pytest.mark.parametrize("text", ["For billing, press 2.", "Please enter your account number followed by the pound key.", "To reach the operator, dial zero.", "Select option three."])
+def test_an_automated_menu_asks_for_keys(text):
+    assert words.keypad_prompt(text)
+
+
+@pytest.mark.parametrize("text", ["Thank you for calling Acme Dental Supplies.", "Hello, this is Pat.", "Please hold."])
+def test_a_greeting_asks_for_no_keys(text):
+    assert not words.keypad_prompt(text)
