@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -14,10 +15,13 @@ from parley import bus, subjects, telemetry
 
 from . import inspect, outbound, twilio_media, webrtc, ws_pcm
 from .call import Ticker
+from .recording import Recordings
 from .settings import Settings
+from .tasks import TaskSet
 
 log = logging.getLogger("parley.gateway")
 STATIC = Path(__file__).parent / "static"
+HOUSEKEEPING_S = 3600.0  # how often old recordings are looked for
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -27,12 +31,18 @@ def create_app(settings: Settings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         nc = await bus.connect(settings.nats_url, name="media-gateway", credentials=settings.nats_credentials)
-        state.update(nc=nc, ticker=Ticker(state["stats"]))
-        log.info("gateway ready", extra={"url": f"http://{settings.http_host}:{settings.http_port}/"})
+        recordings = Recordings(settings.data_dir / "recordings", settings.recordings, settings.recordings_keep_days, state["stats"])
+        recordings.open()
+        tasks = TaskSet(state["stats"])
+        tasks.spawn(_housekeeping(recordings), "recordings-housekeeping")
+        state.update(nc=nc, ticker=Ticker(state["stats"]), recordings=recordings)
+        log.info("gateway ready", extra={"url": f"http://{settings.http_host}:{settings.http_port}/", "recordings": settings.recordings})
         try:
             yield
         finally:
+            tasks.cancel()
             await nc.drain()
+            await asyncio.to_thread(recordings.close)  # what is queued reaches the disk
             telemetry.shutdown()
 
     app = FastAPI(title="Parley media gateway", lifespan=lifespan)
@@ -60,10 +70,17 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.websocket("/ws/pcm")
     async def pcm(ws: WebSocket):
-        await ws_pcm.serve(ws, state["nc"], state["ticker"], state["stats"])
+        await ws_pcm.serve(ws, state["nc"], state["ticker"], state["stats"], state.get("recordings"))
 
     webrtc.register(app, state, settings)
     twilio_media.register(app, state, settings)
     outbound.register(app, state, settings)
     inspect.register(app, state, settings)
     return app
+
+
+async def _housekeeping(recordings: Recordings) -> None:
+    """Old recordings go, hourly (the first sweep ran at start)."""
+    while True:
+        await asyncio.sleep(HOUSEKEEPING_S)
+        recordings.housekeeping()

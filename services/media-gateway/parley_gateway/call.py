@@ -45,6 +45,7 @@ from parley.audio import Mark, Playout, Resampler
 from parley.audio.tone import ToneDetector
 
 from .latency import TurnLatency
+from .recording import FLUSH_S, Recorder, Recordings
 from .tasks import TaskSet
 from parley.contract import (
     EndSession,
@@ -91,7 +92,7 @@ def new_session_id(kind: str) -> str:
 
 
 class Call:
-    def __init__(self, nc: Client, transport: Transport, session: str | None = None, stats: dict | None = None):
+    def __init__(self, nc: Client, transport: Transport, session: str | None = None, stats: dict | None = None, recordings: Recordings | None = None):
         self.nc = nc
         self.transport = transport
         self.session = session or new_session_id(transport.kind)
@@ -118,6 +119,8 @@ class Call:
         self.recent_audio: deque[tuple[float, bytes]] = deque()  # (wall clock, PCM16 16 kHz) of the last REPLAY_S
         self._turn_parent: dict = {}  # run -> trace context from its TTS audio
         self.paused_at: dict[int, float] = {}  # run -> when its PausePlayback was executed
+        self.recordings = recordings
+        self.recorder: Recorder | None = None  # this call is recorded (decided in start)
 
     # ---------------------------------------------------------------- lifetime
     async def start(self, params: dict[str, str] | None = None, caller: str = "") -> None:
@@ -138,7 +141,12 @@ class Call:
             raise RuntimeError("no speech recognizer is available (is the asr service running?)") from exc
         self.tasks.spawn(self._watch_asr(), "watch-asr")
         self._reporter = self.tasks.spawn(self._publish_reports(), "reports")
-        event = SessionStarted(session=s, at=time.time(), transport=self.transport.kind, caller=caller, params=params or {})
+        now = time.time()
+        if self.recordings is not None:
+            self.recorder = self.recordings.start(s, params or {}, self.transport.kind, now)
+        if self.recorder is not None:
+            self.tasks.spawn(self._flush_recording(), "recording")
+        event = SessionStarted(session=s, at=now, transport=self.transport.kind, caller=caller, params=params or {}, recorded=self.recorder is not None)
         await bus.publish_event(self.nc, event)
         log.info("call started", extra={"session_id": s, "transport": self.transport.kind})
 
@@ -202,6 +210,8 @@ class Call:
         self.closed = True
         await self._drain_reports()
         self.tasks.cancel()
+        if self.recorder is not None:
+            self.recorder.close(time.time(), reason)
         s = self.session
         try:
             if not self.ended_by_agent:
@@ -235,6 +245,8 @@ class Call:
             raise ValueError(f"audio message too large ({len(pcm16_16k)} bytes, max {MAX_INBOUND_BYTES})")
         if not pcm16_16k or self.closed:
             return
+        if self.recorder is not None:
+            self.recorder.caller(time.time(), pcm16_16k)
         await self.nc.publish(subjects.audio_in(self.session), pcm16_16k, headers=bus.audio_headers(self.seq, 16000))
         self.seq += 1
         if self.tones is not None:
@@ -355,6 +367,9 @@ class Call:
         frame, marks = self.playout.next_frame()
         if frame is not None:
             self.frames_out += 1
+            if self.recorder is not None and not self.transport.reports_playback:
+                # What left the playout is what this caller hears.
+                self.recorder.agent(time.time(), frame, self.transport.rate)
         for mark in marks:
             self._on_mark(mark)
         return frame, marks
@@ -376,6 +391,19 @@ class Call:
             self.heard(mark.run, mark.chunk, False, 0 if self.transport.reports_playback else mark.played_ms)
         elif not self.transport.reports_playback:
             self.heard(mark.run, mark.chunk, True, mark.played_ms)
+
+    def heard_audio(self, ulaw: bytes, until: float) -> None:
+        """The transport proved the caller heard this audio (Twilio: μ-law
+        8 kHz before an echoed mark), ending at ``until``: the recording's."""
+        if self.recorder is not None and ulaw:
+            self.recorder.agent_ulaw(until, ulaw)
+
+    async def _flush_recording(self) -> None:
+        """Hand the recording's settled audio to the writer, every FLUSH_S."""
+        while True:
+            await asyncio.sleep(FLUSH_S)
+            if self.recorder is not None:
+                self.recorder.flush(time.time())
 
     def heard(self, run: int, chunk: int, finished: bool, played_ms: int = 0) -> None:
         """Queue PlaybackProgress: the caller heard ``played_ms`` of the chunk

@@ -4,13 +4,17 @@ page of their own (phone calls), or for looking at a call after it ended.
 ``GET /api/sessions`` lists the sessions with a recorded log;
 ``GET /api/callbacks`` lists the front desk's call-back tasks (requests the
 agent could not serve, recorded by the orchestrator's ``request_callback``);
+``GET /api/recordings`` lists the call recordings (``recording.py``),
+``GET /api/recordings/{session}`` says whether that call was recorded, and
+``GET /api/recordings/{session}.wav`` is the recording itself (a call still
+going on included: its header is made from what is on disk so far);
 ``WS /ws/inspect/{session}`` sends the same JSON notices the caller's page
 gets: every recorded step from the session's event log (JetStream, from the
 start, then live), plus the latency and barge-in notices the gateway that
 carries the call derives. The page at ``/?watch=SESSION`` renders them.
 
-What callers said is private: both need ``?token=`` equal to the gateway's
-PARLEY_INSPECT_TOKEN, and without one configured the inspector is off.
+What callers said is private: all of these need ``?token=`` equal to the
+gateway's PARLEY_INSPECT_TOKEN, and without one configured the inspector is off.
 (``make run`` makes a token and prints the inspector's URL.)
 """
 
@@ -20,12 +24,14 @@ import asyncio
 import hmac
 import json
 import logging
+import os
 
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 
 from parley import contract, subjects
 
+from . import recording
 from .call import notices_for
 from .settings import Settings
 
@@ -66,6 +72,34 @@ def register(app: FastAPI, state: dict, settings: Settings) -> None:
             log.warning("call-back tasks unavailable: %s", exc)
             return JSONResponse({"error": "the orchestrator did not answer"}, status_code=503)
         return JSONResponse(body, status_code=503 if "error" in body else 200)
+
+    @app.get("/api/recordings")
+    async def recordings(token: str | None = None):
+        if not allowed(settings, token):
+            return JSONResponse({"error": REFUSED}, status_code=403)
+        folder = settings.data_dir / "recordings"
+        return {"recordings": await asyncio.to_thread(recording.listing, folder), "mode": settings.recordings}
+
+    @app.get("/api/recordings/{name}")
+    async def one_recording(name: str, token: str | None = None):
+        """``SESSION``: what is known of its recording (404: none);
+        ``SESSION.wav``: the audio."""
+        if not allowed(settings, token):
+            return JSONResponse({"error": REFUSED}, status_code=403)
+        session, wav = (name[:-4], True) if name.endswith(".wav") else (name, False)
+        try:
+            subjects.session_token(session)
+        except ValueError:
+            return JSONResponse({"error": "invalid session id"}, status_code=400)
+        path = settings.data_dir / "recordings" / f"{session}.wav"
+        meta = await asyncio.to_thread(recording.read_meta, path)
+        if not path.exists():
+            return JSONResponse({"error": f"no recording of {session}"}, status_code=404)
+        if not wav:
+            return {"session": session, **meta, "audio": f"/api/recordings/{session}.wav"}
+        if meta.get("finished"):
+            return FileResponse(path, media_type="audio/wav", filename=f"{session}.wav")
+        return _live_wav(path, session)
 
     @app.websocket("/ws/inspect/{session}")
     async def inspect(ws: WebSocket, session: str, token: str | None = None):
@@ -157,3 +191,25 @@ async def _until_closed(ws: WebSocket) -> None:
         msg = await ws.receive()
         if msg["type"] == "websocket.disconnect":
             return
+
+
+def _live_wav(path, session: str) -> StreamingResponse:
+    """A recording still being written: its header says 0 until the end, so
+    send one made from what is on disk now, then that much audio."""
+    size = os.path.getsize(path)
+    data = max(0, size - recording.HEADER) // 4 * 4
+
+    def chunks():
+        yield recording.wav_header(data)
+        with open(path, "rb") as f:
+            f.seek(recording.HEADER)
+            left = data
+            while left > 0:
+                block = f.read(min(left, 1 << 16))
+                if not block:
+                    return
+                left -= len(block)
+                yield block
+
+    headers = {"Content-Length": str(recording.HEADER + data), "Content-Disposition": f'inline; filename="{session}.wav"'}
+    return StreamingResponse(chunks(), media_type="audio/wav", headers=headers)

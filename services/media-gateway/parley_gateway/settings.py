@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Mapping
 
 from parley.natsauth import Credentials
@@ -37,6 +39,12 @@ class Settings:
     # the number calls come from unless a request names another.
     api_key: str = ""
     twilio_caller_id: str = ""
+    # Where the gateway keeps its files (recordings/ under it): PARLEY_DATA_DIR.
+    data_dir: Path = Path("var")
+    # Call recordings (PARLEY_RECORDINGS): off; opt-in (a session whose
+    # parameters say recording=on); all. Kept PARLEY_RECORDINGS_KEEP_DAYS.
+    recordings: str = "off"
+    recordings_keep_days: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -56,6 +64,9 @@ class Settings:
             twilio_mark_ms=_mark_ms(env.get("PARLEY_TWILIO_MARK_MS", str(cls.twilio_mark_ms))),
             api_key=env.get("PARLEY_API_KEY", ""),
             twilio_caller_id=env.get("TWILIO_CALLER_ID", ""),
+            data_dir=Path(env.get("PARLEY_DATA_DIR", "var")),
+            recordings=_choice("PARLEY_RECORDINGS", env.get("PARLEY_RECORDINGS", cls.recordings), ("off", "opt-in", "all")),
+            recordings_keep_days=_days("PARLEY_RECORDINGS_KEEP_DAYS", env.get("PARLEY_RECORDINGS_KEEP_DAYS", str(cls.recordings_keep_days))),
             webrtc_jitter_frames=_int_in("PARLEY_WEBRTC_JITTER_FRAMES", env.get("PARLEY_WEBRTC_JITTER_FRAMES", str(cls.webrtc_jitter_frames)), 1, 8, "packets of 20 ms"),
         )
 
@@ -78,3 +89,19 @@ def _int_in(name: str, value: str, low: int, high: int, what: str) -> int:
     if not low <= n <= high:
         raise ValueError(f"{name} must be a whole number from {low} to {high} ({what}), not {value!r}")
     return n
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    if value.strip().lower() not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+    return value.strip().lower()
+
+
+def _days(name: str, value: str) -> float:
+    try:
+        days = float(value)
+    except ValueError:
+        days = -1.0
+    if not days > 0 or not math.isfinite(days):
+        raise ValueError(f"{name} must be a number of days above 0 (recordings older than that are deleted), not {value!r}")
+    return days

@@ -86,8 +86,9 @@ class TwilioSocket:
     rate = RATE
     reports_playback = True
 
-    def __init__(self, ws: WebSocket, nc, ticker, stats: dict, settings: Settings, tokens: tp.StreamTokens | None):
+    def __init__(self, ws: WebSocket, nc, ticker, stats: dict, settings: Settings, tokens: tp.StreamTokens | None, recordings=None):
         self.ws = ws
+        self.recordings = recordings
         self.nc = nc
         self.ticker = ticker
         self.stats = stats
@@ -350,7 +351,10 @@ class TwilioSocket:
             case tp.MarkEcho():
                 if self.call is None:
                     raise tp.ProtocolError("out_of_order", "mark before start")
-                heard = self.far.echoed(m.name)
+                played: list[tp.Frame] | None = [] if self.call.recorder is not None else None
+                heard = self.far.echoed(m.name, played)
+                if played:
+                    self.call.heard_audio(b"".join(f.audio for f in played), time.time())
                 if isinstance(heard, str):
                     _count(self.stats, f"twilio_marks_{heard}")
                 else:
@@ -387,7 +391,7 @@ class TwilioSocket:
                 self.end_reason = f"refused: {exc}"
                 self._queue_close(CLOSE_POLICY, "invalid stream token")
                 return False
-        call = Call(self.nc, self, session=_placed_session(params.get("session", "")), stats=self.stats)
+        call = Call(self.nc, self, session=_placed_session(params.get("session", "")), stats=self.stats, recordings=self.recordings)
         try:
             await call.start(params=params, caller=params.get("caller", ""))
         except RuntimeError as exc:
@@ -523,4 +527,4 @@ def register(app: FastAPI, state: dict, settings: Settings) -> None:
             if not tp.valid_signature(settings.twilio_auth_token, url, [], ws.headers["x-twilio-signature"]):
                 _count(stats, "twilio_ws_signature_mismatch")
                 log.warning("twilio stream upgrade signature does not match (is PUBLIC_HOST right?)", extra={"url": url})
-        await TwilioSocket(ws, state["nc"], state["ticker"], stats, settings, tokens if require_token else None).serve()
+        await TwilioSocket(ws, state["nc"], state["ticker"], stats, settings, tokens if require_token else None, state.get("recordings")).serve()

@@ -536,9 +536,10 @@ class FarEnd:
                 self.forgotten += 1
         self.pending = {n: i for n, i in self.pending.items() if i > self.base}
 
-    def echoed(self, name: str) -> list[Heard] | str:
+    def echoed(self, name: str, frames: list[Frame] | None = None) -> list[Heard] | str:
         """A mark came back: what it proves was heard (oldest first), or why it
-        proves nothing (``"cleared"``, ``"unknown"``)."""
+        proves nothing (``"cleared"``, ``"unknown"``). With ``frames``, the
+        frames it proves played are appended to it (a recording's)."""
         upto = self.pending.pop(name, None)
         parsed = parse_mark_name(name)
         if parsed is None or upto is None:
@@ -556,6 +557,8 @@ class FarEnd:
             else:
                 self.frames_unproven -= 1
                 last = item
+                if frames is not None:
+                    frames.append(item)
         if last is not None:
             heard.append(Heard(last.run, last.chunk, last.end_ms, False))
         if heard:

@@ -384,7 +384,7 @@ def ice_configuration(settings: Settings) -> RTCConfiguration:
     return RTCConfiguration(iceServers=[RTCIceServer(urls=url.strip()) for url in settings.ice_servers])
 
 
-async def answer(nc, settings: Settings, sessions: dict, stats: dict, body: object) -> tuple[int, dict]:
+async def answer(nc, settings: Settings, sessions: dict, stats: dict, body: object, recordings=None) -> tuple[int, dict]:
     """Answer one offer; (HTTP status, JSON body). Nothing is left behind on an error."""
     try:
         sdp, params = parse_offer(body)
@@ -393,7 +393,7 @@ async def answer(nc, settings: Settings, sessions: dict, stats: dict, body: obje
         return 400, {"error": str(exc)}
     pc = RTCPeerConnection(ice_configuration(settings))
     transport = WebRtcTransport(pc, sessions, stats)
-    call = Call(nc, transport, stats=stats)
+    call = Call(nc, transport, stats=stats, recordings=recordings)
     transport.call = call
     # Before setRemoteDescription: it is what fires "track".
     @pc.on("datachannel")
@@ -456,7 +456,7 @@ def register(app: FastAPI, state: dict, settings: Settings) -> None:
             return JSONResponse({"error": 'the body must be JSON {"sdp": ..., "type": "offer"}'}, status_code=400)
         if state.get("nc") is None:
             return JSONResponse({"error": "the gateway is not ready"}, status_code=503)
-        status, reply = await answer(state["nc"], settings, sessions, state["stats"], body)
+        status, reply = await answer(state["nc"], settings, sessions, state["stats"], body, state.get("recordings"))
         return JSONResponse(reply, status_code=status)
 
     # Hang up every call before the app's own lifespan drains NATS.

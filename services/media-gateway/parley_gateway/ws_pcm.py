@@ -142,10 +142,10 @@ class PcmSocket:
                     return
 
 
-async def serve(ws: WebSocket, nc, ticker, stats: dict) -> None:
+async def serve(ws: WebSocket, nc, ticker, stats: dict, recordings=None) -> None:
     await ws.accept()
     transport = PcmSocket(ws, stats)
-    call = Call(nc, transport, stats=stats)
+    call = Call(nc, transport, stats=stats, recordings=recordings)
     transport.call = call
     params = {k: v for k, v in ws.query_params.items() if k not in ("token",)}
     try:
