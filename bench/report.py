@@ -109,6 +109,8 @@ def render(res: dict, png: str) -> str:
         out += bargein_section(res)
     if "stop" in res:
         out += audible_stop.section(res["stop"])
+    if "recording" in res:
+        out += recording_section(res["recording"])
     if "embedded" in res:
         out += embedded_section(res)
     if "fixed" in res:
@@ -140,6 +142,24 @@ def kept_sections() -> list[str]:
                 out.append("")
         if keep:
             out.append(line)
+    return out
+
+
+def recording_section(rc: dict) -> list[str]:
+    out = ["", "## Recording calls: what it costs the gateway", ""]
+    if rc.get("error"):
+        return out + [f"Not measured: {rc['error']}."]
+    out.append(
+        f"The same load ({rc['calls']} concurrent Twilio calls, fixed providers, `bench/loadgen.py`) with the gateway restarted with "
+        "`PARLEY_RECORDINGS=off` and `=all`, twice each, interleaved (the machine's load drifts). Recording a call means per frame: "
+        "the caller's audio placed on the call's timeline, the agent's once its mark is echoed (μ-law decoded, 8→16 kHz); every 0.5 s "
+        "the settled audio interleaved and handed to the one writer thread."
+    )
+    out += ["", "| `PARLEY_RECORDINGS` | gateway CPU per call (% of a core) | files | recorded | disk per call-minute |", "|---|---|---|---|---|"]
+    for r in rc["runs"]:
+        mb = f"{r['mb_per_minute']:.2f} MB" if r.get("mb_per_minute") else "–"
+        out.append(f"| {r['mode']} | {r['gateway_cpu_per_call'] * 100:.2f} | {r['files']} | {r['recorded_s']:.0f} s | {mb} |")
+    out += ["", f"Reproduce: `{RUN} --only recording` (one run alone: `{rc.get('command', '')}` against a gateway started with each setting)."]
     return out
 
 

@@ -21,6 +21,9 @@ run, so that ratios compare like with like on this noisy, shared machine:
    intervals under the same load);
 4. ``reducer``: ``reduce()`` over the sessions recorded in 1 and 2.
 5. ``resample``: ``bench/resample.py``'s section, pasted in.
+5b. ``recording``: what recording calls costs the gateway (CPU per call,
+   disk per call-minute): the same Twilio load with PARLEY_RECORDINGS off,
+   then all.
 6. ``scenarios``: the turn-taking suite (``scenarios/*.yaml``) with the
    embedded models, every scenario over ``/ws/pcm`` and over the Twilio
    protocol, one call at a time (``parley scenarios run``): voice-to-voice,
@@ -91,6 +94,7 @@ BARGE_AFTER_S = 1.0
 STOP_CALLS = 2 if QUICK else 3  # concurrent callers per transport in the audible-stop phase
 STOP_BARGES = 3 if QUICK else 6  # barge-ins per caller (WebRTC: calls x barges in one call)
 MARK_COST_CALLS = 10 if QUICK else 25
+RECORDING_CALLS = 10 if QUICK else 25
 PROFILE_AT = 50  # py-spy the services during this capacity step (if py-spy is installed)
 CORPUS_PER_STEP = 12  # sessions per capacity step kept for the reducer corpus
 LOADGEN = "bench/loadgen.py"
@@ -507,6 +511,44 @@ def mark_cost(stack: Stack) -> dict:
     return {"calls": MARK_COST_CALLS, "runs": runs, "command": result.get("command", "")}
 
 
+def phase_recording(res: dict) -> None:
+    """The gateway's CPU per Twilio call with recording off and on, under the
+    same load (the gateway restarted between), and the disk it wrote."""
+    paths = utterances.paths()
+    stack = start_stack("recording", {"PARLEY_PROVIDERS": "fixed"})
+    out: dict = {"calls": RECORDING_CALLS, "runs": []}
+    res["recording"] = out
+    folder = stack.root / "data" / "recordings"
+    try:
+        for mode in ("off", "all", "off", "all"):  # twice each, interleaved: the machine's load drifts
+            proc = stack.procs["media-gateway"]
+            proc.terminate()
+            proc.wait(15)
+            stack.env["PARLEY_RECORDINGS"] = mode
+            stack.start_service("media-gateway")
+            stack.wait_healthy(60)
+            time.sleep(1.0)
+            shutil.rmtree(folder, ignore_errors=True)
+            with Meter({"media-gateway": stack.procs["media-gateway"].pid}) as meter:
+                result = run_loadgen(stack, f"recording-{mode}", meter, "twilio", RECORDING_CALLS, paths["fixed_ulaw"], "--turns", str(TURNS), "--spread", "5")
+                t0 = result["started_at"]
+                start = t0 + 2.0 + 5.0 + 0.5
+                rates = meter.rates(start, min(t0 + result["wall_s"], start + 20.0), ["media-gateway"])
+            time.sleep(1.5)  # the last calls' recordings are finished
+            wavs = list(folder.glob("*.wav")) if folder.exists() else []
+            secs = sum(json.loads(w.with_suffix(".json").read_text()).get("seconds", 0) for w in wavs if w.with_suffix(".json").exists())
+            disk = sum(w.stat().st_size for w in wavs)
+            out["runs"].append({"mode": mode, "gateway_cpu_per_call": rates.get("media-gateway", 0.0) / RECORDING_CALLS, "files": len(wavs),
+                                "recorded_s": secs, "mb_per_minute": (disk / 1e6) / (secs / 60) if secs else None})  # fmt: skip
+            print(f"[bench] recording {mode}: gateway {rates.get('media-gateway', 0.0) / RECORDING_CALLS * 100:.2f} % of a core per call, {len(wavs)} files", flush=True)
+        out["command"] = result.get("command", "")
+    except Exception as exc:  # noqa: BLE001 - the report says what failed
+        out["error"] = f"{type(exc).__name__}: {exc}"
+        print(f"[bench] recording cost failed: {out['error']}", flush=True)
+    finally:
+        stack.stop()
+
+
 def vad_floor(ulaw: bytes, silence_s: float = 1.5) -> dict:
     """When can the ASR stop the canned utterance, at the earliest? The same
     path as a Twilio call, without any waiting: 20 ms μ-law frames -> PCM16 ->
@@ -730,11 +772,11 @@ def phase_resample(res: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default="", help="comma list of: embedded, fixed, stop, reducer, resample, scenarios")
+    ap.add_argument("--only", default="", help="comma list of: embedded, fixed, stop, recording, reducer, resample, scenarios")
     ap.add_argument("--steps", default="", help="capacity steps, e.g. 1,10,50 (default %s)" % ",".join(map(str, STEPS)))
     ap.add_argument("--out", default="", help="where to write the markdown (default docs/BENCHMARKS.md for a full run)")
     args = ap.parse_args(argv)
-    phases = [p for p in args.only.split(",") if p] or ["embedded", "fixed", "stop", "reducer", "resample", "scenarios"]
+    phases = [p for p in args.only.split(",") if p] or ["embedded", "fixed", "stop", "recording", "reducer", "resample", "scenarios"]
     steps = tuple(int(x) for x in args.steps.split(",")) if args.steps else STEPS
     full = not args.only and not args.steps and not QUICK
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -756,6 +798,8 @@ def main(argv: list[str] | None = None) -> int:
             phase_fixed(res, steps, started, reserve)
         elif phase == "stop":
             phase_stop(res)
+        elif phase == "recording":
+            phase_recording(res)
         elif phase == "reducer":
             phase_reducer(res)
         elif phase == "resample":
