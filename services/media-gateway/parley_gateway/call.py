@@ -53,6 +53,7 @@ from parley.contract import (
     PausePlayback,
     PlaybackProgress,
     ResumePlayback,
+    SendDigits,
     SessionControl,
     SessionEnded,
     SessionStarted,
@@ -331,6 +332,14 @@ class Call:
             case ResumePlayback():
                 self.playout.resume(cmd.run)
                 self.transport.on_resume(cmd.run)
+            case SendDigits():
+                press = getattr(self.transport, "send_digits", None)
+                if press is None:
+                    log.error("keys cannot be pressed on this transport", extra={"session_id": self.session, "transport": self.transport.kind})
+                    self._count("digits_unsupported", 1)
+                    await self.digits_sent(cmd, f"keys can be pressed only on phone calls (Twilio), not on {self.transport.kind}")
+                    return
+                await press(cmd)
             case EndSession():
                 self.ended_by_agent = True
                 await self.transport.send_notice({"type": "end", "reason": cmd.reason})
@@ -391,6 +400,11 @@ class Call:
             self.heard(mark.run, mark.chunk, False, 0 if self.transport.reports_playback else mark.played_ms)
         elif not self.transport.reports_playback:
             self.heard(mark.run, mark.chunk, True, mark.played_ms)
+
+    async def digits_sent(self, cmd: SendDigits, error: str = "") -> None:
+        """Tell the reducer the keys were pressed (or why not)."""
+        event = contract.DigitsSent(session=self.session, at=time.time(), digits=cmd.digits, call_id=cmd.call_id, ok=not error, error=error[:300])
+        await bus.publish_event(self.nc, event)
 
     def heard_audio(self, ulaw: bytes, until: float) -> None:
         """The transport proved the caller heard this audio (Twilio: μ-law

@@ -139,3 +139,20 @@ def test_a_client_that_stops_reading_is_told_why_and_its_session_ends(nats_serve
     errors = [n["error"] for n in notices if n["type"] == "error"]
     assert errors and "not reading" in errors[0], notices[-3:]
     assert code == 1008
+
+
+def test_keys_cannot_be_pressed_on_a_browser_call_and_the_reducer_is_told(nats_server):
+    async def scenario():
+        async with gateway(nats_server.url) as (base, state, nc, seen):
+            client = PcmClient()
+            task = asyncio.create_task(client.run(base.replace("http", "ws") + "/ws/pcm"))
+            await until(lambda: client.session, what="session")
+            s = client.session
+            await command(nc, s, contract.SendDigits(session=s, digits="1", call_id="k1", run=2))
+            await until(lambda: any(isinstance(e, contract.DigitsSent) for e in seen["events"]), what="DigitsSent")
+            task.cancel()
+            return [e for e in seen["events"] if isinstance(e, contract.DigitsSent)], state["stats"]
+
+    sent, stats = asyncio.run(scenario())
+    assert [(e.call_id, e.ok) for e in sent] == [("k1", False)] and "phone calls" in sent[0].error
+    assert stats["digits_unsupported"] == 1
