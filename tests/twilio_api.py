@@ -20,7 +20,16 @@ so a test's stack can reach it while the test waits:
   no answer. Async AMD reports ``human`` after a person's first words, and
   ``machine_end_beep`` once the beep has ended (``DetectMessageEnd``);
 * ``POST /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json`` with
-  ``Status=completed`` hangs the call up (the simulator sends ``stop``).
+  ``Status=completed`` hangs the call up (the simulator sends ``stop``);
+  with ``Twiml`` it replaces what the call is running ("Modify a live call"):
+  the current ``<Connect><Stream>`` stops (the simulator sends ``stop`` and
+  closes: the call itself goes on), then the new TwiML runs verb by verb:
+  ``<Play digits>`` presses the keys on the line (0-9, *, #, w = half a
+  second's pause; recorded in ``PlacedCall.digits``), ``<Connect><Stream>``
+  opens a new stream with its ``<Parameter>``s and the same CallSid. TwiML
+  over 4000 characters (error 32018) or that does not parse is refused. A
+  callee with ``keys`` is an automated line: after keys it knows, it says
+  what it says on the new stream.
 """
 
 from __future__ import annotations
@@ -62,6 +71,7 @@ class Callee:
     speech: np.ndarray | None = None  # 8 kHz int16: a person's first words, or the voicemail greeting
     ring: float = 0.3
     amd: bool = True  # False: an account without answering-machine detection (no AnsweredBy callback)
+    keys: dict[str, np.ndarray] = field(default_factory=dict)  # an automated line: what it says once these keys were pressed
 
 
 @dataclass
@@ -75,6 +85,10 @@ class PlacedCall:
     beep_end: float = 0.0  # monotonic time the beep ended
     spoke_until: float = 0.0  # monotonic time the person's first words ended
     hung_up_by: str = ""  # "api" (a Calls/{sid}.json update) or "stream" (the media socket closed)
+    digits: list[str] = field(default_factory=list)  # every <Play digits> the line received, in order
+    streams: list[TwilioCaller] = field(default_factory=list)  # every media stream of the call, in order
+    following: asyncio.Task | None = None  # TwiML from an update, running
+    said_after_keys: list[tuple[str, float]] = field(default_factory=list)  # (keys, monotonic time the line finished saying its answer)
     finished: threading.Event = field(default_factory=threading.Event)
     errors: list[str] = field(default_factory=list)
 
@@ -165,9 +179,23 @@ class TwilioApi:
                 return refused
             form = _multi(await request.body())
             self.updates.append((sid, {k: v[0] for k, v in form.items()}))
-            if "Twiml" in form:
-                self._spawn(self._follow(sid, form["Twiml"][0]))
             call = self.calls.get(sid)
+            if "Twiml" in form:
+                twiml = form["Twiml"][0]
+                if len(twiml) > 4000:
+                    return _error(400, 32018, "Twiml size exceeded maximum allowed value of 4000 characters")
+                try:
+                    root = ET.fromstring(twiml)
+                except ET.ParseError:
+                    return _error(400, 12100, "Document parse failure")
+                if root.tag != "Response":
+                    return _error(400, 12100, "Document parse failure")
+                if call is not None and call.caller is not None:
+                    call.following = asyncio.get_running_loop().create_task(self._run_twiml(call, root))
+                    self._tasks.add(call.following)
+                    call.following.add_done_callback(self._tasks.discard)
+                else:
+                    self._spawn(self._follow(sid, twiml))
             if call is None:  # a call that came in (not placed here): recorded above
                 return JSONResponse({"sid": sid, "status": "in-progress"})
             if form.get("Status", [""])[0] == "completed":
@@ -200,6 +228,44 @@ class TwilioApi:
         said = ET.fromstring(r.text).find("./Say")
         self.whispers[sid] = said.text if said is not None else ""
 
+    async def _run_twiml(self, call: PlacedCall, root: ET.Element) -> None:
+        """New TwiML for a live placed call: the stream running stops, then
+        the verbs run in order (a <Connect><Stream> runs until its stream ends)."""
+        try:
+            old = call.caller
+            if old is not None and not old.closed.is_set():
+                await old.hang_up()  # Twilio's stop on the replaced stream; the call goes on
+            for verb in root:
+                if verb.tag == "Play" and verb.get("digits") is not None:
+                    digits = verb.get("digits")
+                    if not digits or set(digits) - set("0123456789*#w"):
+                        call.errors.append(f"<Play digits={digits!r}> is not keys")
+                        return
+                    call.digits.append(digits)
+                    await asyncio.sleep(sum(0.5 if d == "w" else 0.2 for d in digits))  # tones on the line
+                elif verb.tag == "Connect" and verb.find("Stream") is not None:
+                    stream = verb.find("Stream")
+                    params = {p.get("name"): p.get("value") for p in stream.findall("Parameter")}
+                    caller = TwilioCaller(stream.get("url"), params, call_sid=call.sid, account_sid=self.account_sid)
+                    await caller.connect()
+                    call.caller = caller
+                    call.streams.append(caller)
+                    pressed = "".join(call.digits).replace("w", "")
+                    answer = call.callee.keys.get(pressed)
+                    if answer is not None:
+                        self._spawn(self._say_after_keys(call, caller, pressed, answer))
+                    return
+                elif verb.tag == "Dial":
+                    await self._follow(call.sid, ET.tostring(root, encoding="unicode"))
+                    return
+        except Exception as exc:  # noqa: BLE001 - reported to the test
+            call.errors.append(f"TwiML update: {type(exc).__name__}: {exc}")
+
+    async def _say_after_keys(self, call: PlacedCall, caller: TwilioCaller, keys: str, speech: np.ndarray) -> None:
+        await asyncio.sleep(0.6)
+        _, until = await caller.say(speech)
+        call.said_after_keys.append((keys, until))
+
     # ------------------------------------------------------------ the call
     async def _play_out(self, call: PlacedCall) -> None:
         try:
@@ -217,7 +283,12 @@ class TwilioApi:
                     await self._machine(http, call)
                 else:
                     await self._person(http, call)
-                await call.caller.closed.wait()
+                while True:  # until the last stream ends with nothing to follow it
+                    await call.caller.closed.wait()
+                    if call.following is not None and not call.following.done():
+                        await call.following
+                    if call.caller.closed.is_set():
+                        break
                 call.hung_up_by = call.hung_up_by or "stream"
                 await self._status(http, call, "completed", "completed")
         except Exception as exc:  # noqa: BLE001 - reported to the test
@@ -246,6 +317,7 @@ class TwilioApi:
         stream = ET.fromstring(r.text).find("./Connect/Stream")
         params = {p.get("name"): p.get("value") for p in stream.findall("Parameter")}
         call.caller = TwilioCaller(stream.get("url"), params, call_sid=call.sid, account_sid=self.account_sid)
+        call.streams.append(call.caller)
         await call.caller.connect()
 
     async def _amd(self, http: httpx.AsyncClient, call: PlacedCall, answered_by: str) -> None:
@@ -257,7 +329,7 @@ class TwilioApi:
     async def _person(self, http: httpx.AsyncClient, call: PlacedCall) -> None:
         await asyncio.sleep(0.3)
         if call.callee.speech is not None:
-            _, call.spoke_until = await call.caller.say(call.callee.speech)
+            call.spoke_until = await _say_on(call.caller, call.callee.speech)
         await asyncio.sleep(0.5)
         await self._amd(http, call, "human")
 
@@ -267,6 +339,19 @@ class TwilioApi:
         _, call.beep_end = await call.caller.say(beep())
         await asyncio.sleep(0.2)  # DetectMessageEnd: reported once the beep is over
         await self._amd(http, call, "machine_end_beep")
+
+
+async def _say_on(caller: TwilioCaller, speech: np.ndarray) -> float:
+    """Say ``speech`` on this stream; returns when it was said, or when the
+    stream was stopped first (keys pressed mid-sentence replace it)."""
+    said = asyncio.ensure_future(caller.say(speech))
+    closed = asyncio.ensure_future(caller.closed.wait())
+    done, _ = await asyncio.wait({said, closed}, return_when=asyncio.FIRST_COMPLETED)
+    closed.cancel()
+    if said in done:
+        return said.result()[1]
+    said.cancel()
+    return time.monotonic()
 
 
 def _multi(body: bytes) -> dict[str, list[str]]:

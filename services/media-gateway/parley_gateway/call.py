@@ -339,7 +339,9 @@ class Call:
                     self._count("digits_unsupported", 1)
                     await self.digits_sent(cmd, f"keys can be pressed only on phone calls (Twilio), not on {self.transport.kind}")
                     return
-                await press(cmd)
+                # Not awaited here: a REST request must not hold up this
+                # session's playback commands.
+                self.tasks.spawn(self._press(press, cmd), "send-digits")
             case EndSession():
                 self.ended_by_agent = True
                 await self.transport.send_notice({"type": "end", "reason": cmd.reason})
@@ -400,6 +402,14 @@ class Call:
             self.heard(mark.run, mark.chunk, False, 0 if self.transport.reports_playback else mark.played_ms)
         elif not self.transport.reports_playback:
             self.heard(mark.run, mark.chunk, True, mark.played_ms)
+
+    async def _press(self, press, cmd: SendDigits) -> None:
+        try:
+            await press(cmd)
+        except Exception as exc:  # noqa: BLE001 - the reducer must hear of it, not wait forever
+            log.exception("pressing keys failed", extra={"session_id": self.session})
+            self._count("digits_failed", 1)
+            await self.digits_sent(cmd, f"internal error: {type(exc).__name__}")
 
     async def digits_sent(self, cmd: SendDigits, error: str = "") -> None:
         """Tell the reducer the keys were pressed (or why not)."""

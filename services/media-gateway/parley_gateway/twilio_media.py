@@ -24,7 +24,16 @@ one ``Call``:
   sent, and finished only when Twilio echoes its chunk-end mark in the
   current clear generation (Twilio also echoes the marks a ``clear``
   dropped); right after a pause's clear, the proven position in the chunk
-  (``finished=False, played_ms``).
+  (``finished=False, played_ms``);
+* keys out (SendDigits): Media Streams cannot send DTMF, so the call is
+  updated through the REST API with ``<Play digits>`` then ``<Connect><Stream>``
+  back to us. Twilio stops this stream (the call goes on), plays the keys,
+  and opens a new stream whose ``start`` names the session (``session``,
+  ``rejoin=1``, a fresh one-time token for the same CallSid): that stream
+  adopts the waiting ``Call`` (``Rejoin``), nothing is started again, and
+  the reducer is told the keys were pressed (DigitsSent). Between the two
+  streams the call is ``Parked``; a stream that does not come back within
+  ``REJOIN_S`` ends the call.
 
 The protocol decisions live in ``twilio_protocol`` (pure); this module is the
 I/O around them. Any protocol error ends that one session: it is logged,
@@ -47,6 +56,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from parley import subjects
 from parley.audio import Mark, Resampler, pcm16_to_ulaw, ulaw_to_pcm16
+from parley.contract import SendDigits
 
 from . import twilio_protocol as tp
 from . import twilio_rest
@@ -73,6 +83,54 @@ CLOSE_POLICY = 1008  # WebSocket close code: policy violation
 CLOSE_TOO_BIG = 1009
 CLOSE_ERROR = 1011
 CLOSE_TIMEOUT = 2.0  # a peer that does not read may not take the close frame either
+# Pressing keys: the new stream must start this long after Twilio accepted the
+# call update, plus the keys' own time (a w is half a second).
+REJOIN_S = 20.0
+REJOIN_PARAM = "rejoin"
+
+
+class Rejoin:
+    """A call whose stream Twilio is replacing (keys pressed through a call
+    update): its ``Call`` waits here for the new stream of the same CallSid."""
+
+    def __init__(self, call: Call, call_sid: str, press: SendDigits):
+        self.call = call
+        self.call_sid = call_sid
+        self.press = press
+        self.adopted = False
+        self.waiting: asyncio.Task | None = None  # the deadline, once the old stream is gone
+
+
+class Parked:
+    """The transport of a call between two streams: nothing plays, nothing is
+    heard. If the agent ends the call meanwhile, it is hung up."""
+
+    kind = "twilio"
+    rate = RATE
+    reports_playback = True
+
+    def __init__(self, socket: "TwilioSocket", rejoin: Rejoin):
+        self.socket = socket
+        self.rejoin = rejoin
+
+    async def send_notice(self, notice: dict) -> None:
+        pass
+
+    def on_pause(self, run: int) -> None:
+        pass
+
+    def on_resume(self, run: int) -> None:
+        pass
+
+    async def on_flush(self, run: int) -> None:
+        pass
+
+    async def close(self, reason: str) -> None:
+        await self.socket._end_parked(self.rejoin, f"agent ended the call: {reason}", hang_up=True)
+
+    def fail(self, reason: str, kind: str) -> None:
+        _count(self.socket.stats, f"twilio_error_{kind}")
+        self.rejoin.call.tasks.spawn(self.socket._end_parked(self.rejoin, f"error: {reason}", hang_up=True), "twilio-parked-fail")
 
 
 def _count(stats: dict, key: str, n: int = 1) -> None:
@@ -86,9 +144,11 @@ class TwilioSocket:
     rate = RATE
     reports_playback = True
 
-    def __init__(self, ws: WebSocket, nc, ticker, stats: dict, settings: Settings, tokens: tp.StreamTokens | None, recordings=None):
+    def __init__(self, ws: WebSocket, nc, ticker, stats: dict, settings: Settings, tokens: tp.StreamTokens | None, recordings=None, rejoins: dict | None = None):
         self.ws = ws
         self.recordings = recordings
+        self.rejoins: dict[str, Rejoin] = rejoins if rejoins is not None else {}
+        self.rejoin: Rejoin | None = None  # keys being pressed: this stream is being replaced
         self.nc = nc
         self.ticker = ticker
         self.stats = stats
@@ -119,8 +179,8 @@ class TwilioSocket:
     # ------------------------------------------------------------ outbound
     def tick(self) -> None:
         """Called by the Ticker every 20 ms: keep Twilio ``LEAD_S`` ahead."""
-        if self.call is None or self.closing:
-            return
+        if self.call is None or self.closing or self.rejoin is not None:
+            return  # (being replaced: what the playout holds waits for the next stream)
         if self.media_queued > BACKLOG_FRAMES:
             self.fail(f"Twilio is not reading: {self.media_queued * FRAME_MS / 1000:.1f} s of audio unsent", "backlog")
             return
@@ -247,6 +307,102 @@ class TwilioSocket:
         self.end_reason = f"transferred to {number}"
         self.tasks.spawn(self._transfer_and_close(number, warm, summary), "twilio-transfer")
 
+    # ------------------------------------------------------------ keys out
+    def _stream_url(self) -> str:
+        return tp.stream_url(self.settings.public_host, self.ws.headers.get("host", "localhost"), self.ws.url.scheme == "wss")
+
+    async def send_digits(self, cmd: SendDigits) -> None:
+        """Press keys: a call update with <Play digits> then <Connect><Stream>
+        back to this session (see the module's header)."""
+        call, s = self.call, self.settings
+        assert call is not None
+        why = ""
+        if self.rejoin is not None:
+            why = "keys are being pressed already on this call"
+        elif self.closing:
+            why = "the call is ending"
+        elif not (s.twilio_account_sid and s.twilio_auth_token and self.call_sid):
+            why = "pressing keys needs the Twilio REST API (TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN)"
+        params = {"session": call.session, REJOIN_PARAM: "1"}
+        if self.tokens is not None:
+            params["token"] = self.tokens.issue(self.call_sid, time.time())
+        if not why:
+            try:
+                twiml = tp.twiml_press_then_stream(cmd.digits, self._stream_url(), params)
+            except ValueError as exc:
+                why = str(exc)
+        if why:
+            log.error("keys not pressed: %s", why, extra=self._log_extra(digits=cmd.digits))
+            _count(self.stats, "twilio_digits_failed")
+            await call.digits_sent(cmd, why)
+            return
+        rejoin = self.rejoin = self.rejoins[call.session] = Rejoin(call, self.call_sid, cmd)
+        ok = await twilio_rest.redirect(s.twilio_api_base, s.twilio_account_sid, s.twilio_auth_token, self.call_sid, twiml)
+        if not ok:
+            self.rejoins.pop(call.session, None)
+            self.rejoin = None
+            _count(self.stats, "twilio_digits_failed")
+            log.error("keys not pressed: Twilio refused the call update", extra=self._log_extra(digits=cmd.digits))
+            await call.digits_sent(cmd, "Twilio refused the call update (the gateway's log has its answer)")
+            if isinstance(call.transport, Parked):  # this stream ended meanwhile: nothing will come back
+                await self._end_parked(rejoin, self.end_reason, hang_up=False, tell=False)
+            else:
+                self.tick()
+            return
+        log.info("keys pressed through a call update; the stream is being replaced", extra=self._log_extra(digits=cmd.digits))
+
+    def _park(self, rejoin: Rejoin) -> None:
+        """This stream is over and the next one is on its way: the call waits."""
+        rejoin.call.transport = Parked(self, rejoin)
+        wait = REJOIN_S + 0.5 * len(rejoin.press.digits)
+        rejoin.waiting = rejoin.call.tasks.spawn(self._rejoin_deadline(rejoin, wait), "twilio-rejoin-deadline")
+
+    async def _rejoin_deadline(self, rejoin: Rejoin, wait: float) -> None:
+        await asyncio.sleep(wait)
+        if not rejoin.adopted:
+            _count(self.stats, "twilio_rejoin_timeouts")
+            log.error("the call's stream did not come back after pressing keys: the call is ended", extra=self._log_extra(waited_s=wait))
+            await self._end_parked(rejoin, "error: the stream did not come back after pressing keys", hang_up=True)
+
+    async def _end_parked(self, rejoin: Rejoin, reason: str, hang_up: bool, tell: bool = True) -> None:
+        """End a call waiting between two streams (the reducer is told the
+        keys' fate first, unless it was told already)."""
+        if rejoin.adopted or rejoin.call.closed:
+            return
+        self.rejoins.pop(rejoin.call.session, None)
+        if tell and not reason.startswith("agent ended"):
+            await rejoin.call.digits_sent(rejoin.press, reason)
+        s = self.settings
+        if hang_up and s.twilio_account_sid and s.twilio_auth_token:
+            ok = await twilio_rest.hang_up(s.twilio_api_base, s.twilio_account_sid, s.twilio_auth_token, rejoin.call_sid)
+            _count(self.stats, "twilio_hangups" if ok else "twilio_hangup_failures")
+        current = asyncio.current_task()
+        if rejoin.waiting is not None and rejoin.waiting is not current:
+            rejoin.waiting.cancel()
+        await rejoin.call.end(reason)
+
+    async def _adopt(self, m: tp.Start, params: dict[str, str]) -> bool:
+        """A stream coming back after keys were pressed takes its call over."""
+        rejoin = self.rejoins.get(params.get("session", ""))
+        if rejoin is None or rejoin.call_sid != m.call_sid or rejoin.call.closed:
+            log.error("twilio stream refused: no call of this CallSid is waiting to rejoin", extra=self._log_extra(session=params.get("session", "")))
+            _count(self.stats, "twilio_rejoin_refused")
+            self.end_reason = "refused: nothing to rejoin"
+            self._queue_close(CLOSE_POLICY, "no call to rejoin")
+            return False
+        del self.rejoins[rejoin.call.session]
+        rejoin.adopted = True
+        if rejoin.waiting is not None:
+            rejoin.waiting.cancel()
+        call = self.call = rejoin.call
+        call.transport = self  # the old stream (if still closing) lets go of it
+        self.ticker.add(self)
+        _count(self.stats, "twilio_rejoins")
+        _count(self.stats, "twilio_digits_pressed")
+        log.info("twilio stream rejoined its call after pressing keys", extra=self._log_extra(digits=rejoin.press.digits))
+        await call.digits_sent(rejoin.press)
+        return True
+
     async def _transfer_and_close(self, number: str, warm: bool, summary: str) -> None:
         s = self.settings
         whisper = None
@@ -339,6 +495,8 @@ class TwilioSocket:
             if self.last_seq is not None and m.sequence != self.last_seq + 1:
                 _count(self.stats, "twilio_sequence_gaps")
             self.last_seq = m.sequence
+        if self.rejoin is not None and self.rejoin.adopted:
+            return not isinstance(m, tp.Stop)  # replaced: the new stream carries the call
         match m:
             case tp.Media():
                 if self.call is None:
@@ -370,7 +528,7 @@ class TwilioSocket:
             case tp.Stop():
                 if self.call is None:
                     raise tp.ProtocolError("out_of_order", "stop before start")
-                self.end_reason = "caller hung up"
+                self.end_reason = "stream replaced to press keys" if self.rejoin is not None else "caller hung up"
                 return False
             case tp.Connected():
                 if self.call is not None:
@@ -391,6 +549,8 @@ class TwilioSocket:
                 self.end_reason = f"refused: {exc}"
                 self._queue_close(CLOSE_POLICY, "invalid stream token")
                 return False
+        if params.get(REJOIN_PARAM) == "1":
+            return await self._adopt(m, params)
         call = Call(self.nc, self, session=_placed_session(params.get("session", "")), stats=self.stats, recordings=self.recordings)
         try:
             await call.start(params=params, caller=params.get("caller", ""))
@@ -437,7 +597,11 @@ class TwilioSocket:
             for task in (reader, sender, failed):
                 task.cancel()
             await asyncio.gather(reader, sender, failed, return_exceptions=True)  # retrieved: handled above
-            if self.call is not None:
+            if self.rejoin is not None and (self.rejoin.adopted or self.rejoin.call.closed):
+                pass  # the next stream has the call
+            elif self.rejoin is not None:
+                self._park(self.rejoin)
+            elif self.call is not None:
                 await self.call.end(self.end_reason)
             if self.ws.application_state == WebSocketState.CONNECTED:
                 try:
@@ -527,4 +691,5 @@ def register(app: FastAPI, state: dict, settings: Settings) -> None:
             if not tp.valid_signature(settings.twilio_auth_token, url, [], ws.headers["x-twilio-signature"]):
                 _count(stats, "twilio_ws_signature_mismatch")
                 log.warning("twilio stream upgrade signature does not match (is PUBLIC_HOST right?)", extra={"url": url})
-        await TwilioSocket(ws, state["nc"], state["ticker"], stats, settings, tokens if require_token else None, state.get("recordings")).serve()
+        rejoins = state.setdefault("twilio_rejoins", {})
+        await TwilioSocket(ws, state["nc"], state["ticker"], stats, settings, tokens if require_token else None, state.get("recordings"), rejoins).serve()

@@ -7,7 +7,9 @@ functions and two small stateful objects whose clocks come in as arguments:
   (``Connected``, ``Start``, ``Media``, ``Dtmf``, ``MarkEcho``, ``Stop``), or
   ``ProtocolError`` with a ``kind`` the transport counts. Nothing else raises.
 * ``media_message`` / ``mark_message`` / ``clear_message``: what we send back.
-* ``twiml_connect_stream``: the webhook's answer, ``<Connect><Stream>``.
+* ``twiml_connect_stream``: the webhook's answer, ``<Connect><Stream>``;
+  ``twiml_press_then_stream``: keys pressed into the call, then the stream
+  again (a REST call update: pressing keys out).
 * ``compute_signature`` / ``valid_signature``: ``X-Twilio-Signature``.
 * ``StreamTokens``: one-time tokens that tie a stream's ``start`` to the
   webhook that answered the same CallSid.
@@ -316,6 +318,23 @@ def twiml_dial(number: str, whisper_url: str | None = None) -> str:
 
 def twiml_say(text: str) -> str:
     return f"<Response><Say>{escape(text)}</Say></Response>"
+
+
+KEYPAD = frozenset("0123456789*#w")
+MAX_TWIML = 4000  # characters: Twilio refuses longer inline TwiML (error 32018)
+
+
+def twiml_press_then_stream(digits: str, url: str, parameters: Mapping[str, str]) -> str:
+    """Keys played into the call (``<Play digits>``: 0-9, *, #, w for half
+    a second), then ``<Connect><Stream>`` back to us. Sent as a call update,
+    it replaces the TwiML running: Twilio stops the current stream first."""
+    if not digits or not set(digits) <= KEYPAD:
+        raise ValueError(f"not keypad keys: {digits!r}")
+    connect = twiml_connect_stream(url, parameters).split("<Response>", 1)[1]
+    twiml = f'<?xml version="1.0" encoding="UTF-8"?><Response><Play digits={quoteattr(digits)}/>{connect}'
+    if len(twiml) > MAX_TWIML:
+        raise ValueError(f"TwiML of {len(twiml)} characters is over Twilio's {MAX_TWIML}")
+    return twiml
 
 
 def twiml_connect_stream(url: str, parameters: Mapping[str, str]) -> str:

@@ -67,6 +67,7 @@ from parley.contract import (
     LLMToolCall,
     PausePlayback,
     ResumePlayback,
+    SendDigits,
     SessionControl,
     SessionStarted,
     StartLLM,
@@ -524,6 +525,10 @@ class Runtime:
                 handle = self.timers.pop((s, cmd.name, cmd.token), None)
                 if handle:
                     handle.cancel()
+            case SendDigits():
+                # The gateway presses them and answers DigitsSent. Not one-shot:
+                # sent again by a new owner, keys would be pressed twice.
+                await self.nc.publish(subjects.playback(s), contract.encode(cmd), headers=headers)
             case EndSession():
                 await self.nc.publish(subjects.playback(s), contract.encode(cmd), headers=headers)
                 await self.nc.publish(subjects.control(s), contract.encode(SessionControl(session=s, reason=cmd.reason)))

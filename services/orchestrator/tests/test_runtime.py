@@ -291,3 +291,44 @@ def test_a_replica_killed_mid_answer_is_taken_over_and_the_answer_goes_on(nats):
 
 def decoded_phase(steps):
     return c.decode_step(steps[-1].data).state_to if steps else None
+
+
+class PressesTwo:
+    """A model on a call Parley placed: it presses 2, then says nothing."""
+
+    name = "keys"
+
+    def __init__(self):
+        self.seen = []
+
+    async def stream(self, messages, tools):
+        self.seen.append(messages)
+        if messages[-1].role != "tool":
+            yield ToolCallOut(call_id="k1", name="send_digits", arguments='{"digits": "2"}')
+            yield Done(finish_reason="tool_calls")
+        else:
+            yield Done()
+
+
+def test_keys_go_to_the_gateway_and_its_answer_lets_the_model_go_on(nats):
+    async def scenario():
+        nc = await bus.connect(nats.url)
+        brain = PressesTwo()
+        rt = Runtime(nc=nc, brain=brain, tools=OneTool())
+        await rt.start()
+        play = []
+        await _collect(nc, subjects.playback("s4"), play)
+        now = time.time()
+        await bus.publish_event(nc, c.SessionStarted(session="s4", at=now, params={"direction": "outbound"}))
+        await bus.publish_event(nc, c.Dtmf(session="s4", at=now, digit="9"))  # a turn of the other end
+        await _wait(lambda: play)
+        (press,) = [c.decode_command(m.data) for m in play]
+        assert isinstance(press, c.SendDigits) and (press.digits, press.call_id) == ("2", "k1")
+        await bus.publish_event(nc, c.DigitsSent(session="s4", at=time.time(), digits="2", call_id="k1"))
+        await _wait(lambda: len(brain.seen) == 2)
+        told = brain.seen[1][-1]
+        assert told.role == "tool" and json.loads(told.content)["sent"] == "2"
+        await rt.stop()
+        await nc.close()
+
+    asyncio.run(scenario())
