@@ -171,7 +171,9 @@ STREAMING = (GENERATING, SPEAKING)  # an LLM step may be streaming
 # 5: up to noise_words words in under noise_sound of sound are a noise; digits
 #    among the last words of number talk are dictation
 # 6: the text signal weighs 3 to the audio's 1, and alone overrules a weak cue
-RULES = 6
+# 7: a beep heard while the other end is still talking counts that talk (the
+#    VAD may take the beep for the end of the greeting's utterance)
+RULES = 7
 
 # ---------------------------------------------------------------------------
 # Policy: the knobs of one session. Defaults here; SessionStarted.params may
@@ -704,8 +706,13 @@ def on_tone(fx: Fx, e: ToneHeard) -> Next:
     """Parley's own judgement, whatever the provider's detection: on a call
     it placed, a long monologue then a beep is a voicemail greeting."""
     s = fx.state
-    fx = fx.noted(f"tone {e.hz} Hz, {e.ms} ms after {s.longest_speech_ms / 1000:.1f} s of talk at most")
-    if s.policy.direction != "outbound" or s.answered_by or s.longest_speech_ms < s.policy.machine_monologue * 1000:
+    talk = s.longest_speech_ms
+    if s.user_speaking and s.speech_started_at:
+        # The utterance still going on may be the greeting with the beep at
+        # its end (the VAD hears the tone as more of it): the talk before it.
+        talk = max(talk, round((e.at - e.ms / 1000 - s.speech_started_at) * 1000))
+    fx = fx.noted(f"tone {e.hz} Hz, {e.ms} ms after {talk / 1000:.1f} s of talk at most")
+    if s.policy.direction != "outbound" or s.answered_by or talk < s.policy.machine_monologue * 1000:
         return fx.to("noted")
     return _machine_answered(fx.set(answered_by="machine_end_beep (Parley)"), e.at)
 

@@ -897,6 +897,21 @@ def _monologue(v, seconds: float) -> None:
     v.send(c.SpeechStopped, utterance=1, speech_ms=int(seconds * 1000), speech_end_at=v.t)
 
 
+def test_a_beep_heard_before_the_greetings_utterance_ends_counts_the_greeting():
+    """The VAD may hear the beep as more of the greeting: the tone arrives while
+    the other end is still "speaking". The talk before the beep counts."""
+    v = Convo(direction="outbound", voicemail_message="Please call us back.")
+    v.send(c.SpeechStarted, utterance=0)
+    v.t += 6.0
+    v.send(c.ToneHeard, hz=1000, ms=500)
+    assert v.outcome.taken == "machine: leave the message" and "5.5 s of talk" in v.outcome.note
+    v2 = Convo(direction="outbound", voicemail_message="Please call us back.")
+    v2.send(c.SpeechStarted, utterance=0)
+    v2.t += 1.5  # "Hello?" then a beep: no monologue
+    v2.send(c.ToneHeard, hz=1000, ms=500)
+    assert v2.outcome.taken == "noted"
+
+
 def test_parley_judges_a_machine_itself_a_long_greeting_then_a_beep_on_a_call_it_placed():
     v = Convo(direction="outbound", voicemail_message="Please call us back.")
     _monologue(v, 4.5)
