@@ -378,3 +378,32 @@ def test_the_inspector_serves_recordings_to_the_token_holder_only(recording_gate
         assert wav.status_code == 200 and wav.content[:4] == b"RIFF"
         assert http.get("/api/recordings/nope", params={"token": "watch-token"}).status_code == 404
         assert http.get("/api/recordings/..%2Fsecrets.wav", params={"token": "watch-token"}).status_code in (400, 404)
+
+
+def test_webrtc_the_agent_channel_is_what_left_the_playout_at_16_khz(nats_server, tmp_path):
+    """WebRTC plays 48 kHz: what left the playout is recorded at 16 kHz."""
+    from test_webrtc_gateway import MIC_HZ, Caller, dominant_hz, gateway, publish_tts, until
+
+    async def scenario():
+        async with gateway(nats_server.url, data_dir=tmp_path, recordings="all") as (base, state, nc, seen):
+            caller = Caller()
+            await caller.connect(base)
+            await until(lambda: caller.pc.connectionState == "connected", what="ICE/DTLS")
+            await asyncio.sleep(0.5)
+            await publish_tts(nc, caller.session, run=1, pcm=tone(660, 1.0, 22050).astype("<i2").tobytes(), rate=22050)
+            await until(lambda: sum(len(p) for _, _, p in caller.received if np.abs(p).max() > 1000) >= 48000 * 0.9, what="the answer heard")
+            await asyncio.sleep(0.3)
+            await caller.pc.close()
+            await until(lambda: any(isinstance(e, contract.SessionEnded) for e in seen["events"]), what="SessionEnded")
+            return caller.session
+
+    session = asyncio.run(scenario())
+    path = tmp_path / "recordings" / f"{session}.wav"
+    deadline = time.monotonic() + 10
+    while not json.loads(path.with_suffix(".json").read_text()).get("finished"):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    left, right, params = read_wav(path)
+    (a, b), = spans(right)
+    assert abs((b - a) - 1.0) < 0.05 and abs(dominant_hz(right[int(a * R) : int(b * R)], R) - 660) < 10
+    assert abs(dominant_hz(left[int(a * R) : int(b * R)], R) - MIC_HZ) < 10  # the caller's microphone, all along

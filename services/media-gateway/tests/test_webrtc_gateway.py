@@ -126,7 +126,7 @@ async def until(predicate, timeout: float = 10.0, what: str = "condition") -> No
 
 
 @contextlib.asynccontextmanager
-async def gateway(nats_url: str):
+async def gateway(nats_url: str, **settings):
     """The gateway in-process, plus the test's NATS side: ASR claims, audio in, events."""
     nc = await bus.connect(nats_url, name="test")
     seen: dict = {"claims": [], "audio": {}, "events": []}
@@ -146,7 +146,7 @@ async def gateway(nats_url: str):
     await nc.subscribe(f"{subjects.PREFIX}.audio.in.*", cb=on_audio)
     await nc.subscribe(subjects.EVENTS_ALL, cb=on_event)
     port = free_port()
-    app = create_app(Settings(nats_url=nats_url, http_port=port))
+    app = create_app(Settings(nats_url=nats_url, http_port=port, **settings))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False))
     serving = asyncio.create_task(server.serve())
     await until(lambda: server.started, what="uvicorn")
