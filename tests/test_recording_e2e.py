@@ -251,3 +251,29 @@ def test_a_pcm_call_with_a_barge_in_is_recorded_as_it_left_the_playout(stack, ca
     unheard = [w for w in normalise(spoken[max(spoken)]).split()[-3:] if len(w) > 3 and w not in heard_text]
     check_cut(stack, session, caller.heard, RATE, onset, answer_from, unheard, capsys, "pcm")
     authorised_only(stack, session)
+    player_plays_it(stack, session)
+
+
+def player_plays_it(stack: Stack, session: str) -> None:
+    """The inspector's watch page shows a player for the call, and the browser
+    decodes the served WAV to the recording's length."""
+    import browser
+
+    if browser.executable() is None:
+        pytest.skip("chromium is not installed")
+    seconds = json.loads((stack.root / "data" / "recordings" / f"{session}.json").read_text())["seconds"]
+    mic = browser.write_wav(stack.root / "silence.wav", np.zeros(48000, np.int16))
+
+    async def look() -> float:
+        page = await chromium.page()
+        try:
+            await page.goto(f"{stack.gateway}/?watch={session}&token={WATCH}")
+            await page.wait_for("document.querySelector('.recording audio') !== null", timeout=20)
+            await page.eval("(() => { const a = document.querySelector('.recording audio'); a.preload = 'auto'; a.load(); return true; })()")
+            return await page.wait_for("(() => { const a = document.querySelector('.recording audio'); return a.readyState >= 1 && a.duration; })()", timeout=20)
+        finally:
+            await page.close()
+
+    with browser.Chromium(mic, stack.root / "chromium") as chromium:
+        duration = asyncio.run(look())
+    assert abs(duration - seconds) < 0.1, (duration, seconds)
