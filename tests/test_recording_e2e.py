@@ -21,7 +21,6 @@ import secrets
 import time
 import wave
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import httpx
 import numpy as np

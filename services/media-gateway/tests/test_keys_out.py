@@ -11,7 +11,6 @@ import asyncio
 import secrets
 import time
 import xml.etree.ElementTree as ET
-from urllib.parse import parse_qs
 
 import pytest
 
