@@ -1,17 +1,31 @@
 """The `make run` supervisor: nats-server and the four services as one stack.
 
 Order of business:
-1. Check every port the stack will use, before starting anything (exit 2 if
-   one is taken, naming the port and who wants it).
+1. Read the stack: the services, how many replicas of each
+   (``PARLEY_REPLICAS="orchestrator=2,asr=2"``; replica k of a service listens
+   on its port + 100·(k-1) and its lines are prefixed ``orchestrator#k``), and
+   check every port it will use before starting anything (exit 2 if a setting
+   is malformed or a port is taken, naming the variable or the port).
 2. Start nats-server from the venv (JetStream, store under var/nats,
    deploy/nats.conf).
-3. Start each service as a child in its own process group, and prefix every
+3. Start each replica as a child in its own process group, and prefix every
    line it prints with its name (coloured, and JSON logs made compact, on a
    terminal; raw JSON otherwise).
 4. Poll each /healthz until it answers 200, printing progress, then print a
    banner with the page's URL and the brain the orchestrator reports.
-5. On Ctrl-C or SIGTERM, or when any child dies unexpectedly, stop every
-   process group (SIGTERM, a grace period, then SIGKILL) and nats-server.
+5. When a child (or nats-server) dies, say so and start it again after a
+   backoff that doubles while it keeps dying young; a crash loop is reported
+   loudly, every time round. The rest of the stack keeps running.
+6. On Ctrl-C, SIGTERM or SIGHUP, stop every process group (SIGTERM, a grace
+   period, then SIGKILL) and nats-server.
+
+Signals: the handler only counts (no lock, no I/O); ``signal.set_wakeup_fd``
+wakes the one loop, which waits in ``select`` on the children's output pipes
+and that wake-up pipe. There are no threads, so a signal handler can never
+wait for a lock its own thread holds (the old ``Event.set()`` in the handler
+could), and no timed lock waits: under libfaketime those never time out,
+because CPython waits on the real monotonic clock for a deadline computed
+from the faked one.
 
 The stack is data: ``default_services`` below, or a JSON list given with
 ``--services`` (the tests run stand-in commands that way). Everything from
@@ -23,16 +37,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import secrets
+import selectors
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -53,6 +68,13 @@ class Service:
     page: str | None = None  # path of the browser page this service serves, if any
     # Variables (by prefix) only this service may see: secrets stay where they are used.
     private_env: tuple[str, ...] = ()
+    base: str = ""  # the service this is a replica of ("" when not replicated)
+    replica: int = 1
+
+    @property
+    def kind(self) -> str:
+        """The service's own name, the same for all its replicas (its data dir)."""
+        return self.base or self.name
 
 
 # name, module, port variable, default port, page, private env prefixes
@@ -64,6 +86,9 @@ DEFAULT_SERVICES = (
 )
 NATS_PORT_ENV = "PARLEY_NATS_PORT"
 NATS_DEFAULT_PORT = 4222
+REPLICAS_ENV = "PARLEY_REPLICAS"
+REPLICA_PORT_STEP = 100  # replica k listens on port + 100·(k-1)
+MAX_REPLICAS = 16
 SELF = "stack"  # the prefix of the supervisor's own lines
 
 
@@ -104,6 +129,44 @@ def nats_port(env: Mapping[str, str]) -> int:
     return _port(env, NATS_PORT_ENV, NATS_DEFAULT_PORT)
 
 
+def parse_replicas(text: str, names: Sequence[str]) -> dict[str, int]:
+    """``"orchestrator=2,asr=2"`` -> {"orchestrator": 2, "asr": 2}; services
+    not named run once. Errors name the variable and the bad part."""
+    counts: dict[str, int] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        m = re.fullmatch(r"([^=\s]+)\s*=\s*(\S+)", part)
+        if not m:
+            raise ValueError(f"{REPLICAS_ENV}={text!r}: {part!r} is not service=count (e.g. {REPLICAS_ENV}=orchestrator=2,asr=2)")
+        name, count = m.groups()
+        if name not in names:
+            raise ValueError(f"{REPLICAS_ENV}={text!r}: no service called {name!r} (the services: {', '.join(names)})")
+        if name in counts:
+            raise ValueError(f"{REPLICAS_ENV}={text!r}: {name!r} is given twice")
+        if not count.isdigit() or not 1 <= int(count) <= MAX_REPLICAS:
+            raise ValueError(f"{REPLICAS_ENV}={text!r}: the count for {name!r} must be a whole number from 1 to {MAX_REPLICAS}, not {count!r}")
+        counts[name] = int(count)
+    return counts
+
+
+def replicate(services: Sequence[Service], counts: Mapping[str, int]) -> list[Service]:
+    """Each service as many times as asked: ``name#k`` on port + 100·(k-1).
+    A service asked once keeps its plain name."""
+    out: list[Service] = []
+    for s in services:
+        n = counts.get(s.name, 1)
+        if n == 1:
+            out.append(s)
+            continue
+        for k in range(1, n + 1):
+            port = s.port + REPLICA_PORT_STEP * (k - 1)
+            if port >= 65536:
+                raise ValueError(f"{REPLICAS_ENV}: replica {k} of {s.name} would need port {port}; move {s.port_env or 'its port'} lower")
+            out.append(replace(s, name=f"{s.name}#{k}", port=port, base=s.name, replica=k, page=s.page if k == 1 else None))
+    return out
+
+
 def port_problems(claims: Sequence[tuple[int, str, str | None]], busy: Callable[[int], bool]) -> list[str]:
     """One line per port that cannot be used: claimed twice, or already taken.
 
@@ -133,7 +196,7 @@ def child_env(
     except another service's private variables: LLM_API_KEY reaches the
     orchestrator only, TWILIO_AUTH_TOKEN the gateway only.
     """
-    foreign = tuple(p for s in everyone if s.name != service.name for p in s.private_env if p not in service.private_env)
+    foreign = tuple(p for s in everyone if s.kind != service.kind for p in s.private_env if p not in service.private_env)
     env = {k: v for k, v in base.items() if not k.startswith(foreign)} if foreign else dict(base)
     env.update(overrides)
     return env
@@ -142,6 +205,63 @@ def child_env(
 def probe_host(bind_host: str) -> str:
     """Where to reach a server bound to ``bind_host`` from this machine."""
     return "127.0.0.1" if bind_host in ("", "0.0.0.0", "::") else bind_host
+
+
+# --- restarts ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """How soon a dead child is started again.
+
+    A child that dies within ``stable_s`` of starting died young: each young
+    death in a row doubles the wait (``first_s``, then 2x, 4x... up to
+    ``cap_s``), and ``loop_after`` of them in a row is a crash loop. A child
+    that ran for ``stable_s`` or longer starts again after ``first_s``.
+    """
+
+    first_s: float = 0.5
+    cap_s: float = 30.0
+    stable_s: float = 30.0
+    loop_after: int = 3
+
+
+@dataclass(frozen=True)
+class Restarts:
+    """One child's restart history."""
+
+    total: int = 0  # restarts so far
+    young: int = 0  # deaths in a row within stable_s of starting
+    last_code: int | None = None
+
+
+def after_death(history: Restarts, uptime: float, code: int, policy: Backoff) -> tuple[Restarts, float, bool]:
+    """A child died after ``uptime`` seconds with exit ``code``: (its new
+    history, seconds to wait before starting it again, whether it is in a
+    crash loop)."""
+    young = history.young + 1 if uptime < policy.stable_s else 0
+    delay = min(policy.first_s * 2 ** max(young - 1, 0), policy.cap_s)
+    return Restarts(total=history.total + 1, young=young, last_code=code), delay, young >= policy.loop_after
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"code {code}"
+
+
+def split_lines(pending: bytes, data: bytes, limit: int = 65536) -> tuple[list[bytes], bytes]:
+    """Complete lines from what was pending plus what arrived; the rest stays
+    pending (a line longer than ``limit`` is cut there rather than held)."""
+    buf = pending + data
+    *lines, rest = buf.split(b"\n")
+    while len(rest) > limit:
+        lines.append(rest[:limit])
+        rest = rest[limit:]
+    return lines, rest
 
 
 # --- health ------------------------------------------------------------------
@@ -168,7 +288,8 @@ def brain_of(bodies: Iterable[bytes]) -> str | None:
     return None
 
 
-def banner(page_url: str | None, brain: str | None, providers: str, nats_url: str, logs: Path, inspect_token: str = "") -> list[str]:
+def banner(page_url: str | None, brain: str | None, providers: str, nats_url: str, logs: Path, inspect_token: str = "",
+           replicas: Mapping[str, int] | None = None) -> list[str]:
     lines = ["Parley is ready."]
     if page_url:
         lines.append(f"Open {page_url} in a browser.")
@@ -176,11 +297,22 @@ def banner(page_url: str | None, brain: str | None, providers: str, nats_url: st
             lines.append(f"Watch any call (phone calls too): {page_url.rstrip('/')}/?watch&token={inspect_token}")
     lines.append(f"brain:      {brain or '(not reported)'}")
     lines.append(f"providers:  {providers}{'  (fixed-latency stand-ins)' if providers == 'fixed' else ''}")
+    if replicas and any(n > 1 for n in replicas.values()):
+        lines.append("replicas:   " + ", ".join(f"{name} x{n}" for name, n in replicas.items() if n > 1))
     lines.append(f"NATS:       {nats_url}   (its log: {logs})")
     lines.append("Ctrl-C stops everything.")
     width = max(len(line) for line in lines) + 4
     rule = "=" * width
     return [rule, *(f"  {line}" for line in lines), rule]
+
+
+def crash_loop_report(name: str, history: Restarts, delay: float, policy: Backoff) -> list[str]:
+    """The loud lines for a child in a crash loop."""
+    return [
+        f"!!! {name} is in a crash loop: it died {history.young} times in a row, each within {policy.stable_s:.0f} s of starting",
+        f"!!! (last exit: {describe_exit(history.last_code or 0)}; {history.total} restarts in all). Its last lines are above.",
+        f"!!! Starting it again in {delay:.1f} s, and backing off up to {policy.cap_s:.0f} s. Fix it, or Ctrl-C to stop everything.",
+    ]
 
 
 # --- how lines look ------------------------------------------------------------
@@ -243,7 +375,7 @@ def port_busy(port: int, host: str) -> bool:
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def get_health(url: str, timeout: float = 1.0) -> tuple[int | None, bytes]:
+def get_health(url: str, timeout: float = 0.5) -> tuple[int | None, bytes]:
     try:
         with _DIRECT.open(url, timeout=timeout) as resp:
             return resp.status, resp.read()
@@ -254,36 +386,37 @@ def get_health(url: str, timeout: float = 1.0) -> tuple[int | None, bytes]:
 
 
 class Out:
-    """Serialises lines from every reader thread onto our stdout."""
+    """Our stdout; a reader that went away does not stop the supervising."""
 
     def __init__(self, stream) -> None:
         self.stream = stream
-        self.lock = threading.Lock()
 
     def write(self, lines: Iterable[str]) -> None:
-        with self.lock:
-            try:
-                for line in lines:
-                    self.stream.write(line + "\n")
-                self.stream.flush()
-            except (BrokenPipeError, ValueError):
-                pass  # nobody is reading any more; keep supervising anyway
+        try:
+            for line in lines:
+                self.stream.write(line + "\n")
+            self.stream.flush()
+        except (BrokenPipeError, ValueError):
+            pass  # nobody is reading any more; keep supervising anyway
 
 
 @dataclass
 class Child:
     service: Service
-    proc: subprocess.Popen
-    started: float
+    index: int  # for its colour
+    proc: subprocess.Popen | None = None
+    started: float = 0.0
     state: str = DOWN
     body: bytes = b""
-    reader: threading.Thread | None = None
     last_note: float = 0.0
+    pending: bytes = b""  # the start of a line not yet ended
+    restarts: Restarts = field(default_factory=Restarts)
+    due: float | None = None  # when to start it again (it is dead until then)
 
 
 class Stack:
     def __init__(self, services: list[Service], env: Mapping[str, str], var: Path, out: Out, tty: bool, pretty: bool,
-                 grace: float = 10.0) -> None:
+                 grace: float = 10.0, backoff: Backoff = Backoff(), replicas: Mapping[str, int] | None = None) -> None:
         self.services = services
         self.env = env
         self.var = var
@@ -291,35 +424,106 @@ class Stack:
         self.tty = tty
         self.pretty = pretty
         self.grace = grace
+        self.backoff = backoff
+        self.replicas = dict(replicas or {})
         self.host = env.get("PARLEY_HTTP_HOST", "127.0.0.1")
         self.nats_port = nats_port(env)
         self.width = max(len(n) for n in [SELF, "nats", *(s.name for s in services)])
-        self.children: list[Child] = []
+        self.children = [Child(s, i) for i, s in enumerate(services)]
         self.nats: natsd.NatsServer | None = None
-        self.signals = 0  # how many times we were asked to stop
-        self.wake = threading.Event()
+        self.nats_restarts = Restarts()
+        self.nats_started = 0.0
+        self.creds: natsauth.Credentials | None = None
+        self.nats_due: float | None = None
+        self.signals = 0  # how many times we were asked to stop; the handler only counts
+        self.selector = selectors.DefaultSelector()
+        self.wake_r = self.wake_w = -1  # the signal wake-up pipe, made by run()
 
     # -- output
-    def say(self, text: str) -> None:
-        self.out.write(render(text, SELF, self.width, "1" if self.tty else None, pretty=False))
+    def say(self, text: str, loud: bool = False) -> None:
+        code = ("1;31" if loud else "1") if self.tty else None
+        self.out.write(render(text, SELF, self.width, code, pretty=False))
 
     def colour(self, index: int) -> str | None:
         return COLOURS[index % len(COLOURS)] if self.tty else None
 
-    def pump(self, child: Child, index: int) -> None:
-        name, code = child.service.name, self.colour(index)
-        assert child.proc.stdout is not None
-        for raw in child.proc.stdout:
-            line = raw.decode("utf-8", "replace").rstrip("\r\n")
-            self.out.write(render(line, name, self.width, code, self.pretty))
+    def emit(self, child: Child, raw: bytes) -> None:
+        line = raw.decode("utf-8", "replace").rstrip("\r")
+        self.out.write(render(line, child.service.name, self.width, self.colour(child.index), self.pretty))
 
     # -- signals
     def on_signal(self, signum, _frame) -> None:
+        # Nothing that takes a lock or does I/O: set_wakeup_fd already woke the loop.
         self.signals += 1
-        self.wake.set()
+
+    # -- waiting: the children's output and the signal wake-up, in one select
+    def pump(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for output or a signal, and pass output on."""
+        try:
+            ready = self.selector.select(timeout)
+        except InterruptedError:  # pragma: no cover - PEP 475 retries select itself
+            return
+        for key, _ in ready:
+            if key.data is None:
+                self._drain_wake()
+            else:
+                self._read(key.data)
+
+    def _drain_wake(self) -> None:
+        try:
+            while os.read(self.wake_r, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _read(self, child: Child) -> bool:
+        """Read what the child's pipe holds; False at its end (then closed)."""
+        assert child.proc is not None and child.proc.stdout is not None
+        try:
+            data = os.read(child.proc.stdout.fileno(), 65536)
+        except BlockingIOError:
+            return True
+        except OSError:
+            data = b""
+        if data:
+            lines, child.pending = split_lines(child.pending, data)
+            for line in lines:
+                self.emit(child, line)
+            return True
+        if child.pending:
+            self.emit(child, child.pending)
+            child.pending = b""
+        self.selector.unregister(child.proc.stdout)
+        child.proc.stdout.close()
+        return False
+
+    def _last_words(self, child: Child, within: float = 1.0) -> None:
+        """Pass on what a dead child's pipe still holds (its group is killed
+        first, so the pipe's end comes soon)."""
+        proc = child.proc
+        if proc is None or proc.stdout is None or proc.stdout.closed:
+            return
+        deadline = time.monotonic() + within
+        with selectors.DefaultSelector() as one:
+            one.register(proc.stdout, selectors.EVENT_READ)
+            while time.monotonic() < deadline and one.select(max(0.0, deadline - time.monotonic())):
+                if not self._read(child):
+                    return
+        self.selector.unregister(proc.stdout)
+        proc.stdout.close()
 
     # -- the run
     def run(self) -> int:
+        # Signals first: from here on a Ctrl-C is counted, never a traceback.
+        # SIGHUP too: the children have their own sessions, so a closed terminal reaches only us.
+        self.wake_r, self.wake_w = os.pipe()
+        for fd in (self.wake_r, self.wake_w):
+            os.set_blocking(fd, False)
+        self.selector.register(self.wake_r, selectors.EVENT_READ, None)
+        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, self.on_signal)
+
         claims = [(self.nats_port, "nats-server", NATS_PORT_ENV)]
         claims += [(s.port, s.name, s.port_env) for s in self.services]
         problems = port_problems(claims, lambda p: port_busy(p, "127.0.0.1" if p == self.nats_port else self.host))
@@ -327,88 +531,132 @@ class Stack:
             for problem in problems:
                 print(f"make run: {problem}", file=sys.stderr)
             return 2
-
-        # SIGHUP too: the children have their own sessions, so a closed terminal reaches only us.
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, self.on_signal)
         try:
             return self.supervise()
         finally:
             self.stop()
+            # Everything is down. Ignore late signals while we exit: Python's
+            # finalization puts the default handlers back, and a Ctrl-C in a
+            # burst would turn a clean stop into "killed by SIGINT".
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_IGN)
 
     def supervise(self) -> int:
         logs = self.var / "log"
         logs.mkdir(parents=True, exist_ok=True)
-        nats_log = logs / "nats.log"
-        # Each service's own NATS identity and permissions: seeds made once in
-        # var/secrets/nats, the server's config (public keys) written anew.
-        creds = natsauth.ensure(self.var / "secrets" / "nats", ROOT / "deploy" / "nats.conf")
-        self.say(f"starting nats-server on port {self.nats_port} (JetStream store {self.var / 'nats'}; each service with its own nkey, {creds.root})")
-        try:
-            self.nats = natsd.NatsServer(self.nats_port, self.var / "nats", creds.config)
-            self.nats.start(log=nats_log)
-        except RuntimeError as err:
-            self.say(f"nats-server failed to start: {err} (see {nats_log})")
+        self.say(f"starting nats-server on port {self.nats_port} (JetStream store {self.var / 'nats'}; each service with its own nkey, in {self.var / 'secrets' / 'nats'})")
+        if not self.start_nats():
             return 1
         if self.signals:
             return 0
 
-        for index, service in enumerate(self.services):
-            data_dir = self.var / service.name
-            data_dir.mkdir(parents=True, exist_ok=True)
-            role = natsauth.SERVICE_ROLES.get(service.name.split("#")[0])
-            env = child_env(self.env, service, self.services, {
-                "NATS_URL": self.nats.url,
-                **({natsauth.SEED_FILE_ENV: str(creds.seed_file(role))} if role else {}),
-                "PARLEY_HTTP_HOST": self.host,
-                "PARLEY_HTTP_PORT": str(service.port),
-                "PARLEY_DATA_DIR": str(data_dir),
-                "PYTHONUNBUFFERED": "1",
-            })
-            try:
-                proc = subprocess.Popen(
-                    service.argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT, start_new_session=True,  # own process group: Ctrl-C is ours to pass on
-                )
-            except OSError as err:
-                self.say(f"{service.name} could not start: {err}; stopping the stack")
+        for child in self.children:
+            (self.var / child.service.kind).mkdir(parents=True, exist_ok=True)
+            if not self.spawn(child):
+                self.say(f"{child.service.name} could not start; stopping the stack")
                 return 1
-            child = Child(service, proc, time.monotonic())
-            child.reader = threading.Thread(target=self.pump, args=(child, index), daemon=True)
-            child.reader.start()
-            self.children.append(child)
-            self.say(f"{service.name}: starting on port {service.port} (pid {proc.pid})")
+            self.say(f"{child.service.name}: starting on port {child.service.port} (pid {child.proc.pid})")
 
         announced = False
         while not self.signals:
-            if failed := self.first_dead():
-                return failed
-            if not announced:
-                self.poll_health()
-                if all(c.state == READY for c in self.children):
-                    self.announce()
-                    announced = True
-            self.wake.wait(0.25)
+            self.reap()
+            self.respawn()
+            self.poll_health()
+            if not announced and all(c.state == READY for c in self.children):
+                self.announce()
+                announced = True
+            self.pump(0.25)
         self.say("stopping (signal received)")
         return 0
 
-    def first_dead(self) -> int:
-        """If nats-server or any service has exited, say so and return a non-zero code."""
-        if self.nats and self.nats.proc and (rc := self.nats.proc.poll()) is not None:
-            self.say(f"nats-server exited unexpectedly with code {rc}; stopping the stack")
-            return 1
+    # -- nats-server
+    def start_nats(self) -> bool:
+        nats_log = self.var / "log" / "nats.log"
+        try:
+            # Each service's own NATS identity and permissions: seeds made once in
+            # var/secrets/nats, the server's config (public keys) written anew.
+            self.creds = natsauth.ensure(self.var / "secrets" / "nats", ROOT / "deploy" / "nats.conf")
+            self.nats = natsd.NatsServer(self.nats_port, self.var / "nats", self.creds.config)
+            self.nats.start(log=nats_log)
+        except RuntimeError as err:
+            self.say(f"nats-server failed to start: {err} (see {nats_log})", loud=True)
+            return False
+        self.nats_started = time.monotonic()
+        return True
+
+    # -- children
+    def spawn(self, child: Child) -> bool:
+        service = child.service
+        assert self.nats is not None
+        role = natsauth.SERVICE_ROLES.get(service.kind)
+        env = child_env(self.env, service, self.services, {
+            "NATS_URL": self.nats.url,
+            **({natsauth.SEED_FILE_ENV: str(self.creds.seed_file(role))} if role else {}),
+            "PARLEY_HTTP_HOST": self.host,
+            "PARLEY_HTTP_PORT": str(service.port),
+            "PARLEY_DATA_DIR": str(self.var / service.kind),  # replicas share it (one appointment book)
+            "PYTHONUNBUFFERED": "1",
+        })
+        try:
+            proc = subprocess.Popen(
+                service.argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, bufsize=0,
+                stderr=subprocess.STDOUT, start_new_session=True,  # own process group: Ctrl-C is ours to pass on
+            )
+        except OSError as err:
+            self.say(f"{service.name} could not start: {err}", loud=True)
+            return False
+        assert proc.stdout is not None
+        os.set_blocking(proc.stdout.fileno(), False)
+        self.selector.register(proc.stdout, selectors.EVENT_READ, child)
+        child.proc, child.started, child.state, child.due, child.pending = proc, time.monotonic(), DOWN, None, b""
+        return True
+
+    def reap(self) -> None:
+        """Whoever died: say so, and when it starts again."""
+        now = time.monotonic()
+        if self.nats and self.nats.proc and self.nats_due is None and (rc := self.nats.proc.poll()) is not None:
+            self.nats_restarts, delay, looping = after_death(self.nats_restarts, now - self.nats_started, rc, self.backoff)
+            self.nats_due = now + delay
+            self.say(f"nats-server exited unexpectedly with {describe_exit(rc)}; starting it again in {delay:.1f} s "
+                     f"(restart {self.nats_restarts.total}; the services reconnect)", loud=True)
+            if looping:
+                for line in crash_loop_report("nats-server", self.nats_restarts, delay, self.backoff):
+                    self.say(line, loud=True)
         for child in self.children:
-            if (rc := child.proc.poll()) is not None:
-                if child.reader:
-                    child.reader.join(1.0)  # let its last words through first
-                self.say(f"{child.service.name} exited unexpectedly with code {rc}; stopping the stack")
-                return rc if 0 < rc < 126 else 1
-        return 0
+            if child.proc is None or (rc := child.proc.poll()) is None:
+                continue
+            _killpg(child.proc.pid, signal.SIGKILL)  # grandchildren left in its group would hold its port
+            self._last_words(child)
+            child.restarts, delay, looping = after_death(child.restarts, now - child.started, rc, self.backoff)
+            child.proc, child.state, child.due = None, DOWN, now + delay
+            self.say(f"{child.service.name} exited unexpectedly with {describe_exit(rc)} after {now - child.started:.1f} s; "
+                     f"starting it again in {delay:.1f} s (restart {child.restarts.total})", loud=True)
+            if looping:
+                for line in crash_loop_report(child.service.name, child.restarts, delay, self.backoff):
+                    self.say(line, loud=True)
+
+    def respawn(self) -> None:
+        now = time.monotonic()
+        if self.nats_due is not None and now >= self.nats_due and self.nats is not None:
+            self.nats_due = None
+            if self.start_nats():
+                self.say(f"nats-server: started again on port {self.nats_port}")
+            else:
+                self.nats_restarts, delay, _ = after_death(self.nats_restarts, 0.0, 1, self.backoff)
+                self.nats_due = now + delay
+        for child in self.children:
+            if child.due is None or now < child.due or self.signals:
+                continue
+            if self.spawn(child):
+                self.say(f"{child.service.name}: started again (pid {child.proc.pid}, restart {child.restarts.total})")
+            else:
+                child.restarts, delay, _ = after_death(child.restarts, 0.0, 127, self.backoff)
+                child.due = now + delay
 
     def poll_health(self) -> None:
         probe = probe_host(self.host)
         for child in self.children:
-            if child.state == READY:
+            if child.state == READY or child.proc is None or self.signals:
                 continue
             status, body = get_health(f"http://{probe}:{child.service.port}/healthz")
             state, now = health_state(status), time.monotonic()
@@ -418,7 +666,8 @@ class Stack:
                 child.last_note = now
             elif state == READY:
                 child.body = body
-                self.say(f"{name}: ready ({now - child.started:.1f} s)")
+                again = f", restart {child.restarts.total}" if child.restarts.total else ""
+                self.say(f"{name}: ready ({now - child.started:.1f} s{again})")
             elif now - max(child.last_note, child.started) >= 15:
                 waiting = "still loading" if state == LOADING else "not answering /healthz yet"
                 self.say(f"{name}: {waiting} ({now - child.started:.0f} s)")
@@ -431,30 +680,40 @@ class Stack:
         brain = brain_of(c.body for c in self.children)
         providers = self.env.get("PARLEY_PROVIDERS", "real") or "real"
         assert self.nats is not None
-        lines = banner(url, brain, providers, self.nats.url, self.var / "log" / "nats.log", self.env.get("PARLEY_INSPECT_TOKEN", ""))
+        lines = banner(url, brain, providers, self.nats.url, self.var / "log" / "nats.log", self.env.get("PARLEY_INSPECT_TOKEN", ""),
+                       self.replicas)
         self.out.write(paint(line, "1;32") if self.tty else line for line in lines)
 
     def stop(self) -> None:
-        """SIGTERM every process group, wait, SIGKILL what is left, then nats-server."""
+        """SIGTERM every process group, wait (passing their last lines on),
+        SIGKILL what is left, then nats-server."""
         asked = self.signals
-        live = [c for c in self.children if c.proc.poll() is None]
+        live = [c for c in self.children if c.proc is not None and c.proc.poll() is None]
         for child in live:
             _killpg(child.proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + self.grace
+        # Another Ctrl-C while stopping skips the grace period.
+        while any(c.proc.poll() is None for c in live) and time.monotonic() < deadline and self.signals == asked:
+            self.pump(0.05)
         for child in live:
-            while child.proc.poll() is None and time.monotonic() < deadline and self.signals == asked:
-                time.sleep(0.05)  # another Ctrl-C while stopping skips the grace period
             if child.proc.poll() is None:
                 self.say(f"{child.service.name}: did not stop in time; killing it")
         for child in self.children:
+            if child.proc is None:
+                continue
             # Also sweeps grandchildren left in the group after the leader exited.
             _killpg(child.proc.pid, signal.SIGKILL)
             child.proc.wait()
-            if child.reader:
-                child.reader.join(2.0)
+            self._last_words(child, within=0.5)
         if self.nats:
             self.nats.stop()
-        if self.children or self.nats:
+        restarted = [(c.service.name, c.restarts) for c in self.children if c.restarts.total]
+        if self.nats_restarts.total:
+            restarted.append(("nats-server", self.nats_restarts))
+        if restarted:
+            summary = ", ".join(f"{name} {r.total}x (last exit {describe_exit(r.last_code or 0)})" for name, r in restarted)
+            self.say(f"restarts during this run: {summary}", loud=True)
+        if any(c.started for c in self.children) or self.nats:
             self.say("stopped")
 
 
@@ -471,6 +730,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--var", type=Path, default=ROOT / "var", help="where state and logs go (default: var/)")
     parser.add_argument("--grace", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL")
     parser.add_argument("--raw", action="store_true", help="print JSON log lines as they are, even on a terminal")
+    parser.add_argument("--backoff", type=float, default=Backoff.first_s, help="seconds before the first restart of a dead service (doubles while it keeps dying)")
     args = parser.parse_args(argv)
 
     env = dict(os.environ)
@@ -478,13 +738,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     env.setdefault("PARLEY_INSPECT_TOKEN", secrets.token_urlsafe(12))
     try:
         services = services_from_json(json.loads(args.services.read_text())) if args.services else default_services(env, sys.executable)
+        replicas = parse_replicas(env.get(REPLICAS_ENV, ""), [s.name for s in services])
+        services = replicate(services, replicas)
         nats_port(env)
     except (ValueError, KeyError, OSError) as err:
         print(f"make run: {err}", file=sys.stderr)
         return 2
     tty = sys.stdout.isatty()
     stack = Stack(services, env, args.var.resolve(), Out(sys.stdout), tty=tty and "NO_COLOR" not in env,
-                  pretty=tty and not args.raw, grace=args.grace)
+                  pretty=tty and not args.raw, grace=args.grace, backoff=Backoff(first_s=args.backoff), replicas=replicas)
     return stack.run()
 
 

@@ -4,6 +4,10 @@ The stand-ins are tiny HTTP servers answering /healthz (503 twice, then 200),
 each with a grandchild in its process group, so the tests can check that
 Ctrl-C leaves no process behind. nats-server is the real one from the venv,
 with deploy/nats.conf, on a free port.
+
+The harness reads the supervisor's output with ``select`` and no threads or
+timed lock waits, so these tests also run under libfaketime (where a timed
+``Condition.wait`` never times out).
 """
 
 from __future__ import annotations
@@ -12,12 +16,14 @@ import contextlib
 import importlib.util
 import json
 import os
+import random
+import selectors
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
@@ -41,6 +47,7 @@ from pathlib import Path
 
 name, mode, report = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 port = int(os.environ["PARLEY_HTTP_PORT"])
+marker = report.with_suffix(".crashed")  # crash-once: crashed already
 
 # Ask the real nats-server who it is: proves it runs, with our config.
 host, nport = os.environ["NATS_URL"].removeprefix("nats://").rsplit(":", 1)
@@ -48,15 +55,19 @@ with socket.create_connection((host, int(nport)), timeout=5) as s:
     info = json.loads(s.makefile().readline().removeprefix("INFO "))
 
 sleeper = subprocess.Popen(["sleep", "300"])  # a grandchild in our process group
-keys = ("NATS_URL", "PARLEY_PROVIDERS", "LLM_API_KEY", "TWILIO_AUTH_TOKEN", "PARLEY_DATA_DIR", "PARLEY_HTTP_HOST")
-report.write_text(json.dumps({
+keys = ("NATS_URL", "PARLEY_PROVIDERS", "LLM_API_KEY", "TWILIO_AUTH_TOKEN", "PARLEY_DATA_DIR", "PARLEY_HTTP_HOST", "PARLEY_HTTP_PORT")
+facts = json.dumps({
     "pid": os.getpid(), "grandchild": sleeper.pid, "env": {k: os.environ.get(k) for k in keys},
     "jetstream": info.get("jetstream"), "max_payload": info.get("max_payload"),
-}))
+})
+report.write_text(facts)
+report.with_name(f"{report.stem}.{port}.json").write_text(facts)  # one per replica
 print(json.dumps({"ts": time.time(), "level": "info", "service": name, "msg": "stand-in up"}), file=sys.stderr, flush=True)
 print(f"plain line from {name}", flush=True)
-if mode == "crash":
+if mode == "crash" or (mode == "crash-once" and not marker.exists()):
+    marker.write_text(facts)
     time.sleep(0.5)
+    print(f"last words from {name}", flush=True)
     sys.exit(3)
 if mode == "stubborn":
     import signal
@@ -162,6 +173,56 @@ def test_banner_has_the_url_and_the_brain():
     assert "http://127.0.0.1:8080/" in text and "demo receptionist" in text and "fixed" in text
 
 
+def test_replicas_parse_and_each_replica_gets_a_name_and_a_port():
+    services = devstack.default_services({}, "/py")
+    names = [s.name for s in services]
+    counts = devstack.parse_replicas(" orchestrator=2, asr=3,tts=1 ", names)
+    assert counts == {"orchestrator": 2, "asr": 3, "tts": 1}
+    assert devstack.parse_replicas("", names) == {}
+    stack = devstack.replicate(services, counts)
+    assert [(s.name, s.port, s.kind) for s in stack] == [
+        ("media-gateway", 8080, "media-gateway"),  # one gateway unless asked
+        ("asr#1", 8081, "asr"), ("asr#2", 8181, "asr"), ("asr#3", 8281, "asr"),
+        ("orchestrator#1", 8082, "orchestrator"), ("orchestrator#2", 8182, "orchestrator"),
+        ("tts", 8083, "tts"),
+    ]
+    # Private variables follow the kind: every orchestrator replica sees LLM_*, nobody else does.
+    base = {"LLM_API_KEY": "k", "PATH": "/bin"}
+    assert all(("LLM_API_KEY" in devstack.child_env(base, s, stack, {})) == (s.kind == "orchestrator") for s in stack)
+    with pytest.raises(ValueError, match="PARLEY_REPLICAS='tts=9999'"):
+        devstack.parse_replicas("tts=9999", names)
+    with pytest.raises(ValueError, match="would need port"):
+        devstack.replicate([devstack.Service("x", ("x",), 65500)], {"x": 2})
+
+
+@given(st.lists(st.floats(min_value=0, max_value=120), min_size=1, max_size=30))
+def test_restart_backoff_doubles_while_dying_young_is_capped_and_resets_after_a_stable_run(uptimes):
+    policy = devstack.Backoff(first_s=0.5, cap_s=30, stable_s=30, loop_after=3)
+    history, young = devstack.Restarts(), 0
+    for n, uptime in enumerate(uptimes, 1):
+        history, delay, looping = devstack.after_death(history, uptime, 3, policy)
+        young = young + 1 if uptime < policy.stable_s else 0
+        assert history.total == n and history.young == young and history.last_code == 3
+        assert delay == min(0.5 * 2 ** max(young - 1, 0), 30)
+        assert 0.5 <= delay <= 30
+        assert looping == (young >= 3)
+
+
+@given(st.lists(st.binary(max_size=50), max_size=20))
+def test_split_lines_loses_nothing_and_cuts_only_at_newlines(chunks):
+    pending, lines = b"", []
+    for chunk in chunks:
+        done, pending = devstack.split_lines(pending, chunk, limit=1000)
+        lines += done
+    assert b"\n".join([*lines, pending]) == b"".join(chunks)
+    assert all(b"\n" not in line for line in lines)
+
+
+def test_a_very_long_line_is_passed_on_in_pieces():
+    done, rest = devstack.split_lines(b"", b"x" * 25, limit=10)
+    assert done == [b"x" * 10, b"x" * 10] and rest == b"x" * 5
+
+
 # --- the real thing, with stand-ins ---------------------------------------------------
 
 
@@ -169,7 +230,8 @@ class Supervisor:
     """deploy/devstack.py as a child process, its output collected line by line."""
 
     def __init__(self, tmp_path: Path, modes: dict[str, str], env: dict[str, str] | None = None,
-                 ports: dict[str, int] | None = None, argv: dict[str, list[str]] | None = None, grace: float = 5):
+                 ports: dict[str, int] | None = None, argv: dict[str, list[str]] | None = None, grace: float = 5,
+                 backoff: float = 0.5):
         script = tmp_path / "stand_in.py"
         script.write_text(STAND_IN)
         self.reports = {name: tmp_path / f"{name}.json" for name in modes}
@@ -187,37 +249,44 @@ class Supervisor:
         self.nats_port = free_port()
         full_env = {**os.environ, "PARLEY_NATS_PORT": str(self.nats_port), **(env or {})}
         self.proc = subprocess.Popen(
-            [sys.executable, str(DEVSTACK), "--services", str(spec), "--var", str(self.var), "--grace", str(grace)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env, start_new_session=True,
+            [sys.executable, str(DEVSTACK), "--services", str(spec), "--var", str(self.var), "--grace", str(grace), "--backoff", str(backoff)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env, start_new_session=True,
         )
         self.lines: list[str] = []
+        self.partial = b""
         self.eof = False
-        self.changed = threading.Condition()
-        threading.Thread(target=self._collect, daemon=True).start()
+        os.set_blocking(self.proc.stdout.fileno(), False)
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.proc.stdout, selectors.EVENT_READ)
 
-    def _collect(self) -> None:
-        for line in self.proc.stdout:
-            with self.changed:
-                self.lines.append(line.rstrip("\n"))
-                self.changed.notify_all()
-        with self.changed:
+    def _collect(self, timeout: float) -> None:
+        """Take in what the supervisor printed, waiting up to ``timeout`` for some."""
+        if self.eof or not self.selector.select(timeout):
+            return
+        try:
+            data = os.read(self.proc.stdout.fileno(), 65536)
+        except BlockingIOError:
+            return
+        if not data:
             self.eof = True
-            self.changed.notify_all()
+            data = b"\n" if self.partial else b""
+        *done, self.partial = (self.partial + data).split(b"\n")
+        self.lines += [line.decode("utf-8", "replace") for line in done]
 
     @property
     def text(self) -> str:
-        with self.changed:
-            return "\n".join(self.lines)
+        while not self.eof and self.selector.select(0):
+            self._collect(0)
+        return "\n".join(self.lines)
 
-    def wait_for(self, needle: str, timeout: float = 60) -> None:
+    def wait_for(self, needle: str, timeout: float = 60, count: int = 1) -> None:
         deadline = time.monotonic() + timeout
-        with self.changed:
-            while not any(needle in line for line in self.lines) and not self.eof and time.monotonic() < deadline:
-                self.changed.wait(0.5)
-        assert needle in self.text, f"{needle!r} never appeared; output:\n{self.text}\nstderr:\n{self.stderr()}"
+        while sum(needle in line for line in self.lines) < count and not self.eof and time.monotonic() < deadline:
+            self._collect(min(0.5, max(0.0, deadline - time.monotonic())))
+        assert self.text.count(needle) >= count, f"{needle!r} never appeared {count}x; output:\n{self.text}\nstderr:\n{self.stderr()}"
 
     def stderr(self) -> str:
-        return self.proc.stderr.read() if self.proc.poll() is not None else "(still running)"
+        return self.proc.stderr.read().decode("utf-8", "replace") if self.proc.poll() is not None else "(still running)"
 
     def descendants(self) -> list[psutil.Process]:
         return psutil.Process(self.proc.pid).children(recursive=True)
@@ -323,16 +392,118 @@ def test_sigterm_or_a_closed_terminal_stops_the_stack_too(tmp_path, supervisors,
     assert not wait_gone(procs)
 
 
-def test_a_crashing_child_stops_the_stack_with_its_exit_code(tmp_path, supervisors):
-    sup = Supervisor(tmp_path, {"steady": "ok", "fragile": "crash"})
+def test_a_child_that_dies_is_started_again_and_the_rest_keeps_running(tmp_path, supervisors):
+    sup = Supervisor(tmp_path, {"steady": "ok", "fragile": "crash-once"})
     supervisors.append(sup)
-    sup.wait_for("fragile exited unexpectedly with code 3")
-    assert sup.proc.wait(30) == 3
+    sup.wait_for("Ctrl-C stops everything")
+    out = sup.text
+    assert "last words from fragile" in out  # what it said before dying was not lost
+    assert out.index("fragile exited unexpectedly with code 3") < out.index("fragile: started again") < out.index("Parley is ready.")
+    assert "starting it again in 0.5 s (restart 1)" in out and "crash loop" not in out
+    first = json.loads(sup.reports["fragile"].with_suffix(".crashed").read_text())
+    assert not wait_gone([psutil.Process(first["grandchild"])] if psutil.pid_exists(first["grandchild"]) else []), "the dead child's group was not swept"
     steady = json.loads(sup.reports["steady"].read_text())
-    left = wait_gone([psutil.Process(pid) for pid in (steady["pid"], steady["grandchild"]) if psutil.pid_exists(pid)])
-    assert not left
-    assert "plain line from fragile" in sup.text  # its last words were not lost
-    assert "Parley is ready." not in sup.text
+    assert out.count("steady: starting") == 1 and psutil.pid_exists(steady["pid"])  # untouched
+    procs = sup.descendants()
+    sup.proc.send_signal(signal.SIGINT)
+    assert sup.proc.wait(30) == 0
+    assert not wait_gone(procs)
+    assert "restarts during this run: fragile 1x (last exit code 3)" in sup.text
+
+
+def test_a_crash_loop_is_reported_loudly_and_ctrl_c_still_stops_everything(tmp_path, supervisors):
+    sup = Supervisor(tmp_path, {"steady": "ok", "fragile": "crash"}, backoff=0.1)
+    supervisors.append(sup)
+    sup.wait_for("fragile is in a crash loop", count=2)
+    out = sup.text
+    # Backing off: each young death doubles the wait.
+    for restart, delay in ((1, "0.1"), (2, "0.2"), (3, "0.4"), (4, "0.8")):
+        assert f"starting it again in {delay} s (restart {restart})" in out, out
+    assert "it died 3 times in a row" in out and "it died 4 times in a row" in out
+    assert "Parley is ready." not in out  # not all ready, and not pretending
+    steady = json.loads(sup.reports["steady"].read_text())
+    assert out.count("steady: starting") == 1 and psutil.pid_exists(steady["pid"])
+    sup.proc.send_signal(signal.SIGINT)
+    assert sup.proc.wait(30) == 0
+    assert not wait_gone(mentioning(tmp_path)), "something outlived the stack"
+    assert "restarts during this run: fragile" in sup.text
+
+
+def _free_pair(step: int = 100) -> int:
+    """A port p with p + step free too (replica 2's)."""
+    for _ in range(50):
+        port = free_port()
+        if port + step < 65536 and not devstack.port_busy(port + step, "127.0.0.1"):
+            return port
+    raise RuntimeError("no free pair of ports")
+
+
+def test_replicas_each_get_a_port_and_a_prefix(tmp_path, supervisors):
+    base = _free_pair()
+    sup = Supervisor(tmp_path, {"front": "ok", "brainy": "ok"}, env={"PARLEY_REPLICAS": "brainy=2"}, ports={"brainy": base})
+    supervisors.append(sup)
+    sup.wait_for("Ctrl-C stops everything")
+    out = sup.text
+    assert "brainy#1 | plain line from brainy" in out and "brainy#2 | plain line from brainy" in out
+    assert f"brainy#1: starting on port {base}" in out and f"brainy#2: starting on port {base + 100}" in out
+    assert "replicas:   brainy x2" in out
+    one, two = (json.loads((tmp_path / f"brainy.{p}.json").read_text()) for p in (base, base + 100))
+    assert one["pid"] != two["pid"]
+    assert one["env"]["PARLEY_DATA_DIR"] == two["env"]["PARLEY_DATA_DIR"] == str(sup.var / "brainy")  # one appointment book
+    assert one["env"]["LLM_API_KEY"] == two["env"]["LLM_API_KEY"]  # private variables reach every replica
+    assert "front#" not in out  # one gateway unless asked
+    procs = sup.descendants()
+    sup.proc.send_signal(signal.SIGTERM)
+    assert sup.proc.wait(30) == 0
+    assert not wait_gone(procs)
+
+
+@pytest.mark.parametrize("value, complaint", [
+    ("brainy=two", "the count for 'brainy' must be a whole number"),
+    ("brainy=0", "the count for 'brainy' must be a whole number"),
+    ("ghost=2", "no service called 'ghost'"),
+    ("brainy", "'brainy' is not service=count"),
+    ("brainy=2,brainy=3", "'brainy' is given twice"),
+])
+def test_a_bad_replicas_setting_is_named_and_nothing_starts(tmp_path, supervisors, value, complaint):
+    sup = Supervisor(tmp_path, {"brainy": "ok"}, env={"PARLEY_REPLICAS": value})
+    supervisors.append(sup)
+    assert sup.proc.wait(30) == 2
+    err = sup.stderr()
+    assert f"PARLEY_REPLICAS={value!r}" in err and complaint in err, err
+    assert not (sup.var / "nats").exists()
+
+
+def test_signals_at_random_moments_always_stop_the_stack(tmp_path):
+    """SIGINT and SIGTERM, in bursts, at random moments from start-up to the
+    banner and after: the supervisor stops every time and leaves nothing."""
+
+    def trial(seed: int) -> str:
+        rng = random.Random(seed)
+        root = tmp_path / f"trial{seed}"
+        root.mkdir()
+        sup = Supervisor(root, {"one": "ok", "two": "ok"}, grace=2)
+        try:
+            sup.wait_for("starting nats-server")  # our handlers are in place from here on
+            time.sleep(rng.uniform(0, 2.0))
+            for _ in range(rng.randint(1, 6)):
+                sup.proc.send_signal(rng.choice((signal.SIGINT, signal.SIGTERM)))
+                time.sleep(rng.uniform(0, 0.05))
+            try:
+                code = sup.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                return f"seed {seed}: still running 30 s after the signals:\n{sup.text}"
+            if code != 0:
+                return f"seed {seed}: exit code {code}:\n{sup.text}\n{sup.stderr()}"
+            if left := wait_gone(mentioning(root)):
+                return f"seed {seed}: left behind {[p.pid for p in left]}"
+            return ""
+        finally:
+            sup.cleanup()
+
+    with ThreadPoolExecutor(3) as pool:
+        failures = [f for f in pool.map(trial, range(12)) if f]
+    assert not failures, "\n\n".join(failures)
 
 
 def test_a_child_that_ignores_sigterm_is_killed_after_the_grace_period(tmp_path, supervisors):
@@ -371,7 +542,7 @@ def test_a_busy_port_is_named_and_nothing_starts(tmp_path, supervisors, who):
             expected = f"port {port} is already in use; svc needs it"
         supervisors.append(sup)
         assert sup.proc.wait(30) == 2
-        err = sup.proc.stderr.read()
+        err = sup.stderr()
     assert expected in err
     assert len(err.strip().splitlines()) == 1
     assert not sup.reports["svc"].exists(), "a service started despite the busy port"
