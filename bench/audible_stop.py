@@ -41,6 +41,7 @@ import argparse
 import asyncio
 import base64
 import json
+import os
 import random
 import sys
 import tempfile
@@ -53,6 +54,7 @@ from parley import bus, contract, subjects
 from parley.callers.ear import audible_stop, sound_spans
 from parley.callers.pcm import PcmCaller
 from parley.callers.twilio import TwilioCaller
+from parley.scenarios.line import mint_session
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
@@ -153,13 +155,14 @@ def _rows(transport: str, heard, rate: int, onsets: list[float], clears: list[fl
     return rows
 
 
-async def pcm_calls(gateway_ws: str, nats_url: str, utterance: np.ndarray, calls: int, barges: int, seed: int = 1) -> list[dict]:
+async def pcm_calls(gateway_ws: str, nats_url: str, utterance: np.ndarray, calls: int, barges: int, seed: int = 1, api_key: str = "") -> list[dict]:
     rows: list[dict] = []
     async with BusWatch(nats_url) as watch:
 
         async def one(i: int) -> None:
             await asyncio.sleep(i * 1.3)
-            async with PcmCaller(f"{gateway_ws}/ws/pcm?bench_stop=pcm-{i}") as c:
+            token = await asyncio.to_thread(mint_session, "http" + gateway_ws.removeprefix("ws"), api_key, {"bench_stop": f"pcm-{i}"})
+            async with PcmCaller(f"{gateway_ws}/ws/pcm?token={token}") as c:
                 heard_after = lambda t: any(s >= t for s, _ in c.heard)  # noqa: E731
                 await _barge_script(c, c.say, heard_after, utterance, barges, random.Random(seed + i))
                 rows.extend(_rows("pcm", c.heard, 16000, [u.onset for u in c.utterances if u.onset], [], watch, c.session, _wall_minus_mono()))
@@ -278,15 +281,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calls", type=int, default=3)
     ap.add_argument("--barges", type=int, default=8)
     ap.add_argument("--transports", default="pcm,twilio,webrtc")
+    ap.add_argument("--api-key", default=os.environ.get("PARLEY_API_KEY", ""), help="the gateway's PARLEY_API_KEY (mints /ws/pcm session tokens)")
     args = ap.parse_args(argv)
     import utterances
 
-    rows = asyncio.run(measure(args.gateway, args.nats, utterances, args.calls, args.barges, args.transports.split(",")))
+    rows = asyncio.run(measure(args.gateway, args.nats, utterances, args.calls, args.barges, args.transports.split(","), api_key=args.api_key))
     print(json.dumps(summarize(rows), indent=1))
     return 0
 
 
-async def measure(gateway_ws: str, nats_url: str, utterances, calls: int, barges: int, transports: list[str]) -> list[dict]:
+async def measure(gateway_ws: str, nats_url: str, utterances, calls: int, barges: int, transports: list[str], api_key: str = "") -> list[dict]:
     """Every transport in turn, on a running stack; the rows of every barge-in."""
     pcm16k = np.frombuffer(utterances.fixed_pcm16k(), dtype="<i2")
     from parley.audio import ulaw_to_pcm16
@@ -294,7 +298,7 @@ async def measure(gateway_ws: str, nats_url: str, utterances, calls: int, barges
     pcm8k = np.frombuffer(ulaw_to_pcm16(utterances.fixed_ulaw()), dtype="<i2")
     rows: list[dict] = []
     if "pcm" in transports:
-        rows += await pcm_calls(gateway_ws, nats_url, pcm16k, calls, barges)
+        rows += await pcm_calls(gateway_ws, nats_url, pcm16k, calls, barges, api_key=api_key)
     if "twilio" in transports:
         for delay in (0.06, 0.3):
             rows += await twilio_calls(gateway_ws, nats_url, pcm8k, calls, barges, delay)

@@ -57,6 +57,8 @@ from dataclasses import asdict, dataclass, field
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from parley.scenarios.line import mint_session
+
 PERIOD = 0.02
 TWILIO_RATE_BYTES = 8000  # μ-law: one byte per sample
 PCM_RATE_BYTES = 32000  # PCM16 16 kHz
@@ -313,7 +315,12 @@ class Caller:
     async def script(self, start_at: float) -> None:
         a = self.args
         try:
-            self.ws = await connect(a.url, compression=None, max_size=1 << 22, open_timeout=30)
+            url = a.url
+            if not self.twilio:
+                # A /ws/pcm session needs a one-time token (POST /api/sessions).
+                token = await asyncio.to_thread(mint_session, "http" + a.url.split("/ws/")[0].removeprefix("ws"), a.api_key, {})
+                url += ("&" if "?" in url else "?") + f"token={token}"
+            self.ws = await connect(url, compression=None, max_size=1 << 22, open_timeout=30)
         except Exception as exc:  # noqa: BLE001
             self.rec.failures.append(f"connect failed: {exc!r}")
             self.closed = True
@@ -466,6 +473,7 @@ def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--url", required=True, help="ws://host:port/twilio/media or ws://host:port/ws/pcm")
     p.add_argument("--transport", choices=("twilio", "pcm"), default="twilio")
+    p.add_argument("--api-key", default=os.environ.get("PARLEY_API_KEY", ""), help="the gateway's PARLEY_API_KEY (/ws/pcm sessions need a token it mints)")
     p.add_argument("--calls", type=int, default=1)
     p.add_argument("--turns", type=int, default=3)
     p.add_argument("--speech", nargs="+", required=True, help="raw μ-law 8 kHz (twilio) or PCM16 16 kHz (pcm) files; turn k says file k mod n")

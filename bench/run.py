@@ -148,6 +148,11 @@ def start_stack(kind: str, env: dict[str, str]) -> Stack:
     root = VAR / "stack" / kind
     shutil.rmtree(root, ignore_errors=True)
     t0 = time.monotonic()
+    # The bench's callers come from one address, hundreds of them (no rate
+    # limit); its Twilio load generator opens media streams directly, as
+    # Twilio does after a webhook (the insecure development mode); the
+    # WebRTC caller is the page itself (local demo mode, as under make run).
+    env = {"PARLEY_SESSION_RATE": "0", "PARLEY_TWILIO_INSECURE": "1", "PARLEY_DEMO": "local", **env}
     stack = Stack(root, env=env, replicas=replicas_from_env())
     try:
         stack.start(timeout=240)
@@ -202,7 +207,7 @@ def run_loadgen(stack: Stack, tag: str, meter: Meter | None, transport: str, cal
     out = VAR / "load" / f"{tag}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     args = ["--transport", transport, "--calls", str(calls), "--speech", *[str(p.relative_to(ROOT)) for p in speech], *extra]
-    cmd = [sys.executable, LOADGEN, "--url", f"{stack.gateway_ws}{path}", *args, "--out", str(out)]
+    cmd = [sys.executable, LOADGEN, "--url", f"{stack.gateway_ws}{path}", *args, "--api-key", stack.api_key, "--out", str(out)]
     before = gateway_metrics(stack)
     proc = subprocess.Popen(cmd, cwd=ROOT)
     if meter is not None:
@@ -473,7 +478,7 @@ def phase_stop(res: dict) -> None:
     out: dict = {}
     res["stop"] = out
     try:
-        rows = asyncio.run(audible_stop.measure(stack.gateway_ws, stack.nats_url, utterances, STOP_CALLS, STOP_BARGES, ["pcm", "twilio", "webrtc"]))
+        rows = asyncio.run(audible_stop.measure(stack.gateway_ws, stack.nats_url, utterances, STOP_CALLS, STOP_BARGES, ["pcm", "twilio", "webrtc"], api_key=stack.api_key))
         out["rows"] = rows
         out["summary"] = audible_stop.summarize(rows)
         for t, v in out["summary"].items():
@@ -732,7 +737,7 @@ def phase_scenarios(res: dict) -> None:
         stack = start_stack("scenarios", {"PARLEY_NOW": now} if now else {})
         out["started_in_s"] = stack.started_in
         try:
-            target = Target(stack.gateway_ws, stack.nats_url, gateway_http=stack.gateway)
+            target = Target(stack.gateway_ws, stack.nats_url, gateway_http=stack.gateway, api_key=stack.api_key)
             runs = [(s, t) for s in scenarios if s.now == now for t in s.transports]
             t0 = time.monotonic()
             results = asyncio.run(

@@ -79,7 +79,7 @@ class Service:
 
 # name, module, port variable, default port, page, private env prefixes
 DEFAULT_SERVICES = (
-    ("media-gateway", "parley_gateway", "PARLEY_GATEWAY_PORT", 8080, "/", ("TWILIO_",)),
+    ("media-gateway", "parley_gateway", "PARLEY_GATEWAY_PORT", 8080, "/", ("TWILIO_", "PARLEY_API_KEY", "PARLEY_INSPECT_TOKEN")),
     ("asr", "parley_asr", "PARLEY_ASR_PORT", 8081, None, ()),
     ("orchestrator", "parley_orchestrator", "PARLEY_ORCHESTRATOR_PORT", 8082, None, ("LLM_",)),
     ("tts", "parley_tts", "PARLEY_TTS_PORT", 8083, None, ()),
@@ -288,18 +288,42 @@ def brain_of(bodies: Iterable[bytes]) -> str | None:
     return None
 
 
+def security_lines(env: Mapping[str, str], key_file: Path | None, nats_secrets: Path | None) -> list[str]:
+    """What the banner says about who may do what (issue: the modes are stated)."""
+    demo = env.get("PARLEY_DEMO", "")
+    lines = [{
+        "local": "mode:       LOCAL DEMO: the page gets session tokens by itself, for this machine only (PARLEY_DEMO= turns it off)",
+        "open": "mode:       OPEN DEMO: the page gets session tokens by itself, for any client that reaches it (PARLEY_DEMO=open)",
+    }.get(demo, "mode:       sessions need a token from POST /api/sessions (no demo mode)")]
+    key = env.get("PARLEY_API_KEY", "")
+    if key:
+        where = f"made for you, kept in {key_file}" if key_file else "from PARLEY_API_KEY"
+        lines.append(f"API key:    {key}   ({where}; POST /api/sessions and /api/calls take it as Authorization: Bearer)")
+    if env.get("TWILIO_AUTH_TOKEN"):
+        lines.append("Twilio:     requests must carry a valid X-Twilio-Signature")
+    elif env.get("PARLEY_TWILIO_INSECURE", "").strip().lower() in ("1", "true", "yes", "on"):
+        lines.append("Twilio:     INSECURE (PARLEY_TWILIO_INSECURE=1): unsigned webhooks and streams are accepted; local development only")
+    else:
+        lines.append("Twilio:     off (set TWILIO_AUTH_TOKEN; or PARLEY_TWILIO_INSECURE=1 for local development)")
+    if nats_secrets:
+        lines.append(f"bus:        each service with its own NATS key and permissions ({nats_secrets})")
+    return lines
+
+
 def banner(page_url: str | None, brain: str | None, providers: str, nats_url: str, logs: Path, inspect_token: str = "",
-           replicas: Mapping[str, int] | None = None) -> list[str]:
+           replicas: Mapping[str, int] | None = None, security: Sequence[str] = ()) -> list[str]:
     lines = ["Parley is ready."]
     if page_url:
         lines.append(f"Open {page_url} in a browser.")
         if inspect_token:
-            lines.append(f"Watch any call (phone calls too): {page_url.rstrip('/')}/?watch&token={inspect_token}")
+            # The token is never put in a URL: the page asks for it once.
+            lines.append(f"Watch any call (phone calls too): {page_url.rstrip('/')}/?watch   inspector token: {inspect_token}")
     lines.append(f"brain:      {brain or '(not reported)'}")
     lines.append(f"providers:  {providers}{'  (fixed-latency stand-ins)' if providers == 'fixed' else ''}")
     if replicas and any(n > 1 for n in replicas.values()):
         lines.append("replicas:   " + ", ".join(f"{name} x{n}" for name, n in replicas.items() if n > 1))
     lines.append(f"NATS:       {nats_url}   (its log: {logs})")
+    lines.extend(security)
     lines.append("Ctrl-C stops everything.")
     width = max(len(line) for line in lines) + 4
     rule = "=" * width
@@ -680,8 +704,10 @@ class Stack:
         brain = brain_of(c.body for c in self.children)
         providers = self.env.get("PARLEY_PROVIDERS", "real") or "real"
         assert self.nats is not None
+        made_key = self.var / "secrets" / "api_key"
+        key_file = made_key if made_key.exists() and made_key.read_text().strip() == self.env.get("PARLEY_API_KEY") else None
         lines = banner(url, brain, providers, self.nats.url, self.var / "log" / "nats.log", self.env.get("PARLEY_INSPECT_TOKEN", ""),
-                       self.replicas)
+                       self.replicas, security_lines(self.env, key_file, self.var / "secrets" / "nats"))
         self.out.write(paint(line, "1;32") if self.tty else line for line in lines)
 
     def stop(self) -> None:
@@ -717,6 +743,19 @@ class Stack:
             self.say("stopped")
 
 
+def stored_secret(path: Path) -> str:
+    """A random secret kept in ``path`` (made once, mode 0600)."""
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    value = secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    return value
+
+
 def _killpg(pgid: int, sig: int) -> None:
     try:
         os.killpg(pgid, sig)
@@ -736,6 +775,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = dict(os.environ)
     # The inspector shows what callers said: a fresh token per run unless one is set.
     env.setdefault("PARLEY_INSPECT_TOKEN", secrets.token_urlsafe(12))
+    # The local demo: the page gets its own session tokens (for this machine
+    # only), unless PARLEY_DEMO says otherwise (set it empty to turn it off).
+    env.setdefault("PARLEY_DEMO", "local")
+    # A deployer's backend mints session tokens with the API key: one is made
+    # at first start and kept (var/secrets/api_key) unless PARLEY_API_KEY is set.
+    if not env.get("PARLEY_API_KEY"):
+        env["PARLEY_API_KEY"] = stored_secret(args.var.resolve() / "secrets" / "api_key")
     try:
         services = services_from_json(json.loads(args.services.read_text())) if args.services else default_services(env, sys.executable)
         replicas = parse_replicas(env.get(REPLICAS_ENV, ""), [s.name for s in services])

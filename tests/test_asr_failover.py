@@ -24,7 +24,7 @@ def test_the_call_survives_its_asr_worker(tmp_path):
         stack.wait_healthy()
 
         async def scenario():
-            async with PcmCaller(f"{stack.gateway_ws}/ws/pcm") as caller:
+            async with PcmCaller(stack.pcm_url()) as caller:
                 await asyncio.sleep(0.5)
                 owner = next(k for k in ("asr", "asr2") if caller.session in stack.log(k))
                 os.killpg(stack.procs[owner].pid, signal.SIGKILL)

@@ -45,7 +45,7 @@ async def _phase(nats_url: str, session: str) -> str:
 def test_bad_messages_get_errors_and_a_dropped_socket_ends_only_its_session(stack):
     async def scenario():
         request = say("I'd like to book an appointment tomorrow at three p.m.")
-        async with PcmCaller(f"{stack.gateway_ws}/ws/pcm") as good, PcmCaller(f"{stack.gateway_ws}/ws/pcm") as bad:
+        async with PcmCaller(stack.pcm_url()) as good, PcmCaller(stack.pcm_url()) as bad:
             # The bad client misbehaves in every way it can.
             await bad.ws.send("{not json")
             await bad.ws.send(json.dumps({"type": "teleport"}))

@@ -37,7 +37,8 @@ LEAD_S, TAIL_S = 6.0, 4.0
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    with Stack(tmp_path_factory.mktemp("stack"), now=FRIDAY) as s:
+    # The page gets its own session token, as under `make run` (local demo mode).
+    with Stack(tmp_path_factory.mktemp("stack"), now=FRIDAY, env={"PARLEY_DEMO": "local"}) as s:
         yield s
 
 

@@ -223,6 +223,23 @@ def test_a_very_long_line_is_passed_on_in_pieces():
     assert done == [b"x" * 10, b"x" * 10] and rest == b"x" * 5
 
 
+def test_banner_states_the_mode_the_key_twilio_and_never_puts_the_inspector_token_in_a_url():
+    env = {"PARLEY_DEMO": "local", "PARLEY_API_KEY": "k3y", "PARLEY_TWILIO_INSECURE": "1"}
+    lines = devstack.banner("http://127.0.0.1:8080/", "b", "real", "nats://x", Path("l"), "t0ken",
+                            devstack.security_lines(env, Path("var/secrets/api_key"), Path("var/secrets/nats")))
+    text = "\n".join(lines)
+    assert "LOCAL DEMO" in text and "k3y" in text and "var/secrets/api_key" in text and "INSECURE" in text
+    assert "t0ken" in text and not any("token=" in line or "?t0ken" in line for line in lines)
+    assert "off (set TWILIO_AUTH_TOKEN" in "\n".join(devstack.security_lines({}, None, None))
+    assert "no demo mode" in "\n".join(devstack.security_lines({"PARLEY_DEMO": ""}, None, None))
+
+
+def test_the_api_key_is_made_once_and_kept_private(tmp_path):
+    first = devstack.stored_secret(tmp_path / "secrets" / "api_key")
+    assert len(first) >= 24 and devstack.stored_secret(tmp_path / "secrets" / "api_key") == first
+    assert oct((tmp_path / "secrets" / "api_key").stat().st_mode & 0o777) == "0o600"
+
+
 # --- the real thing, with stand-ins ---------------------------------------------------
 
 

@@ -58,7 +58,7 @@ def test_booking_conversation_end_to_end(stack, day, capsys):
     stack.pin(now)
 
     async def scenario():
-        async with PcmCaller(f"{stack.gateway_ws}/ws/pcm") as caller:
+        async with PcmCaller(stack.pcm_url()) as caller:
             await _settle(caller)
             request = say("I'd like to book an appointment tomorrow at three p.m.")
             spoke_until = await caller.say(request)
@@ -90,7 +90,7 @@ def test_barge_in_stops_the_answer_and_forgets_the_unheard_rest(stack):
     stack.pin(SUNDAY)
 
     async def scenario():
-        async with PcmCaller(f"{stack.gateway_ws}/ws/pcm") as caller:
+        async with PcmCaller(stack.pcm_url()) as caller:
             await _settle(caller)
             spoke_until = await caller.say(say("What are your opening hours, and where are you located?"))
             # Let the answer start, then talk over it.

@@ -48,7 +48,7 @@ async def silent_call(url: str) -> tuple[str, dict, list[float]]:
 
 def test_the_deployments_reminder_then_goodbye_then_hang_up(stack, capsys):
     began = time.monotonic()
-    heard, end, starts = asyncio.run(silent_call(f"{stack.gateway_ws}/ws/pcm"))
+    heard, end, starts = asyncio.run(silent_call(stack.pcm_url()))
     with capsys.disabled():
         print(f"\n[e2e idle] heard {heard!r}; speech began at {[round(s - began, 1) for s in starts]} s; end {end}")
     assert end["reason"] == "caller silent"
@@ -59,7 +59,7 @@ def test_the_deployments_reminder_then_goodbye_then_hang_up(stack, capsys):
 
 
 def test_a_sessions_own_words_and_count_override_the_deployment(stack):
-    url = f"{stack.gateway_ws}/ws/pcm?reprompt_text=Anybody%20there%3F&max_reprompts=2&goodbye_text=Bye%20for%20now."
+    url = stack.pcm_url("reprompt_text=Anybody%20there%3F&max_reprompts=2&goodbye_text=Bye%20for%20now.")
     heard, end, _ = asyncio.run(silent_call(url))
     assert end["reason"] == "caller silent"
     assert heard.count("anybody there") == 2 and "still with me" not in heard and heard.rstrip().endswith("bye for now"), heard

@@ -16,6 +16,7 @@ from stack import Stack
 pytestmark = pytest.mark.e2e
 
 TOKEN = "watch-token-123456"
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture(scope="module")
@@ -26,11 +27,11 @@ def stack(tmp_path_factory):
 
 def test_a_watcher_sees_the_whole_call_live_and_after_the_fact(stack):
     async def scenario():
-        async with PcmCaller(f"{stack.gateway_ws}/ws/pcm") as caller:
+        async with PcmCaller(stack.pcm_url()) as caller:
             watched: list[dict] = []
 
             async def watch():
-                async with websockets.connect(f"{stack.gateway_ws}/ws/inspect/{caller.session}?token={TOKEN}") as ws:
+                async with websockets.connect(f"{stack.gateway_ws}/ws/inspect/{caller.session}", additional_headers=BEARER) as ws:
                     async for msg in ws:
                         watched.append(json.loads(msg))
 
@@ -42,7 +43,7 @@ def test_a_watcher_sees_the_whole_call_live_and_after_the_fact(stack):
             watcher.cancel()
             # After the fact: the log replays from the start.
             later: list[dict] = []
-            async with websockets.connect(f"{stack.gateway_ws}/ws/inspect/{caller.session}?token={TOKEN}") as ws:
+            async with websockets.connect(f"{stack.gateway_ws}/ws/inspect/{caller.session}", additional_headers=BEARER) as ws:
                 try:
                     while True:
                         later.append(json.loads(await asyncio.wait_for(ws.recv(), timeout=1.5)))
@@ -57,12 +58,14 @@ def test_a_watcher_sees_the_whole_call_live_and_after_the_fact(stack):
     assert events[0] == "SessionStarted" and "TranscriptFinal" in events and "PlaybackProgress" in events
     mine = [n for n in caller.notices_of("step")]
     assert [n["event"] for n in mine] == events[: len(mine)]
-    assert caller.session in httpx.get(f"{stack.gateway}/api/sessions", params={"token": TOKEN}).json()["sessions"]
+    assert caller.session in httpx.get(f"{stack.gateway}/api/sessions", headers=BEARER).json()["sessions"]
+    # Who watched which call is on record.
+    assert f'"session_id": "{caller.session}"' in stack.log("media-gateway") and "inspector watching" in stack.log("media-gateway")
 
 
 def test_an_invalid_session_id_is_refused(stack):
     async def scenario():
-        async with websockets.connect(f"{stack.gateway_ws}/ws/inspect/bad.id?token={TOKEN}") as ws:
+        async with websockets.connect(f"{stack.gateway_ws}/ws/inspect/bad.id", additional_headers=BEARER) as ws:
             return json.loads(await ws.recv())
 
     assert asyncio.run(scenario())["type"] == "error"
@@ -70,10 +73,13 @@ def test_an_invalid_session_id_is_refused(stack):
 
 def test_without_the_token_nobody_watches_anybody(stack):
     assert httpx.get(f"{stack.gateway}/api/sessions").status_code == 403
-    assert httpx.get(f"{stack.gateway}/api/sessions", params={"token": "guess"}).status_code == 403
+    assert httpx.get(f"{stack.gateway}/api/sessions", headers={"Authorization": "Bearer guess"}).status_code == 403
+    # The token in the URL (where proxy logs and browser history keep it) is not taken.
+    assert httpx.get(f"{stack.gateway}/api/sessions", params={"token": TOKEN}).status_code == 403
+    assert httpx.get(f"{stack.gateway}/api/callbacks", params={"token": TOKEN}).status_code == 403
 
     async def scenario():
-        async with websockets.connect(f"{stack.gateway_ws}/ws/inspect/pcm-0123456789abcdef?token=guess") as ws:
+        async with websockets.connect(f"{stack.gateway_ws}/ws/inspect/pcm-0123456789abcdef?token={TOKEN}") as ws:
             first = json.loads(await ws.recv())
             try:
                 await ws.recv()
@@ -83,3 +89,26 @@ def test_without_the_token_nobody_watches_anybody(stack):
 
     first, code = asyncio.run(scenario())
     assert first["type"] == "error" and "PARLEY_INSPECT_TOKEN" in first["error"] and code == 1008
+
+
+def test_the_page_logs_in_once_and_keeps_an_httponly_cookie(stack):
+    with httpx.Client(base_url=stack.gateway, trust_env=False) as page:
+        refused = page.post("/api/inspect/login", json={"token": "guess"})
+        assert refused.status_code == 403 and "parley_inspect" not in page.cookies
+        r = page.post("/api/inspect/login", json={"token": TOKEN})
+        assert r.status_code == 200
+        cookie = r.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie and TOKEN.lower() not in cookie
+        assert page.get("/api/sessions").status_code == 200  # the cookie does it
+        page.post("/api/inspect/logout")
+        page.cookies.clear()
+        assert page.get("/api/sessions").status_code == 403
+
+    async def watch_with_cookie():
+        with httpx.Client(base_url=stack.gateway, trust_env=False) as page:
+            page.post("/api/inspect/login", json={"token": TOKEN})
+            cookie = f"parley_inspect={page.cookies['parley_inspect']}"
+        async with websockets.connect(f"{stack.gateway_ws}/ws/inspect/pcm-0123456789abcdef", additional_headers={"Cookie": cookie}) as ws:
+            return json.loads(await ws.recv())
+
+    assert asyncio.run(watch_with_cookie())["type"] == "session"

@@ -104,7 +104,7 @@ def test_a_request_it_cannot_serve_is_listed_for_the_front_desk(stack):
 
     session, answer = asyncio.run(scenario())
     assert "call you back" in answer, answer
-    r = httpx.get(f"{stack.gateway}/api/callbacks", params={"token": INSPECT_TOKEN}, trust_env=False, timeout=10)
+    r = httpx.get(f"{stack.gateway}/api/callbacks", headers={"Authorization": f"Bearer {INSPECT_TOKEN}"}, trust_env=False, timeout=10)
     assert r.status_code == 200, r.text
     (task,) = [c for c in r.json()["callbacks"] if c["session"] == session]
     assert task["phone"] == "+15550005151" and task["status"] == "open" and "bill" in task["reason"]

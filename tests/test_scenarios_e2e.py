@@ -33,9 +33,12 @@ FILES = [ROOT / "scenarios" / "basics.yaml", ROOT / "scenarios" / "interruptions
 NOW = load_path(FILES[0]).scenarios[0].now
 
 
+TWILIO_TOKEN = "scenario-auth-token-0123"
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    with Stack(tmp_path_factory.mktemp("stack"), env={"PARLEY_NOW": NOW}) as s:
+    with Stack(tmp_path_factory.mktemp("stack"), env={"PARLEY_NOW": NOW, "TWILIO_AUTH_TOKEN": TWILIO_TOKEN}) as s:
         yield s
 
 
@@ -46,6 +49,7 @@ def ran(stack, tmp_path_factory):
         sys.executable, "-m", "parley_orchestrator.cli", "scenarios", "run", *map(str, FILES),
         "--only", "book-cleaning-friday-ten", "--only", "early-change-of-mind", "--transport", "pcm,twilio",
         "--gateway", stack.gateway, "--nats", stack.nats_url, "--out", str(out), "--json", str(out / "all.json"),
+        "--api-key", stack.api_key, "--twilio-auth-token", TWILIO_TOKEN,
     ]  # fmt: skip
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=400, cwd=ROOT)
     return p, out

@@ -39,7 +39,7 @@ def traced(tmp_path_factory):
 
 
 async def _one_turn(stack: Stack) -> str:
-    async with PcmCaller(f"{stack.gateway_ws}/ws/pcm") as caller:
+    async with PcmCaller(stack.pcm_url()) as caller:
         await asyncio.sleep(1.0)
         await caller.wait_quiet(quiet=1.0, timeout=40)
         spoke = await caller.say(say("I'd like to book an appointment on Friday at ten a.m."))

@@ -8,12 +8,13 @@ import json
 import logging
 from pathlib import Path
 
-from fastapi import FastAPI, WebSocket
+import msgspec
+from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import FileResponse, JSONResponse
 
 from parley import bus, subjects, telemetry
 
-from . import inspect, outbound, twilio_media, webrtc, ws_pcm
+from . import auth, inspect, outbound, twilio_media, webrtc, ws_pcm
 from .call import Ticker
 from .recording import Recordings
 from .settings import Settings
@@ -24,8 +25,30 @@ STATIC = Path(__file__).parent / "static"
 HOUSEKEEPING_S = 3600.0  # how often old recordings are looked for
 
 
+class MintSession(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    params: dict[str, str] = {}
+
+
+def _refuse(status: int, error: str) -> JSONResponse:
+    return JSONResponse({"error": error}, status_code=status)
+
+
+def _count(stats: dict, key: str) -> None:
+    stats[key] = stats.get(key, 0) + 1
+
+
+def _client(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
 def create_app(settings: Settings) -> FastAPI:
-    state: dict = {"stats": {}}
+    gate = auth.Gate(
+        grants=auth.Grants(ttl=settings.session_token_ttl),
+        rate=auth.RateLimit(*settings.session_rate),
+        allowed_params=settings.session_params,
+        allowed_origins=settings.allowed_origins,
+    )
+    state: dict = {"stats": {}, "gate": gate}
     tel = telemetry.setup("media-gateway")
 
     @contextlib.asynccontextmanager
@@ -70,7 +93,51 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.websocket("/ws/pcm")
     async def pcm(ws: WebSocket):
-        await ws_pcm.serve(ws, state["nc"], state["ticker"], state["stats"], state.get("recordings"))
+        await ws_pcm.serve(ws, state["nc"], state["ticker"], state["stats"], gate, state.get("recordings"))
+
+    @app.post("/api/sessions")
+    async def mint_session(request: Request):
+        """A deployer's backend asks for a session: a one-time token (and the
+        session's parameters, checked now, bound to it)."""
+        stats = state["stats"]
+        if not settings.api_key:
+            return _refuse(503, "sessions are minted with an API key: set PARLEY_API_KEY on the gateway")
+        if not auth.api_key_ok(settings.api_key, request.headers.get("authorization")):
+            _count(stats, "api_sessions_unauthorized")
+            log.warning("session token refused: bad or missing API key", extra={"client": _client(request)})
+            return _refuse(401, "needs Authorization: Bearer <PARLEY_API_KEY>")
+        body = await request.body()
+        try:
+            req = msgspec.json.decode(body, type=MintSession) if body.strip() else MintSession()
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return _refuse(400, f'invalid request: {exc} (the body is optional JSON {{"params": {{"greeting": "..."}}}})')
+        try:
+            params = gate.params(req.params)
+        except auth.Refused as refused:
+            return _refuse(refused.status, str(refused))
+        token, grant = gate.grants.mint(params, gate.now(), origin="api")
+        _count(stats, "session_tokens")
+        return JSONResponse({"token": token, "expires_in": settings.session_token_ttl, "expires_at": grant.expires_at, "params": params}, status_code=201)
+
+    @app.post("/api/demo/session")
+    async def demo_session(request: Request):
+        """The page's own token, in the local demo mode only (make run)."""
+        stats = state["stats"]
+        client = _client(request)
+        if not auth.demo_allows(settings.demo, client):
+            _count(stats, "demo_refused")
+            why = "this gateway is not in demo mode" if not settings.demo else f"demo mode {settings.demo!r} gives tokens to this machine only"
+            return _refuse(403, f"{why}: a session needs a token from your backend (POST /api/sessions with PARLEY_API_KEY), passed to this page as #token=...")
+        if "origin" not in request.headers:
+            return _refuse(403, "demo tokens are for the gateway's own page (a browser request with an Origin)")
+        try:
+            auth.check_origin(request.headers, settings.allowed_origins)
+            gate.rate.take(client or "unknown", gate.now())
+        except auth.Refused as refused:
+            return _refuse(refused.status, str(refused))
+        token, grant = gate.grants.mint({}, gate.now(), origin="demo")
+        _count(stats, "demo_tokens")
+        return JSONResponse({"token": token, "expires_in": settings.session_token_ttl, "expires_at": grant.expires_at}, status_code=201)
 
     webrtc.register(app, state, settings)
     twilio_media.register(app, state, settings)

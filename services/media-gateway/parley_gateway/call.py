@@ -14,6 +14,15 @@ playback commands, and keeps the outbound ``Playout`` buffer. Transports
   makes them true at the far end (Twilio: ``clear``, and a replay from what
   the caller's marks say was heard).
 
+TTS audio plays only for what the orchestrator asked TTS to say: a run's
+chunk is *announced* by the reducer step that carries its ``Synthesize``
+(on ``subjects.observe``, which only the orchestrator may publish). Audio for
+a run or chunk nobody announced (a made-up run 99, which would otherwise close
+every older run of the playout and silence the call) is held briefly, in case
+its step is still on its way on the other subscription, then dropped and
+counted (``tts_audio_unannounced``); it never reaches the playout. So not even
+TTS can silence a call that way.
+
 Playback progress (what the caller heard) comes from the playout marks, unless
 the transport knows better (Twilio echoes marks): then it reports progress
 itself through ``call.heard``. Progress and latency notices are published, in
@@ -88,6 +97,14 @@ REPLAY_S = 6.0
 ASR_CHECK_S = 0.5
 
 
+# Audio for a chunk whose Synthesize step has not been seen yet waits this
+# long (its step may still be queued on the observe subscription), at most
+# this many bytes per call; then it is dropped and counted.
+UNANNOUNCED_HOLD_S = 2.0
+UNANNOUNCED_MAX_BYTES = 1 << 20
+RUNS_REMEMBERED = 64  # announced runs kept per call (older ones are over anyway)
+
+
 def new_session_id(kind: str) -> str:
     return f"{kind}-{secrets.token_hex(8)}"
 
@@ -122,6 +139,9 @@ class Call:
         self.paused_at: dict[int, float] = {}  # run -> when its PausePlayback was executed
         self.recordings = recordings
         self.recorder: Recorder | None = None  # this call is recorded (decided in start)
+        self.announced: dict[int, set[int]] = {}  # run -> chunks the orchestrator asked TTS for
+        self.unannounced: dict[tuple[int, int], list[tuple[float, object]]] = {}  # (run, chunk) -> held messages
+        self.unannounced_bytes = 0
 
     # ---------------------------------------------------------------- lifetime
     async def start(self, params: dict[str, str] | None = None, caller: str = "") -> None:
@@ -225,6 +245,7 @@ class Call:
                 await sub.unsubscribe()
             except Exception:  # noqa: BLE001
                 pass
+        self._expire_unannounced(float("inf"))  # whatever is still held never plays: counted
         for run in list(self.playback_started):
             self._playback_span(run, self.playback_last.get(run, time.time()), interrupted=False)
         self.tel.span_with_id(
@@ -269,11 +290,56 @@ class Call:
             meta = bus.AudioMeta(msg.headers)
             run = int(msg.subject.rsplit(".", 1)[1])
         except ValueError as exc:
+            self._count("tts_audio_invalid", 1)
             log.warning("bad TTS audio message dropped", extra={"session_id": self.session, "error": str(exc)})
             return
+        if meta.chunk is None or run in self.flushed_runs or len(msg.data) % 2 or not 8000 <= meta.rate <= 48000:
+            self._count("frames_dropped_stale", max(1, len(msg.data) // 640))
+            return
+        self._expire_unannounced(time.monotonic())
+        if meta.chunk not in self.announced.get(run, ()):
+            self._hold_unannounced(run, meta.chunk, msg)
+            return
+        self._play_audio(run, meta, msg)
+
+    def _hold_unannounced(self, run: int, chunk: int, msg) -> None:
+        """Audio of a chunk not announced (yet): held, never played unless its
+        Synthesize step arrives within UNANNOUNCED_HOLD_S."""
+        if self.unannounced_bytes + len(msg.data) > UNANNOUNCED_MAX_BYTES:
+            self._drop_unannounced(run, chunk, [msg], "too much unannounced audio")
+            return
+        self.unannounced.setdefault((run, chunk), []).append((time.monotonic(), msg))
+        self.unannounced_bytes += len(msg.data)
+
+    def _expire_unannounced(self, now: float) -> None:
+        for key in [k for k, held in self.unannounced.items() if held[0][0] < now - UNANNOUNCED_HOLD_S]:
+            held = self.unannounced.pop(key)
+            self.unannounced_bytes -= sum(len(m.data) for _, m in held)
+            self._drop_unannounced(*key, [m for _, m in held], "no Synthesize for it")
+
+    def _drop_unannounced(self, run: int, chunk: int, msgs: list, why: str) -> None:
+        self._count("tts_audio_unannounced", len(msgs))
+        log.warning(
+            "TTS audio for a run/chunk the orchestrator never asked for: dropped",
+            extra={"session_id": self.session, "run_id": run, "chunk": chunk, "messages": len(msgs), "why": why},
+        )
+
+    def _announce(self, run: int, chunk: int) -> None:
+        """The orchestrator asked TTS for this chunk: its audio may play (and
+        what arrived before the step did plays now, in order)."""
+        self.announced.setdefault(run, set()).add(chunk)
+        while len(self.announced) > RUNS_REMEMBERED:
+            del self.announced[min(self.announced)]
+        held = self.unannounced.pop((run, chunk), None)
+        if held:
+            self.unannounced_bytes -= sum(len(m.data) for _, m in held)
+            for _, msg in held:
+                self._play_audio(run, bus.AudioMeta(msg.headers), msg)
+
+    def _play_audio(self, run: int, meta: bus.AudioMeta, msg) -> None:
         if run not in self._turn_parent and msg.headers and "traceparent" in msg.headers:
             self._turn_parent[run] = telemetry.extract(msg.headers)
-        if meta.chunk is None or run in self.flushed_runs:
+        if run in self.flushed_runs:
             self._count("frames_dropped_stale", max(1, len(msg.data) // 640))
             return
         key = (run, meta.chunk)
@@ -359,7 +425,15 @@ class Call:
         try:
             step = contract.decode_step(msg.data)
         except (contract.DecodeError, contract.ValidationError):
+            self._count("steps_invalid", 1)
             return
+        if step.event.session != self.session:
+            self._count("steps_foreign", 1)
+            return
+        self._expire_unannounced(time.monotonic())
+        for cmd in step.commands:
+            if isinstance(cmd, contract.Synthesize) and cmd.session == self.session:
+                self._announce(cmd.run, cmd.chunk)
         split = self.latency.on_step(step)
         for notice in notices_for(step):
             await self.transport.send_notice(notice)

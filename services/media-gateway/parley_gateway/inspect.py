@@ -13,9 +13,13 @@ gets: every recorded step from the session's event log (JetStream, from the
 start, then live), plus the latency and barge-in notices the gateway that
 carries the call derives. The page at ``/?watch=SESSION`` renders them.
 
-What callers said is private: all of these need ``?token=`` equal to the
-gateway's PARLEY_INSPECT_TOKEN, and without one configured the inspector is off.
-(``make run`` makes a token and prints the inspector's URL.)
+What callers said is private: every route needs the gateway's
+PARLEY_INSPECT_TOKEN, in an ``Authorization: Bearer`` header or in the
+HttpOnly cookie ``POST /api/inspect/login`` sets (the page asks for the token
+once); never in a URL, where proxy logs and browser history would keep it.
+Without a token configured the inspector is off. Who watched which call, and
+from where, is logged (``inspector watching``). (``make run`` makes a token
+and prints it.)
 """
 
 from __future__ import annotations
@@ -26,30 +30,68 @@ import json
 import logging
 import os
 
-from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from starlette.requests import HTTPConnection
 
 from parley import contract, subjects
 
-from . import recording
+from . import auth, recording
 from .call import notices_for
 from .settings import Settings
 
 log = logging.getLogger("parley.gateway")
 
 
-def allowed(settings: Settings, token: str | None) -> bool:
-    return bool(settings.inspect_token) and hmac.compare_digest((token or "").encode(), settings.inspect_token.encode())
+def allowed(settings: Settings, request: HTTPConnection) -> bool:
+    """The inspector token in the request's Authorization header or cookie."""
+    return auth.inspector_ok(settings.inspect_token, request.headers, request.cookies)
 
 
-REFUSED = "the inspector needs ?token= equal to PARLEY_INSPECT_TOKEN (unset: the inspector is off)"
+REFUSED = "the inspector needs PARLEY_INSPECT_TOKEN: as 'Authorization: Bearer <token>', or log in on the page (/?watch) for a cookie (unset: the inspector is off)"
+COOKIE_AGE = 12 * 3600
+
+
+def _who(request: HTTPConnection) -> str | None:
+    return request.client.host if request.client else None
 
 
 def register(app: FastAPI, state: dict, settings: Settings) -> None:
+    @app.post("/api/inspect/login")
+    async def login(request: Request):
+        """Trade the token for an HttpOnly, SameSite=Strict cookie (the page's way in)."""
+        try:
+            state["gate"].rate.take(f"inspect-login {_who(request)}", state["gate"].now())
+        except auth.Refused as refused:
+            return JSONResponse({"error": str(refused)}, status_code=refused.status)
+        try:
+            body = json.loads(await request.body() or b"{}")
+            token = body.get("token", "") if isinstance(body, dict) else ""
+        except ValueError:
+            token = ""
+        if not settings.inspect_token or not isinstance(token, str) or not hmac.compare_digest(token.encode(), settings.inspect_token.encode()):
+            log.warning("inspector log-in refused", extra={"client": _who(request)})
+            state["stats"]["inspect_login_refused"] = state["stats"].get("inspect_login_refused", 0) + 1
+            return JSONResponse({"error": "wrong inspector token" if settings.inspect_token else REFUSED}, status_code=403)
+        log.info("inspector logged in", extra={"client": _who(request)})
+        reply = JSONResponse({"ok": True})
+        reply.set_cookie(
+            auth.INSPECT_COOKIE, auth.inspect_cookie(settings.inspect_token), max_age=COOKIE_AGE, httponly=True, samesite="strict",
+            secure=request.url.scheme == "https", path="/",
+        )
+        return reply
+
+    @app.post("/api/inspect/logout")
+    async def logout():
+        reply = JSONResponse({"ok": True})
+        reply.delete_cookie(auth.INSPECT_COOKIE, path="/")
+        return reply
+
     @app.get("/api/sessions")
-    async def sessions(token: str | None = None):
-        if not allowed(settings, token):
+    async def sessions(request: Request):
+        if not allowed(settings, request):
             return JSONResponse({"error": REFUSED}, status_code=403)
+        log.info("inspector listed sessions", extra={"client": _who(request)})
         # The sessions with recorded steps, from the log stream's subjects (the
         # gateway has no access to the session state bucket: parley.natsauth).
         try:
@@ -60,11 +102,12 @@ def register(app: FastAPI, state: dict, settings: Settings) -> None:
         return {"sessions": sorted(keys)[-200:]}
 
     @app.get("/api/callbacks")
-    async def callbacks(token: str | None = None):
+    async def callbacks(request: Request):
         """The front desk's call-back tasks: what callers asked for that the
         agent could not do itself (kept by the orchestrator)."""
-        if not allowed(settings, token):
+        if not allowed(settings, request):
             return JSONResponse({"error": REFUSED}, status_code=403)
+        log.info("inspector listed call-back tasks", extra={"client": _who(request)})
         try:
             reply = await state["nc"].request(subjects.ORCHESTRATOR_CALLBACKS, b"", timeout=3)
             body = json.loads(reply.data)
@@ -74,18 +117,20 @@ def register(app: FastAPI, state: dict, settings: Settings) -> None:
         return JSONResponse(body, status_code=503 if "error" in body else 200)
 
     @app.get("/api/recordings")
-    async def recordings(token: str | None = None):
-        if not allowed(settings, token):
+    async def recordings(request: Request):
+        if not allowed(settings, request):
             return JSONResponse({"error": REFUSED}, status_code=403)
+        log.info("inspector listed recordings", extra={"client": _who(request)})
         folder = settings.data_dir / "recordings"
         return {"recordings": await asyncio.to_thread(recording.listing, folder), "mode": settings.recordings}
 
     @app.get("/api/recordings/{name}")
-    async def one_recording(name: str, token: str | None = None):
+    async def one_recording(name: str, request: Request):
         """``SESSION``: what is known of its recording (404: none);
         ``SESSION.wav``: the audio."""
-        if not allowed(settings, token):
+        if not allowed(settings, request):
             return JSONResponse({"error": REFUSED}, status_code=403)
+        log.info("inspector opened a recording", extra={"session_id": name[:68], "client": _who(request)})
         session, wav = (name[:-4], True) if name.endswith(".wav") else (name, False)
         try:
             subjects.session_token(session)
@@ -102,9 +147,10 @@ def register(app: FastAPI, state: dict, settings: Settings) -> None:
         return _live_wav(path, session)
 
     @app.websocket("/ws/inspect/{session}")
-    async def inspect(ws: WebSocket, session: str, token: str | None = None):
+    async def inspect(ws: WebSocket, session: str):
         await ws.accept()
-        if not allowed(settings, token):
+        if not allowed(settings, ws) or not auth.origin_ok(ws.headers.get("origin"), ws.headers.get("host"), settings.allowed_origins):
+            log.warning("inspector refused", extra={"client": _who(ws), "session_id": session[:64]})
             await ws.send_text(json.dumps({"type": "error", "error": REFUSED}))
             await ws.close(1008)
             return
@@ -114,6 +160,9 @@ def register(app: FastAPI, state: dict, settings: Settings) -> None:
             await ws.send_text(json.dumps({"type": "error", "error": "invalid session id"}))
             await ws.close(1008)
             return
+        # Watching a call shows what a caller said: who watched is on record.
+        log.info("inspector watching", extra={"session_id": session, "client": _who(ws)})
+        state["stats"]["inspect_watches"] = state["stats"].get("inspect_watches", 0) + 1
         await watch(ws, state["nc"], session, state["stats"])
 
 

@@ -22,12 +22,11 @@ the conversation is the reducer's decision.
 
 from __future__ import annotations
 
-import hmac
 import logging
 import re
 import secrets
 import time
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import urlencode
 
 import msgspec
 from fastapi import FastAPI, Request
@@ -36,10 +35,11 @@ from fastapi.responses import JSONResponse, Response
 from parley import bus, subjects
 from parley.contract import CallStatus
 
+from . import auth
 from . import twilio_protocol as tp
 from . import twilio_rest
 from .settings import Settings
-from .twilio_media import MAX_WEBHOOK_BODY, OUTBOUND_PREFIX
+from .twilio_media import OUTBOUND_PREFIX, webhook_fields
 
 log = logging.getLogger("parley.gateway")
 
@@ -64,8 +64,7 @@ def _refuse(status: int, error: str) -> JSONResponse:
 
 
 def authorized(settings: Settings, header: str | None) -> bool:
-    scheme, _, key = (header or "").partition(" ")
-    return bool(settings.api_key) and scheme.lower() == "bearer" and hmac.compare_digest(key.strip().encode(), settings.api_key.encode())
+    return auth.api_key_ok(settings.api_key, header)
 
 
 def call_form(settings: Settings, base: str, session: str, req: PlaceCall) -> dict:
@@ -105,6 +104,11 @@ def register(app: FastAPI, state: dict, settings: Settings) -> None:
             req = msgspec.json.decode(await request.body(), type=PlaceCall)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             return _refuse(400, f"invalid request: {exc}")
+        try:
+            # The session's parameters: only what the deployment lets sessions set.
+            state["gate"].params({**req.params, **({"voicemail_message": req.voicemail_message} if req.voicemail_message else {})})
+        except auth.Refused as refused:
+            return _refuse(refused.status, str(refused))
         caller_id = req.from_ or settings.twilio_caller_id
         for name, number in (("to", req.to), ("from", caller_id)):
             if not E164.match(number):
@@ -128,12 +132,9 @@ def register(app: FastAPI, state: dict, settings: Settings) -> None:
     @app.post("/twilio/whisper")
     async def whisper(request: Request):
         """What the person taking a warm transfer hears first: the summary."""
-        body = await request.body()
-        if settings.twilio_auth_token:
-            url = tp.public_url(settings.public_host, str(request.url))
-            form = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
-            if not tp.valid_signature(settings.twilio_auth_token, url, form, request.headers.get("x-twilio-signature")):
-                return Response("invalid signature", status_code=403, media_type="text/plain")
+        _, refused = await webhook_fields(request, settings, state["stats"])
+        if refused is not None:
+            return refused
         return Response(tp.twiml_say(request.query_params.get("text", "")[:500]), media_type="text/xml")
 
     @app.post("/twilio/status")
@@ -148,21 +149,10 @@ def register(app: FastAPI, state: dict, settings: Settings) -> None:
 async def _callback(request: Request, state: dict, settings: Settings, amd: bool) -> Response:
     """A status or answering-machine callback -> a CallStatus event."""
     stats = state["stats"]
-    body = await request.body()
-    if len(body) > MAX_WEBHOOK_BODY:
-        return Response("request too large", status_code=413, media_type="text/plain")
-    try:
-        form = parse_qsl(body.decode("utf-8"), keep_blank_values=True)
-    except (UnicodeDecodeError, ValueError):
-        return Response("the body must be application/x-www-form-urlencoded", status_code=400, media_type="text/plain")
-    if settings.twilio_auth_token:
-        url = tp.public_url(settings.public_host, str(request.url))
-        if not tp.valid_signature(settings.twilio_auth_token, url, form, request.headers.get("x-twilio-signature")):
-            _count(stats, "twilio_bad_signature")
-            log.warning("twilio callback refused: X-Twilio-Signature does not match", extra={"url": url})
-            return Response("invalid signature", status_code=403, media_type="text/plain")
+    fields, refused = await webhook_fields(request, settings, stats)
+    if refused is not None:
+        return refused
     session = request.query_params.get("session", "")
-    fields = dict(form)
     try:
         subjects.session_token(session)
     except ValueError:

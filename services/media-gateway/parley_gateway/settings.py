@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
 from parley.natsauth import Credentials
+from parley.session_params import Allowed
+
+from .auth import DEMO_MODES, parse_origins, parse_rate
 from parley.settings import service_env
 
 
@@ -45,6 +48,18 @@ class Settings:
     # parameters say recording=on); all. Kept PARLEY_RECORDINGS_KEEP_DAYS.
     recordings: str = "off"
     recordings_keep_days: float = 30.0
+    # Sessions (parley_gateway.auth): a token lives this long and is used once.
+    session_token_ttl: float = 60.0
+    # "" (off), "local" (make run: the page gets tokens, for clients on this
+    # machine only) or "open" (for any client: a demo on a network).
+    demo: str = ""
+    allowed_origins: tuple[str, ...] = ()  # besides the gateway's own page
+    session_rate: tuple[int, float] = (20, 60.0)  # new sessions per client address per seconds (0: no limit)
+    # What sessions may set (parley.session_params): PARLEY_SESSION_PARAMS.
+    session_params: Allowed = field(default_factory=Allowed.everything)
+    # Twilio's endpoints refuse to work without TWILIO_AUTH_TOKEN unless this
+    # is set (PARLEY_TWILIO_INSECURE=1): local development only.
+    twilio_insecure: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -67,6 +82,12 @@ class Settings:
             data_dir=Path(env.get("PARLEY_DATA_DIR", "var")),
             recordings=_choice("PARLEY_RECORDINGS", env.get("PARLEY_RECORDINGS", cls.recordings), ("off", "opt-in", "all")),
             recordings_keep_days=_days("PARLEY_RECORDINGS_KEEP_DAYS", env.get("PARLEY_RECORDINGS_KEEP_DAYS", str(cls.recordings_keep_days))),
+            session_token_ttl=float(_int_in("PARLEY_SESSION_TOKEN_TTL", env.get("PARLEY_SESSION_TOKEN_TTL", "60"), 5, 3600, "seconds a session token may wait to be used")),
+            demo=_choice("PARLEY_DEMO", env.get("PARLEY_DEMO", ""), DEMO_MODES),
+            allowed_origins=parse_origins(env.get("PARLEY_ALLOWED_ORIGINS", "")),
+            session_rate=parse_rate(env.get("PARLEY_SESSION_RATE", "20/60")),
+            session_params=Allowed.from_env(env),
+            twilio_insecure=_flag("PARLEY_TWILIO_INSECURE", env.get("PARLEY_TWILIO_INSECURE", "")),
             webrtc_jitter_frames=_int_in("PARLEY_WEBRTC_JITTER_FRAMES", env.get("PARLEY_WEBRTC_JITTER_FRAMES", str(cls.webrtc_jitter_frames)), 1, 8, "packets of 20 ms"),
         )
 
@@ -93,7 +114,7 @@ def _int_in(name: str, value: str, low: int, high: int, what: str) -> int:
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
     if value.strip().lower() not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+        raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}, not {value!r}")
     return value.strip().lower()
 
 
@@ -105,3 +126,12 @@ def _days(name: str, value: str) -> float:
     if not days > 0 or not math.isfinite(days):
         raise ValueError(f"{name} must be a number of days above 0 (recordings older than that are deleted), not {value!r}")
     return days
+
+
+def _flag(name: str, value: str) -> bool:
+    low = value.strip().lower()
+    if low in ("", "0", "false", "no", "off"):
+        return False
+    if low in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(f"{name} must be 1 or 0, not {value!r}")

@@ -1,7 +1,9 @@
 """Twilio Media Streams transport: the voice webhook and the media WebSocket.
 
 ``POST /twilio/voice`` is the phone number's voice webhook. It checks
-``X-Twilio-Signature`` (when TWILIO_AUTH_TOKEN is set) and answers TwiML
+``X-Twilio-Signature`` (form bodies, and JSON bodies with ``bodySHA256``);
+without TWILIO_AUTH_TOKEN every Twilio endpoint refuses to work (503), unless
+PARLEY_TWILIO_INSECURE=1 says this is local development. It answers TwiML
 ``<Connect><Stream url="wss://PUBLIC_HOST/twilio/media">`` whose
 ``<Parameter>``s carry a one-time stream token and the session's settings
 (the webhook URL's query parameters, and the caller's number).
@@ -45,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import json
 import logging
 import time
 from collections import deque
@@ -54,10 +57,11 @@ from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import Response
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from parley import subjects
+from parley import session_params, subjects
 from parley.audio import Mark, Resampler, pcm16_to_ulaw, ulaw_to_pcm16
 from parley.contract import SendDigits
 
+from . import auth
 from . import twilio_protocol as tp
 from . import twilio_rest
 from .call import FRAME_MS, Call
@@ -144,7 +148,7 @@ class TwilioSocket:
     rate = RATE
     reports_playback = True
 
-    def __init__(self, ws: WebSocket, nc, ticker, stats: dict, settings: Settings, tokens: tp.StreamTokens | None, recordings=None, rejoins: dict | None = None):
+    def __init__(self, ws: WebSocket, nc, ticker, stats: dict, settings: Settings, tokens: tp.StreamTokens | None, recordings=None, rejoins: dict | None = None, gate: auth.Gate | None = None):
         self.ws = ws
         self.recordings = recordings
         self.rejoins: dict[str, Rejoin] = rejoins if rejoins is not None else {}
@@ -154,6 +158,7 @@ class TwilioSocket:
         self.stats = stats
         self.settings = settings
         self.tokens = tokens  # None: no token required (no auth token configured)
+        self.gate = gate  # checks the stream's parameters (None: taken as they are)
         self.loop = asyncio.get_running_loop()
         self.call: Call | None = None
         self.stream_sid = ""
@@ -551,6 +556,15 @@ class TwilioSocket:
                 return False
         if params.get(REJOIN_PARAM) == "1":
             return await self._adopt(m, params)
+        if self.gate is not None:
+            try:
+                params = _session_params(self.gate, params)
+            except auth.Refused as exc:
+                log.error("twilio stream refused: %s", exc, extra=self._log_extra())
+                _count(self.stats, "twilio_params_refused")
+                self.end_reason = f"refused: {exc}"
+                self._queue_close(CLOSE_POLICY, str(exc))
+                return False
         call = Call(self.nc, self, session=_placed_session(params.get("session", "")), stats=self.stats, recordings=self.recordings)
         try:
             await call.start(params=params, caller=params.get("caller", ""))
@@ -643,33 +657,85 @@ def _token_secret(auth_token: str) -> bytes | None:
     return hmac.new(auth_token.encode(), b"parley twilio stream tokens", hashlib.sha256).digest()
 
 
+TWILIO_OFF = (
+    "the Twilio endpoints are off: set TWILIO_AUTH_TOKEN (every request is then checked against "
+    "X-Twilio-Signature), or PARLEY_TWILIO_INSECURE=1 for local development without one"
+)
+
+
+def _text(status: int, text: str) -> Response:
+    return Response(text, status_code=status, media_type="text/plain")
+
+
+def twilio_refusal(settings: Settings) -> str | None:
+    """Why the Twilio endpoints do not work (fail closed), or None."""
+    return None if settings.twilio_auth_token or settings.twilio_insecure else TWILIO_OFF
+
+
+async def webhook_fields(request: Request, settings: Settings, stats: dict) -> tuple[dict[str, str], Response | None]:
+    """A Twilio webhook's fields, once proven to come from Twilio (or the
+    reason it is refused, as the response to send). Form bodies and JSON
+    bodies (``bodySHA256``) alike; without TWILIO_AUTH_TOKEN only in the
+    insecure development mode."""
+    if (off := twilio_refusal(settings)) is not None:
+        _count(stats, "twilio_refused_off")
+        log.error("twilio request refused: %s", off, extra={"path": request.url.path})
+        return {}, _text(503, off)
+    body = await request.body()
+    if len(body) > MAX_WEBHOOK_BODY:
+        return {}, _text(413, "request too large")
+    url = tp.public_url(settings.public_host, str(request.url))
+    json_body = tp.body_sha256(url) is not None or request.headers.get("content-type", "").startswith("application/json")
+    try:
+        if settings.twilio_auth_token:
+            form = tp.verify_webhook(settings.twilio_auth_token, url, body, request.headers.get("x-twilio-signature"))
+            if form is None:
+                _count(stats, "twilio_bad_signature")
+                log.warning("twilio request refused: X-Twilio-Signature does not match", extra={"url": url, "signed": "x-twilio-signature" in request.headers})
+                return {}, _text(403, "invalid signature")
+        else:
+            form = [] if json_body else parse_qsl(body.decode("utf-8"), keep_blank_values=True)
+        if json_body:
+            data = json.loads(body or b"{}")
+            if not isinstance(data, dict):
+                raise ValueError("not an object")
+            form = [(str(k), v if isinstance(v, str) else json.dumps(v)) for k, v in data.items()]
+    except (UnicodeDecodeError, ValueError):
+        return {}, _text(400, "the body must be application/x-www-form-urlencoded (or a JSON object with bodySHA256)")
+    return dict(form), None
+
+
+def _session_params(gate: auth.Gate, given: dict[str, str]) -> dict[str, str]:
+    """What a webhook URL or a stream's parameters set for the session: the
+    gateway's own keys as they are, the rest checked against what the
+    deployment allows (raises auth.Refused)."""
+    own = {k: v for k, v in given.items() if k in session_params.RESERVED}
+    return {**gate.params({k: v for k, v in given.items() if k not in session_params.RESERVED and k != "token"}), **own}
+
+
 def register(app: FastAPI, state: dict, settings: Settings) -> None:
     """Add ``POST /twilio/voice`` and the ``/twilio/media`` WebSocket.
     ``state`` gets "nc", "ticker" and "stats" from the app's lifespan."""
     require_token = bool(settings.twilio_auth_token)
     tokens = tp.StreamTokens(_token_secret(settings.twilio_auth_token))
+    if twilio_refusal(settings) is None and not require_token:
+        log.warning("PARLEY_TWILIO_INSECURE: the Twilio endpoints take unsigned requests and streams without a token (local development only)")
 
     @app.post("/twilio/voice")
     async def twilio_voice(request: Request):
         stats = state["stats"]
-        body = await request.body()
-        if len(body) > MAX_WEBHOOK_BODY:
-            return Response("request too large", status_code=413, media_type="text/plain")
-        try:
-            form = parse_qsl(body.decode("utf-8"), keep_blank_values=True)
-        except (UnicodeDecodeError, ValueError):
-            return Response("the body must be application/x-www-form-urlencoded", status_code=400, media_type="text/plain")
-        if settings.twilio_auth_token:
-            url = tp.public_url(settings.public_host, str(request.url))
-            if not tp.valid_signature(settings.twilio_auth_token, url, form, request.headers.get("x-twilio-signature")):
-                _count(stats, "twilio_bad_signature")
-                log.warning("twilio webhook refused: X-Twilio-Signature does not match", extra={"url": url, "signed": "x-twilio-signature" in request.headers})
-                return Response("invalid signature", status_code=403, media_type="text/plain")
-        fields = dict(form)
+        fields, refused = await webhook_fields(request, settings, stats)
+        if refused is not None:
+            return refused
         call_sid = fields.get("CallSid", "")
         if not call_sid or not call_sid.isascii() or not call_sid.isalnum() or len(call_sid) > 64:
             return Response("CallSid missing or invalid", status_code=400, media_type="text/plain")
-        params = {k: v for k, v in request.query_params.items() if k != "token"}
+        try:
+            params = _session_params(state["gate"], {k: v for k, v in request.query_params.items() if k not in ("token", "bodySHA256")})
+        except auth.Refused as exc:
+            _count(stats, "twilio_params_refused")
+            log.error("twilio call refused: %s", exc, extra={"call_sid": call_sid})
+            return _text(exc.status, str(exc))
         # The person on the line: who called us, or whom we called.
         person = fields.get("To") if fields.get("Direction", "").startswith("outbound") else fields.get("From")
         if person:
@@ -684,6 +750,12 @@ def register(app: FastAPI, state: dict, settings: Settings) -> None:
     @app.websocket("/twilio/media")
     async def twilio_media(ws: WebSocket):
         stats = state["stats"]
+        if (off := twilio_refusal(settings)) is not None:
+            _count(stats, "twilio_refused_off")
+            log.error("twilio stream refused: %s", off)
+            await ws.accept()
+            await ws.close(CLOSE_POLICY, "Twilio endpoints are off: set TWILIO_AUTH_TOKEN")
+            return
         if settings.twilio_auth_token and "x-twilio-signature" in ws.headers:
             # Twilio signs the upgrade over the stream URL. The one-time token
             # is what protects the stream; this is a diagnostic for set-up.
@@ -692,4 +764,4 @@ def register(app: FastAPI, state: dict, settings: Settings) -> None:
                 _count(stats, "twilio_ws_signature_mismatch")
                 log.warning("twilio stream upgrade signature does not match (is PUBLIC_HOST right?)", extra={"url": url})
         rejoins = state.setdefault("twilio_rejoins", {})
-        await TwilioSocket(ws, state["nc"], state["ticker"], stats, settings, tokens if require_token else None, state.get("recordings"), rejoins).serve()
+        await TwilioSocket(ws, state["nc"], state["ticker"], stats, settings, tokens if require_token else None, state.get("recordings"), rejoins, gate=state["gate"]).serve()

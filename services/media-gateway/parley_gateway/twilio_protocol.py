@@ -33,7 +33,7 @@ import secrets
 from collections import deque
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Union
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 from xml.sax.saxutils import escape, quoteattr
 
 import msgspec
@@ -384,6 +384,28 @@ def valid_signature(auth_token: str, url: str, params: Iterable[tuple[str, str]]
         # compare_digest on every candidate: the time does not depend on which matched
         ok |= hmac.compare_digest(compute_signature(auth_token, candidate, params).encode(), given)
     return ok
+
+
+def body_sha256(url: str) -> str | None:
+    """The ``bodySHA256`` query parameter Twilio adds to the URL of a request
+    with a JSON body (None: a form request)."""
+    values = [v for k, v in parse_qsl(urlsplit(url).query, keep_blank_values=True) if k == "bodySHA256"]
+    return values[0] if values else None
+
+
+def verify_webhook(auth_token: str, url: str, body: bytes, signature: str | None) -> list[tuple[str, str]] | None:
+    """A webhook's form fields if ``X-Twilio-Signature`` proves Twilio sent
+    it, else None. A form body is signed as URL + sorted fields; a JSON body
+    (``application/json``) is signed over the URL alone, which carries
+    ``bodySHA256`` = hex SHA-256 of the exact body bytes: both must hold.
+    Raises ValueError for a form body that does not parse."""
+    claimed = body_sha256(url)
+    if claimed is not None:
+        actual = hashlib.sha256(body).hexdigest()
+        body_ok = hmac.compare_digest(claimed.lower().encode(), actual.encode())
+        return [] if valid_signature(auth_token, url, [], signature) and body_ok else None
+    form = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+    return form if valid_signature(auth_token, url, form, signature) else None
 
 
 # ---------------------------------------------------------------------------

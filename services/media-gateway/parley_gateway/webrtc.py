@@ -2,7 +2,9 @@
 
 ``POST /webrtc/offer`` takes the browser's SDP offer (ICE candidates included:
 the page waits for gathering, there is no trickle) and answers with aiortc.
-Each offer is one ``Call``:
+The JSON body is ``{"sdp", "type": "offer", "token", "params"?}``: the
+one-time session token (``POST /api/sessions``) and session parameters the
+deployment allows (``auth.Gate.admit``). Each offer is one ``Call``:
 
 * inbound: the caller's Opus track arrives as 48 kHz stereo ``av.AudioFrame``s;
   they are downmixed, resampled to 16 kHz and fed to the call packet by packet
@@ -44,6 +46,7 @@ from fastapi.responses import JSONResponse
 
 from parley.audio import Resampler, stereo_to_mono
 
+from . import auth
 from .call import FRAME_MS, Call
 from .settings import Settings
 from .tasks import TaskSet
@@ -82,6 +85,8 @@ def parse_offer(body: object) -> tuple[str, dict[str, str]]:
     if not isinstance(body, dict):
         raise OfferError('the body must be a JSON object {"sdp": ..., "type": "offer"}')
     sdp, kind, params = body.get("sdp"), body.get("type"), body.get("params", {})
+    if not isinstance(body.get("token", ""), str):
+        raise OfferError('"token" must be a string (from POST /api/sessions)')
     if kind != "offer":
         raise OfferError(f'"type" must be "offer", got {kind!r}')
     if not isinstance(sdp, str) or not sdp.strip():
@@ -384,13 +389,25 @@ def ice_configuration(settings: Settings) -> RTCConfiguration:
     return RTCConfiguration(iceServers=[RTCIceServer(urls=url.strip()) for url in settings.ice_servers])
 
 
-async def answer(nc, settings: Settings, sessions: dict, stats: dict, body: object, recordings=None) -> tuple[int, dict]:
-    """Answer one offer; (HTTP status, JSON body). Nothing is left behind on an error."""
+async def answer(nc, settings: Settings, sessions: dict, stats: dict, body: object, recordings=None, admit=None) -> tuple[int, dict]:
+    """Answer one offer; (HTTP status, JSON body). Nothing is left behind on an error.
+
+    ``admit(token, params) -> params`` decides whether the session may start
+    (``auth.Gate.admit``: origin, rate, the one-time token, the parameters),
+    once the offer itself is known to be well formed; it raises auth.Refused.
+    """
     try:
         sdp, params = parse_offer(body)
         check_audio(sdp)
     except OfferError as exc:
         return 400, {"error": str(exc)}
+    if admit is not None:
+        try:
+            params = admit(body.get("token") if isinstance(body, dict) else None, params)  # type: ignore[union-attr]
+        except auth.Refused as refused:
+            stats[f"webrtc_refused_{refused.status}"] = stats.get(f"webrtc_refused_{refused.status}", 0) + 1
+            log.warning("webrtc session refused: %s", refused, extra={"status": refused.status})
+            return refused.status, {"error": str(refused)}
     pc = RTCPeerConnection(ice_configuration(settings))
     transport = WebRtcTransport(pc, sessions, stats)
     call = Call(nc, transport, stats=stats, recordings=recordings)
@@ -456,7 +473,11 @@ def register(app: FastAPI, state: dict, settings: Settings) -> None:
             return JSONResponse({"error": 'the body must be JSON {"sdp": ..., "type": "offer"}'}, status_code=400)
         if state.get("nc") is None:
             return JSONResponse({"error": "the gateway is not ready"}, status_code=503)
-        status, reply = await answer(state["nc"], settings, sessions, state["stats"], body, state.get("recordings"))
+        gate = state["gate"]
+        client = request.client.host if request.client else None
+        status, reply = await answer(
+            state["nc"], settings, sessions, state["stats"], body, state.get("recordings"), admit=lambda token, params: gate.admit(request.headers, client, token, params)
+        )
         return JSONResponse(reply, status_code=status)
 
     # Hang up every call before the app's own lifespan drains NATS.

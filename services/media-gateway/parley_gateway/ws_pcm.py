@@ -1,5 +1,11 @@
 """``/ws/pcm``: the simplest transport, for the browser page, tools and tests.
 
+Connect with ``?token=`` (a one-time token from ``POST /api/sessions``; see
+``auth``); other query parameters are session parameters, checked against
+what the deployment allows. A refused connection gets an ``error`` notice
+(with the HTTP-like ``status``: 401 token, 403 origin, 400 parameter, 429
+rate) and a close frame (1008, or 1013 "try again later" for the rate).
+
 Client -> server: binary messages of PCM16 LE mono 16 kHz, any length; text
 messages of JSON ``{"type": "dtmf", "digit": "5"}`` or ``{"type": "hangup"}``.
 Server -> client: binary messages of PCM16 LE mono 16 kHz agent audio, paced in
@@ -24,6 +30,7 @@ from collections import deque
 
 from fastapi import WebSocket, WebSocketDisconnect
 
+from . import auth
 from .call import Call
 
 log = logging.getLogger("parley.gateway")
@@ -142,12 +149,22 @@ class PcmSocket:
                     return
 
 
-async def serve(ws: WebSocket, nc, ticker, stats: dict, recordings=None) -> None:
+async def serve(ws: WebSocket, nc, ticker, stats: dict, gate: auth.Gate, recordings=None) -> None:
     await ws.accept()
+    try:
+        # A one-time token, from an allowed origin, within the rate; the URL's
+        # other query parameters are session parameters the deployment allows.
+        query = {k: v for k, v in ws.query_params.multi_items() if k != "token"}
+        params = gate.admit(ws.headers, ws.client.host if ws.client else None, ws.query_params.get("token"), query)
+    except auth.Refused as refused:
+        _count(stats, f"pcm_refused_{refused.status}")
+        log.warning("pcm session refused: %s", refused, extra={"client": ws.client.host if ws.client else None, "status": refused.status})
+        await ws.send_text(json.dumps({"type": "error", "error": str(refused), "status": refused.status}))
+        await ws.close(refused.close, str(refused)[:120])
+        return
     transport = PcmSocket(ws, stats)
     call = Call(nc, transport, stats=stats, recordings=recordings)
     transport.call = call
-    params = {k: v for k, v in ws.query_params.items() if k not in ("token",)}
     try:
         await call.start(params=params)
     except RuntimeError as exc:

@@ -35,6 +35,7 @@ from parley.natsd import free_port
 from parley_gateway import twilio_rest
 from parley_gateway.app import create_app
 from parley_gateway.settings import Settings
+from test_webrtc_gateway import announce
 
 
 AUTH_TOKEN = "test-auth-token-0123456789"
@@ -109,7 +110,8 @@ class TwilioApi:
 
 @pytest.fixture(scope="module")
 def gateway(nats_server):
-    with Gateway(Settings(nats_url=nats_server.url, http_port=free_port(), public_host="gw.example.com")) as gw:
+    # No auth token: only in the insecure development mode (the secure one is below).
+    with Gateway(Settings(nats_url=nats_server.url, http_port=free_port(), public_host="gw.example.com", twilio_insecure=True)) as gw:
         yield gw
 
 
@@ -191,7 +193,9 @@ class Agent:
         return e.session
 
     async def speak(self, session: str, run: int, chunks: list[np.ndarray], rate: int = 22050, first_chunk: int = 0) -> None:
-        """Publish TTS audio the way the TTS service does: 20 ms pieces, then an empty last."""
+        """Publish TTS audio the way the TTS service does: 20 ms pieces, then an empty last
+        (after the reducer step that asked for it, as the orchestrator does)."""
+        await announce(self.nc, session, run, range(first_chunk, first_chunk + len(chunks)))
         seq = 0
         piece = rate // 50
         for i, pcm in enumerate(chunks, start=first_chunk):

@@ -105,7 +105,8 @@ class Caller:
     async def connect(self, base: str) -> None:
         await self.pc.setLocalDescription(await self.pc.createOffer())
         async with httpx.AsyncClient() as http:
-            r = await http.post(f"{base}/webrtc/offer", json={"sdp": self.pc.localDescription.sdp, "type": "offer", "params": {"lang": "en"}})
+            token = await mint(base, http)
+            r = await http.post(f"{base}/webrtc/offer", json={"sdp": self.pc.localDescription.sdp, "type": "offer", "token": token, "params": {"test_call": "t1"}})
         assert r.status_code == 200, r.text
         answer = r.json()
         assert answer["type"] == "answer" and answer["session"].startswith("webrtc-")
@@ -123,6 +124,23 @@ async def until(predicate, timeout: float = 10.0, what: str = "condition") -> No
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.01)
+
+
+API_KEY = "test-api-key-0123456789"
+
+
+async def mint(base: str, http: httpx.AsyncClient | None = None, **params: str) -> str:
+    """A one-time session token from the gateway (POST /api/sessions)."""
+    async with contextlib.AsyncExitStack() as stack:
+        if http is None:
+            http = await stack.enter_async_context(httpx.AsyncClient(trust_env=False))
+        r = await http.post(f"{base}/api/sessions", json={"params": params}, headers={"Authorization": f"Bearer {API_KEY}"})
+        assert r.status_code == 201, r.text
+        return r.json()["token"]
+
+
+async def pcm_url(base: str, **params: str) -> str:
+    return base.replace("http", "ws") + f"/ws/pcm?token={await mint(base, **params)}"
 
 
 @contextlib.asynccontextmanager
@@ -146,7 +164,7 @@ async def gateway(nats_url: str, **settings):
     await nc.subscribe(f"{subjects.PREFIX}.audio.in.*", cb=on_audio)
     await nc.subscribe(subjects.EVENTS_ALL, cb=on_event)
     port = free_port()
-    app = create_app(Settings(nats_url=nats_url, http_port=port, **settings))
+    app = create_app(Settings(nats_url=nats_url, http_port=port, **{"api_key": API_KEY, **settings}))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False))
     serving = asyncio.create_task(server.serve())
     await until(lambda: server.started, what="uvicorn")
@@ -164,7 +182,18 @@ async def gateway(nats_url: str, **settings):
         await nc.drain()
 
 
-async def publish_tts(nc, session: str, run: int, pcm: bytes, rate: int, chunk: int = 0, last: bool = True) -> None:
+async def announce(nc, session: str, run: int, chunks) -> None:
+    """What the orchestrator does before TTS speaks: the reducer step carrying
+    the Synthesize commands (the gateway plays only announced chunks)."""
+    cmds = tuple(contract.Synthesize(session=session, run=run, chunk=c, text="") for c in chunks)
+    event = contract.TimerFired(session=session, at=time.time(), name="test", token=0)
+    await nc.publish(subjects.observe(session), contract.encode(contract.Step(index=0, event=event, state_from="Generating", state_to="Generating", commands=cmds)))
+    await nc.flush()
+
+
+async def publish_tts(nc, session: str, run: int, pcm: bytes, rate: int, chunk: int = 0, last: bool = True, announced: bool = False) -> None:
+    if not announced:
+        await announce(nc, session, run, [chunk])
     step = rate // 50 * 2 * 5  # 100 ms pieces, as a streaming TTS would send
     pieces = [pcm[i : i + step] for i in range(0, len(pcm), step)]
     for i, piece in enumerate(pieces):
@@ -186,7 +215,7 @@ def test_audio_flows_both_ways_and_playback_is_reported(nats_server):
             await until(lambda: any(n["type"] == "session" for n in caller.notices), what="the session notice")
             assert seen["claims"] == [s]
             started = [e for e in seen["events"] if isinstance(e, contract.SessionStarted)]
-            assert [(e.session, e.transport, e.params) for e in started] == [(s, "webrtc", {"lang": "en"})]
+            assert [(e.session, e.transport, e.params) for e in started] == [(s, "webrtc", {"test_call": "t1"})]
 
             # Inbound: the mic tone reaches audio_in as 16 kHz mono, in order.
             await until(lambda: sum(len(d) for _, d in seen["audio"].get(s, [])) >= 16000 * 2, what="1 s of caller audio")
@@ -369,7 +398,7 @@ def test_no_asr_worker_is_a_clear_503(nats_server):
             caller = Caller()
             await caller.pc.setLocalDescription(await caller.pc.createOffer())
             async with httpx.AsyncClient(timeout=15) as http:
-                r = await http.post(f"{base}/webrtc/offer", json={"sdp": caller.pc.localDescription.sdp, "type": "offer"})
+                r = await http.post(f"{base}/webrtc/offer", json={"sdp": caller.pc.localDescription.sdp, "type": "offer", "token": await mint(base, http)})
             assert r.status_code == 503 and "speech recognizer" in r.json()["error"]
             assert state["webrtc"] == {}
             await caller.pc.close()

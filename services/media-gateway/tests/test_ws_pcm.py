@@ -16,7 +16,7 @@ import websockets
 
 from parley import contract
 
-from test_webrtc_gateway import command, gateway, publish_tts, tone, until
+from test_webrtc_gateway import command, gateway, pcm_url, publish_tts, tone, until
 
 FRAME_BYTES = 640  # 20 ms of PCM16 at 16 kHz
 
@@ -44,7 +44,7 @@ def test_flush_stops_the_run_within_a_frame_and_late_audio_is_dropped(nats_serve
     async def scenario():
         async with gateway(nats_server.url) as (base, state, nc, seen):
             client = PcmClient()
-            task = asyncio.create_task(client.run(base.replace("http", "ws") + "/ws/pcm"))
+            task = asyncio.create_task(client.run(await pcm_url(base)))
             await until(lambda: client.session, what="session")
             s = client.session
             await publish_tts(nc, s, run=3, pcm=tone(440, 5.0, 22050), rate=22050)
@@ -73,7 +73,7 @@ def test_pause_holds_and_resume_loses_nothing(nats_server):
     async def scenario():
         async with gateway(nats_server.url) as (base, state, nc, seen):
             client = PcmClient()
-            task = asyncio.create_task(client.run(base.replace("http", "ws") + "/ws/pcm"))
+            task = asyncio.create_task(client.run(await pcm_url(base)))
             await until(lambda: client.session, what="session")
             s = client.session
             await publish_tts(nc, s, run=5, pcm=tone(500, 1.0, 16000), rate=16000)
@@ -108,7 +108,7 @@ def test_a_client_that_stops_reading_is_told_why_and_its_session_ends(nats_serve
 
     async def scenario():
         async with gateway(nats_server.url) as (base, state, nc, seen):
-            url = base.replace("http", "ws") + "/ws/pcm"
+            url = await pcm_url(base)
             sock = socket.socket()
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             sock.connect(("127.0.0.1", int(url.split(":")[2].split("/")[0])))

@@ -50,7 +50,7 @@ from nats.js.api import KeyValueConfig, StorageType, StreamConfig
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError, NotFoundError
 from nats.nuid import NUID
 
-from parley import bus, contract, subjects, telemetry
+from parley import bus, contract, session_params, subjects, telemetry
 from parley.clock import Clock
 from parley.contract import (
     AnyCommand,
@@ -454,7 +454,14 @@ class Runtime:
             caller = event.caller or "an unknown number (ask for a name when you need to look up a booking)"
             prompt = params["system_prompt"].replace("{today}", today.strftime("%Y-%m-%d (%A)"))
             params["system_prompt"] = prompt.replace("{caller}", caller)
-        params.update(event.params)
+        # Only what a session may set (parley.session_params; the gateway
+        # refused anything else already, with an error to the caller): a
+        # system prompt, tools or limits never come from a session.
+        refused = [k for k in event.params if not session_params.accepted_by_orchestrator(k)]
+        if refused:
+            self.stats["params_refused"] = self.stats.get("params_refused", 0) + len(refused)
+            log.warning("session parameters refused", extra={"session_id": event.session, "params": sorted(refused)[:20]})
+        params.update((k, v) for k, v in event.params.items() if session_params.accepted_by_orchestrator(k))
         # Where calls may be transferred, and the recording notice, are the
         # deployment's to say, never a caller's (a browser's query string, a
         # webhook URL) nor the model's.

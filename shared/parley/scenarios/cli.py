@@ -78,6 +78,13 @@ def _cache_dir(arg: str) -> Path:
     return Path(base) / "parley" / "scenarios"
 
 
+def _api_key() -> str:
+    if os.environ.get("PARLEY_API_KEY"):
+        return os.environ["PARLEY_API_KEY"]
+    kept = Path("var") / "secrets" / "api_key"
+    return kept.read_text().strip() if kept.exists() else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="parley scenarios", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -89,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--gateway", default=f"http://127.0.0.1:{os.environ.get('PARLEY_GATEWAY_PORT', '8080')}")
     p_run.add_argument("--nats", default=os.environ.get("NATS_URL", f"nats://127.0.0.1:{os.environ.get('PARLEY_NATS_PORT', '4222')}"))
     p_run.add_argument("--twilio-auth-token", default=os.environ.get("TWILIO_AUTH_TOKEN", ""), help="dial Twilio calls through the signed /twilio/voice webhook")
+    p_run.add_argument("--api-key", default=_api_key(), help="the gateway's PARLEY_API_KEY, to mint /ws/pcm session tokens (default: PARLEY_API_KEY, else the key make run keeps in var/secrets/api_key)")
     p_run.add_argument("--out", default="", help="keep each call's record (JSON) and a stereo WAV (left: caller, right: what it heard)")
     p_run.add_argument("--json", default="", help="write every result and the summary as JSON")
     p_run.add_argument("--cache", default="", help="where rendered caller audio is kept (default ~/.cache/parley/scenarios)")
@@ -126,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     from .runner import Target
 
     ws, http = _urls(args.gateway)
-    target = Target(ws, args.nats, gateway_http=http, twilio_auth_token=args.twilio_auth_token)
+    target = Target(ws, args.nats, gateway_http=http, twilio_auth_token=args.twilio_auth_token, api_key=args.api_key)
     print(f"{len(runs)} call(s) against {http} (NATS {args.nats})", flush=True)
     problem = _preflight(http)
     if problem:

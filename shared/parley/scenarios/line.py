@@ -26,6 +26,7 @@ import logging
 import os
 import secrets
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 import xml.etree.ElementTree as ET
@@ -89,14 +90,20 @@ class PcmLine(Line):
     kind = "pcm"
     rate = 16000
 
-    def __init__(self, gateway_ws: str, params: dict[str, str]):
-        from parley.callers.pcm import PcmCaller
-
-        query = urllib.parse.urlencode(params)
-        self.caller = PcmCaller(f"{gateway_ws}/ws/pcm" + (f"?{query}" if query else ""))
+    def __init__(self, gateway_ws: str, params: dict[str, str], *, gateway_http: str = "", api_key: str = ""):
+        self.gateway_ws = gateway_ws
+        self.gateway_http = gateway_http or "http" + gateway_ws.removeprefix("ws")
+        self.api_key = api_key
+        self.params = params
+        self.caller = None
         self.session = ""
 
     async def open(self) -> None:
+        from parley.callers.pcm import PcmCaller
+
+        # A session needs a one-time token; its parameters are bound to it.
+        token = await asyncio.to_thread(mint_session, self.gateway_http, self.api_key, self.params)
+        self.caller = PcmCaller(f"{self.gateway_ws}/ws/pcm?" + urllib.parse.urlencode({"token": token}))
         await self.caller.__aenter__()
         self.session = self.caller.session or ""
 
@@ -124,7 +131,7 @@ class PcmLine(Line):
 
     @property
     def closed(self) -> bool:
-        return self.caller.closed.is_set()
+        return self.caller is not None and self.caller.closed.is_set()
 
 
 class TwilioLine(Line):
@@ -169,6 +176,21 @@ class TwilioLine(Line):
     @property
     def closed(self) -> bool:
         return self.caller is not None and self.caller.closed.is_set()
+
+
+def mint_session(gateway_http: str, api_key: str, params: dict[str, str]) -> str:
+    """A one-time session token from the gateway (``POST /api/sessions``)."""
+    if not api_key:
+        raise RuntimeError("a /ws/pcm call needs a session token: give the gateway's API key (--api-key or PARLEY_API_KEY; make run prints it)")
+    req = urllib.request.Request(
+        f"{gateway_http}/api/sessions", data=json.dumps({"params": params}).encode(),
+        headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310 - the gateway the user named
+            return json.loads(r.read())["token"]
+    except urllib.error.HTTPError as err:
+        raise RuntimeError(f"the gateway refused a session token: {err.read().decode(errors='replace')[:300]}") from None
 
 
 def dial_webhook(gateway_http: str, auth_token: str, call_sid: str, params: dict[str, str]) -> tuple[str, dict[str, str]]:

@@ -59,6 +59,7 @@ class Target:
     nats_url: str
     gateway_http: str = ""  # http://HOST:PORT, for a signed Twilio webhook
     twilio_auth_token: str = ""  # dial through /twilio/voice, signed, when the gateway checks signatures
+    api_key: str = ""  # the gateway's PARLEY_API_KEY: /ws/pcm sessions need a token it mints
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,7 @@ class Runner:
 
     def _line(self, transport: str, params: dict[str, str]) -> Line:
         if transport == "pcm":
-            return PcmLine(self.target.gateway_ws, params)
+            return PcmLine(self.target.gateway_ws, params, gateway_http=self.target.gateway_http, api_key=self.target.api_key)
         if transport == "twilio":
             return TwilioLine(self.target.gateway_ws, params, gateway_http=self.target.gateway_http, auth_token=self.target.twilio_auth_token)
         raise ValueError(f"unknown transport {transport!r}")
