@@ -129,18 +129,39 @@ def test_only_the_orchestrator_gets_the_llm_settings():
         assert has == ({"LLM_BASE_URL", "LLM_API_KEY", "LLM_MODEL"} if name == "orchestrator" else set()), name
 
 
-def test_nats_runs_jetstream_with_our_config_and_jaeger_takes_otlp():
+def test_nats_runs_jetstream_with_the_generated_config_and_jaeger_takes_otlp():
     nats = SERVICES["nats"]
-    assert nats["image"].startswith("nats:2.10")
+    # Pinned consumers (the event partitions' priority groups) need 2.11.
+    assert nats["image"].startswith("nats:2.11")
     assert "-js" in nats["command"]
     config = nats["command"][nats["command"].index("-c") + 1]
-    mounts = {target: source for source, target, *_ in (v.split(":") for v in nats["volumes"])}
-    assert (ROOT / mounts[config]).resolve() == ROOT / "deploy" / "nats.conf"
+    assert config == "/run/secrets/nats_config" and "nats_config" in nats["secrets"]
+    assert COMPOSE["secrets"]["nats_config"]["file"] == "./var/secrets/nats/nats-server.conf"
 
     jaeger = SERVICES["jaeger"]
     assert jaeger["image"].startswith("jaegertracing/all-in-one")
     assert str(jaeger["environment"]["COLLECTOR_OTLP_ENABLED"]).lower() == "true"
-    assert {"16686:16686", "4318:4318"} <= set(jaeger["ports"])
+    assert "127.0.0.1:16686:16686" in jaeger["ports"]
+
+
+def test_nats_is_reachable_only_on_the_internal_network():
+    assert not SERVICES["nats"].get("ports")
+    assert SERVICES["nats"]["networks"] == ["bus"]
+    assert COMPOSE["networks"]["bus"]["internal"] is True
+    for name, svc in BUILT.items():
+        assert "bus" in svc["networks"], name
+    assert SERVICES["asr"]["networks"] == ["bus"] and SERVICES["tts"]["networks"] == ["bus"]
+
+
+@pytest.mark.parametrize("name", sorted(BUILT))
+def test_each_service_gets_only_its_own_nats_key(name):
+    from parley import natsauth
+
+    role = natsauth.SERVICE_ROLES[name]
+    svc = BUILT[name]
+    assert svc["secrets"] == [f"nats_{role}"]
+    assert svc["environment"]["PARLEY_NATS_SEED_FILE"] == f"/run/secrets/nats_{role}"
+    assert COMPOSE["secrets"][f"nats_{role}"]["file"] == f"./var/secrets/nats/{role}.nk"
 
 
 def test_nats_server_accepts_our_config():

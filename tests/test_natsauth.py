@@ -251,13 +251,13 @@ def test_replies_reach_only_their_requester(server):
         async def steal(msg):
             stolen.append(msg)
 
-        await tts.nc.subscribe(natsauth.inbox("gateway") + ".>", cb=steal)
+        await tts.nc.subscribe(natsauth.inbox(natsauth.public_key(made.seeds["gateway"])) + ".>", cb=steal)
         await tts.nc.subscribe("_INBOX.>", cb=steal)
         await asr.nc.flush()
         await tts.nc.flush()
         reply = await gateway.nc.request(subjects.ASR_CLAIM, b"s1", timeout=3)
         # ASR may answer a request it got, but not write into the gateway's inbox uninvited.
-        await asr.nc.publish(natsauth.inbox("gateway") + ".forged", b"x")
+        await asr.nc.publish(natsauth.inbox(natsauth.public_key(made.seeds["gateway"])) + ".forged", b"x")
         await asr.nc.flush()
         await asyncio.sleep(0.3)
         for c in (gateway, asr, tts):

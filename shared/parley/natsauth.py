@@ -6,7 +6,7 @@ challenge with its seed, so the secret never crosses the network, TLS or
 not). Its permissions are the subjects it needs and no more, written here
 from ``parley.subjects``, JetStream API subjects scoped to the streams,
 consumers and buckets it uses, and an inbox prefix of its own
-(``_INBOX.<role>``), so one service cannot read another's replies.
+(``_INBOX.<its public key>``), so one service cannot read another's replies.
 
 Why nkeys rather than passwords or JWTs: a password travels to the server on
 every connect (readable without TLS, and stored in the server's config);
@@ -52,9 +52,11 @@ def wildcard(fn: Callable[..., str]) -> str:
     return ".".join("*" if t in (_STR, str(_INT)) else t for t in out.split("."))
 
 
-def inbox(role: str) -> str:
-    """The prefix of a role's reply subjects (nats-py ``inbox_prefix``)."""
-    return f"_INBOX.{role}"
+def inbox(public_key: str) -> str:
+    """The prefix of one identity's reply subjects (nats-py ``inbox_prefix``):
+    its public key, so that the prefix follows the key whatever the seed
+    file is called, and nobody else may subscribe there."""
+    return f"_INBOX.{public_key}"
 
 
 def _js(verb: str, *names: str) -> str:
@@ -151,7 +153,6 @@ ROLES: dict[str, Role] = {
             wildcard(subjects.playback),
             wildcard(subjects.observe),
             wildcard(subjects.notices),
-            inbox("gateway") + ".>",
         ),
     ),
     "asr": Role(
@@ -162,7 +163,6 @@ ROLES: dict[str, Role] = {
             wildcard(subjects.asr_alive),
             wildcard(subjects.audio_in),
             subjects.CONTROL_ALL,
-            inbox("asr") + ".>",
         ),
         responds=True,
     ),
@@ -173,7 +173,6 @@ ROLES: dict[str, Role] = {
             f"{subjects.TTS_REQUEST} {subjects.TTS_GROUP}",
             subjects.TTS_CANCEL,
             subjects.CONTROL_ALL,
-            inbox("tts") + ".>",
         ),
     ),
     "orchestrator": Role(
@@ -203,7 +202,6 @@ ROLES: dict[str, Role] = {
             f"{subjects.ORCHESTRATOR_CALLBACKS} {subjects.ORCHESTRATOR_GROUP}",
             subjects.ORCHESTRATOR_MEMBERS,
             wildcard(subjects.orchestrator_alive),
-            inbox("orchestrator") + ".>",
         ),
         responds=True,
     ),
@@ -215,7 +213,7 @@ ROLES: dict[str, Role] = {
             *_stream_reader(_kv_stream(subjects.SESSIONS_BUCKET)),
             subjects.ORCHESTRATOR_INFO,
         ),
-        subscribe=(wildcard(subjects.observe), wildcard(subjects.notices), inbox("operator") + ".>"),
+        subscribe=(wildcard(subjects.observe), wildcard(subjects.notices)),
     ),
 }
 
@@ -330,10 +328,11 @@ def user_block(role: str, *, nkey: str | None = None, user: str | None = None, p
     if r is None:  # everything (test stacks' own client only)
         return f"    {{ {who} }}"
     responses = ", allow_responses: { max: 1, expires: \"5m\" }" if r.responds else ""
+    subscribe = (*r.subscribe, inbox(nkey) + ".>") if nkey else r.subscribe
     return (
         f"    # {role}: {r.about}\n"
         f"    {{ {who}, permissions: {{ publish: {{ allow: {_list(r.publish)} }}, "
-        f"subscribe: {{ allow: {_list(r.subscribe)} }}{responses} }} }}"
+        f"subscribe: {{ allow: {_list(subscribe)} }}{responses} }} }}"
     )
 
 
@@ -430,8 +429,7 @@ class Credentials:
         out: dict = {}
         if self.seed:
             out["nkeys_seed_str"] = self.seed
-            if self.role in ROLES:
-                out["inbox_prefix"] = inbox(self.role)
+            out["inbox_prefix"] = inbox(public_key(self.seed))
         if self.tls_ca:
             import ssl
 
