@@ -120,6 +120,8 @@ def render(res: dict, png: str) -> str:
         out += scenarios_section(res)
     if res.get("resample_md"):
         out += ["", res["resample_md"].strip().replace("\n## ", "\n### ").replace("## Resampling", "## Resampling", 1)]
+    if res.get("fuzz_md"):
+        out += ["", res["fuzz_md"].strip()]
     out += kept_sections()
     return "\n".join(out).rstrip() + "\n"
 

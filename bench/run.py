@@ -35,6 +35,7 @@ run, so that ratios compare like with like on this noisy, shared machine:
     uv run python bench/run.py --only fixed --steps 1,10,50
     uv run python bench/run.py --only reducer        # on the last run's sessions
     uv run python bench/run.py --only scenarios      # the turn-taking suite alone
+    uv run python bench/run.py --only fuzz           # every fuzz target, 100,000 inputs each
 
 A partial run (``--only``, or ``BENCH_QUICK=1``) writes
 ``var/bench/BENCHMARKS.partial.md`` instead of the docs.
@@ -767,6 +768,13 @@ def phase_reducer(res: dict) -> None:
     res["reducer"] = r
 
 
+def phase_fuzz(res: dict) -> None:
+    """Every fuzz target, FUZZ_RUNS inputs each (bench/fuzz.py; 100,000 by default)."""
+    env = {**os.environ, "FUZZ_RUNS": os.environ.get("FUZZ_RUNS", "5000" if QUICK else "100000")}
+    p = subprocess.run([sys.executable, "bench/fuzz.py"], cwd=ROOT, capture_output=True, text=True, timeout=7200, env=env)
+    res["fuzz_md"] = p.stdout if p.stdout.strip() else f"(bench/fuzz.py failed: {p.stderr[-800:]})"
+
+
 def phase_resample(res: dict) -> None:
     p = subprocess.run([sys.executable, "bench/resample.py"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     res["resample_md"] = p.stdout if p.returncode == 0 else f"(bench/resample.py failed: {p.stderr[-500:]})"
@@ -777,11 +785,11 @@ def phase_resample(res: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default="", help="comma list of: embedded, fixed, stop, recording, reducer, resample, scenarios")
+    ap.add_argument("--only", default="", help="comma list of: embedded, fixed, stop, recording, reducer, resample, scenarios, fuzz")
     ap.add_argument("--steps", default="", help="capacity steps, e.g. 1,10,50 (default %s)" % ",".join(map(str, STEPS)))
     ap.add_argument("--out", default="", help="where to write the markdown (default docs/BENCHMARKS.md for a full run)")
     args = ap.parse_args(argv)
-    phases = [p for p in args.only.split(",") if p] or ["embedded", "fixed", "stop", "recording", "reducer", "resample", "scenarios"]
+    phases = [p for p in args.only.split(",") if p] or ["embedded", "fixed", "stop", "recording", "reducer", "resample", "scenarios", "fuzz"]
     steps = tuple(int(x) for x in args.steps.split(",")) if args.steps else STEPS
     full = not args.only and not args.steps and not QUICK
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -811,6 +819,8 @@ def main(argv: list[str] | None = None) -> int:
             phase_resample(res)
         elif phase == "scenarios":
             phase_scenarios(res)
+        elif phase == "fuzz":
+            phase_fuzz(res)
         else:
             raise SystemExit(f"unknown phase {phase!r}")
         res.setdefault("phase_s", {})[phase] = time.monotonic() - t0

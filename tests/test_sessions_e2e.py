@@ -27,7 +27,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    with Stack(tmp_path_factory.mktemp("sessions"), env={"PARLEY_PROVIDERS": "fixed"}) as s:
+    with Stack(tmp_path_factory.mktemp("sessions"), env={"PARLEY_PROVIDERS": "fixed", "PARLEY_LOG_RETENTION_DAYS": "2"}) as s:
         yield s
 
 
@@ -115,3 +115,20 @@ def test_a_granted_session_with_allowed_parameters_works(stack):
     caller = asyncio.run(call())
     texts = [n["text"] for n in caller.notices_of("agent_text")]
     assert texts and "Welcome to the test." in texts[0]
+
+
+def test_what_was_said_stays_out_of_the_logs_and_the_log_is_kept_as_configured(stack):
+    async def call():
+        async with PcmCaller(stack.pcm_url(greeting="Your secret code is 4417 zebra.")) as caller:
+            await caller.wait_for(lambda n: n["type"] == "agent_text", timeout=20)
+            await caller.wait_quiet(quiet=0.8, timeout=20)
+        nc = await bus.connect(stack.nats_url, name="test")
+        info = await nc.jetstream().stream_info(subjects.LOG_STREAM)
+        await nc.close()
+        return info
+
+    info = asyncio.run(call())
+    time.sleep(0.5)
+    for service in ("media-gateway", "asr", "orchestrator", "tts"):
+        assert "4417 zebra" not in stack.log(service), service  # the words are in the event log, never in INFO logs
+    assert abs(info.config.max_age - 2 * 86400) < 1  # PARLEY_LOG_RETENTION_DAYS

@@ -102,7 +102,7 @@ def create_app(settings: Settings) -> FastAPI:
         if greeting:
             defaults["greeting"] = greeting
         nc = await bus.connect(settings.nats_url, name="orchestrator", credentials=settings.nats_credentials)
-        runtime = Runtime(nc=nc, brain=brain, tools=tools, defaults=defaults, clock=settings.clock)
+        runtime = Runtime(nc=nc, brain=brain, tools=tools, defaults=defaults, clock=settings.clock, log_retention=settings.log_retention_days * 86400)
         runtime.observer = StepObserver(tel)
         await runtime.start()
         callbacks_sub = await nc.subscribe(subjects.ORCHESTRATOR_CALLBACKS, queue=subjects.ORCHESTRATOR_GROUP, cb=_callbacks_responder(book))

@@ -133,6 +133,9 @@ class Runtime:
     # (and logged, so replay sees the same event).
     defaults: dict[str, str] = field(default_factory=dict)
     state_ttl: float = 24 * 3600
+    # How long a session's event log is kept (PARLEY_LOG_RETENTION_DAYS):
+    # the stream's max_age, applied to an existing stream at start too.
+    log_retention: float = 7 * 24 * 3600
     replica: str = field(default_factory=lambda: NUID().next().decode()[-10:])
     partitions: int = subjects.EVENT_PARTITIONS
     clock: Clock = field(default_factory=Clock.system)  # the clinic's calendar: "{today}" in the prompt
@@ -164,14 +167,18 @@ class Runtime:
         )
         self.live = await self.js.create_key_value(KeyValueConfig(bucket=subjects.LIVE_BUCKET, history=1, ttl=self.state_ttl, storage=StorageType.FILE))
         try:
-            await self.js.stream_info(subjects.LOG_STREAM)
+            info = await self.js.stream_info(subjects.LOG_STREAM)
         except NotFoundError:
             await self.js.add_stream(
                 StreamConfig(
-                    name=subjects.LOG_STREAM, subjects=[subjects.LOG_ALL], storage=StorageType.FILE, max_age=7 * 24 * 3600,
+                    name=subjects.LOG_STREAM, subjects=[subjects.LOG_ALL], storage=StorageType.FILE, max_age=self.log_retention,
                     duplicate_window=30,  # a new owner logs its predecessor's last batch again within seconds
                 )  # fmt: skip
             )
+        else:
+            if info.config.max_age is not None and abs(info.config.max_age - self.log_retention) > 1:
+                await self.js.update_stream(_with(info.config, max_age=self.log_retention))
+                log.info("event log retention changed", extra={"days": round(self.log_retention / 86400, 3)})
         await bus.ensure_event_stream(self.nc)
         self.subs.append(await self.nc.subscribe(subjects.LLM_CANCEL, cb=self._on_llm_cancel))
         self.subs.append(await self.nc.subscribe(subjects.ORCHESTRATOR_INFO, queue=subjects.ORCHESTRATOR_GROUP, cb=self._on_info))
@@ -631,6 +638,13 @@ class Runtime:
         )
         event = ToolResult(session=cmd.session, at=time.time(), run=cmd.run, call_id=cmd.call_id, name=cmd.name, result=result, ok=ok)
         await bus.publish_event(self.nc, event)
+
+
+def _with(config, **changes):
+    """A nats-py config dataclass with some fields changed."""
+    import dataclasses
+
+    return dataclasses.replace(config, **changes)
 
 
 def _running_timers(before: tuple[tuple[str, int, float], ...], cmds: list[AnyCommand], state: reducer.SessionState, now: float) -> tuple[tuple[str, int, float], ...]:

@@ -22,6 +22,9 @@ class Settings:
     data_dir: Path = Path("var")
     clock: Clock = field(default_factory=Clock.system)  # PARLEY_TIMEZONE, PARLEY_NOW (see parley.clock)
     env: Mapping[str, str] = field(default_factory=dict)  # LLM_* and session defaults
+    # Privacy: how long each session's event log (what callers said, in
+    # steps) is kept, PARLEY_LOG_RETENTION_DAYS (0.01 to 3650; default 7).
+    log_retention_days: float = 7.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -31,4 +34,15 @@ class Settings:
             data_dir=Path(env.get("PARLEY_DATA_DIR", "var")),
             clock=Clock.from_env(env),
             env=env,
+            log_retention_days=_days(env.get("PARLEY_LOG_RETENTION_DAYS", "7")),
         )
+
+
+def _days(value: str) -> float:
+    try:
+        days = float(value)
+    except ValueError:
+        days = -1.0
+    if not 0.01 <= days <= 3650:
+        raise ValueError(f"PARLEY_LOG_RETENTION_DAYS must be a number of days from 0.01 to 3650, not {value!r}")
+    return days
