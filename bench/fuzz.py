@@ -82,7 +82,8 @@ def markdown(rows: list[dict], runs: int) -> str:
     bad = [r for r in rows if r["rc"] != 0 or r["runs"] < runs]
     lines += ["", "Found while writing the targets and fixed: msgspec raises `UnicodeDecodeError` (not `DecodeError`) for a msgpack or JSON "
               "string that is not UTF-8, so one malformed bus message escaped every decoder's error handling (`contract._safely`), and a Twilio "
-              "message given as bytes did the same in `twilio_protocol.parse`."]
+              "message given as bytes did the same in `twilio_protocol.parse`; a re-prompt or goodbye text of only white space passed the "
+              "gateway's allow-list but not the orchestrator's policy (now refused at the gateway)."]
     for r in bad:
         lines += ["", f"**{r['target']} failed** (exit {r['rc']}):", "```", r["tail"].strip(), "```"]
     lines += ["", "Reproduce: `uv run python bench/fuzz.py` (`FUZZ_RUNS=...`), or one target: `uv run python fuzz/targets.py bus -runs=100000`. "

@@ -207,7 +207,9 @@ def _check_calls(result: ChaosResult, answer_limit_ms: float) -> None:
 def run_chaos(root: Path, calls: int, turns: int, plan, answer_limit_ms: float = 2000.0, extra_env: dict | None = None) -> ChaosResult:
     from parley_orchestrator.adapters.fixed import CANNED_REPLY
 
-    env = {"PARLEY_PROVIDERS": "fixed", **(extra_env or {})}
+    # The callers play Twilio's side of the media streams directly (no webhook):
+    # the gateway's insecure development mode.
+    env = {"PARLEY_PROVIDERS": "fixed", "PARLEY_TWILIO_INSECURE": "1", **(extra_env or {})}
     result = ChaosResult(calls=calls, turns=turns)
     with Stack(root, env=env, replicas=dict(REPLICAS)) as stack:
         asyncio.run(_run_calls(stack, calls, turns, plan, result))

@@ -33,8 +33,11 @@ def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("natsauth")
     password = secrets.token_urlsafe(12)
     made = natsauth.ensure(root / "secrets", ROOT / "deploy" / "nats.conf", [natsauth.user_block("test", user="test", password=password)])
-    with NatsServer(free_port(), root / "nats", made.config).start(log=root / "nats.log") as srv:
+    srv = NatsServer(free_port(), root / "nats", made.config).start(log=root / "nats.log")
+    try:
         yield srv, made, password, root
+    finally:
+        srv.stop()
 
 
 def _concrete(pattern: str) -> str:
@@ -304,3 +307,49 @@ def test_the_generated_config_is_valid_and_holds_no_secret(server):
         assert seed not in text
         assert natsauth.public_key(seed) in text
     assert oct(made.seed_file("asr").stat().st_mode & 0o777) == "0o600"
+
+
+def test_tls_is_optional_and_works_with_the_documented_settings(tmp_path):
+    """deploy/nats.conf + a tls block; clients with NATS_URL=tls://... and
+    PARLEY_NATS_TLS_CA (docs/SECURITY.md). A client that does not trust the
+    CA is refused."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "parley-test-nats")])
+    now = dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key()).serial_number(1)
+        .not_valid_before(now).not_valid_after(now + dt.timedelta(days=36500))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    base = tmp_path / "nats.conf"
+    base.write_text((ROOT / "deploy" / "nats.conf").read_text() + f'\ntls {{ cert_file: "{tmp_path}/cert.pem", key_file: "{tmp_path}/key.pem" }}\n')
+    made = natsauth.ensure(tmp_path / "secrets", base)
+    seed_env = {natsauth.SEED_FILE_ENV: str(made.seed_file("asr"))}
+
+    async def attempt(creds):
+        try:
+            nc = await nats.connect(f"tls://127.0.0.1:{srv.port}", allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=3, **creds.connect_options())
+        except Exception as exc:  # noqa: BLE001
+            return type(exc).__name__
+        await nc.close()
+        return "connected"
+
+    srv = NatsServer(free_port(), tmp_path / "data", made.config).start(log=tmp_path / "nats.log")
+    try:
+        trusted = natsauth.Credentials.from_env({**seed_env, natsauth.TLS_CA_ENV: str(tmp_path / "cert.pem")})
+        assert asyncio.run(attempt(trusted)) == "connected"
+        assert asyncio.run(attempt(natsauth.Credentials.from_env(seed_env))) != "connected"  # the system CAs do not know it
+    finally:
+        srv.stop()

@@ -44,6 +44,7 @@ class Param:
     high: float = 0.0  # numbers: the largest value; text: the longest
     doc: str = ""
     pattern: str = ""  # text: a regular expression the whole value must match
+    blank_ok: bool = True  # text: may be only spaces (False: the agent would say nothing)
 
     def parse(self, raw: str) -> str:
         """The value as given, once it is valid; ValueError saying what is wrong."""
@@ -68,6 +69,8 @@ class Param:
             raise ValueError(f"must be {int(self.low)} to {int(self.high)} characters long, not {len(raw)}")
         if any(ord(c) < 32 and c not in "\t" for c in raw):
             raise ValueError("must not hold control characters")
+        if not self.blank_ok and not raw.strip():
+            raise ValueError("must say something (not only spaces)")
         if self.pattern and not re.fullmatch(self.pattern, raw):
             raise ValueError(f"must match {self.pattern}")
         return raw
@@ -93,9 +96,9 @@ CATALOGUE: dict[str, Param] = {
         # What the agent says of its own accord.
         Param("greeting", str, 0, _TEXT, "said first, when the call starts (empty: wait for the caller)"),
         Param("reprompt_after", float, 2, 120, "seconds of silence before the agent asks if the caller is there"),
-        Param("reprompt_text", str, 1, _TEXT, "what it asks"),
+        Param("reprompt_text", str, 1, _TEXT, "what it asks", blank_ok=False),
         Param("max_reprompts", int, 0, 10, "re-prompts in a row before it says goodbye and hangs up"),
-        Param("goodbye_text", str, 1, _TEXT, "what it says then"),
+        Param("goodbye_text", str, 1, _TEXT, "what it says then", blank_ok=False),
         Param("voicemail_message", str, 0, 1000, "outbound calls: left on an answering machine after the beep"),
         # Turn-taking (reducer.Policy documents each).
         Param("turn_silence", float, 0.05, 3, "seconds of silence that end a complete turn"),
