@@ -36,7 +36,7 @@ def test_a_call_goes_through_when_every_host_name_has_dots_capitals_or_accents(t
     with Stack(tmp_path, env={"PARLEY_PROVIDERS": "fixed"}, hostnames=HOSTNAMES) as stack:
 
         async def scenario():
-            async with PcmCaller(f"{stack.gateway_ws}/ws/pcm") as caller:
+            async with PcmCaller(stack.pcm_url()) as caller:
                 await asyncio.sleep(0.5)
                 spoke = await caller.say(say("I'd like to book an appointment tomorrow at three p.m."))
                 await caller.wait_for(lambda n: n["type"] == "latency" and n.get("voice_to_voice_ms") is not None, timeout=30, after=spoke)

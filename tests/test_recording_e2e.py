@@ -150,10 +150,11 @@ def authorised_only(stack: Stack, session: str) -> None:
     path = stack.root / "data" / "recordings" / f"{session}.wav"
     with httpx.Client(base_url=stack.gateway, trust_env=False, timeout=20) as http:
         assert http.get(f"/api/recordings/{session}.wav").status_code == 403
-        assert http.get(f"/api/recordings/{session}.wav", params={"token": "guess"}).status_code == 403
-        got = http.get(f"/api/recordings/{session}.wav", params={"token": WATCH})
+        assert http.get(f"/api/recordings/{session}.wav", headers={"Authorization": "Bearer guess"}).status_code == 403
+        assert http.get(f"/api/recordings/{session}.wav", params={"token": WATCH}).status_code == 403  # never in a URL
+        got = http.get(f"/api/recordings/{session}.wav", headers={"Authorization": f"Bearer {WATCH}"})
         assert got.status_code == 200 and got.content == path.read_bytes()
-        assert session in [r["session"] for r in http.get("/api/recordings", params={"token": WATCH}).json()["recordings"]]
+        assert session in [r["session"] for r in http.get("/api/recordings", headers={"Authorization": f"Bearer {WATCH}"}).json()["recordings"]]
 
 
 async def dial(stack: Stack, query: str) -> tuple[TwilioCaller, str]:
@@ -225,7 +226,7 @@ def test_a_pcm_call_with_a_barge_in_is_recorded_as_it_left_the_playout(stack, ca
     interruption = say("Sorry, stop. Can I book Friday at ten a.m. instead?")
 
     async def scenario():
-        async with PcmCaller(f"{stack.gateway_ws}/ws/pcm?recording=on") as caller:
+        async with PcmCaller(stack.pcm_url("recording=on")) as caller:
             await asyncio.sleep(1.0)
             await caller.wait_quiet(quiet=1.2, timeout=40)
             spoke_until = await caller.say(question)

@@ -116,6 +116,8 @@ CATALOGUE: dict[str, Param] = {
         # Keypad.
         Param("dtmf_wait", float, 0, 30, "seconds between keys that end a keypad entry (0: each key is a turn)"),
         Param("dtmf_terminator", str, 0, 1, "the key that ends a keypad entry", pattern=r"[0-9*#]?"),
+        # Recording, where the deployment records on request (PARLEY_RECORDINGS=opt-in).
+        Param("recording", bool, doc="on: record this call (the consent sentence is the deployment's)"),
         # Labels: no effect on the agent; tools find their sessions by them.
         Param("scenario_call", str, 1, 64, "label (parley scenarios)", pattern=_LABEL),
         Param("bench_call", str, 1, 64, "label (make bench)", pattern=_LABEL),

@@ -33,6 +33,9 @@ from parley_gateway import recording as rec
 from parley_gateway.settings import Settings
 
 from test_twilio_media import Agent, Gateway, noise, tone
+from test_webrtc_gateway import API_KEY, mint
+
+WATCH = {"Authorization": "Bearer watch-token"}  # the inspector token: a header, never the URL
 
 R = rec.RATE
 
@@ -220,7 +223,9 @@ def test_a_recording_that_cannot_be_written_is_loud_and_the_call_goes_on(tmp_pat
 @pytest.fixture(scope="module")
 def recording_gateway(nats_server, tmp_path_factory):
     data = tmp_path_factory.mktemp("data")
-    settings = Settings(nats_url=nats_server.url, http_port=free_port(), public_host="gw.example.com", data_dir=data, recordings="opt-in", inspect_token="watch-token")
+    # No Twilio auth token: the insecure development mode (the tests play Twilio directly).
+    settings = Settings(nats_url=nats_server.url, http_port=free_port(), public_host="gw.example.com", data_dir=data, recordings="opt-in",
+                        inspect_token="watch-token", twilio_insecure=True, api_key=API_KEY)
     with Gateway(settings) as gw:
         yield gw
 
@@ -292,7 +297,7 @@ def test_pcm_the_agent_channel_is_every_frame_that_left_the_playout(recording_ga
         async with Agent(nats_server.url) as agent:
             frames: list[bytes] = []
             notices: list[dict] = []
-            async with websockets.connect(f"{base}/ws/pcm?recording=on") as ws:
+            async with websockets.connect(f"{base}/ws/pcm?token={await mint(gw.http)}&recording=on") as ws:
 
                 async def mic():
                     hum = tone(300, 0.02, R).astype("<i2").tobytes()
@@ -359,7 +364,7 @@ def test_the_inspector_serves_recordings_to_the_token_holder_only(recording_gate
                 session = await agent.session_of(caller)
                 await asyncio.sleep(1.5)  # written so far: ~1 s
                 async with httpx.AsyncClient(base_url=gw.http, trust_env=False) as http:
-                    live = await http.get(f"/api/recordings/{session}.wav", params={"token": "watch-token"})
+                    live = await http.get(f"/api/recordings/{session}.wav", headers=WATCH)
             return session, live
 
     session, live = asyncio.run(scenario())
@@ -369,15 +374,15 @@ def test_the_inspector_serves_recordings_to_the_token_holder_only(recording_gate
     with httpx.Client(base_url=gw.http, trust_env=False) as http:
         for url in ("/api/recordings", f"/api/recordings/{session}", f"/api/recordings/{session}.wav"):
             assert http.get(url).status_code == 403
-            assert http.get(url, params={"token": "wrong"}).status_code == 403
-        listed = http.get("/api/recordings", params={"token": "watch-token"}).json()
+            assert http.get(url, headers={"Authorization": "Bearer wrong"}).status_code == 403
+        listed = http.get("/api/recordings", headers=WATCH).json()
         assert session in [r["session"] for r in listed["recordings"]] and listed["mode"] == "opt-in"
-        meta = http.get(f"/api/recordings/{session}", params={"token": "watch-token"}).json()
+        meta = http.get(f"/api/recordings/{session}", headers=WATCH).json()
         assert meta["finished"] and meta["transport"] == "twilio" and meta["audio"] == f"/api/recordings/{session}.wav"
-        wav = http.get(f"/api/recordings/{session}.wav", params={"token": "watch-token"})
+        wav = http.get(f"/api/recordings/{session}.wav", headers=WATCH)
         assert wav.status_code == 200 and wav.content[:4] == b"RIFF"
-        assert http.get("/api/recordings/nope", params={"token": "watch-token"}).status_code == 404
-        assert http.get("/api/recordings/..%2Fsecrets.wav", params={"token": "watch-token"}).status_code in (400, 404)
+        assert http.get("/api/recordings/nope", headers=WATCH).status_code == 404
+        assert http.get("/api/recordings/..%2Fsecrets.wav", headers=WATCH).status_code in (400, 404)
 
 
 def test_webrtc_the_agent_channel_is_what_left_the_playout_at_16_khz(nats_server, tmp_path):
