@@ -215,7 +215,7 @@ def twilio(data: bytes) -> None:
         nc = LocalBus()
         victim, vt = await _victim(nc)
         before = _victim_state(victim, vt)
-        sock = twilio_media.TwilioSocket(_WS(), nc, _Ticker(), {}, SETTINGS, None, GATE)
+        sock = twilio_media.TwilioSocket(_WS(), nc, _Ticker(), {}, SETTINGS, None, gate=GATE)
         mark = len(nc.published)
         try:
             for line in data.split(b"\n")[:64]:

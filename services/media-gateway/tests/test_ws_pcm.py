@@ -145,7 +145,7 @@ def test_keys_cannot_be_pressed_on_a_browser_call_and_the_reducer_is_told(nats_s
     async def scenario():
         async with gateway(nats_server.url) as (base, state, nc, seen):
             client = PcmClient()
-            task = asyncio.create_task(client.run(base.replace("http", "ws") + "/ws/pcm"))
+            task = asyncio.create_task(client.run(await pcm_url(base)))
             await until(lambda: client.session, what="session")
             s = client.session
             await command(nc, s, contract.SendDigits(session=s, digits="1", call_id="k1", run=2))
