@@ -267,7 +267,10 @@ def player_plays_it(stack: Stack, session: str) -> None:
     async def look() -> float:
         page = await chromium.page()
         try:
-            await page.goto(f"{stack.gateway}/?watch={session}&token={WATCH}")
+            # The page asks for the inspector token once (never in the URL) and keeps an HttpOnly cookie.
+            await page.goto(f"{stack.gateway}/?watch={session}")
+            await page.wait_for("document.getElementById('inspect-token') !== null", timeout=20)
+            await page.eval(f"(() => {{ document.getElementById('inspect-token').value = {WATCH!r}; document.querySelector('#login button').click(); return true; }})()")
             await page.wait_for("document.querySelector('.recording audio') !== null", timeout=20)
             await page.eval("(() => { const a = document.querySelector('.recording audio'); a.preload = 'auto'; a.load(); return true; })()")
             return await page.wait_for("(() => { const a = document.querySelector('.recording audio'); return a.readyState >= 1 && a.duration; })()", timeout=20)

@@ -88,6 +88,10 @@ def _num(x: float) -> str:
 
 
 _TEXT = 300
+# Keypad groups, comma separated: each 1 to 32 of 0-9 * # w (w a half-second
+# pause), with at least one key that is not a pause; or nothing.
+_GROUP = r"(?=[0-9*#w]{1,32}(?:,|$))w*[0-9*#][0-9*#w]*"
+_IVR = rf"(?:{_GROUP}(?:,{_GROUP})*)?"
 _LABEL = r"[A-Za-z0-9_.:-]+"
 
 CATALOGUE: dict[str, Param] = {
@@ -116,6 +120,8 @@ CATALOGUE: dict[str, Param] = {
         # Keypad.
         Param("dtmf_wait", float, 0, 30, "seconds between keys that end a keypad entry (0: each key is a turn)"),
         Param("dtmf_terminator", str, 0, 1, "the key that ends a keypad entry", pattern=r"[0-9*#]?"),
+        # Outbound calls through an automated menu: keypad groups, one per menu read out ("1,3").
+        Param("ivr_path", str, 0, 200, "keys pressed at each automated menu on a call Parley placed (groups of up to 32 keys, w a pause)", pattern=_IVR),
         # Recording, where the deployment records on request (PARLEY_RECORDINGS=opt-in).
         Param("recording", bool, doc="on: record this call (the consent sentence is the deployment's)"),
         # Labels: no effect on the agent; tools find their sessions by them.

@@ -153,7 +153,7 @@ def test_a_stream_that_claims_to_rejoin_a_call_not_waiting_is_refused(gw, nats_s
 
 
 def test_without_rest_credentials_keys_cannot_be_pressed_and_the_reducer_is_told(nats_server):
-    settings = Settings(nats_url=nats_server.url, http_port=free_port(), public_host="gw.example.com")
+    settings = Settings(nats_url=nats_server.url, http_port=free_port(), public_host="gw.example.com", twilio_insecure=True)
     with Gateway(settings) as g:
 
         async def scenario():
