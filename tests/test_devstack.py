@@ -225,7 +225,7 @@ def test_a_very_long_line_is_passed_on_in_pieces():
 
 def test_banner_states_the_mode_the_key_twilio_and_never_puts_the_inspector_token_in_a_url():
     env = {"PARLEY_DEMO": "local", "PARLEY_API_KEY": "k3y", "PARLEY_TWILIO_INSECURE": "1"}
-    lines = devstack.banner("http://127.0.0.1:8080/", "b", "real", "nats://x", Path("l"), "t0ken",
+    lines = devstack.banner("http://127.0.0.1:8080/", "b", "real", "nats://x", Path("l"), "t0ken", security=
                             devstack.security_lines(env, Path("var/secrets/api_key"), Path("var/secrets/nats")))
     text = "\n".join(lines)
     assert "LOCAL DEMO" in text and "k3y" in text and "var/secrets/api_key" in text and "INSECURE" in text
