@@ -54,7 +54,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "shared"))  # so `python deploy/devstack.py` works outside `uv run` too
 
-from parley import natsauth, natsd  # noqa: E402
+from parley import fakeclock, natsauth, natsd  # noqa: E402
 
 # --- the stack, as data ------------------------------------------------------
 
@@ -620,6 +620,7 @@ class Stack:
             "PARLEY_HTTP_PORT": str(service.port),
             "PARLEY_DATA_DIR": str(self.var / service.kind),  # replicas share it (one appointment book)
             "PYTHONUNBUFFERED": "1",
+            **fakeclock.child_env(os.environ),  # under faketime: the stack shares one clock
         })
         try:
             proc = subprocess.Popen(

@@ -32,10 +32,11 @@ from pathlib import Path
 
 import httpx
 
-from parley import natsauth
+from parley import fakeclock, natsauth
 from parley.natsd import NatsServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+
 
 SERVICES = {
     "media-gateway": "parley_gateway",
@@ -142,6 +143,7 @@ class Stack:
             "HF_HUB_OFFLINE": "1",
             "PARLEY_NOW": self.now,
             "PARLEY_TIMEZONE": CLINIC_ZONE,
+            **fakeclock.child_env(os.environ),  # one clock for the stack under faketime
             **self.env,
         }
         argv = [sys.executable, "-m", SERVICES[name]]

@@ -130,12 +130,13 @@ def check_cut(stack: Stack, session: str, heard: list[tuple[float, bytes]], hear
     opening = normalise(hear(clip(right, 0, start - 0.3)))
     with capsys.disabled():
         print(
-            f"\n[e2e recording {tag}] answer heard {ear_s:.2f} s, recorded {rec_s:.2f} s; cut at the ear {ear_cut:.2f} s, "
-            f"in the recording {rec_cut:.2f} s (caller onset {barge:.2f} s)\n  recording (agent, cut run): {said_right!r}\n"
+            f"\n[e2e recording {tag}] answer heard {ear_s:.2f} s, recorded {rec_s:.2f} s; cut at the ear {ear_cut} s, "
+            f"in the recording {rec_cut} s (caller onset {barge:.2f} s)\n  recording (agent, cut run): {said_right!r}\n"
             f"  ear (cut run): {said_ear!r}\n  recording (caller): {caller_said!r}\n  recording (opening): {opening!r}"
         )
     assert "recorded" in opening and "bright smile" in opening, opening  # the consent sentence, then the greeting
-    assert "opening hours" in caller_said and "friday" in caller_said, caller_said
+    # Whisper's exact words for a μ-law line vary ("opening nowers"): the caller's channel holds both sentences.
+    assert "opening" in caller_said and "friday" in caller_said, caller_said
     assert ear_cut is not None and rec_cut is not None
     assert abs(rec_cut - ear_cut) < 0.15, (rec_cut, ear_cut)  # cut where the caller stopped hearing it
     assert abs(rec_s - ear_s) < 0.25, (rec_s, ear_s)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import json
 import time
 
@@ -10,7 +11,7 @@ import msgspec
 import pytest
 from nats.js.errors import KeyNotFoundError
 
-from parley import bus, contract as c, subjects, telemetry
+from parley import bus, contract as c, fakeclock, subjects, telemetry
 from parley.natsd import NatsServer, free_port
 from parley_orchestrator.adapters.fixed import FixedLatencyBrain
 from parley_orchestrator.adapters.llm import Done, ToolCallOut, Token
@@ -245,7 +246,7 @@ def test_a_replica_killed_mid_answer_is_taken_over_and_the_answer_goes_on(nats):
     from parley_orchestrator.adapters.fixed import CANNED_REPLY
 
     async def scenario():
-        proc = subprocess.Popen([sys.executable, "-c", _REPLICA, nats.url], stdout=subprocess.PIPE)
+        proc = subprocess.Popen([sys.executable, "-c", _REPLICA, nats.url], stdout=subprocess.PIPE, env={**os.environ, **fakeclock.child_env(os.environ)})
         try:
             assert proc.stdout.readline().strip() == b"ready"
             nc = await bus.connect(nats.url)
