@@ -4,8 +4,9 @@ Order of business:
 1. Read the stack: the services, how many replicas of each
    (``PARLEY_REPLICAS="orchestrator=2,asr=2"``; replica k of a service listens
    on its port + 100·(k-1) and its lines are prefixed ``orchestrator#k``), and
-   check every port it will use before starting anything (exit 2 if a setting
-   is malformed or a port is taken, naming the variable or the port).
+   check every port it will use and every service's settings
+   (parley.settings) before starting anything (exit 2 if a setting is
+   malformed or a port is taken, naming the variable or the port).
 2. Start nats-server from the venv (JetStream, store under var/nats,
    deploy/nats.conf).
 3. Start each replica as a child in its own process group, and prefix every
@@ -200,6 +201,29 @@ def child_env(
     env = {k: v for k, v in base.items() if not k.startswith(foreign)} if foreign else dict(base)
     env.update(overrides)
     return env
+
+
+def settings_problems(env: Mapping[str, str], services: Sequence[Service]) -> list[str]:
+    """Each installed service's settings, checked as it will get them, before
+    anything starts: "make run: asr: PARLEY_ASR_THRESHOLD must be ..." and
+    exit 2, rather than a service that dies at start and is restarted in a
+    loop. The stack's own variables (NATS, ports, data dirs) are its to set."""
+    from parley.config import installed
+    from parley.settings import SettingsError
+
+    known = installed()
+    ours = ("NATS_URL", natsauth.SEED_FILE_ENV, "PARLEY_HTTP_HOST", "PARLEY_HTTP_PORT", "PARLEY_DATA_DIR")
+    problems = []
+    for service in services:
+        cls = known.get(service.kind)
+        if cls is None or service.replica > 1:
+            continue
+        mine = {k: v for k, v in child_env(env, service, services, {}).items() if k not in ours}
+        try:
+            cls.from_env(mine)
+        except SettingsError as exc:
+            problems += [f"{service.name}: {p}" for p in exc.problems]
+    return problems
 
 
 def probe_host(bind_host: str) -> str:
@@ -790,6 +814,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         nats_port(env)
     except (ValueError, KeyError, OSError) as err:
         print(f"make run: {err}", file=sys.stderr)
+        return 2
+    problems = settings_problems(env, services)
+    for problem in problems:
+        print(f"make run: {problem}", file=sys.stderr)
+    if problems:
         return 2
     tty = sys.stdout.isatty()
     stack = Stack(services, env, args.var.resolve(), Out(sys.stdout), tty=tty and "NO_COLOR" not in env,

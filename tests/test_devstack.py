@@ -491,6 +491,18 @@ def test_a_bad_replicas_setting_is_named_and_nothing_starts(tmp_path, supervisor
     assert not (sup.var / "nats").exists()
 
 
+def test_a_refused_service_setting_is_named_and_nothing_starts(tmp_path, supervisors):
+    """The stack checks each installed service's settings (parley.settings) as
+    that service will get them, before nats-server or any child starts."""
+    sup = Supervisor(tmp_path, {"asr": "ok", "tts": "ok"}, env={"PARLEY_ASR_THRESHOLD": "abc", "PARLEY_TTS_THREADS": "0"})
+    supervisors.append(sup)
+    assert sup.proc.wait(30) == 2
+    err = sup.stderr()
+    assert "make run: asr: PARLEY_ASR_THRESHOLD must be a number from 0.05 to 0.95, not 'abc'" in err, err
+    assert "make run: tts: PARLEY_TTS_THREADS must be a whole number from 1 to 64, not '0'" in err, err
+    assert not (sup.var / "nats").exists()
+
+
 def test_signals_at_random_moments_always_stop_the_stack(tmp_path):
     """SIGINT and SIGTERM, in bursts, at random moments from start-up to the
     banner and after: the supervisor stops every time and leaves nothing."""

@@ -4,8 +4,8 @@ A worker's id ends up in subjects (``parley.asr.alive.<id>``) and in messages,
 so it must be one subject token ([A-Za-z0-9_-], see ``subjects.session_token``)
 whatever the machine is called: a Mac is ``Johns-MacBook-Pro.local``, a
 container may be named anything, a host name may be upper case or not ASCII.
-``instance_id`` folds the host name into a token; ``configured_id`` checks an
-id someone set by hand and names the variable when it cannot be used.
+``instance_id`` folds the host name into a token; ``worker_token`` checks an
+id someone set by hand (the settings' error then names the variable).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import re
 import socket
 import unicodedata
 import uuid
-from typing import Mapping
 
 from . import subjects
 
@@ -38,14 +37,12 @@ def instance_id(kind: str, host: str | None = None, pid: int | None = None) -> s
     return subjects.session_token(f"{token(kind, 16, 'svc')}-{token(host)}-{pid}-{uuid.uuid4().hex[:6]}")
 
 
-def configured_id(env: Mapping[str, str], variable: str, kind: str) -> str:
-    """The id set in ``variable``, checked, else a fresh ``instance_id(kind)``."""
-    value = env.get(variable, "")
-    if not value:
-        return instance_id(kind)
+def worker_token(value: str) -> str:
+    """A worker id someone set by hand (PARLEY_ASR_WORKER_ID...), checked: a
+    settings validator, so the error names the variable."""
+    from .settings import Invalid
+
     try:
         return subjects.session_token(value)
     except ValueError:
-        raise ValueError(
-            f"{variable} must be 1 to 64 letters, digits, '-' or '_' (it is used as a NATS subject token), not {value!r}"
-        ) from None
+        raise Invalid("1 to 64 letters, digits, '-' or '_' (it is used as a NATS subject token)") from None

@@ -1,18 +1,20 @@
 """Structured logs: one JSON object per line on stderr, secrets redacted.
 
-Every service calls ``setup(service)`` once. Fields passed as ``extra={...}``
-(session_id, run_id, event, state_from, state_to, commands, ...) become keys
-of the JSON line. The level comes from PARLEY_LOG_LEVEL (default INFO).
+Every service calls ``setup(service)`` first thing (so that even a refused
+setting is one JSON line), then ``setup(service, settings.log_level,
+secrets=settings.secrets())`` once its settings are read: the level is
+PARLEY_LOG_LEVEL, and the values of its secret settings never reach a line.
+Fields passed as ``extra={...}`` (session_id, run_id, event, state_from,
+state_to, commands, ...) become keys of the JSON line.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import sys
-import time
+from typing import Iterable
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
@@ -24,11 +26,6 @@ _SECRET_VALUES = [
 ]
 
 
-def _secrets_from_env() -> list[str]:
-    names = ("LLM_API_KEY", "TWILIO_AUTH_TOKEN", "OPENAI_API_KEY", "PARLEY_INSPECT_TOKEN")
-    return [v for n in names if (v := os.environ.get(n)) and len(v) >= 4]
-
-
 def redact(text: str, secrets: list[str]) -> str:
     for s in secrets:
         text = text.replace(s, "[REDACTED]")
@@ -38,10 +35,10 @@ def redact(text: str, secrets: list[str]) -> str:
 
 
 class JsonFormatter(logging.Formatter):
-    def __init__(self, service: str):
+    def __init__(self, service: str, secrets: Iterable[str] = ()):
         super().__init__()
         self.service = service
-        self.secrets = _secrets_from_env()
+        self.secrets = [s for s in secrets if len(s) >= 4]  # shorter would redact ordinary words
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, object] = {
@@ -60,16 +57,12 @@ class JsonFormatter(logging.Formatter):
         return redact(json.dumps(out, default=str), self.secrets)
 
 
-def setup(service: str, level: str | None = None, stream=None) -> logging.Logger:
+def setup(service: str, level: str = "INFO", stream=None, secrets: Iterable[str] = ()) -> logging.Logger:
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter(service))
+    handler.setFormatter(JsonFormatter(service, secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel((level or os.environ.get("PARLEY_LOG_LEVEL", "INFO")).upper())
+    root.setLevel(level)
     for noisy in ("uvicorn.access", "httpx", "httpcore", "aioice", "aiortc", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return logging.getLogger(service)
-
-
-def now() -> float:
-    return time.time()

@@ -167,10 +167,6 @@ class Allowed:
         return cls(dict(CATALOGUE))
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> "Allowed":
-        return cls.parse(env.get(ENV, ""))
-
-    @classmethod
     def parse(cls, spec: str) -> "Allowed":
         spec = spec.strip()
         if spec in ("", "all"):
@@ -183,19 +179,19 @@ class Allowed:
             name = name.strip()
             if name not in CATALOGUE:
                 why = _WHY_NOT.get(name, f"known: {', '.join(CATALOGUE)}")
-                raise ValueError(f"{ENV}: {name!r} cannot be a session parameter ({why})")
+                raise ValueError(f"{name!r} cannot be a session parameter: {why}")
             p = CATALOGUE[name]
             if bounds:
                 if p.kind is bool or ".." not in bounds:
-                    raise ValueError(f"{ENV}: {item!r}: a range is LOW..HIGH (numbers) or ..MAX (text length)")
+                    raise ValueError(f"{item!r}: a range is LOW..HIGH (numbers) or ..MAX (text length)")
                 lo_s, _, hi_s = bounds.partition("..")
                 try:
                     lo = float(lo_s) if lo_s.strip() else p.low
                     hi = float(hi_s) if hi_s.strip() else p.high
                 except ValueError:
-                    raise ValueError(f"{ENV}: {item!r}: the bounds must be numbers") from None
+                    raise ValueError(f"{item!r}: the bounds must be numbers") from None
                 if not p.low <= lo <= hi <= p.high:
-                    raise ValueError(f"{ENV}: {item!r}: the range must lie within {_num(p.low)}..{_num(p.high)}")
+                    raise ValueError(f"{item!r}: the range must lie within {_num(p.low)}..{_num(p.high)}")
                 p = replace(p, low=lo, high=hi)
             out[name] = p
         return cls(out)
@@ -225,6 +221,14 @@ class Allowed:
 
     def describe(self) -> list[str]:
         return [p.describe() for p in self.params.values()]
+
+    def __str__(self) -> str:
+        """As PARLEY_SESSION_PARAMS would say it (``parley config``)."""
+        if dict(self.params) == CATALOGUE:
+            return "all"
+        if not self.params:
+            return "none"
+        return ",".join(n if p == CATALOGUE[n] else f"{n}={_num(p.low)}..{_num(p.high)}" for n, p in self.params.items())
 
 
 def accepted_by_orchestrator(name: str) -> bool:

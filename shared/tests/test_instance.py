@@ -7,7 +7,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from parley import subjects
-from parley.instance import configured_id, instance_id, token
+from pydantic import field_validator
+
+from parley.instance import instance_id, token, worker_token
+from parley.settings import ServiceSettings, SettingsError, setting
 
 
 @pytest.mark.parametrize(
@@ -35,8 +38,13 @@ def test_any_host_name_gives_a_valid_subject_token(host, pid):
     assert subjects.session_token(worker) == worker and "." not in worker
 
 
+class _Worker(ServiceSettings):
+    worker_id: str = setting("PARLEY_X_WORKER_ID", None, "", default_factory=lambda: instance_id("x"))
+    _token = field_validator("worker_id")(worker_token)
+
+
 def test_a_configured_id_is_checked_and_the_error_names_the_variable():
-    assert configured_id({"PARLEY_ASR_WORKER_ID": "asr-7"}, "PARLEY_ASR_WORKER_ID", "asr") == "asr-7"
-    assert configured_id({}, "PARLEY_ASR_WORKER_ID", "asr").startswith("asr-")
-    with pytest.raises(ValueError, match=r"PARLEY_ASR_WORKER_ID .*'asr\.laptop\.local'"):
-        configured_id({"PARLEY_ASR_WORKER_ID": "asr.laptop.local"}, "PARLEY_ASR_WORKER_ID", "asr")
+    assert _Worker.from_env({"PARLEY_X_WORKER_ID": "x-7"}).worker_id == "x-7"
+    assert _Worker.from_env({}).worker_id.startswith("x-")
+    with pytest.raises(SettingsError, match=r"PARLEY_X_WORKER_ID must be 1 to 64 letters.*not 'x\.laptop\.local'"):
+        _Worker.from_env({"PARLEY_X_WORKER_ID": "x.laptop.local"})

@@ -329,8 +329,8 @@ async def bench_load(sessions: int, seconds: float, batched: bool) -> None:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("what", choices=["vad", "final", "contention", "load", "window", "turn", "eot"])
-    p.add_argument("--window-ms", type=float, default=Settings.whisper_window_ms, help="final: Whisper's encoder window")
-    p.add_argument("--silence-ms", type=float, default=Settings.silence_ms, help="final: the VAD's stop")
+    p.add_argument("--window-ms", type=float, default=Settings.model_fields["whisper_window_ms"].default, help="final: Whisper's encoder window")
+    p.add_argument("--silence-ms", type=float, default=Settings.model_fields["silence_ms"].default, help="final: the VAD's stop")
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--no-partials", action="store_true")
     p.add_argument("--one-lane", action="store_true", help="no second Whisper instance for finals")

@@ -6,7 +6,7 @@ import os
 
 import uvicorn
 
-from parley import logs
+from parley.settings import load
 
 from .app import create_app
 from .settings import Settings
@@ -14,8 +14,7 @@ from .settings import Settings
 
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the models come from wheels, never from a hub
-    logs.setup("asr")
-    settings = Settings.from_env()
+    settings = load(Settings)  # a refused setting exits here, naming its variable
     uvicorn.run(create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None, access_log=False)
 
 

@@ -51,8 +51,8 @@ class WhisperTranscriber:
         self,
         path: str | None = None,
         cpu_threads: int = 2,
-        min_window_ms: float = Settings.whisper_window_ms,
-        pad_ms: float = Settings.whisper_pad_ms,
+        min_window_ms: float = Settings.model_fields["whisper_window_ms"].default,
+        pad_ms: float = Settings.model_fields["whisper_pad_ms"].default,
     ):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from faster_whisper import WhisperModel

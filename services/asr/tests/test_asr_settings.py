@@ -1,4 +1,4 @@
-"""Settings come from the environment once, with the documented defaults and clear errors."""
+"""Settings come from the environment once, with the documented defaults and errors that name the variable."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from parley_asr.settings import DEFAULT_FIXED_TRANSCRIPT, KNOBS, Settings
+from parley import config
+from parley.settings import SettingsError
+from parley_asr.settings import DEFAULT_FIXED_TRANSCRIPT, Settings
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -46,38 +48,32 @@ def test_environment_overrides():
 @pytest.mark.parametrize(
     "env, message",
     [
-        ({"PARLEY_ASR_SILENCE_MS": "soon"}, "PARLEY_ASR_SILENCE_MS must be a number"),
-        ({"PARLEY_ASR_SILENCE_MS": "10"}, "PARLEY_ASR_SILENCE_MS must be between 32 and 5000"),
-        ({"PARLEY_ASR_EOT_THREADS": "1.5"}, "PARLEY_ASR_EOT_THREADS must be an integer"),
+        ({"PARLEY_ASR_SILENCE_MS": "soon"}, "PARLEY_ASR_SILENCE_MS must be a number from 32 to 5000, not 'soon'"),
+        ({"PARLEY_ASR_SILENCE_MS": "10"}, "PARLEY_ASR_SILENCE_MS must be a number from 32 to 5000, not '10'"),
+        ({"PARLEY_ASR_THRESHOLD": "abc"}, "PARLEY_ASR_THRESHOLD must be a number from 0.05 to 0.95, not 'abc'"),
+        ({"PARLEY_ASR_THRESHOLD": "5"}, "PARLEY_ASR_THRESHOLD must be a number from 0.05 to 0.95, not '5'"),
+        ({"PARLEY_ASR_EOT_THREADS": "1.5"}, "PARLEY_ASR_EOT_THREADS must be a whole number from 1 to 16, not '1.5'"),
+        ({"PARLEY_ASR_WHISPER_THREADS": "0"}, "PARLEY_ASR_WHISPER_THREADS must be a whole number from 1 to 16, not '0'"),
         ({"PARLEY_ASR_EOT": "maybe"}, "PARLEY_ASR_EOT must be 1 or 0"),
-        ({"PARLEY_ASR_FIXED_EOT": "2"}, "PARLEY_ASR_FIXED_EOT must be between -1 and 1"),
+        ({"PARLEY_ASR_VAD_BATCH": "flase"}, "PARLEY_ASR_VAD_BATCH must be 1 or 0 (true/false, yes/no, on/off), not 'flase'"),
+        ({"PARLEY_ASR_FIXED_EOT": "2"}, "PARLEY_ASR_FIXED_EOT must be a number from -1 to 1, not '2'"),
+        ({"PARLEY_HTTP_PORT": "99999"}, "PARLEY_HTTP_PORT must be a whole number from 1 to 65535, not '99999'"),
+        ({"PARLEY_ASR_WORKER_ID": "asr.laptop"}, "PARLEY_ASR_WORKER_ID must be 1 to 64 letters"),
     ],
 )
 def test_a_bad_value_names_its_variable(env, message):
-    with pytest.raises(ValueError, match=re.escape(message)):
+    with pytest.raises(SettingsError, match=re.escape(message)):
         Settings.from_env(env)
 
 
-def test_unknown_provider_mode_is_refused():
-    with pytest.raises(ValueError):
-        Settings.from_env({"PARLEY_PROVIDERS": "fake"})
+def test_every_bad_value_is_named_at_once():
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({"PARLEY_ASR_THRESHOLD": "abc", "PARLEY_ASR_START_MS": "1", "PARLEY_PROVIDERS": "fake"})
+    assert {p.variable for p in refused.value.problems} == {"PARLEY_ASR_THRESHOLD", "PARLEY_ASR_START_MS", "PARLEY_PROVIDERS"}
 
 
-def test_every_knob_is_documented_with_its_default():
-    """The README's settings table lists every knob, with the default the code has."""
-    rows = {}
-    for line in README.read_text().splitlines():
-        m = re.match(r"\| `(PARLEY_[A-Z_]+)` \| `([^`]*)` \|", line)
-        if m:
-            rows[m.group(1)] = m.group(2)
-    defaults = Settings()
-    for knob in KNOBS:
-        assert knob.env in rows, f"{knob.env} is not in the README's settings table"
-        value = getattr(defaults, knob.field)
-        if isinstance(value, bool):
-            shown = "1" if value else "0"
-        elif isinstance(value, float):
-            shown = f"{value:g}"
-        else:
-            shown = str(value)
-        assert rows[knob.env] == shown, (knob.env, rows[knob.env], shown)
+def test_the_readme_table_is_the_code():
+    """The README's settings table is generated from the declarations; a new knob, a new default or range shows there."""
+    text = README.read_text()
+    assert "<!-- parley config asr -->" in text
+    assert config.regenerate(text) == text, "regenerate: uv run parley config --write services/asr/README.md"

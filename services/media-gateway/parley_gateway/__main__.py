@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import uvicorn
 
-from parley import logs
+from parley.settings import load
 
 from .app import create_app
 from .settings import Settings
 
 
 def main() -> None:
-    logs.setup("media-gateway")
-    settings = Settings.from_env()
+    settings = load(Settings)  # a refused setting exits here, naming its variable
     uvicorn.run(create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None, access_log=False, ws_max_size=1 << 20)
 
 

@@ -37,7 +37,7 @@ import secrets
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Mapping, NamedTuple
 from urllib.parse import urlsplit
 
 from parley.session_params import Allowed
@@ -156,19 +156,29 @@ class RateLimit:
             self.buckets.popitem(last=False)
 
 
-def parse_rate(value: str) -> tuple[int, float]:
+class Rate(NamedTuple):
+    """N new sessions per S seconds per client address (0: no limit)."""
+
+    count: int
+    per: float
+
+    def __str__(self) -> str:
+        return "0" if self.count == 0 else f"{self.count}/{self.per:g}"
+
+
+def parse_rate(value: str) -> Rate:
     """``"N/S"``: N new sessions per S seconds per address (``0`` = no limit)."""
     text = value.strip()
     if text == "0":
-        return 0, 1.0
+        return Rate(0, 1.0)
     n, sep, per = text.partition("/")
     try:
         count, seconds = int(n), float(per) if sep else 60.0
     except ValueError:
         count, seconds = -1, 0.0
     if count < 1 or not 0 < seconds <= 86400:
-        raise ValueError(f"PARLEY_SESSION_RATE must be N/SECONDS (e.g. 20/60: twenty new sessions a minute per client address) or 0, not {value!r}")
-    return count, seconds
+        raise ValueError(f"{value!r} is not N/SECONDS or 0")
+    return Rate(count, seconds)
 
 
 # ------------------------------------------------------------------ origin
@@ -198,7 +208,7 @@ def parse_origins(value: str) -> tuple[str, ...]:
     for item in filter(None, (v.strip() for v in value.split(","))):
         parts = urlsplit(item)
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
-            raise ValueError(f"PARLEY_ALLOWED_ORIGINS: {item!r} is not an origin like https://app.example.com")
+            raise ValueError(f"{item!r} is not an origin like https://app.example.com")
         out.append(f"{parts.scheme}://{parts.netloc}".lower())
     return tuple(out)
 

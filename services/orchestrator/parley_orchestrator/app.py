@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from typing import Mapping
 import logging
 
 from fastapi import FastAPI
@@ -14,7 +13,7 @@ from fastapi.responses import JSONResponse
 from parley import bus, subjects, telemetry
 
 from .adapters.fixed import FixedLatencyBrain
-from .adapters.llm import brain_from_env
+from .adapters.llm import brain_for
 from .observe import StepObserver
 from .runtime import Runtime
 from .settings import Settings
@@ -43,27 +42,17 @@ def system_prompt(clinic: Clinic) -> str:
 SYSTEM_PROMPT = system_prompt(CLINIC)
 
 
-POLICY_PREFIX = "PARLEY_POLICY_"
-
-
-def policy_defaults(env: Mapping[str, str]) -> dict[str, str]:
-    """Deployment-wide session policy: ``PARLEY_POLICY_<FIELD>`` for any field
-    of ``reducer.Policy`` (e.g. PARLEY_POLICY_REPROMPT_AFTER=8,
-    PARLEY_POLICY_REPROMPT_TEXT="Are you still there?"). A session's own
-    params override them. A bad name or value stops the service at start,
-    naming the variable."""
-    out: dict[str, str] = {}
-    for var, value in env.items():
-        if not var.startswith(POLICY_PREFIX):
-            continue
-        name = var[len(POLICY_PREFIX) :].lower()
-        if name not in reducer.Policy.__struct_fields__:
-            raise ValueError(f"{var} names no session policy setting (known: {', '.join(reducer.Policy.__struct_fields__)})")
-        if reducer.policy_from_params({name: value})[1]:
-            kind = type(getattr(reducer.Policy(), name)).__name__
-            raise ValueError(f"{var}={value!r} is not a valid {kind} for {name}")
-        out[name] = value
-    return out
+def session_defaults(settings: Settings, brain) -> dict[str, str]:
+    """The deployment's session policy: the clinic's prompt and the brain's
+    greeting unless PARLEY_POLICY_* says otherwise, the transfer number. A
+    session's own parameters override these (within parley.session_params)."""
+    defaults = {"system_prompt": SYSTEM_PROMPT}
+    if getattr(brain, "greeting", ""):
+        defaults["greeting"] = brain.greeting
+    if settings.transfer_to:
+        defaults["transfer_to"] = settings.transfer_to
+    defaults.update(settings.policy)
+    return defaults
 
 
 def _callbacks_responder(book: AppointmentBook):
@@ -88,19 +77,9 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         book = AppointmentBook(settings.data_dir / "appointments.sqlite3", clinic=CLINIC, clock=settings.clock)
-        transfer_to = settings.env.get("PARLEY_TRANSFER_TO", "").strip()
-        tools = registry_for(book, transfer=bool(transfer_to))
-        brain = FixedLatencyBrain() if settings.providers == "fixed" else brain_from_env(settings.env, tools, clock=settings.clock)
-        defaults = {"system_prompt": settings.env.get("PARLEY_SYSTEM_PROMPT", SYSTEM_PROMPT)}
-        if transfer_to:
-            defaults["transfer_to"] = transfer_to
-            defaults["transfer_warm"] = settings.env.get("PARLEY_TRANSFER_WARM", "true")
-        defaults.update(policy_defaults(settings.env))
-        if settings.env.get("PARLEY_VOICEMAIL_MESSAGE"):
-            defaults["voicemail_message"] = settings.env["PARLEY_VOICEMAIL_MESSAGE"]
-        greeting = settings.env.get("PARLEY_GREETING", getattr(brain, "greeting", ""))
-        if greeting:
-            defaults["greeting"] = greeting
+        tools = registry_for(book, transfer=bool(settings.transfer_to))
+        brain = FixedLatencyBrain() if settings.fixed else brain_for(settings)
+        defaults = session_defaults(settings, brain)
         nc = await bus.connect(settings.nats_url, name="orchestrator", credentials=settings.nats_credentials)
         runtime = Runtime(nc=nc, brain=brain, tools=tools, defaults=defaults, clock=settings.clock, log_retention=settings.log_retention_days * 86400)
         runtime.observer = StepObserver(tel)

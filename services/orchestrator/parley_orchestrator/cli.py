@@ -8,6 +8,8 @@
                                             (POST /api/calls; PARLEY_API_KEY, PARLEY_GATEWAY_URL)
     parley scenarios run FILE...            drive scenario calls through a running stack
                                             (``parley scenarios --help``; docs/SCENARIOS.md)
+    parley config [SERVICE...]              every service's effective settings, secrets masked;
+                                            exit 2 if any would refuse them (docs/SETTINGS.md)
 
 ``replay`` exits 0 when every command, transition and drop is identical,
 1 on any mismatch, and 2 when the log was recorded under other reducer rules
@@ -79,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["scenarios"]:
         return scenarios(argv[1:])
+    if argv[:1] == ["config"]:
+        from parley.config import main as config
+
+        return config(argv[1:])
     parser = argparse.ArgumentParser(prog="parley", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nats", default=os.environ.get("NATS_URL", "nats://127.0.0.1:4222"))
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -89,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     p_export.add_argument("session")
     sub.add_parser("sessions", help="list sessions with state in KV")
     sub.add_parser("scenarios", help="run scenario files against a stack (parley scenarios --help)")
+    sub.add_parser("config", help="every service's effective settings, secrets masked (parley config --help)")
     p_call = sub.add_parser("call", help="place an outbound call (the gateway's POST /api/calls)")
     p_call.add_argument("to", help="the number to call, E.164: +15551234567")
     p_call.add_argument("--from", dest="from_", default="", help="the caller id (default: the gateway's TWILIO_CALLER_ID)")

@@ -1,48 +1,138 @@
-"""Orchestrator settings, read once from the environment."""
+"""Orchestrator settings: declared once, with types, ranges and help (parley.settings).
+
+Besides its own settings, the orchestrator takes the deployment's session
+policy: ``PARLEY_POLICY_<FIELD>`` for any field of ``reducer.Policy``
+(PARLEY_POLICY_REPROMPT_AFTER=8, PARLEY_POLICY_GREETING="Hello..."), each
+checked against the field's type at start. A session's own parameters
+override them, within what parley.session_params allows.
+"""
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Any, ClassVar, Mapping
 
-from parley.clock import Clock
-from parley.natsauth import Credentials
-from parley.settings import service_env
+from pydantic import PrivateAttr, field_validator, model_validator
+
+from parley.clock import Clock, machine_zone, parse_now, zone_named
+from parley.settings import Invalid, ServiceSettings, setting
+
+from . import reducer
+
+POLICY_PREFIX = "PARLEY_POLICY_"
+
+# Policy fields that have a setting of their own: where a transfer goes also
+# decides whether the transfer tool exists at all.
+_OWN_SETTING = {"transfer_to": "PARLEY_TRANSFER_TO"}
 
 
-@dataclass(frozen=True)
-class Settings:
-    nats_url: str = "nats://127.0.0.1:4222"
-    nats_credentials: Credentials = Credentials()  # PARLEY_NATS_SEED_FILE (parley.natsauth)
-    http_host: str = "127.0.0.1"
-    http_port: int = 8082
-    providers: str = "real"  # real | fixed
-    data_dir: Path = Path("var")
-    clock: Clock = field(default_factory=Clock.system)  # PARLEY_TIMEZONE, PARLEY_NOW (see parley.clock)
-    env: Mapping[str, str] = field(default_factory=dict)  # LLM_* and session defaults
-    # Privacy: how long each session's event log (what callers said, in
-    # steps) is kept, PARLEY_LOG_RETENTION_DAYS (0.01 to 3650; default 7).
-    log_retention_days: float = 7.0
+class Settings(ServiceSettings):
+    service: ClassVar[str] = "orchestrator"
+    # Once read on their own; one name per setting now.
+    retired: ClassVar[dict[str, str]] = {
+        "PARLEY_SYSTEM_PROMPT": "PARLEY_POLICY_SYSTEM_PROMPT",
+        "PARLEY_GREETING": "PARLEY_POLICY_GREETING",
+        "PARLEY_VOICEMAIL_MESSAGE": "PARLEY_POLICY_VOICEMAIL_MESSAGE",
+        "PARLEY_TRANSFER_WARM": "PARLEY_POLICY_TRANSFER_WARM",
+    }
+
+    http_port: int = setting("PARLEY_HTTP_PORT", 8082, "port the HTTP server (health, metrics) listens on", ge=1, le=65535)
+    data_dir: Path = setting("PARLEY_DATA_DIR", Path("var"), "where the appointment book (appointments.sqlite3) is kept")
+    timezone: str = setting(
+        "PARLEY_TIMEZONE", "", "the clinic's time zone: today, opening hours (parley.clock); unset: the machine's (TZ, else /etc/localtime)",
+        allowed="an IANA time zone name like America/New_York",
+    )  # fmt: skip
+    now: str = setting(
+        "PARLEY_NOW", "", "pins the clinic's calendar at this instant (tests, demos); no offset: wall time in PARLEY_TIMEZONE",
+        allowed="an ISO 8601 date and time like 2026-11-28T09:30:00",
+    )  # fmt: skip
+    # Privacy: how long each session's event log (what callers said, in steps) is kept.
+    log_retention_days: float = setting("PARLEY_LOG_RETENTION_DAYS", 7.0, "days each session's event log is kept", ge=0.01, le=3650)
+    # The LLM (adapters/llm.py): an OpenAI-compatible server, else the built-in receptionist.
+    llm_base_url: str = setting(
+        "LLM_BASE_URL", "", "an OpenAI-compatible API (https://api.openai.com/v1); unset: the built-in receptionist",
+        pattern=r"^https?://\S+$", allowed="an http(s):// URL",
+    )  # fmt: skip
+    llm_model: str = setting("LLM_MODEL", "", "the model's name at LLM_BASE_URL (gpt-4o-mini)")
+    llm_api_key: str = setting("LLM_API_KEY", "", "the LLM server's key, if it needs one", secret=True)
+    llm_timeout: float = setting("LLM_TIMEOUT", 30.0, "seconds an LLM request may take", gt=0, le=600)
+    llm_temperature: float | None = setting("LLM_TEMPERATURE", None, "sampling temperature; unset: the server's default", ge=0, le=2)
+    transfer_to: str = setting(
+        "PARLEY_TRANSFER_TO", "", "the number transfer_call connects callers to (E.164); unset: no transfers",
+        pattern=r"^(\+[1-9][0-9]{6,14}|sip:\S+)$", allowed="an E.164 number like +15550007777, or a sip: URI",
+    )  # fmt: skip
+    policy: dict[str, str] = setting(
+        "PARLEY_POLICY_<FIELD>", {}, "the deployment's session policy: any field of reducer.Policy, e.g. PARLEY_POLICY_REPROMPT_AFTER=8",
+        allowed="a value of the field's type", shown_default="",
+    )  # fmt: skip
+
+    _clock: Clock = PrivateAttr(default_factory=Clock.system)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
-        env = dict(os.environ if env is None else env)
-        return cls(
-            **service_env(env, default_port=cls.http_port),
-            data_dir=Path(env.get("PARLEY_DATA_DIR", "var")),
-            clock=Clock.from_env(env),
-            env=env,
-            log_retention_days=_days(env.get("PARLEY_LOG_RETENTION_DAYS", "7")),
-        )
+    def _values(cls, env: Mapping[str, str]) -> dict[str, Any]:
+        values = super()._values(env)
+        policy = {k: v for k, v in env.items() if k.startswith(POLICY_PREFIX)}
+        return {**values, "policy": policy} if policy else values
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        if value:
+            try:
+                zone_named(value)
+            except ValueError:
+                raise Invalid("an IANA time zone name like America/New_York or Europe/Paris") from None
+        return value
+
+    @field_validator("policy")
+    @classmethod
+    def _policy(cls, values: dict[str, str]) -> dict[str, str]:
+        out = {}
+        for var, raw in values.items():
+            name = var.removeprefix(POLICY_PREFIX).lower()
+            out[name] = check_policy(var, name, raw)
+        return out
+
+    @model_validator(mode="after")
+    def _whole(self) -> "Settings":
+        if self.llm_base_url or self.llm_model or self.llm_api_key:
+            for var, value in (("LLM_BASE_URL", self.llm_base_url), ("LLM_MODEL", self.llm_model)):
+                if not value:
+                    raise Invalid(
+                        "set with the other LLM_* settings (e.g. LLM_BASE_URL=https://api.openai.com/v1 LLM_MODEL=gpt-4o-mini), "
+                        "or unset every LLM_* for the built-in receptionist",
+                        variable=var, value=value,
+                    )  # fmt: skip
+        zone = zone_named(self.timezone) if self.timezone else machine_zone()
+        try:
+            pinned = parse_now(self.now, zone) if self.now.strip() else None
+        except ValueError:
+            raise Invalid("an ISO 8601 date and time like 2026-11-28T09:30:00", variable="PARLEY_NOW", value=self.now) from None
+        self._clock = Clock(zone, pinned)
+        return self
+
+    @property
+    def clock(self) -> Clock:
+        """The clinic's clock: PARLEY_TIMEZONE, PARLEY_NOW (parley.clock)."""
+        return self._clock
+
+    @property
+    def llm(self) -> bool:
+        """Whether an OpenAI-compatible LLM writes the replies."""
+        return bool(self.llm_base_url)
 
 
-def _days(value: str) -> float:
-    try:
-        days = float(value)
-    except ValueError:
-        days = -1.0
-    if not 0.01 <= days <= 3650:
-        raise ValueError(f"PARLEY_LOG_RETENTION_DAYS must be a number of days from 0.01 to 3650, not {value!r}")
-    return days
+def check_policy(var: str, name: str, raw: str) -> str:
+    """One PARLEY_POLICY_<FIELD> value, checked against the Policy field's type."""
+    if name in _OWN_SETTING:
+        raise Invalid(f"unset: this one is {_OWN_SETTING[name]}", variable=var, value=raw)
+    if name not in reducer.Policy.__struct_fields__:
+        raise Invalid(f"unset: it names no session policy setting (known: {', '.join(reducer.Policy.__struct_fields__)})", variable=var, value=raw)
+    kind = type(getattr(reducer.Policy(), name))
+    if kind is bool and raw.strip().lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+        raise Invalid("1 or 0 (true/false, yes/no, on/off)", variable=var, value=raw)
+    if reducer.policy_from_params({name: raw})[1]:
+        what = {int: "a whole number", float: "a number of at least 0"}.get(kind, "a value the policy accepts (not empty)")
+        raise Invalid(f"{what} for the policy's {name}", variable=var, value=raw)
+    return raw
+

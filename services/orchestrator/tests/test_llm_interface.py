@@ -1,17 +1,18 @@
-"""Choosing the brain from the environment."""
+"""Choosing the brain from the settings."""
 
 from __future__ import annotations
 
 import pytest
 
-from parley_orchestrator.adapters.llm import brain_from_env
+from parley.settings import SettingsError
+from parley_orchestrator.adapters.llm import brain_for
 from parley_orchestrator.adapters.openai_chat import OpenAIChat
 from parley_orchestrator.adapters.receptionist import Receptionist
-from parley_orchestrator.tools import ToolRegistry
+from parley_orchestrator.settings import Settings
 
 
 def test_no_llm_configured_gives_the_receptionist():
-    brain = brain_from_env({}, ToolRegistry())
+    brain = brain_for(Settings.from_env({}))
     assert isinstance(brain, Receptionist)
     assert brain.name == "Built-in demo receptionist (rule-based, no LLM)"
     assert brain.greeting.startswith("Hello, this is Bright Smile Dental")
@@ -19,7 +20,7 @@ def test_no_llm_configured_gives_the_receptionist():
 
 def test_llm_settings_give_the_openai_adapter_without_leaking_the_key():
     env = {"LLM_BASE_URL": "http://localhost:11434/v1", "LLM_MODEL": "qwen2.5:3b", "LLM_API_KEY": "sk-secret", "LLM_TIMEOUT": "12"}
-    brain = brain_from_env(env, ToolRegistry())
+    brain = brain_for(Settings.from_env(env))
     assert isinstance(brain, OpenAIChat)
     assert brain.name == "OpenAI-compatible (qwen2.5:3b at http://localhost:11434/v1)"
     assert brain.url == "http://localhost:11434/v1/chat/completions"
@@ -28,14 +29,15 @@ def test_llm_settings_give_the_openai_adapter_without_leaking_the_key():
 
 
 def test_key_is_optional_for_local_servers():
-    brain = brain_from_env({"LLM_BASE_URL": "http://127.0.0.1:8080/v1", "LLM_MODEL": "local"}, ToolRegistry())
+    brain = brain_for(Settings.from_env({"LLM_BASE_URL": "http://127.0.0.1:8080/v1", "LLM_MODEL": "local"}))
     assert isinstance(brain, OpenAIChat)
 
 
 @pytest.mark.parametrize(
     ("env", "missing"),
-    [({"LLM_API_KEY": "sk-x"}, "LLM_BASE_URL and LLM_MODEL"), ({"LLM_BASE_URL": "http://x/v1"}, "LLM_MODEL"), ({"LLM_MODEL": "m"}, "LLM_BASE_URL")],
+    [({"LLM_API_KEY": "sk-x"}, ["LLM_BASE_URL"]), ({"LLM_BASE_URL": "http://x/v1"}, ["LLM_MODEL"]), ({"LLM_MODEL": "m"}, ["LLM_BASE_URL"])],
 )
 def test_half_a_configuration_is_an_error_not_a_silent_fallback(env, missing):
-    with pytest.raises(ValueError, match=f"set {missing}"):
-        brain_from_env(env, ToolRegistry())
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env(env)
+    assert sorted(p.variable for p in refused.value.problems) == missing

@@ -1,56 +1,35 @@
-"""TTS settings, read once from the environment."""
+"""TTS settings: declared once, with types, ranges and help (parley.settings)."""
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
-from typing import Mapping
+from typing import ClassVar
 
-from parley.instance import configured_id, instance_id
-from parley.natsauth import Credentials
-from parley.settings import service_env
+from pydantic import field_validator
 
-
-def _worker_id() -> str:
-    return instance_id("tts")  # safe as a subject token whatever the host is called
+from parley.instance import instance_id, worker_token
+from parley.settings import ServiceSettings, setting
 
 
-@dataclass(frozen=True)
-class Settings:
-    nats_url: str = "nats://127.0.0.1:4222"
-    nats_credentials: Credentials = Credentials()  # PARLEY_NATS_SEED_FILE (parley.natsauth)
-    http_host: str = "127.0.0.1"
-    http_port: int = 8083
-    providers: str = "real"  # real | fixed
-    worker_id: str = field(default_factory=_worker_id)
-    piece_ms: float = 200.0  # longest audio message
-    # Piper: concurrent syntheses, and ONNX Runtime threads for each (see adapters/piper_voice.py).
-    synth_threads: int = 2
-    ort_threads: int = 1
+class Settings(ServiceSettings):
+    service: ClassVar[str] = "tts"
+    # Cancelled runs and ended sessions are remembered this long / this many (lanes.py).
+    forget_after_s: ClassVar[float] = 120.0
+    remember: ClassVar[int] = 10_000
+
+    http_port: int = setting("PARLEY_HTTP_PORT", 8083, "port the HTTP server (health, metrics) listens on", ge=1, le=65535)
+    worker_id: str = setting(
+        "PARLEY_TTS_WORKER_ID", None, "this worker's id on the bus (its NATS connection name)",
+        default_factory=lambda: instance_id("tts"), shown_default="tts-<host>-<pid>-<random>",
+        allowed="1 to 64 letters, digits, '-' or '_' (a NATS subject token)",
+    )  # fmt: skip
+    piece_ms: float = setting("PARLEY_TTS_PIECE_MS", 200.0, "the longest audio message", ge=20, le=5000)
+    # Piper: concurrent syntheses, and ONNX Runtime threads for each (adapters/piper_voice.py).
+    synth_threads: int = setting("PARLEY_TTS_THREADS", 2, "Piper syntheses that run at once", ge=1, le=64)
+    ort_threads: int = setting("PARLEY_TTS_ORT_THREADS", 1, "ONNX Runtime threads for each synthesis", ge=1, le=16)
     # Fixed-latency mode (adapters/canned.py).
-    fixed_first_audio_ms: float = 100.0
-    fixed_ms_per_char: float = 65.0
-    fixed_min_ms: float = 300.0
-    fixed_lead_ms: float = 300.0
-    # Cancelled runs and ended sessions are remembered this long / this many.
-    forget_after_s: float = 120.0
-    remember: int = 10_000
+    fixed_first_audio_ms: float = setting("PARLEY_TTS_FIXED_FIRST_AUDIO_MS", 100.0, "fixed mode: the first audio comes this long after Synthesize", ge=0, le=60000)
+    fixed_ms_per_char: float = setting("PARLEY_TTS_FIXED_MS_PER_CHAR", 65.0, "fixed mode: audio length per character of text", ge=0, le=1000)
+    fixed_min_ms: float = setting("PARLEY_TTS_FIXED_MIN_MS", 300.0, "fixed mode: the shortest chunk of audio", ge=0, le=60000)
+    fixed_lead_ms: float = setting("PARLEY_TTS_FIXED_LEAD_MS", 300.0, "fixed mode: audio sent ahead of real time", ge=0, le=60000)
 
-    @property
-    def fixed(self) -> bool:
-        return self.providers == "fixed"
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Settings":
-        env = os.environ if env is None else env
-        values = dict(
-            **service_env(env, default_port=cls.http_port),
-            piece_ms=float(env.get("PARLEY_TTS_PIECE_MS", cls.piece_ms)),
-            synth_threads=int(env.get("PARLEY_TTS_THREADS", cls.synth_threads)),
-            ort_threads=int(env.get("PARLEY_TTS_ORT_THREADS", cls.ort_threads)),
-            fixed_first_audio_ms=float(env.get("PARLEY_TTS_FIXED_FIRST_AUDIO_MS", cls.fixed_first_audio_ms)),
-            fixed_ms_per_char=float(env.get("PARLEY_TTS_FIXED_MS_PER_CHAR", cls.fixed_ms_per_char)),
-        )
-        values["worker_id"] = configured_id(env, "PARLEY_TTS_WORKER_ID", "tts")
-        values.update(overrides)
-        return cls(**values)
+    _worker_id = field_validator("worker_id")(worker_token)
