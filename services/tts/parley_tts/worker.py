@@ -50,6 +50,7 @@ class Worker:
         self.id = settings.worker_id
         self.lanes = Lanes(forget_after=settings.forget_after_s, remember=settings.remember)
         self.runners: dict[Key, asyncio.Task] = {}
+        self.reporting: set[asyncio.Task] = set()  # events still being stored (see _event)
         self.subs: list = []
         self.stats: dict[str, int] = {
             "requests": 0,
@@ -60,6 +61,7 @@ class Worker:
             "dropped_queued": 0,  # chunks of a cancelled run that never started
             "dropped_late": 0,  # Synthesize for a run already cancelled or ended
             "bad_messages": 0,
+            "events_lost": 0,  # an event the stream never stored (logged)
             "audio_ms": 0,
         }
 
@@ -84,6 +86,8 @@ class Worker:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self.runners.clear()
+        if self.reporting:  # what already happened is still told before the connection goes
+            await asyncio.wait(set(self.reporting), timeout=bus.PUBLISH_PATIENCE)
 
     # ------------------------------------------------------------- requests
     async def _on_request(self, msg: Msg) -> None:
@@ -246,4 +250,17 @@ class Worker:
         )
 
     async def _event(self, event: contract.Event) -> None:
-        await bus.publish_event(self.nc, event)
+        """Store one event of the session. An event reports what already
+        happened (audio went out, a chunk ended), so cancelling the run while
+        it is being stored must not lose it: the publish runs in its own task
+        to its end, and only the wait for it is cancelled."""
+        task = asyncio.create_task(bus.publish_event(self.nc, event), name=f"tts-event-{event.session}")
+        self.reporting.add(task)
+        task.add_done_callback(self._reported)
+        await asyncio.shield(task)
+
+    def _reported(self, task: asyncio.Task) -> None:
+        self.reporting.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self.stats["events_lost"] += 1
+            log.error("tts event not stored: %s", exc, exc_info=exc)

@@ -347,3 +347,43 @@ def test_a_failing_synthesis_reports_tts_error_and_still_ends_the_chunk(nats_url
     assert events == [("TTSChunkStarted", 0), ("TTSError", 0), ("TTSChunkStarted", 1), ("TTSError", 1)]
     assert "model crashed" in seen.events("fx-broken", contract.TTSError)[0].message
     assert w.stats["chunks_failed"] == 2
+
+
+def test_a_cancel_while_an_event_is_being_stored_does_not_lose_it(nats_url, monkeypatch):
+    """The first audio went out, so TTSChunkStarted must reach the session even
+    when the run is cancelled while the stream is still storing that event
+    (under load, the first event of a connection also makes sure the stream
+    exists: several round trips)."""
+    from parley import bus
+
+    real = bus.publish_event
+    storing = asyncio.Event()
+
+    async def slow(nc, event, *args, **kw):
+        if isinstance(event, contract.TTSChunkStarted):
+            storing.set()
+            await asyncio.sleep(0.3)
+        await real(nc, event, *args, **kw)
+
+    monkeypatch.setattr(bus, "publish_event", slow)
+
+    async def main():
+        h = Harness(nats_url)
+        try:
+            w = await h.worker(canned(first_audio_ms=0))
+            nc = await h.client()
+            seen = await Seen.watch(nc, "fx-slow-store")
+            await synthesize(nc, "fx-slow-store", 6, 0, LONG)
+            await asyncio.wait_for(storing.wait(), 10)
+            await cancel(nc, "fx-slow-store", 6)
+            await until(lambda: w.stats["cancels"] == 1)
+            await seen.wait_for(lambda s: s.events("fx-slow-store"))
+            await settled(w, nc)
+            return w, seen
+        finally:
+            await h.close()
+
+    w, seen = run(main())
+    assert [type(e).__name__ for e in seen.events("fx-slow-store")] == ["TTSChunkStarted"]
+    assert seen.audio("fx-slow-store") and w.stats["events_lost"] == 0
+    assert not w.reporting
