@@ -37,6 +37,8 @@ FREE_TEXT = {
     "PARLEY_INSPECT_TOKEN",
     "LLM_MODEL",
     "LLM_API_KEY",
+    "TTS_API_KEY",  # a vendor's key: any text
+    "ASR_API_KEY",  # a vendor's key: any text
 }
 
 

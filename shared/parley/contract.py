@@ -258,6 +258,35 @@ class DigitsSent(Event, frozen=True, kw_only=True, tag="DigitsSent"):
     error: str = ""
 
 
+class ProviderFailed(Event, frozen=True, kw_only=True, tag="ProviderFailed"):
+    """From the ASR or TTS service: a cloud provider failed on this session's
+    work (refused the key, rate-limited, dropped its socket, answered too
+    late), and who did the work instead. ``fallback`` is "" when nobody
+    could: then the work itself failed (an empty final, a ``TTSError``).
+    ``utterance`` (ASR) or ``run``/``chunk`` (TTS) say which work; -1: none
+    in particular (the session's stream)."""
+
+    service: str  # "asr" | "tts"
+    provider: str  # deepgram, openai, cartesia, elevenlabs ...
+    error: str  # what the provider said (never a key)
+    fallback: str = ""
+    utterance: int = -1
+    run: int = -1
+    chunk: int = -1
+
+
+class Usage(Event, frozen=True, kw_only=True, tag="Usage"):
+    """What a provider did for this session, in the unit it bills: ASR
+    ``audio_s`` (seconds of audio sent), TTS ``characters``, LLM
+    ``input_tokens`` / ``output_tokens``. Summed per session by ``parley
+    usage`` and priced with the deployer's table; the reducer only notes it."""
+
+    service: str  # "asr" | "tts" | "llm"
+    provider: str
+    unit: str
+    amount: float
+
+
 AnyEvent = Union[
     SessionStarted,
     SessionEnded,
@@ -280,6 +309,8 @@ AnyEvent = Union[
     CallStatus,
     ToneHeard,
     DigitsSent,
+    ProviderFailed,
+    Usage,
 ]
 
 # --------------------------------------------------------------------------

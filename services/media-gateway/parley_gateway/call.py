@@ -344,9 +344,16 @@ class Call:
             return
         key = (run, meta.chunk)
         resampler = self.resamplers.get(key)
+        head = b""
+        if resampler is not None and resampler.in_rate != meta.rate:
+            # The chunk changed voice mid-way (a TTS provider failed and
+            # another took over at its own rate): finish the first voice's
+            # audio, then resample the rest from its own rate.
+            head = resampler.flush()
+            resampler = None
         if resampler is None:
             resampler = self.resamplers[key] = Resampler(meta.rate, self.transport.rate)
-        pcm = resampler.process(msg.data) if msg.data else b""
+        pcm = head + (resampler.process(msg.data) if msg.data else b"")
         if meta.last:
             pcm += resampler.flush()
             del self.resamplers[key]

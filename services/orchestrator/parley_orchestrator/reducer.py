@@ -116,6 +116,7 @@ from parley.contract import (
     PausePlayback,
     Phase,
     PlaybackProgress,
+    ProviderFailed,
     ResumePlayback,
     RunEvent,
     SessionEnded,
@@ -134,6 +135,7 @@ from parley.contract import (
     TTSChunkDone,
     TTSChunkStarted,
     TTSError,
+    Usage,
 )
 
 from . import words
@@ -715,6 +717,20 @@ def on_tone(fx: Fx, e: ToneHeard) -> Next:
     if s.policy.direction != "outbound" or s.answered_by or talk < s.policy.machine_monologue * 1000:
         return fx.to("noted")
     return _machine_answered(fx.set(answered_by="machine_end_beep (Parley)"), e.at)
+
+
+def on_provider_failed(fx: Fx, e: ProviderFailed) -> Next:
+    """A cloud ASR/TTS provider failed; the service already fell back (or
+    reports the failed work with its own event). Recorded, nothing decided:
+    the work's own events (a final, TTSChunkDone / TTSError) still come."""
+    which = f" utterance {e.utterance}" if e.utterance >= 0 else f" run {e.run} chunk {e.chunk}" if e.run >= 0 else ""
+    instead = f"; {e.fallback} took over" if e.fallback else "; nobody took over"
+    return fx.noted(f"{e.service} provider {e.provider} failed{which}: {e.error}{instead}").to("noted")
+
+
+def on_usage(fx: Fx, e: Usage) -> Next:
+    """Billable use of a provider: kept in the log for `parley usage`, nothing decided."""
+    return fx.noted(f"usage: {e.service} {e.provider} {e.amount:g} {e.unit}").to("noted")
 
 
 def _machine_answered(fx: Fx, at: float) -> Next:
@@ -1744,6 +1760,9 @@ TRANSITIONS: tuple[Row, ...] = (
     Row((IDLE, ENDED), ToneHeard, on_tone, {"noted": STAY}, "tone"),
     Row(USER, ToneHeard, on_tone, {"noted": STAY, "machine: leave the message": (GENERATING,), "machine: hang up": (ENDED,)}, "beep after a monologue: machine?"),
     Row(HELD, ToneHeard, on_tone, {"noted": STAY, "machine: leave the message": (CANCELLED, GENERATING), "machine: hang up": (CANCELLED, ENDED)}, "beep after a monologue: machine?"),
+    # -- providers: failures (and who took over) and usage, recorded only
+    Row(PHASES, ProviderFailed, on_provider_failed, {"noted": STAY}, "provider failed: noted"),
+    Row(PHASES, Usage, on_usage, {"noted": STAY}, "provider usage: noted"),
     # -- ownership: the replica running this session's streams changed
     Row(LIVE, Takeover, on_takeover, {"work re-issued": STAY}, "new owner: restart the LLM step, re-issue tool calls"),
 )

@@ -23,6 +23,26 @@ from .worker import Worker
 log = logging.getLogger("parley_tts")
 
 
+def cloud_voice(settings: Settings) -> Voice:
+    """The cloud voice PARLEY_TTS names (no I/O here: it connects on start)."""
+    common = dict(base=settings.base, api_key=settings.api_key, model=settings.model_name, voice=settings.voice,
+                  first_audio_s=settings.first_audio_s, piece_ms=settings.piece_ms)  # fmt: skip
+    if settings.provider == "cartesia":
+        from .adapters.cartesia import Cartesia
+
+        return Cartesia(sample_rate=settings.sample_rate, **common)
+    from .adapters.openai_speech import OpenAISpeech
+
+    return OpenAISpeech(**common)
+
+
+def load_voices(settings: Settings) -> tuple[Voice, Voice | None]:
+    """(the voice that speaks, the one that takes over when it fails)."""
+    if settings.fixed or settings.provider == "piper":
+        return load_voice(settings), None
+    return cloud_voice(settings), (load_voice(settings) if settings.fallback == "piper" else None)
+
+
 def load_voice(settings: Settings) -> Voice:
     if settings.fixed:
         from .adapters.canned import Canned
@@ -40,22 +60,32 @@ def load_voice(settings: Settings) -> Voice:
 
 
 def create_app(settings: Settings, voice: Voice | None = None) -> FastAPI:
-    """``voice`` lets tests share one loaded Piper voice; else it is loaded here (and closed at the end)."""
+    """``voice`` lets tests share one loaded Piper voice (it is then the
+    embedded voice: the fallback when PARLEY_TTS names a cloud provider);
+    else the voices are loaded here (and closed at the end)."""
     state: dict = {}
     tel = telemetry.setup("tts")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         own = voice is None
-        v = await asyncio.to_thread(load_voice, settings) if own else voice
+        if own:
+            v, fallback = await asyncio.to_thread(load_voices, settings)
+        elif settings.provider == "piper" or settings.fixed:
+            v, fallback = voice, None
+        else:
+            v, fallback = cloud_voice(settings), (voice if settings.fallback == "piper" else None)
+        if hasattr(v, "start"):
+            await v.start()
         nc = await bus.connect(settings.nats_url, name=settings.worker_id, credentials=settings.nats_credentials)
-        worker = Worker(nc, settings, v)
+        worker = Worker(nc, settings, v, fallback)
         await worker.start()
         state["worker"] = worker
         log.info(
             "tts ready",
-            extra={"worker": worker.id, "mode": settings.providers, "voice": v.name, "rate": v.sample_rate, "nats": settings.nats_url},
-        )
+            extra={"worker": worker.id, "mode": settings.providers, "voice": v.name, "rate": v.sample_rate,
+                   "fallback": fallback.name if fallback else None, "nats": settings.nats_url},
+        )  # fmt: skip
         try:
             yield
         finally:
@@ -63,8 +93,12 @@ def create_app(settings: Settings, voice: Voice | None = None) -> FastAPI:
             await worker.stop()
             await nc.drain()
             telemetry.shutdown()
+            if hasattr(v, "aclose"):
+                await v.aclose()
             if own:
                 v.close()
+                if fallback is not None:
+                    fallback.close()
 
     app = FastAPI(title="Parley TTS", lifespan=lifespan)
     tel.add_metrics_route(app)
@@ -79,6 +113,8 @@ def create_app(settings: Settings, voice: Voice | None = None) -> FastAPI:
             "worker": worker.id,
             "mode": worker.settings.providers,
             "voice": worker.voice.name,
+            "fallback": worker.voices[1].name if len(worker.voices) > 1 else None,
+            "breakers": {name: {"failures": b.failures, "last_error": b.last_error} for name, b in worker.breakers.items()},
             "lanes": len(worker.runners),
             "stats": worker.stats,
         }

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 
 from parley.instance import instance_id, worker_token
-from parley.settings import ServiceSettings, setting
+from parley.settings import Invalid, ServiceSettings, setting
+
+# Each cloud provider's public endpoint, model and voice when the deployer names none.
+PROVIDER_DEFAULTS = {
+    "cartesia": {"base": "wss://api.cartesia.ai", "model": "sonic-2", "voice": ""},
+    "openai": {"base": "https://api.openai.com/v1", "model": "gpt-4o-mini-tts", "voice": "alloy"},
+}
 
 
 class Settings(ServiceSettings):
@@ -32,4 +38,51 @@ class Settings(ServiceSettings):
     fixed_min_ms: float = setting("PARLEY_TTS_FIXED_MIN_MS", 300.0, "fixed mode: the shortest chunk of audio", ge=0, le=60000)
     fixed_lead_ms: float = setting("PARLEY_TTS_FIXED_LEAD_MS", 300.0, "fixed mode: audio sent ahead of real time", ge=0, le=60000)
 
+    # Providers (adapters/): which one speaks, and which takes over when it fails.
+    provider: Literal["piper", "cartesia", "openai"] = setting(
+        "PARLEY_TTS", "piper", "who speaks: the embedded Piper voice, or a cloud provider (TTS_API_KEY, TTS_VOICE)"
+    )
+    api_key: str = setting("TTS_API_KEY", "", "the cloud TTS provider's key", secret=True)
+    base_url: str = setting(
+        "TTS_BASE_URL", "", "the provider's endpoint; unset: its public one (openai: ends in /v1, like LLM_BASE_URL)",
+        pattern=r"^(https?|wss?)://\S+$", allowed="an http(s):// or ws(s):// URL",
+    )  # fmt: skip
+    model: str = setting("TTS_MODEL", "", "the provider's model (cartesia sonic-2, openai gpt-4o-mini-tts)", pattern=r"^[\w.:/-]{1,100}$", allowed="a model name (letters, digits, . _ - : /)")
+    voice_id: str = setting("TTS_VOICE", "", "the provider's voice id or name (openai: alloy by default)", pattern=r"^[\w.:/-]{1,100}$", allowed="a voice id or name (letters, digits, . _ - : /)")
+    fallback: Literal["piper", "none"] = setting(
+        "PARLEY_TTS_FALLBACK", "piper", "who speaks when the cloud provider fails: the embedded Piper voice (loaded at start), or nobody (TTSError)"
+    )
+    first_audio_s: float = setting(
+        "TTS_FIRST_AUDIO_TIMEOUT", 1.5, "seconds a cloud provider may take to its first audio (or between two pieces) before it counts as failed", gt=0, le=30
+    )
+    sample_rate: Literal[16000, 22050, 24000] = setting(
+        "TTS_SAMPLE_RATE", 24000, "the PCM rate asked of cartesia (openai's pcm is always 24000)"
+    )
+
     _worker_id = field_validator("worker_id")(worker_token)
+
+    @model_validator(mode="after")
+    def _provider_whole(self) -> "Settings":
+        if self.provider == "piper":
+            return self
+        if not self.api_key:
+            raise Invalid(f"set: PARLEY_TTS={self.provider} needs the provider's key", variable="TTS_API_KEY", value="")
+        if not self.voice:
+            raise Invalid(f"set: PARLEY_TTS={self.provider} needs a voice id from the provider", variable="TTS_VOICE", value="")
+        scheme = self.base.split("://", 1)[0]
+        wanted = ("http", "https") if self.provider == "openai" else ("ws", "wss")
+        if scheme not in wanted:
+            raise Invalid(f"a {wanted[1]}:// (or {wanted[0]}://) URL for PARLEY_TTS={self.provider}", variable="TTS_BASE_URL", value=self.base_url)
+        return self
+
+    @property
+    def base(self) -> str:
+        return (self.base_url or PROVIDER_DEFAULTS.get(self.provider, {}).get("base", "")).rstrip("/")
+
+    @property
+    def model_name(self) -> str:
+        return self.model or PROVIDER_DEFAULTS.get(self.provider, {}).get("model", "")
+
+    @property
+    def voice(self) -> str:
+        return self.voice_id or PROVIDER_DEFAULTS.get(self.provider, {}).get("voice", "")

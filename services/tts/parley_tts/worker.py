@@ -19,6 +19,17 @@ worker: ``Lanes.live`` is checked before every publish, the runner task is
 cancelled (which closes the voice's stream, stopping Piper between
 sentences), queued chunks are dropped, and later Synthesize for the run too.
 No event is sent for a cancelled run.
+
+Providers: ``voice`` speaks; ``fallback`` (Piper, when a cloud voice speaks)
+takes over a chunk the voice failed (``ProviderError``: a refused key, a rate
+limit, a dropped socket, no audio in time), from the last word the voice is
+known to have delivered, within the same chunk; the chunk's audio then
+changes rate mid-way (headers carry it, the gateway follows). Each failure is
+logged, counted and reported on the session as ``ProviderFailed``. A voice
+that keeps failing is skipped for a while (``parley.providers.Breaker``).
+Characters sent to each provider are counted per run (``parley.usage.tts_characters``
+on /metrics) and, when a cloud voice is configured, reported on the session as
+``Usage`` when the run's lane ends (or is cancelled).
 """
 
 from __future__ import annotations
@@ -27,11 +38,13 @@ import asyncio
 import logging
 import time
 from contextlib import aclosing
+from dataclasses import replace
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from parley import bus, contract, subjects, telemetry
+from parley.providers import Breaker, ProviderError
 
 from . import audio
 from .adapters import SynthesisError, Voice
@@ -43,10 +56,19 @@ log = logging.getLogger("parley_tts.worker")
 
 
 class Worker:
-    def __init__(self, nc: Client, settings: Settings, voice: Voice):
+    def __init__(self, nc: Client, settings: Settings, voice: Voice, fallback: Voice | None = None):
         self.nc = nc
         self.settings = settings
         self.voice = voice
+        self.voices: list[Voice] = [voice] + ([fallback] if fallback is not None else [])
+        self.breakers = {v.name: Breaker() for v in self.voices}
+        # (session, run) -> provider -> characters sent to it, reported as Usage when the lane ends.
+        self.usage: dict[Key, dict[str, int]] = {}
+        # Usage goes on the session's events only when a cloud voice is configured
+        # (the embedded voices cost nothing: counted on /metrics only).
+        self.usage_events = any(getattr(v, "cloud", False) for v in self.voices)
+        # (session, provider) already told that provider is being skipped (one notice per session).
+        self._told_skipped: set[tuple[str, str]] = set()
         self.id = settings.worker_id
         self.lanes = Lanes(forget_after=settings.forget_after_s, remember=settings.remember)
         self.runners: dict[Key, asyncio.Task] = {}
@@ -63,6 +85,9 @@ class Worker:
             "bad_messages": 0,
             "events_lost": 0,  # an event the stream never stored (logged)
             "audio_ms": 0,
+            "provider_failures": 0,  # a provider failed a chunk (fallback or not)
+            "provider_skipped": 0,  # a chunk went straight to the fallback (the provider's breaker was open)
+            "fallback_chunks": 0,  # chunks (partly) spoken by the fallback voice
         }
 
     # ------------------------------------------------------------- lifetime
@@ -173,30 +198,73 @@ class Worker:
         finally:
             if self.runners.get(key) is me:
                 del self.runners[key]
+            await self._report_usage(key)
+
+    async def _report_usage(self, key: Key) -> None:
+        used = self.usage.pop(key, None)
+        for provider, chars in (used or {}).items():
+            telemetry.current().counter("parley.usage.tts_characters", "1", "characters sent to a TTS provider").add(chars, {"provider": provider})
+            if not self.usage_events:
+                continue
+            try:
+                await self._event(contract.Usage(session=key[0], at=time.time(), service="tts", provider=provider, unit="characters", amount=chars))
+            except Exception as exc:  # noqa: BLE001 - usage is bookkeeping: never breaks speech
+                log.warning("usage not reported: %s", exc, extra={"session_id": key[0], "run_id": key[1], "provider": provider})
 
     async def _synthesize(self, job: Job) -> None:
-        key, rate = job.key, self.voice.sample_rate
+        key = job.key
         subject = subjects.tts_audio(job.session, job.run)
         loop = asyncio.get_running_loop()
-        seq = n_bytes = 0
+        seq = 0
+        audio_ms = 0.0
+        rate = self.voice.sample_rate
         first_at: float | None = None
         error = ""
         trace = dict(job.trace)
-        try:
-            async with aclosing(self.voice.stream(job)) as pieces:
-                async for pcm in pieces:
-                    if not self.lanes.live(key):
-                        return
-                    await self.nc.publish(subject, pcm, headers=bus.audio_headers(seq, rate, chunk=job.chunk) | trace)
-                    seq += 1
-                    n_bytes += len(pcm)
-                    if first_at is None:
-                        first_at = loop.time()
-                        await self._event(contract.TTSChunkStarted(session=job.session, at=time.time(), run=job.run, chunk=job.chunk))
-        except Exception as exc:  # noqa: BLE001 - reported as TTSError, and the chunk still ends
-            if not isinstance(exc, SynthesisError):
-                log.exception("synthesis broke", extra={"session_id": job.session, "run_id": job.run, "chunk": job.chunk})
-            error = str(exc) or type(exc).__name__
+        text = job.text
+        for i, voice in enumerate(self.voices):
+            rate = voice.sample_rate
+            nxt = self.voices[i + 1].name if i + 1 < len(self.voices) else ""
+            breaker = self.breakers[voice.name]
+            if nxt and not breaker.allows(loop.time()):
+                await self._skipped(job, voice.name, breaker.last_error, nxt)
+                continue
+            if i > 0:
+                self.stats["fallback_chunks"] += 1
+            used = self.usage.setdefault(key, {})
+            used[voice.name] = used.get(voice.name, 0) + len(text)
+            try:
+                async with aclosing(voice.stream(replace(job, text=text))) as pieces:
+                    async for pcm in pieces:
+                        if not self.lanes.live(key):
+                            return
+                        await self.nc.publish(subject, pcm, headers=bus.audio_headers(seq, rate, chunk=job.chunk) | trace)
+                        seq += 1
+                        audio_ms += len(pcm) / audio.SAMPLE_BYTES * 1000.0 / rate
+                        if first_at is None:
+                            first_at = loop.time()
+                            await self._event(contract.TTSChunkStarted(session=job.session, at=time.time(), run=job.run, chunk=job.chunk))
+                breaker.succeeded()
+                error = ""
+                break
+            except ProviderError as exc:
+                if not self.lanes.live(key):
+                    return
+                breaker.failed(exc, loop.time())
+                error = str(exc)
+                rest = text[exc.spoken :].lstrip() if exc.spoken > 0 else text
+                await self._provider_failed(job, exc, nxt, said_again=bool(nxt) and exc.spoken <= 0 and first_at is not None)
+                if not nxt:
+                    break
+                if exc.spoken > 0 and not rest:
+                    error = ""  # every word was out before it failed
+                    break
+                text = rest
+            except Exception as exc:  # noqa: BLE001 - reported as TTSError, and the chunk still ends
+                if not isinstance(exc, SynthesisError):
+                    log.exception("synthesis broke", extra={"session_id": job.session, "run_id": job.run, "chunk": job.chunk})
+                error = str(exc) or type(exc).__name__
+                break
         if not self.lanes.live(key):
             return
         # The final message of the chunk, even after a failure: the gateway
@@ -205,7 +273,7 @@ class Worker:
         if first_at is None:
             first_at = loop.time()
             await self._event(contract.TTSChunkStarted(session=job.session, at=time.time(), run=job.run, chunk=job.chunk))
-        audio_ms = audio.ms_of(n_bytes, rate)
+        audio_ms = int(round(audio_ms))
         self._trace_chunk(job, first_at, loop.time(), audio_ms, error)
         extra = {
             "session_id": job.session,
@@ -224,6 +292,44 @@ class Worker:
             self.stats["audio_ms"] += audio_ms
             log.debug("tts chunk done", extra=extra)
             await self._event(contract.TTSChunkDone(session=job.session, at=time.time(), run=job.run, chunk=job.chunk, audio_ms=audio_ms))
+
+    async def _provider_failed(self, job: Job, exc: ProviderError, fallback: str, said_again: bool) -> None:
+        """Loud: a warning, a counter, and ProviderFailed on the session."""
+        self.stats["provider_failures"] += 1
+        self._told_skipped.add((job.session, exc.provider))  # while it recovers, this session already knows
+        telemetry.current().counter("parley.provider.failures", "1", "a cloud provider failed a piece of work").add(
+            1, {"service": "tts", "provider": exc.provider, "kind": exc.kind}
+        )
+        log.warning(
+            "tts provider failed: %s", exc,
+            extra={"session_id": job.session, "run_id": job.run, "chunk": job.chunk, "provider": exc.provider, "kind": exc.kind,
+                   "fallback": fallback or None, "spoken_chars": exc.spoken, "said_again_from_start": said_again},
+        )  # fmt: skip
+        note = f" (the chunk is said again from its start: {exc.provider} gives no word timing)" if said_again else ""
+        await self._event(
+            contract.ProviderFailed(
+                session=job.session, at=time.time(), service="tts", provider=exc.provider, error=f"{exc.kind}: {exc}{note}",
+                fallback=fallback, run=job.run, chunk=job.chunk,
+            )
+        )  # fmt: skip
+
+    async def _skipped(self, job: Job, provider: str, last_error: str, fallback: str) -> None:
+        """The provider's breaker is open: the fallback speaks; the session is told once."""
+        self.stats["provider_skipped"] += 1
+        if (job.session, provider) in self._told_skipped:
+            return
+        if len(self._told_skipped) > 10_000:
+            self._told_skipped.clear()
+        self._told_skipped.add((job.session, provider))
+        log.warning(
+            "tts provider skipped while it recovers", extra={"session_id": job.session, "run_id": job.run, "provider": provider, "error": last_error}
+        )
+        await self._event(
+            contract.ProviderFailed(
+                session=job.session, at=time.time(), service="tts", provider=provider,
+                error=f"skipped while it recovers (last error: {last_error})", fallback=fallback, run=job.run, chunk=job.chunk,
+            )
+        )  # fmt: skip
 
     def _trace_chunk(self, job: Job, first_at: float, done_at: float, audio_ms: int, error: str) -> None:
         """The chunk's span (request -> last audio) under the turn, and its time to first audio."""
