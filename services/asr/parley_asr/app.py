@@ -26,11 +26,27 @@ from .worker import Worker
 log = logging.getLogger("parley_asr")
 
 
+def cloud_provider(settings: Settings):
+    """The cloud provider PARLEY_ASR names (None: Whisper hears the words)."""
+    if not settings.cloud:
+        return None
+    if settings.provider == "deepgram":
+        from .providers.deepgram import Deepgram
+
+        return Deepgram(base=settings.base, api_key=settings.api_key, model=settings.model_name, timeout_s=settings.cloud_timeout_s)
+    from .providers.openai_transcribe import OpenAITranscription
+
+    return OpenAITranscription(base=settings.base, api_key=settings.api_key, model=settings.model_name, timeout_s=settings.cloud_timeout_s)
+
+
 def load_models(settings: Settings) -> tuple[SileroVad, Transcriber | None, Transcriber | None]:
-    """Silero; Whisper unless in fixed mode; a second Whisper for finals if configured."""
+    """Silero; Whisper unless in fixed mode (with a cloud provider: only as
+    its fallback, one lane); a second Whisper for finals if configured."""
     vad = SileroVad(batched=settings.vad_batched)
     if settings.fixed:
         return vad, None, None
+    if settings.cloud:
+        return vad, (load_whisper(settings) if settings.fallback == "whisper" else None), None
     whisper = load_whisper(settings)
     finals = load_whisper(settings) if settings.final_lane else None
     return vad, whisper, finals
@@ -60,11 +76,13 @@ def create_app(settings: Settings, transcriber: Transcriber | None = None) -> Fa
     async def lifespan(app: FastAPI):
         if transcriber is not None or settings.fixed:
             vad, whisper, finals = await asyncio.to_thread(SileroVad, None, settings.vad_batched), transcriber, None
+            if settings.cloud and settings.fallback == "none":
+                whisper = None
         else:
             vad, whisper, finals = await asyncio.to_thread(load_models, settings)
         end_of_turn = await asyncio.to_thread(load_end_of_turn, settings)
         nc = await bus.connect(settings.nats_url, name=f"asr-{settings.worker_id}", credentials=settings.nats_credentials)
-        worker = Worker(nc, settings, vad, whisper, finals, end_of_turn)
+        worker = Worker(nc, settings, vad, whisper, finals, end_of_turn, cloud=cloud_provider(settings))
         await worker.start()
         state["worker"] = worker
         log.info(
@@ -74,6 +92,8 @@ def create_app(settings: Settings, transcriber: Transcriber | None = None) -> Fa
                 "mode": settings.providers,
                 "vad_batched": vad.batched,
                 "whisper_lanes": worker.queue.lanes if worker.queue else 0,
+                "provider": worker.cloud.name if worker.cloud else "whisper",
+                "fallback": ("whisper" if worker.queue else None) if worker.cloud else None,
                 "end_of_turn_model": end_of_turn is not None,
                 "nats": settings.nats_url,
             },

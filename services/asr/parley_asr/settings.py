@@ -8,16 +8,22 @@ services/asr/BENCHMARKS.md.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 
 from parley.instance import instance_id, worker_token
-from parley.settings import ServiceSettings, setting
+from parley.settings import Invalid, ServiceSettings, setting
 
 from . import endpointer
 
 DEFAULT_FIXED_TRANSCRIPT = "I'd like to book an appointment tomorrow at three p.m."
+
+# Each cloud provider's public endpoint and model when the deployer names none.
+PROVIDER_DEFAULTS = {
+    "deepgram": {"base": "wss://api.deepgram.com", "model": "nova-3"},
+    "openai": {"base": "https://api.openai.com/v1", "model": "gpt-4o-mini-transcribe"},
+}
 
 
 class Settings(ServiceSettings):
@@ -69,7 +75,53 @@ class Settings(ServiceSettings):
     idle_release_s: float = setting("PARLEY_ASR_IDLE_RELEASE_S", 120.0, "release a session that sent no audio this long", ge=0.1, le=86400)
     vad_batched: bool = setting("PARLEY_ASR_VAD_BATCH", True, "0: one Silero call per session (only to measure what batching saves)")
 
+    # Providers (providers/): who hears the words. The floor (SpeechStarted,
+    # SpeechStopped, eot) is always the local VAD and end-of-turn model.
+    provider: Literal["whisper", "deepgram", "openai"] = setting(
+        "PARLEY_ASR", "whisper", "who hears the words: the embedded Whisper, or a cloud provider (ASR_API_KEY)"
+    )
+    api_key: str = setting("ASR_API_KEY", "", "the cloud ASR provider's key", secret=True)
+    base_url: str = setting(
+        "ASR_BASE_URL", "", "the provider's endpoint; unset: its public one (deepgram wss://api.deepgram.com; openai https://api.openai.com/v1)",
+        pattern=r"^(https?|wss?)://\S+$", allowed="an http(s):// or ws(s):// URL",
+    )  # fmt: skip
+    model: str = setting(
+        "ASR_MODEL", "", "the provider's model (deepgram nova-3, openai gpt-4o-mini-transcribe)",
+        pattern=r"^[\w.:/-]{1,100}$", allowed="a model name (letters, digits, . _ - : /)",
+    )  # fmt: skip
+    fallback: Literal["whisper", "none"] = setting(
+        "PARLEY_ASR_FALLBACK", "whisper", "who hears an utterance the cloud provider failed: the embedded Whisper (loaded at start), or nobody (an empty final)"
+    )
+    cloud_timeout_s: float = setting(
+        "ASR_TIMEOUT", 2.0, "seconds a cloud provider may take to give an utterance's final words before it counts as failed", gt=0, le=30
+    )
+
     _worker_id = field_validator("worker_id")(worker_token)
+
+    @model_validator(mode="after")
+    def _provider_whole(self) -> "Settings":
+        if self.provider == "whisper":
+            return self
+        if not self.api_key and not (self.provider == "openai" and self.base_url):
+            raise Invalid(f"set: PARLEY_ASR={self.provider} needs the provider's key", variable="ASR_API_KEY", value="")
+        scheme = self.base.split("://", 1)[0]
+        wanted = ("ws", "wss") if self.provider == "deepgram" else ("http", "https")
+        if scheme not in wanted:
+            raise Invalid(f"a {wanted[1]}:// (or {wanted[0]}://) URL for PARLEY_ASR={self.provider}", variable="ASR_BASE_URL", value=self.base_url)
+        return self
+
+    @property
+    def cloud(self) -> bool:
+        """A cloud provider hears the words (never in fixed mode)."""
+        return self.provider != "whisper" and not self.fixed
+
+    @property
+    def base(self) -> str:
+        return (self.base_url or PROVIDER_DEFAULTS.get(self.provider, {}).get("base", "")).rstrip("/")
+
+    @property
+    def model_name(self) -> str:
+        return self.model or PROVIDER_DEFAULTS.get(self.provider, {}).get("model", "")
 
     @property
     def eot_model(self) -> bool:

@@ -20,6 +20,17 @@ Flow of one session:
 nats-py runs a subscription's callback one message at a time, so the audio
 callback only appends bytes to the session's inbox; all work happens in the
 loop, batched across sessions.
+
+With a cloud provider (PARLEY_ASR=deepgram|openai, ``providers/``) the floor
+is unchanged (the same VAD, endpointer and end-of-turn model make
+SpeechStarted and SpeechStopped) and the provider hears the words: each
+session has a ``Listener`` that gets its audio, answers partials at the same
+cadence, and gives each utterance's final. A final the provider cannot give
+(refused key, rate limit, dropped stream, no answer within ASR_TIMEOUT) is
+loud (a warning, ``parley.provider.failures``, ``ProviderFailed`` on the
+session) and is heard by Whisper from the utterance's audio instead
+(PARLEY_ASR_FALLBACK=whisper), so the caller's words are not lost and finals
+still go out in utterance order. Audio seconds billed go out as ``Usage``.
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from parley import bus, contract, subjects, telemetry
+from parley.providers import Breaker, ProviderError
 
 from . import completeness, endpointer
 from .endpointer import WINDOW_MS
@@ -53,6 +65,7 @@ class Session:
     __slots__ = (
         "id", "slot", "audio", "ep", "subs", "last_audio", "closed",
         "last_partial", "last_seq", "dropped", "unfinished", "stop_sent", "turn_text", "turn_end",
+        "listener", "final_chain", "partial_busy", "told_skipped",
     )  # fmt: skip
 
     def __init__(self, session_id: str, slot: int, first_utterance: int = 0):
@@ -76,6 +89,13 @@ class Session:
         # far"), and the window where the last of them ended.
         self.turn_text = ""
         self.turn_end = 0
+        # Cloud provider (None with Whisper): the session's listener, the last
+        # final on its way out (finals leave in utterance order), whether a
+        # partial request is in flight.
+        self.listener = None
+        self.final_chain: asyncio.Task | None = None
+        self.partial_busy = False
+        self.told_skipped = False
 
     async def stop_published(self) -> None:
         if self.stop_sent is not None and not self.stop_sent.done():
@@ -91,10 +111,13 @@ class Worker:
         transcriber: Transcriber | None = None,
         final_transcriber: Transcriber | None = None,
         end_of_turn: SmartTurn | None = None,
+        cloud=None,
     ):
         """``final_transcriber``, a second model instance, gives finals a Whisper lane of their own;
-        ``end_of_turn`` scores each stop (needed when ``settings.eot_model``)."""
-        if not settings.fixed and transcriber is None:
+        ``end_of_turn`` scores each stop (needed when ``settings.eot_model``); ``cloud``, a provider
+        from ``providers/`` (Deepgram, OpenAITranscription), hears the words, and ``transcriber``
+        is then the fallback (None: no fallback)."""
+        if not settings.fixed and transcriber is None and cloud is None:
             raise ValueError("real mode needs a transcriber (fixed mode runs without Whisper)")
         if settings.eot_model and end_of_turn is None:
             raise ValueError("PARLEY_ASR_EOT=1 needs the end-of-turn model")
@@ -103,7 +126,11 @@ class Worker:
         self.id = settings.worker_id
         self.cfg = settings.endpointing()
         self.bank = StreamBank(vad)
-        self.queue = None if settings.fixed else TranscriptionQueue(transcriber, final_transcriber)
+        self.queue = None if settings.fixed or transcriber is None else TranscriptionQueue(transcriber, final_transcriber)
+        self.cloud = None if settings.fixed else cloud
+        # A stream per session (Deepgram) keeps its own state; a request per
+        # utterance (OpenAI) shares one breaker across the worker's sessions.
+        self.breaker = Breaker() if cloud is not None and not getattr(cloud, "per_session", False) else None
         self.eot = EndOfTurnQueue(end_of_turn, settings.eot_batch) if settings.eot_model else None
         self._turn_join_windows = settings.turn_join_ms / WINDOW_MS
         self.sessions: dict[str, Session] = {}
@@ -117,6 +144,8 @@ class Worker:
             "ticks": 0, "windows": 0, "vad_calls": 0, "vad_seconds": 0.0, "tick_seconds": 0.0,
             "utterances": 0, "partials": 0, "finals": 0, "last_final_latency_ms": None,
             "eot": self.eot.stats if self.eot else None,
+            "provider": self.cloud.name if self.cloud else "whisper",
+            "provider_failures": 0, "provider_skipped": 0, "fallback_finals": 0,
         }  # fmt: skip
 
     # ------------------------------------------------------------------ lifetime
@@ -164,6 +193,8 @@ class Worker:
             await self.queue.close()
         if self.eot:
             await self.eot.close()
+        if self.cloud is not None:
+            await self.cloud.aclose()
         for task in list(self._tasks):
             task.cancel()
 
@@ -191,6 +222,8 @@ class Worker:
             return existing
         s = Session(session_id, self.bank.open(), first_utterance)
         self.sessions[session_id] = s
+        if self.cloud is not None:
+            s.listener = self.cloud.listener(session_id)
         s.subs.append(await self.nc.subscribe(subjects.audio_in(session_id), cb=self._audio_callback(s)))
         s.subs.append(await self.nc.subscribe(subjects.control(session_id), cb=self._on_control))
         self.stats["claimed"] += 1
@@ -216,6 +249,8 @@ class Worker:
                 self.stats["seq_gaps"] += 1
             s.last_seq = meta.seq
             s.audio.push(data)
+            if s.listener is not None:
+                s.listener.audio(data)
             s.last_audio = time.monotonic()
 
         return on_audio
@@ -261,6 +296,8 @@ class Worker:
             # Cut off mid-utterance: an empty final, queued behind the session's
             # earlier finals so that they still arrive in utterance order.
             await self._stopped(s, stop, time.time(), heard=False)
+        if s.listener is not None:
+            self._spawn(self._close_listener(s))
         log.info("session released", extra={"session_id": session_id, "reason": reason, "worker": self.id})
 
     # ------------------------------------------------------------------ the VAD loop
@@ -331,7 +368,11 @@ class Worker:
                 await self._stopped(s, decision, now, speech_end=window_end - (decision.window + 1 - decision.end) * WINDOW_MS / 1000)
         if s.closed:
             return
-        if self.queue and endpointer.partial_due(s.ep, s.last_partial, self._partial_windows):
+        if s.listener is not None and self._cloud_allowed() and endpointer.partial_due(s.ep, s.last_partial, self._partial_windows):
+            if not s.partial_busy:
+                s.last_partial = s.ep.index
+                self._request_cloud_partial(s)
+        elif self.queue and endpointer.partial_due(s.ep, s.last_partial, self._partial_windows):
             if not self.queue.partial_busy(s.id):
                 s.last_partial = s.ep.index
                 self._request_partial(s)
@@ -366,9 +407,14 @@ class Worker:
             s.stop_sent.add_done_callback(self._tasks.discard)
         else:
             await stopped
-        if self.queue is None:
+        if self.settings.fixed:
             text = self.settings.fixed_transcript if heard else ""
             self._spawn(self._fixed_final(s, d, text, now))
+            return
+        if s.listener is not None:
+            begin = d.begin * WINDOW - self._preroll
+            audio = s.audio.slice(begin, d.end * WINDOW + self._preroll) if heard else np.empty(0, np.int16)
+            self._chain_final(s, d, now, self._cloud_final(s, d, audio, begin, d.end * WINDOW) if heard else None)
             return
         if heard:
             # Whisper gets the pre-roll and as much again after the speech.
@@ -381,6 +427,129 @@ class Worker:
             await self._publish_final(s, d, text, now)
 
         self.queue.submit(Job(session=s.id, utterance=d.utterance, final=True, audio=lambda: audio, deliver=deliver))
+
+    # ------------------------------------------------------------------ a cloud provider
+
+    def _cloud_allowed(self) -> bool:
+        return self.breaker is None or self.breaker.allows(time.monotonic())
+
+    def _chain_final(self, s: Session, d: endpointer.Stop, stopped_at: float, words) -> None:
+        """The final's words are fetched at once (``words``: a coroutine, or
+        None for nothing heard); it is published after its SpeechStopped and
+        after the session's previous final, so finals keep utterance order."""
+        words_task = asyncio.create_task(words) if words is not None else None
+        if words_task is not None:
+            self._tasks.add(words_task)
+            words_task.add_done_callback(self._task_done)
+        previous = s.final_chain
+
+        async def publish() -> None:
+            text = ""
+            try:
+                if words_task is not None:
+                    text = await words_task
+            finally:
+                if previous is not None:
+                    await asyncio.gather(previous, return_exceptions=True)
+                await s.stop_published()
+                await self._publish_final(s, d, text, stopped_at)
+                await self._report_usage(s)
+
+        s.final_chain = asyncio.create_task(publish(), name=f"asr-final-{s.id}-{d.utterance}")
+        self._tasks.add(s.final_chain)
+        s.final_chain.add_done_callback(self._task_done)
+
+    async def _cloud_final(self, s: Session, d: endpointer.Stop, audio: np.ndarray, begin: int, end: int) -> str:
+        """The provider's words for the utterance; on its failure, Whisper's (or none)."""
+        provider = self.cloud.name
+        fallback = "whisper" if self.queue is not None else ""
+        if not self._cloud_allowed():
+            self.stats["provider_skipped"] += 1
+            if not s.told_skipped:
+                s.told_skipped = True
+                error = f"skipped while it recovers (last error: {self.breaker.last_error})"
+                await self._event(contract.ProviderFailed(session=s.id, at=time.time(), service="asr", provider=provider, error=error, fallback=fallback, utterance=d.utterance))
+            return await self._fallback_final(s, d, audio)
+        try:
+            text = await s.listener.final(audio, begin, end)
+        except ProviderError as exc:
+            if self.breaker is not None:
+                self.breaker.failed(exc, time.monotonic())
+            s.told_skipped = True
+            self.stats["provider_failures"] += 1
+            telemetry.current().counter("parley.provider.failures", "1", "a cloud provider failed a piece of work").add(
+                1, {"service": "asr", "provider": provider, "kind": exc.kind}
+            )
+            log.warning(
+                "asr provider failed: %s", exc,
+                extra={"session_id": s.id, "utterance": d.utterance, "provider": provider, "kind": exc.kind, "fallback": fallback or None},
+            )  # fmt: skip
+            await self._event(
+                contract.ProviderFailed(session=s.id, at=time.time(), service="asr", provider=provider, error=f"{exc.kind}: {exc}", fallback=fallback, utterance=d.utterance)
+            )
+            return await self._fallback_final(s, d, audio)
+        if self.breaker is not None:
+            self.breaker.succeeded()
+        return text
+
+    async def _fallback_final(self, s: Session, d: endpointer.Stop, audio: np.ndarray) -> str:
+        if self.queue is None or len(audio) == 0:
+            return ""
+        self.stats["fallback_finals"] += 1
+        telemetry.current().counter("parley.usage.asr_audio_seconds", "s", "seconds of audio a provider heard").add(len(audio) / SAMPLE_RATE, {"provider": "whisper"})
+        done: asyncio.Future = asyncio.get_running_loop().create_future()
+
+        async def deliver(text: str) -> None:
+            if not done.done():
+                done.set_result(text)
+
+        self.queue.submit(Job(session=s.id, utterance=d.utterance, final=True, audio=lambda: audio, deliver=deliver))
+        return await done
+
+    def _request_cloud_partial(self, s: Session) -> None:
+        utterance, begin = s.ep.utterance, s.ep.run_begin * WINDOW - self._preroll
+        s.partial_busy = True
+
+        async def ask() -> None:
+            try:
+                if not self._current(s, utterance, allow_silence=False):
+                    return
+                text = await s.listener.partial(s.audio.slice(begin, s.audio.end), begin)
+                if text and self._current(s, utterance, allow_silence=True):
+                    self.stats["partials"] += 1
+                    await bus.publish_event(self.nc, contract.TranscriptPartial(session=s.id, at=time.time(), utterance=utterance, text=text))
+            finally:
+                s.partial_busy = False
+
+        self._spawn(ask())
+
+    @staticmethod
+    def _current(s: Session, utterance: int, allow_silence: bool) -> bool:
+        ep = s.ep
+        return not s.closed and ep.speaking and ep.utterance == utterance and (allow_silence or not ep.in_silence)
+
+    async def _report_usage(self, s: Session) -> None:
+        """Audio the provider billed since the last report, as Usage on the session."""
+        if s.listener is None:
+            return
+        seconds = s.listener.take_billed()
+        if seconds <= 0:
+            return
+        provider = s.listener.provider
+        telemetry.current().counter("parley.usage.asr_audio_seconds", "s", "seconds of audio a provider heard").add(seconds, {"provider": provider})
+        await self._event(contract.Usage(session=s.id, at=time.time(), service="asr", provider=provider, unit="audio_s", amount=round(seconds, 3)))
+
+    async def _close_listener(self, s: Session) -> None:
+        if s.final_chain is not None:
+            await asyncio.gather(s.final_chain, return_exceptions=True)
+        await s.listener.close()
+        await self._report_usage(s)
+
+    async def _event(self, event: contract.Event) -> None:
+        try:
+            await bus.publish_event(self.nc, event)
+        except Exception as exc:  # noqa: BLE001 - a notice or usage must never break hearing
+            log.warning("event not published: %s", exc, extra={"session_id": event.session, "event": contract.type_name(event)})
 
     async def _publish_stop(self, session_id: str, d: endpointer.Stop, now: float, speech_end: float, eot) -> None:
         if isinstance(eot, asyncio.Future):

@@ -1,0 +1,263 @@
+"""Cloud ASR providers against local stand-ins of their vendors' documented
+wire formats (parley.standins), with the real worker (Silero VAD, the
+endpointer) on a real nats-server and Piper speech.
+
+What must hold: the events are the ones the Whisper path makes, in the same
+order (SpeechStarted, partials, SpeechStopped, TranscriptFinal per
+utterance), with the provider's words; a refused key, a rate limit, a stream
+dropped mid-utterance and a provider too slow to answer are each loud
+(logged, counted, ProviderFailed on the session) and lose nothing (the
+fallback hears the utterance from the audio the worker holds); the audio
+billed is reported as Usage. The fallback here is a stub that answers at
+once (the service loads Whisper in its place).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import numpy as np
+import pytest
+from asr_harness import Events, claim, end, silence, stream
+
+from parley import bus, contract
+from parley.standins import Fault
+from parley.standins.deepgram import Deepgram as DeepgramStandIn, scripted
+from parley.standins.openai_audio import OpenAIAudio
+from parley_asr.providers import deepgram as deepgram_module
+from parley_asr.providers.deepgram import Deepgram
+from parley_asr.providers.openai_transcribe import OpenAITranscription
+from parley_asr.settings import Settings
+from parley_asr.vad import SileroVad
+from parley_asr.worker import Worker
+
+DKEY = "test-deepgram-key-0123456789"
+OKEY = "sk-test-openai-audio-key-0123"
+FIRST, SECOND = "I'd like to book an appointment.", "Tomorrow at three please."
+FALLBACK_WORDS = "what the fallback heard"
+
+
+class StubWhisper:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def transcribe(self, pcm16: np.ndarray) -> str:
+        self.calls += 1
+        return FALLBACK_WORDS
+
+
+@pytest.fixture(scope="module")
+def silero():
+    return SileroVad()
+
+
+def two_utterances(speak) -> np.ndarray:
+    return np.concatenate([speak("I would like to book an appointment.", lead_s=0.6, trail_s=1.6), speak("Tomorrow at three please.", lead_s=0.2, trail_s=1.6)])
+
+
+class Rig:
+    def __init__(self, nats_url, silero, provider: str, *, key: str | None = None, fallback: bool = True, timeout_s: float = 2.0):
+        self.nats_url, self.silero, self.provider, self.key, self.fallback, self.timeout_s = nats_url, silero, provider, key, fallback, timeout_s
+
+    async def __aenter__(self) -> "Rig":
+        if self.provider == "deepgram":
+            self.standin = await DeepgramStandIn(key=DKEY, hear=scripted(FIRST, SECOND)).start()
+            cloud = Deepgram(base=self.standin.base, api_key=self.key or DKEY, model="nova-3", timeout_s=self.timeout_s)
+        else:
+            answers = iter([FIRST, SECOND] + [SECOND] * 100)
+            self.standin = await OpenAIAudio(key=OKEY, hear=lambda pcm, rate: next(answers)).start()
+            cloud = OpenAITranscription(base=self.standin.base, api_key=self.key or OKEY, model="gpt-4o-mini-transcribe", timeout_s=self.timeout_s)
+        self.stub = StubWhisper() if self.fallback else None
+        settings = Settings(nats_url=self.nats_url, providers="real", eot=False, silence_ms=300, partial_every_ms=320)
+        self.worker = Worker(await bus.connect(self.nats_url), settings, self.silero, self.stub, None, None, cloud=cloud)
+        await self.worker.start()
+        self.nc = await bus.connect(self.nats_url)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.worker.stop()
+        await self.worker.nc.close()
+        await self.nc.close()
+        await self.standin.stop()
+
+
+def per_utterance_order(events: list) -> None:
+    """Each utterance: SpeechStarted, partials, SpeechStopped, then its final; utterances in order."""
+    floor = [e for e in events if isinstance(e, (contract.SpeechStarted, contract.TranscriptPartial, contract.SpeechStopped, contract.TranscriptFinal))]
+    by_utt: dict[int, list[str]] = {}
+    for e in floor:
+        by_utt.setdefault(e.utterance, []).append(type(e).__name__)
+    for u, kinds in by_utt.items():
+        assert kinds[0] == "SpeechStarted" and kinds[-2:] == ["SpeechStopped", "TranscriptFinal"], (u, kinds)
+        assert set(kinds[1:-2]) <= {"TranscriptPartial"}, (u, kinds)
+    finals = [e.utterance for e in floor if isinstance(e, contract.TranscriptFinal)]
+    assert finals == sorted(finals)
+
+
+def usage(events: list) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for u in events:
+        if isinstance(u, contract.Usage):
+            assert u.service == "asr" and u.unit == "audio_s"
+            out[u.provider] = out.get(u.provider, 0) + u.amount
+    return out
+
+
+# ------------------------------------------------------------------ Deepgram
+
+
+def test_deepgram_words_behind_the_same_events(nats_url, silero, speak):
+    async def main():
+        async with Rig(nats_url, silero, "deepgram") as r:
+            ev = await Events.watch(r.nc, "dg-1")
+            await claim(r.nc, "dg-1")
+            await stream(r.nc, "dg-1", two_utterances(speak), speed=2.0, chunk=320)
+            await ev.finals("dg-1", 2, timeout=20)
+            await end(r.nc, "dg-1")
+            # the last Usage comes when the stream closes: everything streamed, billed
+            await ev.wait_for(lambda e: usage(e.of("dg-1")).get("deepgram", 0) >= r.standin.streams[0]["audio_s"] - 0.05, timeout=10)
+            return ev.of("dg-1"), r.standin.streams, r.stub.calls
+
+    events, streams, stub_calls = asyncio.run(main())
+    per_utterance_order(events)
+    finals = [e for e in events if isinstance(e, contract.TranscriptFinal)]
+    assert [f.text for f in finals] == [FIRST, SECOND]
+    assert any(isinstance(e, contract.TranscriptPartial) for e in events)  # interim results became partials
+    assert not [e for e in events if isinstance(e, contract.ProviderFailed)] and stub_calls == 0
+    [s] = streams
+    q = s["query"]
+    assert q["encoding"] == "linear16" and q["sample_rate"] == "16000" and q["interim_results"] == "true"
+    assert q["model"] == "nova-3" and "endpointing" in q and "utterance_end_ms" in q and q["vad_events"] == "true"
+    assert "Finalize" in s["controls"] and s["controls"][-1] == "CloseStream" and s["close"] == (1000, "")
+    assert usage(events)["deepgram"] == pytest.approx(s["audio_s"], abs=0.05)  # every second streamed is billed
+
+
+def test_deepgram_bad_key_is_loud_and_whisper_hears_the_utterance(nats_url, silero, speak, caplog):
+    async def main():
+        async with Rig(nats_url, silero, "deepgram", key="wrong-key-abcdefgh") as r:
+            ev = await Events.watch(r.nc, "dg-2")
+            await claim(r.nc, "dg-2")
+            await stream(r.nc, "dg-2", speak(FIRST, lead_s=0.6, trail_s=1.2), speed=0, chunk=320)
+            await ev.finals("dg-2", 1, timeout=20)
+            return ev.of("dg-2"), r.worker.stats, r.standin.refused
+
+    with caplog.at_level(logging.INFO):
+        events, stats, refused = asyncio.run(main())
+    per_utterance_order(events)
+    [final] = [e for e in events if isinstance(e, contract.TranscriptFinal)]
+    assert final.text == FALLBACK_WORDS
+    [f] = [e for e in events if isinstance(e, contract.ProviderFailed)]
+    assert f.service == "asr" and f.provider == "deepgram" and f.fallback == "whisper" and f.utterance == 0
+    assert f.error.startswith("auth") and "401" in f.error
+    assert refused and set(refused) == {401}
+    assert stats["provider_failures"] == 1 and stats["fallback_finals"] == 1
+    assert "wrong-key-abcdefgh" not in caplog.text
+
+
+def test_deepgram_stream_dropped_mid_utterance_whisper_hears_it_and_the_stream_comes_back(nats_url, silero, speak):
+    async def main():
+        async with Rig(nats_url, silero, "deepgram") as r:
+            r.standin.faults.queue.append(Fault(drop_after=int(1.2 * 16000 * 2)))  # inside the first utterance
+            ev = await Events.watch(r.nc, "dg-3")
+            await claim(r.nc, "dg-3")
+            await stream(r.nc, "dg-3", two_utterances(speak), speed=2.0, chunk=320)
+            await ev.finals("dg-3", 2, timeout=20)
+            return ev.of("dg-3"), r.standin.streams
+
+    events, streams = asyncio.run(main())
+    per_utterance_order(events)
+    finals = [e.text for e in events if isinstance(e, contract.TranscriptFinal)]
+    assert finals[0] == FALLBACK_WORDS  # the provider missed its start: Whisper heard it
+    assert finals[1] in (FIRST, SECOND)  # the reopened stream heard the next one (its own first words)
+    [f] = [e for e in events if isinstance(e, contract.ProviderFailed)]
+    assert f.utterance == 0 and f.error.startswith("dropped")
+    assert len(streams) == 2 and streams[0]["close"] == "dropped"
+
+
+def test_deepgram_too_slow_times_out_to_whisper(nats_url, silero, speak):
+    async def main():
+        async with Rig(nats_url, silero, "deepgram", timeout_s=0.5) as r:
+            r.standin.faults.queue.append(Fault(delay_first=3.0))
+            ev = await Events.watch(r.nc, "dg-4")
+            await claim(r.nc, "dg-4")
+            await stream(r.nc, "dg-4", speak(FIRST, lead_s=0.6, trail_s=1.2), speed=0, chunk=320)
+            await ev.finals("dg-4", 1, timeout=20)
+            return ev.of("dg-4")
+
+    events = asyncio.run(main())
+    [final] = [e for e in events if isinstance(e, contract.TranscriptFinal)]
+    assert final.text == FALLBACK_WORDS
+    [f] = [e for e in events if isinstance(e, contract.ProviderFailed)]
+    assert f.error.startswith("timeout")
+
+
+def test_deepgram_without_fallback_the_final_is_empty_and_says_why(nats_url, silero, speak):
+    async def main():
+        async with Rig(nats_url, silero, "deepgram", key="wrong-key-abcdefgh", fallback=False) as r:
+            ev = await Events.watch(r.nc, "dg-5")
+            await claim(r.nc, "dg-5")
+            await stream(r.nc, "dg-5", speak(FIRST, lead_s=0.6, trail_s=1.2), speed=0, chunk=320)
+            await ev.finals("dg-5", 1, timeout=20)
+            return ev.of("dg-5")
+
+    events = asyncio.run(main())
+    [final] = [e for e in events if isinstance(e, contract.TranscriptFinal)]
+    assert final.text == ""
+    [f] = [e for e in events if isinstance(e, contract.ProviderFailed)]
+    assert f.fallback == ""
+
+
+def test_deepgram_keepalive_while_no_audio_flows(nats_url, silero, speak, monkeypatch):
+    monkeypatch.setattr(deepgram_module, "KEEPALIVE_S", 0.2)
+
+    async def main():
+        async with Rig(nats_url, silero, "deepgram") as r:
+            await claim(r.nc, "dg-6")
+            await stream(r.nc, "dg-6", silence(0.2), speed=0, chunk=320)
+            await asyncio.sleep(1.0)
+            return list(r.standin.streams[0]["controls"]), r.standin.streams[0]["close"], len(r.standin.streams)
+
+    controls, close, n = asyncio.run(main())
+    assert controls.count("KeepAlive") >= 2 and close is None and n == 1  # kept open, never reopened
+
+
+# ------------------------------------------------------------------ OpenAI
+
+
+def test_openai_transcription_words_behind_the_same_events(nats_url, silero, speak):
+    async def main():
+        async with Rig(nats_url, silero, "openai") as r:
+            r.standin.hear = lambda pcm, rate, _it=iter([FIRST, SECOND] + [SECOND] * 100): FIRST
+            ev = await Events.watch(r.nc, "oa-1")
+            await claim(r.nc, "oa-1")
+            await stream(r.nc, "oa-1", speak(FIRST, lead_s=0.6, trail_s=1.2), speed=2.0, chunk=320)
+            await ev.finals("oa-1", 1, timeout=20)
+            await ev.wait_for(lambda e: usage(e.of("oa-1")), timeout=5)
+            return ev.of("oa-1"), r.standin.requests, r.standin.audio_seconds
+
+    events, requests, audio_seconds = asyncio.run(main())
+    per_utterance_order(events)
+    [final] = [e for e in events if isinstance(e, contract.TranscriptFinal)]
+    assert final.text == FIRST
+    assert any(isinstance(e, contract.TranscriptPartial) for e in events)
+    assert all(r["model"] == "gpt-4o-mini-transcribe" and r["response_format"] == "json" for r in requests)
+    assert usage(events)["openai"] == pytest.approx(audio_seconds, abs=0.05)  # partials and the final: every second sent
+
+
+def test_openai_rate_limit_falls_back_and_the_next_utterance_skips_it_while_it_waits(nats_url, silero, speak):
+    async def main():
+        async with Rig(nats_url, silero, "openai") as r:
+            r.standin.faults.always = Fault(status=429, retry_after=30)
+            ev = await Events.watch(r.nc, "oa-2")
+            await claim(r.nc, "oa-2")
+            await stream(r.nc, "oa-2", two_utterances(speak), speed=0, chunk=320)
+            await ev.finals("oa-2", 2, timeout=20)
+            return ev.of("oa-2"), r.worker.stats
+
+    events, stats = asyncio.run(main())
+    per_utterance_order(events)
+    assert [e.text for e in events if isinstance(e, contract.TranscriptFinal)] == [FALLBACK_WORDS, FALLBACK_WORDS]
+    fails = [e for e in events if isinstance(e, contract.ProviderFailed)]
+    assert len(fails) == 1 and fails[0].error.startswith("rate_limit") and "429" in fails[0].error  # told once
+    assert stats["provider_skipped"] >= 1 and stats["fallback_finals"] == 2
