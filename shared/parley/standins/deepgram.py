@@ -27,6 +27,10 @@ What it "hears": voiced stretches are found by energy (20 ms frames);
 Whisper for end-to-end tests). Interim results come every ``interim_s`` of
 speech; a stretch is final (``speech_final``) after ``endpointing`` ms of
 silence, or at once on ``Finalize`` (``from_finalize``).
+
+Faults: a refusal (``status``) is taken at the handshake; any other fault is
+taken by a stream when it first hears speech (so a test can queue one after
+the call began), and ``drop_after`` counts the bytes received from then on.
 """
 
 from __future__ import annotations
@@ -107,8 +111,7 @@ class Deepgram(Threaded):
         query = {k: v[-1] for k, v in parse_qs(urlsplit(ws.request.path).query).items()}
         record: dict = {"query": query, "controls": [], "audio_s": 0.0, "close": None, "results": []}
         self.streams.append(record)
-        fault = self.faults.next()
-        s = _Stream(self, ws, query, record, fault)
+        s = _Stream(self, ws, query, record, None)
         await s.run()
 
 
@@ -132,7 +135,8 @@ class _Stream:
         self.last_interim = 0
         self.last_word_end: float | None = None
         self.utterance_end_due: float | None = None
-        self.received_bytes = 0
+        self.received_bytes = 0  # since the first speech (when the fault was taken)
+        self.fault_taken = False
         self.sent_results = 0
 
     async def run(self) -> None:
@@ -152,7 +156,8 @@ class _Stream:
                             self.record["close"] = (1008, "DATA-0000")
                             await ws.close(1008, "DATA-0000: The payload cannot be decoded as audio.")
                             return
-                    self.received_bytes += len(msg)
+                    if self.fault_taken:
+                        self.received_bytes += len(msg)
                     if self.fault is not None and self.fault.drop_after is not None and self.received_bytes > self.fault.drop_after:
                         self.record["close"] = "dropped"
                         ws.transport.abort()
@@ -189,6 +194,9 @@ class _Stream:
         if voiced:
             self.silence_run = 0
             self.utterance_end_due = None
+            if not self.fault_taken:
+                self.fault_taken = True
+                self.fault = self.o.faults.next()
             if not self.speaking:
                 self.speaking = True
                 if self.seg_start <= self.finalized:
