@@ -45,7 +45,12 @@ class OpenAIApi:
             body = await request.json()
             self.requests.append(body)
             text, call = self.script(body["messages"])
-            return StreamingResponse(self._events(body.get("model", "m"), text, call), media_type="text/event-stream")
+            usage = None
+            if (body.get("stream_options") or {}).get("include_usage"):
+                # As documented: one more chunk before [DONE], no choices, the step's token counts.
+                prompt = sum(len(str(m.get("content") or "").split()) for m in body["messages"])
+                usage = {"prompt_tokens": prompt, "completion_tokens": len(text.split()) + (5 if call else 0), "total_tokens": 0}
+            return StreamingResponse(self._events(body.get("model", "m"), text, call, usage), media_type="text/event-stream")
 
         self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"))
         self._thread = threading.Thread(target=self._server.run, name="openai-api", daemon=True)
@@ -61,7 +66,7 @@ class OpenAIApi:
         if self._thread is not None:
             self._thread.join(10)
 
-    async def _events(self, model: str, text: str, call: tuple[str, dict] | None):
+    async def _events(self, model: str, text: str, call: tuple[str, dict] | None, usage: dict | None = None):
         def chunk(delta: dict, finish: str | None = None) -> str:
             obj = {"id": "chatcmpl-test", "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}  # fmt: skip
@@ -80,4 +85,6 @@ class OpenAIApi:
             yield chunk({}, "tool_calls")
         else:
             yield chunk({}, "stop")
+        if usage is not None:
+            yield f"data: {json.dumps({'id': 'chatcmpl-test', 'object': 'chat.completion.chunk', 'created': int(time.time()), 'model': model, 'choices': [], 'usage': usage})}\n\n"
         yield "data: [DONE]\n\n"

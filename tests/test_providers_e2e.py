@@ -30,6 +30,7 @@ from parley.standins import Fault
 from parley.standins.cartesia import Cartesia
 from parley.standins.deepgram import Deepgram
 from parley.standins.openai_audio import OpenAIAudio
+from parley_orchestrator import cli
 from parley_orchestrator.cli import fetch
 from parley_orchestrator.replay import replay
 from speech import hear, normalise, say
@@ -102,6 +103,10 @@ def test_a_booking_through_the_cloud_providers(deployment, capsys):
     assert (("asr", asr) in used) and (("tts", tts) in used), used
     assert not any(p in used for p in (("tts", "piper"),))  # the embedded voice was not needed
     assert replay(steps, digest).ok
+    # parley usage: the call's use of each provider, priced with the deployer's table.
+    code = cli.main(["--nats", stack.nats_url, "usage", caller.session, "--prices", f"{asr}.audio_s=0.0001,{tts}.characters=0.00003"])
+    out = capsys.readouterr().out
+    assert code == 0 and f"asr      {asr}" in out and f"tts      {tts}" in out and "estimated cost: 0.0" in out, out
 
 
 def test_providers_failing_mid_call_the_caller_still_gets_the_answer(deployment, capsys):

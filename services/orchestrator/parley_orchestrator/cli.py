@@ -4,6 +4,9 @@
     parley replay FILE.jsonl                re-reduce an exported log
     parley export SESSION_ID [--nats URL]   print the log as JSON lines
     parley sessions [--nats URL]            list recorded sessions
+    parley usage SESSION_ID [--prices P]    what the call used of each provider, and its estimated
+                                            cost (prices: PARLEY_PRICES, a JSON file or
+                                            provider.unit=price,...; parley_orchestrator/usage.py)
     parley call +15551234567 [options]     place an outbound call through the gateway
                                             (POST /api/calls; PARLEY_API_KEY, PARLEY_GATEWAY_URL)
     parley scenarios run FILE...            drive scenario calls through a running stack
@@ -94,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     p_export = sub.add_parser("export", help="print a session's log as JSON lines")
     p_export.add_argument("session")
     sub.add_parser("sessions", help="list sessions with state in KV")
+    p_usage = sub.add_parser("usage", help="a session's provider usage and its estimated cost")
+    p_usage.add_argument("session")
+    p_usage.add_argument("--prices", default=os.environ.get("PARLEY_PRICES", ""), help="JSON file, JSON text, or provider.unit=price,... (default: PARLEY_PRICES)")
+    p_usage.add_argument("--json", action="store_true", help="the lines as JSON")
     sub.add_parser("scenarios", help="run scenario files against a stack (parley scenarios --help)")
     sub.add_parser("config", help="every service's effective settings, secrets masked (parley config --help)")
     p_call = sub.add_parser("call", help="place an outbound call (the gateway's POST /api/calls)")
@@ -115,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "sessions":
         print("\n".join(asyncio.run(list_sessions(args.nats, creds))))
         return 0
+    if args.cmd == "usage":
+        return show_usage(args, creds)
     if args.cmd == "export":
         steps, digest = asyncio.run(fetch(args.session, args.nats, creds))
         sys.stdout.write(to_jsonl(steps, digest))
@@ -131,6 +140,28 @@ def main(argv: list[str] | None = None) -> int:
     text = timeline(result)
     print(text.splitlines()[-1] if args.quiet else text)
     return 0 if result.ok else 1 if result.same_rules else 2
+
+
+def show_usage(args: argparse.Namespace, creds) -> int:
+    import json
+
+    from . import usage
+
+    try:
+        prices = usage.parse_prices(args.prices)
+    except ValueError as exc:
+        print(f"parley usage: {exc}", file=sys.stderr)
+        return 2
+    steps, _ = asyncio.run(fetch(args.session, args.nats, creds))
+    if not steps:
+        print(f"no recorded events for {args.session}", file=sys.stderr)
+        return 1
+    lines = usage.priced(usage.totals(steps), prices)
+    if args.json:
+        print(json.dumps([{**l.__dict__, "cost": l.cost} for l in lines]))
+    else:
+        print(usage.render(args.session, lines))
+    return 0
 
 
 def place_call(args: argparse.Namespace) -> int:

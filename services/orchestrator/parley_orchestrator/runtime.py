@@ -62,6 +62,7 @@ from parley.contract import (
     EndSession,
     FlushPlayback,
     LLMDone,
+    Usage,
     LLMError,
     LLMToken,
     LLMToolCall,
@@ -617,6 +618,7 @@ class Runtime:
                 async for item in stream:
                     await emit(_llm_event(item, s, run, step, attempt, seq))
                     if isinstance(item, Done):
+                        await self._llm_usage(s, item)
                         return
             await emit(LLMDone(session=s, at=time.time(), run=run, step=step, attempt=attempt, seq=seq))
         except asyncio.CancelledError:
@@ -626,6 +628,19 @@ class Runtime:
         except Exception as exc:  # noqa: BLE001 - any provider failure becomes an event
             log.warning("LLM failed", extra={"session_id": s, "run_id": run, "error": str(exc)})
             await emit(LLMError(session=s, at=time.time(), run=run, step=step, attempt=attempt, seq=seq, message=str(exc)[:500]))
+
+    async def _llm_usage(self, session: str, done: Done) -> None:
+        """Tokens the LLM billed for a step: ``Usage`` on the session and
+        ``parley.usage.llm_tokens`` on /metrics (nothing when it did not say)."""
+        provider = getattr(self.brain, "model", "") or "llm"
+        for unit, amount in (("input_tokens", done.input_tokens), ("output_tokens", done.output_tokens)):
+            if amount <= 0:
+                continue
+            telemetry.current().counter("parley.usage.llm_tokens", "1", "tokens an LLM provider billed").add(amount, {"provider": provider, "kind": unit})
+            try:
+                await bus.publish_event(self.nc, Usage(session=session, at=time.time(), service="llm", provider=provider, unit=unit, amount=amount))
+            except Exception as exc:  # noqa: BLE001 - usage is bookkeeping: never breaks the turn
+                log.warning("LLM usage not stored: %s", exc, extra={"session_id": session})
 
     async def _run_tool(self, cmd: CallTool, caller: str) -> None:
         started = time.perf_counter()

@@ -360,3 +360,15 @@ def test_connection_is_reused_across_turns():
 def test_name_hides_credentials_in_the_url():
     brain = OpenAIChat("https://user:pw@llm.example.com:8443/v1?key=abc", KEY, "gpt-4o-mini")
     assert brain.name == "OpenAI-compatible (gpt-4o-mini at https://llm.example.com:8443/v1)"
+
+
+def test_the_usage_chunk_gives_the_steps_tokens_and_its_absence_gives_none():
+    # stream_options.include_usage: a last chunk with no choices and the counts (OpenAI's documented shape).
+    asm = StepAssembler()
+    asm.feed(_chunk({"content": "Hello"}, "stop"))
+    asm.feed({"id": "x", "object": "chat.completion.chunk", "choices": [], "usage": {"prompt_tokens": 42, "completion_tokens": 7, "total_tokens": 49}})
+    assert asm.finish() == [Done(finish_reason="stop", input_tokens=42, output_tokens=7)]
+    bare = StepAssembler()
+    bare.feed(_chunk({"content": "Hello"}, "stop"))
+    bare.feed({"choices": [], "usage": {"prompt_tokens": "many"}})  # a server that says nonsense: nothing counted
+    assert bare.finish() == [Done(finish_reason="stop")]

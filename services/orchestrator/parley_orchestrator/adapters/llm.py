@@ -37,6 +37,9 @@ class ToolCallOut(msgspec.Struct, frozen=True):
 
 class Done(msgspec.Struct, frozen=True):
     finish_reason: str = "stop"
+    # What the provider billed for this step (its ``usage``), 0 when it did not say.
+    input_tokens: int = 0
+    output_tokens: int = 0
 
 
 LLMOutput = Union[Token, ToolCallOut, Done]

@@ -137,9 +137,12 @@ class StepAssembler:
         self._calls: dict[int, dict] = {}
         self._last_index: int | None = None
         self.finish_reason: str | None = None
+        self.usage: dict = {}
 
     def feed(self, chunk: dict) -> list[LLMOutput]:
         out: list[LLMOutput] = []
+        if isinstance(chunk.get("usage"), dict):  # stream_options.include_usage: the last chunk, no choices
+            self.usage = chunk["usage"]
         for choice in chunk.get("choices") or ():
             if choice.get("index", 0) != 0:
                 continue  # n > 1 is never requested
@@ -182,7 +185,12 @@ class StepAssembler:
             if c["name"]
         ]
         reason = "tool_calls" if calls else (self.finish_reason or "stop")
-        return [*calls, Done(finish_reason=reason)]
+        return [*calls, Done(finish_reason=reason, input_tokens=_tokens(self.usage, "prompt_tokens"), output_tokens=_tokens(self.usage, "completion_tokens"))]
+
+
+def _tokens(usage: dict, key: str) -> int:
+    value = usage.get(key)
+    return value if isinstance(value, int) and value >= 0 else 0
 
 
 # ---------------------------------------------------------------------------
@@ -241,7 +249,9 @@ class OpenAIChat:
             await self._client.aclose()
 
     def request_body(self, messages: Sequence[Message], tools: Sequence[dict]) -> dict:
-        body: dict = {"model": self.model, "messages": to_openai_messages(messages), "stream": True}
+        body: dict = {"model": self.model, "messages": to_openai_messages(messages), "stream": True,
+                      # The last chunk then says what the step cost (Usage events, parley usage).
+                      "stream_options": {"include_usage": True}}  # fmt: skip
         if tools:
             body["tools"] = list(tools)
         if self.temperature is not None:
