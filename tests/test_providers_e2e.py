@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import numpy as np
 import pytest
@@ -128,4 +129,45 @@ def test_providers_failing_mid_call_the_caller_still_gets_the_answer(deployment,
     steps, digest = run(fetch(caller.session, stack.nats_url))
     failed = events_of(steps, contract.ProviderFailed)
     assert {(f.service, f.provider, f.fallback) for f in failed} >= {("asr", "deepgram", "whisper"), ("tts", "cartesia", "piper")}, failed
+    assert replay(steps, digest).ok
+
+
+def test_barge_in_cancels_the_reply_at_the_cloud_voice(deployment):
+    name, stack, standins = deployment
+    if name != "deepgram+cartesia":
+        pytest.skip("cancellation at the provider: Cartesia's contexts (OpenAI's: a closed request, service tests)")
+    standins["tts"].pace = 1.0  # generating at real time: the reply is still being made when the caller cuts in
+
+    async def scenario():
+        async with PcmCaller(stack.pcm_url()) as caller:
+            await asyncio.sleep(1.0)
+            await caller.wait_quiet(quiet=1.2, timeout=40)
+            spoke_until = await caller.say(say("What are your opening hours, and where are you located?"))
+            await caller.wait_for(lambda n: n["type"] == "agent_text", timeout=40, after=spoke_until)
+            while not caller.audio_after(spoke_until):
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.8)
+            barge_at = time.monotonic()
+            done = caller.say_later(say("Sorry, stop. Can I book Friday at ten a.m. instead?"))
+            interrupted = await caller.wait_for(lambda n: n["type"] == "interrupted", timeout=20, after=barge_at)
+            cut_at = next(t for t, n in caller.notices if n is interrupted)
+            await done
+            await caller.wait_for(lambda n: n["type"] == "tool_call", timeout=60, after=barge_at)
+            await caller.wait_quiet(quiet=1.5, timeout=60, after=barge_at)
+            return caller, interrupted["run"], cut_at
+
+    try:
+        caller, cut_run, cut_at = run(scenario())
+    finally:
+        standins["tts"].pace = 0.25
+    later = [n for t, n in caller.notices if t > cut_at and n["type"] == "agent_text"]
+    assert later and all(n["run"] > cut_run for n in later)  # nothing of the cut reply after the cut
+    prefix = f"{caller.session}-{cut_run}-"
+    asked = [r["context_id"] for r in standins["tts"].requests if r["context_id"].startswith(prefix)]
+    cancelled = [c for c in standins["tts"].cancelled if c.startswith(prefix)]
+    finished = [c for c in standins["tts"].finished if c.startswith(prefix)]
+    # Every context of the cut reply either had finished before the cut or was cancelled at the provider.
+    assert asked and cancelled, (asked, cancelled, finished)
+    assert set(asked) <= set(cancelled) | set(finished)
+    steps, digest = run(fetch(caller.session, stack.nats_url))
     assert replay(steps, digest).ok

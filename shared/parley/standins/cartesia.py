@@ -52,6 +52,7 @@ class Cartesia(Threaded):
         self.cancelled: list[str] = []
         self.finished: list[str] = []
         self.connections = 0
+        self.pace = PACE  # wall seconds per second of audio (1.0: generates at real time)
         self.refused: list[int] = []
         self._server = None
         self._tasks: set[asyncio.Task] = set()
@@ -158,7 +159,7 @@ class Cartesia(Threaded):
             await ws.send(json.dumps({"type": "chunk", "data": base64.b64encode(piece).decode(), "done": False,
                                       "status_code": 206, "step_time": 12.5, "context_id": context}))  # fmt: skip
             sent += len(piece)
-            await asyncio.sleep(PIECE_S * PACE)
+            await asyncio.sleep(PIECE_S * self.pace)
         await ws.send(json.dumps({"type": "done", "done": True, "status_code": 206, "context_id": context}))
         self.finished.append(context)
 
