@@ -31,6 +31,10 @@ def cloud_voice(settings: Settings) -> Voice:
         from .adapters.cartesia import Cartesia
 
         return Cartesia(sample_rate=settings.sample_rate, **common)
+    if settings.provider == "elevenlabs":
+        from .adapters.elevenlabs import ElevenLabs
+
+        return ElevenLabs(sample_rate=settings.sample_rate, **common)
     from .adapters.openai_speech import OpenAISpeech
 
     return OpenAISpeech(**common)

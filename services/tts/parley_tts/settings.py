@@ -12,6 +12,7 @@ from parley.settings import Invalid, ServiceSettings, setting
 # Each cloud provider's public endpoint, model and voice when the deployer names none.
 PROVIDER_DEFAULTS = {
     "cartesia": {"base": "wss://api.cartesia.ai", "model": "sonic-2", "voice": ""},
+    "elevenlabs": {"base": "wss://api.elevenlabs.io", "model": "eleven_flash_v2_5", "voice": ""},
     "openai": {"base": "https://api.openai.com/v1", "model": "gpt-4o-mini-tts", "voice": "alloy"},
 }
 
@@ -39,7 +40,7 @@ class Settings(ServiceSettings):
     fixed_lead_ms: float = setting("PARLEY_TTS_FIXED_LEAD_MS", 300.0, "fixed mode: audio sent ahead of real time", ge=0, le=60000)
 
     # Providers (adapters/): which one speaks, and which takes over when it fails.
-    provider: Literal["piper", "cartesia", "openai"] = setting(
+    provider: Literal["piper", "elevenlabs", "cartesia", "openai"] = setting(
         "PARLEY_TTS", "piper", "who speaks: the embedded Piper voice, or a cloud provider (TTS_API_KEY, TTS_VOICE)"
     )
     api_key: str = setting("TTS_API_KEY", "", "the cloud TTS provider's key", secret=True)
@@ -47,7 +48,7 @@ class Settings(ServiceSettings):
         "TTS_BASE_URL", "", "the provider's endpoint; unset: its public one (openai: ends in /v1, like LLM_BASE_URL)",
         pattern=r"^(https?|wss?)://\S+$", allowed="an http(s):// or ws(s):// URL",
     )  # fmt: skip
-    model: str = setting("TTS_MODEL", "", "the provider's model (cartesia sonic-2, openai gpt-4o-mini-tts)", pattern=r"^[\w.:/-]{1,100}$", allowed="a model name (letters, digits, . _ - : /)")
+    model: str = setting("TTS_MODEL", "", "the provider's model (cartesia sonic-2, elevenlabs eleven_flash_v2_5, openai gpt-4o-mini-tts)", pattern=r"^[\w.:/-]{1,100}$", allowed="a model name (letters, digits, . _ - : /)")
     voice_id: str = setting("TTS_VOICE", "", "the provider's voice id or name (openai: alloy by default)", pattern=r"^[\w.:/-]{1,100}$", allowed="a voice id or name (letters, digits, . _ - : /)")
     fallback: Literal["piper", "none"] = setting(
         "PARLEY_TTS_FALLBACK", "piper", "who speaks when the cloud provider fails: the embedded Piper voice (loaded at start), or nobody (TTSError)"
@@ -56,7 +57,7 @@ class Settings(ServiceSettings):
         "TTS_FIRST_AUDIO_TIMEOUT", 1.5, "seconds a cloud provider may take to its first audio (or between two pieces) before it counts as failed", gt=0, le=30
     )
     sample_rate: Literal[16000, 22050, 24000] = setting(
-        "TTS_SAMPLE_RATE", 24000, "the PCM rate asked of cartesia (openai's pcm is always 24000)"
+        "TTS_SAMPLE_RATE", 24000, "the PCM rate asked of cartesia and elevenlabs (openai's pcm is always 24000)"
     )
 
     _worker_id = field_validator("worker_id")(worker_token)

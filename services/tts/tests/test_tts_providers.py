@@ -27,7 +27,9 @@ from parley.standins.cartesia import Cartesia as CartesiaStandIn
 from parley.standins.openai_audio import OpenAIAudio
 from parley_tts.adapters.canned import Canned
 from parley_tts.adapters.cartesia import Cartesia, spoken_chars
+from parley_tts.adapters.elevenlabs import ElevenLabs
 from parley_tts.adapters.openai_speech import OpenAISpeech
+from parley.standins.elevenlabs import ElevenLabs as ElevenLabsStandIn
 from parley_tts.settings import Settings
 from parley_tts.worker import Worker
 
@@ -51,6 +53,11 @@ class Rig:
             self.standin = await CartesiaStandIn(key=KEY).start()
             self.voice = Cartesia(base=self.standin.base, api_key=self.key or KEY, model="sonic-2", voice="voice-1",
                                   first_audio_s=self.first_audio_s)  # fmt: skip
+            await self.voice.start()
+        elif self.provider == "elevenlabs":
+            self.standin = await ElevenLabsStandIn(key=KEY).start()
+            self.voice = ElevenLabs(base=self.standin.base, api_key=self.key or KEY, model="eleven_flash_v2_5", voice="voice-1",
+                                    first_audio_s=self.first_audio_s)  # fmt: skip
             await self.voice.start()
         else:
             self.standin = await OpenAIAudio(key=OKEY).start()
@@ -135,7 +142,7 @@ def test_cartesia_bad_key_is_loud_and_the_fallback_speaks(nats_url, caplog):
             await seen.chunks_done("ca-2", 1, 2)
             await synthesize(r.nc, "ca-2b", 1, 0, "Hello there.")  # another session, while the breaker is open
             await seen.chunks_done("ca-2b", 1, 1)
-            await seen.wait_for(lambda s: s.events("ca-2", contract.Usage) and s.events("ca-2b", contract.Usage))
+            await seen.wait_for(lambda s: {"cartesia", "canned"} <= set(usage(s, "ca-2")) and s.events("ca-2b", contract.Usage))
             return seen, r.worker.stats, r.standin.refused
 
     with caplog.at_level(logging.INFO):
@@ -162,6 +169,7 @@ def test_cartesia_socket_dropped_mid_chunk_the_fallback_says_only_the_rest(nats_
             seen = await Seen.watch(r.nc, "ca-3")
             await synthesize(r.nc, "ca-3", 1, 0, TEXT)
             await seen.chunks_done("ca-3", 1, 1)
+            await seen.wait_for(lambda s: "canned" in usage(s, "ca-3"))
             await synthesize(r.nc, "ca-3", 1, 1, "See you then.")  # the socket is back for the next chunk
             await seen.chunks_done("ca-3", 1, 2)
             return seen, r.standin.connections
@@ -309,3 +317,76 @@ def test_openai_speech_failures_fall_back_loudly(nats_url, fault, kind):
         assert rates[0] == 24000 and "said again from its start" in f.error  # no word timing: the whole chunk again
     if kind == "rate_limit":
         assert breaker.open_until > 0 and breaker.failures == 1  # waits for Retry-After
+
+
+# ------------------------------------------------------------------ ElevenLabs
+
+
+def test_elevenlabs_multi_context_streams_at_its_rate_and_opens_a_second_socket_past_five_contexts(nats_url):
+    async def main():
+        async with Rig(nats_url, "elevenlabs") as r:
+            sessions = [f"el-1-{i}" for i in range(6)]
+            seen = await Seen.watch(r.nc, *sessions)
+            for s in sessions:  # six chunks at once: five contexts per socket at most
+                await synthesize(r.nc, s, 1, 0, TEXT)
+            for s in sessions:
+                await seen.chunks_done(s, 1, 1)
+            return seen, r.standin.connections, r.standin.closed_contexts, r.standin.finished
+
+    seen, connections, closed, finished = run(main())
+    for i in range(6):
+        assert {a.rate for a in chunk_ok(seen, f"el-1-{i}", 1, 0)} == {24000}
+        check_events(seen.events(f"el-1-{i}"), [0])
+        assert not failures(seen, f"el-1-{i}")
+    assert len(connections) == 2
+    assert connections[0]["voice"] == "voice-1" and connections[0]["output_format"] == "pcm_24000"
+    assert connections[0]["model_id"] == "eleven_flash_v2_5" and connections[0]["sync_alignment"] == "true"
+    assert sorted(closed) == sorted(finished)  # every context closed once its audio was complete
+
+
+def test_elevenlabs_socket_dropped_mid_chunk_the_fallback_says_only_the_rest(nats_url):
+    async def main():
+        async with Rig(nats_url, "elevenlabs") as r:
+            r.standin.faults.queue.append(Fault(drop_after=24000 * 2 * 1))
+            seen = await Seen.watch(r.nc, "el-2")
+            await synthesize(r.nc, "el-2", 1, 0, TEXT)
+            await seen.chunks_done("el-2", 1, 1)
+            await seen.wait_for(lambda s: "canned" in usage(s, "el-2"))
+            return seen
+
+    seen = run(main())
+    rates = [a.rate for a in chunk_ok(seen, "el-2", 1, 0) if a.data]
+    assert rates[0] == 24000 and rates[-1] == 22050 and rates == sorted(rates, reverse=True)
+    [f] = failures(seen, "el-2")
+    assert f.provider == "elevenlabs" and f.fallback == "canned" and "dropped" in f.error
+    assert 0 < usage(seen, "el-2")["canned"] < len(TEXT)  # from the alignment: only what was not delivered
+
+
+def test_elevenlabs_cancelled_run_closes_its_context_at_the_provider(nats_url):
+    async def main():
+        async with Rig(nats_url, "elevenlabs") as r:
+            seen = await Seen.watch(r.nc, "el-3")
+            await synthesize(r.nc, "el-3", 4, 0, " ".join([TEXT] * 4))
+            await seen.wait_for(lambda s: len(s.audio("el-3", 4)) >= 2)
+            await cancel(r.nc, "el-3", 4)
+            await until(lambda: r.standin.closed_contexts)
+            await asyncio.sleep(0.5)
+            return seen, r.standin
+
+    seen, standin = run(main())
+    assert standin.finished == [] and len(standin.closed_contexts) == 1
+    assert not seen.events("el-3", contract.TTSChunkDone)
+
+
+def test_elevenlabs_bad_key_falls_back(nats_url):
+    async def main():
+        async with Rig(nats_url, "elevenlabs", key="wrong-key-abcdefgh") as r:
+            seen = await Seen.watch(r.nc, "el-4")
+            await synthesize(r.nc, "el-4", 1, 0, TEXT)
+            await seen.chunks_done("el-4", 1, 1)
+            return seen
+
+    seen = run(main())
+    check_events(seen.events("el-4"), [0])
+    [f] = failures(seen, "el-4")
+    assert f.error.startswith("auth") and "401" in f.error

@@ -6,6 +6,8 @@ wire format, for tests and for trying a deployment without accounts.
   Finalize, CloseStream; 401 at the handshake, close codes).
 * ``cartesia.Cartesia``: TTS over a WebSocket with contexts (chunk,
   timestamps, done, error; cancel).
+* ``elevenlabs.ElevenLabs``: TTS over the multi-context WebSocket (audio
+  with alignment, isFinal; flush, close_context).
 * ``openai_audio.OpenAIAudio``: ``POST /v1/audio/speech`` (streamed PCM) and
   ``POST /v1/audio/transcriptions`` (multipart), with OpenAI's error body.
 

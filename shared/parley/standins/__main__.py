@@ -13,12 +13,13 @@ import asyncio
 
 from .cartesia import Cartesia
 from .deepgram import Deepgram
+from .elevenlabs import ElevenLabs
 from .openai_audio import OpenAIAudio
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m parley.standins", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("vendor", choices=["deepgram", "cartesia", "openai"])
+    parser.add_argument("vendor", choices=["deepgram", "cartesia", "elevenlabs", "openai"])
     parser.add_argument("--key", default="standin-key", help="the key it accepts (anything else: HTTP 401)")
     args = parser.parse_args()
 
@@ -26,6 +27,9 @@ def main() -> None:
         if args.vendor == "deepgram":
             s = await Deepgram(key=args.key).start()
             print(f"PARLEY_ASR=deepgram ASR_BASE_URL={s.base} ASR_API_KEY={args.key}")
+        elif args.vendor == "elevenlabs":
+            s = await ElevenLabs(key=args.key).start()
+            print(f"PARLEY_TTS=elevenlabs TTS_BASE_URL={s.base} TTS_API_KEY={args.key} TTS_VOICE=any")
         elif args.vendor == "cartesia":
             s = await Cartesia(key=args.key).start()
             print(f"PARLEY_TTS=cartesia TTS_BASE_URL={s.base} TTS_API_KEY={args.key} TTS_VOICE=any")
