@@ -56,6 +56,7 @@ def load_whisper(settings: Settings) -> Transcriber:
     from .whisper import WhisperTranscriber
 
     model = WhisperTranscriber(
+        path=settings.whisper_path(),
         cpu_threads=settings.whisper_threads, min_window_ms=settings.whisper_window_ms, pad_ms=settings.whisper_pad_ms
     )
     model.warm_up()

