@@ -19,13 +19,14 @@ happened (ProviderFailed), with the usage of every provider.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import time
 
 import numpy as np
 import pytest
 
-from parley import contract
+from parley import contract, talk
 from parley.callers.pcm import PcmCaller
 from parley.standins import Fault
 from parley.standins.cartesia import Cartesia
@@ -171,3 +172,43 @@ def test_barge_in_cancels_the_reply_at_the_cloud_voice(deployment):
     assert set(asked) <= set(cancelled) | set(finished)
     steps, digest = run(fetch(caller.session, stack.nats_url))
     assert replay(steps, digest).ok
+
+
+def test_parley_talk_holds_a_conversation_with_injected_audio(deployment):
+    """``parley talk``'s audio path against the running stack: a microphone
+    that says a request (injected), speakers that record what they play."""
+    name, stack, _ = deployment
+    if name != "deepgram+cartesia":
+        pytest.skip("one stack is enough for the terminal client")
+    device = talk.Injected(say("I'd like to book an appointment tomorrow at three p.m."), lead_s=4.0)
+    out = io.StringIO()
+    screen = talk.Screen(out)
+
+    async def converse():
+        token = await talk.session_token(stack.gateway, {}, stack.api_key)
+        client = talk.Talk(f"{stack.gateway_ws}/ws/pcm?token={token}", device, screen)
+        done = asyncio.Event()
+
+        async def watch():
+            while not any(n.get("type") == "tool_call" for n in client.notices):
+                await asyncio.sleep(0.1)
+            quiet_since = time.monotonic()
+            seen = len(device.heard_agent)
+            while time.monotonic() - quiet_since < 2.0:  # until the answer has played out
+                await asyncio.sleep(0.1)
+                if len(device.heard_agent) != seen:
+                    seen, quiet_since = len(device.heard_agent), time.monotonic()
+            done.set()
+
+        watcher = asyncio.create_task(watch())
+        await asyncio.wait_for(client.run(until=done), 90)
+        watcher.cancel()
+        return client
+
+    client = run(converse())
+    assert client.session and client.ended.is_set()
+    finals = [l for l in screen.lines if l.startswith("you:")]
+    assert finals and "book" in finals[0].lower(), screen.lines
+    assert any(l.startswith("agent:") for l in screen.lines), screen.lines
+    heard = normalise(hear(bytes(device.heard_agent)))
+    assert "3 pm" in heard, heard  # the agent's answer came out of the speakers

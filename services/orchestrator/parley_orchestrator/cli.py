@@ -11,6 +11,8 @@
                                             (POST /api/calls; PARLEY_API_KEY, PARLEY_GATEWAY_URL)
     parley scenarios run FILE...            drive scenario calls through a running stack
                                             (``parley scenarios --help``; docs/SCENARIOS.md)
+    parley talk [--gateway URL]             a conversation with this machine's microphone and
+                                            speakers, over /ws/pcm (Ctrl-C hangs up)
     parley config [SERVICE...]              every service's effective settings, secrets masked;
                                             exit 2 if any would refuse them (docs/SETTINGS.md)
 
@@ -84,6 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["scenarios"]:
         return scenarios(argv[1:])
+    if argv[:1] == ["talk"]:
+        try:
+            from parley.talk import main as talk
+        except ImportError as exc:
+            print(f"parley talk needs the parley[talk] extra ({exc.name} is missing): pip install 'parley[talk]'", file=sys.stderr)
+            return 2
+        return talk(argv[1:])
     if argv[:1] == ["config"]:
         from parley.config import main as config
 
@@ -103,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     p_usage.add_argument("--json", action="store_true", help="the lines as JSON")
     sub.add_parser("scenarios", help="run scenario files against a stack (parley scenarios --help)")
     sub.add_parser("config", help="every service's effective settings, secrets masked (parley config --help)")
+    sub.add_parser("talk", help="talk to the agent with this machine's microphone and speakers (parley talk --help)")
     p_call = sub.add_parser("call", help="place an outbound call (the gateway's POST /api/calls)")
     p_call.add_argument("to", help="the number to call, E.164: +15551234567")
     p_call.add_argument("--from", dest="from_", default="", help="the caller id (default: the gateway's TWILIO_CALLER_ID)")
