@@ -111,7 +111,8 @@ def test_scores_are_probabilities_and_case_does_not_matter(phrase, noise):
     for text in (phrase, noise, phrase + noise):
         p = score(text)
         assert p == UNKNOWN or 0.0 <= p <= 1.0
-        assert score(text.upper()) == p
+        if text.upper().lower() == text.lower():  # not "ß" -> "SS": another word
+            assert score(text.upper()) == p
 
 
 @given(PHRASE, st.sampled_from(["Yes.", "Thanks, goodbye.", "What time do you close?", "Could you book me in for"]))

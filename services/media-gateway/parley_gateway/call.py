@@ -95,6 +95,10 @@ REPLAY_S = 6.0
 # How often the call checks that its ASR worker is alive (and asks how far
 # it got): a dead worker is replaced within about this long.
 ASR_CHECK_S = 0.5
+# With no ASR worker answering a claim (one restarting), ask again every
+# CLAIM_RETRY_S for CLAIM_PATIENCE_S before refusing the call.
+CLAIM_PATIENCE_S = 5.0
+CLAIM_RETRY_S = 0.25
 
 
 # Audio for a chunk whose Synthesize step has not been seen yet waits this
@@ -171,9 +175,21 @@ class Call:
         await bus.publish_event(self.nc, event)
         log.info("call started", extra={"session_id": s, "transport": self.transport.kind})
 
-    async def _claim_asr(self, first_utterance: int = 0) -> None:
+    async def _claim_asr(self, first_utterance: int = 0, patience: float = CLAIM_PATIENCE_S) -> None:
+        """A worker of the ASR queue group takes the session. With none there
+        (a worker restarting under the supervisor, or just starting), it asks
+        again for ``patience`` seconds before the call is refused."""
         claim = contract.encode(contract.AsrClaim(session=self.session, sample_rate=16000, utterance=first_utterance))
-        reply = await self.nc.request(subjects.ASR_CLAIM, claim, timeout=5)
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                reply = await self.nc.request(subjects.ASR_CLAIM, claim, timeout=max(0.5, deadline - time.monotonic()))
+                break
+            except NoRespondersError:
+                if time.monotonic() >= deadline:
+                    raise
+                log.warning("no asr worker answers the claim yet; asking again", extra={"session_id": self.session})
+                await asyncio.sleep(CLAIM_RETRY_S)
         self.asr_worker = contract.decode(reply.data, contract.AsrClaimed).worker
 
     async def _watch_asr(self, every: float = ASR_CHECK_S) -> None:

@@ -169,6 +169,7 @@ class Agent:
             await self.nc.subscribe(f"{subjects.PREFIX}.audio.in.*", cb=on_audio),
             await self.nc.subscribe(subjects.CONTROL_ALL, cb=on_control),
         ]
+        await self.nc.flush()  # the server has the subscriptions before any call starts
         return self
 
     async def __aexit__(self, *exc) -> None:
