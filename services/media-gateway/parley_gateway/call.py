@@ -648,6 +648,10 @@ def notices_for(step: contract.Step) -> list[dict]:
             out.append({"type": "interrupted", "run": c.run})
     if isinstance(e, contract.ToolResult) and not step.dropped:
         out.append({"type": "tool_result", "run": e.run, "name": e.name, "ok": e.ok, "result": e.result})
+    if isinstance(e, contract.Usage):
+        out.append({"type": "usage", "service": e.service, "provider": e.provider, "unit": e.unit, "amount": e.amount})
+    if isinstance(e, contract.ProviderFailed):
+        out.append({"type": "provider_failed", "service": e.service, "provider": e.provider, "error": e.error, "fallback": e.fallback})
     return out
 
 

@@ -158,7 +158,7 @@ class OpenAIAudio(Threaded):
         self.audio_seconds += len(pcm) / 2 / rate
         if fault is not None and fault.delay_first:
             await asyncio.sleep(fault.delay_first)
-        text = self.hear(pcm, rate)
+        text = await asyncio.get_running_loop().run_in_executor(None, self.hear, pcm, rate)  # requests run side by side, as on a server
         if fault is not None and fault.drop_after is not None:
             w.transport.abort()
             return False
