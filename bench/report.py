@@ -17,8 +17,8 @@ from pathlib import Path
 import audible_stop
 import stages
 
-FLOOR_MS = 950
 STAGE_FLOOR = stages.FLOOR_MS
+FLOOR_MS = round(sum(STAGE_FLOOR.values()))
 RUN = "uv run python bench/run.py"
 
 
@@ -334,9 +334,9 @@ def overhead_section(res: dict) -> list[str]:
     fx = res["fixed"]
     out = ["", "## 2. Orchestration overhead (fixed-latency providers)", ""]
     out.append(
-        "Providers (`PARLEY_PROVIDERS=fixed`): the ASR runs the real Silero VAD with 500 ms of silence for endpointing and gives a fixed final "
+        f"Providers (`PARLEY_PROVIDERS=fixed`): the ASR runs the real Silero VAD with {stages.VAD_STOP_MS:g} ms of silence for endpointing and gives a fixed final "
         "transcript 150 ms after the VAD's end of speech; the LLM's first token comes 200 ms after StartLLM, then one every 20 ms; TTS's first "
-        f"audio comes 100 ms after a run's first text (a canned recording). The floor is 500 + 150 + 200 + 100 = **{FLOOR_MS} ms**."
+        f"audio comes 100 ms after a run's first text (a canned recording). The floor is {stages.VAD_STOP_MS:g} + 150 + 200 + 100 = **{FLOOR_MS} ms**."
     )
     out.append("")
     out.append(
@@ -350,7 +350,7 @@ def overhead_section(res: dict) -> list[str]:
     out.append(
         "The stage split comes from outside the services: the benchmark subscribes to every reducer step (`parley.obs.*`) and lines each "
         "reply up with its caller (`bench/stages.py`; one more subscriber on subjects the gateway already receives). Stages: **endpoint** = last speech frame sent → SpeechStopped (the ASR's decision, "
-        "floor 500 ms of silence); **asr** = → TranscriptFinal (floor 150); **orch** = → the step seen on the bus (reduced, stored, logged); "
+        f"floor {stages.VAD_STOP_MS:g} ms of silence); **asr** = → TranscriptFinal (floor 150); **orch** = → the step seen on the bus (reduced, stored, logged); "
         "**llm** = → first token (floor 200); **tts** = → first TTS audio (floor 100); **deliver** = → the caller receives the first agent "
         "audio (gateway, WebSocket). Cells show each stage minus its floor, in ms."
     )
@@ -381,8 +381,8 @@ def overhead_section(res: dict) -> list[str]:
             f"8→16 kHz resampler → {vf['window_ms']:.0f} ms Silero windows → the ASR's endpointer with its defaults), the stop for this utterance is "
             f"decided by the window that the frame sent **{vf['decided_ms']:.0f} ms** after the last speech frame completes: the VAD's silence begins "
             f"{vf['silence_from_ms']:.0f} ms after the end of speech (Silero still scores the first window after the speech as speech), and "
-            f"500 ms of silence is {vf['silence_windows']} whole windows ({vf['silence_windows'] * vf['window_ms']:.0f} ms). So "
-            f"{vf['decided_ms'] - 500:.0f} ms of the endpoint stage's excess is the VAD's granularity, not waiting; the rest is the ASR's "
+            f"{stages.VAD_STOP_MS:g} ms of silence is {vf['silence_windows']} whole windows ({vf['silence_windows'] * vf['window_ms']:.0f} ms). So "
+            f"{vf['decided_ms'] - stages.VAD_STOP_MS:.0f} ms of the endpoint stage's excess is the VAD's granularity, not waiting; the rest is the ASR's "
             "32 ms tick (half a tick on average), the hops gateway → NATS → ASR, and load. \"After the VAD's stop\" is the overhead without "
             "the endpoint stage: what the services add once the ASR has decided.",
         ]
@@ -404,8 +404,8 @@ def overhead_section(res: dict) -> list[str]:
             "",
             table(["caller's v2v", *keys], [[f0(statistics.median([t["answer_ms"] for t in pcm["turns"]])), *[f0(statistics.median([n[k] for n in notices if n.get(k) is not None]) if notices else None) for k in keys]]]),
             "",
-            "Its `voice_to_voice_ms` starts at the ASR's SpeechStopped, which the VAD emits only after 500 ms of silence: it leaves out the "
-            "endpointing wait and the VAD's own lag, so it reads about 550–600 ms less than the caller's voice-to-voice. Over Twilio the gateway "
+            f"Its `voice_to_voice_ms` starts at the ASR's SpeechStopped, which the VAD emits only after {stages.VAD_STOP_MS:g} ms of silence: it leaves out the "
+            "endpointing wait and the VAD's own lag, so it reads that much (and about 50–100 ms more) less than the caller's voice-to-voice. Over Twilio the gateway "
             "sends no notices (Twilio has no channel for them; `TwilioSocket.send_notice` drops them); the same number is only in the gateway's "
             "`/metrics` histogram `parley_voice_to_voice_milliseconds{transport=\"twilio\"}`, whose default buckets (500, 750, 1000 ms) are too "
             "coarse for percentiles, so the table above gives its mean (sum/count over the step).",
@@ -467,7 +467,7 @@ def embedded_section(res: dict) -> list[str]:
         out += ["", "Median per stage, ms: " + ", ".join(f"{k} {statistics.median([r[k] for r in rows_st]):.0f}" for k in stages.STAGES) + "."]
     out += [
         "",
-        "`endpoint` includes the 500 ms of silence the VAD waits for; `asr` is Whisper's final transcription; `llm` the receptionist (and its tool "
+        f"`endpoint` includes the {stages.VAD_STOP_MS:g} ms of silence the VAD waits for; `asr` is Whisper's final transcription; `llm` the receptionist (and its tool "
         "calls: a booking turn includes one); `tts` Piper's first chunk. The `gw` columns are the gateway's own notice for the same reply.",
     ]
     if e["failures"] or e["underruns"]:

@@ -83,7 +83,7 @@ SERVICES = ("media-gateway", "asr", "orchestrator", "tts")
 PROCS = (*SERVICES, "nats-server")
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
 BUDGET_S = float(os.environ.get("BENCH_BUDGET_S", "240" if QUICK else "570"))
-FLOOR_MS = 500 + 150 + 200 + 100  # endpointing silence + ASR final + LLM first token + TTS first audio
+FLOOR_MS = round(sum(stages.FLOOR_MS.values()))  # endpointing silence + ASR final + LLM first token + TTS first audio
 PASS_MARGIN_MS = 200
 STEPS = (1, 10) if QUICK else (1, 10, 25, 50, 75, 100, 125, 150, 200)
 TURNS = 2 if QUICK else 3
@@ -715,10 +715,11 @@ def top_functions(raw: Path, seconds: float, rate: int, n: int = 8) -> dict:
 SCENARIO_FILES = sorted((ROOT / "scenarios").glob("*.yaml"))
 
 
-def phase_scenarios(res: dict) -> None:
-    """Every shipped scenario over both transports, on a stack pinned to the
-    suite's date. Each scenario runs over /ws/pcm and then over Twilio, so
-    the two transports see the same machine load as nearly as can be."""
+def phase_scenarios(res: dict, files: list[Path] | None = None) -> None:
+    """Every shipped scenario (or those of ``files``) over both transports, on
+    a stack pinned to the suite's date. Each scenario runs over /ws/pcm and
+    then over Twilio, so the two transports see the same machine load as
+    nearly as can be."""
     import asyncio
     from dataclasses import asdict
 
@@ -727,12 +728,13 @@ def phase_scenarios(res: dict) -> None:
     from parley.scenarios.runner import Target
     from parley.scenarios.spec import load_path
 
-    suites = [load_path(f) for f in SCENARIO_FILES]
+    files = files or SCENARIO_FILES
+    suites = [load_path(f) for f in files]
     scenarios = [s for suite in suites for s in suite.scenarios]
     if QUICK:
         scenarios = scenarios[::6]
     nows = sorted({s.now for s in scenarios})
-    out: dict = {"files": [str(f.relative_to(ROOT)) for f in SCENARIO_FILES], "scenarios": len(scenarios), "now": nows, "results": []}
+    out: dict = {"files": [str(f.resolve().relative_to(ROOT)) if f.resolve().is_relative_to(ROOT) else str(f) for f in files], "scenarios": len(scenarios), "now": nows, "results": []}
     res["scenarios"] = out
     for now in nows:
         stack = start_stack("scenarios", {"PARLEY_NOW": now} if now else {})
@@ -750,7 +752,7 @@ def phase_scenarios(res: dict) -> None:
             stack.stop()
 
     out["summary"] = scenario_report.summary([_result(r) for r in out["results"]])
-    out["command"] = "uv run parley scenarios run scenarios/*.yaml --out var/scenarios  (against `PARLEY_NOW=%s make run`)" % (nows[0] if nows else "")
+    out["command"] = "uv run parley scenarios run %s" % " ".join(out["files"]) + " --out var/scenarios  (against `PARLEY_NOW=%s make run`)" % (nows[0] if nows else "")
 
 
 def _result(d: dict):
@@ -787,6 +789,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", default="", help="comma list of: embedded, fixed, stop, recording, reducer, resample, scenarios, fuzz")
     ap.add_argument("--steps", default="", help="capacity steps, e.g. 1,10,50 (default %s)" % ",".join(map(str, STEPS)))
+    ap.add_argument("--scenarios", default="", help="phase scenarios: only these files (comma list; default every scenarios/*.yaml)")
     ap.add_argument("--out", default="", help="where to write the markdown (default docs/BENCHMARKS.md for a full run)")
     args = ap.parse_args(argv)
     phases = [p for p in args.only.split(",") if p] or ["embedded", "fixed", "stop", "recording", "reducer", "resample", "scenarios", "fuzz"]
@@ -818,7 +821,7 @@ def main(argv: list[str] | None = None) -> int:
         elif phase == "resample":
             phase_resample(res)
         elif phase == "scenarios":
-            phase_scenarios(res)
+            phase_scenarios(res, [Path(f) for f in args.scenarios.split(",") if f] or None)
         elif phase == "fuzz":
             phase_fuzz(res)
         else:

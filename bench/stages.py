@@ -28,9 +28,14 @@ import asyncio
 import threading
 import time
 
-from parley import bus, contract, subjects
+import os
 
-FLOOR_MS = {"endpoint": 500.0, "asr": 150.0, "orch": 0.0, "llm": 200.0, "tts": 100.0, "deliver": 0.0}
+from parley import bus, contract, subjects
+from parley_asr.settings import Settings as AsrSettings
+
+# The VAD's stop: the ASR's silence setting, as the stack under test gets it.
+VAD_STOP_MS = AsrSettings.from_env({k: v for k, v in os.environ.items() if k == "PARLEY_ASR_SILENCE_MS"}).silence_ms
+FLOOR_MS = {"endpoint": VAD_STOP_MS, "asr": 150.0, "orch": 0.0, "llm": 200.0, "tts": 100.0, "deliver": 0.0}
 STAGES = tuple(FLOOR_MS)
 
 

@@ -42,10 +42,10 @@ class Settings(ServiceSettings):
     # Endpointing (endpointer.py).
     threshold: float = setting("PARLEY_ASR_THRESHOLD", 0.5, "speech probability; silence is below threshold - 0.15", ge=0.05, le=0.95)
     start_ms: float = setting("PARLEY_ASR_START_MS", 160.0, "speech this long before SpeechStarted", ge=32, le=2000)
-    # 500 ms until the reducer waits on eot/complete; then 200 ms (7 windows,
-    # 224 ms), so the stop comes soon and the reducer waits longer only when
-    # the signals say the caller is not done (BENCHMARKS.md).
-    silence_ms: float = setting("PARLEY_ASR_SILENCE_MS", 500.0, "silence this long before SpeechStopped", ge=32, le=5000)
+    # 200 ms (7 windows, 224 ms): the stop comes soon, and the reducer waits
+    # longer only when the evidence says the caller is not done (its turn_*
+    # policy; docs/BENCHMARKS.md section 6).
+    silence_ms: float = setting("PARLEY_ASR_SILENCE_MS", 200.0, "silence this long before SpeechStopped", ge=32, le=5000)
     preroll_ms: float = setting(
         "PARLEY_ASR_PREROLL_MS", 300.0, "audio before the speech that Whisper and the end-of-turn model also get", ge=0, le=2000
     )

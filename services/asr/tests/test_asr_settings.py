@@ -16,9 +16,9 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 def test_defaults():
     s = Settings.from_env({})
-    assert (s.http_host, s.http_port, s.providers, s.silence_ms, s.fixed_delay_ms) == ("127.0.0.1", 8081, "real", 500, 150)
+    assert (s.http_host, s.http_port, s.providers, s.silence_ms, s.fixed_delay_ms) == ("127.0.0.1", 8081, "real", 200, 150)
     assert s.fixed_transcript == DEFAULT_FIXED_TRANSCRIPT and s.idle_release_s == 120 and s.final_lane
-    assert s.endpointing().silence_windows == 16  # 512 ms
+    assert s.endpointing().silence_windows == 7  # 224 ms
     assert s.eot and s.eot_model and s.fixed_eot == 1.0
     assert Settings.from_env({}).worker_id != s.worker_id  # two workers never share an id
 

@@ -175,7 +175,10 @@ STREAMING = (GENERATING, SPEAKING)  # an LLM step may be streaming
 # 6: the text signal weighs 3 to the audio's 1, and alone overrules a weak cue
 # 7: a beep heard while the other end is still talking counts that talk (the
 #    VAD may take the beep for the end of the greeting's utterance)
-RULES = 7
+# 8: a caller who goes on before hearing any of the answer continues the turn
+#    (the answer is withdrawn); a turn with a mid-turn pause waits
+#    turn_wait_continued even when it looks complete
+RULES = 8
 
 # ---------------------------------------------------------------------------
 # Policy: the knobs of one session. Defaults here; SessionStarted.params may
@@ -197,6 +200,12 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     turn_silence_unknown: float = 0.5
     turn_wait_unfinished: float = 2.0
     turn_wait_dictation: float = 2.5
+    # A caller who already paused inside this turn and went on pauses again:
+    # a turn that looks complete after such a pause ("I'd like ... a
+    # cleaning") is answered only after this much silence. Synthetic and
+    # human fragments alike often read and sound finished, so this is what
+    # keeps a pauser from being answered mid-thought (BENCHMARKS.md, section 6).
+    turn_wait_continued: float = 1.2
     # The signals: P(end of turn) from the audio (SpeechStopped.eot) and from
     # the text (TranscriptFinal.complete), averaged with these weights (the
     # text counts more: the acoustic model hears synthetic fragments as
@@ -412,6 +421,10 @@ class SessionState(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     speech_ms: int = 0  # length of the caller's last utterance (its SpeechStopped)
     eot: float = -1.0
     complete: float = -1.0
+    # Times the caller went on with more words after a pause inside the turn
+    # in progress (also after an answer it had not heard yet, which was
+    # withdrawn); 0 once the turn is answered.
+    turn_pauses: int = 0
     reprompts: int = 0
     timers: tuple[tuple[str, int], ...] = ()  # running timers (name, token)
     next_token: int = 1
@@ -786,6 +799,8 @@ def on_speech_started(fx: Fx, e: SpeechStarted) -> Next:
     if phase in USER:
         return fx.to("caller speaks")  # from Transcribing: the same turn goes on
     assert run is not None
+    if _unheard_reply(fx.state):
+        return _withdraw(fx).to("caller went on: answer withdrawn")
     if phase == PAUSED:
         return _cancel_timer(fx, "resume").to("more sound")  # the hold stays bounded by its first onset
     if not run.confirmed:
@@ -797,6 +812,36 @@ def on_speech_started(fx: Fx, e: SpeechStarted) -> Next:
     fx = _start_timer(fx, "hold", fx.state.policy.hold_max)
     fx = fx.judged(Judgement(kind="interruption", verdict="hold", reason="sound while the agent speaks: pause, wait for words"))
     return _cancel_timer(fx, "resume").to("hold")
+
+
+def _unheard_reply(s: SessionState) -> bool:
+    """The active run answers the caller's turn, and the caller has heard
+    none of it yet (no playback reported) nor could it have acted: no tool
+    called, no keys pressed. A caller who speaks now was not done."""
+    run = s.run
+    return (
+        run is not None
+        and run.confirmed
+        and not run.scripted
+        and bool(run.user_text)
+        and run.played == 0
+        and run.playing < 0
+        and not run.digits
+        and not any(t.run == run.id or t.issued_by == run.id for t in s.tools)
+    )
+
+
+def _withdraw(fx: Fx) -> Fx:
+    """Take back an answer nobody heard: cancel its run without a trace in
+    history, and put the words it answered back into the turn in progress,
+    which the caller is now continuing."""
+    s = fx.state
+    run = s.run
+    assert run is not None
+    fx = fx.emit(CancelLLM(session=s.session, run=run.id), CancelTTS(session=s.session, run=run.id), FlushPlayback(session=s.session, run=run.id))
+    fx = _cancel_timer(fx, "llm_first_token", "tts_first_audio", "playback", "hold", "resume")
+    fx = fx.set(run=None, user_text=_join(run.user_text, s.user_text))
+    return fx.judged(Judgement(kind="turn_end", verdict="wait", reason="the caller went on before hearing the answer: same turn", text=fx.state.user_text[-200:]))
 
 
 def on_speech_stopped(fx: Fx, e: SpeechStopped) -> Next:
@@ -841,8 +886,15 @@ def on_final(fx: Fx, e: TranscriptFinal) -> Next:
         return _final_during_hold(fx, e)
     if phase in FLOOR_PHASES:
         return _final_while_agent_has_floor(fx, e)
-    fx = fx.set(user_text=_join(fx.state.user_text, e.text.strip()), complete=e.complete)
-    return _turn(fx, e.at)
+    return _turn(_add_to_turn(fx, e), e.at)
+
+
+def _add_to_turn(fx: Fx, e: TranscriptFinal) -> Fx:
+    """The final's words join the turn in progress; words after words
+    already heard mean the caller paused inside the turn and went on."""
+    s, text = fx.state, e.text.strip()
+    pauses = s.turn_pauses + 1 if text and s.user_text.strip() else s.turn_pauses
+    return fx.set(user_text=_join(s.user_text, text), complete=e.complete, turn_pauses=pauses)
 
 
 def _final_during_hold(fx: Fx, e: TranscriptFinal) -> Next:
@@ -928,7 +980,7 @@ def _turn(fx: Fx, at: float, keypad: bool = False, keys_done: bool = True) -> Ne
         return _start_timer(fx, "endpoint", judgement.wait - judgement.silence).to("wait for the turn to end")
     if _ivr_keys_left(s):
         return _ivr_turn(_cancel_timer(fx, "endpoint"), s.user_text)
-    return _start_run(_cancel_timer(fx, "endpoint").set(user_text=""), s.user_text, at, confirmed=True).to("answer")
+    return _start_run(_cancel_timer(fx, "endpoint").set(user_text="", turn_pauses=0), s.user_text, at, confirmed=True).to("answer")
 
 
 def _ivr_keys_left(s: SessionState) -> bool:
@@ -941,7 +993,7 @@ def _ivr_turn(fx: Fx, text: str) -> Next:
     either way; what it said, and the keys pressed, go to history.
     Outcomes: TURN (the two IVR ones)."""
     s = fx.state
-    fx = fx.set(user_text="", history=s.history + (Message(role="user", content=text),))
+    fx = fx.set(user_text="", turn_pauses=0, history=s.history + (Message(role="user", content=text),))
     if not words.keypad_prompt(text):
         fx = fx.noted("IVR path: no keys asked for yet")
         return _start_timer(fx, "reprompt", s.policy.reprompt_after).to("no menu yet: listen on")
@@ -971,6 +1023,9 @@ def _judge_turn(s: SessionState, at: float, text: str) -> Judgement:
     if why:
         wait = p.turn_wait_dictation if kind == "dictation" else p.turn_wait_unfinished
         reason = f"unfinished: {why}"
+    elif s.turn_pauses and (score < 0 or score >= p.turn_threshold):
+        wait = max(p.turn_silence if score >= 0 else p.turn_silence_unknown, p.turn_wait_continued)
+        reason = f"{'complete by the signals' if score >= 0 else 'no end-of-turn signal'}, after {s.turn_pauses} mid-turn pause(s): the caller may pause again"
     elif score < 0:
         wait, reason = p.turn_silence_unknown, "no end-of-turn signal: silence timing"
     elif score >= p.turn_threshold:
@@ -1703,7 +1758,13 @@ TRANSITIONS: tuple[Row, ...] = (
     Row(USER, ToolResult, on_tool_result, {"result kept": STAY}, "late tool result"),
     Row(USER, DigitsSent, on_digits_sent, {"result kept": STAY}, "keys pressed"),
     # -- the agent has the floor: a sound holds it
-    Row(FLOOR_PHASES, SpeechStarted, on_speech_started, {"hold": (PAUSED,), "preemptive guess dropped": (CANCELLED, LISTENING)}, "sound: hold"),
+    Row(
+        FLOOR_PHASES,
+        SpeechStarted,
+        on_speech_started,
+        {"hold": (PAUSED,), "preemptive guess dropped": (CANCELLED, LISTENING), "caller went on: answer withdrawn": (CANCELLED, LISTENING)},
+        "sound: hold (nothing heard yet: the turn goes on)",
+    ),
     Row(FLOOR_PHASES, SpeechStopped, on_speech_stopped, {"end of an earlier sound": STAY}, "end of an earlier sound"),
     Row(FLOOR_PHASES, TranscriptPartial, on_partial, {"partial": STAY, "words: barge-in": (INTERRUPTED, LISTENING)}, "partial: words barge in"),
     Row(
@@ -1720,7 +1781,7 @@ TRANSITIONS: tuple[Row, ...] = (
     ),
     Row(FLOOR_PHASES, Dtmf, on_dtmf, _compound("key press: barge-in", TURN, via=(INTERRUPTED,)), "key press: barge-in"),
     # -- a hold: barge-in or false interruption
-    Row((PAUSED,), SpeechStarted, on_speech_started, {"more sound": STAY}, "more sound"),
+    Row((PAUSED,), SpeechStarted, on_speech_started, {"more sound": STAY, "caller went on: answer withdrawn": (CANCELLED, LISTENING)}, "more sound"),
     Row((PAUSED,), SpeechStopped, on_speech_stopped, {"wait for words": STAY}, "sound ended: wait for words"),
     Row((PAUSED,), TranscriptPartial, on_partial, {"partial": STAY, "words: barge-in": (INTERRUPTED, LISTENING)}, "words: barge-in"),
     Row(

@@ -124,6 +124,11 @@ _PHONE_ASK = re.compile(r"\b(phone|number|mobile|cell|contact)\b")
 _PHONE_SAY = re.compile(r"\b(phone|number|mobile|cell|reach me|call me|text me|contact me)\b")
 _NUMBER_ASK = re.compile(r"\b(digits?|code|zip|postcode|account|card|reference|membership|policy|insurance id|date of birth)\b")
 _DATE_ASK = re.compile(r"\b(date|day|when|birthday|born)\b")
+# A date of birth is whole only with its day, month and year. A number the
+# caller announces ("my membership number is") is dictated until it ends.
+_BIRTH = re.compile(r"\b(date of birth|birth ?date|birthday|born|dob|d o b)\b")
+_YEAR = re.compile(r"(1[89]|20)\d\d")
+_NUMBER_SAY = re.compile(r"\b(digits?|code|zip|postcode|account|card|reference|membership|policy|insurance id|booking number|order number)\b")
 
 
 def asked_for(agent_text: str) -> str:
@@ -141,14 +146,35 @@ def asked_for(agent_text: str) -> str:
     return ""
 
 
+def _has_digit(word: str) -> bool:
+    return any(c.isdigit() for c in word)  # "4", "b7": a code's groups
+
+
 def _digits(words: list[str]) -> int:
     count = 0
     for w in words:
-        if w.isdigit():
-            count += len(w)
+        if _has_digit(w):
+            count += sum(c.isdigit() for c in w)
         elif w in _DIGIT_WORDS:
             count += 1
     return count
+
+
+def _birth_date_missing(words: list[str], said: str) -> str:
+    """After "my date of birth is" (or "I was born on") and the first part of
+    the date: the part still missing ("month", "year"), or ""."""
+    m = _BIRTH.search(said)
+    if not m:
+        return ""
+    after = said[m.end() :].split()
+    years = [w for w in after if _YEAR.fullmatch(w)]
+    days = [w for w in after if (w.isdigit() and w not in years) or _ORDINAL.fullmatch(w)]
+    months = [w for w in after if w in _MONTHS]
+    if not (years or days or months):
+        return ""  # not begun: "my date of birth is" is unfinished anyway
+    if not months and len(days) < 2:  # "4 3 1982" (from 4/3/1982) has its month
+        return "month"
+    return "" if years else "year"
 
 
 def unfinished(text: str, asked: str = "") -> tuple[str, str]:
@@ -164,12 +190,15 @@ def unfinished(text: str, asked: str = "") -> tuple[str, str]:
         return "", ""
     last, said = words[-1], " ".join(words)
     number_talk = asked in ("phone", "number") or _PHONE_SAY.search(said) or _NUMBER_ASK.search(said)
-    if any(w.isdigit() or w in _DIGIT_WORDS - {"o", "oh"} for w in words[-3:]):
+    birth = _birth_date_missing(words, said)
+    if birth:
+        return f"date of birth half said (no {birth} yet)", "dictation"
+    if any(_has_digit(w) or w in _DIGIT_WORDS - {"o", "oh"} for w in words[-3:]):
         n = _digits(words)
+        if asked == "number" or (asked != "phone" and _NUMBER_SAY.search(said)):
+            return f"number being dictated ({n} digits so far)", "dictation"
         if (asked == "phone" or _PHONE_SAY.search(said)) and n < 10:
             return f"phone number dictated in groups ({n} digits so far)", "dictation"
-        if asked == "number":
-            return f"number being dictated ({n} digits so far)", "dictation"
     if last in TRAILING:
         if number_talk and last in ("is", "at", "on", "to"):
             return f"a number is about to be dictated (ends in '{last}')", "dictation"

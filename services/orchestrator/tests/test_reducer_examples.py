@@ -183,6 +183,8 @@ def test_a_word_while_paused_is_a_barge_in_even_if_short():
     v = Convo()
     v.user_says("hi")
     v.llm("Hello, how can I help you today?", done=False)
+    v.send(c.TTSChunkStarted, run=v.run, chunk=0)
+    v.send(c.PlaybackProgress, run=v.run, chunk=0, finished=False)  # the caller hears it
     v.send(c.SpeechStarted, utterance=2)
     v.stop(2, eot=0.9)
     v.send(c.TranscriptFinal, utterance=2, text="Stop.", complete=0.9)
@@ -333,10 +335,14 @@ def test_an_unfinished_turn_waits_and_a_caller_who_resumes_continues_it():
     v.send(c.SpeechStarted, utterance=1)  # the caller goes on inside the wait
     assert "endpoint" not in dict(v.state.timers) and v.phase == r.LISTENING
     v.stop(1, eot=0.9)
-    cmds = v.send(c.TranscriptFinal, utterance=1, text="um, Thursday at eleven?", complete=0.95)
+    v.send(c.TranscriptFinal, utterance=1, text="um, Thursday at eleven?", complete=0.95)
+    # Complete now; but a caller who paused once may pause again: a longer wait.
+    j = v.outcome.judgements[-1]
+    assert j.verdict == "wait" and j.wait == r.Policy().turn_wait_continued and "after 1 mid-turn pause" in j.reason
+    cmds = v.timer("endpoint")
     start = [x for x in cmds if isinstance(x, c.StartLLM)][0]
     assert start.messages[-1].content == "Could you book me in for um, Thursday at eleven?"
-    assert v.outcome.judgements[-1].verdict == "answer" and v.outcome.judgements[-1].reason == "complete by the signals"
+    assert v.outcome.judgements[-1].verdict == "answer" and v.state.turn_pauses == 0
 
 
 def test_an_unfinished_turn_is_answered_when_the_wait_is_over():
@@ -392,8 +398,41 @@ def test_a_phone_number_dictated_in_groups_waits_for_the_rest():
     assert j.verdict == "wait" and j.wait == r.Policy().turn_wait_dictation and "6 digits" in j.reason
     v.send(c.SpeechStarted, utterance=6)
     v.stop(6, eot=0.9)
-    cmds = v.send(c.TranscriptFinal, utterance=6, text="7788.", complete=0.9)
+    v.send(c.TranscriptFinal, utterance=6, text="7788.", complete=0.9)
+    assert v.outcome.judgements[-1].wait == r.Policy().turn_wait_continued  # a number said in groups: maybe more
+    cmds = v.timer("endpoint")
     assert [x for x in cmds if isinstance(x, c.StartLLM)][0].messages[-1].content == "555 201 7788."
+
+
+def test_a_caller_who_goes_on_before_hearing_the_answer_continues_the_turn():
+    v = Convo()
+    v.send(c.SpeechStarted, utterance=0)
+    v.stop(0, eot=0.95)
+    v.send(c.TranscriptFinal, utterance=0, text="Hi, yes.", complete=0.95)  # a comma pause, read as a whole turn
+    first = v.run
+    assert v.phase == r.GENERATING
+    v.llm("Great. What day and time would suit you?", done=False)
+    v.send(c.TTSChunkStarted, run=first, chunk=0)  # synthesized, not yet heard
+    cmds = v.send(c.SpeechStarted, utterance=1)
+    assert v.outcome.taken == "caller went on: answer withdrawn" and v.phase == r.LISTENING and v.state.run is None
+    assert {type(x) for x in cmds} >= {c.CancelLLM, c.CancelTTS, c.FlushPlayback} and not any(isinstance(x, c.PausePlayback) for x in cmds)
+    assert v.state.history == () and v.state.user_text == "Hi, yes."
+    v.stop(1, eot=0.9)
+    v.send(c.TranscriptFinal, utterance=1, text="I was wondering if you have anything on Monday.", complete=0.9)
+    assert v.outcome.judgements[-1].verdict == "wait"  # the caller paused once already
+    cmds = v.timer("endpoint")
+    start = [x for x in cmds if isinstance(x, c.StartLLM)][0]
+    assert [m.content for m in start.messages if m.role == "user"] == ["Hi, yes. I was wondering if you have anything on Monday."]
+
+
+def test_an_answer_the_caller_began_to_hear_is_not_withdrawn():
+    v = Convo()
+    v.user_says("What are your opening hours?")
+    v.llm("We open at nine.", done=False)
+    v.send(c.TTSChunkStarted, run=v.run, chunk=0)
+    v.send(c.PlaybackProgress, run=v.run, chunk=0, finished=False)
+    cmds = v.send(c.SpeechStarted, utterance=1)
+    assert v.phase == r.PAUSED and any(isinstance(x, c.PausePlayback) for x in cmds)  # the interruption rules decide
 
 
 def test_no_answer_while_the_caller_is_still_talking():

@@ -346,10 +346,48 @@ def test_an_answer_never_starts_before_the_wait_the_policy_requires(events):
         turn = [j for j in outcome.judgements if j.kind == "turn_end"]
         assert turn and turn[-1].verdict == "answer", (ev, outcome)
         j, p = turn[-1], before.policy
-        assert j.wait in (0.0, p.turn_silence, p.turn_silence_unknown, p.turn_wait_unfinished, p.turn_wait_dictation)
+        allowed = (p.turn_silence, p.turn_silence_unknown, p.turn_wait_unfinished, p.turn_wait_dictation)
+        assert j.wait in (0.0, *allowed, *(max(w, p.turn_wait_continued) for w in allowed))
         assert j.silence >= j.wait - 0.001
         if j.wait:  # not a key press: the silence is the event's time since the voice ended
             assert ev.at - after.silence_from >= j.wait - 0.002, (ev, j)
+
+
+@PROPS
+@given(sessions())
+def test_a_caller_who_paused_mid_turn_is_never_given_the_short_wait(events):
+    """Words after words already in the turn (the caller paused and went on)
+    are answered only after turn_wait_continued of silence, or a longer wait;
+    a key press still answers at once."""
+    _, steps = run_all(events)
+    for before, ev, cmds, outcome, after in steps:
+        started = [x for x in cmds if isinstance(x, c.StartLLM) and x.step == 0 and x.attempt == 0]
+        if not started or not after.run or not after.run.user_text or isinstance(ev, (c.SpeechStopped, c.Dtmf)):
+            continue
+        went_on = before.turn_pauses > 0 or (
+            isinstance(ev, c.TranscriptFinal) and before.phase in r.USER and ev.text.strip() and before.user_text.strip()
+        )
+        j = [j for j in outcome.judgements if j.kind == "turn_end"][-1]
+        if went_on and not j.reason.startswith("key"):
+            assert j.wait >= before.policy.turn_wait_continued, (ev, j)
+
+
+@PROPS
+@given(sessions())
+def test_an_answer_nobody_heard_is_withdrawn_without_a_trace(events):
+    """A caller who speaks before hearing any of the answer to its turn goes
+    on with that turn: the run is cancelled, history is unchanged, and the
+    words it answered are back in the turn, ahead of anything said since."""
+    _, steps = run_all(events)
+    for before, ev, cmds, outcome, after in steps:
+        if outcome.taken != "caller went on: answer withdrawn":
+            continue
+        run = before.run
+        assert isinstance(ev, c.SpeechStarted) and run is not None and run.played == 0 and run.playing < 0 and not run.scripted
+        assert {type(x) for x in cmds} >= {c.CancelLLM, c.CancelTTS, c.FlushPlayback}
+        assert all(getattr(x, "run", run.id) == run.id for x in cmds)
+        assert after.run is None and after.history == before.history and after.phase == r.LISTENING
+        assert words.tokens(after.user_text)[: len(words.tokens(run.user_text))] == words.tokens(run.user_text)
 
 
 @PROPS

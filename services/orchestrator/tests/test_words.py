@@ -70,6 +70,10 @@ def test_words_take_the_floor(text):
         ("The 4th of December", "date", "", ""),
         ("On the twenty-first of December", "date", "", ""),
         ("On December", "date", "date half said (ends in 'december')", "dictation"),
+        ("My date of birth is the 4.", "", "date of birth half said (no month yet)", "dictation"),
+        ("I was born on the fourth of March.", "", "date of birth half said (no year yet)", "dictation"),
+        ("My membership number is B7", "", "number being dictated (1 digits so far)", "dictation"),
+        ("The account code is 44 17", "", "number being dictated (4 digits so far)", "dictation"),
     ],
 )
 def test_unfinished_turns(text, asked, why, kind):
@@ -79,7 +83,8 @@ def test_unfinished_turns(text, asked, why, kind):
 @pytest.mark.parametrize(
     "text,asked",
     [("Book me for Thursday at eleven.", ""), ("I think so.", ""), ("Yes please.", ""), ("555 201 7788", "phone"), ("At 3 pm.", ""),
-     ("What are your opening hours?", ""), ("Tomorrow at 10", "date"), ("", "")],
+     ("What are your opening hours?", ""), ("Tomorrow at 10", "date"), ("", ""), ("My date of birth is the 4th of March 1982.", ""),
+     ("I was born on 4/3/1982", ""), ("I was born in March 1982.", ""), ("Is my birthday discount still valid?", "")],
 )  # fmt: skip
 def test_finished_turns(text, asked):
     assert words.unfinished(text, asked) == ("", "")
