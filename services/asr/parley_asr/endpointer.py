@@ -162,6 +162,16 @@ def run(probs, cfg: Config, state: State | None = None) -> tuple[State, list[Dec
     return state, out
 
 
+def speculation_due(state: State, after_windows: int) -> int | None:
+    """The silence that may be about to end the utterance, once it has lasted
+    ``after_windows``: its first window (the Stop's ``end`` if the silence
+    goes on), else None. The final can be transcribed from here on: if the
+    Stop comes with this ``end``, that transcript is the final's."""
+    if after_windows <= 0 or not state.in_silence or state.index - state.silence_begin < after_windows:
+        return None
+    return state.silence_begin
+
+
 def partial_due(state: State, last_partial: int, every_windows: int) -> bool:
     """Whether to transcribe the utterance so far.
 

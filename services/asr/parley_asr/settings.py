@@ -53,6 +53,11 @@ class Settings(ServiceSettings):
         "PARLEY_ASR_MAX_UTTERANCE_MS", 25_000.0, "an utterance is cut (Stop, final) at this length (Whisper sees 30 s at most)", ge=1000, le=28000
     )
     # Transcription (transcription.py, whisper.py).
+    speculate_ms: float = setting(
+        "PARLEY_ASR_SPECULATE_MS", 96.0,
+        "the final's transcription starts after this much silence, before the stop (kept if the stop confirms that silence; 0: at the stop)",
+        ge=0, le=5000,
+    )  # fmt: skip
     partial_every_ms: float = setting("PARLEY_ASR_PARTIAL_MS", 320.0, "speech between two partial transcriptions", ge=32)
     final_lane: bool = setting("PARLEY_ASR_FINAL_LANE", True, "a second Whisper instance (about 95 MB) that runs finals only")
     whisper_model: str = setting(

@@ -11,6 +11,12 @@ The rules that keep partials from delaying finals:
 * A partial's text is dropped if its utterance stopped while Whisper ran
   (``Job.deliver`` checks), so no partial ever follows its SpeechStopped.
 
+A final may come with its transcript already made (``Job.early``): the
+worker started it speculatively when the silence that ended the utterance
+began, in the same lane, so it ran before the final's turn came and the
+final is delivered without a second Whisper call. An early transcript that
+is missing or empty is made again, as usual.
+
 A running Whisper call cannot be interrupted (CTranslate2 has no cancel).
 With one model instance ("one lane") a final that arrives during a partial
 waits for the rest of it. With a second instance for finals ("two lanes") it
@@ -47,6 +53,7 @@ class Job:
     final: bool
     audio: Callable[[], np.ndarray | None]  # in the loop, when the job starts; None = skip it
     deliver: Callable[[str], Awaitable[None]]  # in the loop, with the text
+    early: "asyncio.Future[str] | None" = None  # a final's transcript made before it was asked for
 
 
 class TranscriptionQueue:
@@ -64,6 +71,7 @@ class TranscriptionQueue:
         self._running: dict[Lane, Job] = {}
         self._tasks: list[asyncio.Task] = []
         self.last_seconds = {"final": 0.0, "partial": 0.0}  # Whisper time of the last call of each kind
+        self.early_used = 0  # finals delivered from a transcript made early
 
     @property
     def lanes(self) -> int:
@@ -107,6 +115,10 @@ class TranscriptionQueue:
     def running(self) -> Job | None:
         return next(iter(self._running.values()), None)
 
+    def finals_idle(self) -> bool:
+        """No final is waiting or running: the finals' Whisper is free."""
+        return not self._final_busy()
+
     def _final_busy(self) -> bool:
         return bool(self._finals) or any(job.final for job in self._running.values())
 
@@ -130,6 +142,11 @@ class TranscriptionQueue:
             if job is None:
                 wake.clear()
                 await wake.wait()
+                continue
+            early = job.early
+            if early is not None and early.done() and not early.cancelled() and early.result():
+                self.early_used += 1
+                await self._deliver(job, early.result())
                 continue
             audio = job.audio()
             if audio is None:

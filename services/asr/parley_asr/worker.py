@@ -13,6 +13,10 @@ Flow of one session:
            transcribes the final, published right after SpeechStopped with
            the text's own completeness score (complete)
         -> partial transcriptions while speech goes on (TranscriptionQueue)
+        -> once silence has lasted PARLEY_ASR_SPECULATE_MS, the final's
+           transcription starts (Whisper only, if the finals' Whisper is
+           free); when the stop comes with that same silence, the final is
+           that transcript: Whisper ran while the VAD was still counting
         -> in fixed mode: no models but Silero; eot is fixed, the final is the
            fixed text 150 ms after SpeechStopped
     control(s) "end", or 120 s without audio -> release everything
@@ -65,7 +69,7 @@ class Session:
     __slots__ = (
         "id", "slot", "audio", "ep", "subs", "last_audio", "closed",
         "last_partial", "last_seq", "dropped", "unfinished", "stop_sent", "turn_text", "turn_end",
-        "listener", "final_chain", "partial_busy", "told_skipped",
+        "listener", "final_chain", "partial_busy", "told_skipped", "speculation",
     )  # fmt: skip
 
     def __init__(self, session_id: str, slot: int, first_utterance: int = 0):
@@ -96,10 +100,33 @@ class Session:
         self.final_chain: asyncio.Task | None = None
         self.partial_busy = False
         self.told_skipped = False
+        # The final transcribed early (Whisper), on a silence that may end the utterance.
+        self.speculation: Speculation | None = None
 
     async def stop_published(self) -> None:
         if self.stop_sent is not None and not self.stop_sent.done():
             await asyncio.shield(self.stop_sent)
+
+
+class Speculation:
+    """A final transcribed before the stop, on the silence that began at
+    window ``end`` of ``utterance``: kept if the Stop has that ``end``."""
+
+    __slots__ = ("utterance", "end", "text", "dropped")
+
+    def __init__(self, utterance: int, end: int):
+        self.utterance = utterance
+        self.end = end
+        self.text: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.dropped = False
+
+    def matches(self, d: endpointer.Stop) -> bool:
+        return not self.dropped and (self.utterance, self.end) == (d.utterance, d.end)
+
+    def drop(self) -> None:
+        self.dropped = True  # a job not started yet is skipped
+        if not self.text.done():
+            self.text.cancel()
 
 
 class Worker:
@@ -136,13 +163,14 @@ class Worker:
         self.sessions: dict[str, Session] = {}
         self._preroll = int(settings.preroll_ms * SAMPLE_RATE / 1000)
         self._partial_windows = endpointer.windows_for(settings.partial_every_ms)
+        self._speculate_windows = endpointer.windows_for(settings.speculate_ms) if settings.speculate_ms > 0 else 0
         self._claim_sub = None
         self._loop_task: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
         self.stats = {
             "sessions": 0, "claimed": 0, "released": 0, "dropped_messages": 0, "seq_gaps": 0,
             "ticks": 0, "windows": 0, "vad_calls": 0, "vad_seconds": 0.0, "tick_seconds": 0.0,
-            "utterances": 0, "partials": 0, "finals": 0, "last_final_latency_ms": None,
+            "utterances": 0, "partials": 0, "finals": 0, "last_final_latency_ms": None, "speculations": 0, "speculations_kept": 0,
             "eot": self.eot.stats if self.eot else None,
             "provider": self.cloud.name if self.cloud else "whisper",
             "provider_failures": 0, "provider_skipped": 0, "fallback_finals": 0,
@@ -368,6 +396,14 @@ class Worker:
                 await self._stopped(s, decision, now, speech_end=window_end - (decision.window + 1 - decision.end) * WINDOW_MS / 1000)
         if s.closed:
             return
+        spec = s.speculation
+        if spec is not None and (s.ep.utterance, s.ep.silence_begin) != (spec.utterance, spec.end):
+            spec.drop()  # the caller went on: that silence did not end the utterance
+            s.speculation = None
+        if self.queue and s.listener is None and s.speculation is None and self.queue.finals_idle():
+            end = endpointer.speculation_due(s.ep, self._speculate_windows)
+            if end is not None:
+                self._speculate(s, end)
         if s.listener is not None and self._cloud_allowed() and endpointer.partial_due(s.ep, s.last_partial, self._partial_windows):
             if not s.partial_busy:
                 s.last_partial = s.ep.index
@@ -426,7 +462,28 @@ class Worker:
             await s.stop_published()
             await self._publish_final(s, d, text, now)
 
-        self.queue.submit(Job(session=s.id, utterance=d.utterance, final=True, audio=lambda: audio, deliver=deliver))
+        early = None
+        spec, s.speculation = s.speculation, None
+        if spec is not None and heard and spec.matches(d):
+            early = spec.text
+            self.stats["speculations_kept"] += 1
+        elif spec is not None:
+            spec.drop()
+        self.queue.submit(Job(session=s.id, utterance=d.utterance, final=True, audio=lambda: audio, deliver=deliver, early=early))
+
+    def _speculate(self, s: Session, end: int) -> None:
+        """Transcribe the utterance as if it ended at window ``end`` (the
+        silence so far is its trailing audio), in the finals' lane."""
+        spec = Speculation(s.ep.utterance, end)
+        s.speculation = spec
+        self.stats["speculations"] += 1
+        audio = s.audio.slice(s.ep.run_begin * WINDOW - self._preroll, end * WINDOW + self._preroll)
+
+        async def deliver(text: str) -> None:
+            if not spec.text.done():
+                spec.text.set_result(text)
+
+        self.queue.submit(Job(session=s.id, utterance=spec.utterance, final=True, audio=lambda: None if spec.dropped else audio, deliver=deliver))
 
     # ------------------------------------------------------------------ a cloud provider
 

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from parley_asr import endpointer as ep
-from parley_asr.endpointer import Config, Start, State, Stop
+from parley_asr.endpointer import Config, Start, State, Stop, run, speculation_due
 
 CFG = Config(threshold=0.5, neg_threshold=0.35, start_windows=5, silence_windows=16, max_windows=782)
 S, Q, A = 0.9, 0.05, 0.4  # speech, quiet, ambiguous (between the two thresholds)
@@ -173,3 +173,17 @@ def test_feeding_in_pieces_equals_feeding_at_once(probs, cfg, cut):
     mid, first = ep.run(probs[:cut], cfg)
     end, second = ep.run(probs[cut:], cfg, mid)
     assert first + second == whole and end == whole_state
+
+
+def test_speculation_is_due_once_silence_has_lasted_and_names_the_stop_it_bets_on():
+    cfg = Config(start_windows=2, silence_windows=7)
+    state, _ = run([0.9] * 5 + [0.1] * 2, cfg)
+    assert speculation_due(state, 3) is None  # two windows of silence: not yet
+    state, _ = run([0.1], cfg, state)
+    due = speculation_due(state, 3)
+    assert due == 5
+    state, decisions = run([0.1] * 4, cfg, state)
+    assert decisions[-1].end == due  # the stop came with that silence: the bet holds
+    state, _ = run([0.9] * 3 + [0.1] * 3 + [0.9], cfg, state)
+    assert speculation_due(state, 3) is None  # speech again: no silence to bet on
+    assert speculation_due(run([0.9] * 3 + [0.1] * 3, cfg)[0], 0) is None  # 0 = off

@@ -168,3 +168,26 @@ def test_no_partial_starts_while_a_final_waits_or_runs():
     started_during_final, delivered = asyncio.run(main())
     assert started_during_final == ["a"]
     assert delivered == [(1, "text 1"), (2, "text 2")]
+
+
+def test_a_final_made_early_is_delivered_without_another_call_and_an_empty_one_is_made_again():
+    async def main():
+        t = GatedTranscriber()
+        q = TranscriptionQueue(t, GatedTranscriber())
+        q.start()
+        delivered: list = []
+        loop = asyncio.get_running_loop()
+        made, empty = loop.create_future(), loop.create_future()
+        made.set_result("made early")
+        empty.set_result("")
+        for tag, early in ((7, made), (8, empty)):
+            j = job(tag, "a", final=True, delivered=delivered)
+            j.early = early
+            q.submit(j)
+        finals = q._lanes["finals"]
+        await settle(q, finals, 1, delivered)
+        await q.close()
+        return finals.calls, delivered, q.early_used
+
+    calls, delivered, used = asyncio.run(main())
+    assert delivered == [(7, "made early"), (8, "text 8")] and calls == [8] and used == 1

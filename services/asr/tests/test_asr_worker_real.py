@@ -173,3 +173,45 @@ def test_a_caller_who_pauses_mid_sentence_gets_two_utterances_and_the_text_says_
         stops = [e for e in events if isinstance(e, contract.SpeechStopped)]
         assert all(0.0 <= s.eot <= 1.0 for s in stops)
         assert [f.complete < 0.5 for f in finals] == [True] * (n - 1) + [False], [(f.text, f.complete) for f in finals]
+
+
+class ClockedTranscriber:
+    """Says how much audio it heard, and remembers when it was asked."""
+
+    def __init__(self):
+        self.calls: list[tuple[float, int]] = []
+
+    def transcribe(self, pcm16: np.ndarray) -> str:
+        import time
+
+        self.calls.append((time.time(), len(pcm16)))
+        return f"heard {len(pcm16)} samples"
+
+
+def test_the_final_is_transcribed_while_the_vad_still_counts_silence(nats_url, silero, speak):
+    """PARLEY_ASR_SPECULATE_MS: once the caller has been quiet that long, the
+    final's transcription starts; the stop that confirms the same silence
+    publishes that transcript, made before SpeechStopped, with no second call."""
+
+    async def main():
+        finals = ClockedTranscriber()
+        settings = Settings(nats_url=nats_url, providers="real", eot=False, speculate_ms=96)
+        w = Worker(await bus.connect(nats_url), settings, silero, ClockedTranscriber(), finals)
+        await w.start()
+        nc = await bus.connect(nats_url)
+        try:
+            ev = await Events.watch(nc, "spec-1")
+            await claim(nc, "spec-1")
+            await stream(nc, "spec-1", speak("What time do you open on Saturday?", lead_s=0.8, trail_s=1.0), speed=1.0, seed=2)
+            await ev.finals("spec-1", timeout=15)
+            return ev.of("spec-1"), finals.calls, dict(w.stats), w.queue.early_used
+        finally:
+            await nc.close()
+            await stop_workers([w])
+
+    events, calls, stats, early_used = asyncio.run(main())
+    stopped = next(e for e in events if isinstance(e, contract.SpeechStopped))
+    final = next(e for e in events if isinstance(e, contract.TranscriptFinal))
+    made = [(t, n) for t, n in calls if final.text == f"heard {n} samples"]
+    assert made and made[0][0] < stopped.at, (calls, stopped.at, final.text)
+    assert stats["speculations_kept"] == 1 and early_used == 1 and stats["finals"] == 1
