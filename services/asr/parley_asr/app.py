@@ -57,7 +57,10 @@ def load_whisper(settings: Settings) -> Transcriber:
 
     model = WhisperTranscriber(
         path=settings.whisper_path(),
-        cpu_threads=settings.whisper_threads, min_window_ms=settings.whisper_window_ms, pad_ms=settings.whisper_pad_ms
+        cpu_threads=settings.whisper_threads,
+        min_window_ms=settings.whisper_window_ms,
+        pad_ms=settings.whisper_pad_ms,
+        fallback=settings.whisper_fallback,
     )
     model.warm_up()
     return model

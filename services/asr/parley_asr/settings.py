@@ -68,6 +68,10 @@ class Settings(ServiceSettings):
     whisper_window_ms: float = setting(
         "PARLEY_ASR_WHISPER_WINDOW_MS", 10_000.0, "Whisper's encoder window, at least (30000: always the full 30 s)", ge=1000, le=30000
     )
+    whisper_fallback: bool = setting(
+        "PARLEY_ASR_WHISPER_FALLBACK", False,
+        "decode again at higher temperatures when the text looks unreliable (up to 6 decodes); off: one greedy decode, bounded time",
+    )  # fmt: skip
     whisper_pad_ms: float = setting("PARLEY_ASR_WHISPER_PAD_MS", 4_000.0, "and at least this much beyond the audio", ge=0, le=30000)
     # End of turn (smart_turn.py, completeness.py).
     eot: bool = setting("PARLEY_ASR_EOT", True, "the acoustic end-of-turn model (Smart Turn v3.2) scores each SpeechStopped")

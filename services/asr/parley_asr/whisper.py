@@ -53,6 +53,7 @@ class WhisperTranscriber:
         cpu_threads: int = 2,
         min_window_ms: float = Settings.model_fields["whisper_window_ms"].default,
         pad_ms: float = Settings.model_fields["whisper_pad_ms"].default,
+        fallback: bool = Settings.model_fields["whisper_fallback"].default,
     ):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from faster_whisper import WhisperModel
@@ -69,6 +70,12 @@ class WhisperTranscriber:
         self.path = path or default_model_path()
         self.min_window_ms = min_window_ms
         self.pad_ms = pad_ms
+        # faster-whisper's default decodes again at temperatures 0.2 ... 1.0
+        # while the text looks unreliable (repetitive, or a low log-probability):
+        # up to six decodes, 2 s for one noise on this machine, for text that
+        # was no better on our corpus (services/asr/BENCHMARKS.md). One greedy
+        # decode bounds the final's time.
+        self.temperature = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0] if fallback else 0.0
         self._local = local
         self._model = WindowedWhisper(self.path, device="cpu", compute_type="int8", cpu_threads=cpu_threads)
 
@@ -89,5 +96,6 @@ class WhisperTranscriber:
             vad_filter=False,
             condition_on_previous_text=False,
             without_timestamps=True,
+            temperature=self.temperature,
         )
         return "".join(s.text for s in segments).strip()
