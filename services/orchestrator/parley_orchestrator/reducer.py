@@ -205,7 +205,13 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     # cleaning") is answered only after this much silence. Synthetic and
     # human fragments alike often read and sound finished, so this is what
     # keeps a pauser from being answered mid-thought (BENCHMARKS.md, section 6).
+    # A pause is a silence of at least ``turn_pause_min`` from the voice's end
+    # to the next SpeechStarted (which comes ~0.16 s into the new speech):
+    # the gaps between sentences and at commas (0.38-0.48 s so measured in
+    # the scenario suite) are not pauses; a thinking pause of 0.5 s or more
+    # (0.71 s and up) is.
     turn_wait_continued: float = 1.2
+    turn_pause_min: float = 0.6
     # The signals: P(end of turn) from the audio (SpeechStopped.eot) and from
     # the text (TranscriptFinal.complete), averaged with these weights (the
     # text counts more: the acoustic model hears synthetic fragments as
@@ -421,9 +427,9 @@ class SessionState(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     speech_ms: int = 0  # length of the caller's last utterance (its SpeechStopped)
     eot: float = -1.0
     complete: float = -1.0
-    # Times the caller went on with more words after a pause inside the turn
-    # in progress (also after an answer it had not heard yet, which was
-    # withdrawn); 0 once the turn is answered.
+    # Times the caller went on after a pause (Policy.turn_pause_min) inside
+    # the turn in progress (also after an answer it had not heard yet, which
+    # was withdrawn); 0 once the turn is answered.
     turn_pauses: int = 0
     reprompts: int = 0
     timers: tuple[tuple[str, int], ...] = ()  # running timers (name, token)
@@ -793,6 +799,7 @@ def _argument(arguments: str, name: str) -> str:
 
 
 def on_speech_started(fx: Fx, e: SpeechStarted) -> Next:
+    fx = _count_pause(fx, e.at)
     fx = fx.set(user_speaking=True, utterance=e.utterance, partial="", speech_started_at=e.at, reprompts=0, eot=-1.0, complete=-1.0)
     fx = _cancel_timer(fx, "reprompt", "endpoint")
     phase, run = fx.state.phase, fx.state.run
@@ -812,6 +819,17 @@ def on_speech_started(fx: Fx, e: SpeechStarted) -> Next:
     fx = _start_timer(fx, "hold", fx.state.policy.hold_max)
     fx = fx.judged(Judgement(kind="interruption", verdict="hold", reason="sound while the agent speaks: pause, wait for words"))
     return _cancel_timer(fx, "resume").to("hold")
+
+
+def _count_pause(fx: Fx, at: float) -> Fx:
+    """The caller speaks again, with words of this turn already heard (or
+    on their way, or answered but not heard): after a silence of at least
+    ``turn_pause_min``, that was a pause inside the turn."""
+    s = fx.state
+    going_on = (s.phase in USER and bool(s.user_text.strip() or s.awaiting_finals)) or (s.phase in HELD and _unheard_reply(s))
+    if not going_on or not s.silence_from or at - s.silence_from < s.policy.turn_pause_min:
+        return fx
+    return fx.set(turn_pauses=s.turn_pauses + 1)
 
 
 def _unheard_reply(s: SessionState) -> bool:
@@ -886,15 +904,8 @@ def on_final(fx: Fx, e: TranscriptFinal) -> Next:
         return _final_during_hold(fx, e)
     if phase in FLOOR_PHASES:
         return _final_while_agent_has_floor(fx, e)
-    return _turn(_add_to_turn(fx, e), e.at)
-
-
-def _add_to_turn(fx: Fx, e: TranscriptFinal) -> Fx:
-    """The final's words join the turn in progress; words after words
-    already heard mean the caller paused inside the turn and went on."""
-    s, text = fx.state, e.text.strip()
-    pauses = s.turn_pauses + 1 if text and s.user_text.strip() else s.turn_pauses
-    return fx.set(user_text=_join(s.user_text, text), complete=e.complete, turn_pauses=pauses)
+    fx = fx.set(user_text=_join(fx.state.user_text, e.text.strip()), complete=e.complete)
+    return _turn(fx, e.at)
 
 
 def _final_during_hold(fx: Fx, e: TranscriptFinal) -> Next:

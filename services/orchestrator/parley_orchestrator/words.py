@@ -199,6 +199,8 @@ def unfinished(text: str, asked: str = "") -> tuple[str, str]:
             return f"number being dictated ({n} digits so far)", "dictation"
         if (asked == "phone" or _PHONE_SAY.search(said)) and n < 10:
             return f"phone number dictated in groups ({n} digits so far)", "dictation"
+    if last in ("am", "pm") and len(words) > 1 and _has_digit(words[-2]):
+        return "", ""  # "at 10 am": a time, not "I am"
     if last in TRAILING:
         if number_talk and last in ("is", "at", "on", "to"):
             return f"a number is about to be dictated (ends in '{last}')", "dictation"

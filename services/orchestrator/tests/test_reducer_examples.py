@@ -332,7 +332,8 @@ def test_an_unfinished_turn_waits_and_a_caller_who_resumes_continues_it():
     assert v.phase == r.TRANSCRIBING and not any(isinstance(x, c.StartLLM) for x in v.cmds)
     assert j.verdict == "wait" and j.wait == r.Policy().turn_wait_unfinished and "ends in 'for'" in j.reason
     assert dict(v.state.timers).get("endpoint")
-    v.send(c.SpeechStarted, utterance=1)  # the caller goes on inside the wait
+    v.t += 1.0
+    v.send(c.SpeechStarted, utterance=1)  # the caller goes on inside the wait, after a pause
     assert "endpoint" not in dict(v.state.timers) and v.phase == r.LISTENING
     v.stop(1, eot=0.9)
     v.send(c.TranscriptFinal, utterance=1, text="um, Thursday at eleven?", complete=0.95)
@@ -396,6 +397,7 @@ def test_a_phone_number_dictated_in_groups_waits_for_the_rest():
     v.send(c.TranscriptFinal, utterance=5, text="555 201", complete=0.9)
     j = v.outcome.judgements[-1]
     assert j.verdict == "wait" and j.wait == r.Policy().turn_wait_dictation and "6 digits" in j.reason
+    v.t += 1.0
     v.send(c.SpeechStarted, utterance=6)
     v.stop(6, eot=0.9)
     v.send(c.TranscriptFinal, utterance=6, text="7788.", complete=0.9)
@@ -411,18 +413,37 @@ def test_a_caller_who_goes_on_before_hearing_the_answer_continues_the_turn():
     v.send(c.TranscriptFinal, utterance=0, text="Hi, yes.", complete=0.95)  # a comma pause, read as a whole turn
     first = v.run
     assert v.phase == r.GENERATING
-    v.llm("Great. What day and time would suit you?", done=False)
+    v.llm("Great.", done=False)
     v.send(c.TTSChunkStarted, run=first, chunk=0)  # synthesized, not yet heard
-    cmds = v.send(c.SpeechStarted, utterance=1)
+    cmds = v.send(c.SpeechStarted, utterance=1)  # 0.4 s after the voice ended: a comma's gap
     assert v.outcome.taken == "caller went on: answer withdrawn" and v.phase == r.LISTENING and v.state.run is None
     assert {type(x) for x in cmds} >= {c.CancelLLM, c.CancelTTS, c.FlushPlayback} and not any(isinstance(x, c.PausePlayback) for x in cmds)
     assert v.state.history == () and v.state.user_text == "Hi, yes."
+    assert v.state.turn_pauses == 0  # a comma's gap is not a pause
     v.stop(1, eot=0.9)
-    v.send(c.TranscriptFinal, utterance=1, text="I was wondering if you have anything on Monday.", complete=0.9)
-    assert v.outcome.judgements[-1].verdict == "wait"  # the caller paused once already
-    cmds = v.timer("endpoint")
+    cmds = v.send(c.TranscriptFinal, utterance=1, text="I was wondering if you have anything on Monday.", complete=0.9)
     start = [x for x in cmds if isinstance(x, c.StartLLM)][0]
     assert [m.content for m in start.messages if m.role == "user"] == ["Hi, yes. I was wondering if you have anything on Monday."]
+
+
+def test_sentences_in_one_breath_are_answered_at_once_a_thinking_pause_makes_the_agent_wait_longer():
+    v = Convo()
+    v.user_says("That's all I needed.", complete=0.95)  # answered at once...
+    v.send(c.SpeechStarted, utterance=1)  # ...but the caller goes on 0.1 s later: withdrawn, same turn
+    v.stop(1, eot=0.9)
+    v.send(c.TranscriptFinal, utterance=1, text="Thanks, goodbye.", complete=0.95)
+    assert v.outcome.judgements[-1].verdict == "answer" and v.state.turn_pauses == 0
+    v = Convo()
+    v.user_says("I'd like", complete=0.12)
+    assert v.outcome.judgements[-1].verdict == "wait"
+    v.t += r.Policy().turn_pause_min
+    v.send(c.SpeechStarted, utterance=1)
+    assert v.state.turn_pauses == 1
+    v.stop(1, eot=0.95)
+    v.send(c.TranscriptFinal, utterance=1, text="a cleaning.", complete=0.85)  # reads finished; a pauser may go on
+    j = v.outcome.judgements[-1]
+    assert j.verdict == "wait" and j.wait == r.Policy().turn_wait_continued, j
+    assert [x for x in v.timer("endpoint") if isinstance(x, c.StartLLM)][0].messages[-1].content == "I'd like a cleaning."
 
 
 def test_an_answer_the_caller_began_to_hear_is_not_withdrawn():

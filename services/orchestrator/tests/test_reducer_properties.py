@@ -364,12 +364,25 @@ def test_a_caller_who_paused_mid_turn_is_never_given_the_short_wait(events):
         started = [x for x in cmds if isinstance(x, c.StartLLM) and x.step == 0 and x.attempt == 0]
         if not started or not after.run or not after.run.user_text or isinstance(ev, (c.SpeechStopped, c.Dtmf)):
             continue
-        went_on = before.turn_pauses > 0 or (
-            isinstance(ev, c.TranscriptFinal) and before.phase in r.USER and ev.text.strip() and before.user_text.strip()
-        )
         j = [j for j in outcome.judgements if j.kind == "turn_end"][-1]
-        if went_on and not j.reason.startswith("key"):
+        if before.turn_pauses > 0 and not j.reason.startswith("key"):
             assert j.wait >= before.policy.turn_wait_continued, (ev, j)
+
+
+@PROPS
+@given(sessions())
+def test_only_a_long_enough_silence_inside_a_turn_counts_as_a_pause(events):
+    """A pause is counted when the caller speaks again, with words of the turn
+    in hand, after at least turn_pause_min of silence; gaps between sentences
+    are not pauses. The count is cleared when the turn is answered."""
+    _, steps = run_all(events)
+    for before, ev, cmds, outcome, after in steps:
+        if after.turn_pauses > before.turn_pauses:
+            assert isinstance(ev, c.SpeechStarted) and after.turn_pauses == before.turn_pauses + 1
+            assert ev.at - before.silence_from >= before.policy.turn_pause_min
+            assert before.user_text.strip() or before.awaiting_finals or (before.run is not None and after.run is None)
+        if any(isinstance(x, c.StartLLM) and x.step == 0 and x.attempt == 0 for x in cmds) and after.run and after.run.user_text:
+            assert after.turn_pauses == 0
 
 
 @PROPS

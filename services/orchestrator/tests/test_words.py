@@ -83,7 +83,7 @@ def test_unfinished_turns(text, asked, why, kind):
 @pytest.mark.parametrize(
     "text,asked",
     [("Book me for Thursday at eleven.", ""), ("I think so.", ""), ("Yes please.", ""), ("555 201 7788", "phone"), ("At 3 pm.", ""),
-     ("What are your opening hours?", ""), ("Tomorrow at 10", "date"), ("", ""), ("My date of birth is the 4th of March 1982.", ""),
+     ("What are your opening hours?", ""), ("Tomorrow at 10", "date"), ("", ""), ("My date of birth is the 4th of March 1982.", ""), ("Book a cleaning on Friday at 10 am.", ""),
      ("I was born on 4/3/1982", ""), ("I was born in March 1982.", ""), ("Is my birthday discount still valid?", "")],
 )  # fmt: skip
 def test_finished_turns(text, asked):
