@@ -54,8 +54,9 @@ class Settings(ServiceSettings):
     )
     # Transcription (transcription.py, whisper.py).
     speculate_ms: float = setting(
-        "PARLEY_ASR_SPECULATE_MS", 96.0,
-        "the final's transcription starts after this much silence, before the stop (kept if the stop confirms that silence; 0: at the stop)",
+        "PARLEY_ASR_SPECULATE_MS", 0.0,
+        "the final's transcription starts after this much silence, before the stop (kept if the stop confirms that silence; 0: at the stop). "
+        "Off by default: tiny.en misreads words whose quiet tail is cut (BENCHMARKS.md)",
         ge=0, le=5000,
     )  # fmt: skip
     partial_every_ms: float = setting("PARLEY_ASR_PARTIAL_MS", 320.0, "speech between two partial transcriptions", ge=32)
@@ -69,8 +70,8 @@ class Settings(ServiceSettings):
         "PARLEY_ASR_WHISPER_WINDOW_MS", 10_000.0, "Whisper's encoder window, at least (30000: always the full 30 s)", ge=1000, le=30000
     )
     whisper_fallback: bool = setting(
-        "PARLEY_ASR_WHISPER_FALLBACK", False,
-        "decode again at higher temperatures when the text looks unreliable (up to 6 decodes); off: one greedy decode, bounded time",
+        "PARLEY_ASR_WHISPER_FALLBACK", True,
+        "decode again at higher temperatures when the text looks unreliable (a repetition loop; up to 6 decodes, each bounded by the audio's length)",
     )  # fmt: skip
     whisper_pad_ms: float = setting("PARLEY_ASR_WHISPER_PAD_MS", 4_000.0, "and at least this much beyond the audio", ge=0, le=30000)
     # End of turn (smart_turn.py, completeness.py).

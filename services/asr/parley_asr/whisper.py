@@ -46,6 +46,13 @@ def window_frames(samples: int, min_window_ms: float, pad_ms: float) -> int:
     return min(FULL_FRAMES, frames)
 
 
+def max_tokens(samples: int) -> int:
+    """The most tokens ``samples`` of speech can need: 12, and 10 a second
+    (fast speech is ~4 words, ~6 tokens a second; a spelled string 2 a
+    letter), at most Whisper's 224 per window."""
+    return min(224, 12 + int(10 * samples / RATE))
+
+
 class WhisperTranscriber:
     def __init__(
         self,
@@ -70,11 +77,13 @@ class WhisperTranscriber:
         self.path = path or default_model_path()
         self.min_window_ms = min_window_ms
         self.pad_ms = pad_ms
-        # faster-whisper's default decodes again at temperatures 0.2 ... 1.0
-        # while the text looks unreliable (repetitive, or a low log-probability):
-        # up to six decodes, 2 s for one noise on this machine, for text that
-        # was no better on our corpus (services/asr/BENCHMARKS.md). One greedy
-        # decode bounds the final's time.
+        # faster-whisper decodes again at temperatures 0.2 ... 1.0 while the
+        # text looks unreliable (a repetition loop, a low log-probability).
+        # Without it, tiny.en loops ("14th of December" x 60) on some clips;
+        # with it, one noise cost 2 s. Each decode is bounded instead: no
+        # more tokens than the audio could hold (``max_tokens``), so a loop
+        # is cut short, judged unreliable and decoded again, quickly
+        # (services/asr/BENCHMARKS.md).
         self.temperature = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0] if fallback else 0.0
         self._local = local
         self._model = WindowedWhisper(self.path, device="cpu", compute_type="int8", cpu_threads=cpu_threads)
@@ -97,5 +106,6 @@ class WhisperTranscriber:
             condition_on_previous_text=False,
             without_timestamps=True,
             temperature=self.temperature,
+            max_new_tokens=max_tokens(len(pcm16)),
         )
         return "".join(s.text for s in segments).strip()

@@ -13,7 +13,7 @@ Flow of one session:
            transcribes the final, published right after SpeechStopped with
            the text's own completeness score (complete)
         -> partial transcriptions while speech goes on (TranscriptionQueue)
-        -> once silence has lasted PARLEY_ASR_SPECULATE_MS, the final's
+        -> with PARLEY_ASR_SPECULATE_MS (off by default), once silence has lasted that long, the final's
            transcription starts (Whisper only, if the finals' Whisper is
            free); when the stop comes with that same silence, the final is
            that transcript: Whisper ran while the VAD was still counting

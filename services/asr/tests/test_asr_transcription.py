@@ -191,3 +191,10 @@ def test_a_final_made_early_is_delivered_without_another_call_and_an_empty_one_i
 
     calls, delivered, used = asyncio.run(main())
     assert delivered == [(7, "made early"), (8, "text 8")] and calls == [8] and used == 1
+
+
+def test_a_decode_may_not_run_longer_than_its_audio_could_need():
+    from parley_asr.whisper import max_tokens
+
+    assert max_tokens(0) == 12 and max_tokens(16000) == 22 and max_tokens(16000 * 30) == 224
+    assert all(max_tokens(n) <= max_tokens(n + 1600) for n in range(0, 16000 * 30, 1600))
