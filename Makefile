@@ -16,9 +16,13 @@ run: setup
 	@$(UV) run --frozen python deploy/devstack.py
 
 # pytest's exit code is make's: 5 ("no tests collected") fails like any other.
+# Test files run on TEST_WORKERS processes (pytest-xdist, a file per worker at
+# a time, so a module's stack is started once): most end-to-end time is audio
+# played at real-time pace, not CPU. TEST_WORKERS=0 runs them in one process.
+TEST_WORKERS ?= 2
 test: setup
 	@sh deploy/system-deps.sh
-	@$(UV) run --frozen pytest
+	@$(UV) run --frozen pytest -n $(TEST_WORKERS) --dist loadfile
 
 bench: setup
 	@$(UV) run --frozen python bench/run.py
