@@ -12,12 +12,14 @@ against expectations they do not meet, fail with the right checks.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from parley import fakeclock
 from parley.scenarios.judge import Record, judge
 from parley.scenarios.spec import load, load_path
 
@@ -51,7 +53,8 @@ def ran(stack, tmp_path_factory):
         "--gateway", stack.gateway, "--nats", stack.nats_url, "--out", str(out), "--json", str(out / "all.json"),
         "--api-key", stack.api_key, "--twilio-auth-token", TWILIO_TOKEN,
     ]  # fmt: skip
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=400, cwd=ROOT)
+    # Under faketime the CLI shares the stack's faked clock (its timelines compare the two).
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=400, cwd=ROOT, env={**os.environ, **fakeclock.child_env(os.environ)})
     return p, out
 
 

@@ -154,6 +154,9 @@ class Agent:
             claim = contract.decode(msg.data, contract.AsrClaim)
             await msg.respond(contract.encode(contract.AsrClaimed(session=claim.session, worker="test")))
 
+        async def on_alive(msg):  # the "test" worker is alive: no re-claim by the call's watcher
+            await msg.respond(b"")
+
         async def on_event(msg):
             self.events.append((time.monotonic(), contract.decode_event(msg.data)))
 
@@ -165,6 +168,7 @@ class Agent:
 
         self.subs = [
             await self.nc.subscribe(subjects.ASR_CLAIM, queue=subjects.ASR_GROUP, cb=on_claim),
+            await self.nc.subscribe(subjects.asr_alive("test"), cb=on_alive),
             await self.nc.subscribe(subjects.EVENTS_ALL, cb=on_event),
             await self.nc.subscribe(f"{subjects.PREFIX}.audio.in.*", cb=on_audio),
             await self.nc.subscribe(subjects.CONTROL_ALL, cb=on_control),

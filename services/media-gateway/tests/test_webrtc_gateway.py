@@ -160,7 +160,11 @@ async def gateway(nats_url: str, **settings):
     async def on_event(msg):
         seen["events"].append(contract.decode_event(msg.data))
 
+    async def on_alive(msg):  # the "test" worker is alive: no re-claim by the call's watcher
+        await msg.respond(b"")
+
     seen["claim_sub"] = await nc.subscribe(subjects.ASR_CLAIM, cb=on_claim)
+    await nc.subscribe(subjects.asr_alive("test"), cb=on_alive)
     await nc.subscribe(f"{subjects.PREFIX}.audio.in.*", cb=on_audio)
     await nc.subscribe(subjects.EVENTS_ALL, cb=on_event)
     port = free_port()

@@ -277,6 +277,17 @@ class Observer:
     def of(self, session: str) -> list[Seen]:
         return sorted(self.steps.get(session, []), key=lambda s: s.step.index)
 
+    def caller_speaking(self, session: str) -> bool:
+        """The ASR said the caller started an utterance and has not yet said
+        it stopped (the reducer stays Listening either way, so the phase
+        alone cannot tell "waiting for the caller" from "the caller talks")."""
+        for seen in reversed(self.of(session)):
+            if isinstance(seen.step.event, contract.SpeechStopped):
+                return False
+            if isinstance(seen.step.event, contract.SpeechStarted):
+                return True
+        return False
+
     def phase(self, session: str) -> tuple[str, float]:
         """The session's phase after its latest step, and when that step arrived."""
         seen = self.of(session)

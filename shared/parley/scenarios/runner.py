@@ -242,7 +242,10 @@ class Runner:
                 phase, phase_at = self.observer.phase(session)
                 if line.closed:
                     return
-                if now - max(last_agent, since) >= t.quiet and phase in LISTENING and now - phase_at >= 0.3:
+                # Quiet: no agent audio, the reducer listening, and no caller
+                # utterance still open at the ASR (a loaded ASR may close it
+                # well after the caller stopped: hanging up then loses the turn).
+                if now - max(last_agent, since) >= t.quiet and phase in LISTENING and now - phase_at >= 0.3 and not self.observer.caller_speaking(session):
                     return
                 if now - start > t.wait_timeout:
                     raise StepFailed(f"{step.where}: the agent did not go quiet in {t.wait_timeout:.0f} s (phase {phase})")
