@@ -15,7 +15,11 @@ session's event log:
   gap and no duplicate reduced;
 * no utterance was answered twice (one LLM run per caller turn);
 * the heard history is exact: each assistant turn is the fixed reply, or,
-  for a reply cut short, a prefix of it, word for word; one user turn per turn.
+  for a reply cut short, a prefix of it, word for word; one user turn per turn;
+* a TTS worker killed mid-answer: the answers it was speaking go on from the
+  next chunk (the gateways say so in their logs), and no caller hearing an
+  answer at the kill waits more than ``tts_gap_limit`` in silence before its
+  answer goes on (``tts_gap_ms``: the silences those callers heard).
 
 ``tests/test_chaos.py`` runs a bounded plan (one kill of each kind) in ``make
 test``; ``make chaos`` runs ``python tests/chaos.py`` (random kills for
@@ -55,6 +59,7 @@ class Kill:
     key: str
     at: float  # time.monotonic()
     mid_answer: int  # calls hearing an answer at that moment
+    hearing: list[int] = field(default_factory=list)  # their indices
 
 
 @dataclass
@@ -67,6 +72,8 @@ class ChaosResult:
     answer_ms: list[float] = field(default_factory=list)
     answer_after_kill_ms: list[float] = field(default_factory=list)  # first turn of each call that ended after a kill
     takeovers: int = 0
+    tts_gap_ms: list[float] = field(default_factory=list)  # silences heard mid-answer after a TTS kill
+    tts_chunks_skipped: int = 0  # chunks the gateways ended where their dead worker left them
     sessions: int = 0
     wall_s: float = 0.0
 
@@ -83,6 +90,7 @@ class ChaosResult:
             "takeovers": self.takeovers,
             "answer_ms": {"p50": pct(self.answer_ms, 0.5), "p99": pct(self.answer_ms, 0.99), "max": max(self.answer_ms, default=None)},
             "answer_after_kill_ms": {"n": len(self.answer_after_kill_ms), "p50": pct(self.answer_after_kill_ms, 0.5), "max": max(self.answer_after_kill_ms, default=None)},
+            "tts_kill": {"gaps": len(self.tts_gap_ms), "gap_max_ms": max(self.tts_gap_ms, default=None), "chunks_skipped": self.tts_chunks_skipped},
             "problems": self.problems,
         }
 
@@ -125,12 +133,12 @@ async def _killer(stack: Stack, callers, plan, result: ChaosResult) -> None:
     for pause, key in plan:
         await asyncio.sleep(pause)
         while True:
-            hearing = sum(1 for c in callers if c.playing and not c.speaking and not c.closed)
-            if hearing * 3 >= len(callers):
+            hearing = [c.i for c in callers if c.playing and not c.speaking and not c.closed]
+            if len(hearing) * 3 >= len(callers):
                 break
             await asyncio.sleep(0.05)
         stack.kill(key)
-        result.kills.append(Kill(key, time.monotonic(), hearing))
+        result.kills.append(Kill(key, time.monotonic(), len(hearing), hearing))
         await asyncio.sleep(2.0)
         await asyncio.to_thread(stack.restart, key)
 
@@ -186,7 +194,18 @@ async def _check_logs(stack: Stack, result: ChaosResult, reply: str) -> None:
                 result.problems.append(f"{s}: assistant turn not as said: {m.content!r} (interrupted={m.interrupted})")
 
 
-def _check_calls(result: ChaosResult, answer_limit_ms: float) -> None:
+def _check_calls(result: ChaosResult, answer_limit_ms: float, tts_gap_limit_ms: float = 1000.0, jitter_ms: float = 60.0) -> None:
+    for k in result.kills:
+        if not k.key.startswith("tts"):
+            continue
+        for i in k.hearing:
+            for at, gap in result.records[i]["underruns"]:
+                # A silence heard mid-answer that ended within a few seconds of the kill.
+                if k.at <= at <= k.at + 6.0:
+                    ms = gap * 1000 - jitter_ms
+                    result.tts_gap_ms.append(round(ms))
+                    if ms > tts_gap_limit_ms:
+                        result.problems.append(f"call {i}: {ms:.0f} ms of silence mid-answer after the TTS kill")
     for rec in result.records:
         for f in rec["failures"]:
             result.problems.append(f"call {rec['index']}: {f}")
@@ -217,6 +236,11 @@ def run_chaos(root: Path, calls: int, turns: int, plan, answer_limit_ms: float =
         asyncio.run(_check_logs(stack, result, CANNED_REPLY))
         logs = "".join(stack.log(k) for k in stack.procs if k.startswith("orchestrator"))
         result.problems += [f"orchestrator error: {line[:300]}" for line in logs.splitlines() if '"level": "ERROR"' in line or "Traceback" in line][:5]
+        gateway = "".join(stack.log(k) for k in stack.procs if k.startswith("media-gateway"))
+        result.tts_chunks_skipped = sum(1 for line in gateway.splitlines() if "the answer goes on from the next chunk" in line)
+        tts_kills = [k for k in result.kills if k.key.startswith("tts") and k.mid_answer]
+        if tts_kills and not result.tts_chunks_skipped and not result.tts_gap_ms:
+            result.problems.append("a TTS worker was killed mid-answer, but no gateway saw an answer of it go on")
     return result
 
 

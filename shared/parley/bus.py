@@ -57,7 +57,7 @@ async def connect(url: str | None = None, name: str = "parley", credentials: nat
         log.info("nats reconnected")
 
     return await nats.connect(
-        url or os.environ.get("NATS_URL", "nats://127.0.0.1:4222"),
+        servers(url or os.environ.get("NATS_URL", "nats://127.0.0.1:4222")),
         name=name,
         error_cb=error_cb,
         disconnected_cb=disconnected_cb,
@@ -66,6 +66,35 @@ async def connect(url: str | None = None, name: str = "parley", credentials: nat
         reconnect_time_wait=0.5,
         **{**(credentials.connect_options() if credentials else {}), **options},
     )
+
+
+def servers(url: str) -> list[str]:
+    """NATS_URL may list every server of a cluster, comma-separated
+    (``nats://a:4222,nats://b:4222,nats://c:4222``): a client then connects
+    to any that answers and fails over to the others (nats-py also learns the
+    cluster's members from the server it reached)."""
+    out = [u.strip() for u in url.split(",") if u.strip()]
+    if not out:
+        raise ValueError(f"NATS_URL names no server: {url!r}")
+    return out
+
+
+REPLICAS_ENV = "PARLEY_NATS_REPLICAS"
+
+
+def stream_replicas(env=None) -> int:
+    """How many copies of each stream and KV bucket the NATS cluster keeps
+    (``PARLEY_NATS_REPLICAS``: 1 for one server, 3 for a three-node cluster;
+    at most 5, and never more than the cluster's servers)."""
+    env = os.environ if env is None else env
+    raw = env.get(REPLICAS_ENV, "1")
+    try:
+        n = int(raw)
+    except ValueError:
+        raise ValueError(f"{REPLICAS_ENV} must be 1, 3 or 5 (copies of each stream), not {raw!r}") from None
+    if not 1 <= n <= 5:
+        raise ValueError(f"{REPLICAS_ENV} must be between 1 and 5, not {n}")
+    return n
 
 
 def event_stream_config(partitions: int = subjects.EVENT_PARTITIONS) -> dict:
@@ -79,6 +108,7 @@ def event_stream_config(partitions: int = subjects.EVENT_PARTITIONS) -> dict:
         "duplicate_window": int(DUPLICATE_WINDOW * 1e9),
         # Events not reduced within a day are not going to be.
         "max_age": 24 * 3600 * 10**9,
+        "num_replicas": stream_replicas(),
         "subject_transform": {
             "src": subjects.EVENTS_ALL,
             "dest": f"{subjects.PREFIX}.evt.{{{{partition({partitions},1)}}}}.{{{{wildcard(1)}}}}",
@@ -86,13 +116,51 @@ def event_stream_config(partitions: int = subjects.EVENT_PARTITIONS) -> dict:
     }
 
 
-async def ensure_event_stream(nc: Client) -> None:
-    """Create the event stream if it does not exist (idempotent: any service may)."""
-    cfg = event_stream_config()
+# TTS requests (issue 10 point 4): a worker holding a Synthesize says it is
+# still at it every TTS_PROGRESS_S; one that died stops, and the request goes
+# to another worker TTS_ACK_WAIT_S after its last word (measured on 2.15:
+# redelivery comes exactly ack_wait after the last ack/progress).
+TTS_ACK_WAIT_S = 0.8
+TTS_PROGRESS_S = 0.25
+TTS_MAX_DELIVER = 4  # a request that killed three workers is not tried a fourth time
+
+
+def tts_stream_config() -> dict:
+    """The TTS request stream: work queue, so a Synthesize is gone once a
+    worker finished with it; a minute old, it is not worth saying."""
+    return {
+        "name": subjects.TTS_STREAM,
+        "subjects": [subjects.TTS_REQUEST],
+        "retention": "workqueue",
+        "storage": "file",
+        "duplicate_window": int(DUPLICATE_WINDOW * 1e9),
+        "max_age": 60 * 10**9,
+        "num_replicas": stream_replicas(),
+    }
+
+
+def tts_consumer_config() -> dict:
+    return {
+        "durable_name": subjects.TTS_CONSUMER,
+        "ack_policy": "explicit",
+        "ack_wait": int(TTS_ACK_WAIT_S * 1e9),
+        "max_deliver": TTS_MAX_DELIVER,
+        "max_ack_pending": 10_000,
+        "num_replicas": 0,  # the stream's
+    }
+
+
+async def ensure_stream(nc: Client, cfg: dict) -> None:
+    """Create a stream if it does not exist (idempotent: any service may)."""
     reply = await nc.request(f"$JS.API.STREAM.CREATE.{cfg['name']}", json.dumps(cfg).encode(), timeout=5)
     error = json.loads(reply.data).get("error")
     if error and error.get("err_code") != 10058:  # 10058: exists with another config
         raise RuntimeError(f"cannot create stream {cfg['name']}: {error}")
+
+
+async def ensure_event_stream(nc: Client) -> None:
+    """Create the event stream if it does not exist (idempotent: any service may)."""
+    await ensure_stream(nc, event_stream_config())
 
 
 _nuids: "weakref.WeakKeyDictionary[Client, NUID]" = weakref.WeakKeyDictionary()
@@ -118,6 +186,21 @@ async def publish_event(nc: Client, event: contract.Event, headers: dict[str, st
     if not acked:
         await nc.publish(subject, data, headers=hdrs)
         return
+    await publish_stored(nc, subject, data, hdrs, event_stream_config, f"{contract.type_name(event)} of {event.session}", event.session)
+
+
+async def publish_synthesize(nc: Client, cmd: contract.Synthesize, headers: dict[str, str] | None = None) -> None:
+    """Store a TTS request (stream ``subjects.TTS_STREAM``), once: its id is
+    the chunk's, so a new orchestrator owner sending it again (the outbox) is
+    a duplicate the stream drops, whether or not the first one got there."""
+    hdrs = {**(headers or {}), "Nats-Msg-Id": f"{cmd.session}.{cmd.run}.{cmd.chunk}"}
+    await publish_stored(nc, subjects.TTS_REQUEST, contract.encode(cmd), hdrs, tts_stream_config, f"Synthesize {cmd.run}/{cmd.chunk} of {cmd.session}", cmd.session)
+
+
+async def publish_stored(nc: Client, subject: str, data: bytes, hdrs: dict[str, str], config, what: str, session: str) -> None:
+    """A JetStream publish that waits for the stream's ack and retries (same
+    headers, so same ``Nats-Msg-Id``) for PUBLISH_PATIENCE seconds; creates
+    the stream (``config()``) when nobody answers."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + PUBLISH_PATIENCE
     pause = 0.05
@@ -128,19 +211,19 @@ async def publish_event(nc: Client, event: contract.Event, headers: dict[str, st
             # No stream yet (the first service up publishes before any
             # orchestrator made it): make it.
             problem = "no stream"
-            await _try(ensure_event_stream(nc))
+            await _try(ensure_stream(nc, config()))
         except (nats.errors.TimeoutError, nats.errors.ConnectionReconnectingError, nats.errors.OutboundBufferLimitError) as exc:
             problem = type(exc).__name__
             if isinstance(exc, nats.errors.TimeoutError):
-                await _try(ensure_event_stream(nc))
+                await _try(ensure_stream(nc, config()))
         else:
             answer = json.loads(reply.data)
             if "error" not in answer:
                 return
             problem = str(answer["error"])
         if loop.time() > deadline:
-            raise EventNotStored(f"{contract.type_name(event)} of {event.session} not stored: {problem}")
-        log.warning("event not stored yet, retrying", extra={"session_id": event.session, "error": problem})
+            raise EventNotStored(f"{what} not stored: {problem}")
+        log.warning("message not stored yet, retrying", extra={"session_id": session, "subject": subject, "error": problem})
         await asyncio.sleep(pause)
         pause = min(pause * 2, 1.0)
 
@@ -149,21 +232,23 @@ async def _try(coro) -> None:
     try:
         await coro
     except Exception as exc:  # noqa: BLE001 - the caller retries and reports
-        log.warning("could not create the event stream: %s", exc)
+        log.warning("could not create a stream: %s", exc)
 
 
-def audio_headers(seq: int, rate: int, chunk: int | None = None, last: bool = False) -> dict[str, str]:
+def audio_headers(seq: int, rate: int, chunk: int | None = None, last: bool = False, worker: str | None = None) -> dict[str, str]:
     h = {subjects.H_SEQ: str(seq), subjects.H_RATE: str(rate)}
     if chunk is not None:
         h[subjects.H_CHUNK] = str(chunk)
         h[subjects.H_LAST] = "1" if last else "0"
+    if worker:
+        h[subjects.H_WORKER] = worker
     return h
 
 
 class AudioMeta:
     """Parsed audio headers; raises ValueError on missing or malformed ones."""
 
-    __slots__ = ("seq", "rate", "chunk", "last")
+    __slots__ = ("seq", "rate", "chunk", "last", "worker")
 
     def __init__(self, headers: dict[str, str] | None):
         h = headers or {}
@@ -174,3 +259,4 @@ class AudioMeta:
         except (KeyError, ValueError) as exc:
             raise ValueError(f"bad audio headers {h!r}") from exc
         self.last = h.get(subjects.H_LAST) == "1"
+        self.worker = h.get(subjects.H_WORKER, "")

@@ -113,6 +113,22 @@ def _event_stream_owner() -> tuple[str, ...]:
     )
 
 
+def _tts_puller() -> tuple[str, ...]:
+    """A TTS worker: makes the request stream and its durable consumer if
+    missing, pulls one request at a time, acks and says "in progress"."""
+    s, c = subjects.TTS_STREAM, subjects.TTS_CONSUMER
+    return (
+        _js("STREAM.CREATE", s),
+        _js("STREAM.INFO", s),
+        _js("CONSUMER.CREATE", s, c),
+        _js("CONSUMER.CREATE", s, c, ">"),
+        _js("CONSUMER.DURABLE.CREATE", s, c),
+        _js("CONSUMER.INFO", s, c),
+        _js("CONSUMER.MSG.NEXT", s, c),
+        f"$JS.ACK.{s}.>",
+    )
+
+
 @dataclass(frozen=True)
 class Role:
     """One identity's permissions. ``subscribe`` entries may name a queue
@@ -143,6 +159,7 @@ ROLES: dict[str, Role] = {
             wildcard(subjects.notices),
             subjects.ASR_CLAIM,
             wildcard(subjects.asr_alive),
+            wildcard(subjects.tts_alive),
             subjects.ORCHESTRATOR_INFO,
             subjects.ORCHESTRATOR_CALLBACKS,
             _js("STREAM.NAMES"),
@@ -168,12 +185,13 @@ ROLES: dict[str, Role] = {
     ),
     "tts": Role(
         about="tts: synthesizes requested text into a run's audio",
-        publish=(wildcard(subjects.tts_audio), EVENTS, CREATE_EVENT_STREAM),
+        publish=(wildcard(subjects.tts_audio), EVENTS, CREATE_EVENT_STREAM, *_tts_puller()),
         subscribe=(
-            f"{subjects.TTS_REQUEST} {subjects.TTS_GROUP}",
             subjects.TTS_CANCEL,
             subjects.CONTROL_ALL,
+            wildcard(subjects.tts_alive),
         ),
+        responds=True,
     ),
     "orchestrator": Role(
         about="orchestrator: reduces every session's events, commands the others, keeps state and logs",
@@ -190,6 +208,7 @@ ROLES: dict[str, Role] = {
             subjects.ORCHESTRATOR_MEMBERS,
             wildcard(subjects.orchestrator_alive),
             *_event_stream_owner(),
+            _js("STREAM.CREATE", subjects.TTS_STREAM),
             _js("STREAM.CREATE", subjects.LOG_STREAM),
             _js("STREAM.UPDATE", subjects.LOG_STREAM),
             _js("STREAM.INFO", subjects.LOG_STREAM),
@@ -226,6 +245,7 @@ SERVICE_ROLES = {"media-gateway": "gateway", "asr": "asr", "orchestrator": "orch
 STREAMS: dict[str, tuple[str, ...]] = {
     subjects.EVENTS_STREAM: (subjects.EVENTS_ALL, subjects.EVENT_BEATS),
     subjects.LOG_STREAM: (subjects.LOG_ALL,),
+    subjects.TTS_STREAM: (subjects.TTS_REQUEST,),
 }
 
 

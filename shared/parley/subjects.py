@@ -19,7 +19,6 @@ PREFIX = "parley"
 
 # Queue groups: one member of each group handles a given message.
 ASR_GROUP = "asr"
-TTS_GROUP = "tts"
 ORCHESTRATOR_GROUP = "orchestrator"
 
 # JetStream resources.
@@ -104,9 +103,21 @@ def orchestrator_alive(replica: str) -> str:
     means it is gone, and its partitions are unpinned at once."""
     return f"{PREFIX}.orchestrator.alive.{session_token(replica)}"
 
-# --- TTS: requests go to one worker of the group; cancels go to every worker
+# --- TTS: requests are stored in a work-queue stream and pulled by one worker
+# at a time (a worker that dies mid-chunk: the request is delivered again to
+# another within the consumer's ack wait); cancels go to every worker
 TTS_REQUEST = f"{PREFIX}.tts.req"
 TTS_CANCEL = f"{PREFIX}.tts.cancel"
+TTS_STREAM = "PARLEY_TTS"  # work queue: a Synthesize stays until a worker finished with it
+TTS_CONSUMER = "tts"  # the one durable pull consumer every worker pulls from
+
+
+def tts_alive(worker: str) -> str:
+    """One TTS worker's liveness (request/reply): the gateway asks when a
+    chunk's audio stalls; "no responders" means the worker is gone, and the
+    answer goes on from the next chunk."""
+    return f"{PREFIX}.tts.alive.{session_token(worker)}"
+
 
 
 def tts_audio(session: str, run: int) -> str:
@@ -175,3 +186,4 @@ H_SEQ = "Parley-Seq"
 H_RATE = "Parley-Rate"
 H_CHUNK = "Parley-Chunk"
 H_LAST = "Parley-Last"  # "1" on the final (possibly empty) message of a chunk
+H_WORKER = "Parley-Worker"  # the TTS worker that synthesized this audio (for tts_alive)

@@ -23,6 +23,19 @@ its step is still on its way on the other subscription, then dropped and
 counted (``tts_audio_unannounced``); it never reaches the playout. So not even
 TTS can silence a call that way.
 
+A chunk's audio comes from the TTS worker named in its headers. When the
+playout waits for a chunk that has not ended (nothing to play) for
+TTS_STALL_S, the call asks that worker whether it is alive (``tts_alive``);
+"no responders" means it died mid-chunk: the chunk is ended at what was
+played and the answer goes on from the next chunk, and any later chunk that
+worker had started is emptied, to come again whole from the worker the
+stored request is given to next (a Synthesize is redelivered by the stream,
+see the TTS worker). Audio of a chunk from a second worker replaces the
+first's from the piece it had reached (by sequence number). A chunk that
+never gets any audio while later ones wait is given up after
+TTS_CHUNK_PATIENCE_S, and one that stalls with its worker alive after
+TTS_STALL_GIVE_UP_S: a missing chunk never holds the answer forever.
+
 Playback progress (what the caller heard) comes from the playout marks, unless
 the transport knows better (Twilio echoes marks): then it reports progress
 itself through ``call.heard``. Progress and latency notices are published, in
@@ -108,6 +121,17 @@ UNANNOUNCED_HOLD_S = 2.0
 UNANNOUNCED_MAX_BYTES = 1 << 20
 RUNS_REMEMBERED = 64  # announced runs kept per call (older ones are over anyway)
 
+# A chunk whose audio stopped coming (nothing to play, not ended): ask its TTS
+# worker after this long, then at most every TTS_ASK_EVERY_S.
+TTS_STALL_S = 0.2
+TTS_ASK_EVERY_S = 0.5
+TTS_ASK_TIMEOUT_S = 0.5
+# A chunk with no audio at all while later ones wait (its request is being
+# delivered again: TTS_ACK_WAIT_S plus synthesis), and one that stalls with
+# its worker alive: given up after these.
+TTS_CHUNK_PATIENCE_S = 4.0
+TTS_STALL_GIVE_UP_S = 8.0
+
 
 def new_session_id(kind: str) -> str:
     return f"{kind}-{secrets.token_hex(8)}"
@@ -146,6 +170,10 @@ class Call:
         self.announced: dict[int, set[int]] = {}  # run -> chunks the orchestrator asked TTS for
         self.unannounced: dict[tuple[int, int], list[tuple[float, object]]] = {}  # (run, chunk) -> held messages
         self.unannounced_bytes = 0
+        self.chunk_source: dict[tuple[int, int], list] = {}  # (run, chunk) -> [TTS worker, next piece seq]
+        self._stall: tuple[tuple[int, int], float] | None = None  # (run, chunk) waited for, since (monotonic)
+        self._stall_asked = 0.0  # monotonic time of the last tts_alive question
+        self._stall_asking = False
 
     # ---------------------------------------------------------------- lifetime
     async def start(self, params: dict[str, str] | None = None, caller: str = "") -> None:
@@ -343,6 +371,9 @@ class Call:
     def _announce(self, run: int, chunk: int) -> None:
         """The orchestrator asked TTS for this chunk: its audio may play (and
         what arrived before the step did plays now, in order)."""
+        if run not in self.announced:
+            for key in [k for k in self.chunk_source if k[0] < run]:
+                del self.chunk_source[key]  # older runs are over: only one plays at a time
         self.announced.setdefault(run, set()).add(chunk)
         while len(self.announced) > RUNS_REMEMBERED:
             del self.announced[min(self.announced)]
@@ -359,6 +390,9 @@ class Call:
             self._count("frames_dropped_stale", max(1, len(msg.data) // 640))
             return
         key = (run, meta.chunk)
+        data = self._from_source(key, meta, msg.data) if meta.worker else msg.data
+        if data is None:
+            return
         resampler = self.resamplers.get(key)
         head = b""
         if resampler is not None and resampler.in_rate != meta.rate:
@@ -369,7 +403,7 @@ class Call:
             resampler = None
         if resampler is None:
             resampler = self.resamplers[key] = Resampler(meta.rate, self.transport.rate)
-        pcm = head + (resampler.process(msg.data) if msg.data else b"")
+        pcm = head + (resampler.process(data) if data else b"")
         if meta.last:
             pcm += resampler.flush()
             del self.resamplers[key]
@@ -383,6 +417,104 @@ class Call:
                 tick()
             except Exception as exc:  # noqa: BLE001
                 tick_failed(self.transport, exc)
+
+    def _from_source(self, key: tuple[int, int], meta: bus.AudioMeta, data: bytes) -> bytes | None:
+        """What of this piece plays (None: nothing): one worker's audio per chunk, each piece
+        once. A second worker (the request was delivered again) takes over a
+        chunk: whole if it has not started playing, from the piece reached if
+        it has; the first worker's later pieces are dropped."""
+        src = self.chunk_source.get(key)
+        if src is None:
+            src = self.chunk_source[key] = [meta.worker, 0]
+        elif src[0] != meta.worker:
+            if meta.seq != 0 and meta.worker != src[0]:
+                # Not the start of a new delivery: the old worker's stragglers
+                # after a takeover, or a third party.
+                self._count("tts_audio_other_worker", 1)
+                return None
+            state = self.playout.chunk_state(*key)
+            if state == "played":
+                self._count("frames_dropped_stale", max(1, len(data) // 640))
+                return None
+            if state != "playing":
+                self.playout.reset(*key)
+                self.resamplers.pop(key, None)
+                src[1] = 0
+            src[0] = meta.worker
+            self._count("tts_chunk_redelivered", 1)
+            log.info("chunk audio now from another TTS worker", extra={"session_id": self.session, "run_id": key[0], "chunk": key[1], "worker": meta.worker, "from_piece": src[1]})
+        if meta.seq < src[1]:
+            if not meta.last:
+                self._count("tts_audio_duplicate", 1)
+                return None
+            data = b""  # the end of the chunk, whose audio was had already
+        src[1] = max(src[1], meta.seq + 1)
+        return data
+
+    def _watch_stall(self, now: float) -> None:
+        """Called when no frame could be taken: is the head chunk stuck?"""
+        stalled = self.playout.stalled()
+        if stalled is None:
+            self._stall = None
+            return
+        key = stalled[:2]
+        if self._stall is None or self._stall[0] != key:
+            self._stall = (key, now)
+            return
+        waited = now - self._stall[1]
+        src = self.chunk_source.get(key)
+        if src is None:
+            if waited >= TTS_CHUNK_PATIENCE_S:
+                self._give_up(key, f"no audio for it in {TTS_CHUNK_PATIENCE_S:g} s while later chunks wait")
+            return
+        if waited >= TTS_STALL_GIVE_UP_S:
+            self._give_up(key, f"its audio stopped for {TTS_STALL_GIVE_UP_S:g} s (worker {src[0]} alive)")
+        elif waited >= TTS_STALL_S and not self._stall_asking and now - self._stall_asked >= TTS_ASK_EVERY_S:
+            self._stall_asking = True
+            self._stall_asked = now
+            self.tasks.spawn(self._ask_tts(src[0]), "tts-alive")
+
+    async def _ask_tts(self, worker: str) -> None:
+        try:
+            await self.nc.request(subjects.tts_alive(worker), b"", timeout=TTS_ASK_TIMEOUT_S)
+        except NoRespondersError:
+            self._worker_died(worker)
+        except asyncio.TimeoutError:
+            pass  # busy, not gone: the give-up bound still holds
+        finally:
+            self._stall_asking = False
+
+    def _worker_died(self, worker: str) -> None:
+        """A TTS worker is gone: its playing chunk ends where it is, its other
+        chunks wait for their audio again (from the worker the request goes to next)."""
+        abandoned, reset = [], []
+        for key, src in list(self.chunk_source.items()):
+            if src[0] != worker:
+                continue
+            state = self.playout.chunk_state(*key)
+            if state == "playing" and self.playout.abandon(*key):
+                abandoned.append(key)
+            elif state == "queued":
+                self.playout.reset(*key)
+                reset.append(key)
+            else:
+                continue
+            self.resamplers.pop(key, None)
+            del self.chunk_source[key]
+        self._count("tts_worker_lost", 1)
+        self._count("tts_chunks_abandoned", len(abandoned))
+        log.warning(
+            "TTS worker gone mid-answer: the answer goes on from the next chunk",
+            extra={"session_id": self.session, "worker": worker, "abandoned": abandoned, "to_come_again": reset},
+        )
+
+    def _give_up(self, key: tuple[int, int], why: str) -> None:
+        self._stall = None
+        if self.playout.abandon(*key):
+            self.resamplers.pop(key, None)
+            self.chunk_source.pop(key, None)
+            self._count("tts_chunks_abandoned", 1)
+            log.warning("chunk given up: the answer goes on", extra={"session_id": self.session, "run_id": key[0], "chunk": key[1], "why": why})
 
     async def _on_playback(self, msg) -> None:
         try:
@@ -473,6 +605,8 @@ class Call:
         publishing in order); a transport that places marks of its own at the
         far end (Twilio) reads them from the result."""
         frame, marks = self.playout.next_frame()
+        if frame is None and self.playout.current_run is not None:
+            self._watch_stall(time.monotonic())
         if frame is not None:
             self.frames_out += 1
             if self.recorder is not None and not self.transport.reports_playback:

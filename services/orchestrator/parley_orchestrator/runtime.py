@@ -98,7 +98,9 @@ DEPLOYMENT_ONLY = ("transfer_to", "consent_text")
 
 # Commands that are sent once and are harmless to send again: kept in the
 # outbox of the batch that made them, re-sent by a new owner.
-ONE_SHOT = (CancelLLM, CancelTTS, PausePlayback, ResumePlayback, FlushPlayback, EndSession)
+# Commands a new owner sends again from the last batch (all idempotent: a
+# Synthesize is stored once by its chunk id, see bus.publish_synthesize).
+ONE_SHOT = (CancelLLM, CancelTTS, PausePlayback, ResumePlayback, FlushPlayback, EndSession, Synthesize)
 LIVE = frozenset(reducer.LIVE)
 
 
@@ -164,15 +166,16 @@ class Runtime:
     # ------------------------------------------------------------------ setup
     async def start(self) -> None:
         self.kv = await self.js.create_key_value(
-            KeyValueConfig(bucket=subjects.SESSIONS_BUCKET, history=1, ttl=self.state_ttl, storage=StorageType.FILE)
+            KeyValueConfig(bucket=subjects.SESSIONS_BUCKET, history=1, ttl=self.state_ttl, storage=StorageType.FILE, replicas=bus.stream_replicas())
         )
-        self.live = await self.js.create_key_value(KeyValueConfig(bucket=subjects.LIVE_BUCKET, history=1, ttl=self.state_ttl, storage=StorageType.FILE))
+        self.live = await self.js.create_key_value(KeyValueConfig(bucket=subjects.LIVE_BUCKET, history=1, ttl=self.state_ttl, storage=StorageType.FILE, replicas=bus.stream_replicas()))
         try:
             info = await self.js.stream_info(subjects.LOG_STREAM)
         except NotFoundError:
             await self.js.add_stream(
                 StreamConfig(
                     name=subjects.LOG_STREAM, subjects=[subjects.LOG_ALL], storage=StorageType.FILE, max_age=self.log_retention,
+                    num_replicas=bus.stream_replicas(),
                     duplicate_window=30,  # a new owner logs its predecessor's last batch again within seconds
                 )  # fmt: skip
             )
@@ -181,6 +184,7 @@ class Runtime:
                 await self.js.update_stream(_with(info.config, max_age=self.log_retention))
                 log.info("event log retention changed", extra={"days": round(self.log_retention / 86400, 3)})
         await bus.ensure_event_stream(self.nc)
+        await bus.ensure_stream(self.nc, bus.tts_stream_config())
         self.subs.append(await self.nc.subscribe(subjects.LLM_CANCEL, cb=self._on_llm_cancel))
         self.subs.append(await self.nc.subscribe(subjects.ORCHESTRATOR_INFO, queue=subjects.ORCHESTRATOR_GROUP, cb=self._on_info))
         await self.ownership.start()
@@ -525,7 +529,7 @@ class Runtime:
                 self._cancel_llm_local(s, cmd.run, cmd.attempt)
                 await self.nc.publish(subjects.LLM_CANCEL, contract.encode(cmd))
             case Synthesize():
-                await self.nc.publish(subjects.TTS_REQUEST, contract.encode(cmd), headers=headers)
+                await bus.publish_synthesize(self.nc, cmd, headers)
             case CancelTTS():
                 await self.nc.publish(subjects.TTS_CANCEL, contract.encode(cmd), headers=headers)
             case PausePlayback() | ResumePlayback() | FlushPlayback():

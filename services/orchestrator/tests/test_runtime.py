@@ -118,6 +118,16 @@ def test_a_turn_with_a_tool_goes_through_kv_and_the_log(nats):
     asyncio.run(scenario())
 
 
+async def _stream_commands(nc, stream):
+    """Every command a stream holds, in order."""
+    js = nc.jetstream()
+    info = await js.stream_info(stream)
+    out = []
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        out.append(c.decode_command((await js.get_msg(stream, seq)).data))
+    return out
+
+
 def contract_text(msg):
     return c.decode_command(msg.data).text
 
@@ -268,7 +278,12 @@ def test_a_replica_killed_mid_answer_is_taken_over_and_the_answer_goes_on(nats):
             survivor = Runtime(nc=nc, brain=FixedLatencyBrain(first_token=0.05, per_token=0.01), tools=OneTool(), replica="survivor")
             await survivor.start()
             await _wait(lambda: any(isinstance(c.decode_step(m.data).event, c.LLMDone) for m in steps), timeout=20)
-            texts = [contract_text(m) for m in synth]
+            # The survivor sends the last batch's Synthesize again (the old
+            # owner may have died before it left); core subscribers see both,
+            # the TTS stream, which workers pull from, keeps one (by chunk id).
+            stored = await _stream_commands(nc, subjects.TTS_STREAM)
+            texts = [cmd.text for cmd in stored]
+            assert [(cmd.run, cmd.chunk) for cmd in stored] == [(1, k) for k in range(len(stored))]
             assert " ".join(texts).split() == CANNED_REPLY.split(), texts
             decoded = [c.decode_step(m.data) for m in steps]
             assert any(isinstance(s.event, c.Takeover) and s.event.owner == "survivor" for s in decoded)

@@ -42,6 +42,11 @@ class Settings(ServiceSettings):
     fixed_ms_per_char: float = setting("PARLEY_TTS_FIXED_MS_PER_CHAR", 65.0, "fixed mode: audio length per character of text", ge=0, le=1000)
     fixed_min_ms: float = setting("PARLEY_TTS_FIXED_MIN_MS", 300.0, "fixed mode: the shortest chunk of audio", ge=0, le=60000)
     fixed_lead_ms: float = setting("PARLEY_TTS_FIXED_LEAD_MS", 300.0, "fixed mode: audio sent ahead of real time", ge=0, le=60000)
+    max_held: int = setting(
+        "PARLEY_TTS_MAX_HELD", 32,
+        "stored TTS requests a worker holds at once (queued or being synthesized); a worker that dies takes these with it until the server hands them to another",
+        ge=1, le=10000,
+    )  # fmt: skip
 
     # Providers (adapters/): which one speaks, and which takes over when it fails.
     provider: Literal["piper", "elevenlabs", "cartesia", "openai"] = setting(

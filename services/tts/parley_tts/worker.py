@@ -1,7 +1,8 @@
 """The TTS worker: the NATS shell around ``Lanes`` and a ``Voice``.
 
-    orchestrator --TTS_REQUEST (queue group "tts"): Synthesize(s, run, chunk, text)
-        --> one worker: spoken(text) -> the run's lane -> voice.stream
+    orchestrator --TTS_REQUEST, stored in TTS_STREAM: Synthesize(s, run, chunk, text)
+        --> pulled by one worker (durable consumer TTS_CONSUMER):
+            spoken(text) -> the run's lane -> voice.stream
         --> tts_audio(s, run): PCM16 LE mono pieces of at most 200 ms, headers
             Parley-Seq (from 0 within the chunk), -Rate, -Chunk, -Last ("1"
             on the final, possibly empty, message of the chunk)
@@ -30,6 +31,16 @@ that keeps failing is skipped for a while (``parley.providers.Breaker``).
 Characters sent to each provider are counted per run (``parley.usage.tts_characters``
 on /metrics) and, when a cloud voice is configured, reported on the session as
 ``Usage`` when the run's lane ends (or is cancelled).
+
+Durability (issue 10 point 4): a request is acked once its chunk is done (or
+dropped: cancelled run, ended session, bad message). While the worker holds
+it, queued or synthesizing, it tells the server every TTS_PROGRESS_S that it
+is still at it. A worker that dies stops saying so, and the server gives the
+request to another worker TTS_ACK_WAIT_S later: a chunk queued behind the
+dead one is synthesized elsewhere, and the one it was speaking is spoken
+again from the start (the gateway has moved on past it if it was playing:
+the answer goes on from the next chunk). The worker pulls one request at a
+time and holds at most ``max_held``, so a dead worker takes few with it.
 """
 
 from __future__ import annotations
@@ -39,6 +50,9 @@ import logging
 import time
 from contextlib import aclosing
 from dataclasses import replace
+
+import nats.errors
+from nats.js.api import ConsumerConfig
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -74,6 +88,12 @@ class Worker:
         self.runners: dict[Key, asyncio.Task] = {}
         self.reporting: set[asyncio.Task] = set()  # events still being stored (see _event)
         self.subs: list = []
+        self.pull = None  # the JetStream pull subscription
+        self.held: dict[tuple[str, int, int], Msg] = {}  # (session, run, chunk) -> its stored request
+        self.to_ack: list[Msg] = []  # released requests (acked by the keeper)
+        self.room = asyncio.Event()  # set while fewer than max_held are held
+        self.room.set()
+        self.loops: list[asyncio.Task] = []
         self.stats: dict[str, int] = {
             "requests": 0,
             "chunks_done": 0,
@@ -88,18 +108,45 @@ class Worker:
             "provider_failures": 0,  # a provider failed a chunk (fallback or not)
             "provider_skipped": 0,  # a chunk went straight to the fallback (the provider's breaker was open)
             "fallback_chunks": 0,  # chunks (partly) spoken by the fallback voice
+            "redelivered": 0,  # requests another (dead or stalled) worker had held
+            "pull_errors": 0,
         }
 
     # ------------------------------------------------------------- lifetime
     async def start(self) -> None:
+        await bus.ensure_stream(self.nc, bus.tts_stream_config())
+        js = self.nc.jetstream()
+        cfg = bus.tts_consumer_config()
+        self.pull = await js.pull_subscribe(
+            subjects.TTS_REQUEST,
+            durable=subjects.TTS_CONSUMER,
+            stream=subjects.TTS_STREAM,
+            config=ConsumerConfig(
+                ack_wait=cfg["ack_wait"] / 1e9, max_deliver=cfg["max_deliver"], max_ack_pending=cfg["max_ack_pending"]
+            ),
+        )
         self.subs = [
-            await self.nc.subscribe(subjects.TTS_REQUEST, queue=subjects.TTS_GROUP, cb=self._on_request),
             await self.nc.subscribe(subjects.TTS_CANCEL, cb=self._on_cancel),
             await self.nc.subscribe(subjects.CONTROL_ALL, cb=self._on_control),
+            await self.nc.subscribe(subjects.tts_alive(self.id), cb=self._on_alive),
         ]
         await self.nc.flush()
+        self.loops = [
+            asyncio.create_task(self._pull_loop(), name="tts-pull"),
+            asyncio.create_task(self._keep_loop(), name="tts-keep"),
+        ]
 
     async def stop(self) -> None:
+        for task in self.loops:
+            task.cancel()
+        await asyncio.gather(*self.loops, return_exceptions=True)
+        self.loops = []
+        if self.pull is not None:
+            try:
+                await self.pull.unsubscribe()
+            except Exception:  # noqa: BLE001 - the connection may already be closed
+                pass
+            self.pull = None
         for sub in self.subs:
             try:
                 await sub.unsubscribe()
@@ -115,6 +162,59 @@ class Worker:
             await asyncio.wait(set(self.reporting), timeout=bus.PUBLISH_PATIENCE)
 
     # ------------------------------------------------------------- requests
+    async def _pull_loop(self) -> None:
+        """Pull one stored request at a time while fewer than max_held are held."""
+        while True:
+            await self.room.wait()
+            try:
+                msgs = await self.pull.fetch(1, timeout=5.0)
+            except nats.errors.TimeoutError:
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - reconnecting, server restart: pull again
+                self.stats["pull_errors"] += 1
+                log.warning("pulling TTS requests failed: %s", exc, extra={"error": str(exc)})
+                await asyncio.sleep(0.25)
+                continue
+            for msg in msgs:
+                await self._on_request(msg)
+
+    async def _keep_loop(self) -> None:
+        """Ack what was released; tell the server the held requests are in hand."""
+        while True:
+            await asyncio.sleep(bus.TTS_PROGRESS_S)
+            try:
+                released, self.to_ack = self.to_ack, []
+                for msg in released:
+                    await msg.ack()
+                for msg in list(self.held.values()):
+                    await msg.in_progress()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a closed connection: the server redelivers
+                log.warning("acking TTS requests failed: %s", exc)
+
+    def _hold(self, key: tuple[str, int, int], msg: Msg) -> bool:
+        """Keep the request until its chunk is done; False if this worker
+        already holds it (a redelivery of what it is still working on)."""
+        old = self.held.get(key)
+        self.held[key] = msg  # acking the newest delivery acks the request
+        if len(self.held) >= self.settings.max_held:
+            self.room.clear()
+        return old is None
+
+    def _release(self, key: tuple[str, int, int]) -> None:
+        msg = self.held.pop(key, None)
+        if msg is not None:
+            self.to_ack.append(msg)
+        if len(self.held) < self.settings.max_held:
+            self.room.set()
+
+    async def _on_alive(self, msg: Msg) -> None:
+        if msg.reply:
+            await msg.respond(b"1")
+
     async def _on_request(self, msg: Msg) -> None:
         try:
             cmd = contract.decode_command(msg.data)
@@ -123,8 +223,19 @@ class Worker:
             subjects.session_token(cmd.session)
         except (contract.DecodeError, contract.ValidationError, ValueError) as exc:
             self._bad("tts request", exc)
+            if msg.reply:
+                await msg.term()  # never worth delivering again
             return
         self.stats["requests"] += 1
+        try:
+            if msg.metadata.num_delivered > 1:
+                self.stats["redelivered"] += 1
+                log.info("synthesize delivered again (its worker died or stalled)", extra={"session_id": cmd.session, "run_id": cmd.run, "chunk": cmd.chunk})
+        except (ValueError, AttributeError, TypeError):
+            pass  # not from the stream (a test's core request)
+        ckey = (cmd.session, cmd.run, cmd.chunk)
+        if msg.reply and not self._hold(ckey, msg):
+            return
         now = asyncio.get_running_loop().time()
         trace = tuple((k, v) for k, v in (msg.headers or {}).items() if k in ("traceparent", "tracestate"))
         job = Job(cmd.session, cmd.run, cmd.chunk, spoken(cmd.text), received=now, trace=trace)
@@ -132,6 +243,7 @@ class Worker:
         if admit is Admit.START:
             self.runners[job.key] = asyncio.create_task(self._run(job.key), name=f"tts-{job.session}-{job.run}")
         elif admit in (Admit.CANCELLED, Admit.ENDED):
+            self._release(ckey)
             self.stats["dropped_late"] += 1
             log.info(
                 "synthesize for a %s run dropped",
@@ -150,6 +262,7 @@ class Worker:
         key = (cmd.session, cmd.run)
         dropped = self.lanes.cancel(key, asyncio.get_running_loop().time())
         running = self._stop_runner(key)
+        self._release_run(key)
         self.stats["cancels"] += 1
         self.stats["dropped_queued"] += len(dropped)
         if running or dropped:
@@ -170,9 +283,15 @@ class Worker:
         for key, dropped in lanes.items():
             self._stop_runner(key)
             self.stats["dropped_queued"] += len(dropped)
+        for key in {(s, r) for s, r, _ in self.held if s == ctl.session}:
+            self._release_run(key)
         self.stats["sessions_ended"] += 1
         if lanes:
             log.info("session ended: runs dropped", extra={"session_id": ctl.session, "runs": [k[1] for k in lanes]})
+
+    def _release_run(self, key: Key) -> None:
+        for ckey in [k for k in self.held if k[:2] == key]:
+            self._release(ckey)
 
     def _stop_runner(self, key: Key) -> bool:
         task = self.runners.pop(key, None)
@@ -195,6 +314,9 @@ class Worker:
                     await self._synthesize(job)
                 except Exception:  # noqa: BLE001 - one chunk's failure must not strand the rest
                     log.exception("chunk failed", extra={"session_id": job.session, "run_id": job.run, "chunk": job.chunk})
+                finally:
+                    # Done, failed (reported) or cancelled: not to be said again.
+                    self._release((job.session, job.run, job.chunk))
         finally:
             if self.runners.get(key) is me:
                 del self.runners[key]
@@ -238,7 +360,7 @@ class Worker:
                     async for pcm in pieces:
                         if not self.lanes.live(key):
                             return
-                        await self.nc.publish(subject, pcm, headers=bus.audio_headers(seq, rate, chunk=job.chunk) | trace)
+                        await self.nc.publish(subject, pcm, headers=bus.audio_headers(seq, rate, chunk=job.chunk, worker=self.id) | trace)
                         seq += 1
                         audio_ms += len(pcm) / audio.SAMPLE_BYTES * 1000.0 / rate
                         if first_at is None:
@@ -269,7 +391,7 @@ class Worker:
             return
         # The final message of the chunk, even after a failure: the gateway
         # waits for it before it moves on to the next chunk.
-        await self.nc.publish(subject, b"", headers=bus.audio_headers(seq, rate, chunk=job.chunk, last=True) | trace)
+        await self.nc.publish(subject, b"", headers=bus.audio_headers(seq, rate, chunk=job.chunk, last=True, worker=self.id) | trace)
         if first_at is None:
             first_at = loop.time()
             await self._event(contract.TTSChunkStarted(session=job.session, at=time.time(), run=job.run, chunk=job.chunk))
@@ -351,7 +473,7 @@ class Worker:
                 "tts.error": error or None,
                 "messaging.system": "nats",
                 "messaging.destination.name": subjects.TTS_REQUEST,
-                "messaging.consumer.group.name": subjects.TTS_GROUP,
+                "messaging.consumer.group.name": subjects.TTS_CONSUMER,
             },
         )
 

@@ -23,6 +23,12 @@ silence on None. Theory of operation:
   behind it); ``resume(run)`` releases it. Both act on a run that is
   playing or queued; pausing a run not seen yet (and not closed) registers
   it, so audio that arrives later is held too. Otherwise they do nothing.
+* ``stalled()`` names the head chunk when the playout waits for it (nothing
+  to play, the chunk not ended): the gateway then asks whether its TTS
+  worker is still alive. ``abandon(run, chunk)`` ends a chunk at what it
+  holds (its worker died: the answer goes on from the next chunk);
+  ``reset(run, chunk)`` drops what a chunk holds before it started playing
+  (its audio will come again, whole, from another worker).
 * ``Mark``\\ s tell the gateway when a chunk's first frame and last frame
   leave, which it reports upstream as playback progress.
 
@@ -119,6 +125,59 @@ class Playout:
         if c is None or not c.started:
             return None
         return run, r.next_chunk, self._ms(c.played)
+
+    def stalled(self) -> tuple[int, int, bool] | None:
+        """(run, chunk, started) of the head chunk when nothing can play
+        because it has not ended and holds less than a frame; else None
+        (playing, paused, idle, or waiting behind nothing)."""
+        if not self._runs:
+            return None
+        run = min(self._runs)
+        r = self._runs[run]
+        if r.paused:
+            return None
+        c = r.chunks.get(r.next_chunk)
+        if c is None:
+            # Nothing of the next chunk yet: a stall only if a later chunk waits.
+            return (run, r.next_chunk, False) if r.buffered else None
+        if c.complete or len(c.buf) - c.pos >= self.frame_bytes:
+            return None
+        return run, r.next_chunk, c.started
+
+    def chunk_state(self, run: int, chunk: int) -> str:
+        """"played" (or closed), "playing", "queued" (holds audio, not started) or "none"."""
+        if self._is_closed(run):
+            return "played"
+        r = self._runs.get(run)
+        if r is None:
+            return "none"
+        if chunk < r.next_chunk:
+            return "played"
+        c = r.chunks.get(chunk)
+        if c is None:
+            return "none"
+        return "playing" if c.started else "queued"
+
+    def abandon(self, run: int, chunk: int) -> bool:
+        """End a chunk at what it holds (marks follow as usual); False if it
+        already ended or played. The next chunk then plays."""
+        target = self._target(run, chunk)
+        if target is None:
+            return False
+        target[1].complete = True
+        return True
+
+    def reset(self, run: int, chunk: int) -> int:
+        """Drop the audio of a chunk that has not started playing (bytes dropped)."""
+        r = self._runs.get(run)
+        c = r.chunks.get(chunk) if r is not None else None
+        if c is None or c.started or self._is_closed(run):
+            return 0
+        dropped = len(c.buf) - c.pos
+        del r.chunks[chunk]
+        r.buffered -= dropped
+        self._buffered -= dropped
+        return dropped
 
     def _ms(self, nbytes: int) -> int:
         return nbytes * 500 // self.rate  # bytes/2 samples * 1000 ms / rate
