@@ -341,3 +341,51 @@ def test_framer_cuts_whole_frames_and_keeps_the_rest(size, pieces):
     assert all(len(x) == size for x in out)
     assert b"".join(out) + f.remainder() == b"".join(pieces)
     assert f.pending == 0
+
+
+# -- a chunk whose TTS worker died: stalled, abandoned, reset -----------------
+
+
+def test_a_chunk_whose_audio_stops_is_stalled_and_abandoning_it_plays_the_next():
+    p = Playout(RATE)
+    p.push(1, 0, pcm(1, 0, FRAME * 2), last=False)  # the worker died after two frames
+    p.push(1, 1, pcm(1, 1, FRAME), last=True)  # the next chunk is whole
+    assert p.stalled() is None  # still playing
+    assert [describe(p.next_frame()[0]) for _ in range(2)] == [(1, 0, FRAME)] * 2
+    frame, _ = p.next_frame()
+    assert frame is None and p.stalled() == (1, 0, True)
+    assert p.chunk_state(1, 0) == "playing" and p.chunk_state(1, 1) == "queued"
+    assert p.abandon(1, 0)
+    frame, marks = p.next_frame()
+    assert describe(frame) == (1, 1, FRAME)
+    assert marks == [Mark(1, 0, "finished", 40), Mark(1, 1, "started", 20), Mark(1, 1, "finished", 20)]
+    assert p.chunk_state(1, 0) == "played" and not p.abandon(1, 0)
+    assert not p.push(1, 0, pcm(1, 0, FRAME), last=True)  # its redelivered audio comes too late
+
+
+def test_a_chunk_with_no_audio_while_a_later_one_waits_is_stalled_not_an_idle_run():
+    p = Playout(RATE)
+    p.push(2, 0, b"", last=False)
+    assert p.stalled() == (2, 0, False)
+    q = Playout(RATE)
+    q.push(2, 1, pcm(2, 1, FRAME), last=True)  # chunk 0 not here at all, chunk 1 waits
+    assert q.stalled() == (2, 0, False) and q.chunk_state(2, 0) == "none"
+    assert q.abandon(2, 0)  # given up: marks only, then chunk 1
+    frame, marks = q.next_frame()
+    assert describe(frame) == (2, 1, FRAME) and [m.kind for m in marks] == ["started", "finished", "started", "finished"]
+    assert Playout(RATE).stalled() is None
+    r = Playout(RATE)
+    r.pause(3)
+    r.push(3, 0, pcm(3, 0, 10), last=False)
+    assert r.stalled() is None  # paused is not stalled
+
+
+def test_reset_empties_a_chunk_that_has_not_started_so_it_can_come_again_whole():
+    p = Playout(RATE)
+    p.push(1, 0, pcm(1, 0, FRAME), last=True)
+    p.push(1, 1, pcm(1, 1, FRAME // 2), last=False)  # half of chunk 1, from a worker that died
+    assert p.reset(1, 1) == FRAME  # bytes
+    assert p.buffered_ms == 20
+    p.push(1, 1, pcm(1, 1, FRAME), last=True)  # again, whole, from another worker
+    assert [describe(p.next_frame()[0]) for _ in range(3)] == [(1, 0, FRAME), (1, 1, FRAME), None]
+    assert p.reset(1, 1) == 0 and p.reset(1, 0) == 0  # played: nothing to reset

@@ -2,8 +2,9 @@
 
 Fast and model-free, so it carries most protocol tests: headers and events of
 a run, the fixed first-audio delay, cancels (running, queued and late),
-session end, bad payloads, two workers in the queue group, and the service
-as a process (``python -m parley_tts``).
+session end, bad payloads, two workers sharing the request stream, a worker
+killed mid-chunk (its requests go to the other), and the service as a
+process (``python -m parley_tts``).
 """
 
 from __future__ import annotations
@@ -219,7 +220,7 @@ def test_bad_payloads_are_logged_and_the_worker_goes_on(nats_url, caplog):
     assert sum("bad" in r.getMessage() for r in caplog.records if r.levelname == "WARNING") == n_junk
 
 
-def test_two_workers_in_the_queue_group_share_requests(nats_url):
+def test_two_workers_share_the_stored_requests(nats_url):
     async def main():
         h = Harness(nats_url)
         try:
@@ -387,3 +388,56 @@ def test_a_cancel_while_an_event_is_being_stored_does_not_lose_it(nats_url, monk
     assert [type(e).__name__ for e in seen.events("fx-slow-store")] == ["TTSChunkStarted"]
     assert seen.audio("fx-slow-store") and w.stats["events_lost"] == 0
     assert not w.reporting
+
+
+def test_a_worker_killed_mid_chunk_leaves_its_requests_to_another_within_the_ack_wait(nats_url):
+    """kill -9 of the worker speaking a chunk, with the next chunk queued
+    behind it: the stream delivers both again to the surviving worker, within
+    the consumer's ack wait of the worker's last "in progress"; the new audio
+    is numbered from piece 0 and comes from the survivor."""
+    from parley import bus
+
+    port = free_port()
+    env = dict(
+        os.environ, NATS_URL=nats_url, PARLEY_PROVIDERS="fixed", PARLEY_HTTP_PORT=str(port), PARLEY_TTS_WORKER_ID="tts-doomed",
+        PARLEY_TTS_FIXED_MS_PER_CHAR="60",
+    )  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "parley_tts"], env=env, stderr=subprocess.DEVNULL, start_new_session=True)
+
+    async def main():
+        h = Harness(nats_url)
+        try:
+            nc = await h.client()
+            deadline = time.monotonic() + 30
+            while True:  # the doomed worker answers on its liveness subject once it pulls
+                try:
+                    await nc.request(subjects.tts_alive("tts-doomed"), b"", timeout=1)
+                    break
+                except Exception:  # noqa: BLE001
+                    assert time.monotonic() < deadline and proc.poll() is None, "the worker did not start"
+                    await asyncio.sleep(0.1)
+            seen = await Seen.watch(nc, "fx-kill")
+            await synthesize(nc, "fx-kill", 1, 0, LONG)  # seconds of audio, paced
+            await synthesize(nc, "fx-kill", 1, 1, SECOND)  # queued behind it in the same lane
+            await seen.wait_for(lambda s: len(s.audio("fx-kill", 1, 0)) >= 2)
+            os.killpg(proc.pid, 9)
+            proc.wait()
+            killed = time.monotonic()
+            survivor = await h.worker(canned(first_audio_ms=0, ms_per_char=2, min_ms=20), worker_id="tts-survivor")
+            await seen.chunks_done("fx-kill", 1, 2, timeout=20)
+            again = {c: [a for a in seen.audio("fx-kill", 1, c) if a.t > killed + 0.3] for c in (0, 1)}
+            return again, survivor, {c: again[c][0].t - killed for c in (0, 1)}
+        finally:
+            await h.close()
+
+    try:
+        again, survivor, after = run(main())
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+    assert survivor.stats["redelivered"] == 2
+    for c in (0, 1):
+        check_chunk(again[c], RATE)  # said whole by the survivor, from piece 0
+        # Redelivered within the ack wait of the last "in progress" (plus scheduling slack).
+        assert after[c] < bus.TTS_ACK_WAIT_S + bus.TTS_PROGRESS_S + 1.0, after
+    print(f"\nrequests of a killed worker delivered again after {', '.join(f'{1000 * t:.0f} ms' for t in after.values())}")
