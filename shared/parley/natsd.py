@@ -39,12 +39,19 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
 
 
 class NatsServer:
-    """A nats-server child process; ``url`` is where to connect."""
+    """A nats-server child process; ``url`` is where to connect.
 
-    def __init__(self, port: int, store_dir: Path, config: Path | None = None):
+    In a cluster (``NatsCluster``) each node also has a ``name`` (unique:
+    JetStream's Raft groups know servers by it), a route port and the
+    other nodes' routes."""
+
+    def __init__(self, port: int, store_dir: Path, config: Path | None = None, name: str = "", cluster_port: int = 0, routes: tuple[str, ...] = ()):
         self.port = port
         self.store_dir = store_dir
         self.config = config
+        self.name = name
+        self.cluster_port = cluster_port
+        self.routes = routes
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -56,6 +63,10 @@ class NatsServer:
         args = [binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store_dir)]
         if self.config:
             args += ["-c", str(self.config)]
+        if self.name:
+            args += ["-n", self.name]  # after -c: the command line wins over the file
+        if self.cluster_port:
+            args += ["--cluster_name", CLUSTER_NAME, "--cluster", f"nats://127.0.0.1:{self.cluster_port}", "--routes", ",".join(self.routes)]
         out = open(log, "ab") if log else subprocess.DEVNULL
         self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
@@ -68,6 +79,12 @@ class NatsServer:
         self.stop()
         raise RuntimeError("nats-server did not start in time")
 
+    def kill(self) -> None:
+        """kill -9, as a crash would."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, 9)
+            self.proc.wait()
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
@@ -78,6 +95,42 @@ class NatsServer:
                 self.proc.wait()
 
     def __enter__(self) -> "NatsServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+CLUSTER_NAME = "parley"
+
+
+class NatsCluster:
+    """``n`` nats-server nodes on loopback, routed to each other, JetStream in
+    each with its own store directory (``base/n1``...): streams and KV made
+    with ``PARLEY_NATS_REPLICAS=n`` keep a copy on every node. ``url`` lists
+    every node (``NATS_URL``), so a client fails over to the others."""
+
+    def __init__(self, base: Path, n: int = 3, config: Path | None = None):
+        cports = [free_port() for _ in range(n)]
+        routes = tuple(f"nats://127.0.0.1:{p}" for p in cports)
+        self.nodes = [
+            NatsServer(free_port(), base / f"n{i + 1}", config, name=f"n{i + 1}", cluster_port=cports[i], routes=routes) for i in range(n)
+        ]
+
+    @property
+    def url(self) -> str:
+        return ",".join(node.url for node in self.nodes)
+
+    def start(self, timeout: float = 30.0, log_dir: Path | None = None) -> "NatsCluster":
+        for i, node in enumerate(self.nodes):
+            node.start(timeout, log=log_dir / f"nats-n{i + 1}.log" if log_dir else None)
+        return self
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> "NatsCluster":
         return self.start()
 
     def __exit__(self, *exc) -> None:

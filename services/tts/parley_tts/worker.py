@@ -141,6 +141,20 @@ class Worker:
             task.cancel()
         await asyncio.gather(*self.loops, return_exceptions=True)
         self.loops = []
+        # Stopping cleanly: what this worker held goes to another one now,
+        # not after the ack wait.
+        for msg in [*self.to_ack]:
+            try:
+                await msg.ack()
+            except Exception:  # noqa: BLE001 - closed: the server redelivers
+                pass
+        for msg in list(self.held.values()):
+            try:
+                await msg.nak()
+            except Exception:  # noqa: BLE001
+                pass
+        self.held.clear()
+        self.to_ack = []
         if self.pull is not None:
             try:
                 await self.pull.unsubscribe()

@@ -435,7 +435,7 @@ def test_a_worker_killed_mid_chunk_leaves_its_requests_to_another_within_the_ack
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, 9)
-    assert survivor.stats["redelivered"] == 2
+    assert survivor.stats["redelivered"] >= 2  # (and any an earlier test's stopped worker held)
     for c in (0, 1):
         check_chunk(again[c], RATE)  # said whole by the survivor, from piece 0
         # Redelivered within the ack wait of the last "in progress" (plus scheduling slack).
