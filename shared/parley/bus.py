@@ -39,12 +39,14 @@ class EventNotStored(RuntimeError):
     """publish_event could not get the event stored within PUBLISH_PATIENCE."""
 
 
-async def connect(url: str | None = None, name: str = "parley", credentials: natsauth.Credentials | None = None, **options) -> Client:
+async def connect(url: str | None = None, name: str = "parley", credentials: natsauth.Credentials | None = None, replicas: int = 1, **options) -> Client:
     """Connect with reconnects on and errors logged rather than raised.
 
     ``credentials``: the service's nkey (and TLS CA), from
     ``natsauth.Credentials.from_env``; without them, the URL's own (a
-    ``user:password@`` in it) or none.
+    ``user:password@`` in it) or none. ``replicas``: copies of each stream
+    and KV bucket this connection creates (``PARLEY_NATS_REPLICAS``: 1 for
+    one server, 3 for a three-node cluster).
     """
 
     async def error_cb(exc: Exception) -> None:
@@ -56,7 +58,7 @@ async def connect(url: str | None = None, name: str = "parley", credentials: nat
     async def reconnected_cb() -> None:
         log.info("nats reconnected")
 
-    return await nats.connect(
+    nc = await nats.connect(
         servers(url or os.environ.get("NATS_URL", "nats://127.0.0.1:4222")),
         name=name,
         error_cb=error_cb,
@@ -66,6 +68,8 @@ async def connect(url: str | None = None, name: str = "parley", credentials: nat
         reconnect_time_wait=0.5,
         **{**(credentials.connect_options() if credentials else {}), **options},
     )
+    _replicas[nc] = replicas
+    return nc
 
 
 def servers(url: str) -> list[str]:
@@ -79,25 +83,19 @@ def servers(url: str) -> list[str]:
     return out
 
 
-REPLICAS_ENV = "PARLEY_NATS_REPLICAS"
+# Copies the NATS cluster keeps of each stream and KV bucket, per connection
+# (``bus.connect(..., replicas=settings.nats_replicas)``): whatever creates a
+# stream or bucket over that connection asks for that many.
+_replicas: "weakref.WeakKeyDictionary[Client, int]" = weakref.WeakKeyDictionary()
 
 
-def stream_replicas(env=None) -> int:
-    """How many copies of each stream and KV bucket the NATS cluster keeps
-    (``PARLEY_NATS_REPLICAS``: 1 for one server, 3 for a three-node cluster;
-    at most 5, and never more than the cluster's servers)."""
-    env = os.environ if env is None else env
-    raw = env.get(REPLICAS_ENV, "1")
-    try:
-        n = int(raw)
-    except ValueError:
-        raise ValueError(f"{REPLICAS_ENV} must be 1, 3 or 5 (copies of each stream), not {raw!r}") from None
-    if not 1 <= n <= 5:
-        raise ValueError(f"{REPLICAS_ENV} must be between 1 and 5, not {n}")
-    return n
+def replicas(nc: Client) -> int:
+    """How many copies of each stream and KV bucket made over ``nc`` (1
+    unless ``connect`` was told otherwise)."""
+    return _replicas.get(nc, 1)
 
 
-def event_stream_config(partitions: int = subjects.EVENT_PARTITIONS) -> dict:
+def event_stream_config(partitions: int = subjects.EVENT_PARTITIONS, replicas: int = 1) -> dict:
     """The event stream, as the JetStream API takes it."""
     return {
         "name": subjects.EVENTS_STREAM,
@@ -108,7 +106,7 @@ def event_stream_config(partitions: int = subjects.EVENT_PARTITIONS) -> dict:
         "duplicate_window": int(DUPLICATE_WINDOW * 1e9),
         # Events not reduced within a day are not going to be.
         "max_age": 24 * 3600 * 10**9,
-        "num_replicas": stream_replicas(),
+        "num_replicas": replicas,
         "subject_transform": {
             "src": subjects.EVENTS_ALL,
             "dest": f"{subjects.PREFIX}.evt.{{{{partition({partitions},1)}}}}.{{{{wildcard(1)}}}}",
@@ -125,7 +123,7 @@ TTS_PROGRESS_S = 0.25
 TTS_MAX_DELIVER = 4  # a request that killed three workers is not tried a fourth time
 
 
-def tts_stream_config() -> dict:
+def tts_stream_config(replicas: int = 1) -> dict:
     """The TTS request stream: work queue, so a Synthesize is gone once a
     worker finished with it; a minute old, it is not worth saying."""
     return {
@@ -135,7 +133,7 @@ def tts_stream_config() -> dict:
         "storage": "file",
         "duplicate_window": int(DUPLICATE_WINDOW * 1e9),
         "max_age": 60 * 10**9,
-        "num_replicas": stream_replicas(),
+        "num_replicas": replicas,
     }
 
 
@@ -160,7 +158,7 @@ async def ensure_stream(nc: Client, cfg: dict) -> None:
 
 async def ensure_event_stream(nc: Client) -> None:
     """Create the event stream if it does not exist (idempotent: any service may)."""
-    await ensure_stream(nc, event_stream_config())
+    await ensure_stream(nc, event_stream_config(replicas=replicas(nc)))
 
 
 _nuids: "weakref.WeakKeyDictionary[Client, NUID]" = weakref.WeakKeyDictionary()
@@ -200,7 +198,7 @@ async def publish_synthesize(nc: Client, cmd: contract.Synthesize, headers: dict
 async def publish_stored(nc: Client, subject: str, data: bytes, hdrs: dict[str, str], config, what: str, session: str) -> None:
     """A JetStream publish that waits for the stream's ack and retries (same
     headers, so same ``Nats-Msg-Id``) for PUBLISH_PATIENCE seconds; creates
-    the stream (``config()``) when nobody answers."""
+    the stream (``config(replicas=...)``) when nobody answers."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + PUBLISH_PATIENCE
     pause = 0.05
@@ -211,11 +209,11 @@ async def publish_stored(nc: Client, subject: str, data: bytes, hdrs: dict[str, 
             # No stream yet (the first service up publishes before any
             # orchestrator made it): make it.
             problem = "no stream"
-            await _try(ensure_stream(nc, config()))
+            await _try(ensure_stream(nc, config(replicas=replicas(nc))))
         except (nats.errors.TimeoutError, nats.errors.ConnectionReconnectingError, nats.errors.OutboundBufferLimitError) as exc:
             problem = type(exc).__name__
             if isinstance(exc, nats.errors.TimeoutError):
-                await _try(ensure_stream(nc, config()))
+                await _try(ensure_stream(nc, config(replicas=replicas(nc))))
         else:
             answer = json.loads(reply.data)
             if "error" not in answer:

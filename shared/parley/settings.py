@@ -151,6 +151,10 @@ class ServiceSettings(BaseSettings):
     nats_tls_ca: Path | None = setting(
         "PARLEY_NATS_TLS_CA", None, "the CA that signed nats-server's certificate (tls:// URLs)", allowed="an existing file"
     )
+    nats_replicas: int = setting(
+        "PARLEY_NATS_REPLICAS", 1, "copies the NATS cluster keeps of each stream and KV bucket this service creates (1: one server; 3: a three-node cluster)",
+        ge=1, le=5,
+    )  # fmt: skip
     http_host: str = setting("PARLEY_HTTP_HOST", "127.0.0.1", "address the HTTP server (health, metrics) listens on", min_length=1)
     http_port: int = setting("PARLEY_HTTP_PORT", 8080, "port the HTTP server listens on", ge=1, le=65535)
     providers: Literal["real", "fixed"] = setting(

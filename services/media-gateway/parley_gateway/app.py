@@ -53,7 +53,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        nc = await bus.connect(settings.nats_url, name="media-gateway", credentials=settings.nats_credentials)
+        nc = await bus.connect(settings.nats_url, name="media-gateway", credentials=settings.nats_credentials, replicas=settings.nats_replicas)
         recordings = Recordings(settings.data_dir / "recordings", settings.recordings, settings.recordings_keep_days, state["stats"])
         recordings.open()
         tasks = TaskSet(state["stats"])

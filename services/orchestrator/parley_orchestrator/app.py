@@ -80,7 +80,7 @@ def create_app(settings: Settings) -> FastAPI:
         tools = registry_for(book, transfer=bool(settings.transfer_to))
         brain = FixedLatencyBrain() if settings.fixed else brain_for(settings)
         defaults = session_defaults(settings, brain)
-        nc = await bus.connect(settings.nats_url, name="orchestrator", credentials=settings.nats_credentials)
+        nc = await bus.connect(settings.nats_url, name="orchestrator", credentials=settings.nats_credentials, replicas=settings.nats_replicas)
         runtime = Runtime(nc=nc, brain=brain, tools=tools, defaults=defaults, clock=settings.clock, log_retention=settings.log_retention_days * 86400)
         runtime.observer = StepObserver(tel)
         await runtime.start()

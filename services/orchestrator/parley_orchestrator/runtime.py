@@ -166,16 +166,16 @@ class Runtime:
     # ------------------------------------------------------------------ setup
     async def start(self) -> None:
         self.kv = await self.js.create_key_value(
-            KeyValueConfig(bucket=subjects.SESSIONS_BUCKET, history=1, ttl=self.state_ttl, storage=StorageType.FILE, replicas=bus.stream_replicas())
+            KeyValueConfig(bucket=subjects.SESSIONS_BUCKET, history=1, ttl=self.state_ttl, storage=StorageType.FILE, replicas=bus.replicas(self.nc))
         )
-        self.live = await self.js.create_key_value(KeyValueConfig(bucket=subjects.LIVE_BUCKET, history=1, ttl=self.state_ttl, storage=StorageType.FILE, replicas=bus.stream_replicas()))
+        self.live = await self.js.create_key_value(KeyValueConfig(bucket=subjects.LIVE_BUCKET, history=1, ttl=self.state_ttl, storage=StorageType.FILE, replicas=bus.replicas(self.nc)))
         try:
             info = await self.js.stream_info(subjects.LOG_STREAM)
         except NotFoundError:
             await self.js.add_stream(
                 StreamConfig(
                     name=subjects.LOG_STREAM, subjects=[subjects.LOG_ALL], storage=StorageType.FILE, max_age=self.log_retention,
-                    num_replicas=bus.stream_replicas(),
+                    num_replicas=bus.replicas(self.nc),
                     duplicate_window=30,  # a new owner logs its predecessor's last batch again within seconds
                 )  # fmt: skip
             )
@@ -184,7 +184,7 @@ class Runtime:
                 await self.js.update_stream(_with(info.config, max_age=self.log_retention))
                 log.info("event log retention changed", extra={"days": round(self.log_retention / 86400, 3)})
         await bus.ensure_event_stream(self.nc)
-        await bus.ensure_stream(self.nc, bus.tts_stream_config())
+        await bus.ensure_stream(self.nc, bus.tts_stream_config(replicas=bus.replicas(self.nc)))
         self.subs.append(await self.nc.subscribe(subjects.LLM_CANCEL, cb=self._on_llm_cancel))
         self.subs.append(await self.nc.subscribe(subjects.ORCHESTRATOR_INFO, queue=subjects.ORCHESTRATOR_GROUP, cb=self._on_info))
         await self.ownership.start()

@@ -81,7 +81,7 @@ def create_app(settings: Settings, voice: Voice | None = None) -> FastAPI:
             v, fallback = cloud_voice(settings), (voice if settings.fallback == "piper" else None)
         if hasattr(v, "start"):
             await v.start()
-        nc = await bus.connect(settings.nats_url, name=settings.worker_id, credentials=settings.nats_credentials)
+        nc = await bus.connect(settings.nats_url, name=settings.worker_id, credentials=settings.nats_credentials, replicas=settings.nats_replicas)
         worker = Worker(nc, settings, v, fallback)
         await worker.start()
         state["worker"] = worker

@@ -114,7 +114,7 @@ class Worker:
 
     # ------------------------------------------------------------- lifetime
     async def start(self) -> None:
-        await bus.ensure_stream(self.nc, bus.tts_stream_config())
+        await bus.ensure_stream(self.nc, bus.tts_stream_config(replicas=bus.replicas(self.nc)))
         js = self.nc.jetstream()
         cfg = bus.tts_consumer_config()
         self.pull = await js.pull_subscribe(
