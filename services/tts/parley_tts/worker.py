@@ -86,6 +86,7 @@ class Worker:
         self.id = settings.worker_id
         self.lanes = Lanes(forget_after=settings.forget_after_s, remember=settings.remember)
         self.runners: dict[Key, asyncio.Task] = {}
+        self.ahead: dict[Key, set[asyncio.Task]] = {}  # Admit.AHEAD chunks being synthesized
         self.reporting: set[asyncio.Task] = set()  # events still being stored (see _event)
         self.subs: list = []
         self.pull = None  # the JetStream pull subscription
@@ -167,11 +168,12 @@ class Worker:
             except Exception:  # noqa: BLE001 - the connection may already be closed
                 pass
         self.subs = []
-        tasks = list(self.runners.values())
+        tasks = [*self.runners.values(), *(t for ts in self.ahead.values() for t in ts)]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self.runners.clear()
+        self.ahead.clear()
         if self.reporting:  # what already happened is still told before the connection goes
             await asyncio.wait(set(self.reporting), timeout=bus.PUBLISH_PATIENCE)
 
@@ -256,6 +258,12 @@ class Worker:
         admit = self.lanes.submit(job, now)
         if admit is Admit.START:
             self.runners[job.key] = asyncio.create_task(self._run(job.key), name=f"tts-{job.session}-{job.run}")
+        elif admit is Admit.AHEAD:
+            # The gateway is waiting for this chunk (its first worker died):
+            # said now, not after the later chunk this worker is speaking.
+            log.info("earlier chunk synthesized beside the run's current one", extra={"session_id": job.session, "run_id": job.run, "chunk": job.chunk})
+            task = asyncio.create_task(self._run_ahead(job), name=f"tts-{job.session}-{job.run}-{job.chunk}")
+            self.ahead.setdefault(job.key, set()).add(task)
         elif admit in (Admit.CANCELLED, Admit.ENDED):
             self._release(ckey)
             self.stats["dropped_late"] += 1
@@ -308,9 +316,12 @@ class Worker:
             self._release(ckey)
 
     def _stop_runner(self, key: Key) -> bool:
+        ahead = self.ahead.pop(key, set())
+        for t in ahead:
+            t.cancel()
         task = self.runners.pop(key, None)
         if task is None or task.done():
-            return False
+            return bool(ahead)
         task.cancel()
         return True
 
@@ -335,6 +346,22 @@ class Worker:
             if self.runners.get(key) is me:
                 del self.runners[key]
             await self._report_usage(key)
+
+    async def _run_ahead(self, job: Job) -> None:
+        """One chunk of a lane, beside its runner (``Admit.AHEAD``)."""
+        me = asyncio.current_task()
+        try:
+            await self._synthesize(job)
+        except Exception:  # noqa: BLE001 - reported as the runner's are
+            log.exception("chunk failed", extra={"session_id": job.session, "run_id": job.run, "chunk": job.chunk})
+        finally:
+            self._release((job.session, job.run, job.chunk))
+            self.lanes.done_ahead(job.key)
+            tasks = self.ahead.get(job.key)
+            if tasks is not None:
+                tasks.discard(me)
+                if not tasks:
+                    del self.ahead[job.key]
 
     async def _report_usage(self, key: Key) -> None:
         used = self.usage.pop(key, None)

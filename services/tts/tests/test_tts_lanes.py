@@ -12,7 +12,7 @@ def job(session="s", run=1, chunk=0, at=0.0) -> Job:
     return Job(session, run, chunk, f"chunk {chunk}", received=at)
 
 
-def test_a_lane_starts_once_and_serves_its_chunks_in_arrival_order():
+def test_a_lane_starts_once_and_serves_its_chunks_in_order():
     lanes = Lanes()
     assert lanes.submit(job(chunk=0), 0) is Admit.START
     assert lanes.submit(job(chunk=1), 0) is Admit.QUEUED
@@ -23,6 +23,44 @@ def test_a_lane_starts_once_and_serves_its_chunks_in_arrival_order():
     assert lanes.take(("s", 1)) is None  # empty: the runner stops, the lane is gone
     assert not lanes.live(("s", 1))
     assert lanes.submit(job(chunk=3), 0) is Admit.START  # a later chunk starts a new runner
+
+
+def test_a_late_chunk_goes_before_the_later_ones_queued():
+    lanes = Lanes()
+    key = ("s", 1)
+    lanes.submit(job(chunk=1), 0)
+    assert lanes.take(key).chunk == 1
+    lanes.submit(job(chunk=3), 0)
+    lanes.submit(job(chunk=2), 0)  # delivered again after its first worker died
+    assert [lanes.take(key).chunk for _ in range(2)] == [2, 3]
+
+
+def test_a_chunk_earlier_than_the_one_being_said_runs_beside_it_and_the_lane_lives_until_both_end():
+    lanes = Lanes()
+    key = ("s", 1)
+    lanes.submit(job(chunk=1), 0)
+    assert lanes.take(key).chunk == 1  # the runner speaks chunk 1...
+    assert lanes.submit(job(chunk=0), 0) is Admit.AHEAD  # ...when chunk 0 comes again: said at once
+    assert lanes.take(key) is None  # the runner is done with chunk 1
+    assert lanes.live(key)  # chunk 0 still speaking
+    assert lanes.submit(job(chunk=2), 0) is Admit.START  # the runner stopped: a new one
+    assert lanes.take(key).chunk == 2
+    lanes.done_ahead(key)
+    assert lanes.live(key)  # chunk 2's runner
+    assert lanes.take(key) is None
+    assert not lanes.live(key)
+
+
+def test_a_cancel_ends_a_lane_with_a_chunk_running_beside_it():
+    lanes = Lanes()
+    key = ("s", 1)
+    lanes.submit(job(chunk=1), 0)
+    lanes.take(key)
+    assert lanes.submit(job(chunk=0), 0) is Admit.AHEAD
+    lanes.cancel(key, 0)
+    assert not lanes.live(key)
+    lanes.done_ahead(key)  # the cancelled chunk's task ends afterwards: nothing comes back
+    assert not lanes.live(key) and lanes.submit(job(chunk=0), 0) is Admit.CANCELLED
 
 
 def test_runs_and_sessions_have_their_own_lanes():

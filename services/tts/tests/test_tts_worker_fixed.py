@@ -441,3 +441,30 @@ def test_a_worker_killed_mid_chunk_leaves_its_requests_to_another_within_the_ack
         # Redelivered within the ack wait of the last "in progress" (plus scheduling slack).
         assert after[c] < bus.TTS_ACK_WAIT_S + bus.TTS_PROGRESS_S + 1.0, after
     print(f"\nrequests of a killed worker delivered again after {', '.join(f'{1000 * t:.0f} ms' for t in after.values())}")
+
+
+def test_a_chunk_delivered_after_a_later_one_started_is_said_at_once_beside_it(nats_url):
+    """Chunk 1 is being said (a long one, paced) when chunk 0 arrives (its
+    first worker died): the gateway waits for chunk 0, so the worker says it
+    now, not after chunk 1."""
+
+    async def main():
+        h = Harness(nats_url)
+        try:
+            w = await h.worker(canned(first_audio_ms=0))
+            nc = await h.client()
+            seen = await Seen.watch(nc, "fx-ahead")
+            await synthesize(nc, "fx-ahead", 3, 1, LONG)  # seconds of paced audio
+            await seen.wait_for(lambda s: len(s.audio("fx-ahead", 3, 1)) >= 1)
+            await synthesize(nc, "fx-ahead", 3, 0, FIRST)
+            await seen.chunks_done("fx-ahead", 3, 2)
+            return w, seen
+        finally:
+            await h.close()
+
+    w, seen = run(main())
+    check_chunk(seen.audio("fx-ahead", 3, 0), RATE)
+    check_chunk(seen.audio("fx-ahead", 3, 1), RATE)
+    done = [e.chunk for e in seen.ends("fx-ahead", 3)]
+    assert done == [0, 1], done  # chunk 0 finished while chunk 1 was still being said
+    assert w.stats["chunks_done"] == 2
