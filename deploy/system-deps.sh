@@ -2,11 +2,13 @@
 # Install the system programs the tests drive, only when one is missing.
 #
 # sox and espeak-ng make and measure test audio; chromium is the browser
-# caller. Debian/Ubuntu only (apt-get); elsewhere it says what to install.
+# caller; docker-compose (Debian's 1.29, without the Docker engine it
+# recommends: 16 small Python packages) validates docker-compose.yml offline.
+# Debian/Ubuntu only (apt-get); elsewhere it says what to install.
 set -eu
 
 # binary:package pairs
-wanted="sox:sox espeak-ng:espeak-ng chromium:chromium"
+wanted="sox:sox espeak-ng:espeak-ng chromium:chromium docker-compose:docker-compose"
 
 missing=""
 for pair in $wanted; do
@@ -16,7 +18,7 @@ for pair in $wanted; do
 done
 
 if [ -z "$missing" ]; then
-    echo "test: system packages present (sox, espeak-ng, chromium)"
+    echo "test: system packages present (sox, espeak-ng, chromium, docker-compose)"
     exit 0
 fi
 
@@ -35,4 +37,12 @@ fi
 
 echo "test: installing system packages:$missing"
 $sudo apt-get update -q
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q $missing
+plain=""
+for pkg in $missing; do
+    [ "$pkg" = docker-compose ] || plain="$plain $pkg"
+done
+[ -z "$plain" ] || DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q $plain
+case "$missing" in
+    # Without recommends: docker-compose's would pull in the Docker engine.
+    *docker-compose*) DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends docker-compose ;;
+esac

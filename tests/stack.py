@@ -33,7 +33,7 @@ from pathlib import Path
 import httpx
 
 from parley import fakeclock, natsauth
-from parley.natsd import NatsServer, free_port
+from parley.natsd import NatsCluster, NatsServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,6 +74,10 @@ class Stack:
     replicas: dict[str, int] = field(default_factory=dict)
     now: str = WEEKDAY  # PARLEY_NOW for the services (the clinic's calendar)
     hostnames: dict[str, str] = field(default_factory=dict)  # service -> the host name it runs under
+    # 3: a three-node NATS cluster (nodes "nats-n1".."nats-n3", killable like
+    # services) with every stream and KV bucket kept on all three.
+    nats_nodes: int = 1
+    cluster: NatsCluster | None = None
     ports: dict[str, int] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     nats: NatsServer | None = None
@@ -95,8 +99,17 @@ class Stack:
     @property
     def nats_url(self) -> str:
         """The test process's own way in (a user with every permission)."""
+        return ",".join(f"nats://test:{self.test_password}@127.0.0.1:{n.port}" for n in self._nats_nodes())
+
+    def _nats_nodes(self) -> list[NatsServer]:
+        if self.cluster is not None:
+            return self.cluster.nodes
         assert self.nats is not None
-        return f"nats://test:{self.test_password}@127.0.0.1:{self.nats.port}"
+        return [self.nats]
+
+    @property
+    def services_nats_url(self) -> str:
+        return ",".join(n.url for n in self._nats_nodes())
 
     def session_token(self, **params: str) -> str:
         """A fresh one-time session token from ``POST /api/sessions``."""
@@ -119,7 +132,12 @@ class Stack:
         self.root.mkdir(parents=True, exist_ok=True)
         test_user = natsauth.user_block("test", user="test", password=self.test_password)
         self.secrets = natsauth.ensure(self.root / "secrets", ROOT / "deploy" / "nats.conf", extra_users=[test_user])
-        self.nats = NatsServer(free_port(), self.root / "nats", self.secrets.config).start(log=self.root / "nats.log")
+        if self.nats_nodes > 1:
+            self.cluster = NatsCluster(self.root / "nats", self.nats_nodes, self.secrets.config).start(log_dir=self.root)
+            self.nats = self.cluster.nodes[0]
+            self.env = {"PARLEY_NATS_REPLICAS": str(self.nats_nodes), **self.env}
+        else:
+            self.nats = NatsServer(free_port(), self.root / "nats", self.secrets.config).start(log=self.root / "nats.log")
         for name in self.services:
             for k in range(self.replicas.get(name, 1)):
                 self.start_service(name, f"#{k + 1}" if k else "")
@@ -133,7 +151,7 @@ class Stack:
         assert self.nats is not None and self.secrets is not None
         env = {
             **os.environ,
-            "NATS_URL": self.nats.url,
+            "NATS_URL": self.services_nats_url,
             natsauth.SEED_FILE_ENV: str(self.secrets.seed_file(natsauth.SERVICE_ROLES[name])),
             "PARLEY_API_KEY": self.api_key,
             "PARLEY_HTTP_HOST": "127.0.0.1",
@@ -155,13 +173,20 @@ class Stack:
         return proc
 
     def kill(self, key: str) -> None:
-        """kill -9 one process (``name`` or ``name#k``), as a crash would."""
+        """kill -9 one process (``name`` or ``name#k``, or a NATS node
+        ``nats-n2``), as a crash would."""
+        if key.startswith("nats-") and self.cluster is not None:
+            self.cluster.kill(key.removeprefix("nats-"))
+            return
         proc = self.procs[key]
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 
     def restart(self, key: str, timeout: float = 60) -> None:
         """Start a killed process again (a supervisor's job), and wait for it."""
+        if key.startswith("nats-") and self.cluster is not None:
+            self.cluster.restart(key.removeprefix("nats-"), timeout)
+            return
         name, _, k = key.partition("#")
         self.start_service(name, f"#{k}" if k else "")
         self.wait_healthy(timeout)
@@ -209,7 +234,9 @@ class Stack:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-        if self.nats:
+        if self.cluster:
+            self.cluster.stop()
+        elif self.nats:
             self.nats.stop()
 
     def __enter__(self) -> "Stack":
@@ -222,7 +249,8 @@ class Stack:
     def violations(self) -> list[str]:
         """Permission violations nats-server logged: a service using a subject
         its role (parley.natsauth.ROLES) does not allow."""
-        return [line for line in self.log("nats").splitlines() if "Violation" in line]
+        logs = [self.log(f"nats-{n.name}") for n in self.cluster.nodes] if self.cluster else [self.log("nats")]
+        return [line for log in logs for line in log.splitlines() if "Violation" in line]
 
     def __exit__(self, exc_type, *exc) -> None:
         self.stop()

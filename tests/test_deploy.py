@@ -27,6 +27,7 @@ COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 BUILT = {name: svc for name, svc in SERVICES.items() if "build" in svc}
 SCALABLE = ("asr", "orchestrator", "tts")
+NATS_NODES = ("nats-1", "nats-2", "nats-3")
 
 _spec = importlib.util.spec_from_file_location("devstack", ROOT / "deploy" / "devstack.py")
 devstack = importlib.util.module_from_spec(_spec)
@@ -59,8 +60,8 @@ def command_module(command: list[str]) -> str:
     return command[2]
 
 
-def test_the_stack_has_nats_jaeger_and_the_four_services():
-    assert set(SERVICES) == {"nats", "jaeger", "media-gateway", "asr", "orchestrator", "tts"}
+def test_the_stack_has_three_nats_nodes_jaeger_and_the_four_services():
+    assert set(SERVICES) == {*NATS_NODES, "jaeger", "media-gateway", "asr", "orchestrator", "tts"}
     assert set(BUILT) == {"media-gateway", "asr", "orchestrator", "tts"}
 
 
@@ -110,7 +111,9 @@ def test_containers_listen_on_all_interfaces_at_the_port_make_run_uses(name):
     defaults = {s.name: s.port for s in devstack.default_services({}, "python")}
     assert env["PARLEY_HTTP_HOST"] == "0.0.0.0"
     assert int(env["PARLEY_HTTP_PORT"]) == defaults[name]
-    assert env["NATS_URL"] == "nats://nats:4222"
+    assert env["NATS_URL"].split(",") == [f"nats://{node}:4222" for node in NATS_NODES]  # any node will do
+    assert env["PARLEY_NATS_REPLICAS"] == str(len(NATS_NODES))  # every stream on every node
+    assert set(NATS_NODES) <= set(BUILT[name]["depends_on"])
     assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318"
     steps = dockerfile_instructions(dockerfile_of(name))
     assert ("EXPOSE", str(defaults[name])) in steps
@@ -129,13 +132,27 @@ def test_only_the_orchestrator_gets_the_llm_settings():
         assert has == ({"LLM_BASE_URL", "LLM_API_KEY", "LLM_MODEL"} if name == "orchestrator" else set()), name
 
 
-def test_nats_runs_jetstream_with_the_generated_config_and_jaeger_takes_otlp():
-    nats = SERVICES["nats"]
-    # Pinned consumers (the event partitions' priority groups) need 2.11.
-    assert nats["image"].startswith("nats:2.11")
-    assert "-js" in nats["command"]
-    config = nats["command"][nats["command"].index("-c") + 1]
-    assert config == "/run/secrets/nats_config" and "nats_config" in nats["secrets"]
+def flag(command: list[str], name: str) -> str:
+    return command[command.index(name) + 1]
+
+
+def test_nats_runs_a_three_node_jetstream_cluster_with_the_generated_config_and_jaeger_takes_otlp():
+    routes = None
+    for node in NATS_NODES:
+        nats = SERVICES[node]
+        # Pinned consumers (the event partitions' priority groups) need 2.11.
+        assert nats["image"].startswith("nats:2.11")
+        command = nats["command"]
+        assert "-js" in command
+        assert flag(command, "-c") == "/run/secrets/nats_config" and "nats_config" in nats["secrets"]
+        assert flag(command, "-n") == node  # unique: JetStream's RAFT knows servers by name
+        assert flag(command, "--cluster_name") == "parley"
+        assert flag(command, "--cluster") == "nats://0.0.0.0:6222"
+        assert routes in (None, flag(command, "--routes"))
+        routes = flag(command, "--routes")
+        assert nats["volumes"] == [f"{node}-data:/data"]  # a store of its own
+        assert f"{node}-data" in COMPOSE["volumes"]
+    assert routes.split(",") == [f"nats://{node}:6222" for node in NATS_NODES]
     assert COMPOSE["secrets"]["nats_config"]["file"] == "./var/secrets/nats/nats-server.conf"
 
     jaeger = SERVICES["jaeger"]
@@ -145,8 +162,9 @@ def test_nats_runs_jetstream_with_the_generated_config_and_jaeger_takes_otlp():
 
 
 def test_nats_is_reachable_only_on_the_internal_network():
-    assert not SERVICES["nats"].get("ports")
-    assert SERVICES["nats"]["networks"] == ["bus"]
+    for node in NATS_NODES:
+        assert not SERVICES[node].get("ports")
+        assert SERVICES[node]["networks"] == ["bus"]
     assert COMPOSE["networks"]["bus"]["internal"] is True
     for name, svc in BUILT.items():
         assert "bus" in svc["networks"], name
@@ -170,8 +188,18 @@ def test_nats_server_accepts_our_config():
     assert "is valid" in result.stdout + result.stderr
 
 
-@pytest.mark.skipif(not shutil.which("docker-compose"), reason="docker-compose (Debian's 1.29) is not installed")
+@pytest.mark.parametrize("node", NATS_NODES)
+def test_nats_server_accepts_our_config_with_each_nodes_cluster_flags(node, tmp_path):
+    local = {"/run/secrets/nats_config": str(ROOT / "deploy" / "nats.conf"), "/data": str(tmp_path)}
+    argv = [natsd.binary(), *(local.get(a, a) for a in SERVICES[node]["command"]), "-t"]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+
+
 def test_docker_compose_accepts_the_file():
+    # deploy/system-deps.sh installs Debian's docker-compose 1.29 (make test):
+    # it validates the file offline against the Compose schema.
+    assert shutil.which("docker-compose"), "docker-compose is missing: run deploy/system-deps.sh"
     result = subprocess.run(["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
 

@@ -45,8 +45,9 @@ class NatsServer:
     JetStream's Raft groups know servers by it), a route port and the
     other nodes' routes."""
 
-    def __init__(self, port: int, store_dir: Path, config: Path | None = None, name: str = "", cluster_port: int = 0, routes: tuple[str, ...] = ()):
+    def __init__(self, port: int, store_dir: Path, config: Path | None = None, name: str = "", cluster_port: int = 0, routes: tuple[str, ...] = (), monitor_port: int = 0):
         self.port = port
+        self.monitor_port = monitor_port
         self.store_dir = store_dir
         self.config = config
         self.name = name
@@ -65,6 +66,8 @@ class NatsServer:
             args += ["-c", str(self.config)]
         if self.name:
             args += ["-n", self.name]  # after -c: the command line wins over the file
+        if self.monitor_port:
+            args += ["-m", str(self.monitor_port)]
         if self.cluster_port:
             args += ["--cluster_name", CLUSTER_NAME, "--cluster", f"nats://127.0.0.1:{self.cluster_port}", "--routes", ",".join(self.routes)]
         out = open(log, "ab") if log else subprocess.DEVNULL
@@ -78,6 +81,17 @@ class NatsServer:
             time.sleep(0.05)
         self.stop()
         raise RuntimeError("nats-server did not start in time")
+
+    def healthy(self) -> bool:
+        """The server's own /healthz (needs ``monitor_port``): 200 once its
+        JetStream is up and, in a cluster, current with the meta leader."""
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.monitor_port}/healthz", timeout=1) as r:
+                return r.status == 200
+        except OSError:
+            return False
 
     def kill(self) -> None:
         """kill -9, as a crash would."""
@@ -108,23 +122,57 @@ class NatsCluster:
     """``n`` nats-server nodes on loopback, routed to each other, JetStream in
     each with its own store directory (``base/n1``...): streams and KV made
     with ``PARLEY_NATS_REPLICAS=n`` keep a copy on every node. ``url`` lists
-    every node (``NATS_URL``), so a client fails over to the others."""
+    every node (``NATS_URL``), so a client fails over to the others.
+
+    Use it either as a context manager or with ``start()``/``stop()``, not
+    both (two servers on one store directory corrupt it)."""
 
     def __init__(self, base: Path, n: int = 3, config: Path | None = None):
         cports = [free_port() for _ in range(n)]
         routes = tuple(f"nats://127.0.0.1:{p}" for p in cports)
+        self.base = base
         self.nodes = [
-            NatsServer(free_port(), base / f"n{i + 1}", config, name=f"n{i + 1}", cluster_port=cports[i], routes=routes) for i in range(n)
-        ]
+            NatsServer(free_port(), base / f"n{i + 1}", config, name=f"n{i + 1}", cluster_port=cports[i], routes=routes, monitor_port=free_port())
+            for i in range(n)
+        ]  # fmt: skip
+        self.log_dir: Path | None = None
 
     @property
     def url(self) -> str:
         return ",".join(node.url for node in self.nodes)
 
-    def start(self, timeout: float = 30.0, log_dir: Path | None = None) -> "NatsCluster":
-        for i, node in enumerate(self.nodes):
-            node.start(timeout, log=log_dir / f"nats-n{i + 1}.log" if log_dir else None)
+    def node(self, name: str) -> NatsServer:
+        return next(n for n in self.nodes if n.name == name)
+
+    def start(self, timeout: float = 60.0, log_dir: Path | None = None) -> "NatsCluster":
+        self.log_dir = log_dir
+        for node in self.nodes:
+            self._start(node, timeout)
+        self.wait_healthy(timeout)
         return self
+
+    def _start(self, node: NatsServer, timeout: float) -> None:
+        node.start(timeout, log=self.log_dir / f"nats-{node.name}.log" if self.log_dir else None)
+
+    def wait_healthy(self, timeout: float = 60.0) -> None:
+        """Until every running node says its JetStream is current (a meta
+        leader elected): streams made before that can time out."""
+        deadline = time.monotonic() + timeout
+        while not all(n.healthy() for n in self.nodes if n.proc and n.proc.poll() is None):
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("the NATS cluster did not become healthy in time")
+            time.sleep(0.1)
+
+    def kill(self, name: str) -> None:
+        """kill -9 one node, as a crash would."""
+        self.node(name).kill()
+
+    def restart(self, name: str, timeout: float = 60.0) -> None:
+        """Start a killed node again on its own store (it catches up from the others)."""
+        node = self.node(name)
+        self._start(node, timeout)
+        self.wait_healthy(timeout)
 
     def stop(self) -> None:
         for node in self.nodes:
