@@ -38,6 +38,7 @@ everything else.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 import contextlib
 import logging
 import time
@@ -158,6 +159,10 @@ class Runtime:
         self.llm_tasks: dict[tuple[str, int], tuple[int, asyncio.Task]] = {}
         self.tool_tasks: set[asyncio.Task] = set()
         self.background: set[asyncio.Task] = set()
+        # Steps waiting to be stored in the log, per session, in index order;
+        # one writer task per session while it has any (see _log_steps).
+        self.log_queue: dict[str, deque[tuple[int, bytes]]] = {}
+        self.log_writers: dict[str, asyncio.Task] = {}
         self.timers: dict[tuple[str, str, int], asyncio.TimerHandle] = {}
         self.subs = []
         self.observer = None  # observe.StepObserver: spans and metrics from steps
@@ -193,6 +198,8 @@ class Runtime:
         await self.ownership.stop()
         for sub in self.subs:
             await sub.unsubscribe()
+        if self.log_writers:  # what was decided is logged before the connection goes
+            await asyncio.wait(set(self.log_writers.values()), timeout=5.0)
         tasks = [*self.workers.values(), *(t for _, t in self.llm_tasks.values()), *self.tool_tasks, *self.background]
         for task in tasks:
             task.cancel()
@@ -295,7 +302,7 @@ class Runtime:
     # ------------------------------------------------------------- reduce+CAS
     async def _load(self, session: str) -> Cached:
         try:
-            entry = await self.kv.get(session)
+            entry = await bus.through_election(lambda: self.kv.get(session), "session state not read", session)
             return Cached(decode_stored(entry.value), entry.revision)
         except KeyNotFoundError:
             return Cached(Stored(consumed=0, state=reducer.initial_state()), None)
@@ -306,7 +313,10 @@ class Runtime:
         seq = applied + 1
         while True:
             try:
-                msg = await self.js.get_msg(subjects.EVENTS_STREAM, seq=seq, subject=subjects.stored_events(session), next=True, direct=True)
+                msg = await bus.through_election(
+                    lambda: self.js.get_msg(subjects.EVENTS_STREAM, seq=seq, subject=subjects.stored_events(session), next=True, direct=True),
+                    "stored events not read", session,
+                )  # fmt: skip
             except NotFoundError:
                 return out
             out.append((msg.seq, msg.data or b""))
@@ -401,8 +411,8 @@ class Runtime:
         data = contract.encode(stored)
         try:
             if cached.revision is None:
-                return await self.kv.create(session, data)
-            return await self.kv.update(session, data, last=cached.revision)
+                return await bus.through_election(lambda: self.kv.create(session, data), "session state not written", session)
+            return await bus.through_election(lambda: self.kv.update(session, data, last=cached.revision), "session state not written", session)
         except KeyWrongLastSequenceError:
             return None
 
@@ -450,9 +460,9 @@ class Runtime:
             if session in self.listed:
                 self.listed.discard(session)
                 with contextlib.suppress(Exception):
-                    await self.live.delete(key)
+                    await bus.through_election(lambda: self.live.delete(key), "live index not written", session)
         elif session not in self.listed and stored.state.phase in LIVE:
-            await self.live.put(key, self.replica.encode())
+            await bus.through_election(lambda: self.live.put(key, self.replica.encode()), "live index not written", session)
             self.listed.add(session)
 
     def _enrich(self, event: AnyEvent) -> AnyEvent:
@@ -484,15 +494,48 @@ class Runtime:
         return msgspec.structs.replace(event, params=params)
 
     async def _publish_step(self, session: str, data: bytes) -> None:
-        """Core publish (the stream captures it; order is kept per
-        connection), with the step's index as its id, so a step logged twice
-        (by a new owner, see Stored.unlogged) is stored once."""
-        index = contract.decode_step(data).index
-        await self.nc.publish(subjects.log(session), data, headers={"Nats-Msg-Id": f"{session}:{index}"})
+        self._log_steps(session, [(contract.decode_step(data).index, data)])
+
+    def _log_steps(self, session: str, steps: list[tuple[int, bytes]]) -> None:
+        """Store steps in the log (``PARLEY_LOG``), in order, each acked by
+        the stream and retried like events, with the step's index as its id,
+        so a step logged twice (by a new owner, see Stored.unlogged) is
+        stored once. A core publish would be lost while a NATS cluster elects
+        the log's new leader (seen: 4-9 s after a node's kill -9); the
+        session's reduction does not wait for it (one writer per session)."""
+        self.log_queue.setdefault(session, deque()).extend(steps)
+        if session not in self.log_writers:
+            task = asyncio.create_task(self._write_log(session), name=f"log-{session}")
+            self.log_writers[session] = task
+
+    async def _write_log(self, session: str) -> None:
+        queue = self.log_queue[session]
+        try:
+            while queue:
+                index, data = queue[0]
+                try:
+                    await bus.publish_stored(
+                        self.nc, subjects.log(session), data, {"Nats-Msg-Id": f"{session}:{index}"}, self._log_stream_config,
+                        f"step {index} of {session}", session,
+                    )  # fmt: skip
+                except bus.EventNotStored as exc:
+                    self.stats["steps_not_logged"] = self.stats.get("steps_not_logged", 0) + 1
+                    log.error("step not logged: %s", exc, extra={"session_id": session, "index": index})
+                queue.popleft()
+        finally:
+            del self.log_writers[session]
+            if not queue:
+                del self.log_queue[session]
+
+    def _log_stream_config(self, replicas: int) -> dict:
+        return {
+            "name": subjects.LOG_STREAM, "subjects": [subjects.LOG_ALL], "storage": "file", "max_age": int(self.log_retention * 1e9),
+            "duplicate_window": 30 * 10**9, "num_replicas": replicas,
+        }  # fmt: skip
 
     async def _record(self, session: str, step: Step, data: bytes) -> None:
         self.stats["events"] += 1
-        await self.nc.publish(subjects.log(session), data, headers={"Nats-Msg-Id": f"{session}:{step.index}"})
+        self._log_steps(session, [(step.index, data)])
         await self.nc.publish(subjects.observe(session), data)
         extra = {
             "session_id": session,
