@@ -15,6 +15,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from parley import bus, subjects, telemetry
 
 from . import auth, inspect, outbound, twilio_media, webrtc, ws_pcm
+from .admission import Admission
 from .call import Ticker
 from .recording import Recordings
 from .settings import Settings
@@ -33,6 +34,10 @@ def _refuse(status: int, error: str) -> JSONResponse:
     return JSONResponse({"error": error}, status_code=status)
 
 
+def _busy(admission: Admission, transport: str) -> JSONResponse:
+    return JSONResponse({"error": admission.refuse(transport), "retry_after": admission.retry_after}, status_code=503, headers=admission.headers())
+
+
 def _count(stats: dict, key: str) -> None:
     stats[key] = stats.get(key, 0) + 1
 
@@ -49,6 +54,7 @@ def create_app(settings: Settings) -> FastAPI:
         allowed_origins=settings.allowed_origins,
     )
     state: dict = {"stats": {}, "gate": gate}
+    admission = state["admission"] = Admission(settings.max_calls, settings.busy_retry_after, state["stats"])
     tel = telemetry.setup("media-gateway")
 
     @contextlib.asynccontextmanager
@@ -77,7 +83,7 @@ def create_app(settings: Settings) -> FastAPI:
         nc = state.get("nc")
         if nc is None or not nc.is_connected:
             return JSONResponse({"ok": False}, status_code=503)
-        return {"ok": True, "stats": state["stats"]}
+        return {"ok": True, "calls": len(admission.calls), "max_calls": admission.limit, "stats": state["stats"]}
 
     @app.get("/")
     async def index():
@@ -93,7 +99,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.websocket("/ws/pcm")
     async def pcm(ws: WebSocket):
-        await ws_pcm.serve(ws, state["nc"], state["ticker"], state["stats"], gate, state.get("recordings"))
+        await ws_pcm.serve(ws, state["nc"], state["ticker"], state["stats"], gate, state.get("recordings"), admission)
 
     @app.post("/api/sessions")
     async def mint_session(request: Request):
@@ -106,6 +112,8 @@ def create_app(settings: Settings) -> FastAPI:
             _count(stats, "api_sessions_unauthorized")
             log.warning("session token refused: bad or missing API key", extra={"client": _client(request)})
             return _refuse(401, "needs Authorization: Bearer <PARLEY_API_KEY>")
+        if admission.full:
+            return _busy(admission, "api")
         body = await request.body()
         try:
             req = msgspec.json.decode(body, type=MintSession) if body.strip() else MintSession()
@@ -130,6 +138,8 @@ def create_app(settings: Settings) -> FastAPI:
             return _refuse(403, f"{why}: a session needs a token from your backend (POST /api/sessions with PARLEY_API_KEY), passed to this page as #token=...")
         if "origin" not in request.headers:
             return _refuse(403, "demo tokens are for the gateway's own page (a browser request with an Origin)")
+        if admission.full:
+            return _busy(admission, "demo")
         try:
             auth.check_origin(request.headers, settings.allowed_origins)
             gate.rate.take(client or "unknown", gate.now())

@@ -66,6 +66,7 @@ from parley import bus, contract, subjects, telemetry
 from parley.audio import Mark, Playout, Resampler
 from parley.audio.tone import ToneDetector
 
+from .admission import Admission
 from .latency import TurnLatency
 from .recording import FLUSH_S, Recorder, Recordings
 from .tasks import TaskSet
@@ -138,9 +139,13 @@ def new_session_id(kind: str) -> str:
 
 
 class Call:
-    def __init__(self, nc: Client, transport: Transport, session: str | None = None, stats: dict | None = None, recordings: Recordings | None = None):
+    def __init__(
+        self, nc: Client, transport: Transport, session: str | None = None, stats: dict | None = None, recordings: Recordings | None = None,
+        admission: Admission | None = None,
+    ):  # fmt: skip
         self.nc = nc
         self.transport = transport
+        self.admission = admission
         self.session = session or new_session_id(transport.kind)
         self.tones: ToneDetector | None = None  # outbound calls only (set in start)
         self.playout = Playout(rate=transport.rate, frame_ms=FRAME_MS)
@@ -192,6 +197,8 @@ class Call:
             self.subs = []
             self.closed = True
             raise RuntimeError("no speech recognizer is available (is the asr service running?)") from exc
+        if self.admission is not None:
+            self.admission.enter(s)
         self.tasks.spawn(self._watch_asr(), "watch-asr")
         self._reporter = self.tasks.spawn(self._publish_reports(), "reports")
         now = time.time()
@@ -273,6 +280,8 @@ class Call:
         if self.closed:
             return
         self.closed = True
+        if self.admission is not None:
+            self.admission.leave(self.session)
         await self._drain_reports()
         self.tasks.cancel()
         if self.recorder is not None:

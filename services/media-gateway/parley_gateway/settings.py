@@ -75,6 +75,12 @@ class Settings(ServiceSettings):
         "PARLEY_SESSION_PARAMS", None, "what sessions may set (parley.session_params): all, none, or NAME[=LOW..HIGH],...",
         default_factory=Allowed.everything, shown_default="all", allowed="all, none, or NAME[=LOW..HIGH],... of parley.session_params",
     )  # fmt: skip
+    # Admission (admission.py): past this many calls, new ones are refused.
+    max_calls: int = setting(
+        "PARLEY_MAX_CALLS", 100, "calls this gateway carries at once; past it a new call is refused (busy), not let in to degrade every call",
+        ge=1, le=100000,
+    )  # fmt: skip
+    busy_retry_after: int = setting("PARLEY_BUSY_RETRY_AFTER", 10, "seconds a refused caller is told to wait (Retry-After)", ge=1, le=3600)
     # Files and recordings (recording.py).
     data_dir: Path = setting("PARLEY_DATA_DIR", Path("var"), "where the gateway keeps its files (recordings/ under it)")
     recordings: Literal["off", "opt-in", "all"] = setting(

@@ -64,6 +64,7 @@ from parley.contract import SendDigits
 from . import auth
 from . import twilio_protocol as tp
 from . import twilio_rest
+from .admission import CLOSE_TRY_AGAIN, Admission
 from .call import FRAME_MS, Call
 from .settings import Settings
 from .tasks import TaskSet
@@ -148,8 +149,9 @@ class TwilioSocket:
     rate = RATE
     reports_playback = True
 
-    def __init__(self, ws: WebSocket, nc, ticker, stats: dict, settings: Settings, tokens: tp.StreamTokens | None, recordings=None, rejoins: dict | None = None, gate: auth.Gate | None = None):
+    def __init__(self, ws: WebSocket, nc, ticker, stats: dict, settings: Settings, tokens: tp.StreamTokens | None, recordings=None, rejoins: dict | None = None, gate: auth.Gate | None = None, admission: Admission | None = None):
         self.ws = ws
+        self.admission = admission
         self.recordings = recordings
         self.rejoins: dict[str, Rejoin] = rejoins if rejoins is not None else {}
         self.rejoin: Rejoin | None = None  # keys being pressed: this stream is being replaced
@@ -565,7 +567,16 @@ class TwilioSocket:
                 self.end_reason = f"refused: {exc}"
                 self._queue_close(CLOSE_POLICY, str(exc))
                 return False
-        call = Call(self.nc, self, session=_placed_session(params.get("session", "")), stats=self.stats, recordings=self.recordings)
+        if self.admission is not None and self.admission.full:
+            # Twilio's webhook refuses busy calls before they get here; a
+            # stream without one (or in the instant between) is closed:
+            # Twilio then goes on with the TwiML after <Connect>, or hangs up.
+            self.end_reason = "refused: " + self.admission.refuse("twilio")
+            self._queue_close(CLOSE_TRY_AGAIN, "all lines are busy")
+            return False
+        call = Call(
+            self.nc, self, session=_placed_session(params.get("session", "")), stats=self.stats, recordings=self.recordings, admission=self.admission
+        )
         try:
             await call.start(params=params, caller=params.get("caller", ""))
         except RuntimeError as exc:
@@ -730,6 +741,10 @@ def register(app: FastAPI, state: dict, settings: Settings) -> None:
         call_sid = fields.get("CallSid", "")
         if not call_sid or not call_sid.isascii() or not call_sid.isalnum() or len(call_sid) > 64:
             return Response("CallSid missing or invalid", status_code=400, media_type="text/plain")
+        admission = state.get("admission")
+        if admission is not None and admission.full:
+            admission.refuse("twilio")
+            return Response(tp.twiml_reject_busy(), media_type="text/xml", headers=admission.headers())
         try:
             params = _session_params(state["gate"], {k: v for k, v in request.query_params.items() if k not in ("token", "bodySHA256")})
         except auth.Refused as exc:
@@ -764,4 +779,7 @@ def register(app: FastAPI, state: dict, settings: Settings) -> None:
                 _count(stats, "twilio_ws_signature_mismatch")
                 log.warning("twilio stream upgrade signature does not match (is PUBLIC_HOST right?)", extra={"url": url})
         rejoins = state.setdefault("twilio_rejoins", {})
-        await TwilioSocket(ws, state["nc"], state["ticker"], stats, settings, tokens if require_token else None, state.get("recordings"), rejoins, gate=state["gate"]).serve()
+        await TwilioSocket(
+            ws, state["nc"], state["ticker"], stats, settings, tokens if require_token else None, state.get("recordings"), rejoins, gate=state["gate"],
+            admission=state.get("admission"),
+        ).serve()  # fmt: skip

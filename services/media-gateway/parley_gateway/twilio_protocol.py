@@ -351,6 +351,12 @@ def twiml_connect_stream(url: str, parameters: Mapping[str, str]) -> str:
     return f'<?xml version="1.0" encoding="UTF-8"?><Response><Connect><Stream url={quoteattr(url)}>{params}</Stream></Connect></Response>'
 
 
+def twiml_reject_busy() -> str:
+    """``<Reject reason="busy"/>``: the caller hears a busy signal, and the
+    call is not answered (nor billed)."""
+    return '<?xml version="1.0" encoding="UTF-8"?><Response><Reject reason="busy"/></Response>'
+
+
 # ---------------------------------------------------------------------------
 # X-Twilio-Signature
 

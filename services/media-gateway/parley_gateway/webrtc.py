@@ -47,6 +47,7 @@ from fastapi.responses import JSONResponse
 from parley.audio import Resampler, stereo_to_mono
 
 from . import auth
+from .admission import Admission
 from .call import FRAME_MS, Call
 from .settings import Settings
 from .tasks import TaskSet
@@ -389,7 +390,7 @@ def ice_configuration(settings: Settings) -> RTCConfiguration:
     return RTCConfiguration(iceServers=[RTCIceServer(urls=url.strip()) for url in settings.ice_servers])
 
 
-async def answer(nc, settings: Settings, sessions: dict, stats: dict, body: object, recordings=None, admit=None) -> tuple[int, dict]:
+async def answer(nc, settings: Settings, sessions: dict, stats: dict, body: object, recordings=None, admit=None, admission: Admission | None = None) -> tuple[int, dict]:
     """Answer one offer; (HTTP status, JSON body). Nothing is left behind on an error.
 
     ``admit(token, params) -> params`` decides whether the session may start
@@ -410,7 +411,7 @@ async def answer(nc, settings: Settings, sessions: dict, stats: dict, body: obje
             return refused.status, {"error": str(refused)}
     pc = RTCPeerConnection(ice_configuration(settings))
     transport = WebRtcTransport(pc, sessions, stats)
-    call = Call(nc, transport, stats=stats, recordings=recordings)
+    call = Call(nc, transport, stats=stats, recordings=recordings, admission=admission)
     transport.call = call
     # Before setRemoteDescription: it is what fires "track".
     @pc.on("datachannel")
@@ -473,10 +474,14 @@ def register(app: FastAPI, state: dict, settings: Settings) -> None:
             return JSONResponse({"error": 'the body must be JSON {"sdp": ..., "type": "offer"}'}, status_code=400)
         if state.get("nc") is None:
             return JSONResponse({"error": "the gateway is not ready"}, status_code=503)
+        admission = state.get("admission")
+        if admission is not None and admission.full:
+            return JSONResponse({"error": admission.refuse("webrtc"), "retry_after": admission.retry_after}, status_code=503, headers=admission.headers())
         gate = state["gate"]
         client = request.client.host if request.client else None
         status, reply = await answer(
-            state["nc"], settings, sessions, state["stats"], body, state.get("recordings"), admit=lambda token, params: gate.admit(request.headers, client, token, params)
+            state["nc"], settings, sessions, state["stats"], body, state.get("recordings"), admit=lambda token, params: gate.admit(request.headers, client, token, params),
+            admission=admission,
         )
         return JSONResponse(reply, status_code=status)
 

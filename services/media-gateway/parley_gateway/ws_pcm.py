@@ -31,6 +31,7 @@ from collections import deque
 from fastapi import WebSocket, WebSocketDisconnect
 
 from . import auth
+from .admission import CLOSE_TRY_AGAIN, Admission
 from .call import Call
 
 log = logging.getLogger("parley.gateway")
@@ -149,8 +150,14 @@ class PcmSocket:
                     return
 
 
-async def serve(ws: WebSocket, nc, ticker, stats: dict, gate: auth.Gate, recordings=None) -> None:
+async def serve(ws: WebSocket, nc, ticker, stats: dict, gate: auth.Gate, recordings=None, admission: Admission | None = None) -> None:
     await ws.accept()
+    if admission is not None and admission.full:
+        # Before the token is used: the caller may come back with it.
+        busy = admission.refuse("pcm")
+        await ws.send_text(json.dumps({"type": "error", "error": busy, "status": 503, "retry_after": admission.retry_after}))
+        await ws.close(CLOSE_TRY_AGAIN, "all lines are busy")
+        return
     try:
         # A one-time token, from an allowed origin, within the rate; the URL's
         # other query parameters are session parameters the deployment allows.
@@ -163,7 +170,7 @@ async def serve(ws: WebSocket, nc, ticker, stats: dict, gate: auth.Gate, recordi
         await ws.close(refused.close, str(refused)[:120])
         return
     transport = PcmSocket(ws, stats)
-    call = Call(nc, transport, stats=stats, recordings=recordings)
+    call = Call(nc, transport, stats=stats, recordings=recordings, admission=admission)
     transport.call = call
     try:
         await call.start(params=params)
