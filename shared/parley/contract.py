@@ -340,6 +340,9 @@ class CancelLLM(RunCommand, frozen=True, kw_only=True, tag="CancelLLM"):
 class Synthesize(RunCommand, frozen=True, kw_only=True, tag="Synthesize"):
     chunk: int
     text: str
+    # Who should speak it (the session's ``tts`` parameter: piper, cartesia,
+    # elevenlabs, openai); "" the worker's own choice (PARLEY_TTS).
+    provider: str = ""
 
 
 class CancelTTS(RunCommand, frozen=True, kw_only=True, tag="CancelTTS"):
@@ -566,6 +569,10 @@ class AsrClaim(msgspec.Struct, frozen=True, kw_only=True, tag="AsrClaim"):
     session: str
     sample_rate: int = 16000
     utterance: int = 0
+    # Who should hear this session (its ``asr`` parameter: whisper, deepgram,
+    # openai); "" the worker's own choice (PARLEY_ASR). A worker that has no
+    # such provider says so (ProviderFailed) and uses its own.
+    provider: str = ""
 
 
 class AsrProgress(msgspec.Struct, frozen=True, kw_only=True, tag="AsrProgress"):

@@ -124,6 +124,10 @@ CATALOGUE: dict[str, Param] = {
         Param("dtmf_terminator", str, 0, 1, "the key that ends a keypad entry", pattern=r"[0-9*#]?"),
         # Outbound calls through an automated menu: keypad groups, one per menu read out ("1,3").
         Param("ivr_path", str, 0, 200, "keys pressed at each automated menu on a call Parley placed (groups of up to 32 keys, w a pause)", pattern=_IVR),
+        # Providers: which of the deployment's configured providers hear and speak this call
+        # (e.g. asr=whisper keeps a caller's audio on the deployment's own machines).
+        Param("asr", str, 0, 16, "who hears this call, among the deployment's providers: whisper, deepgram, openai", pattern=r"(whisper|deepgram|openai)?"),
+        Param("tts", str, 0, 16, "who speaks on this call, among the deployment's providers: piper, cartesia, elevenlabs, openai", pattern=r"(piper|cartesia|elevenlabs|openai)?"),
         # Recording, where the deployment records on request (PARLEY_RECORDINGS=opt-in).
         Param("recording", bool, doc="on: record this call (the consent sentence is the deployment's)"),
         # Labels: no effect on the agent; tools find their sessions by them.

@@ -239,18 +239,27 @@ class Worker:
             # Not replying lets the gateway's request time out: it cannot be served.
             log.error("ASR claim for an unsupported rate", extra={"session_id": claim.session, "rate": claim.sample_rate})
             return
-        await self.claim(claim.session, claim.utterance)
+        cloud = self.cloud is not None
+        ours = self.cloud.name if self.cloud is not None else "whisper"
+        if claim.provider and claim.provider != ours:
+            if claim.provider == "whisper" and self.queue is not None:
+                cloud = False  # the session keeps its audio here: Whisper hears it
+            else:
+                log.warning("session asked for an ASR provider this deployment has not configured", extra={"session_id": claim.session, "provider": claim.provider, "using": ours})
+                await self._event(contract.ProviderFailed(session=claim.session, at=time.time(), service="asr", provider=claim.provider,
+                                                          error="not configured on this deployment", fallback=ours))  # fmt: skip
+        await self.claim(claim.session, claim.utterance, cloud=cloud)
         if msg.reply:
             await msg.respond(contract.encode(contract.AsrClaimed(session=claim.session, worker=self.id)))
 
-    async def claim(self, session_id: str, first_utterance: int = 0) -> Session:
+    async def claim(self, session_id: str, first_utterance: int = 0, cloud: bool = True) -> Session:
         """Take a session's audio (idempotent). Subscribed before the claim is answered."""
         existing = self.sessions.get(session_id)
         if existing is not None:
             return existing
         s = Session(session_id, self.bank.open(), first_utterance)
         self.sessions[session_id] = s
-        if self.cloud is not None:
+        if self.cloud is not None and cloud:
             s.listener = self.cloud.listener(session_id)
         s.subs.append(await self.nc.subscribe(subjects.audio_in(session_id), cb=self._audio_callback(s)))
         s.subs.append(await self.nc.subscribe(subjects.control(session_id), cb=self._on_control))

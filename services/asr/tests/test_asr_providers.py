@@ -261,3 +261,32 @@ def test_openai_rate_limit_falls_back_and_the_next_utterance_skips_it_while_it_w
     fails = [e for e in events if isinstance(e, contract.ProviderFailed)]
     assert len(fails) == 1 and fails[0].error.startswith("rate_limit") and "429" in fails[0].error  # told once
     assert stats["provider_skipped"] >= 1 and stats["fallback_finals"] == 2
+
+
+# ------------------------------------------------------------------ per session
+
+
+async def claim_with(nc, session: str, provider: str) -> None:
+    from parley import subjects
+
+    await nc.request(subjects.ASR_CLAIM, contract.encode(contract.AsrClaim(session=session, provider=provider)), timeout=3)
+
+
+def test_a_session_may_keep_its_audio_here_or_ask_for_an_unconfigured_provider(nats_url, silero, speak):
+    async def main():
+        async with Rig(nats_url, silero, "deepgram") as r:
+            ev = await Events.watch(r.nc, "ps-1", "ps-2")
+            await claim_with(r.nc, "ps-1", "whisper")  # asr=whisper: Whisper hears it, no stream is opened
+            await claim_with(r.nc, "ps-2", "openai")  # not configured here: Deepgram hears it, the session is told
+            pcm = speak(FIRST, lead_s=0.6, trail_s=1.2)
+            await asyncio.gather(stream(r.nc, "ps-1", pcm, speed=0, chunk=320), stream(r.nc, "ps-2", pcm, speed=0, chunk=320))
+            await ev.finals("ps-1", 1, timeout=20)
+            await ev.finals("ps-2", 1, timeout=20)
+            return ev, len(r.standin.streams)
+
+    ev, streams = asyncio.run(main())
+    assert [e.text for e in ev.of("ps-1", contract.TranscriptFinal)] == [FALLBACK_WORDS] and not ev.of("ps-1", contract.ProviderFailed)
+    assert [e.text for e in ev.of("ps-2", contract.TranscriptFinal)] == [FIRST]
+    [f] = ev.of("ps-2", contract.ProviderFailed)
+    assert f.provider == "openai" and f.fallback == "deepgram" and "not configured" in f.error
+    assert streams == 1  # only ps-2 streamed to Deepgram

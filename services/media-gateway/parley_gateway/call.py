@@ -182,6 +182,7 @@ class Call:
 
     # ---------------------------------------------------------------- lifetime
     async def start(self, params: dict[str, str] | None = None, caller: str = "") -> None:
+        self.asr_provider = (params or {}).get("asr", "")
         self.tones = ToneDetector(16000) if (params or {}).get("direction") == "outbound" else None
         s = self.session
         self.subs = [
@@ -214,7 +215,7 @@ class Call:
         """A worker of the ASR queue group takes the session. With none there
         (a worker restarting under the supervisor, or just starting), it asks
         again for ``patience`` seconds before the call is refused."""
-        claim = contract.encode(contract.AsrClaim(session=self.session, sample_rate=16000, utterance=first_utterance))
+        claim = contract.encode(contract.AsrClaim(session=self.session, sample_rate=16000, utterance=first_utterance, provider=getattr(self, "asr_provider", "")))
         deadline = time.monotonic() + patience
         while True:
             try:

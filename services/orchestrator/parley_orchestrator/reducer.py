@@ -188,6 +188,9 @@ RULES = 8
 class Policy(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     system_prompt: str = "You are a helpful voice assistant. Keep replies short: they are spoken."
     greeting: str = ""
+    # The session's TTS provider (its ``tts`` parameter), carried on every
+    # Synthesize; "" the TTS worker's own (PARLEY_TTS).
+    tts: str = ""
     # End of turn, decided from evidence (see ``_judge_turn``). Silence is
     # counted from when the caller's voice ended. A turn the evidence says is
     # complete is answered after ``turn_silence``; one it says is unfinished
@@ -1295,7 +1298,8 @@ def _pump_chunks(fx: Fx, final: bool = False) -> Fx:
         return fx
     if run.sent < len(run.chunks) and run.sent == 0 and not run.tts_started:
         fx = _start_timer(fx, "tts_first_audio", p.tts_first_audio_timeout)
-    fx = fx.emit(*(Synthesize(session=fx.state.session, run=run.id, chunk=i, text=run.chunks[i]) for i in range(run.sent, len(run.chunks))))
+    provider = fx.state.policy.tts
+    fx = fx.emit(*(Synthesize(session=fx.state.session, run=run.id, chunk=i, text=run.chunks[i], provider=provider) for i in range(run.sent, len(run.chunks))))
     return fx.set_run(sent=len(run.chunks))
 
 

@@ -50,6 +50,8 @@ class Job:
     # The turn's trace context (W3C headers) the request came with: the chunk's
     # span and its audio messages carry it on.
     trace: tuple[tuple[str, str], ...] = ()
+    # The session's TTS provider (Synthesize.provider); "" the worker's own.
+    provider: str = ""
 
     @property
     def key(self) -> Key:

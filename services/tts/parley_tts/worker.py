@@ -254,7 +254,7 @@ class Worker:
             return
         now = asyncio.get_running_loop().time()
         trace = tuple((k, v) for k, v in (msg.headers or {}).items() if k in ("traceparent", "tracestate"))
-        job = Job(cmd.session, cmd.run, cmd.chunk, spoken(cmd.text), received=now, trace=trace)
+        job = Job(cmd.session, cmd.run, cmd.chunk, spoken(cmd.text), received=now, trace=trace, provider=cmd.provider)
         admit = self.lanes.submit(job, now)
         if admit is Admit.START:
             self.runners[job.key] = asyncio.create_task(self._run(job.key), name=f"tts-{job.session}-{job.run}")
@@ -385,9 +385,10 @@ class Worker:
         error = ""
         trace = dict(job.trace)
         text = job.text
-        for i, voice in enumerate(self.voices):
+        voices = await self._voices_for(job)
+        for i, voice in enumerate(voices):
             rate = voice.sample_rate
-            nxt = self.voices[i + 1].name if i + 1 < len(self.voices) else ""
+            nxt = voices[i + 1].name if i + 1 < len(voices) else ""
             breaker = self.breakers[voice.name]
             if nxt and not breaker.allows(loop.time()):
                 await self._skipped(job, voice.name, breaker.last_error, nxt)
@@ -455,6 +456,25 @@ class Worker:
             self.stats["audio_ms"] += audio_ms
             log.debug("tts chunk done", extra=extra)
             await self._event(contract.TTSChunkDone(session=job.session, at=time.time(), run=job.run, chunk=job.chunk, audio_ms=audio_ms))
+
+    async def _voices_for(self, job: Job) -> list[Voice]:
+        """The voices for this chunk, in order: the session's own choice
+        (``tts`` parameter) when this worker has it (then that one only: a
+        session that chose the embedded voice never goes to the cloud),
+        else the worker's (told to the session once)."""
+        if not job.provider or job.provider == self.voices[0].name:
+            return self.voices
+        chosen = [v for v in self.voices if v.name == job.provider]
+        if chosen:
+            return chosen
+        if (job.session, "?" + job.provider) not in self._told_skipped:
+            self._told_skipped.add((job.session, "?" + job.provider))
+            log.warning("session asked for a TTS provider this deployment has not configured",
+                        extra={"session_id": job.session, "provider": job.provider, "using": self.voices[0].name})  # fmt: skip
+            await self._event(contract.ProviderFailed(session=job.session, at=time.time(), service="tts", provider=job.provider,
+                                                      error="not configured on this deployment", fallback=self.voices[0].name,
+                                                      run=job.run, chunk=job.chunk))  # fmt: skip
+        return self.voices
 
     async def _provider_failed(self, job: Job, exc: ProviderError, fallback: str, said_again: bool) -> None:
         """Loud: a warning, a counter, and ProviderFailed on the session."""

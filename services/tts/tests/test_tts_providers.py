@@ -390,3 +390,31 @@ def test_elevenlabs_bad_key_falls_back(nats_url):
     check_events(seen.events("el-4"), [0])
     [f] = failures(seen, "el-4")
     assert f.error.startswith("auth") and "401" in f.error
+
+
+# ------------------------------------------------------------------ per session
+
+
+async def synthesize_with(nc, session: str, run: int, chunk: int, text: str, provider: str) -> None:
+    from parley import subjects
+
+    await nc.publish(subjects.TTS_REQUEST, contract.encode(contract.Synthesize(session=session, run=run, chunk=chunk, text=text, provider=provider)))
+    await nc.flush()
+
+
+def test_a_session_may_choose_among_the_configured_voices_only(nats_url):
+    async def main():
+        async with Rig(nats_url, "cartesia") as r:
+            seen = await Seen.watch(r.nc, "ps-1", "ps-2")
+            await synthesize_with(r.nc, "ps-1", 1, 0, TEXT, "canned")  # the embedded voice: the cloud is never asked
+            await synthesize_with(r.nc, "ps-2", 1, 0, TEXT, "openai")  # not configured here: the worker's own, and the session is told
+            await seen.chunks_done("ps-1", 1, 1)
+            await seen.chunks_done("ps-2", 1, 1)
+            return seen, [q["context_id"] for q in r.standin.requests]
+
+    seen, contexts = run(main())
+    assert {a.rate for a in chunk_ok(seen, "ps-1", 1, 0)} == {22050} and not failures(seen, "ps-1")
+    assert not [c for c in contexts if c.startswith("ps-1-")]
+    assert {a.rate for a in chunk_ok(seen, "ps-2", 1, 0)} == {24000}
+    [f] = failures(seen, "ps-2")
+    assert f.provider == "openai" and f.fallback == "cartesia" and "not configured" in f.error
