@@ -586,6 +586,15 @@ class AsrProgress(msgspec.Struct, frozen=True, kw_only=True, tag="AsrProgress"):
     unfinished_since: float = 0.0  # wall clock when that utterance's speech began
 
 
+class AsrProgressAll(msgspec.Struct, frozen=True, kw_only=True, tag="AsrProgressAll"):
+    """An ASR worker's answer to one liveness check for several sessions at
+    once (the body: their ids, comma-separated): a gateway asks each worker
+    once per period for all its calls, not once per call. Sessions the
+    worker does not hold are left out."""
+
+    items: tuple[AsrProgress, ...] = ()
+
+
 class AsrClaimed(msgspec.Struct, frozen=True, kw_only=True, tag="AsrClaimed"):
     session: str
     worker: str

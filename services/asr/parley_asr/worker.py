@@ -189,19 +189,27 @@ class Worker:
         log.info("asr worker started", extra={"worker": self.id, "mode": self.settings.providers})
 
     async def _on_alive(self, msg: Msg) -> None:
-        """Liveness; with a session id as the body, that session's progress."""
+        """Liveness; with a session id as the body, that session's progress;
+        with several (comma-separated), the progress of those it holds."""
         if not msg.reply:
             return
-        s = self.sessions.get(msg.data.decode(errors="replace")) if msg.data else None
-        if s is None:
-            await msg.respond(b"1")
+        body = msg.data.decode(errors="replace") if msg.data else ""
+        if "," in body:
+            items = tuple(p for p in (self._progress(sid) for sid in body.split(",")) if p is not None)
+            await msg.respond(contract.encode(contract.AsrProgressAll(items=items)))
             return
+        progress = self._progress(body) if body else None
+        await msg.respond(contract.encode(progress) if progress is not None else b"1")
+
+    def _progress(self, session: str) -> contract.AsrProgress | None:
+        s = self.sessions.get(session)
+        if s is None:
+            return None
         oldest = min(s.unfinished, default=-1)
-        progress = contract.AsrProgress(
+        return contract.AsrProgress(
             session=s.id, next_utterance=s.ep.utterance if not s.ep.speaking else s.ep.utterance + 1,
             unfinished=oldest, unfinished_since=s.unfinished.get(oldest, 0.0),
         )  # fmt: skip
-        await msg.respond(contract.encode(progress))
 
     async def stop(self) -> None:
         if self._claim_sub is not None:

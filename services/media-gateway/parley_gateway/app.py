@@ -16,6 +16,7 @@ from parley import bus, subjects, telemetry
 
 from . import auth, inspect, outbound, twilio_media, webrtc, ws_pcm
 from .admission import Admission
+from .asr_watch import AsrWatch
 from .call import Ticker
 from .recording import Recordings
 from .settings import Settings
@@ -64,12 +65,13 @@ def create_app(settings: Settings) -> FastAPI:
         recordings.open()
         tasks = TaskSet(state["stats"])
         tasks.spawn(_housekeeping(recordings), "recordings-housekeeping")
-        state.update(nc=nc, ticker=Ticker(state["stats"]), recordings=recordings)
+        state.update(nc=nc, ticker=Ticker(state["stats"]), recordings=recordings, asr_watch=AsrWatch(nc))
         log.info("gateway ready", extra={"url": f"http://{settings.http_host}:{settings.http_port}/", "recordings": settings.recordings})
         try:
             yield
         finally:
             tasks.cancel()
+            state["asr_watch"].close()
             await nc.drain()
             await asyncio.to_thread(recordings.close)  # what is queued reaches the disk
             telemetry.shutdown()
@@ -99,7 +101,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.websocket("/ws/pcm")
     async def pcm(ws: WebSocket):
-        await ws_pcm.serve(ws, state["nc"], state["ticker"], state["stats"], gate, state.get("recordings"), admission)
+        await ws_pcm.serve(ws, state["nc"], state["ticker"], state["stats"], gate, state.get("recordings"), admission, state.get("asr_watch"))
 
     @app.post("/api/sessions")
     async def mint_session(request: Request):

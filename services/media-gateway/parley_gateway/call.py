@@ -67,6 +67,7 @@ from parley.audio import Mark, Playout, Resampler
 from parley.audio.tone import ToneDetector
 
 from .admission import Admission
+from .asr_watch import ASR_CHECK_S, AsrWatch
 from .latency import TurnLatency
 from .recording import FLUSH_S, Recorder, Recordings
 from .tasks import TaskSet
@@ -106,9 +107,6 @@ class Transport(Protocol):
 # How much of the caller's audio the call keeps, to hand to the next ASR
 # worker if the one hearing it dies mid-utterance (PCM16 16 kHz: 32 kB/s).
 REPLAY_S = 6.0
-# How often the call checks that its ASR worker is alive (and asks how far
-# it got): a dead worker is replaced within about this long.
-ASR_CHECK_S = 0.5
 # With no ASR worker answering a claim (one restarting), ask again every
 # CLAIM_RETRY_S for CLAIM_PATIENCE_S before refusing the call.
 CLAIM_PATIENCE_S = 5.0
@@ -141,11 +139,12 @@ def new_session_id(kind: str) -> str:
 class Call:
     def __init__(
         self, nc: Client, transport: Transport, session: str | None = None, stats: dict | None = None, recordings: Recordings | None = None,
-        admission: Admission | None = None,
+        admission: Admission | None = None, asr_watch: AsrWatch | None = None,
     ):  # fmt: skip
         self.nc = nc
         self.transport = transport
         self.admission = admission
+        self.asr_watch = asr_watch  # the gateway's shared ASR liveness check (None: this call checks its own)
         self.session = session or new_session_id(transport.kind)
         self.tones: ToneDetector | None = None  # outbound calls only (set in start)
         self.playout = Playout(rate=transport.rate, frame_ms=FRAME_MS)
@@ -200,7 +199,10 @@ class Call:
             raise RuntimeError("no speech recognizer is available (is the asr service running?)") from exc
         if self.admission is not None:
             self.admission.enter(s)
-        self.tasks.spawn(self._watch_asr(), "watch-asr")
+        if self.asr_watch is not None:
+            self.asr_watch.add(self)
+        else:
+            self.tasks.spawn(self._watch_asr(), "watch-asr")
         self._reporter = self.tasks.spawn(self._publish_reports(), "reports")
         now = time.time()
         if self.recordings is not None:
@@ -283,6 +285,8 @@ class Call:
         self.closed = True
         if self.admission is not None:
             self.admission.leave(self.session)
+        if self.asr_watch is not None:
+            self.asr_watch.remove(self)
         await self._drain_reports()
         self.tasks.cancel()
         if self.recorder is not None:

@@ -149,9 +149,10 @@ class TwilioSocket:
     rate = RATE
     reports_playback = True
 
-    def __init__(self, ws: WebSocket, nc, ticker, stats: dict, settings: Settings, tokens: tp.StreamTokens | None, recordings=None, rejoins: dict | None = None, gate: auth.Gate | None = None, admission: Admission | None = None):
+    def __init__(self, ws: WebSocket, nc, ticker, stats: dict, settings: Settings, tokens: tp.StreamTokens | None, recordings=None, rejoins: dict | None = None, gate: auth.Gate | None = None, admission: Admission | None = None, asr_watch=None):
         self.ws = ws
         self.admission = admission
+        self.asr_watch = asr_watch
         self.recordings = recordings
         self.rejoins: dict[str, Rejoin] = rejoins if rejoins is not None else {}
         self.rejoin: Rejoin | None = None  # keys being pressed: this stream is being replaced
@@ -575,7 +576,8 @@ class TwilioSocket:
             self._queue_close(CLOSE_TRY_AGAIN, "all lines are busy")
             return False
         call = Call(
-            self.nc, self, session=_placed_session(params.get("session", "")), stats=self.stats, recordings=self.recordings, admission=self.admission
+            self.nc, self, session=_placed_session(params.get("session", "")), stats=self.stats, recordings=self.recordings, admission=self.admission,
+            asr_watch=self.asr_watch,
         )
         try:
             await call.start(params=params, caller=params.get("caller", ""))
@@ -781,5 +783,5 @@ def register(app: FastAPI, state: dict, settings: Settings) -> None:
         rejoins = state.setdefault("twilio_rejoins", {})
         await TwilioSocket(
             ws, state["nc"], state["ticker"], stats, settings, tokens if require_token else None, state.get("recordings"), rejoins, gate=state["gate"],
-            admission=state.get("admission"),
+            admission=state.get("admission"), asr_watch=state.get("asr_watch"),
         ).serve()  # fmt: skip

@@ -390,7 +390,7 @@ def ice_configuration(settings: Settings) -> RTCConfiguration:
     return RTCConfiguration(iceServers=[RTCIceServer(urls=url.strip()) for url in settings.ice_servers])
 
 
-async def answer(nc, settings: Settings, sessions: dict, stats: dict, body: object, recordings=None, admit=None, admission: Admission | None = None) -> tuple[int, dict]:
+async def answer(nc, settings: Settings, sessions: dict, stats: dict, body: object, recordings=None, admit=None, admission: Admission | None = None, asr_watch=None) -> tuple[int, dict]:
     """Answer one offer; (HTTP status, JSON body). Nothing is left behind on an error.
 
     ``admit(token, params) -> params`` decides whether the session may start
@@ -411,7 +411,7 @@ async def answer(nc, settings: Settings, sessions: dict, stats: dict, body: obje
             return refused.status, {"error": str(refused)}
     pc = RTCPeerConnection(ice_configuration(settings))
     transport = WebRtcTransport(pc, sessions, stats)
-    call = Call(nc, transport, stats=stats, recordings=recordings, admission=admission)
+    call = Call(nc, transport, stats=stats, recordings=recordings, admission=admission, asr_watch=asr_watch)
     transport.call = call
     # Before setRemoteDescription: it is what fires "track".
     @pc.on("datachannel")
@@ -481,7 +481,7 @@ def register(app: FastAPI, state: dict, settings: Settings) -> None:
         client = request.client.host if request.client else None
         status, reply = await answer(
             state["nc"], settings, sessions, state["stats"], body, state.get("recordings"), admit=lambda token, params: gate.admit(request.headers, client, token, params),
-            admission=admission,
+            admission=admission, asr_watch=state.get("asr_watch"),
         )
         return JSONResponse(reply, status_code=status)
 

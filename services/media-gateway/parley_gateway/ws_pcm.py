@@ -150,7 +150,7 @@ class PcmSocket:
                     return
 
 
-async def serve(ws: WebSocket, nc, ticker, stats: dict, gate: auth.Gate, recordings=None, admission: Admission | None = None) -> None:
+async def serve(ws: WebSocket, nc, ticker, stats: dict, gate: auth.Gate, recordings=None, admission: Admission | None = None, asr_watch=None) -> None:
     await ws.accept()
     if admission is not None and admission.full:
         # Before the token is used: the caller may come back with it.
@@ -170,7 +170,7 @@ async def serve(ws: WebSocket, nc, ticker, stats: dict, gate: auth.Gate, recordi
         await ws.close(refused.close, str(refused)[:120])
         return
     transport = PcmSocket(ws, stats)
-    call = Call(nc, transport, stats=stats, recordings=recordings, admission=admission)
+    call = Call(nc, transport, stats=stats, recordings=recordings, admission=admission, asr_watch=asr_watch)
     transport.call = call
     try:
         await call.start(params=params)
