@@ -257,7 +257,7 @@ def _check_calls(result: ChaosResult, answer_limit_ms: float, tts_gap_limit_ms: 
 
 def run_chaos(
     root: Path, calls: int, turns: int, plan, answer_limit_ms: float = 2000.0, extra_env: dict | None = None,
-    replicas: dict[str, int] | None = None, nats_nodes: int = 1,
+    replicas: dict[str, int] | None = None, nats_nodes: int = 1, stack_options: dict | None = None,
 ) -> ChaosResult:  # fmt: skip
     from parley_orchestrator.adapters.fixed import CANNED_REPLY
 
@@ -265,7 +265,8 @@ def run_chaos(
     # the gateway's insecure development mode.
     env = {"PARLEY_PROVIDERS": "fixed", "PARLEY_TWILIO_INSECURE": "1", **(extra_env or {})}
     result = ChaosResult(calls=calls, turns=turns)
-    with Stack(root, env=env, replicas=dict(REPLICAS if replicas is None else replicas), nats_nodes=nats_nodes) as stack:
+    options = {"replicas": dict(REPLICAS if replicas is None else replicas), "nats_nodes": nats_nodes, **(stack_options or {})}
+    with Stack(root, env=env, **options) as stack:
         asyncio.run(_run_calls(stack, calls, turns, plan, result, answer_timeout=max(10.0, answer_limit_ms / 1000 + 5)))
         _check_calls(result, answer_limit_ms)
         asyncio.run(_check_logs(stack, result, CANNED_REPLY))

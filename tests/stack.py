@@ -78,6 +78,13 @@ class Stack:
     # services) with every stream and KV bucket kept on all three.
     nats_nodes: int = 1
     cluster: NatsCluster | None = None
+    # Several "hosts" (tests/hosts.py: network namespaces): which host each
+    # process runs on (key -> host name; unplaced ones stay in this one) and
+    # each NATS node's host. "host-h2" then kills or restarts all of h2.
+    hosts: object | None = None  # hosts.Hosts
+    placement: dict[str, str] = field(default_factory=dict)
+    nats_placement: list[str] = field(default_factory=list)
+    addr: dict[str, str] = field(default_factory=dict)  # key -> the address it listens on
     ports: dict[str, int] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     nats: NatsServer | None = None
@@ -90,16 +97,16 @@ class Stack:
 
     @property
     def gateway(self) -> str:
-        return f"http://127.0.0.1:{self.ports['media-gateway']}"
+        return f"http://{self.addr.get('media-gateway', '127.0.0.1')}:{self.ports['media-gateway']}"
 
     @property
     def gateway_ws(self) -> str:
-        return f"ws://127.0.0.1:{self.ports['media-gateway']}"
+        return f"ws://{self.addr.get('media-gateway', '127.0.0.1')}:{self.ports['media-gateway']}"
 
     @property
     def nats_url(self) -> str:
         """The test process's own way in (a user with every permission)."""
-        return ",".join(f"nats://test:{self.test_password}@127.0.0.1:{n.port}" for n in self._nats_nodes())
+        return ",".join(f"nats://test:{self.test_password}@{n.host}:{n.port}" for n in self._nats_nodes())
 
     def _nats_nodes(self) -> list[NatsServer]:
         if self.cluster is not None:
@@ -132,8 +139,11 @@ class Stack:
         self.root.mkdir(parents=True, exist_ok=True)
         test_user = natsauth.user_block("test", user="test", password=self.test_password)
         self.secrets = natsauth.ensure(self.root / "secrets", ROOT / "deploy" / "nats.conf", extra_users=[test_user])
+        if self.nats_placement:
+            self.nats_nodes = len(self.nats_placement)
         if self.nats_nodes > 1:
-            self.cluster = NatsCluster(self.root / "nats", self.nats_nodes, self.secrets.config).start(log_dir=self.root)
+            where = [(self.hosts[h].ip, tuple(self.hosts[h].prefix())) for h in self.nats_placement] if self.nats_placement else None
+            self.cluster = NatsCluster(self.root / "nats", self.nats_nodes, self.secrets.config, hosts=where).start(log_dir=self.root)
             self.nats = self.cluster.nodes[0]
             self.env = {"PARLEY_NATS_REPLICAS": str(self.nats_nodes), **self.env}
         else:
@@ -154,7 +164,7 @@ class Stack:
             "NATS_URL": self.services_nats_url,
             natsauth.SEED_FILE_ENV: str(self.secrets.seed_file(natsauth.SERVICE_ROLES[name])),
             "PARLEY_API_KEY": self.api_key,
-            "PARLEY_HTTP_HOST": "127.0.0.1",
+            "PARLEY_HTTP_HOST": self.addr.setdefault(key, self._host_ip(key)),
             "PARLEY_HTTP_PORT": str(port),
             "PARLEY_DATA_DIR": str(self.root / "data"),
             "PARLEY_LOG_LEVEL": "INFO",
@@ -165,6 +175,8 @@ class Stack:
             **self.env,
         }
         argv = [sys.executable, "-m", SERVICES[name]]
+        if key in self.placement:
+            argv = [*self.hosts[self.placement[key]].prefix(), *argv]
         if name in self.hostnames:
             argv = ["unshare", "-u", sys.executable, "-c", _AS_HOST, self.hostnames[name], *argv]
         out = open(self.root / f"{key}.log", "ab")
@@ -172,9 +184,23 @@ class Stack:
         self.procs[key] = proc
         return proc
 
+    def _host_ip(self, key: str) -> str:
+        return self.hosts[self.placement[key]].ip if key in self.placement else "127.0.0.1"
+
+    def on_host(self, host: str) -> tuple[list[str], list[str]]:
+        """The processes and the NATS nodes placed on ``host``."""
+        keys = [k for k, h in self.placement.items() if h == host and k in self.procs]
+        nodes = [f"nats-n{i + 1}" for i, h in enumerate(self.nats_placement) if h == host]
+        return keys, nodes
+
     def kill(self, key: str) -> None:
         """kill -9 one process (``name`` or ``name#k``, or a NATS node
-        ``nats-n2``), as a crash would."""
+        ``nats-n2``, or everything on a host ``host-h2``), as a crash would."""
+        if key.startswith("host-"):
+            keys, nodes = self.on_host(key.removeprefix("host-"))
+            for k in [*keys, *nodes]:
+                self.kill(k)
+            return
         if key.startswith("nats-") and self.cluster is not None:
             self.cluster.kill(key.removeprefix("nats-"))
             return
@@ -184,6 +210,15 @@ class Stack:
 
     def restart(self, key: str, timeout: float = 60) -> None:
         """Start a killed process again (a supervisor's job), and wait for it."""
+        if key.startswith("host-"):
+            keys, nodes = self.on_host(key.removeprefix("host-"))
+            for k in nodes:
+                self.restart(k, timeout)
+            for k in keys:
+                name, _, n = k.partition("#")
+                self.start_service(name, f"#{n}" if n else "")
+            self.wait_healthy(timeout)
+            return
         if key.startswith("nats-") and self.cluster is not None:
             self.cluster.restart(key.removeprefix("nats-"), timeout)
             return
@@ -200,7 +235,7 @@ class Stack:
                 if proc.poll() is not None:
                     raise RuntimeError(f"{key} exited with {proc.returncode}:\n{self.log(key)[-3000:]}")
                 try:
-                    if httpx.get(f"http://127.0.0.1:{self.ports[key]}/healthz", timeout=1).status_code == 200:
+                    if httpx.get(f"http://{self.addr.get(key, '127.0.0.1')}:{self.ports[key]}/healthz", timeout=1, trust_env=False).status_code == 200:
                         pending.discard(key)
                 except httpx.HTTPError:
                     pass

@@ -45,7 +45,12 @@ class NatsServer:
     JetStream's Raft groups know servers by it), a route port and the
     other nodes' routes."""
 
-    def __init__(self, port: int, store_dir: Path, config: Path | None = None, name: str = "", cluster_port: int = 0, routes: tuple[str, ...] = (), monitor_port: int = 0):
+    def __init__(self, port: int, store_dir: Path, config: Path | None = None, name: str = "", cluster_port: int = 0, routes: tuple[str, ...] = (), monitor_port: int = 0,
+                 host: str = "127.0.0.1", prefix: tuple[str, ...] = ()):  # fmt: skip
+        # host: the address it listens on; prefix: put before its command
+        # (``ip netns exec NS``: a server on another "host", see tests/hosts.py).
+        self.host = host
+        self.prefix = prefix
         self.port = port
         self.monitor_port = monitor_port
         self.store_dir = store_dir
@@ -57,26 +62,26 @@ class NatsServer:
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        return f"nats://{self.host}:{self.port}"
 
     def start(self, timeout: float = 10.0, log: Path | None = None) -> "NatsServer":
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        args = [binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store_dir)]
+        args = [*self.prefix, binary(), "-a", self.host, "-p", str(self.port), "-js", "-sd", str(self.store_dir)]
         if self.config:
             args += ["-c", str(self.config)]
         if self.name:
             args += ["-n", self.name]  # after -c: the command line wins over the file
         if self.monitor_port:
-            args += ["-m", str(self.monitor_port)]
+            args += ["-m", str(self.monitor_port)]  # on the -a address
         if self.cluster_port:
-            args += ["--cluster_name", CLUSTER_NAME, "--cluster", f"nats://127.0.0.1:{self.cluster_port}", "--routes", ",".join(self.routes)]
+            args += ["--cluster_name", CLUSTER_NAME, "--cluster", f"nats://{self.host}:{self.cluster_port}", "--routes", ",".join(self.routes)]
         out = open(log, "ab") if log else subprocess.DEVNULL
         self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"nats-server exited with {self.proc.returncode}")
-            if port_in_use(self.port):
+            if port_in_use(self.port, self.host):
                 return self
             time.sleep(0.05)
         self.stop()
@@ -88,7 +93,7 @@ class NatsServer:
         import urllib.request
 
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.monitor_port}/healthz", timeout=1) as r:
+            with urllib.request.urlopen(f"http://{self.host}:{self.monitor_port}/healthz", timeout=1) as r:
                 return r.status == 200
         except OSError:
             return False
@@ -127,12 +132,17 @@ class NatsCluster:
     Use it either as a context manager or with ``start()``/``stop()``, not
     both (two servers on one store directory corrupt it)."""
 
-    def __init__(self, base: Path, n: int = 3, config: Path | None = None):
+    def __init__(self, base: Path, n: int = 3, config: Path | None = None, hosts: list[tuple[str, tuple[str, ...]]] | None = None):
+        # hosts: (address, command prefix) per node (default: all on loopback).
+        hosts = hosts or [("127.0.0.1", ())] * n
         cports = [free_port() for _ in range(n)]
-        routes = tuple(f"nats://127.0.0.1:{p}" for p in cports)
+        routes = tuple(f"nats://{hosts[i][0]}:{p}" for i, p in enumerate(cports))
         self.base = base
         self.nodes = [
-            NatsServer(free_port(), base / f"n{i + 1}", config, name=f"n{i + 1}", cluster_port=cports[i], routes=routes, monitor_port=free_port())
+            NatsServer(
+                free_port(), base / f"n{i + 1}", config, name=f"n{i + 1}", cluster_port=cports[i], routes=routes, monitor_port=free_port(),
+                host=hosts[i][0], prefix=hosts[i][1],
+            )
             for i in range(n)
         ]  # fmt: skip
         self.log_dir: Path | None = None
