@@ -226,21 +226,22 @@ async def publish_stored(nc: Client, subject: str, data: bytes, hdrs: dict[str, 
         pause = min(pause * 2, 1.0)
 
 
-async def through_election(op, what: str, session: str = ""):
+async def through_election(op, what: str, session: str = "", reads: bool = False):
     """``await op()`` (a KV write or read), again while no server answers it,
     for up to PUBLISH_PATIENCE: in a NATS cluster, a stream or KV bucket has
     no leader for a few seconds after its leader's node died (RAFT election:
     4-9 s after a kill -9, measured), and a request to it then finds "no
     responders". Such a request reached no stream, so it was not applied and
-    is safe to send again; a timeout may have been applied and is raised."""
+    is safe to send again; a timeout may have been applied and is raised,
+    unless ``reads`` (the op changes nothing: a read is always safe again)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + PUBLISH_PATIENCE
     pause = 0.05
     while True:
         try:
             return await op()
-        except (nats.js.errors.NoStreamResponseError, nats.errors.NoRespondersError, nats.errors.ConnectionReconnectingError) as exc:
-            if loop.time() > deadline:
+        except (nats.js.errors.NoStreamResponseError, nats.errors.NoRespondersError, nats.errors.ConnectionReconnectingError, nats.errors.TimeoutError) as exc:
+            if loop.time() > deadline or (isinstance(exc, nats.errors.TimeoutError) and not reads):
                 raise
             log.warning("%s: no leader answers yet, retrying", what, extra={"session_id": session, "error": type(exc).__name__})
             await asyncio.sleep(pause)

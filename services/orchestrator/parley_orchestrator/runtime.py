@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Union
 
 import msgspec
+import nats.errors
 from nats.aio.client import Client
 from nats.js.api import KeyValueConfig, StorageType, StreamConfig
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError, NotFoundError
@@ -263,7 +264,7 @@ class Runtime:
         """Load every live session of a gained partition, so its timers and
         unfinished work resume even if no event of it arrives."""
         try:
-            keys = await self.live.keys()
+            keys = await bus.through_election(self.live.keys, "live index not read", reads=True)
         except NoKeysError:
             return
         prefix = f"{p}."
@@ -302,7 +303,7 @@ class Runtime:
     # ------------------------------------------------------------- reduce+CAS
     async def _load(self, session: str) -> Cached:
         try:
-            entry = await bus.through_election(lambda: self.kv.get(session), "session state not read", session)
+            entry = await bus.through_election(lambda: self.kv.get(session), "session state not read", session, reads=True)
             return Cached(decode_stored(entry.value), entry.revision)
         except KeyNotFoundError:
             return Cached(Stored(consumed=0, state=reducer.initial_state()), None)
@@ -315,7 +316,7 @@ class Runtime:
             try:
                 msg = await bus.through_election(
                     lambda: self.js.get_msg(subjects.EVENTS_STREAM, seq=seq, subject=subjects.stored_events(session), next=True, direct=True),
-                    "stored events not read", session,
+                    "stored events not read", session, reads=True,
                 )  # fmt: skip
             except NotFoundError:
                 return out
@@ -409,12 +410,28 @@ class Runtime:
     async def _commit(self, session: str, cached: Cached, stored: Stored) -> int | None:
         """Compare-and-set; None when another replica wrote first."""
         data = contract.encode(stored)
-        try:
-            if cached.revision is None:
-                return await bus.through_election(lambda: self.kv.create(session, data), "session state not written", session)
-            return await bus.through_election(lambda: self.kv.update(session, data, last=cached.revision), "session state not written", session)
-        except KeyWrongLastSequenceError:
-            return None
+        for _attempt in range(4):
+            try:
+                if cached.revision is None:
+                    return await bus.through_election(lambda: self.kv.create(session, data), "session state not written", session)
+                return await bus.through_election(lambda: self.kv.update(session, data, last=cached.revision), "session state not written", session)
+            except KeyWrongLastSequenceError:
+                return None
+            except nats.errors.TimeoutError:
+                # Sent but unanswered (the bucket's leader died with it, in a
+                # NATS cluster): it may have been written. Look, rather than
+                # guess: written by us, it is our commit (its commands must
+                # run); written by another, a conflict; unchanged, send again.
+                log.warning("session state write unanswered: reading it back", extra={"session_id": session})
+                try:
+                    entry = await bus.through_election(lambda: self.kv.get(session), "session state not read", session, reads=True)
+                except KeyNotFoundError:
+                    entry = None
+                if entry is not None and entry.value == data:
+                    return entry.revision
+                if (entry.revision if entry is not None else None) != cached.revision:
+                    return None
+        raise nats.errors.TimeoutError
 
     async def _ack(self, deliveries: list[Delivery], applied: int) -> None:
         for d in deliveries:
