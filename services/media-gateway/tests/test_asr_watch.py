@@ -1,0 +1,70 @@
+"""AsrWatch: one liveness question per ASR worker per round, for all of the
+gateway's calls on it; each call gets its own progress; a dead worker's calls
+are each claimed again once. Real nats-server; the test answers as the ASR
+workers (their documented reply, contract.AsrProgressAll)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from parley import bus, contract, subjects
+from parley_gateway.asr_watch import AsrWatch
+from parley_gateway.tasks import TaskSet
+
+
+class FakeCall:
+    """What AsrWatch reads and calls on a gateway Call."""
+
+    def __init__(self, session: str, worker: str):
+        self.session = session
+        self.asr_worker = worker
+        self.closed = False
+        self.asr_progress = None
+        self.asr_checked_at = 0.0
+        self.tasks = TaskSet({})
+        self.reclaims = 0
+
+    async def _reclaim_asr(self) -> None:
+        self.reclaims += 1
+        await asyncio.sleep(0.3)  # a claim takes a while: the next round must not claim again
+        self.asr_worker = "w-new"
+
+
+def test_one_question_per_worker_per_round_progress_per_call_and_one_reclaim_per_dead_worker(nats_server):
+    async def scenario():
+        nc = await bus.connect(nats_server.url)
+        asked: dict[str, list[bytes]] = {"w1": [], "w2": [], "w-new": []}
+
+        def worker(name: str):
+            async def on_alive(msg):
+                asked[name].append(msg.data)
+                sessions = [s for s in msg.data.decode().split(",") if s.startswith("s")]
+                items = tuple(contract.AsrProgress(session=s, next_utterance=int(s[1:]), unfinished=-1) for s in sessions)
+                await msg.respond(contract.encode(contract.AsrProgressAll(items=items)))
+
+            return on_alive
+
+        subs = {name: await nc.subscribe(subjects.asr_alive(name), cb=worker(name)) for name in asked}
+        calls = [FakeCall("s1", "w1"), FakeCall("s2", "w1"), FakeCall("s3", "w2")]
+        watch = AsrWatch(nc, every=0.1)
+        try:
+            for c in calls:
+                watch.add(c)
+            await asyncio.sleep(0.35)  # three rounds
+            rounds = {name: len(v) for name, v in asked.items()}
+            await subs["w1"].unsubscribe()  # w1's process is gone: no responders
+            await nc.flush()
+            await asyncio.sleep(0.6)
+            return rounds, asked, calls
+        finally:
+            watch.close()
+            for c in calls:
+                c.tasks.cancel()
+            await nc.close()
+
+    rounds, asked, calls = asyncio.run(scenario())
+    assert rounds["w1"] == rounds["w2"] >= 2  # one question per worker per round, not one per call
+    assert sorted(asked["w1"][0].decode().strip(",").split(",")) == ["s1", "s2"]
+    assert [c.asr_progress.next_utterance for c in calls] == [1, 2, 3]  # each its own progress
+    assert [c.reclaims for c in calls] == [1, 1, 0]  # each of the dead worker's calls claimed again, once
+    assert calls[0].asr_worker == calls[1].asr_worker == "w-new" and asked["w-new"]  # and watched on its new worker
