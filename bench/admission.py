@@ -1,0 +1,99 @@
+"""What admission control buys (issue 10 point 7): the same overload with and
+without a limit on one gateway.
+
+The stack with the fixed-latency providers (``tests/stack.py``) takes
+``--offered`` Twilio-protocol calls (``bench/loadgen.py``'s callers, real-time
+pace, three turns each), once with ``PARLEY_MAX_CALLS=--limit`` and once
+without a limit. For each run: calls refused (the gateway closed the stream
+with 1013 before the call started), and for the calls let in: turns
+answered, answer p50/p99 (caller's end of speech to the first agent audio),
+playout underruns (silences inside a reply) and failed calls. Prints JSON.
+
+    uv run python bench/admission.py --offered 60 --limit 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "tests"))
+
+import loadgen  # noqa: E402
+import utterances  # noqa: E402
+from chaos import caller_args  # noqa: E402
+from stack import Stack  # noqa: E402
+
+
+def pct(xs: list[float], q: float) -> float | None:
+    return round(sorted(xs)[min(len(xs) - 1, int(len(xs) * q))]) if xs else None
+
+
+async def offer(stack: Stack, calls: int, turns: int) -> list[dict]:
+    args = caller_args(f"{stack.gateway_ws}/twilio/media", calls, turns)
+    args.spread, args.connect_spread = 5.0, 2.0
+    speech = [loadgen.frames_of(p.read_bytes(), 160, True) for p in utterances.paths()["fixed_ulaw"]]
+    silence = loadgen.frames_of(b"\xff" * 160, 160, True)[0]
+    callers = [loadgen.Caller(i, args, speech, silence) for i in range(calls)]
+    stop = asyncio.Event()
+    tick = asyncio.create_task(loadgen.ticker(callers, {"late_ms": [], "resyncs": 0}, stop))
+    t0 = time.monotonic()
+    scripts = []
+    for i, c in enumerate(callers):
+        start_at = t0 + args.connect_spread * i / calls + args.settle + args.spread * i / calls
+        scripts.append(asyncio.create_task(c.script(start_at)))
+        await asyncio.sleep(args.connect_spread / calls)
+    await asyncio.gather(*scripts)
+    stop.set()
+    await tick
+    from dataclasses import asdict
+
+    return [asdict(c.rec) for c in callers]
+
+
+def judge(records: list[dict], turns: int) -> dict:
+    refused = [r for r in records if not any(t["first_media"] for t in r["turns"]) and any("closed by the gateway" in f for f in r["failures"])]
+    admitted = [r for r in records if r not in refused]
+    answers = [(t["first_media"] - t["speech_end"]) * 1000 for r in admitted for t in r["turns"] if t["first_media"] and t["speech_end"]]
+    return {
+        "offered": len(records),
+        "refused": len(refused),
+        "admitted": len(admitted),
+        "turns_answered": f"{len(answers)}/{len(admitted) * turns}",
+        "failed_calls": sum(1 for r in admitted if r["failures"]),
+        "underruns": sum(len(r["underruns"]) for r in admitted),
+        "answer_p50_ms": pct(answers, 0.5),
+        "answer_p99_ms": pct(answers, 0.99),
+    }
+
+
+def run(root: Path, offered: int, limit: int, turns: int) -> dict:
+    out = {}
+    for label, max_calls in (("limit", limit), ("no limit", 100_000)):
+        env = {"PARLEY_PROVIDERS": "fixed", "PARLEY_TWILIO_INSECURE": "1", "PARLEY_MAX_CALLS": str(max_calls)}
+        with Stack(root / label.replace(" ", "-"), env=env) as stack:
+            records = asyncio.run(offer(stack, offered, turns))
+        out[label] = {"max_calls": max_calls if max_calls < 100_000 else None, **judge(records, turns)}
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--offered", type=int, default=60)
+    ap.add_argument("--limit", type=int, default=30)
+    ap.add_argument("--turns", type=int, default=3)
+    ap.add_argument("--root", default=str(ROOT / "var" / "admission"))
+    a = ap.parse_args(argv)
+    result = run(Path(a.root) / time.strftime("%Y%m%d-%H%M%S"), a.offered, a.limit, a.turns)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
