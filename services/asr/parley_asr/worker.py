@@ -588,7 +588,15 @@ class Worker:
             try:
                 if not self._current(s, utterance, allow_silence=False):
                     return
-                text = await s.listener.partial(s.audio.slice(begin, s.audio.end), begin)
+                try:
+                    text = await s.listener.partial(s.audio.slice(begin, s.audio.end), begin)
+                except ProviderError as exc:
+                    # Counted, not reported on the session: the final's own failure (if any) is.
+                    self.stats["partial_failures"] = self.stats.get("partial_failures", 0) + 1
+                    if self.breaker is not None:
+                        self.breaker.failed(exc, time.monotonic())
+                    log.info("partial not heard: %s", exc, extra={"session_id": s.id, "provider": self.cloud.name, "kind": exc.kind})
+                    return
                 if text and self._current(s, utterance, allow_silence=True):
                     self.stats["partials"] += 1
                     await bus.publish_event(self.nc, contract.TranscriptPartial(session=s.id, at=time.time(), utterance=utterance, text=text))

@@ -9,9 +9,9 @@ speaches, vLLM...).
 One request per utterance for its final, and one per partial while the
 caller speaks (at most one in flight per session, at the worker's partial
 cadence): each sends the utterance so far, so partials multiply the audio
-billed (``take_billed`` counts every second sent, so the cost shows). A
-partial that fails is only counted; a final that fails raises
-``ProviderError`` and Whisper hears the utterance instead.
+billed (``take_billed`` counts every second sent, so the cost shows). Both
+raise ``ProviderError``: a failed partial is counted (and a refused key or a
+rate limit opens the worker's breaker), a failed final is heard by Whisper.
 """
 
 from __future__ import annotations
@@ -100,10 +100,9 @@ class OpenAIListener:
         self.billed += len(audio) / RATE
         try:
             return await self.api.transcribe(audio) or None
-        except ProviderError as exc:
+        except ProviderError:
             self.api.partial_failures += 1
-            log.info("partial not heard: %s", exc, extra={"session_id": self.session, "provider": "openai", "kind": exc.kind})
-            return None
+            raise  # the worker counts it, and its breaker learns of it (a 429 here spares the final)
 
     async def final(self, audio: np.ndarray, begin: int, end: int) -> str:
         if len(audio) == 0:
