@@ -104,6 +104,15 @@ class SessionEnded(Event, frozen=True, kw_only=True, tag="SessionEnded"):
     reason: str = "hangup"
 
 
+class SpeechOnset(Event, frozen=True, kw_only=True, tag="SpeechOnset"):
+    """The VAD heard the first few tens of milliseconds of what may be voice,
+    before it is sure enough to start an utterance (SpeechStarted follows if
+    the sound goes on). A pause-only signal: nothing is transcribed for it.
+    ``utterance`` is the id the utterance will have if it starts."""
+
+    utterance: int
+
+
 class SpeechStarted(Event, frozen=True, kw_only=True, tag="SpeechStarted"):
     utterance: int
 
@@ -290,6 +299,7 @@ class Usage(Event, frozen=True, kw_only=True, tag="Usage"):
 AnyEvent = Union[
     SessionStarted,
     SessionEnded,
+    SpeechOnset,
     SpeechStarted,
     SpeechStopped,
     TranscriptPartial,

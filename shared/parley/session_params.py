@@ -117,7 +117,10 @@ CATALOGUE: dict[str, Param] = {
         Param("resume_timeout", float, 0.1, 10, "seconds after a sound before paused speech resumes"),
         Param("hold_max", float, 0.5, 30, "seconds of wordless sound before the agent talks over it"),
         Param("question_window", float, 0, 10, "seconds after a question in which a yes answers it"),
-        Param("lone_word_max", float, 0, 3, "a lone word in less sound than this is noise"),
+        Param("noise_sound", float, 0, 3, "a few words in less sound than this are a noise mis-heard"),
+        Param("noise_words", int, 0, 10, "at most this many words (none of no/wait/stop...)"),
+        Param("onset_hold", float, 0, 3, "seconds a voice onset pauses the agent without speech following (0: onsets ignored)"),
+        Param("resume_on_partial", bool, doc="a sound whose partial shows no words resumes when it stops"),
         Param("preemptive", bool, doc="start the LLM on the partial transcript"),
         # Keypad.
         Param("dtmf_wait", float, 0, 30, "seconds between keys that end a keypad entry (0: each key is a turn)"),

@@ -15,7 +15,7 @@ EVENTS = {
     "SessionStarted", "SessionEnded", "SpeechStarted", "SpeechStopped", "TranscriptPartial",
     "TranscriptFinal", "LLMToken", "LLMToolCall", "LLMDone", "LLMError", "TTSChunkStarted",
     "TTSChunkDone", "TTSError", "PlaybackProgress", "ToolResult", "TimerFired", "Dtmf",
-    "Takeover", "CallStatus", "ToneHeard", "DigitsSent", "ProviderFailed", "Usage",
+    "Takeover", "CallStatus", "ToneHeard", "DigitsSent", "ProviderFailed", "Usage", "SpeechOnset",
 }  # fmt: skip
 COMMANDS = {
     "StartLLM", "CancelLLM", "Synthesize", "CancelTTS", "PausePlayback", "ResumePlayback",

@@ -11,12 +11,17 @@ decisions with wall-clock time when it publishes them.
 Two phases, with hysteresis between a speech threshold and a lower silence
 threshold (as Silero's own ``get_speech_timestamps`` does):
 
+    IDLE --(onset_windows windows >= threshold)--> IDLE        emits Onset
     IDLE --(start_windows windows >= threshold)--> SPEECH      emits Start
     SPEECH --(silence_windows of silence)--------> IDLE        emits Stop
     SPEECH --(max_windows since it began)--------> IDLE        emits Stop (forced)
 
 * In IDLE a window >= threshold counts towards the start, a window below the
-  silence threshold resets the count, and one in between holds it.
+  silence threshold resets the count, and one in between holds it. A count
+  that reaches ``onset_windows`` (fewer than ``start_windows``) emits an
+  Onset first: the earliest, least certain sign of a voice, for whoever
+  would rather pause at once than wait for the start (the agent's playback).
+  At most one Onset per count; a count that resets may emit another.
 * In SPEECH silence begins at the first window below the silence threshold;
   from then on every window counts as silence until one >= threshold ends it.
 * Every Start is followed by exactly one Stop: either from the rules above or
@@ -46,6 +51,7 @@ class Config:
     start_windows: int = 5  # 160 ms of speech before an utterance starts
     silence_windows: int = 16  # 512 ms of silence ends it
     max_windows: int = 782  # 25 s: Whisper sees at most 30 s at once
+    onset_windows: int = 0  # 0: no Onset; else this many windows >= threshold emit one
 
     @classmethod
     def from_ms(
@@ -56,6 +62,7 @@ class Config:
         start_ms: float = 160,
         silence_ms: float = 500,
         max_ms: float = 25_000,
+        onset_ms: float = 0,
     ) -> "Config":
         return cls(
             threshold=threshold,
@@ -63,7 +70,15 @@ class Config:
             start_windows=windows_for(start_ms),
             silence_windows=windows_for(silence_ms),
             max_windows=windows_for(max_ms),
+            onset_windows=windows_for(onset_ms) if onset_ms > 0 else 0,
         )
+
+
+@dataclass(frozen=True)
+class Onset:
+    utterance: int  # the id the utterance will have if it starts
+    begin: int  # first window of the run of speech so far
+    window: int  # the window whose score made the decision
 
 
 @dataclass(frozen=True)
@@ -86,7 +101,7 @@ class Stop:
         return int((self.end - self.begin) * WINDOW_MS)
 
 
-Decision = Union[Start, Stop]
+Decision = Union[Onset, Start, Stop]
 
 
 @dataclass(frozen=True)
@@ -97,6 +112,7 @@ class State:
     run: int = 0  # IDLE: windows >= threshold counted towards a start
     run_begin: int = -1  # IDLE: first window of that run; SPEECH: begin of the utterance
     silence_begin: int = -1  # SPEECH: first window of the current silence, or -1
+    onset: bool = False  # IDLE: an Onset was emitted for the current count
 
     @property
     def in_silence(self) -> bool:
@@ -120,9 +136,12 @@ def step(state: State, prob: float, cfg: Config) -> tuple[State, Decision | None
             if run >= cfg.start_windows:
                 start = Start(utterance=state.utterance, begin=begin, window=i)
                 return State(index=nxt, speaking=True, utterance=state.utterance, run_begin=begin), start
+            if 0 < cfg.onset_windows <= run and not state.onset:
+                onset = Onset(utterance=state.utterance, begin=begin, window=i)
+                return replace(state, index=nxt, run=run, run_begin=begin, onset=True), onset
             return replace(state, index=nxt, run=run, run_begin=begin), None
         if prob < cfg.neg_threshold:
-            return replace(state, index=nxt, run=0, run_begin=-1), None
+            return replace(state, index=nxt, run=0, run_begin=-1, onset=False), None
         return replace(state, index=nxt), None
 
     silence_begin = state.silence_begin
@@ -141,7 +160,7 @@ def step(state: State, prob: float, cfg: Config) -> tuple[State, Decision | None
 def finish(state: State) -> tuple[State, Stop | None]:
     """The stream ended: close the utterance in progress, if any."""
     if not state.speaking:
-        return replace(state, run=0, run_begin=-1), None
+        return replace(state, run=0, run_begin=-1, onset=False), None
     end = state.silence_begin if state.silence_begin >= 0 else state.index
     return _stopped(state, state.index, end=end, window=state.index - 1, reason="finish")
 

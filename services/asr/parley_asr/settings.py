@@ -42,6 +42,11 @@ class Settings(ServiceSettings):
     # Endpointing (endpointer.py).
     threshold: float = setting("PARLEY_ASR_THRESHOLD", 0.5, "speech probability; silence is below threshold - 0.15", ge=0.05, le=0.95)
     start_ms: float = setting("PARLEY_ASR_START_MS", 160.0, "speech this long before SpeechStarted", ge=32, le=2000)
+    # Pause-only: the agent's playback pauses on the onset, the utterance
+    # starts at start_ms (docs/BENCHMARKS.md section 3).
+    onset_ms: float = setting(
+        "PARLEY_ASR_ONSET_MS", 64.0, "speech this long before SpeechOnset (pauses the agent; 0: none; at least start_ms: none)", ge=0, le=2000
+    )
     # 200 ms (7 windows, 224 ms): the stop comes soon, and the reducer waits
     # longer only when the evidence says the caller is not done (its turn_*
     # policy; docs/BENCHMARKS.md section 6).
@@ -195,5 +200,6 @@ class Settings(ServiceSettings):
             threshold=self.threshold,
             start_ms=self.start_ms,
             silence_ms=self.silence_ms,
+            onset_ms=self.onset_ms,
             max_ms=self.max_utterance_ms,
         )

@@ -6,7 +6,7 @@ Flow of one session:
     gateway --audio_in(s): PCM16 16 kHz, any length--> inbox of the session
     every 16 ms, the VAD loop: whole windows of every session -> one batched
         Silero call per window position -> endpointer.step per window
-        -> SpeechStarted on events(s)
+        -> SpeechOnset (the first few windows: pause-only), SpeechStarted on events(s)
         -> at a stop: the end-of-turn model scores the utterance (batched
            with other sessions' stops, EndOfTurnQueue), then SpeechStopped
            with that score (eot) on events(s); meanwhile Whisper already
@@ -170,7 +170,7 @@ class Worker:
         self.stats = {
             "sessions": 0, "claimed": 0, "released": 0, "dropped_messages": 0, "seq_gaps": 0,
             "ticks": 0, "windows": 0, "vad_calls": 0, "vad_seconds": 0.0, "tick_seconds": 0.0,
-            "utterances": 0, "partials": 0, "finals": 0, "last_final_latency_ms": None, "speculations": 0, "speculations_kept": 0,
+            "utterances": 0, "onsets": 0, "partials": 0, "finals": 0, "last_final_latency_ms": None, "speculations": 0, "speculations_kept": 0,
             "eot": self.eot.stats if self.eot else None,
             "provider": self.cloud.name if self.cloud else "whisper",
             "provider_failures": 0, "provider_skipped": 0, "fallback_finals": 0,
@@ -405,7 +405,9 @@ class Worker:
             if s.closed:  # released while this tick awaited a publish
                 return
             s.ep, decision = endpointer.step(s.ep, p, self.cfg)
-            if isinstance(decision, endpointer.Start):
+            if isinstance(decision, endpointer.Onset):
+                await self._onset(s, decision, now)
+            elif isinstance(decision, endpointer.Start):
                 await self._started(s, decision, now)
             elif isinstance(decision, endpointer.Stop):
                 # The newest window of this tick ended about now; count back.
@@ -432,6 +434,11 @@ class Worker:
         # Keep what a later cut may need: the utterance in progress (or the run
         # of speech that may start one), with its pre-roll.
         s.audio.trim(s.ep.earliest_needed * WINDOW - self._preroll)
+
+    async def _onset(self, s: Session, d: endpointer.Onset, now: float) -> None:
+        self.stats["onsets"] += 1
+        await s.stop_published()  # never ahead of the previous utterance's stop
+        await bus.publish_event(self.nc, contract.SpeechOnset(session=s.id, at=now, utterance=d.utterance))
 
     async def _started(self, s: Session, d: endpointer.Start, now: float) -> None:
         s.last_partial = d.begin

@@ -7,7 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from parley_asr import endpointer as ep
-from parley_asr.endpointer import Config, Start, State, Stop, run, speculation_due
+from dataclasses import replace
+
+from parley_asr.endpointer import Config, Onset, Start, State, Stop, run, speculation_due
 
 CFG = Config(threshold=0.5, neg_threshold=0.35, start_windows=5, silence_windows=16, max_windows=782)
 S, Q, A = 0.9, 0.05, 0.4  # speech, quiet, ambiguous (between the two thresholds)
@@ -187,3 +189,67 @@ def test_speculation_is_due_once_silence_has_lasted_and_names_the_stop_it_bets_o
     state, _ = run([0.9] * 3 + [0.1] * 3 + [0.9], cfg, state)
     assert speculation_due(state, 3) is None  # speech again: no silence to bet on
     assert speculation_due(run([0.9] * 3 + [0.1] * 3, cfg)[0], 0) is None  # 0 = off
+
+
+# ---------------------------------------------------------------- onsets (pause-only, before the start)
+
+ONSET = replace(CFG, onset_windows=2)
+
+
+def test_an_onset_comes_two_windows_in_then_the_start():
+    assert decisions([Q] * 3 + [S] * 5, ONSET) == [Onset(0, begin=3, window=4), Start(0, begin=3, window=7)]
+
+
+def test_an_onset_that_fades_emits_no_start_and_a_new_run_a_new_onset():
+    out = decisions([S, S, S, Q, S, S, Q] + [Q] * 20, ONSET)
+    assert out == [Onset(0, begin=0, window=1), Onset(0, begin=4, window=5)]
+
+
+def test_ambiguous_windows_hold_the_count_without_a_second_onset():
+    assert decisions([S, S, A, A, S, S, S], ONSET) == [Onset(0, begin=0, window=1), Start(0, begin=0, window=6)]
+
+
+def test_from_ms_onset():
+    assert Config.from_ms(onset_ms=64).onset_windows == 2
+    assert Config.from_ms(onset_ms=0).onset_windows == 0
+    # An onset as late as the start adds nothing: the start comes first.
+    assert decisions([S] * 8, replace(CFG, onset_windows=5)) == [Start(0, begin=0, window=4)]
+
+
+onset_configs = st.builds(
+    Config,
+    threshold=st.just(0.5),
+    neg_threshold=st.sampled_from([0.35, 0.5, 0.2]),
+    start_windows=st.integers(1, 8),
+    silence_windows=st.integers(1, 20),
+    max_windows=st.integers(10, 100),
+    onset_windows=st.integers(0, 8),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(streams, onset_configs)
+def test_onsets_change_no_other_decision(probs, cfg):
+    """Onsets are extra: without them the decisions are those of the same
+    endpointer with onsets off."""
+    _, out = ep.run(probs, cfg)
+    _, plain = ep.run(probs, replace(cfg, onset_windows=0))
+    assert [d for d in out if not isinstance(d, Onset)] == plain
+
+
+@settings(max_examples=400, deadline=None)
+@given(streams, onset_configs)
+def test_every_start_after_a_long_enough_count_had_its_onset(probs, cfg):
+    _, out = ep.run(probs, cfg)
+    last_onset = None
+    for d in out:
+        if isinstance(d, Onset):
+            assert 0 < cfg.onset_windows < cfg.start_windows
+            span = probs[d.begin : d.window + 1]
+            assert sum(p >= cfg.threshold for p in span) == cfg.onset_windows and probs[d.window] >= cfg.threshold
+            assert last_onset is None or last_onset.begin != d.begin  # one per count
+            last_onset = d
+        elif isinstance(d, Start):
+            if 0 < cfg.onset_windows < cfg.start_windows:
+                assert last_onset is not None and (last_onset.utterance, last_onset.begin) == (d.utterance, d.begin)
+            last_onset = None

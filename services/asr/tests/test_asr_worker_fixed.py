@@ -74,6 +74,8 @@ class Harness:
 
 
 def assert_one_utterance(events: list, text: str) -> None:
+    assert isinstance(events[0], contract.SpeechOnset) and events[0].utterance == 0  # pause-only, first
+    events = events[1:]
     kinds = [type(e) for e in events]
     assert kinds == [contract.SpeechStarted, contract.SpeechStopped, contract.TranscriptFinal], kinds
     started, stopped, final = events
@@ -102,7 +104,7 @@ def test_fixed_final_comes_150_ms_after_speech_stopped(nats_url, silero, speak):
 
     events = run(main())
     assert_one_utterance(events, TEXT)
-    stopped, final = events[1], events[2]
+    stopped, final = events[2], events[3]
     assert final.at - stopped.at >= 0.150
     # No end-of-turn model runs in fixed mode: eot is the fixed setting, and
     # the text is scored (cheaply) like any final.
@@ -123,7 +125,7 @@ def test_fixed_eot_is_a_setting(nats_url, silero, speak):
         finally:
             await h.close()
 
-    _, stopped, final = run(main())
+    _, _, stopped, final = run(main())
     assert stopped.eot == -1.0 and final.complete < 0.5
 
 
@@ -144,8 +146,8 @@ def test_real_time_stream_in_odd_sized_messages_gives_two_utterances(nats_url, s
 
     events = run(main())
     assert [(type(e).__name__, e.utterance) for e in events] == [
-        ("SpeechStarted", 0), ("SpeechStopped", 0), ("TranscriptFinal", 0),
-        ("SpeechStarted", 1), ("SpeechStopped", 1), ("TranscriptFinal", 1),
+        ("SpeechOnset", 0), ("SpeechStarted", 0), ("SpeechStopped", 0), ("TranscriptFinal", 0),
+        ("SpeechOnset", 1), ("SpeechStarted", 1), ("SpeechStopped", 1), ("TranscriptFinal", 1),
     ]  # fmt: skip
     assert all(a.at <= b.at for a, b in zip(events, events[1:]))
 
@@ -265,8 +267,8 @@ def test_end_mid_utterance_stops_it_and_frees_the_session(nats_url, silero, spea
             await h.close()
 
     events, sessions, unsubscribed, released = run(main())
-    assert [type(e) for e in events] == [contract.SpeechStarted, contract.SpeechStopped, contract.TranscriptFinal]
-    assert events[2].text == "" and events[2].utterance == 0
+    assert [type(e) for e in events] == [contract.SpeechOnset, contract.SpeechStarted, contract.SpeechStopped, contract.TranscriptFinal]
+    assert events[3].text == "" and events[3].utterance == 0
     assert sessions == {} and unsubscribed == 2 and released == 1
 
 

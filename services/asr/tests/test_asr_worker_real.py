@@ -72,6 +72,9 @@ def test_real_time_speech_gives_started_partial_stopped_final(nats_url, silero, 
             await stop_workers([w])
 
     events, whisper_seconds = asyncio.run(main())
+    # The pause-only onset comes first, for the same utterance.
+    assert isinstance(events[0], contract.SpeechOnset) and events[0].utterance == 0 and events[0].at <= events[1].at
+    events = events[1:]
     kinds = [type(e) for e in events]
     assert kinds[0] is contract.SpeechStarted
     assert kinds[-2:] == [contract.SpeechStopped, contract.TranscriptFinal], kinds
@@ -122,6 +125,7 @@ def test_two_workers_transcribe_two_sessions_side_by_side(nats_url, silero, whis
     on, sessions, events = asyncio.run(main())
     assert len(on) == 2
     for key, evs in events.items():
+        evs = [e for e in evs if not isinstance(e, contract.SpeechOnset)]
         kinds = [type(e) for e in evs]
         assert kinds[0] is contract.SpeechStarted and kinds[-2:] == [contract.SpeechStopped, contract.TranscriptFinal]
         assert contains(evs[-1].text, sentences[key]), (key, evs[-1].text)
@@ -164,7 +168,7 @@ def test_a_caller_who_pauses_mid_sentence_gets_two_utterances_and_the_text_says_
             await stop_workers([w])
 
     for events, n in zip(asyncio.run(main()), (2, 3)):
-        kinds = [(type(e).__name__, e.utterance) for e in events if not isinstance(e, contract.TranscriptPartial)]
+        kinds = [(type(e).__name__, e.utterance) for e in events if not isinstance(e, (contract.TranscriptPartial, contract.SpeechOnset))]
         for u in range(n):  # each utterance in order; a final may come after the next start
             assert [k for k, v in kinds if v == u] == ["SpeechStarted", "SpeechStopped", "TranscriptFinal"], kinds
         speech = [(k, v) for k, v in kinds if k != "TranscriptFinal"]

@@ -121,6 +121,7 @@ from parley.contract import (
     RunEvent,
     SessionEnded,
     SessionStarted,
+    SpeechOnset,
     SpeechStarted,
     SpeechStopped,
     StartLLM,
@@ -178,7 +179,10 @@ STREAMING = (GENERATING, SPEAKING)  # an LLM step may be streaming
 # 8: a caller who goes on before hearing any of the answer continues the turn
 #    (the answer is withdrawn); a turn with a mid-turn pause waits
 #    turn_wait_continued even when it looks complete
-RULES = 8
+# 9: a voice onset pauses the agent (bounded by onset_hold); a partial of a
+#    few words in a short sound holds instead of barging in; a sound whose
+#    partial says sound or backchannel resumes when it stops
+RULES = 9
 
 # ---------------------------------------------------------------------------
 # Policy: the knobs of one session. Defaults here; SessionStarted.params may
@@ -233,6 +237,15 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     # over: playback resumes while it goes on, and words in it still cancel.
     resume_timeout: float = 1.0
     hold_max: float = 3.0
+    # The VAD's earliest sign of a voice (SpeechOnset, tens of ms before
+    # SpeechStarted) pauses playback at once, so the caller stops hearing the
+    # agent sooner; if no SpeechStarted follows within ``onset_hold`` (a
+    # click, a breath the VAD half-heard) playback resumes. 0: onsets ignored.
+    onset_hold: float = 0.3
+    # A sound that stops while its latest partial shows only a sound or a
+    # backchannel resumes playback then, without waiting for its final (a
+    # final with words still barges in: late words).
+    resume_on_partial: bool = True
     # "Yes" answers the agent's question when the caller has heard the
     # question begin (estimated from where the chunk is in its audio), or it
     # ended less than this long before the caller spoke.
@@ -710,7 +723,7 @@ def on_session_ended(fx: Fx, e: SessionEnded) -> Next:
 VOICEMAIL_LEFT = "voicemail left"
 # What the other end says or presses: while a machine records the voicemail,
 # none of it takes the floor (its greeting's transcript may still arrive).
-_CALLER_INPUT = (SpeechStarted, SpeechStopped, TranscriptPartial, TranscriptFinal, Dtmf)
+_CALLER_INPUT = (SpeechOnset, SpeechStarted, SpeechStopped, TranscriptPartial, TranscriptFinal, Dtmf)
 
 
 def on_call_status(fx: Fx, e: CallStatus) -> Next:
@@ -812,7 +825,7 @@ def on_speech_started(fx: Fx, e: SpeechStarted) -> Next:
     if _unheard_reply(fx.state):
         return _withdraw(fx).to("caller went on: answer withdrawn")
     if phase == PAUSED:
-        return _cancel_timer(fx, "resume").to("more sound")  # the hold stays bounded by its first onset
+        return _cancel_timer(fx, "resume", "onset").to("more sound")  # the hold stays bounded by its first onset
     if not run.confirmed:
         # A preemptive run answers a turn that is still going on.
         return _cancel_run(fx).to("preemptive guess dropped")
@@ -821,7 +834,21 @@ def on_speech_started(fx: Fx, e: SpeechStarted) -> Next:
     fx = fx.emit(PausePlayback(session=fx.state.session, run=run.id))
     fx = _start_timer(fx, "hold", fx.state.policy.hold_max)
     fx = fx.judged(Judgement(kind="interruption", verdict="hold", reason="sound while the agent speaks: pause, wait for words"))
-    return _cancel_timer(fx, "resume").to("hold")
+    return _cancel_timer(fx, "resume", "onset").to("hold")
+
+
+def on_speech_onset(fx: Fx, e: SpeechOnset) -> Next:
+    """The VAD's first, least certain sign of a voice. While the agent
+    speaks, pause at once (cheap and lossless: a resume plays on from where
+    the caller stopped hearing it); SpeechStarted turns it into the usual
+    hold, and without one within ``onset_hold`` playback resumes."""
+    s, run = fx.state, fx.state.run
+    if s.phase not in FLOOR_PHASES or run is None or not run.confirmed or s.policy.onset_hold <= 0:
+        return fx.to("noted")
+    fx = fx.emit(PausePlayback(session=s.session, run=run.id))
+    fx = _start_timer(_start_timer(fx, "hold", s.policy.hold_max), "onset", s.policy.onset_hold)
+    reason = f"voice onset while the agent speaks: pause; resume in {s.policy.onset_hold:g} s unless speech starts"
+    return fx.judged(Judgement(kind="interruption", verdict="hold", reason=reason, heard="sound", wait=s.policy.onset_hold)).to("hold")
 
 
 def _count_pause(fx: Fx, at: float) -> Fx:
@@ -860,7 +887,7 @@ def _withdraw(fx: Fx) -> Fx:
     run = s.run
     assert run is not None
     fx = fx.emit(CancelLLM(session=s.session, run=run.id), CancelTTS(session=s.session, run=run.id), FlushPlayback(session=s.session, run=run.id))
-    fx = _cancel_timer(fx, "llm_first_token", "tts_first_audio", "playback", "hold", "resume")
+    fx = _cancel_timer(fx, "llm_first_token", "tts_first_audio", "playback", "hold", "resume", "onset")
     fx = fx.set(run=None, user_text=_join(run.user_text, s.user_text))
     return fx.judged(Judgement(kind="turn_end", verdict="wait", reason="the caller went on before hearing the answer: same turn", text=fx.state.user_text[-200:]))
 
@@ -874,12 +901,25 @@ def on_speech_stopped(fx: Fx, e: SpeechStopped) -> Next:
     if s.phase in FLOOR_PHASES:
         return fx.to("end of an earlier sound")  # its final decides
     if s.phase == PAUSED:
-        # The sound stopped without words so far: wait a little for them.
-        return _start_timer(fx, "resume", s.policy.resume_timeout).to("wait for words")
+        return _sound_ended(fx, e)
     guess = _join(s.user_text, s.partial)
     if s.policy.preemptive and guess.strip() and not _ivr_keys_left(s):
         return _start_run(fx, guess, e.at, confirmed=False).to("preemptive start")
     return _turn(fx, e.at).after("stopped")
+
+
+def _sound_ended(fx: Fx, e: SpeechStopped) -> Next:
+    """The sound that paused the agent stopped. If its partial already says
+    it was only a sound or a backchannel, play on now (its final may still
+    show words: they barge in late); otherwise wait ``resume_timeout`` for
+    its words."""
+    s = fx.state
+    if s.policy.resume_on_partial and s.partial.strip():
+        judgement = _judge_overlap(s, s.partial, final=True, at=e.at)
+        if judgement.verdict == "resume":
+            judgement = msgspec.structs.replace(judgement, reason=f"partial: {judgement.reason}")
+            return _resume(fx.judged(judgement), e.at).after("no words: resume")
+    return _start_timer(fx, "resume", s.policy.resume_timeout).to("wait for words")
 
 
 def on_partial(fx: Fx, e: TranscriptPartial) -> Next:
@@ -887,13 +927,13 @@ def on_partial(fx: Fx, e: TranscriptPartial) -> Next:
     s = fx.state
     if s.phase in USER or not s.user_speaking or s.run is None or not s.run.confirmed:
         return fx.to("partial")
-    judgement = _judge_overlap(s, e.text, final=False)
+    judgement = _judge_overlap(s, e.text, final=False, at=e.at)
     if judgement.verdict == "barge-in":
         return _barge_in(fx.judged(judgement)).to("words: barge-in")
     return (fx.judged(judgement) if s.phase == PAUSED and e.text.strip() else fx).to("partial")
 
 
-ASR_EVENTS = (SpeechStarted, SpeechStopped, TranscriptPartial, TranscriptFinal)
+ASR_EVENTS = (SpeechOnset, SpeechStarted, SpeechStopped, TranscriptPartial, TranscriptFinal)
 
 
 def on_final(fx: Fx, e: TranscriptFinal) -> Next:
@@ -912,7 +952,7 @@ def on_final(fx: Fx, e: TranscriptFinal) -> Next:
 
 
 def _final_during_hold(fx: Fx, e: TranscriptFinal) -> Next:
-    judgement = _judge_overlap(fx.state, e.text, final=True)
+    judgement = _judge_overlap(fx.state, e.text, final=True, at=e.at)
     fx = fx.judged(judgement)
     if judgement.verdict == "barge-in":
         fx = _barge_in(fx).set(user_text=_join(fx.state.user_text, e.text.strip()), complete=e.complete)
@@ -926,7 +966,7 @@ def _final_while_agent_has_floor(fx: Fx, e: TranscriptFinal) -> Next:
     run = fx.state.run
     assert run is not None
     if run.confirmed:
-        judgement = _judge_overlap(fx.state, e.text, final=True)
+        judgement = _judge_overlap(fx.state, e.text, final=True, at=e.at)
         if judgement.verdict != "barge-in":
             return fx.to("no words")  # a sound or backchannel: nothing to answer, nothing to keep
         # Words that came after the hold resolved (a slow transcript, or a
@@ -1062,16 +1102,19 @@ def _agent_last_words(s: SessionState) -> str:
     return next((m.content for m in reversed(s.history) if m.role == "assistant" and m.content), "")
 
 
-def _judge_overlap(s: SessionState, text: str, final: bool) -> Judgement:
+def _judge_overlap(s: SessionState, text: str, final: bool, at: float) -> Judgement:
     """The caller made a sound while the agent had the floor: do its words
-    take the floor? Words do, at once (a partial is enough); a backchannel
+    take the floor? Words do, as soon as a partial shows them; a backchannel
     does only when it answers the question the agent is asking, and only on
-    the final; a sound never does."""
+    the final; a sound never does. A few words (none of "no", "wait"...) in
+    a short sound are what a recogniser makes of a hum: a noise on the
+    final, and on a partial not yet words (the rest of the sound decides)."""
     heard = words.hearing(text, asked=_asked_question(s))
     what = f"{heard} only"
     p = s.policy
-    if heard == "words" and words.few_words(text, p.noise_words) and 0 < _sound_length(s, final) < p.noise_sound:
-        heard, what = "sound", f"{len(words.tokens(text))} word(s) in under {p.noise_sound:g} s of sound (a noise mis-heard)"
+    length = _sound_length(s, final, at)
+    if heard == "words" and words.few_words(text, p.noise_words) and 0 < length < p.noise_sound:
+        heard, what = "sound", f"{len(words.tokens(text))} word(s) in {length:.2f} s of sound, under {p.noise_sound:g} s (a noise mis-heard?)"
     if heard == "words":
         verdict, reason = "barge-in", "words: a real interruption"
     elif heard == "answer" and final:
@@ -1083,9 +1126,13 @@ def _judge_overlap(s: SessionState, text: str, final: bool) -> Judgement:
     return Judgement(kind="interruption", verdict=verdict, reason=reason, text=text[-200:], heard=heard)
 
 
-def _sound_length(s: SessionState, final: bool) -> float:
-    """How long the caller's sound lasted (its SpeechStopped), 0 if unknown or still going."""
-    return s.speech_ms / 1000 if final and not s.user_speaking else 0.0
+def _sound_length(s: SessionState, final: bool, at: float) -> float:
+    """How long the caller's sound lasted: on a final, its SpeechStopped's
+    length (0 if unknown or a newer sound is going on); on a partial, at
+    least the time since its SpeechStarted (the VAD heard some before)."""
+    if final:
+        return s.speech_ms / 1000 if not s.user_speaking else 0.0
+    return max(0.001, at - s.speech_started_at) if s.user_speaking and s.speech_started_at else 0.0
 
 
 def _asked_question(s: SessionState) -> bool:
@@ -1645,6 +1692,12 @@ def on_hold_timer(fx: Fx, e: TimerFired) -> Next:
     return _resume(fx, e.at).after("no words: resume")
 
 
+def on_onset_timer(fx: Fx, e: TimerFired) -> Next:
+    reason = f"no speech followed the voice onset in {fx.state.policy.onset_hold:g} s"
+    fx = fx.judged(Judgement(kind="interruption", verdict="resume", reason=reason, heard="sound", wait=fx.state.policy.onset_hold))
+    return _resume(fx, e.at).after("no words: resume")
+
+
 def on_resume_timer(fx: Fx, e: TimerFired) -> Next:
     fx = fx.judged(Judgement(kind="interruption", verdict="resume", reason="the sound stopped and no words came", heard="sound"))
     return _resume(fx, e.at).after("no words: resume")
@@ -1655,7 +1708,7 @@ def _resume(fx: Fx, at: float) -> Next:
     Outcomes: RESUMED (the run's phase, or its end if it was all heard)."""
     run = fx.state.run
     assert run is not None
-    fx = _cancel_timer(fx, "hold", "resume").emit(ResumePlayback(session=fx.state.session, run=run.id))
+    fx = _cancel_timer(fx, "hold", "resume", "onset").emit(ResumePlayback(session=fx.state.session, run=run.id))
     if run.continue_due and not run.waiting:
         return _continue_after_tools(fx)  # a tool result came during the hold
     fx = _press_due(fx)
@@ -1664,7 +1717,7 @@ def _resume(fx: Fx, at: float) -> Next:
 
 def _barge_in(fx: Fx) -> Fx:
     """The caller takes the floor: cancel the run in one step."""
-    return _cancel_run(_cancel_timer(fx, "hold", "resume"))
+    return _cancel_run(_cancel_timer(fx, "hold", "resume", "onset"))
 
 
 def _cancel_run(fx: Fx) -> Fx:
@@ -1674,7 +1727,7 @@ def _cancel_run(fx: Fx) -> Fx:
     assert run is not None
     sid = fx.state.session
     fx = fx.emit(CancelLLM(session=sid, run=run.id), CancelTTS(session=sid, run=run.id), FlushPlayback(session=sid, run=run.id))
-    fx = _cancel_timer(fx, "llm_first_token", "tts_first_audio", "playback", "hold", "resume")
+    fx = _cancel_timer(fx, "llm_first_token", "tts_first_audio", "playback", "hold", "resume", "onset")
     return _commit_run(fx, interrupted=True) if run.confirmed else fx.set(run=None)
 
 
@@ -1762,6 +1815,7 @@ TRANSITIONS: tuple[Row, ...] = (
     _timer(HELD, "max_call", on_max_call_timer, ENDS_RUN, "max duration"),
     # -- the caller's turn
     Row(USER, SpeechStarted, on_speech_started, {"caller speaks": (LISTENING,)}, "caller speaks"),
+    Row(USER + (PAUSED,), SpeechOnset, on_speech_onset, {"noted": STAY}, "voice onset"),
     Row(USER, SpeechStopped, on_speech_stopped, {**_compound("stopped", TURN), "preemptive start": (GENERATING,)}, "silence: turn over? (preemptive?)"),
     Row(USER, TranscriptPartial, on_partial, {"partial": STAY}, "partial"),
     Row(USER, TranscriptFinal, on_final, TURN, "final: turn over?"),
@@ -1773,6 +1827,7 @@ TRANSITIONS: tuple[Row, ...] = (
     Row(USER, ToolResult, on_tool_result, {"result kept": STAY}, "late tool result"),
     Row(USER, DigitsSent, on_digits_sent, {"result kept": STAY}, "keys pressed"),
     # -- the agent has the floor: a sound holds it
+    Row(FLOOR_PHASES, SpeechOnset, on_speech_onset, {"hold": (PAUSED,), "noted": STAY}, "voice onset: pause"),
     Row(
         FLOOR_PHASES,
         SpeechStarted,
@@ -1797,7 +1852,7 @@ TRANSITIONS: tuple[Row, ...] = (
     Row(FLOOR_PHASES, Dtmf, on_dtmf, _compound("key press: barge-in", TURN, via=(INTERRUPTED,)), "key press: barge-in"),
     # -- a hold: barge-in or false interruption
     Row((PAUSED,), SpeechStarted, on_speech_started, {"more sound": STAY, "caller went on: answer withdrawn": (CANCELLED, LISTENING)}, "more sound"),
-    Row((PAUSED,), SpeechStopped, on_speech_stopped, {"wait for words": STAY}, "sound ended: wait for words"),
+    Row((PAUSED,), SpeechStopped, on_speech_stopped, {"wait for words": STAY, **_compound("no words: resume", RESUMED)}, "sound ended: wait for words (a partial says none: resume)"),
     Row((PAUSED,), TranscriptPartial, on_partial, {"partial": STAY, "words: barge-in": (INTERRUPTED, LISTENING)}, "words: barge-in"),
     Row(
         (PAUSED,),
@@ -1809,6 +1864,7 @@ TRANSITIONS: tuple[Row, ...] = (
     Row((PAUSED,), Dtmf, on_dtmf, _compound("key press: barge-in", TURN, via=(INTERRUPTED,)), "key press: barge-in"),
     _timer((PAUSED,), "hold", on_hold_timer, _compound("no words: resume", RESUMED), "long wordless sound: talk over it"),
     _timer((PAUSED,), "resume", on_resume_timer, _compound("no words: resume", RESUMED), "no words: resume"),
+    _timer((PAUSED,), "onset", on_onset_timer, _compound("no words: resume", RESUMED), "onset without speech: resume"),
     # -- the run: LLM, tools, TTS, playback
     Row(STREAMING, LLMToken, on_llm_token, {"token": STAY, **GAP, **STEP_DONE}, "token (a restart that diverges ends the step)"),
     Row((PAUSED,), LLMToken, on_llm_token, {"token": STAY, **GAP, **STEP_DONE_HELD}, "token"),

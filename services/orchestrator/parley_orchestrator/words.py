@@ -56,8 +56,9 @@ BACKCHANNELS = _phrases(
 # word in a very short sound is more likely a noise the recogniser turned
 # into a word (Whisper hears "BAM!" in a hum). See ``lone_word``.
 TAKE_FLOOR = frozenset(
-    """no nope nah wait stop sorry hey hello what pardon excuse actually but cancel help
-    repeat again operator human person agent hold""".split()
+    _fold(w)  # folded like the tokens they meet ("actually" is "actualy")
+    for w in """no nope nah wait stop sorry hey hello what pardon excuse actually but cancel help
+    repeat again operator human person agent hold hang""".split()
 )
 # Of those, the ones that also answer a yes/no question ("Shall I book that?").
 ANSWERS = _phrases(
@@ -92,10 +93,25 @@ def _phrases_of(words: list[str]) -> list[tuple[str, ...]] | None:
     return out
 
 
+def _letters_joined(words: list[str]) -> list[str]:
+    """Runs of lone letters as one word: a recogniser spells a hum out
+    ("M H M", "M. M. M.") where it hears no word."""
+    out: list[str] = []
+    for w in words:
+        if len(w) == 1 and w not in ("a", "i") and out and out[-1].isalpha() and len(out[-1]) < 4:
+            out[-1] = _fold(out[-1] + w)
+        else:
+            out.append(w)
+    return out
+
+
 def hearing(text: str, asked: bool = False) -> str:
     """"sound", "backchannel", "answer" (a backchannel that answers the
     question the agent asked: ``asked``) or "words"."""
-    phrases = _phrases_of(tokens(text))
+    said = tokens(text)
+    phrases = _phrases_of(said)
+    if phrases is None and any(len(w) == 1 for w in said):
+        phrases = _phrases_of(_letters_joined(said))
     if phrases is None:
         return "words"
     if not any(p in BACKCHANNELS for p in phrases):

@@ -147,7 +147,7 @@ def test_interrupted_reply_is_stored_truncated_to_what_was_heard():
     v.send(c.PlaybackProgress, run=run, chunk=0, finished=True)
     v.send(c.PlaybackProgress, run=run, chunk=1, finished=False)
     v.send(c.SpeechStarted, utterance=9)
-    v.send(c.TranscriptPartial, utterance=9, text="and on")  # words: barge-in
+    v.send(c.TranscriptPartial, utterance=9, text="and on that day")  # words: barge-in
     assert v.phase == r.LISTENING
     last = v.state.history[-1]
     assert last.role == "assistant" and last.content == "We are open Monday to Friday." and last.interrupted
@@ -257,7 +257,7 @@ def test_result_of_a_tool_that_ran_is_kept_and_never_run_twice():
     v.send(c.LLMDone, run=run, step=0, finish_reason="tool_calls")
     # The caller interrupts while the tool runs...
     v.send(c.SpeechStarted, utterance=8)
-    v.send(c.TranscriptPartial, utterance=8, text="actually also")
+    v.send(c.TranscriptPartial, utterance=8, text="hmm actually also")
     assert v.state.run is None
     # ...the result arrives while they are still speaking: kept.
     v.send(c.ToolResult, run=run, call_id="t1", name="book_appointment", result='{"booked": true}')
@@ -762,12 +762,28 @@ def test_a_backchannel_never_cancels_the_answer(heard):
     v.send(c.TranscriptPartial, utterance=7, text=heard)
     assert v.phase == r.PAUSED and v.outcome.judgements[0].verdict == "hold"
     v.stop(7, eot=0.9)
-    v.send(c.TranscriptFinal, utterance=7, text=heard, complete=1.0)
+    # The partial already said backchannel: playback resumes when the sound stops.
     assert "ResumePlayback" in v.types() and v.run == run and v.phase == r.SPEAKING
     assert v.outcome.judgements[0].heard == "backchannel" and v.outcome.judgements[0].verdict == "resume"
+    assert v.outcome.judgements[0].reason.startswith("partial:")
+    v.send(c.TranscriptFinal, utterance=7, text=heard, complete=1.0)
+    assert v.types() == ["CancelTimer"] and v.phase == r.SPEAKING  # the final timer
     assert not any(isinstance(x, (c.CancelLLM, c.FlushPlayback)) for x in v.cmds)
     v.play_all()
     assert [m.role for m in v.state.history] == ["user", "assistant"]  # the backchannel is not a turn
+
+
+@pytest.mark.parametrize("heard", ["Mm-hmm.", "Uh huh", "I see."])
+def test_without_resume_on_partial_the_final_resumes(heard):
+    v = Convo(resume_on_partial="false")
+    run = _speaking(v)
+    v.send(c.SpeechStarted, utterance=7)
+    v.send(c.TranscriptPartial, utterance=7, text=heard)
+    v.stop(7, eot=0.9)
+    assert v.types() == ["StartTimer", "StartTimer"] and v.phase == r.PAUSED  # final, resume
+    v.send(c.TranscriptFinal, utterance=7, text=heard, complete=1.0)
+    assert "ResumePlayback" in v.types() and v.run == run and v.phase == r.SPEAKING
+    assert v.outcome.judgements[0].heard == "backchannel" and v.outcome.judgements[0].verdict == "resume"
 
 
 @pytest.mark.parametrize("heard", ["", "(coughs)", "[laughter]", "*sigh*", "Ah.", "Hmm...", "[BLANK_AUDIO]", "(door closes)"])

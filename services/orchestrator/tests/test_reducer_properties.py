@@ -17,7 +17,7 @@ from parley_orchestrator import reducer as r, words
 
 S = "prop"
 SIGNAL = st.sampled_from([-1.0, 0.1, 0.5, 0.95])
-PARTIALS = ["", "uh-huh", "wait", "book me in", "(coughs)", "Mm hmm", "yes"]
+PARTIALS = ["", "uh-huh", "wait", "book me in", "(coughs)", "Mm hmm", "yes", "in a moment", "M H M", "hold on", "book me in for friday please"]
 FINALS = ["", "mm-hmm", "book tomorrow at 3", "no wait, Friday", "(coughs)", "Yeah.", "Yes.", "I'd like to book, um", "555 201", "[laughter]", "Ah."]
 WORDS = ["Sure", "okay,", "let", "me", "check.", "You're", "booked", "at", "3.30", "p.m.", "Dr.", "Smith", "sees", "you!", "Anything", "else?", "uh-huh", "e.g.", "fine", "Shall I book that?"]
 
@@ -35,6 +35,8 @@ def sessions(draw, max_events=60):
         "dtmf_wait": st.sampled_from(["0", "1"]),
         "ivr_path": st.sampled_from(["1", "1,2w3"]),
         "consent_text": st.just("This call may be recorded."),
+        "onset_hold": st.sampled_from(["0", "0.3"]),
+        "resume_on_partial": st.sampled_from(["true", "false"]),
     }))
     state = r.initial_state()
     t = 0.0
@@ -51,7 +53,7 @@ def sessions(draw, max_events=60):
         if draw(st.integers(0, 9)) == 0:
             rid = draw(st.integers(0, state.next_run + 1))  # maybe stale
         step = run.step if run else 0
-        kinds = ["speech", "partial", "final", "token", "tool", "done", "error", "tts", "play", "result", "timer", "dtmf", "status", "keys"]
+        kinds = ["speech", "onset", "partial", "final", "token", "tool", "done", "error", "tts", "play", "result", "timer", "dtmf", "status", "keys"]
         if run is not None and run.llm_active:
             kinds += ["token", "token", "tool", "done", "done"]
         if run is not None and run.waiting:
@@ -67,6 +69,8 @@ def sessions(draw, max_events=60):
             else:
                 ev = c.SpeechStarted(session=S, at=t, utterance=utterance)
             speaking = not speaking
+        elif kind == "onset":
+            ev = c.SpeechOnset(session=S, at=t, utterance=utterance)
         elif kind == "partial":
             ev = c.TranscriptPartial(session=S, at=t, utterance=utterance, text=draw(st.sampled_from(PARTIALS)))
         elif kind == "final":
@@ -105,7 +109,7 @@ def sessions(draw, max_events=60):
             if running and draw(st.integers(0, 4)):
                 name, token = draw(st.sampled_from(running))
             else:
-                name, token = draw(st.sampled_from(["resume", "hold", "endpoint", "final"])), draw(st.integers(0, 50))
+                name, token = draw(st.sampled_from(["resume", "hold", "endpoint", "final", "onset"])), draw(st.integers(0, 50))
             ev = c.TimerFired(session=S, at=t, name=name, token=token)
         elif kind == "keys" and draw(st.booleans()):
             call_n += 1
@@ -462,3 +466,46 @@ def test_the_agent_says_nothing_of_its_own_while_the_ivr_path_has_keys_left(even
             continue
         for cmd in cmds:
             assert not (isinstance(cmd, c.StartLLM) and cmd.step == 0 and cmd.attempt == 0), (ev, cmd)
+
+
+@PROPS
+@given(sessions())
+def test_an_onset_only_pauses_and_the_pause_is_bounded(events):
+    """A voice onset never cancels nor answers anything: while a confirmed
+    run has the floor it pauses playback with the onset and hold timers
+    running (the pause always ends); otherwise it does nothing."""
+    _, steps = run_all(events)
+    for before, ev, cmds, outcome, after in steps:
+        if not isinstance(ev, c.SpeechOnset) or outcome.dropped:
+            continue
+        run = before.run
+        if before.phase in r.FLOOR_PHASES and run is not None and run.confirmed and before.policy.onset_hold > 0:
+            assert [type(x) for x in cmds] == [c.PausePlayback, c.StartTimer, c.StartTimer], cmds
+            assert after.phase == r.PAUSED and {"onset", "hold"} <= {name for name, _ in after.timers}
+        else:
+            assert cmds == [] and after.phase == before.phase, (before.phase, cmds)
+
+
+@PROPS
+@given(sessions())
+def test_every_pause_has_a_timer_that_ends_it(events):
+    _, steps = run_all(events)
+    for before, ev, cmds, outcome, after in steps:
+        if any(isinstance(x, c.PausePlayback) for x in cmds):
+            assert after.phase == r.PAUSED and "hold" in {name for name, _ in after.timers}, (ev, after.timers)
+
+
+@PROPS
+@given(sessions())
+def test_a_partial_barges_in_only_on_words_that_confirm_it(events):
+    """A partial cancels only when its words take the floor: a floor word
+    ("wait", "no", "hold"...), more than noise_words words, or words after
+    at least noise_sound of sound; a few ordinary words early in a sound may
+    be a hum the recogniser turned into words."""
+    _, steps = run_all(events)
+    for before, ev, cmds, outcome, after in steps:
+        if not isinstance(ev, c.TranscriptPartial) or not any(isinstance(x, c.FlushPlayback) for x in cmds):
+            continue
+        said, p = words.tokens(ev.text), before.policy
+        assert words.hearing(ev.text, asked=True) in ("words", "answer")
+        assert any(w in words.TAKE_FLOOR for w in said) or len(said) > p.noise_words or ev.at - before.speech_started_at >= p.noise_sound, (ev, before.speech_started_at)

@@ -40,7 +40,7 @@ def conversation():
     v.send(c.ToolResult, run=v.run, call_id="k", name="book_appointment", result="{}")
     v.llm("Booked for 3 p.m.")
     v.send(c.SpeechStarted, utterance=3)
-    v.send(c.TranscriptPartial, utterance=3, text="thanks bye")
+    v.send(c.TranscriptPartial, utterance=3, text="no thanks, bye")
     return [c.SessionStarted(session="ex", at=0.05, params={"greeting": "Hello."})] + events
 
 

@@ -506,6 +506,7 @@ def history_checks(record: Record, overlaps: list[dict]) -> list[Check]:
 # The timeline (for humans reading a failure)
 
 _SHOWN = (
+    contract.SpeechOnset,
     contract.SpeechStarted,
     contract.SpeechStopped,
     contract.TranscriptFinal,
