@@ -71,6 +71,7 @@ class BusWatch:
     def __init__(self, nats_url: str):
         self.url = nats_url
         self.started: dict[str, list[float]] = {}
+        self.onsets: dict[str, list[float]] = {}
         self.paused: dict[str, list[tuple[float, dict]]] = {}
         self.params: dict[str, dict] = {}
 
@@ -84,6 +85,8 @@ class BusWatch:
                 return
             if isinstance(e, contract.SpeechStarted):
                 self.started.setdefault(e.session, []).append(e.at)
+            elif isinstance(e, contract.SpeechOnset):
+                self.onsets.setdefault(e.session, []).append(e.at)
             elif isinstance(e, contract.SessionStarted):
                 self.params[e.session] = dict(e.params)
 
@@ -104,14 +107,23 @@ class BusWatch:
         return next((s for s, p in self.params.items() if p.get(key) == value), None)
 
     def split(self, session: str | None, onset_wall: float) -> dict:
-        """Onset -> VAD's SpeechStarted -> playback paused, in ms (where seen)."""
+        """Onset -> the VAD's SpeechOnset (pause-only) and SpeechStarted ->
+        playback paused, in ms (where seen)."""
         out: dict = {}
+        heard = None
         vad = next((t for t in self.started.get(session or "", []) if onset_wall - 0.1 <= t <= onset_wall + 2.0), None)
         if vad is not None:
             out["vad_ms"] = (vad - onset_wall) * 1000
-            paused = next((n for t, n in self.paused.get(session or "", []) if t >= vad - 0.01), None)
+            heard = vad
+        first = next((t for t in self.onsets.get(session or "", []) if onset_wall - 0.1 <= t <= onset_wall + 2.0), None)
+        if first is not None:
+            out["onset_ms"] = (first - onset_wall) * 1000
+            heard = first if heard is None else min(first, heard)
+        if heard is not None:
+            # The gateway measures its pause from the VAD's first sign (onset, else start).
+            paused = next((n for t, n in self.paused.get(session or "", []) if t >= heard - 0.01), None)
             if paused is not None:
-                out["pause_ms"] = out["vad_ms"] + paused["reaction_ms"]
+                out["pause_ms"] = (heard - onset_wall) * 1000 + paused["reaction_ms"]
         return out
 
 
@@ -268,7 +280,7 @@ def summarize(rows: list[dict]) -> dict:
 
         out[transport] = {
             "n": len(rs),
-            **{f"{k}_{q}": pct(col(k), q) for k in ("stop_ms", "sound_stop_ms", "vad_ms", "pause_ms", "clear_ms") for q in (50, 95)},
+            **{f"{k}_{q}": pct(col(k), q) for k in ("stop_ms", "sound_stop_ms", "onset_ms", "vad_ms", "pause_ms", "clear_ms") for q in (50, 95)},
             "stop_max": max(col("stop_ms")) if rs else None,
         }
     return out

@@ -32,6 +32,9 @@ class _Turn:
     reported: bool = False
 
 
+ONSET_TO_START_S = 1.0  # a SpeechStarted this soon after a SpeechOnset is the same sound
+
+
 @dataclass
 class TurnLatency:
     turns: dict[int, _Turn] = field(default_factory=dict)
@@ -39,14 +42,20 @@ class TurnLatency:
     last_speech_end: float | None = None
     last_vad_stop: float | None = None
     last_final: float | None = None
+    _onset: float | None = None
 
     def on_step(self, step: contract.Step) -> dict | None:
         """Feed one reducer step; returns a run's split if this step completed it."""
         e = step.event
         if step.dropped:
             return None
-        if isinstance(e, contract.SpeechStarted):
-            self.last_speech_start = e.at
+        if isinstance(e, contract.SpeechOnset):
+            # The VAD's earliest sign of the voice (it may pause playback): the
+            # speech start, if the utterance follows.
+            self.last_speech_start = self._onset = e.at
+        elif isinstance(e, contract.SpeechStarted):
+            onset, self._onset = self._onset, None
+            self.last_speech_start = onset if onset is not None and 0 <= e.at - onset < ONSET_TO_START_S else e.at
         elif isinstance(e, contract.SpeechStopped):
             self.last_vad_stop = e.at
             self.last_speech_end = e.speech_end_at or e.at
