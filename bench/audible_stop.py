@@ -365,9 +365,11 @@ def section(stop: dict) -> list[str]:
         "where it is; marks echoed once their audio has played), with a 60 ms and a 300 ms far-end buffer; WebRTC is headless Chromium on the "
         "gateway's page, recording its microphone and the received remote track on one AudioWorklet clock (agent sound: 5 ms windows above "
         f"{WEBRTC_THRESHOLD * 100:.1f} % of full scale). Fixed-latency providers, real Silero VAD; each caller talks over each reply "
-        f"{BARGE_INTO_S[0]:.1f}–{BARGE_INTO_S[1]:.1f} s after it starts. The reducer pauses playback on SpeechStarted; on Twilio the pause "
-        "sends `clear` and a resume replays from the last mark Twilio echoed. Split from the bus (one machine clock): onset → SpeechStarted "
-        "(the VAD) → playback paused at the gateway → `clear` at the caller (Twilio) → last sample heard."
+        f"{BARGE_INTO_S[0]:.1f}–{BARGE_INTO_S[1]:.1f} s after it starts. The reducer pauses playback on the ASR's SpeechOnset (the VAD's "
+        "first `PARLEY_ASR_ONSET_MS`, 64 ms, of voice: a pause-only signal, resumed after `onset_hold` if no SpeechStarted follows) or, "
+        "without one, on SpeechStarted; on Twilio the pause sends `clear` and a resume replays from the last mark Twilio echoed. Split from "
+        "the bus (one machine clock): onset → SpeechOnset → SpeechStarted (the utterance, 160 ms of voice) → playback paused at the gateway "
+        "→ `clear` at the caller (Twilio) → last sample heard."
     )
     out.append("")
     rows = []
@@ -376,16 +378,16 @@ def section(stop: dict) -> list[str]:
         verdict = "**holds**" if (v["stop_ms_95"] or 1e9) <= GOAL_MS else "does not hold"
         rows.append(
             [LABELS.get(t, t), str(v["n"]), f"{_f(v['stop_ms_50'])} / **{_f(v['stop_ms_95'])}** / {_f(v['stop_max'])}", verdict,
-             f"{_f(v['vad_ms_50'])} / {_f(v['vad_ms_95'])}", _f(v["pause_ms_50"]), _f(v["clear_ms_50"]), _f(far)]
+             f"{_f(v.get('onset_ms_50'))} / {_f(v.get('onset_ms_95'))}", f"{_f(v['vad_ms_50'])} / {_f(v['vad_ms_95'])}", _f(v["pause_ms_50"]), _f(v["clear_ms_50"]), _f(far)]
         )  # fmt: skip
-    head = ["transport", "n", "audible stop p50 / p95 / max ms", f"p95 ≤ {GOAL_MS} ms", "onset → VAD p50 / p95", "→ paused p50", "→ `clear` p50", "paused → last heard p50"]
+    head = ["transport", "n", "audible stop p50 / p95 / max ms", f"p95 ≤ {GOAL_MS} ms", "onset → SpeechOnset p50 / p95", "onset → SpeechStarted p50 / p95", "→ paused p50", "→ `clear` p50", "paused → last heard p50"]
     out.append("| " + " | ".join(head) + " |")
     out.append("|" + "---|" * len(head))
     out += ["| " + " | ".join(r) + " |" for r in rows]
     out.append("")
     out.append(
-        "Where the time goes: almost all of it is the VAD's onset (the ASR needs `PARLEY_ASR_START_MS`, 160 ms by default, of speech above "
-        "its threshold before SpeechStarted, plus Silero's own rise, the 32 ms window and the 20 ms packet). From SpeechStarted the pause "
+        "Where the time goes: most of it is the VAD's onset (two 32 ms windows above Silero's threshold for SpeechOnset, after Silero's own "
+        "rise, the window's fill and the 20 ms packet; SpeechStarted needs 160 ms and comes about 100 ms later). From the onset the pause "
         "reaches the gateway in a few ms (orchestrator reduce + KV + NATS), and on Twilio the `clear` reaches the caller within a ms of the "
         "pause; what remains after it is the far end's own buffer (the page's 40 ms, Chromium's jitter buffer), which the gateway cannot "
         "clear. Twilio's far-end buffer depth no longer matters (60 vs 300 ms rows)."

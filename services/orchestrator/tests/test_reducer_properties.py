@@ -323,6 +323,10 @@ def test_a_sound_or_backchannel_never_cancels_a_held_answer(events):
         if isinstance(ev, (c.TranscriptPartial, c.TranscriptFinal)):
             assert any(j.verdict == "barge-in" and j.heard in ("words", "answer") for j in _words_judged(outcome)), (ev, outcome)
             assert words.hearing(ev.text, asked=True) in ("words", "answer")
+        elif isinstance(ev, c.SpeechStarted):
+            # Paused by a voice onset before any of the answer was heard: the
+            # caller goes on with the turn (the unheard answer is withdrawn).
+            assert outcome.taken == "caller went on: answer withdrawn" and before.run.played == 0, (ev, outcome)
         else:
             assert isinstance(ev, (c.Dtmf, c.SessionEnded, c.TimerFired, c.LLMError, c.CallStatus, c.ToneHeard)), ev
             if isinstance(ev, c.TimerFired):

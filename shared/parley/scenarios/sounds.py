@@ -242,6 +242,19 @@ def non_speech(kind: str) -> np.ndarray:
         return _knock()
     if kind == "cup":
         return _cup()
+    if kind == "baby-cry":
+        # "waa... waa... waaah": high, wavering, open vowel, nobody's words
+        parts = []
+        for f0, length in (("430-560", 0.55), ("470-520", 0.45), ("520-380", 0.8)):
+            src = synth(length, "sawtooth", f0) * (1 + 0.15 * synth(length, "sine", "6"))
+            cry = sox_fx(src, "bandpass 1100 2q") + 0.8 * sox_fx(src, "bandpass 1900 3q") + 0.4 * sox_fx(src, "bandpass 3000 4q")
+            parts += [cry * _env(len(cry), 0.05, 0.12), _gap(0.3)]
+        return _norm(np.concatenate(parts), -9)
+    if kind == "tv":
+        # A television across the room: a presenter's words, dull and
+        # reverberant, well below the caller's own level.
+        talk = espeak("and in tonight's news the council has approved the new bridge over the river", "en-us+m3")
+        return _norm(sox_fx(talk, "lowpass 2500 reverb 60 50 80"), -24)
     raise SoundError(f"unknown sound {kind!r}; known: {', '.join(SOUNDS)}")
 
 

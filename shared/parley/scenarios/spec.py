@@ -53,6 +53,8 @@ SOUNDS = (
     "door",
     "knock",
     "cup",
+    "baby-cry",
+    "tv",
 )
 NOISES = ("white", "pink", "brown", "hum", "babble")
 POINTS = {"early": 0.15, "mid": 0.5, "late": 0.8}  # fraction of the reply heard
