@@ -93,6 +93,10 @@ def _phrases_of(words: list[str]) -> list[tuple[str, ...]] | None:
     return out
 
 
+# What a recogniser spells out when it hears a hum and no word.
+_HUM_LETTERS = frozenset("mhnuaeo")
+
+
 def _letters_joined(words: list[str]) -> list[str]:
     """Runs of lone letters as one word: a recogniser spells a hum out
     ("M H M", "M. M. M.") where it hears no word."""
@@ -109,6 +113,8 @@ def hearing(text: str, asked: bool = False) -> str:
     """"sound", "backchannel", "answer" (a backchannel that answers the
     question the agent asked: ``asked``) or "words"."""
     said = tokens(text)
+    if len(said) >= 2 and all(len(w) == 1 for w in said) and set("".join(said)) <= _HUM_LETTERS:
+        return "backchannel"  # a hum spelled out: "M. A. M. M.", "M H M"
     phrases = _phrases_of(said)
     if phrases is None and any(len(w) == 1 for w in said):
         phrases = _phrases_of(_letters_joined(said))

@@ -121,3 +121,19 @@ def test_an_automated_menu_asks_for_keys(text):
 @pytest.mark.parametrize("text", ["Thank you for calling Acme Dental Supplies.", "Hello, this is Pat.", "Please hold."])
 def test_a_greeting_asks_for_no_keys(text):
     assert not words.keypad_prompt(text)
+
+
+@pytest.mark.parametrize("text", ["M H M", "M. M. M.", "M. A. M. M. M. M.", "MM", "mm mm mm mm", "U H H U H"])
+def test_a_hum_spelled_out_by_the_recogniser_is_a_backchannel(text):
+    assert words.hearing(text) == "backchannel"
+
+
+@pytest.mark.parametrize("text", ["J O H N", "B. R. O. W. N.", "Hang on.", "Actually,", "Hello?"])
+def test_spelling_and_floor_words_are_words(text):
+    assert words.hearing(text) == "words"
+    assert not words.few_words(text, 3) or len(words.tokens(text)) > 3 or not any(w in words.TAKE_FLOOR for w in words.tokens(text))
+
+
+@pytest.mark.parametrize("text", ["Hang on.", "Actually,", "Hello?", "Hold on", "No no no"])
+def test_floor_words_match_however_they_are_spelled(text):
+    assert any(w in words.TAKE_FLOOR for w in words.tokens(text))
