@@ -72,6 +72,9 @@ class TranscriptionQueue:
         self._tasks: list[asyncio.Task] = []
         self.last_seconds = {"final": 0.0, "partial": 0.0}  # Whisper time of the last call of each kind
         self.early_used = 0  # finals delivered from a transcript made early
+        # Failures, each logged with its session: a Whisper call (a final then
+        # goes out empty), a delivery (publishing the transcript).
+        self.stats = {"whisper": 0, "delivery": 0}
 
     @property
     def lanes(self) -> int:
@@ -134,8 +137,6 @@ class TranscriptionQueue:
         return None
 
     async def _run(self, lane: Lane) -> None:
-        loop = asyncio.get_running_loop()
-        transcriber = self._lanes[lane]
         wake = self._wake[lane]
         while True:
             job = self._next(lane)
@@ -148,32 +149,41 @@ class TranscriptionQueue:
                 self.early_used += 1
                 await self._deliver(job, early.result())
                 continue
-            audio = job.audio()
+            try:
+                audio = job.audio()
+            except Exception:  # noqa: BLE001 - the lane must outlive one job's bug
+                self.stats["whisper"] += 1
+                log.exception("could not take a job's audio", extra={"session_id": job.session, "utterance": job.utterance})
+                audio = np.empty(0, np.int16) if job.final else None
             if audio is None:
                 continue
-            if len(audio) == 0:  # nothing to hear (a session cut off mid-utterance)
-                await self._deliver(job, "")
-                continue
-            self._running[lane] = job
-            t0 = time.perf_counter()
-            try:
-                text = await loop.run_in_executor(self._executors[lane], transcriber.transcribe, audio)
-                self.last_seconds["final" if job.final else "partial"] = time.perf_counter() - t0
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("whisper failed", extra={"session_id": job.session, "utterance": job.utterance})
-                text = None
-            finally:
-                del self._running[lane]
-                if job.final:
-                    self._wake_all()  # partials may start again
+            text = await self._transcribe(lane, job, audio) if len(audio) else ""  # empty: a session cut off mid-utterance
             if text is None and not job.final:
                 continue
             await self._deliver(job, text or "")  # a final is always sent, so nobody waits for it forever
 
+    async def _transcribe(self, lane: Lane, job: Job, audio: np.ndarray) -> str | None:
+        """Whisper's text, or None if it failed (logged and counted)."""
+        self._running[lane] = job
+        t0 = time.perf_counter()
+        try:
+            text = await asyncio.get_running_loop().run_in_executor(self._executors[lane], self._lanes[lane].transcribe, audio)
+            self.last_seconds["final" if job.final else "partial"] = time.perf_counter() - t0
+            return text
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - one utterance's failure; the lane goes on
+            self.stats["whisper"] += 1
+            log.exception("whisper failed", extra={"session_id": job.session, "utterance": job.utterance, "final": job.final})
+            return None
+        finally:
+            del self._running[lane]
+            if job.final:
+                self._wake_all()  # partials may start again
+
     async def _deliver(self, job: Job, text: str) -> None:
         try:
             await job.deliver(text)
-        except Exception:
-            log.exception("delivering a transcript failed", extra={"session_id": job.session})
+        except Exception:  # noqa: BLE001 - one session's failure stays its own
+            self.stats["delivery"] += 1
+            log.exception("delivering a transcript failed", extra={"session_id": job.session, "utterance": job.utterance})

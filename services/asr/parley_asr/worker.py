@@ -171,6 +171,11 @@ class Worker:
             "sessions": 0, "claimed": 0, "released": 0, "dropped_messages": 0, "seq_gaps": 0,
             "ticks": 0, "windows": 0, "vad_calls": 0, "vad_seconds": 0.0, "tick_seconds": 0.0,
             "utterances": 0, "onsets": 0, "partials": 0, "finals": 0, "last_final_latency_ms": None, "speculations": 0, "speculations_kept": 0,
+            # Failures, each also logged at error with its session: a tick or
+            # an endpointing step that raised, a background task that failed,
+            # a Whisper call that failed (its final went out empty).
+            "tick_errors": 0, "endpoint_errors": 0, "task_errors": 0,
+            "transcription_errors": self.queue.stats if self.queue else None,
             "eot": self.eot.stats if self.eot else None,
             "provider": self.cloud.name if self.cloud else "whisper",
             "provider_failures": 0, "provider_skipped": 0, "fallback_finals": 0,
@@ -186,6 +191,7 @@ class Worker:
         if self.eot:
             self.eot.start()
         self._loop_task = asyncio.create_task(self._vad_loop(), name="asr-vad-loop")
+        self._loop_task.add_done_callback(self._loop_ended)
         log.info("asr worker started", extra={"worker": self.id, "mode": self.settings.providers})
 
     async def _on_alive(self, msg: Msg) -> None:
@@ -318,7 +324,7 @@ class Worker:
         if ctl.action == "end":
             # Not awaited here: release unsubscribes this very subscription,
             # which cancels its callback, and the release awaits the stream.
-            self._spawn(self.release(ctl.session, ctl.reason or "end"))
+            self._spawn(self.release(ctl.session, ctl.reason or "end"), f"asr-release-{ctl.session}")
 
     async def release(self, session_id: str, reason: str) -> None:
         """Free a session. An utterance in progress gets its Stop and an empty final."""
@@ -342,7 +348,7 @@ class Worker:
             # earlier finals so that they still arrive in utterance order.
             await self._stopped(s, stop, time.time(), heard=False)
         if s.listener is not None:
-            self._spawn(self._close_listener(s))
+            self._spawn(self._close_listener(s), f"asr-close-listener-{s.id}")
         log.info("session released", extra={"session_id": session_id, "reason": reason, "worker": self.id})
 
     # ------------------------------------------------------------------ the VAD loop
@@ -360,11 +366,21 @@ class Worker:
             await asyncio.sleep(delay)
             try:
                 await self.tick()
-            except Exception:
+                if next_at >= next_idle_check:
+                    next_idle_check = next_at + 1.0
+                    await self._release_idle()
+            except Exception:  # noqa: BLE001 - one bad tick must not stop every session's VAD
+                self.stats["tick_errors"] += 1
                 log.exception("VAD tick failed")
-            if next_at >= next_idle_check:
-                next_idle_check = next_at + 1.0
-                await self._release_idle()
+
+    @property
+    def healthy(self) -> bool:
+        """The VAD loop runs: without it no session hears anything (/healthz says 503)."""
+        return self._loop_task is not None and not self._loop_task.done()
+
+    def _loop_ended(self, task: asyncio.Task) -> None:
+        if not task.cancelled():
+            log.critical("the VAD loop stopped: no session hears anything until this worker restarts", exc_info=task.exception())
 
     async def _release_idle(self) -> None:
         cutoff = time.monotonic() - self.settings.idle_release_s
@@ -394,7 +410,8 @@ class Worker:
         for (s, _), ps in zip(work, probs):
             try:
                 await self._endpoint(s, ps, now)
-            except Exception:
+            except Exception:  # noqa: BLE001 - one session's failure stays its own
+                self.stats["endpoint_errors"] += 1
                 log.exception("endpointing failed", extra={"session_id": s.id})
         self.stats["ticks"] += 1
         self.stats["tick_seconds"] += time.perf_counter() - t0
@@ -462,14 +479,12 @@ class Worker:
             eot = self.settings.fixed_eot if self.settings.fixed else UNKNOWN
         stopped = self._publish_stop(s.id, d, now, speech_end, eot)
         if isinstance(eot, asyncio.Future):
-            s.stop_sent = asyncio.create_task(stopped, name=f"asr-stop-{s.id}")
-            self._tasks.add(s.stop_sent)
-            s.stop_sent.add_done_callback(self._tasks.discard)
+            s.stop_sent = self._spawn(stopped, f"asr-stop-{s.id}")
         else:
             await stopped
         if self.settings.fixed:
             text = self.settings.fixed_transcript if heard else ""
-            self._spawn(self._fixed_final(s, d, text, now))
+            self._spawn(self._fixed_final(s, d, text, now), f"asr-final-{s.id}")
             return
         if s.listener is not None:
             begin = d.begin * WINDOW - self._preroll
@@ -518,10 +533,7 @@ class Worker:
         """The final's words are fetched at once (``words``: a coroutine, or
         None for nothing heard); it is published after its SpeechStopped and
         after the session's previous final, so finals keep utterance order."""
-        words_task = asyncio.create_task(words) if words is not None else None
-        if words_task is not None:
-            self._tasks.add(words_task)
-            words_task.add_done_callback(self._task_done)
+        words_task = self._spawn(words, f"asr-words-{s.id}-{d.utterance}") if words is not None else None
         previous = s.final_chain
 
         async def publish() -> None:
@@ -536,9 +548,7 @@ class Worker:
                 await self._publish_final(s, d, text, stopped_at)
                 await self._report_usage(s)
 
-        s.final_chain = asyncio.create_task(publish(), name=f"asr-final-{s.id}-{d.utterance}")
-        self._tasks.add(s.final_chain)
-        s.final_chain.add_done_callback(self._task_done)
+        s.final_chain = self._spawn(publish(), f"asr-final-{s.id}-{d.utterance}")
 
     async def _cloud_final(self, s: Session, d: endpointer.Stop, audio: np.ndarray, begin: int, end: int) -> str:
         """The provider's words for the utterance; on its failure, Whisper's (or none)."""
@@ -610,7 +620,7 @@ class Worker:
             finally:
                 s.partial_busy = False
 
-        self._spawn(ask())
+        self._spawn(ask(), f"asr-partial-{s.id}-{utterance}")
 
     @staticmethod
     def _current(s: Session, utterance: int, allow_silence: bool) -> bool:
@@ -721,12 +731,15 @@ class Worker:
             extra={"session_id": session_id, "utterance": utterance, "latency_ms": latency_ms, "chars": len(text)},
         )
 
-    def _spawn(self, coro) -> None:
-        task = asyncio.create_task(coro)
+    def _spawn(self, coro, name: str) -> asyncio.Task:
+        """A background task, kept until it ends; a failure is logged and counted."""
+        task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+        return task
 
     def _task_done(self, task: asyncio.Task) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.error("background task failed", exc_info=task.exception())
+            self.stats["task_errors"] += 1
+            log.error("background task %s failed", task.get_name(), exc_info=task.exception())

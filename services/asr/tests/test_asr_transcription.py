@@ -84,11 +84,36 @@ def test_stale_partials_are_skipped_and_a_failed_final_is_still_delivered():
         q.forget("c")
         await settle(q, t, 2, delivered)
         await q.close()
-        return t.calls, delivered
+        return t.calls, delivered, q.stats
 
-    calls, delivered = asyncio.run(main())
+    calls, delivered, stats = asyncio.run(main())
     assert calls == [2, 3]  # 1 was stale when its turn came, 4's session was released
     assert delivered == [(2, "")]  # the failed final is sent empty; the failed partial is not sent
+    assert stats == {"whisper": 2, "delivery": 0}  # both failures counted (and logged)
+
+
+def test_a_job_whose_audio_or_delivery_fails_is_counted_and_the_lane_goes_on():
+    async def main():
+        t = GatedTranscriber()
+        q = TranscriptionQueue(t)
+        q.start()
+        delivered: list = []
+
+        def broken():
+            raise RuntimeError("a bug in the job")
+
+        async def refused(text: str) -> None:
+            raise ConnectionError("NATS is gone")
+
+        q.submit(Job(session="a", utterance=1, final=True, audio=broken, deliver=refused))
+        q.submit(job(2, "b", final=True, delivered=delivered))
+        await settle(q, t, 1, delivered)
+        await q.close()
+        return delivered, q.stats
+
+    delivered, stats = asyncio.run(main())
+    assert delivered == [(2, "text 2")]  # the lane survived the broken job
+    assert stats == {"whisper": 1, "delivery": 1}
 
 
 def test_an_empty_final_skips_whisper_but_keeps_its_place_in_line():

@@ -293,6 +293,36 @@ def test_a_session_without_audio_is_released(nats_url, silero):
     assert held and sessions == {}
 
 
+def test_a_failing_tick_is_counted_and_the_vad_loop_goes_on_and_a_dead_loop_makes_the_worker_unhealthy(nats_url, silero, caplog):
+    async def main():
+        h = Harness(nats_url, silero)
+        try:
+            w = await h.worker()
+            real, calls = w.tick, []
+
+            async def failing() -> None:
+                calls.append(1)
+                if len(calls) <= 3:
+                    raise RuntimeError("a bug in a tick")
+                await real()
+
+            w.tick = failing
+            for _ in range(100):
+                await asyncio.sleep(0.02)
+                if len(calls) > 5:
+                    break
+            alive = w.healthy
+            w._loop_task.cancel()  # as if it had died: health says so
+            await asyncio.gather(w._loop_task, return_exceptions=True)
+            return w.stats["tick_errors"], alive, w.healthy
+        finally:
+            await h.close()
+
+    errors, alive, after = run(main())
+    assert errors == 3 and alive and not after
+    assert caplog.text.count("VAD tick failed") == 3
+
+
 def test_a_claim_that_arrives_twice_keeps_one_session(nats_url, silero):
     async def main():
         h = Harness(nats_url, silero)
