@@ -43,6 +43,7 @@ FILL = """
     onNotice({type: 'latency', run: r, endpoint_ms: 1234.5, asr_ms: 812.25, decide_ms: 12.5, llm_ttft_ms: 1843.75, chunk_ms: 233.5, tts_ms: 1021.5, playout_ms: 145.25, voice_to_voice_ms: 5301.25});
     onNotice({type: 'step', index: r, at: at + r, event: 'TranscriptFinal', run: r, from: 'Transcribing', to: 'Generating', commands: ['StartLLM', 'StartTimer', 'CancelTimer'], dropped: '', note: 'a rather long note about what the reducer decided and why it decided it'});
     onNotice({type: 'judgement', kind: 'turn_end', verdict: 'answer', reason: 'complete by the signals', text: 'book me in', eot: 0.8, complete: 0.9, score: 0.86, threshold: 0.5, silence: 0.25, wait: 0.2, index: r, at: at + r, event: 'TranscriptFinal'});
+    onNotice({type: 'judgement', kind: 'interruption', verdict: 'resume', reason: '3 word(s) in 0.45 s of sound, under 0.6 s (a noise mis-heard?): not an interruption', text: 'in a moment', heard: 'sound', score: 0.45, threshold: 0.6, index: r, at: at + r, event: 'TranscriptFinal'});
   }
   onNotice({type: 'usage', service: 'asr', provider: 'deepgram', unit: 'audio_s', amount: 12.5});
   onNotice({type: 'usage', service: 'tts', provider: 'cartesia', unit: 'characters', amount: 420});

@@ -460,7 +460,10 @@ class Judgement(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, t
     ``kind`` "interruption": the caller made a sound while the agent had the
     floor; ``heard`` classifies the words ("sound", "backchannel", "answer": a
     yes/okay that answers the agent's question, "words"); ``verdict`` "hold",
-    "resume" or "barge-in".
+    "resume" or "barge-in"; ``score`` the length of the sound (s) against
+    ``threshold``, the policy's noise_sound (a few ordinary words in less
+    sound are taken for a noise); ``wait`` how long a pause may last before
+    playback resumes without words (onset_hold, resume_timeout).
     """
 
     kind: Literal["turn_end", "interruption"]

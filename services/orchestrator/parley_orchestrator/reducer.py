@@ -1116,14 +1116,30 @@ def _judge_overlap(s: SessionState, text: str, final: bool, at: float) -> Judgem
     if heard == "words" and words.few_words(text, p.noise_words) and 0 < length < p.noise_sound:
         heard, what = "sound", f"{len(words.tokens(text))} word(s) in {length:.2f} s of sound, under {p.noise_sound:g} s (a noise mis-heard?)"
     if heard == "words":
-        verdict, reason = "barge-in", "words: a real interruption"
+        verdict, reason = "barge-in", f"words: a real interruption ({_why_words(text, length, p)})"
     elif heard == "answer" and final:
         verdict, reason = "barge-in", "answers the agent's question"
     elif final and not s.user_speaking:
         verdict, reason = "resume", f"{what}: not an interruption"
     else:
         verdict, reason = "hold", f"{what} so far: wait for the rest"
-    return Judgement(kind="interruption", verdict=verdict, reason=reason, text=text[-200:], heard=heard)
+    return Judgement(
+        kind="interruption", verdict=verdict, reason=reason, text=text[-200:], heard=heard,
+        score=round(length, 3) if length > 0 else -1.0, threshold=p.noise_sound if length > 0 else -1.0,
+    )  # fmt: skip
+
+
+def _why_words(text: str, length: float, p: Policy) -> str:
+    """Which evidence made words of ``text`` (for the inspector)."""
+    said = words.tokens(text)
+    floor = [w for w in said if w in words.TAKE_FLOOR]
+    if floor:
+        return f"'{floor[0]}' takes the floor"
+    if len(said) > p.noise_words:
+        return f"{len(said)} words, more than {p.noise_words}"
+    if any(w.isdigit() for w in said):
+        return "a number"
+    return f"{length:.2f} s of sound, at least {p.noise_sound:g} s" if length > 0 else "sound length unknown"
 
 
 def _sound_length(s: SessionState, final: bool, at: float) -> float:
@@ -1699,7 +1715,7 @@ def on_onset_timer(fx: Fx, e: TimerFired) -> Next:
 
 
 def on_resume_timer(fx: Fx, e: TimerFired) -> Next:
-    fx = fx.judged(Judgement(kind="interruption", verdict="resume", reason="the sound stopped and no words came", heard="sound"))
+    fx = fx.judged(Judgement(kind="interruption", verdict="resume", reason="the sound stopped and no words came", heard="sound", wait=fx.state.policy.resume_timeout))
     return _resume(fx, e.at).after("no words: resume")
 
 
