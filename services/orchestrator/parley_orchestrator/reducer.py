@@ -182,7 +182,9 @@ STREAMING = (GENERATING, SPEAKING)  # an LLM step may be streaming
 # 9: a voice onset pauses the agent (bounded by onset_hold); a partial of a
 #    few words in a short sound holds instead of barging in; a sound whose
 #    partial says sound or backchannel resumes when it stops
-RULES = 9
+# 10: a voicemail greeting is the other end's stretch of talk (utterances less
+#    than machine_gap apart), not its longest single utterance
+RULES = 10
 
 # ---------------------------------------------------------------------------
 # Policy: the knobs of one session. Defaults here; SessionStarted.params may
@@ -289,6 +291,9 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     # ``machine_monologue`` seconds (a voicemail greeting) and then beeped.
     direction: str = "inbound"
     machine_monologue: float = 3.0
+    # Silences shorter than this inside the other end's talk keep it one
+    # monologue (a greeting's sentence gaps are 0.3-0.8 s).
+    machine_gap: float = 1.2
     # Transfer to a person (the transfer_call tool): the number to connect
     # the caller to; empty, the reducer does not handle transfer_call. Warm:
     # the person first hears the summary of the call.
@@ -418,7 +423,11 @@ class SessionState(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     phase: Phase = Phase.IDLE
     caller: str = ""  # the caller's number, when the transport knows it
     answered_by: str = ""  # the provider's answering-machine verdict, once it came
-    longest_speech_ms: int = 0  # the other end's longest utterance so far (a voicemail greeting is long)
+    # The other end's longest stretch of talk so far: utterances less than
+    # Policy.machine_gap apart count as one (a voicemail greeting is long,
+    # and its sentences are separate utterances to a 200 ms stop).
+    longest_speech_ms: int = 0
+    talk_from: float = 0.0  # when the current stretch of talk began
     keys: str = ""  # keypad digits of an entry still being typed (Policy.dtmf_wait)
     ivr_step: int = 0  # groups of Policy.ivr_path pressed so far
     policy: Policy = Policy()
@@ -744,10 +753,10 @@ def on_tone(fx: Fx, e: ToneHeard) -> Next:
     it placed, a long monologue then a beep is a voicemail greeting."""
     s = fx.state
     talk = s.longest_speech_ms
-    if s.user_speaking and s.speech_started_at:
+    if s.user_speaking and s.talk_from:
         # The utterance still going on may be the greeting with the beep at
         # its end (the VAD hears the tone as more of it): the talk before it.
-        talk = max(talk, round((e.at - e.ms / 1000 - s.speech_started_at) * 1000))
+        talk = max(talk, round((e.at - e.ms / 1000 - s.talk_from) * 1000))
     fx = fx.noted(f"tone {e.hz} Hz, {e.ms} ms after {talk / 1000:.1f} s of talk at most")
     if s.policy.direction != "outbound" or s.answered_by or talk < s.policy.machine_monologue * 1000:
         return fx.to("noted")
@@ -816,7 +825,10 @@ def _argument(arguments: str, name: str) -> str:
 
 def on_speech_started(fx: Fx, e: SpeechStarted) -> Next:
     fx = _count_pause(fx, e.at)
-    fx = fx.set(user_speaking=True, utterance=e.utterance, partial="", speech_started_at=e.at, reprompts=0, eot=-1.0, complete=-1.0)
+    s = fx.state
+    same_stretch = s.talk_from and (s.user_speaking or e.at - s.silence_from < s.policy.machine_gap)
+    fx = fx.set(user_speaking=True, utterance=e.utterance, partial="", speech_started_at=e.at, reprompts=0, eot=-1.0, complete=-1.0,
+                talk_from=s.talk_from if same_stretch else e.at)
     fx = _cancel_timer(fx, "reprompt", "endpoint")
     phase, run = fx.state.phase, fx.state.run
     if phase in USER:
@@ -895,8 +907,9 @@ def _withdraw(fx: Fx) -> Fx:
 def on_speech_stopped(fx: Fx, e: SpeechStopped) -> Next:
     s = fx.state
     voice_end = e.speech_end_at if 0 < e.speech_end_at <= e.at else e.at
+    stretch = round((voice_end - s.talk_from) * 1000) if s.talk_from else 0
     fx = fx.set(user_speaking=False, awaiting_finals=s.awaiting_finals + (e.utterance,), silence_from=voice_end, eot=e.eot, speech_ms=e.speech_ms,
-                longest_speech_ms=max(s.longest_speech_ms, e.speech_ms))
+                longest_speech_ms=max(s.longest_speech_ms, e.speech_ms, stretch))
     fx = _start_timer(fx, "final", s.policy.final_timeout)
     if s.phase in FLOOR_PHASES:
         return fx.to("end of an earlier sound")  # its final decides

@@ -998,6 +998,34 @@ def test_parley_judges_a_machine_itself_a_long_greeting_then_a_beep_on_a_call_it
     assert v.send(c.CallStatus, status="in-progress", answered_by="machine_end_beep") == []
 
 
+def _sentences(v, lengths: list[float], gap: float) -> None:
+    for i, seconds in enumerate(lengths):
+        v.send(c.SpeechStarted, utterance=i)
+        v.t += seconds
+        v.send(c.SpeechStopped, utterance=i, speech_ms=int(seconds * 1000), speech_end_at=v.t)
+        v.t += gap
+
+
+def test_a_greeting_said_in_short_sentences_is_still_a_monologue():
+    """ "Hi, you have reached Sam." (0.4 s) "I can't take your call right now."
+    (0.4 s) "Please leave a message after the tone." then the beep: a 200 ms stop
+    makes each sentence an utterance, none of them 3 s long; the stretch is."""
+    v = Convo(direction="outbound", voicemail_message="Please call us back.")
+    _sentences(v, [1.4, 1.6, 1.9], gap=0.4)
+    cmds = v.send(c.ToneHeard, hz=1000, ms=480)
+    assert [x.text for x in cmds if isinstance(x, c.Synthesize)] == ["Please call us back."]
+    assert v.outcome.taken == "machine: leave the message" and float(v.outcome.note.split(" after ")[1].split()[0]) >= 5.5
+
+
+def test_short_answers_with_long_silences_between_are_no_monologue():
+    """ "Hello?" ... "Hello?" ... "Who is this?" with 1.5 s silences, then a beep
+    (a person's phone beeping): no machine."""
+    v = Convo(direction="outbound", voicemail_message="Please call us back.")
+    _sentences(v, [0.6, 0.6, 0.9], gap=1.5)
+    assert not any(isinstance(x, (c.Synthesize, c.EndSession)) for x in v.send(c.ToneHeard, hz=1000, ms=480))
+    assert v.outcome.taken == "noted"
+
+
 @pytest.mark.parametrize(
     ("params", "talk", "verdict"),
     [({"direction": "inbound"}, 4.5, ""), ({"direction": "outbound"}, 1.0, ""), ({"direction": "outbound"}, 4.5, "human")],
