@@ -49,7 +49,7 @@ import asyncio
 import logging
 import time
 from contextlib import aclosing
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import nats.errors
 from nats.js.api import ConsumerConfig
@@ -67,6 +67,18 @@ from .settings import Settings
 from .spoken import spoken
 
 log = logging.getLogger("parley_tts.worker")
+
+
+@dataclass
+class _Said:
+    """How far one chunk got: audio messages out, their length, the rate of
+    the voice speaking, when the first went out, and why it failed ("" if not)."""
+
+    rate: int
+    seq: int = 0
+    audio_ms: float = 0.0
+    first_at: float | None = None
+    error: str = ""
 
 
 class Worker:
@@ -111,6 +123,7 @@ class Worker:
             "fallback_chunks": 0,  # chunks (partly) spoken by the fallback voice
             "redelivered": 0,  # requests another (dead or stalled) worker had held
             "pull_errors": 0,
+            "runner_errors": 0,  # a lane's runner or an ahead chunk's task died (logged): its later chunks are lost
         }
 
     # ------------------------------------------------------------- lifetime
@@ -257,12 +270,12 @@ class Worker:
         job = Job(cmd.session, cmd.run, cmd.chunk, spoken(cmd.text), received=now, trace=trace, provider=cmd.provider)
         admit = self.lanes.submit(job, now)
         if admit is Admit.START:
-            self.runners[job.key] = asyncio.create_task(self._run(job.key), name=f"tts-{job.session}-{job.run}")
+            self.runners[job.key] = self._spawn(self._run(job.key), f"tts-{job.session}-{job.run}")
         elif admit is Admit.AHEAD:
             # The gateway is waiting for this chunk (its first worker died):
             # said now, not after the later chunk this worker is speaking.
             log.info("earlier chunk synthesized beside the run's current one", extra={"session_id": job.session, "run_id": job.run, "chunk": job.chunk})
-            task = asyncio.create_task(self._run_ahead(job), name=f"tts-{job.session}-{job.run}-{job.chunk}")
+            task = self._spawn(self._run_ahead(job), f"tts-{job.session}-{job.run}-{job.chunk}")
             self.ahead.setdefault(job.key, set()).add(task)
         elif admit in (Admit.CANCELLED, Admit.ENDED):
             self._release(ckey)
@@ -330,6 +343,18 @@ class Worker:
         log.warning("bad %s dropped: %s", what, exc, extra={"error": str(exc)})
 
     # ------------------------------------------------------------- synthesis
+    def _spawn(self, coro, name: str) -> asyncio.Task:
+        """A runner's task (kept by the caller in ``runners`` or ``ahead``):
+        a failure that escapes it is logged and counted."""
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(self._runner_ended)
+        return task
+
+    def _runner_ended(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self.stats["runner_errors"] += 1
+            log.error("tts runner %s failed: its run's later chunks are lost", task.get_name(), exc_info=task.exception())
+
     async def _run(self, key: Key) -> None:
         """One lane's runner: its chunks one after the other, until it is empty."""
         me = asyncio.current_task()
@@ -337,8 +362,8 @@ class Worker:
             while (job := self.lanes.take(key)) is not None:
                 try:
                     await self._synthesize(job)
-                except Exception:  # noqa: BLE001 - one chunk's failure must not strand the rest
-                    log.exception("chunk failed", extra={"session_id": job.session, "run_id": job.run, "chunk": job.chunk})
+                except Exception as exc:  # noqa: BLE001 - one chunk's failure must not strand the rest
+                    await self._chunk_broke(job, exc)
                 finally:
                     # Done, failed (reported) or cancelled: not to be said again.
                     self._release((job.session, job.run, job.chunk))
@@ -352,8 +377,8 @@ class Worker:
         me = asyncio.current_task()
         try:
             await self._synthesize(job)
-        except Exception:  # noqa: BLE001 - reported as the runner's are
-            log.exception("chunk failed", extra={"session_id": job.session, "run_id": job.run, "chunk": job.chunk})
+        except Exception as exc:  # noqa: BLE001 - reported as the runner's are
+            await self._chunk_broke(job, exc)
         finally:
             self._release((job.session, job.run, job.chunk))
             self.lanes.done_ahead(job.key)
@@ -362,6 +387,18 @@ class Worker:
                 tasks.discard(me)
                 if not tasks:
                     del self.ahead[job.key]
+
+    async def _chunk_broke(self, job: Job, exc: Exception) -> None:
+        """A chunk that failed outside synthesis (publishing, storing an
+        event): logged, counted, and the session told, so its run does not
+        wait for the chunk."""
+        self.stats["chunks_failed"] += 1
+        log.error("chunk failed", exc_info=exc, extra={"session_id": job.session, "run_id": job.run, "chunk": job.chunk})
+        message = f"tts worker: {type(exc).__name__}: {exc}"
+        try:
+            await self._event(contract.TTSError(session=job.session, at=time.time(), run=job.run, chunk=job.chunk, message=message))
+        except Exception:  # noqa: BLE001 - the bus itself is failing: the log and the count stand
+            log.exception("could not report a failed chunk", extra={"session_id": job.session, "run_id": job.run, "chunk": job.chunk})
 
     async def _report_usage(self, key: Key) -> None:
         used = self.usage.pop(key, None)
@@ -375,19 +412,26 @@ class Worker:
                 log.warning("usage not reported: %s", exc, extra={"session_id": key[0], "run_id": key[1], "provider": provider})
 
     async def _synthesize(self, job: Job) -> None:
-        key = job.key
-        subject = subjects.tts_audio(job.session, job.run)
+        said = await self._speak(job)
+        if said is None:  # the run was cancelled while it spoke
+            return
+        # The final message of the chunk, even after a failure: the gateway
+        # waits for it before it moves on to the next chunk.
+        await self.nc.publish(subjects.tts_audio(job.session, job.run), b"", headers=self._headers(job, said.seq, said.rate, last=True))
+        if said.first_at is None:
+            said.first_at = asyncio.get_running_loop().time()
+            await self._event(contract.TTSChunkStarted(session=job.session, at=time.time(), run=job.run, chunk=job.chunk))
+        await self._report(job, said)
+
+    async def _speak(self, job: Job) -> _Said | None:
+        """Say the chunk with the first voice that can: a provider that fails
+        hands the rest of the text (from its last word out) to the next voice.
+        None once the run is cancelled."""
         loop = asyncio.get_running_loop()
-        seq = 0
-        audio_ms = 0.0
-        rate = self.voice.sample_rate
-        first_at: float | None = None
-        error = ""
-        trace = dict(job.trace)
+        said = _Said(rate=self.voice.sample_rate)
         text = job.text
         voices = await self._voices_for(job)
         for i, voice in enumerate(voices):
-            rate = voice.sample_rate
             nxt = voices[i + 1].name if i + 1 < len(voices) else ""
             breaker = self.breakers[voice.name]
             if nxt and not breaker.allows(loop.time()):
@@ -395,62 +439,70 @@ class Worker:
                 continue
             if i > 0:
                 self.stats["fallback_chunks"] += 1
-            used = self.usage.setdefault(key, {})
+            used = self.usage.setdefault(job.key, {})
             used[voice.name] = used.get(voice.name, 0) + len(text)
             try:
-                async with aclosing(voice.stream(replace(job, text=text))) as pieces:
-                    async for pcm in pieces:
-                        if not self.lanes.live(key):
-                            return
-                        await self.nc.publish(subject, pcm, headers=bus.audio_headers(seq, rate, chunk=job.chunk, worker=self.id) | trace)
-                        seq += 1
-                        audio_ms += len(pcm) / audio.SAMPLE_BYTES * 1000.0 / rate
-                        if first_at is None:
-                            first_at = loop.time()
-                            await self._event(contract.TTSChunkStarted(session=job.session, at=time.time(), run=job.run, chunk=job.chunk))
+                if not await self._stream(job, voice, text, said):
+                    return None
                 breaker.succeeded()
-                error = ""
+                said.error = ""
                 break
             except ProviderError as exc:
-                if not self.lanes.live(key):
-                    return
+                if not self.lanes.live(job.key):
+                    return None
                 breaker.failed(exc, loop.time())
-                error = str(exc)
+                said.error = str(exc)
                 rest = text[exc.spoken :].lstrip() if exc.spoken > 0 else text
-                await self._provider_failed(job, exc, nxt, said_again=bool(nxt) and exc.spoken <= 0 and first_at is not None)
+                await self._provider_failed(job, exc, nxt, said_again=bool(nxt) and exc.spoken <= 0 and said.first_at is not None)
                 if not nxt:
                     break
                 if exc.spoken > 0 and not rest:
-                    error = ""  # every word was out before it failed
+                    said.error = ""  # every word was out before it failed
                     break
                 text = rest
             except Exception as exc:  # noqa: BLE001 - reported as TTSError, and the chunk still ends
                 if not isinstance(exc, SynthesisError):
                     log.exception("synthesis broke", extra={"session_id": job.session, "run_id": job.run, "chunk": job.chunk})
-                error = str(exc) or type(exc).__name__
+                said.error = str(exc) or type(exc).__name__
                 break
-        if not self.lanes.live(key):
-            return
-        # The final message of the chunk, even after a failure: the gateway
-        # waits for it before it moves on to the next chunk.
-        await self.nc.publish(subject, b"", headers=bus.audio_headers(seq, rate, chunk=job.chunk, last=True, worker=self.id) | trace)
-        if first_at is None:
-            first_at = loop.time()
-            await self._event(contract.TTSChunkStarted(session=job.session, at=time.time(), run=job.run, chunk=job.chunk))
-        audio_ms = int(round(audio_ms))
-        self._trace_chunk(job, first_at, loop.time(), audio_ms, error)
+        return said if self.lanes.live(job.key) else None
+
+    async def _stream(self, job: Job, voice: Voice, text: str, said: _Said) -> bool:
+        """Publish ``voice``'s audio of ``text`` as it comes; False once the run is cancelled."""
+        said.rate = voice.sample_rate
+        subject = subjects.tts_audio(job.session, job.run)
+        async with aclosing(voice.stream(replace(job, text=text))) as pieces:
+            async for pcm in pieces:
+                if not self.lanes.live(job.key):
+                    return False
+                await self.nc.publish(subject, pcm, headers=self._headers(job, said.seq, said.rate))
+                said.seq += 1
+                said.audio_ms += len(pcm) / audio.SAMPLE_BYTES * 1000.0 / said.rate
+                if said.first_at is None:
+                    said.first_at = asyncio.get_running_loop().time()
+                    await self._event(contract.TTSChunkStarted(session=job.session, at=time.time(), run=job.run, chunk=job.chunk))
+        return True
+
+    def _headers(self, job: Job, seq: int, rate: int, last: bool = False) -> dict[str, str]:
+        return bus.audio_headers(seq, rate, chunk=job.chunk, last=last, worker=self.id) | dict(job.trace)
+
+    async def _report(self, job: Job, said: _Said) -> None:
+        """The chunk's span, log line and event: TTSChunkDone, or TTSError with why."""
+        now = asyncio.get_running_loop().time()
+        audio_ms = int(round(said.audio_ms))
+        self._trace_chunk(job, said.first_at, now, audio_ms, said.error)
         extra = {
             "session_id": job.session,
             "run_id": job.run,
             "chunk": job.chunk,
             "audio_ms": audio_ms,
-            "first_audio_ms": round((first_at - job.received) * 1000, 1),
-            "total_ms": round((loop.time() - job.received) * 1000, 1),
+            "first_audio_ms": round((said.first_at - job.received) * 1000, 1),
+            "total_ms": round((now - job.received) * 1000, 1),
         }
-        if error:
+        if said.error:
             self.stats["chunks_failed"] += 1
-            log.warning("tts chunk failed: %s", error, extra=extra)
-            await self._event(contract.TTSError(session=job.session, at=time.time(), run=job.run, chunk=job.chunk, message=error))
+            log.warning("tts chunk failed: %s", said.error, extra=extra)
+            await self._event(contract.TTSError(session=job.session, at=time.time(), run=job.run, chunk=job.chunk, message=said.error))
         else:
             self.stats["chunks_done"] += 1
             self.stats["audio_ms"] += audio_ms

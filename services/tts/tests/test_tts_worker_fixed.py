@@ -350,6 +350,38 @@ def test_a_failing_synthesis_reports_tts_error_and_still_ends_the_chunk(nats_url
     assert w.stats["chunks_failed"] == 2
 
 
+def test_a_chunk_that_breaks_after_its_synthesis_is_reported_and_the_run_goes_on(nats_url):
+    """A failure outside the voice (here the chunk's telemetry) is a TTSError
+    on the session and a count, not a log line the run waits behind forever."""
+
+    async def main():
+        h = Harness(nats_url)
+        try:
+            w = await h.worker(canned(first_audio_ms=0))
+            real = w._trace_chunk
+
+            def broken(job, *args):
+                if job.chunk == 0:
+                    raise RuntimeError("telemetry exporter gone")
+                return real(job, *args)
+
+            w._trace_chunk = broken
+            nc = await h.client()
+            seen = await Seen.watch(nc, "fx-after")
+            await synthesize(nc, "fx-after", 1, 0, FIRST)
+            await synthesize(nc, "fx-after", 1, 1, SECOND)
+            await seen.chunks_done("fx-after", 1, 2)
+            return w, seen
+        finally:
+            await h.close()
+
+    w, seen = run(main())
+    ends = [(type(e).__name__, e.chunk) for e in seen.events("fx-after", (contract.TTSChunkDone, contract.TTSError))]
+    assert ends == [("TTSError", 0), ("TTSChunkDone", 1)]
+    assert "telemetry exporter gone" in seen.events("fx-after", contract.TTSError)[0].message
+    assert w.stats["chunks_failed"] == 1 and w.stats["chunks_done"] == 1 and w.stats["runner_errors"] == 0
+
+
 def test_a_cancel_while_an_event_is_being_stored_does_not_lose_it(nats_url, monkeypatch):
     """The first audio went out, so TTSChunkStarted must reach the session even
     when the run is cancelled while the stream is still storing that event
