@@ -65,11 +65,12 @@ def create_app(settings: Settings) -> FastAPI:
         recordings.open()
         tasks = TaskSet(state["stats"])
         tasks.spawn(_housekeeping(recordings), "recordings-housekeeping")
-        state.update(nc=nc, ticker=Ticker(state["stats"]), recordings=recordings, asr_watch=AsrWatch(nc))
+        state.update(nc=nc, ticker=Ticker(state["stats"]), recordings=recordings, asr_watch=AsrWatch(nc, stats=state["stats"]))
         log.info("gateway ready", extra={"url": f"http://{settings.http_host}:{settings.http_port}/", "recordings": settings.recordings})
         try:
             yield
         finally:
+            await webrtc.hang_up_all(state, "gateway shutting down")  # while NATS still carries their last events
             tasks.cancel()
             state["asr_watch"].close()
             await nc.drain()

@@ -30,8 +30,9 @@ ASR_CHECK_S = 0.5
 
 
 class AsrWatch:
-    def __init__(self, nc, every: float = ASR_CHECK_S):
+    def __init__(self, nc, every: float = ASR_CHECK_S, stats: dict | None = None):
         self.nc = nc
+        self.stats = stats if stats is not None else {}  # the gateway's: watch_errors
         self.every = every
         self.calls: set = set()  # parley_gateway.call.Call
         self.reclaiming: set = set()
@@ -41,6 +42,7 @@ class AsrWatch:
         self.calls.add(call)
         if self.task is None or self.task.done():
             self.task = asyncio.create_task(self._run(), name="asr-watch")
+            self.task.add_done_callback(self._ended)
 
     def remove(self, call) -> None:
         self.calls.discard(call)
@@ -49,12 +51,19 @@ class AsrWatch:
         if self.task is not None:
             self.task.cancel()
 
+    def _ended(self, task: asyncio.Task) -> None:
+        # Started again by the next call added; until then a dead worker goes unnoticed.
+        if not task.cancelled() and task.exception() is not None:
+            self.stats["watch_errors"] = self.stats.get("watch_errors", 0) + 1
+            log.error("the ASR watch stopped", exc_info=task.exception())
+
     async def _run(self) -> None:
         while self.calls:
             await asyncio.sleep(self.every)
             try:
                 await self.check()
             except Exception:  # noqa: BLE001 - one bad round must not stop the watching
+                self.stats["watch_errors"] = self.stats.get("watch_errors", 0) + 1
                 log.exception("checking the ASR workers failed")
 
     async def check(self) -> None:

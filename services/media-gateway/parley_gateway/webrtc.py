@@ -30,7 +30,6 @@ answer.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fractions
 import json
 import logging
@@ -390,6 +389,7 @@ def ice_configuration(settings: Settings) -> RTCConfiguration:
     return RTCConfiguration(iceServers=[RTCIceServer(urls=url.strip()) for url in settings.ice_servers])
 
 
+# long: one offer to one answer, with every failure undoing what was built (one try): splitting it would scatter the undo
 async def answer(nc, settings: Settings, sessions: dict, stats: dict, body: object, recordings=None, admit=None, admission: Admission | None = None, asr_watch=None) -> tuple[int, dict]:
     """Answer one offer; (HTTP status, JSON body). Nothing is left behind on an error.
 
@@ -459,8 +459,17 @@ async def answer(nc, settings: Settings, sessions: dict, stats: dict, body: obje
     return 200, {"sdp": pc.localDescription.sdp, "type": pc.localDescription.type, "session": call.session}
 
 
+async def hang_up_all(state: dict, reason: str) -> None:
+    """End every WebRTC call (the app's lifespan, before it drains NATS)."""
+    calls = list(state.get("webrtc", {}).values())
+    results = await asyncio.gather(*(t.teardown(reason) for t in calls), return_exceptions=True)
+    for call, result in zip(calls, results):
+        if isinstance(result, Exception):
+            log.error("a WebRTC call did not end cleanly", exc_info=result, extra={"session_id": call.call.session if call.call else None})
+
+
 def register(app: FastAPI, state: dict, settings: Settings) -> None:
-    """Add ``POST /webrtc/offer``; close every peer connection at shutdown."""
+    """Add ``POST /webrtc/offer`` (the app's lifespan ends the calls: ``hang_up_all``)."""
     sessions: dict[str, WebRtcTransport] = state.setdefault("webrtc", {})
 
     @app.post("/webrtc/offer")
@@ -485,16 +494,3 @@ def register(app: FastAPI, state: dict, settings: Settings) -> None:
         )
         return JSONResponse(reply, status_code=status)
 
-    # Hang up every call before the app's own lifespan drains NATS.
-    inner = app.router.lifespan_context
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app_):
-        async with inner(app_) as value:
-            try:
-                yield value
-            finally:
-                calls = list(sessions.values())
-                await asyncio.gather(*(t.teardown("gateway shutting down") for t in calls), return_exceptions=True)
-
-    app.router.lifespan_context = lifespan

@@ -155,9 +155,15 @@ class Ownership:
         self.subs.append(await self.nc.subscribe(subjects.ORCHESTRATOR_MEMBERS, cb=self._on_member))
         self.subs.append(await self.nc.subscribe(subjects.orchestrator_alive(self.replica), cb=self._on_alive))
         for loop in (self._pull_loop, self._beat_loop, self._member_loop, self._probe_loop):
-            task = asyncio.create_task(loop())
-            task.add_done_callback(_report_crash)
+            task = asyncio.create_task(loop(), name=f"partitions{loop.__name__}")
+            task.add_done_callback(self._crashed)
             self.tasks.append(task)
+
+    def _crashed(self, task: asyncio.Task) -> None:
+        """A loop that raised: this replica no longer pulls, beats or watches (stats loop_crashes)."""
+        if not task.cancelled() and task.exception() is not None:
+            self.stats["loop_crashes"] = self.stats.get("loop_crashes", 0) + 1
+            log.critical("partition loop %s crashed", task.get_name(), exc_info=task.exception())
 
     async def stop(self) -> None:
         for task in self.tasks:
@@ -279,8 +285,3 @@ class Ownership:
             part.paused_until = now + GIVE_UP_FOR
             self.stats["given_up"] += 1
             self._lose(part, f"given up: {held} held, fair share {fair} of {len(alive)} replicas")
-
-
-def _report_crash(task: asyncio.Task) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("partition loop crashed", exc_info=task.exception())

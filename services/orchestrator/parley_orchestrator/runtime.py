@@ -145,7 +145,9 @@ class Runtime:
     partitions: int = subjects.EVENT_PARTITIONS
     clock: Clock = field(default_factory=Clock.system)  # the clinic's calendar: "{today}" in the prompt
     stats: dict[str, int] = field(
-        default_factory=lambda: {"events": 0, "stale": 0, "rejected": 0, "bugs": 0, "duplicate": 0, "redelivered": 0, "cas_retries": 0, "takeovers": 0, "caught_up": 0}
+        default_factory=lambda: {"events": 0, "stale": 0, "rejected": 0, "bugs": 0, "duplicate": 0, "redelivered": 0, "cas_retries": 0, "takeovers": 0, "caught_up": 0,
+                                 # failures, each logged at error: a batch that raised (retried from the stream), a background task
+                                 "batch_failures": 0, "task_errors": 0}
     )
 
     def __post_init__(self) -> None:
@@ -213,16 +215,17 @@ class Runtime:
 
     def _spawn(self, coro, what: str) -> asyncio.Task:
         """A background task with a reference and an error path."""
-        task = asyncio.create_task(coro)
+        task = asyncio.create_task(coro, name=what)
         self.background.add(task)
-
-        def done(t: asyncio.Task) -> None:
-            self.background.discard(t)
-            if not t.cancelled() and t.exception() is not None:
-                log.error("%s failed", what, exc_info=t.exception())
-
-        task.add_done_callback(done)
+        task.add_done_callback(self.background.discard)
+        task.add_done_callback(lambda t: self._failed(t, what))
         return task
+
+    def _failed(self, task: asyncio.Task, what: str) -> None:
+        """Every task this runtime starts ends here: a failure is logged and counted (stats task_errors)."""
+        if not task.cancelled() and task.exception() is not None:
+            self.stats["task_errors"] += 1
+            log.error("%s failed", what, exc_info=task.exception())
 
     # ------------------------------------------------------------ intake
     def _on_delivery(self, d: Delivery) -> None:
@@ -240,7 +243,8 @@ class Runtime:
         queue = self.queues.get(session)
         if queue is None:
             queue = self.queues[session] = asyncio.Queue()
-            self.workers[session] = asyncio.create_task(self._session_worker(session, queue))
+            worker = self.workers[session] = asyncio.create_task(self._session_worker(session, queue), name=f"session-{session}")
+            worker.add_done_callback(lambda t: self._failed(t, f"the worker of session {session}"))
         queue.put_nowait(item)
 
     def _on_gained(self, p: int) -> None:
@@ -289,6 +293,7 @@ class Runtime:
                 except Exception:
                     # Nothing acked: the events stay in the stream, and the
                     # session is read again from KV and the stream next time.
+                    self.stats["batch_failures"] += 1
                     log.exception("batch failed", extra={"session_id": session})
                     self.cache.pop(session, None)
                     ended = False
@@ -323,6 +328,7 @@ class Runtime:
             out.append((msg.seq, msg.data or b""))
             seq = msg.seq + 1
 
+    # long: the compare-and-set loop of one batch: read, reduce, write, retry on a conflict; its steps are calls, the loop is the point
     async def _process(self, session: str, items: list[Item]) -> bool:
         deliveries = [i for i in items if isinstance(i, Delivery)]
         for _attempt in range(8):
@@ -523,6 +529,7 @@ class Runtime:
         self.log_queue.setdefault(session, deque()).extend(steps)
         if session not in self.log_writers:
             task = asyncio.create_task(self._write_log(session), name=f"log-{session}")
+            task.add_done_callback(lambda t: self._failed(t, f"the step log writer of session {session}"))
             self.log_writers[session] = task
 
     async def _write_log(self, session: str) -> None:
@@ -582,7 +589,7 @@ class Runtime:
         match cmd:
             case StartLLM():
                 self._cancel_llm_local(s, cmd.run, cmd.attempt - 1)
-                task = asyncio.create_task(self._run_llm(cmd))
+                task = asyncio.create_task(self._run_llm(cmd), name=f"llm-{s}-{cmd.run}")
                 self.llm_tasks[(s, cmd.run)] = (cmd.attempt, task)
                 task.add_done_callback(lambda t, k=(s, cmd.run): self._llm_finished(k, t))
             case CancelLLM():
@@ -595,7 +602,7 @@ class Runtime:
             case PausePlayback() | ResumePlayback() | FlushPlayback():
                 await self.nc.publish(subjects.playback(s), contract.encode(cmd), headers=headers)
             case CallTool():
-                task = asyncio.create_task(self._run_tool(cmd, caller))
+                task = asyncio.create_task(self._run_tool(cmd, caller), name=f"tool-{s}-{cmd.run}-{cmd.name}")
                 self.tool_tasks.add(task)
                 task.add_done_callback(self._tool_finished)
             case StartTimer():
@@ -650,13 +657,11 @@ class Runtime:
         entry = self.llm_tasks.get(key)
         if entry and entry[1] is task:
             self.llm_tasks.pop(key)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("LLM task failed", exc_info=task.exception())
+        self._failed(task, "LLM task")
 
     def _tool_finished(self, task: asyncio.Task) -> None:
         self.tool_tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("tool task failed", exc_info=task.exception())
+        self._failed(task, "tool task")
 
     async def _on_llm_cancel(self, msg) -> None:
         try:
