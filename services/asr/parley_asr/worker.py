@@ -130,6 +130,7 @@ class Speculation:
 
 
 class Worker:
+    # long: the worker's state, one attribute a line with why
     def __init__(
         self,
         nc: Client,

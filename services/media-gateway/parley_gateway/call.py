@@ -137,6 +137,7 @@ def new_session_id(kind: str) -> str:
 
 
 class Call:
+    # long: the call's state, one attribute a line with why
     def __init__(
         self, nc: Client, transport: Transport, session: str | None = None, stats: dict | None = None, recordings: Recordings | None = None,
         admission: Admission | None = None, asr_watch: AsrWatch | None = None,
@@ -542,6 +543,7 @@ class Call:
             log.exception("playback command failed", extra={"session_id": self.session, "command": contract.type_name(cmd)})
             self.transport.fail(f"internal error executing {contract.type_name(cmd)}: {type(exc).__name__}", "command")
 
+    # long: a match over the playback commands, one case each
     async def _execute(self, cmd: contract.Command) -> None:
         match cmd:
             case FlushPlayback():

@@ -170,6 +170,7 @@ BACKLOG = 10_000  # notices waiting for a watcher that does not read: it is clos
 SEND_TIMEOUT = 5.0  # one notice not taken in this long: the watcher is not reading
 
 
+# long: one watcher's socket: its two tasks and the overflow close, in one try/finally
 async def watch(ws: WebSocket, nc, session: str, stats: dict | None = None) -> None:
     """Send the session's notices until the watcher leaves. A watcher that
     falls ``BACKLOG`` notices behind is told why and closed (1008), logged

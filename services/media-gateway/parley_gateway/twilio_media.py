@@ -497,6 +497,7 @@ class TwilioSocket:
             if not await self.handle(tp.parse(text)):
                 return
 
+    # long: a match over Twilio's message kinds, one case each
     async def handle(self, m: tp.Inbound) -> bool:
         """One message from Twilio; False when the stream is over."""
         if not isinstance(m, tp.Connected):
@@ -543,6 +544,7 @@ class TwilioSocket:
                     raise tp.ProtocolError("out_of_order", "connected after start")
         return True
 
+    # long: Twilio's start message: the checks of its documented fields, then the call, in protocol order
     async def _start(self, m: tp.Start) -> bool:
         if self.call is not None:
             raise tp.ProtocolError("out_of_order", "a second start on the same stream")

@@ -216,6 +216,7 @@ def _event_of(data: bytes) -> object:
     return obj.get("event") if isinstance(obj, dict) else None
 
 
+# long: a match over Twilio's documented message kinds, one case each
 def parse(text: str | bytes) -> Inbound:
     """One message from Twilio -> a typed message; ``ProtocolError`` otherwise."""
     try:

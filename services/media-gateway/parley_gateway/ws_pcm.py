@@ -150,6 +150,7 @@ class PcmSocket:
                     return
 
 
+# long: one /ws/pcm connection from accept to close: admission, auth, call and the three tasks whose first end ends it, in one try/finally
 async def serve(ws: WebSocket, nc, ticker, stats: dict, gate: auth.Gate, recordings=None, admission: Admission | None = None, asr_watch=None) -> None:
     await ws.accept()
     if admission is not None and admission.full:

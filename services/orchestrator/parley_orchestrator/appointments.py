@@ -470,6 +470,7 @@ class AppointmentBook:
         return [dict(zip(keys, r)) for r in rows]
 
 
+# long: the appointment tools' declarations (name, description, argument types), one table
 def appointment_tools(book: AppointmentBook) -> list[Tool]:
     hours = book.hours.describe()
     refusals = "a reason (taken, closed, not_a_slot, past) and the nearest free alternatives"

@@ -82,6 +82,7 @@ async def list_sessions(url: str, credentials: natsauth.Credentials | None = Non
         await nc.close()
 
 
+# long: the `parley` command: its subcommands (replay, export, sessions, usage, scenarios, config, talk) declared and dispatched, one branch each
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["scenarios"]:

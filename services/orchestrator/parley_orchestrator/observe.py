@@ -43,6 +43,7 @@ class StepObserver:
             return telemetry.session_context(session)
         return telemetry.turn_context(session, telemetry.turn_key(run.id, run.utterance))
 
+    # long: one step -> its span, metrics and turn bookkeeping; the attributes are one flat table read together
     def on_step(self, session: str, step: Step, before: reducer.SessionState, after: reducer.SessionState, path: tuple[str, ...]) -> None:
         ev = step.event
         at = ev.at

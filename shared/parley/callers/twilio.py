@@ -279,6 +279,7 @@ class TwilioCaller:
         await self.send({"event": "mark", "sequenceNumber": self._next_seq(), "streamSid": self.stream_sid, "mark": {"name": name}})
 
     # ------------------------------------------------------------ receiving
+    # long: the simulated Twilio caller's receive loop: one branch per message kind Twilio's platform sends
     async def _recv(self) -> None:
         try:
             async for raw in self.ws:

@@ -85,6 +85,7 @@ def _api_key() -> str:
     return kept.read_text().strip() if kept.exists() else ""
 
 
+# long: argparse declarations of the scenarios command, one option per line
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="parley scenarios", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)

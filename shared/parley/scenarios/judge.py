@@ -277,6 +277,7 @@ def run_playing(steps: list[Seen], t: float) -> int | None:
 # The judgement
 
 
+# long: one scenario's verdict: every check reads the same record (steps, frames, turns), in the order the report lists them; a test tool, not the product
 def judge(scenario: Scenario, record: Record) -> Result:
     res = Result(scenario.name, record.transport, record.session, ok=False, error=record.error, tags=list(scenario.tags))
     steps = record.steps
@@ -438,6 +439,7 @@ def _tools_check(expected, actual: list[dict]) -> tuple[bool, str]:
     return False, f"no {want.name}({json.dumps(want.arguments, sort_keys=True)}) in order; called: {got}"
 
 
+# long: one check over every cut reply, its bookkeeping kept together
 def history_checks(record: Record, overlaps: list[dict]) -> list[Check]:
     """For each cut reply: the chunks the caller heard whole == the chunks the next prompt holds."""
     steps = record.steps

@@ -162,6 +162,7 @@ class Runner:
             return TwilioLine(self.target.gateway_ws, params, gateway_http=self.target.gateway_http, auth_token=self.target.twilio_auth_token)
         raise ValueError(f"unknown transport {transport!r}")
 
+    # long: one scripted call from open to hang-up: the steps in order and the record, with one try/finally that always closes the line
     async def _call(self, scenario: Scenario, transport: str, audio: dict[int, np.ndarray]) -> tuple[Record, Heard, list]:
         marker = secrets.token_hex(8)
         line = self._line(transport, {**scenario.params, MARKER: marker})
@@ -229,6 +230,7 @@ class Runner:
         last = max((t + len(p) / frames.rate for t, p in frames.frames[-5:]), default=0.0)
         return total, last
 
+    # long: the wait step's kinds (seconds, quiet, phase, heard), one loop each
     async def _wait(self, step: Step, line: Line, session: str, since: float) -> None:
         t = self.timing
         start = time.monotonic()

@@ -198,6 +198,7 @@ def _cup() -> np.ndarray:
     return _norm(ring * 0.5 + thud, -12)
 
 
+# long: a table of the named sounds (spec.SOUNDS), one synthesis recipe each
 def non_speech(kind: str) -> np.ndarray:
     """One of ``spec.SOUNDS`` as float audio at ``RATE``."""
     rng = np.random.default_rng(int(hashlib.sha256(kind.encode()).hexdigest()[:8], 16))

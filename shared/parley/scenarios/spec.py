@@ -316,6 +316,7 @@ def _audio(m: dict, base: Audio, where: str) -> Audio:
 STEP_KINDS = ("say", "sound", "pause", "dtmf", "wait", "hangup")
 
 
+# long: one YAML step -> Step: a table of step kinds, each with its own fields checked and named in its error
 def _step(raw: Any, base: Audio, where: str) -> Step:
     if raw == "hangup":
         return Step(kind="hangup", where=where)
@@ -455,6 +456,7 @@ SCENARIO_KEYS = ("name", "about", "tags", "steps", "expect", "transports", "para
 DEFAULT_KEYS = ("voice", "transports", "params", "audio", "tags")
 
 
+# long: one YAML scenario -> Scenario: each top-level key checked and named in its error
 def _scenario(raw: Any, defaults: dict, where: str) -> list[Scenario]:
     m = _mapping(raw, where)
     _keys(m, SCENARIO_KEYS, where)

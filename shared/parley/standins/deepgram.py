@@ -139,6 +139,7 @@ class _Stream:
         self.fault_taken = False
         self.sent_results = 0
 
+    # long: the vendor stand-in's receive loop: each documented close code and message kind of Deepgram's live API in one place
     async def run(self) -> None:
         ws = self.ws
         frame = int(FRAME_S * self.rate)

@@ -172,6 +172,7 @@ class Cartesia:
         pass  # the socket is closed by aclose (in the app's lifespan)
 
     # ------------------------------------------------------------- speaking
+    # long: one chunk over Cartesia's WebSocket protocol: request, audio and timestamps, done/error, and cancel at the provider in one place
     async def stream(self, job: Job) -> AsyncIterator[bytes]:
         context = f"{job.session}-{job.run}-{job.chunk}-{next(self._ids)}"
         queue: asyncio.Queue = asyncio.Queue()

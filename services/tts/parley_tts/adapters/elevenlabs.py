@@ -151,6 +151,7 @@ class ElevenLabs:
     def close(self) -> None:
         pass
 
+    # long: one chunk over ElevenLabs' WebSocket protocol: request, audio and alignment, final and error in one place
     async def stream(self, job: Job) -> AsyncIterator[bytes]:
         context = f"{job.session}-{job.run}-{job.chunk}-{next(self._ids)}"
         queue: asyncio.Queue = asyncio.Queue()

@@ -225,6 +225,7 @@ def _said_as_old(norm: str, today: dt.date, in_next_week: bool) -> bool:
     return bool(sep) and any(_when(after, today, in_next_week)[:2])
 
 
+# long: the receptionist's reading of one utterance: each concern (time, day, name, yes/no, intent) is a call into its own module; this is their order
 def hear(text: str, today: dt.date, in_next_week: bool = False) -> Heard:
     """What one caller utterance says. Never raises."""
     norm = normalise(text)
