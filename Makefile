@@ -28,9 +28,12 @@ bench: setup
 	@$(UV) run --frozen python bench/run.py
 
 # Minutes of calls on two processes of every worker service, killed with
-# SIGKILL at random (tests/chaos.py); prints the figures for docs/BENCHMARKS.md.
+# SIGKILL at random (tests/chaos.py); then the same on two "hosts" (network
+# namespaces, needs root) with one host killed whole (tests/two_hosts.py).
+# Prints the figures for docs/BENCHMARKS.md.
 chaos: setup
 	@$(UV) run --frozen python tests/chaos.py --minutes $${CHAOS_MINUTES:-4}
+	@$(UV) run --frozen python tests/two_hosts.py
 
 clean:
 	rm -rf var .venv

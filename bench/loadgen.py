@@ -347,6 +347,8 @@ class Caller:
                     )
                 )
             await asyncio.sleep(max(0.0, start_at - time.monotonic()))
+            if self.closed:
+                return  # refused (a full gateway closes the stream at once): nothing to say
             if a.greeting:
                 # Let the agent's greeting (if any) play out first.
                 await asyncio.wait_for(self.wait("quiet", a.quiet), a.reply_timeout)
