@@ -69,6 +69,9 @@ async def connect(url: str | None = None, name: str = "parley", credentials: nat
         **{**(credentials.connect_options() if credentials else {}), **options},
     )
     _replicas[nc] = replicas
+    _stream_makers[nc] = not (credentials and credentials.seed) or (
+        credentials.role in natsauth.ROLES and natsauth.may_publish(credentials.role, natsauth.CREATE_EVENT_STREAM)
+    )
     return nc
 
 
@@ -107,9 +110,12 @@ def event_stream_config(partitions: int = subjects.EVENT_PARTITIONS, replicas: i
         # Events not reduced within a day are not going to be.
         "max_age": 24 * 3600 * 10**9,
         "num_replicas": replicas,
+        # parley.evt.<session>.<producer> -> parley.evt.<partition>.<session>.<producer>:
+        # the partition hashes the session only, so one session's events
+        # stay in order whoever produced them.
         "subject_transform": {
             "src": subjects.EVENTS_ALL,
-            "dest": f"{subjects.PREFIX}.evt.{{{{partition({partitions},1)}}}}.{{{{wildcard(1)}}}}",
+            "dest": f"{subjects.PREFIX}.evt.{{{{partition({partitions},1)}}}}.{{{{wildcard(1)}}}}.{{{{wildcard(2)}}}}",
         },
     }
 
@@ -148,20 +154,71 @@ def tts_consumer_config() -> dict:
     }
 
 
-async def ensure_stream(nc: Client, cfg: dict) -> None:
-    """Create a stream if it does not exist (idempotent: any service may)."""
-    reply = await nc.request(f"$JS.API.STREAM.CREATE.{cfg['name']}", json.dumps(cfg).encode(), timeout=5)
+STREAM_WAIT = 120.0  # s a service that may not make a stream waits for the orchestrator to
+
+
+async def ensure_stream(nc: Client, cfg: dict, update: bool = False) -> None:
+    """Create a stream if it does not exist (the orchestrator, or a client
+    without credentials; the other services wait until it exists).
+    ``update`` (the orchestrator, at start): an existing stream whose
+    subjects or transform differ from ours (an older layout, or one somebody
+    else made) is brought to ours, loudly."""
+    name = cfg["name"]
+    if not _may_make_stream(nc):
+        await _wait_for_stream(nc, name)
+        return
+    reply = await nc.request(f"$JS.API.STREAM.CREATE.{name}", json.dumps(cfg).encode(), timeout=5)
     error = json.loads(reply.data).get("error")
     if error and error.get("err_code") != 10058:  # 10058: exists with another config
-        raise RuntimeError(f"cannot create stream {cfg['name']}: {error}")
+        raise RuntimeError(f"cannot create stream {name}: {error}")
+    if not error or not update:
+        return
+    info = json.loads((await nc.request(f"$JS.API.STREAM.INFO.{name}", b"", timeout=5)).data)
+    have = info.get("config", {})
+    if sorted(have.get("subjects", [])) == sorted(cfg["subjects"]) and have.get("subject_transform") == cfg.get("subject_transform"):
+        return
+    log.warning(
+        "stream layout changed: updating it",
+        extra={"stream": name, "had_subjects": have.get("subjects"), "had_transform": have.get("subject_transform"), "subjects": cfg["subjects"]},
+    )
+    new = {**have, "subjects": cfg["subjects"], "subject_transform": cfg.get("subject_transform")}
+    answer = json.loads((await nc.request(f"$JS.API.STREAM.UPDATE.{name}", json.dumps(new).encode(), timeout=5)).data)
+    if answer.get("error"):
+        raise RuntimeError(f"cannot update stream {name} to the current layout: {answer['error']}")
 
 
-async def ensure_event_stream(nc: Client) -> None:
-    """Create the event stream if it does not exist (idempotent: any service may)."""
-    await ensure_stream(nc, event_stream_config(replicas=replicas(nc)))
+async def _wait_for_stream(nc: Client, name: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + STREAM_WAIT
+    while True:
+        try:
+            reply = json.loads((await nc.request(f"$JS.API.STREAM.INFO.{name}", b"", timeout=2)).data)
+            if not reply.get("error"):
+                return
+            problem = str(reply["error"])
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.errors.ConnectionReconnectingError) as exc:
+            problem = type(exc).__name__
+        if loop.time() > deadline:
+            raise RuntimeError(f"stream {name} does not exist (the orchestrator makes it): {problem}")
+        log.info("waiting for the orchestrator to make a stream", extra={"stream": name, "error": problem})
+        await asyncio.sleep(1.0)
+
+
+async def ensure_event_stream(nc: Client, update: bool = False) -> None:
+    """Create the event stream if it does not exist (see ensure_stream)."""
+    await ensure_stream(nc, event_stream_config(replicas=replicas(nc)), update=update)
 
 
 _nuids: "weakref.WeakKeyDictionary[Client, NUID]" = weakref.WeakKeyDictionary()
+# Connections that may create streams: without credentials (a server
+# without authorization: unit tests) or the orchestrator's. The others may
+# not (natsauth.ROLES): a worker that could create the event stream could
+# also give it a transform that relabels its events as another producer's.
+_stream_makers: "weakref.WeakKeyDictionary[Client, bool]" = weakref.WeakKeyDictionary()
+
+
+def _may_make_stream(nc: Client) -> bool:
+    return _stream_makers.get(nc, True)
 
 
 async def publish_event(nc: Client, event: contract.Event, headers: dict[str, str] | None = None, acked: bool = True) -> None:
@@ -176,11 +233,11 @@ async def publish_event(nc: Client, event: contract.Event, headers: dict[str, st
     if nuid is None:
         # First event on this connection: make sure the stream is there (a
         # core subscriber on the subject would otherwise hide its absence).
-        await _try(ensure_event_stream(nc))
+        await _try(nc, ensure_event_stream(nc))
         nuid = _nuids[nc] = NUID()
     hdrs = {**(headers or {}), "Nats-Msg-Id": nuid.next().decode()}
     data = contract.encode(event)
-    subject = subjects.events(event.session)
+    subject = subjects.event_from(event.session, contract.producer_of(event))
     if not acked:
         await nc.publish(subject, data, headers=hdrs)
         return
@@ -209,11 +266,11 @@ async def publish_stored(nc: Client, subject: str, data: bytes, hdrs: dict[str, 
             # No stream yet (the first service up publishes before any
             # orchestrator made it): make it.
             problem = "no stream"
-            await _try(ensure_stream(nc, config(replicas=replicas(nc))))
+            await _try(nc, ensure_stream(nc, config(replicas=replicas(nc))))
         except (nats.errors.TimeoutError, nats.errors.ConnectionReconnectingError, nats.errors.OutboundBufferLimitError) as exc:
             problem = type(exc).__name__
             if isinstance(exc, nats.errors.TimeoutError):
-                await _try(ensure_stream(nc, config(replicas=replicas(nc))))
+                await _try(nc, ensure_stream(nc, config(replicas=replicas(nc))))
         else:
             answer = json.loads(reply.data)
             if "error" not in answer:
@@ -248,7 +305,10 @@ async def through_election(op, what: str, session: str = "", reads: bool = False
             pause = min(pause * 2, 0.5)
 
 
-async def _try(coro) -> None:
+async def _try(nc: Client, coro) -> None:
+    if not _may_make_stream(nc):
+        coro.close()  # the orchestrator makes it; until then, publishing retries
+        return
     try:
         await coro
     except Exception as exc:  # noqa: BLE001 - the caller retries and reports

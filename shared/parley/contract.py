@@ -323,6 +323,41 @@ AnyEvent = Union[
     Usage,
 ]
 
+# Who may produce each event type: the producer token of its subject
+# (subjects.event_from). NATS lets each service publish under its own token
+# only, and the orchestrator refuses an event whose type is not its
+# producer's, so owning one service does not let an attacker speak for
+# another (docs/SECURITY.md). Takeover never travels: a replica makes it.
+PRODUCERS: dict[type, str] = {
+    SessionStarted: "gateway",
+    SessionEnded: "gateway",
+    PlaybackProgress: "gateway",
+    Dtmf: "gateway",
+    CallStatus: "gateway",
+    ToneHeard: "gateway",
+    DigitsSent: "gateway",
+    SpeechStarted: "asr",
+    SpeechStopped: "asr",
+    TranscriptPartial: "asr",
+    TranscriptFinal: "asr",
+    TTSChunkStarted: "tts",
+    TTSChunkDone: "tts",
+    TTSError: "tts",
+    LLMToken: "orchestrator",
+    LLMToolCall: "orchestrator",
+    LLMDone: "orchestrator",
+    LLMError: "orchestrator",
+    ToolResult: "orchestrator",
+    TimerFired: "orchestrator",
+    Takeover: "orchestrator",
+}
+
+
+def producer_of(event: Event) -> str:
+    """The service that may publish ``event`` (its subject's producer token)."""
+    return PRODUCERS[type(event)]
+
+
 # --------------------------------------------------------------------------
 # Commands
 

@@ -114,11 +114,12 @@ def _event_stream_owner() -> tuple[str, ...]:
 
 
 def _tts_puller() -> tuple[str, ...]:
-    """A TTS worker: makes the request stream and its durable consumer if
-    missing, pulls one request at a time, acks and says "in progress"."""
+    """A TTS worker: makes its durable consumer if missing, pulls one request
+    at a time, acks and says "in progress". It may not make the stream: a
+    worker that could would choose its subjects (callers' audio, say) and
+    read them through its consumer; the orchestrator makes it."""
     s, c = subjects.TTS_STREAM, subjects.TTS_CONSUMER
     return (
-        _js("STREAM.CREATE", s),
         _js("STREAM.INFO", s),
         _js("CONSUMER.CREATE", s, c),
         _js("CONSUMER.CREATE", s, c, ">"),
@@ -145,16 +146,22 @@ class Role:
         return tuple(s.split(" ", 1)[0] for s in self.subscribe)
 
 
-EVENTS = wildcard(subjects.events)  # any producer's session events (JetStream, acked)
-CREATE_EVENT_STREAM = _js("STREAM.CREATE", subjects.EVENTS_STREAM)  # bus.publish_event makes it if missing
+def events_of(producer: str) -> str:
+    """The session events one producer may publish (any session, its own
+    producer token only: contract.PRODUCERS says which types are its)."""
+    if producer not in subjects.PRODUCERS:
+        raise ValueError(f"unknown event producer {producer!r}")
+    return f"{subjects.PREFIX}.evt.*.{producer}"
+
+
+CREATE_EVENT_STREAM = _js("STREAM.CREATE", subjects.EVENTS_STREAM)  # only the orchestrator makes the stream
 
 ROLES: dict[str, Role] = {
     "gateway": Role(
         about="media-gateway: callers' audio in, agent audio out, the inspector",
         publish=(
             wildcard(subjects.audio_in),
-            EVENTS,
-            CREATE_EVENT_STREAM,
+            events_of("gateway"),
             wildcard(subjects.control),
             wildcard(subjects.notices),
             subjects.ASR_CLAIM,
@@ -174,7 +181,7 @@ ROLES: dict[str, Role] = {
     ),
     "asr": Role(
         about="asr: hears a claimed session's audio, publishes speech and transcript events",
-        publish=(EVENTS, CREATE_EVENT_STREAM),
+        publish=(events_of("asr"),),
         subscribe=(
             f"{subjects.ASR_CLAIM} {subjects.ASR_GROUP}",
             wildcard(subjects.asr_alive),
@@ -185,7 +192,7 @@ ROLES: dict[str, Role] = {
     ),
     "tts": Role(
         about="tts: synthesizes requested text into a run's audio",
-        publish=(wildcard(subjects.tts_audio), EVENTS, CREATE_EVENT_STREAM, *_tts_puller()),
+        publish=(wildcard(subjects.tts_audio), events_of("tts"), *_tts_puller()),
         subscribe=(
             subjects.TTS_CANCEL,
             subjects.CONTROL_ALL,
@@ -196,7 +203,7 @@ ROLES: dict[str, Role] = {
     "orchestrator": Role(
         about="orchestrator: reduces every session's events, commands the others, keeps state and logs",
         publish=(
-            EVENTS,
+            events_of("orchestrator"),
             subjects.EVENT_BEATS,
             wildcard(subjects.log),
             wildcard(subjects.observe),
@@ -209,6 +216,8 @@ ROLES: dict[str, Role] = {
             wildcard(subjects.orchestrator_alive),
             *_event_stream_owner(),
             _js("STREAM.CREATE", subjects.TTS_STREAM),
+            _js("STREAM.UPDATE", subjects.TTS_STREAM),
+            _js("STREAM.INFO", subjects.TTS_STREAM),
             _js("STREAM.CREATE", subjects.LOG_STREAM),
             _js("STREAM.UPDATE", subjects.LOG_STREAM),
             _js("STREAM.INFO", subjects.LOG_STREAM),

@@ -60,23 +60,49 @@ def asr_alive(worker: str) -> str:
     gone, and the gateway claims the session again through the group."""
     return f"{PREFIX}.asr.alive.{session_token(worker)}"
 
-# --- events for the orchestrator (any producer, through bus.publish_event):
-# stored in EVENTS_STREAM; core subscribers (tests, tools) still see them here
+# --- events for the orchestrator (through bus.publish_event only), one subject
+# per session AND producer: ``parley.evt.<session>.<producer>``. The producer
+# of each event type is fixed (contract.PRODUCERS), and NATS lets each service
+# publish under its own producer token only, so a compromised ASR worker
+# cannot publish a SessionEnded or a ToolResult: the orchestrator refuses an
+# event whose type is not its subject's producer's. Stored in EVENTS_STREAM;
+# core subscribers (tests, tools) see them here.
+PRODUCERS = ("gateway", "asr", "tts", "orchestrator")
+
+
+def event_from(session: str, producer: str) -> str:
+    """The subject ``producer`` publishes ``session``'s events on."""
+    if producer not in PRODUCERS:
+        raise ValueError(f"unknown event producer {producer!r}")
+    return f"{PREFIX}.evt.{session_token(session)}.{producer}"
+
+
 def events(session: str) -> str:
-    return f"{PREFIX}.evt.{session_token(session)}"
+    """Every producer's events of ``session`` (a subscription pattern)."""
+    return f"{PREFIX}.evt.{session_token(session)}.*"
 
 
-EVENTS_ALL = f"{PREFIX}.evt.*"
+EVENTS_ALL = f"{PREFIX}.evt.*.*"
 
 
 def stored_events(session: str) -> str:
-    """The subject an event of ``session`` has inside EVENTS_STREAM (any partition)."""
-    return f"{PREFIX}.evt.*.{session_token(session)}"
+    """The subjects ``session``'s events have inside EVENTS_STREAM (any
+    partition, any producer): ``parley.evt.<partition>.<session>.<producer>``."""
+    return f"{PREFIX}.evt.*.{session_token(session)}.*"
 
 
 def event_partition(p: int) -> str:
-    """Filter of partition ``p``'s consumer: its events, and its beats."""
-    return f"{PREFIX}.evt.{int(p)}.*"
+    """Filter of partition ``p``'s consumer: its events (beats are another filter)."""
+    return f"{PREFIX}.evt.{int(p)}.*.*"
+
+
+def stored_origin(subject: str) -> tuple[str, str]:
+    """(session, producer) of a subject inside EVENTS_STREAM; ValueError if it
+    is not ``parley.evt.<partition>.<session>.<producer>``."""
+    parts = subject.split(".")
+    if len(parts) != 5 or parts[:2] != [PREFIX, "evt"] or parts[4] not in PRODUCERS:
+        raise ValueError(f"{subject!r} is not a stored event subject")
+    return session_token(parts[3]), parts[4]
 
 
 def event_beat(p: int) -> str:

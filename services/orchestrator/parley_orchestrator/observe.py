@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from parley import contract, telemetry
+from parley import contract, subjects, telemetry
 from parley.contract import Step
 
 from . import reducer
@@ -56,7 +56,7 @@ class StepObserver:
             "run.id": run.id if run else None,
             "parley.dropped": step.dropped or None,
             **MESSAGING,
-            "messaging.destination.name": f"parley.evt.{session}",
+            "messaging.destination.name": subjects.event_from(session, contract.producer_of(ev)),
             "messaging.consumer.group.name": "orchestrator",
         }
         self.tel.record_span(f"reduce {type(ev).__name__}", session=session, parent=parent, start=at, end=at, attributes=attrs)

@@ -1,7 +1,7 @@
 """Which orchestrator replica reduces which sessions: partition ownership.
 
 Every session event is stored in the stream ``subjects.EVENTS_STREAM`` under
-``parley.evt.<partition>.<session>``; the partition is the server's
+``parley.evt.<partition>.<session>.<producer>``; the partition is the server's
 deterministic hash of the session id (a subject transform). Each partition has
 one durable pull consumer (``evt-<p>``) in the *pinned client* priority policy
 (nats-server 2.11+, ADR-42): every replica keeps a pull waiting on every

@@ -147,7 +147,9 @@ class Runtime:
     stats: dict[str, int] = field(
         default_factory=lambda: {"events": 0, "stale": 0, "rejected": 0, "bugs": 0, "duplicate": 0, "redelivered": 0, "cas_retries": 0, "takeovers": 0, "caught_up": 0,
                                  # failures, each logged at error: a batch that raised (retried from the stream), a background task
-                                 "batch_failures": 0, "task_errors": 0}
+                                 "batch_failures": 0, "task_errors": 0,
+                                 # events refused: a type not its producer's, or naming another session (logged at error)
+                                 "events_forged": 0}
     )
 
     def __post_init__(self) -> None:
@@ -191,8 +193,10 @@ class Runtime:
             if info.config.max_age is not None and abs(info.config.max_age - self.log_retention) > 1:
                 await self.js.update_stream(_with(info.config, max_age=self.log_retention))
                 log.info("event log retention changed", extra={"days": round(self.log_retention / 86400, 3)})
-        await bus.ensure_event_stream(self.nc)
-        await bus.ensure_stream(self.nc, bus.tts_stream_config(replicas=bus.replicas(self.nc)))
+        # update: an existing stream of an older layout, or one a worker made
+        # with other subjects, is brought to ours (loudly).
+        await bus.ensure_event_stream(self.nc, update=True)
+        await bus.ensure_stream(self.nc, bus.tts_stream_config(replicas=bus.replicas(self.nc)), update=True)
         self.subs.append(await self.nc.subscribe(subjects.LLM_CANCEL, cb=self._on_llm_cancel))
         self.subs.append(await self.nc.subscribe(subjects.ORCHESTRATOR_INFO, queue=subjects.ORCHESTRATOR_GROUP, cb=self._on_info))
         await self.ownership.start()
@@ -229,11 +233,10 @@ class Runtime:
 
     # ------------------------------------------------------------ intake
     def _on_delivery(self, d: Delivery) -> None:
-        session = d.subject.rsplit(".", 1)[-1]
         try:
-            subjects.session_token(session)
+            session, _producer = subjects.stored_origin(d.subject)
         except ValueError:
-            log.warning("event on a bad subject dropped", extra={"subject": d.subject})
+            log.warning("event on a bad subject dropped", extra={"subject": d.subject[:200]})
             self._spawn(d.ack(self.nc), "ack")
             return
         self.partition_of[session] = d.partition
@@ -313,9 +316,10 @@ class Runtime:
         except KeyNotFoundError:
             return Cached(Stored(consumed=0, state=reducer.initial_state()), None)
 
-    async def _catch_up(self, session: str, applied: int) -> list[tuple[int, bytes]]:
-        """Every stored event of the session after ``applied``, in order."""
-        out: list[tuple[int, bytes]] = []
+    async def _catch_up(self, session: str, applied: int) -> list[tuple[int, str, bytes]]:
+        """Every stored event of the session after ``applied``, in order:
+        (stream sequence, subject, data)."""
+        out: list[tuple[int, str, bytes]] = []
         seq = applied + 1
         while True:
             try:
@@ -325,7 +329,7 @@ class Runtime:
                 )  # fmt: skip
             except NotFoundError:
                 return out
-            out.append((msg.seq, msg.data or b""))
+            out.append((msg.seq, msg.subject, msg.data or b""))
             seq = msg.seq + 1
 
     # long: the compare-and-set loop of one batch: read, reduce, write, retry on a conflict; its steps are calls, the loop is the point
@@ -339,8 +343,13 @@ class Runtime:
                 pending = await self._catch_up(session, cached.stored.applied)
                 self.stats["caught_up"] += len(pending)
             else:
-                pending = [(d.seq, d.data) for d in deliveries if d.seq > cached.stored.applied]
-            events, applied = self._decode(session, pending, cached.stored.applied)
+                pending = [(d.seq, d.subject, d.data) for d in deliveries if d.seq > cached.stored.applied]
+            events, applied, dropped = self._decode(session, pending, cached.stored.applied)
+            # A dropped event (undecodable, forged) changes no state: acked
+            # now, so it is not delivered (and refused, and counted) again.
+            for d in deliveries:
+                if d.seq in dropped:
+                    await d.ack(self.nc)
             state = cached.stored.state
             takeover = cold and state.phase in LIVE and cached.stored.owner != self.replica
             if takeover:
@@ -374,20 +383,43 @@ class Runtime:
         await self._after_commit(session, batch, stored, cold, resend=cached.stored.outbox if takeover else ())
         return stored.state.phase == reducer.ENDED
 
-    def _decode(self, session: str, pending: list[tuple[int, bytes]], applied: int) -> tuple[list[AnyEvent], int]:
+    def _decode(self, session: str, pending: list[tuple[int, str, bytes]], applied: int) -> tuple[list[AnyEvent], int, set[int]]:
         events: list[AnyEvent] = []
-        for seq, data in pending:
+        dropped: set[int] = set()
+        for seq, subject, data in pending:
             applied = max(applied, seq)
             try:
                 event = contract.decode_event(data)
             except (contract.DecodeError, contract.ValidationError) as exc:
                 log.warning("undecodable event dropped", extra={"session_id": session, "seq": seq, "error": str(exc)})
+                dropped.add(seq)
                 continue
-            if event.session != session:
-                log.warning("event on another session's subject dropped", extra={"session_id": session, "seq": seq})
+            if not self._authentic(session, seq, subject, event):
+                dropped.add(seq)
                 continue
             events.append(self._enrich(event))
-        return events, applied
+        return events, applied, dropped
+
+    def _authentic(self, session: str, seq: int, subject: str, event: AnyEvent) -> bool:
+        """Did the event come from the service that may produce its type, for
+        the session it names? NATS lets each service publish under its own
+        producer token only (parley.natsauth), so the subject's producer is
+        who sent it; a type that is not that producer's (an ASR worker's
+        SessionEnded, a gateway's ToolResult) is forged: dropped, counted,
+        logged as an error. Never reduced, so it cannot touch the call."""
+        try:
+            subject_session, producer = subjects.stored_origin(subject)
+        except ValueError:
+            producer, subject_session = "", ""
+        expected = contract.PRODUCERS.get(type(event), "")
+        if subject_session == session and producer == expected and event.session == session:
+            return True
+        self.stats["events_forged"] += 1
+        log.error(
+            "forged event refused",
+            extra={"session_id": session, "seq": seq, "event": contract.type_name(event), "producer": producer or subject[:120], "may_produce_it": expected, "names_session": event.session[:64]},
+        )
+        return False
 
     def _reduce(self, before: Stored, events: list[AnyEvent], applied: int) -> tuple[Batch, Stored]:
         batch = Batch()
