@@ -171,6 +171,7 @@ ROLES: dict[str, Role] = {
             subjects.ORCHESTRATOR_CALLBACKS,
             _js("STREAM.NAMES"),
             *_stream_reader(subjects.LOG_STREAM),  # the inspector replays a call's steps
+            *_kv_writer(subjects.GRANTS_BUCKET),  # session tokens, shared by every gateway replica
         ),
         subscribe=(
             wildcard(subjects.tts_audio),

@@ -34,6 +34,7 @@ EVENTS_STREAM = "PARLEY_EVENTS"
 # changing it means recreating the stream (drained first).
 EVENT_PARTITIONS = 12
 EVENT_PIN_GROUP = "owner"  # the consumers' priority group
+GRANTS_BUCKET = "parley_grants"  # KV: SHA-256 of a session token -> its grant (the gateways')
 LIVE_BUCKET = "parley_live"  # KV: "<partition>.<session>" -> owner, for live sessions only
 
 _SESSION_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")

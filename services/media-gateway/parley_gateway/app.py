@@ -10,7 +10,7 @@ from pathlib import Path
 
 import msgspec
 from fastapi import FastAPI, Request, WebSocket
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 
 from parley import bus, subjects, telemetry
 
@@ -61,6 +61,7 @@ def create_app(settings: Settings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         nc = await bus.connect(settings.nats_url, name="media-gateway", credentials=settings.nats_credentials, replicas=settings.nats_replicas)
+        gate.shared = auth.SharedGrants(await _grants_bucket(nc, settings.session_token_ttl), ttl=settings.session_token_ttl)
         recordings = Recordings(settings.data_dir / "recordings", settings.recordings, settings.recordings_keep_days, state["stats"])
         recordings.open()
         tasks = TaskSet(state["stats"])
@@ -126,9 +127,28 @@ def create_app(settings: Settings) -> FastAPI:
             params = gate.params(req.params)
         except auth.Refused as refused:
             return _refuse(refused.status, str(refused))
-        token, grant = gate.grants.mint(params, gate.now(), origin="api")
+        token, grant = await gate.mint(params, origin="api")
         _count(stats, "session_tokens")
-        return JSONResponse({"token": token, "expires_in": settings.session_token_ttl, "expires_at": grant.expires_at, "params": params}, status_code=201)
+        return JSONResponse({"token": token, "id": auth.grant_id(token), "expires_in": settings.session_token_ttl, "expires_at": grant.expires_at, "params": params}, status_code=201)
+
+    @app.delete("/api/sessions/{grant}")
+    async def revoke_session(grant: str, request: Request):
+        """A deployer's backend takes back a token it minted and nobody used
+        yet (``id`` from the mint's answer): any gateway replica refuses it
+        from then on."""
+        stats = state["stats"]
+        if not settings.api_key or not auth.api_key_ok(settings.api_key, request.headers.get("authorization")):
+            _count(stats, "api_sessions_unauthorized")
+            log.warning("session revocation refused: bad or missing API key", extra={"client": _client(request)})
+            return _refuse(401, "needs Authorization: Bearer <PARLEY_API_KEY>")
+        outcome = await gate.revoke(grant)
+        log.info("session token revocation", extra={"grant": grant[:12], "outcome": outcome})
+        if outcome == "revoked":
+            _count(stats, "session_tokens_revoked")
+            return Response(status_code=204)
+        if outcome == "used":
+            return _refuse(409, "that token was already used: its session has started (hang it up instead)")
+        return _refuse(404, "no unused session token with that id (never minted, or expired)")
 
     @app.post("/api/demo/session")
     async def demo_session(request: Request):
@@ -148,7 +168,7 @@ def create_app(settings: Settings) -> FastAPI:
             gate.rate.take(client or "unknown", gate.now())
         except auth.Refused as refused:
             return _refuse(refused.status, str(refused))
-        token, grant = gate.grants.mint({}, gate.now(), origin="demo")
+        token, grant = await gate.mint({}, origin="demo")
         _count(stats, "demo_tokens")
         return JSONResponse({"token": token, "expires_in": settings.session_token_ttl, "expires_at": grant.expires_at}, status_code=201)
 
@@ -157,6 +177,19 @@ def create_app(settings: Settings) -> FastAPI:
     outbound.register(app, state, settings)
     inspect.register(app, state, settings)
     return app
+
+
+async def _grants_bucket(nc, ttl: float):
+    """The session grants' KV bucket, shared by every gateway replica; entries
+    live a little longer than a token (the expiry in each is checked too)."""
+    from nats.js.api import KeyValueConfig, StorageType
+
+    js = nc.jetstream()
+    config = KeyValueConfig(bucket=subjects.GRANTS_BUCKET, history=1, ttl=ttl + 60, storage=StorageType.FILE, replicas=bus.replicas(nc))
+    try:
+        return await bus.through_election(lambda: js.create_key_value(config), "grants bucket not made")
+    except Exception:  # noqa: BLE001 - made by another replica with another TTL: use it as it is
+        return await js.key_value(subjects.GRANTS_BUCKET)
 
 
 async def _housekeeping(recordings: Recordings) -> None:

@@ -10,9 +10,11 @@ questions the same way:
   ``POST /api/sessions`` (or, in the local demo mode ``make run`` uses, from
   ``POST /api/demo/session`` for the page itself). A token is random, lives
   ``PARLEY_SESSION_TOKEN_TTL`` seconds and is accepted once; parameters given
-  when it was minted belong to it. Grants live in this process: a gateway
-  behind a load balancer with several replicas needs sticky routing of the
-  token's one request, or a shared store (docs/SECURITY.md).
+  when it was minted belong to it. Grants live in a NATS KV bucket
+  (``SharedGrants``: single use by compare-and-set, the bucket's TTL forgets
+  them), so any gateway replica admits a token another minted, once; a
+  deployer's backend revokes an unused one (``DELETE /api/sessions/{id}``).
+  ``Grants`` is the same in process memory (unit tests, fuzzing).
 * **Origin**: a browser says which page opened a WebSocket or posted an
   offer. The gateway's own page (same origin as the Host) and the origins in
   ``PARLEY_ALLOWED_ORIGINS`` may; any other site may not, even with a token.
@@ -33,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import json
 import secrets
 import time
 from collections import OrderedDict
@@ -116,6 +119,96 @@ class Grants:
             if grant.expires_at >= now:
                 break
             del self.pending[key]
+
+
+    def revoke(self, grant_id: str, now: float) -> str:
+        """"revoked", or "unknown" (never minted, used, or expired)."""
+        self._expire(now)
+        return "revoked" if self.pending.pop(grant_id, None) is not None else "unknown"
+
+
+class SharedGrants:
+    """Grants in a NATS KV bucket (``subjects.GRANTS_BUCKET``), shared by every
+    gateway replica: the key is the token's SHA-256 (the grant's ``id``; the
+    token itself is never stored), the value the grant and its state
+    (fresh, used, revoked). Redeeming is a compare-and-set from fresh to used
+    on the entry's revision, so of two replicas given the same token at once
+    exactly one admits it. The bucket's TTL drops entries after the token's
+    lifetime; the expiry in the value is checked too."""
+
+    def __init__(self, kv, ttl: float = 60.0):
+        self.kv = kv
+        self.ttl = ttl
+
+    async def mint(self, params: dict[str, str], now: float, origin: str = "api") -> tuple[str, Grant]:
+        token = secrets.token_urlsafe(24)
+        grant = Grant(params=dict(params), expires_at=now + self.ttl, origin=origin)
+        await self.kv.create(_key(token), _encode(grant, "fresh"))
+        return token, grant
+
+    async def redeem(self, token: str | None, now: float) -> Grant:
+        from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+
+        if not token:
+            raise Refused(401, _NO_TOKEN)
+        if not isinstance(token, str) or len(token) >= 200:
+            raise Refused(401, _UNKNOWN_TOKEN)
+        key = _key(token)
+        try:
+            entry = await self.kv.get(key)
+        except KeyNotFoundError:  # KeyDeletedError is one too
+            raise Refused(401, _UNKNOWN_TOKEN) from None
+        grant, state = _decode(entry.value)
+        if state == "used":
+            raise Refused(401, _UNKNOWN_TOKEN)
+        if state == "revoked":
+            raise Refused(401, "session token revoked by the service that minted it")
+        if grant.expires_at < now:
+            raise Refused(401, "session token expired: mint a new one just before connecting")
+        try:
+            await self.kv.update(key, _encode(grant, "used"), last=entry.revision)
+        except KeyWrongLastSequenceError:  # another replica took it (or it was revoked) just now
+            raise Refused(401, _UNKNOWN_TOKEN) from None
+        return grant
+
+    async def revoke(self, grant_id: str, now: float) -> str:
+        """"revoked", "used" (too late: the session started), or "unknown"."""
+        from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+
+        if len(grant_id) != 64 or any(c not in "0123456789abcdef" for c in grant_id):
+            return "unknown"
+        for _ in range(3):
+            try:
+                entry = await self.kv.get(grant_id)
+            except KeyNotFoundError:
+                return "unknown"
+            grant, state = _decode(entry.value)
+            if state != "fresh" or grant.expires_at < now:
+                return "used" if state == "used" else "unknown" if state == "fresh" else state
+            try:
+                await self.kv.update(grant_id, _encode(grant, "revoked"), last=entry.revision)
+                return "revoked"
+            except KeyWrongLastSequenceError:
+                continue
+        return "unknown"
+
+
+_NO_TOKEN = "a session needs a token: get one from POST /api/sessions (Authorization: Bearer $PARLEY_API_KEY) and pass it once as ?token= (or \"token\" in the WebRTC offer)"
+_UNKNOWN_TOKEN = "invalid session token: unknown, already used, or expired (a token is good for one session)"
+
+
+def _encode(grant: Grant, state: str) -> bytes:
+    return json.dumps({"params": grant.params, "expires_at": grant.expires_at, "origin": grant.origin, "state": state}).encode()
+
+
+def _decode(data: bytes) -> tuple[Grant, str]:
+    d = json.loads(data)
+    return Grant(params=dict(d["params"]), expires_at=float(d["expires_at"]), origin=str(d.get("origin", ""))), str(d["state"])
+
+
+def grant_id(token: str) -> str:
+    """The grant's public id (what revoking names): the token's SHA-256."""
+    return _key(token)
 
 
 def _key(token: str) -> str:
@@ -264,11 +357,27 @@ class Gate:
     allowed_params: Allowed
     allowed_origins: tuple[str, ...] = ()
     clock: object = time.time
+    shared: SharedGrants | None = None  # set once the bus is up: then grants live there
 
     def now(self) -> float:
         return self.clock()  # type: ignore[operator]
 
-    def admit(self, headers: Mapping[str, str], client: str | None, token: str | None, url_params: Mapping[str, str]) -> dict[str, str]:
+    async def mint(self, params: dict[str, str], origin: str = "api") -> tuple[str, Grant]:
+        if self.shared is not None:
+            return await self.shared.mint(params, self.now(), origin)
+        return self.grants.mint(params, self.now(), origin)
+
+    async def redeem(self, token: str | None) -> Grant:
+        if self.shared is not None:
+            return await self.shared.redeem(token, self.now())
+        return self.grants.redeem(token, self.now())
+
+    async def revoke(self, grant_id: str) -> str:
+        if self.shared is not None:
+            return await self.shared.revoke(grant_id, self.now())
+        return self.grants.revoke(grant_id, self.now())
+
+    async def admit(self, headers: Mapping[str, str], client: str | None, token: str | None, url_params: Mapping[str, str]) -> dict[str, str]:
         """A new browser/pcm/WebRTC session: origin, rate, token, parameters
         (the grant's, then the URL's on top, both checked against the
         deployment's allow-list). Returns the session's parameters, or
@@ -276,7 +385,7 @@ class Gate:
         check_origin(headers, self.allowed_origins)
         self.rate.take(client or "unknown", self.now())
         extra = self.params(url_params)  # before the token is spent
-        grant = self.grants.redeem(token, self.now())
+        grant = await self.redeem(token)
         return {**grant.params, **extra}
 
     def params(self, params: Mapping[str, str]) -> dict[str, str]:

@@ -404,7 +404,7 @@ async def answer(nc, settings: Settings, sessions: dict, stats: dict, body: obje
         return 400, {"error": str(exc)}
     if admit is not None:
         try:
-            params = admit(body.get("token") if isinstance(body, dict) else None, params)  # type: ignore[union-attr]
+            params = await admit(body.get("token") if isinstance(body, dict) else None, params)  # type: ignore[union-attr]
         except auth.Refused as refused:
             stats[f"webrtc_refused_{refused.status}"] = stats.get(f"webrtc_refused_{refused.status}", 0) + 1
             log.warning("webrtc session refused: %s", refused, extra={"status": refused.status})

@@ -163,7 +163,7 @@ async def serve(ws: WebSocket, nc, ticker, stats: dict, gate: auth.Gate, recordi
         # A one-time token, from an allowed origin, within the rate; the URL's
         # other query parameters are session parameters the deployment allows.
         query = {k: v for k, v in ws.query_params.multi_items() if k != "token"}
-        params = gate.admit(ws.headers, ws.client.host if ws.client else None, ws.query_params.get("token"), query)
+        params = await gate.admit(ws.headers, ws.client.host if ws.client else None, ws.query_params.get("token"), query)
     except auth.Refused as refused:
         _count(stats, f"pcm_refused_{refused.status}")
         log.warning("pcm session refused: %s", refused, extra={"client": ws.client.host if ws.client else None, "status": refused.status})

@@ -273,3 +273,64 @@ def test_inspector_credentials():
     assert not ok("", {"authorization": "Bearer "}, {})
     assert ok("t", {"authorization": "Bearer t"}, {}) and not ok("t", {"authorization": "Bearer u"}, {})
     assert ok("t", {}, {auth.INSPECT_COOKIE: auth.inspect_cookie("t")}) and not ok("t", {}, {auth.INSPECT_COOKIE: "t"})
+
+
+# ------------------------------------------------------------------ shared grants (several replicas)
+
+
+def test_two_gateway_replicas_share_grants_and_revocation(nats_server):
+    """Grants live in NATS KV: a token minted on one gateway replica is
+    admitted once by another, refused on the first afterwards; a token
+    revoked on one is refused by the other."""
+
+    async def scenario():
+        async with gateway(nats_server.url) as (a, _, _, seen), gateway(nats_server.url) as (b, _, _, _):
+            out = {}
+            token = await mint(a)
+            out["on b"] = await _pcm(_ws(b) + f"?token={token}")
+            out["again on a"] = await _pcm(_ws(a) + f"?token={token}")
+            async with httpx.AsyncClient(trust_env=False) as http:
+                auth_header = {"Authorization": f"Bearer {API_KEY}"}
+                minted = (await http.post(f"{a}/api/sessions", headers=auth_header)).json()
+                out["revoke no key"] = (await http.delete(f"{b}/api/sessions/{minted['id']}")).status_code
+                out["revoke"] = (await http.delete(f"{b}/api/sessions/{minted['id']}", headers=auth_header)).status_code
+                out["revoked on a"] = await _pcm(_ws(a) + f"?token={minted['token']}")
+                out["revoke again"] = (await http.delete(f"{a}/api/sessions/{minted['id']}", headers=auth_header)).status_code
+                out["revoke used"] = (await http.delete(f"{a}/api/sessions/{auth.grant_id(token)}", headers=auth_header)).status_code
+            await asyncio.sleep(0.2)
+            return out, [e for e in seen["events"] if isinstance(e, contract.SessionStarted)]
+
+    out, started = asyncio.run(scenario())
+    assert out["on b"][0][-1]["type"] == "session"
+    assert out["again on a"][1] == 1008 and out["again on a"][0][0]["status"] == 401
+    assert (out["revoke no key"], out["revoke"], out["revoke again"], out["revoke used"]) == (401, 204, 204, 409)  # revoking twice is idempotent
+    assert out["revoked on a"][0][0]["status"] == 401 and "revoked" in out["revoked on a"][0][0]["error"]
+    assert len(started) == 1
+
+
+def test_shared_grants_admit_a_token_once_even_when_two_replicas_race(nats_server):
+    async def scenario():
+        import nats
+
+        from parley import subjects
+        from nats.js.api import KeyValueConfig
+
+        nc = await nats.connect(nats_server.url)
+        kv = await nc.jetstream().create_key_value(KeyValueConfig(bucket=subjects.GRANTS_BUCKET, history=1, ttl=120))
+        a, b = auth.SharedGrants(kv, ttl=60), auth.SharedGrants(kv, ttl=60)
+        wins = []
+        for _ in range(20):
+            token, _ = await a.mint({"greeting": "x"}, now=1000.0)
+            results = await asyncio.gather(a.redeem(token, 1001.0), b.redeem(token, 1001.0), return_exceptions=True)
+            wins.append(sum(isinstance(r, auth.Grant) for r in results))
+            assert all(isinstance(r, auth.Grant) or (isinstance(r, auth.Refused) and r.status == 401) for r in results), results
+        late, _ = await a.mint({}, now=1000.0)
+        with pytest.raises(auth.Refused, match="expired"):
+            await b.redeem(late, 1061.0)
+        keys = await kv.keys()
+        await nc.close()
+        return wins, keys
+
+    wins, keys = asyncio.run(scenario())
+    assert wins == [1] * 20
+    assert all(len(k) == 64 for k in keys)  # only hashes are stored, never a token
