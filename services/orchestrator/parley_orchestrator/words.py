@@ -97,6 +97,18 @@ def _phrases_of(words: list[str]) -> list[tuple[str, ...]] | None:
 _HUM_LETTERS = frozenset("mhnuaeo")
 
 
+def _degenerate(said: list[str]) -> bool:
+    """What Whisper writes for a hum, not words: mostly lone hum letters
+    ("M. A. M.", "and H. M. H. M"), or one or two tokens looped ("i'm i'm
+    i'm i'm"). Never when a word that takes the floor is there ("no no no")."""
+    if len(said) < 2 or any(w in TAKE_FLOOR for w in said):
+        return False
+    letters = [w for w in said if len(w) == 1]
+    if len(letters) >= 2 and len(letters) >= 0.6 * len(said) and set(letters) <= _HUM_LETTERS:
+        return True
+    return len(said) >= 4 and len(set(said)) <= 0.5 * len(said)
+
+
 def _letters_joined(words: list[str]) -> list[str]:
     """Runs of lone letters as one word: a recogniser spells a hum out
     ("M H M", "M. M. M.") where it hears no word."""
@@ -113,9 +125,9 @@ def hearing(text: str, asked: bool = False) -> str:
     """"sound", "backchannel", "answer" (a backchannel that answers the
     question the agent asked: ``asked``) or "words"."""
     said = tokens(text)
-    if len(said) >= 2 and all(len(w) == 1 for w in said) and set("".join(said)) <= _HUM_LETTERS:
-        return "backchannel"  # a hum spelled out: "M. A. M. M.", "M H M"
     phrases = _phrases_of(said)
+    if phrases is None and _degenerate(said):
+        return "backchannel"  # a hum spelled out or looped: "M. A. M. M.", "and H. M. H. M", "i'm i'm i'm i'm"
     if phrases is None and any(len(w) == 1 for w in said):
         phrases = _phrases_of(_letters_joined(said))
     if phrases is None:

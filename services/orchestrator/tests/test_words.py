@@ -123,7 +123,7 @@ def test_a_greeting_asks_for_no_keys(text):
     assert not words.keypad_prompt(text)
 
 
-@pytest.mark.parametrize("text", ["M H M", "M. M. M.", "M. A. M. M. M. M.", "MM", "mm mm mm mm", "U H H U H"])
+@pytest.mark.parametrize("text", ["M H M", "M. M. M.", "M. A. M. M. M. M.", "MM", "mm mm mm mm", "U H H U H", "and H. M. H. M. H. M", "And i'm i'm i'm i'm i'm i"])
 def test_a_hum_spelled_out_by_the_recogniser_is_a_backchannel(text):
     assert words.hearing(text) == "backchannel"
 
@@ -137,3 +137,8 @@ def test_spelling_and_floor_words_are_words(text):
 @pytest.mark.parametrize("text", ["Hang on.", "Actually,", "Hello?", "Hold on", "No no no"])
 def test_floor_words_match_however_they_are_spelled(text):
     assert any(w in words.TAKE_FLOOR for w in words.tokens(text))
+
+
+@pytest.mark.parametrize("text", ["No no no no.", "Wait, wait, wait, wait.", "I I I need to change it", "A B C D"])
+def test_repeated_words_with_a_floor_word_or_real_words_stay_words(text):
+    assert words.hearing(text) == "words"
