@@ -1,6 +1,11 @@
 """Traces and metrics that follow a session across the bus.
 
-Every service calls ``telemetry.setup(service)`` once. With
+Every service's app factory calls ``telemetry.setup(service)`` once and hands
+the ``Telemetry`` it returns to what it builds (the workers, the runtime, the
+step observer), which record through it. OpenTelemetry's providers and the
+Prometheus registry are process-wide by their own design, so ``setup`` is
+idempotent; ``current()`` returns that one for code no factory builds (the
+gateway's calls, tests). With
 OTEL_EXPORTER_OTLP_ENDPOINT set, spans and metrics go out over OTLP/HTTP
 (Jaeger, or any collector); without it nothing is exported and a span costs
 only its creation. Metrics are also served in Prometheus' text format by each
@@ -94,12 +99,11 @@ def turn_context(session: str, key: str) -> otel_context.Context:
 
 
 class Telemetry:
-    def __init__(self, service: str, tracer: trace.Tracer, meter: metrics.Meter, prometheus: bool):
+    def __init__(self, service: str, tracer: trace.Tracer, meter: metrics.Meter):
         self.service = service
         self.tracer = tracer
         self.meter = meter
         self._instruments: dict[str, object] = {}
-        self._prometheus = prometheus
 
     def histogram(self, name: str, unit: str = "ms", description: str = ""):
         inst = self._instruments.get(name)
@@ -191,13 +195,9 @@ def setup(service: str, env: Mapping[str, str] | None = None) -> Telemetry:
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(), schedule_delay_millis=500))
         readers.append(PeriodicExportingMetricReader(OTLPMetricExporter(), export_interval_millis=5000))
         log.info("exporting traces and metrics over OTLP", extra={"endpoint": endpoint})
-    try:
-        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
 
-        readers.append(PrometheusMetricReader())
-        prometheus = True
-    except ImportError:  # pragma: no cover - a dependency of parley
-        prometheus = False
+    readers.append(PrometheusMetricReader())  # /metrics (metrics_response)
     trace.set_tracer_provider(provider)
     # Latencies are in ms: buckets fine enough for percentiles around a second.
     latency_buckets = View(
@@ -207,7 +207,7 @@ def setup(service: str, env: Mapping[str, str] | None = None) -> Telemetry:
         ),
     )
     metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=readers, views=[latency_buckets]))
-    _current = Telemetry(service, trace.get_tracer("parley"), metrics.get_meter("parley"), prometheus)
+    _current = Telemetry(service, trace.get_tracer("parley"), metrics.get_meter("parley"))
     return _current
 
 

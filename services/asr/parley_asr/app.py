@@ -86,7 +86,7 @@ def create_app(settings: Settings, transcriber: Transcriber | None = None) -> Fa
             vad, whisper, finals = await asyncio.to_thread(load_models, settings)
         end_of_turn = await asyncio.to_thread(load_end_of_turn, settings)
         nc = await bus.connect(settings.nats_url, name=f"asr-{settings.worker_id}", credentials=settings.nats_credentials, replicas=settings.nats_replicas)
-        worker = Worker(nc, settings, vad, whisper, finals, end_of_turn, cloud=cloud_provider(settings))
+        worker = Worker(nc, settings, vad, whisper, finals, end_of_turn, cloud=cloud_provider(settings), tel=tel)
         await worker.start()
         state["worker"] = worker
         log.info(

@@ -140,11 +140,13 @@ class Worker:
         final_transcriber: Transcriber | None = None,
         end_of_turn: SmartTurn | None = None,
         cloud=None,
+        tel: telemetry.Telemetry | None = None,
     ):
         """``final_transcriber``, a second model instance, gives finals a Whisper lane of their own;
         ``end_of_turn`` scores each stop (needed when ``settings.eot_model``); ``cloud``, a provider
         from ``providers/`` (Deepgram, OpenAITranscription), hears the words, and ``transcriber``
-        is then the fallback (None: no fallback)."""
+        is then the fallback (None: no fallback). ``tel``: the app's telemetry."""
+        self.tel = tel or telemetry.current()
         if not settings.fixed and transcriber is None and cloud is None:
             raise ValueError("real mode needs a transcriber (fixed mode runs without Whisper)")
         if settings.eot_model and end_of_turn is None:
@@ -569,7 +571,7 @@ class Worker:
                 self.breaker.failed(exc, time.monotonic())
             s.told_skipped = True
             self.stats["provider_failures"] += 1
-            telemetry.current().counter("parley.provider.failures", "1", "a cloud provider failed a piece of work").add(
+            self.tel.counter("parley.provider.failures", "1", "a cloud provider failed a piece of work").add(
                 1, {"service": "asr", "provider": provider, "kind": exc.kind}
             )
             log.warning(
@@ -588,7 +590,7 @@ class Worker:
         if self.queue is None or len(audio) == 0:
             return ""
         self.stats["fallback_finals"] += 1
-        telemetry.current().counter("parley.usage.asr_audio_seconds", "s", "seconds of audio a provider heard").add(len(audio) / SAMPLE_RATE, {"provider": "whisper"})
+        self.tel.counter("parley.usage.asr_audio_seconds", "s", "seconds of audio a provider heard").add(len(audio) / SAMPLE_RATE, {"provider": "whisper"})
         done: asyncio.Future = asyncio.get_running_loop().create_future()
 
         async def deliver(text: str) -> None:
@@ -636,7 +638,7 @@ class Worker:
         if seconds <= 0:
             return
         provider = s.listener.provider
-        telemetry.current().counter("parley.usage.asr_audio_seconds", "s", "seconds of audio a provider heard").add(seconds, {"provider": provider})
+        self.tel.counter("parley.usage.asr_audio_seconds", "s", "seconds of audio a provider heard").add(seconds, {"provider": provider})
         await self._event(contract.Usage(session=s.id, at=time.time(), service="asr", provider=provider, unit="audio_s", amount=round(seconds, 3)))
 
     async def _close_listener(self, s: Session) -> None:
@@ -710,8 +712,7 @@ class Worker:
         self.stats["last_final_latency_ms"] = latency_ms
         # Traced under the turn this utterance starts (its id is derived, see parley.telemetry).
         turn = telemetry.turn_context(session_id, telemetry.turn_key(utterance=utterance))
-        tel = telemetry.current()
-        tel.record_span(
+        self.tel.record_span(
             "asr.utterance",
             session=session_id,
             parent=turn,
@@ -719,7 +720,7 @@ class Worker:
             end=now,
             attributes={"asr.utterance": utterance, "asr.chars": len(text), "messaging.system": "nats", "messaging.destination.name": subjects.events(session_id)},
         )
-        tel.histogram("parley.asr.final_delay", "ms", "end of speech -> final transcript").record(latency_ms)
+        self.tel.histogram("parley.asr.final_delay", "ms", "end of speech -> final transcript").record(latency_ms)
         await bus.publish_event(
             self.nc,
             contract.TranscriptFinal(

@@ -308,9 +308,6 @@ def parse_origins(value: str) -> tuple[str, ...]:
 
 # ------------------------------------------------------------------ demo mode
 
-DEMO_MODES = ("", "local", "open")
-
-
 def demo_allows(mode: str, client: str | None) -> bool:
     """Whether the page may get a token without a key: never when off; in
     "local" only for a client on this machine (loopback; behind a local proxy

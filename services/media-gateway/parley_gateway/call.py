@@ -682,9 +682,6 @@ class Call:
         event = PlaybackProgress(session=self.session, at=time.time(), run=run, chunk=chunk, finished=finished, played_ms=played_ms)
         self._queue(bus.publish_event, self.nc, event)
 
-    async def report_played(self, run: int, chunk: int, finished: bool, played_ms: int = 0) -> None:
-        self.heard(run, chunk, finished, played_ms)
-
     def _paused(self, run: int) -> None:
         """Measure the pause: from the caller's speech start (as the VAD saw
         it) to the moment the gateway executed the PausePlayback."""

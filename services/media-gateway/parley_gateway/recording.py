@@ -418,7 +418,6 @@ class Recorder:
         self.failed = ""
         self.closed = False
         self.file: WavFile | None = None
-        self.last_flush = start
         writer.submit(lambda: self._open(meta), on_error=self._fail)
 
     def _open(self, meta: dict) -> None:
@@ -454,7 +453,6 @@ class Recorder:
 
     # -- every FLUSH_S, and at the end
     def flush(self, now: float, final: bool = False) -> None:
-        self.last_flush = now
         if self.failed:
             return
         block = self.timeline.take(None if final else self.timeline.sample(now - LAG_S))

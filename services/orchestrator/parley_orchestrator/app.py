@@ -81,7 +81,7 @@ def create_app(settings: Settings) -> FastAPI:
         brain = FixedLatencyBrain() if settings.fixed else brain_for(settings)
         defaults = session_defaults(settings, brain)
         nc = await bus.connect(settings.nats_url, name="orchestrator", credentials=settings.nats_credentials, replicas=settings.nats_replicas)
-        runtime = Runtime(nc=nc, brain=brain, tools=tools, defaults=defaults, clock=settings.clock, log_retention=settings.log_retention_days * 86400)
+        runtime = Runtime(nc=nc, brain=brain, tools=tools, defaults=defaults, clock=settings.clock, log_retention=settings.log_retention_days * 86400, tel=tel)
         runtime.observer = StepObserver(tel)
         await runtime.start()
         callbacks_sub = await nc.subscribe(subjects.ORCHESTRATOR_CALLBACKS, queue=subjects.ORCHESTRATOR_GROUP, cb=_callbacks_responder(book))

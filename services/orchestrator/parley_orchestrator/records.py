@@ -55,10 +55,6 @@ _stored_decoder = msgspec.msgpack.Decoder(Stored)
 _version_decoder = msgspec.msgpack.Decoder(_Version)
 
 
-def encode_stored(consumed: int, state: reducer.SessionState) -> bytes:
-    return contract.encode(Stored(consumed=consumed, state=state, schema=contract.SCHEMA))
-
-
 def decode_stored(data: bytes) -> Stored:
     """The KV value; raises NewerSchema, or DecodeError/ValidationError naming
     the schema that wrote it."""

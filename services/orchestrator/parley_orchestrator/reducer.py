@@ -159,7 +159,6 @@ ENDED = Phase.ENDED
 PHASES = tuple(Phase)
 USER = (LISTENING, TRANSCRIBING)  # the caller has the floor; no run
 FLOOR_PHASES = (GENERATING, AWAITING_TOOL, SPEAKING)  # the agent has the floor
-AGENT_HAS_FLOOR = FLOOR_PHASES
 HELD = FLOOR_PHASES + (PAUSED,)  # a run exists
 LIVE = USER + HELD
 STREAMING = (GENERATING, SPEAKING)  # an LLM step may be streaming
@@ -500,9 +499,6 @@ class Fx:
         self.commands = commands
         self.note = note
         self.judgements = judgements  # the step's judgements of the floor
-
-    def then(self, helper: Callable[..., "Fx"], *args) -> "Fx":
-        return helper(self, *args)
 
     def set(self, **changes) -> "Fx":
         return Fx(_replace(self.state, **changes), self.commands, self.note, self.judgements)

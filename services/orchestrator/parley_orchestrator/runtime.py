@@ -144,6 +144,7 @@ class Runtime:
     replica: str = field(default_factory=lambda: NUID().next().decode()[-10:])
     partitions: int = subjects.EVENT_PARTITIONS
     clock: Clock = field(default_factory=Clock.system)  # the clinic's calendar: "{today}" in the prompt
+    tel: telemetry.Telemetry | None = None  # the app's (parley.telemetry.setup); None: telemetry.current()
     stats: dict[str, int] = field(
         default_factory=lambda: {"events": 0, "stale": 0, "rejected": 0, "bugs": 0, "duplicate": 0, "redelivered": 0, "cas_retries": 0, "takeovers": 0, "caught_up": 0,
                                  # failures, each logged at error: a batch that raised (retried from the stream), a background task
@@ -153,6 +154,7 @@ class Runtime:
     )
 
     def __post_init__(self) -> None:
+        self.tel = self.tel or telemetry.current()
         self.js = self.nc.jetstream()
         self.kv = None
         self.live = None
@@ -737,7 +739,7 @@ class Runtime:
         for unit, amount in (("input_tokens", done.input_tokens), ("output_tokens", done.output_tokens)):
             if amount <= 0:
                 continue
-            telemetry.current().counter("parley.usage.llm_tokens", "1", "tokens an LLM provider billed").add(amount, {"provider": provider, "kind": unit})
+            self.tel.counter("parley.usage.llm_tokens", "1", "tokens an LLM provider billed").add(amount, {"provider": provider, "kind": unit})
             try:
                 await bus.publish_event(self.nc, Usage(session=session, at=time.time(), service="llm", provider=provider, unit=unit, amount=amount))
             except Exception as exc:  # noqa: BLE001 - usage is bookkeeping: never breaks the turn

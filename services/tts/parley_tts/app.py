@@ -82,7 +82,7 @@ def create_app(settings: Settings, voice: Voice | None = None) -> FastAPI:
         if hasattr(v, "start"):
             await v.start()
         nc = await bus.connect(settings.nats_url, name=settings.worker_id, credentials=settings.nats_credentials, replicas=settings.nats_replicas)
-        worker = Worker(nc, settings, v, fallback)
+        worker = Worker(nc, settings, v, fallback, tel=tel)
         await worker.start()
         state["worker"] = worker
         log.info(

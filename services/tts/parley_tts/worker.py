@@ -82,7 +82,8 @@ class _Said:
 
 
 class Worker:
-    def __init__(self, nc: Client, settings: Settings, voice: Voice, fallback: Voice | None = None):
+    def __init__(self, nc: Client, settings: Settings, voice: Voice, fallback: Voice | None = None, tel: telemetry.Telemetry | None = None):
+        self.tel = tel or telemetry.current()  # the app's (parley.telemetry.setup)
         self.nc = nc
         self.settings = settings
         self.voice = voice
@@ -403,7 +404,7 @@ class Worker:
     async def _report_usage(self, key: Key) -> None:
         used = self.usage.pop(key, None)
         for provider, chars in (used or {}).items():
-            telemetry.current().counter("parley.usage.tts_characters", "1", "characters sent to a TTS provider").add(chars, {"provider": provider})
+            self.tel.counter("parley.usage.tts_characters", "1", "characters sent to a TTS provider").add(chars, {"provider": provider})
             if not self.usage_events:
                 continue
             try:
@@ -532,7 +533,7 @@ class Worker:
         """Loud: a warning, a counter, and ProviderFailed on the session."""
         self.stats["provider_failures"] += 1
         self._told_skipped.add((job.session, exc.provider))  # while it recovers, this session already knows
-        telemetry.current().counter("parley.provider.failures", "1", "a cloud provider failed a piece of work").add(
+        self.tel.counter("parley.provider.failures", "1", "a cloud provider failed a piece of work").add(
             1, {"service": "tts", "provider": exc.provider, "kind": exc.kind}
         )
         log.warning(
@@ -568,7 +569,7 @@ class Worker:
 
     def _trace_chunk(self, job: Job, first_at: float, done_at: float, audio_ms: int, error: str) -> None:
         """The chunk's span (request -> last audio) under the turn, and its time to first audio."""
-        tel = telemetry.current()
+        tel = self.tel
         wall = time.time() - done_at  # loop clock -> wall clock
         first_ms = (first_at - job.received) * 1000
         tel.histogram("parley.tts.ttfa", "ms", "Synthesize received -> first audio published").record(first_ms)

@@ -52,7 +52,6 @@ class OpenAITranscription:
         self.model = model
         self.timeout_s = timeout_s
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(timeout_s, connect=timeout_s), trust_env=False)
-        self.partial_failures = 0
 
     def listener(self, session: str) -> "OpenAIListener":
         return OpenAIListener(self, session)
@@ -101,7 +100,6 @@ class OpenAIListener:
         try:
             return await self.api.transcribe(audio) or None
         except ProviderError:
-            self.api.partial_failures += 1
             raise  # the worker counts it, and its breaker learns of it (a 429 here spares the final)
 
     async def final(self, audio: np.ndarray, begin: int, end: int) -> str:
