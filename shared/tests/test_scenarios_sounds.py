@@ -23,7 +23,8 @@ def test_every_sound_renders_the_same_twice_and_is_short(kind):
     a = render("sound", kind, SOX)
     b = render("sound", kind, SOX)
     assert a.dtype == np.int16 and np.array_equal(a, b)
-    assert 0.15 < len(a) / RATE < 2.5, len(a) / RATE
+    longest = 4.0 if kind == "tv" else 2.5  # a television's sentence, behind the caller
+    assert 0.15 < len(a) / RATE < longest, len(a) / RATE
     assert np.max(np.abs(a)) > 1000  # audible
 
 
