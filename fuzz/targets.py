@@ -16,7 +16,14 @@ broken service) can reach, then checks what must hold whatever the input:
 * ``bus``: every bus message type: events (decoded, then reduced by the
   reducer from a live state), commands, steps, the ASR claim and progress
   messages, TTS audio headers, and what the gateway does with each of them;
-* ``params``: session parameters and the deployment's allow-list spec.
+* ``params``: session parameters and the deployment's allow-list spec;
+* ``asr``: the ASR worker's bus input (claims, audio frames with their
+  headers, session control, liveness probes) through the real ``Worker``
+  (fixed mode, with Silero VAD), a victim session claimed beside;
+* ``tts``: the TTS worker's bus input (Synthesize requests, cancels, session
+  control) through the real ``Worker`` (the canned voice), a victim run held;
+* ``intake``: what the orchestrator does with a stored event (subject and
+  bytes): the runtime's producer check and decoding, then the reducer.
 
 Allowed outcomes are the documented errors (``ProtocolError``, ``OfferError``,
 ``ParamError``, msgspec's ``DecodeError``/``ValidationError``...). Anything
@@ -40,10 +47,10 @@ from pathlib import Path
 import atheris
 
 ROOT = Path(__file__).resolve().parent.parent
-for extra in ("services/media-gateway", "services/orchestrator"):
+for extra in ("services/media-gateway", "services/orchestrator", "services/asr", "services/tts"):
     sys.path.insert(0, str(ROOT / extra))
 
-with atheris.instrument_imports(include=["parley", "parley_gateway", "parley_orchestrator"]):
+with atheris.instrument_imports(include=["parley", "parley_gateway", "parley_orchestrator", "parley_asr", "parley_tts"]):
     import msgspec
 
     from parley import bus, contract, natsauth, session_params, subjects
@@ -52,6 +59,11 @@ with atheris.instrument_imports(include=["parley", "parley_gateway", "parley_orc
     from parley_gateway import twilio_protocol as tp
     from parley_gateway.settings import Settings
     from parley_orchestrator import reducer
+    from parley_orchestrator import runtime as orchestrator_runtime
+    from parley_asr import worker as asr_worker
+    from parley_asr.settings import Settings as AsrSettings
+    from parley_tts import worker as tts_worker
+    from parley_tts.settings import Settings as TtsSettings
 
 
 # ------------------------------------------------------------------ the bus
@@ -406,7 +418,144 @@ def params(data: bytes) -> None:
         raise AssertionError(f"accepted by the gateway, refused by the policy: {bad} in {ok}")
 
 
-TARGETS = {"twilio": twilio, "pcm": pcm, "sdp": sdp, "webhook": webhook, "bus": bus_messages, "params": params}
+# ------------------------------------------------------------------ the workers
+
+
+def _fuzzed_subject(fdp, session: str) -> str:
+    """Mostly the fuzzed session's, sometimes made up (never the victim's:
+    NATS routes by subject, and that is the victim's own business)."""
+    if fdp.ConsumeIntInRange(0, 7) == 0:
+        made = fdp.ConsumeUnicodeNoSurrogates(12)
+        return made if VICTIM not in made else session
+    return session
+
+
+_ASR = {}
+
+
+def _asr_worker(nc: LocalBus):
+    if "vad" not in _ASR:
+        from parley_asr.vad import SileroVad
+
+        _ASR["vad"] = SileroVad()
+    return asr_worker.Worker(nc, AsrSettings(providers="fixed"), _ASR["vad"])
+
+
+def asr(data: bytes) -> None:
+    fdp = atheris.FuzzedDataProvider(data)
+    fuzzed = "asr-fuzzed000000001"
+
+    async def go():
+        nc = LocalBus()
+        w = _asr_worker(nc)
+        await w.claim(VICTIM)
+        await w.claim(fuzzed)
+        victim = w.sessions[VICTIM]
+        await nc.publish(subjects.audio_in(VICTIM), bytes(640), bus.audio_headers(0, 16000))
+        before = (victim.closed, victim.audio.end, victim.dropped, victim.last_seq)
+        mark = len(nc.published)
+        for _ in range(fdp.ConsumeIntInRange(0, 10)):
+            kind = fdp.ConsumeIntInRange(0, 3)
+            payload = fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 2000))
+            session = _fuzzed_subject(fdp, fuzzed)
+            try:
+                subjects.session_token(session)
+            except ValueError:
+                session = fuzzed
+            if kind == 0:
+                headers = {k: fdp.ConsumeUnicodeNoSurrogates(8) for k in (subjects.H_SEQ, subjects.H_RATE) if fdp.ConsumeBool()}
+                await nc.publish(subjects.audio_in(session), payload, headers)
+            elif kind == 1:
+                await nc.publish(subjects.control(session), payload)
+            elif kind == 2:
+                await w._on_alive(Msg(subjects.asr_alive(w.id), payload, reply="r"))
+            else:
+                claim = contract.AsrClaim(session=session, sample_rate=fdp.PickValueInList([16000, 8000, 0]), utterance=fdp.ConsumeIntInRange(-1, 5))
+                await w._on_claim(Msg(subjects.ASR_CLAIM, contract.encode(claim) if fdp.ConsumeBool() else payload, reply="r"))
+        _own_subjects_only(nc, mark, {fuzzed, *(k for k in w.sessions if k != VICTIM)})
+        if (victim.closed, victim.audio.end, victim.dropped, victim.last_seq) != before or w.sessions.get(VICTIM) is not victim:
+            raise AssertionError("the victim session changed")
+
+    _run(go())
+    _settle()
+
+
+class _Voice:
+    """A voice that is never reached (the jobs' tasks are cancelled)."""
+
+    name, sample_rate = "none", 16000
+
+
+def tts(data: bytes) -> None:
+    fdp = atheris.FuzzedDataProvider(data)
+    fuzzed = "tts-fuzzed000000001"
+
+    async def go():
+        nc = LocalBus()
+        w = tts_worker.Worker(nc, TtsSettings(providers="fixed"), _Voice())
+        victim_job = contract.Synthesize(session=VICTIM, run=1, chunk=0, text="Hello there.")
+        await w._on_request(Msg(subjects.TTS_REQUEST, contract.encode(victim_job)))
+        def victim_state():
+            return sorted(k for k in w.runners if k[0] == VICTIM), w.stats["cancels"], w.stats["sessions_ended"]
+
+        before = victim_state()
+        mark = len(nc.published)
+        for _ in range(fdp.ConsumeIntInRange(0, 10)):
+            kind = fdp.ConsumeIntInRange(0, 2)
+            payload = fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 600))
+            if fdp.ConsumeBool():
+                session = _fuzzed_subject(fdp, fuzzed)
+                cmd = fdp.PickValueInList([
+                    contract.Synthesize(session=session, run=fdp.ConsumeIntInRange(-1, 5), chunk=fdp.ConsumeIntInRange(-1, 5), text=fdp.ConsumeUnicodeNoSurrogates(40)),
+                    contract.CancelTTS(session=session, run=fdp.ConsumeIntInRange(-1, 5)),
+                ])
+                payload = contract.encode(cmd)
+            if kind == 0:
+                await w._on_request(Msg(subjects.TTS_REQUEST, payload))
+            elif kind == 1:
+                await w._on_cancel(Msg(subjects.TTS_CANCEL, payload))
+            else:
+                await w._on_control(Msg(subjects.control(fuzzed), payload))
+        _own_subjects_only(nc, mark, {fuzzed})
+        after = victim_state()
+        if after[0] != before[0]:
+            raise AssertionError(f"the victim run changed: {before} -> {after}")
+
+    _run(go())
+    _settle()
+
+
+class _Intake(orchestrator_runtime.Runtime):
+    def __init__(self):  # only what _decode needs: no bus, no KV
+        self.stats = {"events_forged": 0}
+        self.defaults = {}
+
+
+INTAKE = object.__new__(_Intake)
+_Intake.__init__(INTAKE)
+
+
+def intake(data: bytes) -> None:
+    fdp = atheris.FuzzedDataProvider(data)
+    producer = fdp.PickValueInList([*subjects.PRODUCERS, "", "x"])
+    session = "s1" if fdp.ConsumeBool() else fdp.ConsumeUnicodeNoSurrogates(6)
+    subject = f"parley.evt.{fdp.ConsumeIntInRange(0, 12)}.{session}.{producer}"
+    body = fdp.ConsumeBytes(fdp.remaining_bytes())
+    try:
+        sess, prod = subjects.stored_origin(subject)
+    except ValueError:
+        return  # dropped at delivery (_on_delivery)
+    events, applied, dropped = INTAKE._decode(sess, [(7, subject, body)], 0)
+    if applied != 7 or len(events) + len(dropped) != 1:
+        raise AssertionError("an event neither reduced nor dropped")
+    for event in events:
+        if not contract.may_produce(event, prod) or event.session != sess:
+            raise AssertionError(f"a {contract.type_name(event)} from {prod} for {event.session} passed the producer check")
+        for state in (reducer.initial_state(), LIVE if sess == "s1" else reducer.initial_state()):
+            reducer.reduce(state, event)
+
+
+TARGETS = {"twilio": twilio, "pcm": pcm, "sdp": sdp, "webhook": webhook, "bus": bus_messages, "params": params, "asr": asr, "tts": tts, "intake": intake}
 
 
 def seeds(name: str) -> list[bytes]:
@@ -433,6 +582,8 @@ def seeds(name: str) -> list[bytes]:
             contract.TimerFired(session="s1", at=6.0, name="reprompt", token=1),
         ]
         return [contract.encode(e) for e in events] + [contract.encode(contract.FlushPlayback(session="s1", run=1))]
+    if name == "intake":
+        return [b"\x00" + contract.encode(contract.TranscriptFinal(session="s1", at=1.0, utterance=0, text="hi"))]
     return [b""]
 
 

@@ -80,8 +80,14 @@ def test_each_producer_may_publish_only_its_own_events_in_the_table():
         for producer in subjects.PRODUCERS:
             assert natsauth.may_publish(role, subjects.event_from("s1", producer)) == (role == producer), (role, producer)
         assert natsauth.may_publish(role, natsauth.CREATE_EVENT_STREAM) == (role == "orchestrator"), role
-    # Every event type has exactly one producer, and it is a service that exists.
-    assert set(c.PRODUCERS.values()) == set(subjects.PRODUCERS)
+    # Every event type has a producer (a new event type without one fails
+    # here, not in production), and every producer is a service that exists.
+    import typing
+
+    assert set(typing.get_args(c.AnyEvent)) == set(c.PRODUCERS) | set(c.PRODUCERS_BY_SERVICE)
+    assert set(c.PRODUCERS.values()) | {p for m in c.PRODUCERS_BY_SERVICE.values() for p in m.values()} == set(subjects.PRODUCERS)
+    assert c.producer_of(c.Usage(session="s", at=0, service="llm", provider="p", unit="u", amount=1)) == "orchestrator"
+    assert not c.may_produce(c.ProviderFailed(session="s", at=0, service="tts", provider="p", error="e"), "asr")
 
 
 def test_asr_cannot_speak_for_another_service_and_a_forged_event_is_refused_loudly(secured, caplog):

@@ -336,6 +336,7 @@ PRODUCERS: dict[type, str] = {
     CallStatus: "gateway",
     ToneHeard: "gateway",
     DigitsSent: "gateway",
+    SpeechOnset: "asr",
     SpeechStarted: "asr",
     SpeechStopped: "asr",
     TranscriptPartial: "asr",
@@ -353,9 +354,35 @@ PRODUCERS: dict[type, str] = {
 }
 
 
+# Types several services produce: the event's ``service`` field says which,
+# and must match its subject's producer.
+PRODUCERS_BY_SERVICE: dict[type, dict[str, str]] = {
+    ProviderFailed: {"asr": "asr", "tts": "tts"},
+    Usage: {"asr": "asr", "tts": "tts", "llm": "orchestrator"},
+}
+
+
 def producer_of(event: Event) -> str:
-    """The service that may publish ``event`` (its subject's producer token)."""
-    return PRODUCERS[type(event)]
+    """The service that may publish ``event`` (its subject's producer token);
+    ValueError for an event no service may publish."""
+    by_service = PRODUCERS_BY_SERVICE.get(type(event))
+    if by_service is not None:
+        producer = by_service.get(getattr(event, "service", ""))
+        if producer is None:
+            raise ValueError(f"{type_name(event)} from service {getattr(event, 'service', '')!r}: no such producer")
+        return producer
+    try:
+        return PRODUCERS[type(event)]
+    except KeyError:
+        raise ValueError(f"{type_name(event)} has no producer in contract.PRODUCERS") from None
+
+
+def may_produce(event: Event, producer: str) -> bool:
+    """Is ``producer`` the service that may publish ``event``?"""
+    try:
+        return producer_of(event) == producer
+    except ValueError:
+        return False
 
 
 # --------------------------------------------------------------------------

@@ -324,6 +324,10 @@ class Worker:
         except (contract.DecodeError, contract.ValidationError) as exc:
             log.warning("bad session control dropped", extra={"error": str(exc), "subject": msg.subject})
             return
+        if not _valid_session(ctl.session) or msg.subject != subjects.control(ctl.session):
+            # Only a session's own control subject may end it.
+            log.warning("session control for another session dropped", extra={"subject": msg.subject, "names_session": ctl.session[:64]})
+            return
         if ctl.action == "end":
             # Not awaited here: release unsubscribes this very subscription,
             # which cancels its callback, and the release awaits the stream.
@@ -745,3 +749,11 @@ class Worker:
         if not task.cancelled() and task.exception() is not None:
             self.stats["task_errors"] += 1
             log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+
+
+def _valid_session(session: str) -> bool:
+    try:
+        subjects.session_token(session)
+    except ValueError:
+        return False
+    return True

@@ -413,13 +413,12 @@ class Runtime:
             subject_session, producer = subjects.stored_origin(subject)
         except ValueError:
             producer, subject_session = "", ""
-        expected = contract.PRODUCERS.get(type(event), "")
-        if subject_session == session and producer == expected and event.session == session:
+        if subject_session == session and contract.may_produce(event, producer) and event.session == session:
             return True
         self.stats["events_forged"] += 1
         log.error(
             "forged event refused",
-            extra={"session_id": session, "seq": seq, "event": contract.type_name(event), "producer": producer or subject[:120], "may_produce_it": expected, "names_session": event.session[:64]},
+            extra={"session_id": session, "seq": seq, "event": contract.type_name(event), "producer": producer or subject[:120], "names_session": event.session[:64]},
         )
         return False
 

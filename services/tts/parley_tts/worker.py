@@ -315,6 +315,13 @@ class Worker:
             return
         if ctl.action != "end":
             return
+        try:
+            own = msg.subject == subjects.control(ctl.session)
+        except ValueError:
+            own = False
+        if not own:  # only a session's own control subject may end it
+            self._bad("session control", ValueError(f"for {ctl.session[:64]!r} on {msg.subject}"))
+            return
         lanes = self.lanes.end(ctl.session, asyncio.get_running_loop().time())
         for key, dropped in lanes.items():
             self._stop_runner(key)
