@@ -119,7 +119,7 @@ def test_a_granted_session_with_allowed_parameters_works(stack):
 
 def test_what_was_said_stays_out_of_the_logs_and_the_log_is_kept_as_configured(stack):
     async def call():
-        async with PcmCaller(stack.pcm_url(greeting="Your secret code is 4417 zebra.")) as caller:
+        async with PcmCaller(f"{stack.gateway_ws}/ws/pcm?token={token}") as caller:
             await caller.wait_for(lambda n: n["type"] == "agent_text", timeout=20)
             await caller.wait_quiet(quiet=0.8, timeout=20)
         nc = await bus.connect(stack.nats_url, name="test")
@@ -127,8 +127,12 @@ def test_what_was_said_stays_out_of_the_logs_and_the_log_is_kept_as_configured(s
         await nc.close()
         return info
 
+    token = stack.session_token(greeting="Your secret code is 4417 zebra.")
     info = asyncio.run(call())
     time.sleep(0.5)
+    secrets = {"the API key": stack.api_key, "the session token": token, **{f"the {r} seed": seed for r, seed in stack.secrets.seeds.items()}}
     for service in ("media-gateway", "asr", "orchestrator", "tts"):
         assert "4417 zebra" not in stack.log(service), service  # the words are in the event log, never in INFO logs
+        for what, value in secrets.items():  # nor a secret (a token in a URL lands in access logs)
+            assert value not in stack.log(service), (service, what)
     assert abs(info.config.max_age - 2 * 86400) < 1  # PARLEY_LOG_RETENTION_DAYS

@@ -23,6 +23,9 @@ _SECRET_KEYS = re.compile(r"(api[_-]?key|auth[_-]?token|authorization|signature|
 _SECRET_VALUES = [
     re.compile(r"(Bearer\s+)[A-Za-z0-9._\-]+"),
     re.compile(r"(sk-)[A-Za-z0-9_\-]{8,}"),
+    # A session token in a URL (/ws/pcm?token=..., as the interface has it):
+    # uvicorn logs the WebSocket's request line.
+    re.compile(r"([?&](?:token|access_token)=)[^&\s\"\\]+"),
 ]
 
 
