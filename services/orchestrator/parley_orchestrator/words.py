@@ -75,7 +75,13 @@ def few_words(text: str, most: int) -> bool:
     """At most ``most`` words, none of which takes the floor by itself (nor a
     number): what a recogniser makes of a hum ("BAM!", "in the moment")."""
     ws = tokens(text)
-    return 0 < len(ws) <= most and not any(w in TAKE_FLOOR or w.isdigit() for w in ws)
+    # Lone hum letters ("and H and M") are no words: they do not count.
+    return 0 < len(ws) and word_count(text) <= most and not any(w in TAKE_FLOOR or w.isdigit() for w in ws)
+
+
+def word_count(text: str) -> int:
+    """Words in ``text``, lone hum letters (what a recogniser spells out for a hum) not counted."""
+    return sum(1 for w in tokens(text) if not (len(w) == 1 and w in _HUM_LETTERS and w != "a"))
 
 
 def _phrases_of(words: list[str]) -> list[tuple[str, ...]] | None:

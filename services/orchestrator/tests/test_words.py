@@ -142,3 +142,8 @@ def test_floor_words_match_however_they_are_spelled(text):
 @pytest.mark.parametrize("text", ["No no no no.", "Wait, wait, wait, wait.", "I I I need to change it", "A B C D"])
 def test_repeated_words_with_a_floor_word_or_real_words_stay_words(text):
     assert words.hearing(text) == "words"
+
+
+def test_lone_hum_letters_do_not_count_as_words():
+    assert words.few_words("and H and M.", 3) and words.word_count("and H and M.") == 2
+    assert not words.few_words("book me in for Friday", 3)
