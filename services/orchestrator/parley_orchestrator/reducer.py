@@ -183,7 +183,9 @@ STREAMING = (GENERATING, SPEAKING)  # an LLM step may be streaming
 #    partial says sound or backchannel resumes when it stops
 # 10: a voicemail greeting is the other end's stretch of talk (utterances less
 #    than machine_gap apart), not its longest single utterance
-RULES = 10
+# 11: what a recogniser writes for a hum (lone hum letters, a looped token)
+#     is a backchannel; noise_sound 0.75 s
+RULES = 11
 
 # ---------------------------------------------------------------------------
 # Policy: the knobs of one session. Defaults here; SessionStarted.params may
