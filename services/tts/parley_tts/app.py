@@ -110,7 +110,7 @@ def create_app(settings: Settings, voice: Voice | None = None) -> FastAPI:
     @app.get("/healthz")
     async def healthz():
         worker = state.get("worker")
-        if worker is None or not worker.nc.is_connected:
+        if worker is None or not worker.nc.is_connected or not worker.healthy:
             return JSONResponse({"ok": False}, status_code=503)
         return {
             "ok": True,

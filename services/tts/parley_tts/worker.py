@@ -124,6 +124,8 @@ class Worker:
             "fallback_chunks": 0,  # chunks (partly) spoken by the fallback voice
             "redelivered": 0,  # requests another (dead or stalled) worker had held
             "pull_errors": 0,
+            "request_errors": 0,  # a request this worker broke on (logged; handed back to the stream)
+            "loop_errors": 0,  # the pull or keep loop died (logged critical; /healthz says 503)
             "runner_errors": 0,  # a lane's runner or an ahead chunk's task died (logged): its later chunks are lost
         }
 
@@ -150,6 +152,18 @@ class Worker:
             asyncio.create_task(self._pull_loop(), name="tts-pull"),
             asyncio.create_task(self._keep_loop(), name="tts-keep"),
         ]
+        for task in self.loops:
+            task.add_done_callback(self._loop_ended)
+
+    @property
+    def healthy(self) -> bool:
+        """Both loops run: without them no request is taken or kept (/healthz says 503)."""
+        return bool(self.loops) and not any(t.done() for t in self.loops)
+
+    def _loop_ended(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self.stats["loop_errors"] += 1
+            log.critical("%s stopped: this worker takes no more requests until it restarts", task.get_name(), exc_info=task.exception())
 
     async def stop(self) -> None:
         for task in self.loops:
@@ -208,7 +222,25 @@ class Worker:
                 await asyncio.sleep(0.25)
                 continue
             for msg in msgs:
-                await self._on_request(msg)
+                try:
+                    await self._on_request(msg)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # noqa: BLE001 - one request's failure must not stop the pulling
+                    await self._request_failed(msg)
+
+    async def _request_failed(self, msg: Msg) -> None:
+        """A request this worker broke on: logged, counted, let go at once (another worker may take it)."""
+        self.stats["request_errors"] += 1
+        log.exception("a TTS request failed here", extra={"subject": msg.subject})
+        for key in [k for k, m in self.held.items() if m is msg]:
+            del self.held[key]
+        if len(self.held) < self.settings.max_held:
+            self.room.set()
+        try:
+            await msg.nak()
+        except Exception as exc:  # noqa: BLE001 - the server redelivers after the ack wait anyway
+            log.warning("could not hand back a failed TTS request: %s", exc)
 
     async def _keep_loop(self) -> None:
         """Ack what was released; tell the server the held requests are in hand."""

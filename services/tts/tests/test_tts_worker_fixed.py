@@ -382,6 +382,37 @@ def test_a_chunk_that_breaks_after_its_synthesis_is_reported_and_the_run_goes_on
     assert w.stats["chunks_failed"] == 1 and w.stats["chunks_done"] == 1 and w.stats["runner_errors"] == 0
 
 
+def test_a_request_the_worker_breaks_on_is_counted_and_the_pulling_goes_on(nats_url):
+    """A bug on one request (here the lanes refuse it) must not stop the pull
+    loop: the next requests are still said, and the worker stays healthy."""
+
+    async def main():
+        h = Harness(nats_url)
+        try:
+            w = await h.worker(canned(first_audio_ms=0))
+            real = w.lanes.submit
+
+            def submit(job, now):
+                if job.session == "fx-bug":
+                    raise RuntimeError("a bug in the lanes")
+                return real(job, now)
+
+            w.lanes.submit = submit
+            nc = await h.client()
+            seen = await Seen.watch(nc, "fx-fine")
+            await synthesize(nc, "fx-bug", 1, 0, FIRST)
+            await until(lambda: w.stats["request_errors"] >= 1)
+            await synthesize(nc, "fx-fine", 1, 0, FIRST)
+            await seen.chunks_done("fx-fine", 1, 1)
+            return w, seen
+        finally:
+            await h.close()
+
+    w, seen = run(main())
+    assert [type(e).__name__ for e in seen.ends("fx-fine", 1)] == ["TTSChunkDone"]
+    assert w.stats["request_errors"] >= 1 and w.stats["loop_errors"] == 0
+
+
 def test_a_cancel_while_an_event_is_being_stored_does_not_lose_it(nats_url, monkeypatch):
     """The first audio went out, so TTSChunkStarted must reach the session even
     when the run is cancelled while the stream is still storing that event
