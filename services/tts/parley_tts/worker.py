@@ -82,6 +82,7 @@ class _Said:
 
 
 class Worker:
+    # long: the worker's state and its stats, one a line with why
     def __init__(self, nc: Client, settings: Settings, voice: Voice, fallback: Voice | None = None, tel: telemetry.Telemetry | None = None):
         self.tel = tel or telemetry.current()  # the app's (parley.telemetry.setup)
         self.nc = nc
