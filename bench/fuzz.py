@@ -70,8 +70,10 @@ def markdown(rows: list[dict], runs: int) -> str:
         "the gateway's real `TwilioSocket`/`Call` for Twilio streams and `/ws/pcm` frames, the `/webrtc/offer` body through aiortc's SDP parser, "
         "Twilio webhooks (form and JSON bodies, `bodySHA256`, the signature) with their query string as session parameters, every bus message "
         "type (events decoded and reduced from a live state, commands, steps, ASR claim/progress, TTS audio headers) and what the gateway does "
-        "with each, and the session-parameter allow-list (anything the gateway accepts, the orchestrator's policy takes). The gateway targets run "
-        "a victim call on the same in-process bus: any message on another session's subject, or any change in the victim, fails the run. "
+        "with each, the session-parameter allow-list (anything the gateway accepts, the orchestrator's policy takes), the ASR worker's bus input "
+        "(claims, audio frames and headers, control, liveness) and the TTS worker's (Synthesize, cancels, control) through the real workers, and "
+        "the orchestrator's intake of a stored event (the producer check, decoding, the reducer). The gateway and worker targets run "
+        "a victim session on the same in-process bus: any message on another session's subject, or any change in the victim, fails the run. "
         f"A hang is an input running over {HANG_S} s.",
         "",
         "| target | inputs | time (s) | inputs/s | coverage (edges / features) | crashes | hangs | cross-session effects |",
