@@ -185,7 +185,8 @@ STREAMING = (GENERATING, SPEAKING)  # an LLM step may be streaming
 #    than machine_gap apart), not its longest single utterance
 # 11: what a recogniser writes for a hum (lone hum letters, a looped token)
 #     is a backchannel; noise_sound 0.75 s
-RULES = 11
+# 12: a partial of a few ordinary words never cancels (the final decides)
+RULES = 12
 
 # ---------------------------------------------------------------------------
 # Policy: the knobs of one session. Defaults here; SessionStarted.params may
@@ -1131,6 +1132,12 @@ def _judge_overlap(s: SessionState, text: str, final: bool, at: float) -> Judgem
     length = _sound_length(s, final, at)
     if heard == "words" and words.few_words(text, p.noise_words) and 0 < length < p.noise_sound:
         heard, what = "sound", f"{len(words.tokens(text))} word(s) in {length:.2f} s of sound, under {p.noise_sound:g} s (a noise mis-heard?)"
+    elif heard == "words" and not final and words.few_words(text, p.noise_words):
+        # The agent is paused already, so waiting for the final costs the
+        # caller nothing; a partial's few ordinary words are often a hum or a
+        # backchannel misheard ("here here" for a slow "yeah, yeah").
+        return Judgement(kind="interruption", verdict="hold", reason=f"{words.word_count(text)} ordinary word(s) so far: the final decides",
+                         text=text[-200:], heard="words", score=round(length, 3), threshold=p.noise_sound)
     if heard == "words":
         verdict, reason = "barge-in", f"words: a real interruption ({_why_words(text, length, p)})"
     elif heard == "answer" and final:

@@ -503,13 +503,13 @@ def test_every_pause_has_a_timer_that_ends_it(events):
 @given(sessions())
 def test_a_partial_barges_in_only_on_words_that_confirm_it(events):
     """A partial cancels only when its words take the floor: a floor word
-    ("wait", "no", "hold"...), more than noise_words words, or words after
-    at least noise_sound of sound; a few ordinary words early in a sound may
-    be a hum the recogniser turned into words."""
+    ("wait", "no", "hold"...), a number, or more than noise_words words; a
+    few ordinary words may be a hum the recogniser turned into words, and
+    the final decides (the agent is paused meanwhile)."""
     _, steps = run_all(events)
     for before, ev, cmds, outcome, after in steps:
         if not isinstance(ev, c.TranscriptPartial) or not any(isinstance(x, c.FlushPlayback) for x in cmds):
             continue
         said, p = words.tokens(ev.text), before.policy
         assert words.hearing(ev.text, asked=True) in ("words", "answer")
-        assert any(w in words.TAKE_FLOOR for w in said) or words.word_count(ev.text) > p.noise_words or ev.at - before.speech_started_at >= p.noise_sound, (ev, before.speech_started_at)
+        assert any(w in words.TAKE_FLOOR or w.isdigit() for w in said) or words.word_count(ev.text) > p.noise_words, ev
