@@ -160,3 +160,16 @@ async def _true(value):
 async def _consumed(state, session, n):
     stored = await state(session)
     return stored is not None and stored.consumed >= n
+
+
+def test_the_role_of_a_seed_file_follows_make_run_and_compose_names(tmp_path):
+    """Only the orchestrator's connection makes streams: its role must be
+    known from the seed file's name under make run and docker compose alike."""
+    from parley.settings import ServiceSettings
+
+    made = natsauth.ensure(tmp_path / "s")
+    compose = tmp_path / "nats_orchestrator"
+    compose.write_text(made.seeds["orchestrator"])
+    for path in (made.seed_file("orchestrator"), compose):
+        assert natsauth.Credentials.from_env({natsauth.SEED_FILE_ENV: str(path)}).role == "orchestrator"
+        assert ServiceSettings.from_env({natsauth.SEED_FILE_ENV: str(path)}).nats_credentials.role == "orchestrator"

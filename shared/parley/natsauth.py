@@ -417,6 +417,13 @@ def ensure(root: Path, base_config: Path | None = None, extra_users: Iterable[st
     return out
 
 
+def role_of_seed_file(path: Path) -> str:
+    """The role a seed file is named after: ``<role>.nk`` (make run, tests) or
+    ``nats_<role>`` (docker compose's secrets). Only used to know whether this
+    service may make streams (the server's permissions decide the rest)."""
+    return path.stem.removeprefix("nats_")
+
+
 def read_seed(path: Path) -> str:
     seed = path.read_text().strip()
     if not seed.startswith("SU"):
@@ -448,7 +455,7 @@ class Credentials:
                 raise ValueError(f"{SEED_FILE_ENV}={path!r} cannot be read: {exc.strerror}") from None
             except ValueError as exc:
                 raise ValueError(f"{SEED_FILE_ENV}={path!r}: {exc}") from None
-            role = Path(path).stem
+            role = role_of_seed_file(Path(path))
         ca = env.get(TLS_CA_ENV, "")
         if ca and not Path(ca).is_file():
             raise ValueError(f"{TLS_CA_ENV}={ca!r} is not a file (the CA that signed nats-server's certificate)")

@@ -40,7 +40,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 from pydantic_settings.sources.utils import parse_env_vars
 
-from .natsauth import Credentials, read_seed
+from .natsauth import Credentials, read_seed, role_of_seed_file
 
 log = logging.getLogger("parley.settings")
 
@@ -200,7 +200,7 @@ class ServiceSettings(BaseSettings):
 
     def model_post_init(self, context: Any) -> None:
         seed = read_seed(self.nats_seed_file) if self.nats_seed_file else ""
-        role = self.nats_seed_file.stem if self.nats_seed_file else ""
+        role = role_of_seed_file(self.nats_seed_file) if self.nats_seed_file else ""
         self._credentials = Credentials(seed=seed, role=role, tls_ca=str(self.nats_tls_ca or ""))
 
     # ------------------------------------------------------------ reading
