@@ -41,7 +41,9 @@ ACCOUNT = "AC" + "2" * 32
 AUTH_TOKEN = "e2e-keys-auth-token"
 API_KEY = "e2e-keys-api-key"
 IVR_LLM, IVR_PATH = "+15550003001", "+15550003002"
-WORD_DIGITS = {"one": "1", "two": "2", "three": "3", "four": "4", "zero": "0"}
+# What Whisper may write for a digit said alone at the end of a short
+# fragment ("For orders, press 2." heard as "... press to."), as a model reads it.
+WORD_DIGITS = {"one": "1", "won": "1", "two": "2", "to": "2", "too": "2", "three": "3", "four": "4", "for": "4", "zero": "0"}
 GREETING_TO_PAT = "Hi Pat, this is Bright Smile Dental, calling about our order of gloves."
 
 
