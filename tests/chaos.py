@@ -280,12 +280,11 @@ def run_chaos(
         result.tts_chunks_skipped = sum(1 for line in gateway.splitlines() if "the answer goes on from the next chunk" in line)
         tts = "".join(stack.log(k) for k in stack.procs if k.startswith("tts"))
         result.tts_redelivered = sum(1 for line in tts.splitlines() if "synthesize delivered again" in line)
-        tts_kills = [k for k in result.kills if k.key.startswith("tts") and k.mid_answer]
-        # The killed worker may have held nothing at that instant (the other
-        # one was speaking every answer): then there is nothing to go on
-        # from. Requests it held are delivered again to another worker.
-        if tts_kills and result.tts_redelivered and not result.tts_chunks_skipped and not result.tts_gap_ms:
-            result.problems.append("a TTS worker was killed holding requests, but no gateway saw an answer of it go on")
+        # Requests a killed TTS worker held are delivered again to another
+        # worker (tts_redelivered). Whether the caller then heard a gap, a
+        # skipped chunk or nothing at all (the survivor said it in time) is
+        # reported, not judged: an answer that never went on would fail the
+        # checks above (every reply comes to an end, history as said).
     return result
 
 
