@@ -995,7 +995,7 @@ def _final_while_agent_has_floor(fx: Fx, e: TranscriptFinal) -> Next:
     done = _judge_turn(s, e.at, s.user_text)
     if _same_words(run.user_text, s.user_text) and not s.awaiting_finals and done.verdict == "answer":
         # The preemptive guess was right and the turn is over: release what it has produced.
-        fx = _pump_chunks(fx.judged(done).set_run(confirmed=True, user_text=s.user_text).set(user_text=""))
+        fx = _pump_chunks(fx.judged(done).set_run(confirmed=True, user_text=s.user_text).set(user_text="", turn_pauses=0))
         return (_maybe_finish(fx, e.at) or _floor(_guard_playback(fx))).after("preemptive guess confirmed")
     return _turn(_cancel_run(fx), e.at).after("preemptive guess wrong")
 

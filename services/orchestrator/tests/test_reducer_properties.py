@@ -389,8 +389,36 @@ def test_only_a_long_enough_silence_inside_a_turn_counts_as_a_pause(events):
             assert isinstance(ev, c.SpeechStarted) and after.turn_pauses == before.turn_pauses + 1
             assert ev.at - before.silence_from >= before.policy.turn_pause_min
             assert before.user_text.strip() or before.awaiting_finals or (before.run is not None and after.run is None)
-        if any(isinstance(x, c.StartLLM) and x.step == 0 and x.attempt == 0 for x in cmds) and after.run and after.run.user_text:
+        # A preemptive run (unconfirmed) may be withdrawn and the turn go on, so
+        # its pauses stay counted until the turn is answered for real.
+        answered = any(isinstance(x, c.StartLLM) and x.step == 0 and x.attempt == 0 for x in cmds) and after.run and after.run.user_text and after.run.confirmed
+        confirmed = before.run is not None and not before.run.confirmed and after.run is not None and after.run.id == before.run.id and after.run.confirmed
+        if answered or confirmed:
             assert after.turn_pauses == 0
+
+
+def test_a_confirmed_preemptive_answer_clears_the_pauses_of_its_turn():
+    """Found by the property above: a pause counted in a turn answered by a
+    preemptive run that its final confirmed stayed counted into the next turn,
+    which then waited as if the caller had paused in it."""
+    params = {"greeting": "Hi!", "preemptive": "true", "onset_hold": "0"}
+    events: list[c.AnyEvent] = [c.SessionStarted(session=S, at=0.0, params=params, recorded=False)]
+    t = 0.0
+    events += [c.SpeechStarted(session=S, at=t, utterance=1),
+               c.TranscriptPartial(session=S, at=t + 0.5, utterance=1, text="book me in"),
+               c.SpeechStopped(session=S, at=t + 1.0, utterance=1, speech_ms=1000, speech_end_at=t + 1.0, eot=-1.0),
+               c.TranscriptFinal(session=S, at=t + 1.1, utterance=1, text="book me in", complete=False),
+               # a pause of 1 s, then the turn goes on
+               c.SpeechStarted(session=S, at=t + 2.1, utterance=2),
+               c.TranscriptPartial(session=S, at=t + 2.5, utterance=2, text="for friday please"),
+               c.SpeechStopped(session=S, at=t + 3.0, utterance=2, speech_ms=900, speech_end_at=t + 3.0, eot=0.95)]
+    state, steps = run_all(events)
+    assert state.turn_pauses == 1 and state.run is not None and not state.run.confirmed  # a preemptive guess
+    # The final comes late, after the longer wait a paused turn gets: the guess stands.
+    late = t + 3.0 + state.policy.turn_wait_continued + 0.1
+    state, _, outcome = r.reduce(state, c.TranscriptFinal(session=S, at=late, utterance=2, text="for friday please", complete=True))
+    assert state.run is not None and state.run.confirmed, outcome
+    assert state.turn_pauses == 0
 
 
 @PROPS

@@ -127,6 +127,7 @@ class Worker:
             "pull_errors": 0,
             "request_errors": 0,  # a request this worker broke on (logged; handed back to the stream)
             "loop_errors": 0,  # the pull or keep loop died (logged critical; /healthz says 503)
+            "ack_errors": 0,  # acking or extending held requests failed (a dropped connection): retried next round
             "runner_errors": 0,  # a lane's runner or an ahead chunk's task died (logged): its later chunks are lost
         }
 
@@ -247,16 +248,20 @@ class Worker:
         """Ack what was released; tell the server the held requests are in hand."""
         while True:
             await asyncio.sleep(bus.TTS_PROGRESS_S)
+            released, self.to_ack = self.to_ack, []
             try:
-                released, self.to_ack = self.to_ack, []
-                for msg in released:
-                    await msg.ack()
+                while released:
+                    await released[0].ack()
+                    released.pop(0)
                 for msg in list(self.held.values()):
                     await msg.in_progress()
             except asyncio.CancelledError:
+                self.to_ack[:0] = released
                 raise
-            except Exception as exc:  # noqa: BLE001 - a closed connection: the server redelivers
-                log.warning("acking TTS requests failed: %s", exc)
+            except Exception as exc:  # noqa: BLE001 - a closed connection: try again next round (the server may redeliver first)
+                self.to_ack[:0] = released
+                self.stats["ack_errors"] += 1
+                log.warning("acking TTS requests failed (%d left for the next round): %s", len(released), exc)
 
     def _hold(self, key: tuple[str, int, int], msg: Msg) -> bool:
         """Keep the request until its chunk is done; False if this worker
