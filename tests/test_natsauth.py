@@ -91,9 +91,11 @@ def test_least_privilege_as_the_issue_states_it():
     # The gateway may not command TTS; TTS may not read callers' audio.
     assert not may_pub("gateway", subjects.TTS_REQUEST)
     assert not may_sub("tts", subjects.audio_in("s1"))
-    # Callers' audio: the gateway publishes it, ASR alone hears it.
-    assert [r for r in natsauth.ROLES if may_pub(r, subjects.audio_in("s1"))] == ["gateway"]
-    assert [r for r in natsauth.ROLES if may_sub(r, subjects.audio_in("s1"))] == ["asr"]
+    # Callers' audio (as PCM, and as the carrier sent it): the gateway publishes it, ASR alone hears it.
+    for subject in (subjects.audio_in("s1"), subjects.audio_native("s1")):
+        assert [r for r in natsauth.ROLES if may_pub(r, subject)] == ["gateway"], subject
+        assert [r for r in natsauth.ROLES if may_sub(r, subject)] == ["asr"], subject
+    assert not may_sub("tts", subjects.audio_native("s1")) and not may_sub("orchestrator", subjects.audio_native("s1"))
     # Playback commands and the event log come from the orchestrator alone.
     for subject in (subjects.playback("s1"), subjects.log("s1"), subjects.observe("s1"), subjects.TTS_REQUEST):
         assert [r for r in natsauth.ROLES if may_pub(r, subject)] == ["orchestrator"], subject

@@ -315,8 +315,10 @@ async def _try(nc: Client, coro) -> None:
         log.warning("could not create a stream: %s", exc)
 
 
-def audio_headers(seq: int, rate: int, chunk: int | None = None, last: bool = False, worker: str | None = None) -> dict[str, str]:
+def audio_headers(seq: int, rate: int, chunk: int | None = None, last: bool = False, worker: str | None = None, encoding: str | None = None) -> dict[str, str]:
     h = {subjects.H_SEQ: str(seq), subjects.H_RATE: str(rate)}
+    if encoding:
+        h[subjects.H_ENCODING] = encoding
     if chunk is not None:
         h[subjects.H_CHUNK] = str(chunk)
         h[subjects.H_LAST] = "1" if last else "0"
@@ -328,7 +330,7 @@ def audio_headers(seq: int, rate: int, chunk: int | None = None, last: bool = Fa
 class AudioMeta:
     """Parsed audio headers; raises ValueError on missing or malformed ones."""
 
-    __slots__ = ("seq", "rate", "chunk", "last", "worker")
+    __slots__ = ("seq", "rate", "chunk", "last", "worker", "encoding")
 
     def __init__(self, headers: dict[str, str] | None):
         h = headers or {}
@@ -340,3 +342,4 @@ class AudioMeta:
             raise ValueError(f"bad audio headers {h!r}") from exc
         self.last = h.get(subjects.H_LAST) == "1"
         self.worker = h.get(subjects.H_WORKER, "")
+        self.encoding = h.get(subjects.H_ENCODING, "pcm16")

@@ -648,6 +648,11 @@ class AsrClaim(msgspec.Struct, frozen=True, kw_only=True, tag="AsrClaim"):
     # openai); "" the worker's own choice (PARLEY_ASR). A worker that has no
     # such provider says so (ProviderFailed) and uses its own.
     provider: str = ""
+    # The caller's audio as the transport receives it, which the gateway can
+    # publish unchanged on subjects.audio_native beside the 16 kHz PCM:
+    # "mulaw/8000" on a Twilio call, "" none. A provider that takes it as it
+    # is (Deepgram) is spared the upsampled copy (4x the bytes).
+    native: str = ""
 
 
 class AsrProgress(msgspec.Struct, frozen=True, kw_only=True, tag="AsrProgress"):
@@ -673,6 +678,10 @@ class AsrProgressAll(msgspec.Struct, frozen=True, kw_only=True, tag="AsrProgress
 class AsrClaimed(msgspec.Struct, frozen=True, kw_only=True, tag="AsrClaimed"):
     session: str
     worker: str
+    # The claim's ``native`` if this worker wants that audio on
+    # subjects.audio_native (it is subscribed before it answers); "" the
+    # gateway sends PCM only. An older worker never says it (the default).
+    native: str = ""
 
 
 class SessionControl(msgspec.Struct, frozen=True, kw_only=True, tag="SessionControl"):

@@ -161,6 +161,7 @@ ROLES: dict[str, Role] = {
         about="media-gateway: callers' audio in, agent audio out, the inspector",
         publish=(
             wildcard(subjects.audio_in),
+            wildcard(subjects.audio_native),
             events_of("gateway"),
             wildcard(subjects.control),
             wildcard(subjects.notices),
@@ -187,6 +188,7 @@ ROLES: dict[str, Role] = {
             f"{subjects.ASR_CLAIM} {subjects.ASR_GROUP}",
             wildcard(subjects.asr_alive),
             wildcard(subjects.audio_in),
+            wildcard(subjects.audio_native),
             subjects.CONTROL_ALL,
         ),
         responds=True,

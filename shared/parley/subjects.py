@@ -52,6 +52,14 @@ def audio_in(session: str) -> str:
     return f"{PREFIX}.audio.in.{session_token(session)}"
 
 
+# --- inbound audio as the carrier sent it (μ-law 8 kHz from Twilio), beside
+# audio_in, for a cloud ASR that takes it as it is (AsrClaimed.native says
+# so); headers Parley-Seq, Parley-Rate and Parley-Encoding. The worker's own
+# VAD still hears audio_in.
+def audio_native(session: str) -> str:
+    return f"{PREFIX}.audio.native.{session_token(session)}"
+
+
 # --- ASR claims a session (request/reply, queue group ASR_GROUP)
 ASR_CLAIM = f"{PREFIX}.asr.claim"
 
@@ -213,4 +221,5 @@ H_SEQ = "Parley-Seq"
 H_RATE = "Parley-Rate"
 H_CHUNK = "Parley-Chunk"
 H_LAST = "Parley-Last"  # "1" on the final (possibly empty) message of a chunk
+H_ENCODING = "Parley-Encoding"  # on audio_native: "mulaw" (absent: PCM16)
 H_WORKER = "Parley-Worker"  # the TTS worker that synthesized this audio (for tts_alive)

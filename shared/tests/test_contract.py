@@ -65,6 +65,26 @@ def test_messages_from_before_a_field_or_tag_existed_still_decode():
     assert contract.decode_event(newer) == contract.SpeechStarted(session="s", at=1.0, utterance=0)
 
 
+def test_native_audio_offers_interoperate_with_older_gateways_and_workers():
+    # An older gateway's claim offers nothing native; an older worker's answer wants nothing native.
+    old_claim = msgspec.msgpack.encode({"type": "AsrClaim", "session": "s", "sample_rate": 16000, "utterance": 0, "provider": ""})
+    assert contract.decode(old_claim, contract.AsrClaim).native == ""
+    old_claimed = msgspec.msgpack.encode({"type": "AsrClaimed", "session": "s", "worker": "w"})
+    assert contract.decode(old_claimed, contract.AsrClaimed).native == ""
+
+    # An older worker reads a newer gateway's claim: the offer is ignored, the claim is served.
+    class OldClaim(msgspec.Struct, frozen=True, kw_only=True, tag="AsrClaim"):
+        session: str
+        sample_rate: int = 16000
+        utterance: int = 0
+        provider: str = ""
+
+    newer = contract.encode(contract.AsrClaim(session="s", native="mulaw/8000"))
+    assert msgspec.msgpack.decode(newer, type=OldClaim) == OldClaim(session="s")
+    claimed = contract.AsrClaimed(session="s", worker="w", native="mulaw/8000")
+    assert contract.decode(contract.encode(claimed), contract.AsrClaimed) == claimed
+
+
 def test_steps_are_typed():
     step = contract.Step(index=0, event=contract.Dtmf(session="s", at=0.0, digit="1"), state_from=contract.Phase.IDLE, state_to=contract.Phase.LISTENING)
     data = contract.to_json(step)

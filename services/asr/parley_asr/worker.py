@@ -35,6 +35,12 @@ loud (a warning, ``parley.provider.failures``, ``ProviderFailed`` on the
 session) and is heard by Whisper from the utterance's audio instead
 (PARLEY_ASR_FALLBACK=whisper), so the caller's words are not lost and finals
 still go out in utterance order. Audio seconds billed go out as ``Usage``.
+
+A provider that takes the caller's audio as the carrier sent it (Deepgram:
+μ-law 8 kHz) gets it that way when the gateway offers it
+(``AsrClaim.native``): the worker answers ``AsrClaimed.native``, subscribes
+to ``audio_native(s)`` before answering, and hands those bytes to the
+listener (``native_audio``); the VAD still hears ``audio_in``.
 """
 
 from __future__ import annotations
@@ -265,19 +271,23 @@ class Worker:
                 log.warning("session asked for an ASR provider this deployment has not configured", extra={"session_id": claim.session, "provider": claim.provider, "using": ours})
                 await self._event(contract.ProviderFailed(session=claim.session, at=time.time(), service="asr", provider=claim.provider,
                                                           error="not configured on this deployment", fallback=ours))  # fmt: skip
-        await self.claim(claim.session, claim.utterance, cloud=cloud)
+        native = claim.native if cloud and claim.native in getattr(self.cloud, "natives", ()) else ""
+        s = await self.claim(claim.session, claim.utterance, cloud=cloud, native=native)
         if msg.reply:
-            await msg.respond(contract.encode(contract.AsrClaimed(session=claim.session, worker=self.id)))
+            await msg.respond(contract.encode(contract.AsrClaimed(session=claim.session, worker=self.id, native=getattr(s.listener, "native", ""))))
 
-    async def claim(self, session_id: str, first_utterance: int = 0, cloud: bool = True) -> Session:
-        """Take a session's audio (idempotent). Subscribed before the claim is answered."""
+    async def claim(self, session_id: str, first_utterance: int = 0, cloud: bool = True, native: str = "") -> Session:
+        """Take a session's audio (idempotent). Subscribed before the claim is answered.
+        ``native``: the provider hears the session's audio_native (one of its ``natives``)."""
         existing = self.sessions.get(session_id)
         if existing is not None:
             return existing
         s = Session(session_id, self.bank.open(), first_utterance)
         self.sessions[session_id] = s
         if self.cloud is not None and cloud:
-            s.listener = self.cloud.listener(session_id)
+            s.listener = self.cloud.listener(session_id, native=native) if native else self.cloud.listener(session_id)
+            if native:
+                s.subs.append(await self.nc.subscribe(subjects.audio_native(session_id), cb=self._native_callback(s, native)))
         s.subs.append(await self.nc.subscribe(subjects.audio_in(session_id), cb=self._audio_callback(s)))
         s.subs.append(await self.nc.subscribe(subjects.control(session_id), cb=self._on_control))
         self.stats["claimed"] += 1
@@ -308,6 +318,25 @@ class Worker:
             s.last_audio = time.monotonic()
 
         return on_audio
+
+    def _native_callback(self, s: Session, native: str):
+        encoding, rate = native.split("/")
+
+        async def on_native(msg: Msg) -> None:
+            # The provider's copy only: the floor (VAD, endpointer) hears audio_in.
+            if s.closed or s.listener is None:
+                return
+            try:
+                meta = bus.AudioMeta(msg.headers)
+            except ValueError:
+                self._drop(s, "bad native audio headers", len(msg.data))
+                return
+            if meta.encoding != encoding or meta.rate != int(rate):
+                self._drop(s, f"native audio is not {native}", len(msg.data), meta.rate)
+                return
+            s.listener.native_audio(msg.data)
+
+        return on_native
 
     def _drop(self, s: Session, why: str, size: int, rate: int | None = None) -> None:
         s.dropped += 1

@@ -222,6 +222,51 @@ def test_deepgram_keepalive_while_no_audio_flows(nats_url, silero, speak, monkey
     assert controls.count("KeepAlive") >= 2 and close is None and n == 1  # kept open, never reopened
 
 
+def test_deepgram_standin_refuses_raw_audio_it_cannot_decode_at_the_handshake():
+    """Deepgram: raw audio needs both encoding and sample_rate; the stand-in decodes linear16 and mulaw."""
+    import websockets
+    from websockets.exceptions import InvalidStatus
+
+    async def main():
+        standin = await DeepgramStandIn(key=DKEY).start()
+        statuses = {}
+        try:
+            for query in ("encoding=mulaw", "sample_rate=8000", "encoding=mulaw&sample_rate=0", "encoding=opus&sample_rate=48000", "encoding=mulaw&sample_rate=8000"):
+                try:
+                    async with websockets.connect(f"{standin.base}/v1/listen?{query}", additional_headers={"Authorization": f"Token {DKEY}"}) as ws:
+                        await ws.send(bytes(range(256)))  # any byte is a μ-law sample
+                        await ws.send('{"type": "CloseStream"}')
+                        await ws.wait_closed()
+                        statuses[query] = ws.close_code
+                except InvalidStatus as exc:
+                    statuses[query] = (exc.response.status_code, exc.response.headers.get("dg-error", ""))
+        finally:
+            await standin.stop()
+        return statuses, standin.streams
+
+    statuses, streams = asyncio.run(main())
+    for query in ("encoding=mulaw", "sample_rate=8000", "encoding=mulaw&sample_rate=0", "encoding=opus&sample_rate=48000"):
+        assert statuses[query][0] == 400 and statuses[query][1].startswith("Bad Request"), (query, statuses[query])
+    assert statuses["encoding=mulaw&sample_rate=8000"] == 1000
+    [s] = streams
+    assert bytes(s["raw"]) == bytes(range(256)) and s["audio_s"] == pytest.approx(256 / 8000)
+
+
+def test_only_a_provider_that_takes_mulaw_as_it_is_asks_for_it(nats_url, silero):
+    from parley import subjects
+
+    async def claimed(provider: str) -> str:
+        async with Rig(nats_url, silero, provider) as r:
+            offer = contract.AsrClaim(session=f"nat-{provider}", native="mulaw/8000")
+            reply = await r.nc.request(subjects.ASR_CLAIM, contract.encode(offer), timeout=3)
+            other = contract.AsrClaim(session=f"nat2-{provider}", native="opus/48000")  # nobody takes this one
+            reply2 = await r.nc.request(subjects.ASR_CLAIM, contract.encode(other), timeout=3)
+            return contract.decode(reply.data, contract.AsrClaimed).native, contract.decode(reply2.data, contract.AsrClaimed).native
+
+    assert asyncio.run(claimed("deepgram")) == ("mulaw/8000", "")
+    assert asyncio.run(claimed("openai")) == ("", "")  # it hears a WAV of the utterance: 16 kHz PCM
+
+
 # ------------------------------------------------------------------ OpenAI
 
 

@@ -5,7 +5,11 @@ the caller's audio and SessionStarted/SessionEnded, receives TTS audio and
 playback commands, and keeps the outbound ``Playout`` buffer. Transports
 (``/ws/pcm``, Twilio Media Streams, WebRTC) only move bytes in and out:
 
-* inbound: ``await call.feed(pcm16_16k)``
+* inbound: ``await call.feed(pcm16_16k)``; a transport whose audio comes in
+  another form (Twilio's μ-law 8 kHz) offers it (``transport.native``), and
+  if the session's ASR worker asks for it (a cloud ASR that takes it as it
+  is: ``AsrClaimed.native``) also hands it over unchanged first
+  (``await call.feed_native(data)``, published on ``audio_native``);
 * outbound: every 20 ms the transport takes ``call.next_frame()`` (WebRTC's
   track pulls it; the shared ``Ticker`` calls ``transport.tick()`` for the
   push transports, which take frames there);
@@ -163,6 +167,9 @@ class Call:
         self.playback_started: dict[int, float] = {}  # run -> first frame out
         self.playback_last: dict[int, float] = {}  # run -> last chunk finished
         self.asr_worker = ""
+        self.asr_native = ""  # what the worker wants on audio_native ("" nothing)
+        self.native_seq = 0
+        self.recent_native: deque[tuple[float, bytes]] = deque()  # (wall clock, native audio) of the last REPLAY_S
         self.tasks = TaskSet(self.stats, context=lambda: {"session_id": self.session})
         self._reports: asyncio.Queue[Callable[[], Awaitable[None]] | None] = asyncio.Queue()
         self.asr_progress: contract.AsrProgress | None = None
@@ -218,7 +225,10 @@ class Call:
         """A worker of the ASR queue group takes the session. With none there
         (a worker restarting under the supervisor, or just starting), it asks
         again for ``patience`` seconds before the call is refused."""
-        claim = contract.encode(contract.AsrClaim(session=self.session, sample_rate=16000, utterance=first_utterance, provider=getattr(self, "asr_provider", "")))
+        offer = getattr(self.transport, "native", "")
+        claim = contract.encode(
+            contract.AsrClaim(session=self.session, sample_rate=16000, utterance=first_utterance, provider=getattr(self, "asr_provider", ""), native=offer)
+        )
         deadline = time.monotonic() + patience
         while True:
             try:
@@ -229,7 +239,9 @@ class Call:
                     raise
                 log.warning("no asr worker answers the claim yet; asking again", extra={"session_id": self.session})
                 await asyncio.sleep(CLAIM_RETRY_S)
-        self.asr_worker = contract.decode(reply.data, contract.AsrClaimed).worker
+        claimed = contract.decode(reply.data, contract.AsrClaimed)
+        self.asr_worker = claimed.worker
+        self.asr_native = claimed.native if claimed.native and claimed.native == offer else ""
 
     async def _watch_asr(self, every: float = ASR_CHECK_S) -> None:
         """If the session's ASR worker is gone (its liveness subject has no
@@ -269,6 +281,11 @@ class Call:
             await self._claim_asr(first)
         except Exception:  # noqa: BLE001 - none left now; try again next round
             return
+        if self.asr_native:  # the provider's copy first, as feed_native/feed send them
+            encoding, rate = self.asr_native.split("/")
+            for data in [data for at, data in self.recent_native if at >= since]:
+                await self.nc.publish(subjects.audio_native(self.session), data, headers=bus.audio_headers(self.native_seq, int(rate), encoding=encoding))
+                self.native_seq += 1
         replay = [pcm for at, pcm in self.recent_audio if at >= since]
         for pcm in replay:
             await self.nc.publish(subjects.audio_in(self.session), pcm, headers=bus.audio_headers(self.seq, 16000))
@@ -337,6 +354,23 @@ class Call:
         now = time.time()
         recent = self.recent_audio
         recent.append((now, pcm16_16k))
+        while recent and recent[0][0] < now - REPLAY_S:
+            recent.popleft()
+
+    async def feed_native(self, data: bytes) -> None:
+        """The caller's audio as the transport received it (its ``native``
+        offer), before ``feed`` gets the same audio as PCM: only while the
+        session's ASR worker asked for it, unchanged, on ``audio_native``."""
+        if not self.asr_native or not data or self.closed:
+            return
+        if len(data) > MAX_INBOUND_BYTES:
+            raise ValueError(f"audio message too large ({len(data)} bytes, max {MAX_INBOUND_BYTES})")
+        encoding, rate = self.asr_native.split("/")
+        await self.nc.publish(subjects.audio_native(self.session), data, headers=bus.audio_headers(self.native_seq, int(rate), encoding=encoding))
+        self.native_seq += 1
+        now = time.time()
+        recent = self.recent_native
+        recent.append((now, data))
         while recent and recent[0][0] < now - REPLAY_S:
             recent.popleft()
 

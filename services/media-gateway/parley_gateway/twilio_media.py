@@ -12,7 +12,9 @@ PARLEY_TWILIO_INSECURE=1 says this is local development. It answers TwiML
 one ``Call``:
 
 * inbound: ``media`` (base64 μ-law 8 kHz) -> PCM16 -> 16 kHz (stateful
-  resampler) -> ``call.feed``; ``dtmf`` -> ``call.dtmf``; ``stop`` ends it;
+  resampler) -> ``call.feed``; and, first, the μ-law bytes unchanged ->
+  ``call.feed_native`` (published only when the session's ASR provider takes
+  μ-law as it is: Deepgram); ``dtmf`` -> ``call.dtmf``; ``stop`` ends it;
 * outbound: the playout's 8 kHz frames -> μ-law -> ``media`` messages, kept
   ``LEAD_S`` ahead of what Twilio plays; a ``mark`` (``run.chunk.seq.gen``)
   every ``PARLEY_TWILIO_MARK_MS`` of audio and after each chunk's last frame;
@@ -83,6 +85,7 @@ LEAD_S = 0.06
 MAX_PULLS_PER_TICK = 1 + round(LEAD_S * 1000 / FRAME_MS)
 BACKLOG_FRAMES = 250  # 5 s of audio not yet written to the socket: Twilio is not reading
 FEED_SLICE = ASR_RATE * 2  # feed the call at most 1 s of 16 kHz PCM16 per publish
+NATIVE_SLICE = RATE  # and of μ-law (one byte a sample)
 MAX_WEBHOOK_BODY = 64 * 1024
 CLOSE_POLICY = 1008  # WebSocket close code: policy violation
 CLOSE_TOO_BIG = 1009
@@ -148,6 +151,7 @@ class TwilioSocket:
     kind = "twilio"
     rate = RATE
     reports_playback = True
+    native = f"mulaw/{RATE}"  # what the caller's audio is before decoding (AsrClaim.native)
 
     def __init__(self, ws: WebSocket, nc, ticker, stats: dict, settings: Settings, tokens: tp.StreamTokens | None, recordings=None, rejoins: dict | None = None, gate: auth.Gate | None = None, admission: Admission | None = None, asr_watch=None):
         self.ws = ws
@@ -512,6 +516,8 @@ class TwilioSocket:
                     raise tp.ProtocolError("out_of_order", "media before start")
                 if m.track not in ("inbound", "inbound_track"):
                     return True  # only the caller's track is ours to hear
+                for i in range(0, len(m.audio), NATIVE_SLICE):
+                    await self.call.feed_native(m.audio[i : i + NATIVE_SLICE])
                 pcm = self.resampler.process(ulaw_to_pcm16(m.audio))
                 for i in range(0, len(pcm), FEED_SLICE):
                     await self.call.feed(pcm[i : i + FEED_SLICE])

@@ -146,6 +146,7 @@ class Agent:
         self.events: list[tuple[float, contract.Event]] = []
         self.audio_in: dict[str, bytearray] = {}
         self.controls: list[str] = []
+        self.native: list[str] = []
 
     async def __aenter__(self) -> "Agent":
         self.nc = await bus.connect(self.url)
@@ -166,12 +167,16 @@ class Agent:
         async def on_control(msg):
             self.controls.append(subjects.session_of(msg.subject))
 
+        async def on_native(msg):  # only for a worker that asked (AsrClaimed.native); this one never does
+            self.native.append(msg.subject)
+
         self.subs = [
             await self.nc.subscribe(subjects.ASR_CLAIM, queue=subjects.ASR_GROUP, cb=on_claim),
             await self.nc.subscribe(subjects.asr_alive("test"), cb=on_alive),
             await self.nc.subscribe(subjects.EVENTS_ALL, cb=on_event),
             await self.nc.subscribe(f"{subjects.PREFIX}.audio.in.*", cb=on_audio),
             await self.nc.subscribe(subjects.CONTROL_ALL, cb=on_control),
+            await self.nc.subscribe(f"{subjects.PREFIX}.audio.native.*", cb=on_native),
         ]
         await self.nc.flush()  # the server has the subscriptions before any call starts
         return self
@@ -312,6 +317,7 @@ def test_a_call_audio_both_ways_marks_dtmf_and_stop(gateway, nats_server):
     # Inbound audio: 16 kHz, the tone where the caller spoke it.
     assert sent_ms - len(inbound) / 32 <= 5, (len(inbound) / 32, sent_ms)  # bytes/32 = ms at 16 kHz; the filter holds back ~1 ms
     assert abs(dominant(inbound, 16000) - 440) < 5
+    assert agent.native == []  # the worker asked for PCM only: no μ-law copy is published
     # Outbound: a mark after every frame (PARLEY_TWILIO_MARK_MS=20), named
     # run.chunk.seq.generation, each echoed once its audio has played.
     names = [n for _, n in caller.rec.marks]

@@ -11,6 +11,13 @@ Errors"):
   (linear16, mulaw), ``sample_rate``, ``channels``, ``interim_results``,
   ``endpointing`` (ms of silence, or false), ``utterance_end_ms``,
   ``vad_events``, ``model``...
+* Raw audio needs both ``encoding`` and ``sample_rate`` ("If you are using
+  the Encoding feature, the Sample Rate feature is also required"): a
+  request naming one without the other, or an encoding this stand-in cannot
+  decode (it knows ``linear16`` and ``mulaw``), is refused at the handshake
+  with HTTP 400. ``mulaw`` is G.711 μ-law, one byte a sample (a phone call's
+  8 kHz audio as Twilio sends it); each stream records the bytes it got,
+  unchanged (``raw``).
 * The client sends binary audio, and JSON ``{"type": "KeepAlive"}``,
   ``{"type": "Finalize"}``, ``{"type": "CloseStream"}``.
 * The server sends ``Results`` (``start``, ``duration`` in seconds of the
@@ -46,11 +53,13 @@ from websockets.asyncio.server import serve
 from websockets.datastructures import Headers
 from websockets.http11 import Response
 
+from ..audio import ulaw_to_pcm16
 from . import Faults, Threaded
 
 FRAME_S = 0.02
 VOICED_RMS = 300.0
 IDLE_CLOSE_S = 10.0
+ENCODINGS = ("linear16", "mulaw")  # raw encodings this stand-in decodes (Deepgram knows more)
 
 
 def scripted(*texts: str) -> Callable[[bytes, int], str]:
@@ -98,6 +107,11 @@ class Deepgram(Threaded):
             self.refused.append(401)
             return _json_response(401, {"err_code": "INVALID_AUTH", "err_msg": "Invalid credentials.", "request_id": str(uuid.uuid4())},
                                   {"dg-error": "Invalid credentials."})  # fmt: skip
+        query = {k: v[-1] for k, v in parse_qs(urlsplit(request.path).query).items()}
+        problem = _format_problem(query)
+        if problem:
+            self.refused.append(400)
+            return _json_response(400, {"err_code": "Bad Request", "err_msg": problem, "request_id": str(uuid.uuid4())}, {"dg-error": problem})
         fault = self.faults.next(handshake=True)
         if fault is not None and fault.status:
             self.refused.append(fault.status)
@@ -109,7 +123,7 @@ class Deepgram(Threaded):
     # ------------------------------------------------------------------ a stream
     async def _stream(self, ws) -> None:
         query = {k: v[-1] for k, v in parse_qs(urlsplit(ws.request.path).query).items()}
-        record: dict = {"query": query, "controls": [], "audio_s": 0.0, "close": None, "results": []}
+        record: dict = {"query": query, "controls": [], "audio_s": 0.0, "close": None, "results": [], "raw": bytearray(), "speech_started": []}
         self.streams.append(record)
         s = _Stream(self, ws, query, record, None)
         await s.run()
@@ -152,18 +166,19 @@ class _Stream:
                     await ws.close(1011, "NET-0001: did not receive audio data or a text message within the timeout window")
                     return
                 if isinstance(msg, bytes):
-                    if self.encoding not in ("linear16",) or len(msg) % 2:
-                        if not msg.startswith(b"RIFF"):
-                            self.record["close"] = (1008, "DATA-0000")
-                            await ws.close(1008, "DATA-0000: The payload cannot be decoded as audio.")
-                            return
+                    pcm = self._decode(msg)
+                    if pcm is None:
+                        self.record["close"] = (1008, "DATA-0000")
+                        await ws.close(1008, "DATA-0000: The payload cannot be decoded as audio.")
+                        return
+                    self.record["raw"] += msg
                     if self.fault_taken:
                         self.received_bytes += len(msg)
                     if self.fault is not None and self.fault.drop_after is not None and self.received_bytes > self.fault.drop_after:
                         self.record["close"] = "dropped"
                         ws.transport.abort()
                         return
-                    self.audio += msg
+                    self.audio += pcm
                     self.record["audio_s"] = len(self.audio) / 2 / self.rate
                     while (len(self.audio) // 2) - self.samples_seen >= frame:
                         await self._frame(self.samples_seen, frame)
@@ -188,6 +203,16 @@ class _Stream:
         except Exception:  # noqa: BLE001 - the client went away
             self.record["close"] = self.record["close"] or "client gone"
 
+    def _decode(self, msg: bytes) -> bytes | None:
+        """PCM16 at the stream's rate, or None if it is not audio of the stream's encoding."""
+        if self.encoding == "mulaw":
+            return ulaw_to_pcm16(msg)
+        if self.encoding == "linear16" and not len(msg) % 2:
+            return msg
+        if not self.encoding and msg.startswith(b"RIFF"):
+            return b""  # a container header: this stand-in hears raw audio only
+        return None
+
     async def _frame(self, at: int, n: int) -> None:
         pcm = np.frombuffer(bytes(self.audio[at * 2 : (at + n) * 2]), "<i2").astype(np.float32)
         voiced = float(np.sqrt(np.mean(pcm * pcm))) > VOICED_RMS if len(pcm) else False
@@ -203,6 +228,7 @@ class _Stream:
                 if self.seg_start <= self.finalized:
                     self.seg_start = max(self.finalized, at)
                 self.last_interim = at
+                self.record["speech_started"].append(round(at / self.rate, 3))
                 if self.vad_events:
                     await self._send({"type": "SpeechStarted", "channel": [0], "timestamp": round(at / self.rate, 3)})
             elif self.interim and (at + n - self.last_interim) >= self.o.interim_s * self.rate:
@@ -267,8 +293,20 @@ class _Stream:
         await self.ws.send(json.dumps(msg))
 
 
+def _format_problem(query: dict) -> str:
+    """Why the audio format of a /v1/listen request cannot work ("" if it can)."""
+    encoding, rate = query.get("encoding"), query.get("sample_rate")
+    if encoding is not None and encoding not in ENCODINGS:
+        return f"Bad Request: unsupported encoding {encoding!r} (this stand-in decodes {', '.join(ENCODINGS)})."
+    if (encoding is None) != (rate is None):
+        return "Bad Request: raw audio needs both encoding and sample_rate."
+    if rate is not None and not (rate.isdigit() and 0 < int(rate) <= 48000):
+        return f"Bad Request: invalid sample_rate {rate!r}."
+    return ""
+
+
 def _json_response(status: int, body: dict, headers: dict | None = None) -> Response:
-    reasons = {401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error"}
+    reasons = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error"}
     data = json.dumps(body).encode()
     h = Headers({"Content-Type": "application/json", "Content-Length": str(len(data)), **(headers or {})})
     return Response(status, reasons.get(status, "Error"), h, data)

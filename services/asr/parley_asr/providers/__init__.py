@@ -12,6 +12,10 @@ One ``Listener`` per session:
 * ``audio(pcm)``: every inbound frame, in order (16 kHz PCM16; sample 0 is
   the session's first). A streaming provider (Deepgram) sends it on; a
   request-per-utterance provider (OpenAI) ignores it.
+* ``native_audio(data)`` (only providers with ``natives``, only on a
+  listener opened with ``native=``): the caller's audio as the carrier sent
+  it (μ-law 8 kHz from Twilio), in order, in place of ``audio``; sample 0
+  is still the session's first, and times stay in 16 kHz samples.
 * ``partial(audio, begin)``: the words of the utterance so far, or None.
 * ``final(audio, begin, end)``: the utterance's words (samples
   ``[begin, end)`` of the session; ``audio`` is that stretch with its

@@ -17,6 +17,16 @@ Results", "Endpointing", "Utterance End", "Finalize", "KeepAlive",
     close    1000 normal; 1008 (DATA-0000: audio that cannot be decoded); 1011 (NET-0000/NET-0001:
              nothing received in time, server errors)
 
+Phone calls. A Twilio call's audio is 8 kHz μ-law; Deepgram takes it as it
+is (``encoding=mulaw&sample_rate=8000``, one byte a sample). When the
+gateway offers it (``AsrClaim.native``), the session's stream opens that way
+and is fed the carrier's bytes unchanged from ``subjects.audio_native``
+(``native_audio``), not the 16 kHz PCM upsampled from them: a quarter of the
+upload (64 vs 256 kbit/s), and the provider hears the call as the carrier
+delivered it. The worker's VAD still hears the PCM, and times stay counted
+in the session's 16 kHz samples (a μ-law byte is two of them), so the
+utterances the VAD cuts and the words Deepgram times line up as before.
+
 How it is used here. One stream per session for the whole call (Deepgram
 bills the audio streamed), opened at claim time. The worker's own VAD
 decides when an utterance ends; then ``final`` sends ``Finalize`` (queued
@@ -51,7 +61,8 @@ from parley.providers import ProviderError, kind_of_status, retry_after
 
 log = logging.getLogger("parley_asr.deepgram")
 
-RATE = 16000
+RATE = 16000  # the session's clock: samples of the 16 kHz PCM the worker hears
+NATIVE = {"mulaw/8000": ("mulaw", 8000, 2)}  # offer -> (encoding, sample_rate, session samples per byte)
 HOLD_S = 10.0  # audio held while (re)connecting
 AUTH_RETRY_S = 60.0
 MAX_BACKOFF_S = 30.0
@@ -64,19 +75,29 @@ class Deepgram:
 
     name = "deepgram"
     per_session = True  # each session's stream recovers on its own (no worker-wide breaker)
+    natives = tuple(NATIVE)  # what it takes as the carrier sent it (AsrClaim.native)
 
     def __init__(self, *, base: str, api_key: str, model: str, timeout_s: float = 2.0, endpointing_ms: int = 300, utterance_end_ms: int = 1000):
-        query = {
+        self.query = {
             "model": model, "encoding": "linear16", "sample_rate": RATE, "channels": 1, "interim_results": "true",
             "endpointing": endpointing_ms, "utterance_end_ms": utterance_end_ms, "vad_events": "true",
             "punctuate": "true", "smart_format": "true",
         }  # fmt: skip
-        self.url = f"{base.rstrip('/')}/v1/listen?{urlencode(query)}"
+        self.base = base.rstrip("/")
+        self.url = self.url_for("")
         self.api_key = api_key
         self.timeout_s = timeout_s
 
-    def listener(self, session: str) -> "DeepgramListener":
-        listener = DeepgramListener(self, session)
+    def url_for(self, native: str) -> str:
+        """The stream's URL for PCM16 at 16 kHz (``native`` ""), or for one of ``natives``."""
+        query = dict(self.query)
+        if native:
+            query["encoding"], query["sample_rate"], _ = NATIVE[native]
+        return f"{self.base}/v1/listen?{urlencode(query)}"
+
+    def listener(self, session: str, native: str = "") -> "DeepgramListener":
+        """``native``: one of ``natives`` when the session's audio comes as the carrier sent it."""
+        listener = DeepgramListener(self, session, native)
         listener.start()
         return listener
 
@@ -87,9 +108,12 @@ class Deepgram:
 class DeepgramListener:
     provider = "deepgram"
 
-    def __init__(self, dg: Deepgram, session: str):
+    def __init__(self, dg: Deepgram, session: str, native: str = ""):
         self.dg = dg
         self.session = session
+        self.native = native  # "" PCM16 16 kHz through audio(); else the native_audio() bytes
+        self.url = dg.url_for(native)
+        self.per_byte = NATIVE[native][2] if native else 0.5  # session samples per byte sent
         self.samples = 0  # samples handed to audio() so far (the session's audio clock)
         self.pending: deque[tuple[int, bytes | str]] = deque()  # (start sample, audio) or (-1, control JSON)
         self.wake = asyncio.Event()
@@ -112,18 +136,30 @@ class DeepgramListener:
         self._task = asyncio.create_task(self._run(), name=f"deepgram-{self.session}")
 
     def audio(self, pcm: bytes) -> None:
+        if not self.native:
+            self._push(pcm)
+
+    def native_audio(self, data: bytes) -> None:
+        """The caller's audio as the carrier sent it (``self.native``), in order."""
+        if self.native:
+            self._push(data)
+
+    def _push(self, data: bytes) -> None:
         if self.closing:
             return
-        self.pending.append((self.samples, pcm))
-        self.samples += len(pcm) // 2
+        self.pending.append((self.samples, data))
+        self.samples += self._samples_of(data)
         if not self.connected:
             # Hold a bounded stretch while (re)connecting; older audio is
             # given up (Whisper still has it for any final that needs it).
             while self.pending and self.samples - self._first_audio_sample() > HOLD_S * RATE:
                 start, item = self.pending.popleft()
                 if isinstance(item, bytes):
-                    self.stats["held_dropped_s"] += len(item) / 2 / RATE
+                    self.stats["held_dropped_s"] += self._samples_of(item) / RATE
         self.wake.set()
+
+    def _samples_of(self, data: bytes) -> int:
+        return int(len(data) * self.per_byte)
 
     def _first_audio_sample(self) -> int:
         for start, item in self.pending:
@@ -179,7 +215,7 @@ class DeepgramListener:
     async def _connect(self):
         try:
             return await websockets.connect(
-                self.dg.url, additional_headers={"Authorization": f"Token {self.dg.api_key}"},
+                self.url, additional_headers={"Authorization": f"Token {self.dg.api_key}"},
                 open_timeout=self.dg.timeout_s, max_size=2**22,
             )  # fmt: skip
         except InvalidStatus as exc:
@@ -222,7 +258,7 @@ class DeepgramListener:
                 await ws.send(item)
                 self.pending.popleft()
                 if isinstance(item, bytes):
-                    self.sent += len(item) // 2
+                    self.sent += self._samples_of(item)
             self.wake.clear()
             try:
                 await asyncio.wait_for(self.wake.wait(), KEEPALIVE_S)
