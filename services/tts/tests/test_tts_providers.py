@@ -287,6 +287,31 @@ def test_openai_speech_streams_pcm_at_24k(nats_url):
     assert usage(seen, "oa-1") == {"openai": len(TEXT)}
 
 
+def test_openai_speech_cancelled_run_closes_its_stream_at_the_provider(nats_url):
+    """A run cancelled mid-chunk: the worker closes the HTTP response, and the stand-in sees
+    its client go away before the body's end (the server stops making that audio)."""
+
+    async def main():
+        async with Rig(nats_url, "openai") as r:
+            seen = await Seen.watch(r.nc, "oa-3")
+            await synthesize(r.nc, "oa-3", 2, 0, " ".join([TEXT] * 4))
+            await seen.wait_for(lambda s: len(s.audio("oa-3", 2)) >= 2)
+            await cancel(r.nc, "oa-3", 2)
+            await until(lambda: r.standin.speeches and r.standin.speeches[0]["end"] is not None)
+            await settled(r.worker, r.nc)
+            n = len(seen.audio("oa-3", 2))
+            await asyncio.sleep(0.5)
+            return seen, r.standin.speeches, n
+
+    seen, speeches, n = run(main())
+    [s] = speeches
+    assert s["end"] == "client closed" and 0 < s["sent"] < s["total"], s  # stopped at the provider, mid-body
+    assert len(seen.audio("oa-3", 2)) == n  # and nothing more of the run left the worker
+    assert all(a.rate == 24000 for a in seen.audio("oa-3", 2))
+    assert not seen.events("oa-3", contract.TTSChunkDone) and not seen.events("oa-3", contract.TTSError)
+    assert not failures(seen, "oa-3")  # a cancel is not a provider failure: no fallback speaks
+
+
 @pytest.mark.parametrize(
     "fault, kind",
     [

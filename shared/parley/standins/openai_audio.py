@@ -15,7 +15,10 @@ transcription", "Error codes"):
 
 A tiny HTTP/1.1 server on asyncio streams rather than a framework, so that a
 fault can do what a real network does: stall before the first byte, or cut
-the connection in the middle of a chunked body.
+the connection in the middle of a chunked body; and so that it sees a client
+close a speech stream before its end (``speeches``: each response's bytes
+sent of its total, and how it ended), which is how a cancelled run is
+stopped at the provider: the server stops making that audio.
 """
 
 from __future__ import annotations
@@ -52,6 +55,9 @@ class OpenAIAudio(Threaded):
         self.requests: list[dict] = []  # speech bodies, and transcription fields (without the file)
         self.audio_seconds = 0.0  # transcribed
         self.aborted = 0  # responses whose client went away before the end
+        # Per speech response: {"input", "total" bytes, "sent" bytes, "end": None while it streams, then
+        # "complete", "client closed" (the client went away mid-body) or "cut" (a drop_after fault)}.
+        self.speeches: list[dict] = []
         self._server: asyncio.base_events.Server | None = None
 
     @property
@@ -76,7 +82,7 @@ class OpenAIAudio(Threaded):
                 method, path, _ = lines[0].split(" ", 2)
                 headers = {k.strip().lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines[1:] if ":" in ln)}
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
-                keep = await self._request(method, path, headers, body, writer)
+                keep = await self._request(method, path, headers, body, writer, reader)
                 if not keep or headers.get("connection", "").lower() == "close":
                     break
         except (asyncio.IncompleteReadError, ConnectionError, ValueError):
@@ -87,7 +93,7 @@ class OpenAIAudio(Threaded):
             except Exception:  # noqa: BLE001
                 pass
 
-    async def _request(self, method: str, path: str, headers: dict, body: bytes, w: asyncio.StreamWriter) -> bool:
+    async def _request(self, method: str, path: str, headers: dict, body: bytes, w: asyncio.StreamWriter, r: asyncio.StreamReader | None = None) -> bool:
         if headers.get("authorization") != f"Bearer {self.key}":
             return await _error(w, 401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
         fault = self.faults.next()
@@ -97,12 +103,12 @@ class OpenAIAudio(Threaded):
                 return await _error(w, 429, "Rate limit reached for requests.", "requests", "rate_limit_exceeded", extra)
             return await _error(w, fault.status, "The server had an error while processing your request.", "server_error", None, extra)
         if method == "POST" and path == "/v1/audio/speech":
-            return await self._speech(body, w, fault)
+            return await self._speech(body, w, fault, r)
         if method == "POST" and path == "/v1/audio/transcriptions":
             return await self._transcription(headers, body, w, fault)
         return await _error(w, 404, f"Invalid URL ({method} {path})", "invalid_request_error", None)
 
-    async def _speech(self, body: bytes, w: asyncio.StreamWriter, fault) -> bool:
+    async def _speech(self, body: bytes, w: asyncio.StreamWriter, fault, r: asyncio.StreamReader | None = None) -> bool:
         try:
             req = json.loads(body)
             text, model, voice = req["input"], req["model"], req["voice"]
@@ -115,22 +121,28 @@ class OpenAIAudio(Threaded):
             await asyncio.sleep(fault.delay_first)
         w.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
         pcm = self.speak(text, RATE)
-        sent = 0
+        record = {"input": text, "total": len(pcm), "sent": 0, "end": None}
+        self.speeches.append(record)
         try:
             for i in range(0, len(pcm), PIECE):
                 piece = pcm[i : i + PIECE]
-                if fault is not None and fault.drop_after is not None and sent + len(piece) > fault.drop_after:
+                if fault is not None and fault.drop_after is not None and record["sent"] + len(piece) > fault.drop_after:
+                    record["end"] = "cut"
                     w.transport.abort()  # cut mid-body: no terminating chunk
                     return False
+                if w.transport.is_closing() or (r is not None and r.at_eof()):
+                    raise ConnectionResetError("the client closed the connection")  # an HTTP client never half-closes
                 w.write(b"%x\r\n%s\r\n" % (len(piece), piece))
                 await w.drain()
-                sent += len(piece)
+                record["sent"] += len(piece)
                 await asyncio.sleep(0.1 * 0.25)
             w.write(b"0\r\n\r\n")
             await w.drain()
         except ConnectionError:
             self.aborted += 1
+            record["end"] = "client closed"
             return False
+        record["end"] = "complete"
         return True
 
     async def _transcription(self, headers: dict, body: bytes, w: asyncio.StreamWriter, fault) -> bool:
