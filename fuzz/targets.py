@@ -53,7 +53,7 @@ for extra in ("services/media-gateway", "services/orchestrator", "services/asr",
 with atheris.instrument_imports(include=["parley", "parley_gateway", "parley_orchestrator", "parley_asr", "parley_tts"]):
     import msgspec
 
-    from parley import bus, contract, natsauth, session_params, subjects
+    from parley import bus, contract, natsauth, session_params, subjects, telemetry
     from parley.audio.playout import Playout
     from parley_gateway import auth, call, twilio_media, webrtc, ws_pcm
     from parley_gateway import twilio_protocol as tp
@@ -148,9 +148,13 @@ class Quiet:
 VICTIM = "pcm-victim0000000001"
 
 
+def _board(nc: LocalBus) -> call.Switchboard:
+    return call.Switchboard(nc, {}, telemetry.current())
+
+
 async def _victim(nc: LocalBus) -> tuple[call.Call, Quiet]:
     t = Quiet()
-    c = call.Call(nc, t, session=VICTIM)
+    c = call.Call(_board(nc), t, session=VICTIM)
     await c.start(params={})
     c.tasks.cancel()
     return c, t
@@ -227,7 +231,7 @@ def twilio(data: bytes) -> None:
         nc = LocalBus()
         victim, vt = await _victim(nc)
         before = _victim_state(victim, vt)
-        sock = twilio_media.TwilioSocket(_WS(), nc, _Ticker(), {}, SETTINGS, None, gate=GATE)
+        sock = twilio_media.TwilioSocket(_WS(), _board(nc), _Ticker(), SETTINGS, None, gate=GATE)
         mark = len(nc.published)
         try:
             for line in data.split(b"\n")[:64]:
@@ -259,7 +263,7 @@ def pcm(data: bytes) -> None:
         victim, vt = await _victim(nc)
         before = _victim_state(victim, vt)
         t = Quiet()
-        c = call.Call(nc, t, session="pcm-fuzzed0000000001")
+        c = call.Call(_board(nc), t, session="pcm-fuzzed0000000001")
         await c.start(params={})
         mark = len(nc.published)
         fdp = atheris.FuzzedDataProvider(data)
@@ -371,7 +375,7 @@ def bus_messages(data: bytes) -> None:
         victim, vt = await _victim(nc)
         before = _victim_state(victim, vt)
         t = Quiet()
-        c = call.Call(nc, t, session="pcm-fuzzed0000000002")
+        c = call.Call(_board(nc), t, session="pcm-fuzzed0000000002")
         await c.start(params={})
         mark = len(nc.published)
         for _ in range(fdp.ConsumeIntInRange(0, 8)):

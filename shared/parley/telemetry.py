@@ -4,8 +4,8 @@ Every service's app factory calls ``telemetry.setup(service)`` once and hands
 the ``Telemetry`` it returns to what it builds (the workers, the runtime, the
 step observer), which record through it. OpenTelemetry's providers and the
 Prometheus registry are process-wide by their own design, so ``setup`` is
-idempotent; ``current()`` returns that one for code no factory builds (the
-gateway's calls, tests). With
+idempotent; ``current()`` returns that one for what a test builds without
+one (a worker or runtime given no ``tel``). With
 OTEL_EXPORTER_OTLP_ENDPOINT set, spans and metrics go out over OTLP/HTTP
 (Jaeger, or any collector); without it nothing is exported and a span costs
 only its creation. Metrics are also served in Prometheus' text format by each

@@ -17,7 +17,7 @@ from parley import bus, subjects, telemetry
 from . import auth, inspect, outbound, twilio_media, webrtc, ws_pcm
 from .admission import Admission
 from .asr_watch import AsrWatch
-from .call import Ticker
+from .call import Switchboard, Ticker
 from .recording import Recordings
 from .settings import Settings
 from .tasks import TaskSet
@@ -67,6 +67,7 @@ def create_app(settings: Settings) -> FastAPI:
         tasks = TaskSet(state["stats"])
         tasks.spawn(_housekeeping(recordings), "recordings-housekeeping")
         state.update(nc=nc, ticker=Ticker(state["stats"]), recordings=recordings, asr_watch=AsrWatch(nc, stats=state["stats"]))
+        state["switchboard"] = Switchboard(nc, state["stats"], tel, recordings, admission, state["asr_watch"])
         log.info("gateway ready", extra={"url": f"http://{settings.http_host}:{settings.http_port}/", "recordings": settings.recordings})
         try:
             yield
@@ -103,7 +104,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.websocket("/ws/pcm")
     async def pcm(ws: WebSocket):
-        await ws_pcm.serve(ws, state["nc"], state["ticker"], state["stats"], gate, state.get("recordings"), admission, state.get("asr_watch"))
+        await ws_pcm.serve(ws, state["switchboard"], state["ticker"], gate)
 
     @app.post("/api/sessions")
     async def mint_session(request: Request):

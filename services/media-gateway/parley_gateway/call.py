@@ -60,6 +60,7 @@ import logging
 import secrets
 import time
 from collections import deque
+from dataclasses import dataclass
 from typing import Awaitable, Callable, Protocol
 
 import msgspec
@@ -136,20 +137,32 @@ TTS_CHUNK_PATIENCE_S = 4.0
 TTS_STALL_GIVE_UP_S = 8.0
 
 
+@dataclass(frozen=True)
+class Switchboard:
+    """What the gateway hands every call it builds, whatever the transport:
+    the NATS connection, the gateway's counters and telemetry (from the app
+    factory: no call reaches for a process-wide one), and the shared
+    recordings, admission and ASR liveness check (None: not used)."""
+
+    nc: Client
+    stats: dict
+    tel: telemetry.Telemetry
+    recordings: Recordings | None = None
+    admission: Admission | None = None
+    asr_watch: AsrWatch | None = None
+
+
 def new_session_id(kind: str) -> str:
     return f"{kind}-{secrets.token_hex(8)}"
 
 
 class Call:
     # long: the call's state, one attribute a line with why
-    def __init__(
-        self, nc: Client, transport: Transport, session: str | None = None, stats: dict | None = None, recordings: Recordings | None = None,
-        admission: Admission | None = None, asr_watch: AsrWatch | None = None,
-    ):  # fmt: skip
-        self.nc = nc
+    def __init__(self, board: Switchboard, transport: Transport, session: str | None = None):
+        self.nc = board.nc
         self.transport = transport
-        self.admission = admission
-        self.asr_watch = asr_watch  # the gateway's shared ASR liveness check (None: this call checks its own)
+        self.admission = board.admission
+        self.asr_watch = board.asr_watch  # the gateway's shared ASR liveness check (None: this call checks its own)
         self.session = session or new_session_id(transport.kind)
         self.tones: ToneDetector | None = None  # outbound calls only (set in start)
         self.playout = Playout(rate=transport.rate, frame_ms=FRAME_MS)
@@ -159,10 +172,10 @@ class Call:
         self.subs: list = []
         self.closed = False
         self.ended_by_agent = False
-        self.stats = stats if stats is not None else {}
+        self.stats = board.stats
         self.frames_out = 0
         self.latency = TurnLatency()
-        self.tel = telemetry.current()
+        self.tel = board.tel
         self.started_at = time.time()
         self.playback_started: dict[int, float] = {}  # run -> first frame out
         self.playback_last: dict[int, float] = {}  # run -> last chunk finished
@@ -177,7 +190,7 @@ class Call:
         self.recent_audio: deque[tuple[float, bytes]] = deque()  # (wall clock, PCM16 16 kHz) of the last REPLAY_S
         self._turn_parent: dict = {}  # run -> trace context from its TTS audio
         self.paused_at: dict[int, float] = {}  # run -> when its PausePlayback was executed
-        self.recordings = recordings
+        self.recordings = board.recordings
         self.recorder: Recorder | None = None  # this call is recorded (decided in start)
         self.announced: dict[int, set[int]] = {}  # run -> chunks the orchestrator asked TTS for
         self.unannounced: dict[tuple[int, int], list[tuple[float, object]]] = {}  # (run, chunk) -> held messages

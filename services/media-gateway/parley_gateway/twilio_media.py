@@ -66,8 +66,8 @@ from parley.contract import SendDigits
 from . import auth
 from . import twilio_protocol as tp
 from . import twilio_rest
-from .admission import CLOSE_TRY_AGAIN, Admission
-from .call import FRAME_MS, Call
+from .admission import CLOSE_TRY_AGAIN
+from .call import FRAME_MS, Call, Switchboard
 from .settings import Settings
 from .tasks import TaskSet
 
@@ -153,16 +153,15 @@ class TwilioSocket:
     reports_playback = True
     native = f"mulaw/{RATE}"  # what the caller's audio is before decoding (AsrClaim.native)
 
-    def __init__(self, ws: WebSocket, nc, ticker, stats: dict, settings: Settings, tokens: tp.StreamTokens | None, recordings=None, rejoins: dict | None = None, gate: auth.Gate | None = None, admission: Admission | None = None, asr_watch=None):
+    def __init__(self, ws: WebSocket, board: Switchboard, ticker, settings: Settings, tokens: tp.StreamTokens | None, rejoins: dict | None = None, gate: auth.Gate | None = None):
         self.ws = ws
-        self.admission = admission
-        self.asr_watch = asr_watch
-        self.recordings = recordings
+        self.board = board  # what the call gets (built once the stream's parameters are known)
+        self.admission = board.admission
         self.rejoins: dict[str, Rejoin] = rejoins if rejoins is not None else {}
         self.rejoin: Rejoin | None = None  # keys being pressed: this stream is being replaced
-        self.nc = nc
+        self.nc = board.nc
         self.ticker = ticker
-        self.stats = stats
+        self.stats = board.stats
         self.settings = settings
         self.tokens = tokens  # None: no token required (no auth token configured)
         self.gate = gate  # checks the stream's parameters (None: taken as they are)
@@ -183,7 +182,7 @@ class TwilioSocket:
         self.close_queued = False
         self.end_reason = "twilio stream closed"
         self.failed = asyncio.Event()
-        self.tasks = TaskSet(stats, on_error=self._task_failed, context=lambda: self._log_extra())
+        self.tasks = TaskSet(board.stats, on_error=self._task_failed, context=lambda: self._log_extra())
 
     def _log_extra(self, **kw) -> dict:
         return {"session_id": self.call.session if self.call else None, "stream_sid": self.stream_sid, "call_sid": self.call_sid, **kw}
@@ -583,10 +582,7 @@ class TwilioSocket:
             self.end_reason = "refused: " + self.admission.refuse("twilio")
             self._queue_close(CLOSE_TRY_AGAIN, "all lines are busy")
             return False
-        call = Call(
-            self.nc, self, session=_placed_session(params.get("session", "")), stats=self.stats, recordings=self.recordings, admission=self.admission,
-            asr_watch=self.asr_watch,
-        )
+        call = Call(self.board, self, session=_placed_session(params.get("session", "")))
         try:
             await call.start(params=params, caller=params.get("caller", ""))
         except RuntimeError as exc:
@@ -789,7 +785,4 @@ def register(app: FastAPI, state: dict, settings: Settings) -> None:
                 _count(stats, "twilio_ws_signature_mismatch")
                 log.warning("twilio stream upgrade signature does not match (is PUBLIC_HOST right?)", extra={"url": url})
         rejoins = state.setdefault("twilio_rejoins", {})
-        await TwilioSocket(
-            ws, state["nc"], state["ticker"], stats, settings, tokens if require_token else None, state.get("recordings"), rejoins, gate=state["gate"],
-            admission=state.get("admission"), asr_watch=state.get("asr_watch"),
-        ).serve()  # fmt: skip
+        await TwilioSocket(ws, state["switchboard"], state["ticker"], settings, tokens if require_token else None, rejoins, gate=state["gate"]).serve()

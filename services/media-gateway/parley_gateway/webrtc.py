@@ -46,8 +46,7 @@ from fastapi.responses import JSONResponse
 from parley.audio import Resampler, stereo_to_mono
 
 from . import auth
-from .admission import Admission
-from .call import FRAME_MS, Call
+from .call import FRAME_MS, Call, Switchboard
 from .settings import Settings
 from .tasks import TaskSet
 
@@ -390,13 +389,14 @@ def ice_configuration(settings: Settings) -> RTCConfiguration:
 
 
 # long: one offer to one answer, with every failure undoing what was built (one try): splitting it would scatter the undo
-async def answer(nc, settings: Settings, sessions: dict, stats: dict, body: object, recordings=None, admit=None, admission: Admission | None = None, asr_watch=None) -> tuple[int, dict]:
+async def answer(board: Switchboard, settings: Settings, sessions: dict, body: object, admit=None) -> tuple[int, dict]:
     """Answer one offer; (HTTP status, JSON body). Nothing is left behind on an error.
 
     ``admit(token, params) -> params`` decides whether the session may start
     (``auth.Gate.admit``: origin, rate, the one-time token, the parameters),
     once the offer itself is known to be well formed; it raises auth.Refused.
     """
+    stats = board.stats
     try:
         sdp, params = parse_offer(body)
         check_audio(sdp)
@@ -411,7 +411,7 @@ async def answer(nc, settings: Settings, sessions: dict, stats: dict, body: obje
             return refused.status, {"error": str(refused)}
     pc = RTCPeerConnection(ice_configuration(settings))
     transport = WebRtcTransport(pc, sessions, stats)
-    call = Call(nc, transport, stats=stats, recordings=recordings, admission=admission, asr_watch=asr_watch)
+    call = Call(board, transport)
     transport.call = call
     # Before setRemoteDescription: it is what fires "track".
     @pc.on("datachannel")
@@ -488,9 +488,6 @@ def register(app: FastAPI, state: dict, settings: Settings) -> None:
             return JSONResponse({"error": admission.refuse("webrtc"), "retry_after": admission.retry_after}, status_code=503, headers=admission.headers())
         gate = state["gate"]
         client = request.client.host if request.client else None
-        status, reply = await answer(
-            state["nc"], settings, sessions, state["stats"], body, state.get("recordings"), admit=lambda token, params: gate.admit(request.headers, client, token, params),
-            admission=admission, asr_watch=state.get("asr_watch"),
-        )
+        status, reply = await answer(state["switchboard"], settings, sessions, body, admit=lambda token, params: gate.admit(request.headers, client, token, params))
         return JSONResponse(reply, status_code=status)
 

@@ -31,8 +31,8 @@ from collections import deque
 from fastapi import WebSocket, WebSocketDisconnect
 
 from . import auth
-from .admission import CLOSE_TRY_AGAIN, Admission
-from .call import Call
+from .admission import CLOSE_TRY_AGAIN
+from .call import Call, Switchboard
 
 log = logging.getLogger("parley.gateway")
 
@@ -151,7 +151,8 @@ class PcmSocket:
 
 
 # long: one /ws/pcm connection from accept to close: admission, auth, call and the three tasks whose first end ends it, in one try/finally
-async def serve(ws: WebSocket, nc, ticker, stats: dict, gate: auth.Gate, recordings=None, admission: Admission | None = None, asr_watch=None) -> None:
+async def serve(ws: WebSocket, board: Switchboard, ticker, gate: auth.Gate) -> None:
+    stats, admission = board.stats, board.admission
     await ws.accept()
     if admission is not None and admission.full:
         # Before the token is used: the caller may come back with it.
@@ -171,7 +172,7 @@ async def serve(ws: WebSocket, nc, ticker, stats: dict, gate: auth.Gate, recordi
         await ws.close(refused.close, str(refused)[:120])
         return
     transport = PcmSocket(ws, stats)
-    call = Call(nc, transport, stats=stats, recordings=recordings, admission=admission, asr_watch=asr_watch)
+    call = Call(board, transport)
     transport.call = call
     try:
         await call.start(params=params)
