@@ -383,7 +383,7 @@ def overhead_section(res: dict) -> list[str]:
             f"{vf['silence_from_ms']:.0f} ms after the end of speech (Silero still scores the first window after the speech as speech), and "
             f"{stages.VAD_STOP_MS:g} ms of silence is {vf['silence_windows']} whole windows ({vf['silence_windows'] * vf['window_ms']:.0f} ms). So "
             f"{vf['decided_ms'] - stages.VAD_STOP_MS:.0f} ms of the endpoint stage's excess is the VAD's granularity, not waiting; the rest is the ASR's "
-            "32 ms tick (half a tick on average), the hops gateway → NATS → ASR, and load. \"After the VAD's stop\" is the overhead without "
+            f"{vf.get('tick_ms', 16):g} ms tick (half a tick on average), the hops gateway → NATS → ASR, and load. \"After the VAD's stop\" is the overhead without "
             "the endpoint stage: what the services add once the ASR has decided.",
         ]
     p99rows = []

@@ -590,6 +590,7 @@ def vad_floor(ulaw: bytes, silence_s: float = 1.5) -> dict:
                     "silence_from_ms": d.end * endpointer.WINDOW_MS - len(ulaw) / 8,
                     "silence_windows": cfg.silence_windows,
                     "window_ms": endpointer.WINDOW_MS,
+                    "tick_ms": Settings.tick_ms,
                 }
     return {}
 
