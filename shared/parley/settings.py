@@ -96,6 +96,15 @@ class Problem:
 _SECRET = object()  # stands for a secret's value in a Problem
 
 
+def exists(path: Path, kind: Literal["file", "dir"] = "file") -> bool:
+    """Whether ``path`` is an existing file (or directory). A name the file
+    system cannot even look up (too long, a loop of links) names none."""
+    try:
+        return path.is_dir() if kind == "dir" else path.is_file()
+    except OSError:
+        return False
+
+
 class SettingsError(ValueError):
     """Some settings were refused; each problem names its variable."""
 
@@ -189,13 +198,8 @@ class ServiceSettings(BaseSettings):
     @field_validator("nats_tls_ca")
     @classmethod
     def _ca_exists(cls, value: Path | None) -> Path | None:
-        if value is not None:
-            try:
-                exists = value.is_file()
-            except OSError:  # a name too long, a loop of links
-                exists = False
-            if not exists:
-                raise Invalid("an existing file (the CA that signed nats-server's certificate)")
+        if value is not None and not exists(value):
+            raise Invalid("an existing file (the CA that signed nats-server's certificate)")
         return value
 
     def model_post_init(self, context: Any) -> None:
@@ -256,6 +260,36 @@ class ServiceSettings(BaseSettings):
 
 
 # ---------------------------------------------------------------- errors
+
+
+class CloudProvider:
+    """For a service whose work a cloud provider may do instead of its
+    embedded model (mixed into its ``Settings`` beside ``ServiceSettings``):
+    its ``provider``, ``base_url`` and ``model`` settings fall back to the
+    provider's public endpoint and model (``provider_defaults``)."""
+
+    provider_defaults: ClassVar[Mapping[str, Mapping[str, str]]] = {}
+
+    def provider_default(self, key: str) -> str:
+        return self.provider_defaults.get(self.provider, {}).get(key, "")  # type: ignore[attr-defined]
+
+    @property
+    def base(self) -> str:
+        return (self.base_url or self.provider_default("base")).rstrip("/")  # type: ignore[attr-defined]
+
+    @property
+    def model_name(self) -> str:
+        return self.model or self.provider_default("model")  # type: ignore[attr-defined]
+
+    def check_endpoint(self, schemes: tuple[str, str]) -> None:
+        """Refuse an endpoint whose scheme is not the provider's protocol
+        (``schemes``: the plain one, the secure one)."""
+        if self.base.split("://", 1)[0] not in schemes:
+            cls = type(self)
+            raise Invalid(
+                f"a {schemes[1]}:// (or {schemes[0]}://) URL for {variable(cls, 'provider')}={self.provider}",  # type: ignore[attr-defined]
+                variable=variable(cls, "base_url"), value=self.base_url,  # type: ignore[attr-defined]
+            )  # fmt: skip
 
 
 def _extra(field: FieldInfo) -> dict:

@@ -13,7 +13,7 @@ from typing import ClassVar, Literal
 from pydantic import field_validator, model_validator
 
 from parley.instance import instance_id, worker_token
-from parley.settings import Invalid, ServiceSettings, setting
+from parley.settings import CloudProvider, Invalid, ServiceSettings, exists, setting
 
 from . import endpointer
 
@@ -26,8 +26,9 @@ PROVIDER_DEFAULTS = {
 }
 
 
-class Settings(ServiceSettings):
+class Settings(ServiceSettings, CloudProvider):
     service: ClassVar[str] = "asr"
+    provider_defaults: ClassVar[dict] = PROVIDER_DEFAULTS
     # How often the VAD scores the windows that are complete: half a window,
     # so a decision waits 8 ms on average for its tick rather than 16.
     tick_ms: ClassVar[float] = 16.0
@@ -126,11 +127,7 @@ class Settings(ServiceSettings):
         from pathlib import Path
 
         path = Path(value).expanduser()
-        try:
-            is_dir = path.is_dir()
-        except OSError:  # a name the file system cannot even look up (too long...)
-            raise Invalid("an existing faster-whisper model directory (this path does not exist)") from None
-        if is_dir:
+        if exists(path, "dir"):
             if not (path / "model.bin").is_file():
                 raise Invalid("a faster-whisper model directory: this one has no model.bin (nothing is downloaded at run time)")
             return str(path)
@@ -155,10 +152,7 @@ class Settings(ServiceSettings):
             return self
         if not self.api_key and not (self.provider == "openai" and self.base_url):
             raise Invalid(f"set: PARLEY_ASR={self.provider} needs the provider's key", variable="ASR_API_KEY", value="")
-        scheme = self.base.split("://", 1)[0]
-        wanted = ("ws", "wss") if self.provider == "deepgram" else ("http", "https")
-        if scheme not in wanted:
-            raise Invalid(f"a {wanted[1]}:// (or {wanted[0]}://) URL for PARLEY_ASR={self.provider}", variable="ASR_BASE_URL", value=self.base_url)
+        self.check_endpoint(("ws", "wss") if self.provider == "deepgram" else ("http", "https"))
         return self
 
     def whisper_path(self) -> str | None:
@@ -181,14 +175,6 @@ class Settings(ServiceSettings):
     def cloud(self) -> bool:
         """A cloud provider hears the words (never in fixed mode)."""
         return self.provider != "whisper" and not self.fixed
-
-    @property
-    def base(self) -> str:
-        return (self.base_url or PROVIDER_DEFAULTS.get(self.provider, {}).get("base", "")).rstrip("/")
-
-    @property
-    def model_name(self) -> str:
-        return self.model or PROVIDER_DEFAULTS.get(self.provider, {}).get("model", "")
 
     @property
     def eot_model(self) -> bool:

@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 from pydantic import field_validator, model_validator
 
 from parley.instance import instance_id, worker_token
-from parley.settings import Invalid, ServiceSettings, setting
+from parley.settings import CloudProvider, Invalid, ServiceSettings, exists, setting
 
 # Each cloud provider's public endpoint, model and voice when the deployer names none.
 PROVIDER_DEFAULTS = {
@@ -17,8 +17,9 @@ PROVIDER_DEFAULTS = {
 }
 
 
-class Settings(ServiceSettings):
+class Settings(ServiceSettings, CloudProvider):
     service: ClassVar[str] = "tts"
+    provider_defaults: ClassVar[dict] = PROVIDER_DEFAULTS
     # Cancelled runs and ended sessions are remembered this long / this many (lanes.py).
     forget_after_s: ClassVar[float] = 120.0
     remember: ClassVar[int] = 10_000
@@ -80,11 +81,7 @@ class Settings(ServiceSettings):
         from pathlib import Path
 
         path = Path(value).expanduser()
-        try:
-            is_file = path.is_file()
-        except OSError:  # a name the file system cannot even look up (too long...)
-            is_file = False
-        if path.suffix != ".onnx" or not is_file:
+        if path.suffix != ".onnx" or not exists(path):
             raise Invalid("an existing Piper voice file ending in .onnx (nothing is downloaded at run time)")
         if not Path(f"{path}.json").is_file():
             raise Invalid(f"a Piper voice with its config beside it ({path.name}.json is missing)")
@@ -98,20 +95,9 @@ class Settings(ServiceSettings):
             raise Invalid(f"set: PARLEY_TTS={self.provider} needs the provider's key", variable="TTS_API_KEY", value="")
         if not self.voice:
             raise Invalid(f"set: PARLEY_TTS={self.provider} needs a voice id from the provider", variable="TTS_VOICE", value="")
-        scheme = self.base.split("://", 1)[0]
-        wanted = ("http", "https") if self.provider == "openai" else ("ws", "wss")
-        if scheme not in wanted:
-            raise Invalid(f"a {wanted[1]}:// (or {wanted[0]}://) URL for PARLEY_TTS={self.provider}", variable="TTS_BASE_URL", value=self.base_url)
+        self.check_endpoint(("http", "https") if self.provider == "openai" else ("ws", "wss"))
         return self
 
     @property
-    def base(self) -> str:
-        return (self.base_url or PROVIDER_DEFAULTS.get(self.provider, {}).get("base", "")).rstrip("/")
-
-    @property
-    def model_name(self) -> str:
-        return self.model or PROVIDER_DEFAULTS.get(self.provider, {}).get("model", "")
-
-    @property
     def voice(self) -> str:
-        return self.voice_id or PROVIDER_DEFAULTS.get(self.provider, {}).get("voice", "")
+        return self.voice_id or self.provider_default("voice")
