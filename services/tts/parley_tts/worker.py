@@ -32,8 +32,12 @@ Characters sent to each provider are counted per run (``parley.usage.tts_charact
 on /metrics) and, when a cloud voice is configured, reported on the session as
 ``Usage`` when the run's lane ends (or is cancelled).
 
-Durability (issue 10 point 4): a request is acked once its chunk is done (or
-dropped: cancelled run, ended session, bad message). While the worker holds
+Events are stored in order per session but never waited for: the audio goes
+on while the event stream elects a leader (``_event``).
+
+Durability (issue 10 point 4): a request is acked once its chunk is done and
+the chunk's events are stored (or dropped: cancelled run, ended session, bad
+message). While the worker holds
 it, queued or synthesizing, it tells the server every TTS_PROGRESS_S that it
 is still at it. A worker that dies stops saying so, and the server gives the
 request to another worker TTS_ACK_WAIT_S later: a chunk queued behind the
@@ -46,6 +50,7 @@ time and holds at most ``max_held``, so a dead worker takes few with it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from contextlib import aclosing
@@ -102,6 +107,7 @@ class Worker:
         self.runners: dict[Key, asyncio.Task] = {}
         self.ahead: dict[Key, set[asyncio.Task]] = {}  # Admit.AHEAD chunks being synthesized
         self.reporting: set[asyncio.Task] = set()  # events still being stored (see _event)
+        self._storing: dict[str, asyncio.Task] = {}  # session -> its newest event being stored (see _event)
         self.subs: list = []
         self.pull = None  # the JetStream pull subscription
         self.held: dict[tuple[str, int, int], Msg] = {}  # (session, run, chunk) -> its stored request
@@ -172,6 +178,10 @@ class Worker:
             task.cancel()
         await asyncio.gather(*self.loops, return_exceptions=True)
         self.loops = []
+        if self.reporting:
+            # Chunks said whose events are still being stored are acked once
+            # stored (below), not handed to another worker to be said again.
+            await asyncio.wait(set(self.reporting), timeout=bus.PUBLISH_PATIENCE)
         # Stopping cleanly: what this worker held goes to another one now,
         # not after the ack wait.
         for msg in [*self.to_ack]:
@@ -412,7 +422,7 @@ class Worker:
                     await self._chunk_broke(job, exc)
                 finally:
                     # Done, failed (reported) or cancelled: not to be said again.
-                    self._release((job.session, job.run, job.chunk))
+                    self._release_when_stored((job.session, job.run, job.chunk))
         finally:
             if self.runners.get(key) is me:
                 del self.runners[key]
@@ -426,7 +436,7 @@ class Worker:
         except Exception as exc:  # noqa: BLE001 - reported as the runner's are
             await self._chunk_broke(job, exc)
         finally:
-            self._release((job.session, job.run, job.chunk))
+            self._release_when_stored((job.session, job.run, job.chunk))
             self.lanes.done_ahead(job.key)
             tasks = self.ahead.get(job.key)
             if tasks is not None:
@@ -637,17 +647,40 @@ class Worker:
         )
 
     async def _event(self, event: contract.Event) -> None:
-        """Store one event of the session. An event reports what already
-        happened (audio went out, a chunk ended), so cancelling the run while
-        it is being stored must not lose it: the publish runs in its own task
-        to its end, and only the wait for it is cancelled."""
-        task = asyncio.create_task(bus.publish_event(self.nc, event), name=f"tts-event-{event.session}")
+        """Store one event of the session, after the session's earlier ones,
+        without waiting for it: the audio never waits for the event stream (a
+        NATS node leading it killed leaves it without a leader for seconds,
+        and an answer that stopped that long mid-sentence is one the caller
+        takes as finished, and talks after). An event reports what already
+        happened (audio went out, a chunk ended), so nothing cancels its
+        storing: each runs in its own task to its end (``reporting``), and a
+        session's tasks store one after the other, in the order they were
+        made (``_storing`` holds the newest)."""
+        before = self._storing.get(event.session)
+        task = asyncio.create_task(self._store(before, event), name=f"tts-event-{event.session}")
+        self._storing[event.session] = task
         self.reporting.add(task)
-        task.add_done_callback(self._reported)
-        await asyncio.shield(task)
+        task.add_done_callback(functools.partial(self._reported, event.session))
 
-    def _reported(self, task: asyncio.Task) -> None:
+    async def _store(self, before: asyncio.Task | None, event: contract.Event) -> None:
+        if before is not None and not before.done():
+            await asyncio.wait([before])  # its failure is its own (logged, counted): this one is stored anyway
+        await bus.publish_event(self.nc, event)
+
+    def _reported(self, session: str, task: asyncio.Task) -> None:
         self.reporting.discard(task)
+        if self._storing.get(session) is task:
+            del self._storing[session]
         if not task.cancelled() and (exc := task.exception()) is not None:
             self.stats["events_lost"] += 1
             log.error("tts event not stored: %s", exc, exc_info=exc)
+
+    def _release_when_stored(self, key: tuple[str, int, int]) -> None:
+        """Ack a chunk's request once the events it made are stored: a worker
+        that dies before then has it delivered again, so the session still
+        hears that the chunk began and ended."""
+        last = self._storing.get(key[0])
+        if last is None:
+            self._release(key)
+        else:
+            last.add_done_callback(lambda _task: self._release(key))

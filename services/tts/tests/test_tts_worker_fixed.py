@@ -456,6 +456,55 @@ def test_a_cancel_while_an_event_is_being_stored_does_not_lose_it(nats_url, monk
     assert not w.reporting
 
 
+def test_the_audio_goes_on_while_the_event_stream_stores_nothing(nats_url, monkeypatch):
+    """The event stream without a leader (its NATS node killed: seconds of
+    RAFT election) must not stop an answer mid-sentence: every chunk's audio
+    goes out while no event is stored; then the events are stored in the
+    order they happened, and only then are the requests acked (a worker dying
+    before would have them delivered again)."""
+    from parley import bus
+
+    real = bus.publish_event
+    stream_back = asyncio.Event()
+    waiting: list[str] = []
+
+    async def leaderless(nc, event, *args, **kw):
+        if event.session == "fx-election":
+            waiting.append(f"{type(event).__name__}{getattr(event, 'chunk', '')}")
+            await stream_back.wait()
+        await real(nc, event, *args, **kw)
+
+    monkeypatch.setattr(bus, "publish_event", leaderless)
+
+    async def main():
+        h = Harness(nats_url)
+        try:
+            w = await h.worker(canned(first_audio_ms=0))
+            nc = await h.client()
+            seen = await Seen.watch(nc, "fx-election")
+            await synthesize(nc, "fx-election", 2, 0, FIRST)
+            await synthesize(nc, "fx-election", 2, 1, SECOND)
+            await seen.wait_for(lambda s: any(a.last for a in s.audio("fx-election", 2, 1)))
+            audio_done, events_then, held_then = len(seen.audio("fx-election")), len(seen.events("fx-election")), len(w.held)
+            stream_back.set()
+            await seen.chunks_done("fx-election", 2, 2)
+            await settled(w, nc)
+            return w, seen, audio_done, events_then, held_then
+        finally:
+            await h.close()
+
+    w, seen, audio_done, events_then, held_then = run(main())
+    assert events_then == 0 and held_then == 2  # all the audio out, nothing stored, nothing acked
+    assert waiting[:1] == ["TTSChunkStarted0"]
+    check_chunk(seen.audio("fx-election", 2, 0), RATE)
+    check_chunk(seen.audio("fx-election", 2, 1), RATE)
+    assert len(seen.audio("fx-election")) == audio_done
+    check_events(seen.events("fx-election"), [0, 1])
+    assert [(type(e).__name__, e.chunk) for e in seen.events("fx-election")] == [
+        ("TTSChunkStarted", 0), ("TTSChunkDone", 0), ("TTSChunkStarted", 1), ("TTSChunkDone", 1)]  # fmt: skip
+    assert not w.held and w.stats["events_lost"] == 0 and not w.reporting
+
+
 def test_a_worker_killed_mid_chunk_leaves_its_requests_to_another_within_the_ack_wait(nats_url):
     """kill -9 of the worker speaking a chunk, with the next chunk queued
     behind it: the stream delivers both again to the surviving worker, within
