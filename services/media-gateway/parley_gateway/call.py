@@ -44,7 +44,11 @@ Playback progress (what the caller heard) comes from the playout marks, unless
 the transport knows better (Twilio echoes marks): then it reports progress
 itself through ``call.heard``. Progress and latency notices are published, in
 the order they were learned, by one task per call (``_publish_reports``): the
-20 ms path never awaits NATS and never leaves a task without a reference.
+20 ms path never awaits NATS and never leaves a task without a reference. The
+caller's audio goes to the ASR only once every progress report queued before
+it is stored (``held_audio``): what the caller said after hearing something is
+never stored before the news that they heard it, whatever the event stream
+was doing meanwhile.
 
 A transport that cannot go on (its peer stopped reading, a bug in its tick)
 calls its own ``fail``: it closes with a reason sent to the peer, logs it,
@@ -112,6 +116,10 @@ class Transport(Protocol):
 # How much of the caller's audio the call keeps, to hand to the next ASR
 # worker if the one hearing it dies mid-utterance (PCM16 16 kHz: 32 kB/s).
 REPLAY_S = 6.0
+# Caller audio held back while a playback report is being stored (see
+# Call.held_audio): at most this much (20 s of PCM16 16 kHz, and its native
+# copy; publish_event gives up after bus.PUBLISH_PATIENCE).
+HOLD_MAX_BYTES = 20 * 48_000
 # With no ASR worker answering a claim (one restarting), ask again every
 # CLAIM_RETRY_S for CLAIM_PATIENCE_S before refusing the call.
 CLAIM_PATIENCE_S = 5.0
@@ -187,7 +195,17 @@ class Call:
         self._reports: asyncio.Queue[Callable[[], Awaitable[None]] | None] = asyncio.Queue()
         self.asr_progress: contract.AsrProgress | None = None
         self.asr_checked_at = 0.0  # wall clock of the worker's last progress answer
-        self.recent_audio: deque[tuple[float, bytes]] = deque()  # (wall clock, PCM16 16 kHz) of the last REPLAY_S
+        self.recent_audio: deque[tuple[float, bytes]] = deque()  # (wall clock, PCM16 16 kHz) of the last REPLAY_S sent to the ASR
+        # Causal order across producers: the caller's audio reaches the ASR
+        # only after every playback report queued before it is stored, so an
+        # ASR event caused by that audio (the caller talking after hearing
+        # the answer) cannot be stored before the report of what they heard
+        # (while the event stream elects a leader, each producer's retries
+        # would otherwise land in any order, and a heard answer would look
+        # unheard: withdrawn, the turns joined).
+        self.unstored_reports = 0  # PlaybackProgress queued, not yet stored (or given up)
+        self.held_audio: deque[tuple[bool, bytes]] = deque()  # (native?, audio) waiting for them, oldest first
+        self.held_bytes = 0
         self._turn_parent: dict = {}  # run -> trace context from its TTS audio
         self.paused_at: dict[int, float] = {}  # run -> when its PausePlayback was executed
         self.recordings = board.recordings
@@ -358,12 +376,19 @@ class Call:
             return
         if self.recorder is not None:
             self.recorder.caller(time.time(), pcm16_16k)
-        await self.nc.publish(subjects.audio_in(self.session), pcm16_16k, headers=bus.audio_headers(self.seq, 16000))
-        self.seq += 1
+        if self.unstored_reports or self.held_audio:
+            self._hold_audio(False, pcm16_16k)
+        else:
+            await self._to_asr(pcm16_16k)
         if self.tones is not None:
             # Calls we placed: a beep may be a voicemail greeting's end (the reducer judges).
             for tone in self.tones.feed(pcm16_16k):
                 await bus.publish_event(self.nc, contract.ToneHeard(session=self.session, at=time.time(), hz=tone.hz, ms=tone.ms))
+
+    async def _to_asr(self, pcm16_16k: bytes) -> None:
+        """The caller's audio to the session's ASR worker, kept for a replay (``_reclaim_asr``)."""
+        await self.nc.publish(subjects.audio_in(self.session), pcm16_16k, headers=bus.audio_headers(self.seq, 16000))
+        self.seq += 1
         now = time.time()
         recent = self.recent_audio
         recent.append((now, pcm16_16k))
@@ -378,6 +403,12 @@ class Call:
             return
         if len(data) > MAX_INBOUND_BYTES:
             raise ValueError(f"audio message too large ({len(data)} bytes, max {MAX_INBOUND_BYTES})")
+        if self.unstored_reports or self.held_audio:
+            self._hold_audio(True, data)
+        else:
+            await self._native_to_asr(data)
+
+    async def _native_to_asr(self, data: bytes) -> None:
         encoding, rate = self.asr_native.split("/")
         await self.nc.publish(subjects.audio_native(self.session), data, headers=bus.audio_headers(self.native_seq, int(rate), encoding=encoding))
         self.native_seq += 1
@@ -386,6 +417,29 @@ class Call:
         recent.append((now, data))
         while recent and recent[0][0] < now - REPLAY_S:
             recent.popleft()
+
+    def _hold_audio(self, native: bool, data: bytes) -> None:
+        """Keep the caller's audio back while a playback report is not stored
+        (see ``held_audio``); past HOLD_MAX_BYTES the oldest goes, counted
+        (publish_event gives up long before: PUBLISH_PATIENCE)."""
+        held = self.held_audio
+        held.append((native, data))
+        self.held_bytes += len(data)
+        while self.held_bytes > HOLD_MAX_BYTES and held:
+            self.held_bytes -= len(held.popleft()[1])
+            self._count("caller_audio_dropped", 1)
+
+    async def _release_audio(self) -> None:
+        """Every playback report is stored: the held audio goes, in order (a
+        report queued meanwhile holds the rest again)."""
+        held = self.held_audio
+        while held and not self.unstored_reports and not self.closed:
+            native, data = held.popleft()  # popped and published with no await between: feed() cannot overtake it
+            self.held_bytes -= len(data)
+            if not native:
+                await self._to_asr(data)
+            elif self.asr_native:  # (a worker that no longer wants it, after a re-claim: dropped)
+                await self._native_to_asr(data)
 
     async def dtmf(self, digit: str) -> None:
         await bus.publish_event(self.nc, contract.Dtmf(session=self.session, at=time.time(), digit=digit))
@@ -725,9 +779,19 @@ class Call:
 
     def heard(self, run: int, chunk: int, finished: bool, played_ms: int = 0) -> None:
         """Queue PlaybackProgress: the caller heard ``played_ms`` of the chunk
-        (all of it when ``finished``)."""
+        (all of it when ``finished``). The caller's audio waits until it is
+        stored (``held_audio``)."""
         event = PlaybackProgress(session=self.session, at=time.time(), run=run, chunk=chunk, finished=finished, played_ms=played_ms)
-        self._queue(bus.publish_event, self.nc, event)
+        self.unstored_reports += 1
+        self._queue(self._store_report, event)
+
+    async def _store_report(self, event: PlaybackProgress) -> None:
+        try:
+            await bus.publish_event(self.nc, event)
+        finally:
+            self.unstored_reports -= 1
+            if not self.unstored_reports and self.held_audio:
+                await self._release_audio()
 
     def _paused(self, run: int) -> None:
         """Measure the pause: from the caller's speech start (as the VAD saw

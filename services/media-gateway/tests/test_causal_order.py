@@ -1,0 +1,132 @@
+"""The caller's audio never overtakes the news of what they heard.
+
+Events of different producers are stored in the order they reach the event
+stream. While the stream has no leader (its NATS node killed: seconds of
+RAFT election), every producer retries on its own, so after the election the
+ASR's "the caller speaks" could be stored before the gateway's "the caller
+heard the answer", although the caller spoke because they heard it: the
+reducer would then take back an answer that was heard. The gateway holds the
+caller's audio back until its playback reports are stored. Real nats-server;
+the test answers the ASR claim as a worker would (contract.AsrClaimed) and
+listens on the session's audio subject as the worker does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+
+from parley import bus, contract, subjects
+from parley_gateway import call as call_module
+from parley_gateway.call import Call
+
+
+class Transport:
+    kind = "pcm"
+    rate = 16000
+    reports_playback = True
+
+    async def send_notice(self, notice: dict) -> None:
+        pass
+
+    def on_pause(self, run: int) -> None:
+        pass
+
+    def on_resume(self, run: int) -> None:
+        pass
+
+    async def on_flush(self, run: int) -> None:
+        pass
+
+    async def close(self, reason: str) -> None:
+        pass
+
+    def fail(self, reason: str, kind: str) -> None:
+        pass
+
+
+def frame(i: int) -> bytes:
+    return bytes([i % 256]) * 640
+
+
+def test_audio_waits_for_the_playback_report_before_it_and_then_goes_in_order(nats_server, monkeypatch):
+    real = bus.publish_event
+    stream_back = asyncio.Event()
+    stored: list[str] = []
+
+    async def leaderless(nc, event, *args, **kw):
+        if isinstance(event, contract.PlaybackProgress):
+            await stream_back.wait()
+        await real(nc, event, *args, **kw)
+        stored.append(type(event).__name__)
+
+    monkeypatch.setattr(bus, "publish_event", leaderless)
+
+    async def scenario():
+        nc = await bus.connect(nats_server.url)
+        heard: list[tuple[int, bytes]] = []  # (seq, pcm) as the ASR worker gets it
+
+        async def claim(msg):
+            await msg.respond(contract.encode(contract.AsrClaimed(session=contract.decode(msg.data, contract.AsrClaim).session, worker="w1")))
+
+        async def alive(msg):
+            await msg.respond(contract.encode(contract.AsrProgress(session=msg.data.decode(), next_utterance=0, unfinished=-1)))
+
+        await nc.subscribe(subjects.ASR_CLAIM, cb=claim)
+        await nc.subscribe(subjects.asr_alive("w1"), cb=alive)
+        call = Call(nc, Transport(), session="pcm-causal")
+        await nc.subscribe(subjects.audio_in(call.session), cb=functools.partial(_got, heard))
+        await call.start()
+        try:
+            for i in range(3):
+                await call.feed(frame(i))  # nothing to wait for: sent at once
+            await nc.flush()
+            await asyncio.sleep(0.1)
+            before = len(heard)
+            call.heard(run=1, chunk=0, finished=True, played_ms=900)  # the caller heard the answer...
+            for i in range(3, 10):
+                await call.feed(frame(i))  # ...and talks: held until the report is stored
+            await nc.flush()
+            await asyncio.sleep(0.3)
+            while_leaderless = len(heard)
+            stream_back.set()
+            for _ in range(100):
+                if len(heard) >= 10:
+                    break
+                await asyncio.sleep(0.02)
+            await call.feed(frame(10))  # nothing held any more: at once
+            await nc.flush()
+            await asyncio.sleep(0.1)
+            return before, while_leaderless, list(heard), list(call.recent_audio)
+        finally:
+            await call.end()
+            await nc.close()
+
+    before, while_leaderless, heard, recent = asyncio.run(scenario())
+    assert before == 3 and while_leaderless == 3
+    assert [seq for seq, _ in heard] == list(range(11))
+    assert [pcm for _, pcm in heard] == [frame(i) for i in range(11)]
+    assert [pcm for _, pcm in recent] == [frame(i) for i in range(11)]  # a replay to a new worker has them all, once
+    assert stored[1:2] == ["PlaybackProgress"]  # after SessionStarted
+
+
+def test_held_audio_is_bounded_and_the_excess_is_counted(nats_server, monkeypatch):
+    monkeypatch.setattr(call_module, "HOLD_MAX_BYTES", 640 * 5)
+
+    async def scenario():
+        nc = await bus.connect(nats_server.url)
+        call = Call(nc, Transport(), session="pcm-bounded")
+        call.unstored_reports = 1  # a report that is not stored yet
+        for i in range(8):
+            await call.feed(frame(i))
+        held = list(call.held_audio)
+        await nc.close()
+        return held, call.stats
+
+    held, stats = asyncio.run(scenario())
+    assert held == [(False, frame(i)) for i in range(3, 8)]
+    assert stats["caller_audio_dropped"] == 3
+
+
+async def _got(heard: list, msg) -> None:
+    heard.append((bus.AudioMeta(msg.headers).seq, msg.data))
