@@ -7,6 +7,7 @@ server of their own on a free port.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -26,7 +27,34 @@ def binary() -> str:
     return found
 
 
+# Ports handed out for servers: below the kernel's ephemeral range. A port
+# from there (bind to 0) is free when asked, but the server takes it a second
+# later (a service loads its models first), and meanwhile any outgoing
+# connection on the machine may be given it as its local port: a restarted
+# worker then died with "address already in use" (seen in the chaos test).
+_SERVER_PORTS_FROM = 15_000
+_pick = random.SystemRandom()  # not the global generator: a test that seeds it must not make two processes pick alike
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768  # Linux's default
+
+
 def free_port() -> int:
+    """A port free now for a server to listen on, outside the ephemeral range
+    (which outgoing connections draw from) where there is room."""
+    high = _ephemeral_low()
+    for _ in range(50):
+        port = _pick.randrange(_SERVER_PORTS_FROM, high) if high - _SERVER_PORTS_FROM > 1000 else 0
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
