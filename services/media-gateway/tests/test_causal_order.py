@@ -22,9 +22,10 @@ from parley_gateway.call import Call
 
 
 class Transport:
-    kind = "pcm"
-    rate = 16000
+    kind = "twilio"
+    rate = 8000
     reports_playback = True
+    native = "mulaw/8000"  # a worker (Deepgram's) may want the carrier's audio as it came
 
     async def send_notice(self, notice: dict) -> None:
         pass
@@ -65,45 +66,53 @@ def test_audio_waits_for_the_playback_report_before_it_and_then_goes_in_order(na
     async def scenario():
         nc = await bus.connect(nats_server.url)
         heard: list[tuple[int, bytes]] = []  # (seq, pcm) as the ASR worker gets it
+        native: list[tuple[int, bytes]] = []  # and the carrier's copy
 
         async def claim(msg):
-            await msg.respond(contract.encode(contract.AsrClaimed(session=contract.decode(msg.data, contract.AsrClaim).session, worker="w1")))
+            c = contract.decode(msg.data, contract.AsrClaim)
+            await msg.respond(contract.encode(contract.AsrClaimed(session=c.session, worker="w1", native=c.native)))
 
         async def alive(msg):
             await msg.respond(contract.encode(contract.AsrProgress(session=msg.data.decode(), next_utterance=0, unfinished=-1)))
 
         await nc.subscribe(subjects.ASR_CLAIM, cb=claim)
         await nc.subscribe(subjects.asr_alive("w1"), cb=alive)
-        call = Call(nc, Transport(), session="pcm-causal")
+        call = Call(nc, Transport(), session="twilio-causal")
         await nc.subscribe(subjects.audio_in(call.session), cb=functools.partial(_got, heard))
+        await nc.subscribe(subjects.audio_native(call.session), cb=functools.partial(_got, native))
+
+        async def feed(i: int) -> None:
+            await call.feed_native(frame(i)[:160])
+            await call.feed(frame(i))
         await call.start()
         try:
             for i in range(3):
-                await call.feed(frame(i))  # nothing to wait for: sent at once
+                await feed(i)  # nothing to wait for: sent at once
             await nc.flush()
             await asyncio.sleep(0.1)
             before = len(heard)
             call.heard(run=1, chunk=0, finished=True, played_ms=900)  # the caller heard the answer...
             for i in range(3, 10):
-                await call.feed(frame(i))  # ...and talks: held until the report is stored
+                await feed(i)  # ...and talks: held until the report is stored
             await nc.flush()
             await asyncio.sleep(0.3)
-            while_leaderless = len(heard)
+            while_leaderless = len(heard), len(native)
             stream_back.set()
             for _ in range(100):
                 if len(heard) >= 10:
                     break
                 await asyncio.sleep(0.02)
-            await call.feed(frame(10))  # nothing held any more: at once
+            await feed(10)  # nothing held any more: at once
             await nc.flush()
             await asyncio.sleep(0.1)
-            return before, while_leaderless, list(heard), list(call.recent_audio)
+            return before, while_leaderless, list(heard), list(native), list(call.recent_audio)
         finally:
             await call.end()
             await nc.close()
 
-    before, while_leaderless, heard, recent = asyncio.run(scenario())
-    assert before == 3 and while_leaderless == 3
+    before, while_leaderless, heard, native, recent = asyncio.run(scenario())
+    assert before == 3 and while_leaderless == (3, 3)
+    assert native == [(i, frame(i)[:160]) for i in range(11)]
     assert [seq for seq, _ in heard] == list(range(11))
     assert [pcm for _, pcm in heard] == [frame(i) for i in range(11)]
     assert [pcm for _, pcm in recent] == [frame(i) for i in range(11)]  # a replay to a new worker has them all, once
@@ -115,7 +124,7 @@ def test_held_audio_is_bounded_and_the_excess_is_counted(nats_server, monkeypatc
 
     async def scenario():
         nc = await bus.connect(nats_server.url)
-        call = Call(nc, Transport(), session="pcm-bounded")
+        call = Call(nc, Transport(), session="twilio-bounded")
         call.unstored_reports = 1  # a report that is not stored yet
         for i in range(8):
             await call.feed(frame(i))
