@@ -31,17 +31,14 @@ import base64
 import json
 from typing import Callable
 
-from websockets.asyncio.server import serve
-from websockets.datastructures import Headers
-from websockets.http11 import Response
-
-from . import Faults, Threaded, tone_speech
+from . import Faults, tone_speech
+from .websocket_api import WebSocketApi, json_response
 
 PIECE_S = 0.1
 PACE = 0.25  # seconds of wall time per second of audio: 4x real time
 
 
-class Cartesia(Threaded):
+class Cartesia(WebSocketApi):
     def __init__(self, key: str = "test-cartesia-key", speak: Callable[[str, int], bytes] = tone_speech, host: str = "127.0.0.1"):
         self.key = key
         self.speak = speak
@@ -54,44 +51,22 @@ class Cartesia(Threaded):
         self.connections = 0
         self.pace = PACE  # wall seconds per second of audio (1.0: generates at real time)
         self.refused: list[int] = []
-        self._server = None
         self._tasks: set[asyncio.Task] = set()
-
-    @property
-    def base(self) -> str:
-        return f"ws://{self.host}:{self.port}"
-
-    async def start(self) -> "Cartesia":
-        self._server = await serve(self._session, self.host, 0, process_request=self._handshake)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
 
     # ---------------------------------------------------------------- handshake
     def _handshake(self, connection, request):
         if request.path.split("?")[0] != "/tts/websocket":
-            return _json_response(404, {"error": "Not found"})
+            return json_response(404, {"error": "Not found"})
         auth = request.headers.get("Authorization", "")
         key = auth[len("Bearer ") :] if auth.startswith("Bearer ") else request.headers.get("X-API-Key", "")
         if key != self.key:
-            self.refused.append(401)
-            return _json_response(401, {"error": "Invalid API key"})
+            return self._refuse(401, {"error": "Invalid API key"})
         if not request.headers.get("Cartesia-Version") and "cartesia_version=" not in request.path:
-            self.refused.append(400)
-            return _json_response(400, {"error": "Cartesia-Version header is required"})
-        fault = self.faults.next(handshake=True)
-        if fault is not None and fault.status:
-            self.refused.append(fault.status)
-            headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
-            return _json_response(fault.status, {"error": "Too many requests" if fault.status == 429 else "refused"}, headers)
-        return None
+            return self._refuse(400, {"error": "Cartesia-Version header is required"})
+        return self._fault_refusal(lambda status: {"error": "Too many requests" if status == 429 else "refused"})
 
     # ---------------------------------------------------------------- messages
-    async def _session(self, ws) -> None:
+    async def _connection(self, ws) -> None:
         self.connections += 1
         contexts: dict[str, asyncio.Task] = {}
         pending: dict[str, str] = {}  # context -> transcript so far (continue: true)
@@ -164,8 +139,3 @@ class Cartesia(Threaded):
         self.finished.append(context)
 
 
-def _json_response(status: int, body: dict, headers: dict | None = None) -> Response:
-    reasons = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error"}
-    data = json.dumps(body).encode()
-    h = Headers({"Content-Type": "application/json", "Content-Length": str(len(data)), **(headers or {})})
-    return Response(status, reasons.get(status, "Error"), h, data)

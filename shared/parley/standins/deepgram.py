@@ -49,12 +49,10 @@ from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
-from websockets.asyncio.server import serve
-from websockets.datastructures import Headers
-from websockets.http11 import Response
 
 from ..audio import ulaw_to_pcm16
-from . import Faults, Threaded
+from . import Faults
+from .websocket_api import WebSocketApi, json_response
 
 FRAME_S = 0.02
 VOICED_RMS = 300.0
@@ -74,7 +72,9 @@ def scripted(*texts: str) -> Callable[[bytes, int], str]:
     return hear
 
 
-class Deepgram(Threaded):
+class Deepgram(WebSocketApi):
+    max_size = 2**22  # a client may send a few seconds of audio in one message
+
     def __init__(self, key: str = "test-deepgram-key", hear: Callable[[bytes, int], str] | None = None, host: str = "127.0.0.1", interim_s: float = 0.5):
         self.key = key
         self.hear = hear or scripted("I'd like to book an appointment.")
@@ -84,44 +84,22 @@ class Deepgram(Threaded):
         self.faults = Faults()
         self.refused: list[int] = []
         self.streams: list[dict] = []  # per stream: query, received controls, audio seconds, close
-        self._server = None
-
-    @property
-    def base(self) -> str:
-        return f"ws://{self.host}:{self.port}"
-
-    async def start(self) -> "Deepgram":
-        self._server = await serve(self._stream, self.host, 0, process_request=self._handshake, max_size=2**22)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
 
     def _handshake(self, connection, request):
         if urlsplit(request.path).path != "/v1/listen":
-            return _json_response(404, {"err_code": "NOT_FOUND", "err_msg": "Not found."})
+            return json_response(404, {"err_code": "NOT_FOUND", "err_msg": "Not found."})
         if request.headers.get("Authorization", "") != f"Token {self.key}":
-            self.refused.append(401)
-            return _json_response(401, {"err_code": "INVALID_AUTH", "err_msg": "Invalid credentials.", "request_id": str(uuid.uuid4())},
-                                  {"dg-error": "Invalid credentials."})  # fmt: skip
+            return self._refuse(401, {"err_code": "INVALID_AUTH", "err_msg": "Invalid credentials.", "request_id": str(uuid.uuid4())}, {"dg-error": "Invalid credentials."})
         query = {k: v[-1] for k, v in parse_qs(urlsplit(request.path).query).items()}
         problem = _format_problem(query)
         if problem:
-            self.refused.append(400)
-            return _json_response(400, {"err_code": "Bad Request", "err_msg": problem, "request_id": str(uuid.uuid4())}, {"dg-error": problem})
-        fault = self.faults.next(handshake=True)
-        if fault is not None and fault.status:
-            self.refused.append(fault.status)
-            headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
-            body = {"err_code": "TOO_MANY_REQUESTS", "err_msg": "Too many requests."} if fault.status == 429 else {"err_code": "ERROR", "err_msg": "Refused."}
-            return _json_response(fault.status, body, headers)
-        return None
+            return self._refuse(400, {"err_code": "Bad Request", "err_msg": problem, "request_id": str(uuid.uuid4())}, {"dg-error": problem})
+        return self._fault_refusal(
+            lambda status: {"err_code": "TOO_MANY_REQUESTS", "err_msg": "Too many requests."} if status == 429 else {"err_code": "ERROR", "err_msg": "Refused."}
+        )
 
     # ------------------------------------------------------------------ a stream
-    async def _stream(self, ws) -> None:
+    async def _connection(self, ws) -> None:
         query = {k: v[-1] for k, v in parse_qs(urlsplit(ws.request.path).query).items()}
         record: dict = {"query": query, "controls": [], "audio_s": 0.0, "close": None, "results": [], "raw": bytearray(), "speech_started": []}
         self.streams.append(record)
@@ -305,8 +283,3 @@ def _format_problem(query: dict) -> str:
     return ""
 
 
-def _json_response(status: int, body: dict, headers: dict | None = None) -> Response:
-    reasons = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error"}
-    data = json.dumps(body).encode()
-    h = Headers({"Content-Type": "application/json", "Content-Length": str(len(data)), **(headers or {})})
-    return Response(status, reasons.get(status, "Error"), h, data)

@@ -25,15 +25,13 @@ import json
 from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
-from websockets.asyncio.server import serve
-
-from . import Faults, Threaded, tone_speech
-from .cartesia import _json_response
+from . import Faults, tone_speech
+from .websocket_api import WebSocketApi, json_response
 
 PIECE_S = 0.1
 
 
-class ElevenLabs(Threaded):
+class ElevenLabs(WebSocketApi):
     def __init__(self, key: str = "test-elevenlabs-key", speak: Callable[[str, int], bytes] = tone_speech, host: str = "127.0.0.1"):
         self.key = key
         self.speak = speak
@@ -46,37 +44,16 @@ class ElevenLabs(Threaded):
         self.closed_contexts: list[str] = []
         self.finished: list[str] = []
         self.refused: list[int] = []
-        self._server = None
-
-    @property
-    def base(self) -> str:
-        return f"ws://{self.host}:{self.port}"
-
-    async def start(self) -> "ElevenLabs":
-        self._server = await serve(self._socket, self.host, 0, process_request=self._handshake)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
 
     def _handshake(self, connection, request):
         parts = urlsplit(request.path).path.strip("/").split("/")
         if len(parts) != 4 or parts[:2] != ["v1", "text-to-speech"] or parts[3] != "multi-stream-input":
-            return _json_response(404, {"detail": "Not found"})
+            return json_response(404, {"detail": "Not found"})
         if request.headers.get("xi-api-key") != self.key:
-            self.refused.append(401)
-            return _json_response(401, {"detail": {"status": "invalid_api_key", "message": "Invalid API key"}})
-        fault = self.faults.next(handshake=True)
-        if fault is not None and fault.status:
-            self.refused.append(fault.status)
-            headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
-            return _json_response(fault.status, {"detail": {"status": "too_many_concurrent_requests", "message": "Too many requests"}}, headers)
-        return None
+            return self._refuse(401, {"detail": {"status": "invalid_api_key", "message": "Invalid API key"}})
+        return self._fault_refusal(lambda status: {"detail": {"status": "too_many_concurrent_requests", "message": "Too many requests"}})
 
-    async def _socket(self, ws) -> None:
+    async def _connection(self, ws) -> None:
         url = urlsplit(ws.request.path)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         self.connections.append({"voice": url.path.split("/")[3], **query})
