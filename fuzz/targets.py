@@ -38,6 +38,7 @@ fails the target.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -152,16 +153,28 @@ def _board(nc: LocalBus) -> call.Switchboard:
     return call.Switchboard(nc, {}, telemetry.current())
 
 
-async def _victim(nc: LocalBus) -> tuple[call.Call, Quiet]:
+async def _started(nc: LocalBus, session: str) -> tuple[call.Call, Quiet]:
     t = Quiet()
-    c = call.Call(_board(nc), t, session=VICTIM)
+    c = call.Call(_board(nc), t, session=session)
     await c.start(params={})
-    c.tasks.cancel()
     return c, t
 
 
 def _victim_state(c: call.Call, t: Quiet) -> tuple:
     return (c.closed, c.playout.buffered_ms, c.playout.current_run, len(t.told), c.seq, dict(c.announced), len(c.unannounced))
+
+
+@contextlib.asynccontextmanager
+async def _beside_a_victim():
+    """A bus with a victim call on it, for the fuzzed one to share: the
+    victim must come out of the block as it went in."""
+    nc = LocalBus()
+    victim, vt = await _started(nc, VICTIM)
+    victim.tasks.cancel()
+    before = _victim_state(victim, vt)
+    yield nc
+    if _victim_state(victim, vt) != before:
+        raise AssertionError("the victim call changed")
 
 
 def _own_subjects_only(nc: LocalBus, since: int, own: set[str]) -> None:
@@ -228,30 +241,26 @@ SETTINGS = Settings(twilio_insecure=True)
 
 def twilio(data: bytes) -> None:
     async def go():
-        nc = LocalBus()
-        victim, vt = await _victim(nc)
-        before = _victim_state(victim, vt)
-        sock = twilio_media.TwilioSocket(_WS(), _board(nc), _Ticker(), SETTINGS, None, gate=GATE)
-        mark = len(nc.published)
-        try:
-            for line in data.split(b"\n")[:64]:
-                try:
-                    m = tp.parse(line)
-                except tp.ProtocolError:
-                    continue
-                if not await sock.handle(m):
-                    break
-                if sock.call is not None:
-                    sock.tick()
-        except tp.ProtocolError:
-            pass
-        if sock.call is not None:
-            if sock.call.session == VICTIM:
-                raise AssertionError("a stream took over another session")
-            _own_subjects_only(nc, mark, {sock.call.session})
-            await sock.call.end("fuzz")
-        if _victim_state(victim, vt) != before:
-            raise AssertionError("the victim call changed")
+        async with _beside_a_victim() as nc:
+            sock = twilio_media.TwilioSocket(_WS(), _board(nc), _Ticker(), SETTINGS, None, gate=GATE)
+            mark = len(nc.published)
+            try:
+                for line in data.split(b"\n")[:64]:
+                    try:
+                        m = tp.parse(line)
+                    except tp.ProtocolError:
+                        continue
+                    if not await sock.handle(m):
+                        break
+                    if sock.call is not None:
+                        sock.tick()
+            except tp.ProtocolError:
+                pass
+            if sock.call is not None:
+                if sock.call.session == VICTIM:
+                    raise AssertionError("a stream took over another session")
+                _own_subjects_only(nc, mark, {sock.call.session})
+                await sock.call.end("fuzz")
 
     _run(go())
     _settle()
@@ -259,28 +268,22 @@ def twilio(data: bytes) -> None:
 
 def pcm(data: bytes) -> None:
     async def go():
-        nc = LocalBus()
-        victim, vt = await _victim(nc)
-        before = _victim_state(victim, vt)
-        t = Quiet()
-        c = call.Call(_board(nc), t, session="pcm-fuzzed0000000001")
-        await c.start(params={})
-        mark = len(nc.published)
-        fdp = atheris.FuzzedDataProvider(data)
-        sock = ws_pcm.PcmSocket(None)
-        sock.call = c
-        for _ in range(fdp.ConsumeIntInRange(0, 16)):
-            if fdp.ConsumeBool():
-                try:
-                    await c.feed(fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 70_000)))
-                except ValueError:
-                    pass
-            else:
-                await ws_pcm._on_text(c, sock, fdp.ConsumeUnicodeNoSurrogates(fdp.ConsumeIntInRange(0, 200)))
-        _own_subjects_only(nc, mark, {c.session})
-        await c.end("fuzz")
-        if _victim_state(victim, vt) != before:
-            raise AssertionError("the victim call changed")
+        async with _beside_a_victim() as nc:
+            c, _ = await _started(nc, "pcm-fuzzed0000000001")
+            mark = len(nc.published)
+            fdp = atheris.FuzzedDataProvider(data)
+            sock = ws_pcm.PcmSocket(None)
+            sock.call = c
+            for _ in range(fdp.ConsumeIntInRange(0, 16)):
+                if fdp.ConsumeBool():
+                    try:
+                        await c.feed(fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 70_000)))
+                    except ValueError:
+                        pass
+                else:
+                    await ws_pcm._on_text(c, sock, fdp.ConsumeUnicodeNoSurrogates(fdp.ConsumeIntInRange(0, 200)))
+            _own_subjects_only(nc, mark, {c.session})
+            await c.end("fuzz")
 
     _run(go())
     _settle()
@@ -371,29 +374,23 @@ def bus_messages(data: bytes) -> None:
     fdp = atheris.FuzzedDataProvider(data)
 
     async def go():
-        nc = LocalBus()
-        victim, vt = await _victim(nc)
-        before = _victim_state(victim, vt)
-        t = Quiet()
-        c = call.Call(_board(nc), t, session="pcm-fuzzed0000000002")
-        await c.start(params={})
-        mark = len(nc.published)
-        for _ in range(fdp.ConsumeIntInRange(0, 8)):
-            kind = fdp.ConsumeIntInRange(0, 2)
-            payload = fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 2000))
-            if kind == 0:
-                headers = {k: fdp.ConsumeUnicodeNoSurrogates(8) for k in (subjects.H_SEQ, subjects.H_RATE, subjects.H_CHUNK, subjects.H_LAST) if fdp.ConsumeBool()}
-                await nc.publish(subjects.tts_audio(c.session, fdp.ConsumeIntInRange(-2, 200)), payload, headers)
-            elif kind == 1:
-                await nc.publish(subjects.playback(c.session), payload)
-            else:
-                await nc.publish(subjects.observe(c.session), payload)
-            for _ in range(3):
-                c.next_frame()
-        _own_subjects_only(nc, mark, {c.session})
-        await c.end("fuzz")
-        if _victim_state(victim, vt) != before:
-            raise AssertionError("the victim call changed")
+        async with _beside_a_victim() as nc:
+            c, _ = await _started(nc, "pcm-fuzzed0000000002")
+            mark = len(nc.published)
+            for _ in range(fdp.ConsumeIntInRange(0, 8)):
+                kind = fdp.ConsumeIntInRange(0, 2)
+                payload = fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 2000))
+                if kind == 0:
+                    headers = {k: fdp.ConsumeUnicodeNoSurrogates(8) for k in (subjects.H_SEQ, subjects.H_RATE, subjects.H_CHUNK, subjects.H_LAST) if fdp.ConsumeBool()}
+                    await nc.publish(subjects.tts_audio(c.session, fdp.ConsumeIntInRange(-2, 200)), payload, headers)
+                elif kind == 1:
+                    await nc.publish(subjects.playback(c.session), payload)
+                else:
+                    await nc.publish(subjects.observe(c.session), payload)
+                for _ in range(3):
+                    c.next_frame()
+            _own_subjects_only(nc, mark, {c.session})
+            await c.end("fuzz")
 
     _run(go())
     _settle()
