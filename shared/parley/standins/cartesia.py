@@ -137,5 +137,3 @@ class Cartesia(WebSocketApi):
             await asyncio.sleep(PIECE_S * self.pace)
         await ws.send(json.dumps({"type": "done", "done": True, "status_code": 206, "context_id": context}))
         self.finished.append(context)
-
-

@@ -281,5 +281,3 @@ def _format_problem(query: dict) -> str:
     if rate is not None and not (rate.isdigit() and 0 < int(rate) <= 48000):
         return f"Bad Request: invalid sample_rate {rate!r}."
     return ""
-
-
