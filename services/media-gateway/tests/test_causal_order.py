@@ -16,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import functools
 
-from parley import bus, contract, subjects
+from parley import bus, contract, subjects, telemetry
 from parley_gateway import call as call_module
-from parley_gateway.call import Call
+from parley_gateway.call import Call, Switchboard
 
 
 class Transport:
@@ -77,7 +77,7 @@ def test_audio_waits_for_the_playback_report_before_it_and_then_goes_in_order(na
 
         await nc.subscribe(subjects.ASR_CLAIM, cb=claim)
         await nc.subscribe(subjects.asr_alive("w1"), cb=alive)
-        call = Call(nc, Transport(), session="twilio-causal")
+        call = Call(Switchboard(nc, {}, telemetry.current()), Transport(), session="twilio-causal")
         await nc.subscribe(subjects.audio_in(call.session), cb=functools.partial(_got, heard))
         await nc.subscribe(subjects.audio_native(call.session), cb=functools.partial(_got, native))
 
@@ -124,7 +124,7 @@ def test_held_audio_is_bounded_and_the_excess_is_counted(nats_server, monkeypatc
 
     async def scenario():
         nc = await bus.connect(nats_server.url)
-        call = Call(nc, Transport(), session="twilio-bounded")
+        call = Call(Switchboard(nc, {}, telemetry.current()), Transport(), session="twilio-bounded")
         call.unstored_reports = 1  # a report that is not stored yet
         for i in range(8):
             await call.feed(frame(i))
