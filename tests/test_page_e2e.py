@@ -87,6 +87,7 @@ def test_the_playground_page_fits_shows_levels_and_says_what_went_wrong(stack, t
             try:
                 await page.goto(f"{stack.gateway}/?transport=ws")
                 await page.wait_for("document.querySelectorAll('#example-list li').length >= 3")
+                examples_for = await page.eval("document.getElementById('examples-for').textContent")
                 # A call: the microphone's meter moves; the greeting lights "agent speaking".
                 await page.eval("document.getElementById('start').click()")
                 await page.wait_for("window.parley.connected", timeout=20)
@@ -95,6 +96,7 @@ def test_the_playground_page_fits_shows_levels_and_says_what_went_wrong(stack, t
                 await page.eval("document.getElementById('stop').click()")
                 await asyncio.sleep(0.3)
                 hung_up_notice = await page.eval("window.parley.notice || ''")
+                hung_up_state = await page.eval("window.parley.state + ' ' + document.getElementById('state').textContent")
                 # A full conversation's worth of panels, at two widths.
                 await page.eval(FILL)
                 desktop = await at_width(page, 1280, 900, False, tmp_path / "page-desktop.png")
@@ -103,16 +105,18 @@ def test_the_playground_page_fits_shows_levels_and_says_what_went_wrong(stack, t
                 await page.eval("navigator.mediaDevices.getUserMedia = () => Promise.reject(new DOMException('denied', 'NotAllowedError'))")
                 await page.eval("document.getElementById('start').click()")
                 refused = await page.wait_for("window.parley.notice", timeout=10)
-                return level, speaking, hung_up_notice, desktop, phone, refused
+                return level, speaking, hung_up_notice, hung_up_state, examples_for, desktop, phone, refused
             except BaseException:
                 print("page console:", *page.console[-30:], sep="\n  ")
                 raise
 
-    level, speaking, hung_up_notice, desktop, phone, refused = asyncio.run(visit())
+    level, speaking, hung_up_notice, hung_up_state, examples_for, desktop, phone, refused = asyncio.run(visit())
     with capsys.disabled():
         print(f"\n[page] screenshots: {tmp_path / 'page-desktop.png'} {tmp_path / 'page-phone.png'}; mic level {level}")
     assert speaking is True
     assert hung_up_notice == ""  # hanging up yourself is not a dropped connection
+    assert hung_up_state == "Ended Ended"  # not the last state of a call that is over
+    assert "benchmark brain" in examples_for, examples_for  # the examples are the answering brain's (fixed mode here)
     for fits in (desktop, phone):
         assert fits["page_overflow"] <= 0, fits  # nothing wider than the window
         assert fits["examples"] >= 3

@@ -19,7 +19,7 @@ from .runtime import Runtime
 from .settings import Settings
 from . import reducer
 from .appointments import AppointmentBook, registry_for
-from .clinic import CLINIC, Clinic
+from .clinic import CALLER_EXAMPLES, CLINIC, Clinic
 
 log = logging.getLogger("parley.orchestrator")
 
@@ -55,6 +55,20 @@ def session_defaults(settings: Settings, brain) -> dict[str, str]:
     return defaults
 
 
+def things_to_say(brain, defaults: dict[str, str]) -> dict:
+    """For the page (``ORCHESTRATOR_INFO``): what a newcomer can say to the
+    agent that answers, and to whom. The clinic's front desk when the clinic
+    answers (the built-in receptionist, an LLM given the clinic's prompt, the
+    benchmark brain, whose every answer is a booking); nothing when the
+    deployment gave its LLM a prompt of its own: Parley cannot know what
+    that agent does, and the page says to ask it."""
+    if isinstance(brain, FixedLatencyBrain):
+        return {"examples": list(CALLER_EXAMPLES), "examples_for": "a benchmark brain: every answer is the same booking"}
+    if getattr(brain, "model", None) is not None and defaults.get("system_prompt") != SYSTEM_PROMPT:
+        return {"examples": [], "examples_for": "an agent with the deployment's own prompt: ask it what it can do"}
+    return {"examples": list(CALLER_EXAMPLES), "examples_for": "the clinic's receptionist"}
+
+
 def _callbacks_responder(book: AppointmentBook):
     """Answer the inspector's request for the front desk's call-back tasks."""
 
@@ -81,7 +95,8 @@ def create_app(settings: Settings) -> FastAPI:
         brain = FixedLatencyBrain() if settings.fixed else brain_for(settings)
         defaults = session_defaults(settings, brain)
         nc = await bus.connect(settings.nats_url, name="orchestrator", credentials=settings.nats_credentials, replicas=settings.nats_replicas)
-        runtime = Runtime(nc=nc, brain=brain, tools=tools, defaults=defaults, clock=settings.clock, log_retention=settings.log_retention_days * 86400, tel=tel)
+        runtime = Runtime(nc=nc, brain=brain, tools=tools, defaults=defaults, clock=settings.clock, log_retention=settings.log_retention_days * 86400, tel=tel,
+                          about=things_to_say(brain, defaults))  # fmt: skip
         runtime.observer = StepObserver(tel)
         await runtime.start()
         callbacks_sub = await nc.subscribe(subjects.ORCHESTRATOR_CALLBACKS, queue=subjects.ORCHESTRATOR_GROUP, cb=_callbacks_responder(book))

@@ -13,6 +13,16 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+# Things a caller can say to the clinic's front desk, one for each thing it
+# does (the page lists them as "Things to say" while this clinic answers).
+CALLER_EXAMPLES = (
+    "I'd like to book an appointment tomorrow at three p.m.",
+    "What are your opening hours?",
+    "Can I move my appointment to Friday morning?",
+    "I need to cancel my appointment.",
+    "Can someone call me back about my bill?",
+)
+
 WEEKDAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
 

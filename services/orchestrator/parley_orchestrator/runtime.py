@@ -145,6 +145,7 @@ class Runtime:
     partitions: int = subjects.EVENT_PARTITIONS
     clock: Clock = field(default_factory=Clock.system)  # the clinic's calendar: "{today}" in the prompt
     tel: telemetry.Telemetry | None = None  # the app's (parley.telemetry.setup); None: telemetry.current()
+    about: dict = field(default_factory=dict)  # more for ORCHESTRATOR_INFO (the page's things to say)
     stats: dict[str, int] = field(
         default_factory=lambda: {"events": 0, "stale": 0, "rejected": 0, "bugs": 0, "duplicate": 0, "redelivered": 0, "cas_retries": 0, "takeovers": 0, "caught_up": 0,
                                  # failures, each logged at error: a batch that raised (retried from the stream), a background task
@@ -217,7 +218,7 @@ class Runtime:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _on_info(self, msg) -> None:
-        await msg.respond(contract.to_json({"brain": self.brain.name, "replica": self.replica, "partitions": self.ownership.owned()}))
+        await msg.respond(contract.to_json({**self.about, "brain": self.brain.name, "replica": self.replica, "partitions": self.ownership.owned()}))
 
     def _spawn(self, coro, what: str) -> asyncio.Task:
         """A background task with a reference and an error path."""

@@ -41,3 +41,22 @@ def test_half_a_configuration_is_an_error_not_a_silent_fallback(env, missing):
     with pytest.raises(SettingsError) as refused:
         Settings.from_env(env)
     assert sorted(p.variable for p in refused.value.problems) == missing
+
+
+def test_the_page_is_told_what_to_say_to_the_brain_that_answers():
+    from parley_orchestrator.adapters.fixed import FixedLatencyBrain
+    from parley_orchestrator.app import session_defaults, things_to_say
+    from parley_orchestrator.clinic import CALLER_EXAMPLES
+
+    def about(env: dict[str, str], brain=None) -> dict:
+        settings = Settings.from_env(env)
+        brain = brain or brain_for(settings)
+        return things_to_say(brain, session_defaults(settings, brain))
+
+    llm = {"LLM_BASE_URL": "http://127.0.0.1:8080/v1", "LLM_MODEL": "local"}
+    assert about({}) == {"examples": list(CALLER_EXAMPLES), "examples_for": "the clinic's receptionist"}
+    assert about(llm)["examples"] == list(CALLER_EXAMPLES)  # an LLM given the clinic's prompt is the clinic
+    own = about(llm | {"PARLEY_POLICY_SYSTEM_PROMPT": "You take pizza orders for Luigi's."})
+    assert own["examples"] == [] and "ask it" in own["examples_for"]  # Parley cannot know what that agent does
+    fixed = about({}, FixedLatencyBrain())
+    assert fixed["examples"] and "benchmark" in fixed["examples_for"]
