@@ -25,6 +25,7 @@ import io
 import json
 import time
 
+import httpx
 import numpy as np
 import pytest
 
@@ -159,6 +160,11 @@ def test_a_booking_through_the_cloud_providers(deployment, capsys):
     for service in ("media-gateway", "asr", "orchestrator", "tts"):
         log = stack.log(service)
         assert log and not any(k in log for k in keys), service
+    # /metrics: each service's counter of what it billed, per provider.
+    for service, metric, provider in (("asr", "parley_usage_asr_audio_seconds", asr), ("tts", "parley_usage_tts_characters", tts)):
+        text = httpx.get(f"http://127.0.0.1:{stack.ports[service]}/metrics", timeout=5, trust_env=False).text
+        values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(metric) and f'provider="{provider}"' in line and "_created" not in line]
+        assert values and max(values) > 0, (service, [line for line in text.splitlines() if line.startswith("parley_usage")])
     # parley usage: the call's use of each provider, priced with the deployer's table.
 
     code = cli.main(["--nats", stack.nats_url, "usage", session, "--prices", f"{asr}.audio_s=0.0001,{tts}.characters=0.00003"])
