@@ -54,6 +54,11 @@ def _say(text: str, rate: int) -> bytes:
 
 @pytest.fixture(scope="module", params=["deepgram+cartesia", "openai"])
 def deployment(request, tmp_path_factory):
+    # The stand-ins' Whisper and Piper load before any call: a first request
+    # must not pay a model load against ASR_TIMEOUT on a loaded machine (seen:
+    # the OpenAI pair's first final at 2.7 s idle, past 15 s at load 12).
+    _hear(say("Hello.", rate=16000).astype("<i2").tobytes(), 16000)
+    _say("Hello.", 24000)
     if request.param == "openai":
         audio = OpenAIAudio(key="sk-e2e-openai-audio", speak=_say, hear=_hear).start_in_thread()
         standins = {"asr": audio, "tts": audio}

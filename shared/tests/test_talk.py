@@ -52,3 +52,61 @@ def test_the_speaker_plays_in_order_pads_with_silence_and_clears():
     s.push(b"\x02\x00" * 10)
     s.clear()
     assert s.pull(4) == b"\x00" * 4
+
+
+def test_ctrl_c_hangs_up_at_the_gateway_and_says_so(tmp_path):
+    """A real SIGINT to a running ``parley talk`` (an injected device, a stand-in of
+    the gateway's /ws/pcm): the gateway is told ``hangup`` and the terminal says "hung up"."""
+    import asyncio
+    import json
+    import os
+    import signal
+    import subprocess
+
+    from websockets.asyncio.server import serve
+
+    script = (
+        "import sys, numpy as np\n"
+        "from parley import talk\n"
+        "device = talk.Injected(np.zeros(16000 * 60, np.int16))\n"
+        "sys.exit(talk.main(['--gateway', sys.argv[1], '--token', 'tok'], device=device))\n"
+    )
+
+    async def main():
+        got: dict = {"audio": 0, "text": [], "path": None}
+        audio_flows = asyncio.Event()
+        closed = asyncio.Event()
+
+        async def gateway(ws):
+            got["path"] = ws.request.path
+            await ws.send(json.dumps({"type": "session", "session": "pcm-test"}))
+            try:
+                async for msg in ws:
+                    if isinstance(msg, bytes):
+                        got["audio"] += len(msg)
+                        if got["audio"] >= 640 * 10:
+                            audio_flows.set()
+                    else:
+                        got["text"].append(json.loads(msg))
+            finally:
+                closed.set()
+
+        async with serve(gateway, "127.0.0.1", 0) as server:
+            port = server.sockets[0].getsockname()[1]
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", script, f"http://127.0.0.1:{port}", stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+            )
+            try:
+                await asyncio.wait_for(audio_flows.wait(), 30)
+                proc.send_signal(signal.SIGINT)
+                out, err = await asyncio.wait_for(proc.communicate(), 30)
+                await asyncio.wait_for(closed.wait(), 10)
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+        return got, proc.returncode, out.decode(), err.decode()
+
+    got, code, out, err = asyncio.run(main())
+    assert got["path"] == "/ws/pcm?token=tok"
+    assert {"type": "hangup"} in got["text"], got["text"]
+    assert code == 0 and "hung up" in out and "Traceback" not in err, (code, out, err)
