@@ -348,3 +348,61 @@ def test_keys_go_to_the_gateway_and_its_answer_lets_the_model_go_on(nats):
         await nc.close()
 
     asyncio.run(scenario())
+
+
+class BilledText:
+    """An LLM that says what each step billed (as OpenAI's stream_options.include_usage does)."""
+
+    name = "billed"
+    model = "billed-model"
+
+    async def stream(self, messages, tools):
+        yield Token(text="Hello there. ")
+        yield Done(input_tokens=120, output_tokens=4)
+
+
+def test_the_tokens_an_llm_billed_are_usage_on_the_session_and_on_metrics(nats):
+    tel = telemetry.setup("orchestrator-test")
+
+    def counted() -> dict[str, float]:
+        body, _ = tel.metrics_response()
+        out: dict[str, float] = {}
+        for line in body.decode().splitlines():
+            if line.startswith("parley_usage_llm_tokens") and 'provider="billed-model"' in line and "_created" not in line:
+                kind = line.split('kind="', 1)[1].split('"', 1)[0]
+                out[kind] = float(line.rsplit(" ", 1)[1])
+        return out
+
+    async def scenario():
+        before = counted()
+        nc = await bus.connect(nats.url)
+        rt = Runtime(nc=nc, brain=BilledText(), tools=OneTool(), defaults={"greeting": ""}, tel=tel)
+        await rt.start()
+        synth = []
+        await _collect(nc, subjects.TTS_REQUEST, synth)
+        now = time.time()
+        for ev in [
+            c.SessionStarted(session="u1", at=now),
+            c.SpeechStarted(session="u1", at=now, utterance=0),
+            c.SpeechStopped(session="u1", at=now, utterance=0),
+            c.TranscriptFinal(session="u1", at=now, utterance=0, text="hello"),
+        ]:
+            await bus.publish_event(nc, ev)
+        await _wait(lambda: synth)
+        usage: list = []
+        for _ in range(100):
+            steps, _digest = await fetch("u1", nats.url)
+            usage = [s.event for s in steps if isinstance(s.event, c.Usage)]
+            if len(usage) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        await rt.stop()
+        await nc.close()
+        return before, usage, counted()
+
+    before, usage, after = asyncio.run(scenario())
+    assert sorted((u.service, u.provider, u.unit, u.amount) for u in usage) == [
+        ("llm", "billed-model", "input_tokens", 120), ("llm", "billed-model", "output_tokens", 4),
+    ]  # fmt: skip
+    assert after.get("input_tokens", 0) - before.get("input_tokens", 0) == 120
+    assert after.get("output_tokens", 0) - before.get("output_tokens", 0) == 4
