@@ -38,20 +38,9 @@ def pct(xs: list[float], q: float) -> float | None:
 async def offer(stack: Stack, calls: int, turns: int) -> list[dict]:
     args = caller_args(f"{stack.gateway_ws}/twilio/media", calls, turns)
     args.spread, args.connect_spread = 5.0, 2.0
-    speech = [loadgen.frames_of(p.read_bytes(), 160, True) for p in utterances.paths()["fixed_ulaw"]]
-    silence = loadgen.frames_of(b"\xff" * 160, 160, True)[0]
-    callers = [loadgen.Caller(i, args, speech, silence) for i in range(calls)]
-    stop = asyncio.Event()
-    tick = asyncio.create_task(loadgen.ticker(callers, {"late_ms": [], "resyncs": 0}, stop))
-    t0 = time.monotonic()
-    scripts = []
-    for i, c in enumerate(callers):
-        start_at = t0 + args.connect_spread * i / calls + args.settle + args.spread * i / calls
-        scripts.append(asyncio.create_task(c.script(start_at)))
-        await asyncio.sleep(args.connect_spread / calls)
-    await asyncio.gather(*scripts)
-    stop.set()
-    await tick
+    callers = loadgen.callers_for(args, utterances.paths()["fixed_ulaw"])
+    async with loadgen.placed(callers, args) as (_, scripts):
+        await asyncio.gather(*scripts)
     from dataclasses import asdict
 
     return [asdict(c.rec) for c in callers]

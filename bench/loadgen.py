@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import secrets
@@ -53,6 +54,7 @@ import sys
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
@@ -434,26 +436,45 @@ def frames_of(data: bytes, frame_bytes: int, twilio: bool) -> list:
     return out
 
 
-async def main_async(args) -> dict:
+def callers_for(args, speech_files) -> list[Caller]:
+    """``args.calls`` callers of ``args.transport`` saying these recordings
+    (μ-law 8 kHz for Twilio, PCM16 16 kHz for /ws/pcm)."""
     twilio = args.transport == "twilio"
     frame_bytes = int((TWILIO_RATE_BYTES if twilio else PCM_RATE_BYTES) * PERIOD)
-    speech = [frames_of(open(p, "rb").read(), frame_bytes, twilio) for p in args.speech]
+    speech = [frames_of(Path(p).read_bytes(), frame_bytes, twilio) for p in speech_files]
     silence = frames_of((b"\xff" if twilio else b"\x00") * frame_bytes, frame_bytes, twilio)[0]
-    callers = [Caller(i, args, speech, silence) for i in range(args.calls)]
-    stats = {"late_ms": [], "resyncs": 0}
+    return [Caller(i, args, speech, silence) for i in range(args.calls)]
+
+
+@contextlib.asynccontextmanager
+async def placed(callers: list[Caller], args, stats: dict | None = None):
+    """The calls placed one by one over ``args.connect_spread`` (like calls
+    arriving), each caller talking ``args.settle`` after it connects plus its
+    share of ``args.spread``, all paced by one ``ticker``. Yields (the start
+    time, the callers' script tasks); the ticker stops when the block ends."""
+    stats = stats if stats is not None else {"late_ms": [], "resyncs": 0}
     stop = asyncio.Event()
     tick_task = asyncio.create_task(ticker(callers, stats, stop))
+    n = max(1, len(callers))
     t0 = time.monotonic()
-    cpu0 = time.process_time()
     scripts = []
-    for i, c in enumerate(callers):
-        # Connect one by one (like calls arriving), then start talking at a spread offset.
-        start_at = t0 + args.connect_spread * i / max(1, args.calls) + args.settle + args.spread * i / max(1, args.calls)
-        scripts.append(asyncio.create_task(c.script(start_at)))
-        await asyncio.sleep(args.connect_spread / max(1, args.calls))
-    await asyncio.gather(*scripts)
-    stop.set()
-    await tick_task
+    try:
+        for i, c in enumerate(callers):
+            start_at = t0 + args.connect_spread * i / n + args.settle + args.spread * i / n
+            scripts.append(asyncio.create_task(c.script(start_at)))
+            await asyncio.sleep(args.connect_spread / n)
+        yield t0, scripts
+    finally:
+        stop.set()
+        await tick_task
+
+
+async def main_async(args) -> dict:
+    callers = callers_for(args, args.speech)
+    stats = {"late_ms": [], "resyncs": 0}
+    cpu0 = time.process_time()
+    async with placed(callers, args, stats) as (t0, scripts):
+        await asyncio.gather(*scripts)
     wall = time.monotonic() - t0
     late = sorted(stats["late_ms"])
     return {

@@ -115,25 +115,14 @@ def caller_args(url: str, calls: int, turns: int, answer_timeout: float = 10.0) 
 
 async def _run_calls(stack: Stack, calls: int, turns: int, plan, result: ChaosResult, answer_timeout: float = 10.0) -> None:
     args = caller_args(f"{stack.gateway_ws}/twilio/media", calls, turns, answer_timeout)
-    speech = [loadgen.frames_of(p.read_bytes(), 160, True) for p in utterances.paths()["fixed_ulaw"]]
-    silence = loadgen.frames_of(b"\xff" * 160, 160, True)[0]
-    callers = [loadgen.Caller(i, args, speech, silence) for i in range(calls)]
-    stop = asyncio.Event()
-    tick = asyncio.create_task(loadgen.ticker(callers, {"late_ms": [], "resyncs": 0}, stop))
-    t0 = time.monotonic()
-    scripts = []
-    for i, c in enumerate(callers):
-        start_at = t0 + args.connect_spread * i / calls + args.settle + args.spread * i / calls
-        scripts.append(asyncio.create_task(c.script(start_at)))
-        await asyncio.sleep(args.connect_spread / calls)
-    killer = asyncio.create_task(_killer(stack, callers, plan, result))
-    await asyncio.gather(*scripts)
-    killer.cancel()
-    with_exc = await asyncio.gather(killer, return_exceptions=True)
-    if with_exc and isinstance(with_exc[0], Exception):
-        result.problems.append(f"killer failed: {with_exc[0]!r}")
-    stop.set()
-    await tick
+    callers = loadgen.callers_for(args, utterances.paths()["fixed_ulaw"])
+    async with loadgen.placed(callers, args) as (t0, scripts):
+        killer = asyncio.create_task(_killer(stack, callers, plan, result))
+        await asyncio.gather(*scripts)
+        killer.cancel()
+        with_exc = await asyncio.gather(killer, return_exceptions=True)
+        if with_exc and isinstance(with_exc[0], Exception):
+            result.problems.append(f"killer failed: {with_exc[0]!r}")
     result.wall_s = time.monotonic() - t0
     result.records = [asdict(c.rec) for c in callers]
 
