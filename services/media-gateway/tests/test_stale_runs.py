@@ -18,7 +18,7 @@ import numpy as np
 from parley_gateway import call as call_module
 
 from test_webrtc_gateway import announce, gateway, publish_tts, tone, until
-from test_ws_pcm import PcmClient, pcm_url
+from test_ws_pcm import PcmClient, pcm_call, pcm_url
 
 FRAME = 640
 
@@ -31,10 +31,7 @@ def test_audio_for_a_run_nobody_asked_for_never_disturbs_the_live_run(nats_serve
     monkeypatch.setattr(call_module, "UNANNOUNCED_HOLD_S", 0.3)
 
     async def scenario():
-        async with gateway(nats_server.url) as (base, state, nc, seen):
-            client = PcmClient()
-            task = asyncio.create_task(client.run(await pcm_url(base)))
-            await until(lambda: client.session, what="session")
+        async with gateway(nats_server.url) as (base, state, nc, seen), pcm_call(base) as client:
             s = client.session
             # The live run: 2 s of agent speech, announced by its step.
             await publish_tts(nc, s, run=1, pcm=tone(440, 2.0, 22050), rate=22050)
@@ -51,7 +48,6 @@ def test_audio_for_a_run_nobody_asked_for_never_disturbs_the_live_run(nats_serve
             await asyncio.sleep(0.8)
             await publish_tts(nc, s, run=6, pcm=bytes(FRAME), rate=16000, announced=True)  # triggers the expiry check
             await asyncio.sleep(0.3)
-            task.cancel()
             return live_frames, dict(state["stats"])
 
     live_frames, stats = asyncio.run(scenario())
@@ -64,17 +60,13 @@ def test_audio_that_arrives_before_its_step_plays_once_the_step_does(nats_server
     """The step and the audio come on two subscriptions: the audio may win."""
 
     async def scenario():
-        async with gateway(nats_server.url) as (base, state, nc, seen):
-            client = PcmClient()
-            task = asyncio.create_task(client.run(await pcm_url(base)))
-            await until(lambda: client.session, what="session")
+        async with gateway(nats_server.url) as (base, state, nc, seen), pcm_call(base) as client:
             s = client.session
             await publish_tts(nc, s, run=1, pcm=tone(440, 0.5, 22050), rate=22050, announced=True)
             await asyncio.sleep(0.3)
             assert _voiced(client.frames) == 0
             await announce(nc, s, 1, [0])
             await until(lambda: _voiced(client.frames) >= 24, what="the held audio")
-            task.cancel()
             return dict(state["stats"])
 
     stats = asyncio.run(scenario())

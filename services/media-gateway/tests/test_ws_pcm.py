@@ -8,6 +8,7 @@ services on the bus (see test_webrtc_gateway.gateway).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 
@@ -40,12 +41,22 @@ class PcmClient:
         return next((n["session"] for n in self.notices if n["type"] == "session"), None)
 
 
+@contextlib.asynccontextmanager
+async def pcm_call(base: str):
+    """A /ws/pcm caller on the gateway at ``base``, its session known; it
+    hangs up when the block ends."""
+    client = PcmClient()
+    task = asyncio.create_task(client.run(await pcm_url(base)))
+    try:
+        await until(lambda: client.session, what="session")
+        yield client
+    finally:
+        task.cancel()
+
+
 def test_flush_stops_the_run_within_a_frame_and_late_audio_is_dropped(nats_server):
     async def scenario():
-        async with gateway(nats_server.url) as (base, state, nc, seen):
-            client = PcmClient()
-            task = asyncio.create_task(client.run(await pcm_url(base)))
-            await until(lambda: client.session, what="session")
+        async with gateway(nats_server.url) as (base, state, nc, seen), pcm_call(base) as client:
             s = client.session
             await publish_tts(nc, s, run=3, pcm=tone(440, 5.0, 22050), rate=22050)
             await until(lambda: len(client.frames) >= 25, what="half a second of the answer")
@@ -58,7 +69,6 @@ def test_flush_stops_the_run_within_a_frame_and_late_audio_is_dropped(nats_serve
             # A new run plays as usual.
             await publish_tts(nc, s, run=4, pcm=tone(660, 0.5, 22050), rate=22050)
             await asyncio.sleep(0.9)
-            task.cancel()
             return state["stats"], after_flush, client, flushed_at
 
     stats, after_flush, client, flushed_at = asyncio.run(scenario())
@@ -71,10 +81,7 @@ def test_flush_stops_the_run_within_a_frame_and_late_audio_is_dropped(nats_serve
 
 def test_pause_holds_and_resume_loses_nothing(nats_server):
     async def scenario():
-        async with gateway(nats_server.url) as (base, state, nc, seen):
-            client = PcmClient()
-            task = asyncio.create_task(client.run(await pcm_url(base)))
-            await until(lambda: client.session, what="session")
+        async with gateway(nats_server.url) as (base, state, nc, seen), pcm_call(base) as client:
             s = client.session
             await publish_tts(nc, s, run=5, pcm=tone(500, 1.0, 16000), rate=16000)
             await until(lambda: len(client.frames) >= 10, what="the answer")
@@ -85,7 +92,6 @@ def test_pause_holds_and_resume_loses_nothing(nats_server):
             during_pause = len(client.frames) - held
             await command(nc, s, contract.ResumePlayback(session=s, run=5))
             await asyncio.sleep(1.3)
-            task.cancel()
             return client, during_pause
 
     client, during_pause = asyncio.run(scenario())
@@ -143,14 +149,10 @@ def test_a_client_that_stops_reading_is_told_why_and_its_session_ends(nats_serve
 
 def test_keys_cannot_be_pressed_on_a_browser_call_and_the_reducer_is_told(nats_server):
     async def scenario():
-        async with gateway(nats_server.url) as (base, state, nc, seen):
-            client = PcmClient()
-            task = asyncio.create_task(client.run(await pcm_url(base)))
-            await until(lambda: client.session, what="session")
+        async with gateway(nats_server.url) as (base, state, nc, seen), pcm_call(base) as client:
             s = client.session
             await command(nc, s, contract.SendDigits(session=s, digits="1", call_id="k1", run=2))
             await until(lambda: any(isinstance(e, contract.DigitsSent) for e in seen["events"]), what="DigitsSent")
-            task.cancel()
             return [e for e in seen["events"] if isinstance(e, contract.DigitsSent)], state["stats"]
 
     sent, stats = asyncio.run(scenario())
