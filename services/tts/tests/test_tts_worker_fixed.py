@@ -44,8 +44,7 @@ def canned(**kw) -> Canned:
 
 def test_a_run_of_two_chunks_streams_in_order_after_the_fixed_delay(nats_url):
     async def main():
-        h = Harness(nats_url)
-        try:
+        async with Harness(nats_url) as h:
             await h.worker(canned(first_audio_ms=100, lead_ms=5000))  # pacing: the next test
             nc = await h.client()
             seen = await Seen.watch(nc, "fx-1")
@@ -54,8 +53,6 @@ def test_a_run_of_two_chunks_streams_in_order_after_the_fixed_delay(nats_url):
             await seen.chunks_done("fx-1", 3, 2)
             await asyncio.sleep(0.1)  # nothing else may follow
             return sent, seen
-        finally:
-            await h.close()
 
     sent, seen = run(main())
     chunk0, chunk1 = seen.audio("fx-1", 3, 0), seen.audio("fx-1", 3, 1)
@@ -84,16 +81,13 @@ def test_a_run_of_two_chunks_streams_in_order_after_the_fixed_delay(nats_url):
 
 def test_pieces_run_a_little_ahead_of_real_time(nats_url):
     async def main():
-        h = Harness(nats_url)
-        try:
+        async with Harness(nats_url) as h:
             await h.worker(canned(first_audio_ms=0, lead_ms=300))
             nc = await h.client()
             seen = await Seen.watch(nc, "fx-pace")
             await synthesize(nc, "fx-pace", 1, 0, "x" * 20)  # 1.3 s of audio
             await seen.chunks_done("fx-pace", 1, 1)
             return seen.audio("fx-pace")
-        finally:
-            await h.close()
 
     msgs = run(main())
     spread = msgs[-1].t - msgs[0].t
@@ -104,8 +98,7 @@ def test_pieces_run_a_little_ahead_of_real_time(nats_url):
 
 def test_cancel_stops_the_run_drops_its_queue_and_its_late_requests(nats_url):
     async def main():
-        h = Harness(nats_url)
-        try:
+        async with Harness(nats_url) as h:
             w = await h.worker(canned(first_audio_ms=0))
             nc = await h.client()
             seen = await Seen.watch(nc, "fx-cancel", "fx-other")
@@ -122,8 +115,6 @@ def test_cancel_stops_the_run_drops_its_queue_and_its_late_requests(nats_url):
             await seen.chunks_done("fx-other", 2, 1)
             await asyncio.sleep(0.6)  # three more pieces would have come by now
             return w, seen, before
-        finally:
-            await h.close()
 
     w, seen, before = run(main())
     msgs = seen.audio("fx-cancel")
@@ -139,8 +130,7 @@ def test_cancel_stops_the_run_drops_its_queue_and_its_late_requests(nats_url):
 
 def test_cancel_before_the_first_audio_sends_nothing(nats_url):
     async def main():
-        h = Harness(nats_url)
-        try:
+        async with Harness(nats_url) as h:
             w = await h.worker(canned(first_audio_ms=800))  # time enough for the cancel, on a busy machine
             nc = await h.client()
             seen = await Seen.watch(nc, "fx-early")
@@ -150,16 +140,13 @@ def test_cancel_before_the_first_audio_sends_nothing(nats_url):
             await until(lambda: w.stats["cancels"] == 1)
             await asyncio.sleep(1.0)
             return seen
-        finally:
-            await h.close()
 
     assert run(main()).items == []
 
 
 def test_session_end_drops_every_run_of_the_session(nats_url):
     async def main():
-        h = Harness(nats_url)
-        try:
+        async with Harness(nats_url) as h:
             w = await h.worker(canned(first_audio_ms=0))
             nc = await h.client()
             seen = await Seen.watch(nc, "fx-end", "fx-stays")
@@ -176,8 +163,6 @@ def test_session_end_drops_every_run_of_the_session(nats_url):
             await seen.chunks_done("fx-stays", 1, 1)
             await asyncio.sleep(0.5)
             return w, seen, before
-        finally:
-            await h.close()
 
     w, seen, before = run(main())
     assert len(seen.audio("fx-end")) == before
@@ -189,8 +174,7 @@ def test_session_end_drops_every_run_of_the_session(nats_url):
 
 def test_bad_payloads_are_logged_and_the_worker_goes_on(nats_url, caplog):
     async def main():
-        h = Harness(nats_url)
-        try:
+        async with Harness(nats_url) as h:
             w = await h.worker(canned(first_audio_ms=0))
             nc = await h.client()
             seen = await Seen.watch(nc, "fx-good")
@@ -210,8 +194,6 @@ def test_bad_payloads_are_logged_and_the_worker_goes_on(nats_url, caplog):
             await synthesize(nc, "fx-good", 1, 0, FIRST)
             await seen.chunks_done("fx-good", 1, 1)
             return w, seen, len(junk)
-        finally:
-            await h.close()
 
     w, seen, n_junk = run(main())
     assert w.stats["bad_messages"] == n_junk and w.stats["requests"] == 1
@@ -222,8 +204,7 @@ def test_bad_payloads_are_logged_and_the_worker_goes_on(nats_url, caplog):
 
 def test_two_workers_share_the_stored_requests(nats_url):
     async def main():
-        h = Harness(nats_url)
-        try:
+        async with Harness(nats_url) as h:
             voice = canned(first_audio_ms=0, ms_per_char=2, min_ms=20)
             a = await h.worker(voice, worker_id="tts-a")
             b = await h.worker(voice, worker_id="tts-b")
@@ -236,8 +217,6 @@ def test_two_workers_share_the_stored_requests(nats_url):
             # A request is delivered again only when its ack was lost (a
             # connection dropped under load): count requests, not deliveries.
             return a.stats["requests"] - a.stats["redelivered"], b.stats["requests"] - b.stats["redelivered"], seen
-        finally:
-            await h.close()
 
     on_a, on_b, seen = run(main())
     # Each request went to exactly one worker, and both got some (2^-23 odds of a false failure).
@@ -250,16 +229,13 @@ def test_two_workers_share_the_stored_requests(nats_url):
 
 def test_a_chunk_without_audio_still_ends(nats_url):
     async def main():
-        h = Harness(nats_url)
-        try:
+        async with Harness(nats_url) as h:
             w = await h.worker(canned(first_audio_ms=0, min_ms=0))
             nc = await h.client()
             seen = await Seen.watch(nc, "fx-empty")
             await synthesize(nc, "fx-empty", 1, 0, "   ")
             await seen.chunks_done("fx-empty", 1, 1)
             return seen
-        finally:
-            await h.close()
 
     seen = run(main())
     msgs = seen.audio("fx-empty")
@@ -296,15 +272,12 @@ def test_python_dash_m_parley_tts_serves_in_fixed_mode(nats_url):
             pytest.fail("parley_tts did not become healthy")
 
         async def main():
-            h = Harness(nats_url)
-            try:
+            async with Harness(nats_url) as h:
                 nc = await h.client()
                 seen = await Seen.watch(nc, "fx-proc")
                 await synthesize(nc, "fx-proc", 1, 0, FIRST)
                 await seen.chunks_done("fx-proc", 1, 1)
                 return seen
-            finally:
-                await h.close()
 
         seen = run(main())
         check_chunk(seen.audio("fx-proc"), RATE)
@@ -333,8 +306,7 @@ class BrokenVoice:
 
 def test_a_failing_synthesis_reports_tts_error_and_still_ends_the_chunk(nats_url):
     async def main():
-        h = Harness(nats_url)
-        try:
+        async with Harness(nats_url) as h:
             w = await h.worker(BrokenVoice())
             nc = await h.client()
             seen = await Seen.watch(nc, "fx-broken")
@@ -342,8 +314,6 @@ def test_a_failing_synthesis_reports_tts_error_and_still_ends_the_chunk(nats_url
             await synthesize(nc, "fx-broken", 1, 1, SECOND)
             await seen.chunks_done("fx-broken", 1, 2)
             return w, seen
-        finally:
-            await h.close()
 
     w, seen = run(main())
     assert [(a.chunk, a.seq, a.last, len(a.data)) for a in seen.audio("fx-broken")] == [(0, 0, False, 200), (0, 1, True, 0), (1, 0, True, 0)]
@@ -358,8 +328,7 @@ def test_a_chunk_that_breaks_after_its_synthesis_is_reported_and_the_run_goes_on
     on the session and a count, not a log line the run waits behind forever."""
 
     async def main():
-        h = Harness(nats_url)
-        try:
+        async with Harness(nats_url) as h:
             w = await h.worker(canned(first_audio_ms=0))
             real = w._trace_chunk
 
@@ -375,8 +344,6 @@ def test_a_chunk_that_breaks_after_its_synthesis_is_reported_and_the_run_goes_on
             await synthesize(nc, "fx-after", 1, 1, SECOND)
             await seen.chunks_done("fx-after", 1, 2)
             return w, seen
-        finally:
-            await h.close()
 
     w, seen = run(main())
     ends = [(type(e).__name__, e.chunk) for e in seen.events("fx-after", (contract.TTSChunkDone, contract.TTSError))]
@@ -390,8 +357,7 @@ def test_a_request_the_worker_breaks_on_is_counted_and_the_pulling_goes_on(nats_
     loop: the next requests are still said, and the worker stays healthy."""
 
     async def main():
-        h = Harness(nats_url)
-        try:
+        async with Harness(nats_url) as h:
             w = await h.worker(canned(first_audio_ms=0))
             real = w.lanes.submit
 
@@ -408,8 +374,6 @@ def test_a_request_the_worker_breaks_on_is_counted_and_the_pulling_goes_on(nats_
             await synthesize(nc, "fx-fine", 1, 0, FIRST)
             await seen.chunks_done("fx-fine", 1, 1)
             return w, seen
-        finally:
-            await h.close()
 
     w, seen = run(main())
     assert [type(e).__name__ for e in seen.ends("fx-fine", 1)] == ["TTSChunkDone"]
@@ -435,8 +399,7 @@ def test_a_cancel_while_an_event_is_being_stored_does_not_lose_it(nats_url, monk
     monkeypatch.setattr(bus, "publish_event", slow)
 
     async def main():
-        h = Harness(nats_url)
-        try:
+        async with Harness(nats_url) as h:
             w = await h.worker(canned(first_audio_ms=0))
             nc = await h.client()
             seen = await Seen.watch(nc, "fx-slow-store")
@@ -447,8 +410,6 @@ def test_a_cancel_while_an_event_is_being_stored_does_not_lose_it(nats_url, monk
             await seen.wait_for(lambda s: s.events("fx-slow-store"))
             await settled(w, nc)
             return w, seen
-        finally:
-            await h.close()
 
     w, seen = run(main())
     assert [type(e).__name__ for e in seen.events("fx-slow-store")] == ["TTSChunkStarted"]
@@ -477,8 +438,7 @@ def test_the_audio_goes_on_while_the_event_stream_stores_nothing(nats_url, monke
     monkeypatch.setattr(bus, "publish_event", leaderless)
 
     async def main():
-        h = Harness(nats_url)
-        try:
+        async with Harness(nats_url) as h:
             w = await h.worker(canned(first_audio_ms=0))
             nc = await h.client()
             seen = await Seen.watch(nc, "fx-election")
@@ -490,8 +450,6 @@ def test_the_audio_goes_on_while_the_event_stream_stores_nothing(nats_url, monke
             await seen.chunks_done("fx-election", 2, 2)
             await settled(w, nc)
             return w, seen, audio_done, events_then, held_then
-        finally:
-            await h.close()
 
     w, seen, audio_done, events_then, held_then = run(main())
     assert events_then == 0 and held_then == 2  # all the audio out, nothing stored, nothing acked
@@ -520,8 +478,7 @@ def test_a_worker_killed_mid_chunk_leaves_its_requests_to_another_within_the_ack
     proc = subprocess.Popen([sys.executable, "-m", "parley_tts"], env=env, stderr=subprocess.DEVNULL, start_new_session=True)
 
     async def main():
-        h = Harness(nats_url)
-        try:
+        async with Harness(nats_url) as h:
             nc = await h.client()
             deadline = time.monotonic() + 30
             while True:  # the doomed worker answers on its liveness subject once it pulls
@@ -542,8 +499,6 @@ def test_a_worker_killed_mid_chunk_leaves_its_requests_to_another_within_the_ack
             await seen.chunks_done("fx-kill", 1, 2, timeout=20)
             again = {c: [a for a in seen.audio("fx-kill", 1, c) if a.t > killed + 0.3] for c in (0, 1)}
             return again, survivor, {c: again[c][0].t - killed for c in (0, 1)}
-        finally:
-            await h.close()
 
     try:
         again, survivor, after = run(main())
@@ -564,8 +519,7 @@ def test_a_chunk_delivered_after_a_later_one_started_is_said_at_once_beside_it(n
     now, not after chunk 1."""
 
     async def main():
-        h = Harness(nats_url)
-        try:
+        async with Harness(nats_url) as h:
             w = await h.worker(canned(first_audio_ms=0))
             nc = await h.client()
             seen = await Seen.watch(nc, "fx-ahead")
@@ -574,8 +528,6 @@ def test_a_chunk_delivered_after_a_later_one_started_is_said_at_once_beside_it(n
             await synthesize(nc, "fx-ahead", 3, 0, FIRST)
             await seen.chunks_done("fx-ahead", 3, 2)
             return w, seen
-        finally:
-            await h.close()
 
     w, seen = run(main())
     check_chunk(seen.audio("fx-ahead", 3, 0), RATE)

@@ -55,8 +55,7 @@ def run(coro):
 
 def test_two_chunks_of_a_run_are_streamed_in_order_and_say_the_words(nats_url, piper, whisper):
     async def main():
-        h = Harness(nats_url)
-        try:
+        async with Harness(nats_url) as h:
             await h.worker(piper)
             nc = await h.client()
             seen = await Seen.watch(nc, "real-1")
@@ -65,8 +64,6 @@ def test_two_chunks_of_a_run_are_streamed_in_order_and_say_the_words(nats_url, p
             await seen.chunks_done("real-1", 1, 2)
             await asyncio.sleep(0.1)
             return sent, seen
-        finally:
-            await h.close()
 
     sent, seen = run(main())
     chunk0, chunk1 = seen.audio("real-1", 1, 0), seen.audio("real-1", 1, 1)
@@ -92,8 +89,7 @@ def test_two_chunks_of_a_run_are_streamed_in_order_and_say_the_words(nats_url, p
 
 def test_cancel_mid_run_stops_the_audio_of_that_run(nats_url, piper):
     async def main():
-        h = Harness(nats_url)
-        try:
+        async with Harness(nats_url) as h:
             w = await h.worker(piper)
             nc = await h.client()
             seen = await Seen.watch(nc, "real-cancel", "real-next")
@@ -113,8 +109,6 @@ def test_cancel_mid_run_stops_the_audio_of_that_run(nats_url, piper):
             freed_in = time.monotonic() - t
             await asyncio.sleep(1.0)  # the rest of the story would have come by now
             return w, seen, before, freed_in
-        finally:
-            await h.close()
 
     w, seen, before, freed_in = run(main())
     msgs = seen.audio("real-cancel")

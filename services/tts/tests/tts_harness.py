@@ -118,6 +118,12 @@ class Harness:
         for nc in self.conns:
             await nc.close()
 
+    async def __aenter__(self) -> "Harness":
+        return self
+
+    async def __aexit__(self, *_) -> None:
+        await self.close()
+
 
 async def synthesize(nc, session: str, run: int, chunk: int, text: str) -> float:
     """Publish a Synthesize; returns time.monotonic() just before publishing."""
