@@ -72,6 +72,12 @@ class Harness:
         for nc in self.conns:
             await nc.close()
 
+    async def __aenter__(self) -> "Harness":
+        return self
+
+    async def __aexit__(self, *_) -> None:
+        await self.close()
+
 
 def assert_one_utterance(events: list, text: str) -> None:
     assert isinstance(events[0], contract.SpeechOnset) and events[0].utterance == 0  # pause-only, first
@@ -88,8 +94,7 @@ def assert_one_utterance(events: list, text: str) -> None:
 
 def test_fixed_final_comes_150_ms_after_speech_stopped(nats_url, silero, speak):
     async def main():
-        h = Harness(nats_url, silero)
-        try:
+        async with Harness(nats_url, silero) as h:
             w = await h.worker()
             nc = await h.client()
             ev = await Events.watch(nc, "fixed-1")
@@ -99,8 +104,6 @@ def test_fixed_final_comes_150_ms_after_speech_stopped(nats_url, silero, speak):
             await ev.finals("fixed-1")
             await asyncio.sleep(0.3)  # nothing else may follow
             return ev.of("fixed-1")
-        finally:
-            await h.close()
 
     events = run(main())
     assert_one_utterance(events, TEXT)
@@ -113,8 +116,7 @@ def test_fixed_final_comes_150_ms_after_speech_stopped(nats_url, silero, speak):
 
 def test_fixed_eot_is_a_setting(nats_url, silero, speak):
     async def main():
-        h = Harness(nats_url, silero)
-        try:
+        async with Harness(nats_url, silero) as h:
             await h.worker(fixed_eot=-1.0, fixed_transcript="I'd like to book it for")
             nc = await h.client()
             ev = await Events.watch(nc, "fixed-eot")
@@ -122,8 +124,6 @@ def test_fixed_eot_is_a_setting(nats_url, silero, speak):
             await stream(nc, "fixed-eot", speak(SENTENCE), speed=0)
             await ev.finals("fixed-eot")
             return ev.of("fixed-eot")
-        finally:
-            await h.close()
 
     _, _, stopped, final = run(main())
     assert stopped.eot == -1.0 and final.complete < 0.5
@@ -131,8 +131,7 @@ def test_fixed_eot_is_a_setting(nats_url, silero, speak):
 
 def test_real_time_stream_in_odd_sized_messages_gives_two_utterances(nats_url, silero, speak):
     async def main():
-        h = Harness(nats_url, silero)
-        try:
+        async with Harness(nats_url, silero) as h:
             await h.worker()
             nc = await h.client()
             ev = await Events.watch(nc, "fixed-rt")
@@ -141,8 +140,6 @@ def test_real_time_stream_in_odd_sized_messages_gives_two_utterances(nats_url, s
             await stream(nc, "fixed-rt", pcm, speed=1.0, seed=7)
             await ev.finals("fixed-rt", 2)
             return ev.of("fixed-rt")
-        finally:
-            await h.close()
 
     events = run(main())
     assert [(type(e).__name__, e.utterance) for e in events] == [
@@ -154,8 +151,7 @@ def test_real_time_stream_in_odd_sized_messages_gives_two_utterances(nats_url, s
 
 def test_silence_alone_gives_no_events(nats_url, silero):
     async def main():
-        h = Harness(nats_url, silero)
-        try:
+        async with Harness(nats_url, silero) as h:
             w = await h.worker()
             nc = await h.client()
             ev = await Events.watch(nc, "fixed-quiet")
@@ -167,8 +163,6 @@ def test_silence_alone_gives_no_events(nats_url, silero):
                     break
             await asyncio.sleep(0.1)
             return ev.items, w.stats["windows"]
-        finally:
-            await h.close()
 
     items, windows = run(main())
     assert items == [] and windows >= 90
@@ -176,8 +170,7 @@ def test_silence_alone_gives_no_events(nats_url, silero):
 
 def test_two_workers_share_sessions(nats_url, silero, speak):
     async def main():
-        h = Harness(nats_url, silero)
-        try:
+        async with Harness(nats_url, silero) as h:
             a = await h.worker()
             b = await h.worker()
             nc = await h.client()
@@ -194,8 +187,6 @@ def test_two_workers_share_sessions(nats_url, silero, speak):
             await ev.finals(on_b)
             await asyncio.sleep(0.2)
             return owners, set(a.sessions), set(b.sessions), ev.of(on_a), ev.of(on_b)
-        finally:
-            await h.close()
 
     owners, held_a, held_b, events_a, events_b = run(main())
     # Each claim went to exactly one worker, and both got some (2^-23 odds of a false failure).
@@ -207,8 +198,7 @@ def test_two_workers_share_sessions(nats_url, silero, speak):
 
 def test_bad_audio_messages_are_dropped_without_harm(nats_url, silero, speak):
     async def main():
-        h = Harness(nats_url, silero)
-        try:
+        async with Harness(nats_url, silero) as h:
             w = await h.worker()
             nc = await h.client()
             ev = await Events.watch(nc, "bad", "good")
@@ -237,8 +227,6 @@ def test_bad_audio_messages_are_dropped_without_harm(nats_url, silero, speak):
             await stream(nc, "bad", pcm, speed=0, first_seq=100)
             await ev.finals("bad")
             return ev.of("good"), ev.of("bad"), w.stats["dropped_messages"]
-        finally:
-            await h.close()
 
     good, bad, dropped = run(main())
     assert_one_utterance(good, TEXT)
@@ -248,8 +236,7 @@ def test_bad_audio_messages_are_dropped_without_harm(nats_url, silero, speak):
 
 def test_end_mid_utterance_stops_it_and_frees_the_session(nats_url, silero, speak):
     async def main():
-        h = Harness(nats_url, silero)
-        try:
+        async with Harness(nats_url, silero) as h:
             w = await h.worker()
             nc = await h.client()
             ev = await Events.watch(nc, "ending")
@@ -263,8 +250,6 @@ def test_end_mid_utterance_stops_it_and_frees_the_session(nats_url, silero, spea
             await stream(nc, "ending", pcm, speed=0)  # after the release: nobody listens
             await asyncio.sleep(0.3)
             return ev.of("ending"), w.sessions, subs_before - len(w.nc._subs), w.stats["released"]
-        finally:
-            await h.close()
 
     events, sessions, unsubscribed, released = run(main())
     assert [type(e) for e in events] == [contract.SpeechOnset, contract.SpeechStarted, contract.SpeechStopped, contract.TranscriptFinal]
@@ -274,8 +259,7 @@ def test_end_mid_utterance_stops_it_and_frees_the_session(nats_url, silero, spea
 
 def test_a_session_without_audio_is_released(nats_url, silero):
     async def main():
-        h = Harness(nats_url, silero)
-        try:
+        async with Harness(nats_url, silero) as h:
             w = await h.worker(idle_release_s=0.5)
             nc = await h.client()
             await claim(nc, "idle")
@@ -286,8 +270,6 @@ def test_a_session_without_audio_is_released(nats_url, silero):
                 if "idle" not in w.sessions:
                     break
             return held, w.sessions
-        finally:
-            await h.close()
 
     held, sessions = run(main())
     assert held and sessions == {}
@@ -295,8 +277,7 @@ def test_a_session_without_audio_is_released(nats_url, silero):
 
 def test_a_failing_tick_is_counted_and_the_vad_loop_goes_on_and_a_dead_loop_makes_the_worker_unhealthy(nats_url, silero, caplog):
     async def main():
-        h = Harness(nats_url, silero)
-        try:
+        async with Harness(nats_url, silero) as h:
             w = await h.worker()
             real, calls = w.tick, []
 
@@ -315,8 +296,6 @@ def test_a_failing_tick_is_counted_and_the_vad_loop_goes_on_and_a_dead_loop_make
             w._loop_task.cancel()  # as if it had died: health says so
             await asyncio.gather(w._loop_task, return_exceptions=True)
             return w.stats["tick_errors"], alive, w.healthy
-        finally:
-            await h.close()
 
     errors, alive, after = run(main())
     assert errors == 3 and alive and not after
@@ -325,8 +304,7 @@ def test_a_failing_tick_is_counted_and_the_vad_loop_goes_on_and_a_dead_loop_make
 
 def test_a_claim_that_arrives_twice_keeps_one_session(nats_url, silero):
     async def main():
-        h = Harness(nats_url, silero)
-        try:
+        async with Harness(nats_url, silero) as h:
             w = await h.worker()
             nc = await h.client()
             first = await claim(nc, "twice")
@@ -335,8 +313,6 @@ def test_a_claim_that_arrives_twice_keeps_one_session(nats_url, silero):
             await nc.publish(subjects.ASR_CLAIM, b"not msgpack")
             third = await claim(nc, "thrice")
             return first, second, third, sorted(w.sessions), len(w.nc._subs)
-        finally:
-            await h.close()
 
     first, second, third, sessions, subs = run(main())
     assert first == second and third.worker == first.worker
