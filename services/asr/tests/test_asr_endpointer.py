@@ -120,14 +120,14 @@ def test_earliest_needed_covers_a_run_that_may_become_an_utterance():
 levels = st.sampled_from([0.0, 0.05, 0.2, 0.34, 0.35, 0.4, 0.49, 0.5, 0.6, 0.9, 1.0]) | st.floats(0, 1)
 # Runs of one level, as a VAD produces them, so that utterances actually happen.
 streams = st.lists(st.tuples(levels, st.integers(1, 30)), max_size=40).map(lambda runs: [p for p, n in runs for _ in range(n)])
-configs = st.builds(
-    Config,
+CONFIG_FIELDS = dict(
     threshold=st.just(0.5),
     neg_threshold=st.sampled_from([0.35, 0.5, 0.2]),
     start_windows=st.integers(1, 8),
     silence_windows=st.integers(1, 20),
     max_windows=st.integers(10, 100),
 )
+configs = st.builds(Config, **CONFIG_FIELDS)
 
 
 @settings(max_examples=400, deadline=None)
@@ -216,15 +216,7 @@ def test_from_ms_onset():
     assert decisions([S] * 8, replace(CFG, onset_windows=5)) == [Start(0, begin=0, window=4)]
 
 
-onset_configs = st.builds(
-    Config,
-    threshold=st.just(0.5),
-    neg_threshold=st.sampled_from([0.35, 0.5, 0.2]),
-    start_windows=st.integers(1, 8),
-    silence_windows=st.integers(1, 20),
-    max_windows=st.integers(10, 100),
-    onset_windows=st.integers(0, 8),
-)
+onset_configs = st.builds(Config, **CONFIG_FIELDS, onset_windows=st.integers(0, 8))
 
 
 @settings(max_examples=400, deadline=None)
