@@ -21,6 +21,7 @@ URL or a message, so an error text is safe to log and to publish.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -55,6 +56,24 @@ def retry_after(headers) -> float | None:
         return max(0.0, float(value)) if value is not None else None
     except ValueError:
         return None
+
+
+def handshake_refused(provider: str, status: int, headers, body: bytes | str | None, keys: tuple[str, ...], header: str = "") -> ProviderError:
+    """The error for a WebSocket handshake the provider answered with an
+    HTTP status: its kind from the status, its Retry-After, and a short reason
+    (the first of ``keys`` in a JSON body; else the ``header`` the vendor
+    puts its reason in, or the body's text)."""
+    reason = ""
+    try:
+        data = json.loads(body or b"")
+        if isinstance(data, dict):
+            reason = str(next((data[k] for k in keys if data.get(k)), ""))[:200]
+        else:
+            raise ValueError("not an object")
+    except ValueError:
+        text = body[:200].decode(errors="replace") if isinstance(body, bytes) else str(body or "")[:200]
+        reason = ((headers or {}).get(header, "") if header else "") or text
+    return ProviderError(provider, kind_of_status(status), f"connection refused: HTTP {status} {reason}".strip(), retry_after=retry_after(headers))
 
 
 @dataclass

@@ -57,7 +57,7 @@ import numpy as np
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from parley.providers import ProviderError, kind_of_status, retry_after
+from parley.providers import ProviderError, handshake_refused
 
 log = logging.getLogger("parley_asr.deepgram")
 
@@ -219,11 +219,8 @@ class DeepgramListener:
                 open_timeout=self.dg.timeout_s, max_size=2**22,
             )  # fmt: skip
         except InvalidStatus as exc:
-            status = exc.response.status_code
-            raise ProviderError(
-                "deepgram", kind_of_status(status), f"connection refused: HTTP {status} {_reason(exc.response)}".strip(),
-                retry_after=retry_after(exc.response.headers),
-            ) from None  # fmt: skip
+            r = exc.response
+            raise handshake_refused("deepgram", r.status_code, r.headers, r.body, ("err_msg", "message", "err_code"), header="dg-error") from None
         except (asyncio.TimeoutError, TimeoutError):
             raise ProviderError("deepgram", "timeout", f"no connection within {self.dg.timeout_s:g} s") from None
         except (OSError, InvalidHandshake) as exc:
@@ -348,12 +345,3 @@ class DeepgramListener:
                 await asyncio.gather(self._task, return_exceptions=True)
 
 
-def _reason(response) -> str:
-    body = response.body or b""
-    try:
-        data = json.loads(body)
-        if isinstance(data, dict):
-            return str(data.get("err_msg") or data.get("message") or data.get("err_code") or "")[:200]
-    except ValueError:
-        pass
-    return response.headers.get("dg-error", "") or body[:200].decode(errors="replace")

@@ -49,12 +49,15 @@ from typing import AsyncIterator
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidHandshake
 
-from parley.providers import ProviderError, kind_of_status, retry_after
+from parley.providers import ProviderError, handshake_refused, kind_of_status
 
 from .. import audio
 from ..lanes import Job
 
 log = logging.getLogger("parley_tts.cartesia")
+
+# Where Cartesia and ElevenLabs put the reason of a refused handshake (a JSON body).
+REASON_KEYS = ("message", "error", "detail")
 
 API_VERSION = "2025-04-16"
 
@@ -121,11 +124,7 @@ class Cartesia:
                     self.first_audio_s,
                 )
             except InvalidStatus as exc:
-                status = exc.response.status_code
-                raise ProviderError(
-                    self.name, kind_of_status(status), f"connection refused: HTTP {status} {_reason(exc.response.body)}",
-                    retry_after=retry_after(exc.response.headers),
-                ) from None  # fmt: skip
+                raise handshake_refused(self.name, exc.response.status_code, exc.response.headers, exc.response.body, REASON_KEYS) from None
             except asyncio.TimeoutError:
                 raise ProviderError(self.name, "timeout", f"no connection within {self.first_audio_s:g} s") from None
             except (OSError, InvalidHandshake) as exc:
@@ -244,14 +243,3 @@ class Cartesia:
         return spoken_chars(text, [w for w, end in words if isinstance(end, (int, float)) and end <= delivered])
 
 
-def _reason(body) -> str:
-    """A short reason from a refused handshake's body (JSON ``message`` / ``error``, or text)."""
-    if not body:
-        return ""
-    try:
-        data = json.loads(body)
-        if isinstance(data, dict):
-            return str(data.get("message") or data.get("error") or data.get("detail") or "")[:200]
-    except ValueError:
-        pass
-    return body[:200].decode(errors="replace") if isinstance(body, bytes) else str(body)[:200]

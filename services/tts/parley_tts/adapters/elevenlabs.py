@@ -38,11 +38,11 @@ from urllib.parse import quote, urlencode
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from parley.providers import ProviderError, kind_of_status, retry_after
+from parley.providers import ProviderError, handshake_refused, kind_of_status
 
 from .. import audio
 from ..lanes import Job
-from .cartesia import _reason
+from .cartesia import REASON_KEYS
 
 log = logging.getLogger("parley_tts.elevenlabs")
 
@@ -95,11 +95,7 @@ class ElevenLabs:
                     self.first_audio_s,
                 )
             except InvalidStatus as exc:
-                status = exc.response.status_code
-                raise ProviderError(
-                    self.name, kind_of_status(status), f"connection refused: HTTP {status} {_reason(exc.response.body)}".strip(),
-                    retry_after=retry_after(exc.response.headers),
-                ) from None  # fmt: skip
+                raise handshake_refused(self.name, exc.response.status_code, exc.response.headers, exc.response.body, REASON_KEYS) from None
             except asyncio.TimeoutError:
                 raise ProviderError(self.name, "timeout", f"no connection within {self.first_audio_s:g} s") from None
             except (OSError, InvalidHandshake) as exc:
