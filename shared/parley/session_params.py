@@ -240,6 +240,19 @@ class Allowed:
         return ",".join(n if p == CATALOGUE[n] else f"{n}={_num(p.low)}..{_num(p.high)}" for n, p in self.params.items())
 
 
+def from_command_line(items: list[str]) -> dict[str, str]:
+    """``--param NAME=VALUE`` options (``parley talk``, ``parley call``) as
+    parameters; raises ValueError naming an item that is not NAME=VALUE. What
+    each may hold is checked where the session is minted (the gateway)."""
+    params = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--param takes NAME=VALUE, not {item!r}")
+        params[name] = value
+    return params
+
+
 def accepted_by_orchestrator(name: str) -> bool:
     """What the orchestrator takes from SessionStarted.params (anything else
     is dropped there too): the catalogue and the gateway's own keys."""

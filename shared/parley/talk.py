@@ -31,6 +31,8 @@ from typing import Callable, Protocol, TextIO
 
 import numpy as np
 
+from . import session_params
+
 RATE = 16000
 FRAME = 320  # 20 ms
 FRAME_BYTES = FRAME * 2
@@ -303,13 +305,11 @@ def main(argv: list[str] | None = None, device: Device | None = None, out: TextI
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="a session parameter (greeting...)")
     args = parser.parse_args(argv)
     out = out or sys.stdout
-    params = {}
-    for item in args.param:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            print(f"parley talk: --param takes NAME=VALUE, not {item!r}", file=sys.stderr)
-            return 2
-        params[name] = value
+    try:
+        params = session_params.from_command_line(args.param)
+    except ValueError as exc:
+        print(f"parley talk: {exc}", file=sys.stderr)
+        return 2
     if device is None:
         try:
             device = SoundDevice()

@@ -6,7 +6,7 @@ import io
 import sys
 import types
 
-from parley import talk
+from parley import session_params, talk
 
 
 def test_no_sound_device_is_said_clearly_and_exits_2(monkeypatch, capsys):
@@ -27,6 +27,12 @@ def test_without_portaudio_it_says_what_to_install(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "sounddevice", None)  # import fails
     assert talk.main(["--gateway", "http://127.0.0.1:9"]) == 2
     assert "sounddevice package is not installed" in capsys.readouterr().err
+
+
+def test_a_param_that_is_not_name_equals_value_is_refused_by_name(capsys):
+    assert talk.main(["--gateway", "http://127.0.0.1:9", "--param", "greeting=Hi, there", "--param", "reprompt_after"]) == 2
+    assert "parley talk: --param takes NAME=VALUE, not 'reprompt_after'" in capsys.readouterr().err
+    assert session_params.from_command_line(["greeting=a=b", "x="]) == {"greeting": "a=b", "x": ""}
 
 
 def test_the_screen_shows_words_states_and_cuts():

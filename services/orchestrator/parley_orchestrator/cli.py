@@ -29,7 +29,7 @@ import os
 import sys
 from pathlib import Path
 
-from parley import bus, contract, natsauth, subjects
+from parley import bus, contract, natsauth, session_params, subjects
 
 from .records import decode_stored, read_step
 from .replay import from_jsonl, replay, state_digest, timeline, to_jsonl
@@ -184,13 +184,11 @@ def place_call(args: argparse.Namespace) -> int:
     if not key:
         print("parley call: set PARLEY_API_KEY (the gateway's API key)", file=sys.stderr)
         return 2
-    params = {}
-    for item in args.param:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            print(f"parley call: --param takes NAME=VALUE, not {item!r}", file=sys.stderr)
-            return 2
-        params[name] = value
+    try:
+        params = session_params.from_command_line(args.param)
+    except ValueError as exc:
+        print(f"parley call: {exc}", file=sys.stderr)
+        return 2
     body = {"to": args.to, "params": params, **({"from": args.from_} if args.from_ else {}), **({"voicemail_message": args.voicemail_message} if args.voicemail_message else {})}
     try:
         r = httpx.post(f"{args.gateway.rstrip('/')}/api/calls", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=30, trust_env=False)
