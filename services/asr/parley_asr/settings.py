@@ -59,10 +59,13 @@ class Settings(ServiceSettings, CloudProvider):
         "PARLEY_ASR_MAX_UTTERANCE_MS", 25_000.0, "an utterance is cut (Stop, final) at this length (Whisper sees 30 s at most)", ge=1000, le=28000
     )
     # Transcription (transcription.py, whisper.py).
+    # The end of an utterance is worked out while the VAD still counts its
+    # silence: the stop then finds the end-of-turn score and the final's text
+    # ready (worker.py, Speculation; docs/BENCHMARKS.md section 4).
     speculate_ms: float = setting(
-        "PARLEY_ASR_SPECULATE_MS", 0.0,
-        "the final's transcription starts after this much silence, before the stop (kept if the stop confirms that silence; 0: at the stop). "
-        "Off by default: tiny.en misreads words whose quiet tail is cut (BENCHMARKS.md)",
+        "PARLEY_ASR_SPECULATE_MS", 96.0,
+        "after this much silence the end-of-turn score and the final's transcription start, on the audio so far with that silence "
+        "repeated out to the stop's length; kept if the stop comes on the same silence with no voice-like window after (0: at the stop)",
         ge=0, le=5000,
     )  # fmt: skip
     partial_every_ms: float = setting("PARLEY_ASR_PARTIAL_MS", 320.0, "speech between two partial transcriptions", ge=32)

@@ -126,6 +126,8 @@ class EndOfTurnQueue:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            # A score nobody waits for any more (a speculation the caller's voice overtook) is not computed.
+            self._waiting = [(a, fut) for a, fut in self._waiting if not fut.done()]
             if not self._waiting:
                 self._wake.clear()
                 await self._wake.wait()

@@ -13,10 +13,12 @@ Flow of one session:
            transcribes the final, published right after SpeechStopped with
            the text's own completeness score (complete)
         -> partial transcriptions while speech goes on (TranscriptionQueue)
-        -> with PARLEY_ASR_SPECULATE_MS (off by default), once silence has lasted that long, the final's
-           transcription starts (Whisper only, if the finals' Whisper is
-           free); when the stop comes with that same silence, the final is
-           that transcript: Whisper ran while the VAD was still counting
+        -> once silence has lasted PARLEY_ASR_SPECULATE_MS (96 ms), the
+           end-of-turn score and (if the finals' Whisper is free) the final's
+           transcription start on the utterance as the stop would cut it (the
+           silence so far repeated out to the stop's length); when the stop
+           comes on that same silence with nothing voice-like after, both are
+           reused: they ran while the VAD was still counting (Speculation)
         -> in fixed mode: no models but Silero; eot is fixed, the final is the
            fixed text 150 ms after SpeechStopped
     control(s) "end", or 120 s without audio -> release everything
@@ -115,24 +117,34 @@ class Session:
 
 
 class Speculation:
-    """A final transcribed before the stop, on the silence that began at
-    window ``end`` of ``utterance``: kept if the Stop has that ``end``."""
+    """The end of an utterance worked out before its stop, on the silence that
+    began at window ``end`` of ``utterance``: the end-of-turn score (``eot``)
+    and, when the finals' Whisper was free, the final's transcript (``text``),
+    both of the audio heard up to window ``cut`` with the silence so far
+    repeated out to where the stop would cut it (``Worker._as_at_stop``).
+    Kept if the Stop has that ``end`` and nothing after ``cut`` sounded like
+    a voice (every window below the VAD's silence threshold): the clips the
+    stop would have scored and transcribed differ from these only in silence."""
 
-    __slots__ = ("utterance", "end", "text", "dropped")
+    __slots__ = ("utterance", "end", "cut", "text", "eot", "loudest", "dropped")
 
-    def __init__(self, utterance: int, end: int):
+    def __init__(self, utterance: int, end: int, cut: int):
         self.utterance = utterance
         self.end = end
-        self.text: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.cut = cut
+        self.text: asyncio.Future[str] | None = None
+        self.eot: asyncio.Future | None = None
+        self.loudest = 0.0  # the highest speech probability of a window after ``cut``
         self.dropped = False
 
-    def matches(self, d: endpointer.Stop) -> bool:
-        return not self.dropped and (self.utterance, self.end) == (d.utterance, d.end)
+    def matches(self, d: endpointer.Stop, quiet_below: float) -> bool:
+        return not self.dropped and (self.utterance, self.end) == (d.utterance, d.end) and self.loudest < quiet_below
 
     def drop(self) -> None:
         self.dropped = True  # a job not started yet is skipped
-        if not self.text.done():
-            self.text.cancel()
+        for fut in (self.text, self.eot):
+            if fut is not None and not fut.done():
+                fut.cancel()
 
 
 class Worker:
@@ -457,6 +469,9 @@ class Worker:
         for j, p in enumerate(probs.tolist()):
             if s.closed:  # released while this tick awaited a publish
                 return
+            spec = s.speculation
+            if spec is not None and s.ep.index >= spec.cut and p > spec.loudest:
+                spec.loudest = p  # heard after the speculation's audio: does it still hold?
             s.ep, decision = endpointer.step(s.ep, p, self.cfg)
             if isinstance(decision, endpointer.Onset):
                 await self._onset(s, decision, now)
@@ -472,7 +487,9 @@ class Worker:
         if spec is not None and (s.ep.utterance, s.ep.silence_begin) != (spec.utterance, spec.end):
             spec.drop()  # the caller went on: that silence did not end the utterance
             s.speculation = None
-        if self.queue and s.listener is None and s.speculation is None and self.queue.finals_idle():
+        elif spec is not None and spec.loudest >= self.cfg.neg_threshold and not spec.dropped:
+            spec.drop()  # a voice-like window after its audio: the stop works it out afresh
+        if s.speculation is None and (self.eot is not None or (self.queue and s.listener is None)):
             end = endpointer.speculation_due(s.ep, self._speculate_windows)
             if end is not None:
                 self._speculate(s, end)
@@ -506,8 +523,16 @@ class Worker:
         The final's Whisper call starts at once, beside the end-of-turn model;
         the final is published only after its SpeechStopped.
         """
+        spec, s.speculation = s.speculation, None
+        kept = spec is not None and heard and spec.matches(d, self.cfg.neg_threshold)
+        if kept:
+            self.stats["speculations_kept"] += 1
+        elif spec is not None:
+            spec.drop()
         if not heard:
             eot: float | asyncio.Future = UNKNOWN
+        elif kept and spec.eot is not None:
+            eot = spec.eot  # scored while the VAD counted this silence
         elif self.eot is not None:
             # The utterance as the caller said it, with the silence that ended it.
             eot = self.eot.score(s.audio.slice(d.begin * WINDOW - self._preroll, (d.window + 1) * WINDOW))
@@ -537,28 +562,42 @@ class Worker:
             await s.stop_published()
             await self._publish_final(s, d, text, now)
 
-        early = None
-        spec, s.speculation = s.speculation, None
-        if spec is not None and heard and spec.matches(d):
-            early = spec.text
-            self.stats["speculations_kept"] += 1
-        elif spec is not None:
-            spec.drop()
+        early = spec.text if kept else None
         self.queue.submit(Job(session=s.id, utterance=d.utterance, final=True, audio=lambda: audio, deliver=deliver, early=early))
 
     def _speculate(self, s: Session, end: int) -> None:
-        """Transcribe the utterance as if it ended at window ``end`` (the
-        silence so far is its trailing audio), in the finals' lane."""
-        spec = Speculation(s.ep.utterance, end)
+        """Work out the end of the utterance as if the silence that began at
+        window ``end`` goes on to the stop: its end-of-turn score, and its final
+        transcript if the finals' Whisper is free (in the finals' lane)."""
+        spec = Speculation(s.ep.utterance, end, cut=s.ep.index)
         s.speculation = spec
         self.stats["speculations"] += 1
-        audio = s.audio.slice(s.ep.run_begin * WINDOW - self._preroll, end * WINDOW + self._preroll)
+        first = s.ep.run_begin * WINDOW - self._preroll
+        stop = (end + self.cfg.silence_windows) * WINDOW  # where a stop on this silence cuts the audio
+        if self.eot is not None:
+            spec.eot = self.eot.score(self._as_at_stop(s, first, end, spec.cut, stop))
+        if self.queue and s.listener is None and self.queue.finals_idle():
+            # As the stop's Whisper clip: the pre-roll again after the speech, as far as the stop has heard.
+            audio = self._as_at_stop(s, first, end, spec.cut, min(end * WINDOW + self._preroll, stop))
+            text = spec.text = asyncio.get_running_loop().create_future()
 
-        async def deliver(text: str) -> None:
-            if not spec.text.done():
-                spec.text.set_result(text)
+            async def deliver(words: str) -> None:
+                if not text.done():
+                    text.set_result(words)
 
-        self.queue.submit(Job(session=s.id, utterance=spec.utterance, final=True, audio=lambda: None if spec.dropped else audio, deliver=deliver))
+            self.queue.submit(Job(session=s.id, utterance=spec.utterance, final=True, audio=lambda: None if spec.dropped else audio, deliver=deliver))
+
+    @staticmethod
+    def _as_at_stop(s: Session, first: int, end: int, cut: int, upto: int) -> np.ndarray:
+        """Samples [first, upto) of the stream as they will be if the silence
+        heard from window ``end`` to ``cut`` goes on: what is held up to
+        ``cut``, then that silence repeated. (Smart Turn scores such a clip
+        as it scores the real one, to a few hundredths: services/asr/BENCHMARKS.md.)"""
+        heard = s.audio.slice(first, min(cut * WINDOW, upto))
+        missing = upto - cut * WINDOW
+        if missing <= 0:
+            return heard
+        return np.concatenate([heard, np.resize(s.audio.slice(end * WINDOW, cut * WINDOW), missing)])
 
     # ------------------------------------------------------------------ a cloud provider
 
