@@ -9,7 +9,9 @@ it like a streaming TTS.
 from __future__ import annotations
 
 import io
+import sys
 import wave
+from array import array
 
 SAMPLE_BYTES = 2
 
@@ -26,6 +28,20 @@ def split(pcm: bytes, max_samples: int) -> list[bytes]:
     """``pcm`` in pieces of at most ``max_samples`` (all full but the last)."""
     step = max(1, max_samples) * SAMPLE_BYTES
     return [pcm[i : i + step] for i in range(0, len(pcm), step)]
+
+
+def quiet_lead(pcm: bytes, rate: int, floor: int = 100, keep_ms: float = 10.0) -> int:
+    """Bytes at the start of ``pcm`` that can go so the voice starts at once:
+    the samples before the first one louder than ``floor`` (about -50 dBFS),
+    less the last ``keep_ms`` of them (the onset stays whole). 0 if nothing in
+    ``pcm`` is louder (a pause is kept as it is)."""
+    samples = array("h", pcm[: len(pcm) - len(pcm) % SAMPLE_BYTES])
+    if sys.byteorder == "big":
+        samples.byteswap()  # PCM16 LE on the wire
+    first = next((i for i, x in enumerate(samples) if x > floor or x < -floor), None)
+    if first is None:
+        return 0
+    return max(0, first - samples_for_ms(keep_ms, rate)) * SAMPLE_BYTES
 
 
 def canned_samples(text: str, rate: int, ms_per_char: float, min_ms: float) -> int:

@@ -22,6 +22,33 @@ def test_split_keeps_every_byte_in_whole_samples_of_bounded_size(pcm, max_sample
     assert all(len(p) == 2 * max_samples for p in pieces[:-1])
 
 
+def _pcm(samples: list[int]) -> bytes:
+    return b"".join(x.to_bytes(2, "little", signed=True) for x in samples)
+
+
+@given(st.lists(st.integers(-100, 100), max_size=2000), st.lists(st.integers(-32768, 32767), max_size=300), st.integers(8000, 48000))
+def test_quiet_lead_cuts_only_quiet_and_keeps_the_onset(quiet, rest, rate):
+    """What ``quiet_lead`` cuts is quiet (no sample beyond the floor), and it
+    stops keep_ms (10 ms) short of the first loud sample; all quiet: nothing."""
+    pcm = _pcm(quiet + rest)
+    cut = audio.quiet_lead(pcm, rate, floor=100, keep_ms=10.0)
+    assert cut % 2 == 0 and 0 <= cut <= len(pcm)
+    first_loud = next((i for i, x in enumerate(quiet + rest) if abs(x) > 100), None)
+    if first_loud is None:
+        assert cut == 0
+    else:
+        assert cut // 2 == max(0, first_loud - audio.samples_for_ms(10.0, rate))
+
+
+def test_quiet_lead_of_piper_like_audio():
+    rate = 22050
+    lead = [3, -2, 5] * 300  # 41 ms of near-silence
+    pcm = _pcm(lead + [4000, -4000] * 100)
+    cut = audio.quiet_lead(pcm, rate)
+    assert cut == 2 * (900 - 220)  # all but the last 10 ms of the quiet
+    assert audio.quiet_lead(_pcm(lead), rate) == 0
+
+
 @given(st.integers(1, 300), st.integers(0, 1000), st.integers(0, 2000))
 def test_looped_repeats_the_clip_from_any_start(n, start, count):
     clip = b"".join(i.to_bytes(2, "little") for i in range(n))

@@ -85,6 +85,9 @@ def test_two_chunks_of_a_run_are_streamed_in_order_and_say_the_words(nats_url, p
     # Said as "Doctor Smith ... ten a.m. on January fifth" (see spoken.py).
     assert {"appointment", "doctor", "smith", "10", "am", "january"} <= set(heard1), heard1
     print(f"\nPiper via NATS: first audio {1000 * (chunk0[0].t - sent):.0f} ms after the request; heard {heard0} {heard1}")
+    # A run's first words start at once: Piper's quiet lead is cut from chunk 0 (10 ms of it kept).
+    first = np.frombuffer(chunk0[0].data, dtype=np.int16)
+    assert np.flatnonzero(np.abs(first.astype(np.int32)) > 100)[0] <= RATE * 10 // 1000
 
 
 def test_cancel_mid_run_stops_the_audio_of_that_run(nats_url, piper):

@@ -75,6 +75,7 @@ class Piper:
     async def stream(self, job: Job) -> AsyncIterator[bytes]:
         loop = asyncio.get_running_loop()
         sentences = self.voice.synthesize(job.text)
+        first = True
         while True:
             # One sentence per trip to the pool: lanes take turns sentence by
             # sentence, so a long chunk does not hold a thread while another
@@ -86,7 +87,13 @@ class Piper:
                 raise SynthesisError(f"piper failed: {exc}") from exc
             if sentence is None:
                 return
-            for piece in audio.split(sentence.audio_int16_array.tobytes(), self.max_samples):
+            pcm = sentence.audio_int16_array.tobytes()
+            if job.chunk == 0 and first:
+                # Piper opens a sentence with 30-50 ms of near-silence: a run's
+                # first words reach the caller that much sooner without it.
+                pcm = pcm[audio.quiet_lead(pcm, self.sample_rate) :]
+            first = False
+            for piece in audio.split(pcm, self.max_samples):
                 yield piece
 
     def close(self) -> None:
