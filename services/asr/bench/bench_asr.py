@@ -7,6 +7,8 @@
     uv run python services/asr/bench/bench_asr.py window      # Whisper's encoder window: accuracy and time
     uv run python services/asr/bench/bench_asr.py turn        # eot and complete on whole vs cut-off requests
     uv run python services/asr/bench/bench_asr.py eot         # the end-of-turn model's cost, batched or not
+    uv run python services/asr/bench/bench_asr.py speculation [--recordings var/bench/scenarios]
+                                     # the speculative eot and final against the stop's own, on recorded callers
 
 Results go to stdout; services/asr/BENCHMARKS.md records what we saw.
 """
@@ -326,9 +328,65 @@ async def bench_load(sessions: int, seconds: float, batched: bool) -> None:
             proc.wait(10)
 
 
+def bench_speculation(recordings: Path, after_ms: float) -> None:
+    """Speculation (worker.py): at each stop in recorded calls (the caller's
+    channel of the scenario phase's WAVs; held-out callers, ``ho-*``, left
+    out), the end-of-turn score and Whisper's final of the clips the
+    speculation makes (``Worker._as_at_stop``) and of the clips cut at the
+    stop's own moment, against those of the audio merely cut at the
+    speculation's moment (what PARLEY_ASR_SPECULATE_MS did before)."""
+    import re
+    import wave
+
+    from parley_asr import endpointer
+    from parley_asr.audio import WINDOW, SessionAudio
+    from parley_asr.smart_turn import SmartTurn
+    from parley_asr.whisper import WhisperTranscriber
+    from parley_asr.worker import Session, Worker
+
+    files = sorted(f for f in recordings.glob("*.pcm.wav") if not f.name.startswith("ho-"))
+    if not files:
+        raise SystemExit(f"no recorded calls in {recordings}: run bench/run.py --only scenarios first")
+    settings = Settings(nats_url="nats://127.0.0.1:1")
+    cfg, pre, k = settings.endpointing(), int(settings.preroll_ms * 16), endpointer.windows_for(after_ms)
+    vad, whisper, model = SileroVad(), WhisperTranscriber(), SmartTurn()
+    whisper.warm_up()
+    norm = lambda t: re.sub(r"[^a-z0-9 ]", " ", t.lower().replace("-", " ")).split()  # noqa: E731
+    rows = []
+    for f in files:
+        with wave.open(str(f)) as w:
+            a = np.frombuffer(w.readframes(w.getnframes()), "<i2").reshape(-1, w.getnchannels())[:, 0].copy()
+        bank = StreamBank(vad)
+        slot = np.array([bank.open()])
+        s = Session("bench", 0)
+        s.audio.push(a.tobytes())
+        windows = s.audio.take_windows()
+        probs = np.array([bank.run(slot, windows[i : i + 1].astype(np.float32) / 32768)[0] for i in range(len(windows))])
+        for d in endpointer.run(probs, cfg)[1]:
+            if not isinstance(d, endpointer.Stop) or d.reason != "silence" or d.window - d.end + 1 <= k:
+                continue
+            cut, first, stop = d.end + k, d.begin * WINDOW - pre, (d.window + 1) * WINDOW
+            wend = min(d.end * WINDOW + pre, stop)
+            eots = model([s.audio.slice(first, stop), Worker._as_at_stop(s, first, d.end, cut, stop), s.audio.slice(first, cut * WINDOW)])
+            texts = [whisper.transcribe(x) for x in (s.audio.slice(first, wend), Worker._as_at_stop(s, first, d.end, cut, wend), s.audio.slice(first, min(cut * WINDOW, wend)))]
+            kept = float(probs[cut : d.window + 1].max()) < cfg.neg_threshold
+            rows.append((f.name, d.utterance, kept, eots, texts))
+    kept = [r for r in rows if r[2]]
+    print(f"{len(rows)} stops in {len(files)} calls; speculation at {k * WINDOW // 16} ms of silence; kept (no voice-like window after it): {len(kept)}")
+    for i, name in ((1, "speculation (silence repeated to the stop)"), (2, "audio cut at the speculation's moment")):
+        diff = sorted(abs(float(e[i]) - float(e[0])) for *_, e, _ in kept)
+        side = sum((e[i] >= 0.5) == (e[0] >= 0.5) for *_, e, _ in kept)
+        same = sum(norm(t[i]) == norm(t[0]) for *_, t in kept)
+        print(f"{name}: eot |diff| from the stop's mean {statistics.mean(diff):.3f}, p90 {diff[int(0.9 * len(diff))]:.3f}, max {diff[-1]:.3f};"
+              f" same side of 0.5 {side}/{len(kept)}; Whisper's text the same as the stop's {same}/{len(kept)}")  # fmt: skip
+    for name, u, _, _, t in kept:
+        if norm(t[1]) != norm(t[0]):
+            print(f"  {name} #{u}: stop {t[0]!r}, speculation {t[1]!r}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("what", choices=["vad", "final", "contention", "load", "window", "turn", "eot"])
+    p.add_argument("what", choices=["vad", "final", "contention", "load", "window", "turn", "eot", "speculation"])
     p.add_argument("--window-ms", type=float, default=Settings.model_fields["whisper_window_ms"].default, help="final: Whisper's encoder window")
     p.add_argument("--silence-ms", type=float, default=Settings.model_fields["silence_ms"].default, help="final: the VAD's stop")
     p.add_argument("--runs", type=int, default=5)
@@ -338,6 +396,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=30)
     p.add_argument("--unbatched", action="store_true", help="load: one VAD call per session")
     p.add_argument("--rounds", type=int, default=20000)
+    p.add_argument("--recordings", type=Path, default=Path("var/bench/scenarios"), help="speculation: the scenario phase's recorded calls")
     a = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if a.what == "vad":
@@ -352,6 +411,8 @@ def main() -> None:
         bench_turn()
     elif a.what == "eot":
         bench_eot(max(3, a.runs))
+    elif a.what == "speculation":
+        bench_speculation(a.recordings, Settings.model_fields["speculate_ms"].default)
     else:
         asyncio.run(bench_load(a.sessions, a.seconds, batched=not a.unbatched))
 
