@@ -120,12 +120,12 @@ def test_a_twilio_call_reaches_deepgram_as_the_mulaw_it_was(nats_server, gateway
                     assert time.monotonic() < deadline, f"no two finals: {events}"
                     await asyncio.sleep(0.05)
                 sent = len(caller.sent)
-                while len(standin.streams[0]["raw"]) < sent:  # what was sent so far is on its way
-                    assert time.monotonic() < deadline + 5, (len(standin.streams[0]["raw"]), sent)
+                while len(standin.streams[-1]["raw"]) < sent:  # what was sent so far is on its way
+                    assert time.monotonic() < deadline + 5, (len(standin.streams[-1]["raw"]), sent)
                     await asyncio.sleep(0.02)
             deadline = time.monotonic() + 10  # hung up: the stream is closed, the last Usage reported
-            while standin.streams[0]["close"] is None or sum(e.amount for e in events if isinstance(e, contract.Usage) and e.session == session) < standin.streams[0]["audio_s"] - 0.05:
-                assert time.monotonic() < deadline, (standin.streams[0]["close"], [e for e in events if isinstance(e, contract.Usage)])
+            while standin.streams[-1]["close"] is None or sum(e.amount for e in events if isinstance(e, contract.Usage) and e.session == session) < standin.streams[-1]["audio_s"] - 0.05:
+                assert time.monotonic() < deadline, (standin.streams[-1]["close"], [e for e in events if isinstance(e, contract.Usage)])
                 await asyncio.sleep(0.05)
             return [e for e in events if e.session == session], standin.streams, bytes(caller.sent), caller.said_at, native_msgs
         finally:
@@ -135,7 +135,11 @@ def test_a_twilio_call_reaches_deepgram_as_the_mulaw_it_was(nats_server, gateway
             await standin.stop()
 
     events, streams, sent, said_at, native_msgs = asyncio.run(main())
-    [stream] = streams  # one stream for the call, never reopened
+    # One stream heard the call, never reopened (on a loaded machine a first connection may time out
+    # before it carried anything: the audio is held meanwhile and the next one gets all of it).
+    heard = [s for s in streams if s["raw"]]
+    assert len(heard) == 1, [(s["close"], len(s["raw"]), s["controls"][:3]) for s in streams]
+    [stream] = heard
     q = stream["query"]
     assert q["encoding"] == "mulaw" and q["sample_rate"] == "8000" and q["channels"] == "1"
 

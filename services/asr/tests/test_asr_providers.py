@@ -82,6 +82,13 @@ class Rig:
         await self.standin.stop()
 
 
+def heard_streams(standin) -> list[dict]:
+    """The stand-in's streams that carried audio: on a loaded machine the worker's first
+    connection may time out before it carried any (the audio is held meanwhile, and the
+    next connection gets it all), which is not what these tests are about."""
+    return [s for s in standin.streams if s["raw"]]
+
+
 def per_utterance_order(events: list) -> None:
     """Each utterance: SpeechStarted, partials, SpeechStopped, then its final; utterances in order."""
     floor = [e for e in events if isinstance(e, (contract.SpeechStarted, contract.TranscriptPartial, contract.SpeechStopped, contract.TranscriptFinal))]
@@ -116,8 +123,8 @@ def test_deepgram_words_behind_the_same_events(nats_url, silero, speak):
             await ev.finals("dg-1", 2, timeout=20)
             await end(r.nc, "dg-1")
             # the last Usage comes when the stream closes: everything streamed, billed
-            await ev.wait_for(lambda e: usage(e.of("dg-1")).get("deepgram", 0) >= r.standin.streams[0]["audio_s"] - 0.05, timeout=10)
-            return ev.of("dg-1"), r.standin.streams, r.stub.calls
+            await ev.wait_for(lambda e: usage(e.of("dg-1")).get("deepgram", 0) >= r.standin.streams[-1]["audio_s"] - 0.05, timeout=10)
+            return ev.of("dg-1"), heard_streams(r.standin), r.stub.calls
 
     events, streams, stub_calls = asyncio.run(main())
     per_utterance_order(events)
@@ -163,7 +170,7 @@ def test_deepgram_stream_dropped_mid_utterance_whisper_hears_it_and_the_stream_c
             await claim(r.nc, "dg-3")
             await stream(r.nc, "dg-3", two_utterances(speak), speed=2.0, chunk=320)
             await ev.finals("dg-3", 2, timeout=20)
-            return ev.of("dg-3"), r.standin.streams
+            return ev.of("dg-3"), heard_streams(r.standin)
 
     events, streams = asyncio.run(main())
     per_utterance_order(events)
@@ -265,6 +272,60 @@ def test_only_a_provider_that_takes_mulaw_as_it_is_asks_for_it(nats_url, silero)
 
     assert asyncio.run(claimed("deepgram")) == ("mulaw/8000", "")
     assert asyncio.run(claimed("openai")) == ("", "")  # it hears a WAV of the utterance: 16 kHz PCM
+
+
+async def stream_phone(nc, session: str, pcm16k: np.ndarray, *, speed: float = 2.0) -> bytes:
+    """A phone call as the gateway sends it: per 20 ms, the carrier's μ-law on audio_native,
+    then the same audio decoded and upsampled to 16 kHz on audio_in. Returns the μ-law sent."""
+    import time
+
+    from parley import subjects
+    from parley.audio import Resampler, pcm16_to_ulaw, ulaw_to_pcm16
+
+    down = Resampler(16000, 8000)
+    ulaw = pcm16_to_ulaw(down.process(pcm16k.astype("<i2").tobytes()) + down.flush())
+    up = Resampler(8000, 16000)
+    t0 = time.monotonic()
+    for seq, i in enumerate(range(0, len(ulaw), 160)):
+        frame = ulaw[i : i + 160]
+        await nc.publish(subjects.audio_native(session), frame, headers=bus.audio_headers(seq, 8000, encoding="mulaw"))
+        await nc.publish(subjects.audio_in(session), up.process(ulaw_to_pcm16(frame)), headers=bus.audio_headers(seq, 16000))
+        delay = t0 + (i + 160) / 8000 / speed - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+    await nc.flush()
+    return ulaw
+
+
+def test_deepgram_mulaw_stream_dropped_mid_utterance_whisper_hears_it_and_the_stream_comes_back_as_mulaw(nats_url, silero, speak):
+    from parley import subjects
+
+    async def main():
+        async with Rig(nats_url, silero, "deepgram") as r:
+            r.standin.faults.queue.append(Fault(drop_after=int(1.2 * 8000)))  # μ-law: a byte a sample; inside the first utterance
+            ev = await Events.watch(r.nc, "dgm-1")
+            reply = await r.nc.request(subjects.ASR_CLAIM, contract.encode(contract.AsrClaim(session="dgm-1", native="mulaw/8000")), timeout=3)
+            assert contract.decode(reply.data, contract.AsrClaimed).native == "mulaw/8000"
+            ulaw = await stream_phone(r.nc, "dgm-1", two_utterances(speak))
+            await ev.finals("dgm-1", 2, timeout=20)
+            await end(r.nc, "dgm-1")
+            # (a first connection may time out on a loaded machine: then there is one stream more, with no audio)
+            await ev.wait_for(lambda e: r.standin.streams[-1]["close"] == (1000, "") and r.standin.streams[-1]["raw"], timeout=10)
+            await ev.wait_for(lambda e: usage(e.of("dgm-1")).get("deepgram", 0) >= sum(s["audio_s"] for s in r.standin.streams) - 0.05, timeout=10)
+            return ev.of("dgm-1"), heard_streams(r.standin), ulaw
+
+    events, streams, ulaw = asyncio.run(main())
+    per_utterance_order(events)
+    finals = [e.text for e in events if isinstance(e, contract.TranscriptFinal)]
+    assert finals[0] == FALLBACK_WORDS and finals[1] in (FIRST, SECOND)  # the reopened stream heard the next one
+    assert [(s["query"]["encoding"], s["query"]["sample_rate"]) for s in streams] == [("mulaw", "8000")] * 2
+    assert streams[0]["close"] == "dropped"
+    # Each stream got a stretch of the call's bytes unchanged; the second starts where the held audio began.
+    first, second = bytes(streams[0]["raw"]), bytes(streams[1]["raw"])
+    assert ulaw.startswith(first) and second in ulaw and ulaw.index(second) >= len(first) - 160
+    # Billed: what was sent, in seconds (a μ-law byte is 1/8000 s), not half or twice that (what was
+    # in flight when the first stream dropped is billed but never arrived).
+    assert usage(events)["deepgram"] == pytest.approx((len(first) + len(second)) / 8000, abs=0.2)
 
 
 # ------------------------------------------------------------------ OpenAI
