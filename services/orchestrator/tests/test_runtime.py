@@ -62,6 +62,19 @@ async def _collect(nc, subject, into):
     return await nc.subscribe(subject, cb=cb)
 
 
+async def _first_turn(nc, session: str, text: str) -> None:
+    """A session starts and the caller says ``text``: the events the gateway
+    and the ASR would store."""
+    now = time.time()
+    for ev in [
+        c.SessionStarted(session=session, at=now),
+        c.SpeechStarted(session=session, at=now, utterance=0),
+        c.SpeechStopped(session=session, at=now, utterance=0),
+        c.TranscriptFinal(session=session, at=now, utterance=0, text=text),
+    ]:
+        await bus.publish_event(nc, ev)
+
+
 async def _wait(pred, timeout=10):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -81,14 +94,7 @@ def test_a_turn_with_a_tool_goes_through_kv_and_the_log(nats):
         synth, play = [], []
         await _collect(nc, subjects.TTS_REQUEST, synth)
         await _collect(nc, subjects.playback("s1"), play)
-        now = time.time()
-        for ev in [
-            c.SessionStarted(session="s1", at=now),
-            c.SpeechStarted(session="s1", at=now, utterance=0),
-            c.SpeechStopped(session="s1", at=now, utterance=0),
-            c.TranscriptFinal(session="s1", at=now, utterance=0, text="book me at 3"),
-        ]:
-            await bus.publish_event(nc, ev)
+        await _first_turn(nc, "s1", "book me at 3")
         await _wait(lambda: len(synth) >= 2)
         texts = [contract_text(m) for m in synth]
         assert texts == ["One moment.", "You're booked."]
@@ -263,14 +269,7 @@ def test_a_replica_killed_mid_answer_is_taken_over_and_the_answer_goes_on(nats):
             synth, steps = [], []
             await _collect(nc, subjects.TTS_REQUEST, synth)
             await _collect(nc, subjects.observe("k1"), steps)
-            now = time.time()
-            for ev in [
-                c.SessionStarted(session="k1", at=now),
-                c.SpeechStarted(session="k1", at=now, utterance=0),
-                c.SpeechStopped(session="k1", at=now, utterance=0),
-                c.TranscriptFinal(session="k1", at=now, utterance=0, text="book me in"),
-            ]:
-                await bus.publish_event(nc, ev)
+            await _first_turn(nc, "k1", "book me in")
             # Mid-answer: the first chunk went to TTS, the LLM is still streaming.
             await _wait(lambda: len(synth) >= 1)
             proc.kill()
@@ -380,14 +379,7 @@ def test_the_tokens_an_llm_billed_are_usage_on_the_session_and_on_metrics(nats):
         await rt.start()
         synth = []
         await _collect(nc, subjects.TTS_REQUEST, synth)
-        now = time.time()
-        for ev in [
-            c.SessionStarted(session="u1", at=now),
-            c.SpeechStarted(session="u1", at=now, utterance=0),
-            c.SpeechStopped(session="u1", at=now, utterance=0),
-            c.TranscriptFinal(session="u1", at=now, utterance=0, text="hello"),
-        ]:
-            await bus.publish_event(nc, ev)
+        await _first_turn(nc, "u1", "hello")
         await _wait(lambda: synth)
         usage: list = []
         for _ in range(100):
