@@ -59,3 +59,27 @@ def normalise(text: str) -> str:
     t = re.sub(r"[^a-z0-9: ]+", " ", t)
     t = " ".join(words.get(w, w) for w in t.split())
     return re.sub(r"(\d+)(am|pm)\b", r"\1 \2", t)
+
+
+async def barge_in_over_an_answer(caller) -> tuple[int, float]:
+    """A caller asks a question whose answer is long (the opening hours and
+    where the clinic is), talks over it 0.8 s after its first audio to book
+    instead, and waits for the booking's tool call and the quiet after it.
+    Returns the run that was interrupted and when the caller was told so
+    (``time.monotonic()``). The caller's greeting, if any, has played."""
+    import asyncio
+    import time
+
+    spoke_until = await caller.say(say("What are your opening hours, and where are you located?"))
+    await caller.wait_for(lambda n: n["type"] == "agent_text", timeout=40, after=spoke_until)
+    while not caller.audio_after(spoke_until):
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.8)
+    barge_at = time.monotonic()
+    done = caller.say_later(say("Sorry, stop. Can I book Friday at ten a.m. instead?"))
+    interrupted = await caller.wait_for(lambda n: n["type"] == "interrupted", timeout=20, after=barge_at)
+    cut_at = next(t for t, n in caller.notices if n is interrupted)
+    await done
+    await caller.wait_for(lambda n: n["type"] == "tool_call", timeout=60, after=barge_at)
+    await caller.wait_quiet(quiet=1.5, timeout=60, after=barge_at)
+    return interrupted["run"], cut_at

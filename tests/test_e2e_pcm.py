@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 import pytest
 
@@ -21,7 +20,7 @@ from parley_orchestrator.cli import fetch
 from parley_orchestrator.replay import replay
 
 from parley.callers.pcm import PcmCaller
-from speech import hear, normalise, say, silence
+from speech import barge_in_over_an_answer, hear, normalise, say, silence
 from stack import SATURDAY, SUNDAY, WEEKDAY, Stack
 
 pytestmark = pytest.mark.e2e
@@ -92,20 +91,7 @@ def test_barge_in_stops_the_answer_and_forgets_the_unheard_rest(stack):
     async def scenario():
         async with PcmCaller(stack.pcm_url()) as caller:
             await _settle(caller)
-            spoke_until = await caller.say(say("What are your opening hours, and where are you located?"))
-            # Let the answer start, then talk over it.
-            await caller.wait_for(lambda n: n["type"] == "agent_text", timeout=40, after=spoke_until)
-            while not caller.audio_after(spoke_until):
-                await asyncio.sleep(0.02)
-            await asyncio.sleep(0.8)
-            barge_at = time.monotonic()
-            done = caller.say_later(say("Sorry, stop. Can I book Friday at ten a.m. instead?"))
-            interrupted = await caller.wait_for(lambda n: n["type"] == "interrupted", timeout=20, after=barge_at)
-            cut_at = next(t for t, n in caller.notices if n is interrupted)
-            await done
-            await caller.wait_for(lambda n: n["type"] == "tool_call", timeout=60, after=barge_at)
-            await caller.wait_quiet(quiet=1.5, timeout=60, after=barge_at)
-            return caller, interrupted["run"], cut_at
+            return caller, *await barge_in_over_an_answer(caller)
 
     caller, cut_run, cut_at = run(scenario())
     # Nothing of the cancelled run is said after the cut: later text is from newer runs.

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import time
 
 import httpx
 import numpy as np
@@ -38,7 +37,7 @@ from parley.standins.openai_audio import OpenAIAudio
 from parley_orchestrator import cli
 from parley_orchestrator.cli import fetch
 from parley_orchestrator.replay import replay
-from speech import hear, normalise, say
+from speech import barge_in_over_an_answer, hear, normalise, say
 from stack import SUNDAY, Stack
 
 pytestmark = pytest.mark.e2e
@@ -211,19 +210,7 @@ def test_barge_in_cancels_the_reply_at_the_cloud_voice(deployment):
         async with PcmCaller(stack.pcm_url()) as caller:
             await asyncio.sleep(1.0)
             await caller.wait_quiet(quiet=1.2, timeout=40)
-            spoke_until = await caller.say(say("What are your opening hours, and where are you located?"))
-            await caller.wait_for(lambda n: n["type"] == "agent_text", timeout=40, after=spoke_until)
-            while not caller.audio_after(spoke_until):
-                await asyncio.sleep(0.02)
-            await asyncio.sleep(0.8)
-            barge_at = time.monotonic()
-            done = caller.say_later(say("Sorry, stop. Can I book Friday at ten a.m. instead?"))
-            interrupted = await caller.wait_for(lambda n: n["type"] == "interrupted", timeout=20, after=barge_at)
-            cut_at = next(t for t, n in caller.notices if n is interrupted)
-            await done
-            await caller.wait_for(lambda n: n["type"] == "tool_call", timeout=60, after=barge_at)
-            await caller.wait_quiet(quiet=1.5, timeout=60, after=barge_at)
-            return caller, interrupted["run"], cut_at
+            return caller, *await barge_in_over_an_answer(caller)
 
     try:
         caller, cut_run, cut_at = run(scenario())
