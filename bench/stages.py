@@ -12,7 +12,7 @@ producing service's ``time.time()``; the caller's are ``time.monotonic()`` in
 the load generator, converted with the offset it recorded.
 
     caller's last speech frame sent
-      --endpoint--> SpeechStopped.at   (ASR: 500 ms of silence seen by the VAD)
+      --endpoint--> SpeechStopped.at   (ASR: PARLEY_ASR_SILENCE_MS of silence seen by the VAD, VAD_STOP_MS)
       --asr-->      TranscriptFinal.at (fixed: 150 ms)
       --orch-->     that step seen on parley.obs (reduced, stored, logged)
       --llm-->      first LLMToken.at  (fixed: 200 ms)
