@@ -78,6 +78,7 @@ class ToolRegistry:
     def __init__(self, tools: Iterable[Tool] = ()):
         self._tools: dict[str, Tool] = {}
         self._decoders: dict[str, msgspec.json.Decoder] = {}
+        self._schemas: list[dict] | None = None  # made once (msgspec's schema generation is slow), again after an add
         for tool in tools:
             self.add(tool)
 
@@ -85,6 +86,7 @@ class ToolRegistry:
         if tool.name in self._tools:
             raise ValueError(f"tool {tool.name!r} registered twice")
         self._tools[tool.name] = tool
+        self._schemas = None
         # strict=False: models write numbers as strings ("appointment_id": "3").
         self._decoders[tool.name] = msgspec.json.Decoder(tool.arguments, strict=False)
 
@@ -95,8 +97,12 @@ class ToolRegistry:
         return name in self._tools
 
     def schemas(self) -> list[dict]:
-        """The tools in the OpenAI ``tools`` format."""
-        return [t.schema() for t in self._tools.values()]
+        """The tools in the OpenAI ``tools`` format (every LLM request sends
+        them: made once; a copy of the list, the dicts shared and not to be
+        changed)."""
+        if self._schemas is None:
+            self._schemas = [t.schema() for t in self._tools.values()]
+        return list(self._schemas)
 
     async def call(self, name: str, arguments_json: str, context: ToolContext | None = None) -> tuple[bool, str]:
         """Run one call; never raises (except cancellation)."""
