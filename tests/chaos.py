@@ -106,9 +106,17 @@ class ChaosResult:
         }
 
 
+# A caller takes this long with nothing to hear for the end of a reply. Longer
+# than the silence a TTS kill may leave mid-answer (TTS_GAP_LIMIT_MS: the
+# request goes to another worker after the ack wait, 0.8 s), or a caller
+# would talk into the rest of the answer and be heard as interrupting it.
+QUIET_S = 1.5
+TTS_GAP_LIMIT_MS = 1000.0
+
+
 def caller_args(url: str, calls: int, turns: int, answer_timeout: float = 10.0) -> SimpleNamespace:
     return SimpleNamespace(
-        url=url, transport="twilio", calls=calls, turns=turns, jitter=0.06, quiet=0.8, pause=0.3, settle=0.5,
+        url=url, transport="twilio", calls=calls, turns=turns, jitter=0.06, quiet=QUIET_S, pause=0.3, settle=0.5,
         spread=6.0, connect_spread=2.0, greeting=False, barge_after=0.0, answer_timeout=answer_timeout, reply_timeout=40.0,
     )  # fmt: skip
 
@@ -219,7 +227,7 @@ async def _check_logs(stack: Stack, result: ChaosResult, reply: str) -> None:
                 result.problems.append(f"{s}: assistant turn not as said: {m.content!r} (interrupted={m.interrupted})")
 
 
-def _check_calls(result: ChaosResult, answer_limit_ms: float, tts_gap_limit_ms: float = 1000.0, jitter_ms: float = 60.0) -> None:
+def _check_calls(result: ChaosResult, answer_limit_ms: float, tts_gap_limit_ms: float = TTS_GAP_LIMIT_MS, jitter_ms: float = 60.0) -> None:
     for k in result.kills:
         if not k.key.startswith("tts"):
             continue
