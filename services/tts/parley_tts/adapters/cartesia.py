@@ -46,18 +46,15 @@ import json
 import logging
 from typing import AsyncIterator
 
-import websockets
-from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidHandshake
+from websockets.exceptions import ConnectionClosed
 
-from parley.providers import ProviderError, handshake_refused, kind_of_status
+from parley.providers import ProviderError, kind_of_status
 
 from .. import audio
 from ..lanes import Job
+from .websocket import open_socket
 
 log = logging.getLogger("parley_tts.cartesia")
-
-# Where Cartesia and ElevenLabs put the reason of a refused handshake (a JSON body).
-REASON_KEYS = ("message", "error", "detail")
 
 API_VERSION = "2025-04-16"
 
@@ -118,17 +115,7 @@ class Cartesia:
             if self._ws is not None:
                 return self._ws
             headers = {"Authorization": f"Bearer {self.api_key}", "Cartesia-Version": API_VERSION}
-            try:
-                ws = await asyncio.wait_for(
-                    websockets.connect(self.url, additional_headers=headers, max_size=16 * 2**20, open_timeout=None),
-                    self.first_audio_s,
-                )
-            except InvalidStatus as exc:
-                raise handshake_refused(self.name, exc.response.status_code, exc.response.headers, exc.response.body, REASON_KEYS) from None
-            except asyncio.TimeoutError:
-                raise ProviderError(self.name, "timeout", f"no connection within {self.first_audio_s:g} s") from None
-            except (OSError, InvalidHandshake) as exc:
-                raise ProviderError(self.name, "dropped", f"cannot connect: {exc}") from None
+            ws = await open_socket(self.name, self.url, headers, self.first_audio_s)
             self._ws = ws
             self._reader = asyncio.create_task(self._read(ws), name="cartesia-reader")
             log.info("cartesia connected", extra={"provider": self.name, "url": self.url})

@@ -35,14 +35,13 @@ import logging
 from typing import AsyncIterator
 from urllib.parse import quote, urlencode
 
-import websockets
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.exceptions import ConnectionClosed
 
-from parley.providers import ProviderError, handshake_refused, kind_of_status
+from parley.providers import ProviderError, kind_of_status
 
 from .. import audio
 from ..lanes import Job
-from .cartesia import REASON_KEYS
+from .websocket import open_socket
 
 log = logging.getLogger("parley_tts.elevenlabs")
 
@@ -89,18 +88,7 @@ class ElevenLabs:
             for s in self._sockets:
                 if s.open and len(s.contexts) < MAX_CONTEXTS:
                     return s
-            try:
-                ws = await asyncio.wait_for(
-                    websockets.connect(self.url, additional_headers={"xi-api-key": self.api_key}, max_size=16 * 2**20, open_timeout=None),
-                    self.first_audio_s,
-                )
-            except InvalidStatus as exc:
-                raise handshake_refused(self.name, exc.response.status_code, exc.response.headers, exc.response.body, REASON_KEYS) from None
-            except asyncio.TimeoutError:
-                raise ProviderError(self.name, "timeout", f"no connection within {self.first_audio_s:g} s") from None
-            except (OSError, InvalidHandshake) as exc:
-                raise ProviderError(self.name, "dropped", f"cannot connect: {exc}") from None
-            s = _Socket(ws)
+            s = _Socket(await open_socket(self.name, self.url, {"xi-api-key": self.api_key}, self.first_audio_s))
             s.reader = asyncio.create_task(self._read(s), name="elevenlabs-reader")
             self._sockets.append(s)
             return s
