@@ -45,7 +45,7 @@ def run(coro):
 class Rig:
     """A stand-in, a cloud voice on it, a worker with the canned fallback, a client."""
 
-    def __init__(self, nats_url: str, provider: str, *, key: str | None = None, fallback: bool = True, first_audio_s: float = 1.0):
+    def __init__(self, nats_url: str, provider: str, *, key: str | None = None, fallback: bool = True, first_audio_s: float = 3.0):
         self.nats_url, self.provider, self.key, self.fallback, self.first_audio_s = nats_url, provider, key, fallback, first_audio_s
 
     async def __aenter__(self) -> "Rig":
