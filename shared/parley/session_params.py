@@ -110,6 +110,7 @@ CATALOGUE: dict[str, Param] = {
         Param("turn_wait_unfinished", float, 0, 10, "seconds to wait on a turn that sounds unfinished"),
         Param("turn_wait_dictation", float, 0, 10, "seconds to wait while a number is dictated"),
         Param("turn_wait_continued", float, 0, 10, "seconds to wait on a complete-looking turn after a mid-turn pause"),
+        Param("turn_wait_opening", float, 0, 10, "seconds to wait on a turn that reads complete but as an opening (a greeting alone, 'tell me')"),
         Param("turn_pause_min", float, 0, 10, "seconds of silence inside a turn that count as a pause"),
         Param("eot_weight", float, 0, 10, "weight of the acoustic end-of-turn signal"),
         Param("complete_weight", float, 0, 10, "weight of the text completeness signal"),

@@ -186,7 +186,10 @@ STREAMING = (GENERATING, SPEAKING)  # an LLM step may be streaming
 # 11: what a recogniser writes for a hum (lone hum letters, a looped token)
 #     is a backchannel; noise_sound 0.75 s
 # 12: a partial of a few ordinary words never cancels (the final decides)
-RULES = 12
+# 13: words that read complete but as an opening (a greeting alone, a value
+#     shorter than its slot, "tell me"; a weak trailing word the text signal
+#     calls complete, but only just) wait turn_wait_opening
+RULES = 13
 
 # ---------------------------------------------------------------------------
 # Policy: the knobs of one session. Defaults here; SessionStarted.params may
@@ -223,6 +226,14 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     # (0.71 s and up) is.
     turn_wait_continued: float = 1.2
     turn_pause_min: float = 0.6
+    # A turn whose words read complete but as the opening callers go on from
+    # (``words.opening``: a greeting alone, "my address is 42", "the date is
+    # December", "could you tell me"; and a weak trailing word like "come
+    # in" that the text signal calls complete, but short of halfway from
+    # ``turn_threshold`` to certain) is answered after this much
+    # silence: the thinking pauses after such openings were 0.5-1.5 s in the
+    # scenario suite, and an answer is heard ~0.3-0.5 s after the decision.
+    turn_wait_opening: float = 1.2
     # The signals: P(end of turn) from the audio (SpeechStopped.eot) and from
     # the text (TranscriptFinal.complete), averaged with these weights (the
     # text counts more: the acoustic model hears synthetic fragments as
@@ -1088,10 +1099,16 @@ def _judge_turn(s: SessionState, at: float, text: str) -> Judgement:
         if value >= 0 and w > 0:
             score, weight = score + value * w, weight + w
     score = round(score / weight, 3) if weight else -1.0
-    why, kind = words.unfinished(text, words.asked_for(_agent_last_words(s)))
-    if kind == "maybe" and s.complete >= p.turn_threshold:
-        why = ""  # a weak cue, overruled by the text signal
-    if why:
+    # Someone answering the phone Parley called says hello and waits.
+    why, kind = words.unfinished(text, words.asked_for(_agent_last_words(s)), greeting_opens=p.direction != "outbound")
+    if kind == "maybe" and s.complete >= (1 + p.turn_threshold) / 2:
+        why = ""  # a weak cue, overruled by a sure text signal
+    elif kind == "maybe" and s.complete >= p.turn_threshold:
+        why, kind = f"{why}, though the text reads complete", "opening"  # tempered by a borderline one
+    if kind == "opening":
+        wait = max(p.turn_wait_opening, p.turn_wait_continued if s.turn_pauses else 0.0)
+        reason = f"reads complete, but may go on: {why}"
+    elif why:
         wait = p.turn_wait_dictation if kind == "dictation" else p.turn_wait_unfinished
         reason = f"unfinished: {why}"
     elif s.turn_pauses and (score < 0 or score >= p.turn_threshold):

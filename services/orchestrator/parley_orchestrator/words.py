@@ -217,13 +217,15 @@ def _birth_date_missing(words: list[str], said: str) -> str:
     return "" if years else "year"
 
 
-def unfinished(text: str, asked: str = "") -> tuple[str, str]:
+def unfinished(text: str, asked: str = "", greeting_opens: bool = True) -> tuple[str, str]:
     """Why ``text`` is not a finished turn, and how sure that is: ("", "")
     when nothing says so; otherwise (reason, kind) with kind "dictation" (a
     number or date being said in groups: the longest wait), "clause" (it
-    ends in a word that needs more) or "maybe" (a word that usually needs
-    more: a text signal may overrule it). ``asked``: what the agent asked
-    for (``asked_for``)."""
+    ends in a word that needs more), "maybe" (a word that usually needs
+    more: a text signal may overrule it) or "opening" (it reads complete,
+    but as the opening callers go on from: ``opening``). ``asked``: what
+    the agent asked for (``asked_for``); ``greeting_opens``: a greeting
+    alone opens a turn (a caller's; not someone answering the phone)."""
     raw = text.rstrip()
     words = tokens(raw)
     if not words:
@@ -251,7 +253,89 @@ def unfinished(text: str, asked: str = "") -> tuple[str, str]:
         return "trails off", "clause"
     if last in TRAILING_WEAK:
         return f"may end in '{last}'", "maybe"
-    return "", ""
+    why = opening(words, asked, greeting_opens)
+    return (why, "opening") if why else ("", "")
+
+
+# Greetings and introductions: what a caller says before the request.
+# (Vocabulary is folded like the tokens it meets: "hello" is "helo".)
+_GREETING = frozenset(_fold(w) for w in "hi hello hey hiya morning afternoon evening".split())
+_GREETING_FILLER = frozenset(_fold(w) for w in "there good yes yeah yep oh um uh er erm so well okay ok right and".split()) | _GREETING
+_INTRO = tuple(tuple(_fold(w) for w in p.split()) for p in ("this is", "it's", "its", "it is", "my name is", "i'm", "i am"))
+# Number words, as a recogniser may write a house number ("forty-two" is "fortytwo").
+_NUMBER_WORD = re.compile(r"(?:zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|\w+teen|twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety|hundred|and)+")
+
+
+def _folded_re(*phrases: str) -> str:
+    return "|".join(" ".join(_fold(w) for w in p.split()) for p in phrases)
+
+
+# The slot named, then its value: a value shorter than the slot needs is
+# only its start ("my address is 42" + "Elm Street"; "the reference is K" + "4 7").
+_ADDRESS = re.compile(rf"\b({_folded_re('address', 'i live at', 'we live at', 'she lives at', 'he lives at', 'located at')})\b")
+_SLOT_IS = re.compile(
+    rf"\b({_folded_re('digits', 'digit', 'code', 'zip', 'postcode', 'account', 'card', 'reference', 'membership', 'policy', 'number', 'id')})"
+    r"\b( number)? (is|was|it's)\b"
+)
+# A verb whose complement is still to come ("could you tell me ... if", "I was wondering ... whether").
+_NEEDS_COMPLEMENT = tuple((p, tuple(_fold(w) for w in p.split())) for p in ("tell me", "tell us", "let me know", "wondering", "wonder", "to ask", "to know", "ask you"))
+
+
+def _greeting_alone(words: list[str]) -> str:
+    """"Hi there.", "Hello, good morning, this is Sam.": a greeting, maybe
+    with a short introduction, and nothing else."""
+    if not (words[0] in _GREETING or (len(words) > 1 and words[1] in _GREETING and words[0] in _GREETING_FILLER)):
+        return ""
+    rest = list(words)
+    while rest and rest[0] in _GREETING_FILLER:
+        rest.pop(0)
+    if not rest:
+        return "a greeting alone"
+    for intro in _INTRO:
+        if tuple(rest[: len(intro)]) == intro and 0 < len(rest) - len(intro) <= 2:
+            return "a greeting and an introduction alone"
+    return ""
+
+
+def opening(words: list[str], asked: str = "", greeting_opens: bool = True) -> str:
+    """Why the words, which read like a finished sentence, are probably only
+    the opening of the caller's turn (a pause, then the rest), or "":
+
+    * a greeting or an introduction alone ("Hi there.", "Hi, this is Sam.");
+    * a value shorter than the slot it fills: a house number with no street
+      after "my address is", one to three characters after "the reference
+      is", a month with no day after "is" or "on" ("the date is December");
+    * a verb that needs its complement at the end ("Could you tell me",
+      "I was wondering").
+
+    Each is what people say before a pause as often as at the end of a turn,
+    so the agent waits longer, not as long as for an unfinished clause."""
+    if not words:
+        return ""
+    said = " ".join(words)
+    greeting = _greeting_alone(words) if greeting_opens else ""
+    if greeting:
+        return greeting
+    address = _ADDRESS.search(said)
+    if address:
+        after = said[address.end():].split()
+        if after and after[0] in ("is", "at", "s"):
+            after = after[1:]
+        if after and all(_has_digit(w) or _NUMBER_WORD.fullmatch(w) for w in after):
+            return "a house number without its street"
+    slot = None
+    for slot in _SLOT_IS.finditer(said):
+        pass
+    if slot is not None and asked != "phone":
+        after = said[slot.end():].split()
+        if after and len("".join(after)) <= 3 and all(len(w) <= 2 for w in after):
+            return f"a code begun ({len(''.join(after))} character(s) so far)"
+    if words[-1] in _MONTHS and len(words) > 1 and words[-2] in ("is", "on") and not any(_ORDINAL.fullmatch(w) or w.isdigit() for w in words):
+        return f"a month without its day ('{words[-2]} {words[-1]}')"
+    for phrase, verb in _NEEDS_COMPLEMENT:
+        if tuple(words[-len(verb):]) == verb:
+            return f"'{phrase}' needs what follows"
+    return ""
 
 
 # An automated line reading out its menu: "for billing, press 2", "dial 0

@@ -181,7 +181,7 @@ def test_false_interruption_resumes_without_losing_the_answer():
 
 def test_a_word_while_paused_is_a_barge_in_even_if_short():
     v = Convo()
-    v.user_says("hi")
+    v.user_says("what time do you open?")
     v.llm("Hello, how can I help you today?", done=False)
     v.send(c.TTSChunkStarted, run=v.run, chunk=0)
     v.send(c.PlaybackProgress, run=v.run, chunk=0, finished=False)  # the caller hears it
@@ -346,6 +346,49 @@ def test_an_unfinished_turn_waits_and_a_caller_who_resumes_continues_it():
     assert v.outcome.judgements[-1].verdict == "answer" and v.state.turn_pauses == 0
 
 
+@pytest.mark.parametrize(
+    "first,rest,why",
+    [
+        ("Hi there.", "I wanted to ask about your prices for a cleaning.", "a greeting alone"),
+        ("My address is 42.", "Elm Street, Springfield.", "a house number without its street"),
+        ("The date I want is December.", "The eleventh, at ten thirty.", "a month without its day"),
+        ("Could you tell me?", "If Doctor Smith is in on Monday.", "'tell me' needs what follows"),
+        ("My booking reference is K.", "4 7 9 2.", "a code begun"),
+    ],
+)
+def test_words_that_read_complete_but_open_a_turn_wait_longer(first, rest, why):
+    """The opening of a request often reads as a whole sentence; the caller
+    pauses and goes on. Such a turn waits turn_wait_opening, not the short
+    silence, so the pause is not answered; alone, it is answered after that."""
+    v = Convo()
+    v.send(c.SpeechStarted, utterance=0)
+    v.stop(0, eot=0.95)  # the acoustic model hears it finished too
+    v.send(c.TranscriptFinal, utterance=0, text=first, complete=0.85)
+    j = v.outcome.judgements[-1]
+    p = r.Policy()
+    assert v.phase == r.TRANSCRIBING and not any(isinstance(x, c.StartLLM) for x in v.cmds)
+    assert j.verdict == "wait" and j.wait == p.turn_wait_opening > p.turn_silence and why in j.reason, j
+    v.t += 0.8  # a thinking pause, then the rest
+    v.send(c.SpeechStarted, utterance=1)
+    v.stop(1, eot=0.95)
+    v.send(c.TranscriptFinal, utterance=1, text=rest, complete=0.85)
+    v.timer("endpoint")
+    start = [x for x in v.cmds if isinstance(x, c.StartLLM)]
+    assert len(start) == 1 and start[0].messages[-1].content == f"{first} {rest}"
+    # Alone, the opening is answered once the longer wait is over.
+    v = Convo()
+    v.user_says(first, eot=0.95, complete=0.85)
+    assert [x for x in v.timer("endpoint") if isinstance(x, c.StartLLM)][0].messages[-1].content == first
+    j = v.outcome.judgements[-1]
+    assert j.verdict == "answer" and j.silence >= j.wait == p.turn_wait_opening
+
+
+def test_the_other_end_answering_a_call_parley_placed_is_answered_at_once():
+    v = Convo(direction="outbound")
+    cmds = v.user_says("Hello?", eot=0.9, complete=0.95)
+    assert any(isinstance(x, c.StartLLM) for x in cmds) and v.outcome.judgements[-1].wait == r.Policy().turn_silence
+
+
 def test_an_unfinished_turn_is_answered_when_the_wait_is_over():
     v = Convo()
     v.send(c.SpeechStarted, utterance=0)
@@ -410,7 +453,7 @@ def test_a_caller_who_goes_on_before_hearing_the_answer_continues_the_turn():
     v = Convo()
     v.send(c.SpeechStarted, utterance=0)
     v.stop(0, eot=0.95)
-    v.send(c.TranscriptFinal, utterance=0, text="Hi, yes.", complete=0.95)  # a comma pause, read as a whole turn
+    v.send(c.TranscriptFinal, utterance=0, text="Yes, right.", complete=0.95)  # a comma pause, read as a whole turn
     first = v.run
     assert v.phase == r.GENERATING
     v.llm("Great.", done=False)
@@ -418,12 +461,12 @@ def test_a_caller_who_goes_on_before_hearing_the_answer_continues_the_turn():
     cmds = v.send(c.SpeechStarted, utterance=1)  # 0.4 s after the voice ended: a comma's gap
     assert v.outcome.taken == "caller went on: answer withdrawn" and v.phase == r.LISTENING and v.state.run is None
     assert {type(x) for x in cmds} >= {c.CancelLLM, c.CancelTTS, c.FlushPlayback} and not any(isinstance(x, c.PausePlayback) for x in cmds)
-    assert v.state.history == () and v.state.user_text == "Hi, yes."
+    assert v.state.history == () and v.state.user_text == "Yes, right."
     assert v.state.turn_pauses == 0  # a comma's gap is not a pause
     v.stop(1, eot=0.9)
     cmds = v.send(c.TranscriptFinal, utterance=1, text="I was wondering if you have anything on Monday.", complete=0.9)
     start = [x for x in cmds if isinstance(x, c.StartLLM)][0]
-    assert [m.content for m in start.messages if m.role == "user"] == ["Hi, yes. I was wondering if you have anything on Monday."]
+    assert [m.content for m in start.messages if m.role == "user"] == ["Yes, right. I was wondering if you have anything on Monday."]
 
 
 def test_sentences_in_one_breath_are_answered_at_once_a_thinking_pause_makes_the_agent_wait_longer():
@@ -477,14 +520,14 @@ def test_silence_reprompts_then_ends_the_call():
 
 def test_max_call_duration_ends_the_session():
     v = Convo(max_call="60")
-    v.user_says("hi")
+    v.user_says("what time do you open?")
     v.timer("max_call")
     assert {"CancelLLM", "EndSession"} <= set(v.types()) and v.phase == r.ENDED
 
 
 def test_llm_first_token_timeout_speaks_a_fallback_and_listens():
     v = Convo()
-    v.user_says("hello?")
+    v.user_says("what time do you open?")
     run = v.run
     v.timer("llm_first_token")
     assert "CancelLLM" in v.types()
@@ -496,7 +539,7 @@ def test_llm_first_token_timeout_speaks_a_fallback_and_listens():
 
 def test_tts_first_audio_timeout_falls_back():
     v = Convo()
-    v.user_says("hello?")
+    v.user_says("what time do you open?")
     v.llm("Hi there, how can I help?")
     v.timer("tts_first_audio")
     assert "CancelTTS" in v.types() and any(x.startswith("Sorry") for x in v.synthesized())
@@ -504,14 +547,14 @@ def test_tts_first_audio_timeout_falls_back():
 
 def test_llm_error_falls_back():
     v = Convo()
-    v.user_says("hello?")
+    v.user_says("what time do you open?")
     v.send(c.LLMError, run=v.run, step=0, message="HTTP 500")
     assert any(x.startswith("Sorry") for x in v.synthesized()) and "HTTP 500" in v.outcome.note
 
 
 def test_playback_never_confirmed_does_not_leave_the_agent_stuck():
     v = Convo()
-    v.user_says("hi")
+    v.user_says("what time do you open?")
     v.llm("Hello there.")
     v.send(c.TTSChunkStarted, run=v.run, chunk=0)
     cmds = v.send(c.TTSChunkDone, run=v.run, chunk=0, audio_ms=800)
@@ -563,7 +606,7 @@ def test_greeting_is_spoken_first_and_heard_into_history():
 
 def test_session_end_cancels_everything():
     v = Convo()
-    v.user_says("hi")
+    v.user_says("what time do you open?")
     v.send(c.SessionEnded, reason="hangup")
     assert {"CancelLLM", "CancelTTS", "FlushPlayback"} <= set(v.types())
     assert v.phase == r.ENDED and v.state.timers == ()
@@ -652,7 +695,7 @@ def _tokens(v, words, attempt=0, first=0):
 
 def test_a_duplicate_llm_output_is_dropped_and_a_gap_restarts_the_step():
     v = Convo()
-    v.user_says("hello")
+    v.user_says("what time do you open?")
     _tokens(v, ["Hello ", "there, "])
     before = v.state
     assert v.send(c.LLMToken, run=v.run, step=0, attempt=0, seq=1, text="there, ") == []
@@ -667,7 +710,7 @@ def test_a_duplicate_llm_output_is_dropped_and_a_gap_restarts_the_step():
 
 def test_a_restarted_attempt_repeats_what_was_said_then_goes_on():
     v = Convo()
-    v.user_says("hello")
+    v.user_says("what time do you open?")
     _tokens(v, ["Sure. ", "I have ", "booked "])
     assert v.synthesized() == ["Sure."]
     v.send(c.Takeover, owner="r2")
@@ -682,7 +725,7 @@ def test_a_restarted_attempt_repeats_what_was_said_then_goes_on():
 
 def test_a_restarted_attempt_that_says_something_else_ends_with_what_was_said():
     v = Convo()
-    v.user_says("hello")
+    v.user_says("what time do you open?")
     _tokens(v, ["Sure. ", "I have "])
     v.send(c.Takeover, owner="r2")
     cmds = v.send(c.LLMToken, run=v.run, step=0, attempt=1, seq=0, text="Okay! ")
@@ -712,7 +755,7 @@ def replace_handler(monkeypatch, phase, event_type, handler):
 
 def test_a_bug_in_a_handler_ends_the_session_cleanly_and_says_so(monkeypatch):
     v = Convo()
-    v.user_says("hello")
+    v.user_says("what time do you open?")
     run = v.run
 
     def broken(fx, e):
@@ -908,12 +951,19 @@ def test_okay_once_the_question_is_heard_answers_it():
     assert [x for x in cmds if isinstance(x, c.StartLLM)][0].messages[-1].content == "Okay."
 
 
-def test_a_weak_cue_is_overruled_by_the_text_signal_but_not_a_strong_one():
+def test_a_weak_cue_is_tempered_by_the_text_signal_but_not_a_strong_one():
     v = Convo()
     v.send(c.SpeechStarted, utterance=0)
     v.stop(0, eot=0.9)
     v.send(c.TranscriptFinal, utterance=0, text="Can I come in?", complete=0.9)
-    assert v.outcome.judgements[-1].verdict == "answer"
+    assert v.outcome.judgements[-1].verdict == "answer"  # a sure text signal overrules it
+    v = Convo()
+    v.send(c.SpeechStarted, utterance=0)
+    v.stop(0, eot=0.9)
+    v.send(c.TranscriptFinal, utterance=0, text="Can I come in?", complete=0.5)  # only just complete
+    j = v.outcome.judgements[-1]
+    assert j.verdict == "wait" and j.wait == r.Policy().turn_wait_opening and "may end in 'in', though the text reads complete" in j.reason
+    assert any(isinstance(x, c.StartLLM) for x in v.timer("endpoint"))
     v = Convo()
     v.send(c.SpeechStarted, utterance=0)
     v.stop(0)

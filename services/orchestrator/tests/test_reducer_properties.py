@@ -18,7 +18,8 @@ from parley_orchestrator import reducer as r, words
 S = "prop"
 SIGNAL = st.sampled_from([-1.0, 0.1, 0.5, 0.95])
 PARTIALS = ["", "uh-huh", "wait", "book me in", "(coughs)", "Mm hmm", "yes", "in a moment", "M H M", "hold on", "book me in for friday please"]
-FINALS = ["", "mm-hmm", "book tomorrow at 3", "no wait, Friday", "(coughs)", "Yeah.", "Yes.", "I'd like to book, um", "555 201", "[laughter]", "Ah."]
+FINALS = ["", "mm-hmm", "book tomorrow at 3", "no wait, Friday", "(coughs)", "Yeah.", "Yes.", "I'd like to book, um", "555 201", "[laughter]", "Ah.",
+          "Hi there.", "Could you tell me"]
 WORDS = ["Sure", "okay,", "let", "me", "check.", "You're", "booked", "at", "3.30", "p.m.", "Dr.", "Smith", "sees", "you!", "Anything", "else?", "uh-huh", "e.g.", "fine", "Shall I book that?"]
 
 
@@ -354,7 +355,7 @@ def test_an_answer_never_starts_before_the_wait_the_policy_requires(events):
         turn = [j for j in outcome.judgements if j.kind == "turn_end"]
         assert turn and turn[-1].verdict == "answer", (ev, outcome)
         j, p = turn[-1], before.policy
-        allowed = (p.turn_silence, p.turn_silence_unknown, p.turn_wait_unfinished, p.turn_wait_dictation)
+        allowed = (p.turn_silence, p.turn_silence_unknown, p.turn_wait_unfinished, p.turn_wait_dictation, p.turn_wait_opening)
         assert j.wait in (0.0, *allowed, *(max(w, p.turn_wait_continued) for w in allowed))
         assert j.silence >= j.wait - 0.001
         if j.wait:  # not a key press: the silence is the event's time since the voice ended
@@ -375,6 +376,68 @@ def test_a_caller_who_paused_mid_turn_is_never_given_the_short_wait(events):
         j = [j for j in outcome.judgements if j.kind == "turn_end"][-1]
         if before.turn_pauses > 0 and not j.reason.startswith("key"):
             assert j.wait >= before.policy.turn_wait_continued, (ev, j)
+
+
+TURN_TEXTS = ["Hi there.", "Hello?", "Could you tell me", "My address is 42.", "The date I want is December.", "Can I come in?",
+              "What time do you open?", "Book me for Friday at ten.", "Elm Street.", "the eleventh", "I'd like to", "555 201"]
+
+
+@st.composite
+def turns(draw):
+    """Callers' turns only, one to three utterances each, with random signals,
+    gaps and timer firings: the end-of-turn decisions, densely."""
+    params = draw(st.fixed_dictionaries({}, optional={
+        "direction": st.sampled_from(["outbound", "inbound"]),
+        "turn_wait_opening": st.sampled_from(["0.8", "1.2"]),
+        "turn_silence_unknown": st.sampled_from(["0.2", "0.5"]),
+    }))
+    events: list[c.AnyEvent] = [c.SessionStarted(session=S, at=0.0, params=params, recorded=False)]
+    state, _, _ = r.reduce(r.initial_state(), events[0])
+    t, u = 0.0, 0
+    for _ in range(draw(st.integers(1, 4))):
+        for _ in range(draw(st.integers(1, 3))):
+            t += draw(st.sampled_from([0.1, 0.5, 0.9, 1.5]))
+            batch: list[c.AnyEvent] = [c.SpeechStarted(session=S, at=t, utterance=u)]
+            t += draw(st.sampled_from([0.4, 1.0]))
+            batch.append(c.SpeechStopped(session=S, at=t + 0.2, utterance=u, speech_end_at=t, eot=draw(SIGNAL)))
+            t += draw(st.sampled_from([0.2, 0.3, 0.6]))
+            batch.append(c.TranscriptFinal(session=S, at=t, utterance=u, text=draw(st.sampled_from(TURN_TEXTS)), complete=draw(SIGNAL)))
+            u += 1
+            for ev in batch:
+                events.append(ev)
+                state, _, _ = r.reduce(state, ev)
+            running = [x for x in state.timers if x[0] == "endpoint"]
+            if running and draw(st.booleans()):
+                t += draw(st.sampled_from([0.1, 0.5, 1.0, 2.5]))
+                ev = c.TimerFired(session=S, at=t, name="endpoint", token=running[0][1])
+                events.append(ev)
+                state, _, _ = r.reduce(state, ev)
+        t += 5.0  # the agent answers, or not; the next turn is another
+        if state.run is not None:
+            ev = c.LLMError(session=S, at=t, run=state.run.id, step=0, message="not needed")
+            events.append(ev)
+            state, _, _ = r.reduce(state, ev)
+    events.append(c.SessionEnded(session=S, at=t + 1, reason="test over"))
+    return events
+
+
+@PROPS
+@given(st.one_of(sessions(), turns()))
+def test_words_that_open_a_turn_are_never_given_the_short_wait(events):
+    """A turn whose words read complete but as an opening (words.unfinished
+    says "opening": "Hi there.", "Could you tell me") is answered only after
+    turn_wait_opening of silence, or a longer wait; a key press still
+    answers at once, and someone answering a call Parley placed may say hello."""
+    _, steps = run_all(events)
+    for before, ev, cmds, outcome, after in steps:
+        started = [x for x in cmds if isinstance(x, c.StartLLM) and x.step == 0 and x.attempt == 0]
+        if not started or not after.run or not after.run.user_text or isinstance(ev, (c.SpeechStopped, c.Dtmf)):
+            continue
+        j = [j for j in outcome.judgements if j.kind == "turn_end"][-1]
+        p = before.policy
+        _, kind = words.unfinished(after.run.user_text, words.asked_for(r._agent_last_words(before)), greeting_opens=p.direction != "outbound")
+        if kind == "opening" and not j.reason.startswith("key"):
+            assert j.wait >= p.turn_wait_opening and j.silence >= p.turn_wait_opening - 0.001, (ev, j)
 
 
 @PROPS

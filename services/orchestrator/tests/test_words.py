@@ -74,6 +74,21 @@ def test_words_take_the_floor(text):
         ("I was born on the fourth of March.", "", "date of birth half said (no year yet)", "dictation"),
         ("My membership number is B7", "", "number being dictated (1 digits so far)", "dictation"),
         ("The account code is 44 17", "", "number being dictated (4 digits so far)", "dictation"),
+        # Complete sentences that are mostly openings: the caller goes on.
+        ("Hi there.", "", "a greeting alone", "opening"),
+        ("Hello?", "", "a greeting alone", "opening"),
+        ("Yes, hello, good morning.", "", "a greeting alone", "opening"),
+        ("Hi, this is Priya Shah.", "", "a greeting and an introduction alone", "opening"),
+        ("Hiya, it's Tom.", "", "a greeting and an introduction alone", "opening"),
+        ("My address is 42.", "", "a house number without its street", "opening"),
+        ("We live at one hundred and twelve", "", "a house number without its street", "opening"),
+        ("My booking reference is K.", "", "a code begun (1 character(s) so far)", "opening"),
+        ("The postcode is S W", "", "a code begun (2 character(s) so far)", "opening"),
+        ("The day I'd like is on December.", "", "a month without its day ('on december')", "opening"),
+        ("The date I want is December.", "", "a month without its day ('is december')", "opening"),
+        ("Could you tell me", "", "'tell me' needs what follows", "opening"),
+        ("I was wondering.", "", "'wondering' needs what follows", "opening"),
+        ("I'd like to ask", "", "'to ask' needs what follows", "opening"),
     ],
 )
 def test_unfinished_turns(text, asked, why, kind):
@@ -84,7 +99,10 @@ def test_unfinished_turns(text, asked, why, kind):
     "text,asked",
     [("Book me for Thursday at eleven.", ""), ("I think so.", ""), ("Yes please.", ""), ("555 201 7788", "phone"), ("At 3 pm.", ""),
      ("What are your opening hours?", ""), ("Tomorrow at 10", "date"), ("", ""), ("My date of birth is the 4th of March 1982.", ""), ("Book a cleaning on Friday at 10 am.", ""),
-     ("I was born on 4/3/1982", ""), ("I was born in March 1982.", ""), ("Is my birthday discount still valid?", "")],
+     ("I was born on 4/3/1982", ""), ("I was born in March 1982.", ""), ("Is my birthday discount still valid?", ""),
+     ("Yes.", "date"), ("Hi, I'd like to book a cleaning on Friday.", ""), ("Hello, my name is Sam and I need a check-up.", ""),
+     ("My address is 42 Elm Street, Springfield.", ""), ("Can I come in December?", ""),
+     ("I don't know.", ""), ("My name is John Smith.", ""), ("Can you tell me the opening hours?", "")],
 )  # fmt: skip
 def test_finished_turns(text, asked):
     assert words.unfinished(text, asked) == ("", "")
@@ -147,3 +165,11 @@ def test_repeated_words_with_a_floor_word_or_real_words_stay_words(text):
 def test_lone_hum_letters_do_not_count_as_words():
     assert words.few_words("and H and M.", 3) and words.word_count("and H and M.") == 2
     assert not words.few_words("book me in for Friday", 3)
+
+
+def test_answering_the_phone_with_hello_ends_that_turn():
+    """On a call Parley placed, the other end's "Hello?" is all it says before
+    waiting for the caller: a greeting opens only a caller's turn."""
+    assert words.unfinished("Hello?", "", greeting_opens=False) == ("", "")
+    assert words.unfinished("Hello?", "")[1] == "opening"
+    assert words.unfinished("My address is 42", "", greeting_opens=False)[1] == "opening"
