@@ -13,6 +13,8 @@ threshold (as Silero's own ``get_speech_timestamps`` does):
 
     IDLE --(onset_windows windows >= threshold)--> IDLE        emits Onset
     IDLE --(start_windows windows >= threshold)--> SPEECH      emits Start
+    IDLE --(voiced_windows in a row >= silence threshold,
+            onset_windows of them >= threshold)--> SPEECH      emits Start
     SPEECH --(silence_windows of silence)--------> IDLE        emits Stop
     SPEECH --(max_windows since it began)--------> IDLE        emits Stop (forced)
 
@@ -22,6 +24,14 @@ threshold (as Silero's own ``get_speech_timestamps`` does):
   Onset first: the earliest, least certain sign of a voice, for whoever
   would rather pause at once than wait for the start (the agent's playback).
   At most one Onset per count; a count that resets may emit another.
+* A short word that Silero only half believes (a firm "Wait!" through the
+  phone's μ-law: 0.64 0.347 0.59 0.48 0.41 0.44 0.42) never has
+  ``start_windows`` windows above the threshold. With ``voiced_windows``, a
+  run with ``onset_windows`` above the threshold that has lasted that many
+  windows without falling under the silence threshold starts an utterance
+  too (one window just under it, down to ``dip_floor``, does not end such a
+  run: the "Wait!" above); Whisper then decides whether it held words. A
+  laugh's bursts (0.62 0.75 0.64 0.37 0.20 ...) still end at each gap.
 * In SPEECH silence begins at the first window below the silence threshold;
   from then on every window counts as silence until one >= threshold ends it.
 * Every Start is followed by exactly one Stop: either from the rules above or
@@ -52,6 +62,8 @@ class Config:
     silence_windows: int = 16  # 512 ms of silence ends it
     max_windows: int = 782  # 25 s: Whisper sees at most 30 s at once
     onset_windows: int = 0  # 0: no Onset; else this many windows >= threshold emit one
+    voiced_windows: int = 0  # 0: off; else a run with its onset starts after this many windows >= neg_threshold
+    dip_floor: float = 0.3  # with voiced_windows: one window down to this does not end a run
 
     @classmethod
     def from_ms(
@@ -63,6 +75,7 @@ class Config:
         silence_ms: float = 500,
         max_ms: float = 25_000,
         onset_ms: float = 0,
+        voiced_ms: float = 0,
     ) -> "Config":
         return cls(
             threshold=threshold,
@@ -71,6 +84,7 @@ class Config:
             silence_windows=windows_for(silence_ms),
             max_windows=windows_for(max_ms),
             onset_windows=windows_for(onset_ms) if onset_ms > 0 else 0,
+            voiced_windows=windows_for(voiced_ms) if voiced_ms > 0 and onset_ms > 0 else 0,
         )
 
 
@@ -113,6 +127,7 @@ class State:
     run_begin: int = -1  # IDLE: first window of that run; SPEECH: begin of the utterance
     silence_begin: int = -1  # SPEECH: first window of the current silence, or -1
     onset: bool = False  # IDLE: an Onset was emitted for the current count
+    dipped: bool = False  # IDLE: the current run has had its one window under the silence threshold
 
     @property
     def in_silence(self) -> bool:
@@ -133,15 +148,20 @@ def step(state: State, prob: float, cfg: Config) -> tuple[State, Decision | None
         if prob >= cfg.threshold:
             begin = i if state.run == 0 else state.run_begin
             run = state.run + 1
-            if run >= cfg.start_windows:
+            if run >= cfg.start_windows or _voiced(state, begin, run, i, cfg):
                 start = Start(utterance=state.utterance, begin=begin, window=i)
                 return State(index=nxt, speaking=True, utterance=state.utterance, run_begin=begin), start
             if 0 < cfg.onset_windows <= run and not state.onset:
                 onset = Onset(utterance=state.utterance, begin=begin, window=i)
                 return replace(state, index=nxt, run=run, run_begin=begin, onset=True), onset
             return replace(state, index=nxt, run=run, run_begin=begin), None
+        if prob < cfg.neg_threshold and (state.dipped or not state.run or not cfg.voiced_windows or prob < cfg.dip_floor):
+            return replace(state, index=nxt, run=0, run_begin=-1, onset=False, dipped=False), None
         if prob < cfg.neg_threshold:
-            return replace(state, index=nxt, run=0, run_begin=-1, onset=False), None
+            return replace(state, index=nxt, dipped=True), None
+        if state.run and _voiced(state, state.run_begin, state.run, i, cfg):
+            start = Start(utterance=state.utterance, begin=state.run_begin, window=i)
+            return State(index=nxt, speaking=True, utterance=state.utterance, run_begin=state.run_begin), start
         return replace(state, index=nxt), None
 
     silence_begin = state.silence_begin
@@ -157,10 +177,17 @@ def step(state: State, prob: float, cfg: Config) -> tuple[State, Decision | None
     return replace(state, index=nxt, silence_begin=silence_begin), None
 
 
+def _voiced(state: State, begin: int, run: int, i: int, cfg: Config) -> bool:
+    """A run with its onset (``onset_windows`` above the threshold) that has
+    lasted ``voiced_windows`` windows (every window since ``begin``: a fall
+    under the silence threshold, beyond the one dip allowed, ends the run)."""
+    return 0 < cfg.voiced_windows <= i - begin + 1 and run >= cfg.onset_windows > 0
+
+
 def finish(state: State) -> tuple[State, Stop | None]:
     """The stream ended: close the utterance in progress, if any."""
     if not state.speaking:
-        return replace(state, run=0, run_begin=-1, onset=False), None
+        return replace(state, run=0, run_begin=-1, onset=False, dipped=False), None
     end = state.silence_begin if state.silence_begin >= 0 else state.index
     return _stopped(state, state.index, end=end, window=state.index - 1, reason="finish")
 

@@ -48,6 +48,13 @@ class Settings(ServiceSettings, CloudProvider):
     onset_ms: float = setting(
         "PARLEY_ASR_ONSET_MS", 64.0, "speech this long before SpeechOnset (pauses the agent; 0: none; at least start_ms: none)", ge=0, le=2000
     )
+    # A short word Silero half believes ("Wait!" on μ-law: two windows above
+    # the threshold, the rest just above the silence threshold) starts an
+    # utterance once its onset has lasted this long (endpointer.py; measured
+    # in docs/BENCHMARKS.md section 6, "Interruption judgement").
+    voiced_start_ms: float = setting(
+        "PARLEY_ASR_VOICED_START_MS", 192.0, "an onset that stays voiced this long starts an utterance (0: off; needs onset_ms)", ge=0, le=2000
+    )
     # 200 ms (7 windows, 224 ms): the stop comes soon, and the reducer waits
     # longer only when the evidence says the caller is not done (its turn_*
     # policy; docs/BENCHMARKS.md section 6).
@@ -190,5 +197,6 @@ class Settings(ServiceSettings, CloudProvider):
             start_ms=self.start_ms,
             silence_ms=self.silence_ms,
             onset_ms=self.onset_ms,
+            voiced_ms=self.voiced_start_ms,
             max_ms=self.max_utterance_ms,
         )

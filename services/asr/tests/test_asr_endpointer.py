@@ -245,3 +245,80 @@ def test_every_start_after_a_long_enough_count_had_its_onset(probs, cfg):
             if 0 < cfg.onset_windows < cfg.start_windows:
                 assert last_onset is not None and (last_onset.utterance, last_onset.begin) == (d.utterance, d.begin)
             last_onset = None
+
+
+# ---------------------------------------------------------------- voiced starts (a short word Silero half believes)
+
+VOICED = replace(CFG, onset_windows=2, voiced_windows=6, dip_floor=0.3)
+# Measured (the scenario suite's rendered audio through the phone's μ-law, docs/BENCHMARKS.md section 6).
+WAIT_ULAW = [0.057, 0.640, 0.347, 0.594, 0.481, 0.412, 0.437, 0.419, 0.200, 0.116] + [0.01] * 20
+CHUCKLE_ULAW = [0.005, 0.002, 0.624, 0.754, 0.642, 0.374, 0.203, 0.207, 0.534, 0.820, 0.741, 0.723, 0.381, 0.220, 0.303,
+                0.687, 0.856, 0.836, 0.740, 0.349, 0.209, 0.151, 0.096] + [0.02] * 20  # fmt: skip
+
+
+def test_a_short_word_half_believed_starts_an_utterance_once_its_onset_has_lasted():
+    assert decisions(WAIT_ULAW, ONSET) == []  # before: lost (the dip under 0.35 even reset its onset)
+    out = decisions(WAIT_ULAW, VOICED)
+    assert out[:2] == [Onset(0, begin=1, window=3), Start(0, begin=1, window=6)]
+    assert isinstance(out[2], Stop) and out[2].end == 8
+
+
+def test_a_laughs_bursts_end_at_each_gap_and_start_nothing():
+    assert [type(d) for d in decisions(CHUCKLE_ULAW, VOICED)] == [Onset, Onset, Onset]
+
+
+def test_only_one_dip_and_not_below_the_floor():
+    assert [type(d) for d in decisions([S, S, 0.32, A, 0.32, A, A, A] + [Q] * 20, VOICED)] == [Onset]  # a second dip ends the run
+    assert [type(d) for d in decisions([S, S, 0.25, A, A, A, A, A] + [Q] * 20, VOICED)] == [Onset]  # under the floor ends it
+    assert [type(d) for d in decisions([S, A, A, A, A, A, A, A] + [Q] * 20, VOICED)] == []  # no onset: one window above
+
+
+def test_from_ms_voiced():
+    assert Config.from_ms(onset_ms=64, voiced_ms=192).voiced_windows == 6
+    assert Config.from_ms(onset_ms=0, voiced_ms=192).voiced_windows == 0  # needs the onset
+
+
+voiced_configs = st.builds(
+    Config,
+    threshold=st.just(0.5),
+    neg_threshold=st.sampled_from([0.35, 0.5, 0.2]),
+    start_windows=st.integers(1, 8),
+    silence_windows=st.integers(1, 20),
+    max_windows=st.integers(10, 100),
+    onset_windows=st.integers(1, 4),
+    voiced_windows=st.integers(0, 10),
+    dip_floor=st.sampled_from([0.1, 0.3]),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(streams, voiced_configs)
+def test_voiced_starts_are_justified_and_keep_the_start_stop_order(probs, cfg):
+    state, out = ep.run(probs, cfg)
+    for d in out:
+        if isinstance(d, Start):
+            span = probs[d.begin : d.window + 1]
+            strict = sum(p >= cfg.threshold for p in span) >= cfg.start_windows and all(p >= cfg.neg_threshold for p in span)
+            dips = [p for p in span if p < cfg.neg_threshold]
+            voiced = (
+                0 < cfg.voiced_windows <= len(span)
+                and sum(p >= cfg.threshold for p in span) >= cfg.onset_windows
+                and len(dips) <= 1
+                and all(p >= cfg.dip_floor for p in dips)
+            )
+            assert strict or voiced, (d, span)
+            assert probs[d.begin] >= cfg.threshold
+    _, last = ep.finish(state)
+    utterances = [d for d in out + [last] if d is not None and not isinstance(d, Onset)]
+    assert [type(d) for d in utterances] == [Start, Stop] * (len(utterances) // 2)
+    if cfg.voiced_windows == 0:  # off: the decisions of the endpointer without it
+        assert [d for d in out if not isinstance(d, Onset)] == decisions(probs, replace(cfg, onset_windows=0))
+
+
+@settings(max_examples=200, deadline=None)
+@given(streams, voiced_configs, st.integers(0, 400))
+def test_voiced_starts_do_not_depend_on_the_chunking(probs, cfg, cut):
+    whole_state, whole = ep.run(probs, cfg)
+    mid, first = ep.run(probs[:cut], cfg)
+    end, second = ep.run(probs[cut:], cfg, mid)
+    assert first + second == whole and end == whole_state
