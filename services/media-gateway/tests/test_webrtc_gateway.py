@@ -90,8 +90,14 @@ class Caller:
         self.notices: list[dict] = []
         self.received: list[tuple[float, int, np.ndarray]] = []  # (arrival, pts, mono int16)
         self.channel.on("message", lambda m: self.notices.append(json.loads(m)))
-        self.pc.on("track", lambda track: asyncio.ensure_future(self._listen(track)))
+        self.listening: set[asyncio.Task] = set()  # kept: a task nobody holds may be collected mid-call
+        self.pc.on("track", self._on_track)
         self.session = ""
+
+    def _on_track(self, track) -> None:
+        task = asyncio.create_task(self._listen(track), name="caller-listen")
+        self.listening.add(task)
+        task.add_done_callback(self.listening.discard)
 
     async def _listen(self, track) -> None:
         while True:
