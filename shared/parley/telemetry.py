@@ -1,8 +1,9 @@
 """Traces and metrics that follow a session across the bus.
 
-Every service's app factory calls ``telemetry.setup(service)`` once and hands
-the ``Telemetry`` it returns to what it builds (the workers, the runtime, the
-step observer), which record through it. OpenTelemetry's providers and the
+Every service's app factory calls ``telemetry.setup(service,
+settings.otlp_endpoint)`` once and hands the ``Telemetry`` it returns to what
+it builds (the workers, the runtime, the step observer, the gateway's calls),
+which record through it. OpenTelemetry's providers and the
 Prometheus registry are process-wide by their own design, so ``setup`` is
 idempotent; ``current()`` returns that one for what a test builds without
 one (a worker or runtime given no ``tel``). With
@@ -30,7 +31,6 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import logging
-import os
 from typing import Mapping
 
 from opentelemetry import context as otel_context
@@ -176,24 +176,26 @@ def _attrs(session: str, attributes: Mapping[str, object] | None) -> dict:
 _current: Telemetry | None = None
 
 
-def setup(service: str, env: Mapping[str, str] | None = None) -> Telemetry:
-    """Configure tracing and metrics for this process (idempotent)."""
+def setup(service: str, otlp_endpoint: str = "") -> Telemetry:
+    """Configure tracing and metrics for this process (idempotent).
+    ``otlp_endpoint``: the collector's base URL, from the service's settings
+    (OTEL_EXPORTER_OTLP_ENDPOINT); empty: nothing is exported."""
     global _current
     if _current is not None:
         return _current
-    env = os.environ if env is None else env
     resource = Resource.create({"service.name": f"parley-{service}", "service.namespace": "parley"})
     provider = TracerProvider(resource=resource, id_generator=_DerivedIds())
     readers = []
-    endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+    endpoint = otlp_endpoint.strip().rstrip("/")
     if endpoint:
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(), schedule_delay_millis=500))
-        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter(), export_interval_millis=5000))
+        # The signal paths OTLP/HTTP appends to a base endpoint.
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces"), schedule_delay_millis=500))
+        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=f"{endpoint}/v1/metrics"), export_interval_millis=5000))
         log.info("exporting traces and metrics over OTLP", extra={"endpoint": endpoint})
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
 

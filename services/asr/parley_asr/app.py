@@ -74,7 +74,7 @@ def load_end_of_turn(settings: Settings) -> SmartTurn | None:
 def create_app(settings: Settings, transcriber: Transcriber | None = None) -> FastAPI:
     """``transcriber`` lets tests share one loaded Whisper model; else the models are loaded here."""
     state: dict = {}
-    tel = telemetry.setup("asr")
+    tel = telemetry.setup("asr", settings.otlp_endpoint)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):

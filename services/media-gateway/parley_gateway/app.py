@@ -56,7 +56,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     state: dict = {"stats": {}, "gate": gate}
     admission = state["admission"] = Admission(settings.max_calls, settings.busy_retry_after, state["stats"])
-    tel = telemetry.setup("media-gateway")
+    tel = telemetry.setup("media-gateway", settings.otlp_endpoint)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):

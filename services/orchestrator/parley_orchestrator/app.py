@@ -85,7 +85,7 @@ def _callbacks_responder(book: AppointmentBook):
 
 def create_app(settings: Settings) -> FastAPI:
     state: dict = {}
-    tel = telemetry.setup("orchestrator")
+    tel = telemetry.setup("orchestrator", settings.otlp_endpoint)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):

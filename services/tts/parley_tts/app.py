@@ -68,7 +68,7 @@ def create_app(settings: Settings, voice: Voice | None = None) -> FastAPI:
     embedded voice: the fallback when PARLEY_TTS names a cloud provider);
     else the voices are loaded here (and closed at the end)."""
     state: dict = {}
-    tel = telemetry.setup("tts")
+    tel = telemetry.setup("tts", settings.otlp_endpoint)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
