@@ -43,6 +43,11 @@ class SessionAudio:
         return samples.reshape(k, WINDOW)
 
     @property
+    def received(self) -> int:
+        """Samples pushed so far (the session's audio clock)."""
+        return self.end + len(self.inbox) // 2
+
+    @property
     def start(self) -> int:
         """The first sample still held."""
         return self._chunks[0][0] if self._chunks else self.end

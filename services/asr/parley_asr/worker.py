@@ -77,7 +77,7 @@ class Session:
     __slots__ = (
         "id", "slot", "audio", "ep", "subs", "last_audio", "closed",
         "last_partial", "last_seq", "dropped", "unfinished", "stop_sent", "turn_text", "turn_end",
-        "listener", "final_chain", "partial_busy", "told_skipped", "speculation",
+        "listener", "final_chain", "partial_busy", "told_skipped", "speculation", "last_native_seq",
     )  # fmt: skip
 
     def __init__(self, session_id: str, slot: int, first_utterance: int = 0):
@@ -93,6 +93,7 @@ class Session:
         self.closed = False
         self.last_partial = 0  # window index of the last partial request
         self.last_seq: int | None = None
+        self.last_native_seq: int | None = None  # audio_native's (a provider that hears it)
         self.dropped = 0
         # The SpeechStopped waiting for its end-of-turn score: later events of
         # the session (its final, the next SpeechStarted) go out after it.
@@ -189,7 +190,7 @@ class Worker:
         self._loop_task: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
         self.stats = {
-            "sessions": 0, "claimed": 0, "released": 0, "dropped_messages": 0, "seq_gaps": 0,
+            "sessions": 0, "claimed": 0, "released": 0, "dropped_messages": 0, "seq_gaps": 0, "native_seq_gaps": 0,
             "ticks": 0, "windows": 0, "vad_calls": 0, "vad_seconds": 0.0, "tick_seconds": 0.0,
             "utterances": 0, "onsets": 0, "partials": 0, "finals": 0, "last_final_latency_ms": None, "speculations": 0, "speculations_kept": 0,
             # Failures, each also logged at error with its session: a tick or
@@ -346,6 +347,13 @@ class Worker:
             if meta.encoding != encoding or meta.rate != int(rate):
                 self._drop(s, f"native audio is not {native}", len(msg.data), meta.rate)
                 return
+            if s.last_native_seq is not None and meta.seq != s.last_native_seq + 1:
+                # Lost on the way while the PCM came: silence in its place keeps the provider's times the session's.
+                self.stats["native_seq_gaps"] += 1
+                filled = s.listener.native_gap(s.audio.received)
+                log.warning("native audio lost a piece: the provider hears silence in its place",
+                            extra={"session_id": s.id, "expected_seq": s.last_native_seq + 1, "seq": meta.seq, "filled_ms": filled * 1000 // SAMPLE_RATE})  # fmt: skip
+            s.last_native_seq = meta.seq
             s.listener.native_audio(msg.data)
 
         return on_native

@@ -274,9 +274,10 @@ def test_only_a_provider_that_takes_mulaw_as_it_is_asks_for_it(nats_url, silero)
     assert asyncio.run(claimed("openai")) == ("", "")  # it hears a WAV of the utterance: 16 kHz PCM
 
 
-async def stream_phone(nc, session: str, pcm16k: np.ndarray, *, speed: float = 2.0) -> bytes:
+async def stream_phone(nc, session: str, pcm16k: np.ndarray, *, speed: float = 2.0, lose: range = range(0)) -> bytes:
     """A phone call as the gateway sends it: per 20 ms, the carrier's μ-law on audio_native,
-    then the same audio decoded and upsampled to 16 kHz on audio_in. Returns the μ-law sent."""
+    then the same audio decoded and upsampled to 16 kHz on audio_in. The μ-law of the frames
+    in ``lose`` is lost on the way (its sequence numbers go unseen). Returns the μ-law sent."""
     import time
 
     from parley import subjects
@@ -288,7 +289,8 @@ async def stream_phone(nc, session: str, pcm16k: np.ndarray, *, speed: float = 2
     t0 = time.monotonic()
     for seq, i in enumerate(range(0, len(ulaw), 160)):
         frame = ulaw[i : i + 160]
-        await nc.publish(subjects.audio_native(session), frame, headers=bus.audio_headers(seq, 8000, encoding="mulaw"))
+        if seq not in lose:
+            await nc.publish(subjects.audio_native(session), frame, headers=bus.audio_headers(seq, 8000, encoding="mulaw"))
         await nc.publish(subjects.audio_in(session), up.process(ulaw_to_pcm16(frame)), headers=bus.audio_headers(seq, 16000))
         delay = t0 + (i + 160) / 8000 / speed - time.monotonic()
         if delay > 0:
@@ -326,6 +328,40 @@ def test_deepgram_mulaw_stream_dropped_mid_utterance_whisper_hears_it_and_the_st
     # Billed: what was sent, in seconds (a μ-law byte is 1/8000 s), not half or twice that (what was
     # in flight when the first stream dropped is billed but never arrived).
     assert usage(events)["deepgram"] == pytest.approx((len(first) + len(second)) / 8000, abs=0.2)
+
+
+def test_deepgram_mulaw_a_lost_piece_is_silence_at_the_provider_so_its_times_stay_the_sessions(nats_url, silero, speak):
+    from parley import subjects
+    from parley.audio import ulaw_to_pcm16
+    from parley.standins.deepgram import FRAME_S, VOICED_RMS
+
+    lost = range(5, 25)  # 0.4 s of the carrier's audio, before the first words
+
+    async def main():
+        async with Rig(nats_url, silero, "deepgram") as r:
+            ev = await Events.watch(r.nc, "dgm-2")
+            await r.nc.request(subjects.ASR_CLAIM, contract.encode(contract.AsrClaim(session="dgm-2", native="mulaw/8000")), timeout=3)
+            ulaw = await stream_phone(r.nc, "dgm-2", two_utterances(speak), lose=lost)
+            await ev.finals("dgm-2", 2, timeout=20)
+            return ev.of("dgm-2"), heard_streams(r.standin), ulaw, r.worker.stats
+
+    events, streams, ulaw, stats = asyncio.run(main())
+    assert [e.text for e in events if isinstance(e, contract.TranscriptFinal)] == [FIRST, SECOND]
+    assert stats["native_seq_gaps"] == 1
+    [s] = streams
+    raw = bytes(s["raw"])
+    at, n = lost.start * 160, len(lost) * 160
+    # Silence where the lost piece was (up to the session's clock: the 16 kHz PCM, which the
+    # upsampler holds a few samples back), then the call again, shifted by less than a frame.
+    assert raw[:at] == ulaw[:at] and raw[at : at + n - 160] == b"\xff" * (n - 160)
+    later = at + n + 800
+    shift = [d for d in range(-160, 161) if raw[later : later + 1600] == ulaw[later - d : later - d + 1600]]
+    assert shift, "the call does not go on within a frame of where it was"
+    # So the provider hears each utterance where it is in the call: its clock is the session's.
+    pcm = np.frombuffer(ulaw_to_pcm16(ulaw), "<i2").astype(np.float32)
+    frame = int(FRAME_S * 8000)
+    voiced = [i for i in range(0, len(pcm) - frame, frame) if np.sqrt(np.mean(pcm[i : i + frame] ** 2)) > VOICED_RMS]
+    assert abs(s["speech_started"][0] - voiced[0] / 8000) <= 0.045, (s["speech_started"], voiced[0] / 8000)
 
 
 # ------------------------------------------------------------------ OpenAI

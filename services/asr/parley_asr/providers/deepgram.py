@@ -62,7 +62,8 @@ from parley.providers import ProviderError, handshake_refused
 log = logging.getLogger("parley_asr.deepgram")
 
 RATE = 16000  # the session's clock: samples of the 16 kHz PCM the worker hears
-NATIVE = {"mulaw/8000": ("mulaw", 8000, 2)}  # offer -> (encoding, sample_rate, session samples per byte)
+# offer -> (encoding, sample_rate, session samples per byte, the byte of silence)
+NATIVE = {"mulaw/8000": ("mulaw", 8000, 2, b"\xff")}
 HOLD_S = 10.0  # audio held while (re)connecting
 AUTH_RETRY_S = 60.0
 MAX_BACKOFF_S = 30.0
@@ -92,7 +93,7 @@ class Deepgram:
         """The stream's URL for PCM16 at 16 kHz (``native`` ""), or for one of ``natives``."""
         query = dict(self.query)
         if native:
-            query["encoding"], query["sample_rate"], _ = NATIVE[native]
+            query["encoding"], query["sample_rate"], _, _ = NATIVE[native]
         return f"{self.base}/v1/listen?{urlencode(query)}"
 
     def listener(self, session: str, native: str = "") -> "DeepgramListener":
@@ -143,6 +144,17 @@ class DeepgramListener:
         """The caller's audio as the carrier sent it (``self.native``), in order."""
         if self.native:
             self._push(data)
+
+    def native_gap(self, session_sample: int) -> int:
+        """Some of the carrier's audio never came (a gap in its sequence) though the
+        session's PCM did, up to ``session_sample``: the provider is sent silence in
+        its place, so that its clock stays the session's (its times go on naming the
+        right samples). Returns the session samples filled."""
+        if not self.native or self.closing or session_sample <= self.samples:
+            return 0
+        n = int((session_sample - self.samples) / self.per_byte)
+        self._push(NATIVE[self.native][3] * n)
+        return self._samples_of(b"\0" * n)
 
     def _push(self, data: bytes) -> None:
         if self.closing:
