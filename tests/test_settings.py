@@ -28,7 +28,6 @@ CANDIDATES = ("abc", "flase", "-1e12", "1e12", "1.5", "0", "!! not/allowed ??", 
 
 # Settings where any text is a legitimate value.
 FREE_TEXT = {
-    "OTEL_EXPORTER_OTLP_ENDPOINT",  # read by the OpenTelemetry exporter itself
     "PARLEY_DATA_DIR",  # created at start if missing
     "PARLEY_HTTP_HOST",  # any address or name the server may bind
     "PARLEY_FIXED_TRANSCRIPT",

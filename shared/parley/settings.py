@@ -171,8 +171,9 @@ class ServiceSettings(BaseSettings):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = setting("PARLEY_LOG_LEVEL", "INFO", "the lowest log level written")
     otlp_endpoint: str = setting(
-        "OTEL_EXPORTER_OTLP_ENDPOINT", "", "where traces and metrics go over OTLP/HTTP (Jaeger, a collector); unset: nowhere"
-    )
+        "OTEL_EXPORTER_OTLP_ENDPOINT", "", "where traces and metrics go over OTLP/HTTP (Jaeger, a collector); unset: nowhere",
+        pattern=r"^https?://\S+$", allowed="an http(s):// URL (the collector's OTLP/HTTP base; /v1/traces and /v1/metrics are added)",
+    )  # fmt: skip
 
     _credentials: Credentials = PrivateAttr(default_factory=Credentials)
 
