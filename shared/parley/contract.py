@@ -113,6 +113,17 @@ class SpeechOnset(Event, frozen=True, kw_only=True, tag="SpeechOnset"):
     utterance: int
 
 
+class SpeechOnsetEnded(Event, frozen=True, kw_only=True, tag="SpeechOnsetEnded"):
+    """The sound of a ``SpeechOnset`` faded before an utterance started (the
+    VAD's count fell below its silence threshold): a click, a breath. It
+    comes in order after the onset, however late the ASR runs, so whoever
+    paused on the onset can go on at once, on evidence. Every SpeechOnset is
+    followed by a SpeechStarted or a SpeechOnsetEnded for the same
+    ``utterance`` (unless the stream ends first)."""
+
+    utterance: int
+
+
 class SpeechStarted(Event, frozen=True, kw_only=True, tag="SpeechStarted"):
     utterance: int
 
@@ -300,6 +311,7 @@ AnyEvent = Union[
     SessionStarted,
     SessionEnded,
     SpeechOnset,
+    SpeechOnsetEnded,
     SpeechStarted,
     SpeechStopped,
     TranscriptPartial,
@@ -337,6 +349,7 @@ PRODUCERS: dict[type, str] = {
     ToneHeard: "gateway",
     DigitsSent: "gateway",
     SpeechOnset: "asr",
+    SpeechOnsetEnded: "asr",
     SpeechStarted: "asr",
     SpeechStopped: "asr",
     TranscriptPartial: "asr",

@@ -16,6 +16,7 @@ EVENTS = {
     "TranscriptFinal", "LLMToken", "LLMToolCall", "LLMDone", "LLMError", "TTSChunkStarted",
     "TTSChunkDone", "TTSError", "PlaybackProgress", "ToolResult", "TimerFired", "Dtmf",
     "Takeover", "CallStatus", "ToneHeard", "DigitsSent", "ProviderFailed", "Usage", "SpeechOnset",
+    "SpeechOnsetEnded",
 }  # fmt: skip
 COMMANDS = {
     "StartLLM", "CancelLLM", "Synthesize", "CancelTTS", "PausePlayback", "ResumePlayback",

@@ -12,6 +12,7 @@ Two phases, with hysteresis between a speech threshold and a lower silence
 threshold (as Silero's own ``get_speech_timestamps`` does):
 
     IDLE --(onset_windows windows >= threshold)--> IDLE        emits Onset
+    IDLE --(the count resets after an Onset)----> IDLE          emits OnsetLost
     IDLE --(start_windows windows >= threshold)--> SPEECH      emits Start
     IDLE --(voiced_windows in a row >= silence threshold,
             onset_windows of them >= threshold)--> SPEECH      emits Start
@@ -23,7 +24,11 @@ threshold (as Silero's own ``get_speech_timestamps`` does):
   that reaches ``onset_windows`` (fewer than ``start_windows``) emits an
   Onset first: the earliest, least certain sign of a voice, for whoever
   would rather pause at once than wait for the start (the agent's playback).
-  At most one Onset per count; a count that resets may emit another.
+  At most one Onset per count; a count that resets may emit another. A
+  count that had its Onset and resets before the start emits OnsetLost: the
+  sound faded (a click, a breath), so whoever paused on the Onset can go on
+  at once, on evidence, instead of waiting out a timer that a loaded ASR can
+  outlast. Every Onset is followed by exactly one Start or OnsetLost.
 * A short word that Silero only half believes (a firm "Wait!" through the
   phone's μ-law: 0.64 0.347 0.59 0.48 0.41 0.44 0.42) never has
   ``start_windows`` windows above the threshold. With ``voiced_windows``, a
@@ -96,6 +101,13 @@ class Onset:
 
 
 @dataclass(frozen=True)
+class OnsetLost:
+    utterance: int  # as in the Onset it ends
+    begin: int  # as in that Onset
+    window: int  # the window below the silence threshold that reset the count
+
+
+@dataclass(frozen=True)
 class Start:
     utterance: int
     begin: int  # first window of the speech that triggered the start
@@ -115,7 +127,7 @@ class Stop:
         return int((self.end - self.begin) * WINDOW_MS)
 
 
-Decision = Union[Onset, Start, Stop]
+Decision = Union[Onset, OnsetLost, Start, Stop]
 
 
 @dataclass(frozen=True)
@@ -156,7 +168,8 @@ def step(state: State, prob: float, cfg: Config) -> tuple[State, Decision | None
                 return replace(state, index=nxt, run=run, run_begin=begin, onset=True), onset
             return replace(state, index=nxt, run=run, run_begin=begin), None
         if prob < cfg.neg_threshold and (state.dipped or not state.run or not cfg.voiced_windows or prob < cfg.dip_floor):
-            return replace(state, index=nxt, run=0, run_begin=-1, onset=False, dipped=False), None
+            lost = OnsetLost(utterance=state.utterance, begin=state.run_begin, window=i) if state.onset else None
+            return replace(state, index=nxt, run=0, run_begin=-1, onset=False, dipped=False), lost
         if prob < cfg.neg_threshold:
             return replace(state, index=nxt, dipped=True), None
         if state.run and _voiced(state, state.run_begin, state.run, i, cfg):

@@ -6,7 +6,8 @@ Flow of one session:
     gateway --audio_in(s): PCM16 16 kHz, any length--> inbox of the session
     every 16 ms, the VAD loop: whole windows of every session -> one batched
         Silero call per window position -> endpointer.step per window
-        -> SpeechOnset (the first few windows: pause-only), SpeechStarted on events(s)
+        -> SpeechOnset (the first few windows: pause-only), then SpeechStarted, or
+           SpeechOnsetEnded if the sound faded first, on events(s)
         -> at a stop: the end-of-turn model scores the utterance (batched
            with other sessions' stops, EndOfTurnQueue), then SpeechStopped
            with that score (eot) on events(s); meanwhile Whisper already
@@ -192,7 +193,7 @@ class Worker:
         self.stats = {
             "sessions": 0, "claimed": 0, "released": 0, "dropped_messages": 0, "seq_gaps": 0, "native_seq_gaps": 0,
             "ticks": 0, "windows": 0, "vad_calls": 0, "vad_seconds": 0.0, "tick_seconds": 0.0,
-            "utterances": 0, "onsets": 0, "partials": 0, "finals": 0, "last_final_latency_ms": None, "speculations": 0, "speculations_kept": 0,
+            "utterances": 0, "onsets": 0, "onsets_lost": 0, "partials": 0, "finals": 0, "last_final_latency_ms": None, "speculations": 0, "speculations_kept": 0,
             # Failures, each also logged at error with its session: a tick or
             # an endpointing step that raised, a background task that failed,
             # a Whisper call that failed (its final went out empty).
@@ -483,6 +484,8 @@ class Worker:
             s.ep, decision = endpointer.step(s.ep, p, self.cfg)
             if isinstance(decision, endpointer.Onset):
                 await self._onset(s, decision, now)
+            elif isinstance(decision, endpointer.OnsetLost):
+                await self._onset_lost(s, decision, now)
             elif isinstance(decision, endpointer.Start):
                 await self._started(s, decision, now)
             elif isinstance(decision, endpointer.Stop):
@@ -517,6 +520,10 @@ class Worker:
         self.stats["onsets"] += 1
         await s.stop_published()  # never ahead of the previous utterance's stop
         await bus.publish_event(self.nc, contract.SpeechOnset(session=s.id, at=now, utterance=d.utterance))
+
+    async def _onset_lost(self, s: Session, d: endpointer.OnsetLost, now: float) -> None:
+        self.stats["onsets_lost"] += 1
+        await bus.publish_event(self.nc, contract.SpeechOnsetEnded(session=s.id, at=now, utterance=d.utterance))
 
     async def _started(self, s: Session, d: endpointer.Start, now: float) -> None:
         s.last_partial = d.begin

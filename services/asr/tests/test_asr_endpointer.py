@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from parley_asr import endpointer as ep
 from dataclasses import replace
 
-from parley_asr.endpointer import Config, Onset, Start, State, Stop, run, speculation_due
+from parley_asr.endpointer import Config, Onset, OnsetLost, Start, State, Stop, run, speculation_due
 
 CFG = Config(threshold=0.5, neg_threshold=0.35, start_windows=5, silence_windows=16, max_windows=782)
 S, Q, A = 0.9, 0.05, 0.4  # speech, quiet, ambiguous (between the two thresholds)
@@ -202,7 +202,7 @@ def test_an_onset_comes_two_windows_in_then_the_start():
 
 def test_an_onset_that_fades_emits_no_start_and_a_new_run_a_new_onset():
     out = decisions([S, S, S, Q, S, S, Q] + [Q] * 20, ONSET)
-    assert out == [Onset(0, begin=0, window=1), Onset(0, begin=4, window=5)]
+    assert out == [Onset(0, begin=0, window=1), OnsetLost(0, begin=0, window=3), Onset(0, begin=4, window=5), OnsetLost(0, begin=4, window=6)]
 
 
 def test_ambiguous_windows_hold_the_count_without_a_second_onset():
@@ -226,7 +226,28 @@ def test_onsets_change_no_other_decision(probs, cfg):
     endpointer with onsets off."""
     _, out = ep.run(probs, cfg)
     _, plain = ep.run(probs, replace(cfg, onset_windows=0))
-    assert [d for d in out if not isinstance(d, Onset)] == plain
+    assert [d for d in out if not isinstance(d, (Onset, OnsetLost))] == plain
+
+
+@settings(max_examples=400, deadline=None)
+@given(streams, onset_configs)
+def test_every_onset_ends_in_exactly_one_start_or_onset_lost(probs, cfg):
+    """The pause an Onset asks for always gets its answer from the audio:
+    the start of the utterance, or the sound fading (a window below the
+    silence threshold) — unless the stream ends first."""
+    _, out = ep.run(probs, cfg)
+    open_onset = None
+    for d in out:
+        if isinstance(d, Onset):
+            assert open_onset is None
+            open_onset = d
+        elif isinstance(d, OnsetLost):
+            assert open_onset is not None and (open_onset.utterance, open_onset.begin) == (d.utterance, d.begin)
+            assert probs[d.window] < cfg.neg_threshold
+            open_onset = None
+        elif isinstance(d, Start):
+            open_onset = None
+    # (an Onset still open at the end: the stream ended while its count went on)
 
 
 @settings(max_examples=400, deadline=None)

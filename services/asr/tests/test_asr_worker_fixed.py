@@ -365,3 +365,31 @@ def test_python_m_parley_asr_serves_in_fixed_mode(nats_url, speak):
         proc.terminate()
         _, err = proc.communicate(timeout=10)
     assert '"msg": "asr ready"' in err
+
+
+def test_a_sound_too_short_to_start_an_utterance_ends_its_onset(nats_url, silero, speak):
+    """A blip of voice (a click, a breath): SpeechOnset, then SpeechOnsetEnded
+    for the same utterance id, and no utterance. The reducer resumes the agent
+    on that evidence, in order, however late the ASR runs."""
+
+    async def main():
+        h = Harness(nats_url, silero)
+        try:
+            await h.worker()
+            nc = await h.client()
+            sid = "blip"
+            ev = await Events.watch(nc, sid)
+            await claim(nc, sid)
+            pcm = speak("Okay.", trail_s=0.0)
+            voiced = int(np.argmax(np.abs(pcm) > 2000))
+            blip = pcm[voiced : voiced + 224 * 16]  # Silero lags: this gives 2-4 windows over the threshold, not the start's 5
+            await stream(nc, sid, np.concatenate([silence(0.5), blip, silence(1.0)]), speed=0)
+            await ev.wait_for(lambda e: e.of(sid, contract.SpeechOnsetEnded) or e.of(sid, contract.SpeechStarted))
+            await asyncio.sleep(0.3)
+            return ev.of(sid)
+        finally:
+            await h.close()
+
+    events = run(main())
+    assert [type(e) for e in events] == [contract.SpeechOnset, contract.SpeechOnsetEnded], events
+    assert events[0].utterance == events[1].utterance == 0 and events[0].at <= events[1].at

@@ -122,6 +122,7 @@ from parley.contract import (
     SessionEnded,
     SessionStarted,
     SpeechOnset,
+    SpeechOnsetEnded,
     SpeechStarted,
     SpeechStopped,
     StartLLM,
@@ -189,7 +190,10 @@ STREAMING = (GENERATING, SPEAKING)  # an LLM step may be streaming
 # 13: words that read complete but as an opening (a greeting alone, a value
 #     shorter than its slot, "tell me"; a weak trailing word the text signal
 #     calls complete, but only just) wait turn_wait_opening
-RULES = 13
+# 14: an onset's pause ends on the ASR's evidence (SpeechOnsetEnded: the sound
+#     faded), in order however late the ASR runs; onset_hold (1 s) only bounds
+#     it when no evidence comes
+RULES = 14
 
 # ---------------------------------------------------------------------------
 # Policy: the knobs of one session. Defaults here; SessionStarted.params may
@@ -254,9 +258,14 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     hold_max: float = 3.0
     # The VAD's earliest sign of a voice (SpeechOnset, tens of ms before
     # SpeechStarted) pauses playback at once, so the caller stops hearing the
-    # agent sooner; if no SpeechStarted follows within ``onset_hold`` (a
-    # click, a breath the VAD half-heard) playback resumes. 0: onsets ignored.
-    onset_hold: float = 0.3
+    # agent sooner. The ASR then says which it was: SpeechStarted (the hold
+    # goes on, words decide) or SpeechOnsetEnded (a click, a breath: playback
+    # resumes at once). ``onset_hold`` bounds the pause if neither comes (a
+    # lost event, a sound hovering at the VAD's threshold): it must outlast
+    # the ASR's lag under load, measured at up to ~0.6 s between the two
+    # events on a loaded 2-core machine (was 0.3, which resumed the agent
+    # over callers there). 0: onsets ignored.
+    onset_hold: float = 1.0
     # A sound that stops while its latest partial shows only a sound or a
     # backchannel resumes playback then, without waiting for its final (a
     # final with words still barges in: late words).
@@ -747,7 +756,7 @@ def on_session_ended(fx: Fx, e: SessionEnded) -> Next:
 VOICEMAIL_LEFT = "voicemail left"
 # What the other end says or presses: while a machine records the voicemail,
 # none of it takes the floor (its greeting's transcript may still arrive).
-_CALLER_INPUT = (SpeechOnset, SpeechStarted, SpeechStopped, TranscriptPartial, TranscriptFinal, Dtmf)
+_CALLER_INPUT = (SpeechOnset, SpeechOnsetEnded, SpeechStarted, SpeechStopped, TranscriptPartial, TranscriptFinal, Dtmf)
 
 
 def on_call_status(fx: Fx, e: CallStatus) -> Next:
@@ -878,6 +887,18 @@ def on_speech_onset(fx: Fx, e: SpeechOnset) -> Next:
     return fx.judged(Judgement(kind="interruption", verdict="hold", reason=reason, heard="sound", wait=s.policy.onset_hold)).to("hold")
 
 
+def on_speech_onset_ended(fx: Fx, e: SpeechOnsetEnded) -> Next:
+    """The sound whose onset paused the agent faded before it became speech
+    (the ASR's count fell below its silence threshold): play on now. Only a
+    pause that an onset began and nothing since has taken over (no
+    SpeechStarted: its "onset" timer still runs) ends this way."""
+    s = fx.state
+    if s.phase != PAUSED or s.user_speaking or not _running(s, "onset"):
+        return fx.to("noted")
+    fx = fx.judged(Judgement(kind="interruption", verdict="resume", reason="the voice onset faded before it became speech", heard="sound"))
+    return _resume(fx, e.at).after("no words: resume")
+
+
 def _count_pause(fx: Fx, at: float) -> Fx:
     """The caller speaks again, with words of this turn already heard (or
     on their way, or answered but not heard): after a silence of at least
@@ -961,7 +982,7 @@ def on_partial(fx: Fx, e: TranscriptPartial) -> Next:
     return (fx.judged(judgement) if s.phase == PAUSED and e.text.strip() else fx).to("partial")
 
 
-ASR_EVENTS = (SpeechOnset, SpeechStarted, SpeechStopped, TranscriptPartial, TranscriptFinal)
+ASR_EVENTS = (SpeechOnset, SpeechOnsetEnded, SpeechStarted, SpeechStopped, TranscriptPartial, TranscriptFinal)
 
 
 def on_final(fx: Fx, e: TranscriptFinal) -> Next:
@@ -1872,6 +1893,7 @@ TRANSITIONS: tuple[Row, ...] = (
     # -- the caller's turn
     Row(USER, SpeechStarted, on_speech_started, {"caller speaks": (LISTENING,)}, "caller speaks"),
     Row(USER + (PAUSED,), SpeechOnset, on_speech_onset, {"noted": STAY}, "voice onset"),
+    Row(USER + FLOOR_PHASES, SpeechOnsetEnded, on_speech_onset_ended, {"noted": STAY}, "voice onset faded"),
     Row(USER, SpeechStopped, on_speech_stopped, {**_compound("stopped", TURN), "preemptive start": (GENERATING,)}, "silence: turn over? (preemptive?)"),
     Row(USER, TranscriptPartial, on_partial, {"partial": STAY}, "partial"),
     Row(USER, TranscriptFinal, on_final, TURN, "final: turn over?"),
@@ -1921,6 +1943,7 @@ TRANSITIONS: tuple[Row, ...] = (
     _timer((PAUSED,), "hold", on_hold_timer, _compound("no words: resume", RESUMED), "long wordless sound: talk over it"),
     _timer((PAUSED,), "resume", on_resume_timer, _compound("no words: resume", RESUMED), "no words: resume"),
     _timer((PAUSED,), "onset", on_onset_timer, _compound("no words: resume", RESUMED), "onset without speech: resume"),
+    Row((PAUSED,), SpeechOnsetEnded, on_speech_onset_ended, {"noted": STAY, **_compound("no words: resume", RESUMED)}, "onset faded: resume"),
     # -- the run: LLM, tools, TTS, playback
     Row(STREAMING, LLMToken, on_llm_token, {"token": STAY, **GAP, **STEP_DONE}, "token (a restart that diverges ends the step)"),
     Row((PAUSED,), LLMToken, on_llm_token, {"token": STAY, **GAP, **STEP_DONE_HELD}, "token"),

@@ -54,7 +54,7 @@ def sessions(draw, max_events=60):
         if draw(st.integers(0, 9)) == 0:
             rid = draw(st.integers(0, state.next_run + 1))  # maybe stale
         step = run.step if run else 0
-        kinds = ["speech", "onset", "partial", "final", "token", "tool", "done", "error", "tts", "play", "result", "timer", "dtmf", "status", "keys"]
+        kinds = ["speech", "onset", "onset_end", "partial", "final", "token", "tool", "done", "error", "tts", "play", "result", "timer", "dtmf", "status", "keys"]
         if run is not None and run.llm_active:
             kinds += ["token", "token", "tool", "done", "done"]
         if run is not None and run.waiting:
@@ -72,6 +72,8 @@ def sessions(draw, max_events=60):
             speaking = not speaking
         elif kind == "onset":
             ev = c.SpeechOnset(session=S, at=t, utterance=utterance)
+        elif kind == "onset_end":
+            ev = c.SpeechOnsetEnded(session=S, at=t, utterance=utterance)
         elif kind == "partial":
             ev = c.TranscriptPartial(session=S, at=t, utterance=utterance, text=draw(st.sampled_from(PARTIALS)))
         elif kind == "final":
@@ -577,6 +579,25 @@ def test_an_onset_only_pauses_and_the_pause_is_bounded(events):
         if before.phase in r.FLOOR_PHASES and run is not None and run.confirmed and before.policy.onset_hold > 0:
             assert [type(x) for x in cmds] == [c.PausePlayback, c.StartTimer, c.StartTimer], cmds
             assert after.phase == r.PAUSED and {"onset", "hold"} <= {name for name, _ in after.timers}
+        else:
+            assert cmds == [] and after.phase == before.phase, (before.phase, cmds)
+
+
+@PROPS
+@given(sessions())
+def test_a_faded_onset_resumes_only_the_pause_it_began(events):
+    """SpeechOnsetEnded resumes playback exactly when the pause is an onset's
+    that nothing has taken over (no SpeechStarted since: its timer runs);
+    anything else it leaves alone. It never cancels, answers or flushes."""
+    _, steps = run_all(events)
+    for before, ev, cmds, outcome, after in steps:
+        if not isinstance(ev, c.SpeechOnsetEnded) or outcome.dropped:
+            continue
+        assert not any(isinstance(x, (c.StartLLM, c.CancelLLM, c.CancelTTS, c.FlushPlayback, c.Synthesize)) for x in cmds), cmds
+        onset_pause = before.phase == r.PAUSED and not before.user_speaking and "onset" in {name for name, _ in before.timers}
+        if onset_pause:
+            assert any(isinstance(x, c.ResumePlayback) for x in cmds) and after.phase != r.PAUSED, (cmds, after.phase)
+            assert not {"onset", "hold"} & {name for name, _ in after.timers}
         else:
             assert cmds == [] and after.phase == before.phase, (before.phase, cmds)
 
