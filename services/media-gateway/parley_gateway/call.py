@@ -160,6 +160,9 @@ class Switchboard:
     asr_watch: AsrWatch | None = None
 
 
+_NOTHING = object()  # _publish_reports: no item carried over
+
+
 def new_session_id(kind: str) -> str:
     return f"{kind}-{secrets.token_hex(8)}"
 
@@ -192,7 +195,9 @@ class Call:
         self.native_seq = 0
         self.recent_native: deque[tuple[float, bytes]] = deque()  # (wall clock, native audio) of the last REPLAY_S
         self.tasks = TaskSet(self.stats, context=lambda: {"session_id": self.session})
-        self._reports: asyncio.Queue[Callable[[], Awaitable[None]] | None] = asyncio.Queue()
+        # What the outbound path learned, in order: playback reports, other
+        # publishing (a callable), None to stop (see _publish_reports).
+        self._reports: asyncio.Queue[PlaybackProgress | Callable[[], Awaitable[None]] | None] = asyncio.Queue()
         self.asr_progress: contract.AsrProgress | None = None
         self.asr_checked_at = 0.0  # wall clock of the worker's last progress answer
         self.recent_audio: deque[tuple[float, bytes]] = deque()  # (wall clock, PCM16 16 kHz) of the last REPLAY_S sent to the ASR
@@ -783,13 +788,21 @@ class Call:
         stored (``held_audio``)."""
         event = PlaybackProgress(session=self.session, at=time.time(), run=run, chunk=chunk, finished=finished, played_ms=played_ms)
         self.unstored_reports += 1
-        self._queue(self._store_report, event)
+        self._reports.put_nowait(event)
 
-    async def _store_report(self, event: PlaybackProgress) -> None:
+    async def _store_reports(self, batch: list[PlaybackProgress]) -> None:
+        """Store reports queued together at once: sent in order on the one
+        connection (so stored in order), their acks awaited together. A clear
+        echoes every pending mark at once, and the caller's audio waits for
+        them (``held_audio``): one round trip, not one each."""
         try:
-            await bus.publish_event(self.nc, event)
+            results = await asyncio.gather(*(bus.publish_event(self.nc, e) for e in batch), return_exceptions=True)
+            for result in results:
+                if isinstance(result, Exception):
+                    log.error("could not publish a playback report: %s", result, extra={"session_id": self.session})
+                    self._count("report_errors", 1)
         finally:
-            self.unstored_reports -= 1
+            self.unstored_reports -= len(batch)
             if not self.unstored_reports and self.held_audio:
                 await self._release_audio()
 
@@ -809,19 +822,30 @@ class Call:
         self._reports.put_nowait(lambda: fn(*args))
 
     async def _publish_reports(self) -> None:
-        """Publish what the outbound path learned, one item at a time, in order.
+        """Publish what the outbound path learned, in order; playback reports
+        that are queued one after the other go together (``_store_reports``).
         A failed publish is logged and counted; the next one is still tried."""
+        queue, carry = self._reports, _NOTHING
         while True:
-            item = await self._reports.get()
+            item = carry if carry is not _NOTHING else await queue.get()
+            carry = _NOTHING
             try:
                 if item is None:
                     return
-                await item()
+                if isinstance(item, PlaybackProgress):
+                    batch = [item]
+                    while not queue.empty():
+                        after = queue.get_nowait()
+                        if not isinstance(after, PlaybackProgress):
+                            carry = after  # next round (None: stop then)
+                            break
+                        batch.append(after)
+                    await self._store_reports(batch)
+                else:
+                    await item()
             except Exception:  # noqa: BLE001 - NATS trouble must not stop the reports
                 log.exception("could not publish a playback report", extra={"session_id": self.session})
                 self._count("report_errors", 1)
-            finally:
-                self._reports.task_done()
 
     async def _drain_reports(self, timeout: float = 1.0) -> None:
         """At the end of the call: publish what is queued (briefly), then stop."""
