@@ -1,0 +1,130 @@
+"""CPU seconds per call of any checkout of Parley, old or new, for A/B runs
+back to back on a shared machine (docs/BENCHMARKS.md section 7).
+
+``bench/cpu_per_call.py`` needs this tree's helpers; this script brings its
+own caller settings (the chaos callers' of 2026-11-28: 0.8 s of quiet ends a
+reply) and only needs TREE's ``tests/stack.py`` and ``bench/loadgen.py``, so
+it runs against commits from before the durable event path too:
+
+    TREE/.venv/bin/python bench/cpu_ab.py TREE --calls 30 [--spy DIR]
+
+It starts TREE's whole stack (fixed-latency providers), places one warm-up
+call, then ``--calls`` Twilio-protocol calls of three turns, and prints each
+process's user+system CPU seconds over them (children included), the calls'
+failures and underruns, and the load average at start and end. ``--spy``
+samples every service with py-spy (non-blocking, 20 Hz; ``uv tool install
+py-spy``) into DIR as raw collapsed stacks.
+"""
+import argparse
+import asyncio
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from types import SimpleNamespace
+
+import psutil
+
+HERE = Path(__file__).resolve().parent.parent
+
+
+def caller_args(url: str, calls: int, turns: int) -> SimpleNamespace:
+    return SimpleNamespace(
+        url=url, transport="twilio", calls=calls, turns=turns, jitter=0.06, quiet=0.8, pause=0.3, settle=0.5,
+        spread=5.0, connect_spread=2.0, greeting=False, barge_after=0.0, answer_timeout=10.0, reply_timeout=40.0, api_key="",
+    )  # fmt: skip
+
+
+async def offer(loadgen, utterances, stack, calls: int, turns: int) -> list[dict]:
+    args = caller_args(f"{stack.gateway_ws}/twilio/media", calls, turns)
+    speech = [loadgen.frames_of(p.read_bytes(), 160, True) for p in utterances.paths()["fixed_ulaw"]]
+    silence = loadgen.frames_of(b"\xff" * 160, 160, True)[0]
+    callers = [loadgen.Caller(i, args, speech, silence) for i in range(calls)]
+    stop = asyncio.Event()
+    tick = asyncio.create_task(loadgen.ticker(callers, {"late_ms": [], "resyncs": 0}, stop))
+    t0 = time.monotonic()
+    scripts = []
+    for i, c in enumerate(callers):
+        start_at = t0 + args.connect_spread * i / calls + args.settle + args.spread * i / calls
+        scripts.append(asyncio.create_task(c.script(start_at)))
+        await asyncio.sleep(args.connect_spread / calls)
+    await asyncio.gather(*scripts)
+    stop.set()
+    await tick
+    return [asdict(c.rec) for c in callers]
+
+
+def cpu_seconds(procs: dict[str, psutil.Process]) -> dict[str, float]:
+    out = {}
+    for key, proc in procs.items():
+        try:
+            out[key] = sum(t.user + t.system for t in [proc.cpu_times(), *(c.cpu_times() for c in proc.children(recursive=True))])
+        except psutil.Error:
+            out[key] = 0.0
+    return out
+
+
+def spy(procs: dict, into: str) -> list[subprocess.Popen]:
+    Path(into).mkdir(parents=True, exist_ok=True)
+    exe = shutil.which("py-spy") or str(Path.home() / ".local" / "bin" / "py-spy")
+    return [
+        subprocess.Popen([exe, "record", "-r", "20", "--nonblocking", "-f", "raw", "-o", f"{into}/{key}.txt", "-p", str(proc.pid)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for key, proc in procs.items()
+    ]  # fmt: skip
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("tree", help="the checkout to measure (run with its own .venv/bin/python)")
+    ap.add_argument("--calls", type=int, default=30)
+    ap.add_argument("--turns", type=int, default=3)
+    ap.add_argument("--spy", default="", help="py-spy every service into this directory")
+    a = ap.parse_args(argv)
+    tree = Path(a.tree).resolve()
+    sys.path[:0] = [str(tree / "bench"), str(tree / "tests")]
+    import loadgen
+    import utterances
+    from stack import Stack
+
+    commit = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    env = {"PARLEY_PROVIDERS": "fixed", "PARLEY_TWILIO_INSECURE": "1"}
+    stack = Stack(HERE / "var" / "cpu-ab" / f"{commit}-{time.strftime('%H%M%S')}", env=env).start()
+    try:
+        asyncio.run(offer(loadgen, utterances, stack, 1, 1))  # warm-up call
+        procs = {k: psutil.Process(p.pid) for k, p in stack.procs.items()}
+        spies = spy(procs, a.spy) if a.spy else []
+        procs["nats-server"] = psutil.Process(stack.nats.proc.pid)
+        load_start = psutil.getloadavg()
+        before = cpu_seconds(procs)
+        t0 = time.monotonic()
+        records = asyncio.run(offer(loadgen, utterances, stack, a.calls, a.turns))
+        wall = time.monotonic() - t0
+        after = cpu_seconds(procs)
+        for s in spies:
+            s.send_signal(signal.SIGINT)
+        for s in spies:
+            try:
+                s.wait(20)
+            except subprocess.TimeoutExpired:
+                s.kill()
+    finally:
+        stack.stop()
+    used = {k: round(after[k] - before[k], 2) for k in procs}
+    total = sum(used.values())
+    print(json.dumps({
+        "commit": commit, "calls": a.calls, "wall_s": round(wall, 1),
+        "load_avg_start": [round(x, 1) for x in load_start], "load_avg_end": [round(x, 1) for x in psutil.getloadavg()],
+        "failed_calls": sum(1 for r in records if r["failures"]), "failures": sorted({f for r in records for f in r["failures"]})[:5],
+        "underruns": sum(len(r["underruns"]) for r in records),
+        "cpu_s": used, "cpu_s_total": round(total, 2), "cpu_s_per_call": round(total / a.calls, 3),
+    }))  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
