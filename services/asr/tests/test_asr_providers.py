@@ -364,6 +364,33 @@ def test_deepgram_mulaw_a_lost_piece_is_silence_at_the_provider_so_its_times_sta
     assert abs(s["speech_started"][0] - voiced[0] / 8000) <= 0.045, (s["speech_started"], voiced[0] / 8000)
 
 
+def test_deepgram_words_of_one_result_go_to_the_utterance_each_was_said_in():
+    """The caller went on after a short pause ("Sorry, stop. Can I book Friday?"): the
+    Finalize at the first stop flushed audio already past it, so one finalized result holds
+    the first words of the next utterance too. Each word goes where its own times put it."""
+    from parley_asr.providers.deepgram import DeepgramListener
+
+    def results(start: float, duration: float, words: list[tuple[str, float, float]]) -> dict:
+        return {"type": "Results", "start": start, "duration": duration, "is_final": True, "from_finalize": True,
+                "channel": {"alternatives": [{"transcript": " ".join(w for w, _, _ in words),
+                                              "words": [{"word": w.lower().strip(",."), "punctuated_word": w, "start": a, "end": b} for w, a, b in words]}]}}  # fmt: skip
+
+    def at(seconds: float) -> int:
+        return int(seconds * 16000)
+
+    async def main():
+        listener = DeepgramListener(Deepgram(base="ws://127.0.0.1:9", api_key=DKEY, model="nova-3"), "words-1")  # never connects
+        listener.connected = True
+        listener._on_message(results(0.4, 1.5, [("Sorry,", 0.5, 0.8), ("stop.", 0.85, 1.2), ("Can", 1.6, 1.75), ("I", 1.75, 1.85)]))
+        first = await listener.final(np.zeros(0, np.int16), at(0.45), at(1.45))  # the VAD: 0.45-1.45 s, then 0.2 s of pause
+        listener._on_message(results(1.9, 1.2, [("book", 1.95, 2.2), ("Friday?", 2.25, 2.7)]))
+        second = await listener.final(np.zeros(0, np.int16), at(1.55), at(3.0))
+        return first, second, listener.finals
+
+    first, second, left = asyncio.run(main())
+    assert first == "Sorry, stop." and second == "Can I book Friday?" and left == []
+
+
 # ------------------------------------------------------------------ OpenAI
 
 

@@ -31,7 +31,11 @@ How it is used here. One stream per session for the whole call (Deepgram
 bills the audio streamed), opened at claim time. The worker's own VAD
 decides when an utterance ends; then ``final`` sends ``Finalize`` (queued
 behind the audio already waiting, so it flushes up to the utterance's end)
-and takes the finalized results that overlap the utterance. Deepgram's own
+and takes the finalized words of the utterance: each word by its own times
+(``words[].start/end``), to the utterance its middle falls in, since one
+finalized result may run past the stop into the next utterance (the caller
+went on after a short pause: its first words were already on their way
+behind the ``Finalize``). Deepgram's own
 endpointing (``speech_final``) and ``UtteranceEnd`` are requested and
 counted, but they do not decide the turn: the reducer's evidence does, the
 same with every provider. Interim results are the partials.
@@ -121,7 +125,7 @@ class DeepgramListener:
         self.origin = 0  # session sample at the current connection's time 0
         self.connected = False
         self.error: ProviderError | None = None
-        self.finals: list[tuple[int, int, str]] = []  # (start, end, text) in session samples
+        self.finals: list[tuple[int, int, str]] = []  # finalized words: (start, end, word) in session samples
         self.interim: tuple[int, int, str] | None = None
         self.finalized_upto = 0
         self.from_finalize = 0  # results marked from_finalize so far
@@ -274,6 +278,17 @@ class DeepgramListener:
             except asyncio.TimeoutError:
                 await ws.send(json.dumps({"type": "KeepAlive"}))
 
+    def _words(self, alt: dict, text: str, start: int, end: int) -> list[tuple[int, int, str]]:
+        """A final result's words in session samples; the whole transcript over the
+        result's span when the server gives no word times."""
+        out = []
+        for w in alt.get("words") or ():
+            word = str(w.get("punctuated_word") or w.get("word") or "").strip()
+            if word:
+                ws = self.origin + int(round(float(w.get("start", 0)) * RATE))
+                out.append((ws, max(ws, self.origin + int(round(float(w.get("end", 0)) * RATE))), word))
+        return out or [(start, end, text)]
+
     def _on_message(self, msg: dict) -> None:
         kind = msg.get("type")
         if kind == "Results":
@@ -283,7 +298,7 @@ class DeepgramListener:
             end = start + int(round(float(msg.get("duration", 0)) * RATE))
             if msg.get("is_final"):
                 if text:
-                    self.finals.append((start, end, text))
+                    self.finals.extend(self._words(alt[0], text, start, end))
                 self.finalized_upto = max(self.finalized_upto, end)
                 self.interim = None
                 if msg.get("speech_final"):
@@ -330,8 +345,11 @@ class DeepgramListener:
                 await asyncio.wait_for(self._changed.wait(), left)
             except asyncio.TimeoutError:
                 pass
-        words = [t for s, e, t in self.finals if e > begin and s < end]
-        self.finals = [f for f in self.finals if f[0] >= end]  # what later utterances may still use
+        # A word is the utterance's if its middle is before the utterance's end; the
+        # words after it wait for the next utterance (and words before ``begin``,
+        # between utterances, are dropped with these).
+        words = [t for s, e, t in self.finals if e > begin and (s + e) // 2 < end]
+        self.finals = [f for f in self.finals if (f[0] + f[1]) // 2 >= end]
         return " ".join(words)
 
     def take_billed(self) -> float:
