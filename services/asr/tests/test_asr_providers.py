@@ -391,6 +391,35 @@ def test_deepgram_words_of_one_result_go_to_the_utterance_each_was_said_in():
     assert first == "Sorry, stop." and second == "Can I book Friday?" and left == []
 
 
+def test_deepgram_a_late_answer_to_an_earlier_finalize_does_not_end_the_wait_for_this_utterances_words():
+    from parley_asr.providers.deepgram import DeepgramListener
+
+    def results(start: float, end: float, words: list[tuple[str, float, float]], *, from_finalize: bool, speech_final: bool = False) -> dict:
+        return {"type": "Results", "start": start, "duration": end - start, "is_final": True, "from_finalize": from_finalize, "speech_final": speech_final,
+                "channel": {"alternatives": [{"transcript": " ".join(w for w, _, _ in words),
+                                              "words": [{"word": w, "punctuated_word": w, "start": a, "end": b} for w, a, b in words]}]}}  # fmt: skip
+
+    def at(seconds: float) -> int:
+        return int(seconds * 16000)
+
+    async def main():
+        listener = DeepgramListener(Deepgram(base="ws://127.0.0.1:9", api_key=DKEY, model="nova-3"), "late-1")
+        listener.connected = True
+        # Utterance 0 (0.5-1.5 s) is answered by Deepgram's own endpointing before its Finalize's answer.
+        listener._on_message(results(0.4, 1.6, [("Hello", 0.5, 0.9), ("there.", 0.9, 1.3)], from_finalize=False, speech_final=True))
+        first = await listener.final(np.zeros(0, np.int16), at(0.45), at(1.5))
+        second = asyncio.create_task(listener.final(np.zeros(0, np.int16), at(1.9), at(3.0)))
+        await asyncio.sleep(0.05)
+        listener._on_message(results(1.6, 1.7, [], from_finalize=True))  # the late answer to utterance 0's Finalize: nothing new
+        await asyncio.sleep(0.05)
+        waited = not second.done()
+        listener._on_message(results(1.7, 3.1, [("Book", 2.0, 2.3), ("Friday.", 2.3, 2.8)], from_finalize=True))
+        return first, await second, waited
+
+    first, second, waited = asyncio.run(main())
+    assert first == "Hello there." and waited and second == "Book Friday."
+
+
 # ------------------------------------------------------------------ OpenAI
 
 

@@ -72,7 +72,11 @@ HOLD_S = 10.0  # audio held while (re)connecting
 AUTH_RETRY_S = 60.0
 MAX_BACKOFF_S = 30.0
 KEEPALIVE_S = 5.0  # Deepgram closes a stream that gets nothing for 10 s (NET-0001)
-TOLERANCE = int(0.3 * RATE)  # finalized up to within this of the utterance's end counts as done
+# Finalized up to within this of the utterance's end counts as done: the audio up to
+# the end was queued before the Finalize, so its answer reaches past the end (the slack
+# is for rounding). Not "any from_finalize result since": one answering an earlier
+# Finalize may arrive late, and would end the wait before this utterance's words.
+TOLERANCE = int(0.05 * RATE)
 
 
 class Deepgram:
@@ -330,11 +334,10 @@ class DeepgramListener:
             raise self.error or ProviderError("deepgram", "dropped", "the stream is not open")
         if self.origin > begin:
             raise ProviderError("deepgram", "dropped", "the stream was reopened during this utterance: it missed its start")
-        seen = self.from_finalize
         self._control({"type": "Finalize"})
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.dg.timeout_s
-        while not (self.finalized_upto >= end - TOLERANCE or self.from_finalize > seen):
+        while self.finalized_upto < end - TOLERANCE:
             if not self.connected or self.origin > begin:
                 raise self.error or ProviderError("deepgram", "dropped", "the stream broke during this utterance")
             left = deadline - loop.time()
