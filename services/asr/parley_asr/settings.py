@@ -97,6 +97,14 @@ class Settings(ServiceSettings, CloudProvider):
     turn_join_ms: float = setting(
         "PARLEY_ASR_TURN_JOIN_MS", 3_000.0, "an unfinished final joins the next utterance's text when it started within this", ge=0, le=60000
     )
+    # Whisper hears a fragment cut at a comma or a pause worse than the same
+    # words in their sentence ("I was wondering it." alone, "if" with what
+    # came before): an utterance that begins within turn_join_ms of the
+    # caller's previous words is transcribed with them, up to this much audio
+    # before it (continuation.py); 0: each utterance alone.
+    context_ms: float = setting(
+        "PARLEY_ASR_CONTEXT_MS", 8_000.0, "Whisper hears an utterance with the caller's words before it, up to this much audio (0: alone)", ge=0, le=20000
+    )
     # Fixed providers (load tests).
     fixed_transcript: str = setting("PARLEY_FIXED_TRANSCRIPT", DEFAULT_FIXED_TRANSCRIPT, "fixed mode: the final's text")
     fixed_delay_ms: float = setting("PARLEY_ASR_FIXED_DELAY_MS", 150.0, "fixed mode: the final comes this long after SpeechStopped", ge=0, le=60000)

@@ -51,6 +51,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import NamedTuple
 
 import numpy as np
 from nats.aio.client import Client
@@ -60,6 +61,7 @@ from parley import bus, contract, subjects, telemetry
 from parley.providers import Breaker, ProviderError
 
 from . import completeness, endpointer
+from .continuation import continuation
 from .endpointer import WINDOW_MS
 from .audio import WINDOW, SessionAudio
 from .settings import Settings
@@ -78,7 +80,7 @@ class Session:
     __slots__ = (
         "id", "slot", "audio", "ep", "subs", "last_audio", "closed",
         "last_partial", "last_seq", "dropped", "unfinished", "stop_sent", "turn_text", "turn_end",
-        "listener", "final_chain", "partial_busy", "told_skipped", "speculation", "last_native_seq",
+        "listener", "final_chain", "partial_busy", "told_skipped", "speculation", "last_native_seq", "context", "redo", "hold",
     )  # fmt: skip
 
     def __init__(self, session_id: str, slot: int, first_utterance: int = 0):
@@ -112,10 +114,42 @@ class Session:
         self.told_skipped = False
         # The final transcribed early (Whisper), on a silence that may end the utterance.
         self.speculation: Speculation | None = None
+        # The caller's latest words (Whisper): where their audio begins (a
+        # sample), the window where they ended, and their text. An utterance
+        # that begins soon after is transcribed with them (continuation.py).
+        self.context: Context | None = None
+        # A final transcribed again alone (its context did not cut): later
+        # finals wait for it, so finals leave in utterance order.
+        self.redo: asyncio.Future | None = None
+        # From a stop until its final (which makes the context): keep the
+        # audio from this sample while the window index is at most this.
+        self.hold: tuple[int, int] | None = None
 
     async def stop_published(self) -> None:
         if self.stop_sent is not None and not self.stop_sent.done():
             await asyncio.shield(self.stop_sent)
+
+
+class Context(NamedTuple):
+    """The caller's latest words: the sample ranges of their audio (each
+    utterance with up to CONTEXT_GAP_MS of the silence on either side: a
+    thinking pause left whole makes Whisper loop, "at four at four ..."),
+    the window where they ended, and their text."""
+
+    pieces: tuple[tuple[int, int], ...]
+    end: int
+    text: str
+
+    @property
+    def first(self) -> int:
+        return self.pieces[0][0]
+
+    @property
+    def samples(self) -> int:
+        return sum(b - a for a, b in self.pieces)
+
+
+CONTEXT_GAP = int(0.15 * SAMPLE_RATE)  # measured: 0.3 s of pause between joined parts transcribe best (BENCHMARKS 6)
 
 
 class Speculation:
@@ -128,12 +162,13 @@ class Speculation:
     a voice (every window below the VAD's silence threshold): the clips the
     stop would have scored and transcribed differ from these only in silence."""
 
-    __slots__ = ("utterance", "end", "cut", "text", "eot", "loudest", "dropped")
+    __slots__ = ("utterance", "end", "cut", "text", "eot", "loudest", "dropped", "context")
 
     def __init__(self, utterance: int, end: int, cut: int):
         self.utterance = utterance
         self.end = end
         self.cut = cut
+        self.context: Context | None = None  # what its transcript was made with
         self.text: asyncio.Future[str] | None = None
         self.eot: asyncio.Future | None = None
         self.loudest = 0.0  # the highest speech probability of a window after ``cut``
@@ -183,6 +218,7 @@ class Worker:
         self.breaker = Breaker() if cloud is not None and not getattr(cloud, "per_session", False) else None
         self.eot = EndOfTurnQueue(end_of_turn, settings.eot_batch) if settings.eot_model else None
         self._turn_join_windows = settings.turn_join_ms / WINDOW_MS
+        self._context_samples = int(settings.context_ms * SAMPLE_RATE / 1000)
         self.sessions: dict[str, Session] = {}
         self._preroll = int(settings.preroll_ms * SAMPLE_RATE / 1000)
         self._partial_windows = endpointer.windows_for(settings.partial_every_ms)
@@ -194,6 +230,8 @@ class Worker:
             "sessions": 0, "claimed": 0, "released": 0, "dropped_messages": 0, "seq_gaps": 0, "native_seq_gaps": 0,
             "ticks": 0, "windows": 0, "vad_calls": 0, "vad_seconds": 0.0, "tick_seconds": 0.0,
             "utterances": 0, "onsets": 0, "onsets_lost": 0, "partials": 0, "finals": 0, "last_final_latency_ms": None, "speculations": 0, "speculations_kept": 0,
+            # Finals heard with the caller's words before them (continuation.py), and those cut no better than alone.
+            "context_used": 0, "context_misses": 0,
             # Failures, each also logged at error with its session: a tick or
             # an endpointing step that raised, a background task that failed,
             # a Whisper call that failed (its final went out empty).
@@ -513,8 +551,16 @@ class Worker:
                 s.last_partial = s.ep.index
                 self._request_partial(s)
         # Keep what a later cut may need: the utterance in progress (or the run
-        # of speech that may start one), with its pre-roll.
-        s.audio.trim(s.ep.earliest_needed * WINDOW - self._preroll)
+        # of speech that may start one), with its pre-roll, and the caller's
+        # words before it while an utterance may still join them.
+        keep = s.ep.earliest_needed * WINDOW - self._preroll
+        if s.context is not None and s.ep.index - s.context.end > self._turn_join_windows:
+            s.context = None
+        if s.hold is not None and s.ep.index > s.hold[1]:
+            s.hold = None
+        for held in (s.context.first if s.context else None, s.hold[0] if s.hold else None):
+            keep = keep if held is None else min(keep, held)
+        s.audio.trim(keep)
 
     async def _onset(self, s: Session, d: endpointer.Onset, now: float) -> None:
         self.stats["onsets"] += 1
@@ -567,18 +613,72 @@ class Worker:
             audio = s.audio.slice(begin, d.end * WINDOW + self._preroll) if heard else np.empty(0, np.int16)
             self._chain_final(s, d, now, self._cloud_final(s, d, audio, begin, d.end * WINDOW) if heard else None)
             return
-        if heard:
-            # Whisper gets the pre-roll and as much again after the speech.
-            audio = s.audio.slice(d.begin * WINDOW - self._preroll, d.end * WINDOW + self._preroll)
-        else:
-            audio = np.empty(0, np.int16)
+        # Whisper gets the pre-roll and as much again after the speech, and
+        # the caller's words just before, if any (continuation.py).
+        first = d.begin * WINDOW - self._preroll
+        context = self._context_for(s, d.begin, d.end) if heard else None
+        own = self._own_start(context, d.begin) if context else first
+        alone = s.audio.slice(first, d.end * WINDOW + self._preroll) if heard else np.empty(0, np.int16)
+        audio = np.concatenate([self._context_audio(s, context), s.audio.slice(own, d.end * WINDOW + self._preroll)]) if context else alone
+        if heard and self._context_samples > 0:
+            s.hold = (context.first if context else first, d.end + int(self._turn_join_windows) + 1)
+
+        redo = s.redo
 
         async def deliver(text: str) -> None:
+            if redo is not None:
+                await asyncio.shield(redo)  # the previous final, transcribed again, goes first
             await s.stop_published()
             await self._publish_final(s, d, text, now)
+            if text.strip():
+                s.context = Context(((first, d.end * WINDOW + CONTEXT_GAP),), d.end, text.strip())
 
-        early = spec.text if kept else None
-        self.queue.submit(Job(session=s.id, utterance=d.utterance, final=True, audio=lambda: audio, deliver=deliver, early=early))
+        async def deliver_joined(text: str) -> None:
+            assert context is not None
+            words = continuation(context.text, text)
+            if not words:  # the context came out too differently to cut, or alone: the utterance alone
+                self.stats["context_misses"] += 1
+                done = s.redo = asyncio.get_running_loop().create_future()
+
+                async def deliver_alone(text: str) -> None:
+                    try:
+                        await deliver(text)
+                    finally:
+                        done.set_result(None)
+
+                self.queue.submit(Job(session=s.id, utterance=d.utterance, final=True, audio=lambda: alone, deliver=deliver_alone))
+                return
+            self.stats["context_used"] += 1
+            if redo is not None:
+                await asyncio.shield(redo)
+            await s.stop_published()
+            await self._publish_final(s, d, words, now)
+            if words.strip():
+                s.context = Context(context.pieces + ((own, d.end * WINDOW + CONTEXT_GAP),), d.end, f"{context.text} {words.strip()}")
+
+        early = spec.text if kept and spec.context == context else None
+        job = Job(session=s.id, utterance=d.utterance, final=True, audio=lambda: audio, deliver=deliver_joined if context else deliver, early=early)
+        self.queue.submit(job)
+
+    def _context_for(self, s: Session, begin: int, end: int) -> Context | None:
+        """The caller's words an utterance (windows ``begin`` to ``end``) is
+        heard with: the latest words, if it began within turn_join_ms of them
+        and the whole stays within context_ms of audio before it."""
+        c = s.context
+        if c is None or self._context_samples <= 0 or begin - c.end > self._turn_join_windows or c.end > begin:
+            return None
+        if c.samples > self._context_samples or c.first < s.audio.start:
+            return None
+        return c
+
+    @staticmethod
+    def _own_start(c: Context, begin: int) -> int:
+        """Where an utterance's own audio starts after its context: CONTEXT_GAP before its speech, not inside the context."""
+        return max(begin * WINDOW - CONTEXT_GAP, c.pieces[-1][1])
+
+    @staticmethod
+    def _context_audio(s: Session, c: Context) -> np.ndarray:
+        return np.concatenate([s.audio.slice(a, b) for a, b in c.pieces])
 
     def _speculate(self, s: Session, end: int) -> None:
         """Work out the end of the utterance as if the silence that began at
@@ -592,8 +692,12 @@ class Worker:
         if self.eot is not None:
             spec.eot = self.eot.score(self._as_at_stop(s, first, end, spec.cut, stop))
         if self.queue and s.listener is None and self.queue.finals_idle():
-            # As the stop's Whisper clip: the pre-roll again after the speech, as far as the stop has heard.
-            audio = self._as_at_stop(s, first, end, spec.cut, min(end * WINDOW + self._preroll, stop))
+            # As the stop's Whisper clip: the pre-roll again after the speech, as far as the stop has heard,
+            # with the context the stop would give it.
+            c = spec.context = self._context_for(s, s.ep.run_begin, end)
+            audio = self._as_at_stop(s, self._own_start(c, s.ep.run_begin) if c else first, end, spec.cut, min(end * WINDOW + self._preroll, stop))
+            if c is not None:
+                audio = np.concatenate([self._context_audio(s, c), audio])
             text = spec.text = asyncio.get_running_loop().create_future()
 
             async def deliver(words: str) -> None:

@@ -219,3 +219,51 @@ def test_the_final_is_transcribed_while_the_vad_still_counts_silence(nats_url, s
     made = [(t, n) for t, n in calls if final.text == f"heard {n} samples"]
     assert made and made[0][0] < stopped.at, (calls, stopped.at, final.text)
     assert stats["speculations_kept"] == 1 and early_used == 1 and stats["finals"] == 1
+
+
+class RecordingTranscriber:
+    """Real Whisper, remembering how much audio each final was given."""
+
+    def __init__(self, whisper):
+        self.whisper = whisper
+        self.heard: list[tuple[int, str]] = []
+
+    def transcribe(self, pcm16: np.ndarray) -> str:
+        text = self.whisper.transcribe(pcm16)
+        self.heard.append((len(pcm16), text))
+        return text
+
+
+def test_a_fragment_after_a_pause_is_heard_with_the_words_before_it(nats_url, silero, whisper, speak):
+    """PARLEY_ASR_CONTEXT_MS: "Could you book me in for … (1.0 s) … Thursday at eleven?" The second
+    utterance's Whisper call gets the first one's audio too, and its final holds only the new words."""
+    first, second = "Could you book me in for", "Thursday at eleven?"
+
+    async def main():
+        finals = RecordingTranscriber(whisper)
+        settings = Settings(nats_url=nats_url, providers="real", eot=False)
+        w = Worker(await bus.connect(nats_url), settings, silero, whisper, finals)
+        await w.start()
+        nc = await bus.connect(nats_url)
+        try:
+            ev = await Events.watch(nc, "ctx-1")
+            await claim(nc, "ctx-1")
+            a, b = speak(first, lead_s=0.8, trail_s=0.0), speak(second, lead_s=1.0, trail_s=1.0)
+            await stream(nc, "ctx-1", np.concatenate([a, b]), speed=1.0, seed=3)
+            await ev.finals("ctx-1", 2, timeout=20)
+            return ev.of("ctx-1"), finals.heard, dict(w.stats), len(a) - int(0.8 * 16000)
+        finally:
+            await nc.close()
+            await stop_workers([w])
+
+    events, heard, stats, first_len = asyncio.run(main())
+    texts = [e.text for e in events if isinstance(e, contract.TranscriptFinal)]
+    # (Whisper may hear the first part alone as "Could you book me N4?": it is cut mid-phrase.)
+    assert len(texts) == 2 and contains(texts[0], "could you"), texts
+    # Only the new words ("Thursday at 11", at times "First day at 11": tiny.en): not the context again.
+    assert contains(texts[1], "at 11") and not contains(texts[1], "could you"), texts
+    # Heard with the first part; when Whisper wrote the first part too differently the second time
+    # to tell where it ends ("Could you both meet N4?" alone), heard again alone.
+    assert stats["context_used"] + stats["context_misses"] == 1, (stats, heard)
+    assert max(n for n, _ in heard) > first_len + 16000, (heard, first_len)
+    assert len(heard) == 2 + stats["context_misses"], heard
