@@ -7,6 +7,7 @@
     uv run python services/asr/bench/bench_asr.py window      # Whisper's encoder window: accuracy and time
     uv run python services/asr/bench/bench_asr.py turn        # eot and complete on whole vs cut-off requests
     uv run python services/asr/bench/bench_asr.py eot         # the end-of-turn model's cost, batched or not
+    uv run python services/asr/bench/bench_asr.py speculation-final [--runs 5]   # the final's delay, speculation off and on
     uv run python services/asr/bench/bench_asr.py speculation [--recordings var/bench/scenarios]
                                      # the speculative eot and final against the stop's own, on recorded callers
 
@@ -384,9 +385,49 @@ def bench_speculation(recordings: Path, after_ms: float) -> None:
             print(f"  {name} #{u}: stop {t[0]!r}, speculation {t[1]!r}")
 
 
+async def bench_speculation_final(runs: int) -> None:
+    """The final's delay after the VAD's stop with the speculation off (0) and
+    at its default, alternating run by run on the same models and server (so
+    the machine's load drifts alike for both): real-time Piper requests."""
+    from parley_asr import smart_turn
+    from parley_asr.whisper import WhisperTranscriber
+
+    speak = PiperSpeaker()
+    texts = ["What are your opening hours?", "Do you have anything free on Friday?", "Can I also come in on Monday at two p.m.?",
+             "Yes, please book that for me.", "Is there a slot on Tuesday morning?"]  # fmt: skip
+    clips = [speak(t, lead_s=0.5, trail_s=1.0) for t in texts]
+    whisper, finals, eot = WhisperTranscriber(), WhisperTranscriber(), smart_turn.shared()
+    on_ms = Settings.model_fields["speculate_ms"].default
+    with NatsServer(free_port(), Path(tempfile.mkdtemp())) as server:
+        workers = {}
+        for ms in (0.0, on_ms):
+            workers[ms] = Worker(await bus.connect(server.url), Settings(nats_url=server.url, speculate_ms=ms), SileroVad(), whisper, finals, eot)
+            await workers[ms].start()
+        nc = await bus.connect(server.url)
+        delays: dict[float, list[float]] = {0.0: [], on_ms: []}
+        print(f"{len(texts)} requests, streamed in real time, {runs} rounds; speculation off (0) and at {on_ms:.0f} ms, alternating")
+        for i in range(runs):
+            for j, pcm in enumerate(clips):
+                for ms, w in workers.items():
+                    session = f"s{i}-{j}-{int(ms)}"
+                    ev = await Events.watch(nc, session)
+                    await w.claim(session)
+                    await stream(nc, session, pcm, speed=1.0, seed=i)
+                    await ev.finals(session, timeout=20)
+                    await asyncio.sleep(0.5)  # a request said in two utterances has two finals: each counts
+                    delays[ms] += [(f.at - f.speech_end_at) * 1000 for f in ev.of(session, contract.TranscriptFinal)]
+                    await w.release(session, "done")
+        for ms, w in workers.items():
+            d = sorted(delays[ms])
+            print(f"  speculate {ms:.0f} ms: final after the VAD's stop p50 {statistics.median(d):.0f} ms, p90 {d[int(0.9 * len(d))]:.0f} ms, max {d[-1]:.0f} ms (n={len(d)});"
+                  f" speculations {w.stats['speculations']}, kept {w.stats['speculations_kept']}")  # fmt: skip
+            await w.stop()
+        await nc.close()
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("what", choices=["vad", "final", "contention", "load", "window", "turn", "eot", "speculation"])
+    p.add_argument("what", choices=["vad", "final", "contention", "load", "window", "turn", "eot", "speculation", "speculation-final"])
     p.add_argument("--window-ms", type=float, default=Settings.model_fields["whisper_window_ms"].default, help="final: Whisper's encoder window")
     p.add_argument("--silence-ms", type=float, default=Settings.model_fields["silence_ms"].default, help="final: the VAD's stop")
     p.add_argument("--runs", type=int, default=5)
@@ -411,6 +452,8 @@ def main() -> None:
         bench_turn()
     elif a.what == "eot":
         bench_eot(max(3, a.runs))
+    elif a.what == "speculation-final":
+        asyncio.run(bench_speculation_final(a.runs))
     elif a.what == "speculation":
         bench_speculation(a.recordings, Settings.model_fields["speculate_ms"].default)
     else:
