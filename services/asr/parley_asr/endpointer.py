@@ -12,7 +12,8 @@ Two phases, with hysteresis between a speech threshold and a lower silence
 threshold (as Silero's own ``get_speech_timestamps`` does):
 
     IDLE --(onset_windows windows >= threshold)--> IDLE        emits Onset
-    IDLE --(the count resets after an Onset)----> IDLE          emits OnsetLost
+    IDLE --(an Onset's count reset, then onset_quiet_windows
+            without a new count)------------------> IDLE        emits OnsetLost
     IDLE --(start_windows windows >= threshold)--> SPEECH      emits Start
     IDLE --(voiced_windows in a row >= silence threshold,
             onset_windows of them >= threshold)--> SPEECH      emits Start
@@ -25,10 +26,16 @@ threshold (as Silero's own ``get_speech_timestamps`` does):
   Onset first: the earliest, least certain sign of a voice, for whoever
   would rather pause at once than wait for the start (the agent's playback).
   At most one Onset per count; a count that resets may emit another. A
-  count that had its Onset and resets before the start emits OnsetLost: the
-  sound faded (a click, a breath), so whoever paused on the Onset can go on
-  at once, on evidence, instead of waiting out a timer that a loaded ASR can
-  outlast. Every Onset is followed by exactly one Start or OnsetLost.
+  count that had its Onset and resets before the start, and is followed by
+  ``onset_quiet_windows`` windows with no new count, emits OnsetLost: the
+  sound faded (a click, a breath), so whoever paused on the Onset can go on,
+  on evidence, instead of waiting out a timer that a loaded ASR can outlast.
+  The quiet is asked for because a word's first syllable can fade too: on
+  the phone's μ-law, "Sorry, stop." gave an Onset for "Sor-" that reset
+  within 100 ms, and "stop" came 300 ms later. While an Onset waits for that
+  quiet, a new count that reaches ``onset_windows`` emits no second Onset
+  (the first still stands). Every Onset is followed by exactly one Start or
+  OnsetLost.
 * A short word that Silero only half believes (a firm "Wait!" through the
   phone's μ-law: 0.64 0.347 0.59 0.48 0.41 0.44 0.42) never has
   ``start_windows`` windows above the threshold. With ``voiced_windows``, a
@@ -69,6 +76,7 @@ class Config:
     onset_windows: int = 0  # 0: no Onset; else this many windows >= threshold emit one
     voiced_windows: int = 0  # 0: off; else a run with its onset starts after this many windows >= neg_threshold
     dip_floor: float = 0.3  # with voiced_windows: one window down to this does not end a run
+    onset_quiet_windows: int = 0  # an Onset whose count reset is lost after this many windows without a new count (0: at once)
 
     @classmethod
     def from_ms(
@@ -81,6 +89,7 @@ class Config:
         max_ms: float = 25_000,
         onset_ms: float = 0,
         voiced_ms: float = 0,
+        onset_quiet_ms: float = 0,
     ) -> "Config":
         return cls(
             threshold=threshold,
@@ -90,6 +99,7 @@ class Config:
             max_windows=windows_for(max_ms),
             onset_windows=windows_for(onset_ms) if onset_ms > 0 else 0,
             voiced_windows=windows_for(voiced_ms) if voiced_ms > 0 and onset_ms > 0 else 0,
+            onset_quiet_windows=windows_for(onset_quiet_ms) if onset_quiet_ms > 0 else 0,
         )
 
 
@@ -138,7 +148,9 @@ class State:
     run: int = 0  # IDLE: windows >= threshold counted towards a start
     run_begin: int = -1  # IDLE: first window of that run; SPEECH: begin of the utterance
     silence_begin: int = -1  # SPEECH: first window of the current silence, or -1
-    onset: bool = False  # IDLE: an Onset was emitted for the current count
+    onset: bool = False  # IDLE: an Onset was emitted and neither a Start nor an OnsetLost has answered it yet
+    onset_begin: int = -1  # IDLE: that Onset's begin
+    lost_since: int = -1  # IDLE: the window where that Onset's count reset (its quiet counts from there), or -1
     dipped: bool = False  # IDLE: the current run has had its one window under the silence threshold
 
     @property
@@ -165,17 +177,17 @@ def step(state: State, prob: float, cfg: Config) -> tuple[State, Decision | None
                 return State(index=nxt, speaking=True, utterance=state.utterance, run_begin=begin), start
             if 0 < cfg.onset_windows <= run and not state.onset:
                 onset = Onset(utterance=state.utterance, begin=begin, window=i)
-                return replace(state, index=nxt, run=run, run_begin=begin, onset=True), onset
-            return replace(state, index=nxt, run=run, run_begin=begin), None
+                return replace(state, index=nxt, run=run, run_begin=begin, onset=True, onset_begin=begin, lost_since=-1), onset
+            return replace(state, index=nxt, run=run, run_begin=begin, lost_since=-1), None
         if prob < cfg.neg_threshold and (state.dipped or not state.run or not cfg.voiced_windows or prob < cfg.dip_floor):
-            lost = OnsetLost(utterance=state.utterance, begin=state.run_begin, window=i) if state.onset else None
-            return replace(state, index=nxt, run=0, run_begin=-1, onset=False, dipped=False), lost
+            lost_since = i if state.run else state.lost_since  # a count reset here: an Onset's quiet starts
+            return _maybe_lost(replace(state, index=nxt, run=0, run_begin=-1, dipped=False, lost_since=lost_since), i, cfg)
         if prob < cfg.neg_threshold:
             return replace(state, index=nxt, dipped=True), None
         if state.run and _voiced(state, state.run_begin, state.run, i, cfg):
             start = Start(utterance=state.utterance, begin=state.run_begin, window=i)
             return State(index=nxt, speaking=True, utterance=state.utterance, run_begin=state.run_begin), start
-        return replace(state, index=nxt), None
+        return _maybe_lost(replace(state, index=nxt), i, cfg) if not state.run else (replace(state, index=nxt), None)
 
     silence_begin = state.silence_begin
     if prob >= cfg.threshold:
@@ -190,6 +202,15 @@ def step(state: State, prob: float, cfg: Config) -> tuple[State, Decision | None
     return replace(state, index=nxt, silence_begin=silence_begin), None
 
 
+def _maybe_lost(state: State, i: int, cfg: Config) -> tuple[State, OnsetLost | None]:
+    """IDLE with no count, after window ``i``: the pending Onset is lost once
+    its count has been quiet ``onset_quiet_windows`` windows (at once if 0)."""
+    if not state.onset or state.lost_since < 0 or i + 1 - state.lost_since < cfg.onset_quiet_windows:
+        return state, None
+    lost = OnsetLost(utterance=state.utterance, begin=state.onset_begin, window=i)
+    return replace(state, onset=False, onset_begin=-1, lost_since=-1), lost
+
+
 def _voiced(state: State, begin: int, run: int, i: int, cfg: Config) -> bool:
     """A run with its onset (``onset_windows`` above the threshold) that has
     lasted ``voiced_windows`` windows (every window since ``begin``: a fall
@@ -200,7 +221,7 @@ def _voiced(state: State, begin: int, run: int, i: int, cfg: Config) -> bool:
 def finish(state: State) -> tuple[State, Stop | None]:
     """The stream ended: close the utterance in progress, if any."""
     if not state.speaking:
-        return replace(state, run=0, run_begin=-1, onset=False, dipped=False), None
+        return replace(state, run=0, run_begin=-1, onset=False, onset_begin=-1, lost_since=-1, dipped=False), None
     end = state.silence_begin if state.silence_begin >= 0 else state.index
     return _stopped(state, state.index, end=end, window=state.index - 1, reason="finish")
 

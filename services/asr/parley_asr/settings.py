@@ -55,6 +55,14 @@ class Settings(ServiceSettings, CloudProvider):
     voiced_start_ms: float = setting(
         "PARLEY_ASR_VOICED_START_MS", 192.0, "an onset that stays voiced this long starts an utterance (0: off; needs onset_ms)", ge=0, le=2000
     )
+    # An onset whose sound faded is reported lost (SpeechOnsetEnded: the agent
+    # resumes) only after this much quiet with no new onset: a word's first
+    # syllable can fade too ("Sorry, stop." on μ-law: "Sor-" faded in 100 ms,
+    # "stop" began its onset ~400 ms later, and the agent resumed between them;
+    # 320 ms was measured too short for it).
+    onset_quiet_ms: float = setting(
+        "PARLEY_ASR_ONSET_QUIET_MS", 480.0, "quiet after a faded onset before SpeechOnsetEnded (0: at once)", ge=0, le=2000
+    )
     # 200 ms (7 windows, 224 ms): the stop comes soon, and the reducer waits
     # longer only when the evidence says the caller is not done (its turn_*
     # policy; docs/BENCHMARKS.md section 6).
@@ -206,5 +214,6 @@ class Settings(ServiceSettings, CloudProvider):
             silence_ms=self.silence_ms,
             onset_ms=self.onset_ms,
             voiced_ms=self.voiced_start_ms,
+            onset_quiet_ms=self.onset_quiet_ms,
             max_ms=self.max_utterance_ms,
         )

@@ -205,6 +205,19 @@ def test_an_onset_that_fades_emits_no_start_and_a_new_run_a_new_onset():
     assert out == [Onset(0, begin=0, window=1), OnsetLost(0, begin=0, window=3), Onset(0, begin=4, window=5), OnsetLost(0, begin=4, window=6)]
 
 
+QUIET = replace(ONSET, onset_quiet_windows=10)
+
+
+def test_a_faded_onset_is_lost_only_after_the_quiet_and_a_word_that_goes_on_keeps_it():
+    # "Sor-" fades, "stop" comes 6 windows later: one Onset, then the Start, nothing lost in between.
+    assert decisions([S, S, S, Q, Q, Q, Q, Q, Q, S, S, S, S, S], QUIET) == [Onset(0, begin=0, window=1), Start(0, begin=9, window=13)]
+    # A click: lost after 10 quiet windows (counted from the reset, ambiguous ones included).
+    assert decisions([S, S, S, Q, A, Q] + [Q] * 20, QUIET) == [Onset(0, begin=0, window=1), OnsetLost(0, begin=0, window=12)]
+    # Two clicks 5 windows apart: one Onset, lost 10 windows after the second fades.
+    out = decisions([S, S, Q, Q, Q, Q, Q, S, S, Q] + [Q] * 20, QUIET)
+    assert out == [Onset(0, begin=0, window=1), OnsetLost(0, begin=0, window=18)]
+
+
 def test_ambiguous_windows_hold_the_count_without_a_second_onset():
     assert decisions([S, S, A, A, S, S, S], ONSET) == [Onset(0, begin=0, window=1), Start(0, begin=0, window=6)]
 
@@ -216,7 +229,7 @@ def test_from_ms_onset():
     assert decisions([S] * 8, replace(CFG, onset_windows=5)) == [Start(0, begin=0, window=4)]
 
 
-onset_configs = st.builds(Config, **CONFIG_FIELDS, onset_windows=st.integers(0, 8))
+onset_configs = st.builds(Config, **CONFIG_FIELDS, onset_windows=st.integers(0, 8), onset_quiet_windows=st.sampled_from([0, 1, 3, 10]))
 
 
 @settings(max_examples=400, deadline=None)
@@ -243,7 +256,9 @@ def test_every_onset_ends_in_exactly_one_start_or_onset_lost(probs, cfg):
             open_onset = d
         elif isinstance(d, OnsetLost):
             assert open_onset is not None and (open_onset.utterance, open_onset.begin) == (d.utterance, d.begin)
-            assert probs[d.window] < cfg.neg_threshold
+            # the quiet: the last onset_quiet_windows windows (at least the reset's) hold no count
+            quiet = probs[max(open_onset.window + 1, d.window + 1 - max(cfg.onset_quiet_windows, 1)) : d.window + 1]
+            assert quiet and all(p < cfg.threshold for p in quiet) and min(quiet) < cfg.neg_threshold
             open_onset = None
         elif isinstance(d, Start):
             open_onset = None
@@ -262,9 +277,13 @@ def test_every_start_after_a_long_enough_count_had_its_onset(probs, cfg):
             assert sum(p >= cfg.threshold for p in span) == cfg.onset_windows and probs[d.window] >= cfg.threshold
             assert last_onset is None or last_onset.begin != d.begin  # one per count
             last_onset = d
+        elif isinstance(d, OnsetLost):
+            last_onset = None
         elif isinstance(d, Start):
             if 0 < cfg.onset_windows < cfg.start_windows:
-                assert last_onset is not None and (last_onset.utterance, last_onset.begin) == (d.utterance, d.begin)
+                # Its own count's Onset, or one still pending from a count that faded within the quiet.
+                assert last_onset is not None and last_onset.utterance == d.utterance and last_onset.begin <= d.begin
+                assert last_onset.begin == d.begin or cfg.onset_quiet_windows > 1
             last_onset = None
 
 
@@ -309,6 +328,7 @@ voiced_configs = st.builds(
     onset_windows=st.integers(1, 4),
     voiced_windows=st.integers(0, 10),
     dip_floor=st.sampled_from([0.1, 0.3]),
+    onset_quiet_windows=st.sampled_from([0, 3, 10]),
 )
 
 

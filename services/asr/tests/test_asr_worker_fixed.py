@@ -384,7 +384,7 @@ def test_a_sound_too_short_to_start_an_utterance_ends_its_onset(nats_url, silero
             voiced = int(np.argmax(np.abs(pcm) > 2000))
             blip = pcm[voiced : voiced + 224 * 16]  # Silero lags: this gives 2-4 windows over the threshold, not the start's 5
             await stream(nc, sid, np.concatenate([silence(0.5), blip, silence(1.0)]), speed=0)
-            await ev.wait_for(lambda e: e.of(sid, contract.SpeechOnsetEnded) or e.of(sid, contract.SpeechStarted))
+            await ev.wait_for(lambda e: e.of(sid, contract.SpeechOnsetEnded) or e.of(sid, contract.SpeechStarted), timeout=30)
             await asyncio.sleep(0.3)
             return ev.of(sid)
         finally:
