@@ -782,11 +782,16 @@ class Call:
             if self.recorder is not None:
                 self.recorder.flush(time.time())
 
-    def heard(self, run: int, chunk: int, finished: bool, played_ms: int = 0) -> None:
+    def heard(self, run: int, chunk: int, finished: bool, played_ms: int = 0, at_pause: bool = False) -> None:
         """Queue PlaybackProgress: the caller heard ``played_ms`` of the chunk
         (all of it when ``finished``). The caller's audio waits until it is
-        stored (``held_audio``)."""
+        stored (``held_audio``), except after a report made ``at_pause``: the
+        caller's voice paused the playback, and what they say next goes on
+        from what they began before it (a barge-in's words must not wait)."""
         event = PlaybackProgress(session=self.session, at=time.time(), run=run, chunk=chunk, finished=finished, played_ms=played_ms)
+        if at_pause:
+            self._queue(bus.publish_event, self.nc, event)
+            return
         self.unstored_reports += 1
         self._reports.put_nowait(event)
 

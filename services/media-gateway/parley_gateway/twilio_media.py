@@ -269,7 +269,7 @@ class TwilioSocket:
         _count(self.stats, "twilio_pause_clears")
         proven = self.far.proven
         if self.call is not None and proven is not None and proven.run == run and not proven.finished:
-            self.call.heard(proven.run, proven.chunk, False, proven.played_ms)
+            self.call.heard(proven.run, proven.chunk, False, proven.played_ms, at_pause=True)
         log.info(
             "twilio clear sent (pause)",
             extra=self._log_extra(run_id=run, unheard_ms=sum(FRAME_MS for i in unheard if isinstance(i, tp.Frame)), unsent_frames=unsent),
