@@ -264,7 +264,13 @@ def run_chaos(
 
     # The callers play Twilio's side of the media streams directly (no webhook):
     # the gateway's insecure development mode.
-    env = {"PARLEY_PROVIDERS": "fixed", "PARLEY_TWILIO_INSECURE": "1", **(extra_env or {})}
+    # The canned voice sends its audio 2 s ahead of real time, as a voice that
+    # generates faster than it speaks does (Piper here ~10x; cloud voices stream
+    # ahead): a chunk a killed worker was speaking is spoken again from its
+    # start by another, and a voice that only kept pace with real time would
+    # leave the caller a silence as long as what was already said of it (1.4-1.6 s
+    # measured with the default 300 ms lead; docs/BENCHMARKS.md section 7).
+    env = {"PARLEY_PROVIDERS": "fixed", "PARLEY_TWILIO_INSECURE": "1", "PARLEY_TTS_FIXED_LEAD_MS": "2000", **(extra_env or {})}
     result = ChaosResult(calls=calls, turns=turns)
     options = {"replicas": dict(REPLICAS if replicas is None else replicas), "nats_nodes": nats_nodes, **(stack_options or {})}
     with Stack(root, env=env, **options) as stack:

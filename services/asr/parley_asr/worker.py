@@ -532,6 +532,11 @@ class Worker:
                 await self._stopped(s, decision, now, speech_end=window_end - (decision.window + 1 - decision.end) * WINDOW_MS / 1000)
         if s.closed:
             return
+        self._after_tick(s)
+
+    def _after_tick(self, s: Session) -> None:
+        """Once a tick's windows are endpointed: speculation, partials, and
+        trimming the audio no later cut can need."""
         spec = s.speculation
         if spec is not None and (s.ep.utterance, s.ep.silence_begin) != (spec.utterance, spec.end):
             spec.drop()  # the caller went on: that silence did not end the utterance
@@ -550,6 +555,9 @@ class Worker:
             if not self.queue.partial_busy(s.id):
                 s.last_partial = s.ep.index
                 self._request_partial(s)
+        self._trim(s)
+
+    def _trim(self, s: Session) -> None:
         # Keep what a later cut may need: the utterance in progress (or the run
         # of speech that may start one), with its pre-roll, and the caller's
         # words before it while an utterance may still join them.
