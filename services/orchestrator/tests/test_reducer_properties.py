@@ -146,6 +146,18 @@ def run_all(events):
     return state, steps
 
 
+def _turns_answered(events):
+    """(before, event, after, the turn_end judgement) of each step that
+    answered a caller's turn with words, other than at a SpeechStopped
+    (a preemptive guess) or a key press."""
+    _, steps = run_all(events)
+    for before, ev, cmds, outcome, after in steps:
+        started = [x for x in cmds if isinstance(x, c.StartLLM) and x.step == 0 and x.attempt == 0]
+        if not started or not after.run or not after.run.user_text or isinstance(ev, (c.SpeechStopped, c.Dtmf)):
+            continue
+        yield before, ev, after, [j for j in outcome.judgements if j.kind == "turn_end"][-1]
+
+
 PROPS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
@@ -370,12 +382,7 @@ def test_a_caller_who_paused_mid_turn_is_never_given_the_short_wait(events):
     """Words after words already in the turn (the caller paused and went on)
     are answered only after turn_wait_continued of silence, or a longer wait;
     a key press still answers at once."""
-    _, steps = run_all(events)
-    for before, ev, cmds, outcome, after in steps:
-        started = [x for x in cmds if isinstance(x, c.StartLLM) and x.step == 0 and x.attempt == 0]
-        if not started or not after.run or not after.run.user_text or isinstance(ev, (c.SpeechStopped, c.Dtmf)):
-            continue
-        j = [j for j in outcome.judgements if j.kind == "turn_end"][-1]
+    for before, ev, after, j in _turns_answered(events):
         if before.turn_pauses > 0 and not j.reason.startswith("key"):
             assert j.wait >= before.policy.turn_wait_continued, (ev, j)
 
@@ -430,12 +437,7 @@ def test_words_that_open_a_turn_are_never_given_the_short_wait(events):
     says "opening": "Hi there.", "Could you tell me") is answered only after
     turn_wait_opening of silence, or a longer wait; a key press still
     answers at once, and someone answering a call Parley placed may say hello."""
-    _, steps = run_all(events)
-    for before, ev, cmds, outcome, after in steps:
-        started = [x for x in cmds if isinstance(x, c.StartLLM) and x.step == 0 and x.attempt == 0]
-        if not started or not after.run or not after.run.user_text or isinstance(ev, (c.SpeechStopped, c.Dtmf)):
-            continue
-        j = [j for j in outcome.judgements if j.kind == "turn_end"][-1]
+    for before, ev, after, j in _turns_answered(events):
         p = before.policy
         _, kind = words.unfinished(after.run.user_text, words.asked_for(r._agent_last_words(before)), greeting_opens=p.direction != "outbound")
         if kind == "opening" and not j.reason.startswith("key"):
