@@ -44,8 +44,8 @@ class Settings(ServiceSettings, CloudProvider):
     fixed_min_ms: float = setting("PARLEY_TTS_FIXED_MIN_MS", 300.0, "fixed mode: the shortest chunk of audio", ge=0, le=60000)
     fixed_lead_ms: float = setting("PARLEY_TTS_FIXED_LEAD_MS", 300.0, "fixed mode: audio sent ahead of real time", ge=0, le=60000)
     max_held: int = setting(
-        "PARLEY_TTS_MAX_HELD", 32,
-        "stored TTS requests a worker holds at once (queued or being synthesized); a worker that dies takes these with it until the server hands them to another",
+        "PARLEY_TTS_MAX_HELD", 1024,
+        "stored TTS requests a worker holds at once (queued, being synthesized or spoken); a worker that dies takes these with it until the server hands them to another. A run's later chunks are held while its first is spoken, so a speaking call holds several: at 32, 50 calls left first chunks waiting 1.7 s in the stream",
         ge=1, le=10000,
     )  # fmt: skip
 

@@ -44,7 +44,9 @@ request to another worker TTS_ACK_WAIT_S later: a chunk queued behind the
 dead one is synthesized elsewhere, and the one it was speaking is spoken
 again from the start (the gateway has moved on past it if it was playing:
 the answer goes on from the next chunk). The worker pulls one request at a
-time and holds at most ``max_held``, so a dead worker takes few with it.
+time and holds at most ``max_held`` (queued, being synthesized or spoken: a
+speaking call holds its run's later chunks too, so the bound is set well above
+the calls a worker serves; below that, first chunks wait in the stream).
 """
 
 from __future__ import annotations
