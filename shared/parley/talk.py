@@ -36,6 +36,7 @@ from . import session_params
 RATE = 16000
 FRAME = 320  # 20 ms
 FRAME_BYTES = FRAME * 2
+HANGUP_S = 2.0  # each of: telling the gateway, closing the socket, after Ctrl-C
 
 
 class NoSoundDevice(Exception):
@@ -291,11 +292,20 @@ class Talk:
                 for t in tasks:
                     t.cancel()
                 self.device.stop()
-                try:
-                    await ws.send(json.dumps({"type": "hangup"}))
-                except Exception:  # noqa: BLE001 - the gateway may have gone
-                    pass
+                await self._hang_up(ws)
                 self.ended.set()
+
+    @staticmethod
+    async def _hang_up(ws) -> None:
+        """Tell the gateway, then close normally (1000), each bounded: Ctrl-C must
+        end the program even when the gateway or the network no longer answers
+        (left to the context manager, a cancelled run closes with 1011 and waits
+        out websockets' own timeouts)."""
+        try:
+            await asyncio.wait_for(ws.send(json.dumps({"type": "hangup"})), HANGUP_S)
+            await asyncio.wait_for(ws.close(1000, "hangup"), HANGUP_S)
+        except Exception:  # noqa: BLE001 - the gateway may have gone: nothing more to tell it
+            pass
 
 
 def main(argv: list[str] | None = None, device: Device | None = None, out: TextIO | None = None) -> int:

@@ -100,12 +100,18 @@ def test_ctrl_c_hangs_up_at_the_gateway_and_says_so(tmp_path):
         async with serve(gateway, "127.0.0.1", 0) as server:
             port = server.sockets[0].getsockname()[1]
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-c", script, f"http://127.0.0.1:{port}", stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"}
-            )
+                sys.executable, "-c", script, f"http://127.0.0.1:{port}", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"},
+            )  # fmt: skip
             try:
                 await asyncio.wait_for(audio_flows.wait(), 30)
                 proc.send_signal(signal.SIGINT)
-                out, err = await asyncio.wait_for(proc.communicate(), 30)
+                try:
+                    out, err = await asyncio.wait_for(asyncio.shield(proc.communicate()), 30)
+                except TimeoutError:  # still running: every thread's stack (faulthandler), for the failure
+                    proc.send_signal(signal.SIGABRT)
+                    out, err = await proc.communicate()
+                    raise AssertionError(f"parley talk did not end 30 s after Ctrl-C:\n{err.decode()[-4000:]}") from None
                 await asyncio.wait_for(closed.wait(), 10)
             finally:
                 if proc.returncode is None:
