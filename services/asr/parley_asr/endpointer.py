@@ -17,6 +17,9 @@ threshold (as Silero's own ``get_speech_timestamps`` does):
     IDLE --(start_windows windows >= threshold)--> SPEECH      emits Start
     IDLE --(voiced_windows in a row >= silence threshold,
             onset_windows of them >= threshold)--> SPEECH      emits Start
+    IDLE --(a run with its onset that lasted faded_windows
+            falls under the silence threshold)---> SPEECH      emits Start
+                                                   (its silence began there)
     SPEECH --(silence_windows of silence)--------> IDLE        emits Stop
     SPEECH --(max_windows since it began)--------> IDLE        emits Stop (forced)
 
@@ -44,6 +47,15 @@ threshold (as Silero's own ``get_speech_timestamps`` does):
   too (one window just under it, down to ``dip_floor``, does not end such a
   run: the "Wait!" above); Whisper then decides whether it held words. A
   laugh's bursts (0.62 0.75 0.64 0.37 0.20 ...) still end at each gap.
+* A short word that fades before any of those (the phone's "Wait!" after
+  the caller's first sentence: 0.54 0.45 0.42 0.52 0.49 0.26, Silero's
+  state warm) would only give an Onset and an OnsetLost, and the word
+  would be lost. With ``faded_windows``, a run that had its onset
+  (``onset_windows`` above the threshold) and lasted that many windows
+  starts an utterance when it falls under the silence threshold, with its
+  silence already begun at that window: the usual ``silence_windows`` then
+  stop it (or the voice goes on and the utterance with it), and Whisper's
+  words decide what it was (a cough is transcribed as nothing).
 * In SPEECH silence begins at the first window below the silence threshold;
   from then on every window counts as silence until one >= threshold ends it.
 * Every Start is followed by exactly one Stop: either from the rules above or
@@ -77,6 +89,7 @@ class Config:
     voiced_windows: int = 0  # 0: off; else a run with its onset starts after this many windows >= neg_threshold
     dip_floor: float = 0.3  # with voiced_windows: one window down to this does not end a run
     onset_quiet_windows: int = 0  # an Onset whose count reset is lost after this many windows without a new count (0: at once)
+    faded_windows: int = 0  # 0: off; else a run with its onset that lasted this many windows starts an utterance as it fades
 
     @classmethod
     def from_ms(
@@ -90,6 +103,7 @@ class Config:
         onset_ms: float = 0,
         voiced_ms: float = 0,
         onset_quiet_ms: float = 0,
+        faded_ms: float = 0,
     ) -> "Config":
         return cls(
             threshold=threshold,
@@ -100,6 +114,7 @@ class Config:
             onset_windows=windows_for(onset_ms) if onset_ms > 0 else 0,
             voiced_windows=windows_for(voiced_ms) if voiced_ms > 0 and onset_ms > 0 else 0,
             onset_quiet_windows=windows_for(onset_quiet_ms) if onset_quiet_ms > 0 else 0,
+            faded_windows=windows_for(faded_ms) if faded_ms > 0 and onset_ms > 0 else 0,
         )
 
 
@@ -180,6 +195,9 @@ def step(state: State, prob: float, cfg: Config) -> tuple[State, Decision | None
                 return replace(state, index=nxt, run=run, run_begin=begin, onset=True, onset_begin=begin, lost_since=-1), onset
             return replace(state, index=nxt, run=run, run_begin=begin, lost_since=-1), None
         if prob < cfg.neg_threshold and (state.dipped or not state.run or not cfg.voiced_windows or prob < cfg.dip_floor):
+            if _faded(state, i, cfg):
+                start = Start(utterance=state.utterance, begin=state.run_begin, window=i)
+                return State(index=nxt, speaking=True, utterance=state.utterance, run_begin=state.run_begin, silence_begin=i), start
             lost_since = i if state.run else state.lost_since  # a count reset here: an Onset's quiet starts
             return _maybe_lost(replace(state, index=nxt, run=0, run_begin=-1, dipped=False, lost_since=lost_since), i, cfg)
         if prob < cfg.neg_threshold:
@@ -216,6 +234,12 @@ def _voiced(state: State, begin: int, run: int, i: int, cfg: Config) -> bool:
     lasted ``voiced_windows`` windows (every window since ``begin``: a fall
     under the silence threshold, beyond the one dip allowed, ends the run)."""
     return 0 < cfg.voiced_windows <= i - begin + 1 and run >= cfg.onset_windows > 0
+
+
+def _faded(state: State, i: int, cfg: Config) -> bool:
+    """A run with its onset that lasted ``faded_windows`` windows (up to
+    window ``i``, which ends it)."""
+    return 0 < cfg.faded_windows <= i - state.run_begin and state.run >= cfg.onset_windows > 0
 
 
 def finish(state: State) -> tuple[State, Stop | None]:

@@ -63,6 +63,20 @@ class Settings(ServiceSettings, CloudProvider):
     onset_quiet_ms: float = setting(
         "PARLEY_ASR_ONSET_QUIET_MS", 480.0, "quiet after a faded onset before SpeechOnsetEnded (0: at once)", ge=0, le=2000
     )
+    # A short word that fades before it starts an utterance ("Wait!" on the
+    # phone: an onset, then under the silence threshold after 5 windows)
+    # starts one as it fades once its run has lasted this long: Whisper's
+    # words decide (endpointer.py; docs/BENCHMARKS.md section 6, barge4).
+    faded_start_ms: float = setting(
+        "PARLEY_ASR_FADED_START_MS", 128.0, "an onset's run that lasted this long starts an utterance as it fades (0: off; needs onset_ms)", ge=0, le=2000
+    )
+    # Silero's recurrent state after seconds of quiet scores the next short
+    # word lower than a fresh state does (the phone's "Wait!" 0.27-0.49
+    # against 0.56-0.64): after this much quiet (every window under 0.1)
+    # the session's VAD state starts afresh, as at the start of a call.
+    vad_reset_ms: float = setting(
+        "PARLEY_ASR_VAD_RESET_MS", 1024.0, "quiet (VAD under 0.1) after which a session's VAD state starts afresh (0: never)", ge=0, le=60000
+    )
     # 200 ms (7 windows, 224 ms): the stop comes soon, and the reducer waits
     # longer only when the evidence says the caller is not done (its turn_*
     # policy; docs/BENCHMARKS.md section 6).
@@ -215,5 +229,6 @@ class Settings(ServiceSettings, CloudProvider):
             onset_ms=self.onset_ms,
             voiced_ms=self.voiced_start_ms,
             onset_quiet_ms=self.onset_quiet_ms,
+            faded_ms=self.faded_start_ms,
             max_ms=self.max_utterance_ms,
         )

@@ -133,6 +133,11 @@ class StreamBank:
         self._ctx[slot] = 0.0
         return slot
 
+    def reset(self, slot: int) -> None:
+        """The recurrent state of ``slot`` back to a new stream's (its audio context stays)."""
+        self._h[:, slot] = 0.0
+        self._c[:, slot] = 0.0
+
     def close(self, slot: int) -> None:
         self._free.append(slot)
 

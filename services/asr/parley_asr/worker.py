@@ -73,6 +73,7 @@ log = logging.getLogger("parley_asr.worker")
 
 SAMPLE_RATE = 16000
 MAX_WINDOWS_PER_TICK = 32  # a session sending faster than real time is worked off at up to 32x
+QUIET_PROB = 0.1  # a window scored under this is quiet (for the VAD state reset)
 WARN_FIRST_DROPS = 5
 
 
@@ -80,7 +81,7 @@ class Session:
     __slots__ = (
         "id", "slot", "audio", "ep", "subs", "last_audio", "closed",
         "last_partial", "last_seq", "dropped", "unfinished", "stop_sent", "turn_text", "turn_end",
-        "listener", "final_chain", "partial_busy", "told_skipped", "speculation", "last_native_seq", "context", "redo", "hold",
+        "listener", "final_chain", "partial_busy", "told_skipped", "speculation", "last_native_seq", "context", "redo", "hold", "quiet",
     )  # fmt: skip
 
     def __init__(self, session_id: str, slot: int, first_utterance: int = 0):
@@ -124,6 +125,8 @@ class Session:
         # From a stop until its final (which makes the context): keep the
         # audio from this sample while the window index is at most this.
         self.hold: tuple[int, int] | None = None
+        # Windows in a row the VAD scored as quiet (see Worker._quiet).
+        self.quiet = 0
 
     async def stop_published(self) -> None:
         if self.stop_sent is not None and not self.stop_sent.done():
@@ -222,6 +225,7 @@ class Worker:
         self.sessions: dict[str, Session] = {}
         self._preroll = int(settings.preroll_ms * SAMPLE_RATE / 1000)
         self._partial_windows = endpointer.windows_for(settings.partial_every_ms)
+        self._reset_windows = endpointer.windows_for(settings.vad_reset_ms) if settings.vad_reset_ms > 0 else 0
         self._speculate_windows = endpointer.windows_for(settings.speculate_ms) if settings.speculate_ms > 0 else 0
         self._claim_sub = None
         self._loop_task: asyncio.Task | None = None
@@ -229,7 +233,7 @@ class Worker:
         self.stats = {
             "sessions": 0, "claimed": 0, "released": 0, "dropped_messages": 0, "seq_gaps": 0, "native_seq_gaps": 0,
             "ticks": 0, "windows": 0, "vad_calls": 0, "vad_seconds": 0.0, "tick_seconds": 0.0,
-            "utterances": 0, "onsets": 0, "onsets_lost": 0, "partials": 0, "finals": 0, "last_final_latency_ms": None, "speculations": 0, "speculations_kept": 0,
+            "utterances": 0, "onsets": 0, "onsets_lost": 0, "vad_resets": 0, "partials": 0, "finals": 0, "last_final_latency_ms": None, "speculations": 0, "speculations_kept": 0,
             # Finals heard with the caller's words before them (continuation.py), and those cut no better than alone.
             "context_used": 0, "context_misses": 0,
             # Failures, each also logged at error with its session: a tick or
@@ -501,6 +505,8 @@ class Worker:
             self.stats["windows"] += len(rows)
             for i, prob in zip(rows, p):
                 probs[i][r] = prob
+                if self._reset_windows:
+                    self._quiet(work[i][0], float(prob))
         now = time.time()
         for (s, _), ps in zip(work, probs):
             try:
@@ -510,6 +516,21 @@ class Worker:
                 log.exception("endpointing failed", extra={"session_id": s.id})
         self.stats["ticks"] += 1
         self.stats["tick_seconds"] += time.perf_counter() - t0
+
+    def _quiet(self, s: Session, prob: float) -> None:
+        """After ``vad_reset_ms`` of quiet, the session's VAD state starts afresh.
+
+        Silero's LSTM carries seconds of quiet into its next score: after
+        the caller's first sentence and a few seconds of the agent's answer,
+        a short word on the phone ("Wait!") scored 0.27-0.49, never an onset;
+        from a fresh state the same word scores 0.56-0.64 (docs/BENCHMARKS.md
+        section 6, barge4). Nothing is lost by forgetting a quiet stretch.
+        """
+        s.quiet = s.quiet + 1 if prob < QUIET_PROB else 0
+        if s.quiet >= self._reset_windows:
+            self.bank.reset(s.slot)
+            self.stats["vad_resets"] += 1
+            s.quiet = 0
 
     async def _endpoint(self, s: Session, probs: np.ndarray, now: float) -> None:
         n = len(probs)

@@ -363,3 +363,84 @@ def test_voiced_starts_do_not_depend_on_the_chunking(probs, cfg, cut):
     mid, first = ep.run(probs[:cut], cfg)
     end, second = ep.run(probs[cut:], cfg, mid)
     assert first + second == whole and end == whole_state
+
+
+# ---------------------------------------------------------------- faded starts (a short word that fades before it starts)
+
+FADED = replace(VOICED, faded_windows=4)
+# Measured live (main 8077e18, just-wait over Twilio: the caller's "Wait!" after its first sentence and five
+# seconds of the agent's answer, Silero's state warm): an onset, then under the silence threshold.
+WAIT_ULAW_WARM = [0.15, 0.54, 0.45, 0.42, 0.52, 0.49, 0.26, 0.19, 0.12, 0.08] + [0.01] * 30
+
+
+def test_a_short_word_that_fades_starts_an_utterance_as_it_fades():
+    assert [type(d) for d in decisions(WAIT_ULAW_WARM, VOICED)] == [Onset, OnsetLost]  # before: the word was lost
+    out = decisions(WAIT_ULAW_WARM, FADED)
+    assert out[:2] == [Onset(0, begin=1, window=4), Start(0, begin=1, window=6)]
+    # its silence began where it faded: the usual silence stops it there
+    assert out[2] == Stop(0, begin=1, end=6, window=6 + FADED.silence_windows - 1, reason="silence")
+    assert len(out) == 3
+
+
+def test_a_faded_start_needs_its_onset_and_its_length():
+    assert [type(d) for d in decisions([S, S, A, Q] + [Q] * 30, FADED)] == [Onset, OnsetLost]  # 3 windows: too short
+    assert decisions([S, A, A, A, A, Q] + [Q] * 30, FADED) == []  # no onset: one window above the threshold
+    assert decisions([S, S, A, A] + [Q] * 30, replace(FADED, onset_windows=0)) == []  # onsets off: off
+
+
+def test_a_word_that_goes_on_after_a_faded_start_is_one_utterance():
+    out = decisions([S, S, A, A, Q, Q, S, S, S, S, S, S] + [Q] * 30, FADED)
+    assert [type(d) for d in out] == [Onset, Start, Stop] and out[1].begin == 0 and out[2].end == 12
+
+
+def test_from_ms_faded():
+    assert Config.from_ms(onset_ms=64, faded_ms=128).faded_windows == 4
+    assert Config.from_ms(onset_ms=0, faded_ms=128).faded_windows == 0  # needs the onset
+
+
+faded_configs = st.builds(
+    Config,
+    threshold=st.just(0.5),
+    neg_threshold=st.sampled_from([0.35, 0.5, 0.2]),
+    start_windows=st.integers(1, 8),
+    silence_windows=st.integers(1, 20),
+    max_windows=st.integers(10, 100),
+    onset_windows=st.integers(0, 4),
+    voiced_windows=st.integers(0, 10),
+    dip_floor=st.sampled_from([0.1, 0.3]),
+    onset_quiet_windows=st.sampled_from([0, 3, 10]),
+    faded_windows=st.integers(0, 8),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(streams, faded_configs)
+def test_faded_starts_are_justified_and_keep_every_order(probs, cfg):
+    """A Start is either one of the other rules' or a faded one: a run with
+    its onset, at least faded_windows long, ending at a window under the
+    silence threshold where its silence begins. Starts and Stops alternate,
+    every Onset is answered once, and the chunking does not matter."""
+    state, out = ep.run(probs, cfg)
+    _, without = ep.run(probs, replace(cfg, faded_windows=0))
+    pending = None
+    for n, d in enumerate(out):
+        if isinstance(d, Onset):
+            assert pending is None
+            pending = d
+        elif isinstance(d, (OnsetLost, Start)):
+            if isinstance(d, OnsetLost):
+                assert pending is not None
+            pending = None
+        if isinstance(d, Start) and probs[d.window] < cfg.neg_threshold:  # a faded start
+            assert 0 < cfg.faded_windows <= d.window - d.begin and cfg.onset_windows > 0
+            assert sum(p >= cfg.threshold for p in probs[d.begin : d.window]) >= cfg.onset_windows
+            stop = out[n + 1] if n + 1 < len(out) else None
+            assert stop is None or (isinstance(stop, Stop) and stop.end >= d.window)
+    _, last = ep.finish(state)
+    utterances = [d for d in out + [last] if d is not None and not isinstance(d, (Onset, OnsetLost))]
+    assert [type(d) for d in utterances] == [Start, Stop] * (len(utterances) // 2)
+    if cfg.faded_windows == 0:
+        assert out == without
+    mid, first = ep.run(probs[: len(probs) // 2], cfg)
+    end, second = ep.run(probs[len(probs) // 2 :], cfg, mid)
+    assert first + second == out and end == state

@@ -77,3 +77,26 @@ def test_a_reused_slot_starts_from_a_clean_state(silero, speak):
     bank.close(0)
     again = bank_probs(bank, [pcm])[0]  # reopens slot 0, which held the state of the first run
     np.testing.assert_allclose(first, again, atol=1e-6)
+
+
+def test_a_reset_slot_scores_on_as_a_new_stream_and_leaves_the_others_alone(silero, speak):
+    """The worker resets a session's state after a quiet stretch (PARLEY_ASR_VAD_RESET_MS): from there the
+    slot scores exactly as a new stream fed the rest of the audio, and the other slots of the batch are untouched."""
+    head = np.concatenate([speak("Can I book something on Sunday?"), np.zeros(2 * 16000, np.int16)])
+    head = head[: len(head) // WINDOW * WINDOW]
+    tail = speak("Wait!", lead_s=0.2, trail_s=0.3)
+    other = speak("Three p.m. works for me.", lead_s=0.5)
+    bank = StreamBank(silero)
+    a, b = bank.open(), bank.open()
+    frames = lambda x: (x[: len(x) // WINDOW * WINDOW].astype(np.float32) / 32768).reshape(-1, WINDOW)
+    stream, others = frames(np.concatenate([head, tail])), frames(other)
+    got, got_other = [], []
+    for r in range(max(len(stream), len(others))):
+        if r == len(head) // WINDOW:
+            bank.reset(a)
+        rows = [(a, stream, got)] * (r < len(stream)) + [(b, others, got_other)] * (r < len(others))
+        probs = bank.run(np.array([slot for slot, _, _ in rows]), np.stack([f[r] for _, f, _ in rows]))
+        for (_, _, out), p in zip(rows, probs):
+            out.append(p)
+    np.testing.assert_allclose(got[len(head) // WINDOW :], reference_probs(tail), atol=1e-5)
+    np.testing.assert_allclose(got_other, reference_probs(other), atol=1e-5)
