@@ -58,6 +58,43 @@ async def offer(loadgen, utterances, stack, calls: int, turns: int) -> list[dict
     return [asdict(c.rec) for c in callers]
 
 
+def kind(subject: str) -> str:
+    """A subject without its session, partition and sequence tokens."""
+    parts = subject.split(".")
+    if parts[0] == "$JS" and parts[1] == "ACK":
+        return "$JS.ACK." + ".".join(parts[2:4])
+    if parts[0] == "_INBOX":
+        return "_INBOX"
+    if parts[:2] == ["parley", "evt"] and len(parts) >= 4:
+        return "parley.evt.<s>." + parts[-1]
+    keep = [p for p in parts[:6] if not any(c.isdigit() for c in p) or p in ("v1",)]
+    return ".".join(keep[:5])
+
+
+async def tapped(work, url: str, counts: dict[str, int]):
+    import nats
+
+    nc = await nats.connect(url)
+
+    async def count(msg) -> None:
+        k = kind(msg.subject)
+        counts[k] = counts.get(k, 0) + 1
+        if k.startswith("parley.evt"):
+            try:
+                from parley import contract
+
+                ev = type(contract.decode_event(msg.data)).__name__
+            except Exception:  # noqa: BLE001
+                ev = "?"
+            counts[k + ":" + str(ev)] = counts.get(k + ":" + str(ev), 0) + 1
+
+    await nc.subscribe(">", cb=count)
+    try:
+        return await work
+    finally:
+        await nc.drain()
+
+
 def cpu_seconds(procs: dict[str, psutil.Process]) -> dict[str, float]:
     out = {}
     for key, proc in procs.items():
@@ -84,6 +121,7 @@ def main(argv=None) -> int:
     ap.add_argument("--calls", type=int, default=30)
     ap.add_argument("--turns", type=int, default=3)
     ap.add_argument("--spy", default="", help="py-spy every service into this directory")
+    ap.add_argument("--tap", action="store_true", help="count the messages through nats-server by subject kind (adds one subscriber to everything)")
     a = ap.parse_args(argv)
     tree = Path(a.tree).resolve()
     sys.path[:0] = [str(tree / "bench"), str(tree / "tests")]
@@ -102,7 +140,8 @@ def main(argv=None) -> int:
         load_start = psutil.getloadavg()
         before = cpu_seconds(procs)
         t0 = time.monotonic()
-        records = asyncio.run(offer(loadgen, utterances, stack, a.calls, a.turns))
+        counts: dict[str, int] = {}
+        records = asyncio.run(tapped(offer(loadgen, utterances, stack, a.calls, a.turns), stack.nats_url, counts) if a.tap else offer(loadgen, utterances, stack, a.calls, a.turns))
         wall = time.monotonic() - t0
         after = cpu_seconds(procs)
         for s in spies:
@@ -121,6 +160,7 @@ def main(argv=None) -> int:
         "load_avg_start": [round(x, 1) for x in load_start], "load_avg_end": [round(x, 1) for x in psutil.getloadavg()],
         "failed_calls": sum(1 for r in records if r["failures"]), "failures": sorted({f for r in records for f in r["failures"]})[:5],
         "underruns": sum(len(r["underruns"]) for r in records),
+        **({"msgs_per_call": {k: round(v / a.calls, 1) for k, v in sorted(counts.items(), key=lambda kv: -kv[1])}} if a.tap else {}),
         "cpu_s": used, "cpu_s_total": round(total, 2), "cpu_s_per_call": round(total / a.calls, 3),
     }))  # fmt: skip
     return 0

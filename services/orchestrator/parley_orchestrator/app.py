@@ -96,7 +96,7 @@ def create_app(settings: Settings) -> FastAPI:
         defaults = session_defaults(settings, brain)
         nc = await bus.connect(settings.nats_url, name="orchestrator", credentials=settings.nats_credentials, replicas=settings.nats_replicas)
         runtime = Runtime(nc=nc, brain=brain, tools=tools, defaults=defaults, clock=settings.clock, log_retention=settings.log_retention_days * 86400, tel=tel,
-                          about=things_to_say(brain, defaults))  # fmt: skip
+                          token_batch=settings.llm_token_batch_ms / 1000, about=things_to_say(brain, defaults))  # fmt: skip
         runtime.observer = StepObserver(tel)
         await runtime.start()
         callbacks_sub = await nc.subscribe(subjects.ORCHESTRATOR_CALLBACKS, queue=subjects.ORCHESTRATOR_GROUP, cb=_callbacks_responder(book))

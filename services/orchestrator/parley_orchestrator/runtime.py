@@ -83,6 +83,7 @@ from parley.contract import (
 )
 
 from . import records, reducer
+from .adapters import batching
 from .adapters.llm import Brain, Done, Token, ToolCallOut
 from .partitions import Delivery, Ownership
 from .records import Stored, decode_stored
@@ -146,6 +147,9 @@ class Runtime:
     clock: Clock = field(default_factory=Clock.system)  # the clinic's calendar: "{today}" in the prompt
     tel: telemetry.Telemetry | None = None  # the app's (parley.telemetry.setup); None: telemetry.current()
     about: dict = field(default_factory=dict)  # more for ORCHESTRATOR_INFO (the page's things to say)
+    # LLM tokens arriving within this many seconds go as one event, unless one
+    # lets the reducer cut a chunk (adapters/batching.py; PARLEY_LLM_TOKEN_BATCH_MS).
+    token_batch: float = 0.1
     stats: dict[str, int] = field(
         default_factory=lambda: {"events": 0, "stale": 0, "rejected": 0, "bugs": 0, "duplicate": 0, "redelivered": 0, "cas_retries": 0, "takeovers": 0, "caught_up": 0,
                                  # failures, each logged at error: a batch that raised (retried from the stream), a background task
@@ -717,7 +721,10 @@ class Runtime:
             seq += 1
 
         try:
-            async with contextlib.aclosing(self.brain.stream(cmd.messages, self.tools.schemas())) as stream:
+            async with (
+                contextlib.aclosing(self.brain.stream(cmd.messages, self.tools.schemas())) as provider,
+                contextlib.aclosing(batching.joined(provider, self.token_batch)) as stream,
+            ):
                 async for item in stream:
                     await emit(_llm_event(item, s, run, step, attempt, seq))
                     if isinstance(item, Done):

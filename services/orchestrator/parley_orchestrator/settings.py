@@ -57,6 +57,11 @@ class Settings(ServiceSettings):
     llm_api_key: str = setting("LLM_API_KEY", "", "the LLM server's key, if it needs one", secret=True)
     llm_timeout: float = setting("LLM_TIMEOUT", 30.0, "seconds an LLM request may take", gt=0, le=600)
     llm_temperature: float | None = setting("LLM_TEMPERATURE", None, "sampling temperature; unset: the server's default", ge=0, le=2)
+    llm_token_batch_ms: float = setting(
+        "PARLEY_LLM_TOKEN_BATCH_MS", 100.0,
+        "LLM tokens arriving within this many ms are stored as one event, unless one lets a TTS chunk be cut (0: one event per token)",
+        ge=0, le=1000,
+    )  # fmt: skip
     transfer_to: str = setting(
         "PARLEY_TRANSFER_TO", "", "the number transfer_call connects callers to (E.164); unset: no transfers",
         pattern=r"^(\+[1-9][0-9]{6,14}|sip:\S+)$", allowed="an E.164 number like +15550007777, or a sip: URI",
