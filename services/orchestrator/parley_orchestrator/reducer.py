@@ -193,7 +193,9 @@ STREAMING = (GENERATING, SPEAKING)  # an LLM step may be streaming
 # 14: an onset's pause ends on the ASR's evidence (SpeechOnsetEnded: the sound
 #     faded), in order however late the ASR runs; onset_hold (1 s) only bounds
 #     it when no evidence comes
-RULES = 14
+# 15: a hum or a laugh in any spelling of its form ("Emm", "Hmhm", "Heheh";
+#     words.hum) is a sound, or a backchannel when it agrees ("mm-hmm-hmm")
+RULES = 15
 
 # ---------------------------------------------------------------------------
 # Policy: the knobs of one session. Defaults here; SessionStarted.params may

@@ -80,8 +80,22 @@ def few_words(text: str, most: int) -> bool:
 
 
 def word_count(text: str) -> int:
-    """Words in ``text``, lone hum letters (what a recogniser spells out for a hum) not counted."""
-    return sum(1 for w in tokens(text) if not (len(w) == 1 and w in _HUM_LETTERS and w != "a"))
+    """Words in ``text``, lone hum letters (what a recogniser spells out for a hum) and hums not counted."""
+    return sum(1 for w in tokens(text) if not (len(w) == 1 and w in _HUM_LETTERS and w != "a") and not hum(w))
+
+
+# A hum or a laugh by its form, however the recogniser spelled it (folded:
+# "Hmmm" is "hm", "Emm" "em", "mm-hmm-hmm" "mhmhm", "uhm", "ehm", "hahahah"):
+# a closed mouth's m, with h between the beats and at most one e/u vowel
+# before the first, or two or more h-vowel beats. Whisper writes hums in
+# spellings no list can hold ("Mmmmm", "Emm", "Hmhm"); a word of that form
+# ("hum", "hem") is a hum too, and "mum", "him", "home" are not of it.
+_HUM_FORM = re.compile(r"h?[eu]?h?m(?:h?m)*h?|(?:h[aei]){2,}h?")
+
+
+def hum(token: str) -> bool:
+    """Whether a normalised token (``tokens``) is a hum or a laugh by its form."""
+    return token not in TAKE_FLOOR and _HUM_FORM.fullmatch(token) is not None
 
 
 def _phrases_of(words: list[str]) -> list[tuple[str, ...]] | None:
@@ -89,6 +103,10 @@ def _phrases_of(words: list[str]) -> list[tuple[str, ...]] | None:
     match first), or None if any word is neither."""
     out, i = [], 0
     while i < len(words):
+        if hum(words[i]) and (words[i],) not in _ALL:
+            out.append(("mhm",) if "mhm" in words[i] else ("hm",))  # spelled some other way: "mm-hmm-hmm" agrees, "hmmm" is a sound
+            i += 1
+            continue
         for n in range(min(_LONGEST, len(words) - i), 0, -1):
             if tuple(words[i : i + n]) in _ALL:
                 out.append(tuple(words[i : i + n]))

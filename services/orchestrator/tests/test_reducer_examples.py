@@ -9,6 +9,7 @@ import pytest
 
 from parley import contract as c
 from parley_orchestrator import reducer as r
+from parley_orchestrator import words
 
 S = "ex"
 
@@ -838,6 +839,22 @@ def test_a_sound_never_cancels_the_answer(heard):
     v.send(c.TranscriptFinal, utterance=7, text=heard)
     assert "ResumePlayback" in v.types() and v.run == run and v.phase == r.SPEAKING
     assert v.outcome.judgements[0].heard == "sound"
+
+
+@pytest.mark.parametrize(("heard", "kind"), [("Emm... Em.", "sound"), ("Hmmmm hm", "sound"), ("Hahahah.", "sound"), ("Mm-hmm-hmm.", "backchannel")])
+def test_a_long_hum_in_any_spelling_never_cancels_the_answer(heard, kind):
+    """RULES 15: a hum by its form, in a sound longer than noise_sound (so no noise rule excuses it)."""
+    assert words.hearing(heard) == kind
+    v = Convo()
+    run = _speaking(v)
+    v.send(c.SpeechStarted, utterance=7)
+    v.t += 1.5
+    v.send(c.TranscriptPartial, utterance=7, text=heard)
+    assert v.phase == r.PAUSED and not any(isinstance(x, (c.CancelLLM, c.FlushPlayback)) for x in v.cmds)
+    v.stop(7, eot=0.5)
+    v.send(c.TranscriptFinal, utterance=7, text=heard)
+    assert v.run == run and v.phase == r.SPEAKING
+    assert not any(isinstance(x, (c.CancelLLM, c.FlushPlayback)) for x in v.cmds)
 
 
 def test_a_sound_whose_final_never_comes_resumes_on_the_timer():

@@ -17,9 +17,9 @@ from parley_orchestrator import reducer as r, words
 
 S = "prop"
 SIGNAL = st.sampled_from([-1.0, 0.1, 0.5, 0.95])
-PARTIALS = ["", "uh-huh", "wait", "book me in", "(coughs)", "Mm hmm", "yes", "in a moment", "M H M", "hold on", "book me in for friday please"]
+PARTIALS = ["", "uh-huh", "wait", "book me in", "(coughs)", "Mm hmm", "yes", "in a moment", "M H M", "hold on", "book me in for friday please", "Emm..."]
 FINALS = ["", "mm-hmm", "book tomorrow at 3", "no wait, Friday", "(coughs)", "Yeah.", "Yes.", "I'd like to book, um", "555 201", "[laughter]", "Ah.",
-          "Hi there.", "Could you tell me"]
+          "Hi there.", "Could you tell me", "Emm... Em.", "Hmhm.", "Hahahah."]
 WORDS = ["Sure", "okay,", "let", "me", "check.", "You're", "booked", "at", "3.30", "p.m.", "Dr.", "Smith", "sees", "you!", "Anything", "else?", "uh-huh", "e.g.", "fine", "Shall I book that?"]
 
 
@@ -346,6 +346,18 @@ def test_a_sound_or_backchannel_never_cancels_a_held_answer(events):
             assert isinstance(ev, (c.Dtmf, c.SessionEnded, c.TimerFired, c.LLMError, c.CallStatus, c.ToneHeard)), ev
             if isinstance(ev, c.TimerFired):
                 assert ev.name in ("max_call", "llm_first_token", "tts_first_audio", "playback"), ev
+
+
+@PROPS
+@given(sessions())
+def test_a_hum_in_any_spelling_never_cancels_a_held_answer(events):
+    """Words that are hums or laughs by their form ("Emm... Em.", "Hmhm.",
+    "Hahahah."; RULES 15) never cancel a run in a hold, partial or final."""
+    _, steps = run_all(events)
+    for before, ev, cmds, outcome, after in steps:
+        if before.phase == r.PAUSED and isinstance(ev, (c.TranscriptPartial, c.TranscriptFinal)) and words.tokens(ev.text):
+            if all(words.hum(w) for w in words.tokens(ev.text)):
+                assert not any(isinstance(x, (c.FlushPlayback, c.CancelLLM)) for x in cmds), (ev, outcome)
 
 
 @PROPS

@@ -173,3 +173,19 @@ def test_answering_the_phone_with_hello_ends_that_turn():
     assert words.unfinished("Hello?", "", greeting_opens=False) == ("", "")
     assert words.unfinished("Hello?", "")[1] == "opening"
     assert words.unfinished("My address is 42", "", greeting_opens=False)[1] == "opening"
+
+
+@pytest.mark.parametrize("text", ["Emm...", "Em.", "Uhm.", "Ehm", "Hmmmmm!", "Hum.", "Hahahah.", "Heheh", "Em, em."])
+def test_hums_and_laughs_are_sounds_by_their_form(text):
+    assert words.hearing(text) == "sound"
+    assert words.word_count(text) == 0
+
+
+@pytest.mark.parametrize("text", ["Mm-hmm-hmm.", "Mmhmhm", "Hmhm.", "Hmhm, yeah."])
+def test_an_agreeing_hum_in_any_spelling_is_a_backchannel(text):
+    assert words.hearing(text) == "backchannel"
+
+
+@pytest.mark.parametrize("text", ["Mum.", "Mom?", "Him.", "Home.", "Them.", "Me.", "Ham.", "Hm, what?", "Em, wait.", "Hmm, no."])
+def test_words_near_a_hums_form_stay_words(text):
+    assert words.hearing(text) == "words"
