@@ -72,7 +72,9 @@ def test_every_subject_has_a_publisher_and_a_subscriber():
     orphans = []
     filters = {f for fs in natsauth.STREAMS.values() for f in fs}
     for name, pattern in patterns.items():
-        if pattern in filters:  # a stream's filter: some service must publish into it
+        # A stream's filter, or the load reports (each kind publishes only its
+        # own, parley.load.<kind>.*): some service must publish into it.
+        if pattern in filters or pattern == subjects.LOAD_ALL:
             pubs = [r for r in natsauth.ROLES if any(natsauth.intersects(a, pattern) for a in natsauth.ROLES[r].publish)]
         else:
             pubs = [r for r in natsauth.ROLES if natsauth.may_publish(r, pattern)]
@@ -88,6 +90,9 @@ def test_least_privilege_as_the_issue_states_it():
     # Only TTS speaks into a call; only the gateway hears it.
     assert [r for r in natsauth.ROLES if may_pub(r, tts_audio)] == ["tts"]
     assert [r for r in natsauth.ROLES if may_sub(r, tts_audio)] == ["gateway"]
+    # Load reports: each kind reports only as itself; the gateways read them all.
+    assert [r for r in natsauth.ROLES if may_pub(r, subjects.load("asr", "asr-1"))] == ["asr"]
+    assert [r for r in natsauth.ROLES if may_sub(r, subjects.load("tts", "tts-1"))] == ["gateway"]
     # The gateway may not command TTS; TTS may not read callers' audio.
     assert not may_pub("gateway", subjects.TTS_REQUEST)
     assert not may_sub("tts", subjects.audio_in("s1"))

@@ -688,6 +688,19 @@ class AsrProgressAll(msgspec.Struct, frozen=True, kw_only=True, tag="AsrProgress
     items: tuple[AsrProgress, ...] = ()
 
 
+class LoadReport(msgspec.Struct, frozen=True, kw_only=True, tag="LoadReport"):
+    """One service replica's load (``subjects.load``, parley.load): the
+    sessions it carries now and how many it can carry (its capacity setting).
+    ``gone``: it is stopping; its capacity leaves with it at once (a replica
+    that dies is forgotten when its reports stop, parley.load.TTL)."""
+
+    kind: str  # gateway, asr, orchestrator, tts
+    instance: str
+    active: int
+    capacity: int  # 0: no limit of its own
+    gone: bool = False
+
+
 class AsrClaimed(msgspec.Struct, frozen=True, kw_only=True, tag="AsrClaimed"):
     session: str
     worker: str

@@ -154,6 +154,11 @@ def events_of(producer: str) -> str:
     return f"{subjects.PREFIX}.evt.*.{producer}"
 
 
+def load_of(kind: str) -> str:
+    """The load reports one kind of service may publish (parley.load)."""
+    return f"{subjects.PREFIX}.load.{kind}.*"
+
+
 CREATE_EVENT_STREAM = _js("STREAM.CREATE", subjects.EVENTS_STREAM)  # only the orchestrator makes the stream
 
 ROLES: dict[str, Role] = {
@@ -173,18 +178,23 @@ ROLES: dict[str, Role] = {
             _js("STREAM.NAMES"),
             *_stream_reader(subjects.LOG_STREAM),  # the inspector replays a call's steps
             *_kv_writer(subjects.GRANTS_BUCKET),  # session tokens, shared by every gateway replica
+            load_of("gateway"),
+            subjects.LOAD_ASK,
         ),
         subscribe=(
             wildcard(subjects.tts_audio),
             wildcard(subjects.playback),
             wildcard(subjects.observe),
             wildcard(subjects.notices),
+            subjects.LOAD_ALL,
+            subjects.LOAD_ASK,
         ),
     ),
     "asr": Role(
         about="asr: hears a claimed session's audio, publishes speech and transcript events",
-        publish=(events_of("asr"),),
+        publish=(events_of("asr"), load_of("asr")),
         subscribe=(
+            subjects.LOAD_ASK,
             f"{subjects.ASR_CLAIM} {subjects.ASR_GROUP}",
             wildcard(subjects.asr_alive),
             wildcard(subjects.audio_in),
@@ -195,8 +205,9 @@ ROLES: dict[str, Role] = {
     ),
     "tts": Role(
         about="tts: synthesizes requested text into a run's audio",
-        publish=(wildcard(subjects.tts_audio), events_of("tts"), *_tts_puller()),
+        publish=(wildcard(subjects.tts_audio), events_of("tts"), *_tts_puller(), load_of("tts")),
         subscribe=(
+            subjects.LOAD_ASK,
             subjects.TTS_CANCEL,
             subjects.CONTROL_ALL,
             wildcard(subjects.tts_alive),
@@ -226,8 +237,10 @@ ROLES: dict[str, Role] = {
             _js("STREAM.INFO", subjects.LOG_STREAM),
             *_kv_writer(subjects.SESSIONS_BUCKET),
             *_kv_writer(subjects.LIVE_BUCKET),
+            load_of("orchestrator"),
         ),
         subscribe=(
+            subjects.LOAD_ASK,
             subjects.LLM_CANCEL,
             f"{subjects.ORCHESTRATOR_INFO} {subjects.ORCHESTRATOR_GROUP}",
             f"{subjects.ORCHESTRATOR_CALLBACKS} {subjects.ORCHESTRATOR_GROUP}",

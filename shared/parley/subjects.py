@@ -164,6 +164,18 @@ def tts_audio_all(session: str) -> str:
     return f"{PREFIX}.tts.audio.{session_token(session)}.*"
 
 
+# --- load reports (issue 10 point 7, parley.load): every replica of every
+# service publishes its load (contract.LoadReport, core, every second) on
+# parley.load.<kind>.<instance>; the gateways add them up and refuse a new
+# call when a kind is at capacity. A gateway starting asks for reports now.
+LOAD_ALL = f"{PREFIX}.load.*.*"
+LOAD_ASK = f"{PREFIX}.load.ask"
+
+
+def load(kind: str, instance: str) -> str:
+    return f"{PREFIX}.load.{session_token(kind)}.{session_token(instance)}"
+
+
 # --- orchestrator info (request/reply): which brain answers, for the page
 ORCHESTRATOR_INFO = f"{PREFIX}.orchestrator.info"
 

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from parley import bus, telemetry
+from parley.load import Reporter
 
 from .settings import Settings
 from . import smart_turn
@@ -89,6 +90,8 @@ def create_app(settings: Settings, transcriber: Transcriber | None = None) -> Fa
         worker = Worker(nc, settings, vad, whisper, finals, end_of_turn, cloud=cloud_provider(settings), tel=tel)
         await worker.start()
         state["worker"] = worker
+        reporter = Reporter(nc, "asr", worker.id, lambda: len(worker.sessions), settings.capacity)
+        await reporter.start()
         log.info(
             "asr ready",
             extra={
@@ -106,6 +109,7 @@ def create_app(settings: Settings, transcriber: Transcriber | None = None) -> Fa
             yield
         finally:
             state.pop("worker", None)
+            await reporter.stop()
             await worker.stop()
             await nc.drain()
             telemetry.shutdown()

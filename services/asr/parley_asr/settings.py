@@ -40,6 +40,12 @@ class Settings(ServiceSettings, CloudProvider):
         allowed="1 to 64 letters, digits, '-' or '_' (a NATS subject token)",
     )  # fmt: skip
 
+    capacity: int = setting(
+        "PARLEY_ASR_CAPACITY", 100,
+        "sessions this replica carries at full load, reported to the gateways (parley.load): when every ASR replica is full, a new call is refused. 0: no limit. Default from the capacity benchmark (docs/BENCHMARKS.md 5)",
+        ge=0, le=100000,
+    )  # fmt: skip
+
     # Endpointing (endpointer.py).
     threshold: float = setting("PARLEY_ASR_THRESHOLD", 0.5, "speech probability; silence is below threshold - 0.15", ge=0.05, le=0.95)
     start_ms: float = setting("PARLEY_ASR_START_MS", 160.0, "speech this long before SpeechStarted", ge=32, le=2000)

@@ -12,7 +12,8 @@ import msgspec
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import FileResponse, JSONResponse, Response
 
-from parley import bus, subjects, telemetry
+from parley import bus, instance, subjects, telemetry
+from parley.load import LoadBoard, Reporter
 
 from . import auth, inspect, outbound, twilio_media, webrtc, ws_pcm
 from .admission import Admission
@@ -36,7 +37,8 @@ def _refuse(status: int, error: str) -> JSONResponse:
 
 
 def _busy(admission: Admission, transport: str) -> JSONResponse:
-    return JSONResponse({"error": admission.refuse(transport), "retry_after": admission.retry_after}, status_code=503, headers=admission.headers())
+    error = admission.refuse(transport)
+    return JSONResponse({"error": error, "full": admission.which, "retry_after": admission.retry_after}, status_code=503, headers=admission.headers())
 
 
 def _count(stats: dict, key: str) -> None:
@@ -55,7 +57,8 @@ def create_app(settings: Settings) -> FastAPI:
         allowed_origins=settings.allowed_origins,
     )
     state: dict = {"stats": {}, "gate": gate}
-    admission = state["admission"] = Admission(settings.max_calls, settings.busy_retry_after, state["stats"])
+    board = LoadBoard()  # the stack's load (parley.load): a call is refused when a service is full
+    admission = state["admission"] = Admission(settings.max_calls, settings.busy_retry_after, state["stats"], board)
     tel = telemetry.setup("media-gateway", settings.otlp_endpoint)
 
     @contextlib.asynccontextmanager
@@ -68,11 +71,16 @@ def create_app(settings: Settings) -> FastAPI:
         tasks.spawn(_housekeeping(recordings), "recordings-housekeeping")
         state.update(nc=nc, ticker=Ticker(state["stats"]), recordings=recordings, asr_watch=AsrWatch(nc, stats=state["stats"]))
         state["switchboard"] = Switchboard(nc, state["stats"], tel, recordings, admission, state["asr_watch"])
+        await board.start(nc)
+        reporter = Reporter(nc, "gateway", instance.instance_id("gateway"), lambda: len(admission.calls), settings.max_calls)
+        await reporter.start()
         log.info("gateway ready", extra={"url": f"http://{settings.http_host}:{settings.http_port}/", "recordings": settings.recordings})
         try:
             yield
         finally:
             await webrtc.hang_up_all(state, "gateway shutting down")  # while NATS still carries their last events
+            await reporter.stop()
+            await board.stop()
             tasks.cancel()
             state["asr_watch"].close()
             await nc.drain()
@@ -88,7 +96,7 @@ def create_app(settings: Settings) -> FastAPI:
         nc = state.get("nc")
         if nc is None or not nc.is_connected:
             return JSONResponse({"ok": False}, status_code=503)
-        return {"ok": True, "calls": len(admission.calls), "max_calls": admission.limit, "stats": state["stats"]}
+        return {"ok": True, "calls": len(admission.calls), "max_calls": admission.limit, "load": board.snapshot(), "stats": state["stats"]}
 
     @app.get("/")
     async def index():

@@ -580,7 +580,7 @@ class TwilioSocket:
             # stream without one (or in the instant between) is closed:
             # Twilio then goes on with the TwiML after <Connect>, or hangs up.
             self.end_reason = "refused: " + self.admission.refuse("twilio")
-            self._queue_close(CLOSE_TRY_AGAIN, "all lines are busy")
+            self._queue_close(CLOSE_TRY_AGAIN, f"all lines are busy: {self.admission.which} full")
             return False
         call = Call(self.board, self, session=_placed_session(params.get("session", "")))
         try:

@@ -485,7 +485,8 @@ def register(app: FastAPI, state: dict, settings: Settings) -> None:
             return JSONResponse({"error": "the gateway is not ready"}, status_code=503)
         admission = state.get("admission")
         if admission is not None and admission.full:
-            return JSONResponse({"error": admission.refuse("webrtc"), "retry_after": admission.retry_after}, status_code=503, headers=admission.headers())
+            error = admission.refuse("webrtc")
+            return JSONResponse({"error": error, "full": admission.which, "retry_after": admission.retry_after}, status_code=503, headers=admission.headers())
         gate = state["gate"]
         client = request.client.host if request.client else None
         status, reply = await answer(state["switchboard"], settings, sessions, body, admit=lambda token, params: gate.admit(request.headers, client, token, params))

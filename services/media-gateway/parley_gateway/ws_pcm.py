@@ -157,8 +157,8 @@ async def serve(ws: WebSocket, board: Switchboard, ticker, gate: auth.Gate) -> N
     if admission is not None and admission.full:
         # Before the token is used: the caller may come back with it.
         busy = admission.refuse("pcm")
-        await ws.send_text(json.dumps({"type": "error", "error": busy, "status": 503, "retry_after": admission.retry_after}))
-        await ws.close(CLOSE_TRY_AGAIN, "all lines are busy")
+        await ws.send_text(json.dumps({"type": "error", "error": busy, "status": 503, "full": admission.which, "retry_after": admission.retry_after}))
+        await ws.close(CLOSE_TRY_AGAIN, f"all lines are busy: {admission.which} full")
         return
     try:
         # A one-time token, from an allowed origin, within the rate; the URL's

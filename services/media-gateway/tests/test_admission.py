@@ -13,6 +13,7 @@ import json
 import httpx
 import websockets
 
+from parley import contract, subjects
 from parley_gateway.admission import CLOSE_TRY_AGAIN
 
 from test_webrtc_gateway import API_KEY, gateway, mint, publish_tts, tone, until
@@ -93,3 +94,65 @@ def test_a_full_gateway_refuses_new_calls_on_every_transport_and_the_calls_it_ca
     assert {k: v for k, v in stats.items() if k.startswith("busy_refused_")} == {
         "busy_refused_pcm": 1, "busy_refused_twilio": 2, "busy_refused_api": 1, "busy_refused_webrtc": 1,
     }  # fmt: skip
+
+
+def test_the_gateway_refuses_a_call_when_another_service_is_full_and_says_which(nats_server):
+    """Stack-wide admission (parley.load): the test plays two ASR replicas'
+    load reports on the bus. Full together: a new call is refused, naming the
+    ASR; a third replica with room: let in; that replica stops reporting: its
+    capacity goes with it after the TTL, and calls are refused again."""
+
+    async def scenario():
+        async with gateway(nats_server.url, max_calls=50, busy_retry_after=7, twilio_insecure=True) as (base, state, nc, seen):
+            board = state["admission"].board
+            board.ttl = 1.0  # shorter than the default 3.5 s, for the test's pace
+            load = {"asr-a": (2, 2), "asr-b": (2, 2)}  # instance -> (active, capacity), reported every 0.2 s
+            first = await mint(base)  # tokens are not minted while the stack is full
+
+            async def reporting():
+                while True:
+                    for inst, (active, cap) in list(load.items()):
+                        await nc.publish(subjects.load("asr", inst), contract.encode(contract.LoadReport(kind="asr", instance=inst, active=active, capacity=cap)))
+                    await asyncio.sleep(0.2)
+
+            reporter = asyncio.create_task(reporting())
+            await until(lambda: board.totals().get("asr") and board.totals()["asr"].replicas == 2, what="two ASR replicas' reports")
+            out: dict = {}
+            ws_url = base.replace("http", "ws")
+            async with websockets.connect(f"{ws_url}/ws/pcm?token={first}") as ws:
+                out["pcm_message"] = json.loads(await ws.recv())
+                try:
+                    await ws.recv()
+                except websockets.ConnectionClosed as closed:
+                    out["pcm_close"] = (closed.rcvd.code, closed.rcvd.reason) if closed.rcvd else None
+            async with httpx.AsyncClient(trust_env=False) as http:
+                out["webhook"] = await http.post(f"{base}/twilio/voice", data={"CallSid": "CA" + "3" * 32, "From": "+15550100", "To": "+15550199"})
+                out["webrtc"] = await http.post(f"{base}/webrtc/offer", json={"sdp": "v=0", "type": "offer", "token": "x"})
+                # A third replica with room: calls get in.
+                load["asr-c"] = (0, 3)
+                await until(lambda: board.full() is None, what="room on the new replica")
+                client = PcmClient()
+                task = asyncio.create_task(client.run(f"{ws_url}/ws/pcm?token={await mint(base)}"))
+                await until(lambda: client.session, what="a call let in")
+                out["healthz"] = (await http.get(f"{base}/healthz")).json()["load"]
+                # It dies (its reports stop): after the TTL its places are gone.
+                del load["asr-c"]
+                await until(lambda: board.full() is not None, timeout=5, what="the dead replica forgotten")
+                out["after_death"] = board.full()
+                out["mint"] = await http.post(f"{base}/api/sessions", json={}, headers={"Authorization": f"Bearer {API_KEY}"})
+            task.cancel()
+            reporter.cancel()
+            out["stats"] = dict(state["stats"])
+            return out
+
+    out = asyncio.run(scenario())
+    msg = out["pcm_message"]
+    assert msg["type"] == "error" and msg["status"] == 503 and msg["full"] == "asr" and "asr" in msg["error"] and "4 of 4" in msg["error"], msg
+    assert out["pcm_close"] == (CLOSE_TRY_AGAIN, "all lines are busy: asr full")
+    assert '<Reject reason="busy"/>' in out["webhook"].text
+    assert out["webrtc"].status_code == 503 and out["webrtc"].json()["full"] == "asr"
+    assert out["healthz"]["asr"]["replicas"] == 3 and out["healthz"]["asr"]["capacity"] == 7
+    assert out["after_death"].kind == "asr" and out["after_death"].replicas == 2
+    assert out["mint"].status_code == 503 and out["mint"].json()["full"] == "asr"
+    stats = out["stats"]
+    assert stats["busy_full_asr"] == 4 and stats.get("busy_full_gateway", 0) == 0

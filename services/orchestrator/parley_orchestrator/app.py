@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from parley import bus, subjects, telemetry
+from parley.load import Reporter
 
 from .adapters.fixed import FixedLatencyBrain
 from .adapters.llm import brain_for
@@ -101,11 +102,14 @@ def create_app(settings: Settings) -> FastAPI:
         await runtime.start()
         callbacks_sub = await nc.subscribe(subjects.ORCHESTRATOR_CALLBACKS, queue=subjects.ORCHESTRATOR_GROUP, cb=_callbacks_responder(book))
         state.update(runtime=runtime, brain=brain)
+        reporter = Reporter(nc, "orchestrator", runtime.replica, lambda: len(runtime.listed), settings.capacity)
+        await reporter.start()
         log.info("orchestrator ready", extra={"brain": brain.name, "nats": settings.nats_url, "clinic_clock": settings.clock.describe()})
         try:
             yield
         finally:
             await callbacks_sub.unsubscribe()
+            await reporter.stop()
             await runtime.stop()
             await nc.drain()
             telemetry.shutdown()

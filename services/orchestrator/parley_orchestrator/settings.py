@@ -57,6 +57,11 @@ class Settings(ServiceSettings):
     llm_api_key: str = setting("LLM_API_KEY", "", "the LLM server's key, if it needs one", secret=True)
     llm_timeout: float = setting("LLM_TIMEOUT", 30.0, "seconds an LLM request may take", gt=0, le=600)
     llm_temperature: float | None = setting("LLM_TEMPERATURE", None, "sampling temperature; unset: the server's default", ge=0, le=2)
+    capacity: int = setting(
+        "PARLEY_ORCHESTRATOR_CAPACITY", 100,
+        "live sessions this replica owns at full load, reported to the gateways (parley.load): when every orchestrator replica is full, a new call is refused. 0: no limit. Default from the capacity benchmark (docs/BENCHMARKS.md 5)",
+        ge=0, le=100000,
+    )  # fmt: skip
     llm_token_batch_ms: float = setting(
         "PARLEY_LLM_TOKEN_BATCH_MS", 100.0,
         "LLM tokens arriving within this many ms are stored as one event, unless one lets a TTS chunk be cut (0: one event per token)",

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from parley import bus, telemetry
+from parley.load import Reporter
 
 from .adapters import Voice
 from .settings import Settings
@@ -85,6 +86,8 @@ def create_app(settings: Settings, voice: Voice | None = None) -> FastAPI:
         worker = Worker(nc, settings, v, fallback, tel=tel)
         await worker.start()
         state["worker"] = worker
+        reporter = Reporter(nc, "tts", worker.id, lambda: len({key[0] for key in worker.held}), settings.capacity)
+        await reporter.start()
         log.info(
             "tts ready",
             extra={"worker": worker.id, "mode": settings.providers, "voice": v.name, "rate": v.sample_rate,
@@ -94,6 +97,7 @@ def create_app(settings: Settings, voice: Voice | None = None) -> FastAPI:
             yield
         finally:
             state.pop("worker", None)
+            await reporter.stop()
             await worker.stop()
             await nc.drain()
             telemetry.shutdown()

@@ -30,6 +30,11 @@ class Settings(ServiceSettings, CloudProvider):
         default_factory=lambda: instance_id("tts"), shown_default="tts-<host>-<pid>-<random>",
         allowed="1 to 64 letters, digits, '-' or '_' (a NATS subject token)",
     )  # fmt: skip
+    capacity: int = setting(
+        "PARLEY_TTS_CAPACITY", 100,
+        "sessions this replica speaks for at once (those it holds requests of) at full load, reported to the gateways (parley.load): when every TTS replica is full, a new call is refused. 0: no limit. Default from the capacity benchmark (docs/BENCHMARKS.md 5)",
+        ge=0, le=100000,
+    )  # fmt: skip
     piece_ms: float = setting("PARLEY_TTS_PIECE_MS", 200.0, "the longest audio message", ge=20, le=5000)
     # Piper: concurrent syntheses, and ONNX Runtime threads for each (adapters/piper_voice.py).
     synth_threads: int = setting("PARLEY_TTS_THREADS", 2, "Piper syntheses that run at once", ge=1, le=64)
