@@ -195,7 +195,11 @@ STREAMING = (GENERATING, SPEAKING)  # an LLM step may be streaming
 #     it when no evidence comes
 # 15: a hum or a laugh in any spelling of its form ("Emm", "Hmhm", "Heheh";
 #     words.hum) is a sound, or a backchannel when it agrees ("mm-hmm-hmm")
-RULES = 15
+# 16: an answer decided on a short wait is prepared at once but heard only
+#     from turn_release of silence (turn_release_short for a first fragment
+#     that may go on: words.may_go_on); its audio waits at the gateway (the
+#     run is ``held``), and a caller who goes on first never hears it
+RULES = 16
 
 # ---------------------------------------------------------------------------
 # Policy: the knobs of one session. Defaults here; SessionStarted.params may
@@ -240,6 +244,20 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     # silence: the thinking pauses after such openings were 0.5-1.5 s in the
     # scenario suite, and an answer is heard ~0.3-0.5 s after the decision.
     turn_wait_opening: float = 1.2
+    # An answer the signals allow after a short wait is prepared at once (LLM
+    # and TTS start), but its audio waits at the gateway until the caller's
+    # voice has been silent ``turn_release`` (the run is ``held``): a caller
+    # who goes on before that hears nothing of it, and the answer is
+    # withdrawn (RULES 8). Preparing takes about as long on this machine
+    # (final -> first audio ~0.3-0.5 s), so the release costs little latency.
+    # A first fragment of a turn that may go on (``words.may_go_on``: at most
+    # ``short_words`` words, or no sentence end written, and neither a
+    # question nor an answer) is released only after ``turn_release_short``:
+    # "I'm looking to both", "I'd like to earn" were answered inside 0.5-1.2 s
+    # thinking pauses (BENCHMARKS.md section 6). 0 turns either off.
+    turn_release: float = 0.6
+    turn_release_short: float = 1.0
+    short_words: int = 4
     # The signals: P(end of turn) from the audio (SpeechStopped.eot) and from
     # the text (TranscriptFinal.complete), averaged with these weights (the
     # text counts more: the acoustic model hears synthetic fragments as
@@ -421,6 +439,7 @@ class Run(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     handoff: str = ""  # with end_after TRANSFERRED: the summary for the person taking the call
     digits: tuple[tuple[str, str], ...] = ()  # send_digits calls (call id, keys) to press once what was said is heard
     confirmed: bool = True  # False: preemptive, chunks wait for the final
+    held: bool = False  # its audio waits at the gateway (paused) until the "release" timer: the turn may go on
     step: int = 0  # LLM request number within the run (tool continuation)
     llm_active: bool = False
     got_token: bool = False  # in this step
@@ -937,7 +956,7 @@ def _withdraw(fx: Fx) -> Fx:
     run = s.run
     assert run is not None
     fx = fx.emit(CancelLLM(session=s.session, run=run.id), CancelTTS(session=s.session, run=run.id), FlushPlayback(session=s.session, run=run.id))
-    fx = _cancel_timer(fx, "llm_first_token", "tts_first_audio", "playback", "hold", "resume", "onset")
+    fx = _cancel_timer(fx, "llm_first_token", "tts_first_audio", "playback", "hold", "resume", "onset", "release")
     fx = fx.set(run=None, user_text=_join(run.user_text, s.user_text))
     return fx.judged(Judgement(kind="turn_end", verdict="wait", reason="the caller went on before hearing the answer: same turn", text=fx.state.user_text[-200:]))
 
@@ -1085,7 +1104,53 @@ def _turn(fx: Fx, at: float, keypad: bool = False, keys_done: bool = True) -> Ne
         return _start_timer(fx, "endpoint", judgement.wait - judgement.silence).to("wait for the turn to end")
     if _ivr_keys_left(s):
         return _ivr_turn(_cancel_timer(fx, "endpoint"), s.user_text)
-    return _start_run(_cancel_timer(fx, "endpoint").set(user_text="", turn_pauses=0), s.user_text, at, confirmed=True).to("answer")
+    fx = _start_run(_cancel_timer(fx, "endpoint").set(user_text="", turn_pauses=0), s.user_text, at, confirmed=True)
+    if not keypad:
+        fx = _hold_until_release(fx, s, judgement)
+    return fx.to("answer")
+
+
+def _release_after(s: SessionState, judgement: Judgement) -> tuple[float, str]:
+    """The silence after which the caller may hear the answer to a turn
+    judged over, and why (0: at once). Only answers on a short wait are
+    held: a longer wait already let the caller go on."""
+    p = s.policy
+    release, why = p.turn_release, "the caller may go on"
+    short = words.may_go_on(s.user_text, p.short_words) if p.turn_release_short > 0 and not s.turn_pauses else ""
+    if short:
+        release, why = max(release, p.turn_release_short), f"a first fragment that may go on: {short}"
+    return (release, why) if release > judgement.wait + 0.001 else (0.0, "")
+
+
+def _hold_until_release(fx: Fx, before: SessionState, judgement: Judgement) -> Fx:
+    """Prepare the answer now, but keep its audio at the gateway (paused
+    before any of it exists) until ``_release_after``'s silence: then the
+    "release" timer plays it. Speech before that withdraws it unheard."""
+    release, why = _release_after(before, judgement)
+    if release <= judgement.silence + 0.001:
+        return fx
+    run = fx.state.run
+    assert run is not None
+    fx = fx.emit(PausePlayback(session=fx.state.session, run=run.id)).set_run(held=True)
+    fx = _start_timer(fx, "release", release - judgement.silence)
+    said = f"heard from {release:g} s of silence ({why})"
+    j = fx.judgements[-1] if fx.judgements else None
+    if j is not None and j.kind == "turn_end":  # the inspector shows why the answer waits
+        fx = Fx(fx.state, fx.commands, fx.note, fx.judgements[:-1] + (_replace(j, reason=f"{j.reason}; {said}"),))
+    return fx.noted(f"answer prepared; {said}")
+
+
+def on_release_timer(fx: Fx, e: TimerFired) -> Next:
+    """The caller stayed silent: the held answer may be heard. In a hold
+    (a sound since) it stays paused: the hold decides."""
+    run = fx.state.run
+    assert run is not None
+    if not run.held:
+        return fx.to("released")
+    fx = fx.set_run(held=False).noted("silence held: the answer is released")
+    if fx.state.phase != PAUSED:
+        fx = fx.emit(ResumePlayback(session=fx.state.session, run=run.id))
+    return fx.to("released")
 
 
 def _ivr_keys_left(s: SessionState) -> bool:
@@ -1787,7 +1852,9 @@ def _resume(fx: Fx, at: float) -> Next:
     Outcomes: RESUMED (the run's phase, or its end if it was all heard)."""
     run = fx.state.run
     assert run is not None
-    fx = _cancel_timer(fx, "hold", "resume", "onset").emit(ResumePlayback(session=fx.state.session, run=run.id))
+    fx = _cancel_timer(fx, "hold", "resume", "onset")
+    if not run.held:  # a held answer waits for its release timer still
+        fx = fx.emit(ResumePlayback(session=fx.state.session, run=run.id))
     if run.continue_due and not run.waiting:
         return _continue_after_tools(fx)  # a tool result came during the hold
     fx = _press_due(fx)
@@ -1806,7 +1873,7 @@ def _cancel_run(fx: Fx) -> Fx:
     assert run is not None
     sid = fx.state.session
     fx = fx.emit(CancelLLM(session=sid, run=run.id), CancelTTS(session=sid, run=run.id), FlushPlayback(session=sid, run=run.id))
-    fx = _cancel_timer(fx, "llm_first_token", "tts_first_audio", "playback", "hold", "resume", "onset")
+    fx = _cancel_timer(fx, "llm_first_token", "tts_first_audio", "playback", "hold", "resume", "onset", "release")
     return _commit_run(fx, interrupted=True) if run.confirmed else fx.set(run=None)
 
 
@@ -1965,6 +2032,7 @@ TRANSITIONS: tuple[Row, ...] = (
     _timer(HELD, "llm_first_token", on_llm_timeout, FALLBACK, "LLM timeout: fallback"),
     _timer(HELD, "tts_first_audio", on_tts_timeout, FALLBACK, "TTS timeout: fallback"),
     _timer(HELD, "playback", on_playback_timer, {"closed unheard": (CANCELLED, LISTENING)}, "playback never confirmed"),
+    _timer(HELD, "release", on_release_timer, {"released": STAY}, "silence held: the answer may be heard"),
     _timer(LIVE, "*", on_spent_timer, {"spent": STAY}, "spent timer"),
     # -- the provider's view of the call (outbound: status, answering machine)
     Row((IDLE, ENDED), CallStatus, on_call_status, {"noted": STAY}, "call status"),

@@ -356,6 +356,31 @@ def opening(words: list[str], asked: str = "", greeting_opens: bool = True) -> s
     return ""
 
 
+# Words a whole short turn starts with: an answer or a goodbye ("Yes, book
+# it.", "No, that's too early.", "Thanks, bye.").
+_WHOLE_START = frozenset(_fold(w) for w in "yes yeah yep yup no nope nah okay ok sure right thanks thank bye goodbye".split())
+_SENTENCE_CLOSED = re.compile(r"[.!?][\"')\]]*$")
+
+
+def may_go_on(text: str, most: int) -> str:
+    """Why a caller's first words, which read complete, may still be only
+    the start of the turn, or "": at most ``most`` words ("I'd like to
+    earn", a fragment Whisper finished), or no sentence end written after
+    them (the recogniser heard no close: "I'm looking to both"). Not a
+    question (a "?" closes it), nor an answer, a goodbye or a backchannel
+    ("Yes, please.", "Nope.", "Bye!", "Mm-hmm."): those are whole turns
+    however short."""
+    raw = _TAGS.sub(" ", text).strip()
+    said = tokens(raw)
+    if not said or raw.endswith("?") or said[0] in _WHOLE_START or hearing(raw) != "words":
+        return ""
+    if len(said) <= most:
+        return f"only {len(said)} word(s)"
+    if not _SENTENCE_CLOSED.search(raw):
+        return "no sentence end heard"
+    return ""
+
+
 # An automated line reading out its menu: "for billing, press 2", "dial 0
 # for the operator", "please enter your account number".
 _KEYPAD_PROMPT = re.compile(r"\b(press|dial|enter|push|select|option|key in|touch tone)\b")

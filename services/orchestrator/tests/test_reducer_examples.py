@@ -24,6 +24,9 @@ class Convo:
         self.cmds: list = []
         self.last: list = []
         self.outcome: r.Outcome | None = None
+        # The examples below answer at once; the held release (RULES 16) has
+        # its own examples, which set these.
+        params = {"turn_release": "0", "turn_release_short": "0", **params}
         self.send(c.SessionStarted, params=params, recorded=recorded)
 
     def send(self, cls, **fields):
@@ -1340,3 +1343,64 @@ def test_the_ivr_path_is_for_calls_parley_placed():
     v = Convo(ivr_path="1")
     v.user_says("For orders, press 1.")
     assert v.outcome.taken == "answer" and _pressed(v) == []
+
+
+# -- RULES 16: an answer prepared at once, heard only after its release silence
+
+
+def test_a_complete_turn_is_prepared_at_once_and_heard_from_the_release_silence():
+    v = Convo(turn_release="0.6", turn_release_short="1.0")
+    cmds = v.user_says("Hi, I'd like to book a cleaning on Friday at ten.")  # complete, long, closed: turn_release
+    kinds = [type(x) for x in cmds]
+    assert c.StartLLM in kinds and c.PausePlayback in kinds and v.state.run.held and v.phase == r.GENERATING
+    release = [x for x in cmds if isinstance(x, c.StartTimer) and x.name == "release"][0]
+    assert abs(release.delay - (0.6 - (v.t - v.state.silence_from))) < 1e-6
+    assert "heard from 0.6 s of silence" in v.outcome.judgements[-1].reason
+    v.llm("Sure, Friday at ten works.", done=False)
+    assert any(isinstance(x, c.Synthesize) for x in v.cmds)  # synthesized while held: ready at the release
+    cmds = v.timer("release")
+    assert [type(x) for x in cmds] == [c.ResumePlayback] and not v.state.run.held
+
+
+def test_a_caller_who_goes_on_before_the_release_never_hears_the_answer():
+    v = Convo(turn_release="0.6", turn_release_short="1.0")
+    v.user_says("I'm looking to book", complete=0.85)  # Whisper's fragment reads complete; 4 words, no sentence end
+    assert v.state.run.held and "a first fragment that may go on" in v.outcome.judgements[-1].reason
+    release = dict(v.state.timers)["release"]
+    assert abs(v.due[("release", release)] - (v.state.silence_from + 1.0)) < 1e-6
+    first = v.run
+    v.llm("What would you like to book?", done=False)
+    v.send(c.SpeechOnset, utterance=1)  # the caller goes on: pause (it is paused already), hold
+    assert v.phase == r.PAUSED
+    v.send(c.SpeechStarted, utterance=1)
+    assert v.outcome.taken == "caller went on: answer withdrawn" and v.state.run is None and v.state.history == ()
+    assert not any(isinstance(x, c.ResumePlayback) and x.run == first for x in v.cmds)
+    v.stop(1, eot=0.9)
+    cmds = v.send(c.TranscriptFinal, utterance=1, text="a cleaning for next week.", complete=0.9)
+    assert not any(isinstance(x, c.StartLLM) for x in cmds)  # a pauser: the longer wait now
+    start = [x for x in v.timer("endpoint") if isinstance(x, c.StartLLM)][0]
+    assert start.messages[-1].content == "I'm looking to book a cleaning for next week."
+
+
+def test_a_faded_onset_does_not_release_a_held_answer_early():
+    v = Convo(turn_release="0.6", turn_release_short="1.0")
+    v.user_says("What are your opening hours?")
+    run = v.run
+    v.send(c.SpeechOnset, utterance=1)  # a breath
+    cmds = v.send(c.SpeechOnsetEnded, utterance=1)
+    assert not any(isinstance(x, c.ResumePlayback) for x in cmds) and v.phase == r.GENERATING and v.state.run.held
+    cmds = v.timer("release")
+    assert [x for x in cmds if isinstance(x, c.ResumePlayback)] == [c.ResumePlayback(session=S, run=run)]
+
+
+def test_answers_and_questions_are_not_first_fragments():
+    for text in ("Yes, please.", "Nope.", "When's your earliest appointment?", "Mm-hmm.", "Thanks, bye!"):
+        assert r.words.may_go_on(text, 4) == "", text
+    for text in ("I'd like to earn", "I was wondering it.", "My mail is gay not Smith"):
+        assert r.words.may_go_on(text, 4), text
+
+
+def test_a_release_of_zero_answers_as_before():
+    v = Convo(turn_release="0", turn_release_short="0")
+    cmds = v.user_says("I'm looking to book", complete=0.85)
+    assert c.PausePlayback not in [type(x) for x in cmds] and not v.state.run.held

@@ -363,11 +363,14 @@ def test_a_hum_in_any_spelling_never_cancels_a_held_answer(events):
 @PROPS
 @given(sessions())
 def test_every_hold_ends_in_resume_or_barge_in(events):
+    """...or, for an answer still held for its release (RULES 16), in the
+    end of the hold with the audio still waiting for the release timer."""
     _, steps = run_all(events)
     for before, ev, cmds, _, after in steps:
         if before.phase == r.PAUSED and after.phase != r.PAUSED:
             kinds = {type(x) for x in cmds}
-            assert c.ResumePlayback in kinds or c.FlushPlayback in kinds, (ev, cmds)
+            still_held = after.run is not None and after.run.held and "release" in {name for name, _ in after.timers}
+            assert c.ResumePlayback in kinds or c.FlushPlayback in kinds or still_held, (ev, cmds)
 
 
 @PROPS
@@ -433,6 +436,24 @@ def turns(draw):
                 ev = c.TimerFired(session=S, at=t, name="endpoint", token=running[0][1])
                 events.append(ev)
                 state, _, _ = r.reduce(state, ev)
+            if state.run is not None and state.run.held:
+                # A held answer: the caller goes on (maybe an onset first, maybe
+                # a faded one), or the silence holds and it is released.
+                for what in draw(st.lists(st.sampled_from(["onset", "onset_end", "token", "release"]), max_size=3)):
+                    t += draw(st.sampled_from([0.05, 0.2]))
+                    release = [x for x in state.timers if x[0] == "release"]
+                    if what == "release" and not release:
+                        continue
+                    if state.run is None:
+                        break
+                    ev = {
+                        "onset": c.SpeechOnset(session=S, at=t, utterance=u),
+                        "onset_end": c.SpeechOnsetEnded(session=S, at=t, utterance=u),
+                        "token": c.LLMToken(session=S, at=t, run=state.run.id, step=0, text="Sure, I can help with that. "),
+                        "release": c.TimerFired(session=S, at=t, name="release", token=release[0][1] if release else 0),
+                    }[what]
+                    events.append(ev)
+                    state, _, _ = r.reduce(state, ev)
         t += 5.0  # the agent answers, or not; the next turn is another
         if state.run is not None:
             ev = c.LLMError(session=S, at=t, run=state.run.id, step=0, message="not needed")
@@ -619,10 +640,14 @@ def test_a_faded_onset_resumes_only_the_pause_it_began(events):
 @PROPS
 @given(sessions())
 def test_every_pause_has_a_timer_that_ends_it(events):
+    """A hold's pause ends on its hold timer; a held answer's (paused before
+    any of its audio exists, RULES 16) on its release timer."""
     _, steps = run_all(events)
     for before, ev, cmds, outcome, after in steps:
         if any(isinstance(x, c.PausePlayback) for x in cmds):
-            assert after.phase == r.PAUSED and "hold" in {name for name, _ in after.timers}, (ev, after.timers)
+            timers = {name for name, _ in after.timers}
+            held = after.run is not None and after.run.held and after.phase in r.FLOOR_PHASES
+            assert (after.phase == r.PAUSED and "hold" in timers) or (held and "release" in timers), (ev, after.timers)
 
 
 @PROPS
@@ -639,3 +664,68 @@ def test_a_partial_barges_in_only_on_words_that_confirm_it(events):
         said, p = words.tokens(ev.text), before.policy
         assert words.hearing(ev.text, asked=True) in ("words", "answer")
         assert any(w in words.TAKE_FLOOR or w.isdigit() for w in said) or words.word_count(ev.text) > p.noise_words, ev
+
+
+def _release_due(before, run, judgement):
+    """The silence from which the answer decided in this step may be heard
+    (judged on the turn's words as answered)."""
+    release, _ = r._release_after(r._replace(before, user_text=run.user_text), judgement)
+    return release
+
+
+@PROPS
+@given(st.one_of(sessions(), turns()))
+def test_an_answer_on_a_short_wait_is_heard_only_after_its_release(events):
+    """RULES 16: an answer decided before its release silence is prepared at
+    once, but its audio is paused before any of it exists and stays paused
+    until the release timer fires, at least that silence after the voice
+    ended; a faded onset's resume does not release it early."""
+    _, steps = run_all(events)
+    for before, ev, cmds, outcome, after in steps:
+        run = after.run
+        started = [x for x in cmds if isinstance(x, c.StartLLM) and x.step == 0 and x.attempt == 0]
+        turn = [j for j in outcome.judgements if j.kind == "turn_end"]
+        if started and run is not None and run.user_text and run.confirmed and turn and not turn[-1].reason.startswith("key"):
+            due = _release_due(before, run, turn[-1])
+            if due > turn[-1].silence + 0.001:
+                kinds = [type(x) for x in cmds]
+                assert run.held and c.PausePlayback in kinds and c.Synthesize not in kinds[: kinds.index(c.PausePlayback)], cmds
+                timer = [x for x in cmds if isinstance(x, c.StartTimer) and x.name == "release"]
+                assert timer and abs(timer[0].delay - (due - turn[-1].silence)) < 0.002, (timer, due)
+            else:
+                assert not run.held
+        if before.run is not None and before.run.held:
+            resumed = [x for x in cmds if isinstance(x, c.ResumePlayback) and x.run == before.run.id]
+            if resumed:
+                assert isinstance(ev, c.TimerFired) and ev.name == "release", (ev, cmds)
+                assert after.run is not None and not after.run.held
+
+
+@PROPS
+@given(st.one_of(sessions(), turns()))
+def test_a_caller_who_goes_on_before_the_release_never_hears_the_answer(events):
+    """Speech while an answer is held (no tool called for it yet) withdraws
+    it: nothing of it reaches history, and its words rejoin the turn."""
+    _, steps = run_all(events)
+    for before, ev, cmds, outcome, after in steps:
+        run = before.run
+        if not isinstance(ev, c.SpeechStarted) or run is None or not run.held or outcome.dropped:
+            continue
+        if not any(t.run == run.id or t.issued_by == run.id for t in before.tools) and not run.digits:
+            assert outcome.taken == "caller went on: answer withdrawn", outcome
+            assert after.run is None and after.history == before.history
+
+
+@PROPS
+@given(st.one_of(sessions(), turns()))
+def test_a_first_fragment_that_may_go_on_waits_for_the_longer_release(events):
+    """A turn answered on its first fragment (no pause in it) that
+    words.may_go_on flags is held for at least turn_release_short."""
+    for before, ev, after, j in _turns_answered(events):
+        p = before.policy
+        if j.reason.startswith("key") or before.turn_pauses or not words.may_go_on(after.run.user_text, p.short_words):
+            continue
+        if p.turn_release_short > j.silence + 0.001 and p.turn_release_short > j.wait + 0.001:
+            assert after.run.held, (ev, j)
+            due = [d for name, tok in after.timers if name == "release" for d in [tok]]
+            assert due, after.timers
