@@ -513,7 +513,9 @@ def test_signals_at_random_moments_always_stop_the_stack(tmp_path):
         root.mkdir()
         sup = Supervisor(root, {"one": "ok", "two": "ok"}, grace=2)
         try:
-            sup.wait_for("starting nats-server")  # our handlers are in place from here on
+            # Our handlers are in place from here on. Three supervisors start at once: on a
+            # loaded CI box the first line once took more than the usual 60 s.
+            sup.wait_for("starting nats-server", timeout=180)
             time.sleep(rng.uniform(0, 2.0))
             for _ in range(rng.randint(1, 6)):
                 sup.proc.send_signal(rng.choice((signal.SIGINT, signal.SIGTERM)))

@@ -102,16 +102,19 @@ def test_ctrl_c_hangs_up_at_the_gateway_and_says_so(tmp_path):
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-c", script, f"http://127.0.0.1:{port}", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"},
+                # As a terminal starts it: a test run started in the background
+                # (`cmd &` in a script) ignores SIGINT, and a child inherits that.
+                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
             )  # fmt: skip
             try:
                 await asyncio.wait_for(audio_flows.wait(), 30)
                 proc.send_signal(signal.SIGINT)
-                try:
-                    out, err = await asyncio.wait_for(asyncio.shield(proc.communicate()), 30)
-                except TimeoutError:  # still running: every thread's stack (faulthandler), for the failure
+                ended = asyncio.ensure_future(proc.communicate())
+                if not (await asyncio.wait({ended}, timeout=30))[0]:  # still running: every thread's stack (faulthandler)
                     proc.send_signal(signal.SIGABRT)
-                    out, err = await proc.communicate()
-                    raise AssertionError(f"parley talk did not end 30 s after Ctrl-C:\n{err.decode()[-4000:]}") from None
+                    out, err = await ended
+                    raise AssertionError(f"parley talk did not end 30 s after Ctrl-C:\n{err.decode()[-4000:]}")
+                out, err = ended.result()
                 await asyncio.wait_for(closed.wait(), 10)
             finally:
                 if proc.returncode is None:
