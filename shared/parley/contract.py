@@ -701,6 +701,27 @@ class LoadReport(msgspec.Struct, frozen=True, kw_only=True, tag="LoadReport"):
     gone: bool = False
 
 
+class TtsResume(msgspec.Struct, frozen=True, kw_only=True, tag="TtsResume"):
+    """A TTS worker given a Synthesize again (``subjects.tts_resume``): from
+    which piece does the gateway need this chunk's audio?"""
+
+    session: str
+    run: int
+    chunk: int
+    worker: str  # the asking worker: its audio of the chunk is taken from now on
+
+
+class TtsResumeAt(msgspec.Struct, frozen=True, kw_only=True, tag="TtsResumeAt"):
+    """The gateway's answer: the first piece (by ``Parley-Seq``) it has not
+    got; the pieces before it need not be sent (nor paced). ``RESUME_NONE``:
+    the chunk was heard whole, or its run is over: none of its audio."""
+
+    from_piece: int
+
+
+RESUME_NONE = 1 << 30
+
+
 class AsrClaimed(msgspec.Struct, frozen=True, kw_only=True, tag="AsrClaimed"):
     session: str
     worker: str

@@ -188,7 +188,9 @@ ROLES: dict[str, Role] = {
             wildcard(subjects.notices),
             subjects.LOAD_ALL,
             subjects.LOAD_ASK,
+            wildcard(subjects.tts_resume),  # a TTS worker given a chunk again asks where its call's audio stands
         ),
+        responds=True,
     ),
     "asr": Role(
         about="asr: hears a claimed session's audio, publishes speech and transcript events",
@@ -205,7 +207,7 @@ ROLES: dict[str, Role] = {
     ),
     "tts": Role(
         about="tts: synthesizes requested text into a run's audio",
-        publish=(wildcard(subjects.tts_audio), events_of("tts"), *_tts_puller(), load_of("tts")),
+        publish=(wildcard(subjects.tts_audio), events_of("tts"), *_tts_puller(), load_of("tts"), wildcard(subjects.tts_resume)),
         subscribe=(
             subjects.LOAD_ASK,
             subjects.TTS_CANCEL,

@@ -155,6 +155,13 @@ def tts_alive(worker: str) -> str:
 
 
 
+def tts_resume(session: str) -> str:
+    """Where a TTS worker given a request again (its first worker died) asks
+    the gateway carrying the call which piece of the chunk it needs
+    (request/reply: contract.TtsResume -> TtsResumeAt)."""
+    return f"{PREFIX}.tts.resume.{session_token(session)}"
+
+
 def tts_audio(session: str, run: int) -> str:
     """Synthesized PCM16 for one run; headers carry chunk, seq, rate, last."""
     return f"{PREFIX}.tts.audio.{session_token(session)}.{int(run)}"

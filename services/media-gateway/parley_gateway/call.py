@@ -35,7 +35,9 @@ played and the answer goes on from the next chunk, and any later chunk that
 worker had started is emptied, to come again whole from the worker the
 stored request is given to next (a Synthesize is redelivered by the stream,
 see the TTS worker). Audio of a chunk from a second worker replaces the
-first's from the piece it had reached (by sequence number). A chunk that
+first's from the piece it had reached (by sequence number); that worker
+asks first (``subjects.tts_resume``, ``resume_at``) and sends only the
+pieces after it. A chunk that
 never gets any audio while later ones wait is given up after
 TTS_CHUNK_PATIENCE_S, and one that stalls with its worker alive after
 TTS_STALL_GIVE_UP_S: a missing chunk never holds the answer forever.
@@ -232,6 +234,7 @@ class Call:
             await self.nc.subscribe(subjects.tts_audio_all(s), cb=self._on_audio),
             await self.nc.subscribe(subjects.playback(s), cb=self._on_playback),
             await self.nc.subscribe(subjects.observe(s), cb=self._on_observe),
+            await self.nc.subscribe(subjects.tts_resume(s), cb=self._on_resume),
         ]
         try:
             await self._claim_asr()
@@ -553,17 +556,9 @@ class Call:
                 # after a takeover, or a third party.
                 self._count("tts_audio_other_worker", 1)
                 return None
-            state = self.playout.chunk_state(*key)
-            if state == "played":
+            if not self._take_over(key, src, meta.worker):
                 self._count("frames_dropped_stale", max(1, len(data) // 640))
                 return None
-            if state != "playing":
-                self.playout.reset(*key)
-                self.resamplers.pop(key, None)
-                src[1] = 0
-            src[0] = meta.worker
-            self._count("tts_chunk_redelivered", 1)
-            log.info("chunk audio now from another TTS worker", extra={"session_id": self.session, "run_id": key[0], "chunk": key[1], "worker": meta.worker, "from_piece": src[1]})
         if meta.seq < src[1]:
             if not meta.last:
                 self._count("tts_audio_duplicate", 1)
@@ -571,6 +566,47 @@ class Call:
             data = b""  # the end of the chunk, whose audio was had already
         src[1] = max(src[1], meta.seq + 1)
         return data
+
+    def _take_over(self, key: tuple[int, int], src: list, worker: str) -> bool:
+        """``worker`` (given the chunk's request again) speaks the chunk from
+        now on: whole if it has not started playing, from the piece reached
+        if it has; False (nothing of it is needed) if it was heard whole."""
+        state = self.playout.chunk_state(*key)
+        if state == "played":
+            return False
+        if state != "playing":
+            self.playout.reset(*key)
+            self.resamplers.pop(key, None)
+            src[1] = 0
+        src[0] = worker
+        self._count("tts_chunk_redelivered", 1)
+        log.info("chunk audio now from another TTS worker", extra={"session_id": self.session, "run_id": key[0], "chunk": key[1], "worker": worker, "from_piece": src[1]})
+        return True
+
+    def resume_at(self, run: int, chunk: int, worker: str) -> int:
+        """The first piece of a chunk ``worker`` must send (issue 10 point 4:
+        a TTS worker given a chunk again goes on where the call's audio
+        stopped, not from the chunk's start); contract.RESUME_NONE if none."""
+        key = (run, chunk)
+        if self.playout.chunk_state(run, chunk) == "played":
+            return contract.RESUME_NONE
+        src = self.chunk_source.get(key)
+        if src is None:
+            return 0  # nothing of it came: all of it
+        if src[0] != worker and not self._take_over(key, src, worker):
+            return contract.RESUME_NONE
+        return src[1]
+
+    async def _on_resume(self, msg) -> None:
+        try:
+            ask = contract.decode(msg.data, contract.TtsResume)
+        except (contract.DecodeError, contract.ValidationError) as exc:
+            self._count("bad_messages", 1)
+            log.warning("bad TTS resume question dropped", extra={"session_id": self.session, "error": str(exc)})
+            return
+        at = self.resume_at(ask.run, ask.chunk, ask.worker)
+        if msg.reply:
+            await msg.respond(contract.encode(contract.TtsResumeAt(from_piece=at)))
 
     def _watch_stall(self, now: float) -> None:
         """Called when no frame could be taken: is the head chunk stuck?"""

@@ -52,6 +52,11 @@ class Job:
     trace: tuple[tuple[str, str], ...] = ()
     # The session's TTS provider (Synthesize.provider); "" the worker's own.
     provider: str = ""
+    # Delivered again (its first worker died or stalled): the worker asks the
+    # gateway which piece it needs (``from_piece``; earlier ones are neither
+    # sent nor paced).
+    redelivered: bool = False
+    from_piece: int = 0
 
     @property
     def key(self) -> Key:

@@ -75,6 +75,8 @@ from .spoken import spoken
 
 log = logging.getLogger("parley_tts.worker")
 
+RESUME_ASK_S = 0.3  # s a worker given a chunk again waits for the gateway to say where its audio stopped
+
 
 @dataclass
 class _Said:
@@ -132,6 +134,8 @@ class Worker:
             "provider_skipped": 0,  # a chunk went straight to the fallback (the provider's breaker was open)
             "fallback_chunks": 0,  # chunks (partly) spoken by the fallback voice
             "redelivered": 0,  # requests another (dead or stalled) worker had held
+            "resumed": 0,  # of those, chunks taken up mid-way (the gateway had their first pieces)
+            "pieces_skipped": 0,  # pieces of those the gateway had: not sent again
             "pull_errors": 0,
             "request_errors": 0,  # a request this worker broke on (logged; handed back to the stream)
             "loop_errors": 0,  # the pull or keep loop died (logged critical; /healthz says 503)
@@ -307,18 +311,13 @@ class Worker:
                 await msg.term()  # never worth delivering again
             return
         self.stats["requests"] += 1
-        try:
-            if msg.metadata.num_delivered > 1:
-                self.stats["redelivered"] += 1
-                log.info("synthesize delivered again (its worker died or stalled)", extra={"session_id": cmd.session, "run_id": cmd.run, "chunk": cmd.chunk})
-        except (ValueError, AttributeError, TypeError):
-            pass  # not from the stream (a test's core request)
+        redelivered = self._delivered_again(msg, cmd)
         ckey = (cmd.session, cmd.run, cmd.chunk)
         if msg.reply and not self._hold(ckey, msg):
             return
         now = asyncio.get_running_loop().time()
         trace = tuple((k, v) for k, v in (msg.headers or {}).items() if k in ("traceparent", "tracestate"))
-        job = Job(cmd.session, cmd.run, cmd.chunk, spoken(cmd.text), received=now, trace=trace, provider=cmd.provider)
+        job = Job(cmd.session, cmd.run, cmd.chunk, spoken(cmd.text), received=now, trace=trace, provider=cmd.provider, redelivered=redelivered)
         admit = self.lanes.submit(job, now)
         if admit is Admit.START:
             self.runners[job.key] = self._spawn(self._run(job.key), f"tts-{job.session}-{job.run}")
@@ -336,6 +335,17 @@ class Worker:
                 admit.value,
                 extra={"session_id": job.session, "run_id": job.run, "chunk": job.chunk},
             )
+
+    def _delivered_again(self, msg: Msg, cmd: contract.Synthesize) -> bool:
+        """Did another (dead or stalled) worker hold this request before?"""
+        try:
+            again = msg.metadata.num_delivered > 1
+        except (ValueError, AttributeError, TypeError):
+            return False  # not from the stream (a test's core request)
+        if again:
+            self.stats["redelivered"] += 1
+            log.info("synthesize delivered again (its worker died or stalled)", extra={"session_id": cmd.session, "run_id": cmd.run, "chunk": cmd.chunk})
+        return again
 
     async def _on_cancel(self, msg: Msg) -> None:
         try:
@@ -470,6 +480,8 @@ class Worker:
                 log.warning("usage not reported: %s", exc, extra={"session_id": key[0], "run_id": key[1], "provider": provider})
 
     async def _synthesize(self, job: Job) -> None:
+        if job.redelivered:
+            job = replace(job, from_piece=await self._resume_point(job))
         said = await self._speak(job)
         if said is None:  # the run was cancelled while it spoke
             return
@@ -525,15 +537,34 @@ class Worker:
                 break
         return said if self.lanes.live(job.key) else None
 
+    async def _resume_point(self, job: Job) -> int:
+        """The first piece the gateway carrying the call needs of a chunk this
+        worker was given again (0: all of it, also when nobody answers: a call
+        that ended, or a gateway from before this question)."""
+        ask = contract.TtsResume(session=job.session, run=job.run, chunk=job.chunk, worker=self.id)
+        try:
+            reply = await self.nc.request(subjects.tts_resume(job.session), contract.encode(ask), timeout=RESUME_ASK_S)
+            at = contract.decode(reply.data, contract.TtsResumeAt).from_piece
+        except Exception as exc:  # noqa: BLE001 - no answer: the whole chunk, as before
+            log.info("no resume point for a chunk given again: said whole", extra={"session_id": job.session, "run_id": job.run, "chunk": job.chunk, "error": type(exc).__name__})
+            return 0
+        self.stats["resumed"] += at > 0
+        log.info("chunk given again resumes where the call's audio stopped", extra={"session_id": job.session, "run_id": job.run, "chunk": job.chunk, "from_piece": at})
+        return max(0, at)
+
     async def _stream(self, job: Job, voice: Voice, text: str, said: _Said) -> bool:
-        """Publish ``voice``'s audio of ``text`` as it comes; False once the run is cancelled."""
+        """Publish ``voice``'s audio of ``text`` as it comes; False once the run is cancelled.
+        Pieces before ``job.from_piece`` are counted, not sent (the gateway has them)."""
         said.rate = voice.sample_rate
         subject = subjects.tts_audio(job.session, job.run)
-        async with aclosing(voice.stream(replace(job, text=text))) as pieces:
+        async with aclosing(voice.stream(replace(job, text=text, from_piece=max(0, job.from_piece - said.seq)))) as pieces:
             async for pcm in pieces:
                 if not self.lanes.live(job.key):
                     return False
-                await self.nc.publish(subject, pcm, headers=self._headers(job, said.seq, said.rate))
+                if said.seq >= job.from_piece:
+                    await self.nc.publish(subject, pcm, headers=self._headers(job, said.seq, said.rate))
+                else:
+                    self.stats["pieces_skipped"] += 1
                 said.seq += 1
                 said.audio_ms += len(pcm) / audio.SAMPLE_BYTES * 1000.0 / said.rate
                 if said.first_at is None:

@@ -535,3 +535,42 @@ def test_a_chunk_delivered_after_a_later_one_started_is_said_at_once_beside_it(n
     done = [e.chunk for e in seen.ends("fx-ahead", 3)]
     assert done == [0, 1], done  # chunk 0 finished while chunk 1 was still being said
     assert w.stats["chunks_done"] == 2
+
+
+def test_a_chunk_given_again_is_taken_up_where_the_calls_audio_stopped(nats_url):
+    """Worker A stops mid-chunk (its held requests go back to the stream, as a
+    kill's do after the ack wait); worker B, given the chunk again, asks the
+    gateway (played here by the test) where the call's audio stopped, and
+    sends only the pieces after it: the first of them at once, not after
+    re-pacing the ones the gateway had (issue 10 point 4)."""
+    asked = []
+
+    async def main():
+        async with Harness(nats_url) as h:
+            a = await h.worker(canned(first_audio_ms=0, lead_ms=0), worker_id="tts-resume-a")
+            nc = await h.client()
+            seen = await Seen.watch(nc, "fx-resume")
+
+            async def gateway(msg):  # the call had every piece A sent
+                q = contract.decode(msg.data, contract.TtsResume)
+                asked.append((q.run, q.chunk, q.worker))
+                had = len([x for x in seen.audio("fx-resume", 1, 0)])
+                await msg.respond(contract.encode(contract.TtsResumeAt(from_piece=had)))
+
+            await nc.subscribe(subjects.tts_resume("fx-resume"), cb=gateway)
+            await synthesize(nc, "fx-resume", 1, 0, "x" * 37)  # 2.4 s of audio: 12 pieces, paced at real time
+            await seen.wait_for(lambda s: len(s.audio("fx-resume", 1, 0)) >= 6)
+            b = await h.worker(canned(first_audio_ms=0, lead_ms=0), worker_id="tts-resume-b")
+            await a.stop()
+            stopped = time.monotonic()
+            had = len(seen.audio("fx-resume", 1, 0))
+            await seen.chunks_done("fx-resume", 1, 1, timeout=30)
+            return b, seen.audio("fx-resume", 1, 0), had, stopped
+
+    b, msgs, had, stopped = run(main())
+    assert asked == [(1, 0, "tts-resume-b")]
+    again = [m for m in msgs[had:]]
+    assert [m.seq for m in msgs] == list(range(len(msgs))) and msgs[-1].last  # every piece once, in order
+    assert again and again[0].seq == had and b.stats["resumed"] == 1 and b.stats["pieces_skipped"] == had
+    # The first piece the call needed came at once (re-pacing the ones it had: had x 200 ms).
+    assert again[0].t - stopped < 0.2 * had, (again[0].t - stopped, had)

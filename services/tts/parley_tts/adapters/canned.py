@@ -66,7 +66,9 @@ class Canned:
         t0 = loop.time()
         pos = index = 0
         while pos < total:
-            wait = t0 + audio.piece_due(index, self.piece_ms, self.lead_ms) - loop.time()
+            # Pieces before job.from_piece (the gateway has them: a chunk given
+            # again) come at once; the rest are paced from the first it needs.
+            wait = t0 + audio.piece_due(index - job.from_piece, self.piece_ms, self.lead_ms) - loop.time() if index >= job.from_piece else 0
             if wait > 0:
                 await asyncio.sleep(wait)
             n = min(self.max_samples, total - pos)
