@@ -10,6 +10,12 @@ answered, answer p50/p99 (caller's end of speech to the first agent audio),
 playout underruns (silences inside a reply) and failed calls. Prints JSON.
 
     uv run python bench/admission.py --offered 60 --limit 30
+
+``--kind asr`` (or orchestrator, tts) puts the limit on that service's
+replicas instead (``PARLEY_ASR_CAPACITY``...: stack-wide admission,
+``parley.load``): the gateway refuses once they report full, and its
+counters say which service was (``busy_full_<kind>``). ``--limited-only``
+skips the run without a limit.
 """
 
 from __future__ import annotations
@@ -62,13 +68,21 @@ def judge(records: list[dict], turns: int) -> dict:
     }
 
 
-def run(root: Path, offered: int, limit: int, turns: int) -> dict:
+CAPACITY = {"asr": "PARLEY_ASR_CAPACITY", "orchestrator": "PARLEY_ORCHESTRATOR_CAPACITY", "tts": "PARLEY_TTS_CAPACITY"}
+
+
+def run(root: Path, offered: int, limit: int, turns: int, kind: str = "gateway", limited_only: bool = False) -> dict:
+    import httpx
+
     out = {}
-    for label, max_calls in (("limit", limit), ("no limit", 100_000)):
-        env = {"PARLEY_PROVIDERS": "fixed", "PARLEY_TWILIO_INSECURE": "1", "PARLEY_MAX_CALLS": str(max_calls)}
+    for label, limited in (("limit", True), ("no limit", False))[: 1 if limited_only else 2]:
+        env = {"PARLEY_PROVIDERS": "fixed", "PARLEY_TWILIO_INSECURE": "1", "PARLEY_MAX_CALLS": str(limit if limited and kind == "gateway" else 100_000)}
+        env |= {var: str(limit if limited and k == kind else 0) for k, var in CAPACITY.items()}
         with Stack(root / label.replace(" ", "-"), env=env) as stack:
             records = asyncio.run(offer(stack, offered, turns))
-        out[label] = {"max_calls": max_calls if max_calls < 100_000 else None, **judge(records, turns)}
+            stats = httpx.get(f"{stack.gateway}/healthz", timeout=10, trust_env=False).json().get("stats", {})
+        out[label] = {"limit_on": kind if limited else None, "limit": limit if limited else None, **judge(records, turns),
+                      "refused_because": {k: v for k, v in stats.items() if k.startswith("busy_full_")}}  # fmt: skip
     return out
 
 
@@ -77,9 +91,11 @@ def main(argv=None) -> int:
     ap.add_argument("--offered", type=int, default=60)
     ap.add_argument("--limit", type=int, default=30)
     ap.add_argument("--turns", type=int, default=3)
+    ap.add_argument("--kind", choices=("gateway", *CAPACITY), default="gateway", help="the service whose capacity is the limit")
+    ap.add_argument("--limited-only", action="store_true")
     ap.add_argument("--root", default=str(ROOT / "var" / "admission"))
     a = ap.parse_args(argv)
-    result = run(Path(a.root) / time.strftime("%Y%m%d-%H%M%S"), a.offered, a.limit, a.turns)
+    result = run(Path(a.root) / time.strftime("%Y%m%d-%H%M%S"), a.offered, a.limit, a.turns, a.kind, a.limited_only)
     print(json.dumps(result, indent=2))
     return 0
 

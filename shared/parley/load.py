@@ -39,6 +39,11 @@ log = logging.getLogger("parley.load")
 
 EVERY = 1.0  # s between a replica's reports
 TTL = 3.5  # s without a report: the replica is gone
+# A call let in this long before a report may not be in it yet (the
+# orchestrator counts a session once its SessionStarted is reduced): counted
+# on top of it too. Erring on the side of refusing: measured 13 let in for
+# an orchestrator capacity of 12 without it (bench/admission.py, 30 offered).
+LAG = 0.25
 KINDS = ("gateway", "asr", "orchestrator", "tts")
 
 
@@ -161,9 +166,9 @@ class LoadBoard:
             t = out.get(kind) or Total(kind, 0, 0, 0)
             out[kind] = Total(kind, t.active + r.active, t.capacity + r.capacity, t.replicas + 1)
             oldest[kind] = min(oldest.get(kind, at), at)
-        # Calls let in after a kind's oldest live report are in none of them
-        # (or not in all): count them, so a burst cannot overshoot.
-        return {k: Total(k, t.active + sum(1 for a in self.admitted if a > oldest[k]), t.capacity, t.replicas) for k, t in out.items()}
+        # Calls let in after a kind's oldest live report (or just before it,
+        # LAG) may be in none of them: count them, so a burst cannot overshoot.
+        return {k: Total(k, t.active + sum(1 for a in self.admitted if a > oldest[k] - LAG), t.capacity, t.replicas) for k, t in out.items()}
 
     def full(self, skip: tuple[str, ...] = ("gateway",)) -> Total | None:
         """The first kind at capacity (None: room everywhere). ``skip``: kinds
