@@ -111,6 +111,7 @@ class SpeechOnset(Event, frozen=True, kw_only=True, tag="SpeechOnset"):
     ``utterance`` is the id the utterance will have if it starts."""
 
     utterance: int
+    level: float = 0.0  # dBFS of the sound so far, as SpeechStopped.level (0: unknown)
 
 
 class SpeechOnsetEnded(Event, frozen=True, kw_only=True, tag="SpeechOnsetEnded"):
@@ -126,6 +127,7 @@ class SpeechOnsetEnded(Event, frozen=True, kw_only=True, tag="SpeechOnsetEnded")
 
 class SpeechStarted(Event, frozen=True, kw_only=True, tag="SpeechStarted"):
     utterance: int
+    level: float = 0.0  # dBFS of the sound so far, as SpeechStopped.level (0: unknown)
 
 
 class SpeechStopped(Event, frozen=True, kw_only=True, tag="SpeechStopped"):
@@ -139,6 +141,11 @@ class SpeechStopped(Event, frozen=True, kw_only=True, tag="SpeechStopped"):
     # Acoustic P(end of turn) over the utterance's audio up to this stop, from
     # the ASR's end-of-turn model; -1: unknown (no model, other providers).
     eot: float = -1.0
+    # How loud the sound was, in dBFS (the 80th percentile of its 32 ms
+    # windows' RMS; the ASR's VAD measures it on the audio it hears): the
+    # reducer compares a talk-over with the caller's own turns (a TV across
+    # the room is far quieter). 0: unknown.
+    level: float = 0.0
 
 
 class TranscriptPartial(Event, frozen=True, kw_only=True, tag="TranscriptPartial"):

@@ -120,6 +120,7 @@ CATALOGUE: dict[str, Param] = {
         Param("question_window", float, 0, 10, "seconds after a question in which a yes answers it"),
         Param("noise_sound", float, 0, 3, "a few words in less sound than this are a noise mis-heard"),
         Param("noise_words", int, 0, 10, "at most this many words (none of no/wait/stop...)"),
+        Param("background_db", float, 0, 60, "a voice this many dB under the caller's own turns does not take the floor (0: off)"),
         Param("onset_hold", float, 0, 3, "seconds a voice onset pauses the agent without speech following (0: onsets ignored)"),
         Param("resume_on_partial", bool, doc="a sound whose partial shows no words resumes when it stops"),
         Param("preemptive", bool, doc="start the LLM on the partial transcript"),

@@ -594,7 +594,8 @@ class Worker:
     async def _onset(self, s: Session, d: endpointer.Onset, now: float) -> None:
         self.stats["onsets"] += 1
         await s.stop_published()  # never ahead of the previous utterance's stop
-        await bus.publish_event(self.nc, contract.SpeechOnset(session=s.id, at=now, utterance=d.utterance))
+        level = level_db(s.audio.slice(d.begin * WINDOW, (d.window + 1) * WINDOW))
+        await bus.publish_event(self.nc, contract.SpeechOnset(session=s.id, at=now, utterance=d.utterance, level=level))
 
     async def _onset_lost(self, s: Session, d: endpointer.OnsetLost, now: float) -> None:
         self.stats["onsets_lost"] += 1
@@ -605,7 +606,8 @@ class Worker:
         s.unfinished[d.utterance] = now - (d.window + 1 - d.begin) * WINDOW_MS / 1000
         self.stats["utterances"] += 1
         await s.stop_published()  # only when a backlog put a start right behind a stop
-        await bus.publish_event(self.nc, contract.SpeechStarted(session=s.id, at=now, utterance=d.utterance))
+        level = level_db(s.audio.slice(d.begin * WINDOW, (d.window + 1) * WINDOW))
+        await bus.publish_event(self.nc, contract.SpeechStarted(session=s.id, at=now, utterance=d.utterance, level=level))
 
     async def _stopped(self, s: Session, d: endpointer.Stop, now: float, heard: bool = True, speech_end: float = 0.0) -> None:
         """Publish SpeechStopped (with its end-of-turn score) and set the final going.
@@ -628,7 +630,7 @@ class Worker:
             eot = self.eot.score(s.audio.slice(d.begin * WINDOW - self._preroll, (d.window + 1) * WINDOW))
         else:
             eot = self.settings.fixed_eot if self.settings.fixed else UNKNOWN
-        stopped = self._publish_stop(s.id, d, now, speech_end, eot)
+        stopped = self._publish_stop(s.id, d, now, speech_end, eot, level_db(s.audio.slice(d.begin * WINDOW, d.end * WINDOW)) if heard else 0.0)
         if isinstance(eot, asyncio.Future):
             s.stop_sent = self._spawn(stopped, f"asr-stop-{s.id}")
         else:
@@ -873,10 +875,12 @@ class Worker:
         except Exception as exc:  # noqa: BLE001 - a notice or usage must never break hearing
             log.warning("event not published: %s", exc, extra={"session_id": event.session, "event": contract.type_name(event)})
 
-    async def _publish_stop(self, session_id: str, d: endpointer.Stop, now: float, speech_end: float, eot) -> None:
+    async def _publish_stop(self, session_id: str, d: endpointer.Stop, now: float, speech_end: float, eot, level: float = 0.0) -> None:
         if isinstance(eot, asyncio.Future):
             eot = await eot
-        event = contract.SpeechStopped(session=session_id, at=now, utterance=d.utterance, speech_ms=d.speech_ms, speech_end_at=speech_end, eot=eot)
+        event = contract.SpeechStopped(
+            session=session_id, at=now, utterance=d.utterance, speech_ms=d.speech_ms, speech_end_at=speech_end, eot=eot, level=level
+        )
         await bus.publish_event(self.nc, event)
 
     def _request_partial(self, s: Session) -> None:
@@ -965,6 +969,18 @@ class Worker:
         if not task.cancelled() and task.exception() is not None:
             self.stats["task_errors"] += 1
             log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+
+
+def level_db(samples: np.ndarray) -> float:
+    """How loud a sound is, in dBFS: the 80th percentile of its 32 ms
+    windows' RMS (its voiced part, not its quiet edges). 0.0: no audio.
+    The reducer compares a talk-over's level with the caller's own turns."""
+    n = len(samples) // WINDOW
+    if n == 0:
+        return 0.0
+    w = samples[: n * WINDOW].astype(np.float32).reshape(n, WINDOW) * (1.0 / 32768.0)
+    db = 10.0 * np.log10(np.mean(w * w, axis=1) + 1e-10)
+    return round(min(float(np.percentile(db, 80)), -0.01), 2)
 
 
 def _valid_session(session: str) -> bool:

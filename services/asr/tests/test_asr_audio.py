@@ -40,3 +40,18 @@ def test_trim_keeps_what_a_later_cut_needs():
     audio.trim(10 * WINDOW)
     assert audio.start == audio.end == 10 * WINDOW
     assert len(audio.slice(0, 10 * WINDOW)) == 0
+
+
+def test_the_level_of_a_sound_is_its_loud_part_in_dbfs():
+    from parley_asr.worker import level_db
+
+    t = np.arange(16000) / 16000
+    tone = (0.5 * 32767 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
+    assert abs(level_db(tone) - 20 * np.log10(0.5 / np.sqrt(2))) < 0.1  # -9.0 dBFS
+    quieter = (tone / 10).astype(np.int16)
+    assert abs(level_db(tone) - level_db(quieter) - 20.0) < 0.1
+    # quiet edges (the pre-roll, the fade) do not pull it down: the 80th percentile of its windows
+    padded = np.concatenate([np.zeros(8000, np.int16), tone[:8000], np.zeros(2000, np.int16)])
+    assert abs(level_db(padded) - level_db(tone)) < 0.1
+    assert level_db(np.zeros(100, np.int16)) == 0.0  # shorter than a window: unknown
+    assert level_db(np.zeros(4096, np.int16)) < -90

@@ -199,7 +199,10 @@ STREAMING = (GENERATING, SPEAKING)  # an LLM step may be streaming
 #     from turn_release of silence (turn_release_short for a first fragment
 #     that may go on: words.may_go_on); its audio waits at the gateway (the
 #     run is ``held``), and a caller who goes on first never hears it
-RULES = 16
+# 17: a voice background_db under the caller's own level (learned from its
+#     turns) neither pauses nor interrupts the agent; a final with no words
+#     ("." or "(laughs)" for a laugh) adds nothing to the caller's turn
+RULES = 17
 
 # ---------------------------------------------------------------------------
 # Policy: the knobs of one session. Defaults here; SessionStarted.params may
@@ -305,6 +308,12 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     # caller says it again) than an answer killed by a hum.
     noise_sound: float = 0.75
     noise_words: int = 3
+    # A voice this many dB below the caller's own (learned from the caller's
+    # turns this call: SpeechStopped.level) does not take the floor from the
+    # agent: a TV or another room, not the caller. Measured on the scenario
+    # callers (docs/BENCHMARKS.md section 6, barge4): a TV across the room 25 dB
+    # under the caller's turns, a quiet real interruption 2-3 dB under. 0: off.
+    background_db: float = 12.0
     # Silence: re-prompt after this long with nothing said, end the call after
     # ``max_reprompts`` re-prompts in a row.
     reprompt_after: float = 10.0
@@ -504,6 +513,12 @@ class SessionState(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     # the turn in progress (also after an answer it had not heard yet, which
     # was withdrawn); 0 once the turn is answered.
     turn_pauses: int = 0
+    # The caller's own level (dBFS; 0: not heard yet): the loudest of its turns,
+    # falling by LEVEL_FALL_DB a turn so that it follows a caller who moves.
+    caller_level: float = 0.0
+    # The latest utterance taken for a background voice (Policy.background_db):
+    # its words never take the floor.
+    background: int = -1
     reprompts: int = 0
     timers: tuple[tuple[str, int], ...] = ()  # running timers (name, token)
     next_token: int = 1
@@ -868,7 +883,36 @@ def _argument(arguments: str, name: str) -> str:
 # The caller's turn: speech, transcripts, end of turn
 
 
+LEVEL_FALL_DB = 2.0  # how far the caller's learned level may fall per turn (SessionState.caller_level)
+MIN_LEVEL_MS = 300  # an utterance shorter than this teaches nothing about the caller's level
+
+
+def _background(s: SessionState, level: float) -> Judgement | None:
+    """A voice far below the caller's own level, while the agent has the
+    floor: a TV, another room. It does not pause nor interrupt the agent."""
+    gate = s.policy.background_db
+    if gate <= 0 or s.caller_level >= 0 or level >= 0 or level >= s.caller_level - gate:
+        return None
+    reason = f"a voice {s.caller_level - level:.0f} dB under the caller's own: background, the agent talks on"
+    return Judgement(kind="interruption", verdict="resume", reason=reason, heard="sound", score=level, threshold=round(s.caller_level - gate, 2))
+
+
+def _learn_level(fx: Fx, e: SpeechStopped) -> Fx:
+    """The caller's own turns teach its level (see SessionState.caller_level)."""
+    s = fx.state
+    if s.phase not in USER or e.level >= 0 or e.speech_ms < MIN_LEVEL_MS or e.utterance == s.background:
+        return fx
+    return fx.set(caller_level=round(e.level if s.caller_level >= 0 else max(e.level, s.caller_level - LEVEL_FALL_DB), 2))
+
+
 def on_speech_started(fx: Fx, e: SpeechStarted) -> Next:
+    s = fx.state
+    onset_pause = s.phase == PAUSED and _running(s, "onset")  # paused by this voice's onset, nothing else
+    if (s.phase in FLOOR_PHASES or onset_pause) and not s.user_speaking and s.run is not None and s.run.confirmed:
+        quiet = _background(s, e.level)
+        if quiet is not None:
+            fx = fx.judged(quiet).set(background=e.utterance)
+            return _resume(fx, e.at).after("no words: resume") if onset_pause else fx.to("background: noted")
     fx = _count_pause(fx, e.at)
     s = fx.state
     same_stretch = s.talk_from and (s.user_speaking or e.at - s.silence_from < s.policy.machine_gap)
@@ -902,6 +946,9 @@ def on_speech_onset(fx: Fx, e: SpeechOnset) -> Next:
     s, run = fx.state, fx.state.run
     if s.phase not in FLOOR_PHASES or run is None or not run.confirmed or s.policy.onset_hold <= 0:
         return fx.to("noted")
+    quiet = _background(s, e.level)
+    if quiet is not None:
+        return fx.judged(quiet).to("noted")
     fx = fx.emit(PausePlayback(session=s.session, run=run.id))
     fx = _start_timer(_start_timer(fx, "hold", s.policy.hold_max), "onset", s.policy.onset_hold)
     reason = f"voice onset while the agent speaks: pause; resume in {s.policy.onset_hold:g} s unless speech starts"
@@ -962,7 +1009,10 @@ def _withdraw(fx: Fx) -> Fx:
 
 
 def on_speech_stopped(fx: Fx, e: SpeechStopped) -> Next:
+    fx = _learn_level(fx, e)
     s = fx.state
+    if s.phase in FLOOR_PHASES and e.utterance == s.background:
+        return fx.to("end of an earlier sound")  # a background voice: nothing of the caller's ended
     voice_end = e.speech_end_at if 0 < e.speech_end_at <= e.at else e.at
     stretch = round((voice_end - s.talk_from) * 1000) if s.talk_from else 0
     fx = fx.set(user_speaking=False, awaiting_finals=s.awaiting_finals + (e.utterance,), silence_from=voice_end, eot=e.eot, speech_ms=e.speech_ms,
@@ -1017,11 +1067,14 @@ def on_final(fx: Fx, e: TranscriptFinal) -> Next:
         return _final_during_hold(fx, e)
     if phase in FLOOR_PHASES:
         return _final_while_agent_has_floor(fx, e)
-    fx = fx.set(user_text=_join(fx.state.user_text, e.text.strip()), complete=e.complete)
+    said = e.text.strip() if words.tokens(e.text) else ""  # "." or "(laughs)" for a laugh: no words, no turn
+    fx = fx.set(user_text=_join(fx.state.user_text, said), complete=e.complete)
     return _turn(fx, e.at)
 
 
 def _final_during_hold(fx: Fx, e: TranscriptFinal) -> Next:
+    if e.utterance == fx.state.background:
+        return fx.to("no words, caller still making a sound")  # a background voice's words: not the caller's
     judgement = _judge_overlap(fx.state, e.text, final=True, at=e.at)
     fx = fx.judged(judgement)
     if judgement.verdict == "barge-in":
@@ -1035,6 +1088,8 @@ def _final_during_hold(fx: Fx, e: TranscriptFinal) -> Next:
 def _final_while_agent_has_floor(fx: Fx, e: TranscriptFinal) -> Next:
     run = fx.state.run
     assert run is not None
+    if run.confirmed and e.utterance == fx.state.background:
+        return fx.to("no words")  # a background voice's words (Policy.background_db)
     if run.confirmed:
         judgement = _judge_overlap(fx.state, e.text, final=True, at=e.at)
         if judgement.verdict != "barge-in":
@@ -1979,7 +2034,12 @@ TRANSITIONS: tuple[Row, ...] = (
         FLOOR_PHASES,
         SpeechStarted,
         on_speech_started,
-        {"hold": (PAUSED,), "preemptive guess dropped": (CANCELLED, LISTENING), "caller went on: answer withdrawn": (CANCELLED, LISTENING)},
+        {
+            "hold": (PAUSED,),
+            "background: noted": STAY,
+            "preemptive guess dropped": (CANCELLED, LISTENING),
+            "caller went on: answer withdrawn": (CANCELLED, LISTENING),
+        },
         "sound: hold (nothing heard yet: the turn goes on)",
     ),
     Row(FLOOR_PHASES, SpeechStopped, on_speech_stopped, {"end of an earlier sound": STAY}, "end of an earlier sound"),
@@ -1998,7 +2058,13 @@ TRANSITIONS: tuple[Row, ...] = (
     ),
     Row(FLOOR_PHASES, Dtmf, on_dtmf, _compound("key press: barge-in", TURN, via=(INTERRUPTED,)), "key press: barge-in"),
     # -- a hold: barge-in or false interruption
-    Row((PAUSED,), SpeechStarted, on_speech_started, {"more sound": STAY, "caller went on: answer withdrawn": (CANCELLED, LISTENING)}, "more sound"),
+    Row(
+        (PAUSED,),
+        SpeechStarted,
+        on_speech_started,
+        {"more sound": STAY, "caller went on: answer withdrawn": (CANCELLED, LISTENING), **_compound("no words: resume", RESUMED)},
+        "more sound (a background voice: resume)",
+    ),
     Row((PAUSED,), SpeechStopped, on_speech_stopped, {"wait for words": STAY, **_compound("no words: resume", RESUMED)}, "sound ended: wait for words (a partial says none: resume)"),
     Row((PAUSED,), TranscriptPartial, on_partial, {"partial": STAY, "words: barge-in": (INTERRUPTED, LISTENING)}, "words: barge-in"),
     Row(

@@ -1404,3 +1404,84 @@ def test_a_release_of_zero_answers_as_before():
     v = Convo(turn_release="0", turn_release_short="0")
     cmds = v.user_says("I'm looking to book", complete=0.85)
     assert c.PausePlayback not in [type(x) for x in cmds] and not v.state.run.held
+# --- a background voice (RULES 17): far below the caller's own level, it never takes the floor
+
+
+def _speaking_after_a_loud_turn(level=-15.0, **params):
+    v = Convo(**params)
+    v.send(c.SpeechStarted, utterance=0, level=level)
+    v.send(c.SpeechStopped, utterance=0, speech_ms=1400, speech_end_at=v.t - 0.15, eot=1.0, level=level)
+    assert v.state.caller_level == level
+    v.send(c.TranscriptFinal, utterance=0, text="what are your opening hours", complete=1.0)
+    v.llm("We are open Monday to Friday from nine to five. On Saturdays we open at ten. We close on Sundays.")
+    run = v.state.run
+    v.send(c.TTSChunkStarted, run=run.id, chunk=0)
+    v.send(c.PlaybackProgress, run=run.id, chunk=0, finished=False)
+    assert v.phase == r.SPEAKING
+    return v, run.id
+
+
+def test_a_tv_across_the_room_never_pauses_nor_interrupts_the_agent():
+    v, run = _speaking_after_a_loud_turn()
+    assert v.send(c.SpeechOnset, utterance=1, level=-41.0) == [] and v.phase == r.SPEAKING
+    assert v.send(c.SpeechStarted, utterance=1, level=-40.5) == [] and v.outcome.taken == "background: noted"
+    j = v.outcome.judgements[0]
+    assert j.verdict == "resume" and j.score == -40.5 and j.threshold == -27.0
+    v.send(c.TranscriptPartial, utterance=1, text="and in tonight's news the council")
+    v.send(c.SpeechStopped, utterance=1, speech_ms=3400, speech_end_at=v.t, level=-40.5)
+    v.send(c.TranscriptFinal, utterance=1, text="and in tonight's news the council has approved the new bridge")
+    assert v.run == run and v.phase == r.SPEAKING
+    assert not any(isinstance(x, (c.PausePlayback, c.FlushPlayback, c.CancelLLM)) for x in v.cmds)
+    assert v.state.caller_level == -15.0  # the TV taught nothing
+
+
+def test_a_quiet_caller_still_interrupts():
+    v, run = _speaking_after_a_loud_turn()
+    v.send(c.SpeechOnset, utterance=1, level=-24.0)
+    assert v.types() == ["PausePlayback", "StartTimer", "StartTimer"]
+    v.send(c.SpeechStarted, utterance=1, level=-22.0)
+    v.stop(1)
+    v.send(c.TranscriptFinal, utterance=1, text="Tuesday morning would be good.")
+    assert "FlushPlayback" in v.types() and v.state.run is None or v.state.run.id != run
+
+
+def test_an_onset_loud_enough_to_pause_then_a_background_start_resumes():
+    v, run = _speaking_after_a_loud_turn()
+    v.send(c.SpeechOnset, utterance=1, level=-20.0)
+    assert v.phase == r.PAUSED
+    v.send(c.SpeechStarted, utterance=1, level=-35.0)
+    assert "ResumePlayback" in v.types() and v.phase == r.SPEAKING and v.run == run
+    v.send(c.SpeechStopped, utterance=1, speech_ms=900, speech_end_at=v.t, level=-35.0)
+    v.send(c.TranscriptFinal, utterance=1, text="no no no")
+    assert v.run == run and not any(isinstance(x, (c.FlushPlayback, c.CancelLLM)) for x in v.cmds)
+
+
+@pytest.mark.parametrize("params", [{}, {"background_db": "0"}])
+def test_without_a_known_caller_level_or_with_the_gate_off_every_voice_counts(params):
+    v = Convo(**params)
+    if params:
+        v, _ = _speaking_after_a_loud_turn(**params)
+    else:
+        _speaking(v)  # levels unknown
+    v.send(c.SpeechOnset, utterance=7, level=-45.0)
+    assert v.phase == r.PAUSED
+
+
+def test_the_callers_level_follows_its_loudest_turns_falling_slowly():
+    v = Convo()
+    for u, (level, ms) in enumerate([(-15.0, 1200), (-30.0, 1200), (-30.0, 1200), (-10.0, 200), (-12.0, 800)]):
+        v.send(c.SpeechStarted, utterance=u, level=level)
+        v.send(c.SpeechStopped, utterance=u, speech_ms=ms, speech_end_at=v.t, level=level)
+    # -15, then -17 and -19 (at most 2 dB a turn), a 200 ms click teaches nothing, then -12
+    assert v.state.caller_level == -12.0
+
+
+@pytest.mark.parametrize("text", [".", "...", "(laughs)", "[Laughter]", "♪"])
+def test_a_final_with_no_words_is_no_turn(text):
+    """RULES 17: Whisper writes "." for a laugh the VAD took for speech; nothing to answer."""
+    v = Convo()
+    v.user_says(text)
+    assert v.phase == r.LISTENING and not any(isinstance(x, c.StartLLM) for x in v.cmds)
+    v.user_says("Are you open on Saturdays?")
+    start = [x for x in v.cmds if isinstance(x, c.StartLLM)][-1]
+    assert start.messages[-1].content == "Are you open on Saturdays?"

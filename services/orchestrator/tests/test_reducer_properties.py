@@ -20,6 +20,7 @@ SIGNAL = st.sampled_from([-1.0, 0.1, 0.5, 0.95])
 PARTIALS = ["", "uh-huh", "wait", "book me in", "(coughs)", "Mm hmm", "yes", "in a moment", "M H M", "hold on", "book me in for friday please", "Emm..."]
 FINALS = ["", "mm-hmm", "book tomorrow at 3", "no wait, Friday", "(coughs)", "Yeah.", "Yes.", "I'd like to book, um", "555 201", "[laughter]", "Ah.",
           "Hi there.", "Could you tell me", "Emm... Em.", "Hmhm.", "Hahahah."]
+LEVELS = st.sampled_from([0.0, -15.0, -20.0, -40.0])  # dBFS (0: unknown)
 WORDS = ["Sure", "okay,", "let", "me", "check.", "You're", "booked", "at", "3.30", "p.m.", "Dr.", "Smith", "sees", "you!", "Anything", "else?", "uh-huh", "e.g.", "fine", "Shall I book that?"]
 
 
@@ -38,6 +39,7 @@ def sessions(draw, max_events=60):
         "consent_text": st.just("This call may be recorded."),
         "onset_hold": st.sampled_from(["0", "0.3"]),
         "resume_on_partial": st.sampled_from(["true", "false"]),
+        "background_db": st.sampled_from(["0", "12"]),
     }))
     state = r.initial_state()
     t = 0.0
@@ -65,13 +67,13 @@ def sessions(draw, max_events=60):
         if kind == "speech":
             if speaking:
                 end = draw(st.sampled_from([0.0, t - 0.2, t]))
-                ev = c.SpeechStopped(session=S, at=t, utterance=utterance, speech_end_at=end, eot=draw(SIGNAL))
+                ev = c.SpeechStopped(session=S, at=t, utterance=utterance, speech_end_at=end, eot=draw(SIGNAL), speech_ms=draw(st.sampled_from([0, 1200])), level=draw(LEVELS))
                 utterance += 1
             else:
-                ev = c.SpeechStarted(session=S, at=t, utterance=utterance)
+                ev = c.SpeechStarted(session=S, at=t, utterance=utterance, level=draw(LEVELS))
             speaking = not speaking
         elif kind == "onset":
-            ev = c.SpeechOnset(session=S, at=t, utterance=utterance)
+            ev = c.SpeechOnset(session=S, at=t, utterance=utterance, level=draw(LEVELS))
         elif kind == "onset_end":
             ev = c.SpeechOnsetEnded(session=S, at=t, utterance=utterance)
         elif kind == "partial":
@@ -351,13 +353,37 @@ def test_a_sound_or_backchannel_never_cancels_a_held_answer(events):
 @PROPS
 @given(sessions())
 def test_a_hum_in_any_spelling_never_cancels_a_held_answer(events):
-    """Words that are hums or laughs by their form ("Emm... Em.", "Hmhm.",
-    "Hahahah."; RULES 15) never cancel a run in a hold, partial or final."""
+    """Words that are hums or laughs by their form ("Emm... Em.", "Hahahah.";
+    RULES 15) never cancel a run in a hold, partial or final (an agreeing
+    hum, "Hmhm.", may answer the agent's question, as "mm-hmm" does)."""
     _, steps = run_all(events)
     for before, ev, cmds, outcome, after in steps:
         if before.phase == r.PAUSED and isinstance(ev, (c.TranscriptPartial, c.TranscriptFinal)) and words.tokens(ev.text):
-            if all(words.hum(w) for w in words.tokens(ev.text)):
+            if all(words.hum(w) and "mhm" not in w for w in words.tokens(ev.text)):  # an agreeing hum may answer a question
                 assert not any(isinstance(x, (c.FlushPlayback, c.CancelLLM)) for x in cmds), (ev, outcome)
+
+
+@PROPS
+@given(sessions())
+def test_a_background_voice_never_takes_the_floor(events):
+    """RULES 17: a voice background_db under the caller's learned level,
+    while the agent has the floor, neither pauses nor interrupts it; nor do
+    that utterance's words while a run holds the floor."""
+    _, steps = run_all(events)
+    for before, ev, cmds, outcome, after in steps:
+        stops = [x for x in cmds if isinstance(x, (c.PausePlayback, c.FlushPlayback, c.CancelLLM))]
+        gate = before.policy.background_db
+        if isinstance(ev, (c.SpeechOnset, c.SpeechStarted)) and before.phase in r.FLOOR_PHASES and not before.user_speaking:
+            if gate > 0 and before.caller_level < 0 and ev.level < before.caller_level - gate:
+                assert not stops, (ev, outcome)
+                if isinstance(ev, c.SpeechStarted) and before.run is not None and before.run.confirmed and not outcome.dropped:
+                    assert after.background == ev.utterance
+        if isinstance(ev, (c.TranscriptPartial, c.TranscriptFinal)) and before.phase in r.HELD and ev.utterance == before.background >= 0:
+            assert not stops, (ev, outcome)
+        # the caller's level is learned only from its own turns
+        if after.caller_level != before.caller_level:
+            assert isinstance(ev, c.SpeechStopped) and before.phase in r.USER and ev.utterance != before.background
+            assert after.caller_level in (round(ev.level, 2), round(before.caller_level - r.LEVEL_FALL_DB, 2))
 
 
 @PROPS
@@ -729,3 +755,56 @@ def test_a_first_fragment_that_may_go_on_waits_for_the_longer_release(events):
             assert after.run.held, (ev, j)
             due = [d for name, tok in after.timers if name == "release" for d in [tok]]
             assert due, after.timers
+@st.composite
+def talk_over_a_learned_caller(draw):
+    """A caller whose turns taught its level, the agent answering, then
+    arbitrary sounds over the answer at arbitrary levels (RULES 17)."""
+    caller = draw(st.floats(-40.0, -6.0))
+    params = {"background_db": draw(st.sampled_from(["0", "6", "12", "20"]))}
+    t = 0.0
+    events: list[c.AnyEvent] = [c.SessionStarted(session=S, at=t, params=params)]
+    events += [
+        c.SpeechStarted(session=S, at=0.5, utterance=0, level=caller),
+        c.SpeechStopped(session=S, at=2.0, utterance=0, speech_ms=1300, speech_end_at=1.8, eot=0.95, level=caller),
+        c.TranscriptFinal(session=S, at=2.1, utterance=0, text="What are your opening hours?", complete=0.95),
+    ]
+    state = r.initial_state()
+    for ev in events:
+        state, _, _ = r.reduce(state, ev)
+    t = 3.0
+    for i, word in enumerate("We are open nine to five. On Saturdays we open at ten.".split()):
+        events.append(c.LLMToken(session=S, at=t, run=1, step=0, text=word + " "))
+    events += [c.LLMDone(session=S, at=t, run=1, step=0), c.TTSChunkStarted(session=S, at=t, run=1, chunk=0),
+               c.PlaybackProgress(session=S, at=t + 0.1, run=1, chunk=0, finished=False)]  # fmt: skip
+    utterance = 1
+    for _ in range(draw(st.integers(1, 25))):
+        t += draw(st.sampled_from([0.01, 0.1, 0.5]))
+        kind = draw(st.sampled_from(["onset", "start", "stop", "partial", "final", "onset_end", "timer"]))
+        level = draw(st.sampled_from([0.0, caller, caller - 3, caller - 15, caller - 30]) | st.floats(-90.0, -0.5))
+        if kind == "onset":
+            events.append(c.SpeechOnset(session=S, at=t, utterance=utterance, level=level))
+        elif kind == "start":
+            events.append(c.SpeechStarted(session=S, at=t, utterance=utterance, level=level))
+        elif kind == "stop":
+            events.append(c.SpeechStopped(session=S, at=t, utterance=utterance, speech_ms=draw(st.sampled_from([100, 900])), speech_end_at=t - 0.2, level=level))
+            utterance += 1
+        elif kind == "partial":
+            events.append(c.TranscriptPartial(session=S, at=t, utterance=utterance, text=draw(st.sampled_from(PARTIALS))))
+        elif kind == "final":
+            events.append(c.TranscriptFinal(session=S, at=t, utterance=draw(st.integers(max(1, utterance - 1), utterance)), text=draw(st.sampled_from(FINALS))))
+        elif kind == "onset_end":
+            events.append(c.SpeechOnsetEnded(session=S, at=t, utterance=utterance))
+        else:
+            events.append(c.TimerFired(session=S, at=t, name=draw(st.sampled_from(["hold", "resume", "onset", "final"])), token=draw(st.integers(0, 30))))
+    return events
+
+
+@PROPS
+@given(talk_over_a_learned_caller())
+def test_a_background_voice_over_an_answer_never_takes_the_floor(events):
+    """Every voice that starts background_db under the caller's own level
+    while the agent speaks: no pause, no cancel, from its onset, its start or
+    its words; a voice above that line is heard as before (it may pause)."""
+    _, steps = run_all(events)
+    assert any(before.phase == r.SPEAKING and before.caller_level < 0 for before, *_ in steps)  # the setup reached its point
+    test_a_background_voice_never_takes_the_floor.hypothesis.inner_test(events)
