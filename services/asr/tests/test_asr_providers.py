@@ -142,7 +142,9 @@ def test_deepgram_words_behind_the_same_events(nats_url, silero, speak):
 
 def test_deepgram_bad_key_is_loud_and_whisper_hears_the_utterance(nats_url, silero, speak, caplog):
     async def main():
-        async with Rig(nats_url, silero, "deepgram", key="wrong-key-abcdefgh") as r:
+        # The refusal is what is checked, not the connect timeout: a loaded CI box once
+        # took more than the default 2 s to answer the handshake, and the failure read "timeout".
+        async with Rig(nats_url, silero, "deepgram", key="wrong-key-abcdefgh", timeout_s=15.0) as r:
             ev = await Events.watch(r.nc, "dg-2")
             await claim(r.nc, "dg-2")
             await stream(r.nc, "dg-2", speak(FIRST, lead_s=0.6, trail_s=1.2), speed=0, chunk=320)
