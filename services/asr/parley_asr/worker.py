@@ -594,7 +594,7 @@ class Worker:
     async def _onset(self, s: Session, d: endpointer.Onset, now: float) -> None:
         self.stats["onsets"] += 1
         await s.stop_published()  # never ahead of the previous utterance's stop
-        level = level_db(s.audio.slice(d.begin * WINDOW, (d.window + 1) * WINDOW))
+        level = level_db(s.audio.slice(d.begin * WINDOW, (d.window + 1) * WINDOW), q=100)  # its first 64-200 ms: the loudest window
         await bus.publish_event(self.nc, contract.SpeechOnset(session=s.id, at=now, utterance=d.utterance, level=level))
 
     async def _onset_lost(self, s: Session, d: endpointer.OnsetLost, now: float) -> None:
@@ -606,7 +606,7 @@ class Worker:
         s.unfinished[d.utterance] = now - (d.window + 1 - d.begin) * WINDOW_MS / 1000
         self.stats["utterances"] += 1
         await s.stop_published()  # only when a backlog put a start right behind a stop
-        level = level_db(s.audio.slice(d.begin * WINDOW, (d.window + 1) * WINDOW))
+        level = level_db(s.audio.slice(d.begin * WINDOW, (d.window + 1) * WINDOW), q=100)  # its first 64-200 ms: the loudest window
         await bus.publish_event(self.nc, contract.SpeechStarted(session=s.id, at=now, utterance=d.utterance, level=level))
 
     async def _stopped(self, s: Session, d: endpointer.Stop, now: float, heard: bool = True, speech_end: float = 0.0) -> None:
@@ -971,16 +971,17 @@ class Worker:
             log.error("background task %s failed", task.get_name(), exc_info=task.exception())
 
 
-def level_db(samples: np.ndarray) -> float:
-    """How loud a sound is, in dBFS: the 80th percentile of its 32 ms
-    windows' RMS (its voiced part, not its quiet edges). 0.0: no audio.
-    The reducer compares a talk-over's level with the caller's own turns."""
+def level_db(samples: np.ndarray, q: float = 80) -> float:
+    """How loud a sound is, in dBFS: the ``q``th percentile of its 32 ms
+    windows' RMS (80: its voiced part, not its quiet edges; 100: its loudest
+    window). 0.0: no audio. The reducer compares a talk-over's level with
+    the caller's own turns."""
     n = len(samples) // WINDOW
     if n == 0:
         return 0.0
     w = samples[: n * WINDOW].astype(np.float32).reshape(n, WINDOW) * (1.0 / 32768.0)
     db = 10.0 * np.log10(np.mean(w * w, axis=1) + 1e-10)
-    return round(min(float(np.percentile(db, 80)), -0.01), 2)
+    return round(min(float(np.percentile(db, q)), -0.01), 2)
 
 
 def _valid_session(session: str) -> bool:

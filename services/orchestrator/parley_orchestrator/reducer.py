@@ -516,8 +516,9 @@ class SessionState(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     # The caller's own level (dBFS; 0: not heard yet): the loudest of its turns,
     # falling by LEVEL_FALL_DB a turn so that it follows a caller who moves.
     caller_level: float = 0.0
-    # The latest utterance taken for a background voice (Policy.background_db):
-    # its words never take the floor.
+    # The latest utterance taken for a background voice (Policy.background_db)
+    # at its onset and start: its words never take the floor, unless the
+    # utterance as a whole (its SpeechStopped's level) was loud enough.
     background: int = -1
     reprompts: int = 0
     timers: tuple[tuple[str, int], ...] = ()  # running timers (name, token)
@@ -1011,8 +1012,11 @@ def _withdraw(fx: Fx) -> Fx:
 def on_speech_stopped(fx: Fx, e: SpeechStopped) -> Next:
     fx = _learn_level(fx, e)
     s = fx.state
-    if s.phase in FLOOR_PHASES and e.utterance == s.background:
-        return fx.to("end of an earlier sound")  # a background voice: nothing of the caller's ended
+    if e.utterance == s.background:
+        if s.phase in FLOOR_PHASES and _background(s, e.level) is not None:
+            return fx.to("end of an earlier sound")  # quiet to its end: a background voice, nothing of the caller's ended
+        fx = fx.set(background=-1)  # louder as a whole than its start: the caller after all, its words count
+        s = fx.state
     voice_end = e.speech_end_at if 0 < e.speech_end_at <= e.at else e.at
     stretch = round((voice_end - s.talk_from) * 1000) if s.talk_from else 0
     fx = fx.set(user_speaking=False, awaiting_finals=s.awaiting_finals + (e.utterance,), silence_from=voice_end, eot=e.eot, speech_ms=e.speech_ms,

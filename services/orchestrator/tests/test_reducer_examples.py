@@ -1485,3 +1485,17 @@ def test_a_final_with_no_words_is_no_turn(text):
     v.user_says("Are you open on Saturdays?")
     start = [x for x in v.cmds if isinstance(x, c.StartLLM)][-1]
     assert start.messages[-1].content == "Are you open on Saturdays?"
+
+
+def test_a_caller_whose_first_words_were_quiet_still_interrupts_once_the_whole_utterance_is_heard():
+    """A soft start ("Ex-cuse me", espeak en-gb: its first 160 ms 12 dB under the caller's turn) is taken for a
+    background voice, but the utterance as a whole (its SpeechStopped) is the caller's level: its words count."""
+    v, run = _speaking_after_a_loud_turn()
+    v.send(c.SpeechOnset, utterance=1, level=-19.6)
+    v.send(c.SpeechStarted, utterance=1, level=-28.5)
+    assert v.phase == r.SPEAKING and v.state.background == 1  # resumed: a background voice, so far
+    v.send(c.TranscriptPartial, utterance=1, text="Excuse me, I only need to know if you're open on")
+    v.send(c.SpeechStopped, utterance=1, speech_ms=3000, speech_end_at=v.t - 0.2, level=-17.6)
+    assert v.state.background == -1
+    v.send(c.TranscriptFinal, utterance=1, text="Excuse me, I only need to know if you're open on Saturday.")
+    assert "FlushPlayback" in v.types() and v.outcome.taken.startswith("late words: barge-in")
