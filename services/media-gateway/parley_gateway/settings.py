@@ -47,6 +47,14 @@ class Settings(ServiceSettings):
         "PARLEY_TWILIO_MARK_MS", 20, "Twilio: a mark after every this many ms of audio (and at each chunk's end)", ge=20, le=2000, multiple_of=20,
         allowed="a multiple of 20 from 20 to 2000 (ms of audio between marks)",
     )  # fmt: skip
+    # Audio queued at Twilio ahead of what the caller hears: a stall of this
+    # process shorter than it is not heard (a pause or a flush clears Twilio's
+    # buffer at once, so it costs the audible stop nothing; marks, not the lead,
+    # say what was heard). 60 ms left gaps at 100 calls on 2 cores (BENCHMARKS 7).
+    twilio_lead_ms: int = setting(
+        "PARLEY_TWILIO_LEAD_MS", 200, "Twilio: ms of agent audio kept queued at Twilio ahead of what the caller hears", ge=20, le=2000, multiple_of=20,
+        allowed="a multiple of 20 from 20 to 2000 (ms of audio)",
+    )  # fmt: skip
     # WebRTC (aiortc's own default is 4 packets, 80 ms, on every word the caller says).
     ice_servers: Annotated[tuple[str, ...], NoDecode] = setting(
         "PARLEY_ICE_SERVERS", (), "STUN/TURN servers for WebRTC, comma separated; unset: none (host candidates only)",

@@ -16,7 +16,7 @@ one ``Call``:
   ``call.feed_native`` (published only when the session's ASR provider takes
   μ-law as it is: Deepgram); ``dtmf`` -> ``call.dtmf``; ``stop`` ends it;
 * outbound: the playout's 8 kHz frames -> μ-law -> ``media`` messages, kept
-  ``LEAD_S`` ahead of what Twilio plays; a ``mark`` (``run.chunk.seq.gen``)
+  ``PARLEY_TWILIO_LEAD_MS`` ahead of what Twilio plays; a ``mark`` (``run.chunk.seq.gen``)
   every ``PARLEY_TWILIO_MARK_MS`` of audio and after each chunk's last frame;
 * PausePlayback: Twilio's buffer must not outlive the pause, so the gateway
   sends ``clear`` and keeps what the echoed marks do not prove heard
@@ -77,12 +77,11 @@ log = logging.getLogger("parley.gateway")
 
 RATE = tp.MEDIA_RATE
 ASR_RATE = 16000
-# Audio kept queued at Twilio ahead of what the caller hears. Pacing at
-# exactly real time turns every scheduling hiccup of this process into a gap
-# on the phone; a small lead absorbs them. A pause or a flush clears it at
-# once, so it costs the audible stop nothing.
-LEAD_S = 0.06
-MAX_PULLS_PER_TICK = 1 + round(LEAD_S * 1000 / FRAME_MS)
+# Audio kept queued at Twilio ahead of what the caller hears
+# (PARLEY_TWILIO_LEAD_MS, per socket as ``self.lead_s``). Pacing at exactly
+# real time turns every scheduling hiccup of this process into a gap on the
+# phone; a lead absorbs them. A pause or a flush clears it at once, so it
+# costs the audible stop nothing.
 BACKLOG_FRAMES = 250  # 5 s of audio not yet written to the socket: Twilio is not reading
 FEED_SLICE = ASR_RATE * 2  # feed the call at most 1 s of 16 kHz PCM16 per publish
 NATIVE_SLICE = RATE  # and of μ-law (one byte a sample)
@@ -170,6 +169,8 @@ class TwilioSocket:
         self.stream_sid = ""
         self.call_sid = ""
         self.far = tp.FarEnd(mark_every=max(1, settings.twilio_mark_ms // FRAME_MS))
+        self.lead_s = settings.twilio_lead_ms / 1000
+        self.max_pulls = 1 + settings.twilio_lead_ms // FRAME_MS  # frames one tick may send (refilling the lead)
         self.replay: deque[tp.Sent] = deque()  # unheard audio a pause's clear took back
         self.held: set[int] = set()  # runs paused: their replay waits
         self.media_queued = 0  # media messages in the outbox
@@ -189,15 +190,15 @@ class TwilioSocket:
 
     # ------------------------------------------------------------ outbound
     def tick(self) -> None:
-        """Called by the Ticker every 20 ms: keep Twilio ``LEAD_S`` ahead."""
+        """Called by the Ticker every 20 ms: keep Twilio ``lead_s`` ahead."""
         if self.call is None or self.closing or self.rejoin is not None:
             return  # (being replaced: what the playout holds waits for the next stream)
         if self.media_queued > BACKLOG_FRAMES:
             self.fail(f"Twilio is not reading: {self.media_queued * FRAME_MS / 1000:.1f} s of audio unsent", "backlog")
             return
         now = self.loop.time()
-        for _ in range(MAX_PULLS_PER_TICK):
-            if self.closing or self.ahead_until >= now + LEAD_S or not self._send_next(now):
+        for _ in range(self.max_pulls):
+            if self.closing or self.ahead_until >= now + self.lead_s or not self._send_next(now):
                 return
 
     def _send_next(self, now: float) -> bool:
