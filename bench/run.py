@@ -208,7 +208,7 @@ def run_loadgen(stack: Stack, tag: str, meter: Meter | None, transport: str, cal
     out = VAR / "load" / f"{tag}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     args = ["--transport", transport, "--calls", str(calls), "--speech", *[str(p.relative_to(ROOT)) for p in speech], *extra]
-    cmd = [sys.executable, LOADGEN, "--url", f"{stack.gateway_ws}{path}", *args, "--api-key", stack.api_key, "--out", str(out)]
+    cmd = [sys.executable, LOADGEN, "--url", f"{stack.gateway_ws}{path}", *args, f"--api-key={stack.api_key}", "--out", str(out)]
     before = gateway_metrics(stack)
     proc = subprocess.Popen(cmd, cwd=ROOT)
     if meter is not None:

@@ -51,7 +51,7 @@ def ran(stack, tmp_path_factory):
         sys.executable, "-m", "parley_orchestrator.cli", "scenarios", "run", *map(str, FILES),
         "--only", "book-cleaning-friday-ten", "--only", "early-change-of-mind", "--transport", "pcm,twilio",
         "--gateway", stack.gateway, "--nats", stack.nats_url, "--out", str(out), "--json", str(out / "all.json"),
-        "--api-key", stack.api_key, "--twilio-auth-token", TWILIO_TOKEN,
+        f"--api-key={stack.api_key}", "--twilio-auth-token", TWILIO_TOKEN,
     ]  # fmt: skip
     # Under faketime the CLI shares the stack's faked clock (its timelines compare the two).
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=400, cwd=ROOT, env={**os.environ, **fakeclock.child_env(os.environ)})
