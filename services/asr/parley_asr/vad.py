@@ -114,6 +114,20 @@ class SileroVad:
         return probs, hn, cn
 
 
+SETTLE_WINDOWS = 10  # 320 ms of silence: a stream's state at the start of a call, before its first word
+
+
+def settled_state(vad: SileroVad) -> tuple[np.ndarray, np.ndarray]:
+    """The recurrent state (h, c: [1, 128] each) of a new stream after
+    SETTLE_WINDOWS windows of digital silence."""
+    h = np.zeros((1, 1, HIDDEN), np.float32)
+    c = np.zeros((1, 1, HIDDEN), np.float32)
+    window = np.zeros((1, CONTEXT + WINDOW), np.float32)
+    for _ in range(SETTLE_WINDOWS):
+        _, h, c = vad(window, h, c)
+    return h[:, 0].copy(), c[:, 0].copy()
+
+
 class StreamBank:
     """Per-stream VAD state in array rows ("slots"), run in batches."""
 
@@ -123,6 +137,7 @@ class StreamBank:
         self._c = np.zeros((1, capacity, HIDDEN), np.float32)
         self._ctx = np.zeros((capacity, CONTEXT), np.float32)
         self._free = list(range(capacity - 1, -1, -1))
+        self._settled: tuple[np.ndarray, np.ndarray] | None = None
 
     def open(self) -> int:
         if not self._free:
@@ -134,9 +149,14 @@ class StreamBank:
         return slot
 
     def reset(self, slot: int) -> None:
-        """The recurrent state of ``slot`` back to a new stream's (its audio context stays)."""
-        self._h[:, slot] = 0.0
-        self._c[:, slot] = 0.0
+        """The recurrent state of ``slot`` back to a new stream's after a
+        moment of silence (``settled``; its audio context stays). Not to
+        zeros: from a zero state a word that begins in the next window scores
+        far lower (a μ-law "Wait, no, I meant Thursday" 0.29-0.49, never an
+        onset, against 0.59-0.93 after 320 ms of silence)."""
+        if self._settled is None:
+            self._settled = settled_state(self.vad)
+        self._h[:, slot], self._c[:, slot] = self._settled
 
     def close(self, slot: int) -> None:
         self._free.append(slot)

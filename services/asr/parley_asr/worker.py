@@ -524,7 +524,10 @@ class Worker:
         the caller's first sentence and a few seconds of the agent's answer,
         a short word on the phone ("Wait!") scored 0.27-0.49, never an onset;
         from a fresh state the same word scores 0.56-0.64 (docs/BENCHMARKS.md
-        section 6, barge4). Nothing is lost by forgetting a quiet stretch.
+        section 6, barge4). Nothing is lost by forgetting a quiet stretch. The
+        fresh state is a new stream's after a moment of silence
+        (StreamBank.reset), not zeros: a word in the very next window would
+        score low from zeros.
         """
         s.quiet = s.quiet + 1 if prob < QUIET_PROB else 0
         if s.quiet >= self._reset_windows:
