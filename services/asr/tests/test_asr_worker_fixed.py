@@ -372,12 +372,15 @@ def test_a_sound_too_short_to_start_an_utterance_ends_its_onset(nats_url, silero
     for the same utterance id, and no utterance. The reducer resumes the agent
     on that evidence, in order, however late the ASR runs. (With the faded
     start, PARLEY_ASR_FADED_START_MS, a blip whose run lasts 128 ms starts an
-    utterance as it fades instead: off here, as this blip may last that long.)"""
+    utterance as it fades instead, and with the voiced start,
+    PARLEY_ASR_VOICED_START_MS, one that stays voiced 192 ms starts one at once:
+    both off here, as Piper's blip varies from run to run and may last that long;
+    with the voiced start on it started an utterance in 3 runs of 6.)"""
 
     async def main():
         h = Harness(nats_url, silero)
         try:
-            await h.worker(faded_start_ms=0)
+            await h.worker(faded_start_ms=0, voiced_start_ms=0)
             nc = await h.client()
             sid = "blip"
             ev = await Events.watch(nc, sid)
