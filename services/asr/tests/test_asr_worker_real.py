@@ -87,8 +87,10 @@ def test_real_time_speech_gives_started_partial_stopped_final(nats_url, silero, 
     assert final.speech_end_at == stopped.at and stopped.speech_ms > 2000
     # Both end-of-turn signals are there: the model's and the text's (a finished request).
     assert 0.0 <= stopped.eot <= 1.0 and final.complete > 0.5, (stopped.eot, final.complete)
-    # The first partial heard the start of the sentence.
-    assert contains(partials[0].text, "I'd like") or contains(partials[0].text, "I would like"), partials[0].text
+    # The partials heard the sentence from its start: the first begins with its first
+    # word (on a loaded box it may come after only "I"), and one soon holds "I'd like".
+    assert words(partials[0].text)[:1] in (words("I"), words("I'd")), partials[0].text
+    assert any(contains(p.text, "I'd like") or contains(p.text, "I would like") for p in partials[:3]), [p.text for p in partials]
     log.warning(
         "final latency after end of speech: %.0f ms (Whisper %.0f ms)",
         (final.at - stopped.at) * 1000,
