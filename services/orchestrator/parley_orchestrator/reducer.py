@@ -202,7 +202,9 @@ STREAMING = (GENERATING, SPEAKING)  # an LLM step may be streaming
 # 17: a voice background_db under the caller's own level (learned from its
 #     turns) neither pauses nor interrupts the agent; a final with no words
 #     ("." or "(laughs)" for a laugh) adds nothing to the caller's turn
-RULES = 17
+# 18: the held release by default only for first fragments that may go on,
+#     at 1.5 s (turn_release 0, turn_release_short 1.5: measured)
+RULES = 18
 
 # ---------------------------------------------------------------------------
 # Policy: the knobs of one session. Defaults here; SessionStarted.params may
@@ -249,17 +251,19 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     turn_wait_opening: float = 1.2
     # An answer the signals allow after a short wait is prepared at once (LLM
     # and TTS start), but its audio waits at the gateway until the caller's
-    # voice has been silent ``turn_release`` (the run is ``held``): a caller
-    # who goes on before that hears nothing of it, and the answer is
-    # withdrawn (RULES 8). Preparing takes about as long on this machine
-    # (final -> first audio ~0.3-0.5 s), so the release costs little latency.
-    # A first fragment of a turn that may go on (``words.may_go_on``: at most
-    # ``short_words`` words, or no sentence end written, and neither a
-    # question nor an answer) is released only after ``turn_release_short``:
-    # "I'm looking to both", "I'd like to earn" were answered inside 0.5-1.2 s
-    # thinking pauses (BENCHMARKS.md section 6). 0 turns either off.
-    turn_release: float = 0.6
-    turn_release_short: float = 1.0
+    # voice has been silent this long (the run is ``held``): a caller who goes
+    # on before that hears nothing of it, and the answer is withdrawn (RULES
+    # 8). ``turn_release`` applies to every such answer, ``turn_release_short``
+    # to a first fragment of a turn that may go on (``words.may_go_on``: at
+    # most ``short_words`` words, or no sentence end written, and neither a
+    # question nor an answer): "I'm looking to both", "I'd like to earn" were
+    # answered inside 0.5-1.2 s thinking pauses. Measured (BENCHMARKS.md
+    # section 6, pauses4): a 0.6 s release on every answer added ~200 ms p50
+    # to the answers it held (audio was ready sooner) and kept no caller's
+    # pause; the 1.5 s release of first fragments took the agent out of the
+    # 1.2 s pauses it was heard in. 0 turns either off.
+    turn_release: float = 0.0
+    turn_release_short: float = 1.5
     short_words: int = 4
     # The signals: P(end of turn) from the audio (SpeechStopped.eot) and from
     # the text (TranscriptFinal.complete), averaged with these weights (the
