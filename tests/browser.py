@@ -126,10 +126,17 @@ class Page:
             await asyncio.sleep(0.05)
 
     async def wait_for(self, expression: str, timeout: float = 30, poll: float = 0.1):
-        """Poll until ``expression`` is truthy; its value."""
+        """Poll until ``expression`` is truthy; its value. A page navigating
+        meanwhile (a form's submit, a redirect) answers an evaluation with an
+        error for the document it left: polled again, in the new one."""
         deadline = time.monotonic() + timeout
         while True:
-            value = await self.eval(expression)
+            try:
+                value = await self.eval(expression)
+            except RuntimeError as exc:
+                if not any(m in str(exc) for m in NAVIGATING) or time.monotonic() > deadline:
+                    raise
+                value = None
             if value:
                 return value
             if time.monotonic() > deadline:
@@ -139,6 +146,10 @@ class Page:
     async def close(self) -> None:
         await self.ws.close()
         self.reader.cancel()
+
+
+# What Chromium's DevTools answer an evaluation that a navigation overtook.
+NAVIGATING = ("Inspected target navigated or closed", "Execution context was destroyed", "Cannot find context with specified id")
 
 
 class Chromium:
