@@ -68,12 +68,8 @@ class Reporter:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
-        if self._sub is not None:
-            try:
-                await self._sub.unsubscribe()
-            except Exception:  # noqa: BLE001 - the connection may already be closed
-                pass
-            self._sub = None
+        await _unsubscribe(self._sub)
+        self._sub = None
         await self.report(gone=True)
 
     def make(self, gone: bool = False) -> contract.LoadReport:
@@ -127,12 +123,8 @@ class LoadBoard:
         await nc.publish(subjects.LOAD_ASK, b"")
 
     async def stop(self) -> None:
-        if self._sub is not None:
-            try:
-                await self._sub.unsubscribe()
-            except Exception:  # noqa: BLE001 - the connection may already be closed
-                pass
-            self._sub = None
+        await _unsubscribe(self._sub)
+        self._sub = None
 
     async def _on_report(self, msg) -> None:
         try:
@@ -186,3 +178,13 @@ class LoadBoard:
     def snapshot(self) -> dict:
         """For /healthz and the inspector."""
         return {k: {"active": t.active, "capacity": t.capacity, "replicas": t.replicas} for k, t in sorted(self.totals().items())}
+
+
+async def _unsubscribe(sub) -> None:
+    """Leave a subscription, if any; the connection may already be closed."""
+    if sub is None:
+        return
+    try:
+        await sub.unsubscribe()
+    except Exception:  # noqa: BLE001 - a closed connection has no subscription left to leave
+        pass

@@ -318,18 +318,24 @@ def test_from_ms_voiced():
     assert Config.from_ms(onset_ms=0, voiced_ms=192).voiced_windows == 0  # needs the onset
 
 
-voiced_configs = st.builds(
-    Config,
-    threshold=st.just(0.5),
-    neg_threshold=st.sampled_from([0.35, 0.5, 0.2]),
-    start_windows=st.integers(1, 8),
-    silence_windows=st.integers(1, 20),
-    max_windows=st.integers(10, 100),
-    onset_windows=st.integers(1, 4),
-    voiced_windows=st.integers(0, 10),
-    dip_floor=st.sampled_from([0.1, 0.3]),
-    onset_quiet_windows=st.sampled_from([0, 3, 10]),
-)
+def _configs(least_onset: int, **more) -> st.SearchStrategy[Config]:
+    """Endpointer configurations around the onset rules (``more``: further fields)."""
+    return st.builds(
+        Config,
+        threshold=st.just(0.5),
+        neg_threshold=st.sampled_from([0.35, 0.5, 0.2]),
+        start_windows=st.integers(1, 8),
+        silence_windows=st.integers(1, 20),
+        max_windows=st.integers(10, 100),
+        onset_windows=st.integers(least_onset, 4),
+        voiced_windows=st.integers(0, 10),
+        dip_floor=st.sampled_from([0.1, 0.3]),
+        onset_quiet_windows=st.sampled_from([0, 3, 10]),
+        **more,
+    )
+
+
+voiced_configs = _configs(1)
 
 
 @settings(max_examples=400, deadline=None)
@@ -398,19 +404,7 @@ def test_from_ms_faded():
     assert Config.from_ms(onset_ms=0, faded_ms=128).faded_windows == 0  # needs the onset
 
 
-faded_configs = st.builds(
-    Config,
-    threshold=st.just(0.5),
-    neg_threshold=st.sampled_from([0.35, 0.5, 0.2]),
-    start_windows=st.integers(1, 8),
-    silence_windows=st.integers(1, 20),
-    max_windows=st.integers(10, 100),
-    onset_windows=st.integers(0, 4),
-    voiced_windows=st.integers(0, 10),
-    dip_floor=st.sampled_from([0.1, 0.3]),
-    onset_quiet_windows=st.sampled_from([0, 3, 10]),
-    faded_windows=st.integers(0, 8),
-)
+faded_configs = _configs(0, faded_windows=st.integers(0, 8))
 
 
 @settings(max_examples=400, deadline=None)
