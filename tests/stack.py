@@ -235,9 +235,14 @@ class Stack:
                 if proc.poll() is not None:
                     raise RuntimeError(f"{key} exited with {proc.returncode}:\n{self.log(key)[-3000:]}")
                 try:
-                    if httpx.get(f"http://{self.addr.get(key, '127.0.0.1')}:{self.ports[key]}/healthz", timeout=1, trust_env=False).status_code == 200:
+                    r = httpx.get(f"http://{self.addr.get(key, '127.0.0.1')}:{self.ports[key]}/healthz", timeout=1, trust_env=False)
+                    if r.status_code == 200:
+                        # the answer must be this service's: another server on the port is a fault, said now
+                        service = r.json().get("service")
+                        if service != key.partition("#")[0]:
+                            raise RuntimeError(f"{key}'s port {self.ports[key]} is answered by another server ({service or r.text[:80]!r})")
                         pending.discard(key)
-                except httpx.HTTPError:
+                except (httpx.HTTPError, ValueError):
                     pass
             if time.monotonic() > deadline:
                 raise RuntimeError(f"not healthy in {timeout}s: {sorted(pending)}\n" + "\n".join(self.log(k)[-1500:] for k in pending))

@@ -43,9 +43,35 @@ def _ephemeral_low() -> int:
         return 32_768  # Linux's default
 
 
+# A port handed out is claimed for a while (a file per port, created
+# exclusively), so that two processes picking at once (xdist workers, each
+# starting a stack whose services bind seconds later) never get the same one:
+# a fresh-clone run once gave two stacks one port, and the gateway's healthy
+# answer came from the other stack's server.
+_CLAIMS = Path(os.environ.get("TMPDIR", "/tmp")) / f"parley-ports-{os.getuid()}"
+_CLAIM_S = 600.0  # a claim older than this is stale: the server bound long ago, or never will
+
+
+def _claim(port: int) -> bool:
+    try:
+        _CLAIMS.mkdir(parents=True, exist_ok=True)
+        path = _CLAIMS / str(port)
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            return True
+        except FileExistsError:
+            if time.time() - path.stat().st_mtime < _CLAIM_S:
+                return False
+            os.utime(path)  # stale: take it over
+            return True
+    except OSError:
+        return True  # no claims possible here (read-only temp): the bind check alone
+
+
 def free_port() -> int:
     """A port free now for a server to listen on, outside the ephemeral range
-    (which outgoing connections draw from) where there is room."""
+    (which outgoing connections draw from) where there is room, and not
+    handed to another caller in the last ten minutes."""
     high = _ephemeral_low()
     for _ in range(50):
         port = _pick.randrange(_SERVER_PORTS_FROM, high) if high - _SERVER_PORTS_FROM > 1000 else 0
@@ -53,6 +79,8 @@ def free_port() -> int:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
+                continue
+            if port and not _claim(port):
                 continue
             return s.getsockname()[1]
     with socket.socket() as s:

@@ -122,7 +122,7 @@ def create_app(settings: Settings, transcriber: Transcriber | None = None) -> Fa
         worker = state.get("worker")
         if worker is None or not worker.nc.is_connected or not worker.healthy:
             return JSONResponse({"ok": False}, status_code=503)
-        return {"ok": True, "worker": worker.id, "mode": worker.settings.providers, "stats": worker.stats}
+        return {"ok": True, "service": "asr", "worker": worker.id, "mode": worker.settings.providers, "stats": worker.stats}
 
     app.state.parley = state
     return app

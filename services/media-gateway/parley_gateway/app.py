@@ -96,7 +96,7 @@ def create_app(settings: Settings) -> FastAPI:
         nc = state.get("nc")
         if nc is None or not nc.is_connected:
             return JSONResponse({"ok": False}, status_code=503)
-        return {"ok": True, "calls": len(admission.calls), "max_calls": admission.limit, "load": board.snapshot(), "stats": state["stats"]}
+        return {"ok": True, "service": "media-gateway", "calls": len(admission.calls), "max_calls": admission.limit, "load": board.snapshot(), "stats": state["stats"]}
 
     @app.get("/")
     async def index():

@@ -121,7 +121,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def healthz():
         if "runtime" not in state:
             return JSONResponse({"ok": False}, status_code=503)
-        return {"ok": True, "brain": state["brain"].name, "stats": state["runtime"].stats}
+        return {"ok": True, "service": "orchestrator", "brain": state["brain"].name, "stats": state["runtime"].stats}
 
     app.state.parley = state
     return app

@@ -914,6 +914,8 @@ def on_speech_started(fx: Fx, e: SpeechStarted) -> Next:
     s = fx.state
     onset_pause = s.phase == PAUSED and _running(s, "onset")  # paused by this voice's onset, nothing else
     if (s.phase in FLOOR_PHASES or onset_pause) and not s.user_speaking and s.run is not None and s.run.confirmed:
+        if e.utterance == s.background:
+            return fx.to("background: noted")  # already judged from its start; its SpeechStopped judges it whole
         quiet = _background(s, e.level)
         if quiet is not None:
             fx = fx.judged(quiet).set(background=e.utterance)
@@ -951,6 +953,8 @@ def on_speech_onset(fx: Fx, e: SpeechOnset) -> Next:
     s, run = fx.state, fx.state.run
     if s.phase not in FLOOR_PHASES or run is None or not run.confirmed or s.policy.onset_hold <= 0:
         return fx.to("noted")
+    if e.utterance == s.background:
+        return fx.to("noted")  # a voice already taken for background: judged whole at its SpeechStopped
     quiet = _background(s, e.level)
     if quiet is not None:
         return fx.judged(quiet).to("noted")

@@ -118,6 +118,7 @@ def create_app(settings: Settings, voice: Voice | None = None) -> FastAPI:
             return JSONResponse({"ok": False}, status_code=503)
         return {
             "ok": True,
+            "service": "tts",
             "worker": worker.id,
             "mode": worker.settings.providers,
             "voice": worker.voice.name,
