@@ -239,7 +239,7 @@ class Stack:
                     if r.status_code == 200:
                         # the answer must be this service's: another server on the port is a fault, said now
                         service = r.json().get("service")
-                        if service != key.partition("#")[0]:
+                        if service != next(name for name in SERVICES if key.startswith(name)):  # "asr2", "orchestrator#2"
                             raise RuntimeError(f"{key}'s port {self.ports[key]} is answered by another server ({service or r.text[:80]!r})")
                         pending.discard(key)
                 except (httpx.HTTPError, ValueError):

@@ -16,6 +16,7 @@ talks over the answer. The recording must then hold, on one clock:
 from __future__ import annotations
 
 import asyncio
+import difflib
 import json
 import secrets
 import time
@@ -134,8 +135,10 @@ def check_cut(stack: Stack, session: str, heard: list[tuple[float, bytes]], hear
             f"in the recording {rec_cut} s (caller onset {barge:.2f} s)\n  recording (agent, cut run): {said_right!r}\n"
             f"  ear (cut run): {said_ear!r}\n  recording (caller): {caller_said!r}\n  recording (opening): {opening!r}"
         )
-    # The consent sentence, then the greeting (Whisper tiny once heard "bright smell": the clinic's name is checked by "dental").
-    assert "recorded" in opening and "bright" in opening and "dental" in opening, opening
+    # The consent sentence, then the greeting. Whisper tiny spells the clinic's name its own way now and then
+    # ("bright smell", "bright smile dindle"): the opening is checked as a whole, in order, against what was said.
+    said = normalise(f"{CONSENT} Hello, this is Bright Smile Dental, how can I help you today?")
+    assert "recorded" in opening and difflib.SequenceMatcher(None, said, opening).ratio() > 0.75, (opening, said)
     # Whisper's exact words for a μ-law line vary ("opening nowers"): the caller's channel holds both sentences.
     assert "opening" in caller_said and "friday" in caller_said, caller_said
     assert ear_cut is not None and rec_cut is not None

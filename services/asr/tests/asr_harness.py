@@ -24,16 +24,20 @@ class PiperSpeaker:
         )
         self._say = lru_cache(maxsize=32)(self._synthesize)
 
-    def _synthesize(self, text: str) -> np.ndarray:
+    def _synthesize(self, text: str, steady: bool = False) -> np.ndarray:
+        import piper
         import soxr
 
-        chunks = [c.audio_int16_array for c in self.voice.synthesize(text)]
+        # Piper (VITS) draws noise for each synthesis; ``steady`` turns it off,
+        # so the same text gives the same samples in every run.
+        config = piper.SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0) if steady else None
+        chunks = [c.audio_int16_array for c in self.voice.synthesize(text, syn_config=config)]
         rate = 22050
         audio = np.concatenate(chunks).astype(np.float32) / 32768.0
         return np.clip(soxr.resample(audio, rate, RATE) * 32768.0, -32768, 32767).astype(np.int16)
 
-    def __call__(self, text: str, lead_s: float = 0.8, trail_s: float = 1.2) -> np.ndarray:
-        speech = self._say(text)
+    def __call__(self, text: str, lead_s: float = 0.8, trail_s: float = 1.2, steady: bool = False) -> np.ndarray:
+        speech = self._say(text, steady)
         return np.concatenate([silence(lead_s), speech, silence(trail_s)])
 
 
