@@ -6,6 +6,7 @@ import os
 
 import uvicorn
 
+from parley.heap import freeze_after_startup
 from parley.settings import load
 
 from .app import create_app
@@ -15,7 +16,9 @@ from .settings import Settings
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the models come from wheels, never from a hub
     settings = load(Settings)  # a refused setting exits here, naming its variable
-    uvicorn.run(create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None, access_log=False)
+    app = create_app(settings)
+    freeze_after_startup(app)  # full collections stay short under load (parley.heap)
+    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None, access_log=False)
 
 
 if __name__ == "__main__":
