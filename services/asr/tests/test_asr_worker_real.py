@@ -160,7 +160,7 @@ def test_a_caller_who_pauses_mid_sentence_gets_two_utterances_and_the_text_says_
             ev = await Events.watch(nc, "pause-1", "pause-2")
             for session, texts, gap in (("pause-1", parts, 1.4), ("pause-2", number, 1.2)):
                 await claim(nc, session)
-                pcm = np.concatenate([speak(t, lead_s=gap if i else 0.8, trail_s=0.0) for i, t in enumerate(texts)] + [silence(1.0)])
+                pcm = np.concatenate([speak(t, lead_s=gap if i else 0.8, trail_s=0.0, steady=True) for i, t in enumerate(texts)] + [silence(1.0)])  # steady: Piper without noise, the same audio every run (with it, Whisper once wrote "Could you both meet N4?")
                 await stream(nc, session, pcm, speed=4.0, seed=5)
                 await ev.finals(session, len(texts), timeout=20)
             await asyncio.sleep(0.3)
