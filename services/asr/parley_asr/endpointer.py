@@ -60,6 +60,13 @@ threshold (as Silero's own ``get_speech_timestamps`` does):
   from then on every window counts as silence until one >= threshold ends it.
 * Every Start is followed by exactly one Stop: either from the rules above or
   from ``finish`` when the stream ends mid-utterance.
+* ``start_threshold`` / ``start_neg_threshold`` (0: the same as in SPEECH)
+  replace the two thresholds in IDLE only: what counts towards an onset or
+  a start, and what resets the count. A phone line's μ-law makes Silero
+  half believe short words (the "Wait!" above); a lower threshold there
+  lets them begin an utterance (Whisper's words then decide), while the
+  utterance's end is still judged on the usual thresholds, so a turn ends
+  as it did.
 """
 
 from __future__ import annotations
@@ -90,6 +97,14 @@ class Config:
     dip_floor: float = 0.3  # with voiced_windows: one window down to this does not end a run
     onset_quiet_windows: int = 0  # an Onset whose count reset is lost after this many windows without a new count (0: at once)
     faded_windows: int = 0  # 0: off; else a run with its onset that lasted this many windows starts an utterance as it fades
+    # IDLE only (0: threshold / neg_threshold): what counts towards an onset or a start, and what resets the count.
+    start_threshold: float = 0.0
+    start_neg_threshold: float = 0.0
+
+    @property
+    def idle_thresholds(self) -> tuple[float, float]:
+        """(speech, silence) thresholds while no utterance is in progress."""
+        return self.start_threshold or self.threshold, self.start_neg_threshold or self.neg_threshold
 
     @classmethod
     def from_ms(
@@ -104,8 +119,11 @@ class Config:
         voiced_ms: float = 0,
         onset_quiet_ms: float = 0,
         faded_ms: float = 0,
+        start_threshold: float = 0,
     ) -> "Config":
         return cls(
+            start_threshold=start_threshold,
+            start_neg_threshold=max(start_threshold - 0.15, 0.01) if start_threshold else 0.0,
             threshold=threshold,
             neg_threshold=max(threshold - 0.15, 0.01) if neg_threshold is None else neg_threshold,
             start_windows=windows_for(start_ms),
@@ -184,7 +202,8 @@ def step(state: State, prob: float, cfg: Config) -> tuple[State, Decision | None
     i = state.index
     nxt = i + 1
     if not state.speaking:
-        if prob >= cfg.threshold:
+        threshold, neg_threshold = cfg.idle_thresholds
+        if prob >= threshold:
             begin = i if state.run == 0 else state.run_begin
             run = state.run + 1
             if run >= cfg.start_windows or _voiced(state, begin, run, i, cfg):
@@ -194,13 +213,13 @@ def step(state: State, prob: float, cfg: Config) -> tuple[State, Decision | None
                 onset = Onset(utterance=state.utterance, begin=begin, window=i)
                 return replace(state, index=nxt, run=run, run_begin=begin, onset=True, onset_begin=begin, lost_since=-1), onset
             return replace(state, index=nxt, run=run, run_begin=begin, lost_since=-1), None
-        if prob < cfg.neg_threshold and (state.dipped or not state.run or not cfg.voiced_windows or prob < cfg.dip_floor):
+        if prob < neg_threshold and (state.dipped or not state.run or not cfg.voiced_windows or prob < cfg.dip_floor):
             if _faded(state, i, cfg):
                 start = Start(utterance=state.utterance, begin=state.run_begin, window=i)
                 return State(index=nxt, speaking=True, utterance=state.utterance, run_begin=state.run_begin, silence_begin=i), start
             lost_since = i if state.run else state.lost_since  # a count reset here: an Onset's quiet starts
             return _maybe_lost(replace(state, index=nxt, run=0, run_begin=-1, dipped=False, lost_since=lost_since), i, cfg)
-        if prob < cfg.neg_threshold:
+        if prob < neg_threshold:
             return replace(state, index=nxt, dipped=True), None
         if state.run and _voiced(state, state.run_begin, state.run, i, cfg):
             start = Start(utterance=state.utterance, begin=state.run_begin, window=i)

@@ -83,6 +83,15 @@ class Settings(ServiceSettings, CloudProvider):
     vad_reset_ms: float = setting(
         "PARLEY_ASR_VAD_RESET_MS", 1024.0, "quiet (VAD under 0.1) after which a session's VAD state starts afresh (0: never)", ge=0, le=60000
     )
+    # A phone line (the claim's native audio is μ-law at 8 kHz: Twilio): Silero
+    # half believes short words through the phone band (a "Wait!" 0.40-0.55,
+    # an onset or a start at 1 of 8 window alignments at 0.5; 8 of 8 at 0.4;
+    # docs/BENCHMARKS.md section 6, barge5). Only what begins an onset or an
+    # utterance uses it (silence before it: under this - 0.15); the end of an
+    # utterance keeps PARLEY_ASR_THRESHOLD, so turns end as before.
+    phone_threshold: float = setting(
+        "PARLEY_ASR_PHONE_THRESHOLD", 0.4, "phone calls (μ-law 8 kHz): speech probability that begins an onset or an utterance (0: PARLEY_ASR_THRESHOLD)", ge=0, le=0.95
+    )
     # 200 ms (7 windows, 224 ms): the stop comes soon, and the reducer waits
     # longer only when the evidence says the caller is not done (its turn_*
     # policy; docs/BENCHMARKS.md section 6).
@@ -227,8 +236,11 @@ class Settings(ServiceSettings, CloudProvider):
         """Whether the end-of-turn model runs (never in fixed mode: it would cost capacity)."""
         return self.eot and not self.fixed
 
-    def endpointing(self) -> endpointer.Config:
+    def endpointing(self, phone: bool = False) -> endpointer.Config:
+        """The endpointer's configuration; ``phone``: for a call whose audio
+        came through the phone's μ-law (``phone_threshold`` begins speech)."""
         return endpointer.Config.from_ms(
+            start_threshold=self.phone_threshold if phone else 0.0,
             threshold=self.threshold,
             start_ms=self.start_ms,
             silence_ms=self.silence_ms,

@@ -82,6 +82,7 @@ class Session:
         "id", "slot", "audio", "ep", "subs", "last_audio", "closed",
         "last_partial", "last_seq", "dropped", "unfinished", "stop_sent", "turn_text", "turn_end",
         "listener", "final_chain", "partial_busy", "told_skipped", "speculation", "last_native_seq", "context", "redo", "hold", "quiet",
+        "cfg",
     )  # fmt: skip
 
     def __init__(self, session_id: str, slot: int, first_utterance: int = 0):
@@ -89,6 +90,7 @@ class Session:
         self.slot = slot
         self.audio = SessionAudio()
         self.ep = endpointer.State(utterance=first_utterance)
+        self.cfg: endpointer.Config | None = None  # the worker's for this session's line (phone or not)
         # Utterances without a final yet -> wall clock when their speech began
         # (told to the gateway, which replays that audio if this worker dies).
         self.unfinished: dict[int, float] = {}
@@ -213,6 +215,7 @@ class Worker:
         self.settings = settings
         self.id = settings.worker_id
         self.cfg = settings.endpointing()
+        self.phone_cfg = settings.endpointing(phone=True)
         self.bank = StreamBank(vad)
         self.queue = None if settings.fixed or transcriber is None else TranscriptionQueue(transcriber, final_transcriber)
         self.cloud = None if settings.fixed else cloud
@@ -328,17 +331,20 @@ class Worker:
                 await self._event(contract.ProviderFailed(session=claim.session, at=time.time(), service="asr", provider=claim.provider,
                                                           error="not configured on this deployment", fallback=ours))  # fmt: skip
         native = claim.native if cloud and claim.native in getattr(self.cloud, "natives", ()) else ""
-        s = await self.claim(claim.session, claim.utterance, cloud=cloud, native=native)
+        s = await self.claim(claim.session, claim.utterance, cloud=cloud, native=native, phone=claim.native.startswith("mulaw/"))
         if msg.reply:
             await msg.respond(contract.encode(contract.AsrClaimed(session=claim.session, worker=self.id, native=getattr(s.listener, "native", ""))))
 
-    async def claim(self, session_id: str, first_utterance: int = 0, cloud: bool = True, native: str = "") -> Session:
+    async def claim(self, session_id: str, first_utterance: int = 0, cloud: bool = True, native: str = "", phone: bool = False) -> Session:
         """Take a session's audio (idempotent). Subscribed before the claim is answered.
-        ``native``: the provider hears the session's audio_native (one of its ``natives``)."""
+        ``native``: the provider hears the session's audio_native (one of its ``natives``).
+        ``phone``: the caller's audio came through the phone's μ-law (the
+        endpointer begins speech at ``PARLEY_ASR_PHONE_THRESHOLD``)."""
         existing = self.sessions.get(session_id)
         if existing is not None:
             return existing
         s = Session(session_id, self.bank.open(), first_utterance)
+        s.cfg = self.phone_cfg if phone else self.cfg
         self.sessions[session_id] = s
         if self.cloud is not None and cloud:
             s.listener = self.cloud.listener(session_id, native=native) if native else self.cloud.listener(session_id)
@@ -543,7 +549,7 @@ class Worker:
             spec = s.speculation
             if spec is not None and s.ep.index >= spec.cut and p > spec.loudest:
                 spec.loudest = p  # heard after the speculation's audio: does it still hold?
-            s.ep, decision = endpointer.step(s.ep, p, self.cfg)
+            s.ep, decision = endpointer.step(s.ep, p, s.cfg or self.cfg)
             if isinstance(decision, endpointer.Onset):
                 await self._onset(s, decision, now)
             elif isinstance(decision, endpointer.OnsetLost):

@@ -438,3 +438,64 @@ def test_faded_starts_are_justified_and_keep_every_order(probs, cfg):
     mid, first = ep.run(probs[: len(probs) // 2], cfg)
     end, second = ep.run(probs[len(probs) // 2 :], cfg, mid)
     assert first + second == out and end == state
+
+
+# ---------------------------------------------------------------- a phone line: lower thresholds to begin speech (IDLE only)
+
+PHONE = replace(FADED, start_threshold=0.4, start_neg_threshold=0.25)
+# Offline (barge5): Piper's "Wait, wait." rendered through the phone band, then the Twilio line (8 kHz μ-law),
+# Silero from a settled state after 20 quiet windows: the first "wait" never reaches 0.5, the second twice under it.
+WAIT_WAIT_PHONE = [0.00, 0.27, 0.47, 0.28, 0.30, 0.38, 0.38, 0.33, 0.30, 0.21, 0.14, 0.08, 0.04, 0.03, 0.02, 0.01,
+                   0.11, 0.44, 0.49, 0.37, 0.27, 0.25, 0.34, 0.16, 0.11] + [0.01] * 30  # fmt: skip
+
+
+def test_a_phone_line_begins_speech_at_its_own_threshold():
+    assert decisions(WAIT_WAIT_PHONE, FADED) == []  # at 0.5: not even an onset, the request is lost
+    out = decisions(WAIT_WAIT_PHONE, PHONE)
+    assert out[:2] == [Onset(0, begin=17, window=18), Start(0, begin=17, window=22)]  # voiced: 6 windows over 0.25
+    assert isinstance(out[2], Stop) and len(out) == 3
+
+
+def test_a_phone_lines_utterance_ends_on_the_usual_thresholds():
+    # In an utterance a window under 0.35 begins its silence and only one of 0.5 ends it, as on any line.
+    probs = [S] * 10 + [0.3] + [0.45] * 15 + [Q] * 5
+    assert decisions(probs, PHONE) == decisions(probs, FADED)
+    assert decisions(probs, PHONE)[-1] == Stop(0, begin=0, end=10, window=25, reason="silence")
+
+
+def test_from_ms_phone():
+    cfg = Config.from_ms(threshold=0.5, start_threshold=0.4)
+    assert (cfg.start_threshold, cfg.start_neg_threshold, cfg.idle_thresholds) == (0.4, pytest.approx(0.25), (0.4, pytest.approx(0.25)))
+    assert Config.from_ms().idle_thresholds == (0.5, pytest.approx(0.35))  # 0: the usual ones
+
+
+phone_configs = _configs(0, faded_windows=st.integers(0, 8), start_threshold=st.sampled_from([0.0, 0.3, 0.4, 0.45]),
+                         start_neg_threshold=st.sampled_from([0.0, 0.15, 0.25, 0.3]))  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(streams, phone_configs)
+def test_phone_thresholds_change_only_what_falls_between_them_and_the_usual_ones(probs, cfg):
+    """Where no window lies between a start threshold and its usual one, the
+    decisions are those of the usual thresholds; and in any stream the
+    starts are justified by the start thresholds, the stops by the usual
+    ones, Starts and Stops alternate, and the chunking does not matter."""
+    th, neg = cfg.idle_thresholds
+    usual = replace(cfg, start_threshold=0.0, start_neg_threshold=0.0)
+    outside = [cfg.neg_threshold if min(neg, cfg.neg_threshold) <= p < max(neg, cfg.neg_threshold) else p for p in probs]
+    outside = [cfg.threshold if min(th, cfg.threshold) <= p < max(th, cfg.threshold) else p for p in outside]
+    if all(not (min(neg, cfg.neg_threshold) <= p < max(neg, cfg.neg_threshold)) for p in outside):
+        assert decisions(outside, cfg) == decisions(outside, usual)
+    state, out = ep.run(probs, cfg)
+    for n, d in enumerate(out):
+        if isinstance(d, (Onset, Start)):
+            assert probs[d.begin] >= th
+            assert probs[d.window] >= neg or (isinstance(d, Start) and 0 < cfg.faded_windows <= d.window - d.begin) or cfg.dip_floor <= probs[d.window]
+        if isinstance(d, Stop) and d.reason == "silence":
+            assert probs[d.end] < cfg.neg_threshold and all(p < cfg.threshold for p in probs[d.end : d.window + 1])
+    _, last = ep.finish(state)
+    utterances = [d for d in out + [last] if d is not None and not isinstance(d, (Onset, OnsetLost))]
+    assert [type(d) for d in utterances] == [Start, Stop] * (len(utterances) // 2)
+    mid, first = ep.run(probs[: len(probs) // 2], cfg)
+    end, second = ep.run(probs[len(probs) // 2 :], cfg, mid)
+    assert first + second == out and end == state

@@ -399,3 +399,20 @@ def test_a_sound_too_short_to_start_an_utterance_ends_its_onset(nats_url, silero
     events = run(main())
     assert [type(e) for e in events] == [contract.SpeechOnset, contract.SpeechOnsetEnded], events
     assert events[0].utterance == events[1].utterance == 0 and events[0].at <= events[1].at
+
+
+def test_a_phone_call_begins_speech_at_the_phone_threshold(nats_url, silero):
+    """A claim whose native audio is the phone's μ-law (Twilio) gets the
+    endpointer's phone thresholds for what begins speech; others the usual."""
+
+    async def main():
+        async with Harness(nats_url, silero) as h:
+            w = await h.worker(phone_threshold=0.4)
+            nc = await h.client()
+            for session, native in (("phone", "mulaw/8000"), ("browser", ""), ("opus", "opus/48000")):
+                await nc.request(subjects.ASR_CLAIM, contract.encode(contract.AsrClaim(session=session, native=native)), timeout=3)
+            return {k: s.cfg for k, s in w.sessions.items()}
+
+    cfgs = run(main())
+    assert cfgs["phone"].idle_thresholds == (0.4, pytest.approx(0.25)) and cfgs["phone"].threshold == 0.5
+    assert cfgs["browser"].idle_thresholds == cfgs["opus"].idle_thresholds == (0.5, pytest.approx(0.35))
