@@ -488,12 +488,14 @@ def phase_stop(res: dict) -> None:
     out: dict = {}
     res["stop"] = out
     try:
-        rows = asyncio.run(audible_stop.measure(stack.gateway_ws, stack.nats_url, utterances, STOP_CALLS, STOP_BARGES, ["pcm", "twilio", "webrtc"], api_key=stack.api_key))
+        transports = os.environ.get("BENCH_STOP_TRANSPORTS", "pcm,twilio,webrtc").split(",")  # one transport alone, for an A/B
+        rows = asyncio.run(audible_stop.measure(stack.gateway_ws, stack.nats_url, utterances, STOP_CALLS, STOP_BARGES, transports, api_key=stack.api_key))
         out["rows"] = rows
         out["summary"] = audible_stop.summarize(rows)
         for t, v in out["summary"].items():
             print(f"[bench] audible stop {t}: p50 {v['stop_ms_50'] or 0:.0f} p95 {v['stop_ms_95'] or 0:.0f} ms over {v['n']} (onset -> VAD p50 {v['vad_ms_50'] or 0:.0f} ms)", flush=True)
-        out["mark_cost"] = mark_cost(stack)
+        if "twilio" in transports:
+            out["mark_cost"] = mark_cost(stack)
     except Exception as exc:  # noqa: BLE001 - the report says what failed
         out["error"] = f"{type(exc).__name__}: {exc}"
         print(f"[bench] audible stop failed: {out['error']}", flush=True)
@@ -751,7 +753,8 @@ def phase_scenarios(res: dict, files: list[Path] | None = None) -> None:
         out["started_in_s"] = stack.started_in
         try:
             target = Target(stack.gateway_ws, stack.nats_url, gateway_http=stack.gateway, api_key=stack.api_key)
-            runs = [(s, t) for s in scenarios if s.now == now for t in s.transports]
+            only = os.environ.get("BENCH_SCENARIO_TRANSPORTS", "")  # e.g. "twilio": one line alone, for an A/B
+            runs = [(s, t) for s in scenarios if s.now == now for t in s.transports if not only or t in only.split(",")]
             t0 = time.monotonic()
             results = asyncio.run(
                 run_all(target, runs, cache=VAR / "scenario-audio", out_dir=VAR / "scenarios", echo=lambda line: print(f"[bench] {line}", flush=True))

@@ -16,7 +16,10 @@ deployment allows (``auth.Gate.admit``). Each offer is one ``Call``:
   when nothing plays, so the RTP stream never stalls;
 * notices (the same JSON objects ``/ws/pcm`` sends) go over the RTCDataChannel
   named ``events`` that the page opens; the page sends ``{"type": "dtmf"}`` and
-  ``{"type": "hangup"}`` on it.
+  ``{"type": "hangup"}`` on it. Two more, WebRTC only: ``{"type": "pause",
+  "run"}`` and ``{"type": "resume", "run"}`` the moment the agent's playback
+  pauses or resumes, so the page silences what the browser's jitter buffer
+  still holds (the audible stop, docs/BENCHMARKS.md section 3b);
 
 Playback progress comes from the playout marks as frames are pulled
 (``reports_playback = False``): the browser's jitter buffer adds a few tens of
@@ -236,10 +239,26 @@ class WebRtcTransport:
             self.backlog.append(text)
 
     def on_pause(self, run: int) -> None:
-        pass  # pull transport: the next recv() gets silence; the browser's jitter buffer is all that plays on
+        """The next recv() gets silence, but what aiortc's encoder and the
+        browser's jitter buffer already hold (about 90 ms measured) would
+        still play: the page silences the agent's voice the moment it reads
+        ``pause`` on the events channel (sent here at once, not behind the
+        call's reports), and lets it play again on ``resume``."""
+        self._say({"type": "pause", "run": run})
 
     def on_resume(self, run: int) -> None:
-        pass
+        self._say({"type": "resume", "run": run})
+
+    def _say(self, notice: dict) -> None:
+        """A playback notice now, or never: one that waits for the channel to
+        open would come after the audio it is about."""
+        channel = self.channel
+        if channel is None or channel.readyState != "open" or channel.bufferedAmount > CHANNEL_BACKLOG_BYTES:
+            return
+        try:
+            channel.send(json.dumps(notice))
+        except Exception as exc:  # noqa: BLE001 - a closing channel: the call's teardown says why
+            log.warning("could not send a playback notice: %s", exc, extra={"session_id": self.call.session if self.call else None})
 
     async def on_flush(self, run: int) -> None:
         pass  # the playout already dropped the run; the next recv() has none of it

@@ -450,7 +450,7 @@ def test_a_caller_that_goes_silent_on_the_wire_is_hung_up(nats_server, monkeypat
     asyncio.run(scenario())
 
 
-def test_pause_holds_the_run_and_resume_loses_nothing(nats_server):
+def test_pause_holds_the_run_tells_the_page_and_resume_loses_nothing(nats_server):
     async def scenario():
         async with gateway(nats_server.url) as (base, state, nc, seen):
             caller = Caller()
@@ -472,6 +472,9 @@ def test_pause_holds_the_run_and_resume_loses_nothing(nats_server):
             assert track.voiced == 100  # every frame of the 2 s played, none lost to the pause
             done = [e for e in seen["events"] if isinstance(e, contract.PlaybackProgress) and e.finished]
             assert [(e.run, e.played_ms) for e in done] == [(2, 2000)]
+            # The page heard of both at once (it silences its jitter buffer on "pause"), in order.
+            playback = [n for n in caller.notices if n.get("type") in ("pause", "resume")]
+            assert playback == [{"type": "pause", "run": 2}, {"type": "resume", "run": 2}]
             await caller.pc.close()
 
     asyncio.run(scenario())
