@@ -13,7 +13,9 @@ a little differently the second time: "walking" for "booking") and returns
 the words after it.
 
 Pure: no I/O, no model. ``None`` means the joined transcript does not
-reproduce the context well enough to cut it; then, as when nothing new is
+reproduce the context well enough to cut it, or that all it adds is the
+context's last words written again (a laugh heard after "Are you open on
+Saturdays?" came back "Setterdays?": Whisper's echo, not a word); then, as when nothing new is
 left after the cut (Whisper dropped the new words), the worker transcribes
 the utterance alone, as without context. The pause between the parts is
 shortened to 0.3 s in the joined audio: left whole, Whisper tiny.en loops
@@ -56,4 +58,24 @@ def continuation(before: str, joined: str) -> str | None:
             best, cut = ratio, j
     if cut < 0 or best < MIN_MATCH:
         return None
+    if _echo(context, words[cut:]):
+        return None
     return " ".join(raw[cut:])
+
+
+# A wordless sound heard with the context (a laugh after "Are you open on
+# Saturdays?") can come back as the context's last word written again
+# ("Are you open on Saturdays? Setterdays?"): that is no new word. At most
+# this many words, each this close to the context's word in its place.
+ECHO_WORDS = 3
+ECHO_MATCH = 0.6
+
+
+def _echo(context: list[str], new: list[str]) -> bool:
+    """Whether the new words only repeat the context's last words (Whisper's
+    echo of the context over a sound): then the utterance is heard alone,
+    where a laugh is nothing and real words are themselves again."""
+    if not new or len(new) > min(ECHO_WORDS, len(context)):
+        return False
+    tail = context[-len(new) :]
+    return all(SequenceMatcher(None, a, b, autojunk=False).ratio() >= ECHO_MATCH for a, b in zip(tail, new))
