@@ -224,7 +224,7 @@ def webrtc_script(utterance48k: np.ndarray, barges: int, seed: int = 3) -> np.nd
     return np.concatenate(parts)
 
 
-async def webrtc_call(gateway_http: str, nats_url: str, utterance48k: np.ndarray, barges: int, workdir: Path) -> tuple[list[dict], dict]:
+async def webrtc_call(gateway_http: str, nats_url: str, utterance48k: np.ndarray, barges: int, workdir: Path, hold: bool = True) -> tuple[list[dict], dict]:
     from browser import Chromium, write_wav  # tests/browser.py: Chromium over the DevTools protocol
 
     script = webrtc_script(utterance48k, barges)
@@ -233,7 +233,7 @@ async def webrtc_call(gateway_http: str, nats_url: str, utterance48k: np.ndarray
         with Chromium(wav, workdir / "chromium") as browser:
             page = await browser.page()
             try:
-                await page.goto(f"{gateway_http}/?record=1&processing=0&bench_stop=webrtc")
+                await page.goto(f"{gateway_http}/?record=1&processing=0&bench_stop=webrtc{'' if hold else '&hold=0'}")
                 await page.eval("document.getElementById('start').click()")
                 await page.wait_for("window.parley.connected || window.parley.errors.length", timeout=30)
                 errors = await page.eval("window.parley.errors")
@@ -241,6 +241,7 @@ async def webrtc_call(gateway_http: str, nats_url: str, utterance48k: np.ndarray
                     raise RuntimeError(f"the page could not call: {errors}")
                 await asyncio.sleep(len(script) / 48000 + 1.0)
                 rec = await page.eval("window.parleyRecording()", timeout=60)
+                playback = await page.eval("window.parley.playback")
                 session = await page.eval("window.parley.session")
                 await page.eval("document.getElementById('stop').click()")
                 await asyncio.sleep(0.5)
@@ -257,7 +258,12 @@ async def webrtc_call(gateway_http: str, nats_url: str, utterance48k: np.ndarray
         stop = audible_stop(heard, rate, onset, threshold=WEBRTC_THRESHOLD, gap=GAP_S)
         if stop is None:
             continue
-        rows.append({"transport": "webrtc", "stop_ms": stop * 1000, "sound_stop_ms": stop * 1000, **watch.split(session, rec["epoch0"] + onset)})
+        row = {"transport": "webrtc" if hold else "webrtc-nohold", "stop_ms": stop * 1000, "sound_stop_ms": stop * 1000, **watch.split(session, rec["epoch0"] + onset)}
+        # The page read the gateway's "pause" (and silenced its buffers): ms after the onset, on the page's clock.
+        held = next((p["at"] for p in playback if p["type"] == "pause" and onset - 0.1 <= p["at"] - rec["epoch0"] <= onset + 2.0), None)
+        if held is not None:
+            row["page_pause_ms"] = (held - rec["epoch0"] - onset) * 1000
+        rows.append(row)
     return rows, {"utterances_in_mic": len(onsets), "session": session}
 
 
@@ -280,7 +286,7 @@ def summarize(rows: list[dict]) -> dict:
 
         out[transport] = {
             "n": len(rs),
-            **{f"{k}_{q}": pct(col(k), q) for k in ("stop_ms", "sound_stop_ms", "onset_ms", "vad_ms", "pause_ms", "clear_ms") for q in (50, 95)},
+            **{f"{k}_{q}": pct(col(k), q) for k in ("stop_ms", "sound_stop_ms", "onset_ms", "vad_ms", "pause_ms", "clear_ms", "page_pause_ms") for q in (50, 95)},
             "stop_max": max(col("stop_ms")) if rs else None,
         }
     return out
@@ -318,9 +324,11 @@ async def measure(gateway_ws: str, nats_url: str, utterances, calls: int, barges
         import soxr
 
         pcm48k = (soxr.resample(pcm16k.astype(np.float32) / 32768, 16000, 48000) * 32767).astype(np.int16)
-        with tempfile.TemporaryDirectory() as tmp:
-            web, _ = await webrtc_call(gateway_ws.replace("ws://", "http://"), nats_url, pcm48k, barges * calls, Path(tmp))
-        rows += web
+        arms = [True] if os.environ.get("BENCH_WEBRTC_AB", "") in ("", "0") else [False, True, False, True]
+        for hold in arms:  # A/B (BENCH_WEBRTC_AB=1): the page letting its buffers play out on a pause, then silencing them, alternating
+            with tempfile.TemporaryDirectory() as tmp:
+                web, _ = await webrtc_call(gateway_ws.replace("ws://", "http://"), nats_url, pcm48k, barges * calls // (len(arms) // 2 or 1), Path(tmp), hold=hold)
+            rows += web
     return rows
 
 
@@ -335,7 +343,8 @@ LABELS = {
     "pcm": "`/ws/pcm` (40 ms client buffer)",
     "twilio-60ms": "Twilio, 60 ms far-end buffer",
     "twilio-300ms": "Twilio, 300 ms far-end buffer",
-    "webrtc": "WebRTC (Chromium, received track)",
+    "webrtc": "WebRTC (Chromium, what the page plays)",
+    "webrtc-nohold": "WebRTC, the page not silencing its buffers (`?hold=0`)",
 }
 
 
