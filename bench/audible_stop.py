@@ -167,17 +167,17 @@ def _rows(transport: str, heard, rate: int, onsets: list[float], clears: list[fl
     return rows
 
 
-async def pcm_calls(gateway_ws: str, nats_url: str, utterance: np.ndarray, calls: int, barges: int, seed: int = 1, api_key: str = "") -> list[dict]:
+async def pcm_calls(gateway_ws: str, nats_url: str, utterance: np.ndarray, calls: int, barges: int, seed: int = 1, api_key: str = "", hold: bool = True) -> list[dict]:
     rows: list[dict] = []
     async with BusWatch(nats_url) as watch:
 
         async def one(i: int) -> None:
             await asyncio.sleep(i * 1.3)
             token = await asyncio.to_thread(mint_session, "http" + gateway_ws.removeprefix("ws"), api_key, {"bench_stop": f"pcm-{i}"})
-            async with PcmCaller(f"{gateway_ws}/ws/pcm?token={token}") as c:
+            async with PcmCaller(f"{gateway_ws}/ws/pcm?token={token}", hold_on_pause=hold) as c:
                 heard_after = lambda t: any(s >= t for s, _ in c.heard)  # noqa: E731
                 await _barge_script(c, c.say, heard_after, utterance, barges, random.Random(seed + i))
-                rows.extend(_rows("pcm", c.heard, 16000, [u.onset for u in c.utterances if u.onset], [], watch, c.session, _wall_minus_mono()))
+                rows.extend(_rows("pcm" if hold else "pcm-nohold", c.heard, 16000, [u.onset for u in c.utterances if u.onset], [], watch, c.session, _wall_minus_mono()))
 
         await asyncio.gather(*(one(i) for i in range(calls)))
     return rows
@@ -316,7 +316,9 @@ async def measure(gateway_ws: str, nats_url: str, utterances, calls: int, barges
     pcm8k = np.frombuffer(ulaw_to_pcm16(utterances.fixed_ulaw()), dtype="<i2")
     rows: list[dict] = []
     if "pcm" in transports:
-        rows += await pcm_calls(gateway_ws, nats_url, pcm16k, calls, barges, api_key=api_key)
+        ab = os.environ.get("BENCH_PCM_AB", "") not in ("", "0")  # the client playing its buffer out on a pause, then holding it, alternating
+        for hold in ([False, True, False, True] if ab else [True]):
+            rows += await pcm_calls(gateway_ws, nats_url, pcm16k, calls, barges // 2 if ab else barges, api_key=api_key, hold=hold)
     if "twilio" in transports:
         for delay in (0.06, 0.3):
             rows += await twilio_calls(gateway_ws, nats_url, pcm8k, calls, barges, delay)
@@ -340,7 +342,8 @@ if __name__ == "__main__":
 
 GOAL_MS = 250
 LABELS = {
-    "pcm": "`/ws/pcm` (40 ms client buffer)",
+    "pcm": "`/ws/pcm` (40 ms client buffer, held on `pause`)",
+    "pcm-nohold": "`/ws/pcm`, the client playing its buffer out on `pause`",
     "twilio-60ms": "Twilio, 60 ms far-end buffer",
     "twilio-300ms": "Twilio, 300 ms far-end buffer",
     "webrtc": "WebRTC (Chromium, what the page plays)",

@@ -87,3 +87,19 @@ def test_audible_stop_is_measured_to_the_last_sample_heard():
     quiet_tail = heard[:10] + [(1.2 + 0.02 * i, pcm(0)) for i in range(5)]
     assert audible_stop(quiet_tail, RATE, onset=1.1, threshold=0.01) == pytest.approx(0.1)
     assert sound_spans(quiet_tail, RATE) == [(1.0, pytest.approx(1.3))]
+
+
+def test_hold_stops_the_sound_where_it_is_and_release_plays_the_rest():
+    """A client holding its buffer while the agent is paused (/ws/pcm's "pause"): the sound stops at
+    the hold, to the sample, and every sample not yet heard plays after the release."""
+    ear = Ear(RATE, delay=0.0)
+    audio = np.arange(FRAME * 4, dtype="<i2")
+    ear.receive(0.0, audio.tobytes())
+    run_clock(ear, 0.0, 0.03)  # 0.00-0.02 and 0.02-0.04 started
+    ear.hold(0.025)
+    assert ear.last_heard_at() == pytest.approx(0.025)
+    assert run_clock(ear, 0.04, 0.5) == [] and ear.last_heard_at() == pytest.approx(0.025)  # held: nothing plays
+    ear.release(0.5)
+    run_clock(ear, 0.5, 0.6)
+    assert np.array_equal(np.frombuffer(ear.audio(), "<i2"), audio)  # nothing lost, nothing twice
+    assert ear.last_heard_at() == pytest.approx(0.5 + 0.055)

@@ -753,6 +753,12 @@ class Call:
         if split:
             await self._report_latency(split)
 
+    def audible(self, run: int) -> bool:
+        """Whether the last frame taken was ``run``'s audio: what the client
+        may still be playing from its buffer (a held answer paused before any
+        of its audio came is not)."""
+        return self.playout.is_playing and self.playout.current_run == run
+
     def next_frame(self) -> bytes | None:
         """Take the next 20 ms frame (or None when nothing plays)."""
         return self.take_frame()[0]

@@ -225,6 +225,7 @@ class WebRtcTransport:
         self.stats = stats if stats is not None else {}
         self.tasks = TaskSet(self.stats, on_error=self._task_failed, context=lambda: {"session_id": self.call.session if self.call else None})
         self.started = False  # call.start succeeded: call.end must run
+        self.held: set[int] = set()  # runs the page was told to hold (pause), not yet resumed or flushed
         self.closing = False
 
     # ------------------------------------------------------------ Transport
@@ -244,10 +245,14 @@ class WebRtcTransport:
         still play: the page silences the agent's voice the moment it reads
         ``pause`` on the events channel (sent here at once, not behind the
         call's reports), and lets it play again on ``resume``."""
-        self._say({"type": "pause", "run": run})
+        if self.call is not None and self.call.audible(run):
+            self.held.add(run)
+            self._say({"type": "pause", "run": run})
 
     def on_resume(self, run: int) -> None:
-        self._say({"type": "resume", "run": run})
+        if run in self.held:
+            self.held.discard(run)
+            self._say({"type": "resume", "run": run})
 
     def _say(self, notice: dict) -> None:
         """A playback notice now, or never: one that waits for the channel to
@@ -261,7 +266,7 @@ class WebRtcTransport:
             log.warning("could not send a playback notice: %s", exc, extra={"session_id": self.call.session if self.call else None})
 
     async def on_flush(self, run: int) -> None:
-        pass  # the playout already dropped the run; the next recv() has none of it
+        self.held.discard(run)  # the playout already dropped the run; the page is told by "interrupted"
 
     async def close(self, reason: str) -> None:
         """The agent ended the session: let the goodbye play out, then hang up."""

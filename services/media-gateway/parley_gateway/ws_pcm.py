@@ -60,6 +60,7 @@ class PcmSocket:
         self.closing = False
         self.failed = asyncio.Event()
         self.end_reason = "hangup"
+        self.held: set[int] = set()  # runs the client was told to hold (pause), not yet resumed or flushed
 
     # ------------------------------------------------------------ outbound
     def tick(self) -> None:
@@ -82,13 +83,22 @@ class PcmSocket:
             self._put(json.dumps(notice))
 
     def on_pause(self, run: int) -> None:
-        pass  # the playout holds the run; the client's own buffer is a few frames
+        """The playout holds the run; the client is told at once (behind the
+        frames already queued), so that it holds what its own buffer has of
+        the run instead of playing it out (``{"type": "pause", "run"}``), and
+        plays it on ``resume``: the caller hears the agent stop sooner and
+        loses nothing. Only for a run that was being heard."""
+        if self.call is not None and self.call.audible(run) and not self.closing:
+            self.held.add(run)
+            self._put(json.dumps({"type": "pause", "run": run}))
 
     def on_resume(self, run: int) -> None:
-        pass
+        if run in self.held and not self.closing:
+            self.held.discard(run)
+            self._put(json.dumps({"type": "resume", "run": run}))
 
     async def on_flush(self, run: int) -> None:
-        pass  # the playout dropped the run; the client is told by the "interrupted" notice
+        self.held.discard(run)  # the playout dropped the run; the client is told by the "interrupted" notice
 
     async def close(self, reason: str) -> None:
         """The agent ended the call: send what is queued (the goodbye), then close."""

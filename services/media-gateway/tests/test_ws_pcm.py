@@ -79,7 +79,7 @@ def test_flush_stops_the_run_within_a_frame_and_late_audio_is_dropped(nats_serve
     assert 20 <= len(new_run) <= 30 and all(len(f) == FRAME_BYTES for f in new_run)
 
 
-def test_pause_holds_and_resume_loses_nothing(nats_server):
+def test_pause_holds_tells_the_client_and_resume_loses_nothing(nats_server):
     async def scenario():
         async with gateway(nats_server.url) as (base, state, nc, seen), pcm_call(base) as client:
             s = client.session
@@ -100,6 +100,26 @@ def test_pause_holds_and_resume_loses_nothing(nats_server):
     voiced = np.count_nonzero(np.abs(audio) > 100)
     assert len(client.frames) == 50  # exactly 1 s of 20 ms frames: none lost, none doubled
     assert voiced > 0.9 * 16000
+    # The client was told at once, to hold its own buffer, and to play on.
+    assert [n for n in client.notices if n["type"] in ("pause", "resume")] == [{"type": "pause", "run": 5}, {"type": "resume", "run": 5}]
+
+
+def test_a_run_paused_before_any_of_it_played_tells_the_client_nothing(nats_server):
+    """A held answer (paused before its audio, released later) was never in the
+    client's buffer: no pause, no resume for it."""
+
+    async def scenario():
+        async with gateway(nats_server.url) as (base, state, nc, seen), pcm_call(base) as client:
+            s = client.session
+            await command(nc, s, contract.PausePlayback(session=s, run=6))
+            await publish_tts(nc, s, run=6, pcm=tone(500, 0.4, 16000), rate=16000)
+            await asyncio.sleep(0.3)
+            await command(nc, s, contract.ResumePlayback(session=s, run=6))
+            await until(lambda: len(client.frames) >= 20, what="the released answer")
+            return client
+
+    client = asyncio.run(scenario())
+    assert not [n for n in client.notices if n["type"] in ("pause", "resume")]
 
 
 def test_a_client_that_stops_reading_is_told_why_and_its_session_ends(nats_server, monkeypatch):

@@ -15,7 +15,11 @@ caller is:
   nothing is buffered);
 * ``clear(now)`` empties the buffer, cuts the piece playing at ``now`` (so
   ``heard`` ends where the sound really stopped, to the sample), and returns
-  the markers it dropped.
+  the markers it dropped;
+* ``hold(now)`` stops playing at ``now`` (the piece playing is cut there and
+  its rest goes back to the front of the buffer) and ``release(now)`` plays
+  on from where it stopped: a client that holds its buffer while the agent
+  is paused (``/ws/pcm``'s ``pause``/``resume`` notices) loses nothing.
 
 ``first_voiced`` finds when an utterance starts (the caller "starts talking"),
 and ``audible_stop`` measures, from the caller's side, how long the agent's
@@ -60,6 +64,7 @@ class Ear:
         self.heard: list[tuple[float, bytes]] = []
         self.gaps: list[tuple[float, float]] = []  # (ran dry at, silence heard s): audio came again within 0.5 s, no clear between
         self._dry_at: float | None = None
+        self.held = False
 
     # ------------------------------------------------------------ input
     def receive(self, now: float, pcm: bytes) -> None:
@@ -98,12 +103,32 @@ class Ear:
                 self.heard[-1] = (start, pcm[:keep])
         return played, dropped
 
+    def hold(self, now: float) -> None:
+        """Stop playing at ``now``, keeping what is not yet heard."""
+        if self.held:
+            return
+        self.held = True
+        if self.heard:
+            start, pcm = self.heard[-1]
+            keep = max(0, int((now - start) * self.rate)) * 2
+            if keep < len(pcm):
+                self.heard[-1] = (start, pcm[:keep])
+                self.buffer.appendleft(bytearray(pcm[keep:]))
+                self.buffered += len(pcm) - keep
+        self._dry_at = None
+
+    def release(self, now: float) -> None:
+        """Play on from where ``hold`` stopped (at once: the buffer is full)."""
+        if self.held:
+            self.held = False
+            self.play_from = max(self.play_from, now)
+
     # ------------------------------------------------------------ the clock
     def play(self, now: float) -> list[str]:
         """Play the next frame's worth at ``now``; returns the markers due."""
         echoed = [d.name for d in self.due if d.at <= now]
         self.due = [d for d in self.due if d.at > now]
-        if now < self.play_from:
+        if now < self.play_from or self.held:
             return echoed
         want = self.frame_bytes
         out = bytearray()

@@ -4,8 +4,9 @@ It streams 20 ms frames at real-time pace (silence unless it has something to
 say), records every agent audio frame with its arrival time (``frames``), and
 every JSON notice the gateway sends. Like the browser page, it plays what it
 receives through a small playout buffer (``ear``, 40 ms: the page schedules
-30 ms ahead, plus a frame) and drops what is buffered on an ``interrupted``
-notice; ``heard`` is what the caller heard, and when. ``utterances`` holds,
+30 ms ahead, plus a frame), holds it on a ``pause`` notice (the agent paused
+for the caller) and plays on at ``resume``, and drops what is buffered on an
+``interrupted`` notice; ``heard`` is what the caller heard, and when. ``utterances`` holds,
 for each ``say``, when its first voiced sample was spoken: the moment the
 caller starts talking, from which ``ear.audible_stop`` measures how long the
 agent went on being heard.
@@ -27,7 +28,7 @@ FRAME = 320  # samples of 16 kHz in 20 ms
 
 
 class PcmCaller:
-    def __init__(self, url: str, *, playout_delay: float = 0.04, clear_on_interrupt: bool = True, connect_options: dict | None = None):
+    def __init__(self, url: str, *, playout_delay: float = 0.04, clear_on_interrupt: bool = True, hold_on_pause: bool = True, connect_options: dict | None = None):
         self.url = url
         self.connect_options = connect_options or {}  # extra websockets.connect arguments (e.g. a prepared sock)
         self.ws = None
@@ -36,6 +37,8 @@ class PcmCaller:
         self.ear = Ear(RATE, delay=playout_delay)
         self.heard = self.ear.heard  # (play time, PCM16 16 kHz) as the caller heard it
         self.clear_on_interrupt = clear_on_interrupt
+        self.hold_on_pause = hold_on_pause  # hold the buffer on "pause", play it on "resume" (as the page does)
+        self.held_runs: set = set()
         self.utterances: list[Utterance] = []
         self.session: str | None = None
         self._say: asyncio.Queue = asyncio.Queue()
@@ -64,8 +67,17 @@ class PcmCaller:
                 else:
                     notice = json.loads(msg)
                     self.notices.append((now, notice))
-                    if notice.get("type") == "interrupted" and self.clear_on_interrupt:
+                    kind = notice.get("type")
+                    if kind == "interrupted" and self.clear_on_interrupt:
                         self.ear.clear(now)
+                        self.held_runs.discard(notice.get("run"))
+                    elif kind == "pause" and self.hold_on_pause:
+                        self.held_runs.add(notice.get("run"))
+                        self.ear.hold(now)
+                    elif kind == "resume" and self.hold_on_pause:
+                        self.held_runs.discard(notice.get("run"))
+                    if self.ear.held and not self.held_runs:
+                        self.ear.release(now)
         finally:
             self.closed.set()
 
