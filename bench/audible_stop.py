@@ -167,7 +167,7 @@ def _rows(transport: str, heard, rate: int, onsets: list[float], clears: list[fl
     return rows
 
 
-async def pcm_calls(gateway_ws: str, nats_url: str, utterance: np.ndarray, calls: int, barges: int, seed: int = 1, api_key: str = "", hold: bool = True) -> list[dict]:
+async def pcm_calls(gateway_ws: str, nats_url: str, utterance: np.ndarray, calls: int, barges: int, seed: int = 1, api_key: str = "", hold: bool = False) -> list[dict]:
     rows: list[dict] = []
     async with BusWatch(nats_url) as watch:
 
@@ -177,7 +177,7 @@ async def pcm_calls(gateway_ws: str, nats_url: str, utterance: np.ndarray, calls
             async with PcmCaller(f"{gateway_ws}/ws/pcm?token={token}", hold_on_pause=hold) as c:
                 heard_after = lambda t: any(s >= t for s, _ in c.heard)  # noqa: E731
                 await _barge_script(c, c.say, heard_after, utterance, barges, random.Random(seed + i))
-                rows.extend(_rows("pcm" if hold else "pcm-nohold", c.heard, 16000, [u.onset for u in c.utterances if u.onset], [], watch, c.session, _wall_minus_mono()))
+                rows.extend(_rows("pcm-hold" if hold else "pcm", c.heard, 16000, [u.onset for u in c.utterances if u.onset], [], watch, c.session, _wall_minus_mono()))
 
         await asyncio.gather(*(one(i) for i in range(calls)))
     return rows
@@ -317,7 +317,7 @@ async def measure(gateway_ws: str, nats_url: str, utterances, calls: int, barges
     rows: list[dict] = []
     if "pcm" in transports:
         ab = os.environ.get("BENCH_PCM_AB", "") not in ("", "0")  # the client playing its buffer out on a pause, then holding it, alternating
-        for hold in ([False, True, False, True] if ab else [True]):
+        for hold in ([False, True, False, True] if ab else [False]):
             rows += await pcm_calls(gateway_ws, nats_url, pcm16k, calls, barges // 2 if ab else barges, api_key=api_key, hold=hold)
     if "twilio" in transports:
         for delay in (0.06, 0.3):
@@ -342,8 +342,8 @@ if __name__ == "__main__":
 
 GOAL_MS = 250
 LABELS = {
-    "pcm": "`/ws/pcm` (40 ms client buffer, held on `pause`)",
-    "pcm-nohold": "`/ws/pcm`, the client playing its buffer out on `pause`",
+    "pcm": "`/ws/pcm` (40 ms client buffer, played out on a pause, as the page and `parley talk` do)",
+    "pcm-hold": "`/ws/pcm`, a client holding its buffer on `pause`",
     "twilio-60ms": "Twilio, 60 ms far-end buffer",
     "twilio-300ms": "Twilio, 300 ms far-end buffer",
     "webrtc": "WebRTC (Chromium, what the page plays)",

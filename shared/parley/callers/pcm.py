@@ -4,9 +4,9 @@ It streams 20 ms frames at real-time pace (silence unless it has something to
 say), records every agent audio frame with its arrival time (``frames``), and
 every JSON notice the gateway sends. Like the browser page, it plays what it
 receives through a small playout buffer (``ear``, 40 ms: the page schedules
-30 ms ahead, plus a frame), holds it on a ``pause`` notice (the agent paused
-for the caller) and plays on at ``resume``, and drops what is buffered on an
-``interrupted`` notice; ``heard`` is what the caller heard, and when. ``utterances`` holds,
+30 ms ahead, plus a frame), optionally holds it on a ``pause`` notice (the
+agent paused for the caller) and plays on at ``resume`` (``hold_on_pause``),
+and drops what is buffered on an ``interrupted`` notice; ``heard`` is what the caller heard, and when. ``utterances`` holds,
 for each ``say``, when its first voiced sample was spoken: the moment the
 caller starts talking, from which ``ear.audible_stop`` measures how long the
 agent went on being heard.
@@ -28,7 +28,7 @@ FRAME = 320  # samples of 16 kHz in 20 ms
 
 
 class PcmCaller:
-    def __init__(self, url: str, *, playout_delay: float = 0.04, clear_on_interrupt: bool = True, hold_on_pause: bool = True, connect_options: dict | None = None):
+    def __init__(self, url: str, *, playout_delay: float = 0.04, clear_on_interrupt: bool = True, hold_on_pause: bool = False, connect_options: dict | None = None):
         self.url = url
         self.connect_options = connect_options or {}  # extra websockets.connect arguments (e.g. a prepared sock)
         self.ws = None
@@ -37,7 +37,10 @@ class PcmCaller:
         self.ear = Ear(RATE, delay=playout_delay)
         self.heard = self.ear.heard  # (play time, PCM16 16 kHz) as the caller heard it
         self.clear_on_interrupt = clear_on_interrupt
-        self.hold_on_pause = hold_on_pause  # hold the buffer on "pause", play it on "resume" (as the page does)
+        # Hold the buffer on "pause", play it on "resume". Off by default: the browser page's /ws/pcm mode
+        # and `parley talk` play their buffer out (the recording's agent channel, "as it left the playout",
+        # is what such a client hears); on, it is a client that uses the notices (bench/audible_stop.py).
+        self.hold_on_pause = hold_on_pause
         self.held_runs: set = set()
         self.utterances: list[Utterance] = []
         self.session: str | None = None
