@@ -416,3 +416,41 @@ def test_a_phone_call_begins_speech_at_the_phone_threshold(nats_url, silero):
     cfgs = run(main())
     assert cfgs["phone"].idle_thresholds == (0.4, pytest.approx(0.25)) and cfgs["phone"].threshold == 0.5
     assert cfgs["browser"].idle_thresholds == cfgs["opus"].idle_thresholds == (0.5, pytest.approx(0.35))
+
+
+def test_one_sessions_slow_event_storage_holds_up_no_other_session_and_keeps_its_own_order(nats_url, silero, speak, monkeypatch):
+    """The VAD tick hears every session: while one session's events cannot be
+    stored (its acks held back here, as during an event-stream election or an
+    overloaded server), the other session is endpointed and answered at once,
+    and the held session's events are stored afterwards in the VAD's order."""
+    gate = asyncio.Event()
+    publish_event = bus.publish_event
+
+    async def held_for_slow(nc, event, *a, **kw):
+        if event.session == "slow":
+            await gate.wait()
+        return await publish_event(nc, event, *a, **kw)
+
+    monkeypatch.setattr(bus, "publish_event", held_for_slow)
+
+    async def main():
+        async with Harness(nats_url, silero) as h:
+            await h.worker()
+            nc = await h.client()
+            ev = await Events.watch(nc, "slow", "fast")
+            await claim(nc, "slow")
+            await claim(nc, "fast")
+            await stream(nc, "slow", speak(SENTENCE), speed=0)
+            await asyncio.sleep(0.5)  # the slow session's onset, start and stop are decided (and held)
+            await stream(nc, "fast", speak(SENTENCE), speed=0)
+            await ev.finals("fast")
+            held = ev.of("slow")
+            gate.set()
+            await ev.finals("slow")
+            await asyncio.sleep(0.3)  # nothing else may follow
+            return held, ev.of("fast"), ev.of("slow")
+
+    held, fast, slow = run(main())
+    assert held == []  # the fast session's final came while none of the slow one's was stored
+    assert_one_utterance(fast, TEXT)
+    assert_one_utterance(slow, TEXT)  # stored late, in the order the VAD decided them
