@@ -545,7 +545,9 @@ class Judgement(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, t
     "resume" or "barge-in"; ``score`` the length of the sound (s) against
     ``threshold``, the policy's noise_sound (a few ordinary words in less
     sound are taken for a noise); ``wait`` how long a pause may last before
-    playback resumes without words (onset_hold, resume_timeout).
+    playback resumes without words (onset_hold, resume_timeout). A turn_end
+    "answer" with ``release`` was prepared at ``wait`` but is heard only from
+    ``release`` s of silence (the caller may go on: the answer is held).
     """
 
     kind: Literal["turn_end", "interruption"]
@@ -559,6 +561,9 @@ class Judgement(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, t
     threshold: float = -1.0
     silence: float = -1.0  # s of silence after the voice ended, so far
     wait: float = -1.0  # s of silence the policy requires before answering
+    # s of silence before a prepared answer may be HEARD (the run is held at the
+    # gateway until then: a turn that may go on); -1: not held, heard when ready
+    release: float = -1.0
 
 
 class Step(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag="Step"):

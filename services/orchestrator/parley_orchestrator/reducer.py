@@ -204,7 +204,12 @@ STREAMING = (GENERATING, SPEAKING)  # an LLM step may be streaming
 #     ("." or "(laughs)" for a laugh) adds nothing to the caller's turn
 # 18: the held release by default only for first fragments that may go on,
 #     at 1.5 s (turn_release 0, turn_release_short 1.5: measured)
-RULES = 18
+# 19: openings and turns after a mid-turn pause are answered on the short
+#     wait and held until turn_wait_opening / turn_wait_continued of silence
+#     (were decision waits); words.may_go_on judges the turn's last sentence
+#     without a greeting; every release 1.6 s (the 1.5 s pauses kept + ~0.1 s
+#     to see the caller go on)
+RULES = 19
 
 # ---------------------------------------------------------------------------
 # Policy: the knobs of one session. Defaults here; SessionStarted.params may
@@ -229,41 +234,44 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     turn_silence_unknown: float = 0.5
     turn_wait_unfinished: float = 2.0
     turn_wait_dictation: float = 2.5
-    # A caller who already paused inside this turn and went on pauses again:
-    # a turn that looks complete after such a pause ("I'd like ... a
-    # cleaning") is answered only after this much silence. Synthetic and
-    # human fragments alike often read and sound finished, so this is what
-    # keeps a pauser from being answered mid-thought (BENCHMARKS.md, section 6).
-    # A pause is a silence of at least ``turn_pause_min`` from the voice's end
-    # to the next SpeechStarted (which comes ~0.16 s into the new speech):
-    # the gaps between sentences and at commas (0.38-0.48 s so measured in
-    # the scenario suite) are not pauses; a thinking pause of 0.5 s or more
-    # (0.71 s and up) is.
-    turn_wait_continued: float = 1.2
+    # Turns that read complete but may go on are answered on the short wait
+    # and *held* (``_judge_turn``): the answer is prepared at once (LLM and
+    # TTS start), but its audio waits at the gateway until the caller's voice
+    # has been silent for the turn's release (the run is ``held``); a caller
+    # who goes on before that hears nothing of it, and the answer is
+    # withdrawn (RULES 8). A release is how long a caller may pause and still
+    # not be answered mid-thought, whatever the machine's speed: the
+    # thinking pauses we keep are up to 1.5 s (issue 9's 0.5-1.5 s), and the
+    # caller's resumed voice is seen ~0.1 s in (its SpeechOnset), hence 1.6 s.
+    # The turns held, and their releases:
+    # - ``turn_wait_continued``: a turn that looks complete after the caller
+    #   already paused inside it and went on ("I'd like ... a cleaning").
+    #   Synthetic and human fragments alike often read and sound finished.
+    #   A pause is a silence of at least ``turn_pause_min`` from the voice's
+    #   end to the next SpeechStarted (which comes ~0.16 s into the new
+    #   speech): the gaps between sentences and at commas (0.38-0.48 s in
+    #   the scenario suite) are not pauses; a thinking pause of 0.5 s or more
+    #   (0.71 s and up) is.
+    # - ``turn_wait_opening``: words that read complete but as the opening
+    #   callers go on from (``words.opening``: a greeting alone, "my address
+    #   is 42", "the date is December", "could you tell me"; and a weak
+    #   trailing word like "come in" that the text signal calls complete, but
+    #   short of halfway from ``turn_threshold`` to certain).
+    # - ``turn_release_short``: a first fragment of a turn that may go on
+    #   (``words.may_go_on`` on its last sentence: at most ``short_words``
+    #   words, or no sentence end written, and neither a question nor an
+    #   answer): "I'm looking to both", "Hi, yes. I was wondering it."
+    # - ``turn_release``: every answer on a short wait. Measured (BENCHMARKS.md
+    #   section 6, pauses4): 0.6 s on every answer added ~200 ms p50 to the
+    #   answers it held (audio was ready sooner) and kept no caller's pause.
+    # Until RULES 19 the opening and continued waits were decision waits
+    # (1.2 s): the answer was heard 1.2 s plus the pipeline into the silence,
+    # so faster machines answered into longer pauses. 0 turns a release off.
+    turn_wait_continued: float = 1.6
     turn_pause_min: float = 0.6
-    # A turn whose words read complete but as the opening callers go on from
-    # (``words.opening``: a greeting alone, "my address is 42", "the date is
-    # December", "could you tell me"; and a weak trailing word like "come
-    # in" that the text signal calls complete, but short of halfway from
-    # ``turn_threshold`` to certain) is answered after this much
-    # silence: the thinking pauses after such openings were 0.5-1.5 s in the
-    # scenario suite, and an answer is heard ~0.3-0.5 s after the decision.
-    turn_wait_opening: float = 1.2
-    # An answer the signals allow after a short wait is prepared at once (LLM
-    # and TTS start), but its audio waits at the gateway until the caller's
-    # voice has been silent this long (the run is ``held``): a caller who goes
-    # on before that hears nothing of it, and the answer is withdrawn (RULES
-    # 8). ``turn_release`` applies to every such answer, ``turn_release_short``
-    # to a first fragment of a turn that may go on (``words.may_go_on``: at
-    # most ``short_words`` words, or no sentence end written, and neither a
-    # question nor an answer): "I'm looking to both", "I'd like to earn" were
-    # answered inside 0.5-1.2 s thinking pauses. Measured (BENCHMARKS.md
-    # section 6, pauses4): a 0.6 s release on every answer added ~200 ms p50
-    # to the answers it held (audio was ready sooner) and kept no caller's
-    # pause; the 1.5 s release of first fragments took the agent out of the
-    # 1.2 s pauses it was heard in. 0 turns either off.
+    turn_wait_opening: float = 1.6
     turn_release: float = 0.0
-    turn_release_short: float = 1.5
+    turn_release_short: float = 1.6
     short_words: int = 4
     # The signals: P(end of turn) from the audio (SpeechStopped.eot) and from
     # the text (TranscriptFinal.complete), averaged with these weights (the
@@ -1115,7 +1123,8 @@ def _final_while_agent_has_floor(fx: Fx, e: TranscriptFinal) -> Next:
     done = _judge_turn(s, e.at, s.user_text)
     if _same_words(run.user_text, s.user_text) and not s.awaiting_finals and done.verdict == "answer":
         # The preemptive guess was right and the turn is over: release what it has produced.
-        fx = _pump_chunks(fx.judged(done).set_run(confirmed=True, user_text=s.user_text).set(user_text="", turn_pauses=0))
+        fx = _hold_until_release(fx.judged(done).set_run(confirmed=True, user_text=s.user_text).set(user_text="", turn_pauses=0), done)
+        fx = _pump_chunks(fx)
         return (_maybe_finish(fx, e.at) or _floor(_guard_playback(fx))).after("preemptive guess confirmed")
     return _turn(_cancel_run(fx), e.at).after("preemptive guess wrong")
 
@@ -1172,39 +1181,20 @@ def _turn(fx: Fx, at: float, keypad: bool = False, keys_done: bool = True) -> Ne
     if _ivr_keys_left(s):
         return _ivr_turn(_cancel_timer(fx, "endpoint"), s.user_text)
     fx = _start_run(_cancel_timer(fx, "endpoint").set(user_text="", turn_pauses=0), s.user_text, at, confirmed=True)
-    if not keypad:
-        fx = _hold_until_release(fx, s, judgement)
-    return fx.to("answer")
+    return _hold_until_release(fx, judgement).to("answer")
 
 
-def _release_after(s: SessionState, judgement: Judgement) -> tuple[float, str]:
-    """The silence after which the caller may hear the answer to a turn
-    judged over, and why (0: at once). Only answers on a short wait are
-    held: a longer wait already let the caller go on."""
-    p = s.policy
-    release, why = p.turn_release, "the caller may go on"
-    short = words.may_go_on(s.user_text, p.short_words) if p.turn_release_short > 0 and not s.turn_pauses else ""
-    if short:
-        release, why = max(release, p.turn_release_short), f"a first fragment that may go on: {short}"
-    return (release, why) if release > judgement.wait + 0.001 else (0.0, "")
-
-
-def _hold_until_release(fx: Fx, before: SessionState, judgement: Judgement) -> Fx:
+def _hold_until_release(fx: Fx, judgement: Judgement) -> Fx:
     """Prepare the answer now, but keep its audio at the gateway (paused
-    before any of it exists) until ``_release_after``'s silence: then the
-    "release" timer plays it. Speech before that withdraws it unheard."""
-    release, why = _release_after(before, judgement)
-    if release <= judgement.silence + 0.001:
+    before any of it exists) until the judgement's ``release`` silence: then
+    the "release" timer plays it. Speech before that withdraws it unheard."""
+    if judgement.release <= judgement.silence + 0.001:
         return fx
     run = fx.state.run
     assert run is not None
     fx = fx.emit(PausePlayback(session=fx.state.session, run=run.id)).set_run(held=True)
-    fx = _start_timer(fx, "release", release - judgement.silence)
-    said = f"heard from {release:g} s of silence ({why})"
-    j = fx.judgements[-1] if fx.judgements else None
-    if j is not None and j.kind == "turn_end":  # the inspector shows why the answer waits
-        fx = Fx(fx.state, fx.commands, fx.note, fx.judgements[:-1] + (_replace(j, reason=f"{j.reason}; {said}"),))
-    return fx.noted(f"answer prepared; {said}")
+    fx = _start_timer(fx, "release", judgement.release - judgement.silence)
+    return fx.noted(f"answer prepared; heard from {judgement.release:g} s of silence")
 
 
 def on_release_timer(fx: Fx, e: TimerFired) -> Next:
@@ -1243,10 +1233,18 @@ def _ivr_turn(fx: Fx, text: str) -> Next:
 
 
 def _judge_turn(s: SessionState, at: float, text: str) -> Judgement:
-    """How much silence the turn needs before the agent answers, and why:
-    the words first (an unfinished clause, a number or date being dictated,
+    """How much silence the turn needs before the agent answers (``wait``),
+    how much before the answer may be heard (``release``), and why: the
+    words first (an unfinished clause, a number or date being dictated,
     ``words.unfinished``), then the end-of-turn signals (weighted, against
-    the threshold), then, with no signal at all, plain silence timing."""
+    the threshold), then, with no signal at all, plain silence timing.
+
+    A turn that reads complete but may go on (an opening, a turn the caller
+    already paused inside, a first fragment ``words.may_go_on`` flags) is
+    answered on the short wait but *held*: prepared at once, heard only from
+    its release silence, withdrawn unheard if the caller goes on first. So
+    how long the caller may pause does not depend on how fast the answer is
+    made, and an answer that is ready waits no longer than the release."""
     p = s.policy
     silence = round(max(0.0, at - s.silence_from), 3) if s.silence_from else 0.0
     score, weight = 0.0, 0.0
@@ -1254,31 +1252,38 @@ def _judge_turn(s: SessionState, at: float, text: str) -> Judgement:
         if value >= 0 and w > 0:
             score, weight = score + value * w, weight + w
     score = round(score / weight, 3) if weight else -1.0
+    short_wait = p.turn_silence if score >= 0 else p.turn_silence_unknown
     # Someone answering the phone Parley called says hello and waits.
     why, kind = words.unfinished(text, words.asked_for(_agent_last_words(s)), greeting_opens=p.direction != "outbound")
     if kind == "maybe" and s.complete >= (1 + p.turn_threshold) / 2:
         why = ""  # a weak cue, overruled by a sure text signal
     elif kind == "maybe" and s.complete >= p.turn_threshold:
         why, kind = f"{why}, though the text reads complete", "opening"  # tempered by a borderline one
+    release, held = p.turn_release, "the caller may go on"
     if kind == "opening":
-        wait = max(p.turn_wait_opening, p.turn_wait_continued if s.turn_pauses else 0.0)
-        reason = f"reads complete, but may go on: {why}"
+        wait, reason = short_wait, f"reads complete, but may go on: {why}"
+        release, held = max(release, p.turn_wait_opening), "an opening"
     elif why:
         wait = p.turn_wait_dictation if kind == "dictation" else p.turn_wait_unfinished
         reason = f"unfinished: {why}"
-    elif s.turn_pauses and (score < 0 or score >= p.turn_threshold):
-        wait = max(p.turn_silence if score >= 0 else p.turn_silence_unknown, p.turn_wait_continued)
-        reason = f"{'complete by the signals' if score >= 0 else 'no end-of-turn signal'}, after {s.turn_pauses} mid-turn pause(s): the caller may pause again"
-    elif score < 0:
-        wait, reason = p.turn_silence_unknown, "no end-of-turn signal: silence timing"
-    elif score >= p.turn_threshold:
-        wait, reason = p.turn_silence, "complete by the signals"
+    elif score >= p.turn_threshold or score < 0:
+        wait, reason = short_wait, ("complete by the signals" if score >= 0 else "no end-of-turn signal: silence timing")
     else:
         wait, reason = p.turn_wait_unfinished, "unfinished by the signals"
+    if s.turn_pauses and (kind == "opening" or not why) and wait < p.turn_wait_continued:
+        reason = f"{reason}, after {s.turn_pauses} mid-turn pause(s): the caller may pause again"
+        release, held = max(release, p.turn_wait_continued), f"{s.turn_pauses} mid-turn pause(s)"
+    short = words.may_go_on(text, p.short_words) if p.turn_release_short > 0 and not s.turn_pauses else ""
+    if short and p.turn_release_short > release:
+        release, held = p.turn_release_short, f"a first fragment that may go on: {short}"
+    if release > wait + 0.001:
+        reason = f"{reason}; heard from {release:g} s of silence ({held})"
+    else:
+        release = -1.0
     verdict = "answer" if silence >= wait - 0.001 else "wait"
     return Judgement(
         kind="turn_end", verdict=verdict, reason=reason, text=text[-200:], eot=s.eot, complete=s.complete,
-        score=score, threshold=p.turn_threshold, silence=silence, wait=wait,
+        score=score, threshold=p.turn_threshold, silence=silence, wait=wait, release=release,
     )  # fmt: skip
 
 

@@ -362,20 +362,58 @@ _WHOLE_START = frozenset(_fold(w) for w in "yes yeah yep yup no nope nah okay ok
 _SENTENCE_CLOSED = re.compile(r"[.!?][\"')\]]*$")
 
 
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[A-Z0-9\"'(\[])")  # a close, then a capital
+_ABBREVIATION = re.compile(r"(?:\b(?:dr|mr|mrs|ms|st|mt|no|vs|jr|sr)|\b[a-z]\.[a-z])\.$", re.IGNORECASE)  # "Dr. Smith", "10 a.m. Friday"
+
+
+def _sentences(raw: str) -> list[str]:
+    out: list[str] = []
+    for part in _SENTENCE_END.split(raw):
+        if out and _ABBREVIATION.search(out[-1]):
+            out[-1] = f"{out[-1]} {part}"
+        else:
+            out.append(part)
+    return out
+
+
+_TOKEN_ANY_CASE = re.compile(_TOKEN.pattern, re.IGNORECASE)
+
+
+def last_sentence(text: str) -> str:
+    """The last sentence the recogniser wrote (its last one with words), and
+    without a greeting in front ("Hi, yes, I was wondering it." is "I was
+    wondering it."): a turn's first words may be a greeting or a whole
+    sentence, and what the caller may go on from is what came last."""
+    raw = _TAGS.sub(" ", text).strip()
+    last = next((part for part in reversed(_sentences(raw)) if tokens(part)), "")
+    said = tokens(last)
+    if said and (said[0] in _GREETING or (len(said) > 1 and said[1] in _GREETING and said[0] in _GREETING_FILLER)):
+        lead = 0
+        while lead < len(said) and said[lead] in _GREETING_FILLER:
+            lead += 1
+        if lead == len(said):
+            return ""  # a greeting alone: ``opening``'s case
+        for _ in range(lead):  # cut the raw text after the greeting's last word
+            last = _TOKEN_ANY_CASE.split(last, 1)[1].lstrip(" ,;:-")
+    return last.strip()
+
+
 def may_go_on(text: str, most: int) -> str:
     """Why a caller's first words, which read complete, may still be only
-    the start of the turn, or "": at most ``most`` words ("I'd like to
-    earn", a fragment Whisper finished), or no sentence end written after
-    them (the recogniser heard no close: "I'm looking to both"). Not a
-    question (a "?" closes it), nor an answer, a goodbye or a backchannel
-    ("Yes, please.", "Nope.", "Bye!", "Mm-hmm."): those are whole turns
-    however short."""
-    raw = _TAGS.sub(" ", text).strip()
+    the start of the turn, or "". Judged on the turn's last sentence without
+    a greeting in front (``last_sentence``: "Hi, yes. I was wondering it."):
+    at most ``most`` words ("I'd like to earn", a fragment Whisper
+    finished), or no sentence end written after them (the recogniser heard
+    no close: "I'm looking to both"). Not a question (a "?" closes it), nor
+    an answer, a goodbye or a backchannel ("Yes, please.", "Nope.", "Bye!",
+    "Mm-hmm."): those are whole turns however short."""
+    raw = last_sentence(text)
     said = tokens(raw)
     if not said or raw.endswith("?") or said[0] in _WHOLE_START or hearing(raw) != "words":
         return ""
-    if len(said) <= most:
-        return f"only {len(said)} word(s)"
+    count = sum(1 for w in said if (w,) not in NON_LEXICAL)  # "Um, I'm looking to vote.": a hesitation is no word
+    if count <= most:
+        return f"only {count} word(s)" + (" in its last sentence" if tokens(text) != said else "")
     if not _SENTENCE_CLOSED.search(raw):
         return "no sentence end heard"
     return ""

@@ -340,14 +340,14 @@ def test_an_unfinished_turn_waits_and_a_caller_who_resumes_continues_it():
     v.send(c.SpeechStarted, utterance=1)  # the caller goes on inside the wait, after a pause
     assert "endpoint" not in dict(v.state.timers) and v.phase == r.LISTENING
     v.stop(1, eot=0.9)
-    v.send(c.TranscriptFinal, utterance=1, text="um, Thursday at eleven?", complete=0.95)
-    # Complete now; but a caller who paused once may pause again: a longer wait.
+    cmds = v.send(c.TranscriptFinal, utterance=1, text="um, Thursday at eleven?", complete=0.95)
+    # Complete now: answered (prepared) at once; but a caller who paused once
+    # may pause again, so it is heard only from the longer release (RULES 19).
     j = v.outcome.judgements[-1]
-    assert j.verdict == "wait" and j.wait == r.Policy().turn_wait_continued and "after 1 mid-turn pause" in j.reason
-    cmds = v.timer("endpoint")
+    assert j.verdict == "answer" and j.release == r.Policy().turn_wait_continued and "after 1 mid-turn pause" in j.reason
     start = [x for x in cmds if isinstance(x, c.StartLLM)][0]
     assert start.messages[-1].content == "Could you book me in for um, Thursday at eleven?"
-    assert v.outcome.judgements[-1].verdict == "answer" and v.state.turn_pauses == 0
+    assert v.state.run.held and v.state.turn_pauses == 0 and _release_delay(cmds) == pytest.approx(j.release - j.silence)
 
 
 @pytest.mark.parametrize(
@@ -360,31 +360,45 @@ def test_an_unfinished_turn_waits_and_a_caller_who_resumes_continues_it():
         ("My booking reference is K.", "4 7 9 2.", "a code begun"),
     ],
 )
-def test_words_that_read_complete_but_open_a_turn_wait_longer(first, rest, why):
+def test_words_that_read_complete_but_open_a_turn_are_heard_only_after_the_longer_release(first, rest, why):
     """The opening of a request often reads as a whole sentence; the caller
-    pauses and goes on. Such a turn waits turn_wait_opening, not the short
-    silence, so the pause is not answered; alone, it is answered after that."""
+    pauses and goes on. Such a turn is answered on the short wait but held
+    until turn_wait_opening of silence (RULES 19), so the pause is not
+    answered: the caller who goes on withdraws it unheard; alone, it is
+    heard once the release comes."""
     v = Convo()
     v.send(c.SpeechStarted, utterance=0)
     v.stop(0, eot=0.95)  # the acoustic model hears it finished too
-    v.send(c.TranscriptFinal, utterance=0, text=first, complete=0.85)
+    cmds = v.send(c.TranscriptFinal, utterance=0, text=first, complete=0.85)
     j = v.outcome.judgements[-1]
     p = r.Policy()
-    assert v.phase == r.TRANSCRIBING and not any(isinstance(x, c.StartLLM) for x in v.cmds)
-    assert j.verdict == "wait" and j.wait == p.turn_wait_opening > p.turn_silence and why in j.reason, j
+    assert j.verdict == "answer" and j.wait == p.turn_silence and j.release == p.turn_wait_opening and why in j.reason, j
+    assert v.state.run.held and c.PausePlayback in [type(x) for x in cmds]
+    assert _release_delay(cmds) == pytest.approx(p.turn_wait_opening - j.silence)
+    v.llm("Hello! How can I help?", done=False)
     v.t += 0.8  # a thinking pause, then the rest
+    v.send(c.SpeechOnset, utterance=1)
     v.send(c.SpeechStarted, utterance=1)
+    assert v.outcome.taken == "caller went on: answer withdrawn" and v.state.history == ()
+    assert not any(isinstance(x, c.ResumePlayback) for x in v.cmds)
     v.stop(1, eot=0.95)
     v.send(c.TranscriptFinal, utterance=1, text=rest, complete=0.85)
-    v.timer("endpoint")
+    if v.state.run is None:
+        v.timer("endpoint")  # the rest is a number being dictated: its own wait
     start = [x for x in v.cmds if isinstance(x, c.StartLLM)]
-    assert len(start) == 1 and start[0].messages[-1].content == f"{first} {rest}"
-    # Alone, the opening is answered once the longer wait is over.
+    assert len(start) == 2 and start[1].messages[-1].content == f"{first} {rest}"
+    # Alone, the opening is heard once the longer release is over.
     v = Convo()
-    v.user_says(first, eot=0.95, complete=0.85)
-    assert [x for x in v.timer("endpoint") if isinstance(x, c.StartLLM)][0].messages[-1].content == first
-    j = v.outcome.judgements[-1]
-    assert j.verdict == "answer" and j.silence >= j.wait == p.turn_wait_opening
+    cmds = v.user_says(first, eot=0.95, complete=0.85)
+    assert [x for x in cmds if isinstance(x, c.StartLLM)][0].messages[-1].content == first
+    run = v.run
+    v.llm("Hello! How can I help?")
+    assert [x for x in v.timer("release") if isinstance(x, c.ResumePlayback)] == [c.ResumePlayback(session=S, run=run)]
+    assert v.t - v.state.silence_from >= p.turn_wait_opening - 0.001
+
+
+def _release_delay(cmds):
+    return [x for x in cmds if isinstance(x, c.StartTimer) and x.name == "release"][0].delay
 
 
 def test_the_other_end_answering_a_call_parley_placed_is_answered_at_once():
@@ -447,10 +461,9 @@ def test_a_phone_number_dictated_in_groups_waits_for_the_rest():
     v.t += 1.0
     v.send(c.SpeechStarted, utterance=6)
     v.stop(6, eot=0.9)
-    v.send(c.TranscriptFinal, utterance=6, text="7788.", complete=0.9)
-    assert v.outcome.judgements[-1].wait == r.Policy().turn_wait_continued  # a number said in groups: maybe more
-    cmds = v.timer("endpoint")
-    assert [x for x in cmds if isinstance(x, c.StartLLM)][0].messages[-1].content == "555 201 7788."
+    cmds = v.send(c.TranscriptFinal, utterance=6, text="7788.", complete=0.9)
+    assert v.outcome.judgements[-1].release == r.Policy().turn_wait_continued  # a number said in groups: maybe more
+    assert [x for x in cmds if isinstance(x, c.StartLLM)][0].messages[-1].content == "555 201 7788." and v.state.run.held
 
 
 def test_a_caller_who_goes_on_before_hearing_the_answer_continues_the_turn():
@@ -487,10 +500,10 @@ def test_sentences_in_one_breath_are_answered_at_once_a_thinking_pause_makes_the
     v.send(c.SpeechStarted, utterance=1)
     assert v.state.turn_pauses == 1
     v.stop(1, eot=0.95)
-    v.send(c.TranscriptFinal, utterance=1, text="a cleaning.", complete=0.85)  # reads finished; a pauser may go on
+    cmds = v.send(c.TranscriptFinal, utterance=1, text="a cleaning.", complete=0.85)  # reads finished; a pauser may go on
     j = v.outcome.judgements[-1]
-    assert j.verdict == "wait" and j.wait == r.Policy().turn_wait_continued, j
-    assert [x for x in v.timer("endpoint") if isinstance(x, c.StartLLM)][0].messages[-1].content == "I'd like a cleaning."
+    assert j.verdict == "answer" and j.release == r.Policy().turn_wait_continued and v.state.run.held, j
+    assert [x for x in cmds if isinstance(x, c.StartLLM)][0].messages[-1].content == "I'd like a cleaning."
 
 
 def test_an_answer_the_caller_began_to_hear_is_not_withdrawn():
@@ -980,10 +993,10 @@ def test_a_weak_cue_is_tempered_by_the_text_signal_but_not_a_strong_one():
     v = Convo()
     v.send(c.SpeechStarted, utterance=0)
     v.stop(0, eot=0.9)
-    v.send(c.TranscriptFinal, utterance=0, text="Can I come in?", complete=0.5)  # only just complete
+    cmds = v.send(c.TranscriptFinal, utterance=0, text="Can I come in?", complete=0.5)  # only just complete
     j = v.outcome.judgements[-1]
-    assert j.verdict == "wait" and j.wait == r.Policy().turn_wait_opening and "may end in 'in', though the text reads complete" in j.reason
-    assert any(isinstance(x, c.StartLLM) for x in v.timer("endpoint"))
+    assert j.verdict == "answer" and j.release == r.Policy().turn_wait_opening and "may end in 'in', though the text reads complete" in j.reason
+    assert any(isinstance(x, c.StartLLM) for x in cmds) and v.state.run.held
     v = Convo()
     v.send(c.SpeechStarted, utterance=0)
     v.stop(0)
@@ -1377,9 +1390,9 @@ def test_a_caller_who_goes_on_before_the_release_never_hears_the_answer():
     assert not any(isinstance(x, c.ResumePlayback) and x.run == first for x in v.cmds)
     v.stop(1, eot=0.9)
     cmds = v.send(c.TranscriptFinal, utterance=1, text="a cleaning for next week.", complete=0.9)
-    assert not any(isinstance(x, c.StartLLM) for x in cmds)  # a pauser: the longer wait now
-    start = [x for x in v.timer("endpoint") if isinstance(x, c.StartLLM)][0]
+    start = [x for x in cmds if isinstance(x, c.StartLLM)][0]  # prepared at once, held: a pauser may pause again
     assert start.messages[-1].content == "I'm looking to book a cleaning for next week."
+    assert v.state.run.held and v.outcome.judgements[-1].release == r.Policy().turn_wait_continued
 
 
 def test_a_faded_onset_does_not_release_a_held_answer_early():
@@ -1398,6 +1411,39 @@ def test_answers_and_questions_are_not_first_fragments():
         assert r.words.may_go_on(text, 4) == "", text
     for text in ("I'd like to earn", "I was wondering it.", "My mail is gay not Smith"):
         assert r.words.may_go_on(text, 4), text
+
+
+@pytest.mark.parametrize(
+    "text,last",
+    [
+        ("Hi, yes. I was wondering it.", "I was wondering it."),  # the greeting's sentence is not what may go on
+        ("Hi, yes, I was wondering it.", "I was wondering it."),  # a greeting in front, in the same sentence
+        ("Good morning! Um, I'm looking to vote.", "Um, I'm looking to vote."),  # a hesitation is no word
+        ("I need to cancel. Actually, no, move it.", "Actually, no, move it."),
+        ("Hello, yes. I need an appointment", "I need an appointment"),
+    ],
+)
+def test_a_first_fragment_is_judged_on_its_last_sentence(text, last):
+    assert r.words.last_sentence(text) == last
+    assert r.words.may_go_on(text, 4)
+    v = Convo(turn_release_short="1.6")
+    cmds = v.user_says(text, complete=0.9)
+    assert v.state.run.held and _release_delay(cmds) == pytest.approx(1.6 - v.outcome.judgements[-1].silence)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Hi, I'd like to book a cleaning on Friday at ten.",  # one long closed sentence after the greeting
+        "I want to see Dr. Smith on Monday.",  # "Dr." does not end a sentence
+        "Could you book me in for Friday at 10 a.m. please.",  # nor does "a.m."
+        "I need to cancel my appointment. Thanks.",  # a thanks closes a turn
+        "Hello? Are you open on Sundays?",  # a question
+        "Hi there.",  # a greeting alone: the opening's release, not this one
+    ],
+)
+def test_whole_last_sentences_are_not_first_fragments(text):
+    assert r.words.may_go_on(text, 4) == "", r.words.last_sentence(text)
 
 
 def test_a_release_of_zero_answers_as_before():
