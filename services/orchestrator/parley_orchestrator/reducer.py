@@ -208,7 +208,7 @@ STREAMING = (GENERATING, SPEAKING)  # an LLM step may be streaming
 #     wait and held until turn_wait_opening / turn_wait_continued of silence
 #     (were decision waits); words.may_go_on judges the turn's last sentence
 #     without a greeting; every release 1.6 s (the 1.5 s pauses kept + ~0.1 s
-#     to see the caller go on)
+#     to see the caller go on); a held answer's tool calls run at its release
 RULES = 19
 
 # ---------------------------------------------------------------------------
@@ -461,6 +461,7 @@ class Run(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     digits: tuple[tuple[str, str], ...] = ()  # send_digits calls (call id, keys) to press once what was said is heard
     confirmed: bool = True  # False: preemptive, chunks wait for the final
     held: bool = False  # its audio waits at the gateway (paused) until the "release" timer: the turn may go on
+    deferred: tuple[ToolCallItem, ...] = ()  # tool calls asked while held (in ``waiting``): run at the release
     step: int = 0  # LLM request number within the run (tool continuation)
     llm_active: bool = False
     got_token: bool = False  # in this step
@@ -1205,8 +1206,8 @@ def on_release_timer(fx: Fx, e: TimerFired) -> Next:
     if not run.held:
         return fx.to("released")
     fx = fx.set_run(held=False).noted("silence held: the answer is released")
-    if fx.state.phase != PAUSED:
-        fx = fx.emit(ResumePlayback(session=fx.state.session, run=run.id))
+    if fx.state.phase != PAUSED:  # in a hold, the resume plays it (and runs its tools)
+        fx = _issue_deferred(fx.emit(ResumePlayback(session=fx.state.session, run=run.id)))
     return fx.to("released")
 
 
@@ -1588,6 +1589,12 @@ def on_llm_tool_call(fx: Fx, e: LLMToolCall) -> Next:
     if e.name == SEND_DIGITS and fx.state.policy.direction == "outbound":
         return _keys_asked(fx, e).to("tool call")
     same = _repeat_of(fx.state.tools, e.name, e.arguments)
+    if same is None and run.held:
+        # A held answer changes nothing in the world before it is released:
+        # the caller may go on, and then it is withdrawn (a booking made
+        # from half a request would stay made). Its tool runs at the release.
+        fx = fx.set_run(waiting=fx.state.run.waiting + (e.call_id,), deferred=run.deferred + (call,))
+        return fx.noted(f"tool {e.name} runs once the answer is released").to("tool call")
     if same is None:
         return _call_tool(fx, e).to("tool call")
     if same.result is not None:
@@ -1639,10 +1646,28 @@ def _press_due(fx: Fx) -> Fx:
 
 
 def _call_tool(fx: Fx, e: LLMToolCall) -> Fx:
+    fx = fx.set_run(waiting=fx.state.run.waiting + (e.call_id,))
+    return _issue_tool(fx, ToolCallItem(call_id=e.call_id, name=e.name, arguments=e.arguments))
+
+
+def _issue_tool(fx: Fx, call: ToolCallItem) -> Fx:
+    """Execute a call of the active run (which already waits for it)."""
     s = fx.state
-    rec = ToolRecord(call_id=e.call_id, name=e.name, arguments=e.arguments, run=e.run)
-    fx = fx.set(tools=s.tools + (rec,)).set_run(waiting=s.run.waiting + (e.call_id,))
-    return fx.emit(CallTool(session=s.session, run=e.run, call_id=e.call_id, name=e.name, arguments=e.arguments))
+    assert s.run is not None
+    rec = ToolRecord(call_id=call.call_id, name=call.name, arguments=call.arguments, run=s.run.id)
+    fx = fx.set(tools=s.tools + (rec,))
+    return fx.emit(CallTool(session=s.session, run=s.run.id, call_id=call.call_id, name=call.name, arguments=call.arguments))
+
+
+def _issue_deferred(fx: Fx) -> Fx:
+    """The answer is released and playing: its deferred tool calls run now."""
+    run = fx.state.run
+    assert run is not None and not run.held
+    if not run.deferred:
+        return fx
+    for call in run.deferred:
+        fx = _issue_tool(fx, call)
+    return fx.set_run(deferred=()).noted(f"released: {len(run.deferred)} deferred tool call(s) run now")
 
 
 def _issuer(rec: ToolRecord) -> int:
@@ -1926,7 +1951,7 @@ def _resume(fx: Fx, at: float) -> Next:
     assert run is not None
     fx = _cancel_timer(fx, "hold", "resume", "onset")
     if not run.held:  # a held answer waits for its release timer still
-        fx = fx.emit(ResumePlayback(session=fx.state.session, run=run.id))
+        fx = _issue_deferred(fx.emit(ResumePlayback(session=fx.state.session, run=run.id)))
     if run.continue_due and not run.waiting:
         return _continue_after_tools(fx)  # a tool result came during the hold
     fx = _press_due(fx)

@@ -1446,6 +1446,31 @@ def test_whole_last_sentences_are_not_first_fragments(text):
     assert r.words.may_go_on(text, 4) == "", r.words.last_sentence(text)
 
 
+def test_a_held_answer_runs_its_tools_only_once_released():
+    """RULES 19: the caller may still go on, and a booking made from half a
+    request would stay made: a held answer's tool calls wait for its release."""
+    v = Convo(turn_release_short="1.6")
+    v.user_says("Book Thursday.", complete=0.9)  # a short first fragment: held
+    run = v.run
+    v.send(c.LLMToolCall, run=run, step=0, call_id="a", name="book_appointment", arguments='{"date": "2026-12-03"}')
+    assert not any(isinstance(x, c.CallTool) for x in v.cmds) and v.state.run.deferred and "released" in v.outcome.note
+    v.send(c.LLMDone, run=run, step=0)
+    assert v.phase == r.AWAITING_TOOL
+    v.send(c.SpeechStarted, utterance=1)  # the caller goes on: withdrawn, nothing was booked
+    assert v.outcome.taken == "caller went on: answer withdrawn" and v.state.tools == ()
+    v.stop(1, eot=0.9)
+    v.send(c.TranscriptFinal, utterance=1, text="at eleven.", complete=0.9)
+    run = v.run
+    assert v.state.run.held and v.state.run.user_text == "Book Thursday. at eleven."
+    v.send(c.LLMToolCall, run=run, step=0, call_id="b", name="book_appointment", arguments='{"date": "2026-12-03", "time": "11:00"}')
+    v.send(c.LLMDone, run=run, step=0)
+    cmds = v.timer("release")
+    calls = [x for x in cmds if isinstance(x, c.CallTool)]
+    assert [x.call_id for x in calls] == ["b"] and c.ResumePlayback in [type(x) for x in cmds] and v.state.run.deferred == ()
+    cmds = v.send(c.ToolResult, run=run, call_id="b", name="book_appointment", result='{"booked": true}')
+    assert [x for x in cmds if isinstance(x, c.StartLLM)]  # the step goes on with the result
+
+
 def test_a_release_of_zero_answers_as_before():
     v = Convo(turn_release="0", turn_release_short="0")
     cmds = v.user_says("I'm looking to book", complete=0.85)

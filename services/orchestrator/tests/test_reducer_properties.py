@@ -478,14 +478,21 @@ def turns(draw):
             if state.run is not None and state.run.held:
                 # A held answer: the caller goes on (maybe an onset first, maybe
                 # a faded one), or the silence holds and it is released.
-                for what in draw(st.lists(st.sampled_from(["onset", "onset_end", "token", "release"]), max_size=3)):
+                for what in draw(st.lists(st.sampled_from(["onset", "onset_end", "token", "release", "tool", "done", "result"]), max_size=4)):
                     t += draw(st.sampled_from([0.05, 0.2]))
                     release = [x for x in state.timers if x[0] == "release"]
                     if what == "release" and not release:
                         continue
                     if state.run is None:
                         break
+                    issued = [x for x in state.tools if x.result is None]
+                    if what == "result" and not issued:
+                        continue
                     ev = {
+                        "tool": c.LLMToolCall(session=S, at=t, run=state.run.id, step=state.run.step, call_id=f"call-{t:.2f}", name="book_appointment",
+                                              arguments=draw(st.sampled_from(['{"date": "2026-12-03"}', '{"date": "2026-12-04"}']))),
+                        "done": c.LLMDone(session=S, at=t, run=state.run.id, step=state.run.step),
+                        "result": c.ToolResult(session=S, at=t, run=issued[0].run if issued else 0, call_id=issued[0].call_id if issued else "", name="book_appointment", result='{"ok": true}'),
                         "onset": c.SpeechOnset(session=S, at=t, utterance=u),
                         "onset_end": c.SpeechOnsetEnded(session=S, at=t, utterance=u),
                         "token": c.LLMToken(session=S, at=t, run=state.run.id, step=0, text="Sure, I can help with that. "),
@@ -752,6 +759,25 @@ def test_a_caller_who_goes_on_before_the_release_never_hears_the_answer(events):
         if not any(t.run == run.id or t.issued_by == run.id for t in before.tools) and not run.digits:
             assert outcome.taken == "caller went on: answer withdrawn", outcome
             assert after.run is None and after.history == before.history
+
+
+@PROPS
+@given(st.one_of(sessions(), turns()))
+def test_a_held_answer_changes_nothing_in_the_world_before_its_release(events):
+    """RULES 19: a tool the held answer asks for runs only once the answer is
+    released and playing (an answer withdrawn because the caller went on
+    never ran one); every call it deferred runs then, once."""
+    _, steps = run_all(events)
+    for before, ev, cmds, outcome, after in steps:
+        for call in (x for x in cmds if isinstance(x, c.CallTool)):
+            assert after.run is not None and after.run.id == call.run and not after.run.held, (ev, call)
+            assert after.phase != r.PAUSED, (ev, call)
+        run = before.run
+        if run is not None and run.deferred and (after.run is None or after.run.id != run.id):
+            assert not any(isinstance(x, c.CallTool) for x in cmds)  # withdrawn or cancelled: never run
+        if run is not None and run.deferred and after.run is not None and after.run.id == run.id and not after.run.deferred:
+            issued = [x.call_id for x in cmds if isinstance(x, c.CallTool)]
+            assert issued == [d.call_id for d in run.deferred], (ev, cmds)
 
 
 @PROPS
