@@ -208,7 +208,9 @@ STREAMING = (GENERATING, SPEAKING)  # an LLM step may be streaming
 #     wait and held until turn_wait_opening / turn_wait_continued of silence
 #     (were decision waits); words.may_go_on judges the turn's last sentence
 #     without a greeting; every release 1.6 s (the 1.5 s pauses kept + ~0.1 s
-#     to see the caller go on); a held answer's tool calls run at its release
+#     to see the caller go on); a held (or paused) answer's tool calls run when it plays;
+#     a caller who goes on before hearing an answer whose tool ran continues
+#     the turn too (the answer is withdrawn; the tool's result is kept)
 RULES = 19
 
 # ---------------------------------------------------------------------------
@@ -461,7 +463,7 @@ class Run(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     digits: tuple[tuple[str, str], ...] = ()  # send_digits calls (call id, keys) to press once what was said is heard
     confirmed: bool = True  # False: preemptive, chunks wait for the final
     held: bool = False  # its audio waits at the gateway (paused) until the "release" timer: the turn may go on
-    deferred: tuple[ToolCallItem, ...] = ()  # tool calls asked while held (in ``waiting``): run at the release
+    deferred: tuple[ToolCallItem, ...] = ()  # tool calls asked while held or paused (in ``waiting``): run at the release / resume
     step: int = 0  # LLM request number within the run (tool continuation)
     llm_active: bool = False
     got_token: bool = False  # in this step
@@ -998,8 +1000,12 @@ def _count_pause(fx: Fx, at: float) -> Fx:
 
 def _unheard_reply(s: SessionState) -> bool:
     """The active run answers the caller's turn, and the caller has heard
-    none of it yet (no playback reported) nor could it have acted: no tool
-    called, no keys pressed. A caller who speaks now was not done."""
+    none of it yet (no playback reported) nor could it have acted: no keys
+    pressed. A caller who speaks now was not done. A tool the answer already
+    ran does not make it heard (RULES 19): its result is a fact that the
+    next generation is given (``_withdraw``), and the caller's words go on
+    the turn instead of being judged as an interruption ("of December"
+    after "I'd like to come on the 21st." was taken for a noise)."""
     run = s.run
     return (
         run is not None
@@ -1009,7 +1015,6 @@ def _unheard_reply(s: SessionState) -> bool:
         and run.played == 0
         and run.playing < 0
         and not run.digits
-        and not any(t.run == run.id or t.issued_by == run.id for t in s.tools)
     )
 
 
@@ -1022,7 +1027,10 @@ def _withdraw(fx: Fx) -> Fx:
     assert run is not None
     fx = fx.emit(CancelLLM(session=s.session, run=run.id), CancelTTS(session=s.session, run=run.id), FlushPlayback(session=s.session, run=run.id))
     fx = _cancel_timer(fx, "llm_first_token", "tts_first_audio", "playback", "hold", "resume", "onset", "release")
-    fx = fx.set(run=None, user_text=_join(run.user_text, s.user_text))
+    # Tools it ran are facts: their results go to the next generation as
+    # late results (and to history with the next run), never run again.
+    ran = tuple(_replace(t, committed=False) if t.result is not None and run.id in (t.run, t.issued_by) else t for t in s.tools)
+    fx = fx.set(run=None, user_text=_join(run.user_text, s.user_text), tools=ran)
     return fx.judged(Judgement(kind="turn_end", verdict="wait", reason="the caller went on before hearing the answer: same turn", text=fx.state.user_text[-200:]))
 
 
@@ -1589,10 +1597,16 @@ def on_llm_tool_call(fx: Fx, e: LLMToolCall) -> Next:
     if e.name == SEND_DIGITS and fx.state.policy.direction == "outbound":
         return _keys_asked(fx, e).to("tool call")
     same = _repeat_of(fx.state.tools, e.name, e.arguments)
-    if same is None and run.held:
-        # A held answer changes nothing in the world before it is released:
-        # the caller may go on, and then it is withdrawn (a booking made
-        # from half a request would stay made). Its tool runs at the release.
+    if same is None and (run.held or fx.state.phase == PAUSED):
+        # A held answer changes nothing in the world before it is released,
+        # nor a paused one before it plays on: the caller may go on (or be
+        # taking the floor), and then the answer is withdrawn or cancelled
+        # (a booking made from half a request would stay made). Its tool
+        # runs when it is released or resumed.
+        twin = next((d for d in run.deferred if d.name == e.name and _same_args(d.arguments, e.arguments)), None)
+        if twin is not None:  # asked twice: one execution, both wait for it
+            calls = tuple(_replace(c, call_id=twin.call_id) if c.call_id == e.call_id else c for c in fx.state.run.calls)
+            return fx.set_run(calls=calls).noted(f"tool {e.name} already waits as {twin.call_id}").to("tool call")
         fx = fx.set_run(waiting=fx.state.run.waiting + (e.call_id,), deferred=run.deferred + (call,))
         return fx.noted(f"tool {e.name} runs once the answer is released").to("tool call")
     if same is None:

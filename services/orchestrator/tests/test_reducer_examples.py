@@ -1471,6 +1471,32 @@ def test_a_held_answer_runs_its_tools_only_once_released():
     assert [x for x in cmds if isinstance(x, c.StartLLM)]  # the step goes on with the result
 
 
+def test_a_caller_who_goes_on_after_the_answer_ran_a_tool_continues_the_turn():
+    """RULES 19: "I'd like to come on the 21st." is answered at once and its
+    look-up runs; the caller goes on ("of December,") before hearing any of
+    it. Their words join the turn (not judged as an interruption, where a
+    few words in a short sound are a noise), and the look-up's result is
+    given to the next answer, never run again."""
+    v = Convo()
+    v.user_says("I'd like to come on the 21st.", complete=0.85)
+    first = v.run
+    v.send(c.LLMToolCall, run=first, step=0, call_id="a", name="check_availability", arguments='{"date": "2026-12-21"}')
+    v.send(c.LLMDone, run=first, step=0)
+    v.send(c.ToolResult, run=first, call_id="a", name="check_availability", result='{"free": ["09:00"]}')
+    v.llm("On the 21st I have 9 a.m. free.", step=1, done=False)
+    v.send(c.TTSChunkStarted, run=first, chunk=0)  # synthesized, not heard
+    v.send(c.SpeechStarted, utterance=1)
+    assert v.outcome.taken == "caller went on: answer withdrawn" and v.state.run is None
+    v.stop(1, eot=0.9)
+    cmds = v.send(c.TranscriptFinal, utterance=1, text="of December, in the afternoon.", complete=0.9)
+    start = [x for x in cmds if isinstance(x, c.StartLLM)][0]
+    contents = [(m.role, m.content) for m in start.messages[1:]]
+    assert contents[-1] == ("user", "I'd like to come on the 21st. of December, in the afternoon.")
+    assert ("tool", '{"free": ["09:00"]}') in contents  # the look-up's result, kept
+    v.send(c.LLMToolCall, run=v.run, step=0, call_id="b", name="check_availability", arguments='{"date": "2026-12-21"}')
+    assert not any(isinstance(x, c.CallTool) and x.call_id == "b" for x in v.cmds)  # never run twice
+
+
 def test_a_release_of_zero_answers_as_before():
     v = Convo(turn_release="0", turn_release_short="0")
     cmds = v.user_says("I'm looking to book", complete=0.85)

@@ -39,6 +39,8 @@ def conversation():
     v.send(c.LLMToken, run=99, step=0, text="stale")
     v.send(c.ToolResult, run=v.run, call_id="k", name="book_appointment", result="{}")
     v.llm("Booked for 3 p.m.")
+    v.send(c.TTSChunkStarted, run=v.run, chunk=0)
+    v.send(c.PlaybackProgress, run=v.run, chunk=0, finished=False)  # the caller hears it: a barge-in, not a withdrawal
     v.send(c.SpeechStarted, utterance=3)
     v.send(c.TranscriptPartial, utterance=3, text="no thanks, bye")
     return [c.SessionStarted(session="ex", at=0.05, params={"greeting": "Hello."})] + events
