@@ -759,11 +759,13 @@ class Call:
         of its audio came is not)."""
         return self.playout.is_playing and self.playout.current_run == run
 
-    def next_frame(self) -> bytes | None:
-        """Take the next 20 ms frame (or None when nothing plays)."""
-        return self.take_frame()[0]
+    def next_frame(self, due: float | None = None) -> bytes | None:
+        """Take the next 20 ms frame (or None when nothing plays). ``due``:
+        the wall-clock time the frame is scheduled to play (a paced track's
+        deadline), else now."""
+        return self.take_frame(due)[0]
 
-    def take_frame(self) -> tuple[bytes | None, list[Mark]]:
+    def take_frame(self, due: float | None = None) -> tuple[bytes | None, list[Mark]]:
         """The next frame and the playout marks it carries. The marks are
         handled here, synchronously (bookkeeping, and progress queued for
         publishing in order); a transport that places marks of its own at the
@@ -774,8 +776,9 @@ class Call:
         if frame is not None:
             self.frames_out += 1
             if self.recorder is not None and not self.transport.reports_playback:
-                # What left the playout is what this caller hears.
-                self.recorder.agent(time.time(), frame, self.transport.rate)
+                # What left the playout is what this caller hears, placed where it was due to play: a frame
+                # the loop took late (a stall, then frames back to back) plays in order at the far end.
+                self.recorder.agent(time.time() if due is None else due, frame, self.transport.rate)
         for mark in marks:
             self._on_mark(mark)
         return frame, marks

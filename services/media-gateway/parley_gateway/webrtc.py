@@ -172,6 +172,8 @@ class CallTrack(MediaStreamTrack):
         self.frames = 0  # every frame returned
         self.voiced = 0  # frames that carried the call's audio
         self.resyncs = 0
+        self.wall = 0.0
+        self.due = 0.0  # wall-clock time the frame being taken is scheduled to play (its place on the RTP clock)
 
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
@@ -180,12 +182,14 @@ class CallTrack(MediaStreamTrack):
         now = time.monotonic()
         if self.t0 is None:
             self.t0 = now
+            self.wall = time.time() - now  # monotonic -> wall clock, fixed once: ``due`` stays on one grid
         delay = self.t0 + self.pts / RATE - now
         if delay > 0:
             await asyncio.sleep(delay)
         elif delay < -RESYNC_AFTER:
             self.t0 -= delay
             self.resyncs += 1
+        self.due = self.wall + self.t0 + self.pts / RATE
         try:
             pcm = self.next_frame()
         except Exception as exc:  # noqa: BLE001 - aiortc's sender would die quietly: fail the call instead
@@ -456,7 +460,8 @@ async def answer(board: Switchboard, settings: Settings, sessions: dict, body: o
     try:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         shorten_jitter_buffer(pc, settings.webrtc_jitter_frames)
-        transport.track = CallTrack(call.next_frame, on_error=transport._track_failed)
+        out = transport.track = CallTrack(None, on_error=transport._track_failed)
+        out.next_frame = lambda: call.next_frame(out.due)  # placed in the recording where it plays
         pc.addTrack(transport.track)
         local = await pc.createAnswer()
         await pc.setLocalDescription(local)

@@ -153,6 +153,28 @@ def test_the_track_catches_up_after_a_stall_without_bursting_forever():
     assert burst >= 9 * 0.020 - 0.005  # and then it paces again
 
 
+def test_a_frame_taken_late_is_placed_where_it_was_due_to_play():
+    """After a stall shorter than RESYNC_AFTER the track returns frames back
+    to back; each one's ``due`` (where the recording places it) stays on the
+    20 ms grid of its RTP timestamps, not at the late wall time it was taken."""
+    dues: list[float] = []
+
+    async def run():
+        track = CallTrack(None)
+        track.next_frame = lambda: dues.append(track.due)
+        for _ in range(3):
+            await track.recv()
+        time.sleep(0.12)  # the loop was blocked for six frame periods
+        for _ in range(6):
+            await track.recv()
+        return track
+
+    track = asyncio.run(run())
+    assert track.resyncs == 0 and len(dues) == 9
+    steps = np.diff(dues)
+    assert np.allclose(steps, 0.020, atol=1e-6), steps  # one grid, the stall nowhere in it
+
+
 def test_a_stopped_track_ends():
     async def run():
         track = CallTrack(lambda: None)
