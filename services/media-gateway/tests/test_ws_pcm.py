@@ -112,6 +112,8 @@ def test_a_run_paused_before_any_of_it_played_tells_the_client_nothing(nats_serv
         async with gateway(nats_server.url) as (base, state, nc, seen), pcm_call(base) as client:
             s = client.session
             await command(nc, s, contract.PausePlayback(session=s, run=6))
+            await nc.flush()
+            await asyncio.sleep(0.3)  # the pause and the audio come on different subjects: the pause first, for sure
             await publish_tts(nc, s, run=6, pcm=tone(500, 0.4, 16000), rate=16000)
             await asyncio.sleep(0.3)
             await command(nc, s, contract.ResumePlayback(session=s, run=6))
