@@ -211,7 +211,9 @@ STREAMING = (GENERATING, SPEAKING)  # an LLM step may be streaming
 #     to see the caller go on); a held (or paused) answer's tool calls run when it plays;
 #     a caller who goes on before hearing an answer whose tool ran continues
 #     the turn too (the answer is withdrawn; the tool's result is kept)
-RULES = 19
+# 20: a mid-turn pause is counted to the voice's onset (turn_pause_min 0.5 s),
+#     not to SpeechStarted, which lags under load
+RULES = 20
 
 # ---------------------------------------------------------------------------
 # Policy: the knobs of one session. Defaults here; SessionStarted.params may
@@ -250,10 +252,12 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     #   already paused inside it and went on ("I'd like ... a cleaning").
     #   Synthetic and human fragments alike often read and sound finished.
     #   A pause is a silence of at least ``turn_pause_min`` from the voice's
-    #   end to the next SpeechStarted (which comes ~0.16 s into the new
-    #   speech): the gaps between sentences and at commas (0.38-0.48 s in
-    #   the scenario suite) are not pauses; a thinking pause of 0.5 s or more
-    #   (0.71 s and up) is.
+    #   end to the next voice's SpeechOnset (~0.06-0.1 s into the new speech;
+    #   SpeechStarted without one): the gaps between sentences and at commas
+    #   (0.38-0.48 s to SpeechStarted in the scenario suite, ~0.1 s less to
+    #   the onset) are not pauses; a thinking pause of 0.5 s or more is. Was
+    #   0.6 s to SpeechStarted, which under load came up to 0.6 s after the
+    #   onset, so a turn the VAD split in one breath counted as paused.
     # - ``turn_wait_opening``: words that read complete but as the opening
     #   callers go on from (``words.opening``: a greeting alone, "my address
     #   is 42", "the date is December", "could you tell me"; and a weak
@@ -270,7 +274,7 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     # (1.2 s): the answer was heard 1.2 s plus the pipeline into the silence,
     # so faster machines answered into longer pauses. 0 turns a release off.
     turn_wait_continued: float = 1.6
-    turn_pause_min: float = 0.6
+    turn_pause_min: float = 0.5
     turn_wait_opening: float = 1.6
     turn_release: float = 0.0
     turn_release_short: float = 1.6
@@ -524,6 +528,12 @@ class SessionState(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     speech_ms: int = 0  # length of the caller's last utterance (its SpeechStopped)
     eot: float = -1.0
     complete: float = -1.0
+    # The latest SpeechOnset (its utterance, when): the earliest sign that a
+    # voice began. A pause is counted to it, not to SpeechStarted, which comes
+    # later by up to ~0.6 s under load (a turn split by the VAD in one breath
+    # then looked like a caller who paused).
+    onset_utterance: int = -1
+    onset_at: float = 0.0
     # Times the caller went on after a pause (Policy.turn_pause_min) inside
     # the turn in progress (also after an answer it had not heard yet, which
     # was withdrawn); 0 once the turn is answered.
@@ -931,7 +941,7 @@ def on_speech_started(fx: Fx, e: SpeechStarted) -> Next:
         if quiet is not None:
             fx = fx.judged(quiet).set(background=e.utterance)
             return _resume(fx, e.at).after("no words: resume") if onset_pause else fx.to("background: noted")
-    fx = _count_pause(fx, e.at)
+    fx = _count_pause(fx, e.at, e.utterance)
     s = fx.state
     same_stretch = s.talk_from and (s.user_speaking or e.at - s.silence_from < s.policy.machine_gap)
     fx = fx.set(user_speaking=True, utterance=e.utterance, partial="", speech_started_at=e.at, reprompts=0, eot=-1.0, complete=-1.0,
@@ -961,6 +971,7 @@ def on_speech_onset(fx: Fx, e: SpeechOnset) -> Next:
     speaks, pause at once (cheap and lossless: a resume plays on from where
     the caller stopped hearing it); SpeechStarted turns it into the usual
     hold, and without one within ``onset_hold`` playback resumes."""
+    fx = fx.set(onset_utterance=e.utterance, onset_at=e.at)
     s, run = fx.state, fx.state.run
     if s.phase not in FLOOR_PHASES or run is None or not run.confirmed or s.policy.onset_hold <= 0:
         return fx.to("noted")
@@ -987,13 +998,14 @@ def on_speech_onset_ended(fx: Fx, e: SpeechOnsetEnded) -> Next:
     return _resume(fx, e.at).after("no words: resume")
 
 
-def _count_pause(fx: Fx, at: float) -> Fx:
+def _count_pause(fx: Fx, at: float, utterance: int) -> Fx:
     """The caller speaks again, with words of this turn already heard (or
     on their way, or answered but not heard): after a silence of at least
     ``turn_pause_min``, that was a pause inside the turn."""
     s = fx.state
     going_on = (s.phase in USER and bool(s.user_text.strip() or s.awaiting_finals)) or (s.phase in HELD and _unheard_reply(s))
-    if not going_on or not s.silence_from or at - s.silence_from < s.policy.turn_pause_min:
+    begun = s.onset_at if s.onset_utterance == utterance and s.silence_from < s.onset_at <= at else at
+    if not going_on or not s.silence_from or begun - s.silence_from < s.policy.turn_pause_min:
         return fx
     return fx.set(turn_pauses=s.turn_pauses + 1)
 

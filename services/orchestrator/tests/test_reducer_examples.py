@@ -1497,6 +1497,24 @@ def test_a_caller_who_goes_on_after_the_answer_ran_a_tool_continues_the_turn():
     assert not any(isinstance(x, c.CallTool) and x.call_id == "b" for x in v.cmds)  # never run twice
 
 
+def test_a_pause_is_counted_to_the_voice_onset_not_to_a_late_speech_start():
+    """RULES 20: under load SpeechStarted came 0.57 s after the onset of the
+    caller's next words ("Hi." split from the rest of one breath by the VAD):
+    counted to SpeechStarted that looked like a 0.86 s pause, and the whole
+    turn got the continued release. Counted to the onset, it is no pause; a
+    real thinking pause still is."""
+    for gap, paused in ((0.3, 0), (0.9, 1)):
+        v = Convo()
+        v.send(c.SpeechStarted, utterance=0)
+        v.stop(0, eot=0.6)  # the voice ended 0.15 s before this
+        v.t += gap - 0.2
+        v.send(c.SpeechOnset, utterance=1)  # the next words begin `gap` after the voice ended
+        v.send(c.TranscriptFinal, utterance=0, text="Hi.", complete=0.95)
+        v.t += 0.5  # SpeechStarted lags behind the onset
+        v.send(c.SpeechStarted, utterance=1)
+        assert v.state.turn_pauses == paused, (gap, v.state.turn_pauses)
+
+
 def test_a_release_of_zero_answers_as_before():
     v = Convo(turn_release="0", turn_release_short="0")
     cmds = v.user_says("I'm looking to book", complete=0.85)

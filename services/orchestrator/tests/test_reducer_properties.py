@@ -535,7 +535,8 @@ def test_only_a_long_enough_silence_inside_a_turn_counts_as_a_pause(events):
     for before, ev, cmds, outcome, after in steps:
         if after.turn_pauses > before.turn_pauses:
             assert isinstance(ev, c.SpeechStarted) and after.turn_pauses == before.turn_pauses + 1
-            assert ev.at - before.silence_from >= before.policy.turn_pause_min
+            begun = before.onset_at if before.onset_utterance == ev.utterance and before.silence_from < before.onset_at <= ev.at else ev.at
+            assert begun - before.silence_from >= before.policy.turn_pause_min
             assert before.user_text.strip() or before.awaiting_finals or (before.run is not None and after.run is None)
         # A preemptive run (unconfirmed) may be withdrawn and the turn go on, so
         # its pauses stay counted until the turn is answered for real.
