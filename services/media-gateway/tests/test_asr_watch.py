@@ -54,7 +54,11 @@ def test_one_question_per_worker_per_round_progress_per_call_and_one_reclaim_per
             rounds = {name: len(v) for name, v in asked.items()}
             await subs["w1"].unsubscribe()  # w1's process is gone: no responders
             await nc.flush()
-            await asyncio.sleep(0.6)
+            # A round asked just as w1 left waits out its 2 s timeout (no answer, no "no responders"): poll.
+            deadline = asyncio.get_running_loop().time() + 6
+            while [c.reclaims for c in calls] != [1, 1, 0] and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.4)  # four more rounds: no second reclaim
             return rounds, asked, calls
         finally:
             watch.close()
