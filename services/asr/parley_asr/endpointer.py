@@ -103,8 +103,12 @@ class Config:
 
     @property
     def idle_thresholds(self) -> tuple[float, float]:
-        """(speech, silence) thresholds while no utterance is in progress."""
-        return self.start_threshold or self.threshold, self.start_neg_threshold or self.neg_threshold
+        """(speech, silence) thresholds while no utterance is in progress. The
+        start's silence threshold only ever lowers the usual one: a window the
+        usual threshold calls voiced (>= neg_threshold) never fades a start,
+        or a stop would end on a voiced window (a phone threshold with a
+        deployment's low neg_threshold: 0.25 against 0.2)."""
+        return self.start_threshold or self.threshold, min(self.start_neg_threshold or self.neg_threshold, self.neg_threshold)
 
     @classmethod
     def from_ms(
