@@ -96,25 +96,29 @@ class Ear:
         self.buffer.clear()
         self.buffered = 0
         self._dry_at = None
-        if self.heard:
-            start, pcm = self.heard[-1]
-            keep = max(0, int((now - start) * self.rate)) * 2
-            if keep < len(pcm):
-                self.heard[-1] = (start, pcm[:keep])
+        self._cut_heard(now)
         return played, dropped
+
+    def _cut_heard(self, now: float) -> bytes:
+        """The piece playing at ``now`` ends there; returns its unheard rest."""
+        if not self.heard:
+            return b""
+        start, pcm = self.heard[-1]
+        keep = max(0, int((now - start) * self.rate)) * 2
+        if keep >= len(pcm):
+            return b""
+        self.heard[-1] = (start, pcm[:keep])
+        return pcm[keep:]
 
     def hold(self, now: float) -> None:
         """Stop playing at ``now``, keeping what is not yet heard."""
         if self.held:
             return
         self.held = True
-        if self.heard:
-            start, pcm = self.heard[-1]
-            keep = max(0, int((now - start) * self.rate)) * 2
-            if keep < len(pcm):
-                self.heard[-1] = (start, pcm[:keep])
-                self.buffer.appendleft(bytearray(pcm[keep:]))
-                self.buffered += len(pcm) - keep
+        unheard = self._cut_heard(now)
+        if unheard:
+            self.buffer.appendleft(bytearray(unheard))
+            self.buffered += len(unheard)
         self._dry_at = None
 
     def release(self, now: float) -> None:
