@@ -20,6 +20,7 @@ Two ways the reducer decides to press:
 from __future__ import annotations
 
 import asyncio
+import difflib
 import json
 import re
 import time
@@ -158,7 +159,16 @@ def check_rejoined(twilio: TwilioApi, session: str, call, steps, heard: str) -> 
     assert [c.digits for c in pressed] == ["2"] and [(e.digits, e.ok) for e in sent] == [("2", True)]
     assert kinds.index("DigitsSent") < (kinds.index("SessionEnded") if "SessionEnded" in kinds else len(kinds))
     # The person on the second stream heard the agent.
-    assert "bright smile" in heard and "gloves" in heard, heard
+    assert "bright smile" in heard and sounds_like(GREETING_TO_PAT, heard), heard
+
+
+def sounds_like(said: str, heard: str) -> bool:
+    """`said` is somewhere in `heard`, judged as a whole: Whisper tiny through the phone band may get
+    a word wrong ("order of glows")."""
+    want, words = normalise(said), heard.split()
+    n = len(want.split())
+    windows = [" ".join(words[i : i + n]) for i in range(max(1, len(words) - n + 1))]
+    return max(difflib.SequenceMatcher(None, want, w).ratio() for w in windows) > 0.75
 
 
 def test_the_model_presses_the_menus_key_and_the_call_goes_on_to_a_person(stack, twilio, llm, capsys):
@@ -173,7 +183,7 @@ def test_the_model_presses_the_menus_key_and_the_call_goes_on_to_a_person(stack,
     # One recording across both streams: the menu and Pat on the left, the agent on the right.
     caller_side, agent_side = recording(stack, session)
     assert "press" in caller_side and "desk" in caller_side, caller_side  # the menu (first stream), then Pat (second)
-    assert "gloves" in agent_side, agent_side
+    assert sounds_like(GREETING_TO_PAT, agent_side), agent_side
 
 
 def recording(stack: Stack, session: str) -> tuple[str, str]:
