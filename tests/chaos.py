@@ -22,6 +22,13 @@ session's event log:
   answer at the kill waits more than ``tts_gap_limit`` in silence before its
   answer goes on (``tts_gap_ms``: the silences those callers heard).
 
+Figures per kind of kill (``after_kill`` in the summary): for every kill and
+every call, the first turn answered after it (the one in flight at the kill,
+or the next), caller's end of speech to first agent audio. The slowest of
+them come with a timeline (``slowest``): the session's logged steps and the
+services' takeover lines, in ms from the caller's end of speech, which is
+where the time of a slow takeover is found.
+
 ``tests/test_chaos.py`` runs a bounded plan (one kill of each kind) in ``make
 test``; ``make chaos`` runs ``python tests/chaos.py`` (random kills for
 minutes) and prints the figures that go to docs/BENCHMARKS.md.
@@ -79,6 +86,11 @@ class ChaosResult:
     # under them: a gap the reducer sees and repairs by restarting the step.
     token_gaps_repaired: int = 0
     tts_redelivered: int = 0  # requests a killed TTS worker held, delivered again to another
+    call_sids: list[str] = field(default_factory=list)  # per call index (Twilio's CallSid: the gateway logs it with the session)
+    # kind -> answer ms of the first turn answered after each kill of that kind, per call
+    after_kill: dict[str, list[float]] = field(default_factory=dict)
+    slowest: list[dict] = field(default_factory=list)  # timelines of the slowest turns after a kill
+    slow_candidates: list[tuple[float, int, int, int]] = field(default_factory=list)  # (ms, call, turn, kill)
     undisturbed_p50_ms: float | None = None  # answers before the first kill: how fast this machine is this run
     answer_limit_ms: float | None = None  # the bound the answers were held to (2 s plus the machine's slowness)
     duplicates_dropped: int = 0  # events delivered twice that the reducer dropped (not answered twice)
@@ -100,6 +112,10 @@ class ChaosResult:
             "answer_limit_ms": self.answer_limit_ms,
             "undisturbed_p50_ms": self.undisturbed_p50_ms,
             "answer_after_kill_ms": {"n": len(self.answer_after_kill_ms), "p50": pct(self.answer_after_kill_ms, 0.5), "max": max(self.answer_after_kill_ms, default=None)},
+            "after_kill": {
+                kind: {"kills": sum(1 for k in self.kills if _kind(k.key) == kind), "n": len(xs), "p50": pct(xs, 0.5), "p90": pct(xs, 0.9), "p99": pct(xs, 0.99), "max": max(xs, default=None)}
+                for kind, xs in sorted(self.after_kill.items())
+            },
             "tts_kill": {
                 "gaps": len(self.tts_gap_ms), "gap_max_ms": max(self.tts_gap_ms, default=None), "chunks_skipped": self.tts_chunks_skipped,
                 "redelivered": self.tts_redelivered,
@@ -107,7 +123,12 @@ class ChaosResult:
             "token_gaps_repaired": self.token_gaps_repaired,
             "duplicates_dropped": self.duplicates_dropped,
             "problems": self.problems,
+            "slowest": self.slowest,
         }
+
+
+def _kind(key: str) -> str:
+    return key.split("#")[0]
 
 
 # A caller takes this long with nothing to hear for the end of a reply. Longer
@@ -140,6 +161,7 @@ async def _run_calls(stack: Stack, calls: int, turns: int, plan, result: ChaosRe
             result.problems.append(f"killer failed: {with_exc[0]!r}")
     result.wall_s = time.monotonic() - t0
     result.records = [asdict(c.rec) for c in callers]
+    result.call_sids = [c.call_sid for c in callers]
 
 
 async def _killer(stack: Stack, callers, plan, result: ChaosResult) -> None:
@@ -262,6 +284,7 @@ def _check_calls(result: ChaosResult, answer_limit_ms: float, tts_gap_limit_ms: 
         for f in rec["failures"]:
             result.problems.append(f"call {rec['index']}: {f}")
         after_kill = {k.key: False for k in result.kills}
+        answered_after = [False] * len(result.kills)
         for n, t in enumerate(rec["turns"]):
             if t["first_media"] is None or not t["speech_end"]:
                 continue
@@ -271,6 +294,12 @@ def _check_calls(result: ChaosResult, answer_limit_ms: float, tts_gap_limit_ms: 
                 if not after_kill[k.key] and t["speech_end"] > k.at:
                     after_kill[k.key] = True
                     result.answer_after_kill_ms.append(ms)
+            for j, k in enumerate(result.kills):
+                # The first turn answered after the kill: in flight at it, or the next.
+                if not answered_after[j] and t["first_media"] > k.at:
+                    answered_after[j] = True
+                    result.after_kill.setdefault(_kind(k.key), []).append(round(ms))
+                    result.slow_candidates.append((ms, rec["index"], n, j))
             if ms > answer_limit_ms:
                 result.problems.append(f"call {rec['index']} turn {n + 1}: answered after {ms:.0f} ms")
 
@@ -292,16 +321,18 @@ def run_chaos(
     env = {"PARLEY_PROVIDERS": "fixed", "PARLEY_TWILIO_INSECURE": "1", "PARLEY_TTS_FIXED_LEAD_MS": "2000", **(extra_env or {})}
     result = ChaosResult(calls=calls, turns=turns)
     options = {"replicas": dict(REPLICAS if replicas is None else replicas), "nats_nodes": nats_nodes, **(stack_options or {})}
+    wall_minus_mono = time.time() - time.monotonic()
     with Stack(root, env=env, **options) as stack:
         asyncio.run(_run_calls(stack, calls, turns, plan, result, answer_timeout=max(10.0, answer_limit_ms / 1000 + 5)))
         _check_calls(result, answer_limit_ms)
         asyncio.run(_check_logs(stack, result, CANNED_REPLY))
         logs = "".join(stack.log(k) for k in stack.procs if k.startswith("orchestrator"))
-        result.problems += [f"orchestrator error: {line[:300]}" for line in logs.splitlines() if '"level": "ERROR"' in line or "Traceback" in line][:5]
+        result.problems += [f"orchestrator error: {line[:300]}" for line in logs.splitlines() if '"level": "error"' in line or "Traceback" in line][:5]
         gateway = "".join(stack.log(k) for k in stack.procs if k.startswith("media-gateway"))
         result.tts_chunks_skipped = sum(1 for line in gateway.splitlines() if "the answer goes on from the next chunk" in line)
         tts = "".join(stack.log(k) for k in stack.procs if k.startswith("tts"))
         result.tts_redelivered = sum(1 for line in tts.splitlines() if "synthesize delivered again" in line)
+        asyncio.run(_timelines(stack, result, wall_minus_mono))
         # Requests a killed TTS worker held are delivered again to another
         # worker (tts_redelivered). Whether the caller then heard a gap, a
         # skipped chunk or nothing at all (the survivor said it in time) is
@@ -310,12 +341,61 @@ def run_chaos(
     return result
 
 
-def random_plan(duration_s: float, seed: int) -> list[tuple[float, str]]:
+# Log lines of the services that say where a takeover's time went.
+_TIMELINE_LOGS = (
+    "orchestrator replica gone", "partition gained", "partition handed over", "partition lost", "session taken over",
+    "synthesize delivered again", "chunk given again", "TTS worker gone", "chunk given up", "re-claim", "reclaim", "ASR worker",
+)  # fmt: skip
+SLOWEST = 4  # timelines kept: the slowest first turns after a kill
+
+
+async def _timelines(stack: Stack, result: ChaosResult, wall_minus_mono: float) -> None:
+    """The slowest first turns after a kill, each as a timeline in ms from the
+    caller's end of speech: kills, logged steps of its session, service lines."""
+    from parley_orchestrator.cli import fetch
+
+    sessions: dict[str, str] = {}
+    lines: list[tuple[float, str, dict]] = []
+    for key in stack.procs:
+        for raw in stack.log(key).splitlines():
+            if not raw.startswith("{"):
+                continue
+            try:
+                rec = json.loads(raw)
+            except ValueError:
+                continue
+            if rec.get("call_sid") and rec.get("session_id"):
+                sessions.setdefault(rec["call_sid"], rec["session_id"])
+            if any(m in str(rec.get("msg", "")) for m in _TIMELINE_LOGS) and "ts" in rec:
+                lines.append((rec["ts"], key, rec))
+    for ms, call, n, j in sorted(result.slow_candidates, reverse=True)[:SLOWEST]:
+        turn = result.records[call]["turns"][n]
+        end = turn["speech_end"] + wall_minus_mono
+        until = turn["first_media"] + wall_minus_mono
+        session = sessions.get(result.call_sids[call], "") if call < len(result.call_sids) else ""
+        kill = result.kills[j]
+        at = lambda wall: round((wall - end) * 1000)  # noqa: E731
+        entry: list[str] = [f"{at(kill.at + wall_minus_mono):+} kill {kill.key}", f"{at(until):+} first agent audio"]
+        if session:
+            steps, _ = await fetch(session, stack.nats_url)
+            for st in steps:
+                if end - 1.0 <= st.event.at <= until + 0.2:
+                    cmds = ",".join(sorted({type(c).__name__ for c in st.commands}))
+                    entry.append(f"{at(st.event.at):+} {type(st.event).__name__} -> {st.state_to}" + (f" [{cmds}]" if cmds else "") + (f" ({st.dropped or st.note})" if st.dropped or st.note else ""))
+        for ts, key, rec in lines:
+            if end - 1.0 <= ts <= until + 0.2 and (rec.get("session_id") in (None, session)):
+                extra = {k: rec[k] for k in ("partition", "gone", "took_ms", "load_ms", "since_gained_ms", "chunk", "from_piece") if k in rec}
+                entry.append(f"{at(ts):+} {key}: {rec['msg'][:70]}" + (f" {extra}" if extra else ""))
+        entry.sort(key=lambda e: int(e.split(" ", 1)[0]))
+        result.slowest.append({"ms": round(ms), "call": call, "turn": n + 1, "kill": kill.key, "session": session, "timeline": entry})
+
+
+def random_plan(duration_s: float, seed: int, pause_s: tuple[float, float] = (4.0, 10.0), kinds: tuple[str, ...] = KINDS) -> list[tuple[float, str]]:
     rng = random.Random(seed)
     plan, t = [], 8.0
     while t < duration_s - 15:
-        pause = rng.uniform(4.0, 10.0)
-        kind = rng.choice(KINDS)
+        pause = rng.uniform(*pause_s)
+        kind = rng.choice(kinds)
         plan.append((pause, kind + rng.choice(["", "#2"])))
         t += pause + 4
     return plan
@@ -329,13 +409,17 @@ def main(argv=None) -> int:
     ap.add_argument("--root", default=str(ROOT / "var" / "chaos"))
     ap.add_argument("--out", default="")
     ap.add_argument("--bounded", action="store_true", help="the plan of tests/test_chaos.py: one kill of each kind")
+    ap.add_argument("--pause", default="4,10", help="seconds between a restart and the next kill: MIN,MAX (random)")
+    ap.add_argument("--kinds", default=",".join(KINDS), help="kinds of process to kill, comma-separated")
+    ap.add_argument("--answer-limit", type=float, default=2000.0, help="ms: the bound every turn is held to")
     a = ap.parse_args(argv)
     turn_s = 10.0  # a 2.4 s utterance, the answer, the fixed reply played out
     turns = max(3, int(a.minutes * 60 / turn_s))
-    plan = random_plan(turns * turn_s, a.seed)
+    low, high = (float(x) for x in a.pause.split(","))
+    plan = random_plan(turns * turn_s, a.seed, (low, high), tuple(a.kinds.split(",")))
     if a.bounded:
         turns, plan = 6, list(BOUNDED_PLAN)
-    result = run_chaos(Path(a.root) / time.strftime("%Y%m%d-%H%M%S"), a.calls, turns, plan)
+    result = run_chaos(Path(a.root) / time.strftime("%Y%m%d-%H%M%S"), a.calls, turns, plan, answer_limit_ms=a.answer_limit)
     text = json.dumps(result.summary(), indent=2)
     print(text)
     if a.out:

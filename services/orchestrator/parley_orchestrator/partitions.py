@@ -21,17 +21,27 @@ requests (``$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>`` with ``group`` and
 ``id``), and deliveries arrive on one inbox subscription per partition.
 
 Faster than the pin timeout: every replica answers on
-``subjects.orchestrator_alive(replica)``, and the others ask each member that
-holds partitions every ``PROBE_EVERY``; "no responders" means the process is
+``subjects.orchestrator_alive(replica)``, and the others ask each member
+every ``PROBE_EVERY``; "no responders" means the process is
 gone (its connection closed with it), and the prober unpins that member's
-partitions at once (``$JS.API.CONSUMER.UNPIN``), so the next message pins a
-live replica. A replica that stops cleanly unpins its own.
+partitions at once (``$JS.API.CONSUMER.UNPIN``), pulls them (also any it had
+given up to that member and was not pulling) and beats them, so the next
+message pins this live replica. A replica that stops cleanly unpins its own.
 
 Balance: replicas announce themselves (and the partitions they hold) on
 ``subjects.ORCHESTRATOR_MEMBERS``; a replica holding more than its fair share
 (partitions / replicas, rounded up) while another holds less gives the excess
-up: it stops pulling those partitions for ``GIVE_UP_FOR``, so the server pins
-another replica's waiting pull.
+up: it stops pulling those partitions for ``GIVE_UP_FOR`` and hands them over
+at once (``_hand_over``): its waiting pulls lose their inbox (the server skips
+a pull nobody listens to) and it unpins, so the next event pins another
+replica's waiting pull. Waiting out the pin timeout instead held a given-up
+partition's events for up to ``PIN_TIMEOUT`` (0.5-0.7 s measured), and a
+caller's answer with them.
+
+Timings (issue 10: the next turn within 2 s of a kill): a killed replica's
+partitions are found within ``PROBE_EVERY`` and gained a few ms later;
+``stats["takeover_ms"]`` (the runtime) and the "orchestrator replica gone" /
+"partition handed over" log lines carry the rest.
 
 Nothing here decides about a conversation: deliveries go to the runtime, which
 reduces them in order and acks them (``Delivery.ack``) once the state that
@@ -64,7 +74,8 @@ ACK_WAIT = 5.0  # s before an unacked delivery is delivered again (to the owner 
 MEMBER_EVERY = 0.5
 MEMBER_TTL = 1.6  # s without an announcement: the replica is gone
 GIVE_UP_FOR = 2.0
-PROBE_EVERY = 0.25
+PROBE_EVERY = 0.1  # s between liveness questions to each member (a few bytes each way)
+PROBE_TIMEOUT = 0.5  # s: a member slower than this is busy, not dead (the pin timeout covers a hung one)
 
 
 @dataclass(slots=True)
@@ -120,6 +131,7 @@ class Partition:
     pin: str | None = None  # set while this replica owns the partition
     paused_until: float = 0.0  # giving it up: no pulls until then
     inbox: str = ""
+    sub: object = None  # the inbox's subscription (a new one at each hand-over)
 
 
 @dataclass
@@ -150,8 +162,7 @@ class Ownership:
     async def start(self) -> None:
         await ensure_consumers(self.nc, self.partitions)
         for part in self.parts:
-            part.inbox = self.nc.new_inbox()
-            self.subs.append(await self.nc.subscribe(part.inbox, cb=self._receiver(part)))
+            await self._new_inbox(part)
         self.subs.append(await self.nc.subscribe(subjects.ORCHESTRATOR_MEMBERS, cb=self._on_member))
         self.subs.append(await self.nc.subscribe(subjects.orchestrator_alive(self.replica), cb=self._on_alive))
         for loop in (self._pull_loop, self._beat_loop, self._member_loop, self._probe_loop):
@@ -168,7 +179,7 @@ class Ownership:
     async def stop(self) -> None:
         for task in self.tasks:
             task.cancel()
-        for sub in self.subs:
+        for sub in [*self.subs, *(part.sub for part in self.parts if part.sub is not None)]:
             await sub.unsubscribe()
         for p in self.owned():  # hand over now, not after the pin timeout
             await self._unpin(p)
@@ -184,38 +195,69 @@ class Ownership:
         if msg.reply:
             await msg.respond(b"1")
 
+    async def _new_inbox(self, part: Partition) -> None:
+        """Deliveries for ``part`` come to a fresh inbox; pulls sent to the old
+        one are void (the server skips a pull whose inbox has no subscriber)."""
+        old = part.sub
+        part.inbox = self.nc.new_inbox()
+        part.sub = await self.nc.subscribe(part.inbox, cb=self._receiver(part))
+        if old is not None:
+            await old.unsubscribe()
+
     async def _probe_loop(self) -> None:
-        """Find a dead member at once, and unpin what it held."""
+        """Find a dead member at once, and take over what it held."""
         while True:
             await asyncio.sleep(PROBE_EVERY)
-            for replica, (_, held) in list(self.members.items()):
-                if replica == self.replica or not held:
-                    continue
-                try:
-                    await self.nc.request(subjects.orchestrator_alive(replica), b"", timeout=1)
-                except nats.errors.NoRespondersError:
-                    self.members.pop(replica, None)
-                    self.stats["dead_members"] = self.stats.get("dead_members", 0) + 1
-                    log.warning("orchestrator replica gone: unpinning its partitions", extra={"gone": replica, "partitions": list(held)})
-                    for p in held:
-                        if self.parts[p].pin is None:
-                            await self._unpin(p)
-                            await self.nc.publish(subjects.event_beat(p), b"")
-                except Exception:  # noqa: BLE001 - slow is not dead
-                    pass
+            # Every other member, also one that announced nothing held yet: it
+            # may have been pinned on what this replica just gave it (orphans).
+            others = [(r, held) for r, (_, held) in list(self.members.items()) if r != self.replica]
+            if others:
+                await asyncio.gather(*(self._probe(r, held) for r, held in others))
+
+    async def _probe(self, replica: str, held: tuple[int, ...]) -> None:
+        try:
+            await self.nc.request(subjects.orchestrator_alive(replica), b"", timeout=PROBE_TIMEOUT)
+        except nats.errors.NoRespondersError:
+            pass
+        except Exception:  # noqa: BLE001 - slow is not dead
+            return
+        else:
+            return
+        if self.members.pop(replica, None) is None:
+            return
+        found = time.monotonic()
+        self.stats["dead_members"] = self.stats.get("dead_members", 0) + 1
+        # And any partition this replica gave up that no live member claims
+        # yet (given to the dead one before it announced it).
+        claimed = {p for r, (_, h) in self.members.items() if r != self.replica for p in h}
+        orphans = [part.index for part in self.parts if part.paused_until > found and part.index not in claimed and part.index not in held]
+        await asyncio.gather(*(self._take_back(self.parts[p]) for p in [*held, *orphans] if self.parts[p].pin is None))
+        log.warning(
+            "orchestrator replica gone: its partitions unpinned and pulled",
+            extra={"gone": replica, "partitions": list(held), "orphans": orphans, "took_ms": round((time.monotonic() - found) * 1000, 1)},
+        )
+
+    async def _take_back(self, part: Partition) -> None:
+        """A dead member's partition: unpinned, pulled, beaten, so the beat pins our pull."""
+        part.paused_until = 0.0  # perhaps given up to that member a moment ago: pull it again now
+        await self._unpin(part.index)
+        await self._pull(part)
+        await self.nc.publish(subjects.event_beat(part.index), b"")
+
+    async def _pull(self, part: Partition) -> None:
+        request = {"batch": PULL_BATCH, "expires": int(PULL_EXPIRES * 1e9), "group": subjects.EVENT_PIN_GROUP}
+        if part.pin:
+            request["id"] = part.pin
+        subject = f"$JS.API.CONSUMER.MSG.NEXT.{subjects.EVENTS_STREAM}.{subjects.event_consumer(part.index)}"
+        await self.nc.publish(subject, json.dumps(request).encode(), reply=part.inbox)
 
     # ------------------------------------------------------------- pulling
     async def _pull_loop(self) -> None:
         while True:
             now = time.monotonic()
             for part in self.parts:
-                if part.paused_until > now:
-                    continue
-                request = {"batch": PULL_BATCH, "expires": int(PULL_EXPIRES * 1e9), "group": subjects.EVENT_PIN_GROUP}
-                if part.pin:
-                    request["id"] = part.pin
-                subject = f"$JS.API.CONSUMER.MSG.NEXT.{subjects.EVENTS_STREAM}.{subjects.event_consumer(part.index)}"
-                await self.nc.publish(subject, json.dumps(request).encode(), reply=part.inbox)
+                if part.paused_until <= now:
+                    await self._pull(part)
             await asyncio.sleep(PULL_EVERY)
 
     def _receiver(self, part: Partition):
@@ -263,8 +305,17 @@ class Ownership:
         while True:
             owned = self.owned()
             await self.nc.publish(subjects.ORCHESTRATOR_MEMBERS, json.dumps({"replica": self.replica, "held": owned}).encode())
-            self._rebalance(len(owned))
+            for part in self._rebalance(len(owned)):
+                await self._hand_over(part)
             await asyncio.sleep(MEMBER_EVERY)
+
+    async def _hand_over(self, part: Partition) -> None:
+        """A given-up partition goes to another replica now: our waiting pulls
+        are voided, then the pin, so its next event pins another's pull."""
+        began = time.monotonic()
+        await self._new_inbox(part)
+        await self._unpin(part.index)
+        log.info("partition handed over", extra={"partition": part.index, "replica": self.replica, "took_ms": round((time.monotonic() - began) * 1000, 1)})
 
     async def _on_member(self, msg) -> None:
         try:
@@ -273,15 +324,19 @@ class Ownership:
         except (ValueError, KeyError, TypeError):
             log.warning("bad member announcement dropped")
 
-    def _rebalance(self, held: int) -> None:
+    def _rebalance(self, held: int) -> list[Partition]:
+        """The partitions to give up (paused and lost here; ``_hand_over`` next)."""
         now = time.monotonic()
         alive = {r: len(h) for r, (seen, h) in self.members.items() if now - seen < MEMBER_TTL}
         alive[self.replica] = held
         fair = math.ceil(self.partitions / len(alive))
         if held <= fair or not any(h < fair for r, h in alive.items() if r != self.replica):
-            return
+            return []
+        given = []
         for p in self.owned()[fair:]:
             part = self.parts[p]
             part.paused_until = now + GIVE_UP_FOR
             self.stats["given_up"] += 1
             self._lose(part, f"given up: {held} held, fair share {fair} of {len(alive)} replicas")
+            given.append(part)
+        return given

@@ -165,6 +165,7 @@ class Runtime:
         self.live = None
         self.cache: dict[str, Cached] = {}
         self.partition_of: dict[str, int] = {}
+        self.gained_at: dict[int, float] = {}  # partition -> when this replica last gained it (monotonic)
         self.listed: set[str] = set()  # sessions this replica put in the live index
         self.queues: dict[str, asyncio.Queue] = {}
         self.workers: dict[str, asyncio.Task] = {}
@@ -258,6 +259,7 @@ class Runtime:
         queue.put_nowait(item)
 
     def _on_gained(self, p: int) -> None:
+        self.gained_at[p] = time.monotonic()
         for session, part in self.partition_of.items():
             if part == p:
                 self.cache.pop(session, None)  # a break in ownership: read it again
@@ -346,9 +348,11 @@ class Runtime:
             cached = self.cache.get(session)
             cold = cached is None
             if cold:
+                loading = time.monotonic()
                 cached = await self._load(session)
                 pending = await self._catch_up(session, cached.stored.applied)
                 self.stats["caught_up"] += len(pending)
+                loaded_ms = (time.monotonic() - loading) * 1000
             else:
                 pending = [(d.seq, d.subject, d.data) for d in deliveries if d.seq > cached.stored.applied]
             events, applied, dropped = self._decode(session, pending, cached.stored.applied)
@@ -381,7 +385,14 @@ class Runtime:
         await self._ack(deliveries, stored.applied)
         if takeover:
             self.stats["takeovers"] += 1
-            log.info("session taken over", extra={"session_id": session, "from": cached.stored.owner, "replica": self.replica})
+            gained = self.gained_at.get(self.partition_of.get(session, -1))
+            log.info(
+                "session taken over",
+                extra={
+                    "session_id": session, "from": cached.stored.owner, "replica": self.replica, "caught_up": len(pending),
+                    "load_ms": round(loaded_ms, 1), "since_gained_ms": round((time.monotonic() - gained) * 1000, 1) if gained else None,
+                },
+            )  # fmt: skip
         if takeover and cached.stored.unlogged:
             # The old owner may have died between its commit and its log
             # write: log its last batch again (the log drops a step it has).

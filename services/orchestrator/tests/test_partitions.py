@@ -1,0 +1,124 @@
+"""Partition ownership around a real nats-server: how fast events move to
+another replica when one joins (a hand-over) or dies (a take-back).
+
+Both must happen at once, not after a timeout: while a partition has no
+replica pulling it, its calls' events wait, and so do their answers (issue 10:
+the next turn within 2 s of a kill). The tests stretch the timeouts the old
+behaviour waited out, so that waiting shows up as a failure, not as a delay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from parley import bus, fakeclock
+from parley.natsd import NatsServer, free_port
+from parley_orchestrator import partitions
+from parley_orchestrator.adapters.fixed import FixedLatencyBrain
+from parley_orchestrator.runtime import Runtime
+
+
+class NoTools:
+    def schemas(self):
+        return []
+
+
+@pytest.fixture
+def nats(tmp_path):
+    with NatsServer(free_port(), tmp_path / "nats") as server:
+        yield server
+
+
+async def _until(pred, timeout: float, what) -> None:
+    """Wait for ``pred()``; ``what`` (text, or a function giving it) says what did not happen."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        await asyncio.sleep(0.02)
+    raise TimeoutError(what() if callable(what) else what)
+
+
+def _replica(nc, name: str) -> Runtime:
+    return Runtime(nc=nc, brain=FixedLatencyBrain(first_token=0.0, per_token=0.0), tools=NoTools(), replica=name)
+
+
+def test_a_replica_that_joins_gets_its_share_handed_over_not_after_the_pin_timeout(nats, monkeypatch):
+    """The replica giving partitions up voids its waiting pulls and unpins them:
+    with a pin timeout far longer than the wait, the newcomer still gets its share."""
+    monkeypatch.setattr(partitions, "PIN_TIMEOUT", 60.0)  # the consumers are made with it (priority_timeout)
+
+    async def scenario():
+        nc1, nc2 = await bus.connect(nats.url), await bus.connect(nats.url)
+        first, second = _replica(nc1, "first"), _replica(nc2, "second")
+        await first.start()
+        await _until(lambda: len(first.ownership.owned()) == first.partitions, 15, "the first replica owns every partition")
+        await second.start()
+        fair = first.partitions // 2
+        await _until(
+            lambda: len(second.ownership.owned()) == fair and len(first.ownership.owned()) == fair, 20,
+            lambda: f"not shared out: {first.ownership.owned()} / {second.ownership.owned()}",
+        )  # fmt: skip
+        assert first.ownership.stats["given_up"] == fair
+        for r, nc in ((first, nc1), (second, nc2)):
+            await r.stop()
+            await nc.close()
+
+    asyncio.run(scenario())
+
+
+_DOOMED = """
+import asyncio, sys
+from parley import bus
+from parley_orchestrator.adapters.fixed import FixedLatencyBrain
+from parley_orchestrator.runtime import Runtime
+
+class NoTools:
+    def schemas(self):
+        return []
+
+async def main():
+    nc = await bus.connect(sys.argv[1])
+    rt = Runtime(nc=nc, brain=FixedLatencyBrain(first_token=0.0, per_token=0.0), tools=NoTools(), replica="doomed")
+    await rt.start()
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+def test_partitions_given_to_a_replica_that_dies_are_pulled_again_at_once(nats, monkeypatch):
+    """kill -9 of a replica just after it was given partitions: the giver does
+    not sit out its give-up pause; it takes them back as soon as it finds the
+    replica gone."""
+    monkeypatch.setattr(partitions, "GIVE_UP_FOR", 60.0)
+
+    async def scenario():
+        nc = await bus.connect(nats.url)
+        survivor = _replica(nc, "survivor")
+        await survivor.start()
+        await _until(lambda: len(survivor.ownership.owned()) == survivor.partitions, 15, "the survivor owns every partition")
+        proc = subprocess.Popen([sys.executable, "-c", _DOOMED, nats.url], stdout=subprocess.PIPE, env={**os.environ, **fakeclock.child_env(os.environ)})
+        try:
+            assert (await asyncio.to_thread(proc.stdout.readline)).strip() == b"ready"
+            await _until(lambda: survivor.ownership.stats["given_up"] > 0, 20, "partitions given up to the newcomer")
+            given = [p.index for p in survivor.ownership.parts if p.paused_until > time.monotonic()]
+            assert given, "given-up partitions are paused here"
+            proc.kill()
+            proc.wait()
+            await _until(lambda: len(survivor.ownership.owned()) == survivor.partitions, 20, lambda: f"not taken back: owns {survivor.ownership.owned()}, {survivor.ownership.stats}")
+            assert survivor.ownership.stats["dead_members"] == 1
+            assert all(survivor.ownership.parts[p].paused_until == 0.0 for p in given)
+        finally:
+            proc.kill()
+        await survivor.stop()
+        await nc.close()
+
+    asyncio.run(scenario())
