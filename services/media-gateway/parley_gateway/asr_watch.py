@@ -10,6 +10,13 @@ body: their session ids, comma-separated) and the worker answers with each
 one's progress (``contract.AsrProgressAll``): which utterance it is on, so
 that a dead worker's unfinished audio can be given to the next.
 
+Death is found faster than progress is needed: between progress rounds the
+gateway pings each worker every ``ASR_PING_S`` (an empty body, answered
+"1"), with a short timeout, in its own loop, so neither the period nor a
+progress question left unanswered by a worker that died with it in hand (it
+waits out its timeout) delays the reclaim. The reclaim then replays from the
+last progress (at most ``ASR_CHECK_S`` old), as before.
+
 A slow worker is not a dead one: a timeout changes nothing (two workers on
 one session would double every event).
 """
@@ -26,30 +33,40 @@ from parley import contract, subjects
 
 log = logging.getLogger("parley.gateway")
 
-ASR_CHECK_S = 0.5
+ASR_CHECK_S = 0.5  # s between progress rounds (the replay's starting point)
+ASR_PING_S = 0.1  # s between liveness pings (how soon a dead worker is found)
+ASR_PING_TIMEOUT_S = 0.25  # s: no answer in this long is a busy worker, not a dead one
+ASR_PROGRESS_TIMEOUT_S = 2.0
 
 
 class AsrWatch:
-    def __init__(self, nc, every: float = ASR_CHECK_S, stats: dict | None = None):
+    def __init__(
+        self, nc, every: float = ASR_CHECK_S, stats: dict | None = None, ping_every: float = ASR_PING_S,
+        progress_timeout: float = ASR_PROGRESS_TIMEOUT_S,
+    ):  # fmt: skip
         self.nc = nc
         self.stats = stats if stats is not None else {}  # the gateway's: watch_errors
         self.every = every
+        self.ping_every = ping_every
+        self.progress_timeout = progress_timeout
         self.calls: set = set()  # parley_gateway.call.Call
         self.reclaiming: set = set()
-        self.task: asyncio.Task | None = None
+        self.tasks: list[asyncio.Task] = []
 
     def add(self, call) -> None:
         self.calls.add(call)
-        if self.task is None or self.task.done():
-            self.task = asyncio.create_task(self._run(), name="asr-watch")
-            self.task.add_done_callback(self._ended)
+        if not self.tasks or any(t.done() for t in self.tasks):
+            self.close()
+            self.tasks = [asyncio.create_task(self._run(), name="asr-watch"), asyncio.create_task(self._ping_loop(), name="asr-ping")]
+            for task in self.tasks:
+                task.add_done_callback(self._ended)
 
     def remove(self, call) -> None:
         self.calls.discard(call)
 
     def close(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
+        for task in self.tasks:
+            task.cancel()
 
     def _ended(self, task: asyncio.Task) -> None:
         # Started again by the next call added; until then a dead worker goes unnoticed.
@@ -66,24 +83,47 @@ class AsrWatch:
                 self.stats["watch_errors"] = self.stats.get("watch_errors", 0) + 1
                 log.exception("checking the ASR workers failed")
 
-    async def check(self) -> None:
-        """One round: every worker that holds calls of this gateway, at once."""
+    async def _ping_loop(self) -> None:
+        while self.calls:
+            await asyncio.sleep(self.ping_every)
+            try:
+                await asyncio.gather(*(self._ping(worker, calls) for worker, calls in self._by_worker().items()))
+            except Exception:  # noqa: BLE001 - one bad round must not stop the watching
+                self.stats["watch_errors"] = self.stats.get("watch_errors", 0) + 1
+                log.exception("pinging the ASR workers failed")
+
+    def _by_worker(self) -> dict[str, list]:
         by_worker: dict[str, list] = {}
         for call in list(self.calls):
             if not call.closed and call.asr_worker and call not in self.reclaiming:
                 by_worker.setdefault(call.asr_worker, []).append(call)
-        await asyncio.gather(*(self._check(worker, calls) for worker, calls in by_worker.items()))
+        return by_worker
+
+    async def check(self) -> None:
+        """One progress round: every worker that holds calls of this gateway, at once."""
+        await asyncio.gather(*(self._check(worker, calls) for worker, calls in self._by_worker().items()))
+
+    async def _ping(self, worker: str, calls: list) -> None:
+        try:
+            await self.nc.request(subjects.asr_alive(worker), b"", timeout=ASR_PING_TIMEOUT_S)
+        except NoRespondersError:
+            self._gone(worker, calls)
+        except Exception:  # noqa: BLE001 - slow or NATS reconnecting: not evidence of death
+            return
+
+    def _gone(self, worker: str, calls: list) -> None:
+        for call in calls:
+            if call.asr_worker == worker and not call.closed and call not in self.reclaiming:
+                self.reclaiming.add(call)
+                call.tasks.spawn(self._reclaim(call), "reclaim-asr")
 
     async def _check(self, worker: str, calls: list) -> None:
         # The trailing comma asks for the many-session answer even for one.
         body = ("".join(f"{c.session}," for c in calls)).encode()
         try:
-            reply = await self.nc.request(subjects.asr_alive(worker), body, timeout=2)
+            reply = await self.nc.request(subjects.asr_alive(worker), body, timeout=self.progress_timeout)
         except NoRespondersError:
-            for call in calls:
-                if call.asr_worker == worker and not call.closed:
-                    self.reclaiming.add(call)
-                    call.tasks.spawn(self._reclaim(call), "reclaim-asr")
+            self._gone(worker, calls)
             return
         except Exception:  # noqa: BLE001 - slow or NATS reconnecting: not evidence of death
             return

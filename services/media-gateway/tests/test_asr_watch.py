@@ -1,7 +1,8 @@
 """AsrWatch: one liveness question per ASR worker per round, for all of the
 gateway's calls on it; each call gets its own progress; a dead worker's calls
-are each claimed again once. Real nats-server; the test answers as the ASR
-workers (their documented reply, contract.AsrProgressAll)."""
+are each claimed again once, found by the pings between rounds even when the
+worker died holding a progress question. Real nats-server; the test answers
+as the ASR workers (their documented replies: contract.AsrProgressAll, "1")."""
 
 from __future__ import annotations
 
@@ -37,6 +38,9 @@ def test_one_question_per_worker_per_round_progress_per_call_and_one_reclaim_per
 
         def worker(name: str):
             async def on_alive(msg):
+                if not msg.data:  # a ping
+                    await msg.respond(b"1")
+                    return
                 asked[name].append(msg.data)
                 sessions = [s for s in msg.data.decode().split(",") if s.startswith("s")]
                 items = tuple(contract.AsrProgress(session=s, next_utterance=int(s[1:]), unfinished=-1) for s in sessions)
@@ -72,3 +76,38 @@ def test_one_question_per_worker_per_round_progress_per_call_and_one_reclaim_per
     assert [c.asr_progress.next_utterance for c in calls] == [1, 2, 3]  # each its own progress
     assert [c.reclaims for c in calls] == [1, 1, 0]  # each of the dead worker's calls claimed again, once
     assert calls[0].asr_worker == calls[1].asr_worker == "w-new" and asked["w-new"]  # and watched on its new worker
+
+
+def test_a_worker_that_dies_holding_a_progress_question_is_found_by_the_pings(nats_server):
+    """The worker took the progress question and died before answering: the
+    question waits out its timeout (here far longer than the test), but the
+    pings find the worker gone and its call is claimed again."""
+
+    async def scenario():
+        nc = await bus.connect(nats_server.url)
+        took = asyncio.Event()
+
+        async def on_alive(msg):
+            if not msg.data:
+                await msg.respond(b"1")
+            else:
+                took.set()  # ... and never answers: it is dying
+
+        sub = await nc.subscribe(subjects.asr_alive("w1"), cb=on_alive)
+        call = FakeCall("s1", "w1")
+        watch = AsrWatch(nc, every=0.1, ping_every=0.05, progress_timeout=120.0)
+        try:
+            watch.add(call)
+            await asyncio.wait_for(took.wait(), 10)
+            await sub.unsubscribe()  # gone, with the question in hand
+            await nc.flush()
+            deadline = asyncio.get_running_loop().time() + 20
+            while call.reclaims == 0 and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.05)
+            return call.reclaims
+        finally:
+            watch.close()
+            call.tasks.cancel()
+            await nc.close()
+
+    assert asyncio.run(scenario()) == 1
