@@ -368,7 +368,13 @@ async def _timelines(stack: Stack, result: ChaosResult, wall_minus_mono: float) 
                 sessions.setdefault(rec["call_sid"], rec["session_id"])
             if any(m in str(rec.get("msg", "")) for m in _TIMELINE_LOGS) and "ts" in rec:
                 lines.append((rec["ts"], key, rec))
-    for ms, call, n, j in sorted(result.slow_candidates, reverse=True)[:SLOWEST]:
+    seen: set[tuple[int, int]] = set()
+    for ms, call, n, j in sorted(result.slow_candidates, key=lambda c: (-c[0], -c[3])):
+        if (call, n) in seen:
+            continue  # the same turn after an earlier kill too: shown once, with the latest kill before it
+        seen.add((call, n))
+        if len(seen) > SLOWEST:
+            break
         turn = result.records[call]["turns"][n]
         end = turn["speech_end"] + wall_minus_mono
         until = turn["first_media"] + wall_minus_mono
