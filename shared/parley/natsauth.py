@@ -207,12 +207,17 @@ ROLES: dict[str, Role] = {
     ),
     "tts": Role(
         about="tts: synthesizes requested text into a run's audio",
-        publish=(wildcard(subjects.tts_audio), events_of("tts"), *_tts_puller(), load_of("tts"), wildcard(subjects.tts_resume)),
+        publish=(
+            wildcard(subjects.tts_audio), events_of("tts"), *_tts_puller(), load_of("tts"), wildcard(subjects.tts_resume),
+            # what it holds (its peers hand a dead worker's requests back), and whether a peer is alive
+            wildcard(subjects.tts_held), wildcard(subjects.tts_alive),
+        ),  # fmt: skip
         subscribe=(
             subjects.LOAD_ASK,
             subjects.TTS_CANCEL,
             subjects.CONTROL_ALL,
             wildcard(subjects.tts_alive),
+            wildcard(subjects.tts_held),
         ),
         responds=True,
     ),

@@ -155,6 +155,17 @@ def tts_alive(worker: str) -> str:
 
 
 
+def tts_held(worker: str) -> str:
+    """A TTS worker says here, as it takes a stored request, the request's ack
+    subject (the body). Its peers keep them: when the worker is gone (its
+    ``tts_alive`` has no responders) one of them hands its requests back to the
+    stream at once ("-NAK"), rather than after the consumer's ack wait."""
+    return f"{PREFIX}.tts.held.{session_token(worker)}"
+
+
+TTS_HELD_ALL = f"{PREFIX}.tts.held.*"
+
+
 def tts_resume(session: str) -> str:
     """Where a TTS worker given a request again (its first worker died) asks
     the gateway carrying the call which piece of the chunk it needs

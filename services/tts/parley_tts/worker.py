@@ -43,7 +43,14 @@ is still at it. A worker that dies stops saying so, and the server gives the
 request to another worker TTS_ACK_WAIT_S later: a chunk queued behind the
 dead one is synthesized elsewhere, and the one it was speaking is spoken
 again from the start (the gateway has moved on past it if it was playing:
-the answer goes on from the next chunk). The worker pulls one request at a
+the answer goes on from the next chunk). Sooner than the ack wait: as it
+takes a request, a worker tells its peers the request's ack subject
+(``subjects.tts_held``); each asks the peers it heard from whether they are
+alive every PEER_PROBE_S, and when one is gone the live worker with the
+lowest id hands its requests back to the stream ("-NAK": delivered again at
+once; a request already acked is not touched). A dead worker's requests are
+then said elsewhere within ~0.1-0.2 s, not 0.55-0.8 s (issue 10: a chunk the
+dead worker had taken but not begun held its caller's answer that long). The worker pulls one request at a
 time and holds at most ``max_held`` (queued, being synthesized or spoken: a
 speaking call holds its run's later chunks too, so the bound is set well above
 the calls a worker serves; below that, first chunks wait in the stream).
@@ -53,6 +60,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections import deque
 import logging
 import time
 from contextlib import aclosing
@@ -76,6 +84,10 @@ from .spoken import spoken
 log = logging.getLogger("parley_tts.worker")
 
 RESUME_ASK_S = 0.3  # s a worker given a chunk again waits for the gateway to say where its audio stopped
+PEER_PROBE_S = 0.1  # s between liveness questions to each peer this worker heard from
+PEER_PROBE_TIMEOUT_S = 0.25  # s: slower is busy, not dead
+PEER_HELD_KEEP_S = 60.0  # s a peer's ack subject is kept (older: long acked, or the ack wait covers it)
+PEER_HELD_MAX = 4096  # ack subjects kept per peer
 
 
 @dataclass
@@ -115,6 +127,8 @@ class Worker:
         self.subs: list = []
         self.pull = None  # the JetStream pull subscription
         self.held: dict[tuple[str, int, int], Msg] = {}  # (session, run, chunk) -> its stored request
+        # peer worker -> (loop time, ack subject) of the requests it said it took (see subjects.tts_held)
+        self.peer_held: dict[str, deque[tuple[float, str]]] = {}
         self.to_ack: list[Msg] = []  # released requests (acked by the keeper)
         self.room = asyncio.Event()  # set while fewer than max_held are held
         self.room.set()
@@ -137,6 +151,8 @@ class Worker:
             "resumed": 0,  # of those, chunks taken up mid-way (the gateway had their first pieces)
             "pieces_skipped": 0,  # pieces of those the gateway had: not sent again
             "pull_errors": 0,
+            "peers_gone": 0,  # peer workers found dead (no responders)
+            "peer_requests_handed_back": 0,  # their requests this worker handed back to the stream at once
             "request_errors": 0,  # a request this worker broke on (logged; handed back to the stream)
             "loop_errors": 0,  # the pull or keep loop died (logged critical; /healthz says 503)
             "ack_errors": 0,  # acking or extending held requests failed (a dropped connection): retried next round
@@ -160,11 +176,13 @@ class Worker:
             await self.nc.subscribe(subjects.TTS_CANCEL, cb=self._on_cancel),
             await self.nc.subscribe(subjects.CONTROL_ALL, cb=self._on_control),
             await self.nc.subscribe(subjects.tts_alive(self.id), cb=self._on_alive),
+            await self.nc.subscribe(subjects.TTS_HELD_ALL, cb=self._on_peer_held),
         ]
         await self.nc.flush()
         self.loops = [
             asyncio.create_task(self._pull_loop(), name="tts-pull"),
             asyncio.create_task(self._keep_loop(), name="tts-keep"),
+            asyncio.create_task(self._peer_loop(), name="tts-peers"),
         ]
         for task in self.loops:
             task.add_done_callback(self._loop_ended)
@@ -299,6 +317,43 @@ class Worker:
         if msg.reply:
             await msg.respond(b"1")
 
+    # ------------------------------------------------------------- peers
+    async def _on_peer_held(self, msg: Msg) -> None:
+        peer = msg.subject.rsplit(".", 1)[-1]
+        if peer == self.id or not msg.data:
+            return
+        now = asyncio.get_running_loop().time()
+        held = self.peer_held.setdefault(peer, deque(maxlen=PEER_HELD_MAX))
+        held.append((now, msg.data.decode(errors="replace")))
+        while held and held[0][0] < now - PEER_HELD_KEEP_S:
+            held.popleft()
+
+    async def _peer_loop(self) -> None:
+        """Find a dead peer within PEER_PROBE_S and hand its requests back."""
+        while True:
+            await asyncio.sleep(PEER_PROBE_S)
+            if self.peer_held:
+                await asyncio.gather(*(self._probe_peer(peer) for peer in list(self.peer_held)))
+
+    async def _probe_peer(self, peer: str) -> None:
+        try:
+            await self.nc.request(subjects.tts_alive(peer), b"", timeout=PEER_PROBE_TIMEOUT_S)
+            return
+        except nats.errors.NoRespondersError:
+            pass
+        except Exception:  # noqa: BLE001 - slow or reconnecting: not evidence of death
+            return
+        held = self.peer_held.pop(peer, None)
+        if not held:
+            return
+        self.stats["peers_gone"] += 1
+        if any(other < self.id for other in self.peer_held):
+            return  # a live peer with a lower id hands them back (one NAK each, not one per survivor)
+        for _, reply in held:
+            await self.nc.publish(reply, b"-NAK")
+        self.stats["peer_requests_handed_back"] += len(held)
+        log.warning("TTS worker gone: the requests it held go back to the stream now", extra={"gone": peer, "requests": len(held)})
+
     async def _on_request(self, msg: Msg) -> None:
         try:
             cmd = contract.decode_command(msg.data)
@@ -315,6 +370,8 @@ class Worker:
         ckey = (cmd.session, cmd.run, cmd.chunk)
         if msg.reply and not self._hold(ckey, msg):
             return
+        if msg.reply:
+            await self.nc.publish(subjects.tts_held(self.id), msg.reply.encode())
         now = asyncio.get_running_loop().time()
         trace = tuple((k, v) for k, v in (msg.headers or {}).items() if k in ("traceparent", "tracestate"))
         job = Job(cmd.session, cmd.run, cmd.chunk, spoken(cmd.text), received=now, trace=trace, provider=cmd.provider, redelivered=redelivered)
