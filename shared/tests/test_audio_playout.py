@@ -389,3 +389,103 @@ def test_reset_empties_a_chunk_that_has_not_started_so_it_can_come_again_whole()
     p.push(1, 1, pcm(1, 1, FRAME), last=True)  # again, whole, from another worker
     assert [describe(p.next_frame()[0]) for _ in range(3)] == [(1, 0, FRAME), (1, 1, FRAME), None]
     assert p.reset(1, 1) == 0 and p.reset(1, 0) == 0  # played: nothing to reset
+
+
+# -- rewind: the client dropped what it had not played at a pause ------------
+
+
+def test_a_rewind_inside_a_chunk_plays_the_taken_back_audio_again_on_resume():
+    p = Playout(RATE)
+    audio = np.arange(1, 801, dtype="<i2")
+    p.push(1, 0, audio.tobytes(), True)
+    out = [p.next_frame()[0] for _ in range(3)]
+    p.pause(1)
+    assert p.next_frame() == (None, [])
+    back = p.rewind(1, 30)  # the client had not played the last 30 ms (240 samples)
+    assert (back.samples, back.chunk, back.played_ms, back.reopened) == (240, 0, 30, False)
+    assert p.rewind(2, 10) is None  # not the paused head run
+    p.resume(1)
+    assert p.rewind(1, 10) is None  # playing again: too late to take anything back
+    rest = []
+    while (f := p.next_frame()[0]) is not None:
+        rest.append(f)
+    heard = np.frombuffer(b"".join(out), dtype="<i2")[: 480 - 240]
+    again = np.frombuffer(b"".join(rest), dtype="<i2")
+    assert np.array_equal(np.concatenate([heard, again[again != 0]]), audio)
+
+
+def test_a_rewind_over_a_chunk_boundary_reopens_the_finished_chunk():
+    p = Playout(RATE)
+    p.push(1, 0, np.arange(1, 201, dtype="<i2").tobytes(), True)  # 25 ms: two frames, the second padded
+    p.push(1, 1, np.arange(1001, 1801, dtype="<i2").tobytes(), True)
+    marks = []
+    for _ in range(3):
+        marks += p.next_frame()[1]
+    assert [(m.chunk, m.kind) for m in marks] == [(0, "started"), (0, "finished"), (1, "started")]
+    p.pause(1)
+    back = p.rewind(1, 25)  # 20 ms of chunk 1 and the last 5 ms of chunk 0
+    assert (back.samples, back.chunk, back.played_ms, back.reopened) == (200, 0, 20, True)
+    assert np.array_equal(np.frombuffer(back.reopened_pcm, dtype="<i2"), np.arange(161, 201))
+    assert p.chunk_state(1, 0) == "playing" and p.chunk_state(1, 1) == "queued"
+    p.resume(1)
+    frame, marks = p.next_frame()
+    assert np.array_equal(np.frombuffer(frame, dtype="<i2")[:40], np.arange(161, 201)) and not np.frombuffer(frame, dtype="<i2")[40:].any()
+    assert marks == [Mark(1, 0, "finished", 25)]
+    frame, marks = p.next_frame()
+    assert marks == [Mark(1, 1, "started", 20)] and np.frombuffer(frame, dtype="<i2")[0] == 1001
+
+
+@st.composite
+def rewinds(draw):
+    """A few runs of chunks with position-coded samples, played with pauses in
+    which the client drops 0-120 ms it had not played."""
+    run_ids = sorted(draw(st.sets(st.integers(0, 9), min_size=1, max_size=3)))
+    runs = [(run, draw(st.lists(st.integers(0, 500), min_size=1, max_size=4))) for run in run_ids]
+    ops = draw(st.lists(st.one_of(st.just(("next",)), st.tuples(st.just("rewind"), st.integers(0, 120))), max_size=80))
+    return runs, ops
+
+
+@settings(max_examples=300, deadline=None)
+@given(rewinds())
+def test_what_the_client_dropped_plays_again_and_everything_is_heard_once_in_order(scenario):
+    runs, ops = scenario
+    p = Playout(RATE)
+    pushed = []
+    for run, lengths in runs:
+        for chunk, n in enumerate(lengths):
+            base = run * 2500 + chunk * 600 + 1
+            samples = np.arange(base, base + n, dtype="<i2")
+            pushed.append(samples)
+            assert p.push(run, chunk, samples.tobytes(), True)
+    heard: list[int] = []
+    finished: list[tuple[int, int, int]] = []
+
+    def tick():
+        f, m = p.next_frame()
+        finished.extend((x.run, x.chunk, x.played_ms) for x in m if x.kind == "finished")
+        if f is not None:
+            x = np.frombuffer(f, dtype="<i2")
+            heard.extend(int(v) for v in x[x != 0])
+        return f, m
+
+    for op in ops:
+        if op[0] == "next":
+            tick()
+        elif p.current_run is not None:
+            run = p.current_run
+            p.pause(run)
+            back = p.rewind(run, op[1])
+            assert back is not None and back.samples <= op[1] * RATE // 1000
+            assert back.samples <= len(heard)
+            del heard[len(heard) - back.samples :]  # the client never played them
+            p.resume(run)
+    while tick() != (None, []):
+        pass
+    assert heard == [int(v) for s in pushed for v in s]
+    # Each chunk's last "finished" mark gives its whole length, in order.
+    last = {}
+    for run, chunk, played in finished:
+        last[(run, chunk)] = played
+    assert list(last) == [(run, chunk) for run, lengths in runs for chunk in range(len(lengths))]
+    assert all(last[(run, chunk)] == ms(n) for run, lengths in runs for chunk, n in enumerate(lengths))
+    assert p.buffered_ms == 0

@@ -29,6 +29,13 @@ silence on None. Theory of operation:
   holds (its worker died: the answer goes on from the next chunk);
   ``reset(run, chunk)`` drops what a chunk holds before it started playing
   (its audio will come again, whole, from another worker).
+* ``rewind(run, ms)`` takes back up to ``ms`` of audio a paused run already
+  played, which the caller's client reports it never played (it dropped
+  what its buffer held at the pause): the run plays it again on resume.
+  Each run keeps the played audio of its head chunk and of the chunk before
+  it (``keep_ms`` of each at most), so a rewind may go back over one chunk
+  boundary; the result says so (``Rewind.reopened``), and the gateway then
+  tells the orchestrator that chunk was not heard whole after all.
 * ``Mark``\\ s tell the gateway when a chunk's first frame and last frame
   leave, which it reports upstream as playback progress.
 
@@ -56,6 +63,20 @@ class Mark:
     played_ms: int
 
 
+@dataclass(frozen=True, slots=True)
+class Rewind:
+    """What ``rewind`` took back: ``samples`` of audio; the run now stands at
+    ``played_ms`` into ``chunk``; ``reopened``: it went back into a chunk
+    that had finished (its "finished" mark was given), and ``reopened_pcm``
+    is the part of that chunk taken back."""
+
+    samples: int
+    chunk: int
+    played_ms: int
+    reopened: bool
+    reopened_pcm: bytes = b""
+
+
 class _Chunk:
     __slots__ = ("buf", "pos", "complete", "started", "played")
 
@@ -68,13 +89,14 @@ class _Chunk:
 
 
 class _Run:
-    __slots__ = ("chunks", "next_chunk", "paused", "buffered")
+    __slots__ = ("chunks", "next_chunk", "paused", "buffered", "last_done")
 
     def __init__(self) -> None:
         self.chunks: dict[int, _Chunk] = {}
         self.next_chunk = 0  # the chunk playing, or the one to play next
         self.paused = False
         self.buffered = 0  # bytes held across all chunks of this run
+        self.last_done: _Chunk | None = None  # chunk next_chunk - 1 once it finished (its tail kept for a rewind)
 
 
 _COMPACT_AT = 1 << 16  # drop played bytes from a chunk's buffer past this offset
@@ -83,12 +105,13 @@ _COMPACT_AT = 1 << 16  # drop played bytes from a chunk's buffer past this offse
 class Playout:
     """Outbound playout buffer for one call; PCM16 mono at ``rate``."""
 
-    def __init__(self, rate: int, frame_ms: int = 20) -> None:
+    def __init__(self, rate: int, frame_ms: int = 20, keep_ms: int = 500) -> None:
         if rate <= 0 or frame_ms <= 0 or rate * frame_ms % 1000:
             raise ValueError(f"{frame_ms} ms is not a whole number of samples at {rate} Hz")
         self.rate = rate
         self.frame_ms = frame_ms
         self.frame_bytes = rate * frame_ms // 1000 * 2
+        self.keep_bytes = rate * keep_ms // 1000 * 2  # played audio kept per chunk for a rewind
         self._silence = bytes(self.frame_bytes)
         self._runs: dict[int, _Run] = {}
         self._closed: int | None = None  # runs <= this are flushed or superseded
@@ -237,6 +260,43 @@ class Playout:
         self.dropped_frames += dropped
         return dropped
 
+    def rewind(self, run: int, ms: int) -> Rewind | None:
+        """Take back up to ``ms`` of audio the paused head run played (it
+        plays again on resume); None if ``run`` is not the paused head run.
+        Goes back over at most one chunk boundary, and never past what was
+        kept (``keep_ms``) nor past the run's start."""
+        r = self._runs.get(run)
+        if r is None or not r.paused or run != self.current_run or ms < 0:
+            return None
+        want = ms * self.rate // 1000 * 2
+        taken = self._take_back(r.chunks.get(r.next_chunk), want)
+        reopened, tail = False, b""
+        c = r.chunks.get(r.next_chunk)
+        done = r.last_done
+        if taken < want and (c is None or not c.started) and done is not None and done.pos > 0:
+            back = self._take_back(done, want - taken)
+            tail = bytes(done.buf[done.pos : done.pos + back])
+            taken += back
+            r.next_chunk -= 1
+            r.chunks[r.next_chunk] = done
+            r.last_done, reopened = None, True
+        r.buffered += taken
+        self._buffered += taken
+        head = r.chunks.get(r.next_chunk)
+        return Rewind(taken // 2, r.next_chunk, self._ms(head.played) if head is not None else 0, reopened, tail)
+
+    @staticmethod
+    def _take_back(c: _Chunk | None, want: int) -> int:
+        """Move a chunk's read position back by up to ``want`` bytes it kept; bytes taken back."""
+        if c is None or not c.started:
+            return 0
+        back = min(want, c.pos)
+        c.pos -= back
+        c.played -= back
+        if c.played == 0:
+            c.started = False  # it starts again (its "started" mark comes again)
+        return back
+
     def pause(self, run: int) -> None:
         if not self._is_closed(run):
             self._runs.setdefault(run, _Run()).paused = True
@@ -279,20 +339,28 @@ class Playout:
             c.played += take
             r.buffered -= take
             self._buffered -= take
-            if c.pos >= _COMPACT_AT:
-                del c.buf[: c.pos]
-                c.pos = 0
+            if c.pos >= _COMPACT_AT + self.keep_bytes:
+                self._compact(c)
             finished = c.complete and c.pos == len(c.buf)
             if first:
                 marks.append(Mark(run, r.next_chunk, "started", self._ms(c.played)))
             if finished:
                 marks.append(Mark(run, r.next_chunk, "finished", self._ms(c.played)))
+                self._compact(c)
+                r.last_done = c
                 del r.chunks[r.next_chunk]
                 r.next_chunk += 1
             if take == 0:
                 continue  # an empty chunk: marks only, look for audio in the next one
             return frame if take == size else frame + self._silence[take:]
         return None
+
+    def _compact(self, c: _Chunk) -> None:
+        """Drop played bytes, keeping the last ``keep_bytes`` for a rewind."""
+        cut = c.pos - self.keep_bytes
+        if cut > 0:
+            del c.buf[:cut]
+            c.pos -= cut
 
     def _supersede(self, run: int) -> None:
         self._close_upto(run)
