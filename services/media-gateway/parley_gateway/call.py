@@ -42,6 +42,18 @@ never gets any audio while later ones wait is given up after
 TTS_CHUNK_PATIENCE_S, and one that stalls with its worker alive after
 TTS_STALL_GIVE_UP_S: a missing chunk never holds the answer forever.
 
+A client with a buffer of its own (the page over WebRTC or /ws/pcm, ``parley
+talk``) is told at a pause to stop playing that run (``on_pause`` sends
+``pause``); it drops what it had not played yet and answers how much that
+was (``client_paused``): the playout takes that much back (``Playout.rewind``),
+so the resume plays on from exactly what the caller heard, the recording's
+agent channel loses it too, and a chunk already reported finished whose
+voiced end was among it is reported unfinished (``PlaybackProgress`` with
+``finished=False`` for a chunk behind: the reducer takes it out of what
+was heard). A resume waits for that answer (at most ``ANSWER_WAIT_S`` after
+the pause) once the client said it answers (``hello``); a client that never
+answers plays as before.
+
 Playback progress (what the caller heard) comes from the playout marks, unless
 the transport knows better (Twilio echoes marks): then it reports progress
 itself through ``call.heard``. Progress and latency notices are published, in
@@ -70,6 +82,7 @@ from dataclasses import dataclass
 from typing import Awaitable, Callable, Protocol
 
 import msgspec
+import numpy as np
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
 
@@ -146,6 +159,13 @@ TTS_ASK_TIMEOUT_S = 0.5
 TTS_CHUNK_PATIENCE_S = 4.0
 TTS_STALL_GIVE_UP_S = 8.0
 
+# A client that answers pauses (client_paused): a resume waits for its answer
+# at most this long after the pause; what it may say it dropped, at most
+# (the playout keeps this much of a run's played audio to take back).
+ANSWER_WAIT_S = 0.4
+REWIND_MAX_MS = 500
+VOICED = 0.01  # RMS (of full scale) of a 10 ms window that is more than silence
+
 
 @dataclass(frozen=True)
 class Switchboard:
@@ -178,7 +198,10 @@ class Call:
         self.asr_watch = board.asr_watch  # the gateway's shared ASR liveness check (None: this call checks its own)
         self.session = session or new_session_id(transport.kind)
         self.tones: ToneDetector | None = None  # outbound calls only (set in start)
-        self.playout = Playout(rate=transport.rate, frame_ms=FRAME_MS)
+        self.playout = Playout(rate=transport.rate, frame_ms=FRAME_MS, keep_ms=REWIND_MAX_MS)
+        self.client_answers = False  # the client said it answers "pause" (hello): resumes wait for its answer
+        self.answers_due: dict[int, float] = {}  # run -> when the client was told to stop playing it (monotonic)
+        self.resume_due: set[int] = set()  # runs whose resume waits for the client's answer
         self.resamplers: dict[tuple[int, int], Resampler] = {}
         self.flushed_runs: set[int] = set()
         self.seq = 0
@@ -692,6 +715,9 @@ class Call:
                 # Before anything else: no frame of this run may leave after this.
                 self.flushed_runs.add(cmd.run)
                 dropped = self.playout.flush(cmd.run)
+                for run in [r for r in self.answers_due if r <= cmd.run]:
+                    del self.answers_due[run]
+                self.resume_due = {r for r in self.resume_due if r > cmd.run}
                 self._count("frames_flushed", dropped)
                 for key in [k for k in self.resamplers if k[0] <= cmd.run]:
                     del self.resamplers[key]
@@ -709,8 +735,13 @@ class Call:
                 self.transport.on_pause(cmd.run)
                 self._paused(cmd.run)
             case ResumePlayback():
-                self.playout.resume(cmd.run)
-                self.transport.on_resume(cmd.run)
+                told = self.answers_due.get(cmd.run)
+                if self.client_answers and told is not None:
+                    # The client has not said yet what it dropped: resuming now would skip it.
+                    self.resume_due.add(cmd.run)
+                    self.tasks.spawn(self._resume_unanswered(cmd.run, told + ANSWER_WAIT_S), "resume-unanswered")
+                    return
+                self._resume(cmd.run)
             case SendDigits():
                 press = getattr(self.transport, "send_digits", None)
                 if press is None:
@@ -733,6 +764,50 @@ class Call:
                     self._count("transfers_unsupported", 1)
                 # Let the goodbye finish playing first (it was heard: the run ended).
                 await self.transport.close(cmd.reason)
+
+    # ------------------------------------------------- pauses the client answers
+    def pause_told(self, run: int) -> None:
+        """The transport told the client to stop playing ``run`` (``pause``):
+        its answer (``client_paused``) is due."""
+        self.answers_due[run] = time.monotonic()
+
+    def client_paused(self, run: int, unplayed_ms: int) -> None:
+        """The client stopped ``run`` at the pause and dropped ``unplayed_ms``
+        of it that it had not played: take that much back, so that the resume
+        plays it (and the recording and the reports say it was not heard)."""
+        if self.answers_due.pop(run, None) is None:
+            self._count("pause_answers_ignored", 1)  # not told, answered already, flushed or resumed since
+            return
+        self.client_answers = True
+        back = self.playout.rewind(run, min(max(0, unplayed_ms), REWIND_MAX_MS))
+        if back is None:
+            self._count("pause_answers_ignored", 1)
+        elif back.samples:
+            self._count("playback_rewinds", 1)
+            self._count("playback_rewound_ms", round(back.samples * 1000 / self.transport.rate))
+            if self.recorder is not None and not self.transport.reports_playback:
+                self.recorder.take_back(back.samples / self.transport.rate)
+            if back.reopened and voiced(back.reopened_pcm, self.transport.rate):
+                # The caller never heard this chunk's end: it was reported finished too soon.
+                self.heard(run, back.chunk, False, back.played_ms)
+            log.info("client dropped audio at a pause: taken back", extra={"session_id": self.session, "run_id": run, "unplayed_ms": unplayed_ms, "rewound_ms": round(back.samples * 1000 / self.transport.rate), "reopened": back.reopened})
+        if run in self.resume_due:
+            self.resume_due.discard(run)
+            self._resume(run)
+
+    async def _resume_unanswered(self, run: int, at: float) -> None:
+        await asyncio.sleep(max(0.0, at - time.monotonic()))
+        if run in self.resume_due:
+            self.resume_due.discard(run)
+            self.answers_due.pop(run, None)  # too late now: it would take back audio playing again
+            self._count("pause_answers_missing", 1)
+            log.warning("the client did not say what it dropped at a pause: resumed without it", extra={"session_id": self.session, "run_id": run})
+            self._resume(run)
+
+    def _resume(self, run: int) -> None:
+        self.answers_due.pop(run, None)
+        self.playout.resume(run)
+        self.transport.on_resume(run)
 
     async def _on_observe(self, msg) -> None:
         try:
@@ -946,6 +1021,26 @@ class Call:
                 self.tel.counter("parley.frames.dropped", description="outbound frames dropped (flushed or stale run)").add(
                     n, {"reason": name.removeprefix("frames_"), "transport": self.transport.kind}
                 )
+
+
+def pause_answer(msg: dict) -> tuple[int, int] | None:
+    """``{"type": "paused", "run", "unplayed_ms"}`` -> (run, unplayed_ms), or None if malformed."""
+    run, ms = msg.get("run"), msg.get("unplayed_ms")
+    if isinstance(ms, float) and ms.is_integer():
+        ms = int(ms)
+    if type(run) is not int or type(ms) is not int or not 0 <= ms <= 60_000:
+        return None
+    return run, ms
+
+
+def voiced(pcm16: bytes, rate: int) -> bool:
+    """Whether any 10 ms of the audio is louder than silence (VOICED)."""
+    x = np.frombuffer(pcm16, dtype="<i2").astype(np.float64) / 32768
+    n = max(1, rate // 100)
+    if not len(x):
+        return False
+    x = np.concatenate([x, np.zeros(-len(x) % n)])
+    return bool((np.sqrt((x.reshape(-1, n) ** 2).mean(axis=1)) > VOICED).any())
 
 
 def notices_for(step: contract.Step) -> list[dict]:

@@ -123,6 +123,15 @@ class Timeline:
             buf.extend(bytes(off - len(buf)))
         buf[off : off + len(pcm)] = pcm
 
+    def take_back(self, channel: int, n: int) -> int:
+        """Remove the channel's last ``n`` samples (not those handed out
+        already); returns how many were removed."""
+        end = self.ends[channel]
+        new = max(self.base, end - n)
+        del self.tracks[channel][(new - self.base) * 2 :]
+        self.ends[channel] = new
+        return end - new
+
     def take(self, upto: int | None = None) -> bytes:
         """Interleaved stereo of the samples from ``base`` up to ``upto``
         (None: up to the end of the later channel), silence where a channel
@@ -446,6 +455,13 @@ class Recorder:
                 self.timeline.put(1, self.timeline.start + self.timeline.ends[1] / RATE, tail)
             pcm16 = rs.process(pcm16)
         self.timeline.put(1, at, pcm16)
+
+    def take_back(self, seconds: float) -> None:
+        """The caller's client dropped the last ``seconds`` of the agent's
+        audio unplayed (a pause): they were not heard, so not recorded (they
+        come again, placed where they play, if the run resumes)."""
+        self.resamplers.clear()  # what they hold is of the audio taken back
+        self.timeline.take_back(1, round(seconds * RATE))
 
     def agent_ulaw(self, until: float, ulaw: bytes) -> None:
         """Twilio: μ-law 8 kHz the caller's marks prove was played, ending at ``until``."""

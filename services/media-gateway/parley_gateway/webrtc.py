@@ -19,7 +19,11 @@ deployment allows (``auth.Gate.admit``). Each offer is one ``Call``:
   ``{"type": "hangup"}`` on it. Two more, WebRTC only: ``{"type": "pause",
   "run"}`` and ``{"type": "resume", "run"}`` the moment the agent's playback
   pauses or resumes, so the page silences what the browser's jitter buffer
-  still holds (the audible stop, docs/BENCHMARKS.md section 3b);
+  still holds (the audible stop, docs/BENCHMARKS.md section 3b); the page
+  answers ``{"type": "paused", "run", "unplayed_ms"}``, how much of the run it
+  silenced unplayed, which the gateway plays again on resume
+  (``call.Call.client_paused``; the page says ``{"type": "hello",
+  "answers_pause": true}`` once the channel opens);
 
 Playback progress comes from the playout marks as frames are pulled
 (``reports_playback = False``): the browser's jitter buffer adds a few tens of
@@ -49,7 +53,7 @@ from fastapi.responses import JSONResponse
 from parley.audio import Resampler, stereo_to_mono
 
 from . import auth
-from .call import FRAME_MS, Call, Switchboard
+from .call import FRAME_MS, Call, Switchboard, pause_answer
 from .settings import Settings
 from .tasks import TaskSet
 
@@ -117,8 +121,9 @@ def check_audio(sdp: str) -> None:
         raise OfferError("invalid SDP offer: its audio section does not send the caller's microphone")
 
 
-def channel_request(text: str) -> tuple[str, str]:
-    """A data-channel message -> ("dtmf", digit) | ("hangup", "") | ("error", why)."""
+def channel_request(text: str) -> tuple[str, object]:
+    """A data-channel message -> ("dtmf", digit) | ("hangup", "") |
+    ("paused", (run, unplayed_ms)) | ("hello", answers_pause) | ("error", why)."""
     if len(text) > MAX_CHANNEL_MESSAGE:
         return "error", f"message too large ({len(text)} characters, max {MAX_CHANNEL_MESSAGE})"
     try:
@@ -133,6 +138,11 @@ def channel_request(text: str) -> tuple[str, str]:
         return "error", "dtmf needs one 'digit' of 0-9, * or #"
     if kind == "hangup":
         return "hangup", ""
+    if kind == "paused":
+        answer = pause_answer(msg)
+        return ("paused", answer) if answer is not None else ("error", "paused needs an integer 'run' and 'unplayed_ms' (0-60000)")
+    if kind == "hello":
+        return "hello", msg.get("answers_pause") is True
     return "error", f"unknown message type {kind!r}"
 
 
@@ -251,23 +261,26 @@ class WebRtcTransport:
         call's reports), and lets it play again on ``resume``."""
         if self.call is not None and self.call.audible(run):
             self.held.add(run)
-            self._say({"type": "pause", "run": run})
+            if self._say({"type": "pause", "run": run}):
+                self.call.pause_told(run)
 
     def on_resume(self, run: int) -> None:
         if run in self.held:
             self.held.discard(run)
             self._say({"type": "resume", "run": run})
 
-    def _say(self, notice: dict) -> None:
+    def _say(self, notice: dict) -> bool:
         """A playback notice now, or never: one that waits for the channel to
-        open would come after the audio it is about."""
+        open would come after the audio it is about. True if sent."""
         channel = self.channel
         if channel is None or channel.readyState != "open" or channel.bufferedAmount > CHANNEL_BACKLOG_BYTES:
-            return
+            return False
         try:
             channel.send(json.dumps(notice))
+            return True
         except Exception as exc:  # noqa: BLE001 - a closing channel: the call's teardown says why
             log.warning("could not send a playback notice: %s", exc, extra={"session_id": self.call.session if self.call else None})
+            return False
 
     async def on_flush(self, run: int) -> None:
         self.held.discard(run)  # the playout already dropped the run; the page is told by "interrupted"
@@ -322,6 +335,10 @@ class WebRtcTransport:
         kind, value = channel_request(message)
         if kind == "dtmf" and self.call and self.started:
             await self.call.dtmf(value)
+        elif kind == "paused" and self.call and self.started:
+            self.call.client_paused(*value)
+        elif kind == "hello" and self.call:
+            self.call.client_answers = bool(value)
         elif kind == "hangup":
             await self.teardown("client hung up")
         elif kind == "error":

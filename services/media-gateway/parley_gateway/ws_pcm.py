@@ -7,7 +7,11 @@ what the deployment allows. A refused connection gets an ``error`` notice
 rate) and a close frame (1008, or 1013 "try again later" for the rate).
 
 Client -> server: binary messages of PCM16 LE mono 16 kHz, any length; text
-messages of JSON ``{"type": "dtmf", "digit": "5"}`` or ``{"type": "hangup"}``.
+messages of JSON ``{"type": "dtmf", "digit": "5"}`` or ``{"type": "hangup"}``,
+and from a client that drops its buffer at a ``pause`` notice (see
+``call.Call.client_paused``): ``{"type": "hello", "answers_pause": true}``
+once, then for each ``pause`` ``{"type": "paused", "run": R, "unplayed_ms": N}``
+(what it dropped unplayed; the gateway plays it again on resume).
 Server -> client: binary messages of PCM16 LE mono 16 kHz agent audio, paced in
 real time in 20 ms frames; text messages of JSON objects with a ``type``
 (``session``, ``step``, ``state``, ``transcript``, ``agent_text``,
@@ -32,7 +36,7 @@ from fastapi import WebSocket, WebSocketDisconnect
 
 from . import auth
 from .admission import CLOSE_TRY_AGAIN
-from .call import Call, Switchboard
+from .call import Call, Switchboard, pause_answer
 
 log = logging.getLogger("parley.gateway")
 
@@ -84,13 +88,14 @@ class PcmSocket:
 
     def on_pause(self, run: int) -> None:
         """The playout holds the run; the client is told at once (behind the
-        frames already queued), so that it holds what its own buffer has of
-        the run instead of playing it out (``{"type": "pause", "run"}``), and
-        plays it on ``resume``: the caller hears the agent stop sooner and
-        loses nothing. Only for a run that was being heard."""
+        frames already queued), so that it stops playing what its own buffer
+        has of the run instead of playing it out (``{"type": "pause", "run"}``);
+        a client that answers what it dropped (``paused``) hears it again on
+        ``resume``: the caller hears the agent stop sooner and loses nothing. Only for a run that was being heard."""
         if self.call is not None and self.call.audible(run) and not self.closing:
             self.held.add(run)
             self._put(json.dumps({"type": "pause", "run": run}))
+            self.call.pause_told(run)
 
     def on_resume(self, run: int) -> None:
         if run in self.held and not self.closing:
@@ -226,9 +231,16 @@ async def _on_text(call: Call, transport: PcmSocket, text: str) -> None:
         return
     if kind == "dtmf" and isinstance(msg.get("digit"), str) and len(msg["digit"]) == 1 and msg["digit"] in "0123456789*#":
         await call.dtmf(msg["digit"])
+    elif kind == "paused" and (answer := pause_answer(msg)) is not None:
+        call.client_paused(*answer)
+    elif kind == "hello":
+        call.client_answers = msg.get("answers_pause") is True
     elif kind == "hangup":
         transport.closing = True
         transport.end_reason = "client hung up"
         transport._put((1000, "hung up"))
+    elif kind == "paused":
+        await transport.send_notice({"type": "error", "error": "paused needs an integer 'run' and 'unplayed_ms' (0-60000)"})
     else:
         await transport.send_notice({"type": "error", "error": f"unknown message type {kind!r}"})
+

@@ -17,7 +17,7 @@ import websockets
 
 from parley import contract
 
-from test_webrtc_gateway import command, gateway, pcm_url, publish_tts, tone, until
+from test_webrtc_gateway import announce, command, gateway, pcm_url, publish_tts, tone, until
 
 FRAME_BYTES = 640  # 20 ms of PCM16 at 16 kHz
 
@@ -102,6 +102,67 @@ def test_pause_holds_tells_the_client_and_resume_loses_nothing(nats_server):
     assert voiced > 0.9 * 16000
     # The client was told at once, to hold its own buffer, and to play on.
     assert [n for n in client.notices if n["type"] in ("pause", "resume")] == [{"type": "pause", "run": 5}, {"type": "resume", "run": 5}]
+
+
+def ramp(n: int, start: int = 1) -> bytes:
+    """PCM16 whose every sample says where it is in the answer (1, 2, 3, ... wrapping below 30000)."""
+    return ((np.arange(start, start + n) - 1) % 29999 + 1).astype("<i2").tobytes()
+
+
+def test_a_client_that_drops_its_buffer_at_a_pause_hears_the_answer_again_from_where_it_stopped(nats_server):
+    """The client says it answers pauses; at the pause it drops the last 100 ms
+    it had (unplayed) and says so: the gateway takes them back, the resume
+    plays on from exactly there, and the two chunks' reports say the first
+    one's end (in the dropped part) was not heard when it was first counted."""
+
+    async def scenario():
+        async with gateway(nats_server.url) as (base, state, nc, seen), pcm_call(base) as client:
+            s = client.session
+            await client.ws.send(json.dumps({"type": "hello", "answers_pause": True}))
+            await announce(nc, s, 7, [0, 1])
+            await publish_tts(nc, s, run=7, pcm=ramp(16000 * 6 // 10), rate=16000, chunk=0, announced=True)  # 0.6 s
+            await publish_tts(nc, s, run=7, pcm=ramp(16000, start=9601), rate=16000, chunk=1, announced=True)  # 1 s
+            await until(lambda: len(client.frames) >= 33, what="chunk 1 to begin")
+            await command(nc, s, contract.PausePlayback(session=s, run=7))
+            await until(lambda: any(n["type"] == "pause" for n in client.notices), what="the pause notice")
+            at_pause = len(client.frames)
+            sent_ms = at_pause * 20
+            await client.ws.send(json.dumps({"type": "paused", "run": 7, "unplayed_ms": sent_ms - 560}))  # it played 560 ms
+            await command(nc, s, contract.ResumePlayback(session=s, run=7))
+            await until(lambda: sum(1 for e in seen["events"] if isinstance(e, contract.PlaybackProgress) and e.finished and e.chunk == 1), what="the end")
+            await asyncio.sleep(0.1)
+            progress = [(e.chunk, e.finished, e.played_ms) for e in seen["events"] if isinstance(e, contract.PlaybackProgress)]
+            return client, at_pause, progress, dict(state["stats"])
+
+    client, at_pause, progress, stats = asyncio.run(scenario())
+    before = np.frombuffer(b"".join(f for _, f in client.frames[:at_pause]), dtype="<i2")
+    after = np.frombuffer(b"".join(f for _, f in client.frames[at_pause:]), dtype="<i2")
+    heard = np.concatenate([before[: 560 * 16], after])
+    heard = heard[heard != 0]  # the padding after chunk 0's last frame
+    assert np.array_equal(heard, np.frombuffer(ramp(16000 * 16 // 10), dtype="<i2")), "the resume did not go on from what the client played"
+    assert stats["playback_rewinds"] == 1 and stats["playback_rewound_ms"] == at_pause * 20 - 560
+    # Chunk 0 was reported finished as it left; the client had played only 560 of its 600 ms: taken back, then finished again.
+    assert progress[:2] == [(0, False, 20), (0, True, 600)]
+    assert (0, False, 560) in progress
+    assert progress.index((0, False, 560)) < len(progress) - 1 - progress[::-1].index((0, True, 600))
+    assert progress[-1] == (1, True, 1000)
+
+
+def test_a_pause_answer_that_is_malformed_or_not_due_changes_nothing(nats_server):
+    async def scenario():
+        async with gateway(nats_server.url) as (base, state, nc, seen), pcm_call(base) as client:
+            s = client.session
+            await client.ws.send(json.dumps({"type": "paused", "run": 7, "unplayed_ms": "a lot"}))
+            await client.ws.send(json.dumps({"type": "paused", "run": 7, "unplayed_ms": 100}))  # no pause was told
+            await publish_tts(nc, s, run=8, pcm=ramp(8000), rate=16000)
+            await until(lambda: len(client.frames) >= 25, what="the answer")
+            return client, dict(state["stats"])
+
+    client, stats = asyncio.run(scenario())
+    assert [n["error"] for n in client.notices if n["type"] == "error"] == ["paused needs an integer 'run' and 'unplayed_ms' (0-60000)"]
+    assert stats["pause_answers_ignored"] == 1 and "playback_rewinds" not in stats
+    audio = np.frombuffer(b"".join(f for _, f in client.frames), dtype="<i2")
+    assert np.array_equal(audio[audio != 0], np.frombuffer(ramp(8000), dtype="<i2"))
 
 
 def test_a_run_paused_before_any_of_it_played_tells_the_client_nothing(nats_server):

@@ -1887,6 +1887,12 @@ def on_playback(fx: Fx, e: PlaybackProgress) -> Next:
     assert run is not None
     if not run.audio_started:
         fx = fx.set_run(audio_started=True)
+    if not e.finished and e.chunk < run.played:
+        # The caller's client never played this chunk's end (it dropped its
+        # buffer at a pause): it was reported finished too soon. Not heard.
+        fx = fx.noted(f"chunk {e.chunk} not heard whole after all").set_run(played=e.chunk)
+        run = fx.state.run
+        assert run is not None
     if not e.finished and e.chunk != run.playing:
         fx = fx.set_run(playing=e.chunk, playing_since=e.at - e.played_ms / 1000)
     if e.finished and e.chunk >= run.played:

@@ -162,6 +162,35 @@ def test_interrupted_reply_is_stored_truncated_to_what_was_heard():
     assert not any("nine to five" in m.content for m in prompt)
 
 
+def test_a_chunk_the_caller_s_client_dropped_the_end_of_at_a_pause_is_not_heard():
+    """The gateway reported chunk 0 finished as its last frame left, but the
+    caller's client dropped its buffer at the pause with that end in it (the
+    gateway says so: chunk 0 not finished): a barge-in then keeps it out of
+    history; a resume plays it again and it is heard."""
+    for then in ("barge-in", "resume"):
+        v = Convo()
+        v.user_says("what are your hours")
+        v.llm("We are open Monday to Friday. From nine to five. Closed on holidays.")
+        run = v.run
+        v.send(c.PlaybackProgress, run=run, chunk=0, finished=False)
+        v.send(c.PlaybackProgress, run=run, chunk=0, finished=True)
+        v.send(c.PlaybackProgress, run=run, chunk=1, finished=False)
+        v.send(c.SpeechStarted, utterance=9)
+        assert v.phase == r.PAUSED
+        v.send(c.PlaybackProgress, run=run, chunk=0, finished=False, played_ms=1400)
+        assert v.state.run.played == 0 and "not heard whole" in v.outcome.note
+        if then == "barge-in":
+            v.send(c.TranscriptPartial, utterance=9, text="and on that day")
+            assert v.phase == r.LISTENING
+            assert not [m for m in v.state.history if m.role == "assistant" and m.content]
+        else:
+            v.stop(9)
+            v.send(c.TranscriptFinal, utterance=9, text="uh-huh")
+            assert v.phase == r.SPEAKING and "ResumePlayback" in v.types()
+            v.send(c.PlaybackProgress, run=run, chunk=0, finished=True)
+            assert v.state.run.played == 1
+
+
 def test_false_interruption_resumes_without_losing_the_answer():
     v = Convo()
     v.user_says("book me in")
