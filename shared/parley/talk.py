@@ -8,7 +8,9 @@ The session token comes from ``--token``, else from ``POST /api/sessions``
 with ``PARLEY_API_KEY``, else from the gateway's local demo mode (``make
 run``). The microphone is sent as 16 kHz PCM16 in 20 ms frames; the agent's
 audio is played as it comes, and dropped at once when the agent is
-interrupted (the ``interrupted`` notice), as the page does. The terminal
+interrupted (the ``interrupted`` notice), as the page does; when the agent
+pauses for the caller (``pause``) what is queued is dropped too, and the
+gateway is told how much (``paused``): it plays that again on resume. The terminal
 shows what the agent heard (partials on one line, then the final), what it
 says, and its state. Ctrl-C hangs up.
 
@@ -50,8 +52,9 @@ class Device(Protocol):
     def play(self, pcm: bytes) -> None:
         """Queue agent audio (PCM16 16 kHz mono) for the speakers."""
 
-    def clear(self) -> None:
-        """Drop what is queued and not yet played (the agent was interrupted)."""
+    def clear(self) -> int:
+        """Drop what is queued and not yet played (the agent was interrupted
+        or paused); bytes dropped."""
 
     def stop(self) -> None: ...
 
@@ -67,9 +70,11 @@ class _Speaker:
         with self._lock:
             self._buf += pcm
 
-    def clear(self) -> None:
+    def clear(self) -> int:
         with self._lock:
+            dropped = len(self._buf)
             self._buf.clear()
+        return dropped
 
     def pull(self, n_bytes: int) -> bytes:
         with self._lock:
@@ -118,8 +123,8 @@ class SoundDevice:
     def play(self, pcm: bytes) -> None:
         self.speaker.push(pcm)
 
-    def clear(self) -> None:
-        self.speaker.clear()
+    def clear(self) -> int:
+        return self.speaker.clear()
 
     def stop(self) -> None:
         for stream in self._streams:
@@ -168,8 +173,8 @@ class Injected:
     def play(self, pcm: bytes) -> None:
         self.speaker.push(pcm)
 
-    def clear(self) -> None:
-        self.speaker.clear()
+    def clear(self) -> int:
+        return self.speaker.clear()
 
     def stop(self) -> None:
         self._stop.set()
@@ -262,6 +267,7 @@ class Talk:
             loop.call_soon_threadsafe(put)
 
         async with websockets.connect(self.url, max_size=1 << 22) as ws:
+            await ws.send(json.dumps({"type": "hello", "answers_pause": True}))
             self.device.start(on_frame)
 
             async def send() -> None:
@@ -279,6 +285,9 @@ class Talk:
                         self.session = notice.get("session")
                     if notice.get("type") == "interrupted":
                         self.device.clear()
+                    elif notice.get("type") == "pause":
+                        dropped = self.device.clear()
+                        await ws.send(json.dumps({"type": "paused", "run": notice.get("run"), "unplayed_ms": dropped * 1000 // (RATE * 2)}))
                     self.screen.show(notice)
                     if notice.get("type") == "end":
                         break

@@ -103,3 +103,19 @@ def test_hold_stops_the_sound_where_it_is_and_release_plays_the_rest():
     run_clock(ear, 0.5, 0.6)
     assert np.array_equal(np.frombuffer(ear.audio(), "<i2"), audio)  # nothing lost, nothing twice
     assert ear.last_heard_at() == pytest.approx(0.5 + 0.055)
+
+
+def test_drop_stops_the_sound_where_it_is_and_says_how_much_was_not_heard():
+    """A client that stops at a pause and tells the gateway what it dropped (which sends it again)."""
+    ear = Ear(RATE, delay=0.0)
+    audio = np.arange(FRAME * 4, dtype="<i2")
+    ear.receive(0.0, audio.tobytes())
+    run_clock(ear, 0.0, 0.03)
+    dropped = ear.drop(0.025)
+    heard = np.frombuffer(ear.audio(), "<i2")
+    assert ear.last_heard_at() == pytest.approx(0.025) and len(heard) + dropped == len(audio)
+    assert np.array_equal(heard, audio[: len(heard)])
+    assert run_clock(ear, 0.04, 0.3) == [] and ear.buffered == 0
+    ear.receive(0.3, audio[len(heard) :].tobytes())  # the gateway's resume: from exactly there
+    run_clock(ear, 0.3, 0.5)
+    assert np.array_equal(np.frombuffer(ear.audio(), "<i2"), audio)

@@ -19,7 +19,10 @@ caller is:
 * ``hold(now)`` stops playing at ``now`` (the piece playing is cut there and
   its rest goes back to the front of the buffer) and ``release(now)`` plays
   on from where it stopped: a client that holds its buffer while the agent
-  is paused (``/ws/pcm``'s ``pause``/``resume`` notices) loses nothing.
+  is paused (``/ws/pcm``'s ``pause``/``resume`` notices) loses nothing;
+* ``drop(now)`` stops playing at ``now`` and throws away what was not played
+  (returned, in samples): a client that tells the gateway so at a pause
+  (``paused``), which sends it again on resume.
 
 ``first_voiced`` finds when an utterance starts (the caller "starts talking"),
 and ``audible_stop`` measures, from the caller's side, how long the agent's
@@ -120,6 +123,14 @@ class Ear:
             self.buffer.appendleft(bytearray(unheard))
             self.buffered += len(unheard)
         self._dry_at = None
+
+    def drop(self, now: float) -> int:
+        """Stop at ``now``, dropping what is not yet heard; samples dropped."""
+        unheard = len(self._cut_heard(now)) + self.buffered
+        self.buffer = deque(n for n in self.buffer if isinstance(n, str))
+        self.buffered = 0
+        self._dry_at = None
+        return unheard // 2
 
     def release(self, now: float) -> None:
         """Play on from where ``hold`` stopped (at once: the buffer is full)."""

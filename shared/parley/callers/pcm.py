@@ -4,8 +4,10 @@ It streams 20 ms frames at real-time pace (silence unless it has something to
 say), records every agent audio frame with its arrival time (``frames``), and
 every JSON notice the gateway sends. Like the browser page, it plays what it
 receives through a small playout buffer (``ear``, 40 ms: the page schedules
-30 ms ahead, plus a frame), optionally holds it on a ``pause`` notice (the
-agent paused for the caller) and plays on at ``resume`` (``hold_on_pause``),
+30 ms ahead, plus a frame), optionally stops on a ``pause`` notice (the
+agent paused for the caller) as the page and ``parley talk`` do: it drops
+what it had not played and tells the gateway (``paused``), which plays that
+again on resume (``hold_on_pause``),
 and drops what is buffered on an ``interrupted`` notice; ``heard`` is what the caller heard, and when. ``utterances`` holds,
 for each ``say``, when its first voiced sample was spoken: the moment the
 caller starts talking, from which ``ear.audible_stop`` measures how long the
@@ -37,11 +39,11 @@ class PcmCaller:
         self.ear = Ear(RATE, delay=playout_delay)
         self.heard = self.ear.heard  # (play time, PCM16 16 kHz) as the caller heard it
         self.clear_on_interrupt = clear_on_interrupt
-        # Hold the buffer on "pause", play it on "resume". Off by default: the browser page's /ws/pcm mode
-        # and `parley talk` play their buffer out (the recording's agent channel, "as it left the playout",
-        # is what such a client hears); on, it is a client that uses the notices (bench/audible_stop.py).
+        # Stop at "pause": drop what is buffered and answer how much ({"type": "paused", "run", "unplayed_ms"});
+        # the gateway plays it again on resume (nothing lost), as the browser page and `parley talk` do.
+        # Off by default: a client that plays its buffer out (older clients; the figures of earlier sessions).
         self.hold_on_pause = hold_on_pause
-        self.held_runs: set = set()
+        self.dropped: list[tuple[float, int, int]] = []  # (time, run, samples dropped) at each pause
         self.utterances: list[Utterance] = []
         self.session: str | None = None
         self._say: asyncio.Queue = asyncio.Queue()
@@ -50,6 +52,8 @@ class PcmCaller:
 
     async def __aenter__(self) -> "PcmCaller":
         self.ws = await websockets.connect(self.url, max_size=1 << 22, **self.connect_options)
+        if self.hold_on_pause:
+            await self.ws.send(json.dumps({"type": "hello", "answers_pause": True}))
         self._tasks = [asyncio.create_task(self._recv()), asyncio.create_task(self._mic())]
         await self.wait_for(lambda n: n["type"] == "session", timeout=15)
         self.session = next(n["session"] for _, n in self.notices if n["type"] == "session")
@@ -73,14 +77,10 @@ class PcmCaller:
                     kind = notice.get("type")
                     if kind == "interrupted" and self.clear_on_interrupt:
                         self.ear.clear(now)
-                        self.held_runs.discard(notice.get("run"))
                     elif kind == "pause" and self.hold_on_pause:
-                        self.held_runs.add(notice.get("run"))
-                        self.ear.hold(now)
-                    elif kind == "resume" and self.hold_on_pause:
-                        self.held_runs.discard(notice.get("run"))
-                    if self.ear.held and not self.held_runs:
-                        self.ear.release(now)
+                        dropped = self.ear.drop(now)
+                        self.dropped.append((now, notice.get("run"), dropped))
+                        await self.ws.send(json.dumps({"type": "paused", "run": notice.get("run"), "unplayed_ms": round(dropped * 1000 / RATE)}))
         finally:
             self.closed.set()
 
