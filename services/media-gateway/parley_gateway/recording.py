@@ -127,6 +127,8 @@ class Timeline:
         """Remove the channel's last ``n`` samples (not those handed out
         already); returns how many were removed."""
         end = self.ends[channel]
+        if end <= self.base:
+            return 0
         new = max(self.base, end - n)
         del self.tracks[channel][(new - self.base) * 2 :]
         self.ends[channel] = new

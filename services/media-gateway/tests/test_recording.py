@@ -109,6 +109,17 @@ def test_pieces_land_where_their_time_says_with_silence_between():
     assert (x[: R // 2, 1] == 0).all() and (x[R // 2 :, 1] == 2).all()
 
 
+def test_audio_the_client_dropped_at_a_pause_is_taken_back_and_placed_again_where_it_plays():
+    t = rec.Timeline(start=0.0)
+    t.put(0, 0.0, pcm(1, 200))
+    t.put(1, 0.0, pcm(2, 100))  # the agent, 0-100 ms; the caller's client dropped the last 30 ms at the pause
+    assert t.take_back(1, R * 30 // 1000) == R * 30 // 1000
+    t.put(1, 0.15, pcm(3, 30))  # the same 30 ms, played after the resume
+    x = np.frombuffer(t.take(), dtype="<i2").reshape(-1, 2)[:, 1]
+    assert (x[: R * 70 // 1000] == 2).all() and (x[R * 70 // 1000 : R * 150 // 1000] == 0).all() and (x[R * 150 // 1000 : R * 180 // 1000] == 3).all() and not x[R * 180 // 1000 :].any()
+    assert t.take_back(1, R) == 0  # what was handed out is not taken back
+
+
 def test_arrival_jitter_neither_gaps_nor_overlaps_a_channel():
     t = rec.Timeline(start=0.0)
     at = 0.0

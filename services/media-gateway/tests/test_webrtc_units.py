@@ -71,6 +71,13 @@ def test_an_offer_without_audio_is_refused():
         ('{"type": "dtmf", "digit": "a"}', ("error", "dtmf needs one 'digit' of 0-9, * or #")),
         ('{"type": "dtmf"}', ("error", "dtmf needs one 'digit' of 0-9, * or #")),
         ('{"type": "dance"}', ("error", "unknown message type 'dance'")),
+        ('{"type": "paused", "run": 3, "unplayed_ms": 84}', ("paused", (3, 84))),
+        ('{"type": "paused", "run": 3, "unplayed_ms": 84.0}', ("paused", (3, 84))),
+        ('{"type": "paused", "run": 3, "unplayed_ms": -1}', ("error", "paused needs an integer 'run' and 'unplayed_ms' (0-60000)")),
+        ('{"type": "paused", "run": "3", "unplayed_ms": 84}', ("error", "paused needs an integer 'run' and 'unplayed_ms' (0-60000)")),
+        ('{"type": "paused", "run": 3, "unplayed_ms": true}', ("error", "paused needs an integer 'run' and 'unplayed_ms' (0-60000)")),
+        ('{"type": "hello", "answers_pause": true}', ("hello", True)),
+        ('{"type": "hello"}', ("hello", False)),
         ("not json", ("error", "messages must be JSON objects with a 'type'")),
         ("[1]", ("error", "messages must be JSON objects with a 'type'")),
         ("{}", ("error", "messages must be JSON objects with a 'type'")),
@@ -83,7 +90,7 @@ def test_data_channel_messages(text, expected):
 @given(st.text(max_size=300))
 def test_any_text_gets_an_answer_never_an_exception(text):
     kind, _ = channel_request(text)
-    assert kind in ("dtmf", "hangup", "error")
+    assert kind in ("dtmf", "hangup", "paused", "hello", "error")
 
 
 def test_oversized_channel_messages_are_refused():
