@@ -213,7 +213,12 @@ STREAMING = (GENERATING, SPEAKING)  # an LLM step may be streaming
 #     the turn too (the answer is withdrawn; the tool's result is kept)
 # 20: a mid-turn pause is counted to the voice's onset (turn_pause_min 0.5 s),
 #     not to SpeechStarted, which lags under load
-RULES = 20
+# 21: a caller who goes on within turn_continue_gap of its own voice's end,
+#     having heard less than turn_continue_heard of the answer, continues the
+#     turn: its words barge in however short (no noise rule), and the new turn
+#     counts the pause; a caller who paused inside an earlier turn this call
+#     has every later first fragment held (turn_release_short)
+RULES = 21
 
 # ---------------------------------------------------------------------------
 # Policy: the knobs of one session. Defaults here; SessionStarted.params may
@@ -279,6 +284,23 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     turn_release: float = 0.0
     turn_release_short: float = 1.6
     short_words: int = 4
+    # The continuing caller: a voice that begins at most ``turn_continue_gap``
+    # after the caller's own voice ended, when the caller has heard less than
+    # ``turn_continue_heard`` of the answer (it began in the caller's pause),
+    # is the turn going on, not an interruption of the answer: a few words
+    # in it are a noise only under ``turn_continue_sound`` of sound (the
+    # noise rule's bar, ``noise_sound``, is lowered to it; what reads as a
+    # hum, a backchannel or a cough keeps its own rule), and the turn they
+    # begin counts that pause (``turn_wait_continued``). Measured (BENCHMARKS
+    # 6, pauses5): callers who went on into an answer had heard 0.1-0.5 s of
+    # it, 0.8-1.3 s after their voice ended, with 0.68-0.70 s of words
+    # ("four seven", "of December,") that the 0.75 s noise bar dropped; a
+    # hummed mm-hmm that Whisper writes as words lasts 0.19-0.67 s, so a
+    # hum of 0.5-0.67 s in the first half second of an answer now barges in.
+    # turn_continue_gap 0 turns it off.
+    turn_continue_gap: float = 1.5
+    turn_continue_heard: float = 0.5
+    turn_continue_sound: float = 0.5
     # The signals: P(end of turn) from the audio (SpeechStopped.eot) and from
     # the text (TranscriptFinal.complete), averaged with these weights (the
     # text counts more: the acoustic model hears synthetic fragments as
@@ -538,6 +560,13 @@ class SessionState(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     # the turn in progress (also after an answer it had not heard yet, which
     # was withdrawn); 0 once the turn is answered.
     turn_pauses: int = 0
+    # Turns of this call, already answered, that had a mid-turn pause (or were
+    # continued over their answer): a caller who paused once may pause again,
+    # so every later first fragment is held (Policy.turn_release_short).
+    paused_turns: int = 0
+    # The utterance judged the caller continuing its turn over an answer
+    # begun in its pause (Policy.turn_continue_gap), -1: none.
+    continuing: int = -1
     # The caller's own level (dBFS; 0: not heard yet): the loudest of its turns,
     # falling by LEVEL_FALL_DB a turn so that it follows a caller who moves.
     caller_level: float = 0.0
@@ -945,7 +974,7 @@ def on_speech_started(fx: Fx, e: SpeechStarted) -> Next:
     s = fx.state
     same_stretch = s.talk_from and (s.user_speaking or e.at - s.silence_from < s.policy.machine_gap)
     fx = fx.set(user_speaking=True, utterance=e.utterance, partial="", speech_started_at=e.at, reprompts=0, eot=-1.0, complete=-1.0,
-                talk_from=s.talk_from if same_stretch else e.at)
+                talk_from=s.talk_from if same_stretch else e.at, continuing=e.utterance if _continues_turn(s, e) else -1)
     fx = _cancel_timer(fx, "reprompt", "endpoint")
     phase, run = fx.state.phase, fx.state.run
     if phase in USER:
@@ -1008,6 +1037,29 @@ def _count_pause(fx: Fx, at: float, utterance: int) -> Fx:
     if not going_on or not s.silence_from or begun - s.silence_from < s.policy.turn_pause_min:
         return fx
     return fx.set(turn_pauses=s.turn_pauses + 1)
+
+
+def _continues_turn(s: SessionState, e: SpeechStarted) -> bool:
+    """Is this voice the caller going on with the turn the answer is for
+    (RULES 21)? It began (its onset, else its start) at most
+    ``turn_continue_gap`` after the caller's own voice ended, when the
+    caller had heard less than ``turn_continue_heard`` of the answer: the
+    answer began inside the caller's pause. (An answer not heard at all is
+    withdrawn instead: ``_unheard_reply``.)"""
+    p, run = s.policy, s.run
+    if p.turn_continue_gap <= 0 or s.phase not in HELD or run is None or not run.confirmed or run.scripted or not run.user_text or s.user_speaking:
+        return False
+    begun = s.onset_at if s.onset_utterance == e.utterance and s.silence_from < s.onset_at <= e.at else e.at
+    return bool(s.silence_from) and begun - s.silence_from <= p.turn_continue_gap and _heard_by(run, begun) < p.turn_continue_heard
+
+
+def _heard_by(run: Run, at: float) -> float:
+    """Seconds of the run's audio the caller had heard by ``at``: the chunks
+    heard to the end, and the one playing since ``playing_since``."""
+    done = sum(ms for ms in run.audio_ms[: run.played] if ms > 0) / 1000
+    if run.playing >= run.played and run.playing_since > 0:
+        done += max(0.0, at - run.playing_since)
+    return done
 
 
 def _unheard_reply(s: SessionState) -> bool:
@@ -1144,7 +1196,7 @@ def _final_while_agent_has_floor(fx: Fx, e: TranscriptFinal) -> Next:
     done = _judge_turn(s, e.at, s.user_text)
     if _same_words(run.user_text, s.user_text) and not s.awaiting_finals and done.verdict == "answer":
         # The preemptive guess was right and the turn is over: release what it has produced.
-        fx = _hold_until_release(fx.judged(done).set_run(confirmed=True, user_text=s.user_text).set(user_text="", turn_pauses=0), done)
+        fx = _hold_until_release(fx.judged(done).set_run(confirmed=True, user_text=s.user_text).set(user_text="", turn_pauses=0, paused_turns=s.paused_turns + (s.turn_pauses > 0)), done)
         fx = _pump_chunks(fx)
         return (_maybe_finish(fx, e.at) or _floor(_guard_playback(fx))).after("preemptive guess confirmed")
     return _turn(_cancel_run(fx), e.at).after("preemptive guess wrong")
@@ -1201,7 +1253,7 @@ def _turn(fx: Fx, at: float, keypad: bool = False, keys_done: bool = True) -> Ne
         return _start_timer(fx, "endpoint", judgement.wait - judgement.silence).to("wait for the turn to end")
     if _ivr_keys_left(s):
         return _ivr_turn(_cancel_timer(fx, "endpoint"), s.user_text)
-    fx = _start_run(_cancel_timer(fx, "endpoint").set(user_text="", turn_pauses=0), s.user_text, at, confirmed=True)
+    fx = _start_run(_cancel_timer(fx, "endpoint").set(user_text="", turn_pauses=0, paused_turns=s.paused_turns + (s.turn_pauses > 0)), s.user_text, at, confirmed=True)
     return _hold_until_release(fx, judgement).to("answer")
 
 
@@ -1295,6 +1347,8 @@ def _judge_turn(s: SessionState, at: float, text: str) -> Judgement:
         reason = f"{reason}, after {s.turn_pauses} mid-turn pause(s): the caller may pause again"
         release, held = max(release, p.turn_wait_continued), f"{s.turn_pauses} mid-turn pause(s)"
     short = words.may_go_on(text, p.short_words) if p.turn_release_short > 0 and not s.turn_pauses else ""
+    if not short and s.paused_turns and not s.turn_pauses and p.turn_release_short > 0 and not words.whole_by_form(text):
+        short = f"the caller paused inside {s.paused_turns} earlier turn(s) this call"
     if short and p.turn_release_short > release:
         release, held = p.turn_release_short, f"a first fragment that may go on: {short}"
     if release > wait + 0.001:
@@ -1328,8 +1382,9 @@ def _judge_overlap(s: SessionState, text: str, final: bool, at: float) -> Judgem
     what = f"{heard} only"
     p = s.policy
     length = _sound_length(s, final, at)
-    if heard == "words" and words.few_words(text, p.noise_words) and 0 < length < p.noise_sound:
-        heard, what = "sound", f"{len(words.tokens(text))} word(s) in {length:.2f} s of sound, under {p.noise_sound:g} s (a noise mis-heard?)"
+    bar = min(p.noise_sound, p.turn_continue_sound) if s.continuing == s.utterance and s.continuing >= 0 else p.noise_sound
+    if heard == "words" and words.few_words(text, p.noise_words) and 0 < length < bar:
+        heard, what = "sound", f"{len(words.tokens(text))} word(s) in {length:.2f} s of sound, under {bar:g} s (a noise mis-heard?)"
     elif heard == "words" and not final and words.few_words(text, p.noise_words):
         # The agent is paused already, so waiting for the final costs the
         # caller nothing; a partial's few ordinary words are often a hum or a
@@ -1991,8 +2046,14 @@ def _resume(fx: Fx, at: float) -> Next:
 
 
 def _barge_in(fx: Fx) -> Fx:
-    """The caller takes the floor: cancel the run in one step."""
-    return _cancel_run(_cancel_timer(fx, "hold", "resume", "onset"))
+    """The caller takes the floor: cancel the run in one step. A caller
+    continuing its turn (RULES 21) paused inside it: the turn it goes on
+    with counts that pause, and the call remembers it."""
+    s = fx.state
+    fx = _cancel_run(_cancel_timer(fx, "hold", "resume", "onset"))
+    if s.continuing >= 0 and s.continuing == s.utterance:
+        fx = fx.set(turn_pauses=max(1, s.turn_pauses), paused_turns=s.paused_turns + 1, continuing=-1)
+    return fx
 
 
 def _cancel_run(fx: Fx) -> Fx:

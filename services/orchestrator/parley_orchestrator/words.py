@@ -398,6 +398,15 @@ def last_sentence(text: str) -> str:
     return last.strip()
 
 
+def whole_by_form(text: str) -> bool:
+    """Whether the turn's last sentence (``last_sentence``) is whole by its
+    form however short: an answer, a goodbye or a backchannel ("Yes,
+    please.", "Nope.", "Bye!", "Mm-hmm."), or no words at all."""
+    raw = last_sentence(text)
+    said = tokens(raw)
+    return not said or said[0] in _WHOLE_START or hearing(raw) != "words"
+
+
 def may_go_on(text: str, most: int) -> str:
     """Why a caller's first words, which read complete, may still be only
     the start of the turn, or "". Judged on the turn's last sentence without
@@ -409,7 +418,7 @@ def may_go_on(text: str, most: int) -> str:
     "Mm-hmm."): those are whole turns however short."""
     raw = last_sentence(text)
     said = tokens(raw)
-    if not said or raw.endswith("?") or said[0] in _WHOLE_START or hearing(raw) != "words":
+    if raw.endswith("?") or whole_by_form(text):
         return ""
     count = sum(1 for w in said if (w,) not in NON_LEXICAL)  # "Um, I'm looking to vote.": a hesitation is no word
     if count <= most:

@@ -1643,3 +1643,92 @@ def test_a_caller_whose_first_words_were_quiet_still_interrupts_once_the_whole_u
     assert v.state.background == -1
     v.send(c.TranscriptFinal, utterance=1, text="Excuse me, I only need to know if you're open on Saturday.")
     assert "FlushPlayback" in v.types() and v.outcome.taken.startswith("late words: barge-in")
+
+
+# ---------------------------------------------------------------- RULES 21: the continuing caller, the caller who paused
+
+
+def _answer_begun_in_a_pause(v, first="I need to cancel my appointment.", heard_for=0.2):
+    """The caller said a first fragment that reads whole; the answer began
+    inside the caller's pause and has played ``heard_for`` seconds."""
+    v.user_says(first, complete=0.9)
+    v.llm("Sorry, I didn't catch that. Could you say it again?", done=False)
+    run = v.state.run
+    v.send(c.TTSChunkStarted, run=run.id, chunk=0)
+    v.send(c.PlaybackProgress, run=run.id, chunk=0, finished=False)
+    v.t += heard_for
+    return run.id
+
+
+def test_a_caller_who_goes_on_over_an_answer_just_begun_continues_the_turn_with_short_words():
+    v = Convo()
+    run = _answer_begun_in_a_pause(v)
+    assert v.t - v.state.silence_from < r.Policy().turn_continue_gap
+    v.send(c.SpeechOnset, utterance=1)
+    v.send(c.SpeechStarted, utterance=1)
+    assert v.phase == r.PAUSED and v.state.continuing == 1
+    v.send(c.SpeechStopped, utterance=1, speech_ms=680, speech_end_at=v.t, eot=0.9)
+    v.send(c.TranscriptFinal, utterance=1, text="four seven", complete=0.6)  # two words in 0.68 s: under noise_sound
+    j = v.outcome.judgements[0]
+    assert j.verdict == "barge-in" and j.heard == "words", j  # not a noise: the caller's turn goes on
+    assert v.state.run is None or v.run != run
+    assert v.state.user_text == "four seven" or v.state.run.user_text == "four seven"
+    # The caller paused and went on: the turn it goes on with counts the pause, and the call remembers it.
+    assert v.state.turn_pauses == 1 and v.state.paused_turns == 1
+
+
+@pytest.mark.parametrize(
+    "heard_for, late",
+    [(0.8, 0.0), (0.1, 1.6)],  # heard more than turn_continue_heard; began after turn_continue_gap
+)
+def test_short_words_over_an_answer_heard_longer_or_later_are_still_a_noise(heard_for, late):
+    v = Convo()
+    run = _answer_begun_in_a_pause(v, heard_for=heard_for)
+    if late:  # the caller's voice ended long before: move it back
+        v.state = msgspec.structs.replace(v.state, silence_from=v.t - late)
+    v.send(c.SpeechStarted, utterance=1)
+    assert v.state.continuing == -1
+    v.send(c.SpeechStopped, utterance=1, speech_ms=680, speech_end_at=v.t, eot=0.9)
+    v.send(c.TranscriptFinal, utterance=1, text="four seven", complete=0.6)
+    assert v.run == run and "ResumePlayback" in v.types() and "mis-heard" in v.outcome.judgements[0].reason
+
+
+def test_a_hum_at_the_start_of_an_answer_is_still_a_noise_under_the_continuation_bar():
+    v = Convo()
+    run = _answer_begun_in_a_pause(v, heard_for=0.1)
+    v.send(c.SpeechStarted, utterance=1)
+    assert v.state.continuing == 1
+    v.send(c.SpeechStopped, utterance=1, speech_ms=360, speech_end_at=v.t, eot=0.5)
+    v.send(c.TranscriptFinal, utterance=1, text="In the moment.")  # Whisper's words for a hummed mm-hmm, 0.36 s
+    assert v.run == run and "ResumePlayback" in v.types() and "under 0.5 s" in v.outcome.judgements[0].reason
+    assert v.state.paused_turns == 0
+
+
+def test_after_a_pause_inside_a_turn_every_later_first_fragment_is_held():
+    v = Convo()
+    v.user_says("I'd like", complete=0.3)  # unfinished: waits
+    v.t += 0.9
+    v.user_says("a cleaning on Friday at ten.", complete=0.95)  # went on after a pause: held, answered
+    assert v.state.run.held and v.state.paused_turns == 1
+    v.llm("Done, you're booked.")
+    v.timer("release")
+    v.play_all()
+    assert v.phase == r.LISTENING
+    v.user_says("Can I also bring my son along with me?", complete=0.95)  # a closed question, 9 words
+    j = v.outcome.judgements[-1]
+    assert j.release == r.Policy().turn_release_short and "paused inside 1 earlier turn(s)" in j.reason and v.state.run.held, j
+
+
+@pytest.mark.parametrize("said", ["Yes, please.", "No, that's fine.", "Thanks, bye!"])
+def test_a_caller_who_paused_before_still_gets_answers_and_goodbyes_at_once(said):
+    v = Convo()
+    v.state = msgspec.structs.replace(v.state, paused_turns=1)
+    v.user_says(said, complete=0.95)
+    j = v.outcome.judgements[-1]
+    assert j.verdict == "answer" and j.release == -1.0 and not v.state.run.held, j
+
+
+def test_a_caller_who_never_paused_gets_a_closed_first_fragment_answered_at_once():
+    v = Convo()
+    v.user_says("Can I also bring my son along with me?", complete=0.95)
+    assert v.outcome.judgements[-1].release == -1.0 and not v.state.run.held

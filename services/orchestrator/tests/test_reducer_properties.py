@@ -67,7 +67,7 @@ def sessions(draw, max_events=60):
         if kind == "speech":
             if speaking:
                 end = draw(st.sampled_from([0.0, t - 0.2, t]))
-                ev = c.SpeechStopped(session=S, at=t, utterance=utterance, speech_end_at=end, eot=draw(SIGNAL), speech_ms=draw(st.sampled_from([0, 1200])), level=draw(LEVELS))
+                ev = c.SpeechStopped(session=S, at=t, utterance=utterance, speech_end_at=end, eot=draw(SIGNAL), speech_ms=draw(st.sampled_from([0, 360, 680, 1200])), level=draw(LEVELS))
                 utterance += 1
             else:
                 ev = c.SpeechStarted(session=S, at=t, utterance=utterance, level=draw(LEVELS))
@@ -349,6 +349,27 @@ def test_a_sound_or_backchannel_never_cancels_a_held_answer(events):
             assert isinstance(ev, (c.Dtmf, c.SessionEnded, c.TimerFired, c.LLMError, c.CallStatus, c.ToneHeard)), ev
             if isinstance(ev, c.TimerFired):
                 assert ev.name in ("max_call", "llm_first_token", "tts_first_audio", "playback"), ev
+
+
+@PROPS
+@given(sessions())
+def test_a_continuing_callers_words_are_never_taken_for_a_noise(events):
+    """RULES 21: in a hold, the final of a voice judged the caller going on
+    with its turn (``continuing``) that has words, in at least
+    turn_continue_sound of sound, takes the floor: the noise rule's bar is
+    lowered for it, and only its own form (a hum, a backchannel, a sound)
+    lets the answer play on. Once a turn is answered, the pauses a call has
+    had are never forgotten."""
+    _, steps = run_all(events)
+    p = r.Policy()
+    for before, ev, cmds, outcome, after in steps:
+        assert after.paused_turns >= before.paused_turns
+        if before.phase != r.PAUSED or not isinstance(ev, c.TranscriptFinal) or ev.utterance != before.continuing or before.continuing < 0:
+            continue
+        if before.user_speaking or ev.utterance == before.background or words.hearing(ev.text, asked=True) != "words":
+            continue
+        if before.speech_ms / 1000 >= p.turn_continue_sound:
+            assert any(isinstance(x, c.FlushPlayback) for x in cmds) and after.turn_pauses >= 1, (ev, outcome)
 
 
 @PROPS
@@ -660,7 +681,8 @@ def test_an_onset_only_pauses_and_the_pause_is_bounded(events):
         if not isinstance(ev, c.SpeechOnset) or outcome.dropped:
             continue
         run = before.run
-        if before.phase in r.FLOOR_PHASES and run is not None and run.confirmed and before.policy.onset_hold > 0:
+        background = ev.utterance == before.background or r._background(before, ev.level) is not None  # RULES 17: noted only
+        if before.phase in r.FLOOR_PHASES and run is not None and run.confirmed and before.policy.onset_hold > 0 and not background:
             assert [type(x) for x in cmds] == [c.PausePlayback, c.StartTimer, c.StartTimer], cmds
             assert after.phase == r.PAUSED and {"onset", "hold"} <= {name for name, _ in after.timers}
         else:
