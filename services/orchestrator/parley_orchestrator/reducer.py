@@ -217,7 +217,9 @@ STREAMING = (GENERATING, SPEAKING)  # an LLM step may be streaming
 #     having heard less than turn_continue_heard of the answer, continues the
 #     turn: its words barge in however short (no noise rule), and the new turn
 #     counts the pause; a caller who paused inside an earlier turn this call
-#     has every later first fragment held (turn_release_short)
+#     has every later first fragment held (turn_release_short); a turn whose
+#     last sentence is a statement, not an answer to the agent's question, is
+#     held (turn_release_statement 1.6 s)
 RULES = 21
 
 # ---------------------------------------------------------------------------
@@ -301,6 +303,19 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     turn_continue_gap: float = 1.5
     turn_continue_heard: float = 0.5
     turn_continue_sound: float = 0.5
+    # - ``turn_release_statement``: a turn with no pause of its own whose last
+    #   sentence is a statement (``words.statement``: not a question, nor an
+    #   answer, a goodbye or a backchannel), unless it answers the question
+    #   the agent just asked (``words.asks_for_an_answer``; "How can I help?"
+    #   asks for none). Measured (BENCHMARKS 6, pauses5/pauses6): nearly every
+    #   answer heard inside a caller's pause on held-out callers answered a
+    #   closed statement ("I'd like to come on the 21st.", "I want to
+    #   reschedule my check-up.", "My email address is anna underscore lee")
+    #   that the caller went on from; whole questions are answered at once.
+    #   The cost: a whole first request said as a statement ("I need to
+    #   cancel my appointment on Thursday.") is heard after this silence.
+    #   0 turns it off.
+    turn_release_statement: float = 0.0
     # The signals: P(end of turn) from the audio (SpeechStopped.eot) and from
     # the text (TranscriptFinal.complete), averaged with these weights (the
     # text counts more: the acoustic model hears synthetic fragments as
@@ -1351,6 +1366,8 @@ def _judge_turn(s: SessionState, at: float, text: str) -> Judgement:
         short = f"the caller paused inside {s.paused_turns} earlier turn(s) this call"
     if short and p.turn_release_short > release:
         release, held = p.turn_release_short, f"a first fragment that may go on: {short}"
+    if not s.turn_pauses and p.turn_release_statement > release and words.statement(text) and not words.asks_for_an_answer(_agent_last_words(s)):
+        release, held = p.turn_release_statement, "a statement that starts the caller's turn: callers go on from one"
     if release > wait + 0.001:
         reason = f"{reason}; heard from {release:g} s of silence ({held})"
     else:

@@ -407,6 +407,48 @@ def whole_by_form(text: str) -> bool:
     return not said or said[0] in _WHOLE_START or hearing(raw) != "words"
 
 
+# A sentence that opens with one of these asks (Whisper does not always write
+# the "?": "What are your opening hours.", "When your earliest appointment.").
+_ASKS = frozenset(
+    _fold(w)
+    for w in """what what's whats when when's whens where where's which who who's whom whose why how how's
+    do does did don't doesn't didn't can can't could couldn't would wouldn't will won't is isn't are aren't
+    am was wasn't were weren't have haven't has hasn't had should shall may might must any anything""".split()
+)
+
+
+_LEAD_FILLER = frozenset(_fold(w) for w in "so um uh er erm well and oh also but then".split())
+
+
+def statement(text: str) -> bool:
+    """Whether the turn's last sentence (``last_sentence``) states or asks
+    for something by saying it ("I'd like to come on the 21st.", "I need to
+    cancel.", "Put me down for ten thirty."), rather than asking a question
+    (a "?", or a question word or an auxiliary first) or being whole by its
+    form (an answer, a goodbye, a backchannel). A caller's turn that starts
+    with a statement often goes on: the statement sets up the request ("I
+    have a question about my insurance. ... Do you take Delta Dental?")."""
+    raw = last_sentence(text)
+    said = tokens(raw)
+    lead = next((i for i, w in enumerate(said) if w not in _LEAD_FILLER), len(said))  # "So, um, what time ...": asks
+    return lead < len(said) and not raw.rstrip("\"') ").endswith("?") and said[lead] not in _ASKS and not whole_by_form(text)
+
+
+# The agent's invitations to talk that leave the caller's turn open ("How can
+# I help?", "Is there anything else I can help with?"): what follows is not a
+# short answer to them.
+_OPEN_PROMPT = re.compile(r"\b(help|assist|anything else|do for you|can i do|what brings you)\b")
+
+
+def asks_for_an_answer(agent_text: str) -> bool:
+    """Whether the agent's last words end with a question that a caller
+    answers (a choice, a yes/no, a detail: "Which time suits you?", "Shall
+    I book that?"), not an open invitation to talk ("How can I help?")."""
+    sentences = [part for part in _sentences(_TAGS.sub(" ", agent_text).strip()) if tokens(part)]
+    last = sentences[-1].rstrip("\"') ") if sentences else ""
+    return last.endswith("?") and not _OPEN_PROMPT.search(last.lower())
+
+
 def may_go_on(text: str, most: int) -> str:
     """Why a caller's first words, which read complete, may still be only
     the start of the turn, or "". Judged on the turn's last sentence without

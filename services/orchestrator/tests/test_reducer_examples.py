@@ -26,7 +26,7 @@ class Convo:
         self.outcome: r.Outcome | None = None
         # The examples below answer at once; the held release (RULES 16) has
         # its own examples, which set these.
-        params = {"turn_release": "0", "turn_release_short": "0", **params}
+        params = {"turn_release": "0", "turn_release_short": "0", "turn_release_statement": "0", **params}
         self.send(c.SessionStarted, params=params, recorded=recorded)
 
     def send(self, cls, **fields):
@@ -1705,7 +1705,7 @@ def test_a_hum_at_the_start_of_an_answer_is_still_a_noise_under_the_continuation
 
 
 def test_after_a_pause_inside_a_turn_every_later_first_fragment_is_held():
-    v = Convo()
+    v = Convo(turn_release_short="1.6")
     v.user_says("I'd like", complete=0.3)  # unfinished: waits
     v.t += 0.9
     v.user_says("a cleaning on Friday at ten.", complete=0.95)  # went on after a pause: held, answered
@@ -1721,7 +1721,7 @@ def test_after_a_pause_inside_a_turn_every_later_first_fragment_is_held():
 
 @pytest.mark.parametrize("said", ["Yes, please.", "No, that's fine.", "Thanks, bye!"])
 def test_a_caller_who_paused_before_still_gets_answers_and_goodbyes_at_once(said):
-    v = Convo()
+    v = Convo(turn_release_short="1.6")
     v.state = msgspec.structs.replace(v.state, paused_turns=1)
     v.user_says(said, complete=0.95)
     j = v.outcome.judgements[-1]
@@ -1729,6 +1729,39 @@ def test_a_caller_who_paused_before_still_gets_answers_and_goodbyes_at_once(said
 
 
 def test_a_caller_who_never_paused_gets_a_closed_first_fragment_answered_at_once():
-    v = Convo()
+    v = Convo(turn_release_short="1.6")
     v.user_says("Can I also bring my son along with me?", complete=0.95)
     assert v.outcome.judgements[-1].release == -1.0 and not v.state.run.held
+
+
+@pytest.mark.parametrize(
+    "said, held",
+    [
+        ("I'd like to come on the twenty-first.", True),  # a closed statement: callers go on from one
+        ("Hi, I want to reschedule my check-up.", True),  # the greeting in front is not what was said last
+        ("Put me down for ten thirty on Friday.", True),  # a request said as an order
+        ("What are your opening hours.", False),  # a question, without the "?" Whisper left out
+        ("So, um, do you take new patients?", False),
+        ("Yes, please.", False),  # an answer, a goodbye: whole by form
+        ("Thanks, bye!", False),
+    ],
+)
+def test_a_statement_that_starts_a_turn_is_held_to_turn_release_statement(said, held):
+    v = Convo(turn_release_statement="1.6")
+    v.user_says(said, complete=0.95)
+    j = v.outcome.judgements[-1]
+    assert j.verdict == "answer" and v.state.run.held == held, j
+    if held:
+        assert j.release == 1.6 and "a statement that starts the caller's turn" in j.reason
+
+
+def test_a_statement_that_answers_the_agents_question_is_not_held_but_one_after_how_can_i_help_is():
+    v = Convo(turn_release_statement="1.6", greeting="Hello, Bright Smile Dental. How can I help?")
+    v.play_all()
+    v.user_says("I need to cancel my appointment.", complete=0.95)  # "How can I help?" asks for no short answer
+    assert v.state.run.held and v.outcome.judgements[-1].release == 1.6
+    v.llm("I have nine and half past nine on Friday. Which one would you like?")
+    v.timer("release")
+    v.play_all()
+    v.user_says("The first one, please.", complete=0.95)  # answers the agent's question: at once
+    assert not v.state.run.held and v.outcome.judgements[-1].release == -1.0
