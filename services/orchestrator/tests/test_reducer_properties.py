@@ -40,6 +40,8 @@ def sessions(draw, max_events=60):
         "onset_hold": st.sampled_from(["0", "0.3"]),
         "resume_on_partial": st.sampled_from(["true", "false"]),
         "background_db": st.sampled_from(["0", "12"]),
+        "turn_release_statement": st.sampled_from(["0", "1.6"]),
+        "turn_continue_gap": st.sampled_from(["0", "1.5", "5"]),
     }))
     state = r.initial_state()
     t = 0.0
