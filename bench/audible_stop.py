@@ -316,8 +316,8 @@ async def measure(gateway_ws: str, nats_url: str, utterances, calls: int, barges
     pcm8k = np.frombuffer(ulaw_to_pcm16(utterances.fixed_ulaw()), dtype="<i2")
     rows: list[dict] = []
     if "pcm" in transports:
-        ab = os.environ.get("BENCH_PCM_AB", "") not in ("", "0")  # the client playing its buffer out on a pause, then holding it, alternating
-        for hold in ([False, True, False, True] if ab else [False]):
+        ab = os.environ.get("BENCH_PCM_AB", "") not in ("", "0")  # the client playing its buffer out on a pause, then stopping, alternating
+        for hold in ([False, True, False, True] if ab else [True]):
             rows += await pcm_calls(gateway_ws, nats_url, pcm16k, calls, barges // 2 if ab else barges, api_key=api_key, hold=hold)
     if "twilio" in transports:
         for delay in (0.06, 0.3):
@@ -342,8 +342,8 @@ if __name__ == "__main__":
 
 GOAL_MS = 250
 LABELS = {
-    "pcm": "`/ws/pcm` (40 ms client buffer, played out on a pause, as the page and `parley talk` do)",
-    "pcm-hold": "`/ws/pcm`, a client holding its buffer on `pause`",
+    "pcm": "`/ws/pcm` (40 ms client buffer, played out on a pause: older clients)",
+    "pcm-hold": "`/ws/pcm`, a client that stops at `pause` and says what it dropped (the page, `parley talk`)",
     "twilio-60ms": "Twilio, 60 ms far-end buffer",
     "twilio-300ms": "Twilio, 300 ms far-end buffer",
     "webrtc": "WebRTC (Chromium, what the page plays)",

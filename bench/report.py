@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import audible_stop
+import resume_error
 import stages
 
 STAGE_FLOOR = stages.FLOOR_MS
@@ -109,6 +110,7 @@ def render(res: dict, png: str) -> str:
         out += bargein_section(res)
     if "stop" in res:
         out += audible_stop.section(res["stop"])
+        out += resume_error.section(res["stop"].get("resume") or {})
     if "recording" in res:
         out += recording_section(res["recording"])
     if "embedded" in res:

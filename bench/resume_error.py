@@ -313,9 +313,9 @@ async def measure(transports: list[str], calls: int, pauses: int, workdir: Path,
                             seed += 1
                             with tempfile.TemporaryDirectory(dir=workdir) as tmp:
                                 heard, rate, playback = await webrtc_call(base, nc, src, pauses, seed, rewind, Path(tmp))
-                            said = [round(p["unplayed_ms"]) for p in playback if p["type"] == "paused"]
+                            said = [p for p in playback if p["type"] == "paused"]
                             got = resume_errors(heard, rate, src if rate == RATE else np.frombuffer(_resampled(src, rate), dtype="<i2"))
-                            rows += [{"transport": name, **r, **({"page_unplayed_ms": said[i]} if i < len(said) else {})} for i, r in enumerate(got)]
+                            rows += [{"transport": name, **r, **({"page_unplayed_ms": said[i]["unplayed_ms"], **{k: v for k, v in said[i].items() if k.startswith("netEq")}} if i < len(said) else {})} for i, r in enumerate(got)]
             rows.append({"transport": "_stats", **{k: v for k, v in stats.items() if k.startswith(("playback_rew", "pause_answers"))}})
     return rows
 
@@ -343,6 +343,35 @@ def summarize(rows: list[dict]) -> dict:
             "max_ms": float(max(errs)) if errs else None,
             **({"page_unplayed_p50_ms": float(np.median(unplayed))} if unplayed else {}),
         }
+    return out
+
+
+LABELS = {
+    "pcm": "`/ws/pcm`, a client playing its buffer out at a pause",
+    "pcm-answer": "`/ws/pcm`, a client that stops and answers what it dropped (the page, `parley talk`)",
+    "webrtc-norewind": "WebRTC (Chromium), the page silencing its buffers, not answering (`?rewind=0`)",
+    "webrtc": "WebRTC (Chromium), the page silencing its buffers and answering what it silenced",
+    "twilio-60ms": "Twilio (60 ms far-end buffer): `clear`, replay from the last echoed mark",
+}
+
+
+def section(res: dict) -> list[str]:
+    out = ["", "### Resume after a pause: where the caller hears the answer again", ""]
+    s = res.get("summary")
+    if not s:
+        return out + [f"Not measured: {res.get('error', 'no rows')}"]
+    out.append(
+        f"`bench/resume_error.py`: an in-process gateway; the script plays the other services (the answer: {SOURCE_S:g} s of Piper speech over a "
+        f"{20 * np.log10(FLOOR):.0f} dBFS noise floor, then {PAUSES} pauses of {PAUSE_S:g} s, 0.7-1.3 s apart). What each caller heard is cut at "
+        "its silent gaps and each piece placed in the source by cross-correlation: the error at a pause is where the caller hears the answer "
+        "again minus where they stopped hearing it (> 0: skipped, < 0: heard twice). "
+        f"Load average {res.get('load', 0):.1f} (2 cores, shared)."
+    )
+    out += ["", "| client | pauses | error p50 (ms) | abs error p50 / p95 (ms) | min / max (ms) | page said it silenced, p50 (ms) |", "|---|---|---|---|---|---|"]
+    for t, v in s.items():
+        f = lambda x: "–" if x is None else f"{x:+.1f}" if abs(x) < 10 else f"{x:+.0f}"  # noqa: E731
+        g = lambda x: "–" if x is None else f"{x:.0f}"  # noqa: E731
+        out.append(f"| {LABELS.get(t, t)} | {v['n']} | {f(v['error_p50_ms'])} | {g(v['abs_error_p50_ms'])} / {g(v['abs_error_p95_ms'])} | {f(v['min_ms'])} / {f(v['max_ms'])} | {g(v.get('page_unplayed_p50_ms'))} |")
     return out
 
 

@@ -55,6 +55,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -501,6 +502,18 @@ def phase_stop(res: dict) -> None:
         print(f"[bench] audible stop failed: {out['error']}", flush=True)
     finally:
         stack.stop()
+    # After a pause that resumes: does the caller hear the answer again from where it stopped? (its own gateway)
+    import resume_error
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            rows = asyncio.run(resume_error.measure(transports, STOP_CALLS - 1 if QUICK else 2, resume_error.PAUSES, Path(tmp)))
+        out["resume"] = {"rows": rows, "summary": resume_error.summarize(rows), "load": os.getloadavg()[0]}
+        for t, v in out["resume"]["summary"].items():
+            print(f"[bench] resume error {t}: p50 {v['error_p50_ms'] or 0:+.0f} ms, |error| p95 {v['abs_error_p95_ms'] or 0:.0f} ms over {v['n']}", flush=True)
+    except Exception as exc:  # noqa: BLE001 - the report says what failed
+        out["resume"] = {"error": f"{type(exc).__name__}: {exc}"}
+        print(f"[bench] resume error failed: {out['resume']['error']}", flush=True)
 
 
 def mark_cost(stack: Stack) -> dict:

@@ -10,7 +10,9 @@ talks over the answer. The recording must then hold, on one clock:
 * right, the agent as the caller heard it: the consent sentence, the greeting,
   the answer up to where it was cut, and none of its unheard rest. "What the
   caller heard" is taken from the caller simulator's ear (``parley.callers.ear``):
-  the same stretch of the answer, cut at the same moment of the call.
+  the same stretch of the answer, cut at the same moment of the call. The
+  /ws/pcm caller stops at the pause and says what it dropped unplayed (as the
+  page does): the gateway takes it out of the recording.
 """
 
 from __future__ import annotations
@@ -226,12 +228,14 @@ def test_a_twilio_call_with_a_barge_in_is_recorded_as_the_caller_heard_it(stack,
     authorised_only(stack, session)
 
 
-def test_a_pcm_call_with_a_barge_in_is_recorded_as_it_left_the_playout(stack, capsys):
+def test_a_pcm_call_with_a_barge_in_is_recorded_as_the_caller_heard_it(stack, capsys):
+    """The caller's client stops at the pause and says what it dropped (as the page and `parley talk` do): the
+    recording takes that back, so its cut is the ear's, not where the audio left the playout."""
     question = say("What are your opening hours, and where are you located?")
     interruption = say("Sorry, stop. Can I book Friday at ten a.m. instead?")
 
     async def scenario():
-        async with PcmCaller(stack.pcm_url("recording=on")) as caller:
+        async with PcmCaller(stack.pcm_url("recording=on"), hold_on_pause=True) as caller:
             await asyncio.sleep(1.0)
             await caller.wait_quiet(quiet=1.2, timeout=40)
             spoke_until = await caller.say(question)
