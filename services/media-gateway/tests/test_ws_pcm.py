@@ -148,6 +148,32 @@ def test_a_client_that_drops_its_buffer_at_a_pause_hears_the_answer_again_from_w
     assert progress[-1] == (1, True, 1000)
 
 
+def test_a_pause_that_comes_just_after_a_run_s_first_frame_left_loses_nothing_and_nothing_is_heard_twice(nats_server):
+    """barge5 OPEN 4: the run's first audio and the reducer's pause reach the
+    gateway at the same moment on two subscriptions, and a frame leaves before
+    the pause is executed. The client had not played it (its 30-40 ms lead):
+    it drops it and says so, and the resume plays the run from its first sample."""
+
+    async def scenario():
+        async with gateway(nats_server.url) as (base, state, nc, seen), pcm_call(base) as client:
+            s = client.session
+            await client.ws.send(json.dumps({"type": "hello", "answers_pause": True}))
+            await publish_tts(nc, s, run=9, pcm=ramp(8000), rate=16000)
+            await until(lambda: client.frames, what="the first frame")
+            await command(nc, s, contract.PausePlayback(session=s, run=9))
+            await until(lambda: any(n["type"] == "pause" for n in client.notices), what="the pause notice")
+            at_pause = len(client.frames)
+            await client.ws.send(json.dumps({"type": "paused", "run": 9, "unplayed_ms": at_pause * 20}))  # none of it played
+            await asyncio.sleep(0.3)
+            await command(nc, s, contract.ResumePlayback(session=s, run=9))
+            await until(lambda: any(isinstance(e, contract.PlaybackProgress) and e.finished for e in seen["events"]), what="the end")
+            return client, at_pause
+
+    client, at_pause = asyncio.run(scenario())
+    again = np.frombuffer(b"".join(f for _, f in client.frames[at_pause:]), dtype="<i2")
+    assert np.array_equal(again[again != 0], np.frombuffer(ramp(8000), dtype="<i2"))  # all of it, from its first sample, once
+
+
 def test_a_pause_answer_that_is_malformed_or_not_due_changes_nothing(nats_server):
     async def scenario():
         async with gateway(nats_server.url) as (base, state, nc, seen), pcm_call(base) as client:
