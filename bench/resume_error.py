@@ -62,6 +62,7 @@ PAUSE_S = 0.5
 FLOOR = 0.01  # the noise floor's RMS, of full scale
 WINDOW_S = 0.3  # what is cross-correlated at each end of a piece
 GAP_S = 0.2  # silence this long in what was heard is a pause
+ONLY = ""  # one arm only (--arm)
 SILENT = 4  # |sample| at most this: silence (the gateway's, through a codec)
 TEXT = (
     "Thanks for calling the clinic. We are open Monday to Friday from eight in the morning until six in the evening, "
@@ -295,6 +296,7 @@ async def measure(transports: list[str], calls: int, pauses: int, workdir: Path,
                 if transport == "pcm":
                     ab = os.environ.get("BENCH_PCM_AB", "") not in ("", "0")
                     arms = [("pcm", False), ("pcm-answer", True)] * 2 if ab else [("pcm-answer", True)]
+                    arms = [a for a in arms if a[0] == ONLY] or arms if ONLY else arms
                     for name, answer in arms:
                         for _ in range(calls if not ab else max(1, calls // 2)):
                             seed += 1
@@ -308,6 +310,7 @@ async def measure(transports: list[str], calls: int, pauses: int, workdir: Path,
                 elif transport == "webrtc":
                     ab = os.environ.get("BENCH_WEBRTC_AB", "") not in ("", "0")
                     arms = [("webrtc-norewind", False), ("webrtc", True)] * 2 if ab else [("webrtc", True)]
+                    arms = [a for a in arms if a[0] == ONLY] or arms if ONLY else arms
                     for name, rewind in arms:
                         for _ in range(calls if not ab else max(1, calls // 2)):
                             seed += 1
@@ -381,8 +384,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pauses", type=int, default=PAUSES)
     ap.add_argument("--transports", default="pcm,webrtc,twilio")
     ap.add_argument("--rows", action="store_true", help="print every pause, not only the summary")
+    ap.add_argument("--arm", default="", help="one arm only (e.g. webrtc-norewind, pcm): a diagnosis run")
     ap.add_argument("--floor", type=float, default=FLOOR, help="the noise floor under the speech (RMS of full scale); 0: the speech alone, its own gaps")
     args = ap.parse_args(argv)
+    global ONLY
+    ONLY = args.arm
+    if ONLY:
+        os.environ["BENCH_PCM_AB"] = os.environ["BENCH_WEBRTC_AB"] = "1"
     with tempfile.TemporaryDirectory() as tmp:
         rows = asyncio.run(measure(args.transports.split(","), args.calls, args.pauses, Path(tmp), args.floor))
     if args.rows:

@@ -162,7 +162,7 @@ TTS_STALL_GIVE_UP_S = 8.0
 # A client that answers pauses (client_paused): a resume waits for its answer
 # at most this long after the pause; what it may say it dropped, at most
 # (the playout keeps this much of a run's played audio to take back).
-ANSWER_WAIT_S = 0.4
+ANSWER_WAIT_S = 0.6
 REWIND_MAX_MS = 500
 VOICED = 0.01  # RMS (of full scale) of a 10 ms window that is more than silence
 
