@@ -741,6 +741,12 @@ class AsrClaimed(msgspec.Struct, frozen=True, kw_only=True, tag="AsrClaimed"):
     # subjects.audio_native (it is subscribed before it answers); "" the
     # gateway sends PCM only. An older worker never says it (the default).
     native: str = ""
+    # Bytes of audio_in (PCM16) the worker's VAD hears at a time, counted from
+    # the first byte it got: the gateway sends the caller's audio when a
+    # window is whole (a 20 ms piece that completes none waits for the next),
+    # so the worker hears every window as soon as before, in fewer messages.
+    # 0 (an older worker): each piece as it comes.
+    window: int = 0
 
 
 class SessionControl(msgspec.Struct, frozen=True, kw_only=True, tag="SessionControl"):

@@ -74,6 +74,7 @@ from .vad import SileroVad, StreamBank
 log = logging.getLogger("parley_asr.worker")
 
 SAMPLE_RATE = 16000
+WINDOW_BYTES = 2 * WINDOW  # one VAD window of PCM16 (AsrClaimed.window: the gateway sends whole ones)
 MAX_WINDOWS_PER_TICK = 32  # a session sending faster than real time is worked off at up to 32x
 QUIET_PROB = 0.1  # a window scored under this is quiet (for the VAD state reset)
 WARN_FIRST_DROPS = 5
@@ -338,7 +339,7 @@ class Worker:
         native = claim.native if cloud and claim.native in getattr(self.cloud, "natives", ()) else ""
         s = await self.claim(claim.session, claim.utterance, cloud=cloud, native=native, phone=claim.native.startswith("mulaw/"))
         if msg.reply:
-            await msg.respond(contract.encode(contract.AsrClaimed(session=claim.session, worker=self.id, native=getattr(s.listener, "native", ""))))
+            await msg.respond(contract.encode(contract.AsrClaimed(session=claim.session, worker=self.id, native=getattr(s.listener, "native", ""), window=WINDOW_BYTES)))
 
     async def claim(self, session_id: str, first_utterance: int = 0, cloud: bool = True, native: str = "", phone: bool = False) -> Session:
         """Take a session's audio (idempotent). Subscribed before the claim is answered.

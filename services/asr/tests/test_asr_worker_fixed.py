@@ -99,7 +99,7 @@ def test_fixed_final_comes_150_ms_after_speech_stopped(nats_url, silero, speak):
             nc = await h.client()
             ev = await Events.watch(nc, "fixed-1")
             claimed = await claim(nc, "fixed-1")
-            assert claimed == contract.AsrClaimed(session="fixed-1", worker=w.id)
+            assert claimed == contract.AsrClaimed(session="fixed-1", worker=w.id, window=1024)  # 32 ms of PCM16 at 16 kHz: the gateway sends whole windows
             await stream(nc, "fixed-1", speak(SENTENCE), speed=0)
             await ev.finals("fixed-1")
             await asyncio.sleep(0.3)  # nothing else may follow

@@ -226,6 +226,15 @@ class Call:
         self.asr_progress: contract.AsrProgress | None = None
         self.asr_checked_at = 0.0  # wall clock of the worker's last progress answer
         self.recent_audio: deque[tuple[float, bytes]] = deque()  # (wall clock, PCM16 16 kHz) of the last REPLAY_S sent to the ASR
+        # The ASR worker hears the caller in VAD windows (AsrClaimed.window
+        # bytes, counted from the first byte it got): audio that completes no
+        # window yet waits in ``unsent`` for the piece that does, so a 20 ms
+        # piece is not a message of its own when the worker could do nothing
+        # with it (5 messages per 160 ms instead of 8, the worker's windows
+        # as early as before).
+        self.asr_window = 0  # 0: each piece as it comes
+        self.unsent = bytearray()
+        self.audio_pos = 0  # bytes of the caller's audio handed on to this worker
         # Causal order across producers: the caller's audio reaches the ASR
         # only after every playback report queued before it is stored, so an
         # ASR event caused by that audio (the caller talking after hearing
@@ -303,6 +312,7 @@ class Call:
                 await asyncio.sleep(CLAIM_RETRY_S)
         claimed = contract.decode(reply.data, contract.AsrClaimed)
         self.asr_worker = claimed.worker
+        self.asr_window = claimed.window if 0 < claimed.window <= MAX_INBOUND_BYTES // 4 else 0
         self.asr_native = claimed.native if claimed.native and claimed.native == offer else ""
 
     async def _watch_asr(self, every: float = ASR_CHECK_S) -> None:
@@ -352,6 +362,7 @@ class Call:
         for pcm in replay:
             await self.nc.publish(subjects.audio_in(self.session), pcm, headers=bus.audio_headers(self.seq, 16000))
             self.seq += 1
+        self.audio_pos = sum(map(len, replay))  # the new worker's windows start at the replay's first byte
         self.asr_progress = None
         log.warning(
             "ASR worker gone; session claimed again",
@@ -373,6 +384,9 @@ class Call:
             self.recorder.close(time.time(), reason)
         s = self.session
         try:
+            if self.unsent and not self.held_audio:  # the last piece of a window the call ended in
+                await self._to_asr(bytes(self.unsent))
+                self.unsent.clear()
             if not self.ended_by_agent:
                 await bus.publish_event(self.nc, SessionEnded(session=s, at=time.time(), reason=reason))
             await self.nc.publish(subjects.control(s), contract.encode(SessionControl(session=s, reason=reason)))
@@ -407,14 +421,34 @@ class Call:
             return
         if self.recorder is not None:
             self.recorder.caller(time.time(), pcm16_16k)
-        if self.unstored_reports or self.held_audio:
-            self._hold_audio(False, pcm16_16k)
+        pcm = self._whole_windows(pcm16_16k)
+        if pcm is None:
+            pass  # completes no window of the worker's yet: goes with the next piece
+        elif self.unstored_reports or self.held_audio:
+            self._hold_audio(False, pcm)
         else:
-            await self._to_asr(pcm16_16k)
+            await self._to_asr(pcm)
         if self.tones is not None:
             # Calls we placed: a beep may be a voicemail greeting's end (the reducer judges).
             for tone in self.tones.feed(pcm16_16k):
                 await bus.publish_event(self.nc, contract.ToneHeard(session=self.session, at=time.time(), hz=tone.hz, ms=tone.ms))
+
+    def _whole_windows(self, pcm: bytes) -> bytes | None:
+        """What of the caller's audio goes to the ASR worker now: everything
+        not sent yet once it completes a window of the worker's (see
+        ``asr_window``), else None (it waits in ``unsent``)."""
+        w = self.asr_window
+        if w <= 0 and not self.unsent:
+            self.audio_pos += len(pcm)
+            return pcm
+        self.unsent += pcm
+        end = self.audio_pos + len(self.unsent)
+        if w > 0 and end // w == self.audio_pos // w:
+            return None
+        out = bytes(self.unsent)
+        self.unsent.clear()
+        self.audio_pos = end
+        return out
 
     async def _to_asr(self, pcm16_16k: bytes) -> None:
         """The caller's audio to the session's ASR worker, kept for a replay (``_reclaim_asr``)."""

@@ -139,3 +139,48 @@ def test_held_audio_is_bounded_and_the_excess_is_counted(nats_server, monkeypatc
 
 async def _got(heard: list, msg) -> None:
     heard.append((bus.AudioMeta(msg.headers).seq, msg.data))
+
+
+def test_a_worker_that_hears_whole_windows_gets_each_as_soon_as_it_is_complete_in_fewer_messages(nats_server):
+    """AsrClaimed.window: 20 ms pieces (640 bytes) to a worker whose VAD hears
+    32 ms windows (1024 bytes) go out when a window is whole: the worker has
+    every window as soon as the piece completing it came, no sooner and no
+    later, in 5 messages for 8 pieces; the end of the call sends the rest."""
+
+    async def scenario():
+        nc = await bus.connect(nats_server.url)
+        heard: list[tuple[int, bytes]] = []
+
+        async def claim(msg):
+            c = contract.decode(msg.data, contract.AsrClaim)
+            await msg.respond(contract.encode(contract.AsrClaimed(session=c.session, worker="w1", window=1024)))
+
+        await nc.subscribe(subjects.ASR_CLAIM, cb=claim)
+        call = Call(Switchboard(nc, {}, telemetry.current()), Transport(), session="twilio-windows")
+        await nc.subscribe(subjects.audio_in(call.session), cb=functools.partial(_got, heard))
+        await call.start()
+        windows_after: list[int] = []
+        try:
+            for i in range(9):
+                await call.feed(frame(i))
+                await nc.flush()
+                want = (i + 1) * 640 // 1024
+                for _ in range(200):
+                    if sum(len(p) for _, p in heard) // 1024 >= want:
+                        break
+                    await asyncio.sleep(0.01)
+                windows_after.append(sum(len(p) for _, p in heard) // 1024)
+            sent_before_end = len(heard)
+        finally:
+            await call.end()
+        await nc.flush()
+        await asyncio.sleep(0.1)
+        await nc.close()
+        return windows_after, sent_before_end, list(heard)
+
+    windows_after, sent_before_end, heard = asyncio.run(scenario())
+    assert windows_after == [(i + 1) * 640 // 1024 for i in range(9)]  # each window with the piece that completed it
+    assert sent_before_end == 5  # with pieces 2, 4, 5, 7 and 8: the 9th completes no window (5760 bytes)
+    assert len(heard) == 6  # the end of the call sent it
+    assert [seq for seq, _ in heard] == list(range(len(heard)))
+    assert b"".join(p for _, p in heard) == b"".join(frame(i) for i in range(9))  # all of it, in order, the rest at the end
