@@ -170,10 +170,16 @@ class TwilioSocket:
         self.call_sid = ""
         self.far = tp.FarEnd(mark_every=max(1, settings.twilio_mark_ms // FRAME_MS))
         self.lead_s = settings.twilio_lead_ms / 1000
+        # Frames between two marks go in one media message (Twilio takes any
+        # size): the tick refills the lead a mark interval at a time, once
+        # Twilio's buffer is that much short of it (with a mark every frame,
+        # every tick, as one frame).
+        self.refill_s = min(self.lead_s, self.far.mark_every * FRAME_MS / 1000) - FRAME_MS / 1000
+        self.joining: list[bytes] = []  # μ-law of frames sent since the last mark, not in the outbox yet
         self.max_pulls = 1 + settings.twilio_lead_ms // FRAME_MS  # frames one tick may send (refilling the lead)
         self.replay: deque[tp.Sent] = deque()  # unheard audio a pause's clear took back
         self.held: set[int] = set()  # runs paused: their replay waits
-        self.media_queued = 0  # media messages in the outbox
+        self.media_queued = 0  # frames in the outbox's media messages
         self.resampler = Resampler(RATE, ASR_RATE)
         self.outbox: deque[tuple[str, object]] = deque()
         self.wake = asyncio.Event()
@@ -197,9 +203,14 @@ class TwilioSocket:
             self.fail(f"Twilio is not reading: {self.media_queued * FRAME_MS / 1000:.1f} s of audio unsent", "backlog")
             return
         now = self.loop.time()
-        for _ in range(self.max_pulls):
-            if self.closing or self.ahead_until >= now + self.lead_s or not self._send_next(now):
-                return
+        if self.ahead_until >= now + self.lead_s - self.refill_s:
+            return  # Twilio holds enough: the next refill is a whole mark interval
+        try:
+            for _ in range(self.max_pulls + self.far.mark_every):
+                if self.closing or (self.ahead_until >= now + self.lead_s and not self.far.since_mark) or not self._send_next(now):
+                    return  # (a mark interval begun is sent whole: the lead may grow by less than one)
+        finally:
+            self._join()
 
     def _send_next(self, now: float) -> bool:
         """Send the next frame: audio a clear took back first (unless its run is
@@ -233,11 +244,19 @@ class TwilioSocket:
         """A frame (and the marks after it) into the outbox, in order."""
         if frame is not None:
             self.ahead_until = max(self.ahead_until, now) + FRAME_MS / 1000
-            self._put("media", tp.media_message(self.stream_sid, frame.audio))
-            self.media_queued += 1
+            self.joining.append(frame.audio)
         name = self.far.sent(frame, ends)
         if name is not None:
+            self._join()
             self._put("mark", tp.mark_message(self.stream_sid, name))
+
+    def _join(self) -> None:
+        """The frames sent since the last mark, as one media message."""
+        if self.joining:
+            n = len(self.joining)
+            self._put("media", (tp.media_message(self.stream_sid, b"".join(self.joining)), n))
+            self.media_queued += n
+            self.joining.clear()
 
     def _put(self, kind: str, item: object) -> None:
         self.outbox.append((kind, item))
@@ -482,7 +501,8 @@ class TwilioSocket:
                     pass
                 return
             if kind == "media":
-                self.media_queued -= 1
+                item, frames = item  # type: ignore[misc]
+                self.media_queued -= frames
             await self.ws.send_text(item)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------- inbound

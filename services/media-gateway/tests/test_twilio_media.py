@@ -416,6 +416,40 @@ def locate(heard: list[tuple[float, bytes]], source: np.ndarray) -> list[tuple[f
     return out
 
 
+def test_frames_between_marks_go_in_one_media_message_and_the_marks_stay_where_they_were(nats_server):
+    """PARLEY_TWILIO_MARK_MS=60: the frames between two marks leave as one
+    media message (Twilio takes any size), so a mark interval of audio costs
+    two messages instead of four; the marks still follow exactly the audio
+    they name, and the caller hears the same sound."""
+    settings = Settings(nats_url=nats_server.url, http_port=free_port(), public_host="gw.example.com", twilio_insecure=True, twilio_mark_ms=60)
+
+    async def scenario(gw):
+        async with Agent(nats_server.url) as agent:
+            caller = TwilioCaller(gw.ws, {})
+            caller.custom_parameters["test_call"] = caller.call_sid
+            async with caller:
+                session = await agent.session_of(caller)
+                await agent.speak(session, 1, [tone(600, 0.4, 22050), tone(1000, 0.4, 22050)])
+                await agent.wait(lambda e: isinstance(e, PlaybackProgress) and e.session == session and e.chunk == 1 and e.finished, 10, "chunk 1 heard")
+            return caller
+
+    with Gateway(settings) as gw:
+        caller = run(scenario(gw))
+    sizes = [len(m) for _, m in caller.rec.media]
+    assert sum(sizes) == 6400 and max(sizes) == 480  # 0.8 s; never more than a mark interval in one message
+    assert len(sizes) <= 40 // 2  # (one frame each before: 40)
+    names = [n for _, n in caller.rec.marks]
+    end0 = next(i for i, n in enumerate(names) if n.endswith(".end"))
+    before_end0 = sum(len(m) for t, m in caller.rec.media if t <= caller.rec.marks[end0][0])
+    assert before_end0 == 3200, before_end0  # chunk 0's end mark follows exactly its audio
+    assert len(names) == 2 * 7  # per 0.4 s chunk: after frames 3, 6, ... 18 and its last (20)
+    assert [(e.name, e.cleared) for e in caller.rec.echoes] == [(n, False) for n in names]
+    heard = caller.played_audio()
+    assert abs(dominant(heard[: 3000 * 2], 8000) - 600) < 10
+    assert abs(dominant(heard[3400 * 2 : 6200 * 2], 8000) - 1000) < 10
+    assert caller.rec.unexpected == []
+
+
 def test_pause_clears_twilio_and_resume_replays_from_the_last_echoed_mark(gateway, nats_server):
     """A pause must not let Twilio's buffer play on (a deep one here: 0.3 s),
     and a resume must pick up where the caller's marks say playback stopped:
