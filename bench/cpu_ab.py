@@ -95,21 +95,31 @@ async def tapped(work, url: str, counts: dict[str, int]):
         await nc.drain()
 
 
-def cpu_seconds(procs: dict[str, psutil.Process]) -> dict[str, float]:
+def usage(procs: dict[str, psutil.Process]) -> dict[str, tuple[float, float, int, int]]:
+    """Per process (children included): user s, system s, read and write system calls."""
     out = {}
     for key, proc in procs.items():
+        user = system = reads = writes = 0
         try:
-            out[key] = sum(t.user + t.system for t in [proc.cpu_times(), *(c.cpu_times() for c in proc.children(recursive=True))])
+            for p in [proc, *proc.children(recursive=True)]:
+                t = p.cpu_times()
+                user, system = user + t.user, system + t.system
+                try:
+                    io = p.io_counters()
+                    reads, writes = reads + io.read_count, writes + io.write_count
+                except (psutil.Error, AttributeError):
+                    pass
         except psutil.Error:
-            out[key] = 0.0
+            pass
+        out[key] = (user, system, reads, writes)
     return out
 
 
-def spy(procs: dict, into: str) -> list[subprocess.Popen]:
+def spy(procs: dict, into: str, rate: int = 20) -> list[subprocess.Popen]:
     Path(into).mkdir(parents=True, exist_ok=True)
     exe = shutil.which("py-spy") or str(Path.home() / ".local" / "bin" / "py-spy")
     return [
-        subprocess.Popen([exe, "record", "-r", "20", "--nonblocking", "-f", "raw", "-o", f"{into}/{key}.txt", "-p", str(proc.pid)],
+        subprocess.Popen([exe, "record", "-r", str(rate), "--nonblocking", "-f", "raw", "-o", f"{into}/{key}.txt", "-p", str(proc.pid)],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for key, proc in procs.items()
     ]  # fmt: skip
@@ -121,6 +131,7 @@ def main(argv=None) -> int:
     ap.add_argument("--calls", type=int, default=30)
     ap.add_argument("--turns", type=int, default=3)
     ap.add_argument("--spy", default="", help="py-spy every service into this directory")
+    ap.add_argument("--spy-rate", type=int, default=20, help="py-spy samples per second")
     ap.add_argument("--tap", action="store_true", help="count the messages through nats-server by subject kind (adds one subscriber to everything)")
     a = ap.parse_args(argv)
     tree = Path(a.tree).resolve()
@@ -135,15 +146,15 @@ def main(argv=None) -> int:
     try:
         asyncio.run(offer(loadgen, utterances, stack, 1, 1))  # warm-up call
         procs = {k: psutil.Process(p.pid) for k, p in stack.procs.items()}
-        spies = spy(procs, a.spy) if a.spy else []
+        spies = spy(procs, a.spy, a.spy_rate) if a.spy else []
         procs["nats-server"] = psutil.Process(stack.nats.proc.pid)
         load_start = psutil.getloadavg()
-        before = cpu_seconds(procs)
+        before = usage(procs)
         t0 = time.monotonic()
         counts: dict[str, int] = {}
         records = asyncio.run(tapped(offer(loadgen, utterances, stack, a.calls, a.turns), stack.nats_url, counts) if a.tap else offer(loadgen, utterances, stack, a.calls, a.turns))
         wall = time.monotonic() - t0
-        after = cpu_seconds(procs)
+        after = usage(procs)
         for s in spies:
             s.send_signal(signal.SIGINT)
         for s in spies:
@@ -153,7 +164,9 @@ def main(argv=None) -> int:
                 s.kill()
     finally:
         stack.stop()
-    used = {k: round(after[k] - before[k], 2) for k in procs}
+    used = {k: round(after[k][0] + after[k][1] - before[k][0] - before[k][1], 2) for k in procs}
+    system = {k: round(after[k][1] - before[k][1], 2) for k in procs}
+    calls_io = {k: [round((after[k][i] - before[k][i]) / a.calls) for i in (2, 3)] for k in procs}
     total = sum(used.values())
     print(json.dumps({
         "commit": commit, "calls": a.calls, "wall_s": round(wall, 1),
@@ -162,6 +175,7 @@ def main(argv=None) -> int:
         "underruns": sum(len(r["underruns"]) for r in records),
         **({"msgs_per_call": {k: round(v / a.calls, 1) for k, v in sorted(counts.items(), key=lambda kv: -kv[1])}} if a.tap else {}),
         "cpu_s": used, "cpu_s_total": round(total, 2), "cpu_s_per_call": round(total / a.calls, 3),
+        "system_s": system, "syscalls_per_call": calls_io,
     }))  # fmt: skip
     return 0
 
