@@ -160,6 +160,12 @@ class TranscriptFinal(Event, frozen=True, kw_only=True, tag="TranscriptFinal"):
     speech_end_at: float = 0.0
     # P(the transcript so far is a finished turn), from the text; -1: unknown.
     complete: float = -1.0
+    # P(the utterance begins with a word that takes the floor however short
+    # it is: "no", "stop", "wait", "hold", "hang", "sorry", "hey"...), the
+    # recogniser's own probability for that first word, measured on short
+    # utterances whatever text it chose (phone-band "No." may come out "" or
+    # "Go."); -1: not measured (a long utterance, another provider).
+    floor: float = -1.0
 
 
 class RunEvent(Event, frozen=True, kw_only=True):

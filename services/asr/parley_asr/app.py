@@ -62,6 +62,7 @@ def load_whisper(settings: Settings) -> Transcriber:
         min_window_ms=settings.whisper_window_ms,
         pad_ms=settings.whisper_pad_ms,
         fallback=settings.whisper_fallback,
+        floor_clip_ms=settings.floor_clip_ms,
     )
     model.warm_up()
     return model

@@ -127,6 +127,11 @@ class Settings(ServiceSettings, CloudProvider):
         "decode again at higher temperatures when the text looks unreliable (a repetition loop; up to 6 decodes, each bounded by the audio's length)",
     )  # fmt: skip
     whisper_pad_ms: float = setting("PARLEY_ASR_WHISPER_PAD_MS", 4_000.0, "and at least this much beyond the audio", ge=0, le=30000)
+    floor_clip_ms: float = setting(
+        "PARLEY_ASR_FLOOR_CLIP_MS", 1_600.0,
+        "a final's clip up to this long (1 s of speech and its pre-roll) carries Whisper's P(a floor word: no, stop, wait...) first (0: never)",
+        ge=0, le=30000,
+    )  # fmt: skip
     # End of turn (smart_turn.py, completeness.py).
     eot: bool = setting("PARLEY_ASR_EOT", True, "the acoustic end-of-turn model (Smart Turn v3.2) scores each SpeechStopped")
     eot_threads: int = setting("PARLEY_ASR_EOT_THREADS", 1, "onnxruntime threads for the end-of-turn model", ge=1, le=16)

@@ -167,7 +167,10 @@ class TranscriptionQueue:
         self._running[lane] = job
         t0 = time.perf_counter()
         try:
-            text = await asyncio.get_running_loop().run_in_executor(self._executors[lane], self._lanes[lane].transcribe, audio)
+            model = self._lanes[lane]
+            # A final's transcript may carry more than its text (whisper.Transcript: the floor-word probability).
+            call = getattr(model, "transcribe_final", model.transcribe) if job.final else model.transcribe
+            text = await asyncio.get_running_loop().run_in_executor(self._executors[lane], call, audio)
             self.last_seconds["final" if job.final else "partial"] = time.perf_counter() - t0
             return text
         except asyncio.CancelledError:

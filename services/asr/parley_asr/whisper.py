@@ -15,6 +15,17 @@ itself ("Yes. Yes. Yes."), because it no longer sees the long tail of silence
 it learnt to stop at; a window of at least ``min_window_ms`` and ``pad_ms``
 beyond the audio was as accurate as 30 s on our corpus, at about a quarter of
 the cost (services/asr/BENCHMARKS.md, ``bench_asr.py window``).
+
+**A short word's own probability.** Through the phone band tiny.en writes a
+one-word interruption as nothing or as another word ("No." -> "" or "Go.",
+"Hang on." -> "And on."), while a cough or a hum is the same nothing. What the
+model believed still tells them apart: its probability, at the first token,
+of a word that takes the floor ("No", "Stop", "Wait"...). Measured on the
+scenario talk-overs through μ-law (docs/BENCHMARKS.md 6, barge6): every cough,
+laugh, hum and backchannel <= 0.015; "No." written "" 0.16, "Hang on." written
+"And on." 0.05-0.16. A final's clip of at most ``floor_clip_ms`` carries it
+(``transcribe_final``, ``Transcript.floor``): one more decoder step on the
+encoder output the transcription made (its decode does not expose that step).
 """
 
 from __future__ import annotations
@@ -29,6 +40,37 @@ from .settings import Settings
 RATE = 16000
 FRAME_S = 0.01  # one mel frame per 160 samples
 FULL_FRAMES = 3000  # Whisper's 30 s
+
+
+# Words that take the floor however short (the orchestrator's words.TAKE_FLOOR
+# that open a short interruption), as the first token Whisper would write.
+FLOOR_WORDS = ("no", "nope", "nah", "wait", "stop", "hold", "hang", "sorry", "hey")
+
+
+class Transcript(str):
+    """A transcript's text, and ``floor``: P(its first word takes the floor)
+    as the model saw it (``FLOOR_WORDS``), or -1 if not measured."""
+
+    floor: float
+
+    def __new__(cls, text: str, floor: float = -1.0) -> "Transcript":
+        out = super().__new__(cls, text)
+        out.floor = floor
+        return out
+
+
+def floor_token_ids(encode) -> list[int]:
+    """Token ids of the floor words as a first token ("No", " No", " no",
+    " NO"...): only spellings that are one token, since the first piece of a
+    longer one ("Ho" of "HOLD") begins other words too."""
+    ids: set[int] = set()
+    for word in FLOOR_WORDS:
+        for form in (word, word.capitalize(), word.upper()):
+            for text in (" " + form, form):
+                pieces = encode(text)
+                if len(pieces) == 1:
+                    ids.add(pieces[0])
+    return sorted(ids)
 
 
 def default_model_path() -> str:
@@ -61,6 +103,7 @@ class WhisperTranscriber:
         min_window_ms: float = Settings.model_fields["whisper_window_ms"].default,
         pad_ms: float = Settings.model_fields["whisper_pad_ms"].default,
         fallback: bool = Settings.model_fields["whisper_fallback"].default,
+        floor_clip_ms: float = Settings.model_fields["floor_clip_ms"].default,
     ):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from faster_whisper import WhisperModel
@@ -72,7 +115,8 @@ class WhisperTranscriber:
 
             def encode(self, features):
                 frames = getattr(local, "frames", FULL_FRAMES)
-                return super().encode(np.ascontiguousarray(features[..., :frames]))
+                local.encoded = super().encode(np.ascontiguousarray(features[..., :frames]))
+                return local.encoded  # kept for this thread's floor_probability: no second encoder pass
 
         self.path = path or default_model_path()
         self.min_window_ms = min_window_ms
@@ -87,10 +131,26 @@ class WhisperTranscriber:
         self.temperature = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0] if fallback else 0.0
         self._local = local
         self._model = WindowedWhisper(self.path, device="cpu", compute_type="int8", cpu_threads=cpu_threads)
+        self.floor_samples = int(floor_clip_ms * RATE / 1000)
+        from faster_whisper.tokenizer import Tokenizer
+
+        tokenizer = Tokenizer(self._model.hf_tokenizer, False, task="transcribe", language="en")
+        self._prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+        self._floor_ids = floor_token_ids(tokenizer.encode)
 
     def warm_up(self) -> None:
         """One call on a second of quiet, so the first caller does not pay for allocations."""
         self.transcribe(np.zeros(RATE, np.int16))
+
+    def transcribe_final(self, pcm16: np.ndarray) -> Transcript:
+        """A final's transcript, with its floor-word probability when the clip
+        is short (partials do without: it costs an encoder pass)."""
+        self._local.encoded = None
+        text = self.transcribe(pcm16)
+        encoded = self._local.encoded  # the clip's one window (a short clip is one segment)
+        if 0 < len(pcm16) <= self.floor_samples and encoded is not None:
+            return Transcript(text, self.floor_probability(encoded))
+        return Transcript(text)
 
     def transcribe(self, pcm16: np.ndarray) -> str:
         """int16 mono 16 kHz samples -> text ("" when nothing was heard)."""
@@ -109,3 +169,15 @@ class WhisperTranscriber:
             max_new_tokens=max_tokens(len(pcm16)),
         )
         return "".join(s.text for s in segments).strip()
+
+    def floor_probability(self, encoded) -> float:
+        """P(the first token is a floor word) given the clip's encoder output:
+        greedy's first step with nothing suppressed (a blank or the end may
+        win it), one decoder step."""
+        result = self._model.model.generate(
+            encoded, [self._prompt], beam_size=1, max_length=len(self._prompt) + 1,
+            return_logits_vocab=True, suppress_blank=False, suppress_tokens=[],
+        )[0]  # fmt: skip
+        logits = np.asarray(result.logits[0][0], np.float64)
+        p = np.exp(logits - logits.max())
+        return round(float(p[self._floor_ids].sum() / p.sum()), 4)

@@ -223,3 +223,45 @@ def test_a_decode_may_not_run_longer_than_its_audio_could_need():
 
     assert max_tokens(0) == 12 and max_tokens(16000) == 22 and max_tokens(16000 * 30) == 224
     assert all(max_tokens(n) <= max_tokens(n + 1600) for n in range(0, 16000 * 30, 1600))
+
+
+class MeasuringTranscriber:
+    """A model with a richer call for finals (whisper.WhisperTranscriber.transcribe_final)."""
+
+    def __init__(self):
+        self.kinds: list[str] = []
+
+    def transcribe(self, pcm16: np.ndarray) -> str:
+        self.kinds.append("plain")
+        return f"text {int(pcm16[0])}"
+
+    def transcribe_final(self, pcm16: np.ndarray):
+        from parley_asr.whisper import Transcript
+
+        self.kinds.append("final")
+        return Transcript(f"text {int(pcm16[0])}", floor=0.5)
+
+
+def test_finals_get_the_models_final_call_and_its_measurement_reaches_delivery():
+    async def main():
+        t = MeasuringTranscriber()
+        q = TranscriptionQueue(t)
+        q.start()
+        delivered: list = []
+
+        async def deliver(text: str) -> None:
+            delivered.append((text, getattr(text, "floor", None)))
+
+        q.submit(Job(session="a", utterance=0, final=False, audio=lambda: np.array([1], np.int16), deliver=deliver))
+        for _ in range(200):
+            await asyncio.sleep(0.005)
+            if delivered:
+                break
+        q.submit(Job(session="a", utterance=0, final=True, audio=lambda: np.array([2], np.int16), deliver=deliver))
+        await q.drain(2.0)
+        await q.close()
+        return t.kinds, delivered
+
+    kinds, delivered = asyncio.run(main())
+    assert kinds == ["plain", "final"]
+    assert delivered == [("text 1", None), ("text 2", 0.5)]

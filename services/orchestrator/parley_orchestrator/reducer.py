@@ -220,7 +220,10 @@ STREAMING = (GENERATING, SPEAKING)  # an LLM step may be streaming
 #     has every later first fragment held (turn_release_short); a turn whose
 #     last sentence is a statement, not an answer to the agent's question, is
 #     held (turn_release_statement 1.6 s)
-RULES = 21
+# 22: a talk-over final whose words say sound or noise still barges in when
+#     the recogniser's own P(a floor word first) reaches floor_word (0.04):
+#     phone-band "No." written "" or "Go.", "Hang on." written "And on."
+RULES = 22
 
 # ---------------------------------------------------------------------------
 # Policy: the knobs of one session. Defaults here; SessionStarted.params may
@@ -363,6 +366,14 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     # caller says it again) than an answer killed by a hum.
     noise_sound: float = 0.75
     noise_words: int = 3
+    # A final the words call a sound or a noise (above) is still a real
+    # interruption when the recogniser's probability that it begins with a
+    # word that takes the floor (TranscriptFinal.floor: "no", "stop",
+    # "wait"...) is at least this. Measured through the phone band (docs/
+    # BENCHMARKS.md 6, barge6): coughs, laughs, hums and backchannels at most
+    # 0.015; "No." written "" 0.16, "Hang on." written "And on." 0.05-0.16.
+    # 0: off.
+    floor_word: float = 0.04
     # A voice this many dB below the caller's own (learned from the caller's
     # turns this call: SpeechStopped.level) does not take the floor from the
     # agent: a TV or another room, not the caller. Measured on the scenario
@@ -1183,14 +1194,21 @@ def on_final(fx: Fx, e: TranscriptFinal) -> Next:
 def _final_during_hold(fx: Fx, e: TranscriptFinal) -> Next:
     if e.utterance == fx.state.background:
         return fx.to("no words, caller still making a sound")  # a background voice's words: not the caller's
-    judgement = _judge_overlap(fx.state, e.text, final=True, at=e.at)
+    judgement = _judge_overlap(fx.state, e.text, final=True, at=e.at, floor=e.floor)
     fx = fx.judged(judgement)
     if judgement.verdict == "barge-in":
-        fx = _barge_in(fx).set(user_text=_join(fx.state.user_text, e.text.strip()), complete=e.complete)
+        fx = _barge_in(fx).set(user_text=_join(fx.state.user_text, _said(e, judgement)), complete=e.complete)
         return _turn(fx, e.at).after("words: barge-in")
     if fx.state.user_speaking:
         return fx.to("no words, caller still making a sound")
     return _resume(fx, e.at).after("no words: resume")
+
+
+def _said(e: TranscriptFinal, judgement: Judgement) -> str:
+    """What a barge-in adds to the caller's turn: its words, but not a text
+    the words call a sound (a floor word heard by its sound alone, written
+    "" or "Go."): the agent stops and listens for what comes next."""
+    return "" if judgement.heard == "sound" else e.text.strip()
 
 
 def _final_while_agent_has_floor(fx: Fx, e: TranscriptFinal) -> Next:
@@ -1199,12 +1217,12 @@ def _final_while_agent_has_floor(fx: Fx, e: TranscriptFinal) -> Next:
     if run.confirmed and e.utterance == fx.state.background:
         return fx.to("no words")  # a background voice's words (Policy.background_db)
     if run.confirmed:
-        judgement = _judge_overlap(fx.state, e.text, final=True, at=e.at)
+        judgement = _judge_overlap(fx.state, e.text, final=True, at=e.at, floor=e.floor)
         if judgement.verdict != "barge-in":
             return fx.to("no words")  # a sound or backchannel: nothing to answer, nothing to keep
         # Words that came after the hold resolved (a slow transcript, or a
         # sound talked over): still the caller taking the floor.
-        fx = _barge_in(fx.judged(judgement)).set(user_text=_join(fx.state.user_text, e.text.strip()), complete=e.complete)
+        fx = _barge_in(fx.judged(judgement)).set(user_text=_join(fx.state.user_text, _said(e, judgement)), complete=e.complete)
         return _turn(fx, e.at).after("late words: barge-in")
     fx = fx.set(user_text=_join(fx.state.user_text, e.text.strip()), complete=e.complete)
     s = fx.state
@@ -1388,13 +1406,15 @@ def _agent_last_words(s: SessionState) -> str:
     return next((m.content for m in reversed(s.history) if m.role == "assistant" and m.content), "")
 
 
-def _judge_overlap(s: SessionState, text: str, final: bool, at: float) -> Judgement:
+def _judge_overlap(s: SessionState, text: str, final: bool, at: float, floor: float = -1.0) -> Judgement:
     """The caller made a sound while the agent had the floor: do its words
     take the floor? Words do, as soon as a partial shows them; a backchannel
     does only when it answers the question the agent is asking, and only on
     the final; a sound never does. A few words (none of "no", "wait"...) in
     a short sound are what a recogniser makes of a hum: a noise on the
-    final, and on a partial not yet words (the rest of the sound decides)."""
+    final, and on a partial not yet words (the rest of the sound decides).
+    A final that reads as a sound still takes the floor when the recogniser
+    itself heard a floor word first (``floor``, Policy.floor_word)."""
     heard = words.hearing(text, asked=_asked_question(s))
     what = f"{heard} only"
     p = s.policy
@@ -1410,6 +1430,8 @@ def _judge_overlap(s: SessionState, text: str, final: bool, at: float) -> Judgem
                          text=text[-200:], heard="words", score=round(length, 3), threshold=p.noise_sound)
     if heard == "words":
         verdict, reason = "barge-in", f"words: a real interruption ({_why_words(text, length, p)})"
+    elif heard == "sound" and final and 0 < p.floor_word <= floor:
+        verdict, reason = "barge-in", f"{what}, but a floor word by its sound (P {floor:.2f} >= {p.floor_word:g}): a real interruption"
     elif heard == "answer" and final:
         verdict, reason = "barge-in", "answers the agent's question"
     elif final and not s.user_speaking:

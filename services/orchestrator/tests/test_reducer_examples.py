@@ -1047,6 +1047,60 @@ def test_a_few_words_in_a_short_sound_are_a_misheard_noise_but_no_still_cancels(
     assert v.outcome.judgements[0].verdict == "barge-in"
 
 
+@pytest.mark.parametrize(("heard", "ms"), [("", 350), ("Go.", 350), ("And on.", 510), ("(coughs)", 300)])
+def test_a_floor_word_heard_by_its_sound_cancels_though_the_words_say_noise(heard, ms):
+    """RULES 22: phone-band "No." written "" or "Go.", "Hang on." written "And on.": the recogniser's
+    own P(a floor word first) at floor_word or above takes the floor; the mis-heard text is no turn."""
+    v = Convo()
+    run = _speaking(v)
+    v.send(c.SpeechStarted, utterance=7)
+    v.send(c.SpeechStopped, utterance=7, speech_ms=ms, speech_end_at=v.t, eot=0.9)
+    floor = r.Policy().floor_word
+    v.send(c.TranscriptFinal, utterance=7, text=heard, floor=floor)
+    j = v.outcome.judgements[0]
+    assert j.verdict == "barge-in" and j.heard == "sound" and "floor word by its sound" in j.reason
+    assert v.run != run and any(isinstance(x, c.CancelLLM) for x in v.cmds) and any(isinstance(x, c.FlushPlayback) for x in v.cmds)
+    assert v.state.user_text == "" and v.phase == r.LISTENING  # the agent stops and listens; "Go." is not answered
+
+
+@pytest.mark.parametrize("floor", [-1.0, 0.0, 0.015, 0.039])
+def test_a_sound_under_the_floor_word_probability_still_resumes(floor):
+    v = Convo()
+    run = _speaking(v)
+    v.send(c.SpeechStarted, utterance=7)
+    v.send(c.SpeechStopped, utterance=7, speech_ms=300, speech_end_at=v.t, eot=0.5)
+    v.send(c.TranscriptFinal, utterance=7, text="", floor=floor)  # a cough: at most 0.018 measured
+    assert "ResumePlayback" in v.types() and v.run == run and v.phase == r.SPEAKING
+    assert v.outcome.judgements[0].verdict == "resume"
+
+
+def test_the_floor_word_probability_never_overrules_a_backchannel_or_works_when_off():
+    v = Convo()
+    run = _speaking(v)
+    v.send(c.SpeechStarted, utterance=7)
+    v.stop(7, eot=0.9)
+    v.send(c.TranscriptFinal, utterance=7, text="Okay.", floor=0.9)  # the text is sure: a backchannel
+    assert v.run == run and v.phase == r.SPEAKING and v.outcome.judgements[0].heard == "backchannel"
+    v = Convo(floor_word="0")
+    run = _speaking(v)
+    v.send(c.SpeechStarted, utterance=7)
+    v.stop(7, eot=0.9)
+    v.send(c.TranscriptFinal, utterance=7, text="", floor=0.9)
+    assert v.run == run and v.phase == r.SPEAKING
+
+
+def test_a_floor_word_heard_after_the_hold_resumed_still_cancels():
+    """The final comes after the sound's partial already resumed the answer (a slow transcript)."""
+    v = Convo()
+    run = _speaking(v)
+    v.send(c.SpeechStarted, utterance=7)
+    v.send(c.TranscriptPartial, utterance=7, text="Mm.")
+    v.stop(7, eot=0.9)
+    assert "ResumePlayback" in v.types() and v.phase == r.SPEAKING
+    v.send(c.TranscriptFinal, utterance=7, text="", floor=0.3)
+    assert v.run != run and v.outcome.judgements[0].verdict == "barge-in" and v.state.user_text == ""
+
+
 # ---------------------------------------------------------------- call status, answering machines
 
 

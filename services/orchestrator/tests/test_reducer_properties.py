@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 
+import msgspec
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -21,6 +23,7 @@ PARTIALS = ["", "uh-huh", "wait", "book me in", "(coughs)", "Mm hmm", "yes", "in
 FINALS = ["", "mm-hmm", "book tomorrow at 3", "no wait, Friday", "(coughs)", "Yeah.", "Yes.", "I'd like to book, um", "555 201", "[laughter]", "Ah.",
           "Hi there.", "Could you tell me", "Emm... Em.", "Hmhm.", "Hahahah."]
 LEVELS = st.sampled_from([0.0, -15.0, -20.0, -40.0])  # dBFS (0: unknown)
+FLOORS = st.sampled_from([-1.0, -1.0, 0.01, 0.3])  # TranscriptFinal.floor: unknown, a cough's, a "No." written ""
 WORDS = ["Sure", "okay,", "let", "me", "check.", "You're", "booked", "at", "3.30", "p.m.", "Dr.", "Smith", "sees", "you!", "Anything", "else?", "uh-huh", "e.g.", "fine", "Shall I book that?"]
 
 
@@ -82,7 +85,7 @@ def sessions(draw, max_events=60):
             ev = c.TranscriptPartial(session=S, at=t, utterance=utterance, text=draw(st.sampled_from(PARTIALS)))
         elif kind == "final":
             u = draw(st.integers(max(0, utterance - 1), utterance))
-            ev = c.TranscriptFinal(session=S, at=t, utterance=u, text=draw(st.sampled_from(FINALS)), complete=draw(SIGNAL))
+            ev = c.TranscriptFinal(session=S, at=t, utterance=u, text=draw(st.sampled_from(FINALS)), complete=draw(SIGNAL), floor=draw(FLOORS))
         elif kind == "token":
             ev = c.LLMToken(session=S, at=t, run=rid, step=draw(st.sampled_from([step, step, step - 1])), text=draw(st.sampled_from(WORDS)) + " ")
         elif kind == "tool":
@@ -340,7 +343,10 @@ def test_a_sound_or_backchannel_never_cancels_a_held_answer(events):
     for before, ev, cmds, outcome, after in steps:
         if before.phase != r.PAUSED or not any(isinstance(x, c.FlushPlayback) for x in cmds):
             continue
-        if isinstance(ev, (c.TranscriptPartial, c.TranscriptFinal)):
+        if isinstance(ev, c.TranscriptFinal) and 0 < before.policy.floor_word <= ev.floor:
+            # RULES 22: a floor word heard by its sound, whatever the text says
+            assert any(j.verdict == "barge-in" for j in _words_judged(outcome)), (ev, outcome)
+        elif isinstance(ev, (c.TranscriptPartial, c.TranscriptFinal)):
             assert any(j.verdict == "barge-in" and j.heard in ("words", "answer") for j in _words_judged(outcome)), (ev, outcome)
             assert words.hearing(ev.text, asked=True) in ("words", "answer")
         elif isinstance(ev, c.SpeechStarted):
@@ -383,6 +389,8 @@ def test_a_hum_in_any_spelling_never_cancels_a_held_answer(events):
     _, steps = run_all(events)
     for before, ev, cmds, outcome, after in steps:
         if before.phase == r.PAUSED and isinstance(ev, (c.TranscriptPartial, c.TranscriptFinal)) and words.tokens(ev.text):
+            if isinstance(ev, c.TranscriptFinal) and ev.floor >= before.policy.floor_word:
+                continue  # RULES 22: the recogniser heard a floor word first (written as a hum)
             if all(words.hum(w) and "mhm" not in w for w in words.tokens(ev.text)):  # an agreeing hum may answer a question
                 assert not any(isinstance(x, (c.FlushPlayback, c.CancelLLM)) for x in cmds), (ev, outcome)
 
@@ -872,3 +880,15 @@ def test_a_background_voice_over_an_answer_never_takes_the_floor(events):
     _, steps = run_all(events)
     assert any(before.phase == r.SPEAKING and before.caller_level < 0 for before, *_ in steps)  # the setup reached its point
     test_a_background_voice_never_takes_the_floor.hypothesis.inner_test(events)
+
+
+@PROPS
+@given(sessions())
+def test_a_floor_word_probability_under_the_policy_changes_nothing(events):
+    """RULES 22 acts only at floor_word and above: any final under it steps
+    exactly as the same final with no probability at all (-1)."""
+    _, steps = run_all(events)
+    for before, ev, cmds, outcome, after in steps:
+        if isinstance(ev, c.TranscriptFinal) and ev.floor != -1.0 and ev.floor < before.policy.floor_word:
+            plain = r.reduce(before, msgspec.structs.replace(ev, floor=-1.0))
+            assert plain == (after, cmds, outcome), ev
