@@ -990,8 +990,8 @@ class Worker:
         await bus.publish_event(
             self.nc,
             contract.TranscriptFinal(
-                session=session_id, at=now, utterance=utterance, text=text, speech_end_at=stopped_at, complete=complete,
-                floor=getattr(text, "floor", -1.0),  # whisper.Transcript: measured on a short clip heard alone
+                session=session_id, at=now, utterance=utterance, text=str(text), speech_end_at=stopped_at, complete=complete,
+                floor=getattr(text, "floor", -1.0),  # whisper.Transcript (a str subclass): measured on a short clip heard alone
             ),
             headers=telemetry.inject(turn),
         )
