@@ -1053,6 +1053,7 @@ def test_a_floor_word_heard_by_its_sound_cancels_though_the_words_say_noise(hear
     own P(a floor word first) at floor_word or above takes the floor; the mis-heard text is no turn."""
     v = Convo()
     run = _speaking(v)
+    v.t += 2.0  # well into the answer: no caller going on with its turn (RULES 21)
     v.send(c.SpeechStarted, utterance=7)
     v.send(c.SpeechStopped, utterance=7, speech_ms=ms, speech_end_at=v.t, eot=0.9)
     floor = r.Policy().floor_word
