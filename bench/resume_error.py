@@ -169,8 +169,8 @@ async def twilio_call(base: str, nc, started: dict, pcm: np.ndarray, pauses: int
     from parley.callers.twilio import TwilioCaller
 
     key = f"resume-{seed}-{random.random()}"
-    async with TwilioCaller(base.replace("http", "ws") + "/twilio/media", {"bench_resume": key}, playout_delay=0.06) as caller:
-        while not (session := next((s for s, p in started.items() if p.get("bench_resume") == key), None)):
+    async with TwilioCaller(base.replace("http", "ws") + "/twilio/media", {"bench_stop": key}, playout_delay=0.06) as caller:
+        while not (session := next((s for s, p in started.items() if p.get("bench_stop") == key), None)):
             await asyncio.sleep(0.02)
         await asyncio.sleep(0.3)
         await speak_and_pause(nc, session, pcm, pauses, random.Random(seed))
