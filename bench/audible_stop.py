@@ -402,8 +402,8 @@ def section(stop: dict) -> list[str]:
         "rise, the window's fill and the 20 ms packet; SpeechStarted needs 160 ms and comes about 100 ms later). From the onset the pause "
         "reaches the gateway in a few ms (orchestrator reduce + KV + NATS), and on Twilio the `clear` reaches the caller within a ms of the "
         "pause; what remains after it is the far end's own buffer (the page's 40 ms, Chromium's jitter buffer). On WebRTC the gateway "
-        "sends `pause` on the page's events channel the moment it pauses, and the page silences the agent's voice (a gain node before the "
-        "speakers, which the recorder also follows), so what aiortc and Chromium's jitter buffer still held (about 90 ms) is not heard; "
+        "sends `pause` on the page's events channel the moment it pauses, and the page silences the agent's voice (an AudioWorklet tap before the "
+        "speakers, which the recorder also follows, and which tells the gateway how much it silenced: played again on resume), so what aiortc and Chromium's jitter buffer still held (about 90 ms) is not heard; "
         "the `webrtc-nohold` row (`?hold=0`, run alternately with it when `BENCH_WEBRTC_AB=1`) is the page letting it play out. "
         "Twilio's far-end buffer depth no longer matters (60 vs 300 ms rows)."
     )
