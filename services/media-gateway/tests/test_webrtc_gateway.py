@@ -478,3 +478,55 @@ def test_pause_holds_the_run_tells_the_page_and_resume_loses_nothing(nats_server
             await caller.pc.close()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.browser
+def test_the_page_says_what_it_silenced_at_a_pause_and_the_caller_hears_the_answer_whole(nats_server, tmp_path):
+    """Chromium on the gateway's page: at a pause it silences what its jitter
+    buffer still holds and says how much (``paused``); the gateway plays that
+    again on resume, so what the page played (``?record=1``, after its mute)
+    is the whole answer, neither ~100 ms short (a skip) nor longer (a repeat)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests"))
+    import base64
+
+    import browser
+
+    if browser.executable() is None:
+        pytest.skip("chromium is not installed")
+    mic = browser.write_wav(tmp_path / "quiet.wav", np.zeros(48000 * 20, np.int16))
+
+    async def scenario():
+        async with gateway(nats_server.url, demo="local") as (base, state, nc, seen):
+            with browser.Chromium(mic, tmp_path / "chromium") as chromium:
+                page = await chromium.page()
+                try:
+                    await page.goto(f"{base}/?record=1&processing=0")
+                    await page.eval("document.getElementById('start').click()")
+                    await page.wait_for("window.parley.connected && window.parley.recorder && window.parley.session || window.parley.errors.length", timeout=30)
+                    assert not await page.eval("window.parley.errors")
+                    s = await page.eval("window.parley.session")
+                    await asyncio.sleep(0.5)
+                    await publish_tts(nc, s, run=1, pcm=tone(AGENT_HZ, 2.0, 16000), rate=16000)
+                    await asyncio.sleep(0.8)
+                    await command(nc, s, contract.PausePlayback(session=s, run=1))
+                    await asyncio.sleep(0.7)
+                    await command(nc, s, contract.ResumePlayback(session=s, run=1))
+                    await asyncio.sleep(2.0)
+                    rec = await page.eval("window.parleyRecording()", timeout=60)
+                    playback = await page.eval("window.parley.playback")
+                finally:
+                    await page.close()
+            return rec, playback, dict(state["stats"])
+
+    rec, playback, stats = asyncio.run(scenario())
+    agent = np.frombuffer(base64.b64decode(rec["agent"]), dtype="<i2").astype(np.float64)
+    n = rec["rate"] // 200  # 5 ms windows
+    loud = np.sqrt((agent[: len(agent) // n * n].reshape(-1, n) ** 2).mean(axis=1)) > 0.05 * 32768
+    heard_ms = int(loud.sum()) * 5
+    answers = [p for p in playback if p["type"] == "paused"]
+    assert len(answers) == 1 and 30 <= answers[0]["unplayed_ms"] <= 400, playback
+    assert stats.get("playback_rewinds") == 1, stats
+    assert 1975 <= heard_ms <= 2040, f"the page played {heard_ms} ms of a 2000 ms answer (it silenced {answers[0]['unplayed_ms']} ms at the pause)"
