@@ -52,6 +52,7 @@ class AsrWatch:
         self.calls: set = set()  # parley_gateway.call.Call
         self.reclaiming: set = set()
         self.tasks: list[asyncio.Task] = []
+        self.pings: set[asyncio.Task] = set()  # liveness pings in flight
 
     def add(self, call) -> None:
         self.calls.add(call)
@@ -65,7 +66,7 @@ class AsrWatch:
         self.calls.discard(call)
 
     def close(self) -> None:
-        for task in self.tasks:
+        for task in [*self.tasks, *self.pings]:
             task.cancel()
 
     def _ended(self, task: asyncio.Task) -> None:
@@ -84,13 +85,20 @@ class AsrWatch:
                 log.exception("checking the ASR workers failed")
 
     async def _ping_loop(self) -> None:
+        """Each ping is a task of its own: one a worker died holding waits out
+        its timeout without holding up the next round's ("no responders" at once)."""
         while self.calls:
             await asyncio.sleep(self.ping_every)
-            try:
-                await asyncio.gather(*(self._ping(worker, calls) for worker, calls in self._by_worker().items()))
-            except Exception:  # noqa: BLE001 - one bad round must not stop the watching
-                self.stats["watch_errors"] = self.stats.get("watch_errors", 0) + 1
-                log.exception("pinging the ASR workers failed")
+            for worker, calls in self._by_worker().items():
+                task = asyncio.create_task(self._ping(worker, calls), name=f"asr-ping-{worker}")
+                self.pings.add(task)
+                task.add_done_callback(self._pinged)
+
+    def _pinged(self, task: asyncio.Task) -> None:
+        self.pings.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.stats["watch_errors"] = self.stats.get("watch_errors", 0) + 1
+            log.error("pinging an ASR worker failed", exc_info=task.exception())
 
     def _by_worker(self) -> dict[str, list]:
         by_worker: dict[str, list] = {}

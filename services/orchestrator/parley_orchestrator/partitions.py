@@ -155,6 +155,7 @@ class Ownership:
         self.members: dict[str, tuple[float, tuple[int, ...]]] = {}  # replica -> (last seen, partitions held)
         self.subs: list = []
         self.tasks: list[asyncio.Task] = []
+        self.probes: set[asyncio.Task] = set()  # liveness questions in flight
 
     def owned(self) -> list[int]:
         return [p.index for p in self.parts if p.pin]
@@ -177,7 +178,7 @@ class Ownership:
             log.critical("partition loop %s crashed", task.get_name(), exc_info=task.exception())
 
     async def stop(self) -> None:
-        for task in self.tasks:
+        for task in [*self.tasks, *self.probes]:
             task.cancel()
         for sub in [*self.subs, *(part.sub for part in self.parts if part.sub is not None)]:
             await sub.unsubscribe()
@@ -205,14 +206,19 @@ class Ownership:
             await old.unsubscribe()
 
     async def _probe_loop(self) -> None:
-        """Find a dead member at once, and take over what it held."""
+        """Find a dead member at once, and take over what it held. Each round's
+        questions are tasks of their own: one the member died holding waits out
+        its timeout without holding up the next round (whose question gets
+        "no responders" at once)."""
         while True:
             await asyncio.sleep(PROBE_EVERY)
             # Every other member, also one that announced nothing held yet: it
             # may have been pinned on what this replica just gave it (orphans).
-            others = [(r, held) for r, (_, held) in list(self.members.items()) if r != self.replica]
-            if others:
-                await asyncio.gather(*(self._probe(r, held) for r, held in others))
+            for replica, (_, held) in list(self.members.items()):
+                if replica != self.replica:
+                    task = asyncio.create_task(self._probe(replica, held), name=f"probe-{replica}")
+                    self.probes.add(task)
+                    task.add_done_callback(self.probes.discard)
 
     async def _probe(self, replica: str, held: tuple[int, ...]) -> None:
         try:
@@ -224,7 +230,14 @@ class Ownership:
         else:
             return
         if self.members.pop(replica, None) is None:
-            return
+            return  # another question found it first
+        try:
+            await self._take_over_from(replica, held)
+        except Exception:  # noqa: BLE001 - logged; the pin timeout still moves its partitions
+            self.stats["probe_errors"] = self.stats.get("probe_errors", 0) + 1
+            log.exception("taking over a dead member's partitions failed", extra={"gone": replica})
+
+    async def _take_over_from(self, replica: str, held: tuple[int, ...]) -> None:
         found = time.monotonic()
         self.stats["dead_members"] = self.stats.get("dead_members", 0) + 1
         # And any partition this replica gave up that no live member claims

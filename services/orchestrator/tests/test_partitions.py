@@ -10,6 +10,7 @@ behaviour waited out, so that waiting shows up as a failure, not as a delay.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import time
 
 import pytest
 
-from parley import bus, fakeclock
+from parley import bus, fakeclock, subjects
 from parley.natsd import NatsServer, free_port
 from parley_orchestrator import partitions
 from parley_orchestrator.adapters.fixed import FixedLatencyBrain
@@ -120,5 +121,35 @@ def test_partitions_given_to_a_replica_that_dies_are_pulled_again_at_once(nats, 
             proc.kill()
         await survivor.stop()
         await nc.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_member_that_dies_holding_a_liveness_question_is_still_found_at_once(nats, monkeypatch):
+    """The question in flight waits out its timeout (here longer than the
+    test); the next round's question gets "no responders" and finds it gone."""
+    monkeypatch.setattr(partitions, "PROBE_TIMEOUT", 120.0)
+
+    async def scenario():
+        nc, ghost = await bus.connect(nats.url), await bus.connect(nats.url)
+        survivor = _replica(nc, "survivor")
+        await survivor.start()
+        asked = asyncio.Event()
+
+        async def hangs(msg):
+            asked.set()  # ... and never answers: it is dying
+
+        sub = await ghost.subscribe(subjects.orchestrator_alive("ghost"), cb=hangs)
+        deadline = time.monotonic() + 10
+        while not asked.is_set():  # announced as a member until the survivor asks it
+            assert time.monotonic() < deadline, "the survivor never asked the new member"
+            await ghost.publish(subjects.ORCHESTRATOR_MEMBERS, json.dumps({"replica": "ghost", "held": []}).encode())
+            await asyncio.sleep(0.1)
+        await sub.unsubscribe()
+        await ghost.flush()
+        await _until(lambda: survivor.ownership.stats.get("dead_members") == 1, 20, "the dead member was not found")
+        await survivor.stop()
+        await nc.close()
+        await ghost.close()
 
     asyncio.run(scenario())

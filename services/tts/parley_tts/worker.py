@@ -129,6 +129,7 @@ class Worker:
         self.held: dict[tuple[str, int, int], Msg] = {}  # (session, run, chunk) -> its stored request
         # peer worker -> (loop time, ack subject) of the requests it said it took (see subjects.tts_held)
         self.peer_held: dict[str, deque[tuple[float, str]]] = {}
+        self.probes: set[asyncio.Task] = set()  # liveness questions to peers, in flight
         self.to_ack: list[Msg] = []  # released requests (acked by the keeper)
         self.room = asyncio.Event()  # set while fewer than max_held are held
         self.room.set()
@@ -198,7 +199,7 @@ class Worker:
             log.critical("%s stopped: this worker takes no more requests until it restarts", task.get_name(), exc_info=task.exception())
 
     async def stop(self) -> None:
-        for task in self.loops:
+        for task in [*self.loops, *self.probes]:
             task.cancel()
         await asyncio.gather(*self.loops, return_exceptions=True)
         self.loops = []
@@ -329,11 +330,15 @@ class Worker:
             held.popleft()
 
     async def _peer_loop(self) -> None:
-        """Find a dead peer within PEER_PROBE_S and hand its requests back."""
+        """Find a dead peer within PEER_PROBE_S and hand its requests back.
+        Each question is a task of its own: one the peer died holding waits out
+        its timeout without holding up the next round's."""
         while True:
             await asyncio.sleep(PEER_PROBE_S)
-            if self.peer_held:
-                await asyncio.gather(*(self._probe_peer(peer) for peer in list(self.peer_held)))
+            for peer in list(self.peer_held):
+                task = self._spawn(self._probe_peer(peer), f"tts-probe-{peer}")
+                self.probes.add(task)
+                task.add_done_callback(self.probes.discard)
 
     async def _probe_peer(self, peer: str) -> None:
         try:
