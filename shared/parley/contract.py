@@ -153,6 +153,12 @@ class TranscriptPartial(Event, frozen=True, kw_only=True, tag="TranscriptPartial
     text: str
 
 
+# The words TranscriptFinal.floor is the probability of, as the first word:
+# they take the floor however short the utterance (the orchestrator's
+# words.TAKE_FLOOR holds them and more).
+FLOOR_WORDS = ("no", "nope", "nah", "wait", "stop", "hold", "hang", "sorry", "hey")
+
+
 class TranscriptFinal(Event, frozen=True, kw_only=True, tag="TranscriptFinal"):
     utterance: int
     text: str
@@ -161,7 +167,7 @@ class TranscriptFinal(Event, frozen=True, kw_only=True, tag="TranscriptFinal"):
     # P(the transcript so far is a finished turn), from the text; -1: unknown.
     complete: float = -1.0
     # P(the utterance begins with a word that takes the floor however short
-    # it is: "no", "stop", "wait", "hold", "hang", "sorry", "hey"...), the
+    # it is: FLOOR_WORDS, "no", "stop", "wait"...), the
     # recogniser's own probability for that first word, measured on short
     # utterances whatever text it chose (phone-band "No." may come out "" or
     # "Go."); -1: not measured (a long utterance, another provider).

@@ -34,17 +34,13 @@ import os
 import threading
 
 import numpy as np
+from parley.contract import FLOOR_WORDS  # the words TranscriptFinal.floor is about
 
 from .settings import Settings
 
 RATE = 16000
 FRAME_S = 0.01  # one mel frame per 160 samples
 FULL_FRAMES = 3000  # Whisper's 30 s
-
-
-# Words that take the floor however short (the orchestrator's words.TAKE_FLOOR
-# that open a short interruption), as the first token Whisper would write.
-FLOOR_WORDS = ("no", "nope", "nah", "wait", "stop", "hold", "hang", "sorry", "hey")
 
 
 class Transcript(str):

@@ -94,6 +94,7 @@ from parley.contract import (
     ToneHeard,
     CallTool,
     DigitsSent,
+    FLOOR_WORDS,
     KEYPAD_OUT,
     SEND_DIGITS,
     SendDigits,
@@ -223,7 +224,10 @@ STREAMING = (GENERATING, SPEAKING)  # an LLM step may be streaming
 # 22: a talk-over final whose words say sound or noise still barges in when
 #     the recogniser's own P(a floor word first) reaches floor_word (0.04):
 #     phone-band "No." written "" or "Go.", "Hang on." written "And on."
-RULES = 22
+# 23: and the other way: a short sound whose text begins with one of those
+#     words (contract.FLOOR_WORDS) while the recogniser's own P of it was
+#     under floor_word is a noise mis-heard (a hum sampled as "No, no, no")
+RULES = 23
 
 # ---------------------------------------------------------------------------
 # Policy: the knobs of one session. Defaults here; SessionStarted.params may
@@ -372,7 +376,10 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     # "wait"...) is at least this. Measured through the phone band (docs/
     # BENCHMARKS.md 6, barge6): coughs, laughs, hums and backchannels at most
     # 0.015; "No." written "" 0.16, "Hang on." written "And on." 0.05-0.16.
-    # 0: off.
+    # And the other way: a short sound (under noise_sound) whose text begins
+    # with such a word the recogniser gave under floor_word is a noise
+    # mis-heard (a hum that Whisper's temperature fallback sampled as "No,
+    # no, no, no", P 0.011; real ones written so: 0.17 and above). 0: off.
     floor_word: float = 0.04
     # A voice this many dB below the caller's own (learned from the caller's
     # turns this call: SpeechStopped.level) does not take the floor from the
@@ -1406,6 +1413,9 @@ def _agent_last_words(s: SessionState) -> str:
     return next((m.content for m in reversed(s.history) if m.role == "assistant" and m.content), "")
 
 
+_FLOOR_FIRST = frozenset(words.tokens(" ".join(FLOOR_WORDS)))  # folded as words.tokens folds them ("sorry" is "sory")
+
+
 def _judge_overlap(s: SessionState, text: str, final: bool, at: float, floor: float = -1.0) -> Judgement:
     """The caller made a sound while the agent had the floor: do its words
     take the floor? Words do, as soon as a partial shows them; a backchannel
@@ -1420,8 +1430,11 @@ def _judge_overlap(s: SessionState, text: str, final: bool, at: float, floor: fl
     p = s.policy
     length = _sound_length(s, final, at)
     bar = min(p.noise_sound, p.turn_continue_sound) if s.continuing == s.utterance and s.continuing >= 0 else p.noise_sound
+    said = words.tokens(text)
     if heard == "words" and words.few_words(text, p.noise_words) and 0 < length < bar:
-        heard, what = "sound", f"{len(words.tokens(text))} word(s) in {length:.2f} s of sound, under {bar:g} s (a noise mis-heard?)"
+        heard, what = "sound", f"{len(said)} word(s) in {length:.2f} s of sound, under {bar:g} s (a noise mis-heard?)"
+    elif heard == "words" and final and 0 <= floor < p.floor_word and said[0] in _FLOOR_FIRST and 0 < length < bar:
+        heard, what = "sound", f"'{said[0]}' written, but the recogniser's own P of a floor word first {floor:.3f} < {p.floor_word:g}, in {length:.2f} s of sound (a noise mis-heard?)"
     elif heard == "words" and not final and words.few_words(text, p.noise_words):
         # The agent is paused already, so waiting for the final costs the
         # caller nothing; a partial's few ordinary words are often a hum or a

@@ -1090,6 +1090,29 @@ def test_the_floor_word_probability_never_overrules_a_backchannel_or_works_when_
     assert v.run == run and v.phase == r.SPEAKING
 
 
+def test_a_floor_word_the_recogniser_did_not_believe_in_a_short_sound_is_a_noise():
+    """RULES 23: Whisper's temperature fallback sampled a hum as "No, no, no..." though its own first
+    step gave a floor word P 0.011; real floor words written so scored 0.17 and above."""
+    heard = "No, no, no, no, no, no,"
+    outcomes = {}
+    for floor in (0.011, -1.0, 0.3):
+        v = Convo()
+        run = _speaking(v)
+        v.t += 2.0
+        v.send(c.SpeechStarted, utterance=7)
+        v.send(c.SpeechStopped, utterance=7, speech_ms=510, speech_end_at=v.t, eot=0.9)
+        v.send(c.TranscriptFinal, utterance=7, text=heard, floor=floor)
+        outcomes[floor] = (v.run == run, v.outcome.judgements[0].heard)
+    assert outcomes == {0.011: (True, "sound"), -1.0: (False, "words"), 0.3: (False, "words")}
+    v = Convo()
+    run = _speaking(v)
+    v.t += 2.0
+    v.send(c.SpeechStarted, utterance=7)
+    v.send(c.SpeechStopped, utterance=7, speech_ms=900, speech_end_at=v.t, eot=0.9)  # a long sound: words decide
+    v.send(c.TranscriptFinal, utterance=7, text="No, I said Thursday.", floor=0.011)
+    assert v.run != run and v.outcome.judgements[0].heard == "words"
+
+
 def test_a_floor_word_heard_after_the_hold_resumed_still_cancels():
     """The final comes after the sound's partial already resumed the answer (a slow transcript)."""
     v = Convo()
