@@ -70,8 +70,8 @@ async def feed(w: Worker, s: Session, audio: np.ndarray, probs: list[float]) -> 
         await asyncio.sleep(0.005)  # the models' threads get to run, as between real ticks
 
 
-async def run_case(nats_url: str, probs: list[float], audio: np.ndarray, session: str, **settings):
-    eot, finals = RecordingEndOfTurn(), RecordingTranscriber()
+async def run_case(nats_url: str, probs: list[float], audio: np.ndarray, session: str, finals=None, **settings):
+    eot, finals = RecordingEndOfTurn(), finals or RecordingTranscriber()
     w = Worker(await bus.connect(nats_url), Settings(nats_url=nats_url, providers="real", **settings), _NoVad(), RecordingTranscriber(), finals, eot)
     await w.start()
     nc = await bus.connect(nats_url)
@@ -168,3 +168,21 @@ def test_speculation_off_scores_at_the_stop(nats_url):
     assert stats["speculations"] == 0 and len(eot_clips) == 1 and len(final_clips) == 1
     stopped = next(e for e in events if isinstance(e, contract.SpeechStopped))
     assert stopped.eot == pytest.approx(0.5)
+
+
+class MeasuringTranscriber(RecordingTranscriber):
+    """A model whose finals carry a measurement (whisper.Transcript: the floor-word probability)."""
+
+    def transcribe_final(self, pcm16: np.ndarray):
+        from parley_asr.whisper import Transcript
+
+        return Transcript(self.transcribe(pcm16), floor=0.42)
+
+
+def test_the_final_carries_the_models_floor_probability_as_published_text(nats_url):
+    """The final's text goes out as a plain string (msgspec encodes no str subclass) with its floor beside it."""
+    silence = [0.05] * 10
+    audio = utterance_audio(LEAD, SPEECH, len(silence))
+    events, _, final_clips, _ = asyncio.run(run_case(nats_url, probs_for(silence), audio, "spec-floor", finals=MeasuringTranscriber()))
+    final = next(e for e in events if isinstance(e, contract.TranscriptFinal))
+    assert final.floor == 0.42 and type(final.text) is str and final.text == f"clip 1 of {len(final_clips[0])} samples"
