@@ -18,7 +18,8 @@ Theory of operation
 * ``Recorder``, one per recorded call, is what the ``Call`` feeds (50 times
   a second per direction: a slice copy, nothing else). Every ``FLUSH_S`` it
   takes what is ``LAG_S`` old (Twilio's proof of playing comes back a little
-  after the audio played) and hands it to the writer.
+  after the audio played; a client's answer at a pause takes back what it
+  dropped unplayed) and hands it to the writer.
 * ``Writer`` is the gateway's one recording thread: every file operation
   happens there, in order, so the event loop never waits on the disk. A
   queue past ``MAX_QUEUED`` bytes (the disk cannot keep up) stops that
@@ -60,7 +61,9 @@ CHANNELS = ("caller", "agent as the caller heard it")
 HEADER = 44
 SNAP_S = 0.06  # a piece starting this close after its channel's end continues it
 AHEAD_S = 60.0  # a channel running this far ahead of what was written is sending faster than real time
-LAG_S = 0.5  # audio is written once it is this old (late proof of playing still fits)
+# Audio is written once it is this old: late proof of playing still fits (Twilio's marks), and so does what a
+# client says at a pause it dropped unplayed (taken back up to REWIND_MAX_MS, answered up to ANSWER_WAIT_S after).
+LAG_S = 1.2
 FLUSH_S = 0.5  # how often a call hands its audio to the writer
 MAX_QUEUED = 64 * 1024 * 1024  # bytes waiting for the disk, all calls together
 MODES = ("off", "opt-in", "all")
