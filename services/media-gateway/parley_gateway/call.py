@@ -773,7 +773,7 @@ class Call:
                 if self.client_answers and told is not None:
                     # The client has not said yet what it dropped: resuming now would skip it.
                     self.resume_due.add(cmd.run)
-                    self.tasks.spawn(self._resume_unanswered(cmd.run, told + ANSWER_WAIT_S), "resume-unanswered")
+                    self.tasks.spawn(self._resume_unanswered(cmd.run, told), "resume-unanswered")
                     return
                 self._resume(cmd.run)
             case SendDigits():
@@ -829,9 +829,12 @@ class Call:
             self.resume_due.discard(run)
             self._resume(run)
 
-    async def _resume_unanswered(self, run: int, at: float) -> None:
-        await asyncio.sleep(max(0.0, at - time.monotonic()))
-        if run in self.resume_due:
+    async def _resume_unanswered(self, run: int, told: float) -> None:
+        """The resume of ``run`` waits for the client's answer to the pause
+        told at ``told``, until ANSWER_WAIT_S after it (a newer pause of the
+        run has a wait of its own)."""
+        await asyncio.sleep(max(0.0, told + ANSWER_WAIT_S - time.monotonic()))
+        if run in self.resume_due and self.answers_due.get(run) == told:
             self.resume_due.discard(run)
             self.answers_due.pop(run, None)  # too late now: it would take back audio playing again
             self._count("pause_answers_missing", 1)

@@ -267,3 +267,34 @@ def test_keys_cannot_be_pressed_on_a_browser_call_and_the_reducer_is_told(nats_s
     sent, stats = asyncio.run(scenario())
     assert [(e.call_id, e.ok) for e in sent] == [("k1", False)] and "phone calls" in sent[0].error
     assert stats["digits_unsupported"] == 1
+
+
+def test_a_resume_waits_for_the_client_s_answer_and_not_longer_than_its_patience(nats_server, monkeypatch):
+    from parley_gateway import call as call_module
+
+    monkeypatch.setattr(call_module, "ANSWER_WAIT_S", 0.5)
+
+    async def scenario():
+        async with gateway(nats_server.url) as (base, state, nc, seen), pcm_call(base) as client:
+            s = client.session
+            await client.ws.send(json.dumps({"type": "hello", "answers_pause": True}))
+            await publish_tts(nc, s, run=11, pcm=ramp(16000 * 3), rate=16000)
+            await until(lambda: len(client.frames) >= 10, what="the answer")
+            # 1: the resume comes before the answer: it waits for it.
+            await command(nc, s, contract.PausePlayback(session=s, run=11))
+            await until(lambda: any(n["type"] == "pause" for n in client.notices), what="the pause")
+            await command(nc, s, contract.ResumePlayback(session=s, run=11))
+            await asyncio.sleep(0.2)
+            waited = not any(n["type"] == "resume" for n in client.notices)
+            await client.ws.send(json.dumps({"type": "paused", "run": 11, "unplayed_ms": 40}))
+            await until(lambda: any(n["type"] == "resume" for n in client.notices), what="the resume after the answer")
+            await asyncio.sleep(0.3)
+            # 2: no answer comes: resumed once the patience is over, counted.
+            await command(nc, s, contract.PausePlayback(session=s, run=11))
+            await until(lambda: sum(n["type"] == "pause" for n in client.notices) == 2, what="the second pause")
+            await command(nc, s, contract.ResumePlayback(session=s, run=11))
+            await until(lambda: sum(n["type"] == "resume" for n in client.notices) == 2, timeout=3, what="the second resume")
+            return waited, dict(state["stats"])
+
+    waited, stats = asyncio.run(scenario())
+    assert waited and stats["playback_rewinds"] == 1 and stats["pause_answers_missing"] == 1
