@@ -220,14 +220,16 @@ STREAMING = (GENERATING, SPEAKING)  # an LLM step may be streaming
 #     counts the pause; a caller who paused inside an earlier turn this call
 #     has every later first fragment held (turn_release_short); a turn whose
 #     last sentence is a statement, not an answer to the agent's question, is
-#     held (turn_release_statement 1.6 s)
+#     held (turn_release_statement, off by default)
 # 22: a talk-over final whose words say sound or noise still barges in when
 #     the recogniser's own P(a floor word first) reaches floor_word (0.04):
 #     phone-band "No." written "" or "Go.", "Hang on." written "And on."
 # 23: and the other way: a short sound whose text begins with one of those
 #     words (contract.FLOOR_WORDS) while the recogniser's own P of it was
 #     under floor_word is a noise mis-heard (a hum sampled as "No, no, no")
-RULES = 23
+# 24: a first fragment that answers the question the agent just asked ("The
+#     first one, please." to "Which one?") is not held as one that may go on
+RULES = 24
 
 # ---------------------------------------------------------------------------
 # Policy: the knobs of one session. Defaults here; SessionStarted.params may
@@ -320,8 +322,11 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     #   reschedule my check-up.", "My email address is anna underscore lee")
     #   that the caller went on from; whole questions are answered at once.
     #   The cost: a whole first request said as a statement ("I need to
-    #   cancel my appointment on Thursday.") is heard after this silence.
-    #   0 turns it off.
+    #   cancel my appointment on Thursday.") is heard after this silence,
+    #   and a held answer's tool calls run only at its release, so a filler
+    #   ("One moment.") is followed by the tool's and the next step's time
+    #   (over 2 s once under load in tests/test_receptionist_e2e.py). Off (0)
+    #   by default until that gap is closed; 1.6 keeps 1.5 s pauses.
     turn_release_statement: float = 0.0
     # The signals: P(end of turn) from the audio (SpeechStopped.eot) and from
     # the text (TranscriptFinal.complete), averaged with these weights (the
@@ -1386,12 +1391,15 @@ def _judge_turn(s: SessionState, at: float, text: str) -> Judgement:
     if s.turn_pauses and (kind == "opening" or not why) and wait < p.turn_wait_continued:
         reason = f"{reason}, after {s.turn_pauses} mid-turn pause(s): the caller may pause again"
         release, held = max(release, p.turn_wait_continued), f"{s.turn_pauses} mid-turn pause(s)"
-    short = words.may_go_on(text, p.short_words) if p.turn_release_short > 0 and not s.turn_pauses else ""
-    if not short and s.paused_turns and not s.turn_pauses and p.turn_release_short > 0 and not words.whole_by_form(text):
+    # A first fragment (no pause of its own) that answers the question the
+    # agent just asked ("The first one, please." to "Which one?") is whole.
+    first = not s.turn_pauses and not words.asks_for_an_answer(_agent_last_words(s))
+    short = words.may_go_on(text, p.short_words) if p.turn_release_short > 0 and first else ""
+    if not short and s.paused_turns and first and p.turn_release_short > 0 and not words.whole_by_form(text):
         short = f"the caller paused inside {s.paused_turns} earlier turn(s) this call"
     if short and p.turn_release_short > release:
         release, held = p.turn_release_short, f"a first fragment that may go on: {short}"
-    if not s.turn_pauses and p.turn_release_statement > release and words.statement(text) and not words.asks_for_an_answer(_agent_last_words(s)):
+    if first and p.turn_release_statement > release and words.statement(text):
         release, held = p.turn_release_statement, "a statement that starts the caller's turn: callers go on from one"
     if release > wait + 0.001:
         reason = f"{reason}; heard from {release:g} s of silence ({held})"

@@ -1843,3 +1843,15 @@ def test_a_statement_that_answers_the_agents_question_is_not_held_but_one_after_
     v.play_all()
     v.user_says("The first one, please.", complete=0.95)  # answers the agent's question: at once
     assert not v.state.run.held and v.outcome.judgements[-1].release == -1.0
+
+
+def test_a_short_answer_to_the_agents_question_is_not_held_as_a_fragment_that_may_go_on():
+    v = Convo(turn_release_short="1.6")
+    v.user_says("Do you have anything free on Friday?", complete=0.95)
+    v.llm("I have nine and half past nine. Which one would you like?")
+    v.play_all()
+    v.user_says("The first one, please.", complete=0.95)  # four words: a fragment, but it answers "Which one?"
+    assert not v.state.run.held and v.outcome.judgements[-1].release == -1.0
+    v2 = Convo(turn_release_short="1.6")
+    v2.user_says("The first one, please.", complete=0.95)  # the same words opening a call may go on
+    assert v2.state.run.held and "a first fragment that may go on" in v2.outcome.judgements[-1].reason

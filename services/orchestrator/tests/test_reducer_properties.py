@@ -712,7 +712,8 @@ def test_a_faded_onset_resumes_only_the_pause_it_began(events):
         assert not any(isinstance(x, (c.StartLLM, c.CancelLLM, c.CancelTTS, c.FlushPlayback, c.Synthesize)) for x in cmds), cmds
         onset_pause = before.phase == r.PAUSED and not before.user_speaking and "onset" in {name for name, _ in before.timers}
         if onset_pause:
-            assert any(isinstance(x, c.ResumePlayback) for x in cmds) and after.phase != r.PAUSED, (cmds, after.phase)
+            # A held answer (RULES 16/19) stays paused at the gateway until its release timer plays it.
+            assert (any(isinstance(x, c.ResumePlayback) for x in cmds) or before.run.held) and after.phase != r.PAUSED, (cmds, after.phase)
             assert not {"onset", "hold"} & {name for name, _ in after.timers}
         else:
             assert cmds == [] and after.phase == before.phase, (before.phase, cmds)
@@ -818,10 +819,13 @@ def test_a_held_answer_changes_nothing_in_the_world_before_its_release(events):
 @given(st.one_of(sessions(), turns()))
 def test_a_first_fragment_that_may_go_on_waits_for_the_longer_release(events):
     """A turn answered on its first fragment (no pause in it) that
-    words.may_go_on flags is held for at least turn_release_short."""
+    words.may_go_on flags is held for at least turn_release_short, unless
+    it answers the question the agent just asked (RULES 21)."""
     for before, ev, after, j in _turns_answered(events):
         p = before.policy
         if j.reason.startswith("key") or before.turn_pauses or not words.may_go_on(after.run.user_text, p.short_words):
+            continue
+        if words.asks_for_an_answer(r._agent_last_words(before)):
             continue
         if p.turn_release_short > j.silence + 0.001 and p.turn_release_short > j.wait + 0.001:
             assert after.run.held, (ev, j)
