@@ -1350,6 +1350,7 @@ def _ivr_turn(fx: Fx, text: str) -> Next:
     return _start_timer(fx, "reprompt", s.policy.reprompt_after).to("press the next keys")
 
 
+# long: the end-of-turn judgement is one ladder read top to bottom (words, signals, silence, then each hold of RULES 16-21); split, its order would hide
 def _judge_turn(s: SessionState, at: float, text: str) -> Judgement:
     """How much silence the turn needs before the agent answers (``wait``),
     how much before the answer may be heard (``release``), and why: the
