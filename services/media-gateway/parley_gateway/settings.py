@@ -42,9 +42,11 @@ class Settings(ServiceSettings):
     )  # fmt: skip
     twilio_insecure: bool = setting("PARLEY_TWILIO_INSECURE", False, "Twilio endpoints work without TWILIO_AUTH_TOKEN: local development only")
     # A resume after a pause replays from the last mark Twilio echoed, so this
-    # bounds what the caller may hear twice; each mark is one more message each way.
+    # bounds what the caller may hear twice; each mark is one more message each
+    # way (the frames between two marks go as one media message). 60: 100 calls
+    # pass on 2 cores, 20 fails by 10 ms (BENCHMARKS 7, session 6).
     twilio_mark_ms: int = setting(
-        "PARLEY_TWILIO_MARK_MS", 20, "Twilio: a mark after every this many ms of audio (and at each chunk's end)", ge=20, le=2000, multiple_of=20,
+        "PARLEY_TWILIO_MARK_MS", 60, "Twilio: a mark after every this many ms of audio (and at each chunk's end)", ge=20, le=2000, multiple_of=20,
         allowed="a multiple of 20 from 20 to 2000 (ms of audio between marks)",
     )  # fmt: skip
     # Audio queued at Twilio ahead of what the caller hears: a stall of this

@@ -111,7 +111,8 @@ class TwilioApi:
 @pytest.fixture(scope="module")
 def gateway(nats_server):
     # No auth token: only in the insecure development mode (the secure one is below).
-    with Gateway(Settings(nats_url=nats_server.url, http_port=free_port(), public_host="gw.example.com", twilio_insecure=True)) as gw:
+    # A mark after every frame: these tests check the marks frame by frame (the default is coarser).
+    with Gateway(Settings(nats_url=nats_server.url, http_port=free_port(), public_host="gw.example.com", twilio_insecure=True, twilio_mark_ms=20)) as gw:
         yield gw
 
 
