@@ -160,7 +160,7 @@ class TranscriptionQueue:
             text = await self._transcribe(lane, job, audio) if len(audio) else ""  # empty: a session cut off mid-utterance
             if text is None and not job.final:
                 continue
-            await self._deliver(job, text or "")  # a final is always sent, so nobody waits for it forever
+            await self._deliver(job, "" if text is None else text)  # a final is always sent, so nobody waits for it forever (an empty Transcript keeps its floor)
 
     async def _transcribe(self, lane: Lane, job: Job, audio: np.ndarray) -> str | None:
         """Whisper's text, or None if it failed (logged and counted)."""

@@ -239,7 +239,7 @@ class MeasuringTranscriber:
         from parley_asr.whisper import Transcript
 
         self.kinds.append("final")
-        return Transcript(f"text {int(pcm16[0])}", floor=0.5)
+        return Transcript(f"text {int(pcm16[0])}" if pcm16[0] else "", floor=0.5)  # a phone-band "No." Whisper wrote as nothing
 
 
 def test_finals_get_the_models_final_call_and_its_measurement_reaches_delivery():
@@ -258,10 +258,11 @@ def test_finals_get_the_models_final_call_and_its_measurement_reaches_delivery()
             if delivered:
                 break
         q.submit(Job(session="a", utterance=0, final=True, audio=lambda: np.array([2], np.int16), deliver=deliver))
+        q.submit(Job(session="a", utterance=1, final=True, audio=lambda: np.array([0], np.int16), deliver=deliver))
         await q.drain(2.0)
         await q.close()
         return t.kinds, delivered
 
     kinds, delivered = asyncio.run(main())
-    assert kinds == ["plain", "final"]
-    assert delivered == [("text 1", None), ("text 2", 0.5)]
+    assert kinds == ["plain", "final", "final"]
+    assert delivered == [("text 1", None), ("text 2", 0.5), ("", 0.5)]  # an empty text keeps its measurement
