@@ -286,9 +286,11 @@ def test_twilio_the_agent_channel_is_what_the_marks_prove_the_caller_heard(recor
     agent_spans = spans(right)
     recorded_s = sum(b - a for a, b in agent_spans)
     # Everything heard up to the cut, less at most what a mark echo in flight
-    # during the clear leaves unproven (a mark interval and a round trip).
+    # during the clear leaves unproven (a mark interval and a round trip; the
+    # round trip is the loop's, so a loaded machine gets 150 ms of it).
+    unproven = gw.settings.twilio_mark_ms / 1000 + 0.15
     print(f"\n[recording] twilio: the caller heard {heard_s * 1000:.0f} ms of the answer, the recording holds {recorded_s * 1000:.0f} ms")
-    assert heard_s - 0.1 <= recorded_s <= heard_s + 0.02, (recorded_s, heard_s, agent_spans)
+    assert heard_s - unproven <= recorded_s <= heard_s + 0.02, (recorded_s, heard_s, agent_spans)
     assert heard_s < 1.2 and len(agent_spans) == 1  # nothing of the unheard 0.8+ s
     # One clock: the caller's words start in the recording where they started
     # relative to the cut at the caller's ear.
@@ -296,7 +298,8 @@ def test_twilio_the_agent_channel_is_what_the_marks_prove_the_caller_heard(recor
     onset = caller.rec.utterances[0].first
     cut_at_ear = caller.ear.last_heard_at()
     print(f"[recording] twilio: caller onset - cut: {(onset - cut_at_ear) * 1000:.0f} ms at the caller, {(w0 - agent_spans[0][1]) * 1000:.0f} ms in the recording")
-    assert abs((w0 - agent_spans[0][1]) - (onset - cut_at_ear)) < 0.1, (w0, agent_spans, onset - cut_at_ear)
+    # The recording's cut is early by exactly what it could not prove heard.
+    assert abs((w0 - agent_spans[0][1]) - (onset - cut_at_ear) - (heard_s - recorded_s)) < 0.06, (w0, agent_spans, onset - cut_at_ear, heard_s - recorded_s)
     assert abs((w1 - w0) - 0.8) < 0.05
 
 
