@@ -274,10 +274,12 @@ def test_idle_track_keeps_a_steady_20ms_cadence(nats_server):
             n0, t0, k0 = track.frames, time.monotonic(), len(caller.received)
             await asyncio.sleep(1.0)
             sent, elapsed = track.frames - n0, time.monotonic() - t0
-            got = caller.received[k0:]
             # Silence keeps flowing: about 50 frames a second, each 20 ms on from the last.
             assert 0.6 * elapsed * 50 <= sent <= 1.4 * elapsed * 50 + 2
-            assert len(got) >= 0.6 * elapsed * 50
+            # Every frame sent in the window reaches the caller (its receiving side
+            # may run a few frames behind on a loaded machine).
+            await until(lambda: len(caller.received) - k0 >= sent, what=f"the {sent} frames sent in the window")
+            got = caller.received[k0 : k0 + sent]
             steps = np.diff([pts for _, pts, _ in got])
             assert (steps > 0).all(), "received frames out of order"
             assert np.median(steps) == FRAME
