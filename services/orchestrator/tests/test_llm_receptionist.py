@@ -519,3 +519,15 @@ def test_any_conversation_gets_a_reply(msgs):
             dt.date.fromisoformat(args.date)
         if hasattr(args, "time"):
             dt.time.fromisoformat(args.time)
+
+
+def test_two_caller_messages_with_nothing_heard_between_are_one_turn():
+    # "Hello?" answered, the answer cut off before any of it played, then "Who is this?":
+    # the caller said one thing, and hears the introduction, not "Sorry, I didn't catch that".
+    from parley.contract import Message
+    from parley_orchestrator.adapters.receptionist.dialogue import one_turn_per_caller_run, plan_reply
+
+    msgs = [Message(role="user", content="Hello?"), Message(role="user", content="Who is this?")]
+    assert [m.content for m in one_turn_per_caller_run(msgs)] == ["Hello? Who is this?"]
+    together = plan_reply([Message(role="user", content="Hello? Who is this?")], dt.date(2026, 11, 25)).text
+    assert plan_reply(msgs, dt.date(2026, 11, 25)).text == together and "didn't catch" not in together

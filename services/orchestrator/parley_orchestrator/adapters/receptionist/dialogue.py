@@ -16,6 +16,8 @@ import datetime as dt
 import json
 import re
 from dataclasses import replace
+
+import msgspec
 from typing import Collection, Sequence
 
 from parley.contract import END_CALL, TRANSFER_CALL, Message
@@ -100,7 +102,7 @@ def read_conversation(messages: Sequence[Message], today: dt.date, *, can_check:
     ctx = before = Context(today=today_from(messages, today))
     plan = Plan(text=GREETING)
     calls: dict[str, str] = {}
-    for m in messages:
+    for m in one_turn_per_caller_run(messages):
         before = ctx
         if m.role == "user":
             ctx, plan = step_user(ctx, hear(m.content, ctx.today, ctx.next_week), can_check=can_check, can_transfer=can_transfer)
@@ -116,6 +118,20 @@ def read_conversation(messages: Sequence[Message], today: dt.date, *, can_check:
                 result = {"error": m.content}
             ctx, plan = step_tool(ctx, m.name or calls.get(m.tool_call_id, ""), result)
     return before, ctx, plan
+
+
+def one_turn_per_caller_run(messages: Sequence[Message]) -> list[Message]:
+    """Consecutive caller messages, with nothing of the agent heard between
+    them (an answer cut off before any of it played leaves none), are one
+    turn to the caller: "Hello?" then "Who is this?" is read as "Hello? Who
+    is this?", not as a greeting followed by an unclear request."""
+    out: list[Message] = []
+    for m in messages:
+        if m.role == "user" and out and out[-1].role == "user":
+            out[-1] = msgspec.structs.replace(out[-1], content=f"{out[-1].content.rstrip()} {m.content.lstrip()}".strip())
+        else:
+            out.append(m)
+    return out
 
 
 def plan_reply(messages: Sequence[Message], today: dt.date, *, tools: Collection[str] | None = None) -> Plan:
