@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 
-from tts_harness import Harness, Seen, check_chunk, synthesize
+from tts_harness import Harness, Seen, alive, check_chunk, synthesize
 
 from parley import bus, subjects
 from parley.natsd import free_port
@@ -47,14 +47,7 @@ def test_a_killed_workers_requests_are_handed_back_by_its_peer_before_the_ack_wa
             h.workers.append(survivor)
             proc = subprocess.Popen([sys.executable, "-m", "parley_tts"], env=env, stderr=subprocess.DEVNULL, start_new_session=True)
             try:
-                deadline = time.monotonic() + 30
-                while True:
-                    try:
-                        await nc.request(subjects.tts_alive("tts-doomed"), b"", timeout=1)
-                        break
-                    except Exception:  # noqa: BLE001
-                        assert time.monotonic() < deadline and proc.poll() is None, "the worker did not start"
-                        await asyncio.sleep(0.1)
+                await alive(nc, "tts-doomed", proc)  # answers once it pulls
                 seen = await Seen.watch(nc, "fx-peer")
                 await synthesize(nc, "fx-peer", 1, 0, LONG)  # seconds of audio, paced
                 await synthesize(nc, "fx-peer", 1, 1, SECOND)  # queued behind it

@@ -18,7 +18,7 @@ import time
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from tts_harness import Harness, Seen, cancel, check_chunk, check_events, end, settled, synthesize, until
+from tts_harness import Harness, Seen, alive, cancel, check_chunk, check_events, end, settled, synthesize, until
 
 from parley import contract, subjects
 from parley.natsd import free_port
@@ -480,14 +480,7 @@ def test_a_worker_killed_mid_chunk_leaves_its_requests_to_another_within_the_ack
     async def main():
         async with Harness(nats_url) as h:
             nc = await h.client()
-            deadline = time.monotonic() + 30
-            while True:  # the doomed worker answers on its liveness subject once it pulls
-                try:
-                    await nc.request(subjects.tts_alive("tts-doomed"), b"", timeout=1)
-                    break
-                except Exception:  # noqa: BLE001
-                    assert time.monotonic() < deadline and proc.poll() is None, "the worker did not start"
-                    await asyncio.sleep(0.1)
+            await alive(nc, "tts-doomed", proc)  # answers once it pulls
             seen = await Seen.watch(nc, "fx-kill")
             await synthesize(nc, "fx-kill", 1, 0, LONG)  # seconds of audio, paced
             await synthesize(nc, "fx-kill", 1, 1, SECOND)  # queued behind it in the same lane

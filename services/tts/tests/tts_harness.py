@@ -183,3 +183,16 @@ def words(text: str) -> list[str]:
     t = re.sub(r"(\d)(am|pm)\b", r"\1 \2", t)
     t = re.sub(r"[^a-z0-9' ]+", " ", t)
     return [_SAME.get(w, w) for w in t.split()]
+
+
+async def alive(nc, worker: str, proc, timeout: float = 30.0) -> None:
+    """Wait until the worker process ``proc`` answers on its liveness subject
+    (it does once it pulls requests)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await nc.request(subjects.tts_alive(worker), b"", timeout=1)
+            return
+        except Exception:  # noqa: BLE001
+            assert time.monotonic() < deadline and proc.poll() is None, "the worker did not start"
+            await asyncio.sleep(0.1)
