@@ -204,24 +204,41 @@ def test_barge_in_cancels_the_reply_at_the_cloud_voice(deployment):
     name, stack, standins = deployment
     if name != "deepgram+cartesia":
         pytest.skip("cancellation at the provider: Cartesia's contexts (OpenAI's: a closed request, service tests)")
-    standins["tts"].pace = 1.0  # generating at real time: the reply is still being made when the caller cuts in
+    tts = standins["tts"]
+
+    async def release_at_the_cancel(caller):
+        # The voice holds the end of every context until the cut reply's
+        # contexts are cancelled at the provider (or 5 s after the cut, so a
+        # missing cancel fails the assertions below instead of hanging): a
+        # reply can never finish generating before the caller cuts in.
+        cut = await caller.wait_for(lambda n: n["type"] == "interrupted", timeout=60)
+        prefix = f"{caller.session}-{cut['run']}-"
+        deadline = asyncio.get_running_loop().time() + 5.0
+        while not any(c.startswith(prefix) for c in tts.cancelled) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        tts.hold = False
 
     async def scenario():
         async with PcmCaller(stack.pcm_url()) as caller:
             await asyncio.sleep(1.0)
             await caller.wait_quiet(quiet=1.2, timeout=40)
-            return caller, *await barge_in_over_an_answer(caller)
+            tts.hold = True
+            release = asyncio.create_task(release_at_the_cancel(caller))
+            try:
+                return caller, *await barge_in_over_an_answer(caller)
+            finally:
+                release.cancel()
 
     try:
         caller, cut_run, cut_at = run(scenario())
     finally:
-        standins["tts"].pace = 0.25
+        tts.hold = False
     later = [n for t, n in caller.notices if t > cut_at and n["type"] == "agent_text"]
     assert later and all(n["run"] > cut_run for n in later)  # nothing of the cut reply after the cut
     prefix = f"{caller.session}-{cut_run}-"
-    asked = [r["context_id"] for r in standins["tts"].requests if r["context_id"].startswith(prefix)]
-    cancelled = [c for c in standins["tts"].cancelled if c.startswith(prefix)]
-    finished = [c for c in standins["tts"].finished if c.startswith(prefix)]
+    asked = [r["context_id"] for r in tts.requests if r["context_id"].startswith(prefix)]
+    cancelled = [c for c in tts.cancelled if c.startswith(prefix)]
+    finished = [c for c in tts.finished if c.startswith(prefix)]
     # Every context of the cut reply either had finished before the cut or was cancelled at the provider.
     assert asked and cancelled, (asked, cancelled, finished)
     assert set(asked) <= set(cancelled) | set(finished)

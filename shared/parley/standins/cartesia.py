@@ -50,6 +50,7 @@ class Cartesia(WebSocketApi):
         self.finished: list[str] = []
         self.connections = 0
         self.pace = PACE  # wall seconds per second of audio (1.0: generates at real time)
+        self.hold = False  # True: every context keeps its last piece (and its done) until this turns False
         self.refused: list[int] = []
         self._tasks: set[asyncio.Task] = set()
 
@@ -128,6 +129,8 @@ class Cartesia(WebSocketApi):
         sent = 0
         for i in range(0, len(pcm), step):
             piece = pcm[i : i + step]
+            while self.hold and i + step >= len(pcm):  # a voice still generating the end of this context
+                await asyncio.sleep(0.01)
             if fault is not None and fault.drop_after is not None and sent + len(piece) > fault.drop_after:
                 ws.transport.abort()  # the socket breaks: no close frame
                 return
