@@ -289,16 +289,21 @@ async def through_election(op, what: str, session: str = "", reads: bool = False
     no leader for a few seconds after its leader's node died (RAFT election:
     4-9 s after a kill -9, measured), and a request to it then finds "no
     responders". Such a request reached no stream, so it was not applied and
-    is safe to send again; a timeout may have been applied and is raised,
-    unless ``reads`` (the op changes nothing: a read is always safe again)."""
+    is safe to send again; a timeout (or the API's "no leader", 503) may
+    have been applied and is raised, unless ``reads`` (the op changes
+    nothing: a read is always safe again)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + PUBLISH_PATIENCE
     pause = 0.05
     while True:
         try:
             return await op()
-        except (nats.js.errors.NoStreamResponseError, nats.errors.NoRespondersError, nats.errors.ConnectionReconnectingError, nats.errors.TimeoutError) as exc:
-            if loop.time() > deadline or (isinstance(exc, nats.errors.TimeoutError) and not reads):
+        except (
+            nats.js.errors.NoStreamResponseError, nats.errors.NoRespondersError, nats.errors.ConnectionReconnectingError, nats.errors.TimeoutError,
+            nats.js.errors.ServiceUnavailableError,  # an API read (MSG.GET) while the stream has no leader
+        ) as exc:  # fmt: skip
+            unsure = isinstance(exc, (nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError))
+            if loop.time() > deadline or (unsure and not reads):
                 raise
             log.warning("%s: no leader answers yet, retrying", what, extra={"session_id": session, "error": type(exc).__name__})
             await asyncio.sleep(pause)

@@ -155,7 +155,9 @@ class Runtime:
                                  # failures, each logged at error: a batch that raised (retried from the stream), a background task
                                  "batch_failures": 0, "task_errors": 0,
                                  # events refused: a type not its producer's, or naming another session (logged at error)
-                                 "events_forged": 0}
+                                 "events_forged": 0,
+                                 # batches whose partition changed hands while they ran: the session is read cold next
+                                 "rereads": 0}
     )
 
     def __post_init__(self) -> None:
@@ -166,6 +168,9 @@ class Runtime:
         self.cache: dict[str, Cached] = {}
         self.partition_of: dict[str, int] = {}
         self.gained_at: dict[int, float] = {}  # partition -> when this replica last gained it (monotonic)
+        # partition -> breaks in this replica's ownership of it (each loss and
+        # each gain): a batch that spans one must not leave its session warm.
+        self.breaks: dict[int, int] = {}
         self.listed: set[str] = set()  # sessions this replica put in the live index
         self.queues: dict[str, asyncio.Queue] = {}
         self.workers: dict[str, asyncio.Task] = {}
@@ -258,7 +263,25 @@ class Runtime:
             worker.add_done_callback(lambda t: self._failed(t, f"the worker of session {session}"))
         queue.put_nowait(item)
 
+    def _break(self, session: str) -> int:
+        return self.breaks.get(self.partition_of.get(session, -1), 0)
+
+    def _keep(self, session: str, cached: Cached, breaks: int) -> bool:
+        """Cache ``cached`` as the session's warm state, unless its partition
+        changed hands while the batch ran: a loss emptied the session's queue
+        (those events are unacked in the stream, and only a cold read finds
+        them); cached as warm, the next event would be reduced without them and
+        their redelivery dropped as already applied."""
+        if self._break(session) != breaks:
+            self.cache.pop(session, None)
+            self.stats["rereads"] += 1
+            log.info("partition changed hands during a batch: the session is read again", extra={"session_id": session})
+            return False
+        self.cache[session] = cached
+        return True
+
     def _on_gained(self, p: int) -> None:
+        self.breaks[p] = self.breaks.get(p, 0) + 1
         self.gained_at[p] = time.monotonic()
         for session, part in self.partition_of.items():
             if part == p:
@@ -266,6 +289,7 @@ class Runtime:
         self._spawn(self._take_over_partition(p), f"takeover of partition {p}")
 
     def _on_lost(self, p: int) -> None:
+        self.breaks[p] = self.breaks.get(p, 0) + 1
         for session, part in list(self.partition_of.items()):
             if part != p:
                 continue
@@ -330,10 +354,16 @@ class Runtime:
         (stream sequence, subject, data)."""
         out: list[tuple[int, str, bytes]] = []
         seq = applied + 1
+        # A direct get may be answered by any copy of the stream, and a
+        # follower may not have the newest events yet (direct gets do not read
+        # your writes: nats.docs "JetStream consistency"): a catch-up that
+        # missed one would lose it (the warm path drops its redelivery as
+        # applied). With copies, ask the stream's leader.
+        direct = bus.replicas(self.nc) == 1
         while True:
             try:
                 msg = await bus.through_election(
-                    lambda: self.js.get_msg(subjects.EVENTS_STREAM, seq=seq, subject=subjects.stored_events(session), next=True, direct=True),
+                    lambda: self.js.get_msg(subjects.EVENTS_STREAM, seq=seq, subject=subjects.stored_events(session), next=True, direct=direct),
                     "stored events not read", session, reads=True,
                 )  # fmt: skip
             except NotFoundError:
@@ -344,6 +374,7 @@ class Runtime:
     # long: the compare-and-set loop of one batch: read, reduce, write, retry on a conflict; its steps are calls, the loop is the point
     async def _process(self, session: str, items: list[Item]) -> bool:
         deliveries = [i for i in items if isinstance(i, Delivery)]
+        breaks = self._break(session)
         for _attempt in range(8):
             cached = self.cache.get(session)
             cold = cached is None
@@ -367,8 +398,7 @@ class Runtime:
                 events.insert(0, Takeover(session=session, at=time.time(), owner=self.replica))
             if not events:
                 await self._ack(deliveries, cached.stored.applied)
-                if cold:
-                    self.cache[session] = cached
+                if cold and self._keep(session, cached, breaks):
                     self._rearm(session, cached.stored)
                 return state.phase == reducer.ENDED
             batch, stored = self._reduce(cached.stored, events, applied)
@@ -377,7 +407,7 @@ class Runtime:
                 self.stats["cas_retries"] += 1
                 self.cache.pop(session, None)
                 continue
-            self.cache[session] = Cached(stored, revision)
+            self._keep(session, Cached(stored, revision), breaks)
             break
         else:
             log.error("could not write session state after retries", extra={"session_id": session})

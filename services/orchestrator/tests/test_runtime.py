@@ -408,3 +408,57 @@ def test_the_tokens_an_llm_billed_are_usage_on_the_session_and_on_metrics(nats):
         ("llm", "billed-model", "input_tokens", 120), ("llm", "billed-model", "output_tokens", 4),
     ]  # fmt: skip
     assert before == {} and after == {"input_tokens": 120, "output_tokens": 4}
+
+
+def test_events_queued_when_a_partition_changes_hands_mid_batch_are_reduced_in_order(nats):
+    """A batch still writing its state when its partition is lost and gained
+    again (a NATS node's kill -9: the consumer's new leader moves the pin while
+    the KV write waits out the election) must not leave the session cached as
+    warm: the events the loss took out of its queue are in the stream, unacked,
+    and only a read from the stream finds them. Cached as warm, the next event
+    was reduced without them and their redelivery dropped as already applied:
+    a caller's final transcript lost, the turn never answered (seen once in
+    tests/test_nats_cluster.py under load)."""
+
+    async def scenario():
+        nc = await bus.connect(nats.url)
+        rt = Runtime(nc=nc, brain=FixedLatencyBrain(first_token=0.0, per_token=0.0), tools=OneTool(), defaults={"greeting": ""})
+        await rt.start()
+        now = time.time()
+        await bus.publish_event(nc, c.SessionStarted(session="s5", at=now, params={"reprompt_after": "3600"}))
+        await _wait(lambda: "s5" in rt.cache and "s5" in rt.listed)
+        commit, gate, held = rt._commit, asyncio.Event(), asyncio.Event()
+
+        async def slow_commit(session, cached, stored):
+            if not gate.is_set():
+                held.set()
+                await gate.wait()  # the KV write waits out an election
+            return await commit(session, cached, stored)
+
+        rt._commit = slow_commit
+        await bus.publish_event(nc, c.SpeechStarted(session="s5", at=now, utterance=0))
+        await asyncio.wait_for(held.wait(), 10)
+        await bus.publish_event(nc, c.SpeechStopped(session="s5", at=now, utterance=0))
+        await bus.publish_event(nc, c.TranscriptFinal(session="s5", at=now, utterance=0, text="book me at 3"))
+        await _wait(lambda: rt.queues["s5"].qsize() == 2)
+        p = rt.partition_of["s5"]
+        rt._on_lost(p)  # the pin moved: the queue is emptied, unacked
+        rt._on_gained(p)  # and came back to this replica
+        await _wait(lambda: rt.queues["s5"].qsize() == 1)  # the live session is touched
+        gate.set()
+        await bus.publish_event(nc, c.SpeechOnset(session="s5", at=now, utterance=1))
+        kv = await nc.jetstream().key_value(subjects.SESSIONS_BUCKET)
+
+        async def consumed():
+            return decode_stored((await kv.get("s5")).value).consumed
+
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and await consumed() < 5:
+            await asyncio.sleep(0.05)
+        await rt.stop()
+        await nc.close()
+        steps, _ = await fetch("s5", nats.url)
+        return [type(st.event).__name__ for st in steps]
+
+    reduced = asyncio.run(scenario())
+    assert reduced == ["SessionStarted", "SpeechStarted", "SpeechStopped", "TranscriptFinal", "SpeechOnset"]
