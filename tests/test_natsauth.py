@@ -117,6 +117,8 @@ def test_jetstream_api_is_scoped_to_each_services_own_streams():
     assert js("orchestrator", f"$JS.API.CONSUMER.MSG.NEXT.{subjects.EVENTS_STREAM}.evt-3")
     assert not js("gateway", f"$JS.API.CONSUMER.MSG.NEXT.{subjects.EVENTS_STREAM}.evt-3")
     assert not js("asr", f"$JS.API.DIRECT.GET.{subjects.EVENTS_STREAM}")
+    # The catch-up reads a session's events from the stream's leader when it has copies.
+    assert js("orchestrator", f"$JS.API.STREAM.MSG.GET.{subjects.EVENTS_STREAM}") and not js("gateway", f"$JS.API.STREAM.MSG.GET.{subjects.EVENTS_STREAM}")
     assert not js("gateway", f"$KV.{subjects.SESSIONS_BUCKET}.s1")  # no writing another's state
     for role in natsauth.ROLES:
         for verb in ("STREAM.DELETE", "STREAM.PURGE", "CONSUMER.DELETE"):

@@ -96,7 +96,8 @@ def _kv_writer(bucket: str) -> tuple[str, ...]:
 def _event_stream_owner() -> tuple[str, ...]:
     """The orchestrator: creates the event stream and its partition consumers,
     pulls each partition (pinned), unpins a dead replica's, acks, and reads a
-    session's stored events back directly on catch-up."""
+    session's stored events back on catch-up (directly with one copy; from
+    the stream's leader with several: a follower may lag)."""
     s = subjects.EVENTS_STREAM
     return (
         _js("STREAM.CREATE", s),
@@ -109,6 +110,7 @@ def _event_stream_owner() -> tuple[str, ...]:
         _js("CONSUMER.UNPIN", s, "*"),
         _js("DIRECT.GET", s),
         _js("DIRECT.GET", s, ">"),
+        _js("STREAM.MSG.GET", s),
         f"$JS.ACK.{s}.>",
     )
 
