@@ -58,6 +58,20 @@ async def offer(loadgen, utterances, stack, calls: int, turns: int) -> list[dict
     return [asdict(c.rec) for c in callers]
 
 
+LOOP = "uvloop"
+
+
+def run(coro):
+    """The callers on uvloop's event loop (``--loop``) whatever TREE's load
+    generator does (as bench/loadgen.py since capacity8), so both arms of an
+    A/B share the cores with the same caller side."""
+    try:
+        import uvloop
+    except ImportError:
+        uvloop = None
+    return uvloop.run(coro) if uvloop is not None and LOOP == "uvloop" else asyncio.run(coro)
+
+
 def kind(subject: str) -> str:
     """A subject without its session, partition and sequence tokens."""
     parts = subject.split(".")
@@ -133,7 +147,12 @@ def main(argv=None) -> int:
     ap.add_argument("--spy", default="", help="py-spy every service into this directory")
     ap.add_argument("--spy-rate", type=int, default=20, help="py-spy samples per second")
     ap.add_argument("--tap", action="store_true", help="count the messages through nats-server by subject kind (adds one subscriber to everything)")
+    ap.add_argument("--replicas", default="", help='processes per service, as BENCH_REPLICAS: "orchestrator=2,asr=2,tts=2"')
+    ap.add_argument("--idle", type=float, default=0.0, help="also measure each process's CPU over this many idle seconds (after the warm-up call)")
+    ap.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop", help="the callers' event loop")
     a = ap.parse_args(argv)
+    global LOOP
+    LOOP = a.loop
     tree = Path(a.tree).resolve()
     sys.path[:0] = [str(tree / "bench"), str(tree / "tests")]
     import loadgen
@@ -142,18 +161,27 @@ def main(argv=None) -> int:
 
     commit = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     env = {"PARLEY_PROVIDERS": "fixed", "PARLEY_TWILIO_INSECURE": "1"}
-    stack = Stack(HERE / "var" / "cpu-ab" / f"{commit}-{time.strftime('%H%M%S')}", env=env).start()
+    replicas = {k: int(n) for k, n in (part.split("=") for part in filter(None, a.replicas.split(",")))}
+    stack = Stack(HERE / "var" / "cpu-ab" / f"{commit}-{time.strftime('%H%M%S')}", env=env, replicas=replicas).start()
+    idle: dict[str, float] = {}
     try:
-        asyncio.run(offer(loadgen, utterances, stack, 1, 1))  # warm-up call
+        run(offer(loadgen, utterances, stack, 1, 1))  # warm-up call
         procs = {k: psutil.Process(p.pid) for k, p in stack.procs.items()}
-        spies = spy(procs, a.spy, a.spy_rate) if a.spy else []
+        if a.idle:
+            procs["nats-server"] = psutil.Process(stack.nats.proc.pid)
+            time.sleep(2.0)  # the warm-up call's tail
+            first = usage(procs)
+            time.sleep(a.idle)
+            last = usage(procs)
+            idle = {k: round(100 * (last[k][0] + last[k][1] - first[k][0] - first[k][1]) / a.idle, 1) for k in procs}
+        spies = spy({k: p for k, p in procs.items() if k != "nats-server"}, a.spy, a.spy_rate) if a.spy else []
         procs["nats-server"] = psutil.Process(stack.nats.proc.pid)
         load_start = psutil.getloadavg()
         before = usage(procs)
-        t0 = time.monotonic()
+        t0, callers0 = time.monotonic(), time.process_time()
         counts: dict[str, int] = {}
-        records = asyncio.run(tapped(offer(loadgen, utterances, stack, a.calls, a.turns), stack.nats_url, counts) if a.tap else offer(loadgen, utterances, stack, a.calls, a.turns))
-        wall = time.monotonic() - t0
+        records = run(tapped(offer(loadgen, utterances, stack, a.calls, a.turns), stack.nats_url, counts) if a.tap else offer(loadgen, utterances, stack, a.calls, a.turns))
+        wall, callers_cpu = time.monotonic() - t0, time.process_time() - callers0
         after = usage(procs)
         for s in spies:
             s.send_signal(signal.SIGINT)
@@ -169,13 +197,15 @@ def main(argv=None) -> int:
     calls_io = {k: [round((after[k][i] - before[k][i]) / a.calls) for i in (2, 3)] for k in procs}
     total = sum(used.values())
     print(json.dumps({
-        "commit": commit, "calls": a.calls, "wall_s": round(wall, 1),
+        "commit": commit, "calls": a.calls, "wall_s": round(wall, 1), **({"replicas": replicas} if replicas else {}),
+        **({"idle_cpu_pct": idle, "idle_cpu_pct_total": round(sum(idle.values()), 1)} if idle else {}),
         "load_avg_start": [round(x, 1) for x in load_start], "load_avg_end": [round(x, 1) for x in psutil.getloadavg()],
         "failed_calls": sum(1 for r in records if r["failures"]), "failures": sorted({f for r in records for f in r["failures"]})[:5],
         "underruns": sum(len(r["underruns"]) for r in records),
         **({"msgs_per_call": {k: round(v / a.calls, 1) for k, v in sorted(counts.items(), key=lambda kv: -kv[1])}} if a.tap else {}),
         "cpu_s": used, "cpu_s_total": round(total, 2), "cpu_s_per_call": round(total / a.calls, 3),
         "system_s": system, "syscalls_per_call": calls_io,
+        "callers_cpu_s": round(callers_cpu, 2),  # this process: the Twilio side (and the tap), not the stack
     }))  # fmt: skip
     return 0
 
