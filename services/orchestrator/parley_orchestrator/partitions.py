@@ -13,8 +13,11 @@ the owner stops pulling (it died) for ``PIN_TIMEOUT``, the server unpins it
 and pins the next waiting pull when the partition next has a message; beats
 (one tiny message per partition every ``BEAT_EVERY``, from every replica) make
 sure that happens even while the partition's calls are quiet. A replica beats
-only the partitions it does not own (its own are alive as long as it is), so
-a lone replica, owning them all, sends none.
+only the partitions it does not own and no other live member announces
+holding (a held partition is alive as long as its holder is), so a lone
+replica, owning them all, sends none, and neither do replicas that share
+them out; a hung holder stops announcing, and its partitions are beaten again
+``MEMBER_TTL`` after its last announcement.
 
 nats-py 2.16 has no priority-group API, so pulls are raw JetStream API
 requests (``$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>`` with ``group`` and
@@ -309,10 +312,23 @@ class Ownership:
     # ------------------------------------------------------- beats, balance
     async def _beat_loop(self) -> None:
         while True:
+            claimed = self._claimed_by_others()
             for part in self.parts:
-                if part.pin is None:
+                if part.pin is None and part.index not in claimed:
                     await self.nc.publish(subjects.event_beat(part.index), b"")
+                    self.stats["beats_sent"] = self.stats.get("beats_sent", 0) + 1
             await asyncio.sleep(BEAT_EVERY)
+
+    def _claimed_by_others(self) -> set[int]:
+        """Partitions another live member says it holds: not beaten. Its own
+        pulls keep the pin there, so a beat would only be stored, delivered
+        and acked for nothing (with two replicas, 48 a second). A member that
+        dies is found by the probes, which beat what it held; one that hangs
+        stops announcing, and after MEMBER_TTL its partitions are beaten
+        again (the pin timeout has freed them by then). A member that lost
+        a partition it still announces beats it itself (it does not own it)."""
+        now = time.monotonic()
+        return {p for r, (seen, held) in self.members.items() if r != self.replica and now - seen < MEMBER_TTL for p in held}
 
     async def _member_loop(self) -> None:
         while True:

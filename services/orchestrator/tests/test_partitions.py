@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -151,5 +152,51 @@ def test_a_member_that_dies_holding_a_liveness_question_is_still_found_at_once(n
         await survivor.stop()
         await nc.close()
         await ghost.close()
+
+    asyncio.run(scenario())
+
+
+def test_replicas_that_share_the_partitions_send_no_beats_and_a_hung_ones_are_beaten_and_taken(nats):
+    """A beat into a partition another live member holds is stored,
+    delivered and acked for nothing: none is sent while two replicas share
+    them out. A replica that hangs (SIGSTOP: its connection stays up, so the
+    probes do not find it dead) stops announcing; its partitions are beaten
+    again and taken over, quiet as they are (no event is published here)."""
+
+    async def scenario():
+        nc = await bus.connect(nats.url)
+        survivor = _replica(nc, "survivor")
+        await survivor.start()
+        await _until(lambda: len(survivor.ownership.owned()) == survivor.partitions, 15, "the survivor owns every partition")
+        proc = subprocess.Popen([sys.executable, "-c", _DOOMED, nats.url], stdout=subprocess.PIPE, env={**os.environ, **fakeclock.child_env(os.environ)})
+        try:
+            assert (await asyncio.to_thread(proc.stdout.readline)).strip() == b"ready"
+            fair = survivor.partitions // 2
+            await _until(lambda: len(survivor.ownership.owned()) == fair and "doomed" in survivor.ownership.members, 20, "partitions shared out")
+            await _until(lambda: set(survivor.ownership.members["doomed"][1]) == set(range(survivor.partitions)) - set(survivor.ownership.owned()), 10,
+                         lambda: f"the newcomer does not announce the rest: {survivor.ownership.members}")  # fmt: skip
+            beats: list[str] = []
+
+            async def count(msg):
+                beats.append(msg.subject)
+
+            watch = await nc.subscribe(subjects.EVENT_BEATS, cb=count)
+            await asyncio.sleep(4 * partitions.BEAT_EVERY)
+            assert not beats, f"beats into partitions a live member holds: {sorted(set(beats))}"
+            sent = survivor.ownership.stats.get("beats_sent", 0)
+            proc.send_signal(signal.SIGSTOP)
+            hung = time.monotonic()
+            await _until(lambda: len(survivor.ownership.owned()) == survivor.partitions, 20, lambda: f"not taken over: owns {survivor.ownership.owned()}, {survivor.ownership.stats}")
+            assert survivor.ownership.stats.get("beats_sent", 0) > sent
+            # Not before the hung member's announcements ran out (nor the pin timeout).
+            assert time.monotonic() - hung >= min(partitions.PIN_TIMEOUT, partitions.MEMBER_TTL - partitions.MEMBER_EVERY)
+            assert survivor.ownership.stats.get("dead_members", 0) == 0  # hung, not found dead
+            assert beats, "taken over without a beat: the test does not test what it says"
+            await watch.unsubscribe()
+        finally:
+            proc.kill()
+            proc.wait()
+        await survivor.stop()
+        await nc.close()
 
     asyncio.run(scenario())
