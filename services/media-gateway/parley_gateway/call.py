@@ -351,7 +351,17 @@ class Call:
             since = (self.asr_checked_at or self.started_at) - 0.5
         try:
             await self._claim_asr(first)
-        except Exception:  # noqa: BLE001 - none left now; try again next round
+        except Exception as exc:  # noqa: BLE001 - none left now; the next round finds it gone again and retries
+            self._count("asr_reclaim_failures", 1)
+            log.warning("ASR worker gone and no other claimed the session: retrying", extra={"session_id": self.session, "gone": gone, "error": repr(exc)[:200]})
+            return
+        if self.asr_worker == gone:
+            # The same worker answered: it was unreachable, not dead (its NATS
+            # connection moving to another node of a cluster), and it still
+            # has the session (a claim is idempotent). Replaying would make it
+            # hear that audio twice: a turn heard, and answered, twice.
+            self._count("asr_rejoins", 1)
+            log.warning("ASR worker answered again (unreachable a moment, not gone): nothing replayed", extra={"session_id": self.session, "worker": gone})
             return
         if self.asr_native:  # the provider's copy first, as feed_native/feed send them
             encoding, rate = self.asr_native.split("/")

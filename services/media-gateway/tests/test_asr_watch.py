@@ -7,6 +7,7 @@ as the ASR workers (their documented replies: contract.AsrProgressAll, "1")."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 from parley import bus, contract, subjects
 from parley_gateway.asr_watch import AsrWatch
@@ -111,3 +112,51 @@ def test_a_worker_that_dies_holding_a_progress_question_is_found_by_the_pings(na
             await nc.close()
 
     assert asyncio.run(scenario()) == 1
+
+
+class Line:
+    kind = "pcm"
+    rate = 16000
+    reports_playback = False
+
+
+def test_a_reclaim_answered_by_the_same_worker_replays_nothing(nats_server):
+    """"No responders" is not always death: in a NATS cluster a worker whose
+    node died is unreachable until its connection moves (a few ms). A claim
+    answered by that same worker finds the session still there (claims are
+    idempotent): the call's recent audio must not be sent again (the worker
+    would hear that turn twice). Answered by another worker, it is replayed."""
+    from parley import telemetry
+    from parley_gateway.call import Call, Switchboard
+
+    async def scenario(answering: str):
+        nc = await bus.connect(nats_server.url)
+        heard: list[bytes] = []
+        try:
+
+            async def on_claim(msg):
+                claim = contract.decode(msg.data, contract.AsrClaim)
+                await msg.respond(contract.encode(contract.AsrClaimed(session=claim.session, worker=answering)))
+
+            async def on_audio(msg):
+                heard.append(msg.data)
+
+            await nc.subscribe(subjects.ASR_CLAIM, cb=on_claim)
+            stats: dict = {}
+            call = Call(Switchboard(nc, stats, telemetry.current()), Line(), session="pcm-rejoin")
+            await nc.subscribe(subjects.audio_in(call.session), cb=on_audio)
+            call.asr_worker = "w-1"
+            now = time.time()
+            call.recent_audio.extend((now - 0.2 + i * 0.02, bytes(640)) for i in range(10))
+            call.asr_checked_at = now - 0.3
+            await call._reclaim_asr()
+            await nc.flush()
+            await asyncio.sleep(0.1)
+            return call.asr_worker, len(heard), stats
+        finally:
+            await nc.close()
+
+    worker, replayed, stats = asyncio.run(scenario("w-1"))
+    assert (worker, replayed) == ("w-1", 0) and stats.get("asr_rejoins") == 1 and "asr_reclaims" not in stats
+    worker, replayed, stats = asyncio.run(scenario("w-2"))
+    assert (worker, replayed) == ("w-2", 10) and stats.get("asr_reclaims") == 1 and "asr_rejoins" not in stats
