@@ -114,12 +114,6 @@ def test_a_worker_that_dies_holding_a_progress_question_is_found_by_the_pings(na
     assert asyncio.run(scenario()) == 1
 
 
-class Line:
-    kind = "pcm"
-    rate = 16000
-    reports_playback = False
-
-
 def test_a_reclaim_answered_by_the_same_worker_replays_nothing(nats_server):
     """"No responders" is not always death: in a NATS cluster a worker whose
     node died is unreachable until its connection moves (a few ms). A claim
@@ -128,6 +122,7 @@ def test_a_reclaim_answered_by_the_same_worker_replays_nothing(nats_server):
     would hear that turn twice). Answered by another worker, it is replayed."""
     from parley import telemetry
     from parley_gateway.call import Call, Switchboard
+    from test_call_telemetry import Line
 
     async def scenario(answering: str):
         nc = await bus.connect(nats_server.url)

@@ -192,6 +192,19 @@ async def gateway(nats_url: str, **settings):
         await nc.drain()
 
 
+@contextlib.asynccontextmanager
+async def one_call(nats_url: str, **settings):
+    """``gateway`` with one WebRTC caller on it, ICE/DTLS up; hung up at the end."""
+    async with gateway(nats_url, **settings) as (base, state, nc, seen):
+        caller = Caller()
+        await caller.connect(base)
+        try:
+            await until(lambda: caller.pc.connectionState == "connected", what="ICE/DTLS")
+            yield caller, base, state, nc, seen
+        finally:
+            await caller.pc.close()
+
+
 async def announce(nc, session: str, run: int, chunks) -> None:
     """What the orchestrator does before TTS speaks: the reducer step carrying
     the Synthesize commands (the gateway plays only announced chunks)."""
@@ -217,11 +230,8 @@ async def command(nc, session: str, cmd) -> None:
 
 def test_audio_flows_both_ways_and_playback_is_reported(nats_server):
     async def scenario():
-        async with gateway(nats_server.url) as (base, state, nc, seen):
-            caller = Caller()
-            await caller.connect(base)
+        async with one_call(nats_server.url) as (caller, base, state, nc, seen):
             s = caller.session
-            await until(lambda: caller.pc.connectionState == "connected", what="ICE/DTLS")
             await until(lambda: any(n["type"] == "session" for n in caller.notices), what="the session notice")
             assert seen["claims"] == [s]
             started = [e for e in seen["events"] if isinstance(e, contract.SessionStarted)]
@@ -266,9 +276,7 @@ def test_audio_flows_both_ways_and_playback_is_reported(nats_server):
 
 def test_idle_track_keeps_a_steady_20ms_cadence(nats_server):
     async def scenario():
-        async with gateway(nats_server.url) as (base, state, nc, seen):
-            caller = Caller()
-            await caller.connect(base)
+        async with one_call(nats_server.url) as (caller, base, state, nc, seen):
             await until(lambda: len(caller.received) >= 10, what="the first frames")
             track = state["webrtc"][caller.session].track
             n0, t0, k0 = track.frames, time.monotonic(), len(caller.received)
@@ -287,18 +295,14 @@ def test_idle_track_keeps_a_steady_20ms_cadence(nats_server):
             assert (steps > 0).all(), "received frames out of order"
             assert np.median(steps) == FRAME
             assert track.voiced == 0 and all(rms(p) < 50 for _, _, p in got)
-            await caller.pc.close()
 
     asyncio.run(scenario())
 
 
 def test_flush_stops_the_run_within_one_frame(nats_server):
     async def scenario():
-        async with gateway(nats_server.url) as (base, state, nc, seen):
-            caller = Caller()
-            await caller.connect(base)
+        async with one_call(nats_server.url) as (caller, base, state, nc, seen):
             s = caller.session
-            await until(lambda: caller.pc.connectionState == "connected", what="ICE/DTLS")
             transport = state["webrtc"][s]
             call, track = transport.call, transport.track
             # Record every frame the outbound track pulls, and whether run 3 was
@@ -333,7 +337,6 @@ def test_flush_stops_the_run_within_one_frame(nats_server):
             # (the margin is for the receiver's jitter buffer), while 4 s of it were left.
             tail = caller.audio_since(t_flush + 0.5)
             assert len(tail) > 0.4 * RATE and rms(tail) < 100
-            await caller.pc.close()
 
     asyncio.run(scenario())
 
@@ -423,17 +426,13 @@ def test_no_asr_worker_is_a_clear_503(nats_server):
 
 def test_gateway_shutdown_hangs_up_its_calls(nats_server):
     async def scenario():
-        async with gateway(nats_server.url) as (base, state, nc, seen):
-            caller = Caller()
-            await caller.connect(base)
-            await until(lambda: caller.pc.connectionState == "connected", what="ICE/DTLS")
+        async with one_call(nats_server.url) as (caller, base, state, nc, seen):
             await seen["shutdown"]()
             assert state["webrtc"] == {}
             await until(lambda: any(isinstance(e, contract.SessionEnded) for e in seen["events"]), what="SessionEnded")
             ended = [e for e in seen["events"] if isinstance(e, contract.SessionEnded)]
             assert [(e.session, e.reason) for e in ended] == [(caller.session, "gateway shutting down")]
             await until(lambda: caller.channel.readyState == "closed", what="the caller to see the hang-up")
-            await caller.pc.close()
 
     asyncio.run(scenario())
 
@@ -442,26 +441,20 @@ def test_a_caller_that_goes_silent_on_the_wire_is_hung_up(nats_server, monkeypat
     monkeypatch.setattr(webrtc, "INBOUND_TIMEOUT", 2.0)
 
     async def scenario():
-        async with gateway(nats_server.url) as (base, state, nc, seen):
-            caller = Caller()
-            await caller.connect(base)
+        async with one_call(nats_server.url) as (caller, base, state, nc, seen):
             await until(lambda: caller.session in seen["audio"], what="caller audio")
             caller.mic.stalled.set()
             await until(lambda: caller.session not in state["webrtc"], timeout=10, what="the gateway to give up")
             ended = [e for e in seen["events"] if isinstance(e, contract.SessionEnded)]
             assert [(e.session, e.reason) for e in ended] == [(caller.session, "no audio from the caller for 2 s")]
-            await caller.pc.close()
 
     asyncio.run(scenario())
 
 
 def test_pause_holds_the_run_tells_the_page_and_resume_loses_nothing(nats_server):
     async def scenario():
-        async with gateway(nats_server.url) as (base, state, nc, seen):
-            caller = Caller()
-            await caller.connect(base)
+        async with one_call(nats_server.url) as (caller, base, state, nc, seen):
             s = caller.session
-            await until(lambda: caller.pc.connectionState == "connected", what="ICE/DTLS")
             track = state["webrtc"][s].track
             await publish_tts(nc, s, run=2, pcm=tone(AGENT_HZ, 2.0, 16000), rate=16000)
             await until(lambda: track.voiced >= 20, what="the answer to start")
@@ -480,7 +473,6 @@ def test_pause_holds_the_run_tells_the_page_and_resume_loses_nothing(nats_server
             # The page heard of both at once (it silences its jitter buffer on "pause"), in order.
             playback = [n for n in caller.notices if n.get("type") in ("pause", "resume")]
             assert playback == [{"type": "pause", "run": 2}, {"type": "resume", "run": 2}]
-            await caller.pc.close()
 
     asyncio.run(scenario())
 
