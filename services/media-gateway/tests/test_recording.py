@@ -26,13 +26,12 @@ import pytest
 import websockets
 
 from parley import contract
-from parley.callers.twilio import TwilioCaller
 from parley.contract import FlushPlayback, PausePlayback, SessionStarted
 from parley.natsd import free_port
 from parley_gateway import recording as rec
 from parley_gateway.settings import Settings
 
-from test_twilio_media import Agent, Gateway, noise, tone
+from test_twilio_media import Agent, Gateway, marked_caller, noise, tone
 from test_webrtc_gateway import API_KEY, mint
 
 WATCH = {"Authorization": "Bearer watch-token"}  # the inspector token: a header, never the URL
@@ -261,8 +260,7 @@ def test_twilio_the_agent_channel_is_what_the_marks_prove_the_caller_heard(recor
 
     async def scenario():
         async with Agent(nats_server.url) as agent:
-            caller = TwilioCaller(gw.ws, {"recording": "on"}, playout_delay=0.06)
-            caller.custom_parameters["test_call"] = caller.call_sid
+            caller = marked_caller(gw.ws, {"recording": "on"}, playout_delay=0.06)
             async with caller:
                 session = await agent.session_of(caller)
                 await agent.speak(session, 1, [answer], rate=8000)
@@ -355,8 +353,7 @@ def test_a_call_that_did_not_opt_in_is_not_recorded(recording_gateway, nats_serv
 
     async def scenario():
         async with Agent(nats_server.url) as agent:
-            caller = TwilioCaller(gw.ws, {})
-            caller.custom_parameters["test_call"] = caller.call_sid
+            caller = marked_caller(gw.ws, {})
             async with caller:
                 session = await agent.session_of(caller)
                 await asyncio.sleep(0.3)
@@ -372,8 +369,7 @@ def test_the_inspector_serves_recordings_to_the_token_holder_only(recording_gate
 
     async def scenario():
         async with Agent(nats_server.url) as agent:
-            caller = TwilioCaller(gw.ws, {"recording": "on"})
-            caller.custom_parameters["test_call"] = caller.call_sid
+            caller = marked_caller(gw.ws, {"recording": "on"})
             async with caller:
                 session = await agent.session_of(caller)
                 await asyncio.sleep(1.5)  # written so far: ~1 s

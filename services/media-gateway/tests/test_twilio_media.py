@@ -76,6 +76,14 @@ class Gateway:
         return self.app.state.parley["stats"]
 
 
+def marked_caller(ws: str, params: dict, **options) -> TwilioCaller:
+    """A Twilio caller whose customParameters carry its own unique
+    ``test_call`` (its CallSid), by which ``Agent.session_of`` finds its session."""
+    caller = TwilioCaller(ws, params, **options)
+    caller.custom_parameters["test_call"] = caller.call_sid
+    return caller
+
+
 class TwilioApi:
     """A local HTTP server speaking the one Twilio REST call the gateway makes."""
 
@@ -292,8 +300,7 @@ def test_webhook_checks_the_signature_when_an_auth_token_is_set(secure_gateway):
 def test_a_call_audio_both_ways_marks_dtmf_and_stop(gateway, nats_server):
     async def scenario():
         async with Agent(nats_server.url) as agent:
-            caller = TwilioCaller(gateway.ws, {"test_call": "", "caller": "+15550003333", "greeting": "hi"})
-            caller.custom_parameters["test_call"] = caller.call_sid
+            caller = marked_caller(gateway.ws, {"test_call": "", "caller": "+15550003333", "greeting": "hi"})
             async with caller:
                 session = await agent.session_of(caller)
                 _, started = agent.of(SessionStarted, session)[0]
@@ -354,8 +361,7 @@ def test_barge_in_clears_and_a_mark_echoed_by_the_clear_is_not_heard(gateway, na
         async with Agent(nats_server.url) as agent:
             # A deep jitter buffer: the first chunk's mark is still queued at the
             # caller when the flush comes, so the clear echoes it.
-            caller = TwilioCaller(gateway.ws, {}, playout_delay=1.0)
-            caller.custom_parameters["test_call"] = caller.call_sid
+            caller = marked_caller(gateway.ws, {}, playout_delay=1.0)
             async with caller:
                 session = await agent.session_of(caller)
                 await agent.speak(session, 1, [tone(600, 0.2, 22050), tone(1000, 3.0, 22050)])
@@ -426,8 +432,7 @@ def test_frames_between_marks_go_in_one_media_message_and_the_marks_stay_where_t
 
     async def scenario(gw):
         async with Agent(nats_server.url) as agent:
-            caller = TwilioCaller(gw.ws, {})
-            caller.custom_parameters["test_call"] = caller.call_sid
+            caller = marked_caller(gw.ws, {})
             async with caller:
                 session = await agent.session_of(caller)
                 await agent.speak(session, 1, [tone(600, 0.4, 22050), tone(1000, 0.4, 22050)])
@@ -460,8 +465,7 @@ def test_pause_clears_twilio_and_resume_replays_from_the_last_echoed_mark(gatewa
 
     async def scenario():
         async with Agent(nats_server.url) as agent:
-            caller = TwilioCaller(gateway.ws, {}, playout_delay=0.3)
-            caller.custom_parameters["test_call"] = caller.call_sid
+            caller = marked_caller(gateway.ws, {}, playout_delay=0.3)
             async with caller:
                 session = await agent.session_of(caller)
                 await agent.speak(session, 1, chunks, rate=8000)
@@ -507,8 +511,7 @@ def test_pause_clears_twilio_and_resume_replays_from_the_last_echoed_mark(gatewa
 def test_a_pause_then_a_flush_is_one_clear_and_silence(gateway, nats_server):
     async def scenario():
         async with Agent(nats_server.url) as agent:
-            caller = TwilioCaller(gateway.ws, {}, playout_delay=0.3)
-            caller.custom_parameters["test_call"] = caller.call_sid
+            caller = marked_caller(gateway.ws, {}, playout_delay=0.3)
             async with caller:
                 session = await agent.session_of(caller)
                 await agent.speak(session, 1, [tone(600, 3.0, 8000)], rate=8000)
@@ -557,8 +560,7 @@ def test_twilio_that_stops_reading_is_closed_with_a_reason_and_the_call_ends(gat
 
     async def scenario():
         async with Agent(nats_server.url) as agent:
-            caller = TwilioCaller(gateway.ws, {}, connect_options={"sock": tiny_buffer_socket(gateway.ws), "max_queue": 1})
-            caller.custom_parameters["test_call"] = caller.call_sid
+            caller = marked_caller(gateway.ws, {}, connect_options={"sock": tiny_buffer_socket(gateway.ws), "max_queue": 1})
             await caller.connect()
             session = await agent.session_of(caller)
             shrink_send_buffers(gateway.server)
@@ -657,8 +659,7 @@ def test_the_agent_hanging_up_completes_the_call_through_the_rest_api(secure_gat
 
 
 async def _bad(gw: Gateway, agent: Agent, send, handshake: bool = True) -> tuple[TwilioCaller, str | None]:
-    caller = TwilioCaller(gw.ws, {}, handshake=handshake)
-    caller.custom_parameters["test_call"] = caller.call_sid
+    caller = marked_caller(gw.ws, {}, handshake=handshake)
     await caller.connect()
     session = await agent.session_of(caller) if handshake else None
     await send(caller)
@@ -679,8 +680,7 @@ def test_bad_input_tears_down_only_its_own_session(gateway, nats_server):
 
     async def scenario():
         async with Agent(nats_server.url) as agent:
-            healthy = TwilioCaller(gateway.ws, {})
-            healthy.custom_parameters["test_call"] = healthy.call_sid
+            healthy = marked_caller(gateway.ws, {})
             async with healthy:
                 session = await agent.session_of(healthy)
                 await agent.speak(session, 1, [tone(500, 6.0, 22050)])
@@ -694,8 +694,7 @@ def test_bad_input_tears_down_only_its_own_session(gateway, nats_server):
                         _, ended = await agent.wait(lambda e: isinstance(e, SessionEnded) and e.session == bad_session, 5, "SessionEnded")
                     results[kind] = (caller.close_code, gateway.stats.get(f"twilio_error_{kind}", 0) - before, ended)
                 # A socket dropped mid-answer.
-                dropping = TwilioCaller(gateway.ws, {})
-                dropping.custom_parameters["test_call"] = dropping.call_sid
+                dropping = marked_caller(gateway.ws, {})
                 await dropping.connect()
                 dropped_session = await agent.session_of(dropping)
                 await agent.speak(dropped_session, 1, [tone(700, 3.0, 22050)])
