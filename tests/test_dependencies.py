@@ -31,6 +31,7 @@ PACKAGES = {
 UNDECLARED = {
     "annotated-types": "comes with pydantic (parley.settings uses its constraint types)",
     "starlette": "parley.telemetry.add_metrics_route is handed a service's app: the service brings it",
+    "uvicorn": "parley.service.run serves a service's app: the service brings its server",
     "opentelemetry-exporter-otlp-proto-common": "part of the declared OTLP exporter",
     "opentelemetry-proto": "part of the declared OTLP exporter",
     "opentelemetry-semantic-conventions": "part of the declared opentelemetry-sdk",

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import uvicorn
-
-from parley.heap import freeze_after_startup
-from parley.settings import load
+from parley import service
 
 from .app import create_app
 from .settings import Settings
 
 
 def main() -> None:
-    settings = load(Settings)  # a refused setting exits here, naming its variable
-    app = create_app(settings)
-    freeze_after_startup(app)  # full collections stay short under load (parley.heap)
-    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None, access_log=False, ws_max_size=1 << 20)
+    service.run(Settings, create_app, ws_max_size=1 << 20)
 
 
 if __name__ == "__main__":
