@@ -60,9 +60,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections import deque
 import logging
 import time
+from collections import deque
 from contextlib import aclosing
 from dataclasses import dataclass, replace
 

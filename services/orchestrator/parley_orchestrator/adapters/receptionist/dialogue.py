@@ -16,9 +16,9 @@ import datetime as dt
 import json
 import re
 from dataclasses import replace
+from typing import Collection, Sequence
 
 import msgspec
-from typing import Collection, Sequence
 
 from parley.contract import END_CALL, TRANSFER_CALL, Message
 
