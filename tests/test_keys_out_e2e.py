@@ -23,7 +23,6 @@ import asyncio
 import difflib
 import json
 import re
-import time
 
 import httpx
 import pytest
@@ -34,7 +33,7 @@ from parley_orchestrator.cli import fetch
 from openai_api import OpenAIApi
 from speech import hear, normalise, say
 from stack import Stack
-from twilio_api import Callee, TwilioApi
+from twilio_api import Callee, TwilioApi, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -100,14 +99,6 @@ def place(stack: Stack, to: str, **params: str) -> str:
     r = httpx.post(f"{stack.gateway}/api/calls", json={"to": to, "params": params}, headers={"Authorization": f"Bearer {API_KEY}"}, trust_env=False, timeout=20)
     assert r.status_code == 201, r.text
     return r.json()["session"]
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(0.1)
 
 
 def through_the_menu(stack: Stack, twilio: TwilioApi, to: str, capsys, **params: str):

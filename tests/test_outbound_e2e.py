@@ -26,7 +26,7 @@ from parley import contract
 
 from speech import hear, normalise, say
 from stack import Stack
-from twilio_api import Callee, TwilioApi
+from twilio_api import Callee, TwilioApi, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -65,14 +65,6 @@ def place(stack: Stack, to: str, **body) -> httpx.Response:
 def statuses(stack: Stack, session: str) -> list[tuple[str, str]]:
     steps, _ = asyncio.run(fetch(session, stack.nats_url))
     return [(s.event.status, s.event.answered_by) for s in steps if isinstance(s.event, contract.CallStatus)]
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(0.1)
 
 
 def test_speech_is_no_beep():

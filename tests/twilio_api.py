@@ -65,6 +65,15 @@ def beep(seconds: float = 0.5, rate: int = 8000, hz: float = 1000.0) -> np.ndarr
     return (np.sin(2 * np.pi * hz * t) * 12000).astype(np.int16)
 
 
+def wait_for(predicate, timeout: float, what: str) -> None:
+    """Until ``predicate()`` (polled from the test's thread; the API runs in its own)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        time.sleep(0.1)
+
+
 @dataclass
 class Callee:
     answers: str = "human"  # human | machine | busy | no-answer
