@@ -197,6 +197,11 @@ class LLMToolCall(LLMEvent, frozen=True, kw_only=True, tag="LLMToolCall"):
     call_id: str
     name: str
     arguments: str
+    # The tool's declaration says it only reads (filled in by the orchestrator
+    # from its tool registry, never by the model): it may run while the
+    # answer that asked for it is held. False: it changes something, and
+    # waits until that answer is heard.
+    reads_only: bool = False
 
 
 class LLMDone(LLMEvent, frozen=True, kw_only=True, tag="LLMDone"):

@@ -482,7 +482,13 @@ def appointment_tools(book: AppointmentBook) -> list[Tool]:
             BookArgs,
             book.book,
         ),
-        Tool(CHECK_AVAILABILITY, "List the free appointment times on a day (HH:MM), and the earliest free slots from that day on.", AvailabilityArgs, book.availability),
+        Tool(
+            CHECK_AVAILABILITY,
+            "List the free appointment times on a day (HH:MM), and the earliest free slots from that day on.",
+            AvailabilityArgs,
+            book.availability,
+            reads_only=True,
+        ),
         Tool(
             FIND_APPOINTMENTS,
             "The caller's upcoming appointments, found by the number they are calling from, or by the name the booking is under "
@@ -490,6 +496,7 @@ def appointment_tools(book: AppointmentBook) -> list[Tool]:
             "or when asked 'when is my appointment?'.",
             FindArgs,
             book.find,
+            reads_only=True,
         ),
         Tool(
             CANCEL_APPOINTMENT,

@@ -229,7 +229,10 @@ STREAMING = (GENERATING, SPEAKING)  # an LLM step may be streaming
 #     under floor_word is a noise mis-heard (a hum sampled as "No, no, no")
 # 24: a first fragment that answers the question the agent just asked ("The
 #     first one, please." to "Which one?") is not held as one that may go on
-RULES = 24
+# 25: a held (or paused) answer's tool calls that only read (the tool's
+#     declaration: LLMToolCall.reads_only) run at once, so the hold costs
+#     only its wait; tools that change something still wait until it plays
+RULES = 25
 
 # ---------------------------------------------------------------------------
 # Policy: the knobs of one session. Defaults here; SessionStarted.params may
@@ -322,11 +325,11 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     #   reschedule my check-up.", "My email address is anna underscore lee")
     #   that the caller went on from; whole questions are answered at once.
     #   The cost: a whole first request said as a statement ("I need to
-    #   cancel my appointment on Thursday.") is heard after this silence,
-    #   and a held answer's tool calls run only at its release, so a filler
-    #   ("One moment.") is followed by the tool's and the next step's time
-    #   (over 2 s once under load in tests/test_receptionist_e2e.py). Off (0)
-    #   by default until that gap is closed; 1.6 keeps 1.5 s pauses.
+    #   cancel my appointment on Thursday.") is heard after this silence.
+    #   A held answer's look-ups run during the hold (RULES 25), so only a
+    #   tool that changes something (book, cancel) runs at its release, after
+    #   its filler. 1.6 keeps 1.5 s pauses; off (0) by default until measured
+    #   with RULES 25 (BENCHMARKS 6, pauses7).
     turn_release_statement: float = 0.0
     # The signals: P(end of turn) from the audio (SpeechStopped.eot) and from
     # the text (TranscriptFinal.complete), averaged with these weights (the
@@ -1725,12 +1728,14 @@ def on_llm_tool_call(fx: Fx, e: LLMToolCall) -> Next:
     if e.name == SEND_DIGITS and fx.state.policy.direction == "outbound":
         return _keys_asked(fx, e).to("tool call")
     same = _repeat_of(fx.state.tools, e.name, e.arguments)
-    if same is None and (run.held or fx.state.phase == PAUSED):
+    if same is None and (run.held or fx.state.phase == PAUSED) and not e.reads_only:
         # A held answer changes nothing in the world before it is released,
         # nor a paused one before it plays on: the caller may go on (or be
         # taking the floor), and then the answer is withdrawn or cancelled
         # (a booking made from half a request would stay made). Its tool
-        # runs when it is released or resumed.
+        # runs when it is released or resumed. A tool declared to only read
+        # (RULES 25: availability, the caller's bookings) changes nothing,
+        # so it runs now and its answer is ready when this one is heard.
         twin = next((d for d in run.deferred if d.name == e.name and _same_args(d.arguments, e.arguments)), None)
         if twin is not None:  # asked twice: one execution, both wait for it
             calls = tuple(_replace(c, call_id=twin.call_id) if c.call_id == e.call_id else c for c in fx.state.run.calls)

@@ -43,7 +43,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Callable, Union
 
 import msgspec
 import nats.errors
@@ -761,13 +761,15 @@ class Runtime:
             await bus.publish_event(self.nc, event, acked=not isinstance(event, LLMToken))
             seq += 1
 
+        # A registry that does not say which tools only read: none do (they wait for a held answer's release).
+        reads_only = getattr(self.tools, "reads_only", None) or (lambda name: False)
         try:
             async with (
                 contextlib.aclosing(self.brain.stream(cmd.messages, self.tools.schemas())) as provider,
                 contextlib.aclosing(batching.joined(provider, self.token_batch)) as stream,
             ):
                 async for item in stream:
-                    await emit(_llm_event(item, s, run, step, attempt, seq))
+                    await emit(_llm_event(item, s, run, step, attempt, seq, reads_only))
                     if isinstance(item, Done):
                         await self._llm_usage(s, item)
                         return
@@ -822,13 +824,15 @@ def _running_timers(before: tuple[tuple[str, int, float], ...], cmds: list[AnyCo
     return tuple((n, t, due.get((n, t), now)) for n, t in state.timers)
 
 
-def _llm_event(item, session: str, run: int, step: int, attempt: int, seq: int) -> AnyEvent:
-    """One LLM output as the event the reducer will see."""
+def _llm_event(item, session: str, run: int, step: int, attempt: int, seq: int, reads_only: Callable[[str], bool] = lambda name: False) -> AnyEvent:
+    """One LLM output as the event the reducer will see; a tool call says
+    whether its tool is declared to only read (``reads_only``, from the
+    registry)."""
     now = time.time()
     common = dict(session=session, at=now, run=run, step=step, attempt=attempt, seq=seq)
     if isinstance(item, Token):
         return LLMToken(**common, text=item.text)
     if isinstance(item, ToolCallOut):
-        return LLMToolCall(**common, call_id=item.call_id, name=item.name, arguments=item.arguments)
+        return LLMToolCall(**common, call_id=item.call_id, name=item.name, arguments=item.arguments, reads_only=reads_only(item.name))
     return LLMDone(**common, finish_reason=item.finish_reason)
 

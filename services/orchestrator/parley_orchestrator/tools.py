@@ -8,6 +8,13 @@ from the LLM's raw JSON text. It never raises: an unknown tool, bad JSON,
 invalid arguments or a failing handler all come back as
 ``(False, '{"error": "..."}')`` for the model to read.
 
+A tool declares whether it only *reads* (``reads_only``: availability, the
+caller's bookings, opening hours): such a call runs at once even while the
+answer that asked for it is held (the caller may still go on), so its result
+is ready when the answer is heard. Every other tool changes something (a
+booking, a cancellation, a call-back) and runs only once that answer is heard
+(reducer RULES 19/25). Undeclared tools are taken to change something.
+
 Handlers also get a ``ToolContext``: the session, the caller's number (from
 the telephony provider, never from the model) and the call id. The model
 cannot name another caller's number; bookings and look-ups use the context's.
@@ -57,6 +64,9 @@ class Tool:
     description: str
     arguments: type[msgspec.Struct]
     handler: Handler  # async (arguments: the Struct, context) -> dict
+    # True: the handler only reads (changes nothing anywhere), so it may run
+    # while the answer that asked for it is still held (RULES 25).
+    reads_only: bool = False
 
     def parameters(self) -> dict:
         """The JSON schema of the arguments object, generated from the Struct."""
@@ -92,6 +102,11 @@ class ToolRegistry:
 
     def names(self) -> list[str]:
         return list(self._tools)
+
+    def reads_only(self, name: str) -> bool:
+        """Whether ``name`` is declared to only read (False for an unknown tool)."""
+        tool = self._tools.get(name)
+        return tool is not None and tool.reads_only
 
     def __contains__(self, name: object) -> bool:
         return name in self._tools

@@ -1578,6 +1578,59 @@ def test_a_held_answer_runs_its_tools_only_once_released():
     assert [x for x in cmds if isinstance(x, c.StartLLM)]  # the step goes on with the result
 
 
+def test_a_held_answer_looks_things_up_during_its_hold():
+    """RULES 25: a tool declared to only read (availability, the caller's
+    bookings) changes nothing, so a held answer runs it at once: its result
+    and the next step are ready when the hold ends, and the caller hears
+    "Let me check." and the slots together. A tool that changes something,
+    asked in the same step, still waits for the release (RULES 19)."""
+    v = Convo(turn_release_short="1.6")
+    v.user_says("Book Thursday.", complete=0.9)  # a short first fragment: held
+    run = v.run
+    cmds = v.send(c.LLMToolCall, run=run, step=0, call_id="a", name="check_availability", arguments='{"date": "2026-12-03"}', reads_only=True)
+    assert [x.call_id for x in cmds if isinstance(x, c.CallTool)] == ["a"] and v.state.run.held
+    cmds = v.send(c.LLMToolCall, run=run, step=0, call_id="b", name="book_appointment", arguments='{"date": "2026-12-03"}')
+    assert not any(isinstance(x, c.CallTool) for x in cmds) and [d.call_id for d in v.state.run.deferred] == ["b"]
+    v.send(c.LLMDone, run=run, step=0)
+    cmds = v.send(c.ToolResult, run=run, call_id="a", name="check_availability", result='{"free": ["09:00"]}')
+    assert not any(isinstance(x, c.StartLLM) for x in cmds)  # the booking is still to run: the step waits for both
+    cmds = v.timer("release")
+    assert [x.call_id for x in cmds if isinstance(x, c.CallTool)] == ["b"] and c.ResumePlayback in [type(x) for x in cmds]
+
+
+def test_a_held_answer_that_only_reads_is_ready_at_its_release():
+    """RULES 25: the look-up runs in the hold and the next step is generated
+    and synthesized then; the release only lets it play."""
+    v = Convo(turn_release_short="1.6")
+    v.user_says("Thursday then.", complete=0.9)
+    run = v.run
+    v.llm("Let me check.", step=0, done=False)
+    v.send(c.LLMToolCall, run=run, step=0, call_id="a", name="check_availability", arguments='{"date": "2026-12-03"}', reads_only=True)
+    v.send(c.LLMDone, run=run, step=0)
+    cmds = v.send(c.ToolResult, run=run, call_id="a", name="check_availability", result='{"free": ["09:00"]}')
+    assert [x for x in cmds if isinstance(x, c.StartLLM)] and v.state.run.held  # the next step, still unheard
+    v.llm("On Thursday I have 9 a.m. free.", step=1)
+    run_state = v.state.run
+    assert run_state.held and run_state.sent == len(run_state.chunks) >= 2 and "9 a.m." in " ".join(run_state.chunks)  # synthesized, unheard
+    cmds = v.timer("release")
+    assert c.ResumePlayback in [type(x) for x in cmds] and not any(isinstance(x, c.CallTool) for x in cmds)
+
+
+def test_a_held_answer_withdrawn_keeps_what_it_looked_up():
+    """RULES 25 with RULES 19: the caller goes on before hearing a held
+    answer whose look-up already ran: the answer is withdrawn, the result is
+    kept for the next answer (which does not look it up again)."""
+    v = Convo(turn_release_short="1.6")
+    v.user_says("Thursday then.", complete=0.9)
+    run = v.run
+    v.send(c.LLMToolCall, run=run, step=0, call_id="a", name="check_availability", arguments='{"date": "2026-12-03"}', reads_only=True)
+    v.send(c.LLMDone, run=run, step=0)
+    v.send(c.ToolResult, run=run, call_id="a", name="check_availability", result='{"free": ["09:00"]}')
+    v.send(c.SpeechStarted, utterance=1)
+    assert v.outcome.taken == "caller went on: answer withdrawn" and v.state.run is None
+    assert [t.result for t in v.state.tools] == ['{"free": ["09:00"]}']
+
+
 def test_a_caller_who_goes_on_after_the_answer_ran_a_tool_continues_the_turn():
     """RULES 19: "I'd like to come on the 21st." is answered at once and its
     look-up runs; the caller goes on ("of December,") before hearing any of

@@ -91,7 +91,8 @@ def sessions(draw, max_events=60):
         elif kind == "tool":
             call_n += 1
             args = json.dumps({"time": draw(st.sampled_from(["15:00", "15:30"]))})
-            ev = c.LLMToolCall(session=S, at=t, run=rid, step=step, call_id=f"call{call_n}", name="book_appointment", arguments=args)
+            name, reads = draw(TOOL_KINDS)
+            ev = c.LLMToolCall(session=S, at=t, run=rid, step=step, call_id=f"call{call_n}", name=name, arguments=args, reads_only=reads)
             issued_calls.append(f"call{call_n}")
         elif kind == "done":
             ev = c.LLMDone(session=S, at=t, run=rid, step=step, finish_reason=draw(st.sampled_from(["stop", "tool_calls"])))
@@ -165,6 +166,9 @@ def _turns_answered(events):
         yield before, ev, after, [j for j in outcome.judgements if j.kind == "turn_end"][-1]
 
 
+# A tool call's tool: one that changes something (waits for a held answer's
+# release) or one declared to only read (runs at once, RULES 25).
+TOOL_KINDS = st.sampled_from([("book_appointment", False), ("book_appointment", False), ("check_availability", True)])
 PROPS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
@@ -520,9 +524,10 @@ def turns(draw):
                     issued = [x for x in state.tools if x.result is None]
                     if what == "result" and not issued:
                         continue
+                    tool = draw(TOOL_KINDS)
                     ev = {
-                        "tool": c.LLMToolCall(session=S, at=t, run=state.run.id, step=state.run.step, call_id=f"call-{t:.2f}", name="book_appointment",
-                                              arguments=draw(st.sampled_from(['{"date": "2026-12-03"}', '{"date": "2026-12-04"}']))),
+                        "tool": c.LLMToolCall(session=S, at=t, run=state.run.id, step=state.run.step, call_id=f"call-{t:.2f}", name=tool[0],
+                                              arguments=draw(st.sampled_from(['{"date": "2026-12-03"}', '{"date": "2026-12-04"}'])), reads_only=tool[1]),
                         "done": c.LLMDone(session=S, at=t, run=state.run.id, step=state.run.step),
                         "result": c.ToolResult(session=S, at=t, run=issued[0].run if issued else 0, call_id=issued[0].call_id if issued else "", name="book_appointment", result='{"ok": true}'),
                         "onset": c.SpeechOnset(session=S, at=t, utterance=u),
@@ -805,14 +810,22 @@ def test_a_caller_who_goes_on_before_the_release_never_hears_the_answer(events):
 @PROPS
 @given(st.one_of(sessions(), turns()))
 def test_a_held_answer_changes_nothing_in_the_world_before_its_release(events):
-    """RULES 19: a tool the held answer asks for runs only once the answer is
-    released and playing (an answer withdrawn because the caller went on
-    never ran one); every call it deferred runs then, once."""
+    """RULES 19/25: a tool that changes something, asked for by a held (or
+    paused) answer, runs only once the answer is released and playing (an
+    answer withdrawn because the caller went on never ran one); every call it
+    deferred runs then, once. A tool declared to only read runs at once."""
     _, steps = run_all(events)
+    reading: set[str] = set()  # call ids whose tool only reads
     for before, ev, cmds, outcome, after in steps:
+        if isinstance(ev, c.LLMToolCall) and ev.reads_only:
+            reading.add(ev.call_id)
         for call in (x for x in cmds if isinstance(x, c.CallTool)):
-            assert after.run is not None and after.run.id == call.run and not after.run.held, (ev, call)
-            assert after.phase != r.PAUSED, (ev, call)
+            assert after.run is not None and after.run.id == call.run, (ev, call)
+            if call.call_id in reading:
+                continue
+            assert not after.run.held and after.phase != r.PAUSED, (ev, call)
+        if isinstance(ev, c.LLMToolCall) and ev.reads_only and before.run is not None and ev.run == before.run.id and not outcome.dropped:
+            assert not any(d.call_id == ev.call_id for d in after.run.deferred), ev  # never waits for a release
         run = before.run
         if run is not None and run.deferred and (after.run is None or after.run.id != run.id):
             assert not any(isinstance(x, c.CallTool) for x in cmds)  # withdrawn or cancelled: never run

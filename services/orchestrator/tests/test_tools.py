@@ -368,3 +368,26 @@ def test_send_digits_reached_by_the_registry_says_it_is_for_placed_calls_only(re
     # only ever sees the call on a call that came in.
     ok, result = run(reg.call("send_digits", '{"digits": "1"}', ToolContext()))
     assert ok and "calls you placed" in json.loads(result)["error"]
+
+
+def test_the_clinic_declares_which_tools_only_read(tmp_path):
+    """RULES 25: look-ups run while a held answer waits; anything that
+    changes the book (or the call) waits for the answer to be heard. An
+    unknown tool is never taken to only read."""
+    reg = default_registry(tmp_path / "book.sqlite3")
+    reading = {name for name in reg.names() if reg.reads_only(name)}
+    assert reading == {"check_availability", "find_appointments"}
+    assert not reg.reads_only("no_such_tool")
+
+
+def test_a_tool_call_event_carries_its_declaration(tmp_path):
+    """The orchestrator, not the model, says whether a call only reads."""
+    from parley.contract import LLMToolCall
+    from parley_orchestrator.adapters.llm import ToolCallOut
+    from parley_orchestrator.runtime import _llm_event
+
+    reg = default_registry(tmp_path / "book.sqlite3")
+    for name, reads in (("check_availability", True), ("book_appointment", False), ("end_call", False)):
+        ev = _llm_event(ToolCallOut(call_id="c", name=name, arguments="{}"), "s", 1, 0, 0, 0, reg.reads_only)
+        assert isinstance(ev, LLMToolCall) and ev.reads_only is reads
+    assert _llm_event(ToolCallOut(call_id="c", name="check_availability", arguments="{}"), "s", 1, 0, 0, 0).reads_only is False
