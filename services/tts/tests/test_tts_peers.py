@@ -52,6 +52,7 @@ def test_a_killed_workers_requests_are_handed_back_by_its_peer_before_the_ack_wa
                 await synthesize(nc, "fx-peer", 1, 0, LONG)  # seconds of audio, paced
                 await synthesize(nc, "fx-peer", 1, 1, SECOND)  # queued behind it
                 await seen.wait_for(lambda s: len(s.audio("fx-peer", 1, 0)) >= 2)
+                deadline = time.monotonic() + 10
                 while len(survivor.peer_held.get("tts-doomed", ())) < 2:
                     assert time.monotonic() < deadline, "the survivor never heard what the doomed worker holds"
                     await asyncio.sleep(0.05)
