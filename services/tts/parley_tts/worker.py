@@ -179,6 +179,7 @@ class Worker:
             await self.nc.subscribe(subjects.tts_alive(self.id), cb=self._on_alive),
             await self.nc.subscribe(subjects.TTS_HELD_ALL, cb=self._on_peer_held),
         ]
+        await self.nc.publish(subjects.tts_held(self.id), b"")  # here (see _on_peer_held)
         await self.nc.flush()
         self.loops = [
             asyncio.create_task(self._pull_loop(), name="tts-pull"),
@@ -320,11 +321,22 @@ class Worker:
 
     # ------------------------------------------------------------- peers
     async def _on_peer_held(self, msg: Msg) -> None:
+        """A peer took a request (the body: its ack subject), or, with no
+        body, says it is here (at its start, and back to a newcomer). Every
+        live worker must know every other: the one with the lowest id hands a
+        dead peer's requests back, and a worker that knew of no lower one
+        would hand them back too; a -NAK on an old delivery redelivers the
+        request again (measured, nats-server 2.15): said twice."""
         peer = msg.subject.rsplit(".", 1)[-1]
-        if peer == self.id or not msg.data:
+        if peer == self.id:
+            return
+        new = peer not in self.peer_held
+        held = self.peer_held.setdefault(peer, deque(maxlen=PEER_HELD_MAX))
+        if new:
+            await self.nc.publish(subjects.tts_held(self.id), b"")  # so the newcomer knows this worker too
+        if not msg.data:
             return
         now = asyncio.get_running_loop().time()
-        held = self.peer_held.setdefault(peer, deque(maxlen=PEER_HELD_MAX))
         held.append((now, msg.data.decode(errors="replace")))
         while held and held[0][0] < now - PEER_HELD_KEEP_S:
             held.popleft()
