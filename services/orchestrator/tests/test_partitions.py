@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
-from parley import bus, fakeclock, subjects
+from parley import bus, subjects
 from parley.natsd import NatsServer, free_port
 from parley_orchestrator import partitions
 from parley_orchestrator.adapters.fixed import FixedLatencyBrain
 from parley_orchestrator.runtime import Runtime
+
+from test_runtime import doomed_replica
 
 
 class NoTools:
@@ -75,25 +74,22 @@ def test_a_replica_that_joins_gets_its_share_handed_over_not_after_the_pin_timeo
     asyncio.run(scenario())
 
 
-_DOOMED = """
-import asyncio, sys
-from parley import bus
-from parley_orchestrator.adapters.fixed import FixedLatencyBrain
-from parley_orchestrator.runtime import Runtime
 
-class NoTools:
-    def schemas(self):
-        return []
 
-async def main():
-    nc = await bus.connect(sys.argv[1])
-    rt = Runtime(nc=nc, brain=FixedLatencyBrain(first_token=0.0, per_token=0.0), tools=NoTools(), replica="doomed")
-    await rt.start()
-    print("ready", flush=True)
-    await asyncio.Event().wait()
-
-asyncio.run(main())
-"""
+async def _survivor_then_doomed(url: str):
+    """A replica ("survivor") owning every partition, then a second
+    ("doomed", a process of its own, ready): (connection, survivor, process)."""
+    nc = await bus.connect(url)
+    survivor = _replica(nc, "survivor")
+    await survivor.start()
+    await _until(lambda: len(survivor.ownership.owned()) == survivor.partitions, 15, "the survivor owns every partition")
+    proc = doomed_replica(url)
+    try:
+        assert (await asyncio.to_thread(proc.stdout.readline)).strip() == b"ready"
+    except BaseException:
+        proc.kill()
+        raise
+    return nc, survivor, proc
 
 
 def test_partitions_given_to_a_replica_that_dies_are_pulled_again_at_once(nats, monkeypatch):
@@ -103,13 +99,8 @@ def test_partitions_given_to_a_replica_that_dies_are_pulled_again_at_once(nats, 
     monkeypatch.setattr(partitions, "GIVE_UP_FOR", 60.0)
 
     async def scenario():
-        nc = await bus.connect(nats.url)
-        survivor = _replica(nc, "survivor")
-        await survivor.start()
-        await _until(lambda: len(survivor.ownership.owned()) == survivor.partitions, 15, "the survivor owns every partition")
-        proc = subprocess.Popen([sys.executable, "-c", _DOOMED, nats.url], stdout=subprocess.PIPE, env={**os.environ, **fakeclock.child_env(os.environ)})
+        nc, survivor, proc = await _survivor_then_doomed(nats.url)
         try:
-            assert (await asyncio.to_thread(proc.stdout.readline)).strip() == b"ready"
             await _until(lambda: survivor.ownership.stats["given_up"] > 0, 20, "partitions given up to the newcomer")
             given = [p.index for p in survivor.ownership.parts if p.paused_until > time.monotonic()]
             assert given, "given-up partitions are paused here"
@@ -164,13 +155,8 @@ def test_replicas_that_share_the_partitions_send_no_beats_and_a_hung_ones_are_be
     again and taken over, quiet as they are (no event is published here)."""
 
     async def scenario():
-        nc = await bus.connect(nats.url)
-        survivor = _replica(nc, "survivor")
-        await survivor.start()
-        await _until(lambda: len(survivor.ownership.owned()) == survivor.partitions, 15, "the survivor owns every partition")
-        proc = subprocess.Popen([sys.executable, "-c", _DOOMED, nats.url], stdout=subprocess.PIPE, env={**os.environ, **fakeclock.child_env(os.environ)})
+        nc, survivor, proc = await _survivor_then_doomed(nats.url)
         try:
-            assert (await asyncio.to_thread(proc.stdout.readline)).strip() == b"ready"
             fair = survivor.partitions // 2
             await _until(lambda: len(survivor.ownership.owned()) == fair and "doomed" in survivor.ownership.members, 20, "partitions shared out")
             await _until(lambda: set(survivor.ownership.members["doomed"][1]) == set(range(survivor.partitions)) - set(survivor.ownership.owned()), 10,

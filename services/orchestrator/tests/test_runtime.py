@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import json
+import os
+import subprocess
+import sys
 import time
 
 import msgspec
@@ -244,7 +246,8 @@ class NoTools:
 
 async def main():
     nc = await bus.connect(sys.argv[1])
-    rt = Runtime(nc=nc, brain=FixedLatencyBrain(first_token=0.05, per_token=0.08), tools=NoTools(), replica="doomed")
+    brain = FixedLatencyBrain(first_token=float(sys.argv[2]), per_token=float(sys.argv[3]))
+    rt = Runtime(nc=nc, brain=brain, tools=NoTools(), replica="doomed")
     await rt.start()
     print("ready", flush=True)
     await asyncio.Event().wait()
@@ -253,17 +256,21 @@ asyncio.run(main())
 """
 
 
+def doomed_replica(url: str, first_token: float = 0.0, per_token: float = 0.0):
+    """A replica named "doomed" in a process of its own (to be killed with
+    SIGKILL); it prints "ready" once it pulls. Its LLM is the fixed one."""
+    env = {**os.environ, **fakeclock.child_env(os.environ)}
+    return subprocess.Popen([sys.executable, "-c", _REPLICA, url, str(first_token), str(per_token)], stdout=subprocess.PIPE, env=env)
+
+
 def test_a_replica_killed_mid_answer_is_taken_over_and_the_answer_goes_on(nats):
     """kill -9 of the replica streaming a reply: another replica takes the
     session over, restarts the LLM step, and the reply is synthesized whole,
     each chunk once, in order."""
-    import subprocess
-    import sys
-
     from parley_orchestrator.adapters.fixed import CANNED_REPLY
 
     async def scenario():
-        proc = subprocess.Popen([sys.executable, "-c", _REPLICA, nats.url], stdout=subprocess.PIPE, env={**os.environ, **fakeclock.child_env(os.environ)})
+        proc = doomed_replica(nats.url, first_token=0.05, per_token=0.08)
         try:
             assert proc.stdout.readline().strip() == b"ready"
             nc = await bus.connect(nats.url)
