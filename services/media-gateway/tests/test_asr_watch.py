@@ -145,9 +145,14 @@ def test_a_reclaim_answered_by_the_same_worker_replays_nothing(nats_server):
             call.recent_audio.extend((now - 0.2 + i * 0.02, bytes(640)) for i in range(10))
             call.asr_checked_at = now - 0.3
             await call._reclaim_asr()
-            await nc.flush()
-            await asyncio.sleep(0.1)
-            return call.asr_worker, len(heard), stats
+            # A marker after whatever the reclaim sent, on the same subject and
+            # connection: once it is heard, so is any replay (NATS keeps that order).
+            await nc.publish(subjects.audio_in(call.session), b"marker")
+            deadline = time.monotonic() + 10
+            while b"marker" not in heard:
+                assert time.monotonic() < deadline, "the marker never came back"
+                await asyncio.sleep(0.01)
+            return call.asr_worker, heard.index(b"marker"), stats
         finally:
             await nc.close()
 
