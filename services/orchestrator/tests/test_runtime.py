@@ -451,7 +451,7 @@ def test_events_queued_when_a_partition_changes_hands_mid_batch_are_reduced_in_o
         p = rt.partition_of["s5"]
         rt._on_lost(p)  # the pin moved: the queue is emptied, unacked
         rt._on_gained(p)  # and came back to this replica
-        await _wait(lambda: rt.queues["s5"].qsize() == 1)  # the live session is touched
+        await _wait(lambda: rt.queues["s5"].qsize() >= 1)  # the live session is touched
         gate.set()
         await bus.publish_event(nc, c.SpeechOnset(session="s5", at=now, utterance=1))
         kv = await nc.jetstream().key_value(subjects.SESSIONS_BUCKET)
