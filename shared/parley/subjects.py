@@ -252,4 +252,4 @@ H_RATE = "Parley-Rate"
 H_CHUNK = "Parley-Chunk"
 H_LAST = "Parley-Last"  # "1" on the final (possibly empty) message of a chunk
 H_ENCODING = "Parley-Encoding"  # on audio_native: "mulaw" (absent: PCM16)
-H_WORKER = "Parley-Worker"  # the TTS worker that synthesized this audio (for tts_alive)
+H_WORKER = "Parley-Worker"  # TTS audio: the worker that made it (tts_alive); caller audio after an ASR re-claim: the worker that has the session

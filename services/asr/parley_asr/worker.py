@@ -82,7 +82,7 @@ WARN_FIRST_DROPS = 5
 
 class Session:
     __slots__ = (
-        "id", "slot", "audio", "ep", "subs", "last_audio", "closed",
+        "id", "slot", "audio", "ep", "subs", "last_audio", "closed", "handed_over",
         "last_partial", "last_seq", "dropped", "unfinished", "storing", "turn_text", "turn_end",
         "listener", "final_chain", "partial_busy", "told_skipped", "speculation", "last_native_seq", "context", "redo", "hold", "quiet",
         "cfg",
@@ -100,6 +100,7 @@ class Session:
         self.subs: list = []
         self.last_audio = time.monotonic()
         self.closed = False
+        self.handed_over = False  # the gateway gave the session to another worker (Worker._handed_over)
         self.last_partial = 0  # window index of the last partial request
         self.last_seq: int | None = None
         self.last_native_seq: int | None = None  # audio_native's (a provider that hears it)
@@ -240,7 +241,7 @@ class Worker:
         self._loop_task: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
         self.stats = {
-            "sessions": 0, "claimed": 0, "released": 0, "dropped_messages": 0, "seq_gaps": 0, "native_seq_gaps": 0,
+            "sessions": 0, "claimed": 0, "released": 0, "handed_over": 0, "dropped_messages": 0, "seq_gaps": 0, "native_seq_gaps": 0,
             "ticks": 0, "windows": 0, "vad_calls": 0, "vad_seconds": 0.0, "tick_seconds": 0.0,
             "utterances": 0, "onsets": 0, "onsets_lost": 0, "vad_resets": 0, "partials": 0, "finals": 0, "last_final_latency_ms": None, "speculations": 0, "speculations_kept": 0,
             # Finals heard with the caller's words before them (continuation.py), and those cut no better than alone.
@@ -374,6 +375,9 @@ class Worker:
             except ValueError:
                 self._drop(s, "bad audio headers", len(data))
                 return
+            if meta.worker and meta.worker != self.id:
+                self._handed_over(s, meta.worker)
+                return
             if meta.rate != SAMPLE_RATE or len(data) % 2:
                 self._drop(s, "audio of the wrong rate or an odd byte count", len(data), meta.rate)
                 return
@@ -398,6 +402,9 @@ class Worker:
                 meta = bus.AudioMeta(msg.headers)
             except ValueError:
                 self._drop(s, "bad native audio headers", len(msg.data))
+                return
+            if meta.worker and meta.worker != self.id:
+                self._handed_over(s, meta.worker)
                 return
             if meta.encoding != encoding or meta.rate != int(rate):
                 self._drop(s, f"native audio is not {native}", len(msg.data), meta.rate)
@@ -437,8 +444,23 @@ class Worker:
             # which cancels its callback, and the release awaits the stream.
             self._spawn(self.release(ctl.session, ctl.reason or "end"), f"asr-release-{ctl.session}")
 
-    async def release(self, session_id: str, reason: str) -> None:
-        """Free a session. An utterance in progress gets its Stop and an empty final."""
+    def _handed_over(self, s: Session, worker: str) -> None:
+        """The gateway claimed this session again and another worker has it:
+        this one was only unreachable for a moment (in a NATS cluster a dead
+        node's clients move to another), not dead. It lets go without a word:
+        the new worker hears the unfinished utterance again from its start, so
+        an empty final from here would only be a second, wrong answer to it."""
+        if s.closed or s.handed_over:
+            return
+        s.handed_over = True
+        self.stats["handed_over"] += 1
+        log.warning("session claimed again by another worker: let go", extra={"session_id": s.id, "worker": self.id, "now_with": worker})
+        # Not awaited here: release unsubscribes this very subscription (see _on_control).
+        self._spawn(self.release(s.id, "claimed by another worker", finish=False), f"asr-release-{s.id}")
+
+    async def release(self, session_id: str, reason: str, finish: bool = True) -> None:
+        """Free a session. An utterance in progress gets its Stop and an empty
+        final (``finish``; without it the utterance is dropped unsaid)."""
         s = self.sessions.pop(session_id, None)
         if s is None or s.closed:
             return
@@ -454,7 +476,7 @@ class Worker:
         if self.queue:
             self.queue.forget(session_id)
         s.ep, stop = endpointer.finish(s.ep)
-        if stop is not None:
+        if stop is not None and finish:
             # Cut off mid-utterance: an empty final, queued behind the session's
             # earlier finals so that they still arrive in utterance order.
             await self._stopped(s, stop, time.time(), heard=False)

@@ -59,18 +59,19 @@ def chunk_sizes(total: int, seed: int = 0, low: int = 40, high: int = 2000) -> l
 
 
 async def stream(
-    nc, session: str, pcm: np.ndarray, *, speed: float = 1.0, seed: int = 0, first_seq: int = 0, chunk: int = 0
+    nc, session: str, pcm: np.ndarray, *, speed: float = 1.0, seed: int = 0, first_seq: int = 0, chunk: int = 0, worker: str = ""
 ) -> int:
     """Publish ``pcm`` paced at ``speed`` x real time (0 = no pacing).
 
     Messages have random sizes, or ``chunk`` samples each if given (320 = 20 ms, as the gateway sends).
+    ``worker``: the audio names the session's worker (as after a re-claim).
     """
     t0 = time.monotonic()
     pos = 0
     seq = first_seq
     sizes = [chunk] * -(-len(pcm) // chunk) if chunk else chunk_sizes(len(pcm), seed)
     for n in sizes:
-        await nc.publish(subjects.audio_in(session), pcm[pos : pos + n].tobytes(), headers=bus.audio_headers(seq, RATE))
+        await nc.publish(subjects.audio_in(session), pcm[pos : pos + n].tobytes(), headers=bus.audio_headers(seq, RATE, worker=worker))
         pos += n
         seq += 1
         if speed > 0:

@@ -257,6 +257,42 @@ def test_end_mid_utterance_stops_it_and_frees_the_session(nats_url, silero, spea
     assert sessions == {} and unsubscribed == 2 and released == 1
 
 
+def test_audio_naming_another_worker_makes_this_one_let_go_without_a_word(nats_url, silero, speak):
+    """After the gateway claimed a session again and another worker took it
+    (this one was only unreachable: a cluster node's death moved its
+    connection), the audio names the new worker. This one lets go at once and
+    says nothing of the utterance it was hearing (the new worker hears it again
+    from its start); audio naming this worker itself is heard as ever."""
+
+    async def main():
+        async with Harness(nats_url, silero) as h:
+            w = await h.worker()
+            nc = await h.client()
+            ev = await Events.watch(nc, "own", "moved")
+            await claim(nc, "own")
+            await claim(nc, "moved")
+            pcm = speak(SENTENCE, trail_s=0.0)
+            await stream(nc, "own", np.concatenate([pcm, silence(1.0)]), speed=0, worker=w.id)
+            await ev.finals("own")
+            await stream(nc, "moved", pcm[: len(pcm) * 2 // 3], speed=0)
+            await ev.wait_for(lambda e: e.of("moved", contract.SpeechStarted))
+            subs_before = len(w.nc._subs)
+            await stream(nc, "moved", pcm[len(pcm) * 2 // 3 :], speed=0, first_seq=10_000, worker="another-worker")
+            deadline = time.monotonic() + 10
+            while "moved" in w.sessions:
+                assert time.monotonic() < deadline, "the worker never let go"
+                await asyncio.sleep(0.01)
+            await stream(nc, "moved", np.concatenate([pcm, silence(1.0)]), speed=0, first_seq=20_000, worker="another-worker")
+            await asyncio.sleep(0.5)
+            return ev, set(w.sessions), subs_before - len(w.nc._subs), dict(w.stats)
+
+    ev, sessions, unsubscribed, stats = run(main())
+    assert_one_utterance(ev.of("own"), TEXT)
+    assert [type(e) for e in ev.of("moved")] == [contract.SpeechOnset, contract.SpeechStarted]  # no Stop, no final
+    assert sessions == {"own"} and unsubscribed == 2  # its audio and control subscriptions
+    assert stats["handed_over"] == 1 and stats["released"] == 1
+
+
 def test_a_session_without_audio_is_released(nats_url, silero):
     async def main():
         async with Harness(nats_url, silero) as h:

@@ -217,6 +217,10 @@ class Call:
         self.playback_last: dict[int, float] = {}  # run -> last chunk finished
         self.asr_worker = ""
         self.asr_native = ""  # what the worker wants on audio_native ("" nothing)
+        # After a re-claim by another worker, the caller's audio names its worker: a
+        # first worker that was only unreachable (a cluster node's death moves its
+        # connection) hears it is no longer the session's and lets go without a word.
+        self.asr_fence = ""
         self.native_seq = 0
         self.recent_native: deque[tuple[float, bytes]] = deque()  # (wall clock, native audio) of the last REPLAY_S
         self.tasks = TaskSet(self.stats, context=lambda: {"session_id": self.session})
@@ -363,14 +367,15 @@ class Call:
             self._count("asr_rejoins", 1)
             log.warning("ASR worker answered again (unreachable a moment, not gone): nothing replayed", extra={"session_id": self.session, "worker": gone})
             return
+        self.asr_fence = self.asr_worker
         if self.asr_native:  # the provider's copy first, as feed_native/feed send them
             encoding, rate = self.asr_native.split("/")
             for data in [data for at, data in self.recent_native if at >= since]:
-                await self.nc.publish(subjects.audio_native(self.session), data, headers=bus.audio_headers(self.native_seq, int(rate), encoding=encoding))
+                await self.nc.publish(subjects.audio_native(self.session), data, headers=bus.audio_headers(self.native_seq, int(rate), encoding=encoding, worker=self.asr_fence))
                 self.native_seq += 1
         replay = [pcm for at, pcm in self.recent_audio if at >= since]
         for pcm in replay:
-            await self.nc.publish(subjects.audio_in(self.session), pcm, headers=bus.audio_headers(self.seq, 16000))
+            await self.nc.publish(subjects.audio_in(self.session), pcm, headers=bus.audio_headers(self.seq, 16000, worker=self.asr_fence))
             self.seq += 1
         self.audio_pos = sum(map(len, replay))  # the new worker's windows start at the replay's first byte
         self.asr_progress = None
@@ -462,7 +467,7 @@ class Call:
 
     async def _to_asr(self, pcm16_16k: bytes) -> None:
         """The caller's audio to the session's ASR worker, kept for a replay (``_reclaim_asr``)."""
-        await self.nc.publish(subjects.audio_in(self.session), pcm16_16k, headers=bus.audio_headers(self.seq, 16000))
+        await self.nc.publish(subjects.audio_in(self.session), pcm16_16k, headers=bus.audio_headers(self.seq, 16000, worker=self.asr_fence))
         self.seq += 1
         now = time.time()
         recent = self.recent_audio
@@ -485,7 +490,7 @@ class Call:
 
     async def _native_to_asr(self, data: bytes) -> None:
         encoding, rate = self.asr_native.split("/")
-        await self.nc.publish(subjects.audio_native(self.session), data, headers=bus.audio_headers(self.native_seq, int(rate), encoding=encoding))
+        await self.nc.publish(subjects.audio_native(self.session), data, headers=bus.audio_headers(self.native_seq, int(rate), encoding=encoding, worker=self.asr_fence))
         self.native_seq += 1
         now = time.time()
         recent = self.recent_native

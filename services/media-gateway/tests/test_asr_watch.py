@@ -119,7 +119,9 @@ def test_a_reclaim_answered_by_the_same_worker_replays_nothing(nats_server):
     node died is unreachable until its connection moves (a few ms). A claim
     answered by that same worker finds the session still there (claims are
     idempotent): the call's recent audio must not be sent again (the worker
-    would hear that turn twice). Answered by another worker, it is replayed."""
+    would hear that turn twice). Answered by another worker, it is replayed,
+    and from then on the caller's audio names that worker: the first one, if
+    it was only unreachable, hears it has lost the session and lets go."""
     from parley import telemetry
     from parley_gateway.call import Call, Switchboard
     from test_call_telemetry import Line
@@ -127,6 +129,7 @@ def test_a_reclaim_answered_by_the_same_worker_replays_nothing(nats_server):
     async def scenario(answering: str):
         nc = await bus.connect(nats_server.url)
         heard: list[bytes] = []
+        named: list[str] = []
         try:
 
             async def on_claim(msg):
@@ -135,6 +138,7 @@ def test_a_reclaim_answered_by_the_same_worker_replays_nothing(nats_server):
 
             async def on_audio(msg):
                 heard.append(msg.data)
+                named.append((msg.headers or {}).get(subjects.H_WORKER, ""))
 
             await nc.subscribe(subjects.ASR_CLAIM, cb=on_claim)
             stats: dict = {}
@@ -145,6 +149,7 @@ def test_a_reclaim_answered_by_the_same_worker_replays_nothing(nats_server):
             call.recent_audio.extend((now - 0.2 + i * 0.02, bytes(640)) for i in range(10))
             call.asr_checked_at = now - 0.3
             await call._reclaim_asr()
+            await call._to_asr(b"live")  # the caller's next audio
             # A marker after whatever the reclaim sent, on the same subject and
             # connection: once it is heard, so is any replay (NATS keeps that order).
             await nc.publish(subjects.audio_in(call.session), b"marker")
@@ -152,11 +157,11 @@ def test_a_reclaim_answered_by_the_same_worker_replays_nothing(nats_server):
             while b"marker" not in heard:
                 assert time.monotonic() < deadline, "the marker never came back"
                 await asyncio.sleep(0.01)
-            return call.asr_worker, heard.index(b"marker"), stats
+            return call.asr_worker, heard.index(b"live"), set(named[: heard.index(b"marker")]), stats
         finally:
             await nc.close()
 
-    worker, replayed, stats = asyncio.run(scenario("w-1"))
-    assert (worker, replayed) == ("w-1", 0) and stats.get("asr_rejoins") == 1 and "asr_reclaims" not in stats
-    worker, replayed, stats = asyncio.run(scenario("w-2"))
-    assert (worker, replayed) == ("w-2", 10) and stats.get("asr_reclaims") == 1 and "asr_rejoins" not in stats
+    worker, replayed, named, stats = asyncio.run(scenario("w-1"))
+    assert (worker, replayed, named) == ("w-1", 0, {""}) and stats.get("asr_rejoins") == 1 and "asr_reclaims" not in stats
+    worker, replayed, named, stats = asyncio.run(scenario("w-2"))
+    assert (worker, replayed, named) == ("w-2", 10, {"w-2"}) and stats.get("asr_reclaims") == 1 and "asr_rejoins" not in stats
