@@ -232,7 +232,12 @@ STREAMING = (GENERATING, SPEAKING)  # an LLM step may be streaming
 # 25: a held (or paused) answer's tool calls that only read (the tool's
 #     declaration: LLMToolCall.reads_only) run at once, so the hold costs
 #     only its wait; tools that change something still wait until it plays
-RULES = 25
+# 26: a talk-over final written as a loop or hum letters (words.looped: "Say,
+#     say, say, say, say." for a fast phone-band "Hey, hey.") is no words:
+#     with floor >= floor_word it barges in as a sound does (RULES 22)
+# 27: a backchannel answers only a yes/no question ("Okay." over "Which time
+#     suits you?" is a backchannel, not an answer: words.yes_no_question)
+RULES = 27
 
 # ---------------------------------------------------------------------------
 # Policy: the knobs of one session. Defaults here; SessionStarted.params may
@@ -1453,6 +1458,8 @@ def _judge_overlap(s: SessionState, text: str, final: bool, at: float, floor: fl
         # backchannel misheard ("here here" for a slow "yeah, yeah").
         return Judgement(kind="interruption", verdict="hold", reason=f"{words.word_count(text)} ordinary word(s) so far: the final decides",
                          text=text[-200:], heard="words", score=round(length, 3), threshold=p.noise_sound)
+    if heard == "backchannel" and final and words.looped(text) and 0 < p.floor_word <= floor:
+        heard, what = "sound", f"'{text[:40]}' (a loop: no words)"  # RULES 26: no evidence of words, as a sound
     if heard == "words":
         verdict, reason = "barge-in", f"words: a real interruption ({_why_words(text, length, p)})"
     elif heard == "sound" and final and 0 < p.floor_word <= floor:
@@ -1492,25 +1499,35 @@ def _sound_length(s: SessionState, final: bool, at: float) -> float:
 
 
 def _asked_question(s: SessionState) -> bool:
-    """Has the caller heard the agent ask a question, as the latest thing it
-    said: the question in the chunk playing has begun (where the caller is in
-    a chunk is estimated from when it began and its audio length, text spread
-    evenly over it), or the chunk before ended with one a moment ago?"""
+    """Has the caller heard the agent ask a question a yes answers
+    (``words.yes_no_question``: not "Which time suits you?"), as the latest
+    thing it said (``_question_heard``)?"""
+    question = _question_heard(s)
+    return bool(question) and words.yes_no_question(question)
+
+
+def _question_heard(s: SessionState) -> str:
+    """The question the caller has heard the agent begin, as the latest thing
+    it said ("" if none): the question in the chunk playing has begun (where
+    the caller is in a chunk is estimated from when it began and its audio
+    length, text spread evenly over it), or the chunk before ended with one a
+    moment ago."""
     run = s.run
     if run is None or not run.audio_started or not run.chunks:
-        return False
+        return ""
     k = run.playing if 0 <= run.playing < len(run.chunks) else min(run.played, len(run.chunks) - 1)
     onset = s.speech_started_at
-    if k > 0 and run.chunks[k - 1].rstrip("\"') ").endswith("?") and onset - run.playing_since < s.policy.question_window:
-        return True
+    before = run.chunks[k - 1] if k > 0 else ""
+    if before.rstrip("\"') ").endswith("?") and onset - run.playing_since < s.policy.question_window:
+        return before[max(0, _question_start(before)) :]
     text = run.chunks[k]
     start = _question_start(text)
     if start <= 0:
-        return start == 0
+        return text if start == 0 else ""
     audio = run.audio_ms[k] if k < len(run.audio_ms) else -1
     if audio <= 0 or k != run.playing:
-        return False  # where the caller is in this chunk is unknown
-    return (onset - run.playing_since) * 1000 >= audio * start / len(text)
+        return ""  # where the caller is in this chunk is unknown
+    return text[start:] if (onset - run.playing_since) * 1000 >= audio * start / len(text) else ""
 
 
 _SENTENCE_END = re.compile(r"[.!?][\"')]*\s+")

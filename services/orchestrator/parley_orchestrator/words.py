@@ -133,6 +133,14 @@ def _degenerate(said: list[str]) -> bool:
     return len(said) >= 4 and len(set(said)) <= 0.5 * len(said)
 
 
+def looped(text: str) -> bool:
+    """Whether ``text`` is what a recogniser writes when it hears no word:
+    lone hum letters or a token looped ("Say, say, say, say, say." for a fast
+    "Hey, hey." through the phone). ``hearing`` calls it a backchannel; it is
+    no evidence of which words were said."""
+    return _degenerate(tokens(text))
+
+
 def _letters_joined(words: list[str]) -> list[str]:
     """Runs of lone letters as one word: a recogniser spells a hum out
     ("M H M", "M. M. M.") where it hears no word."""
@@ -432,6 +440,23 @@ def statement(text: str) -> bool:
     said = tokens(raw)
     lead = next((i for i, w in enumerate(said) if w not in _LEAD_FILLER), len(said))  # "So, um, what time ...": asks
     return lead < len(said) and not raw.rstrip("\"') ").endswith("?") and said[lead] not in _ASKS and not whole_by_form(text)
+
+
+# Questions a "yes" or an "okay" does not answer: they ask which, what, when...
+# ("Which time suits you?"); "what about ...?" and "how about ...?" propose.
+_WH = frozenset(_fold(w) for w in "what what's whats which when when's where where's who who's whom whose why how how's".split())
+
+
+def yes_no_question(question: str) -> bool:
+    """Whether a question the agent asks is one a yes, an okay or an mm-hmm
+    answers ("Shall I book that?", "Would you like 9 a.m.?", "How about
+    Tuesday?"), not one that asks for something else ("Which time suits
+    you?", "What's your name?"). Judged on its first word after fillers."""
+    said = tokens(question)
+    lead = next((i for i, w in enumerate(said) if w not in _LEAD_FILLER and w not in ("okay", "ok", "right", "great", "so")), len(said))
+    if lead == len(said) or said[lead] not in _WH:
+        return True
+    return said[lead : lead + 2] in (["what", "about"], ["how", "about"])
 
 
 # The agent's invitations to talk that leave the caller's turn open ("How can

@@ -955,6 +955,45 @@ def test_yes_to_the_agents_question_takes_the_floor():
     assert [x for x in cmds if isinstance(x, c.StartLLM)][0].messages[-1] == c.Message(role="user", content="Yes.")
 
 
+@pytest.mark.parametrize(
+    ("question", "heard"),
+    [("Which time suits you?", "backchannel"), ("What's the name on the booking?", "backchannel"), ("How about Tuesday at ten?", "answer"), ("Would you like one of those?", "answer")],
+)
+def test_okay_answers_only_a_question_a_yes_answers(question, heard):
+    """RULES 27: "Okay." while the caller hears "Which time suits you?" says the caller is listening, not
+    which time: a backchannel, the answer plays on; to "How about ...?" or "Would you like ...?" it answers."""
+    v = Convo()
+    v.user_says("what do you have on monday")
+    v.llm(f"Monday morning is free. {question}")
+    run = v.state.run
+    for i in range(2):
+        v.send(c.TTSChunkDone, run=run.id, chunk=i, audio_ms=1500)
+    v.send(c.PlaybackProgress, run=run.id, chunk=0, finished=True)
+    v.send(c.PlaybackProgress, run=run.id, chunk=1, finished=False)  # the question is playing
+    v.send(c.SpeechStarted, utterance=7)
+    v.stop(7, eot=0.9)
+    v.send(c.TranscriptFinal, utterance=7, text="Okay.", complete=0.9)
+    j = v.outcome.judgements[0]
+    assert j.heard == heard and (j.verdict == "barge-in") == (heard == "answer"), j
+    assert (v.state.run is not None and v.state.run.id == run.id) == (heard == "backchannel")
+
+
+@pytest.mark.parametrize(("floor", "stops"), [(0.0423, True), (0.3, True), (0.01, False), (-1.0, False)])
+def test_a_looped_transcript_is_no_words_and_its_floor_decides(floor, stops):
+    """RULES 26: a fast phone-band "Hey, hey." came out "Say, say, say, say, say." (a loop, which the words
+    call a backchannel) with Whisper's own P(a floor word first) 0.042: no evidence of words, so the floor
+    decides as for a sound; the loop adds nothing to the caller's turn."""
+    v = Convo()
+    run = _speaking(v)
+    v.t += 2.0
+    v.send(c.SpeechStarted, utterance=7)
+    v.send(c.SpeechStopped, utterance=7, speech_ms=640, speech_end_at=v.t, eot=0.9)
+    v.send(c.TranscriptFinal, utterance=7, text="Say, say, say, say, say.", floor=floor)
+    j = v.outcome.judgements[0]
+    assert (v.run != run) == stops and j.verdict == ("barge-in" if stops else "resume"), j
+    assert j.heard == ("sound" if stops else "backchannel") and v.state.user_text == ""
+
+
 def test_yes_while_the_agent_is_not_asking_is_a_backchannel():
     v = Convo()
     run = _speaking(v)

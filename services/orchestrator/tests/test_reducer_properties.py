@@ -21,10 +21,10 @@ S = "prop"
 SIGNAL = st.sampled_from([-1.0, 0.1, 0.5, 0.95])
 PARTIALS = ["", "uh-huh", "wait", "book me in", "(coughs)", "Mm hmm", "yes", "in a moment", "M H M", "hold on", "book me in for friday please", "Emm..."]
 FINALS = ["", "mm-hmm", "book tomorrow at 3", "no wait, Friday", "No, no, no, no, no,", "(coughs)", "Yeah.", "Yes.", "I'd like to book, um", "555 201", "[laughter]", "Ah.",
-          "Hi there.", "Could you tell me", "Emm... Em.", "Hmhm.", "Hahahah."]
+          "Hi there.", "Could you tell me", "Emm... Em.", "Hmhm.", "Hahahah.", "Say, say, say, say, say.", "Okay."]
 LEVELS = st.sampled_from([0.0, -15.0, -20.0, -40.0])  # dBFS (0: unknown)
 FLOORS = st.sampled_from([-1.0, -1.0, 0.01, 0.3])  # TranscriptFinal.floor: unknown, a cough's, a "No." written ""
-WORDS = ["Sure", "okay,", "let", "me", "check.", "You're", "booked", "at", "3.30", "p.m.", "Dr.", "Smith", "sees", "you!", "Anything", "else?", "uh-huh", "e.g.", "fine", "Shall I book that?"]
+WORDS = ["Sure", "okay,", "let", "me", "check.", "You're", "booked", "at", "3.30", "p.m.", "Dr.", "Smith", "sees", "you!", "Anything", "else?", "uh-huh", "e.g.", "fine", "Shall I book that?", "Which time suits you?"]
 
 
 @st.composite
@@ -361,6 +361,25 @@ def test_a_sound_or_backchannel_never_cancels_a_held_answer(events):
             assert isinstance(ev, (c.Dtmf, c.SessionEnded, c.TimerFired, c.LLMError, c.CallStatus, c.ToneHeard)), ev
             if isinstance(ev, c.TimerFired):
                 assert ev.name in ("max_call", "llm_first_token", "tts_first_audio", "playback"), ev
+
+
+@PROPS
+@given(sessions())
+def test_a_yes_never_answers_a_question_it_cannot_answer(events):
+    """RULES 27: over an answer whose only questions ask which, what, when...
+    ("Which time suits you?"), a yes or an okay is a backchannel: unless the
+    recogniser heard a floor word first (RULES 22), it never cancels the run."""
+    import re
+
+    _, steps = run_all(events)
+    for before, ev, cmds, outcome, after in steps:
+        if before.phase not in r.HELD or before.run is None or not isinstance(ev, c.TranscriptFinal):
+            continue
+        if words.hearing(ev.text, asked=True) != "answer" or 0 < before.policy.floor_word <= ev.floor:
+            continue
+        questions = re.findall(r"[^.!?]*\?", " ".join(before.run.chunks))
+        if questions and not any(words.yes_no_question(q) for q in questions):
+            assert not any(isinstance(x, (c.FlushPlayback, c.CancelLLM)) for x in cmds), (ev, before.run.chunks, outcome)
 
 
 @PROPS
