@@ -74,3 +74,29 @@ def test_a_missing_program_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(sounds.shutil, "which", lambda _: None)
     with pytest.raises(sounds.SoundError, match="sox is not installed"):
         render("sound", "cough", SOX)
+
+
+@pytest.mark.parametrize(("text", "said"), [("Mm-hmm.", ["mm-hmm"]), ("Mhmm.", ["mhmm"]), ("Mhm.", ["mhm"]), ("Mm.", ["mm"]), ("Hmm...", ["hmm"]), ("Mm, mm.", ["mm", "mm"]), ("Uh-huh.", None), ("Mm-hmm, yeah.", None), ("Mum.", None), ("Hm?", ["hm"])])
+def test_a_hum_written_as_a_word_is_known_as_one(text, said):
+    assert sounds.hum_words(text) == said
+
+
+@pytest.mark.parametrize("voice", ["piper", "espeak:en-us+f2"])
+def test_a_hum_written_as_a_word_is_hummed_at_the_voices_pitch_not_spelled(voice):
+    """Both engines read "Mhmm." as letters ("em-aitch-em-em", ~1 s of four syllables): a scenario that writes a
+    hum gets a hum, a nasal murmur in two beats at the voice's own pitch, like the sox hum-mm-hmm."""
+    spelled = sounds.trim(sounds.piper("M H M M") if voice == "piper" else sounds.espeak("M H M M", "en-us+f2"))
+    hummed = sounds.render("say", "Mhmm.", Audio(voice=voice)).astype(np.float32) / 32768
+    assert 0.45 < len(hummed) / sounds.RATE < 0.8 < len(spelled) / sounds.RATE
+    spoken = sounds.trim(sounds.piper("Ma.") if voice == "piper" else sounds.espeak("Ma.", "en-us+f2"))
+    assert abs(sounds.voice_f0(hummed) / sounds.voice_f0(spoken) - 1) < 0.25
+    assert np.array_equal(sounds.render("say", "Mhmm.", Audio(voice=voice)), sounds.render("say", "Mhmm.", Audio(voice=voice)))
+    r = sounds.Renderer()
+    assert r.key("say", "Mhmm.", Audio(voice=voice)) != r.key("say", "Mhmm", Audio(voice=voice))  # texts differ: keys differ
+
+
+def test_the_voice_pitch_is_found_without_octave_errors():
+    t = np.arange(sounds.RATE) / sounds.RATE
+    for f0 in (90.0, 150.0, 220.0):
+        buzz = (np.sign(np.sin(2 * np.pi * f0 * t)) * 0.3 + 0.1 * np.sin(2 * np.pi * f0 / 2 * t)).astype(np.float32)
+        assert abs(sounds.voice_f0(buzz) / f0 - 1) < 0.05, f0

