@@ -237,7 +237,9 @@ STREAMING = (GENERATING, SPEAKING)  # an LLM step may be streaming
 #     with floor >= floor_word it barges in as a sound does (RULES 22)
 # 27: a backchannel answers only a yes/no question ("Okay." over "Which time
 #     suits you?" is a backchannel, not an answer: words.yes_no_question)
-RULES = 27
+# 28: a SpeechStarted of an utterance that already stopped (its final not in
+#     yet: an ASR worker that took over hears it again) is no pause in the turn
+RULES = 28
 
 # ---------------------------------------------------------------------------
 # Policy: the knobs of one session. Defaults here; SessionStarted.params may
@@ -1078,6 +1080,8 @@ def _count_pause(fx: Fx, at: float, utterance: int) -> Fx:
     on their way, or answered but not heard): after a silence of at least
     ``turn_pause_min``, that was a pause inside the turn."""
     s = fx.state
+    if utterance in s.awaiting_finals:
+        return fx  # RULES 28: that utterance heard again (an ASR worker took over mid-final): no new voice, no pause
     going_on = (s.phase in USER and bool(s.user_text.strip() or s.awaiting_finals)) or (s.phase in HELD and _unheard_reply(s))
     begun = s.onset_at if s.onset_utterance == utterance and s.silence_from < s.onset_at <= at else at
     if not going_on or not s.silence_from or begun - s.silence_from < s.policy.turn_pause_min:

@@ -731,6 +731,36 @@ def test_an_utterance_heard_again_by_the_next_asr_worker_is_answered_once():
     assert v.send(c.TranscriptFinal, utterance=1, text="book me for Friday") == [] and v.outcome.dropped == "duplicate"
 
 
+def test_an_utterance_heard_again_before_its_final_is_no_pause_in_the_turn():
+    """RULES 28 (chaos6): the worker transcribing utterance 0 dies after its SpeechStopped; the worker
+    that takes over is given the audio from the utterance's start and hears it again (same id): its
+    SpeechStarted a second later is the same voice, not the caller going on after a pause."""
+    def turn(reheard: bool):
+        v = Convo()
+        v.send(c.SpeechStarted, utterance=0)
+        v.stop(0, eot=0.95)
+        if reheard:
+            v.t += 1.0  # the take-over: a second of silence on the reducer's clock
+            v.send(c.SpeechStarted, utterance=0)
+            assert v.state.turn_pauses == 0 and v.state.user_speaking
+            v.t += 1.2
+            v.stop(0, eot=0.95)
+        cmds = v.send(c.TranscriptFinal, utterance=0, text="What time do you open on Friday?", complete=0.95)
+        return v, cmds
+    plain, reheard = turn(False), turn(True)
+    assert [j.verdict for j in plain[0].outcome.judgements] == [j.verdict for j in reheard[0].outcome.judgements] == ["answer"]
+    assert any(isinstance(x, c.StartLLM) for x in reheard[1])
+    assert plain[0].state.run.held == reheard[0].state.run.held
+    # A new utterance after the same silence is a pause (turn_pause_min): the rule is about the same id only.
+    v = Convo()
+    v.send(c.SpeechStarted, utterance=0)
+    v.stop(0, eot=0.3)
+    v.send(c.TranscriptFinal, utterance=0, text="I'd like to book", complete=0.2)
+    v.t += 1.0
+    v.send(c.SpeechStarted, utterance=1)
+    assert v.state.turn_pauses == 1
+
+
 # --- LLM streams are numbered (attempt, seq): duplicates, gaps, takeovers
 
 

@@ -75,6 +75,8 @@ def sessions(draw, max_events=60):
                 ev = c.SpeechStopped(session=S, at=t, utterance=utterance, speech_end_at=end, eot=draw(SIGNAL), speech_ms=draw(st.sampled_from([0, 360, 680, 1200])), level=draw(LEVELS))
                 utterance += 1
             else:
+                if utterance > 0 and draw(st.integers(0, 7)) == 0:
+                    utterance -= 1  # an ASR worker that took over hears the last utterance again (same id)
                 ev = c.SpeechStarted(session=S, at=t, utterance=utterance, level=draw(LEVELS))
             speaking = not speaking
         elif kind == "onset":
@@ -380,6 +382,18 @@ def test_a_yes_never_answers_a_question_it_cannot_answer(events):
         questions = re.findall(r"[^.!?]*\?", " ".join(before.run.chunks))
         if questions and not any(words.yes_no_question(q) for q in questions):
             assert not any(isinstance(x, (c.FlushPlayback, c.CancelLLM)) for x in cmds), (ev, before.run.chunks, outcome)
+
+
+@PROPS
+@given(sessions())
+def test_an_utterance_heard_again_is_no_pause(events):
+    """RULES 28: a SpeechStarted of an utterance that stopped and whose final
+    is not in yet (an ASR worker that took over hears it again) never counts
+    a pause in the caller's turn."""
+    _, steps = run_all(events)
+    for before, ev, cmds, outcome, after in steps:
+        if isinstance(ev, c.SpeechStarted) and ev.utterance in before.awaiting_finals:
+            assert after.turn_pauses <= before.turn_pauses, (ev, outcome)
 
 
 @PROPS
