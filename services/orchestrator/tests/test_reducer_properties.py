@@ -602,11 +602,16 @@ def test_only_a_long_enough_silence_inside_a_turn_counts_as_a_pause(events):
     are not pauses. The count is cleared when the turn is answered."""
     _, steps = run_all(events)
     for before, ev, cmds, outcome, after in steps:
-        if after.turn_pauses > before.turn_pauses:
+        if after.turn_pauses > before.turn_pauses and 0 <= before.continuing == before.utterance and after.continuing == -1:
+            # RULES 21: the barge-in (words or a key press) of a caller judged going on with its turn
+            # counts the pause it made (found on re-heard utterances' draws, barge7; pre-existing)
+            assert after.turn_pauses == max(1, before.turn_pauses), (ev, outcome)
+        elif after.turn_pauses > before.turn_pauses:
             assert isinstance(ev, c.SpeechStarted) and after.turn_pauses == before.turn_pauses + 1
             begun = before.onset_at if before.onset_utterance == ev.utterance and before.silence_from < before.onset_at <= ev.at else ev.at
             assert begun - before.silence_from >= before.policy.turn_pause_min
             assert before.user_text.strip() or before.awaiting_finals or (before.run is not None and after.run is None)
+            assert ev.utterance not in before.awaiting_finals  # RULES 28: an utterance heard again is no pause
         # A preemptive run (unconfirmed) may be withdrawn and the turn go on, so
         # its pauses stay counted until the turn is answered for real.
         answered = any(isinstance(x, c.StartLLM) and x.step == 0 and x.attempt == 0 for x in cmds) and after.run and after.run.user_text and after.run.confirmed
