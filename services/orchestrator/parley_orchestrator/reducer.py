@@ -220,7 +220,7 @@ STREAMING = (GENERATING, SPEAKING)  # an LLM step may be streaming
 #     counts the pause; a caller who paused inside an earlier turn this call
 #     has every later first fragment held (turn_release_short); a turn whose
 #     last sentence is a statement, not an answer to the agent's question, is
-#     held (turn_release_statement, off by default)
+#     held (turn_release_statement, on by default since RULES 25)
 # 22: a talk-over final whose words say sound or noise still barges in when
 #     the recogniser's own P(a floor word first) reaches floor_word (0.04):
 #     phone-band "No." written "" or "Go.", "Hang on." written "And on."
@@ -239,7 +239,9 @@ STREAMING = (GENERATING, SPEAKING)  # an LLM step may be streaming
 #     suits you?" is a backchannel, not an answer: words.yes_no_question)
 # 28: a SpeechStarted of an utterance that already stopped (its final not in
 #     yet: an ASR worker that took over hears it again) is no pause in the turn
-RULES = 28
+# 29: turn_release_statement 1.6 s by default (was off): RULES 25 lets a
+#     held statement's look-ups run during its hold
+RULES = 29
 
 # ---------------------------------------------------------------------------
 # Policy: the knobs of one session. Defaults here; SessionStarted.params may
@@ -335,9 +337,9 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     #   cancel my appointment on Thursday.") is heard after this silence.
     #   A held answer's look-ups run during the hold (RULES 25), so only a
     #   tool that changes something (book, cancel) runs at its release, after
-    #   its filler. 1.6 keeps 1.5 s pauses; off (0) by default until measured
-    #   with RULES 25 (BENCHMARKS 6, pauses7).
-    turn_release_statement: float = 0.0
+    #   its filler. 1.6 keeps 1.5 s pauses (on by default since RULES 25:
+    #   BENCHMARKS 6, pauses7); 0 turns it off.
+    turn_release_statement: float = 1.6
     # The signals: P(end of turn) from the audio (SpeechStopped.eot) and from
     # the text (TranscriptFinal.complete), averaged with these weights (the
     # text counts more: the acoustic model hears synthetic fragments as
