@@ -220,7 +220,7 @@ STREAMING = (GENERATING, SPEAKING)  # an LLM step may be streaming
 #     counts the pause; a caller who paused inside an earlier turn this call
 #     has every later first fragment held (turn_release_short); a turn whose
 #     last sentence is a statement, not an answer to the agent's question, is
-#     held (turn_release_statement, on by default since RULES 25)
+#     held (turn_release_statement, on by default since RULES 29)
 # 22: a talk-over final whose words say sound or noise still barges in when
 #     the recogniser's own P(a floor word first) reaches floor_word (0.04):
 #     phone-band "No." written "" or "Go.", "Hang on." written "And on."
@@ -337,7 +337,7 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     #   cancel my appointment on Thursday.") is heard after this silence.
     #   A held answer's look-ups run during the hold (RULES 25), so only a
     #   tool that changes something (book, cancel) runs at its release, after
-    #   its filler. 1.6 keeps 1.5 s pauses (on by default since RULES 25:
+    #   its filler. 1.6 keeps 1.5 s pauses (on by default since RULES 29:
     #   BENCHMARKS 6, pauses7); 0 turns it off.
     turn_release_statement: float = 1.6
     # The signals: P(end of turn) from the audio (SpeechStopped.eot) and from
