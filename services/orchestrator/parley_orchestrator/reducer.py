@@ -201,8 +201,9 @@ STREAMING = (GENERATING, SPEAKING)  # an LLM step may be streaming
 #     that may go on: words.may_go_on); its audio waits at the gateway (the
 #     run is ``held``), and a caller who goes on first never hears it
 # 17: a voice background_db under the caller's own level (learned from its
-#     turns) neither pauses nor interrupts the agent; a final with no words
-#     ("." or "(laughs)" for a laugh) adds nothing to the caller's turn
+#     turns) neither pauses nor interrupts the agent, nor drops a preemptive
+#     guess; a final with no words ("." or "(laughs)" for a laugh) adds
+#     nothing to the caller's turn
 # 18: the held release by default only for first fragments that may go on,
 #     at 1.5 s (turn_release 0, turn_release_short 1.5: measured)
 # 19: openings and turns after a mid-turn pause are answered on the short
@@ -1013,7 +1014,8 @@ def _learn_level(fx: Fx, e: SpeechStopped) -> Fx:
 def on_speech_started(fx: Fx, e: SpeechStarted) -> Next:
     s = fx.state
     onset_pause = s.phase == PAUSED and _running(s, "onset")  # paused by this voice's onset, nothing else
-    if (s.phase in FLOOR_PHASES or onset_pause) and not s.user_speaking and s.run is not None and s.run.confirmed:
+    if (s.phase in FLOOR_PHASES or onset_pause) and not s.user_speaking and s.run is not None:
+        # A preemptive (unconfirmed) run too: a background voice is not the caller going on.
         if e.utterance == s.background:
             return fx.to("background: noted")  # already judged from its start; its SpeechStopped judges it whole
         quiet = _background(s, e.level)
@@ -1240,8 +1242,8 @@ def _said(e: TranscriptFinal, judgement: Judgement) -> str:
 def _final_while_agent_has_floor(fx: Fx, e: TranscriptFinal) -> Next:
     run = fx.state.run
     assert run is not None
-    if run.confirmed and e.utterance == fx.state.background:
-        return fx.to("no words")  # a background voice's words (Policy.background_db)
+    if e.utterance == fx.state.background:
+        return fx.to("no words")  # a background voice's words (Policy.background_db), over a guess too
     if run.confirmed:
         judgement = _judge_overlap(fx.state, e.text, final=True, at=e.at, floor=e.floor)
         if judgement.verdict != "barge-in":

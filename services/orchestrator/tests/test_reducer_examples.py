@@ -1779,6 +1779,25 @@ def test_a_tv_across_the_room_never_pauses_nor_interrupts_the_agent():
     assert v.state.caller_level == -15.0  # the TV taught nothing
 
 
+def test_a_tv_across_the_room_never_drops_a_preemptive_guess():
+    """RULES 17 over a guess: a background voice after the caller's stop is
+    not the caller going on; the guess waits for the caller's own final."""
+    v = Convo(preemptive="true")
+    v.send(c.SpeechStarted, utterance=0, level=-15.0)
+    v.send(c.TranscriptPartial, utterance=0, text="book me for Friday")
+    cmds = v.send(c.SpeechStopped, utterance=0, speech_ms=1400, speech_end_at=v.t - 0.15, eot=0.9, level=-15.0)
+    assert any(isinstance(x, c.StartLLM) for x in cmds) and v.state.caller_level == -15.0
+    run = v.run
+    v.llm("Sure.", done=False)
+    assert v.send(c.SpeechStarted, utterance=1, level=-40.5) == [] and v.outcome.taken == "background: noted"
+    v.send(c.TranscriptFinal, utterance=0, text="Book me for Friday.", complete=0.9)
+    assert v.run == run and v.synthesized() == ["Sure."]
+    v.send(c.SpeechStopped, utterance=1, speech_ms=2000, speech_end_at=v.t, level=-40.5)
+    v.send(c.TranscriptFinal, utterance=1, text="and in tonight's news")
+    assert v.run == run and v.outcome.taken == "no words"
+    assert not any(isinstance(x, (c.PausePlayback, c.FlushPlayback, c.CancelLLM)) for x in v.cmds)
+
+
 def test_a_quiet_caller_still_interrupts():
     v, run = _speaking_after_a_loud_turn()
     v.send(c.SpeechOnset, utterance=1, level=-24.0)

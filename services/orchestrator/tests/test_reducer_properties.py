@@ -23,10 +23,8 @@ PARTIALS = ["", "uh-huh", "wait", "book me in", "(coughs)", "Mm hmm", "yes", "in
 FINALS = ["", "mm-hmm", "book tomorrow at 3", "no wait, Friday", "No, no, no, no, no,", "(coughs)", "Yeah.", "Yes.", "I'd like to book, um", "555 201", "[laughter]", "Ah.",
           "Hi there.", "Could you tell me", "Emm... Em.", "Hmhm.", "Hahahah.", "Say, say, say, say, say.", "Okay."]
 LEVELS = st.sampled_from([0.0, -15.0, -20.0, -40.0])  # dBFS (0: unknown)
-# Draw re-heard utterances (RULES 28: a worker that took over hears the last one again, same id). Off until
-# test_a_faded_onset_resumes_only_the_pause_it_began holds on them: they reach a faded onset whose resume
-# starts the LLM step a read-only tool's result left waiting (RULES 25; barge7 -> pauses7, 14:27).
-REHEARD = False
+# Draw re-heard utterances (RULES 28: a worker that took over hears the last one again, same id).
+REHEARD = True
 FLOORS = st.sampled_from([-1.0, -1.0, 0.01, 0.3])  # TranscriptFinal.floor: unknown, a cough's, a "No." written ""
 WORDS = ["Sure", "okay,", "let", "me", "check.", "You're", "booked", "at", "3.30", "p.m.", "Dr.", "Smith", "sees", "you!", "Anything", "else?", "uh-huh", "e.g.", "fine", "Shall I book that?", "Which time suits you?"]
 
