@@ -345,14 +345,12 @@ def test_voiced_starts_are_justified_and_keep_the_start_stop_order(probs, cfg):
     for d in out:
         if isinstance(d, Start):
             span = probs[d.begin : d.window + 1]
-            strict = sum(p >= cfg.threshold for p in span) >= cfg.start_windows and all(p >= cfg.neg_threshold for p in span)
             dips = [p for p in span if p < cfg.neg_threshold]
-            voiced = (
-                0 < cfg.voiced_windows <= len(span)
-                and sum(p >= cfg.threshold for p in span) >= cfg.onset_windows
-                and len(dips) <= 1
-                and all(p >= cfg.dip_floor for p in dips)
-            )
+            # With voiced_windows on, one window down to dip_floor does not end a run,
+            # whichever count then starts it (its windows above the threshold, or its length).
+            one_dip = cfg.voiced_windows > 0 and len(dips) <= 1 and all(p >= cfg.dip_floor for p in dips)
+            strict = sum(p >= cfg.threshold for p in span) >= cfg.start_windows and (not dips or one_dip)
+            voiced = 0 < cfg.voiced_windows <= len(span) and sum(p >= cfg.threshold for p in span) >= cfg.onset_windows and one_dip
             assert strict or voiced, (d, span)
             assert probs[d.begin] >= cfg.threshold
     _, last = ep.finish(state)
@@ -360,6 +358,16 @@ def test_voiced_starts_are_justified_and_keep_the_start_stop_order(probs, cfg):
     assert [type(d) for d in utterances] == [Start, Stop] * (len(utterances) // 2)
     if cfg.voiced_windows == 0:  # off: the decisions of the endpointer without it
         assert [d for d in out if not isinstance(d, (Onset, OnsetLost))] == decisions(probs, replace(cfg, onset_windows=0))
+
+
+def test_a_start_counted_across_the_one_dip_a_voiced_run_allows():
+    """Found by the property above on a new draw: with voiced_windows on, one
+    window down to dip_floor does not end a run, so its windows above the
+    threshold on both sides of it reach start_windows and start it."""
+    cfg = Config(threshold=0.5, neg_threshold=0.35, start_windows=2, silence_windows=1, max_windows=10,
+                 onset_windows=1, voiced_windows=4, dip_floor=0.1, onset_quiet_windows=0)  # fmt: skip
+    assert [d for d in ep.run([0.5, 0.2, 0.5], cfg)[1] if isinstance(d, Start)] == [Start(utterance=0, begin=0, window=2)]
+    assert not [d for d in ep.run([0.5, 0.05, 0.5], cfg)[1] if isinstance(d, Start)]  # under dip_floor: the run ended
 
 
 @settings(max_examples=200, deadline=None)
