@@ -967,15 +967,21 @@ def test_words_cancel_as_soon_as_a_partial_shows_them():
     assert v.outcome.dropped == "stale"
 
 
-def test_yes_to_the_agents_question_takes_the_floor():
+def _question_playing(said: str, answer: str) -> tuple[Convo, r.Run]:
+    """A caller's turn answered in two chunks, the second (the agent's question) playing."""
     v = Convo()
-    v.user_says("can I come on Friday at ten")
-    v.llm("Friday at ten is free. Shall I book that for you?")
+    v.user_says(said)
+    v.llm(answer)
     run = v.state.run
     for i in range(2):
         v.send(c.TTSChunkDone, run=run.id, chunk=i, audio_ms=1500)
     v.send(c.PlaybackProgress, run=run.id, chunk=0, finished=True)
     v.send(c.PlaybackProgress, run=run.id, chunk=1, finished=False)  # the question is playing
+    return v, run
+
+
+def test_yes_to_the_agents_question_takes_the_floor():
+    v, run = _question_playing("can I come on Friday at ten", "Friday at ten is free. Shall I book that for you?")
     v.send(c.SpeechStarted, utterance=7)
     v.send(c.TranscriptPartial, utterance=7, text="Yes")
     assert v.phase == r.PAUSED  # a yes waits for its final
@@ -992,14 +998,7 @@ def test_yes_to_the_agents_question_takes_the_floor():
 def test_okay_answers_only_a_question_a_yes_answers(question, heard):
     """RULES 27: "Okay." while the caller hears "Which time suits you?" says the caller is listening, not
     which time: a backchannel, the answer plays on; to "How about ...?" or "Would you like ...?" it answers."""
-    v = Convo()
-    v.user_says("what do you have on monday")
-    v.llm(f"Monday morning is free. {question}")
-    run = v.state.run
-    for i in range(2):
-        v.send(c.TTSChunkDone, run=run.id, chunk=i, audio_ms=1500)
-    v.send(c.PlaybackProgress, run=run.id, chunk=0, finished=True)
-    v.send(c.PlaybackProgress, run=run.id, chunk=1, finished=False)  # the question is playing
+    v, run = _question_playing("what do you have on monday", f"Monday morning is free. {question}")
     v.send(c.SpeechStarted, utterance=7)
     v.stop(7, eot=0.9)
     v.send(c.TranscriptFinal, utterance=7, text="Okay.", complete=0.9)
