@@ -135,6 +135,23 @@ WHEN = [
     ("What about Wednesday the 25th at 2pm?", "2026-11-25", "14:00"),
     ("Could I get Monday the 30th at nine?", "2026-11-30", "09:00"),
     ("appointment for 2 people tomorrow", "2026-11-25", None),
+    # A weekday with the day of the month: Whisper often drops the ordinal's
+    # suffix ("Monday the 30"), and the day of the month is the date.
+    ("Could I get Monday the 7?", "2026-12-07", None),  # not the next Monday, the 30th
+    ("Could I get Monday the 7 at 11:30?", "2026-12-07", "11:30"),
+    ("Thursday the 3", "2026-12-03", None),  # not Thursday at 3 p.m.
+    ("Thursday the third at two", "2026-12-03", "14:00"),
+    ("Thursday December 3rd at 2", "2026-12-03", "14:00"),
+    ("Thursday the 3rd of December", "2026-12-03", None),
+    ("Monday the fourteenth", "2026-12-14", None),
+    ("next Monday the 30th", "2026-11-30", None),
+    # The day of the month without a suffix, where no clock time can be meant.
+    ("on the 28, at 2", "2026-11-28", "14:00"),
+    ("the 28 at 11:30", "2026-11-28", "11:30"),
+    ("28 at 1130?", "2026-11-28", "11:30"),
+    ("the 9 at 10", "2026-12-09", "10:00"),
+    ("the 21", "2026-12-21", None),
+    ("the 2 of us on Friday", "2026-11-27", None),
     ("in 2026 sometime", None, None),
     # Numbers that are not times, and words that are not dates.
     ("I have two kids", None, None),
@@ -182,6 +199,8 @@ INTENTS = [
     ("I have a terrible toothache", "pain"), ("My tooth is broken", "pain"),
     ("As soon as possible", "asap"), ("What's your earliest slot?", "asap"),
     ("What times do you have?", "availability"), ("Anything available?", "availability"),
+    ("I'm a new patient.", "book"), ("I'd like to register with you", "book"),
+    ("Can I move it to Friday?", "reschedule"), ("Could you move my appointment?", "reschedule"),
 ]  # fmt: skip
 
 
@@ -194,7 +213,10 @@ def test_hears_the_intent(text, intent):
     ("text", "intent"),
     [("Not good", "yes"), ("Good morning", "yes"), ("no problem", "no"), ("I am not sure", "yes"), ("When is my appointment?", "book"),
      ("I'd like to cancel my appointment", "book"), ("I'd like to book an appointment", "lookup"), ("Can I book a cleaning?", "callback"),
-     ("I'd like to cancel my appointment", "reschedule"), ("tomorrow at 3", "correction")],
+     ("I'd like to cancel my appointment", "reschedule"), ("tomorrow at 3", "correction"),
+     # The caller's own move is no appointment's: "move" needs something to move.
+     ("I move here last month from Leeds.", "reschedule"), ("We're about to move house", "reschedule"),
+     ("I'm a new patient and I'd like to change my dentist", "reschedule"), ("I'm a new patient", "lookup")],
 )  # fmt: skip
 def test_does_not_hear_the_intent(text, intent):
     assert bool(getattr(hear(text, TODAY), intent)) is False
@@ -251,6 +273,47 @@ def test_what_the_receptionist_says_is_what_it_hears(slot, frame):
 def test_spoken_dates_parse_back(days):
     day = TODAY + dt.timedelta(days=days)
     assert hear(say_date(day, TODAY), TODAY).date == day
+
+
+_ORDINAL_WORDS = ["first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth", "eleventh", "twelfth",
+                  "thirteenth", "fourteenth", "fifteenth", "sixteenth", "seventeenth", "eighteenth", "nineteenth", "twentieth"]  # fmt: skip
+_TENS_ORDINAL = {2: "twenty", 3: "thirty"}
+_WEEKDAY_NAMES = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+_MONTH_NAMES = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"]
+
+
+def _day_forms(n: int) -> list[str]:
+    """How Whisper may write the day of the month: 14, 14th, fourteenth."""
+    suffix = "th" if 11 <= n <= 13 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    words = _ORDINAL_WORDS[n - 1] if n <= 20 else ("thirtieth" if n == 30 else f"{_TENS_ORDINAL[n // 10]}-{_ORDINAL_WORDS[n % 10 - 1]}" if n % 10 else "twentieth")
+    return [str(n), f"{n}{suffix}", words]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(0, 27),
+    st.integers(0, 2),
+    st.sampled_from(["{wd} the {d}", "Could I get {wd} the {d}?", "{wd}, the {d}, please", "on {wd} the {d}", "how about {wd} the {d}"]),
+    st.sampled_from(["", " at 11:30", " at half past two", " at ten in the morning"]),
+)
+def test_a_weekday_with_its_day_of_the_month_is_that_date(ahead, form, frame, clock):
+    """Within the next four weeks, "<weekday> the <day>" names the date whose
+    weekday and day of the month those are, however the day is written; a time
+    said after it is the time, never the day's number read as an hour."""
+    day = TODAY + dt.timedelta(days=ahead)
+    text = frame.format(wd=_WEEKDAY_NAMES[day.weekday()], d=_day_forms(day.day)[form]) + clock
+    h = hear(text, TODAY)
+    assert h.date == day, text
+    want = {"": None, " at 11:30": dt.time(11, 30), " at half past two": dt.time(14, 30), " at ten in the morning": dt.time(10, 0)}[clock]
+    assert h.time == want, text
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 364), st.integers(0, 2), st.sampled_from(["{wd} the {d} of {m}", "{wd} {m} the {d}", "{wd} {m} {d}", "{wd}, {d} {m}"]))
+def test_a_weekday_with_a_day_and_month_is_that_date(ahead, form, frame):
+    day = TODAY + dt.timedelta(days=ahead)
+    text = frame.format(wd=_WEEKDAY_NAMES[day.weekday()], d=_day_forms(day.day)[form], m=_MONTH_NAMES[day.month - 1])
+    assert hear(text, TODAY).date == day, text
 
 
 def test_say_time_and_date():
@@ -363,6 +426,12 @@ CONVERSATIONS = [
     (["Um, yeah, hi. Could I come in tomorrow afternoon?", "4:30"], "at 4:30 p.m.", [("2026-11-25", "16:30")]),
     (["Actually make it Thursday at 11"], "Thursday the 26th at 11 a.m.", [("2026-11-26", "11:00")]),
     (["Can you fit me in on the 2nd of December at quarter past nine?", "the later one"], "at 10 a.m.", [("2026-12-02", "10:00")]),
+    # A fast talker whose day Whisper wrote without its suffix; the time in the next turn.
+    (["Could I get Monday the 7?", "at 11 30"], "Monday the 7th of December at 11:30 a.m.", [("2026-12-07", "11:30")]),
+    # A new patient's whole story in one turn: their own move is no appointment to move.
+    (["Good morning. I'm a new patient, I move here last month from Leeds, and I'd like to book a general check-up. "
+      "Mornings suit me best because I work afternoons. Would next Tuesday at nine work?"],
+     "You're booked for Tuesday the 1st of December at 9 a.m.", [("2026-12-01", "09:00")]),
 ]
 
 

@@ -28,7 +28,10 @@ INTENTS: dict[str, re.Pattern] = {
         r"appointments?|appt|book|booking|bookings|schedule|reserve|slot|check ?up|checkups?|clean|cleaning|visit",
         r"come in|come by|get in|see (?:the |a |my )?(?:dentist|doctor|hygienist|someone)|consultation|exam|examination",
         r"filling|whitening|crown|extraction|braces|implant",
+        r"register|registering|registration|new patients?|sign up|join (?:the|your) (?:practice|clinic|surgery)",
     ),
+    # A new patient has no appointment to move or look up.
+    "new_patient": _any(r"new patients?|register|registering|registration|never been (?:here|before|to you)|first (?:time|visit) (?:here|with you)"),
     # Verbs that ask for a new booking even next to "my appointment".
     "book_verb": _any(r"book|schedule|make|new|another|get|set up|arrange|reserve"),
     "pain": _any(r"pain|painful|hurts?|hurting|toothache|ache|aching|emergency|urgent|broken|broke|chipped|cracked|swollen|swelling|bleeding|sore|abscess"),
@@ -41,7 +44,8 @@ INTENTS: dict[str, re.Pattern] = {
     ),
     "reschedule": _any(
         r"reschedule|re schedule|rebook|re book|postpone|rearrange|push (?:it |that |my \w+ )?back|bring (?:it |that |my \w+ )?forward",
-        r"move|change (?:my|the|it|that)|switch|different (?:day|time)|another (?:day|time)",
+        # "move", but not a caller's own move: "I move here last month", "we're moving house".
+        r"move(?! (?:here|there|house|home|away|abroad|out|in|into|from|over here)\b)|change (?:my|the|it|that)|switch|different (?:day|time)|another (?:day|time)",
     ),
     # A question about an existing booking ("when am I booked in?").
     "existing": _any(
@@ -232,8 +236,8 @@ def hear(text: str, today: dt.date, in_next_week: bool = False) -> Heard:
     plain = GREETING_PHRASES.sub(" ", norm)  # "good morning" is not a "good"
     said = {name: bool(rx.search(plain if name == "yes" else norm)) for name, rx in INTENTS.items()}
     cancel = said["cancel"]
-    reschedule = said["reschedule"] and not cancel
-    existing = said["existing"] and not said["book_verb"]
+    reschedule = said["reschedule"] and not cancel and not said["new_patient"]
+    existing = said["existing"] and not said["book_verb"] and not said["new_patient"]
     if reschedule or cancel:
         (old_date, old_time), (date, time, period, next_week) = _old_and_new(norm, today, in_next_week)
         if cancel:  # every day named is the one to cancel

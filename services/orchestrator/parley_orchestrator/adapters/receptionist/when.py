@@ -71,6 +71,34 @@ def _of_may(m: re.Match, d: "_DateCtx") -> dt.date | None | bool:
     return _month_day(MONTHS[m.group(2)], int(m.group(1)), d.today)
 
 
+def _weekday_and_day(m: re.Match, d: "_DateCtx") -> dt.date | None | bool:
+    """"Monday the 14th", "Monday the 14" (Whisper often writes the day of the
+    month without its suffix), "Monday the 14th of December", "Monday December
+    14th": the day of the month names the date. Without "the", a suffix or a
+    month ("Monday 10") the number is a clock time, not this rule's."""
+    day, month = int(m.group("day") or m.group("day2")), m.group("month") or m.group("month2")
+    if not (m.group("the") or m.group("suffix") or month) or not 1 <= day <= 31:
+        return False
+    return _month_day(MONTHS[month], day, d.today) if month else _day_of_month(day, d.today)
+
+
+# After "the N": a clock time follows ("the 14 at 11:30"), so N is the day.
+_CLOCK_NEXT = re.compile(r" at \d")
+
+
+def _the_day(m: re.Match, d: "_DateCtx") -> dt.date | None | bool:
+    """A day of the month written without its suffix: "on the 14", "the 21",
+    "the 9 at 10". "The 9" alone may be a time picked from those offered ("I'll
+    take the 9"), so a number that can be an hour needs "on" before it or a
+    clock time after it."""
+    day = int(m.group(2))
+    if not 1 <= day <= 31:
+        return False
+    if m.group(1) or day >= 13 or _CLOCK_NEXT.match(m.string, m.end()):
+        return _day_of_month(day, d.today)
+    return False
+
+
 def _weekday_rule(m: re.Match, d: "_DateCtx") -> dt.date:
     date = _weekday(m.group(2), m.group(1) or "", d.next_week, d.today)
     return date + dt.timedelta(days=7) if m.group(3) == "after next" else date
@@ -86,6 +114,13 @@ _MONTH_RX = "|".join(sorted(MONTHS, key=len, reverse=True))
 _WEEKDAY_RX = "|".join(WEEKDAYS)
 _NOT_CLOCK_AFTER = r"(?!\s*(?::|am\b|pm\b|oclock\b|\d))"
 _TOMORROW = r"(?:tomorrow|tomorow|tommorow|tommorrow|tmrw|tomorrows|to morrow)"
+_NOT_A_COUNT = r"(?!\s*(?:of us|of them|people|persons?|kids|children|teeth|tooth|appointments?|minutes?|mins?|hours?|days?|weeks?|months?|years?)\b)"
+_WEEKDAY_AND_DAY = (
+    rf"\b(?:(?:next|this|coming|on) )?(?:{_WEEKDAY_RX}) (?:"
+    rf"(?P<the>the )?(?P<day>\d{{1,2}})(?P<suffix>st|nd|rd|th)?(?: (?:of )?(?P<month>{_MONTH_RX}))?"
+    rf"|(?P<month2>{_MONTH_RX}) (?:the )?(?P<day2>\d{{1,2}})(?:st|nd|rd|th)?"
+    rf")\b{_NOT_CLOCK_AFTER}"
+)
 
 # (pattern, the date it names (None: a date-like phrase naming no valid date;
 # False: not a date after all), blank its words so its numbers are no clock time)
@@ -95,9 +130,13 @@ DATE_RULES: tuple[DateRule, ...] = (
     (rf"\b(?:the )?day after {_TOMORROW}\b", lambda m, d: d.today + dt.timedelta(days=2), True),
     (rf"\b{_TOMORROW}\b", lambda m, d: d.today + dt.timedelta(days=1), True),
     (r"\b(?:today|tonight|this (?:morning|afternoon|evening))\b", lambda m, d: d.today, False),  # "10 this morning" keeps its clock words
+    (_WEEKDAY_AND_DAY, _weekday_and_day, True),
     (rf"\b({_MONTH_RX}) (?:the )?(\d{{1,2}})(?:st|nd|rd|th)?\b{_NOT_CLOCK_AFTER}", lambda m, d: _month_day(MONTHS[m.group(1)], int(m.group(2)), d.today), True),
     (rf"\b(?:the )?(\d{{1,2}})(?:st|nd|rd|th)? (?:of )?({_MONTH_RX})\b", _of_may, True),
     (r"\b(?:the )?(\d{1,2})(?:st|nd|rd|th)\b", lambda m, d: _day_of_month(int(m.group(1)), d.today) if 1 <= int(m.group(1)) <= 31 else False, True),
+    (rf"\b(?:(on) )?the (\d{{1,2}})\b{_NOT_CLOCK_AFTER}{_NOT_A_COUNT}", _the_day, True),
+    # "14 at 11:30": a number no clock hour can be, before a clock time.
+    (r"\b(1[3-9]|2\d|3[01])\b(?= at \d)", lambda m, d: _day_of_month(int(m.group(1)), d.today), True),
     (rf"\b(?:(next|this|coming|on) )?(?:the )?(?:({_WEEKDAY_RX})s?)\b(?: (next week|after next))?", _weekday_rule, True),
     (r"\b(?:this |the |next )?weekend\b", lambda m, d: d.today + dt.timedelta(days=(5 - d.today.weekday()) % 7 or 7), True),
     (r"\bin (\d{1,2}) days?\b", lambda m, d: d.today + dt.timedelta(days=int(m.group(1))), True),
