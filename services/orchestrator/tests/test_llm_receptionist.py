@@ -201,6 +201,9 @@ INTENTS = [
     ("What times do you have?", "availability"), ("Anything available?", "availability"),
     ("I'm a new patient.", "book"), ("I'd like to register with you", "book"),
     ("Can I move it to Friday?", "reschedule"), ("Could you move my appointment?", "reschedule"),
+    ("How soon could you fit me in?", "asap"), ("How soon could you fit me in?", "book"), ("When is your next free appointment?", "asap"),
+    ("What's the first free slot?", "asap"), ("Can you squeeze me in this week?", "book"),
+    ("When is my next appointment?", "lookup"), ("When's our upcoming appointment?", "lookup"),
 ]  # fmt: skip
 
 
@@ -216,7 +219,8 @@ def test_hears_the_intent(text, intent):
      ("I'd like to cancel my appointment", "reschedule"), ("tomorrow at 3", "correction"),
      # The caller's own move is no appointment's: "move" needs something to move.
      ("I move here last month from Leeds.", "reschedule"), ("We're about to move house", "reschedule"),
-     ("I'm a new patient and I'd like to change my dentist", "reschedule"), ("I'm a new patient", "lookup")],
+     ("I'm a new patient and I'd like to change my dentist", "reschedule"), ("I'm a new patient", "lookup"),
+     ("When is my next appointment?", "book"), ("When is my next appointment?", "asap")],
 )  # fmt: skip
 def test_does_not_hear_the_intent(text, intent):
     assert bool(getattr(hear(text, TODAY), intent)) is False
@@ -426,6 +430,9 @@ CONVERSATIONS = [
     (["Um, yeah, hi. Could I come in tomorrow afternoon?", "4:30"], "at 4:30 p.m.", [("2026-11-25", "16:30")]),
     (["Actually make it Thursday at 11"], "Thursday the 26th at 11 a.m.", [("2026-11-26", "11:00")]),
     (["Can you fit me in on the 2nd of December at quarter past nine?", "the later one"], "at 10 a.m.", [("2026-12-02", "10:00")]),
+    # "How soon" and "your next free appointment" ask for the earliest time; "yes" books it.
+    (["How soon could you fit me in?", "Sure, go ahead."], "You're booked for today, Tuesday the 24th, at 9 a.m.", [("2026-11-24", "09:00")]),
+    (["When is your next free appointment?", "Yep, book me in."], "today, Tuesday the 24th, at 9 a.m.", [("2026-11-24", "09:00")]),
     # A fast talker whose day Whisper wrote without its suffix; the time in the next turn.
     (["Could I get Monday the 7?", "at 11 30"], "Monday the 7th of December at 11:30 a.m.", [("2026-12-07", "11:30")]),
     # A new patient's whole story in one turn: their own move is no appointment to move.

@@ -27,6 +27,7 @@ INTENTS: dict[str, re.Pattern] = {
     "book": _any(
         r"appointments?|appt|book|booking|bookings|schedule|reserve|slot|check ?up|checkups?|clean|cleaning|visit",
         r"come in|come by|get in|see (?:the |a |my )?(?:dentist|doctor|hygienist|someone)|consultation|exam|examination",
+        r"fit (?:me|us|him|her|them|my \w+) in|squeeze (?:me|us|him|her|them) in",
         r"filling|whitening|crown|extraction|braces|implant",
         r"register|registering|registration|new patients?|sign up|join (?:the|your) (?:practice|clinic|surgery)",
     ),
@@ -35,7 +36,11 @@ INTENTS: dict[str, re.Pattern] = {
     # Verbs that ask for a new booking even next to "my appointment".
     "book_verb": _any(r"book|schedule|make|new|another|get|set up|arrange|reserve"),
     "pain": _any(r"pain|painful|hurts?|hurting|toothache|ache|aching|emergency|urgent|broken|broke|chipped|cracked|swollen|swelling|bleeding|sore|abscess"),
-    "asap": _any(r"as soon as possible|asap|earliest|soonest|first available|first thing|next available|right away|straight away|urgent|emergency|anytime soon"),
+    "asap": _any(
+        r"as soon as possible|asap|earliest|soonest|first available|first thing|next available|right away|straight away|urgent|emergency|anytime soon",
+        # "how soon can you fit me in?", "when is your next free appointment?"
+        r"how soon|how quickly|(?:next|first) (?:free|open|possible)(?: appointment| slot| time| opening)?|(?:next|first) (?:opening|slot|appointment) (?:you have|available)",
+    ),
     "hours": _any(r"open|opening hours|opening times|hours|close|closing|shut"),
     "availability": _any(r"available|availability|free|openings?|what times?|which times?|when can|any time|anytime|what do you have|got anything|have anything"),
     "cancel": _any(
@@ -49,7 +54,7 @@ INTENTS: dict[str, re.Pattern] = {
     ),
     # A question about an existing booking ("when am I booked in?").
     "existing": _any(
-        r"my (?:appointments?|bookings?|visit|check ?up|cleaning|slot)|our (?:appointments?|bookings?)",
+        r"(?:my|our) (?:next |upcoming |current |existing )?(?:appointments?|bookings?|visit|check ?up|cleaning|slot)",
         r"am i (?:booked|scheduled|down|in)|i(?:'m| am) (?:booked|scheduled|down for)|have i (?:got|booked)|do i have an? (?:appointment|booking)",
         r"booked in|when do i (?:come|need to come)",
     ),
