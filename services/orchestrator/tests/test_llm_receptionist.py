@@ -152,6 +152,20 @@ WHEN = [
     ("the 9 at 10", "2026-12-09", "10:00"),
     ("the 21", "2026-12-21", None),
     ("the 2 of us on Friday", "2026-11-27", None),
+    # Weeks ahead, and the British "Monday week" / "a week on Friday" (that weekday, a week later).
+    ("in two weeks", "2026-12-08", None),
+    ("two weeks from today at 10", "2026-12-08", "10:00"),
+    ("in a fortnight", "2026-12-08", None),
+    ("in three weeks' time", "2026-12-15", None),
+    ("Monday week at 2", "2026-12-07", "14:00"),
+    ("a week on Friday", "2026-12-04", None),
+    ("a week from Monday", "2026-12-07", None),
+    ("I was there 2 weeks ago", None, None),
+    ("I need a week off", None, None),
+    # US minutes "after" the hour; "-ish" after a number word.
+    ("a quarter after three", None, "15:15"),
+    ("ten after two", None, "14:10"),
+    ("ten-ish on Friday", "2026-11-27", "10:00"),
     ("in 2026 sometime", None, None),
     # Numbers that are not times, and words that are not dates.
     ("I have two kids", None, None),

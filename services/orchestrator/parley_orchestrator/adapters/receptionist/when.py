@@ -99,6 +99,20 @@ def _the_day(m: re.Match, d: "_DateCtx") -> dt.date | None | bool:
     return False
 
 
+def _weeks_ahead(m: re.Match, d: "_DateCtx") -> dt.date | bool:
+    count = {"a": 1, "a couple of": 2}.get(m.group(1)) or int(m.group(1))
+    weeks = count * (2 if m.group(2).startswith("fortnight") else 1)
+    said = m.group(0)
+    if not said.startswith("in ") and not re.search(r"time|from|today", said):
+        return False  # "2 weeks" alone: a length, not a date ("a week off", "2 weeks ago")
+    return d.today + dt.timedelta(days=7 * weeks)
+
+
+def _weekday_week(m: re.Match, d: "_DateCtx") -> dt.date:
+    name = m.group(2) or m.group(4)
+    return _weekday(name, m.group(1) or "", False, d.today) + dt.timedelta(days=7)
+
+
 def _weekday_rule(m: re.Match, d: "_DateCtx") -> dt.date:
     date = _weekday(m.group(2), m.group(1) or "", d.next_week, d.today)
     return date + dt.timedelta(days=7) if m.group(3) == "after next" else date
@@ -128,6 +142,10 @@ DateRule = tuple[str, Callable[[re.Match, _DateCtx], Optional[dt.date] | bool], 
 DATE_RULES: tuple[DateRule, ...] = (
     (r"\b(\d{4})-(\d{1,2})-(\d{1,2})\b", _iso, True),
     (rf"\b(?:the )?day after {_TOMORROW}\b", lambda m, d: d.today + dt.timedelta(days=2), True),
+    # Weeks ahead: "in 2 weeks", "2 weeks from today", "in a fortnight", "3 weeks today".
+    (r"\b(?:in )?(a|1|2|3|4|5|6|a couple of) (weeks?|fortnights?)(?: s)?(?: time| from (?:today|now)| today)?\b", _weeks_ahead, True),
+    # British: "Monday week", "a week on Monday", "a week from Monday": that weekday, a week later.
+    (rf"\b(?:(next|this|coming|on) )?({_WEEKDAY_RX}) week\b|\ba week (?:on |from |come )?()({_WEEKDAY_RX})\b", _weekday_week, True),
     (rf"\b{_TOMORROW}\b", lambda m, d: d.today + dt.timedelta(days=1), True),
     (r"\b(?:today|tonight|this (?:morning|afternoon|evening))\b", lambda m, d: d.today, False),  # "10 this morning" keeps its clock words
     (_WEEKDAY_AND_DAY, _weekday_and_day, True),
@@ -214,9 +232,10 @@ ClockRule = tuple[str, Callable[[re.Match], int], Callable[[re.Match], int], Opt
 CLOCK_RULES: tuple[ClockRule, ...] = (
     (rf"\b(\d{{1,2}}):(\d{{2}}){_MER}", _g(1), _g(2), None),
     (rf"\bhalf past (\d{{1,2}}){_MER}", _g(1), lambda m: 30, None),
-    (rf"\b(?:a )?quarter past (\d{{1,2}}){_MER}", _g(1), lambda m: 15, None),
+    (rf"\b(?:a )?quarter (?:past|after) (\d{{1,2}}){_MER}", _g(1), lambda m: 15, None),
     (rf"\b(?:a )?quarter to (\d{{1,2}}){_MER}", lambda m: int(m.group(1)) - 1, lambda m: 45, None),
     (rf"\b(\d{{1,2}}) (?:minutes )?past (\d{{1,2}}){_MER}", _g(2), _g(1), None),
+    (rf"\b(5|10|20|25) (?:minutes )?after (\d{{1,2}}){_MER}", _g(2), _g(1), None),  # US: "10 after 3" is 3:10
     (rf"\b(5|10|20|25) (?:minutes )?to (\d{{1,2}}){_MER}", lambda m: int(m.group(2)) - 1, lambda m: 60 - int(m.group(1)), None),
     (rf"\bhalf (\d{{1,2}})\b{_QUANTITY}{_MER}", _g(1), lambda m: 30, None),
     (rf"\b(\d{{1,2}}) ([0-5]\d)\b{_QUANTITY}{_MER}", _g(1), _g(2), None),

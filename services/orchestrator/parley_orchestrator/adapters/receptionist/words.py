@@ -92,9 +92,9 @@ def normalise(text: str) -> str:
     t = re.sub(r"(?<![\w'])'|'(?![\w])", " ", t)  # quotes, not "i'd"
     t = re.sub(r"(\d)(am|pm|ish|th|st|nd|rd)\b", r"\1 \2", t)
     t = re.sub(r"\b(\d{1,2}) (st|nd|rd|th)\b", r"\1\2", t)  # ordinals stay glued: "28th"
-    t = re.sub(r"\b(\d{1,2}) ish\b", r"\1", t)
     tokens = _words_to_digits(t.split())
     t = " ".join(tokens)
+    t = re.sub(r"\b(\d{1,2}) ish\b", r"\1", t)  # "3ish", "ten-ish"
     t = re.sub(r"\b(\d{1,2}) ([ap]) m\b", r"\1 \2m", t)  # "3 p m"
     t = re.sub(r"\b(\d{1,2}) (?:oh|o) (\d)\b", r"\1:0\2", t)  # "ten oh five"
     return t
