@@ -442,6 +442,73 @@ def statement(text: str) -> bool:
     return lead < len(said) and not raw.rstrip("\"') ").endswith("?") and said[lead] not in _ASKS and not whole_by_form(text)
 
 
+# What makes words a request: a want or a need said ("I'd like", "I need
+# to", "I have to", "I'm hoping to"), the reason for the call ("I'm calling
+# about", "ringing to"), a "please", a "can you" / "could I" anywhere (Whisper
+# drops a question's "?" and capital), or an order ("Book me in for ...").
+_WANT = frozenset(_fold(w) for w in """want wants wanted wanting wanna need needs needed needing hoping hope
+    must gotta please pls""".split())
+_WANT_PAIRS = frozenset(
+    tuple(_fold(w) for w in p.split())
+    for p in """i'd like|id like|we'd like|would like|i'd love|would love|have to|has to|had to|got to|looking to|looking for
+    trying to|calling to|calling about|calling for|calling regarding|calling because|ringing to|ringing about|ringing for
+    phoning to|phoning about|can you|could you|would you|will you|can i|could i|may i|can we|could we|i wonder|wondering if
+    wondering whether|wondering about|let me know|is it possible|any chance""".split("|")
+)
+_ORDER = frozenset(_fold(w) for w in """book cancel move reschedule change check tell give send put make help call get sign add
+    squeeze fit confirm schedule arrange find look email text""".split())
+
+
+def _asks(sentence: str) -> bool:
+    """Whether one sentence is a question by its form: a "?", or a question
+    word or an auxiliary first after fillers ("So, um, do you ...")."""
+    said = tokens(sentence)
+    lead = next((i for i, w in enumerate(said) if w not in _LEAD_FILLER and w not in _GREETING_FILLER), len(said))
+    return sentence.rstrip("\"') ").endswith("?") or (lead < len(said) and said[lead] in _ASKS)
+
+
+def requests(text: str) -> bool:
+    """Whether the caller's words ask the agent for anything: a question (in
+    any sentence, by its form), a want or a need said, the reason for the
+    call, or an order. "My crown came loose." or "I have a question about my
+    insurance." or "Thanks for picking up." ask for nothing yet: a caller who
+    has asked for nothing has not given the agent anything to answer."""
+    raw = _TAGS.sub(" ", text).strip()
+    said = tokens(raw)
+    if any(w in _WANT for w in said) or any(tuple(said[i : i + 2]) in _WANT_PAIRS for i in range(len(said) - 1)):
+        return True
+    for sentence in _sentences(raw):
+        if not tokens(sentence):
+            continue
+        if _asks(sentence):
+            return True
+        first = [w for w in tokens(sentence) if w not in _LEAD_FILLER and w not in _GREETING_FILLER]
+        if first and first[0] in _ORDER:
+            return True
+    return False
+
+
+_GOODBYE = frozenset(_fold(w) for w in "bye goodbye byebye cheerio".split())
+
+
+def thanks(text: str) -> bool:
+    """Whether the turn's last sentence is a thanks ("Thanks for picking up so
+    quickly.", "Hi, thank you for calling me back."), with no goodbye in the
+    turn ("Thanks, bye!" ends a call)."""
+    said = tokens(last_sentence(text))
+    lead = next((i for i, w in enumerate(said) if w not in _LEAD_FILLER and w not in _GREETING_FILLER), len(said))
+    return lead < len(said) and said[lead] in ("thanks", "thank", "cheers") and not _GOODBYE & set(tokens(text))
+
+
+def asks_nothing(text: str) -> bool:
+    """Whether the turn states something (``statement``) or thanks, and asks
+    for nothing anywhere in it (``requests``): what a caller says before the
+    request ("My appointment was on the third of March.", "It hurts when I
+    drink something cold.", "Thanks for picking up so quickly."), not an
+    answer, a goodbye, a backchannel or a question."""
+    return bool(tokens(text)) and not requests(text) and (statement(text) or thanks(text))
+
+
 # Questions a "yes" or an "okay" does not answer: they ask which, what, when...
 # ("Which time suits you?"); "what about ...?" and "how about ...?" propose.
 _WH = frozenset(_fold(w) for w in "what what's whats which when when's where where's who who's whom whose why how how's".split())

@@ -26,7 +26,7 @@ class Convo:
         self.outcome: r.Outcome | None = None
         # The examples below answer at once; the held release (RULES 16) has
         # its own examples, which set these.
-        params = {"turn_release": "0", "turn_release_short": "0", "turn_release_statement": "0", **params}
+        params = {"turn_release": "0", "turn_release_short": "0", "turn_release_statement": "0", "turn_release_unasked": "0", **params}
         self.send(c.SessionStarted, params=params, recorded=recorded)
 
     def send(self, cls, **fields):
