@@ -446,17 +446,17 @@ def statement(text: str) -> bool:
 # to", "I have to", "I'm hoping to"), the reason for the call ("I'm calling
 # about", "ringing to"), a "please", a "can you" / "could I" anywhere (Whisper
 # drops a question's "?" and capital), or an order ("Book me in for ...").
-_WANT = frozenset(_fold(w) for w in """want wants wanted wanting wanna need needs needed needing hoping hope
-    must gotta please pls""".split())
+_WANT = frozenset(_fold(w) for w in "want wants wanted wanting wanna need needs needed needing hoping gotta please pls".split())
 _WANT_PAIRS = frozenset(
     tuple(_fold(w) for w in p.split())
     for p in """i'd like|id like|we'd like|would like|i'd love|would love|have to|has to|had to|got to|looking to|looking for
     trying to|calling to|calling about|calling for|calling regarding|calling because|ringing to|ringing about|ringing for
     phoning to|phoning about|can you|could you|would you|will you|can i|could i|may i|can we|could we|i wonder|wondering if
-    wondering whether|wondering about|let me know|is it possible|any chance""".split("|")
+    wondering whether|wondering about|let me know|is it possible|any chance""".replace("\n", "|").split("|")
+    if p.strip()
 )
 _ORDER = frozenset(_fold(w) for w in """book cancel move reschedule change check tell give send put make help call get sign add
-    squeeze fit confirm schedule arrange find look email text""".split())
+    squeeze fit confirm schedule arrange find""".split())
 
 
 def _asks(sentence: str) -> bool:
@@ -475,7 +475,7 @@ def requests(text: str) -> bool:
     has asked for nothing has not given the agent anything to answer."""
     raw = _TAGS.sub(" ", text).strip()
     said = tokens(raw)
-    if any(w in _WANT for w in said) or any(tuple(said[i : i + 2]) in _WANT_PAIRS for i in range(len(said) - 1)):
+    if any(w in _WANT for w in said) or any(tuple(said[i : i + n]) in _WANT_PAIRS for n in (2, 3) for i in range(len(said))):
         return True
     for sentence in _sentences(raw):
         if not tokens(sentence):
