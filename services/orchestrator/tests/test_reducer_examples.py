@@ -1995,3 +1995,68 @@ def test_a_short_answer_to_the_agents_question_is_not_held_as_a_fragment_that_ma
     v2 = Convo(turn_release_short="1.6")
     v2.user_says("The first one, please.", complete=0.95)  # the same words opening a call may go on
     assert v2.state.run.held and "a first fragment that may go on" in v2.outcome.judgements[-1].reason
+
+
+@pytest.mark.parametrize(
+    "said, held",
+    [
+        ("My appointment was on the third of March.", True),  # a circumstance: the request comes next
+        ("It hurts when I drink something cold.", True),
+        ("Thanks for picking up so quickly.", True),  # a thanks before the agent did anything opens the call
+        ("Hi, thank you for calling me back.", True),
+        ("I have a question about my insurance.", True),  # announces a request, asks for nothing yet
+        ("I'd like to cancel my appointment on Monday morning.", False),  # a request said as a statement
+        ("I need to see somebody soon.", False),
+        ("I'm calling about the bill that came last week.", False),  # the reason for the call
+        ("Book me in for Friday at ten.", False),  # an order
+        ("Are you open on Saturdays?", False),  # a question
+        ("What are your opening hours.", False),  # a question Whisper wrote without its "?"
+        ("I have a toothache, can you see me today.", False),  # a request in any sentence
+        ("Thanks, bye!", False),  # a goodbye
+        ("Yes.", False),
+    ],
+)
+def test_words_that_ask_for_nothing_open_a_call_and_are_held_to_turn_release_unasked(said, held):
+    """RULES 31."""
+    v = Convo(turn_release_unasked="1.6")
+    v.user_says(said, complete=0.95)
+    j = v.outcome.judgements[-1]
+    assert j.verdict == "answer" and j.wait == r.Policy().turn_silence and v.state.run.held == held, j
+    if held:
+        assert j.release == 1.6 and "ask for nothing, before any request" in j.reason, j
+        v.llm("Sorry to hear that. How can I help?")
+        assert not any(isinstance(x, c.ResumePlayback) for x in v.last)
+        v.timer("release")  # the caller stayed silent: the answer is heard
+        assert any(isinstance(x, c.ResumePlayback) for x in v.last) and not v.state.run.held
+
+
+def test_words_that_ask_for_nothing_are_answered_at_once_once_the_caller_has_asked_for_something():
+    v = Convo(turn_release_unasked="1.6")
+    v.user_says("Do you have anything free on Friday?", complete=0.95)
+    assert not v.state.run.held
+    v.llm("I have nine and half past nine on Friday.")
+    v.play_all()
+    v.user_says("Thanks so much for checking.", complete=0.95)  # a thanks after the agent did something: whole
+    assert not v.state.run.held and v.outcome.judgements[-1].release == -1.0
+
+
+def test_a_caller_who_goes_on_after_words_that_ask_for_nothing_never_hears_the_answer_to_them():
+    """The point of RULES 31: "My crown came loose at lunch." ... "Could somebody look at it today?" is one turn."""
+    v = Convo(turn_release_unasked="1.6")
+    v.user_says("My crown came loose at lunch.", complete=0.95)
+    assert v.state.run.held
+    v.llm("Oh no, I'm sorry to hear that.")
+    v.t += 0.9  # a 1.1 s pause: the release (1.6 s of silence) has not come
+    v.send(c.SpeechOnset, utterance=v.state.utterance + 1)
+    v.user_says("Could somebody look at it today?", complete=0.95)
+    assert "ResumePlayback" not in [type(x).__name__ for x in v.cmds]  # nothing of the first answer was heard
+    assert v.state.run is not None and "crown" in v.state.run.user_text and "today" in v.state.run.user_text
+
+
+@pytest.mark.parametrize("params", [{"direction": "outbound"}, {"greeting": "Hi, this is Bright Smile Dental. Is that Sam?"}])
+def test_words_that_ask_for_nothing_are_not_held_on_a_call_placed_or_as_an_answer_to_the_agents_question(params):
+    v = Convo(turn_release_unasked="1.6", **params)
+    if v.state.run is not None:
+        v.play_all()
+    v.user_says("Thanks for calling me back.", complete=0.95)
+    assert not v.state.run.held and v.outcome.judgements[-1].release == -1.0

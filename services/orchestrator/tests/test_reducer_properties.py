@@ -21,7 +21,7 @@ S = "prop"
 SIGNAL = st.sampled_from([-1.0, 0.1, 0.5, 0.95])
 PARTIALS = ["", "uh-huh", "wait", "book me in", "(coughs)", "Mm hmm", "yes", "in a moment", "M H M", "hold on", "book me in for friday please", "Emm..."]
 FINALS = ["", "mm-hmm", "book tomorrow at 3", "no wait, Friday", "No, no, no, no, no,", "(coughs)", "Yeah.", "Yes.", "I'd like to book, um", "555 201", "[laughter]", "Ah.",
-          "Hi there.", "Could you tell me", "Emm... Em.", "Hmhm.", "Hahahah.", "Say, say, say, say, say.", "Okay."]
+          "Hi there.", "Could you tell me", "Emm... Em.", "Hmhm.", "Hahahah.", "Say, say, say, say, say.", "Okay.", "My crown came loose."]
 LEVELS = st.sampled_from([0.0, -15.0, -20.0, -40.0])  # dBFS (0: unknown)
 # Draw re-heard utterances (RULES 28: a worker that took over hears the last one again, same id).
 REHEARD = True
@@ -46,6 +46,7 @@ def sessions(draw, max_events=60):
         "resume_on_partial": st.sampled_from(["true", "false"]),
         "background_db": st.sampled_from(["0", "12"]),
         "turn_release_statement": st.sampled_from(["0", "1.6"]),
+        "turn_release_unasked": st.sampled_from(["0", "1.6"]),
         "turn_continue_gap": st.sampled_from(["0", "1.5", "5"]),
     }))
     state = r.initial_state()
@@ -513,7 +514,8 @@ def _heard_from_at_least(after, j, silence):
 
 TURN_TEXTS = ["Hi there.", "Hello?", "Could you tell me", "My address is 42.", "The date I want is December.", "Can I come in?",
               "What time do you open?", "Book me for Friday at ten.", "Elm Street.", "the eleventh", "I'd like to", "555 201",
-              "Hi, yes. I was wondering it.", "Good morning. Book Friday."]
+              "Hi, yes. I was wondering it.", "Good morning. Book Friday.", "My crown came loose at lunch.", "Thanks for picking up so quickly.",
+              "I need to cancel my cleaning."]
 
 
 @st.composite
@@ -594,6 +596,28 @@ def test_words_that_open_a_turn_are_never_heard_after_the_short_wait(events):
         _, kind = words.unfinished(after.run.user_text, words.asked_for(r._agent_last_words(before)), greeting_opens=p.direction != "outbound")
         if kind == "opening" and not j.reason.startswith("key"):
             _heard_from_at_least(after, j, p.turn_wait_opening)
+
+
+@PROPS
+@given(st.one_of(sessions(), turns()))
+def test_words_that_ask_for_nothing_before_any_request_are_not_heard_on_the_short_wait(events):
+    """RULES 31: an inbound caller's first sentence that asks for nothing
+    (words.asks_nothing: "My crown came loose at lunch.", "Thanks for picking
+    up so quickly."), before the caller asked for anything this call, is
+    heard only from turn_release_unasked of silence, unless it answers the
+    agent's question; and that hold is never chosen for words that ask for
+    something, nor once the caller has asked for something."""
+    for before, ev, after, j in _turns_answered(events):
+        p = before.policy
+        if j.reason.startswith("key") or before.turn_pauses or p.direction == "outbound":
+            continue
+        asked = any(m.role == "user" and m.content and words.requests(m.content) for m in before.history)
+        if "ask for nothing" in j.reason:
+            assert not asked and not words.requests(after.run.user_text) and after.run.held, (ev, j)
+        if p.turn_release_unasked <= 0 or words.asks_for_an_answer(r._agent_last_words(before)):
+            continue
+        if words.asks_nothing(after.run.user_text) and not asked:
+            _heard_from_at_least(after, j, p.turn_release_unasked)
 
 
 @PROPS

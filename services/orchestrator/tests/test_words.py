@@ -189,3 +189,35 @@ def test_an_agreeing_hum_in_any_spelling_is_a_backchannel(text):
 @pytest.mark.parametrize("text", ["Mum.", "Mom?", "Him.", "Home.", "Them.", "Me.", "Ham.", "Hm, what?", "Em, wait.", "Hmm, no."])
 def test_words_near_a_hums_form_stay_words(text):
     assert words.hearing(text) == "words"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I'd like to book a cleaning.", "I want to reschedule my check-up.", "I need to see somebody soon.",
+        "I have to cancel tomorrow's cleaning.", "I was hoping to see the hygienist.", "I'm calling about my bill.",
+        "Book me in for Friday.", "So, cancel my appointment.", "Are you open on Saturdays?", "What are your opening hours.",
+        "Hi. Could you put me in for Tuesday.", "My tooth hurts. Can you see me today.", "Is it possible to come Monday.",
+        "Yes, please.", "I was wondering whether you open late.",
+    ],
+)
+def test_words_that_ask_for_something(text):
+    assert words.requests(text) and not words.asks_nothing(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "My appointment was on the third of March.", "It hurts when I drink something cold.", "I've chipped a front tooth.",
+        "You can email me at tom dot barker.", "I have a question about my insurance.", "I'm a new patient.",
+        "Thanks for picking up so quickly.", "Hi, thank you for calling me back.", "Well... let me have a think.",
+        "I hope you're well.",
+    ],
+)
+def test_words_that_ask_for_nothing(text):
+    assert not words.requests(text) and words.asks_nothing(text)
+
+
+@pytest.mark.parametrize("text", ["Thanks, bye!", "Yes.", "Okay.", "Mm-hmm.", "Hi there.", "", "(coughs)"])
+def test_answers_goodbyes_greetings_and_sounds_neither_ask_nor_are_held_as_asking_nothing(text):
+    assert not words.asks_nothing(text)
