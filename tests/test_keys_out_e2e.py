@@ -101,6 +101,18 @@ def place(stack: Stack, to: str, **params: str) -> str:
     return r.json()["session"]
 
 
+def stuck(stack: Stack, session: str, call) -> str:
+    """Why the call never got past the menu: the keys, the reducer's steps with
+    what the caller side was heard to say, and the gateway's log."""
+    steps, _ = asyncio.run(fetch(session, stack.nats_url))
+    trail = [
+        (type(s.event).__name__, s.event.text if isinstance(s.event, contract.TranscriptFinal) else "", s.state_to.value, s.note[:80], [type(c).__name__ for c in s.commands])
+        for s in steps
+        if not isinstance(s.event, (contract.LLMToken, contract.TranscriptPartial))
+    ]
+    return f"keys {call.digits}, streams {len(call.streams)}, errors {call.errors}; steps {trail}; gateway log: {stack.log('media-gateway')[-3000:]}"
+
+
 def through_the_menu(stack: Stack, twilio: TwilioApi, to: str, capsys, **params: str):
     """Place the call, let it get through the menu to Pat, hear the agent, hang up."""
     session = place(stack, to, **params)
@@ -108,13 +120,9 @@ def through_the_menu(stack: Stack, twilio: TwilioApi, to: str, capsys, **params:
     try:
         wait_for(lambda: call.said_after_keys or call.errors or call.finished.is_set(), 90, "the line's answer to the keys")
     except TimeoutError:
-        steps, _ = asyncio.run(fetch(session, stack.nats_url))
-        trail = [(type(s.event).__name__, s.state_to.value, s.note[:80], [type(c).__name__ for c in s.commands]) for s in steps if not isinstance(s.event, (contract.LLMToken, contract.TranscriptPartial))]
-        raise AssertionError(f"keys {call.digits}, streams {len(call.streams)}, errors {call.errors}; steps {trail}; gateway log: {stack.log('media-gateway')[-3000:]}") from None
+        pass
     if not call.said_after_keys:
-        steps, _ = asyncio.run(fetch(session, stack.nats_url))
-        trail = [(type(s.event).__name__, s.state_to.value, s.note[:80], [type(c).__name__ for c in s.commands]) for s in steps if not isinstance(s.event, (contract.LLMToken, contract.TranscriptPartial))]
-        raise AssertionError(f"keys {call.digits}, streams {len(call.streams)}, errors {call.errors}; steps {trail}; gateway log: {stack.log('media-gateway')[-4000:]}")
+        raise AssertionError(stuck(stack, session, call))
     pat_done = call.said_after_keys[0][1]
     second = call.caller
 

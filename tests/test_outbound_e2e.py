@@ -189,8 +189,7 @@ def test_asking_for_a_person_puts_the_caller_through_with_a_summary_first(stack,
         stream = ET.fromstring(r.text).find("./Connect/Stream")
         caller = TwilioCaller(stream.get("url"), {p.get("name"): p.get("value") for p in stream.findall("Parameter")}, call_sid=call_sid)
         await caller.connect()
-        await asyncio.sleep(1.0)
-        await caller.wait_quiet(quiet=1.2, timeout=40)
+        await caller.wait_greeting()
         _, spoke_until = await caller.say(request)
         await caller.wait_audio(after=spoke_until, timeout=40)
         await asyncio.wait_for(caller.closed.wait(), 60)  # the gateway lets go of the stream
@@ -228,8 +227,7 @@ def test_keypad_entry_over_twilio_reaches_the_agent_as_one_turn(stack):
         params = {p.get("name"): p.get("value") for p in stream.findall("Parameter")}
         caller = TwilioCaller(stream.get("url"), params, call_sid=call_sid)
         await caller.connect()
-        await asyncio.sleep(1.0)
-        await caller.wait_quiet(quiet=1.2, timeout=40)
+        await caller.wait_greeting()
         for digit in "1234#":
             await caller.dtmf(digit)
             await asyncio.sleep(0.3)

@@ -196,8 +196,7 @@ def test_a_twilio_call_with_a_barge_in_is_recorded_as_the_caller_heard_it(stack,
     async def scenario():
         caller, _ = await dial(stack, f"recording=on&test_call={marker}")
         try:
-            await asyncio.sleep(1.0)
-            await caller.wait_quiet(quiet=1.2, timeout=40)
+            await caller.wait_greeting()  # the recording notice, then the greeting
             _, spoke_until = await caller.say(question)
             answer_from = await caller.wait_audio(after=spoke_until, timeout=40)
             # Talk over the answer once its first chunk was heard to the end.

