@@ -161,6 +161,8 @@ WHEN = [
     ("a week on Friday", "2026-12-04", None),
     ("a week from Monday", "2026-12-07", None),
     ("I was there 2 weeks ago", None, None),
+    ("Wednesday the week after next", "2026-12-09", None),
+    ("the week after next on Thursday at 2", "2026-12-10", "14:00"),
     ("I need a week off", None, None),
     # US minutes "after" the hour; "-ish" after a number word.
     ("a quarter after three", None, "15:15"),
@@ -444,6 +446,8 @@ CONVERSATIONS = [
     (["Um, yeah, hi. Could I come in tomorrow afternoon?", "4:30"], "at 4:30 p.m.", [("2026-11-25", "16:30")]),
     (["Actually make it Thursday at 11"], "Thursday the 26th at 11 a.m.", [("2026-11-26", "11:00")]),
     (["Can you fit me in on the 2nd of December at quarter past nine?", "the later one"], "at 10 a.m.", [("2026-12-02", "10:00")]),
+    # The week after next, then a bare weekday: that week's.
+    (["Could I book something for the week after next?", "Wednesday at three"], "Wednesday the 9th of December at 3 p.m.", [("2026-12-09", "15:00")]),
     # "How soon" and "your next free appointment" ask for the earliest time; "yes" books it.
     (["How soon could you fit me in?", "Sure, go ahead."], "You're booked for today, Tuesday the 24th, at 9 a.m.", [("2026-11-24", "09:00")]),
     (["When is your next free appointment?", "Yep, book me in."], "today, Tuesday the 24th, at 9 a.m.", [("2026-11-24", "09:00")]),

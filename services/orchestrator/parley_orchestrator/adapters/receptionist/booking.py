@@ -39,7 +39,7 @@ def arrange(ctx: Context, h: Heard, offers: tuple[dt.datetime, ...], can_check: 
     # part of the day drops it.
     time = h.time or (None if h.period else ctx.time)
     period = h.period or (ctx.period if not h.time else "")
-    ctx = replace(ctx, date=date, time=time, period=period, wants=True, asap=h.asap or (h.pain and not date), next_week=h.next_week and not date)
+    ctx = replace(ctx, date=date, time=time, period=period, wants=True, asap=h.asap or (h.pain and not date), next_week=0 if date else h.next_week)
     lead = "I'm sorry to hear that." if h.pain and not ctx.booked else ""
     if ctx.asap and not time:
         if can_check:
@@ -52,7 +52,8 @@ def arrange(ctx: Context, h: Heard, offers: tuple[dt.datetime, ...], can_check: 
             return ctx, check_plan(date, lead)
         return ctx, Plan(text=(lead + f" What time on {say_date(date, ctx.today)} would suit you? {hours_sentence()}").strip())
     if h.next_week:
-        return ctx, Plan(text=(lead + " Which day next week would suit you?").strip())
+        week = "the week after next" if h.next_week == 2 else "next week"
+        return ctx, Plan(text=(lead + f" Which day {week} would suit you?").strip())
     if h.hours:
         return ctx, Plan(text=f"{hours_sentence()} What day and time would suit you?")
     return ctx, ask_missing(ctx, lead or ("Sure, I can help with that." if h.book and not ctx.time else ""))

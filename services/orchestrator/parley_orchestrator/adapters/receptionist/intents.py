@@ -166,7 +166,7 @@ class Heard:
     date: dt.date | None = None
     time: dt.time | None = None
     period: str = ""  # morning | afternoon | evening
-    next_week: bool = False
+    next_week: int = 0  # the week named without a day: 1 "next week", 2 "the week after next"
     # The existing appointment the caller refers to ("my Friday appointment").
     old_date: dt.date | None = None
     old_time: dt.time | None = None
@@ -201,13 +201,13 @@ _OLD_MARKER = re.compile(r"\b(?:appointments?|booking|one|visit|slot|check ?up|c
 _NEW_MARKER = re.compile(r"\b(?:to|till|until|for|into|onto|instead)\b")
 
 
-def _when(norm: str, today: dt.date, in_next_week: bool) -> tuple[dt.date | None, dt.time | None, str, bool]:
+def _when(norm: str, today: dt.date, in_next_week: int) -> tuple[dt.date | None, dt.time | None, str, int]:
     date, next_week, blanked = parse_date(norm, today, in_next_week)
     period = parse_period(norm)
     return date, parse_time(blanked, period), period, next_week
 
 
-def _old_and_new(norm: str, today: dt.date, in_next_week: bool) -> tuple[tuple, tuple]:
+def _old_and_new(norm: str, today: dt.date, in_next_week: int) -> tuple[tuple, tuple]:
     """For a move: ((old date, old time), (new date, new time, period, next
     week)). "move my Friday appointment to Monday at 2": the words before a
     "to" (or "for", "instead"...) name the old one when they hold a day or time."""
@@ -224,7 +224,7 @@ def _old_and_new(norm: str, today: dt.date, in_next_week: bool) -> tuple[tuple, 
     return (None, None), (date, time, period, next_week)
 
 
-def _said_as_old(norm: str, today: dt.date, in_next_week: bool) -> bool:
+def _said_as_old(norm: str, today: dt.date, in_next_week: int) -> bool:
     """"my Friday appointment", "the 10 o'clock one", "from Friday"."""
     for m in _OLD_MARKER.finditer(norm):
         before = " ".join(norm[: m.start()].split()[-3:])
@@ -235,7 +235,7 @@ def _said_as_old(norm: str, today: dt.date, in_next_week: bool) -> bool:
 
 
 # long: the receptionist's reading of one utterance: each concern (time, day, name, yes/no, intent) is a call into its own module; this is their order
-def hear(text: str, today: dt.date, in_next_week: bool = False) -> Heard:
+def hear(text: str, today: dt.date, in_next_week: int = 0) -> Heard:
     """What one caller utterance says. Never raises."""
     norm = normalise(text)
     plain = GREETING_PHRASES.sub(" ", norm)  # "good morning" is not a "good"
@@ -246,7 +246,7 @@ def hear(text: str, today: dt.date, in_next_week: bool = False) -> Heard:
     if reschedule or cancel:
         (old_date, old_time), (date, time, period, next_week) = _old_and_new(norm, today, in_next_week)
         if cancel:  # every day named is the one to cancel
-            old_date, old_time, date, time, period, next_week = date or old_date, time or old_time, None, None, "", False
+            old_date, old_time, date, time, period, next_week = date or old_date, time or old_time, None, None, "", 0
     else:
         date, time, period, next_week = _when(norm, today, in_next_week)
         old_date = old_time = None
@@ -261,7 +261,7 @@ def hear(text: str, today: dt.date, in_next_week: bool = False) -> Heard:
         date=date,
         time=time,
         period=period if not time else "",
-        next_week=next_week and not date,
+        next_week=0 if date else next_week,
         old_date=old_date,
         old_time=old_time,
         asap=said["asap"],

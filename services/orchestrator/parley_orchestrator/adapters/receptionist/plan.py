@@ -42,7 +42,7 @@ class Context:
     date: dt.date | None = None  # the day asked for, not yet booked
     time: dt.time | None = None  # the time asked for, not yet booked
     period: str = ""
-    next_week: bool = False  # "next week" said, the day not yet
+    next_week: int = 0  # "next week" (1) or "the week after next" (2) said, the day not yet
     asap: bool = False
     wants: bool = False  # a booking is being arranged
     offers: tuple[dt.datetime, ...] = ()  # slots proposed; "yes" takes the first

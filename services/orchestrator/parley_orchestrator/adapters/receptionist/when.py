@@ -48,10 +48,10 @@ def _month_day(month: int, day: int, today: dt.date) -> dt.date | None:
     return None
 
 
-def _weekday(name: str, qualifier: str, next_week: bool, today: dt.date) -> dt.date:
+def _weekday(name: str, qualifier: str, next_week: int, today: dt.date) -> dt.date:
     wd = WEEKDAYS.index(name)
-    if next_week:  # "Monday next week": that weekday in the following calendar week
-        return today - dt.timedelta(days=today.weekday()) + dt.timedelta(days=7 + wd)
+    if next_week:  # "Monday next week" (1), "Monday the week after next" (2): that weekday in that calendar week
+        return today - dt.timedelta(days=today.weekday()) + dt.timedelta(days=7 * next_week + wd)
     ahead = (wd - today.weekday()) % 7
     if ahead == 0 and qualifier != "this":
         ahead = 7  # "Tuesday" said on a Tuesday means next week; "today" means today
@@ -118,10 +118,18 @@ def _weekday_rule(m: re.Match, d: "_DateCtx") -> dt.date:
     return date + dt.timedelta(days=7) if m.group(3) == "after next" else date
 
 
+def weeks_named(norm: str) -> int:
+    """The calendar week a caller names: 1 for "next week", 2 for "the week
+    after next", 0 for neither."""
+    if re.search(r"\bweek after next\b", norm):
+        return 2
+    return 1 if re.search(r"\bnext week\b", norm) else 0
+
+
 class _DateCtx:
-    def __init__(self, norm: str, today: dt.date, in_next_week: bool):
+    def __init__(self, norm: str, today: dt.date, in_next_week: int):
         self.today = today
-        self.next_week = (bool(re.search(r"\bnext week\b|\bweek after next\b", norm)) and "next week" in norm) or in_next_week
+        self.next_week = weeks_named(norm) or in_next_week
 
 
 _MONTH_RX = "|".join(sorted(MONTHS, key=len, reverse=True))
@@ -163,24 +171,25 @@ DATE_RULES: tuple[DateRule, ...] = (
 _DATE_RULES = tuple((re.compile(p), fn, blank) for p, fn, blank in DATE_RULES)
 
 
-def parse_date(norm: str, today: dt.date, in_next_week: bool = False) -> tuple[dt.date | None, bool, str]:
+def parse_date(norm: str, today: dt.date, in_next_week: int = 0) -> tuple[dt.date | None, int, str]:
     """(the date mentioned last, whether "next week" was said without a day,
     the text with the date phrases blanked out so their numbers are not read
-    as times). ``in_next_week``: the caller said "next week" earlier, so a
-    bare weekday now means that week's."""
+    as times). The week is 1 for "next week", 2 for "the week after next".
+    ``in_next_week``: the week the caller named earlier, so a bare weekday
+    now means that week's."""
     found = find_dates(norm, today, in_next_week)
     blanked = norm
     for _, (a, b), blank, _ in found:
         if blank:
             blanked = blanked[:a] + " " * (b - a) + blanked[b:]
     dates = [(a, date) for a, _, _, date in found if date is not None]
-    next_week = bool(re.search(r"\bnext week\b|\bweek after next\b", norm))
+    next_week = weeks_named(norm)
     if not dates:
         return None, next_week, blanked
-    return max(dates)[1], False, blanked
+    return max(dates)[1], 0, blanked
 
 
-def find_dates(norm: str, today: dt.date, in_next_week: bool = False) -> list[tuple[int, tuple[int, int], bool, dt.date | None]]:
+def find_dates(norm: str, today: dt.date, in_next_week: int = 0) -> list[tuple[int, tuple[int, int], bool, dt.date | None]]:
     """Every date phrase: (start, span, blanked, date or None)."""
     ctx = _DateCtx(norm, today, in_next_week)
     taken: list[tuple[int, int]] = []
