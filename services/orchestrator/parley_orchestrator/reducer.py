@@ -250,7 +250,15 @@ STREAMING = (GENERATING, SPEAKING)  # an LLM step may be streaming
 #     that asks for nothing (a statement of circumstance, a thanks:
 #     words.asks_nothing) is what callers say before the request: held to
 #     turn_release_unasked (1.6 s); a request said as a statement is not
-RULES = 31
+# 32: a talk-over is judged whole: a voice begun within overlap_gap of the
+#     end of a talk-over's previous piece over the same reply is the same
+#     talk-over ("Yes, | book it."): its pieces' words read together, its
+#     sound from the first piece's start to the latest end; and a final is
+#     judged with its own utterance's length, not the latest SpeechStopped's
+# 33: a few words that open with an answer ("Yes, please.", "Sure, go
+#     ahead.") while the caller hears a yes/no question answer it however
+#     short (no noise rule), as a lone "Yes." does (RULES 4, 27)
+RULES = 33
 
 # ---------------------------------------------------------------------------
 # Policy: the knobs of one session. Defaults here; SessionStarted.params may
@@ -410,6 +418,15 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     # caller says it again) than an answer killed by a hum.
     noise_sound: float = 0.75
     noise_words: int = 3
+    # A talk-over is judged whole (RULES 32): a voice that begins (its onset)
+    # within ``overlap_gap`` of the end of the previous piece of a talk-over
+    # of the same reply is the same talk-over ("Yes, | book it.", "One
+    # moment, | please."): its words are read together and its sound runs
+    # from the first piece's start to the latest piece's end. The ASR's VAD
+    # ends an utterance after ~0.2 s of silence, so a comma's pause splits
+    # one; measured live between the pieces of one breath: 0.0-0.37 s
+    # (onset after the earlier end). 0: every utterance judged alone.
+    overlap_gap: float = 0.6
     # A final the words call a sound or a noise (above) is still a real
     # interruption when the recogniser's probability that it begins with a
     # word that takes the floor (TranscriptFinal.floor: "no", "stop",
@@ -647,6 +664,19 @@ class SessionState(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     # at its onset and start: its words never take the floor, unless the
     # utterance as a whole (its SpeechStopped's level) was loud enough.
     background: int = -1
+    # The talk-over in progress (Policy.overlap_gap, RULES 32): the reply it
+    # is over (its run id; -1: none), its first utterance, its sound (from
+    # the first piece's start, by the VAD: voice end minus length, to the
+    # latest piece's voice end; 0: not stopped yet) and the words of its
+    # pieces already final that did not take the floor.
+    over_run: int = -1
+    over_first: int = -1
+    over_from: float = 0.0
+    over_end: float = 0.0
+    over_text: str = ""
+    # Utterances stopped whose finals are not in yet, with their lengths (ms):
+    # a final is judged with its own utterance's sound, not the latest one's.
+    stopped_ms: tuple[tuple[int, int], ...] = ()
     reprompts: int = 0
     timers: tuple[tuple[str, int], ...] = ()  # running timers (name, token)
     next_token: int = 1
@@ -1044,7 +1074,7 @@ def on_speech_started(fx: Fx, e: SpeechStarted) -> Next:
         if quiet is not None:
             fx = fx.judged(quiet).set(background=e.utterance)
             return _resume(fx, e.at).after("no words: resume") if onset_pause else fx.to("background: noted")
-    fx = _count_pause(fx, e.at, e.utterance)
+    fx = _count_pause(_talk_over(fx, e), e.at, e.utterance)
     s = fx.state
     same_stretch = s.talk_from and (s.user_speaking or e.at - s.silence_from < s.policy.machine_gap)
     fx = fx.set(user_speaking=True, utterance=e.utterance, partial="", speech_started_at=e.at, reprompts=0, eot=-1.0, complete=-1.0,
@@ -1067,6 +1097,27 @@ def on_speech_started(fx: Fx, e: SpeechStarted) -> Next:
     fx = _start_timer(fx, "hold", fx.state.policy.hold_max)
     fx = fx.judged(Judgement(kind="interruption", verdict="hold", reason="sound while the agent speaks: pause, wait for words"))
     return _cancel_timer(fx, "resume", "onset").to("hold")
+
+
+def _talk_over(fx: Fx, e: SpeechStarted) -> Fx:
+    """RULES 32: a voice begun while the agent has the floor starts a
+    talk-over, or goes on with the one in progress when it began (its onset)
+    within ``overlap_gap`` of that one's latest end, over the same reply."""
+    s, run = fx.state, fx.state.run
+    if s.phase not in HELD or run is None or not run.confirmed:
+        return fx
+    begun = s.onset_at if s.onset_utterance == e.utterance and 0 < s.onset_at <= e.at else e.at
+    gap = s.policy.overlap_gap
+    if s.over_run == run.id and s.over_end > 0 and gap > 0 and begun - s.over_end <= gap:
+        return fx
+    if s.over_run == run.id and s.over_first == e.utterance:
+        return fx  # the same voice's start again (re-heard after an ASR take-over)
+    return fx.set(over_run=run.id, over_first=e.utterance, over_from=0.0, over_end=0.0, over_text="")
+
+
+def _in_talk_over(s: SessionState, utterance: int) -> bool:
+    """Is ``utterance`` a piece of the talk-over in progress (RULES 32)?"""
+    return s.run is not None and s.over_run == s.run.id and 0 <= s.over_first <= utterance
 
 
 def on_speech_onset(fx: Fx, e: SpeechOnset) -> Next:
@@ -1185,7 +1236,11 @@ def on_speech_stopped(fx: Fx, e: SpeechStopped) -> Next:
     voice_end = e.speech_end_at if 0 < e.speech_end_at <= e.at else e.at
     stretch = round((voice_end - s.talk_from) * 1000) if s.talk_from else 0
     fx = fx.set(user_speaking=False, awaiting_finals=s.awaiting_finals + (e.utterance,), silence_from=voice_end, eot=e.eot, speech_ms=e.speech_ms,
-                longest_speech_ms=max(s.longest_speech_ms, e.speech_ms, stretch))
+                longest_speech_ms=max(s.longest_speech_ms, e.speech_ms, stretch),
+                stopped_ms=tuple(x for x in s.stopped_ms if x[0] in s.awaiting_finals and x[0] != e.utterance) + ((e.utterance, e.speech_ms),))
+    if _in_talk_over(s, e.utterance):
+        start = voice_end - e.speech_ms / 1000
+        fx = fx.set(over_from=min(s.over_from, start) if s.over_from else start, over_end=max(s.over_end, voice_end))
     fx = _start_timer(fx, "final", s.policy.final_timeout)
     if s.phase in FLOOR_PHASES:
         return fx.to("end of an earlier sound")  # its final decides
@@ -1204,7 +1259,7 @@ def _sound_ended(fx: Fx, e: SpeechStopped) -> Next:
     its words."""
     s = fx.state
     if s.policy.resume_on_partial and s.partial.strip():
-        judgement = _judge_overlap(s, s.partial, final=True, at=e.at)
+        judgement = _judge_overlap(s, s.partial, final=True, at=e.at, utterance=e.utterance)
         if judgement.verdict == "resume":
             judgement = msgspec.structs.replace(judgement, reason=f"partial: {judgement.reason}")
             return _resume(fx.judged(judgement), e.at).after("no words: resume")
@@ -1216,9 +1271,9 @@ def on_partial(fx: Fx, e: TranscriptPartial) -> Next:
     s = fx.state
     if s.phase in USER or not s.user_speaking or s.run is None or not s.run.confirmed:
         return fx.to("partial")
-    judgement = _judge_overlap(s, e.text, final=False, at=e.at)
+    judgement = _judge_overlap(s, e.text, final=False, at=e.at, utterance=e.utterance)
     if judgement.verdict == "barge-in":
-        return _barge_in(fx.judged(judgement)).to("words: barge-in")
+        return _barge_in(fx.judged(judgement), over_words=True).to("words: barge-in")
     return (fx.judged(judgement) if s.phase == PAUSED and e.text.strip() else fx).to("partial")
 
 
@@ -1244,14 +1299,26 @@ def on_final(fx: Fx, e: TranscriptFinal) -> Next:
 def _final_during_hold(fx: Fx, e: TranscriptFinal) -> Next:
     if e.utterance == fx.state.background:
         return fx.to("no words, caller still making a sound")  # a background voice's words: not the caller's
-    judgement = _judge_overlap(fx.state, e.text, final=True, at=e.at, floor=e.floor)
+    judgement = _judge_overlap(fx.state, e.text, final=True, at=e.at, floor=e.floor, utterance=e.utterance)
     fx = fx.judged(judgement)
     if judgement.verdict == "barge-in":
-        fx = _barge_in(fx).set(user_text=_join(fx.state.user_text, _said(e, judgement)), complete=e.complete)
+        fx = _barge_in(fx, over_words=judgement.heard != "sound").set(complete=e.complete)
+        fx = fx.set(user_text=_join(fx.state.user_text, _said(e, judgement)))
         return _turn(fx, e.at).after("words: barge-in")
+    fx = _over_words(fx, e)
     if fx.state.user_speaking:
         return fx.to("no words, caller still making a sound")
     return _resume(fx, e.at).after("no words: resume")
+
+
+def _over_words(fx: Fx, e: TranscriptFinal) -> Fx:
+    """A piece of a talk-over that did not take the floor: its words are
+    read with the pieces after it (RULES 32). A loop or hum letters (RULES
+    26: no evidence of words) is not."""
+    s = fx.state
+    if not _in_talk_over(s, e.utterance) or not words.tokens(e.text) or words.looped(e.text):
+        return fx
+    return fx.set(over_text=_join(s.over_text, e.text.strip()))
 
 
 def _said(e: TranscriptFinal, judgement: Judgement) -> str:
@@ -1267,12 +1334,13 @@ def _final_while_agent_has_floor(fx: Fx, e: TranscriptFinal) -> Next:
     if e.utterance == fx.state.background:
         return fx.to("no words")  # a background voice's words (Policy.background_db), over a guess too
     if run.confirmed:
-        judgement = _judge_overlap(fx.state, e.text, final=True, at=e.at, floor=e.floor)
+        judgement = _judge_overlap(fx.state, e.text, final=True, at=e.at, floor=e.floor, utterance=e.utterance)
         if judgement.verdict != "barge-in":
-            return fx.to("no words")  # a sound or backchannel: nothing to answer, nothing to keep
+            return _over_words(fx, e).to("no words")  # a sound or backchannel: nothing to answer, nothing to keep
         # Words that came after the hold resolved (a slow transcript, or a
         # sound talked over): still the caller taking the floor.
-        fx = _barge_in(fx.judged(judgement)).set(user_text=_join(fx.state.user_text, _said(e, judgement)), complete=e.complete)
+        fx = _barge_in(fx.judged(judgement), over_words=judgement.heard != "sound").set(complete=e.complete)
+        fx = fx.set(user_text=_join(fx.state.user_text, _said(e, judgement)))
         return _turn(fx, e.at).after("late words: barge-in")
     fx = fx.set(user_text=_join(fx.state.user_text, e.text.strip()), complete=e.complete)
     s = fx.state
@@ -1470,7 +1538,7 @@ def _agent_last_words(s: SessionState) -> str:
 _FLOOR_FIRST = frozenset(words.tokens(" ".join(FLOOR_WORDS)))  # folded as words.tokens folds them ("sorry" is "sory")
 
 
-def _judge_overlap(s: SessionState, text: str, final: bool, at: float, floor: float = -1.0) -> Judgement:
+def _judge_overlap(s: SessionState, text: str, final: bool, at: float, floor: float = -1.0, utterance: int = -1) -> Judgement:
     """The caller made a sound while the agent had the floor: do its words
     take the floor? Words do, as soon as a partial shows them; a backchannel
     does only when it answers the question the agent is asking, and only on
@@ -1478,13 +1546,25 @@ def _judge_overlap(s: SessionState, text: str, final: bool, at: float, floor: fl
     a short sound are what a recogniser makes of a hum: a noise on the
     final, and on a partial not yet words (the rest of the sound decides).
     A final that reads as a sound still takes the floor when the recogniser
-    itself heard a floor word first (``floor``, Policy.floor_word)."""
-    heard = words.hearing(text, asked=_asked_question(s))
-    what = f"{heard} only"
+    itself heard a floor word first (``floor``, Policy.floor_word).
+
+    A talk-over the VAD split ("Yes, | book it.") is judged whole: the words
+    of its pieces together, its sound from the first piece's start (RULES
+    31). A few words that open with an answer ("Yes, please.", "Sure, go
+    ahead.") while the caller hears a yes/no question answer it, however
+    short, as a lone "Yes." does (RULES 33)."""
+    own = text
+    if _in_talk_over(s, utterance if utterance >= 0 else s.utterance):
+        text = _join(s.over_text, text.strip())
+    asked = _asked_question(s)
+    heard = words.hearing(text, asked=asked)
     p = s.policy
-    length = _sound_length(s, final, at)
+    if heard == "words" and asked and words.answer_first(text) and words.few_words(text, p.noise_words):
+        heard = "answer"
+    what = f"{heard} only"
+    length = _sound_length(s, final, at, utterance)
     bar = min(p.noise_sound, p.turn_continue_sound) if s.continuing == s.utterance and s.continuing >= 0 else p.noise_sound
-    said = words.tokens(text)
+    said = words.tokens(own)
     if heard == "words" and words.few_words(text, p.noise_words) and 0 < length < bar:
         heard, what = "sound", f"{len(said)} word(s) in {length:.2f} s of sound, under {bar:g} s (a noise mis-heard?)"
     elif heard == "words" and final and 0 <= floor < p.floor_word and said[0] in _FLOOR_FIRST and 0 < length < bar:
@@ -1526,13 +1606,23 @@ def _why_words(text: str, length: float, p: Policy) -> str:
     return f"{length:.2f} s of sound, at least {p.noise_sound:g} s" if length > 0 else "sound length unknown"
 
 
-def _sound_length(s: SessionState, final: bool, at: float) -> float:
-    """How long the caller's sound lasted: on a final, its SpeechStopped's
-    length (0 if unknown or a newer sound is going on); on a partial, at
-    least the time since its SpeechStarted (the VAD heard some before)."""
+def _sound_length(s: SessionState, final: bool, at: float, utterance: int = -1) -> float:
+    """How long the caller's sound lasted: on a final, its utterance's
+    SpeechStopped length (0 if unknown or a newer sound is going on); on a
+    partial, at least the time since its SpeechStarted (the VAD heard some
+    before). A piece of a talk-over counts from the talk-over's first
+    piece's start (RULES 32)."""
+    utterance = utterance if utterance >= 0 else s.utterance
+    whole = _in_talk_over(s, utterance) and s.over_end > s.over_from > 0
     if final:
-        return s.speech_ms / 1000 if not s.user_speaking else 0.0
-    return max(0.001, at - s.speech_started_at) if s.user_speaking and s.speech_started_at else 0.0
+        if s.user_speaking:
+            return 0.0
+        if whole:
+            return round(s.over_end - s.over_from, 3)
+        return next((ms for u, ms in s.stopped_ms if u == utterance), s.speech_ms) / 1000
+    if not (s.user_speaking and s.speech_started_at):
+        return 0.0
+    return max(0.001, at - (min(s.over_from, s.speech_started_at) if whole else s.speech_started_at))
 
 
 def _asked_question(s: SessionState) -> bool:
@@ -2165,11 +2255,15 @@ def _resume(fx: Fx, at: float) -> Next:
     return _maybe_finish(fx, at) or _floor(_guard_playback(fx))
 
 
-def _barge_in(fx: Fx) -> Fx:
+def _barge_in(fx: Fx, over_words: bool = False) -> Fx:
     """The caller takes the floor: cancel the run in one step. A caller
     continuing its turn (RULES 21) paused inside it: the turn it goes on
-    with counts that pause, and the call remembers it."""
+    with counts that pause, and the call remembers it. With ``over_words``
+    the words of the talk-over's earlier pieces ("Yes," of "Yes, | book
+    it.") begin the caller's turn (RULES 32)."""
     s = fx.state
+    said = s.over_text if over_words and s.run is not None and s.over_run == s.run.id else ""
+    fx = fx.set(user_text=_join(s.user_text, said), over_run=-1, over_first=-1, over_from=0.0, over_end=0.0, over_text="")
     fx = _cancel_run(_cancel_timer(fx, "hold", "resume", "onset"))
     if s.continuing >= 0 and s.continuing == s.utterance:
         fx = fx.set(turn_pauses=max(1, s.turn_pauses), paused_turns=s.paused_turns + 1, continuing=-1)

@@ -171,6 +171,14 @@ def hearing(text: str, asked: bool = False) -> str:
     return "backchannel"
 
 
+def answer_first(text: str) -> bool:
+    """Whether ``text`` opens with a word that answers a yes/no question
+    ("Yes, please.", "Sure, go ahead.", "Okay, book it."): said over such a
+    question, the rest goes with the answer."""
+    said = tokens(text)
+    return any(tuple(said[:n]) in ANSWERS for n in range(1, min(len(said), _LONGEST) + 1))
+
+
 # A clause that ends in one of these is not finished ...
 TRAILING = frozenset(
     """a an the to and or but because cause if than with without for from of at into onto as

@@ -2060,3 +2060,119 @@ def test_words_that_ask_for_nothing_are_not_held_on_a_call_placed_or_as_an_answe
         v.play_all()
     v.user_says("Thanks for calling me back.", complete=0.95)
     assert not v.state.run.held and v.outcome.judgements[-1].release == -1.0
+
+
+# --- a talk-over judged whole (RULES 32) and an answer that opens a few words (RULES 33)
+
+
+def _piece(v, u, text, speech_ms, gap_before=0.0, onset=True):
+    """One piece of a talk-over: its onset ``gap_before`` after the previous voice end (v.t is kept
+    there), its voice of ``speech_ms``, the VAD's stop 0.2 s later, then its final."""
+    v.t += gap_before
+    if onset:
+        v.send(c.SpeechOnset, utterance=u)
+    v.send(c.SpeechStarted, utterance=u)
+    v.t += speech_ms / 1000 - 0.1
+    end = v.t
+    v.t += 0.2
+    v.send(c.SpeechStopped, utterance=u, speech_ms=speech_ms, speech_end_at=end, eot=0.9)
+    cmds = v.send(c.TranscriptFinal, utterance=u, text=text, complete=0.9)
+    v.t = end + 0.05  # the next gap counts from this voice's end
+    return cmds
+
+
+def test_a_talk_over_split_in_one_breath_is_judged_whole():
+    """RULES 32, live on Twilio (yes-over-the-question, 16:00): "Yes, book it." over the agent came as
+    "Yes?" (0.29 s) and, 0.37 s later, "book it." (0.32 s): each alone a backchannel / a noise, the
+    answer played on and nothing was booked. As one talk-over: 3 words in 0.9 s of sound, the
+    caller's turn is "Yes? book it."."""
+    v = Convo()
+    run = _speaking(v)
+    v.t += 2.0  # not a caller going on with its turn (RULES 21)
+    _piece(v, 7, "Yes?", 290)
+    assert v.run == run and v.outcome.judgements[0].heard == "backchannel"  # alone: plays on
+    cmds = _piece(v, 8, "book it.", 320, gap_before=0.37)
+    j = v.outcome.judgements[0]
+    assert j.verdict == "barge-in" and j.heard == "words" and j.text == "Yes? book it." and j.score >= 0.75, j
+    assert v.state.run is None or v.run != run
+    llm = [x for x in cmds if isinstance(x, c.StartLLM)]
+    assert llm and llm[0].messages[-1] == c.Message(role="user", content="Yes? book it.")
+
+
+def test_a_second_sound_after_a_real_gap_is_a_talk_over_of_its_own():
+    """The same pieces a second apart are two talk-overs: "book it." alone in 0.32 s is a noise."""
+    v = Convo()
+    run = _speaking(v)
+    v.t += 2.0  # not a caller going on with its turn (RULES 21)
+    _piece(v, 7, "Yes?", 290)
+    _piece(v, 8, "book it.", 320, gap_before=1.0)
+    assert v.run == run and v.outcome.judgements[0].verdict == "resume" and v.outcome.judgements[0].text == "book it."
+
+
+@pytest.mark.parametrize(("first", "second"), [("Yeah.", "Yeah."), ("Mm-hmm.", "Okay."), ("Right.", "(coughs)"), ("Hi. Hi. Hi. Hi.", "Mm.")])
+def test_a_talk_over_of_floor_keeping_pieces_plays_on(first, second):
+    """RULES 32 never makes words of pieces that are not: backchannels, sounds and loops read together
+    are still that, and the reply plays on after each."""
+    v = Convo()
+    run = _speaking(v)
+    v.t += 2.0  # not a caller going on with its turn (RULES 21)
+    _piece(v, 7, first, 400)
+    _piece(v, 8, second, 450, gap_before=0.2)
+    assert v.run == run and v.phase == r.SPEAKING, v.outcome
+    assert not any(isinstance(x, (c.CancelLLM, c.FlushPlayback)) for x in v.cmds)
+
+
+def test_a_final_is_judged_with_its_own_talk_overs_sound():
+    """barge7 OPEN 1 (hp3-one-moment pcm): "One moment, | please." split with no gap; the first
+    piece's final "let me know." came after the second piece stopped and was judged with the
+    SECOND piece's 0.38 s: a noise. Now with the talk-over's sound (1.1 s): words."""
+    v = Convo()
+    run = _speaking(v)
+    v.t += 2.0
+    v.send(c.SpeechOnset, utterance=7)
+    v.send(c.SpeechStarted, utterance=7)
+    v.t += 0.6
+    v.send(c.SpeechStopped, utterance=7, speech_ms=700, speech_end_at=v.t - 0.2, eot=0.3)
+    v.send(c.SpeechOnset, utterance=8)
+    v.send(c.SpeechStarted, utterance=8)
+    v.t += 0.3
+    v.send(c.SpeechStopped, utterance=8, speech_ms=380, speech_end_at=v.t - 0.2, eot=0.9)
+    v.send(c.TranscriptFinal, utterance=7, text="let me know.", complete=0.5)
+    j = v.outcome.judgements[0]
+    assert j.verdict == "barge-in" and j.score > 1.0 and v.run != run, j
+
+
+def test_without_whole_talk_overs_a_final_keeps_its_own_utterances_length():
+    """overlap_gap 0: each piece alone, but a final is judged with its own utterance's sound (0.7 s
+    here), not the latest SpeechStopped's (0.38 s)."""
+    v = Convo(overlap_gap="0")
+    _speaking(v)
+    v.t += 2.0
+    v.send(c.SpeechStarted, utterance=7)
+    v.t += 0.6
+    v.send(c.SpeechStopped, utterance=7, speech_ms=700, speech_end_at=v.t - 0.2, eot=0.3)
+    v.send(c.SpeechStarted, utterance=8)
+    v.t += 0.3
+    v.send(c.SpeechStopped, utterance=8, speech_ms=380, speech_end_at=v.t - 0.2, eot=0.9)
+    v.send(c.TranscriptFinal, utterance=7, text="let me know.", complete=0.5)
+    j = v.outcome.judgements[0]
+    assert j.score == 0.7 and j.verdict != "barge-in", j
+
+
+@pytest.mark.parametrize("said", ["Yes, please.", "Sure, go ahead.", "Okay, book it.", "Yep, that one."])
+def test_a_few_words_opening_with_an_answer_answer_the_question_however_short(said):
+    """RULES 33: a lone "Yes." over "Shall I book that?" answers it (RULES 4) however short; so do a few
+    words that open with it, which the noise rule (a few words in under 0.75 s) used to drop."""
+    v, run = _question_playing("can I come on Friday at ten", "Friday at ten is free. Shall I book that for you?")
+    v.t += 2.0  # the question has begun for the caller, whose own turn ended well before
+    _piece(v, 7, said, 520)
+    j = v.outcome.judgements[0]
+    assert j.heard == "answer" and j.verdict == "barge-in" and v.run != run.id, j
+
+
+def test_a_few_words_opening_with_yes_over_no_question_are_still_a_noise():
+    v = Convo()
+    run = _speaking(v)
+    v.t += 2.0  # not a caller going on with its turn (RULES 21)
+    _piece(v, 7, "Yes, please.", 520)
+    assert v.run == run and v.outcome.judgements[0].verdict == "resume"

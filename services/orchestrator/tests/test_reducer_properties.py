@@ -48,6 +48,7 @@ def sessions(draw, max_events=60):
         "turn_release_statement": st.sampled_from(["0", "1.6"]),
         "turn_release_unasked": st.sampled_from(["0", "1.6"]),
         "turn_continue_gap": st.sampled_from(["0", "1.5", "5"]),
+        "overlap_gap": st.sampled_from(["0", "0.6", "5"]),
     }))
     state = r.initial_state()
     t = 0.0
@@ -333,6 +334,12 @@ def _words_judged(outcome):
     return [j for j in outcome.judgements if j.kind == "interruption"]
 
 
+def _talk_over_text(before, ev):
+    """What the reducer reads for this piece of a talk-over (RULES 32): the
+    words of its earlier pieces that did not take the floor, then its own."""
+    return r._join(before.over_text, ev.text.strip()) if r._in_talk_over(before, ev.utterance) else ev.text
+
+
 @PROPS
 @given(sessions())
 def test_no_answer_starts_while_the_caller_is_speaking(events):
@@ -357,7 +364,9 @@ def test_a_sound_or_backchannel_never_cancels_a_held_answer(events):
             assert any(j.verdict == "barge-in" for j in _words_judged(outcome)), (ev, outcome)
         elif isinstance(ev, (c.TranscriptPartial, c.TranscriptFinal)):
             assert any(j.verdict == "barge-in" and j.heard in ("words", "answer") for j in _words_judged(outcome)), (ev, outcome)
-            assert words.hearing(ev.text, asked=True) in ("words", "answer")
+            # RULES 32: the talk-over's pieces read together are words; none of them alone need be
+            said = _talk_over_text(before, ev)
+            assert words.hearing(said, asked=True) in ("words", "answer"), (said, outcome)
         elif isinstance(ev, c.SpeechStarted):
             # Paused by a voice onset before any of the answer was heard: the
             # caller goes on with the turn (the unheard answer is withdrawn).
@@ -380,7 +389,7 @@ def test_a_yes_never_answers_a_question_it_cannot_answer(events):
     for before, ev, cmds, outcome, after in steps:
         if before.phase not in r.HELD or before.run is None or not isinstance(ev, c.TranscriptFinal):
             continue
-        if words.hearing(ev.text, asked=True) != "answer" or 0 < before.policy.floor_word <= ev.floor:
+        if words.hearing(_talk_over_text(before, ev), asked=True) != "answer" or 0 < before.policy.floor_word <= ev.floor:
             continue
         questions = re.findall(r"[^.!?]*\?", " ".join(before.run.chunks))
         if questions and not any(words.yes_no_question(q) for q in questions):
@@ -416,7 +425,10 @@ def test_a_continuing_callers_words_are_never_taken_for_a_noise(events):
             continue
         if before.user_speaking or ev.utterance == before.background or words.hearing(ev.text, asked=True) != "words":
             continue
-        if before.speech_ms / 1000 >= p.turn_continue_sound:
+        if words.hearing(_talk_over_text(before, ev), asked=True) != "words":
+            continue  # RULES 32: read with the talk-over's earlier pieces, a backchannel or a sound
+        own = dict(before.stopped_ms).get(ev.utterance, before.speech_ms)  # its own utterance's sound, or the talk-over's
+        if own / 1000 >= p.turn_continue_sound:
             assert any(isinstance(x, c.FlushPlayback) for x in cmds) and after.turn_pauses >= 1, (ev, outcome)
 
 
@@ -431,7 +443,8 @@ def test_a_hum_in_any_spelling_never_cancels_a_held_answer(events):
         if before.phase == r.PAUSED and isinstance(ev, (c.TranscriptPartial, c.TranscriptFinal)) and words.tokens(ev.text):
             if isinstance(ev, c.TranscriptFinal) and ev.floor >= before.policy.floor_word:
                 continue  # RULES 22: the recogniser heard a floor word first (written as a hum)
-            if all(words.hum(w) and "mhm" not in w for w in words.tokens(ev.text)):  # an agreeing hum may answer a question
+            said = _talk_over_text(before, ev)  # RULES 32: with the talk-over's earlier pieces
+            if all(words.hum(w) and "mhm" not in w for w in words.tokens(said)):  # an agreeing hum may answer a question
                 assert not any(isinstance(x, (c.FlushPlayback, c.CancelLLM)) for x in cmds), (ev, outcome)
 
 
