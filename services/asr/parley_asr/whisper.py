@@ -31,6 +31,7 @@ encoder output the transcription made (its decode does not expose that step).
 from __future__ import annotations
 
 import os
+import re
 import threading
 
 import numpy as np
@@ -89,6 +90,31 @@ def max_tokens(samples: int) -> int:
     (fast speech is ~4 words, ~6 tokens a second; a spelled string 2 a
     letter), at most Whisper's 224 per window."""
     return min(224, 12 + int(10 * samples / RATE))
+
+
+# Fast speech is ~4 words a second; 5 is past any caller's pace.
+FAST_WORDS_PER_S = 5.0
+_SENTENCE_END = re.compile(r"(?<=[.?!])\s+")
+_WORD = re.compile(r"[a-z0-9']+")
+
+
+def drop_repeats(text: str, seconds: float) -> str:
+    """``text`` without a sentence that repeats the one before it, when the
+    clip is too short to hold all the words (``FAST_WORDS_PER_S``): Whisper
+    sometimes writes a whole clean sentence two or three times for one
+    utterance ("Are you open on Saturdays? Are you open on Saturdays? Are
+    you open on Saturdays" for 1.5 s of audio; max_tokens leaves room for
+    that, and so short a loop is not judged unreliable). A caller who does
+    say a sentence twice ("Hello? Hello?") had the time to: kept."""
+    sentences = [x for x in _SENTENCE_END.split(text.strip()) if x]
+    if len(sentences) < 2 or len(_WORD.findall(text.lower())) <= FAST_WORDS_PER_S * seconds + 1:
+        return text
+    kept: list[str] = []
+    for sentence in sentences:
+        if kept and _WORD.findall(sentence.lower()) == _WORD.findall(kept[-1].lower()):
+            continue
+        kept.append(sentence)
+    return " ".join(kept) if len(kept) < len(sentences) else text
 
 
 class WhisperTranscriber:
@@ -164,7 +190,7 @@ class WhisperTranscriber:
             temperature=self.temperature,
             max_new_tokens=max_tokens(len(pcm16)),
         )
-        return "".join(s.text for s in segments).strip()
+        return drop_repeats("".join(s.text for s in segments).strip(), len(pcm16) / RATE)
 
     def floor_probability(self, encoded) -> float:
         """P(the first token is a floor word) given the clip's encoder output:

@@ -266,3 +266,20 @@ def test_finals_get_the_models_final_call_and_its_measurement_reaches_delivery()
     kinds, delivered = asyncio.run(main())
     assert kinds == ["plain", "final", "final"]
     assert delivered == [("text 1", None), ("text 2", 0.5), ("", 0.5)]  # an empty text keeps its measurement
+
+
+def test_a_sentence_whisper_repeats_in_a_clip_too_short_for_it_is_said_once():
+    """barge7 OPEN 5 / barge8: finals seen on this machine for one clean utterance, each a sentence
+    written two or three times in audio that holds it once (at most FAST_WORDS_PER_S words a second)."""
+    from parley_asr.whisper import drop_repeats
+
+    thrice = "Are you open on Saturdays? Are you open on Saturdays? Are you open on Saturdays"
+    assert drop_repeats(thrice, 1.54) == "Are you open on Saturdays?"
+    assert drop_repeats("Do you open early on Mondays? Do you open early on Mondays?", 1.6) == "Do you open early on Mondays?"
+    assert drop_repeats("Could I get Monday the 14th? Could I get Monday the 14th? Could I get Monday the 14th?", 1.8) == "Could I get Monday the 14th?"
+    # Said twice, with the time to say it twice; different sentences; one sentence: as written.
+    assert drop_repeats("Hello? Hello?", 1.2) == "Hello? Hello?"
+    assert drop_repeats("Are you open on Saturdays? Are you open on Saturdays?", 3.0) == "Are you open on Saturdays? Are you open on Saturdays?"
+    assert drop_repeats("Yes. Book it for Monday. Thanks.", 0.5) == "Yes. Book it for Monday. Thanks."
+    assert drop_repeats("No, no, no, no, no.", 0.5) == "No, no, no, no, no."
+    assert drop_repeats("", 0.0) == "" and drop_repeats("Wait.", 0.0) == "Wait."
