@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from parley.audio import pcm16_to_ulaw, ulaw_to_pcm16
+from parley.audio import pcm16_to_ulaw, ulaw_samples, ulaw_to_pcm16
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -160,3 +160,10 @@ def test_encode_decode_returns_every_code_but_negative_zero(data):
 def test_encode_decode_exhaustive():
     back = pcm16_to_ulaw(ulaw_to_pcm16(ALL_CODES))
     assert [c for c in range(256) if back[c] != c] == [0x7F]
+
+
+def test_ulaw_samples_are_the_pcm16_decoder_s_values_as_float32():
+    codes = bytes(range(256))
+    got = ulaw_samples(codes)
+    assert got.dtype == np.float32
+    assert got.tolist() == np.frombuffer(ulaw_to_pcm16(codes), dtype="<i2").astype(float).tolist()

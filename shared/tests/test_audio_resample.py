@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from parley.audio import RATES, Resampler, stereo_to_mono
+from parley.audio import RATES, Resampler, stereo_to_mono, ulaw_samples, ulaw_to_pcm16
 
 # The pairs Parley uses: Twilio and WebRTC in to ASR, TTS voices out to both.
 PAIRS = [
@@ -136,3 +136,23 @@ def test_stereo_to_mono_is_the_mean_of_both_channels(frames):
 def test_stereo_to_mono_needs_whole_frames():
     with pytest.raises(ValueError):
         stereo_to_mono(bytes(6))
+
+
+@settings(max_examples=50, deadline=None)
+@given(frames=st.lists(st.binary(min_size=0, max_size=400), min_size=1, max_size=30))
+def test_mulaw_samples_straight_in_give_exactly_the_pcm16_path_s_output(frames):
+    """Twilio's frames go in as decoded float32 samples (``process_samples``),
+    not as PCM16 bytes: the caller's audio reaching the ASR is the same, bit
+    for bit, for any frame sizes."""
+    via_bytes, direct = Resampler(8000, 16000), Resampler(8000, 16000)
+    a = b"".join(via_bytes.process(ulaw_to_pcm16(f)) for f in frames) + via_bytes.flush()
+    b = b"".join(direct.process_samples(ulaw_samples(f)) for f in frames) + direct.flush()
+    assert a == b
+
+
+def test_process_samples_takes_int16_arrays_and_the_same_rate_too():
+    x = signal(8000, 7, 1000).astype(np.int16)
+    r1, r2 = Resampler(8000, 16000), Resampler(8000, 16000)
+    assert r1.process(x.astype("<i2").tobytes()) == r2.process_samples(x)
+    same = Resampler(16000, 16000)
+    assert same.process_samples(x) == x.astype("<i2").tobytes()

@@ -60,7 +60,7 @@ from fastapi.responses import Response
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from parley import session_params, subjects
-from parley.audio import Mark, Resampler, pcm16_to_ulaw, ulaw_to_pcm16
+from parley.audio import Mark, Resampler, pcm16_to_ulaw, ulaw_samples
 from parley.contract import SendDigits
 
 from . import auth
@@ -538,7 +538,7 @@ class TwilioSocket:
                     return True  # only the caller's track is ours to hear
                 for i in range(0, len(m.audio), NATIVE_SLICE):
                     await self.call.feed_native(m.audio[i : i + NATIVE_SLICE])
-                pcm = self.resampler.process(ulaw_to_pcm16(m.audio))
+                pcm = self.resampler.process_samples(ulaw_samples(m.audio))
                 for i in range(0, len(pcm), FEED_SLICE):
                     await self.call.feed(pcm[i : i + FEED_SLICE])
             case tp.MarkEcho():

@@ -13,7 +13,7 @@ an implementation detail.
 """
 
 from .framing import Framer
-from .g711 import pcm16_to_ulaw, ulaw_to_pcm16
+from .g711 import pcm16_to_ulaw, ulaw_samples, ulaw_to_pcm16
 from .playout import Mark, Playout
 from .resample import RATES, Resampler, stereo_to_mono
 
@@ -25,5 +25,6 @@ __all__ = [
     "Resampler",
     "pcm16_to_ulaw",
     "stereo_to_mono",
+    "ulaw_samples",
     "ulaw_to_pcm16",
 ]

@@ -164,6 +164,18 @@ class Resampler:
         x = _samples(pcm16)
         if self._d is None:
             return bytes(pcm16)
+        return self._process(x)
+
+    def process_samples(self, x: np.ndarray) -> bytes:
+        """``process`` for samples already decoded: a 1-D array of int16
+        values (any numeric dtype; float32 is taken as it is, with no
+        conversion), e.g. ``g711.ulaw_samples``. The same output as
+        ``process`` of the same samples as PCM16 bytes."""
+        if self._d is None:
+            return _to_pcm16(np.array(x, dtype=np.float32))
+        return self._process(x)
+
+    def _process(self, x: np.ndarray) -> bytes:
         if len(x):
             self._append(x)
             self._received += len(x)
