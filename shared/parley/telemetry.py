@@ -8,9 +8,10 @@ Prometheus registry are process-wide by their own design, so ``setup`` is
 idempotent; ``current()`` returns that one for what a test builds without
 one (a worker or runtime given no ``tel``). With
 OTEL_EXPORTER_OTLP_ENDPOINT set, spans and metrics go out over OTLP/HTTP
-(Jaeger, or any collector); without it nothing is exported and a span costs
-only its creation. Metrics are also served in Prometheus' text format by each
-service's ``/metrics`` (``metrics_response``).
+(Jaeger, or any collector); without it nothing is exported, and the spans
+recorded after the fact (``record_span``, ``span_with_id``: one per reducer
+step in the orchestrator) are not even built. Metrics are also served in
+Prometheus' text format by each service's ``/metrics`` (``metrics_response``).
 
 One trace per session, one span per turn. A turn's span is created by the
 orchestrator when the turn is over, but every service must parent its own
@@ -99,10 +100,15 @@ def turn_context(session: str, key: str) -> otel_context.Context:
 
 
 class Telemetry:
-    def __init__(self, service: str, tracer: trace.Tracer, meter: metrics.Meter):
+    def __init__(self, service: str, tracer: trace.Tracer, meter: metrics.Meter, exporting: bool = True):
         self.service = service
         self.tracer = tracer
         self.meter = meter
+        # False when ``setup`` configured no exporter: the spans recorded
+        # after the fact (``record_span``, ``span_with_id``) would go nowhere,
+        # so they are not built (the orchestrator records one per reducer
+        # step). Metrics are unaffected (/metrics serves them either way).
+        self.exporting = exporting
         self._instruments: dict[str, object] = {}
 
     def histogram(self, name: str, unit: str = "ms", description: str = ""):
@@ -129,6 +135,8 @@ class Telemetry:
         attributes: Mapping[str, object] | None = None,
     ) -> None:
         """Record a finished span whose id is derived from (session, key)."""
+        if not self.exporting:
+            return
         token = _forced_ids.set((trace_id(session), span_id(session, key)))
         try:
             span = self.tracer.start_span(name, context=parent or otel_context.Context(), start_time=int(start * 1e9), attributes=_attrs(session, attributes))
@@ -147,6 +155,9 @@ class Telemetry:
         )
 
     def record_span(self, name: str, *, session: str, parent, start: float, end: float, attributes=None, kind=SpanKind.INTERNAL) -> None:
+        """Record a finished span (nothing when no exporter is configured)."""
+        if not self.exporting:
+            return
         span = self.span(name, session=session, parent=parent, start=start, attributes=attributes, kind=kind)
         span.end(end_time=int(end * 1e9))
 
@@ -209,7 +220,7 @@ def setup(service: str, otlp_endpoint: str = "") -> Telemetry:
         ),
     )
     metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=readers, views=[latency_buckets]))
-    _current = Telemetry(service, trace.get_tracer("parley"), metrics.get_meter("parley"))
+    _current = Telemetry(service, trace.get_tracer("parley"), metrics.get_meter("parley"), exporting=bool(endpoint))
     return _current
 
 

@@ -49,17 +49,18 @@ class StepObserver:
         at = ev.at
         run = after.run or before.run
         parent = self.turn_parent(session, run)
-        attrs = {
-            "parley.event": type(ev).__name__,
-            "parley.transition": " > ".join(path),
-            "parley.commands": ",".join(type(c).__name__ for c in step.commands),
-            "run.id": run.id if run else None,
-            "parley.dropped": step.dropped or None,
-            **MESSAGING,
-            "messaging.destination.name": subjects.event_from(session, contract.producer_of(ev)),
-            "messaging.consumer.group.name": "orchestrator",
-        }
-        self.tel.record_span(f"reduce {type(ev).__name__}", session=session, parent=parent, start=at, end=at, attributes=attrs)
+        if getattr(self.tel, "exporting", True):  # (no exporter: the span would go nowhere; see parley.telemetry)
+            attrs = {
+                "parley.event": type(ev).__name__,
+                "parley.transition": " > ".join(path),
+                "parley.commands": ",".join(type(c).__name__ for c in step.commands),
+                "run.id": run.id if run else None,
+                "parley.dropped": step.dropped or None,
+                **MESSAGING,
+                "messaging.destination.name": subjects.event_from(session, contract.producer_of(ev)),
+                "messaging.consumer.group.name": "orchestrator",
+            }
+            self.tel.record_span(f"reduce {type(ev).__name__}", session=session, parent=parent, start=at, end=at, attributes=attrs)
         self.steps.add(1, {"event": type(ev).__name__})
         if step.error:
             self.bugs.add(1, {"event": type(ev).__name__})
