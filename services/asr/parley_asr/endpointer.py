@@ -72,7 +72,7 @@ threshold (as Silero's own ``get_speech_timestamps`` does):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields
 from typing import Literal, Union
 
 WINDOW_SAMPLES = 512
@@ -199,6 +199,23 @@ class State:
     def earliest_needed(self) -> int:
         """The first window whose audio a later Start or Stop may still refer to."""
         return self.run_begin if self.run_begin >= 0 else self.index
+
+
+_STATE_FIELDS = frozenset(f.name for f in fields(State))
+
+
+def replace(state: State, **changes) -> State:
+    """``dataclasses.replace`` for ``State`` (no ``__post_init__``, every field
+    in ``__init__``), in a fraction of its time: ``step`` makes one per VAD
+    window of every session (3 us -> 0.7 us; 3,000 windows a second at 100
+    calls)."""
+    if not changes.keys() <= _STATE_FIELDS:
+        raise TypeError(f"State has no field {sorted(changes.keys() - _STATE_FIELDS)}")
+    new = object.__new__(State)
+    d = new.__dict__
+    d.update(state.__dict__)
+    d.update(changes)
+    return new
 
 
 def step(state: State, prob: float, cfg: Config) -> tuple[State, Decision | None]:

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from parley_asr import endpointer as ep
+import dataclasses
 from dataclasses import replace
 
 from parley_asr.endpointer import Config, Onset, OnsetLost, Start, State, Stop, run, speculation_due
@@ -507,3 +508,17 @@ def test_phone_thresholds_change_only_what_falls_between_them_and_the_usual_ones
     mid, first = ep.run(probs[: len(probs) // 2], cfg)
     end, second = ep.run(probs[len(probs) // 2 :], cfg, mid)
     assert first + second == out and end == state
+
+
+@given(
+    base=st.builds(State, index=st.integers(0, 10**6), speaking=st.booleans(), utterance=st.integers(0, 99), run=st.integers(0, 50),
+                   run_begin=st.integers(-1, 10**6), silence_begin=st.integers(-1, 10**6), onset=st.booleans(),
+                   onset_begin=st.integers(-1, 10**6), lost_since=st.integers(-1, 10**6), dipped=st.booleans()),
+    changes=st.dictionaries(st.sampled_from([f.name for f in dataclasses.fields(State)]), st.integers(-1, 10**6)),
+)  # fmt: skip
+def test_the_fast_state_replace_is_dataclasses_replace(base, changes):
+    fast, slow = ep.replace(base, **changes), dataclasses.replace(base, **changes)
+    assert fast == slow and hash(fast) == hash(slow) and type(fast) is State
+    assert base == dataclasses.replace(base)  # the original is untouched
+    with pytest.raises(TypeError):
+        ep.replace(base, not_a_field=1)
