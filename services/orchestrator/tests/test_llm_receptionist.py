@@ -323,7 +323,7 @@ def test_a_weekday_with_its_day_of_the_month_is_that_date(ahead, form, frame, cl
     day = TODAY + dt.timedelta(days=ahead)
     text = frame.format(wd=_WEEKDAY_NAMES[day.weekday()], d=_day_forms(day.day)[form]) + clock
     h = hear(text, TODAY)
-    assert h.date == day, text
+    assert h.date == day and h.clash is None, text
     want = {"": None, " at 11:30": dt.time(11, 30), " at half past two": dt.time(14, 30), " at ten in the morning": dt.time(10, 0)}[clock]
     assert h.time == want, text
 
@@ -334,6 +334,23 @@ def test_a_weekday_with_a_day_and_month_is_that_date(ahead, form, frame):
     day = TODAY + dt.timedelta(days=ahead)
     text = frame.format(wd=_WEEKDAY_NAMES[day.weekday()], d=_day_forms(day.day)[form], m=_MONTH_NAMES[day.month - 1])
     assert hear(text, TODAY).date == day, text
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 364), st.integers(1, 6), st.sampled_from(["{wd} the {d}", "{wd} the {d} of {m}", "{wd} {m} {d}"]))
+def test_a_weekday_the_day_does_not_fall_on_is_a_clash(ahead, shift, frame):
+    """"Monday the 15th" when the 15th is a Tuesday: the date heard is the 15th,
+    and the clash names it with the nearest date on the weekday said (today or
+    later, at most a week away), which the receptionist asks about."""
+    day = TODAY + dt.timedelta(days=ahead)
+    said = (day.weekday() + shift) % 7
+    text = frame.format(wd=_WEEKDAY_NAMES[said], d=day.day, m=_MONTH_NAMES[day.month - 1])
+    if "{m}" not in frame and ahead > 27:
+        return  # without a month, the next such day of the month is meant
+    h = hear(text, TODAY)
+    assert h.date == day and h.clash is not None, text
+    first, other = h.clash
+    assert first == day and other.weekday() == said and other >= TODAY and abs((other - day).days) <= 7, (text, h.clash)
 
 
 def test_say_time_and_date():
@@ -446,6 +463,12 @@ CONVERSATIONS = [
     (["Um, yeah, hi. Could I come in tomorrow afternoon?", "4:30"], "at 4:30 p.m.", [("2026-11-25", "16:30")]),
     (["Actually make it Thursday at 11"], "Thursday the 26th at 11 a.m.", [("2026-11-26", "11:00")]),
     (["Can you fit me in on the 2nd of December at quarter past nine?", "the later one"], "at 10 a.m.", [("2026-12-02", "10:00")]),
+    # A weekday the day of the month does not fall on: asked which, then the answer taken.
+    (["Can I book Monday the 1st at 10?"], "Just to check, the 1st is a Tuesday. Did you mean Tuesday the 1st of December or Monday the 30th?", []),
+    (["Can I book Monday the 1st at 10?", "Monday"], "You're booked for Monday the 30th at 10 a.m.", [("2026-11-30", "10:00")]),
+    (["Can I book Monday the 1st at 10?", "The first."], "Tuesday the 1st of December at 10 a.m.", [("2026-12-01", "10:00")]),
+    (["Can I book Monday the 1st at 10?", "Tuesday the 8th"], "Tuesday the 8th of December at 10 a.m.", [("2026-12-08", "10:00")]),
+    (["Friday the 29th at 9, please", "Yes."], "Friday the 27th at 9 a.m.", [("2026-11-27", "09:00")]),  # the 29th: a Sunday
     # The week after next, then a bare weekday: that week's.
     (["Could I book something for the week after next?", "Wednesday at three"], "Wednesday the 9th of December at 3 p.m.", [("2026-12-09", "15:00")]),
     # "How soon" and "your next free appointment" ask for the earliest time; "yes" books it.

@@ -5,14 +5,16 @@ offer. Also the small talk around it (hours, thanks, goodbye)."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import replace
 from typing import Sequence
 
 from ...appointments import BOOK_APPOINTMENT, CHECK_AVAILABILITY
-from ...clinic import CLINIC
+from ...clinic import CLINIC, WEEKDAY_NAMES
 from .intents import Heard
 from .plan import CAN_DO, CLINIC_NAME, Appt, Context, Plan, ask_missing, book_plan, check_plan, closed_sentence, goodbye, hours_sentence, refusal_sentence
 from .say import say_date, say_list, say_slot, say_time
+from .words import normalise, ordinal
 
 
 def take_offer(ctx: Context, h: Heard, offers: tuple[dt.datetime, ...]) -> tuple[Context, Plan] | None:
@@ -32,6 +34,38 @@ def wants_booking(ctx: Context, h: Heard) -> bool:
     return bool(h.new_when or h.book or h.pain or (h.availability and ctx.wants) or (h.hours and h.date) or (h.availability and h.date))
 
 
+def clash_pick(days: tuple[dt.date, ...], h: Heard) -> dt.date | None:
+    """The caller's answer to "Did you mean Tuesday the 15th, or Monday the
+    14th?": one of the days named, a bare weekday ("Tuesday"), "the first" /
+    "the second one", or a yes (the first, the date as numbered)."""
+    if h.date in days:
+        return h.date
+    if h.date is not None:
+        if re.search(r"\d", normalise(h.text)):
+            return None  # another date altogether ("Monday the 7th")
+        return next((d for d in days if d.weekday() == h.date.weekday()), None)
+    if h.choice is not None and -len(days) <= h.choice < len(days):
+        return days[h.choice]
+    if h.yes and not h.no:
+        return days[0]
+    return None
+
+
+def ask_which_day(ctx: Context, h: Heard, lead: str = "") -> tuple[Context, Plan] | None:
+    """"Monday the 15th" when the 15th is a Tuesday: ask which day is meant,
+    naming only days the clinic is open (None: neither is)."""
+    assert h.clash is not None
+    said, other = h.clash
+    days = tuple(d for d in h.clash if CLINIC.hours.is_open_day(d))
+    if not days:
+        return None
+    check = f"Just to check, the {ordinal(said.day)} is a {WEEKDAY_NAMES[said.weekday()]}"
+    if said not in days:
+        check += f", and we're closed on {WEEKDAY_NAMES[said.weekday()]}s"
+    text = f"{check}. Did you mean {say_list([say_date(d, ctx.today) for d in days])}?"
+    return replace(ctx, date=None, clash=days), Plan(text=(lead + " " + text).strip())
+
+
 def arrange(ctx: Context, h: Heard, offers: tuple[dt.datetime, ...], can_check: bool) -> tuple[Context, Plan]:
     """The caller asked for a booking, or gave more of its details."""
     date = h.date or (offers[0].date() if offers and h.time else None) or ctx.date
@@ -41,6 +75,8 @@ def arrange(ctx: Context, h: Heard, offers: tuple[dt.datetime, ...], can_check: 
     period = h.period or (ctx.period if not h.time else "")
     ctx = replace(ctx, date=date, time=time, period=period, wants=True, asap=h.asap or (h.pain and not date), next_week=0 if date else h.next_week)
     lead = "I'm sorry to hear that." if h.pain and not ctx.booked else ""
+    if h.clash is not None and (asked := ask_which_day(ctx, h, lead)) is not None:
+        return asked
     if ctx.asap and not time:
         if can_check:
             return ctx, check_plan(date or ctx.today, lead, "Let me find the earliest free time.")

@@ -47,6 +47,9 @@ def step_user(ctx: Context, h: Heard, *, can_check: bool = True, can_transfer: b
     """One caller utterance: the new context and what to reply."""
     ctx = replace(ctx, name=h.name or ctx.name, reason=h.reason or ctx.reason, phone=h.phone or ctx.phone)
     offers, ctx = ctx.offers, replace(ctx, offers=())
+    clash, ctx = ctx.clash, replace(ctx, clash=())
+    if clash and (pick := booking.clash_pick(clash, h)) is not None:
+        h = replace(h, date=pick, clash=None, next_week=0)  # the day meant, with whatever else was said
     misses = ctx.misses
     new, plan = _route(ctx, h, offers, can_check, can_transfer)
     if new.misses == misses:  # understood: the count of misses starts again

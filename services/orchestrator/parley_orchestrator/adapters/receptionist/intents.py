@@ -14,7 +14,7 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 
-from .when import GREETING_PHRASES, parse_date, parse_period, parse_time
+from .when import GREETING_PHRASES, parse_date, parse_period, parse_time, weekday_clash
 from .words import normalise
 
 
@@ -180,6 +180,8 @@ class Heard:
     greeting: bool = False
     hours: bool = False
     availability: bool = False
+    # A weekday and a day of the month that disagree: (the date of the day of the month, the nearest date on that weekday).
+    clash: tuple[dt.date, dt.date] | None = None
     cancel: bool = False
     reschedule: bool = False
     existing: bool = False  # about an appointment the caller has ("my appointment")
@@ -274,6 +276,7 @@ def hear(text: str, today: dt.date, in_next_week: int = 0) -> Heard:
         greeting=said["greeting"],
         hours=said["hours"],
         availability=said["availability"],
+        clash=clash if date is not None and (clash := weekday_clash(norm, today)) and clash[0] == date else None,
         cancel=cancel,
         reschedule=reschedule,
         existing=existing,

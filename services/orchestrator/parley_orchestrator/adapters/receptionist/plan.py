@@ -46,6 +46,7 @@ class Context:
     asap: bool = False
     wants: bool = False  # a booking is being arranged
     offers: tuple[dt.datetime, ...] = ()  # slots proposed; "yes" takes the first
+    clash: tuple[dt.date, ...] = ()  # "Did you mean Tuesday the 15th, or Monday the 14th?": the two days asked about
     name: str = ""
     reason: str = ""
     phone: str = ""  # a number the caller said (for a call-back)

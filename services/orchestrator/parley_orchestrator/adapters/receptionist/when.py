@@ -138,7 +138,7 @@ _NOT_CLOCK_AFTER = r"(?!\s*(?::|am\b|pm\b|oclock\b|\d))"
 _TOMORROW = r"(?:tomorrow|tomorow|tommorow|tommorrow|tmrw|tomorrows|to morrow)"
 _NOT_A_COUNT = r"(?!\s*(?:of us|of them|people|persons?|kids|children|teeth|tooth|appointments?|minutes?|mins?|hours?|days?|weeks?|months?|years?)\b)"
 _WEEKDAY_AND_DAY = (
-    rf"\b(?:(?:next|this|coming|on) )?(?:{_WEEKDAY_RX}) (?:"
+    rf"\b(?:(?:next|this|coming|on) )?(?P<wd>{_WEEKDAY_RX}) (?:"
     rf"(?P<the>the )?(?P<day>\d{{1,2}})(?P<suffix>st|nd|rd|th)?(?: (?:of )?(?P<month>{_MONTH_RX}))?"
     rf"|(?P<month2>{_MONTH_RX}) (?:the )?(?P<day2>\d{{1,2}})(?:st|nd|rd|th)?"
     rf")\b{_NOT_CLOCK_AFTER}"
@@ -205,6 +205,27 @@ def find_dates(norm: str, today: dt.date, in_next_week: int = 0) -> list[tuple[i
                 taken.append(m.span())
             out.append((m.start(), m.span(), blank, date))
     return out
+
+
+_WEEKDAY_AND_DAY_RX = re.compile(_WEEKDAY_AND_DAY)
+
+
+def weekday_clash(norm: str, today: dt.date) -> tuple[dt.date, dt.date] | None:
+    """A weekday said with a day of the month it does not fall on ("Monday the
+    15th" when the 15th is a Tuesday): (the date of that day of the month, the
+    date with that weekday nearest to it, today or later). None when they agree."""
+    for m in _WEEKDAY_AND_DAY_RX.finditer(norm):
+        date = _weekday_and_day(m, _DateCtx(norm, today, 0))
+        if not isinstance(date, dt.date):
+            continue
+        wd = WEEKDAYS.index(m.group("wd"))
+        if date.weekday() == wd:
+            continue
+        before = date - dt.timedelta(days=(date.weekday() - wd) % 7)
+        after = before + dt.timedelta(days=7)
+        nearer = before if (date - before) <= (after - date) and before >= today else after
+        return date, nearer
+    return None
 
 
 def parse_period(norm: str) -> str:
