@@ -80,8 +80,8 @@ scenarios:
     frames = audio(2.6, 3.4) + audio(5.0, 6.0)
     res = judge(sc, record([(0, "say", 1.0, 2.0), (1, "pause", 2.0, 3.2), (2, "say", 3.2, 4.0)], frames, steps))
     assert res.pause_turns == 1
-    assert res.mid_turn == [{"turn": 0, "onset": 2.6, "into_pause_ms": 600, "pause_turn": True}]
-    assert res.early_runs == [{"turn": 0, "run": 1, "into_pause_ms": 400, "pause_turn": True}]
+    assert res.mid_turn == [{"turn": 0, "onset": 2.6, "into_pause_ms": 600, "pause_turn": True, "kind": "mid-sentence"}]
+    assert res.early_runs == [{"turn": 0, "run": 1, "into_pause_ms": 400, "pause_turn": True, "kind": "mid-sentence"}]
     assert res.v2v_ms == []  # the turn was answered before it ended: no voice-to-voice sample
     failed = {ch.name for ch in res.failed}
     assert failed == {"never answered mid-turn"}, res.checks
@@ -288,6 +288,29 @@ scenarios:
     assert s["twilio"]["mid_turn_heard"] == 1 and s["twilio"]["mid_turn_into_pause_ms"] == [400]
     table = report.table(s)
     assert "| answers killed by a noise or backchannel | 0 | 1/2 (50.0 %) ✗ | 0/1 (0.0 %) ✓ |" in table
+
+
+def test_pauses_are_counted_by_where_they_sit_in_the_callers_sentence():
+    """A pause inside a sentence ("for Tuesday, ... at ten") and one after a
+    whole sentence ("Do you open Saturdays? ... I work weekdays.") are counted
+    apart; the total stays the measure with the goal."""
+    acts = [(0, "say", 1.0, 2.0), (1, "pause", 2.0, 3.2), (2, "say", 3.2, 4.0)]
+    inside = scenario("scenarios: [{name: a, steps: [{say: 'Could you put me in for Tuesday,'}, {pause: 1.2}, {say: 'at ten?'}]}]")
+    after = scenario("scenarios: [{name: b, steps: [{say: 'Do you open on Saturdays?'}, {pause: 1.2}, {say: I work weekdays.}]}]")
+    answered_in_pause = audio(2.6, 3.4) + audio(5.0, 6.0)
+    waited = audio(4.6, 5.6)
+    results = [
+        judge(inside, record(acts, waited, Steps().reply(4.3, 1, ["Yes."], [900]))),
+        judge(after, record(acts, answered_in_pause, Steps().reply(2.4, 1, ["We are."], [800]))),
+    ]
+    assert [r.pause_kinds for r in results] == [["mid-sentence"], ["after-sentence"]]
+    assert results[1].mid_turn[0]["kind"] == "after-sentence"
+    s = report.summary(results)["pcm"]
+    assert s["mid_turn_heard"] == 1 and s["pause_calls"] == 2
+    assert s["mid_turn_by_kind"] == {"mid-sentence": (0, 1), "after-sentence": (1, 1)}
+    table = report.table(report.summary(results))
+    assert "| agent heard inside a caller's pause | <= 5 % | 1/2 (50.0 %) ✗ |" in table
+    assert "inside a pause mid-sentence" in table and "0/1 (0.0 %)" in table
 
 
 def test_the_callers_onset_and_the_ears_own_stop_are_used_when_recorded():

@@ -3,12 +3,13 @@ hand-written file gets (each naming where the problem is)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from parley.scenarios import spec
-from parley.scenarios.spec import ScenarioError, load
+from parley.scenarios.spec import ScenarioError, load, pause_kind
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -77,6 +78,26 @@ scenarios:
 def test_a_trailing_pause_or_one_between_noises_is_not_a_mid_turn_pause():
     s = one("scenarios: [{name: a, steps: [{pause: 0.5}, {say: hello}, {pause: 2}, {wait: 1}, {say: bye}, {wait: 1}, {sound: cough}, {pause: 1}, {sound: cough}]}]")
     assert [t.mid_pauses for t in s.turns()] == [(), (), ()]
+
+
+@pytest.mark.parametrize(
+    ("before", "kind"),
+    [
+        ("Could you put me in for Tuesday,", "mid-sentence"),
+        ("I was hoping to, er", "mid-sentence"),
+        ("My number is five five five", "mid-sentence"),
+        ("So I was wondering...", "mid-sentence"),
+        ("Do you offer whitening?", "after-sentence"),
+        ("My crown came loose at lunch.", "after-sentence"),
+        ('He said "call back."', "after-sentence"),
+        ("Hello!", "after-sentence"),
+    ],
+)
+def test_a_pause_is_mid_sentence_unless_the_words_before_it_end_a_sentence(before, kind):
+    s = one(f"scenarios: [{{name: a, steps: [{{say: {json.dumps(before)}}}, {{pause: 1}}, {{say: more.}}]}}]")
+    (turn,) = s.turns()
+    assert turn.mid_pauses == (1,) and turn.pause_kinds == (kind,)
+    assert pause_kind(before) == kind
 
 
 def test_variants_multiply_a_scenario_and_defaults_reach_every_step():

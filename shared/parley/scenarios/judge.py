@@ -127,6 +127,7 @@ class Result:
     mid_turn: list[dict] = field(default_factory=list)  # answers heard inside a caller turn
     early_runs: list[dict] = field(default_factory=list)  # replies the system began inside a caller turn (heard or not)
     pause_turns: int = 0  # caller turns with a mid-turn pause, begun while the agent was quiet
+    pause_kinds: list[str] = field(default_factory=list)  # of those turns' pauses: mid-sentence, after-sentence
     overlaps: list[dict] = field(default_factory=list)
     tools: list[dict] = field(default_factory=list)
     heard: str = ""
@@ -277,6 +278,15 @@ def run_playing(steps: list[Seen], t: float) -> int | None:
 # The judgement
 
 
+def _pause_in(turn, before: list) -> str:
+    """The kind of the caller's pause a moment fell in: the first of the turn's
+    pauses after the last sound the caller had made by then."""
+    if not before:
+        return ""
+    later = [k for p, k in zip(turn.mid_pauses, turn.pause_kinds, strict=True) if p > before[-1].index]
+    return later[0] if later else ""
+
+
 # long: one scenario's verdict: every check reads the same record (steps, frames, turns), in the order the report lists them; a test tool, not the product
 def judge(scenario: Scenario, record: Record) -> Result:
     res = Result(scenario.name, record.transport, record.session, ok=False, error=record.error, tags=list(scenario.tags))
@@ -308,14 +318,15 @@ def judge(scenario: Scenario, record: Record) -> Result:
         onset = first_audible(frames, start + 0.02, end)
         if turn.mid_pauses:
             res.pause_turns += 1
+            res.pause_kinds = sorted({*res.pause_kinds, *turn.pause_kinds})
         for s, c in _cmds(steps, contract.StartLLM):
             if c.step == 0 and start < s.at < end:
                 before = [a for a in loud if a.end <= s.at]
-                res.early_runs.append({"turn": turn.index, "run": c.run, "into_pause_ms": round((s.at - before[-1].end) * 1000) if before else 0, "pause_turn": bool(turn.mid_pauses)})
+                res.early_runs.append({"turn": turn.index, "run": c.run, "into_pause_ms": round((s.at - before[-1].end) * 1000) if before else 0, "pause_turn": bool(turn.mid_pauses), "kind": _pause_in(turn, before)})
         if onset is not None:
             before = [a for a in loud if a.end <= onset]
             after_stop = onset - before[-1].end if before else 0.0
-            res.mid_turn.append({"turn": turn.index, "onset": onset - record.t0, "into_pause_ms": round(after_stop * 1000), "pause_turn": bool(turn.mid_pauses)})
+            res.mid_turn.append({"turn": turn.index, "onset": onset - record.t0, "into_pause_ms": round(after_stop * 1000), "pause_turn": bool(turn.mid_pauses), "kind": _pause_in(turn, before)})
             continue
         if loud and scenario.steps[loud[-1].index].kind == "say":
             nxt = turn_spans[k + 1][1] if k + 1 < len(turn_spans) else float("inf")

@@ -53,6 +53,10 @@ def summary(results: list[Result]) -> dict[str, dict]:
         stop = [o for r in rs for o in r.overlaps if o.get("expect") == "stops" and o.get("outcome") in ("stops", "keeps_talking")]
         stops_ms = [o["stop_ms"] for o in stop if o.get("stop_ms") is not None]
         into = [m["into_pause_ms"] for r in heard_early for m in r.mid_turn if m["pause_turn"]]
+        by_kind = {
+            kind: (sum(1 for r in pause_runs if any(m["pause_turn"] and m.get("kind") == kind for m in r.mid_turn)), sum(1 for r in pause_runs if kind in r.pause_kinds))
+            for kind in ("mid-sentence", "after-sentence")
+        }
         split = [st for r in rs for st in r.v2v_stages]
         out[transport] = {
             "calls": len(rs),
@@ -66,6 +70,7 @@ def summary(results: list[Result]) -> dict[str, dict]:
             "mid_turn_heard": len(heard_early),
             "mid_turn_rate": len(heard_early) / len(pause_runs) if pause_runs else None,
             "mid_turn_into_pause_ms": sorted(into),
+            "mid_turn_by_kind": by_kind,  # kind: (calls heard inside such a pause, calls with such a pause)
             "mid_turn_started": len(started_early),
             "mid_turn_started_rate": len(started_early) / len(pause_runs) if pause_runs else None,
             "keep_n": len(keep),
@@ -97,6 +102,11 @@ def _rate(num: int, den: int) -> str:
     return "n/a" if not den else f"{num}/{den} ({num / den * 100:.1f} %)"
 
 
+def _by_kind(m: dict, kind: str) -> str:
+    counts = m.get("mid_turn_by_kind", {}).get(kind)  # absent from summaries written before the split
+    return _rate(*counts) if counts else "n/a"
+
+
 def table(s: dict[str, dict]) -> str:
     """The numbers by transport, as a Markdown table."""
     ts = list(s)
@@ -108,6 +118,8 @@ def table(s: dict[str, dict]) -> str:
         ("  VAD's stop to the final transcript", lambda m: _ms(m["v2v_stage_p50_ms"]["asr"]), None, ""),
         ("  final transcript to the first audio heard", lambda m: _ms(m["v2v_stage_p50_ms"]["reply"]), None, ""),
         ("agent heard inside a caller's pause", lambda m: _rate(m["mid_turn_heard"], m["pause_calls"]), "mid_turn_rate", "<= 5 %"),
+        ("  of which, inside a pause mid-sentence (\"for Tuesday, ...\")", lambda m: _by_kind(m, "mid-sentence"), None, ""),
+        ("  inside a pause after a whole sentence (\"Do you open Saturdays? ... I work weekdays.\")", lambda m: _by_kind(m, "after-sentence"), None, ""),
         ("reply started inside a caller's pause (heard or not)", lambda m: _rate(m["mid_turn_started"], m["pause_calls"]), None, ""),
         ("answers killed by a noise or backchannel", lambda m: _rate(m["killed"], m["keep_n"]), "killed_rate", "0"),
         ("real interruptions that stopped the agent", lambda m: _rate(m["stopped"], m["stop_n"]), "stopped_rate", ">= 95 %"),

@@ -157,6 +157,18 @@ class Turn:
     index: int
     steps: tuple[int, ...]  # indices into Scenario.steps
     mid_pauses: tuple[int, ...]  # pause steps between two say steps of this turn
+    # Per mid pause, what the script says before it: "mid-sentence" (its last
+    # words end no sentence: "for Tuesday," / "I was hoping to, er,") or
+    # "after-sentence" (they end one: "Do you offer whitening?" then more).
+    pause_kinds: tuple[str, ...] = ()
+
+
+def pause_kind(said_before: str) -> str:
+    """How a caller's pause sits in its speech, by the scenario's script: after
+    words that end a sentence (". ? !"), or inside one (a comma, no mark, or
+    trailing off "...")."""
+    end = said_before.rstrip(" \"'”’)")
+    return "after-sentence" if end.endswith((".", "?", "!")) and not end.endswith(("...", "…")) else "mid-sentence"
 
 
 @dataclass(frozen=True)
@@ -179,7 +191,8 @@ class Scenario:
             if current:
                 spoken = [i for i in current if self.steps[i].kind == "say"]
                 mids = tuple(i for i in current if self.steps[i].kind == "pause" and spoken and spoken[0] < i < spoken[-1])
-                out.append(Turn(len(out), tuple(current), mids))
+                kinds = tuple(pause_kind(self.steps[max(j for j in spoken if j < i)].text) for i in mids)
+                out.append(Turn(len(out), tuple(current), mids, kinds))
                 current.clear()
 
         for i, s in enumerate(self.steps):
