@@ -220,6 +220,8 @@ INTENTS = [
     ("How soon could you fit me in?", "asap"), ("How soon could you fit me in?", "book"), ("When is your next free appointment?", "asap"),
     ("What's the first free slot?", "asap"), ("Can you squeeze me in this week?", "book"),
     ("When is my next appointment?", "lookup"), ("When's our upcoming appointment?", "lookup"),
+    ("Sorry, can you say that again?", "repeat"), ("Pardon?", "repeat"), ("What?", "repeat"), ("Could you repeat the times?", "repeat"),
+    ("Sorry, I didn't catch that.", "repeat"), ("Hang on, what was that?", "repeat"),
 ]  # fmt: skip
 
 
@@ -236,7 +238,8 @@ def test_hears_the_intent(text, intent):
      # The caller's own move is no appointment's: "move" needs something to move.
      ("I move here last month from Leeds.", "reschedule"), ("We're about to move house", "reschedule"),
      ("I'm a new patient and I'd like to change my dentist", "reschedule"), ("I'm a new patient", "lookup"),
-     ("When is my next appointment?", "book"), ("When is my next appointment?", "asap")],
+     ("When is my next appointment?", "book"), ("When is my next appointment?", "asap"),
+     ("Sorry, I meant Friday", "repeat"), ("I'm sorry to bother you, I need a cleaning", "repeat"), ("What time do you open?", "repeat")],
 )  # fmt: skip
 def test_does_not_hear_the_intent(text, intent):
     assert bool(getattr(hear(text, TODAY), intent)) is False
@@ -463,6 +466,11 @@ CONVERSATIONS = [
     (["Um, yeah, hi. Could I come in tomorrow afternoon?", "4:30"], "at 4:30 p.m.", [("2026-11-25", "16:30")]),
     (["Actually make it Thursday at 11"], "Thursday the 26th at 11 a.m.", [("2026-11-26", "11:00")]),
     (["Can you fit me in on the 2nd of December at quarter past nine?", "the later one"], "at 10 a.m.", [("2026-12-02", "10:00")]),
+    # "Can you say that again?": the last reply again, its offer still open, no tool called twice.
+    (["tomorrow", "Sorry, can you say that again?"], "Tomorrow, Wednesday the 25th, I have 9 a.m., 9:30 a.m. or 10 a.m. free. Which time suits you?", []),
+    (["tomorrow", "Pardon?", "the second one"], "tomorrow, Wednesday the 25th, at 9:30 a.m.", [("2026-11-25", "09:30")]),
+    (["tomorrow at 3", "Sorry, what was that?"], "You're booked for tomorrow, Wednesday the 25th, at 3 p.m.", [("2026-11-25", "15:00")]),
+    (["tomorrow", "Sorry, I meant Friday"], "On Friday the 27th I have", []),
     # A weekday the day of the month does not fall on: asked which, then the answer taken.
     (["Can I book Monday the 1st at 10?"], "Just to check, the 1st is a Tuesday. Did you mean Tuesday the 1st of December or Monday the 30th?", []),
     (["Can I book Monday the 1st at 10?", "Monday"], "You're booked for Monday the 30th at 10 a.m.", [("2026-11-30", "10:00")]),

@@ -108,7 +108,13 @@ def read_conversation(messages: Sequence[Message], today: dt.date, *, can_check:
     for m in one_turn_per_caller_run(messages):
         before = ctx
         if m.role == "user":
-            ctx, plan = step_user(ctx, hear(m.content, ctx.today, ctx.next_week), can_check=can_check, can_transfer=can_transfer)
+            h = hear(m.content, ctx.today, ctx.next_week)
+            if _asks_to_repeat(h) and plan.text:
+                # The last reply again, nothing else changed (an offer stays open);
+                # never its tool call: a booking is made once.
+                plan = Plan(text=plan.text)
+                continue
+            ctx, plan = step_user(ctx, h, can_check=can_check, can_transfer=can_transfer)
         elif m.role == "assistant":
             for c in m.tool_calls:
                 calls[c.call_id] = c.name
@@ -121,6 +127,12 @@ def read_conversation(messages: Sequence[Message], today: dt.date, *, can_check:
                 result = {"error": m.content}
             ctx, plan = step_tool(ctx, m.name or calls.get(m.tool_call_id, ""), result)
     return before, ctx, plan
+
+
+def _asks_to_repeat(h: Heard) -> bool:
+    """Only a request to hear the last reply again: "Sorry, can you say that
+    again?", "Pardon?", not "Sorry, can you say that again, and book Friday"."""
+    return h.repeat and not (h.new_when or h.cancel or h.reschedule or h.lookup or h.callback or h.name or h.phone or h.bye or h.yes or h.no or h.choice is not None)
 
 
 def one_turn_per_caller_run(messages: Sequence[Message]) -> list[Message]:
@@ -143,7 +155,7 @@ def plan_reply(messages: Sequence[Message], today: dt.date, *, tools: Collection
     can = (lambda name: True) if tools is None else (lambda name: name in tools)
     before, ctx, plan = read_conversation(messages, today, can_check=can(CHECK_AVAILABILITY), can_transfer=tools is not None and TRANSFER_CALL in tools)
     last = messages[-1] if messages else None
-    if last is not None and last.role == "user" and before.unannounced:
+    if last is not None and last.role == "user" and before.unannounced and say_slot(before.unannounced, ctx.today) not in plan.text:
         # A booking made during a reply the caller cut off: say it now.
         plan = replace(plan, text=f"Just so you know, you're booked for {say_slot(before.unannounced, ctx.today)}. {plan.text}")
     if plan.tool == END_CALL and not can(END_CALL):

@@ -61,6 +61,12 @@ INTENTS: dict[str, re.Pattern] = {
     "correction": _any(r"actually|make (?:that|it)|change (?:that|it) to|move (?:that|it) to|instead|rather|switch (?:that|it)|on second thought|can we do|could we do|let's do|lets do"),
     "another": _any(r"another|also|second|additional|one more|as well|too|for my (?:son|daughter|wife|husband|partner|kid|child|mum|mom|dad|mother|father|friend)"),
     "bye": _any(r"bye|goodbye|good bye|that's all|that is all|that's it|that is it|nothing else|no more|have a (?:good|nice|great) (?:day|one|evening)|see you|that'll be all|that will be all"),
+    # "Can you say that again?": the caller missed the last reply.
+    "repeat": _any(
+        r"(?:say|repeat|read) (?:that|it|this|those|them|the \w+)(?: again| back)?|say again|come again|one more time|once more",
+        r"pardon|what was that|what did you say|what was the last|didn't (?:catch|hear|get) (?:that|it|you|what you said|the \w+)|missed (?:that|it|what you said)",
+        r"^(?:sorry|what|huh|eh)$",
+    ),
     "thanks": _any(r"thanks|thank you|thank u|thx|cheers|appreciate it"),
     "yes": _any(
         r"yes|yeah|yea|yep|yup|ya|sure|ok|okay|alright|all right|fine|perfect|great|sounds good|that works|works for me",
@@ -182,6 +188,7 @@ class Heard:
     availability: bool = False
     # A weekday and a day of the month that disagree: (the date of the day of the month, the nearest date on that weekday).
     clash: tuple[dt.date, dt.date] | None = None
+    repeat: bool = False  # "sorry, can you say that again?"
     cancel: bool = False
     reschedule: bool = False
     existing: bool = False  # about an appointment the caller has ("my appointment")
@@ -276,6 +283,7 @@ def hear(text: str, today: dt.date, in_next_week: int = 0) -> Heard:
         greeting=said["greeting"],
         hours=said["hours"],
         availability=said["availability"],
+        repeat=said["repeat"] and len(words) <= 10,
         clash=clash if date is not None and (clash := weekday_clash(norm, today)) and clash[0] == date else None,
         cancel=cancel,
         reschedule=reschedule,
