@@ -41,6 +41,14 @@ def pct(values: list[float], q: float) -> float | None:
     return s[max(0, math.ceil(q / 100 * len(s)) - 1)]
 
 
+def _heard_by_kind(pause_runs: list[Result]) -> dict[str, tuple[int, int]]:
+    """Per kind of pause: (calls heard inside such a pause, calls with one)."""
+    return {
+        kind: (sum(1 for r in pause_runs if any(m["pause_turn"] and m.get("kind") == kind for m in r.mid_turn)), sum(1 for r in pause_runs if kind in r.pause_kinds))
+        for kind in ("mid-sentence", "after-sentence")
+    }
+
+
 def summary(results: list[Result]) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for transport in sorted({r.transport for r in results}):
@@ -53,10 +61,6 @@ def summary(results: list[Result]) -> dict[str, dict]:
         stop = [o for r in rs for o in r.overlaps if o.get("expect") == "stops" and o.get("outcome") in ("stops", "keeps_talking")]
         stops_ms = [o["stop_ms"] for o in stop if o.get("stop_ms") is not None]
         into = [m["into_pause_ms"] for r in heard_early for m in r.mid_turn if m["pause_turn"]]
-        by_kind = {
-            kind: (sum(1 for r in pause_runs if any(m["pause_turn"] and m.get("kind") == kind for m in r.mid_turn)), sum(1 for r in pause_runs if kind in r.pause_kinds))
-            for kind in ("mid-sentence", "after-sentence")
-        }
         split = [st for r in rs for st in r.v2v_stages]
         out[transport] = {
             "calls": len(rs),
@@ -70,7 +74,7 @@ def summary(results: list[Result]) -> dict[str, dict]:
             "mid_turn_heard": len(heard_early),
             "mid_turn_rate": len(heard_early) / len(pause_runs) if pause_runs else None,
             "mid_turn_into_pause_ms": sorted(into),
-            "mid_turn_by_kind": by_kind,  # kind: (calls heard inside such a pause, calls with such a pause)
+            "mid_turn_by_kind": _heard_by_kind(pause_runs),
             "mid_turn_started": len(started_early),
             "mid_turn_started_rate": len(started_early) / len(pause_runs) if pause_runs else None,
             "keep_n": len(keep),
