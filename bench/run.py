@@ -160,7 +160,7 @@ def start_stack(kind: str, env: dict[str, str]) -> Stack:
     # Twilio does after a webhook (the insecure development mode); the
     # WebRTC caller is the page itself (local demo mode, as under make run).
     env = {"PARLEY_SESSION_RATE": "0", "PARLEY_TWILIO_INSECURE": "1", "PARLEY_DEMO": "local", **env}
-    stack = Stack(root, env=env, replicas=replicas_from_env())
+    stack = Stack(root, env=env, replicas=replicas_from_env(), nice=nice_from_env())
     try:
         stack.start(timeout=240)
     except BaseException:
@@ -179,6 +179,24 @@ def replicas_from_env() -> dict[str, int]:
         if name.strip() not in SERVICES or not n.strip().isdigit() or int(n) < 1:
             raise SystemExit(f"BENCH_REPLICAS: {part!r} is not service=count (services: {', '.join(SERVICES)})")
         out[name.strip()] = int(n)
+    return out
+
+
+def nice_from_env() -> dict[str, int]:
+    """BENCH_NICE="media-gateway=-5": that scheduling priority (nice value) for
+    every process of the service (docs/BENCHMARKS.md section 7, "Capacity in
+    session 8": the gateway's turn on two shared cores; a negative value needs
+    root or CAP_SYS_NICE)."""
+    out: dict[str, int] = {}
+    for part in filter(None, os.environ.get("BENCH_NICE", "").split(",")):
+        name, _, n = part.partition("=")
+        try:
+            value = int(n)
+        except ValueError:
+            value = None
+        if name.strip() not in SERVICES or value is None or not -20 <= value <= 19:
+            raise SystemExit(f"BENCH_NICE: {part!r} is not service=nice (-20..19; services: {', '.join(SERVICES)})")
+        out[name.strip()] = value
     return out
 
 

@@ -72,6 +72,10 @@ class Stack:
     # More than one process of a service: {"orchestrator": 2} starts
     # "orchestrator" and "orchestrator#2" (each with its own port and log).
     replicas: dict[str, int] = field(default_factory=dict)
+    # Scheduling priority (nice value) per service, every replica of it, set
+    # as each process starts (a negative one needs root or CAP_SYS_NICE):
+    # {"media-gateway": -5} (bench/run.py's BENCH_NICE).
+    nice: dict[str, int] = field(default_factory=dict)
     now: str = WEEKDAY  # PARLEY_NOW for the services (the clinic's calendar)
     hostnames: dict[str, str] = field(default_factory=dict)  # service -> the host name it runs under
     # 3: a three-node NATS cluster (nodes "nats-n1".."nats-n3", killable like
@@ -185,6 +189,9 @@ class Stack:
         out = open(self.root / f"{key}.log", "ab")
         proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         self.procs[key] = proc
+        if name in self.nice:
+            # Before the interpreter has started any thread: its threads inherit it.
+            os.setpriority(os.PRIO_PROCESS, proc.pid, self.nice[name])
         return proc
 
     def _host_ip(self, key: str) -> str:
