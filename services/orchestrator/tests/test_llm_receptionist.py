@@ -239,6 +239,7 @@ def test_hears_the_intent(text, intent):
      ("I move here last month from Leeds.", "reschedule"), ("We're about to move house", "reschedule"),
      ("I'm a new patient and I'd like to change my dentist", "reschedule"), ("I'm a new patient", "lookup"),
      ("When is my next appointment?", "book"), ("When is my next appointment?", "asap"),
+     ("Okay, stop.", "yes"), ("Yes, hang on a second", "yes"), ("Okay, wait", "yes"),
      ("Sorry, I meant Friday", "repeat"), ("I'm sorry to bother you, I need a cleaning", "repeat"), ("What time do you open?", "repeat")],
 )  # fmt: skip
 def test_does_not_hear_the_intent(text, intent):
@@ -471,6 +472,10 @@ CONVERSATIONS = [
     (["tomorrow", "Pardon?", "the second one"], "tomorrow, Wednesday the 25th, at 9:30 a.m.", [("2026-11-25", "09:30")]),
     (["tomorrow at 3", "Sorry, what was that?"], "You're booked for tomorrow, Wednesday the 25th, at 3 p.m.", [("2026-11-25", "15:00")]),
     (["tomorrow", "Sorry, I meant Friday"], "On Friday the 27th I have", []),
+    # "Okay, stop" over "Shall I book that?" is no yes: nothing is booked until the caller says what they want.
+    (["When's the earliest you could see me?", "Okay. stop."], "Sure, take your time.", []),
+    (["When's the earliest you could see me?", "Okay. stop.", "Just put me for Monday at 2 p.m."], "Monday the 30th at 2 p.m.", [("2026-11-30", "14:00")]),
+    (["When's the earliest you could see me?", "Yes, hang on.", "Yes, that's fine."], "today, Tuesday the 24th, at 9 a.m.", [("2026-11-24", "09:00")]),
     # A weekday the day of the month does not fall on: asked which, then the answer taken.
     (["Can I book Monday the 1st at 10?"], "Just to check, the 1st is a Tuesday. Did you mean Tuesday the 1st of December or Monday the 30th?", []),
     (["Can I book Monday the 1st at 10?", "Monday"], "You're booked for Monday the 30th at 10 a.m.", [("2026-11-30", "10:00")]),

@@ -109,6 +109,10 @@ def read_conversation(messages: Sequence[Message], today: dt.date, *, can_check:
         before = ctx
         if m.role == "user":
             h = hear(m.content, ctx.today, ctx.next_week)
+            if _only_holds(h):
+                # "Okay, stop." / "Hang on.": the caller has more to say; what was offered stays open.
+                plan = Plan(text="Sure, take your time.")
+                continue
             if _asks_to_repeat(h) and plan.text:
                 # The last reply again, nothing else changed (an offer stays open);
                 # never its tool call: a booking is made once.
@@ -133,6 +137,11 @@ def _asks_to_repeat(h: Heard) -> bool:
     """Only a request to hear the last reply again: "Sorry, can you say that
     again?", "Pardon?", not "Sorry, can you say that again, and book Friday"."""
     return h.repeat and not (h.new_when or h.cancel or h.reschedule or h.lookup or h.callback or h.name or h.phone or h.bye or h.yes or h.no or h.choice is not None)
+
+
+def _only_holds(h: Heard) -> bool:
+    """Only a hold ("Okay, stop.", "Yes, hang on."), nothing asked or answered."""
+    return h.halt and not (h.new_when or h.book or h.cancel or h.reschedule or h.lookup or h.callback or h.name or h.phone or h.bye or h.no or h.choice is not None or h.repeat or h.hours or h.availability or h.correction)
 
 
 def one_turn_per_caller_run(messages: Sequence[Message]) -> list[Message]:

@@ -67,6 +67,8 @@ INTENTS: dict[str, re.Pattern] = {
         r"pardon|what was that|what did you say|what was the last|didn't (?:catch|hear|get) (?:that|it|you|what you said|the \w+)|missed (?:that|it|what you said)",
         r"^(?:sorry|what|huh|eh)$",
     ),
+    # "Okay, stop", "hang on": the caller holds the agent, to say something or to think; no answer yet.
+    "halt": _any(r"stop|wait|hang on|hold on|hold up|one moment|one sec(?:ond)?|just a (?:moment|sec(?:ond)?|minute)|give me a (?:moment|sec(?:ond)?|minute)"),
     "thanks": _any(r"thanks|thank you|thank u|thx|cheers|appreciate it"),
     "yes": _any(
         r"yes|yeah|yea|yep|yup|ya|sure|ok|okay|alright|all right|fine|perfect|great|sounds good|that works|works for me",
@@ -189,6 +191,7 @@ class Heard:
     # A weekday and a day of the month that disagree: (the date of the day of the month, the nearest date on that weekday).
     clash: tuple[dt.date, dt.date] | None = None
     repeat: bool = False  # "sorry, can you say that again?"
+    halt: bool = False  # "okay, stop", "hang on": no answer yet
     cancel: bool = False
     reschedule: bool = False
     existing: bool = False  # about an appointment the caller has ("my appointment")
@@ -276,7 +279,7 @@ def hear(text: str, today: dt.date, in_next_week: int = 0) -> Heard:
         asap=said["asap"],
         book=said["book"] and not existing and not cancel and not reschedule,
         pain=said["pain"],
-        yes=said["yes"] and not said["no"],
+        yes=said["yes"] and not said["no"] and not said["halt"],  # "okay, stop" is no yes
         no=said["no"] and not re.search(r"\bno problem\b", norm),
         bye=said["bye"],
         thanks=said["thanks"],
@@ -284,6 +287,7 @@ def hear(text: str, today: dt.date, in_next_week: int = 0) -> Heard:
         hours=said["hours"],
         availability=said["availability"],
         repeat=said["repeat"] and len(words) <= 10,
+        halt=said["halt"],
         clash=clash if date is not None and (clash := weekday_clash(norm, today)) and clash[0] == date else None,
         cancel=cancel,
         reschedule=reschedule,

@@ -247,7 +247,7 @@ _QUANTITY = r"(?!\s*(?:st|nd|rd|th|days?|weeks?|months?|years?|people|persons?|k
 _FILLERS = {"um", "uh", "er", "erm", "hmm", "mm", "well", "so", "yes", "yeah", "ok", "okay", "please", "maybe", "perhaps",
             "how", "about", "what", "then", "instead", "at", "around", "lets", "let's", "say", "the", "is", "fine", "for",
             "me", "works", "that", "would", "be", "great", "good", "could", "do", "you", "i", "can", "come", "oclock", "pm", "am", "and", "sure",
-            "actually", "make", "it", "change", "to", "rather", "no", "sorry", "we", "us", "instead"}  # fmt: skip
+            "actually", "make", "it", "change", "to", "rather", "no", "sorry", "we", "us", "instead", "wait", "stop", "hang", "hold", "on", "oh"}  # fmt: skip
 _MER = r"(?:\s*(am|pm))?"
 
 
